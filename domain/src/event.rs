@@ -1,0 +1,559 @@
+//! Event types of paystream, version 1, and their JSON wire format.
+//!
+//! Inputs: [`Payment`] (topic `payments`) and [`FraudLabel`] (topic `labels`).
+//! Outputs: [`Decision`], [`LedgerTransaction`] (its postings), [`Settlement`] and
+//! [`DeadLetter`]. JSON Schemas of each live in `schemas/` at the repository root.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+use crate::currency::Currency;
+use crate::error::MoneyError;
+use crate::money::Money;
+use crate::time::parse_rfc3339_ms;
+
+/// Longest identifier (payment, account, merchant, terminal, device) accepted, in bytes.
+pub const IDENTIFIER_BYTES_MAX: usize = 128;
+/// Largest input record (key + value) the pipeline accepts; larger ones are dead-lettered.
+pub const INPUT_RECORD_BYTES_MAX: usize = 16 * 1024;
+/// The `schema` value of version 1 payment events (the field is optional).
+pub const PAYMENT_SCHEMA_V1: &str = "payment.v1";
+
+/// How a payment was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    CardPresent,
+    CardNotPresent,
+    Wallet,
+    BankTransfer,
+}
+
+impl Channel {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Channel::CardPresent => "card_present",
+            Channel::CardNotPresent => "card_not_present",
+            Channel::Wallet => "wallet",
+            Channel::BankTransfer => "bank_transfer",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Channel> {
+        match text {
+            "card_present" => Some(Channel::CardPresent),
+            "card_not_present" => Some(Channel::CardNotPresent),
+            "wallet" => Some(Channel::Wallet),
+            "bank_transfer" => Some(Channel::BankTransfer),
+            _ => None,
+        }
+    }
+}
+
+/// Who receives the money: another account, or a merchant at one of its terminals.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Payee {
+    Account { account_id: String },
+    Merchant { merchant_id: String, terminal_id: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Geo {
+    pub lat: f64,
+    pub lon: f64,
+}
+
+/// A validated payment event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Payment {
+    /// Client-generated idempotency key.
+    pub payment_id: String,
+    pub payer_account_id: String,
+    pub payee: Payee,
+    pub amount: Money,
+    pub event_time_ms: i64,
+    pub channel: Channel,
+    pub device_id: Option<String>,
+    pub geo: Option<Geo>,
+}
+
+/// Payment event v1 as it travels as JSON. Borrowed where the input allows.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PaymentWire<'a> {
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub payment_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub payer_account_id: Cow<'a, str>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub payee_account_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub merchant_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub terminal_id: Option<Cow<'a, str>>,
+    /// Exact decimal string in major units, e.g. "12.34".
+    #[serde(borrow)]
+    pub amount: Cow<'a, str>,
+    #[serde(borrow)]
+    pub currency: Cow<'a, str>,
+    /// RFC 3339 with an offset.
+    #[serde(borrow)]
+    pub event_time: Cow<'a, str>,
+    #[serde(borrow)]
+    pub channel: Cow<'a, str>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geo: Option<Geo>,
+}
+
+/// Why an input record was rejected. The snake_case name is the machine-readable reason
+/// on the dead-letter topic and the `reason` label of the dead-letter counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    RecordTooLarge,
+    MalformedJson,
+    MissingField,
+    InvalidFieldType,
+    InvalidField,
+    UnsupportedSchema,
+    InvalidAmount,
+    NonPositiveAmount,
+    AmountOverflow,
+    UnknownCurrency,
+    InvalidTimestamp,
+    /// The same `payment_id` arrived before with different content.
+    DuplicatePaymentConflict,
+    /// A CSV row of a replayed file could not be read.
+    MalformedCsvRow,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 13] = [
+        RejectReason::RecordTooLarge,
+        RejectReason::MalformedJson,
+        RejectReason::MissingField,
+        RejectReason::InvalidFieldType,
+        RejectReason::InvalidField,
+        RejectReason::UnsupportedSchema,
+        RejectReason::InvalidAmount,
+        RejectReason::NonPositiveAmount,
+        RejectReason::AmountOverflow,
+        RejectReason::UnknownCurrency,
+        RejectReason::InvalidTimestamp,
+        RejectReason::DuplicatePaymentConflict,
+        RejectReason::MalformedCsvRow,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RejectReason::RecordTooLarge => "record_too_large",
+            RejectReason::MalformedJson => "malformed_json",
+            RejectReason::MissingField => "missing_field",
+            RejectReason::InvalidFieldType => "invalid_field_type",
+            RejectReason::InvalidField => "invalid_field",
+            RejectReason::UnsupportedSchema => "unsupported_schema",
+            RejectReason::InvalidAmount => "invalid_amount",
+            RejectReason::NonPositiveAmount => "non_positive_amount",
+            RejectReason::AmountOverflow => "amount_overflow",
+            RejectReason::UnknownCurrency => "unknown_currency",
+            RejectReason::InvalidTimestamp => "invalid_timestamp",
+            RejectReason::DuplicatePaymentConflict => "duplicate_payment_conflict",
+            RejectReason::MalformedCsvRow => "malformed_csv_row",
+        }
+    }
+}
+
+/// A rejected input: the reason and a human-readable detail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: RejectReason,
+    pub detail: String,
+}
+
+impl Rejection {
+    pub fn new(reason: RejectReason, detail: impl Into<String>) -> Rejection {
+        Rejection { reason, detail: detail.into() }
+    }
+}
+
+fn classify_json_error(error: &serde_json::Error) -> Rejection {
+    use serde_json::error::Category;
+    let detail = error.to_string();
+    let reason = match error.classify() {
+        Category::Data if detail.starts_with("missing field") => RejectReason::MissingField,
+        Category::Data if detail.starts_with("invalid type") || detail.starts_with("invalid value") => {
+            RejectReason::InvalidFieldType
+        }
+        Category::Data => RejectReason::InvalidField,
+        Category::Syntax | Category::Eof | Category::Io => RejectReason::MalformedJson,
+    };
+    Rejection { reason, detail }
+}
+
+fn identifier(field: &str, value: &str) -> Result<String, Rejection> {
+    if value.is_empty() || value.len() > IDENTIFIER_BYTES_MAX || value.chars().any(char::is_control) {
+        return Err(Rejection::new(
+            RejectReason::InvalidField,
+            format!("{field} must be 1 to {IDENTIFIER_BYTES_MAX} bytes without control characters"),
+        ));
+    }
+    Ok(value.to_string())
+}
+
+fn money_rejection(error: MoneyError) -> Rejection {
+    let reason = match error {
+        MoneyError::Overflow => RejectReason::AmountOverflow,
+        MoneyError::UnknownCurrency(_) => RejectReason::UnknownCurrency,
+        _ => RejectReason::InvalidAmount,
+    };
+    Rejection::new(reason, error.to_string())
+}
+
+impl Payment {
+    /// Parses and validates one payment event v1 from raw record bytes.
+    pub fn from_json(bytes: &[u8]) -> Result<Payment, Rejection> {
+        if bytes.len() > INPUT_RECORD_BYTES_MAX {
+            return Err(Rejection::new(
+                RejectReason::RecordTooLarge,
+                format!("record of {} bytes exceeds {INPUT_RECORD_BYTES_MAX}", bytes.len()),
+            ));
+        }
+        let wire: PaymentWire<'_> = serde_json::from_slice(bytes).map_err(|e| classify_json_error(&e))?;
+        Payment::from_wire(&wire)
+    }
+
+    pub fn from_wire(wire: &PaymentWire<'_>) -> Result<Payment, Rejection> {
+        if let Some(schema) = &wire.schema
+            && schema != PAYMENT_SCHEMA_V1
+        {
+            return Err(Rejection::new(
+                RejectReason::UnsupportedSchema,
+                format!("schema {schema:?} is not {PAYMENT_SCHEMA_V1:?}"),
+            ));
+        }
+        let payment_id = identifier("payment_id", &wire.payment_id)?;
+        let payer_account_id = identifier("payer_account_id", &wire.payer_account_id)?;
+        let payee = match (&wire.payee_account_id, &wire.merchant_id, &wire.terminal_id) {
+            (Some(account), None, None) => Payee::Account { account_id: identifier("payee_account_id", account)? },
+            (None, Some(merchant), Some(terminal)) => Payee::Merchant {
+                merchant_id: identifier("merchant_id", merchant)?,
+                terminal_id: identifier("terminal_id", terminal)?,
+            },
+            (None, None, None) => {
+                return Err(Rejection::new(
+                    RejectReason::MissingField,
+                    "missing payee: give payee_account_id, or merchant_id and terminal_id",
+                ));
+            }
+            _ => {
+                return Err(Rejection::new(
+                    RejectReason::InvalidField,
+                    "payee must be either payee_account_id alone, or merchant_id with terminal_id",
+                ));
+            }
+        };
+        let currency = Currency::from_code(&wire.currency).map_err(money_rejection)?;
+        let amount = Money::parse(&wire.amount, currency).map_err(money_rejection)?;
+        if amount.minor_units() <= 0 {
+            return Err(Rejection::new(
+                RejectReason::NonPositiveAmount,
+                format!("amount {} must be greater than zero", wire.amount),
+            ));
+        }
+        let event_time_ms = parse_rfc3339_ms(&wire.event_time)
+            .map_err(|e| Rejection::new(RejectReason::InvalidTimestamp, format!("event_time: {e}")))?;
+        let channel = Channel::parse(&wire.channel).ok_or_else(|| {
+            Rejection::new(
+                RejectReason::InvalidField,
+                format!(
+                    "channel {:?} is not one of card_present, card_not_present, wallet, bank_transfer",
+                    truncate(&wire.channel)
+                ),
+            )
+        })?;
+        let device_id = wire.device_id.as_deref().map(|d| identifier("device_id", d)).transpose()?;
+        if let Some(geo) = wire.geo
+            && !((-90.0..=90.0).contains(&geo.lat) && (-180.0..=180.0).contains(&geo.lon))
+        {
+            return Err(Rejection::new(RejectReason::InvalidField, "geo lat/lon out of range"));
+        }
+        Ok(Payment { payment_id, payer_account_id, payee, amount, event_time_ms, channel, device_id, geo: wire.geo })
+    }
+
+    /// The JSON v1 encoding of this payment (the inverse of [`Payment::from_json`]).
+    pub fn to_wire(&self) -> PaymentWire<'_> {
+        let (payee_account_id, merchant_id, terminal_id) = match &self.payee {
+            Payee::Account { account_id } => (Some(Cow::Borrowed(account_id.as_str())), None, None),
+            Payee::Merchant { merchant_id, terminal_id } => {
+                (None, Some(Cow::Borrowed(merchant_id.as_str())), Some(Cow::Borrowed(terminal_id.as_str())))
+            }
+        };
+        PaymentWire {
+            schema: None,
+            payment_id: Cow::Borrowed(&self.payment_id),
+            payer_account_id: Cow::Borrowed(&self.payer_account_id),
+            payee_account_id,
+            merchant_id,
+            terminal_id,
+            amount: Cow::Owned(self.amount.to_decimal_string()),
+            currency: Cow::Borrowed(self.amount.currency().code()),
+            event_time: Cow::Owned(crate::time::format_rfc3339_ms(self.event_time_ms)),
+            channel: Cow::Borrowed(self.channel.as_str()),
+            device_id: self.device_id.as_deref().map(Cow::Borrowed),
+            geo: self.geo,
+        }
+    }
+
+    pub fn merchant_id(&self) -> Option<&str> {
+        match &self.payee {
+            Payee::Merchant { merchant_id, .. } => Some(merchant_id),
+            Payee::Account { .. } => None,
+        }
+    }
+
+    pub fn terminal_id(&self) -> Option<&str> {
+        match &self.payee {
+            Payee::Merchant { terminal_id, .. } => Some(terminal_id),
+            Payee::Account { .. } => None,
+        }
+    }
+
+    /// A hash of the payment's content (not its formatting): two events with one
+    /// `payment_id` and equal hashes are a retry; unequal hashes are a conflict.
+    pub fn content_hash(&self) -> u64 {
+        use xxhash_rust::xxh3::Xxh3;
+        let mut hasher = Xxh3::new();
+        let mut field = |bytes: &[u8]| {
+            hasher.update(&(bytes.len() as u64).to_le_bytes());
+            hasher.update(bytes);
+        };
+        field(self.payment_id.as_bytes());
+        field(self.payer_account_id.as_bytes());
+        match &self.payee {
+            Payee::Account { account_id } => field(account_id.as_bytes()),
+            Payee::Merchant { merchant_id, terminal_id } => {
+                field(merchant_id.as_bytes());
+                field(terminal_id.as_bytes());
+            }
+        }
+        field(&self.amount.minor_units().to_le_bytes());
+        field(self.amount.currency().code().as_bytes());
+        field(&self.event_time_ms.to_le_bytes());
+        field(self.channel.as_str().as_bytes());
+        hasher.digest()
+    }
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(32).collect()
+}
+
+/// A fraud label: feedback that a payment was (or was not) fraud, known at `reported_at`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FraudLabel {
+    pub payment_id: String,
+    pub is_fraud: bool,
+    /// RFC 3339: when the label became known (chargeback, report, analyst verdict).
+    pub reported_at: String,
+    /// Context copied from the payment so feature operators can join without a lookup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payer_account_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminal_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_event_time: Option<String>,
+}
+
+/// What the pipeline decided for a payment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Approve,
+    Review,
+    Decline,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 3] = [Outcome::Approve, Outcome::Review, Outcome::Decline];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Approve => "approve",
+            Outcome::Review => "review",
+            Outcome::Decline => "decline",
+        }
+    }
+}
+
+/// Output: one per accepted payment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub payment_id: String,
+    pub payer_account_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_id: Option<String>,
+    pub amount: String,
+    pub currency: Currency,
+    pub event_time: String,
+    pub outcome: Outcome,
+    /// Fraud score in [0, 1]; not money, so a float is fine.
+    pub score: f32,
+    pub reasons: Vec<String>,
+    pub model_version: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Debit,
+    Credit,
+}
+
+/// One leg of a ledger transaction. Amounts are positive; the direction says the side.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerPosting {
+    pub account_id: String,
+    pub direction: Direction,
+    pub amount: String,
+    pub amount_minor: i64,
+}
+
+impl LedgerPosting {
+    /// Debits positive, credits negative: a balanced transaction sums to zero.
+    pub fn signed_minor_units(&self) -> i64 {
+        match self.direction {
+            Direction::Debit => self.amount_minor,
+            Direction::Credit => -self.amount_minor,
+        }
+    }
+}
+
+/// Output: the balanced postings of one approved payment (debits = credits).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerTransaction {
+    pub transaction_id: String,
+    pub payment_id: String,
+    pub event_time: String,
+    pub currency: Currency,
+    pub postings: Vec<LedgerPosting>,
+}
+
+/// Output: net amounts for one merchant, currency and settlement window, as accumulated
+/// by one input partition (see ARCHITECTURE.md, "Settlement").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settlement {
+    pub settlement_id: String,
+    pub merchant_id: String,
+    pub currency: Currency,
+    pub window_start: String,
+    pub window_end: String,
+    pub source_partition: u32,
+    pub payment_count: u64,
+    /// Payments whose event time fell in an already closed window and were moved here.
+    pub late_payment_count: u64,
+    /// Totals are i128 so that no window can overflow; the decimal strings are exact.
+    pub gross_minor: i128,
+    pub fees_minor: i128,
+    pub net_minor: i128,
+    pub gross: String,
+    pub fees: String,
+    pub net: String,
+}
+
+/// Output: an input record the pipeline could not accept, with its original bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub reason: RejectReason,
+    pub detail: String,
+    pub source_topic: String,
+    pub source_partition: u32,
+    pub source_offset: u64,
+    /// Original key and value, base64 (standard alphabet), byte for byte.
+    pub key_base64: String,
+    pub value_base64: String,
+}
+
+impl DeadLetter {
+    pub fn new(rejection: Rejection, source_topic: &str, source_partition: u32, source_offset: u64, key: &[u8], value: &[u8]) -> DeadLetter {
+        use base64::Engine as _;
+        let engine = base64::engine::general_purpose::STANDARD;
+        DeadLetter {
+            reason: rejection.reason,
+            detail: rejection.detail,
+            source_topic: source_topic.to_string(),
+            source_partition,
+            source_offset,
+            key_base64: engine.encode(key),
+            value_base64: engine.encode(value),
+        }
+    }
+
+    pub fn original_value(&self) -> Vec<u8> {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.decode(&self.value_base64).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{"payment_id":"p-1","payer_account_id":"C1","merchant_id":"M1","terminal_id":"T1","amount":"12.34","currency":"EUR","event_time":"2018-04-01T00:03:12Z","channel":"card_present","device_id":"d1","geo":{"lat":1.5,"lon":2.5}}"#;
+
+    fn reason(json: &str) -> RejectReason {
+        Payment::from_json(json.as_bytes()).unwrap_err().reason
+    }
+
+    #[test]
+    fn parses_a_good_payment_and_round_trips() {
+        let payment = Payment::from_json(GOOD.as_bytes()).unwrap();
+        assert_eq!(payment.amount.minor_units(), 1234);
+        assert_eq!(payment.merchant_id(), Some("M1"));
+        let json = serde_json::to_vec(&payment.to_wire()).unwrap();
+        assert_eq!(Payment::from_json(&json).unwrap(), payment);
+        assert_eq!(Payment::from_json(&json).unwrap().content_hash(), payment.content_hash());
+    }
+
+    #[test]
+    fn every_kind_of_bad_input_has_its_reason() {
+        let replace = |from: &str, to: &str| GOOD.replace(from, to);
+        assert_eq!(reason("{not json"), RejectReason::MalformedJson);
+        assert_eq!(reason(""), RejectReason::MalformedJson);
+        assert_eq!(reason(&replace(r#""payment_id":"p-1","#, "")), RejectReason::MissingField);
+        assert_eq!(reason(&replace(r#""amount":"12.34""#, r#""amount":12.34"#)), RejectReason::InvalidFieldType);
+        assert_eq!(reason(&replace(r#""payer_account_id":"C1""#, r#""payer_account_id":7"#)), RejectReason::InvalidFieldType);
+        assert_eq!(reason(&replace("12.34", "0.00")), RejectReason::NonPositiveAmount);
+        assert_eq!(reason(&replace("12.34", "-5")), RejectReason::NonPositiveAmount);
+        assert_eq!(reason(&replace("12.34", "99999999999999999999")), RejectReason::AmountOverflow);
+        assert_eq!(reason(&replace("12.34", "12.345")), RejectReason::InvalidAmount);
+        assert_eq!(reason(&replace("12.34", "twelve")), RejectReason::InvalidAmount);
+        assert_eq!(reason(&replace("EUR", "ZZZ")), RejectReason::UnknownCurrency);
+        assert_eq!(reason(&replace("2018-04-01T00:03:12Z", "April 1st")), RejectReason::InvalidTimestamp);
+        assert_eq!(reason(&replace("card_present", "telepathy")), RejectReason::InvalidField);
+        assert_eq!(reason(&replace(r#""merchant_id":"M1","#, "")), RejectReason::InvalidField);
+        assert_eq!(reason(&replace(r#""payment_id":"p-1""#, r#""payment_id":"""#)), RejectReason::InvalidField);
+        assert_eq!(reason(&replace(r#""payment_id""#, r#""schema":"payment.v9","payment_id""#)), RejectReason::UnsupportedSchema);
+        let huge = replace("d1", &"x".repeat(INPUT_RECORD_BYTES_MAX));
+        assert_eq!(reason(&huge), RejectReason::RecordTooLarge);
+    }
+
+    #[test]
+    fn reason_names_match_serde() {
+        for reason in RejectReason::ALL {
+            assert_eq!(serde_json::to_string(&reason).unwrap(), format!("\"{}\"", reason.as_str()));
+        }
+    }
+
+    #[test]
+    fn content_hash_ignores_formatting_but_not_content() {
+        let a = Payment::from_json(GOOD.as_bytes()).unwrap();
+        let spaced = GOOD.replace(",", " , ");
+        assert_eq!(Payment::from_json(spaced.as_bytes()).unwrap().content_hash(), a.content_hash());
+        let other = Payment::from_json(GOOD.replace("12.34", "12.35").as_bytes()).unwrap();
+        assert_ne!(other.content_hash(), a.content_hash());
+    }
+}

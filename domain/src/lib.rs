@@ -1,0 +1,20 @@
+//! Domain types of paystream: money, currencies, event time, the v1 events and their
+//! validation, and Arrow schemas.
+//!
+//! Invariants: this crate does no IO, reads no clock and has no async; money is integer
+//! minor units with checked arithmetic, never `f64`.
+
+pub mod arrow;
+pub mod currency;
+pub mod error;
+pub mod event;
+pub mod money;
+pub mod time;
+
+pub use currency::Currency;
+pub use error::{MoneyError, TimeError};
+pub use event::{
+    Channel, DeadLetter, Decision, Direction, FraudLabel, LedgerPosting, LedgerTransaction, Outcome, Payee, Payment,
+    RejectReason, Rejection, Settlement,
+};
+pub use money::Money;

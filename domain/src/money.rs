@@ -1,0 +1,222 @@
+//! Money: integer minor units plus a currency. Never `f64`.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::currency::Currency;
+use crate::error::MoneyError;
+
+/// An amount in integer minor units (cents for EUR) of one currency. Arithmetic is
+/// checked: overflow and mixing currencies are errors, never wraps or silent conversions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Money {
+    minor_units: i64,
+    currency: Currency,
+}
+
+/// The longest decimal string `Money::parse` looks at; anything longer is an error
+/// before any arithmetic happens.
+pub const DECIMAL_TEXT_BYTES_MAX: usize = 40;
+
+impl Money {
+    pub fn from_minor_units(minor_units: i64, currency: Currency) -> Money {
+        Money { minor_units, currency }
+    }
+
+    pub fn zero(currency: Currency) -> Money {
+        Money { minor_units: 0, currency }
+    }
+
+    pub fn minor_units(&self) -> i64 {
+        self.minor_units
+    }
+
+    pub fn currency(&self) -> Currency {
+        self.currency
+    }
+
+    /// Parses an exact decimal string such as "12.34", "-0.5" or "1000" in `currency`.
+    /// At most the currency's minor-unit digits may follow the point ("1.234" is an error
+    /// in EUR, fine in KWD). No exponents, no spaces, no thousands separators, no '+'.
+    pub fn parse(text: &str, currency: Currency) -> Result<Money, MoneyError> {
+        if text.is_empty() {
+            return Err(MoneyError::InvalidDecimal(String::new()));
+        }
+        if text.len() > DECIMAL_TEXT_BYTES_MAX {
+            return Err(MoneyError::Overflow);
+        }
+        let invalid = || MoneyError::InvalidDecimal(text.to_string());
+        let (negative, body) = match text.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let (whole, fraction) = match body.split_once('.') {
+            Some((whole, fraction)) => (whole, Some(fraction)),
+            None => (body, None),
+        };
+        if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid());
+        }
+        let digits = u32::from(currency.minor_unit_digits());
+        let fraction = fraction.unwrap_or("");
+        if text.contains('.') && fraction.is_empty() {
+            return Err(invalid());
+        }
+        if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid());
+        }
+        if fraction.len() > digits as usize {
+            return Err(MoneyError::TooManyDecimals { text: text.to_string(), digits_max: digits as u8 });
+        }
+        let mut value: i64 = 0;
+        for b in whole.bytes() {
+            value = value.checked_mul(10).and_then(|v| v.checked_add(i64::from(b - b'0'))).ok_or(MoneyError::Overflow)?;
+        }
+        let mut fraction_value: i64 = 0;
+        for b in fraction.bytes() {
+            fraction_value = fraction_value * 10 + i64::from(b - b'0');
+        }
+        fraction_value *= 10_i64.pow(digits - fraction.len() as u32);
+        let scaled = value
+            .checked_mul(10_i64.pow(digits))
+            .and_then(|v| v.checked_add(fraction_value))
+            .ok_or(MoneyError::Overflow)?;
+        Ok(Money { minor_units: if negative { -scaled } else { scaled }, currency })
+    }
+
+    pub fn checked_add(self, other: Money) -> Result<Money, MoneyError> {
+        self.same_currency(other)?;
+        let minor_units = self.minor_units.checked_add(other.minor_units).ok_or(MoneyError::Overflow)?;
+        Ok(Money { minor_units, currency: self.currency })
+    }
+
+    pub fn checked_sub(self, other: Money) -> Result<Money, MoneyError> {
+        self.same_currency(other)?;
+        let minor_units = self.minor_units.checked_sub(other.minor_units).ok_or(MoneyError::Overflow)?;
+        Ok(Money { minor_units, currency: self.currency })
+    }
+
+    pub fn checked_neg(self) -> Result<Money, MoneyError> {
+        let minor_units = self.minor_units.checked_neg().ok_or(MoneyError::Overflow)?;
+        Ok(Money { minor_units, currency: self.currency })
+    }
+
+    /// `self × basis_points / 10_000`, rounded half away from zero, computed in i128.
+    pub fn checked_basis_points(self, basis_points: u32) -> Result<Money, MoneyError> {
+        let product = i128::from(self.minor_units) * i128::from(basis_points);
+        let half = if product >= 0 { 5_000 } else { -5_000 };
+        let rounded = (product + half) / 10_000;
+        let minor_units = i64::try_from(rounded).map_err(|_| MoneyError::Overflow)?;
+        Ok(Money { minor_units, currency: self.currency })
+    }
+
+    fn same_currency(self, other: Money) -> Result<(), MoneyError> {
+        if self.currency == other.currency {
+            Ok(())
+        } else {
+            Err(MoneyError::CurrencyMismatch { left: self.currency, right: other.currency })
+        }
+    }
+
+    /// The exact decimal text of this amount, e.g. "-12.30" for EUR.
+    pub fn to_decimal_string(&self) -> String {
+        format_minor_units(self.minor_units, self.currency.minor_unit_digits())
+    }
+}
+
+/// Formats integer minor units as an exact decimal with `digits` fraction digits.
+pub fn format_minor_units(minor_units: i64, digits: u8) -> String {
+    let negative = minor_units < 0;
+    let magnitude = minor_units.unsigned_abs();
+    let sign = if negative { "-" } else { "" };
+    if digits == 0 {
+        return format!("{sign}{magnitude}");
+    }
+    let scale = 10_u64.pow(u32::from(digits));
+    format!("{sign}{}.{:0width$}", magnitude / scale, magnitude % scale, width = usize::from(digits))
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.to_decimal_string(), self.currency)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn eur(text: &str) -> Result<i64, MoneyError> {
+        Money::parse(text, Currency::EUR).map(|m| m.minor_units())
+    }
+
+    #[test]
+    fn parses_exact_decimals() {
+        assert_eq!(eur("12.34"), Ok(1234));
+        assert_eq!(eur("12.3"), Ok(1230));
+        assert_eq!(eur("12"), Ok(1200));
+        assert_eq!(eur("0.01"), Ok(1));
+        assert_eq!(eur("-0.5"), Ok(-50));
+        assert_eq!(eur("0"), Ok(0));
+        assert_eq!(Money::parse("1000", Currency::from_code("JPY").unwrap()).unwrap().minor_units(), 1000);
+        assert_eq!(Money::parse("1.234", Currency::from_code("KWD").unwrap()).unwrap().minor_units(), 1234);
+    }
+
+    #[test]
+    fn rejects_inexact_or_malformed_decimals() {
+        for bad in ["", ".", "1.", ".5", "1.2.3", "1e3", "+1", " 1", "1 ", "1,00", "abc", "--1", "-"] {
+            assert!(matches!(eur(bad), Err(MoneyError::InvalidDecimal(_))), "{bad:?} must be invalid");
+        }
+        assert!(matches!(eur("1.234"), Err(MoneyError::TooManyDecimals { .. })));
+        assert!(matches!(Money::parse("1.5", Currency::from_code("JPY").unwrap()), Err(MoneyError::TooManyDecimals { .. })));
+        assert_eq!(eur("92233720368547758.07"), Ok(i64::MAX));
+        assert_eq!(eur("92233720368547758.08"), Err(MoneyError::Overflow));
+        assert_eq!(eur("99999999999999999999999"), Err(MoneyError::Overflow));
+    }
+
+    #[test]
+    fn arithmetic_is_checked() {
+        let max = Money::from_minor_units(i64::MAX, Currency::EUR);
+        let one = Money::from_minor_units(1, Currency::EUR);
+        assert_eq!(max.checked_add(one), Err(MoneyError::Overflow));
+        assert!(one.checked_add(Money::from_minor_units(1, Currency::USD)).is_err());
+        assert_eq!(Money::from_minor_units(i64::MIN, Currency::EUR).checked_neg(), Err(MoneyError::Overflow));
+        assert_eq!(one.checked_sub(one).unwrap().minor_units(), 0);
+    }
+
+    #[test]
+    fn basis_points_round_half_away_from_zero() {
+        let fee = |minor, bps| Money::from_minor_units(minor, Currency::EUR).checked_basis_points(bps).unwrap().minor_units();
+        assert_eq!(fee(10_000, 150), 150);
+        assert_eq!(fee(1_234, 150), 19); // 18.51 -> 19
+        assert_eq!(fee(100, 50), 1); // 0.5 -> 1
+        assert_eq!(fee(-100, 50), -1);
+        assert_eq!(fee(99, 50), 0); // 0.495 -> 0
+    }
+
+    #[test]
+    fn formats_exactly() {
+        assert_eq!(format_minor_units(1234, 2), "12.34");
+        assert_eq!(format_minor_units(-5, 2), "-0.05");
+        assert_eq!(format_minor_units(7, 0), "7");
+        assert_eq!(format_minor_units(i64::MIN, 2), "-92233720368547758.08");
+    }
+
+    proptest! {
+        #[test]
+        fn format_then_parse_round_trips(minor in any::<i64>(), digits in 0u8..=3) {
+            let currency = match digits { 0 => "JPY", 2 => "EUR", 3 => "KWD", _ => "EUR" };
+            let currency = Currency::from_code(currency).unwrap();
+            let minor = if minor == i64::MIN { minor + 1 } else { minor };
+            let text = format_minor_units(minor, currency.minor_unit_digits());
+            prop_assert_eq!(Money::parse(&text, currency).unwrap().minor_units(), minor);
+        }
+
+        #[test]
+        fn parse_never_panics(text in ".{0,48}") {
+            let _ = Money::parse(&text, Currency::EUR);
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! The state of one input partition, its changes ([`StateOp`]) and their encodings.
+//!
+//! Encodings are postcard (compact, versioned by [`STATE_FORMAT_VERSION`]); a changelog
+//! record holds the ops of one batch, a snapshot the whole state.
+
+use paystream_domain::Settlement;
+use serde::{Deserialize, Serialize};
+
+use crate::dedupe::{DedupeSnapshot, DedupeState};
+use crate::features::CustomerFeatureState;
+use crate::settlement::{Placement, SettlementEntry, SettlementState};
+use crate::{OperatorConfig, OperatorError};
+
+/// Bumped whenever the encoding of ops or snapshots changes incompatibly.
+pub const STATE_FORMAT_VERSION: u16 = 1;
+
+/// One change to a partition's state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StateOp {
+    /// A payment was decided: remember its id, count it in the customer's windows and,
+    /// when approved for a merchant, in the merchant's settlement window.
+    Accepted {
+        id_hash: u128,
+        content_hash: u64,
+        payer_account_id: String,
+        event_time_ms: i64,
+        amount_minor: i64,
+        settlement: Option<SettlementEntry>,
+    },
+    /// The partition's event time advanced: evict old ids, close settlement windows.
+    Watermark { max_event_time_ms: i64 },
+}
+
+pub struct PartitionState {
+    pub(crate) max_event_time_ms: i64,
+    pub(crate) dedupe: DedupeState,
+    pub(crate) customers: CustomerFeatureState,
+    pub(crate) settlement: SettlementState,
+}
+
+impl Default for PartitionState {
+    fn default() -> Self {
+        PartitionState {
+            max_event_time_ms: i64::MIN,
+            dedupe: DedupeState::default(),
+            customers: CustomerFeatureState::default(),
+            settlement: SettlementState::default(),
+        }
+    }
+}
+
+/// What applying an op did beyond changing state.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Settlement windows the op closed.
+    pub closed_settlements: Vec<Settlement>,
+    /// The op's settlement entry went to a later window because its own was closed.
+    pub late_settlement: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    version: u16,
+    max_event_time_ms: i64,
+    dedupe: DedupeSnapshot,
+    customers: CustomerFeatureState,
+    settlement: SettlementState,
+}
+
+#[derive(Serialize, Deserialize)]
+struct OpsRecord {
+    version: u16,
+    ops: Vec<StateOp>,
+}
+
+pub fn encode_ops(ops: &[StateOp]) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct OpsRef<'a> {
+        version: u16,
+        ops: &'a [StateOp],
+    }
+    postcard::to_stdvec(&OpsRef { version: STATE_FORMAT_VERSION, ops }).expect("encoding to a Vec cannot fail")
+}
+
+pub fn decode_ops(bytes: &[u8]) -> Result<Vec<StateOp>, OperatorError> {
+    let record: OpsRecord =
+        postcard::from_bytes(bytes).map_err(|source| OperatorError::CorruptState { what: "changelog record", source })?;
+    check_version(record.version, "changelog record")?;
+    Ok(record.ops)
+}
+
+fn check_version(version: u16, what: &'static str) -> Result<(), OperatorError> {
+    if version == STATE_FORMAT_VERSION {
+        Ok(())
+    } else {
+        Err(OperatorError::CorruptState { what, source: postcard::Error::DeserializeBadEncoding })
+    }
+}
+
+impl PartitionState {
+    /// Applies one op. The same function runs live and on restore.
+    pub fn apply(&mut self, op: &StateOp, config: &OperatorConfig, partition: u32) -> Applied {
+        let mut applied = Applied::default();
+        match op {
+            StateOp::Accepted { id_hash, content_hash, payer_account_id, event_time_ms, amount_minor, settlement } => {
+                self.dedupe.insert(*id_hash, *content_hash, *event_time_ms);
+                self.customers.add(payer_account_id, *event_time_ms, *amount_minor);
+                if let Some(entry) = settlement {
+                    let placement = self.settlement.add(entry, *event_time_ms, config.settlement_window_ms);
+                    applied.late_settlement = placement == Placement::Late;
+                }
+            }
+            StateOp::Watermark { max_event_time_ms } => {
+                self.max_event_time_ms = self.max_event_time_ms.max(*max_event_time_ms);
+                self.dedupe.evict_before(self.max_event_time_ms.saturating_sub(config.dedupe_retention_ms));
+                let closed_through = self.max_event_time_ms.saturating_sub(config.settlement_allowed_lateness_ms);
+                applied.closed_settlements = self.settlement.close(closed_through, config.settlement_window_ms, partition);
+            }
+        }
+        applied
+    }
+
+    pub fn max_event_time_ms(&self) -> Option<i64> {
+        (self.max_event_time_ms != i64::MIN).then_some(self.max_event_time_ms)
+    }
+
+    pub fn remembered_payment_ids(&self) -> usize {
+        self.dedupe.len()
+    }
+
+    pub fn customers(&self) -> usize {
+        self.customers.len()
+    }
+
+    pub fn settlement(&self) -> &SettlementState {
+        &self.settlement
+    }
+
+    pub fn to_snapshot_bytes(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct SnapshotRef<'a> {
+            version: u16,
+            max_event_time_ms: i64,
+            dedupe: DedupeSnapshot,
+            customers: &'a CustomerFeatureState,
+            settlement: &'a SettlementState,
+        }
+        postcard::to_stdvec(&SnapshotRef {
+            version: STATE_FORMAT_VERSION,
+            max_event_time_ms: self.max_event_time_ms,
+            dedupe: self.dedupe.snapshot(),
+            customers: &self.customers,
+            settlement: &self.settlement,
+        })
+        .expect("encoding to a Vec cannot fail")
+    }
+
+    pub fn from_snapshot_bytes(bytes: &[u8]) -> Result<PartitionState, OperatorError> {
+        let snapshot: Snapshot =
+            postcard::from_bytes(bytes).map_err(|source| OperatorError::CorruptState { what: "snapshot", source })?;
+        check_version(snapshot.version, "snapshot")?;
+        Ok(PartitionState {
+            max_event_time_ms: snapshot.max_event_time_ms,
+            dedupe: DedupeState::restore(snapshot.dedupe),
+            customers: snapshot.customers,
+            settlement: snapshot.settlement,
+        })
+    }
+}

@@ -1,0 +1,276 @@
+//! The log abstraction: Kafka's model of topics, partitions and offsets, with one atomic
+//! commit of (output records + consumer positions). Operator state changes travel as
+//! records of a changelog topic, so they are part of the same commit.
+//!
+//! Contract of every [`Log`] implementation:
+//! - A topic has a fixed number of partitions; a record's partition is
+//!   [`partitioner::partition_for_key`] of its key unless the producer names one.
+//! - Offsets in a partition are dense and increase by one per record.
+//! - [`Log::commit`] is all or nothing: after it returns Ok, every record and position of
+//!   the transaction is durable; after a crash at any moment, either all of a
+//!   transaction is visible or none of it. Readers MUST NOT see uncommitted records.
+//! - Consumer positions are the next offset to read, per (group, topic, partition).
+
+pub mod embedded;
+pub mod partitioner;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use thiserror::Error;
+
+/// The largest record (key + value) any log accepts.
+pub const RECORD_BYTES_MAX: usize = 1024 * 1024;
+/// Bytes of a record's header in a transaction buffer: timestamp, key and value lengths.
+pub const RECORD_HEADER_BYTES: usize = 16;
+
+#[derive(Debug, Error)]
+pub enum LogError {
+    /// External: the disk or the broker failed. Retrying after a restart may help.
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    /// Internal: stored bytes fail their checksum or do not parse.
+    #[error("log data is corrupt: {0}")]
+    Corrupt(String),
+    /// The caller's fault.
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    #[error("topic {topic:?} has {partitions} partitions; partition {partition} does not exist")]
+    UnknownPartition { topic: String, partition: u32, partitions: u32 },
+    #[error("topic {topic:?} exists with {existing} partitions, not {requested}")]
+    TopicExists { topic: String, existing: u32, requested: u32 },
+    #[error("invalid topic: {0}")]
+    InvalidTopic(String),
+    #[error("record of {bytes} bytes exceeds the limit of {limit} bytes")]
+    RecordTooLarge { bytes: usize, limit: usize },
+    #[error("offset {requested} of {topic}/{partition} is out of range [{start}, {end}]")]
+    OffsetOutOfRange { topic: String, partition: u32, requested: u64, start: u64, end: u64 },
+    #[error("data directory {0} is in use by another paystream process")]
+    Locked(String),
+    #[error("the log failed earlier and refuses writes until restarted: {0}")]
+    Poisoned(String),
+}
+
+impl LogError {
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> LogError {
+        let context = context.into();
+        move |source| LogError::Io { context, source }
+    }
+}
+
+/// A topic: its name and partition count.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Topic {
+    pub name: Arc<str>,
+    pub partitions: u32,
+}
+
+/// A committed record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub offset: u64,
+    /// Milliseconds since the epoch set by the producer (Kafka's CreateTime).
+    pub timestamp_ms: i64,
+    pub key: Bytes,
+    pub value: Bytes,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    /// The oldest offset still stored (retention moves it).
+    pub start: u64,
+    /// One past the newest committed offset (Kafka's high watermark).
+    pub end: u64,
+}
+
+/// Records for one partition inside a transaction, encoded back to back as
+/// `timestamp i64 | key length u32 | value length u32 | key | value` (little endian).
+#[derive(Debug, Default)]
+pub struct PartitionBatch {
+    pub count: u32,
+    pub bytes: Vec<u8>,
+}
+
+impl PartitionBatch {
+    pub fn iter(&self) -> RecordIter<'_> {
+        RecordIter { bytes: &self.bytes }
+    }
+}
+
+/// Iterates encoded records as (timestamp, key, value).
+pub struct RecordIter<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> RecordIter<'a> {
+    pub fn new(bytes: &'a [u8]) -> RecordIter<'a> {
+        RecordIter { bytes }
+    }
+}
+
+impl<'a> Iterator for RecordIter<'a> {
+    type Item = (i64, &'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (header, rest) = self.bytes.split_at_checked(RECORD_HEADER_BYTES)?;
+        let timestamp = i64::from_le_bytes(header[0..8].try_into().ok()?);
+        let key_len = u32::from_le_bytes(header[8..12].try_into().ok()?) as usize;
+        let value_len = u32::from_le_bytes(header[12..16].try_into().ok()?) as usize;
+        let (key, rest) = rest.split_at_checked(key_len)?;
+        let (value, rest) = rest.split_at_checked(value_len)?;
+        self.bytes = rest;
+        Some((timestamp, key, value))
+    }
+}
+
+/// A consumer position to commit: the next offset `group` will read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerPosition {
+    pub group: String,
+    pub topic: Arc<str>,
+    pub partition: u32,
+    pub next_offset: u64,
+}
+
+/// Everything one commit makes durable at once.
+#[derive(Debug, Default)]
+pub struct Transaction {
+    batches: Vec<(Topic, u32, PartitionBatch)>,
+    positions: Vec<ConsumerPosition>,
+    bytes: usize,
+}
+
+impl Transaction {
+    pub fn new() -> Transaction {
+        Transaction::default()
+    }
+
+    fn batch(&mut self, topic: &Topic, partition: u32) -> &mut PartitionBatch {
+        let found = self
+            .batches
+            .iter()
+            .position(|(t, p, _)| *p == partition && (Arc::ptr_eq(&t.name, &topic.name) || t.name == topic.name));
+        let index = match found {
+            Some(index) => index,
+            None => {
+                self.batches.push((topic.clone(), partition, PartitionBatch::default()));
+                self.batches.len() - 1
+            }
+        };
+        &mut self.batches[index].2
+    }
+
+    /// Adds a record to the partition its key hashes to; the value is written by `write`.
+    pub fn send_with<E>(
+        &mut self,
+        topic: &Topic,
+        key: &[u8],
+        timestamp_ms: i64,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        E: From<LogError>,
+    {
+        let partition = partitioner::partition_for_key(key, topic.partitions);
+        self.send_to_partition_with(topic, partition, key, timestamp_ms, write)
+    }
+
+    /// Adds a record to a given partition; the value is written by `write`.
+    pub fn send_to_partition_with<E>(
+        &mut self,
+        topic: &Topic,
+        partition: u32,
+        key: &[u8],
+        timestamp_ms: i64,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        E: From<LogError>,
+    {
+        if partition >= topic.partitions {
+            return Err(LogError::UnknownPartition { topic: topic.name.to_string(), partition, partitions: topic.partitions }.into());
+        }
+        let batch = self.batch(topic, partition);
+        let start = batch.bytes.len();
+        batch.bytes.extend_from_slice(&timestamp_ms.to_le_bytes());
+        batch.bytes.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        batch.bytes.extend_from_slice(&[0; 4]);
+        batch.bytes.extend_from_slice(key);
+        let value_start = batch.bytes.len();
+        if let Err(error) = write(&mut batch.bytes) {
+            batch.bytes.truncate(start);
+            return Err(error);
+        }
+        let value_len = batch.bytes.len() - value_start;
+        if key.len() + value_len > RECORD_BYTES_MAX {
+            batch.bytes.truncate(start);
+            return Err(LogError::RecordTooLarge { bytes: key.len() + value_len, limit: RECORD_BYTES_MAX }.into());
+        }
+        batch.bytes[start + 12..start + 16].copy_from_slice(&(value_len as u32).to_le_bytes());
+        batch.count += 1;
+        self.bytes += batch.bytes.len() - start;
+        Ok(())
+    }
+
+    /// Adds a record with a ready value to the partition its key hashes to.
+    pub fn send(&mut self, topic: &Topic, key: &[u8], value: &[u8], timestamp_ms: i64) -> Result<(), LogError> {
+        self.send_with(topic, key, timestamp_ms, |buf| {
+            buf.extend_from_slice(value);
+            Ok::<(), LogError>(())
+        })
+    }
+
+    pub fn send_to_partition(&mut self, topic: &Topic, partition: u32, key: &[u8], value: &[u8], timestamp_ms: i64) -> Result<(), LogError> {
+        self.send_to_partition_with(topic, partition, key, timestamp_ms, |buf| {
+            buf.extend_from_slice(value);
+            Ok::<(), LogError>(())
+        })
+    }
+
+    /// Commits `group`'s position in `topic`/`partition` with this transaction.
+    pub fn set_position(&mut self, group: &str, topic: &Topic, partition: u32, next_offset: u64) {
+        self.positions.retain(|p| !(p.group == group && p.partition == partition && p.topic == topic.name));
+        self.positions.push(ConsumerPosition { group: group.to_string(), topic: topic.name.clone(), partition, next_offset });
+    }
+
+    pub fn record_count(&self) -> u64 {
+        self.batches.iter().map(|(_, _, b)| u64::from(b.count)).sum()
+    }
+
+    /// Encoded bytes of all records so far.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batches.is_empty() && self.positions.is_empty()
+    }
+
+    pub fn batches(&self) -> &[(Topic, u32, PartitionBatch)] {
+        &self.batches
+    }
+
+    pub fn positions(&self) -> &[ConsumerPosition] {
+        &self.positions
+    }
+}
+
+/// A durable, partitioned log (embedded files today, Kafka next).
+pub trait Log: Send + Sync {
+    /// Creates a topic, or returns it if it exists with the same partition count.
+    fn create_topic(&self, name: &str, partitions: u32) -> Result<Topic, LogError>;
+    fn topic(&self, name: &str) -> Result<Topic, LogError>;
+    fn topics(&self) -> Vec<Topic>;
+    /// Up to `records_max` committed records of a partition from `offset` on. An offset
+    /// at the end returns nothing; one below the start is an error.
+    fn fetch(&self, topic: &Topic, partition: u32, offset: u64, records_max: usize) -> Result<Vec<Record>, LogError>;
+    fn offsets(&self, topic: &Topic, partition: u32) -> Result<PartitionOffsets, LogError>;
+    fn committed_position(&self, group: &str, topic: &Topic, partition: u32) -> Result<Option<u64>, LogError>;
+    /// Makes the whole transaction durable and visible, atomically.
+    fn commit(&self, transaction: Transaction) -> Result<(), LogError>;
+    /// A counter that moves on every commit.
+    fn commit_sequence(&self) -> u64;
+    /// Blocks until the commit sequence passes `seen` or `timeout` elapses.
+    fn wait_for_commit(&self, seen: u64, timeout: Duration) -> u64;
+}
