@@ -1,1 +1,388 @@
-fn main(){}
+//! `paystream`: a fraud-and-payment stream processor. See README.md.
+
+mod bench;
+mod demo;
+mod inspect;
+mod publish;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use paystream_domain::Currency;
+use paystream_domain::time::{MILLIS_PER_DAY, days_from_civil};
+use paystream_pipeline::log::Log;
+use paystream_pipeline::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
+use paystream_pipeline::metrics::Metrics;
+use paystream_pipeline::{Pipeline, PipelineConfig, RunControl, RunMode};
+use paystream_simulator::SimulatorConfig;
+use paystream_storage::FileSnapshotStore;
+
+#[derive(Parser)]
+#[command(name = "paystream", version, about = "A fraud-and-payment stream processor: payments in, fraud decisions, ledger postings and settlements out, exactly once.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate payments, run the whole pipeline on embedded defaults, print a summary.
+    Demo(demo::DemoArgs),
+    /// Run the pipeline over the input topic until stopped (SIGINT/SIGTERM) or, with
+    /// --until-idle, until the input is drained and committed.
+    Run(RunArgs),
+    /// The reference fraud simulator: write the handbook CSV or publish to the input topic.
+    Generate(GenerateArgs),
+    /// Replay a handbook-layout CSV or a JSON-lines file of payment events into the input topic.
+    Replay(ReplayArgs),
+    /// Inspect the log.
+    #[command(subcommand)]
+    Log(LogCommand),
+    /// Measure end-to-end throughput and event→decision latency on the durable embedded log.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct LogArgs {
+    /// Directory of the embedded log and state snapshots.
+    #[arg(long, env = "PAYSTREAM_DATA_DIR", default_value = "paystream-data")]
+    pub data_dir: PathBuf,
+    /// Partitions of topics paystream creates (existing topics keep theirs).
+    #[arg(long, env = "PAYSTREAM_PARTITIONS", default_value_t = 4)]
+    pub partitions: u32,
+    /// Delete the oldest log segments once the log exceeds this many MiB (never unread
+    /// input or changelog a restore needs).
+    #[arg(long, env = "PAYSTREAM_RETENTION_MIB")]
+    pub retention_mib: Option<u64>,
+    /// Delete log segments older than this many hours (same protections).
+    #[arg(long, env = "PAYSTREAM_RETENTION_HOURS")]
+    pub retention_hours: Option<u64>,
+}
+
+impl LogArgs {
+    pub fn open(&self) -> Result<Arc<EmbeddedLog>> {
+        open_log(&self.data_dir, self)
+    }
+}
+
+pub fn open_log(dir: &Path, args: &LogArgs) -> Result<Arc<EmbeddedLog>> {
+    let config = EmbeddedLogConfig {
+        retention_bytes_max: args.retention_mib.map(|m| m * 1024 * 1024),
+        retention_age_ms_max: args.retention_hours.map(|h| h as i64 * 3_600_000),
+        ..EmbeddedLogConfig::new(dir.join("log"))
+    };
+    let log = EmbeddedLog::open(config).with_context(|| format!("open the embedded log in {}", dir.display()))?;
+    Ok(Arc::new(log))
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct PipelineArgs {
+    /// Worker threads (each owns a share of the partitions).
+    #[arg(long, env = "PAYSTREAM_WORKERS")]
+    pub workers: Option<usize>,
+    /// Most records taken from one partition per batch.
+    #[arg(long, default_value_t = 4_096)]
+    pub batch_records_max: usize,
+    /// Batches between state snapshots.
+    #[arg(long, default_value_t = 500)]
+    pub snapshot_interval_batches: u32,
+    /// Serve Prometheus /metrics and /healthz here (port 0 picks a free port).
+    #[arg(long, env = "PAYSTREAM_METRICS_ADDR", default_value = "127.0.0.1:9898")]
+    pub metrics_addr: SocketAddr,
+    /// Do not serve /metrics.
+    #[arg(long)]
+    pub no_metrics: bool,
+}
+
+impl PipelineArgs {
+    pub fn config(&self, log_args: &LogArgs) -> PipelineConfig {
+        let mut config = PipelineConfig { partitions: log_args.partitions, ..PipelineConfig::default() };
+        if let Some(workers) = self.workers {
+            config.workers = workers;
+        }
+        config.batch_records_max = self.batch_records_max;
+        config.snapshot_interval_batches = self.snapshot_interval_batches;
+        config
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    log: LogArgs,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    /// Stop once the input is drained and committed.
+    #[arg(long)]
+    until_idle: bool,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct SimulatorArgs {
+    #[arg(long, default_value_t = 5_000)]
+    pub customers: u32,
+    #[arg(long, default_value_t = 10_000)]
+    pub terminals: u32,
+    /// Simulated days [default: 183 (the reference run) for generate, 30 for demo].
+    #[arg(long)]
+    pub days: Option<u32>,
+    /// First simulated day (YYYY-MM-DD).
+    #[arg(long, default_value = "2018-04-01")]
+    pub start_date: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl SimulatorArgs {
+    pub fn config(&self, default_days: u32) -> Result<SimulatorConfig> {
+        let days = self.days.unwrap_or(default_days);
+        let parts: Vec<&str> = self.start_date.split('-').collect();
+        let parsed = match parts.as_slice() {
+            [y, m, d] => (y.parse::<i64>().ok(), m.parse::<u32>().ok(), d.parse::<u32>().ok()),
+            _ => (None, None, None),
+        };
+        let (Some(year), Some(month), Some(day)) = parsed else { bail!("--start-date must be YYYY-MM-DD, got {}", self.start_date) };
+        let probe = days_from_civil(year, month, day) * MILLIS_PER_DAY;
+        if paystream_domain::time::format_rfc3339_ms(probe)[..10] != self.start_date {
+            bail!("--start-date {} is not a calendar date", self.start_date);
+        }
+        if self.customers == 0 || self.terminals == 0 || days == 0 {
+            bail!("--customers, --terminals and --days must be positive");
+        }
+        Ok(SimulatorConfig {
+            customers: self.customers,
+            terminals: self.terminals,
+            days,
+            start_date: (year, month, day),
+            seed: self.seed,
+            ..SimulatorConfig::default()
+        })
+    }
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct PublishArgs {
+    /// ISO 4217 currency of simulated or CSV amounts.
+    #[arg(long, default_value = "EUR")]
+    pub currency: String,
+    /// Fraud labels arrive this many days (event time) after their payment.
+    #[arg(long, default_value_t = 7)]
+    pub label_delay_days: u32,
+    /// Publish at most this many payments per second.
+    #[arg(long)]
+    pub rate: Option<u64>,
+}
+
+impl PublishArgs {
+    pub fn options(&self) -> Result<publish::PublishOptions> {
+        Ok(publish::PublishOptions {
+            currency: Currency::from_code(&self.currency)?,
+            label_delay_ms: i64::from(self.label_delay_days) * MILLIS_PER_DAY,
+            rate_per_second: self.rate.filter(|r| *r > 0),
+        })
+    }
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    simulator: SimulatorArgs,
+    /// Write the handbook CSV layout to this file instead of publishing.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    #[command(flatten)]
+    log: LogArgs,
+    #[command(flatten)]
+    publish: PublishArgs,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// A handbook-layout CSV, or JSON lines of payment events v1.
+    file: PathBuf,
+    #[command(flatten)]
+    log: LogArgs,
+    #[command(flatten)]
+    publish: PublishArgs,
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Print a topic's records as JSON lines (like `kcat -C -J`).
+    Dump {
+        topic: String,
+        #[arg(long)]
+        partition: Option<u32>,
+        #[command(flatten)]
+        log: LogArgs,
+    },
+    /// List topics with their partitions and offsets.
+    Topics {
+        #[command(flatten)]
+        log: LogArgs,
+    },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PAYSTREAM_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    if let Err(error) = run_command(cli.command) {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run_command(command: Command) -> Result<()> {
+    match command {
+        Command::Demo(args) => demo::demo(args),
+        Command::Bench(args) => bench::bench(args),
+        Command::Run(args) => run(args),
+        Command::Generate(args) => generate(args),
+        Command::Replay(args) => replay(args),
+        Command::Log(LogCommand::Dump { topic, partition, log }) => {
+            let log = log.open()?;
+            let topic = log.topic(&topic)?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            inspect::dump(log.as_ref(), &topic, partition, &mut out)?;
+            std::io::Write::flush(&mut out)?;
+            Ok(())
+        }
+        Command::Log(LogCommand::Topics { log }) => {
+            let log = log.open()?;
+            for topic in log.topics() {
+                let mut total = 0;
+                let mut parts = Vec::new();
+                for p in 0..topic.partitions {
+                    let offsets = log.offsets(&topic, p)?;
+                    total += offsets.end - offsets.start;
+                    parts.push(format!("{p}:[{},{})", offsets.start, offsets.end));
+                }
+                println!("{}\tpartitions={}\trecords={total}\t{}", topic.name, topic.partitions, parts.join(" "));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A tokio runtime for the metrics server and signal handling; the pipeline itself runs
+/// on its own worker threads.
+pub fn io_runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?)
+}
+
+/// Serves /metrics unless disabled; returns the bound address.
+pub fn start_metrics_server(runtime: &tokio::runtime::Runtime, args: &PipelineArgs, metrics: &Arc<Metrics>) -> Option<SocketAddr> {
+    if args.no_metrics {
+        return None;
+    }
+    let render_metrics = metrics.clone();
+    let render: paystream_gateway::RenderMetrics = Arc::new(move || render_metrics.render());
+    let served = runtime.block_on(paystream_gateway::serve_operations(args.metrics_addr, render, std::future::pending()));
+    match served {
+        Ok((addr, _)) => Some(addr),
+        Err(error) => {
+            eprintln!("warning: cannot serve /metrics on {}: {error}; continuing without", args.metrics_addr);
+            None
+        }
+    }
+}
+
+/// Stops `control` on SIGINT or SIGTERM.
+pub fn stop_on_signals(runtime: &tokio::runtime::Runtime, control: Arc<RunControl>) {
+    runtime.spawn(async move {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        eprintln!("stopping: finishing the batch in flight and committing");
+        control.stop();
+    });
+}
+
+pub fn pipeline(log: Arc<EmbeddedLog>, data_dir: &Path, config: PipelineConfig, metrics: Arc<Metrics>) -> Result<Pipeline> {
+    let snapshots = FileSnapshotStore::open(data_dir.join("snapshots"))?;
+    let model = paystream_operators::default_model(&config.operators);
+    Ok(Pipeline { log, snapshots: Arc::new(snapshots), model, metrics, config })
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    let log = args.log.open()?;
+    let metrics = Arc::new(Metrics::new());
+    let runtime = io_runtime()?;
+    if let Some(addr) = start_metrics_server(&runtime, &args.pipeline, &metrics) {
+        eprintln!("metrics: http://{addr}/metrics");
+    }
+    let control = Arc::new(RunControl::new(true));
+    stop_on_signals(&runtime, control.clone());
+    let pipeline = pipeline(log, &args.log.data_dir, args.pipeline.config(&args.log), metrics)?;
+    let mode = if args.until_idle { RunMode::UntilIdle } else { RunMode::Forever };
+    let started = std::time::Instant::now();
+    let report = pipeline.run(mode, &control)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let [approve, review, decline] = report.counters.outcomes;
+    println!(
+        "processed {} input records in {seconds:.2} s ({:.0}/s): approve {approve}, review {review}, decline {decline}, retries {}, dead letters {}",
+        report.input_records,
+        report.input_records as f64 / seconds.max(1e-9),
+        report.counters.retries,
+        report.dead_letters
+    );
+    Ok(())
+}
+
+fn generate(args: GenerateArgs) -> Result<()> {
+    let config = args.simulator.config(SimulatorConfig::default().days)?;
+    let started = std::time::Instant::now();
+    let transactions = paystream_simulator::simulate(&config);
+    let frauds = transactions.iter().filter(|t| t.is_fraud).count();
+    eprintln!(
+        "simulated {} transactions ({frauds} fraud, {:.2} %) in {:.1} s",
+        transactions.len(),
+        100.0 * frauds as f64 / transactions.len().max(1) as f64,
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(path) = &args.csv {
+        publish::write_csv(path, &config, &transactions)?;
+        println!("wrote {} rows to {}", transactions.len(), path.display());
+        return Ok(());
+    }
+    let log = args.log.open()?;
+    let pipeline_config = PipelineConfig { partitions: args.log.partitions, ..PipelineConfig::default() };
+    let topics = paystream_pipeline::runtime::ensure_topics(log.as_ref(), &pipeline_config)?;
+    let progress = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let report = publish::publish_simulation(log.as_ref(), &topics, &config, &transactions, &args.publish.options()?, &progress, &stop)?;
+    println!("published {} payments and {} labels to {}", report.payments, report.labels, args.log.data_dir.display());
+    Ok(())
+}
+
+fn replay(args: ReplayArgs) -> Result<()> {
+    let log = args.log.open()?;
+    let pipeline_config = PipelineConfig { partitions: args.log.partitions, ..PipelineConfig::default() };
+    let topics = paystream_pipeline::runtime::ensure_topics(log.as_ref(), &pipeline_config)?;
+    let progress = AtomicU64::new(0);
+    let report = publish::replay(log.as_ref(), &topics, &args.file, &args.publish.options()?, &progress)?;
+    println!(
+        "replayed {}: {} payments, {} labels, {} unreadable rows to the dead-letter topic",
+        args.file.display(),
+        report.payments,
+        report.labels,
+        report.dead_letters
+    );
+    Ok(())
+}

@@ -2,3 +2,7 @@
 //! partition workers that run the operator chain over batches, and metrics.
 
 pub mod log;
+pub mod metrics;
+pub mod runtime;
+
+pub use runtime::{Pipeline, PipelineConfig, PipelineTopics, RunControl, RunMode, RunReport, RuntimeError, TopicNames};

@@ -1,0 +1,167 @@
+//! `paystream bench`: end-to-end throughput and event→decision latency on the durable
+//! embedded log, with a fixed seed.
+//!
+//! Throughput: N simulated payments are published first (not timed), then the pipeline
+//! drains them: payments / wall time from start to the last commit, including restore,
+//! parsing, every operator, output encoding, the changelog and an fdatasync per commit.
+//! Latency: a producer publishes at a fixed rate while the pipeline runs; each record's
+//! latency is from its producer timestamp (ms) to the commit of its decision.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args;
+use paystream_pipeline::metrics::Metrics;
+use paystream_pipeline::{PipelineConfig, RunControl, RunMode};
+use paystream_simulator::SimulatorConfig;
+use serde::Serialize;
+
+use crate::demo::thousands;
+use crate::publish::{PublishOptions, publish_simulation};
+use crate::{LogArgs, PipelineArgs};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Payments for the throughput run.
+    #[arg(long, default_value_t = 1_000_000)]
+    payments: usize,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    /// Offered load of the latency run, payments per second.
+    #[arg(long, default_value_t = 50_000)]
+    latency_rate: u64,
+    /// Length of the latency run.
+    #[arg(long, default_value_t = 10)]
+    latency_seconds: u64,
+    /// Where to put the benchmark's logs (default: a temporary directory).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct BenchResult {
+    payments: u64,
+    publish_payments_per_second: f64,
+    throughput_seconds: f64,
+    throughput_payments_per_second: f64,
+    log_bytes_per_payment: f64,
+    commits: u64,
+    latency_offered_payments_per_second: u64,
+    latency_payments: u64,
+    latency_ms_p50: f64,
+    latency_ms_p99: f64,
+    latency_ms_p999: f64,
+    latency_ms_max: f64,
+    workers: usize,
+    partitions: u32,
+}
+
+pub fn bench(args: BenchArgs) -> Result<()> {
+    let temp = tempfile::Builder::new().prefix("paystream-bench-").tempdir()?;
+    let root = args.data_dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
+    // The reference population makes ~9,600 payments a day; simulate enough days.
+    let days = (args.payments / 9_000 + 2) as u32;
+    let sim_config = SimulatorConfig { days, seed: args.seed, ..SimulatorConfig::default() };
+    eprintln!("simulating {days} days (seed {}) ...", args.seed);
+    let mut transactions = paystream_simulator::simulate(&sim_config);
+    transactions.truncate(args.payments);
+    let options = PublishOptions { currency: paystream_domain::Currency::EUR, label_delay_ms: 7 * 86_400_000, rate_per_second: None };
+    let no_progress = AtomicU64::new(0);
+    let no_stop = AtomicBool::new(false);
+
+    // Throughput.
+    let log_args = LogArgs { data_dir: root.join("throughput"), partitions: args.partitions, retention_mib: None, retention_hours: None };
+    let log = log_args.open()?;
+    let config: PipelineConfig = args.pipeline.config(&log_args);
+    let workers = config.workers.min(args.partitions as usize);
+    let topics = paystream_pipeline::runtime::ensure_topics(log.as_ref(), &config)?;
+    eprintln!("publishing {} payments ...", thousands(transactions.len() as u64));
+    let started = Instant::now();
+    let published = publish_simulation(log.as_ref(), &topics, &sim_config, &transactions, &options, &no_progress, &no_stop)?;
+    let publish_seconds = started.elapsed().as_secs_f64();
+    let bytes_before = log.stored_bytes();
+    let pipeline = crate::pipeline(log.clone(), &log_args.data_dir, config.clone(), Arc::new(Metrics::new()))?;
+    eprintln!("running the pipeline ...");
+    let started = Instant::now();
+    let report = pipeline.run(RunMode::UntilIdle, &RunControl::new(true))?;
+    let throughput_seconds = started.elapsed().as_secs_f64();
+    let log_bytes = log.stored_bytes() - bytes_before;
+    drop(pipeline);
+    drop(log);
+
+    // Latency at a fixed offered load.
+    let latency_payments = (args.latency_rate * args.latency_seconds) as usize;
+    let latency_transactions = &transactions[..latency_payments.min(transactions.len())];
+    let log_args = LogArgs { data_dir: root.join("latency"), ..log_args };
+    let log = log_args.open()?;
+    let topics = paystream_pipeline::runtime::ensure_topics(log.as_ref(), &config)?;
+    let metrics = Arc::new(Metrics::new());
+    let pipeline = crate::pipeline(log.clone(), &log_args.data_dir, config, metrics.clone())?;
+    let control = RunControl::new(false);
+    let latency_options = PublishOptions { rate_per_second: Some(args.latency_rate), ..options };
+    eprintln!("latency run: {} payments/s for {} s ...", thousands(args.latency_rate), args.latency_seconds);
+    std::thread::scope(|scope| -> Result<()> {
+        let producer = scope.spawn(|| {
+            let result = publish_simulation(log.as_ref(), &topics, &sim_config, latency_transactions, &latency_options, &no_progress, &no_stop);
+            control.close_input();
+            result
+        });
+        let run = pipeline.run(RunMode::UntilIdle, &control);
+        producer.join().expect("producer thread")?;
+        run?;
+        Ok(())
+    })?;
+    let latency = metrics.latency_us.lock().expect("latency lock").clone();
+    let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1_000.0;
+
+    let result = BenchResult {
+        payments: report.input_records,
+        publish_payments_per_second: published.payments as f64 / publish_seconds,
+        throughput_seconds,
+        throughput_payments_per_second: report.input_records as f64 / throughput_seconds,
+        log_bytes_per_payment: log_bytes as f64 / report.input_records.max(1) as f64,
+        commits: report.commits,
+        latency_offered_payments_per_second: args.latency_rate,
+        latency_payments: latency.len(),
+        latency_ms_p50: ms(0.5),
+        latency_ms_p99: ms(0.99),
+        latency_ms_p999: ms(0.999),
+        latency_ms_max: latency.max() as f64 / 1_000.0,
+        workers,
+        partitions: args.partitions,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        println!("paystream bench (seed {}, {} partitions, {} workers, durable embedded log, fsync per commit)", args.seed, result.partitions, result.workers);
+        println!("  publish      {:>12} payments/s (producer, not part of the pipeline figure)", thousands(result.publish_payments_per_second as u64));
+        println!(
+            "  throughput   {:>12} payments/s end to end ({} payments in {:.2} s, {} commits, {:.0} log bytes written per payment)",
+            thousands(result.throughput_payments_per_second as u64),
+            thousands(result.payments),
+            result.throughput_seconds,
+            thousands(result.commits),
+            result.log_bytes_per_payment
+        );
+        println!(
+            "  latency      event→decision at {} payments/s offered: p50 {:.1} ms · p99 {:.1} ms · p99.9 {:.1} ms · max {:.1} ms ({} samples; producer timestamps have 1 ms resolution)",
+            thousands(result.latency_offered_payments_per_second),
+            result.latency_ms_p50,
+            result.latency_ms_p99,
+            result.latency_ms_p999,
+            result.latency_ms_max,
+            thousands(result.latency_payments)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,227 @@
+//! `paystream demo`: the whole pipeline on embedded defaults, with live progress and a
+//! checked summary.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use clap::Args;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use paystream_domain::money::format_minor_units;
+use paystream_domain::{Currency, Outcome};
+use paystream_pipeline::metrics::Metrics;
+use paystream_pipeline::{RunControl, RunMode};
+
+use crate::{LogArgs, PipelineArgs, PublishArgs, SimulatorArgs, inspect, publish};
+
+#[derive(Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    simulator: SimulatorArgs,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    #[command(flatten)]
+    publish: PublishArgs,
+    /// Keep the data here instead of a temporary directory that is deleted at the end.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    /// Disable the live progress bars (for logs and CI).
+    #[arg(long)]
+    no_progress: bool,
+}
+
+/// Simulated days of the demo unless `--days` says otherwise.
+pub const DEMO_DAYS: u32 = 30;
+
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn money(minor: i128, currency: &str) -> String {
+    let digits = Currency::from_code(currency).map(|c| c.minor_unit_digits()).unwrap_or(2);
+    match i64::try_from(minor) {
+        Ok(minor) => format!("{} {currency}", format_minor_units(minor, digits)),
+        Err(_) => format!("{minor} minor units {currency}"),
+    }
+}
+
+pub fn demo(args: DemoArgs) -> Result<()> {
+    // The demo is meant to finish in well under a minute: a month of the reference
+    // population by default (`--days 183` is the full reference data set).
+    let sim_config = args.simulator.config(DEMO_DAYS)?;
+    let temp;
+    let data_dir = match &args.data_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            temp = tempfile::Builder::new().prefix("paystream-demo-").tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    let log_args = LogArgs { data_dir: data_dir.clone(), partitions: args.partitions, retention_mib: None, retention_hours: None };
+    println!(
+        "paystream demo: {} days of {} customers at {} terminals (seed {}), {} partitions, data in {}",
+        sim_config.days,
+        sim_config.customers,
+        sim_config.terminals,
+        sim_config.seed,
+        args.partitions,
+        data_dir.display()
+    );
+
+    let started = Instant::now();
+    let transactions = paystream_simulator::simulate(&sim_config);
+    let simulate_seconds = started.elapsed().as_secs_f64();
+    let log = log_args.open()?;
+    let metrics = Arc::new(Metrics::new());
+    let runtime = crate::io_runtime()?;
+    let metrics_addr = crate::start_metrics_server(&runtime, &args.pipeline, &metrics);
+    if let Some(addr) = metrics_addr {
+        println!("metrics: http://{addr}/metrics");
+    }
+    let control = Arc::new(RunControl::new(false));
+    crate::stop_on_signals(&runtime, control.clone());
+    let config = args.pipeline.config(&log_args);
+    let topics = paystream_pipeline::runtime::ensure_topics(log.as_ref(), &config)?;
+    let pipeline = crate::pipeline(log.clone(), &data_dir, config, metrics.clone())?;
+    let options = args.publish.options()?;
+
+    let published = AtomicU64::new(0);
+    let stop_publishing = AtomicBool::new(false);
+    let done = AtomicBool::new(false);
+    let total = transactions.len() as u64;
+    let pipeline_started = Instant::now();
+    let (publish_report, run_report) = std::thread::scope(|scope| {
+        let producer = scope.spawn(|| {
+            let result = publish::publish_simulation(log.as_ref(), &topics, &sim_config, &transactions, &options, &published, &stop_publishing);
+            control.close_input();
+            result
+        });
+        let progress = scope.spawn(|| show_progress(args.no_progress, total, &published, &control.processed_records, &done));
+        let run = pipeline.run(RunMode::UntilIdle, &control);
+        if run.is_err() {
+            stop_publishing.store(true, Ordering::SeqCst);
+        }
+        let published = producer.join().expect("producer thread");
+        done.store(true, Ordering::SeqCst);
+        progress.join().expect("progress thread");
+        (published, run)
+    });
+    let publish_report = publish_report?;
+    let run_report = run_report?;
+    let pipeline_seconds = pipeline_started.elapsed().as_secs_f64();
+    if control.stopped() {
+        println!("stopped early by a signal; the summary covers what was committed");
+    }
+
+    let summary = inspect::summarize_outputs(log.as_ref(), &topics)?;
+    let decided: HashSet<&str> = summary.decided.iter().map(|(id, _)| id.as_str()).collect();
+    let duplicates = summary.decided.len() - decided.len();
+    let dead_letters: u64 = summary.dead_letters.values().sum();
+    let (mut caught, mut missed, mut false_alarms, mut frauds) = (0u64, 0u64, 0u64, 0u64);
+    for (payment_id, outcome) in &summary.decided {
+        let Some(t) = payment_id.parse::<usize>().ok().and_then(|i| transactions.get(i)) else { continue };
+        let flagged = *outcome != Outcome::Approve;
+        match (t.is_fraud, flagged) {
+            (true, true) => caught += 1,
+            (true, false) => missed += 1,
+            (false, true) => false_alarms += 1,
+            (false, false) => {}
+        }
+        frauds += u64::from(t.is_fraud);
+    }
+    let count = |o| summary.decisions.get(&o).copied().unwrap_or(0);
+    println!();
+    println!("  simulated        {} transactions in {simulate_seconds:.1} s", thousands(total));
+    println!("  published        {} payments, {} labels", thousands(publish_report.payments), thousands(publish_report.labels));
+    println!(
+        "  pipeline         {} payments in {pipeline_seconds:.2} s = {} payments/s end to end (durable, fsync per commit, {} commits)",
+        thousands(run_report.input_records),
+        thousands((run_report.input_records as f64 / pipeline_seconds.max(1e-9)) as u64),
+        thousands(run_report.commits)
+    );
+    println!(
+        "  decisions        approve {} · review {} · decline {} · client retries {}",
+        thousands(count(Outcome::Approve)),
+        thousands(count(Outcome::Review)),
+        thousands(count(Outcome::Decline)),
+        thousands(run_report.counters.retries)
+    );
+    println!(
+        "  fraud            caught {} of {} ({:.1} %) · missed {} · false alarms {} (rules-v1; labels arrive {} days late)",
+        thousands(caught),
+        thousands(frauds),
+        100.0 * caught as f64 / frauds.max(1) as f64,
+        thousands(missed),
+        thousands(false_alarms),
+        args.publish.label_delay_days
+    );
+    let reasons: Vec<String> = summary.dead_letters.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    println!("  dead letters     {}{}", thousands(dead_letters), if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(", ")) });
+    let sums: Vec<String> = summary.posting_sums.iter().map(|(c, s)| money(*s, c)).collect();
+    println!(
+        "  ledger           {} transactions · balanced: {} (sum of postings per currency: {})",
+        thousands(summary.ledger_transactions),
+        if summary.ledger_balanced() { "yes" } else { "NO" },
+        if sums.is_empty() { "none".to_string() } else { sums.join(", ") }
+    );
+    for (currency, totals) in &summary.settlements {
+        println!(
+            "  settlement       {currency}: {} merchant windows closed, {} payments ({} late): gross {} · fees {} · net payout {}",
+            thousands(totals.windows),
+            thousands(totals.payments),
+            thousands(totals.late_payments),
+            money(totals.gross_minor, currency),
+            money(totals.fees_minor, currency),
+            money(totals.net_minor, currency)
+        );
+    }
+    let settled: u64 = summary.settlements.values().map(|t| t.payments).sum();
+    println!("                   {} approved payments still in open windows (they close as event time advances)", thousands(summary.ledger_transactions.saturating_sub(settled)));
+    if args.data_dir.is_none() {
+        println!("  data             deleted (use --data-dir DIR to keep it and inspect with `paystream log dump`)");
+    }
+
+    if duplicates > 0 {
+        bail!("{duplicates} payments have more than one decision");
+    }
+    if !summary.ledger_balanced() {
+        bail!("the ledger does not balance");
+    }
+    let accounted = summary.decided.len() as u64 + dead_letters + run_report.counters.retries;
+    if !control.stopped() && accounted != publish_report.payments {
+        bail!("{} payments published but {accounted} decided, dead-lettered or retried", publish_report.payments);
+    }
+    Ok(())
+}
+
+fn show_progress(disabled: bool, total: u64, published: &AtomicU64, processed: &AtomicU64, done: &AtomicBool) {
+    if disabled {
+        return;
+    }
+    let bars = MultiProgress::new();
+    let style = ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} {per_sec}").unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> ");
+    let publish_bar = bars.add(ProgressBar::new(total).with_style(style.clone()).with_prefix("published"));
+    let decide_bar = bars.add(ProgressBar::new(total).with_style(style).with_prefix("decided"));
+    while !done.load(Ordering::SeqCst) {
+        publish_bar.set_position(published.load(Ordering::Relaxed));
+        decide_bar.set_position(processed.load(Ordering::Relaxed));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    publish_bar.set_position(published.load(Ordering::Relaxed));
+    decide_bar.set_position(processed.load(Ordering::Relaxed));
+    publish_bar.finish();
+    decide_bar.finish();
+}

@@ -1,0 +1,267 @@
+//! Inputs: publishing simulated transactions and replaying files into the input topics.
+
+use std::io::BufRead;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use paystream_domain::event::PaymentWire;
+use paystream_domain::money::format_minor_units;
+use paystream_domain::time::{format_rfc3339_ms, parse_handbook_datetime_ms};
+use paystream_domain::{Currency, DeadLetter, FraudLabel, RejectReason, Rejection};
+use paystream_pipeline::log::{Log, Transaction};
+use paystream_pipeline::PipelineTopics;
+use paystream_simulator::csv::CsvLayout;
+use paystream_simulator::{SimulatorConfig, Transaction as SimTransaction};
+use std::borrow::Cow;
+
+/// Records per producer commit.
+pub const PUBLISH_BATCH_RECORDS_MAX: usize = 8_192;
+
+#[derive(Clone, Debug)]
+pub struct PublishOptions {
+    pub currency: Currency,
+    /// Labels are published this long (event time) after their payment.
+    pub label_delay_ms: i64,
+    /// Payments per second of wall time; `None` publishes as fast as possible.
+    pub rate_per_second: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PublishReport {
+    pub payments: u64,
+    pub labels: u64,
+    pub dead_letters: u64,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// A payment event v1 for a handbook-style transaction.
+fn payment_json(out: &mut Vec<u8>, payment_id: &str, customer: &str, terminal: &str, amount: &str, currency: Currency, event_time_ms: i64) -> Result<()> {
+    let wire = PaymentWire {
+        schema: None,
+        payment_id: Cow::Borrowed(payment_id),
+        payer_account_id: Cow::Borrowed(customer),
+        payee_account_id: None,
+        merchant_id: Some(Cow::Borrowed(terminal)),
+        terminal_id: Some(Cow::Borrowed(terminal)),
+        amount: Cow::Borrowed(amount),
+        currency: Cow::Borrowed(currency.code()),
+        event_time: Cow::Owned(format_rfc3339_ms(event_time_ms)),
+        channel: Cow::Borrowed("card_present"),
+        device_id: None,
+        geo: None,
+    };
+    serde_json::to_writer(out, &wire)?;
+    Ok(())
+}
+
+/// Publishes payments and, `label_delay_ms` of event time later, their labels, in the
+/// order a live system would see them. Paces to `rate_per_second` if set.
+struct Publisher<'a> {
+    log: &'a dyn Log,
+    topics: &'a PipelineTopics,
+    options: &'a PublishOptions,
+    transaction: Transaction,
+    pending_labels: std::collections::VecDeque<(i64, FraudLabel)>,
+    report: PublishReport,
+    started: Instant,
+    progress: &'a AtomicU64,
+    value: Vec<u8>,
+}
+
+impl<'a> Publisher<'a> {
+    fn new(log: &'a dyn Log, topics: &'a PipelineTopics, options: &'a PublishOptions, progress: &'a AtomicU64) -> Publisher<'a> {
+        Publisher {
+            log,
+            topics,
+            options,
+            transaction: Transaction::new(),
+            pending_labels: Default::default(),
+            report: PublishReport::default(),
+            started: Instant::now(),
+            progress,
+            value: Vec::with_capacity(512),
+        }
+    }
+
+    fn payment(&mut self, payment_id: &str, customer: &str, terminal: &str, amount: &str, event_time_ms: i64, is_fraud: bool) -> Result<()> {
+        while self.pending_labels.front().is_some_and(|(due, _)| *due <= event_time_ms) {
+            let (_, label) = self.pending_labels.pop_front().expect("checked non-empty");
+            self.label(&label)?;
+        }
+        self.value.clear();
+        payment_json(&mut self.value, payment_id, customer, terminal, amount, self.options.currency, event_time_ms)?;
+        self.transaction.send(&self.topics.payments, customer.as_bytes(), &self.value, now_ms())?;
+        self.report.payments += 1;
+        let reported_ms = event_time_ms + self.options.label_delay_ms;
+        self.pending_labels.push_back((
+            reported_ms,
+            FraudLabel {
+                payment_id: payment_id.to_string(),
+                is_fraud,
+                reported_at: format_rfc3339_ms(reported_ms),
+                payer_account_id: Some(customer.to_string()),
+                terminal_id: Some(terminal.to_string()),
+                payment_event_time: Some(format_rfc3339_ms(event_time_ms)),
+            },
+        ));
+        self.maybe_flush()
+    }
+
+    fn label(&mut self, label: &FraudLabel) -> Result<()> {
+        self.value.clear();
+        serde_json::to_writer(&mut self.value, label)?;
+        let key = label.payer_account_id.as_deref().unwrap_or_default().as_bytes();
+        self.transaction.send(&self.topics.labels, key, &self.value, now_ms())?;
+        self.report.labels += 1;
+        Ok(())
+    }
+
+    fn dead_letter(&mut self, letter: &DeadLetter) -> Result<()> {
+        self.value.clear();
+        serde_json::to_writer(&mut self.value, letter)?;
+        self.transaction.send_to_partition(&self.topics.dead_letters, 0, &[], &self.value, now_ms())?;
+        self.report.dead_letters += 1;
+        Ok(())
+    }
+
+    fn maybe_flush(&mut self) -> Result<()> {
+        let batch = match self.options.rate_per_second {
+            // Small batches keep a paced stream smooth: about 1 ms of payments each.
+            Some(rate) => (rate / 1_000).clamp(1, PUBLISH_BATCH_RECORDS_MAX as u64) as usize,
+            None => PUBLISH_BATCH_RECORDS_MAX,
+        };
+        if self.transaction.record_count() as usize >= batch {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if let Some(rate) = self.options.rate_per_second {
+            let due = Duration::from_secs_f64(self.report.payments as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let transaction = std::mem::take(&mut self.transaction);
+        self.log.commit(transaction).context("commit published records")?;
+        self.progress.store(self.report.payments, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<PublishReport> {
+        while let Some((_, label)) = self.pending_labels.pop_front() {
+            self.label(&label)?;
+            if self.transaction.record_count() as usize >= PUBLISH_BATCH_RECORDS_MAX {
+                self.flush()?;
+            }
+        }
+        self.flush()?;
+        Ok(self.report)
+    }
+}
+
+/// Publishes simulated transactions (already generated) with their delayed labels.
+pub fn publish_simulation(
+    log: &dyn Log,
+    topics: &PipelineTopics,
+    config: &SimulatorConfig,
+    transactions: &[SimTransaction],
+    options: &PublishOptions,
+    progress: &AtomicU64,
+    stop: &AtomicBool,
+) -> Result<PublishReport> {
+    let mut publisher = Publisher::new(log, topics, options, progress);
+    let mut amount = String::new();
+    for t in transactions {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        amount.clear();
+        amount.push_str(&format_minor_units(t.amount_cents, options.currency.minor_unit_digits().min(2)));
+        publisher.payment(
+            &t.transaction_id.to_string(),
+            &t.customer_id.to_string(),
+            &t.terminal_id.to_string(),
+            &amount,
+            t.event_time_ms(config),
+            t.is_fraud,
+        )?;
+    }
+    publisher.finish()
+}
+
+/// Replays a file into the input topics: the handbook CSV layout (labels from
+/// `TX_FRAUD`) or JSON lines of payment events (published byte for byte; the pipeline
+/// validates them). Unreadable CSV rows go to the dead-letter topic.
+pub fn replay(log: &dyn Log, topics: &PipelineTopics, path: &std::path::Path, options: &PublishOptions, progress: &AtomicU64) -> Result<PublishReport> {
+    let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut lines = std::io::BufReader::with_capacity(1 << 20, file).lines();
+    let Some(first) = lines.next().transpose().context("read first line")? else {
+        return Ok(PublishReport::default());
+    };
+    let mut publisher = Publisher::new(log, topics, options, progress);
+    let source = path.display().to_string();
+    if first.trim_start().starts_with('{') {
+        #[derive(serde::Deserialize)]
+        struct KeyOnly<'a> {
+            #[serde(borrow)]
+            payer_account_id: Option<Cow<'a, str>>,
+        }
+        for line in std::iter::once(Ok(first)).chain(lines) {
+            let line = line.context("read line")?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            // The key only picks the partition; a line without a readable payer goes to
+            // the partition of the empty key and is rejected there by validation.
+            let key = serde_json::from_str::<KeyOnly<'_>>(&line).ok().and_then(|k| k.payer_account_id).unwrap_or_default();
+            publisher.transaction.send(&topics.payments, key.as_bytes(), line.as_bytes(), now_ms())?;
+            publisher.report.payments += 1;
+            publisher.maybe_flush()?;
+        }
+        return publisher.finish();
+    }
+    let layout = CsvLayout::from_header(&first).with_context(|| format!("{}: not the handbook CSV layout nor JSON lines", path.display()))?;
+    for (number, line) in lines.enumerate() {
+        let line = line.context("read line")?;
+        let line_number = number as u64 + 2;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed = layout.parse_row(&line).map_err(|e| e.to_string()).and_then(|row| {
+            parse_handbook_datetime_ms(row.datetime).map(|t| (row, t)).map_err(|e| e.to_string())
+        });
+        match parsed {
+            Ok((row, event_time_ms)) => {
+                publisher.payment(row.transaction_id, row.customer_id, row.terminal_id, row.amount, event_time_ms, row.is_fraud)?
+            }
+            Err(why) => {
+                let rejection = Rejection::new(RejectReason::MalformedCsvRow, format!("line {line_number}: {why}"));
+                let letter = DeadLetter::new(rejection, &source, 0, line_number, &[], line.as_bytes());
+                publisher.dead_letter(&letter)?;
+            }
+        }
+    }
+    publisher.finish()
+}
+
+/// Writes the simulation in the handbook CSV layout.
+pub fn write_csv(path: &std::path::Path, config: &SimulatorConfig, transactions: &[SimTransaction]) -> Result<()> {
+    use std::io::Write;
+    let file = std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    writeln!(out, "{}", paystream_simulator::csv::HEADER)?;
+    let mut row = String::with_capacity(128);
+    for t in transactions {
+        row.clear();
+        paystream_simulator::csv::write_row(&mut row, t, config);
+        out.write_all(row.as_bytes())?;
+    }
+    out.flush()?;
+    Ok(())
+}

@@ -1,0 +1,457 @@
+//! The runtime: partition workers that read input batches, run the operator chain and
+//! commit (outputs + changelog + input positions) atomically.
+//!
+//! One OS thread per worker; each owns a fixed set of input partitions (partition `p`
+//! belongs to worker `p % workers`) and, for each, a [`PartitionProcessor`] with its
+//! state. A worker's loop is pull-based: it fetches at most `batch_records_max` records
+//! per partition, processes them, and commits before fetching again, so the only queue
+//! is the log itself and backpressure is implicit. Snapshots of each partition's state
+//! are taken every `snapshot_interval_batches` and on shutdown; a restart loads the
+//! snapshot and replays the changelog after it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use paystream_models::FraudModel;
+use paystream_operators::state::encode_ops;
+use paystream_operators::{BatchCounters, InputRecord, OperatorConfig, OperatorError, OutputBatch, PartitionProcessor};
+use paystream_storage::{Snapshot, SnapshotStore, StorageError};
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::log::{Log, LogError, Topic, Transaction};
+use crate::metrics::Metrics;
+
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Operator(#[from] OperatorError),
+    #[error("encoding an output record: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("invalid pipeline configuration: {0}")]
+    Config(String),
+    #[error("cannot restore partition {partition}: {why}")]
+    Restore { partition: u32, why: String },
+    #[error("worker thread panicked: {0}")]
+    WorkerPanicked(String),
+}
+
+/// Topic names of the pipeline.
+#[derive(Clone, Debug)]
+pub struct TopicNames {
+    pub payments: String,
+    pub labels: String,
+    pub decisions: String,
+    pub ledger: String,
+    pub settlements: String,
+    pub dead_letters: String,
+    pub changelog: String,
+}
+
+impl Default for TopicNames {
+    fn default() -> Self {
+        TopicNames {
+            payments: "payments".into(),
+            labels: "labels".into(),
+            decisions: "decisions".into(),
+            ledger: "ledger".into(),
+            settlements: "settlements".into(),
+            dead_letters: "dead-letters".into(),
+            changelog: "paystream-changelog".into(),
+        }
+    }
+}
+
+/// The topics, resolved against a log.
+#[derive(Clone, Debug)]
+pub struct PipelineTopics {
+    pub payments: Topic,
+    pub labels: Topic,
+    pub decisions: Topic,
+    pub ledger: Topic,
+    pub settlements: Topic,
+    pub dead_letters: Topic,
+    pub changelog: Topic,
+}
+
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    pub topics: TopicNames,
+    /// Partitions of topics created by paystream (existing topics keep theirs).
+    pub partitions: u32,
+    pub workers: usize,
+    pub group_id: String,
+    /// Most records taken from one partition per batch.
+    pub batch_records_max: usize,
+    /// Batches of a worker between snapshots of its partitions' state.
+    pub snapshot_interval_batches: u32,
+    /// How long an idle worker waits for new input before looking again.
+    pub idle_wait_ms: u64,
+    pub operators: OperatorConfig,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            topics: TopicNames::default(),
+            partitions: 4,
+            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            group_id: "paystream".into(),
+            batch_records_max: 4_096,
+            snapshot_interval_batches: 500,
+            idle_wait_ms: 50,
+            operators: OperatorConfig::default(),
+        }
+    }
+}
+
+/// Consumer group whose positions in the changelog mark the last snapshot, so retention
+/// keeps every changelog record a restore still needs.
+pub const SNAPSHOT_GROUP: &str = "paystream-snapshots";
+/// Largest number of partitions a pipeline may have (bounds per-worker state).
+pub const PIPELINE_PARTITIONS_MAX: u32 = 256;
+/// Largest batch per partition.
+pub const BATCH_RECORDS_MAX_LIMIT: usize = 65_536;
+
+/// Creates the pipeline's topics if missing and resolves them.
+pub fn ensure_topics(log: &dyn Log, config: &PipelineConfig) -> Result<PipelineTopics, RuntimeError> {
+    let names = &config.topics;
+    let payments = match log.topic(&names.payments) {
+        Ok(topic) => topic,
+        Err(LogError::UnknownTopic(_)) => log.create_topic(&names.payments, config.partitions)?,
+        Err(e) => return Err(e.into()),
+    };
+    let partitions = payments.partitions;
+    let get_or_create = |name: &str| match log.topic(name) {
+        Ok(topic) => Ok(topic),
+        Err(LogError::UnknownTopic(_)) => log.create_topic(name, partitions),
+        Err(e) => Err(e),
+    };
+    let changelog = get_or_create(&names.changelog)?;
+    if changelog.partitions != partitions {
+        return Err(RuntimeError::Config(format!(
+            "changelog topic {} has {} partitions but {} has {partitions}; they must match",
+            changelog.name, changelog.partitions, payments.name
+        )));
+    }
+    Ok(PipelineTopics {
+        labels: get_or_create(&names.labels)?,
+        decisions: get_or_create(&names.decisions)?,
+        ledger: get_or_create(&names.ledger)?,
+        settlements: get_or_create(&names.settlements)?,
+        dead_letters: get_or_create(&names.dead_letters)?,
+        payments,
+        changelog,
+    })
+}
+
+/// When the pipeline stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunMode {
+    /// Until [`RunControl::stop`].
+    Forever,
+    /// Until every input partition is read to its end and the input is closed
+    /// ([`RunControl::close_input`]), or stopped earlier.
+    UntilIdle,
+}
+
+/// Shared switches between the runtime and whoever drives it (signals, the demo).
+#[derive(Debug, Default)]
+pub struct RunControl {
+    stop: AtomicBool,
+    input_closed: AtomicBool,
+    /// Input records processed so far, for progress displays.
+    pub processed_records: AtomicU64,
+}
+
+impl RunControl {
+    pub fn new(input_closed: bool) -> RunControl {
+        RunControl { input_closed: AtomicBool::new(input_closed), ..RunControl::default() }
+    }
+    /// Stop intake; workers finish and commit the batch in flight, then return.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+    /// No more input will arrive (lets [`RunMode::UntilIdle`] finish).
+    pub fn close_input(&self) {
+        self.input_closed.store(true, Ordering::SeqCst);
+    }
+    fn input_closed(&self) -> bool {
+        self.input_closed.load(Ordering::SeqCst)
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunReport {
+    pub input_records: u64,
+    pub counters: BatchCounters,
+    pub dead_letters: u64,
+    pub commits: u64,
+}
+
+struct PartitionTask {
+    processor: PartitionProcessor,
+    next_offset: u64,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn snapshot_name(group: &str, partition: u32) -> String {
+    format!("{group}-p{partition}")
+}
+
+/// Everything a worker needs, shared by all workers.
+pub struct Pipeline {
+    pub log: Arc<dyn Log>,
+    pub snapshots: Arc<dyn SnapshotStore>,
+    pub model: Arc<dyn FraudModel>,
+    pub metrics: Arc<Metrics>,
+    pub config: PipelineConfig,
+}
+
+impl Pipeline {
+    /// Runs the pipeline until `mode` says stop. Returns after every worker has committed
+    /// its last batch and snapshotted its partitions.
+    pub fn run(&self, mode: RunMode, control: &RunControl) -> Result<RunReport, RuntimeError> {
+        let config = &self.config;
+        config.operators.validate()?;
+        if config.workers == 0 || config.batch_records_max == 0 || config.batch_records_max > BATCH_RECORDS_MAX_LIMIT {
+            return Err(RuntimeError::Config(format!("need workers >= 1 and 1 <= batch_records_max <= {BATCH_RECORDS_MAX_LIMIT}")));
+        }
+        let topics = ensure_topics(self.log.as_ref(), config)?;
+        if topics.payments.partitions > PIPELINE_PARTITIONS_MAX {
+            return Err(RuntimeError::Config(format!("at most {PIPELINE_PARTITIONS_MAX} partitions")));
+        }
+        let workers = config.workers.min(topics.payments.partitions as usize);
+        let operator_config = Arc::new(config.operators.clone());
+        let results: Vec<Result<RunReport, RuntimeError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|worker| {
+                    let topics = &topics;
+                    let operator_config = operator_config.clone();
+                    std::thread::Builder::new()
+                        .name(format!("paystream-worker-{worker}"))
+                        .spawn_scoped(scope, move || {
+                            let partitions: Vec<u32> =
+                                (0..topics.payments.partitions).filter(|p| *p as usize % workers == worker).collect();
+                            let result = self.run_worker(&partitions, topics, operator_config, mode, control);
+                            if result.is_err() {
+                                control.stop(); // one worker failing stops the others cleanly
+                            }
+                            result
+                        })
+                        .expect("spawn worker thread")
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|panic| Err(RuntimeError::WorkerPanicked(format!("{panic:?}")))))
+                .collect()
+        });
+        let mut report = RunReport::default();
+        for result in results {
+            let worker = result?;
+            report.input_records += worker.input_records;
+            report.counters.add(&worker.counters);
+            report.dead_letters += worker.dead_letters;
+            report.commits += worker.commits;
+        }
+        Ok(report)
+    }
+
+    fn restore(&self, topics: &PipelineTopics, processor: &mut PartitionProcessor) -> Result<(), RuntimeError> {
+        let started = Instant::now();
+        let partition = processor.partition();
+        let changelog_start = self.log.offsets(&topics.changelog, partition)?.start;
+        let mut offset = match self.snapshots.load(&snapshot_name(&self.config.group_id, partition))? {
+            Some(snapshot) => {
+                processor.restore_snapshot(&snapshot.state)?;
+                snapshot.changelog_offset
+            }
+            None => 0,
+        };
+        if offset < changelog_start {
+            return Err(RuntimeError::Restore {
+                partition,
+                why: format!("changelog starts at {changelog_start} but the snapshot covers only up to {offset}"),
+            });
+        }
+        let mut ops = 0usize;
+        loop {
+            let records = self.log.fetch(&topics.changelog, partition, offset, 1_024)?;
+            let Some(last) = records.last() else { break };
+            offset = last.offset + 1;
+            for record in &records {
+                ops += processor.apply_changelog(&record.value)?;
+            }
+        }
+        self.metrics.restore_seconds.observe(started.elapsed().as_secs_f64());
+        tracing::info!(partition, changelog_offset = offset, ops, seconds = started.elapsed().as_secs_f64(), "restored partition state");
+        Ok(())
+    }
+
+    fn snapshot(&self, topics: &PipelineTopics, tasks: &[PartitionTask]) -> Result<(), RuntimeError> {
+        let mut transaction = Transaction::new();
+        for task in tasks {
+            let started = Instant::now();
+            let partition = task.processor.partition();
+            let changelog_offset = self.log.offsets(&topics.changelog, partition)?.end;
+            let snapshot = Snapshot { changelog_offset, state: task.processor.snapshot() };
+            self.snapshots.save(&snapshot_name(&self.config.group_id, partition), &snapshot)?;
+            transaction.set_position(SNAPSHOT_GROUP, &topics.changelog, partition, changelog_offset);
+            self.metrics.snapshot_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        self.log.commit(transaction)?;
+        Ok(())
+    }
+
+    fn run_worker(
+        &self,
+        partitions: &[u32],
+        topics: &PipelineTopics,
+        operator_config: Arc<OperatorConfig>,
+        mode: RunMode,
+        control: &RunControl,
+    ) -> Result<RunReport, RuntimeError> {
+        let config = &self.config;
+        let mut tasks = Vec::with_capacity(partitions.len());
+        for &partition in partitions {
+            let mut processor = PartitionProcessor::new(operator_config.clone(), self.model.clone(), partition);
+            self.restore(topics, &mut processor)?;
+            let offsets = self.log.offsets(&topics.payments, partition)?;
+            let next_offset = self.log.committed_position(&config.group_id, &topics.payments, partition)?.unwrap_or(offsets.start);
+            if next_offset < offsets.start {
+                return Err(RuntimeError::Restore {
+                    partition,
+                    why: format!("committed position {next_offset} is below the log start {}: input was lost to retention", offsets.start),
+                });
+            }
+            tasks.push(PartitionTask { processor, next_offset });
+        }
+
+        let mut report = RunReport::default();
+        let mut out = OutputBatch::default();
+        let mut timestamps: Vec<i64> = Vec::with_capacity(config.batch_records_max * tasks.len());
+        let mut batches_since_snapshot = 0u32;
+        let payments_topic_name = topics.payments.name.to_string();
+        while !control.stopped() {
+            let sequence = self.log.commit_sequence();
+            let started = Instant::now();
+            let mut transaction = Transaction::new();
+            timestamps.clear();
+            for task in tasks.iter_mut() {
+                let partition = task.processor.partition();
+                let records = self.log.fetch(&topics.payments, partition, task.next_offset, config.batch_records_max)?;
+                let Some(last) = records.last() else { continue };
+                let next_offset = last.offset + 1;
+                let inputs: Vec<InputRecord<'_>> =
+                    records.iter().map(|r| InputRecord { offset: r.offset, key: &r.key, value: &r.value }).collect();
+                timestamps.extend(records.iter().map(|r| r.timestamp_ms));
+                out.clear();
+                task.processor.process_batch(&payments_topic_name, &inputs, &mut out);
+                self.write_outputs(topics, partition, &out, &mut transaction)?;
+                transaction.set_position(&config.group_id, &topics.payments, partition, next_offset);
+                task.next_offset = next_offset;
+                report.counters.add(&out.counters);
+                report.dead_letters += out.dead_letters.len() as u64;
+                self.metrics.add_counters(&out.counters);
+                for letter in &out.dead_letters {
+                    self.metrics.dead_letter(letter.reason);
+                }
+            }
+            if transaction.is_empty() {
+                if mode == RunMode::UntilIdle && control.input_closed() && self.caught_up(topics, &tasks)? {
+                    break;
+                }
+                self.log.wait_for_commit(sequence, Duration::from_millis(config.idle_wait_ms));
+                continue;
+            }
+            let commit_started = Instant::now();
+            self.log.commit(transaction)?;
+            self.record_batch(started, commit_started, &timestamps);
+            report.input_records += timestamps.len() as u64;
+            report.commits += 1;
+            control.processed_records.fetch_add(timestamps.len() as u64, Ordering::Relaxed);
+            for task in &tasks {
+                let end = self.log.offsets(&topics.payments, task.processor.partition())?.end;
+                self.metrics
+                    .lag_records
+                    .with_label_values(&[&*topics.payments.name, &task.processor.partition().to_string()])
+                    .set((end - task.next_offset) as i64);
+            }
+            let remembered: usize = tasks.iter().map(|t| t.processor.state().remembered_payment_ids()).sum();
+            self.metrics.remembered_payment_ids.set(remembered as i64);
+            batches_since_snapshot += 1;
+            if batches_since_snapshot >= config.snapshot_interval_batches {
+                self.snapshot(topics, &tasks)?;
+                batches_since_snapshot = 0;
+            }
+        }
+        self.snapshot(topics, &tasks)?;
+        Ok(report)
+    }
+
+    fn caught_up(&self, topics: &PipelineTopics, tasks: &[PartitionTask]) -> Result<bool, RuntimeError> {
+        for task in tasks {
+            if task.next_offset < self.log.offsets(&topics.payments, task.processor.partition())?.end {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn record_batch(&self, started: Instant, commit_started: Instant, timestamps: &[i64]) {
+        let now = now_ms();
+        self.metrics.commit_seconds.observe(commit_started.elapsed().as_secs_f64());
+        self.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics.commits.inc();
+        self.metrics.input_records.inc_by(timestamps.len() as u64);
+        let local = self.metrics.event_to_decision_seconds.local();
+        let mut exact = self.metrics.latency_us.lock().expect("latency lock");
+        for &timestamp in timestamps {
+            let latency_ms = (now - timestamp).max(0);
+            local.observe(latency_ms as f64 / 1_000.0);
+            let _ = exact.record((latency_ms as u64 * 1_000).clamp(1, crate::metrics::LATENCY_US_MAX));
+        }
+        local.flush();
+    }
+
+    fn write_outputs(&self, topics: &PipelineTopics, partition: u32, out: &OutputBatch, transaction: &mut Transaction) -> Result<(), RuntimeError> {
+        let now = now_ms();
+        for decision in &out.decisions {
+            send_json(transaction, &topics.decisions, decision.payer_account_id.as_bytes(), now, decision)?;
+        }
+        for ledger in &out.ledger {
+            let payer = ledger.postings.first().map(|p| p.account_id.as_bytes()).unwrap_or_default();
+            send_json(transaction, &topics.ledger, payer, now, ledger)?;
+        }
+        for settlement in &out.settlements {
+            send_json(transaction, &topics.settlements, settlement.merchant_id.as_bytes(), now, settlement)?;
+        }
+        for letter in &out.dead_letters {
+            transaction.send_to_partition_with(&topics.dead_letters, partition % topics.dead_letters.partitions, &[], now, |buf| {
+                serde_json::to_writer(buf, letter).map_err(RuntimeError::from)
+            })?;
+        }
+        if !out.state_ops.is_empty() {
+            let ops = encode_ops(&out.state_ops);
+            transaction.send_to_partition(&topics.changelog, partition, &partition.to_le_bytes(), &ops, now)?;
+        }
+        Ok(())
+    }
+}
+
+fn send_json<T: Serialize>(transaction: &mut Transaction, topic: &Topic, key: &[u8], timestamp_ms: i64, value: &T) -> Result<(), RuntimeError> {
+    transaction.send_with(topic, key, timestamp_ms, |buf| serde_json::to_writer(buf, value).map_err(RuntimeError::from))
+}
