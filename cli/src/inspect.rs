@@ -13,7 +13,12 @@ const SCAN_RECORDS_MAX: usize = 8_192;
 
 /// Calls `visit` for every committed record of `topic` (partition by partition) or of
 /// one partition.
-pub fn scan(log: &dyn Log, topic: &Topic, partition: Option<u32>, mut visit: impl FnMut(u32, &Record) -> Result<()>) -> Result<()> {
+pub fn scan(
+    log: &dyn Log,
+    topic: &Topic,
+    partition: Option<u32>,
+    mut visit: impl FnMut(u32, &Record) -> Result<()>,
+) -> Result<()> {
     let partitions: Vec<u32> = match partition {
         Some(p) => vec![p],
         None => (0..topic.partitions).collect(),
@@ -33,7 +38,12 @@ pub fn scan(log: &dyn Log, topic: &Topic, partition: Option<u32>, mut visit: imp
 }
 
 /// `paystream log dump`: one JSON object per record, like `kcat -C -J`.
-pub fn dump(log: &dyn Log, topic: &Topic, partition: Option<u32>, out: &mut impl Write) -> Result<u64> {
+pub fn dump(
+    log: &dyn Log,
+    topic: &Topic,
+    partition: Option<u32>,
+    out: &mut impl Write,
+) -> Result<u64> {
     let mut count = 0;
     scan(log, topic, partition, |p, record| {
         let value = match std::str::from_utf8(&record.value) {
@@ -41,7 +51,9 @@ pub fn dump(log: &dyn Log, topic: &Topic, partition: Option<u32>, out: &mut impl
                 Ok(json) => serde_json::json!({ "value": json }),
                 Err(_) => serde_json::json!({ "value_text": text }),
             },
-            Err(_) => serde_json::json!({ "value_base64": base64::engine::general_purpose::STANDARD.encode(&record.value) }),
+            Err(_) => {
+                serde_json::json!({ "value_base64": base64::engine::general_purpose::STANDARD.encode(&record.value) })
+            }
         };
         let mut line = serde_json::json!({
             "topic": &*topic.name,
@@ -91,27 +103,45 @@ impl OutputSummary {
     }
 }
 
-pub fn summarize_outputs(log: &dyn Log, topics: &paystream_pipeline::PipelineTopics) -> Result<OutputSummary> {
+pub fn summarize_outputs(
+    log: &dyn Log,
+    topics: &paystream_pipeline::PipelineTopics,
+) -> Result<OutputSummary> {
     let mut summary = OutputSummary::default();
     scan(log, &topics.decisions, None, |_, record| {
-        let decision: Decision = serde_json::from_slice(&record.value).context("decode decision")?;
+        let decision: Decision =
+            serde_json::from_slice(&record.value).context("decode decision")?;
         *summary.decisions.entry(decision.outcome).or_default() += 1;
-        summary.decided.push((decision.payment_id, decision.outcome));
+        summary
+            .decided
+            .push((decision.payment_id, decision.outcome));
         Ok(())
     })?;
     scan(log, &topics.ledger, None, |_, record| {
-        let transaction: LedgerTransaction = serde_json::from_slice(&record.value).context("decode ledger transaction")?;
-        let sum: i128 = transaction.postings.iter().map(|p| i128::from(p.signed_minor_units())).sum();
+        let transaction: LedgerTransaction =
+            serde_json::from_slice(&record.value).context("decode ledger transaction")?;
+        let sum: i128 = transaction
+            .postings
+            .iter()
+            .map(|p| i128::from(p.signed_minor_units()))
+            .sum();
         summary.ledger_transactions += 1;
         if sum != 0 {
             summary.unbalanced_transactions += 1;
         }
-        *summary.posting_sums.entry(transaction.currency.code().to_string()).or_default() += sum;
+        *summary
+            .posting_sums
+            .entry(transaction.currency.code().to_string())
+            .or_default() += sum;
         Ok(())
     })?;
     scan(log, &topics.settlements, None, |_, record| {
-        let settlement: Settlement = serde_json::from_slice(&record.value).context("decode settlement")?;
-        let totals = summary.settlements.entry(settlement.currency.code().to_string()).or_default();
+        let settlement: Settlement =
+            serde_json::from_slice(&record.value).context("decode settlement")?;
+        let totals = summary
+            .settlements
+            .entry(settlement.currency.code().to_string())
+            .or_default();
         totals.windows += 1;
         totals.payments += settlement.payment_count;
         totals.late_payments += settlement.late_payment_count;
@@ -121,8 +151,13 @@ pub fn summarize_outputs(log: &dyn Log, topics: &paystream_pipeline::PipelineTop
         Ok(())
     })?;
     scan(log, &topics.dead_letters, None, |_, record| {
-        let letter: serde_json::Value = serde_json::from_slice(&record.value).context("decode dead letter")?;
-        let reason = letter.get("reason").and_then(|r| r.as_str()).unwrap_or("unknown").to_string();
+        let letter: serde_json::Value =
+            serde_json::from_slice(&record.value).context("decode dead letter")?;
+        let reason = letter
+            .get("reason")
+            .and_then(|r| r.as_str())
+            .unwrap_or("unknown")
+            .to_string();
         *summary.dead_letters.entry(reason).or_default() += 1;
         Ok(())
     })?;

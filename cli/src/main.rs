@@ -7,8 +7,8 @@ mod publish;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -22,7 +22,11 @@ use paystream_simulator::SimulatorConfig;
 use paystream_storage::FileSnapshotStore;
 
 #[derive(Parser)]
-#[command(name = "paystream", version, about = "A fraud-and-payment stream processor: payments in, fraud decisions, ledger postings and settlements out, exactly once.")]
+#[command(
+    name = "paystream",
+    version,
+    about = "A fraud-and-payment stream processor: payments in, fraud decisions, ledger postings and settlements out, exactly once."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -67,6 +71,18 @@ impl LogArgs {
     pub fn open(&self) -> Result<Arc<EmbeddedLog>> {
         open_log(&self.data_dir, self)
     }
+
+    /// For inspection while another process (a running pipeline) writes the log.
+    pub fn open_read_only(&self) -> Result<Arc<EmbeddedLog>> {
+        let log = EmbeddedLog::open_read_only(EmbeddedLogConfig::new(self.data_dir.join("log")))
+            .with_context(|| {
+                format!(
+                    "open the embedded log in {} for reading",
+                    self.data_dir.display()
+                )
+            })?;
+        Ok(Arc::new(log))
+    }
 }
 
 pub fn open_log(dir: &Path, args: &LogArgs) -> Result<Arc<EmbeddedLog>> {
@@ -75,7 +91,8 @@ pub fn open_log(dir: &Path, args: &LogArgs) -> Result<Arc<EmbeddedLog>> {
         retention_age_ms_max: args.retention_hours.map(|h| h as i64 * 3_600_000),
         ..EmbeddedLogConfig::new(dir.join("log"))
     };
-    let log = EmbeddedLog::open(config).with_context(|| format!("open the embedded log in {}", dir.display()))?;
+    let log = EmbeddedLog::open(config)
+        .with_context(|| format!("open the embedded log in {}", dir.display()))?;
     Ok(Arc::new(log))
 }
 
@@ -90,6 +107,9 @@ pub struct PipelineArgs {
     /// Batches between state snapshots.
     #[arg(long, default_value_t = 500)]
     pub snapshot_interval_batches: u32,
+    /// Process at most this many input records per second (default: no limit).
+    #[arg(long, env = "PAYSTREAM_MAX_INPUT_RATE")]
+    pub max_input_rate: Option<u64>,
     /// Serve Prometheus /metrics and /healthz here (port 0 picks a free port).
     #[arg(long, env = "PAYSTREAM_METRICS_ADDR", default_value = "127.0.0.1:9898")]
     pub metrics_addr: SocketAddr,
@@ -100,12 +120,16 @@ pub struct PipelineArgs {
 
 impl PipelineArgs {
     pub fn config(&self, log_args: &LogArgs) -> PipelineConfig {
-        let mut config = PipelineConfig { partitions: log_args.partitions, ..PipelineConfig::default() };
+        let mut config = PipelineConfig {
+            partitions: log_args.partitions,
+            ..PipelineConfig::default()
+        };
         if let Some(workers) = self.workers {
             config.workers = workers;
         }
         config.batch_records_max = self.batch_records_max;
         config.snapshot_interval_batches = self.snapshot_interval_batches;
+        config.input_records_per_second_max = self.max_input_rate.filter(|r| *r > 0);
         config
     }
 }
@@ -142,10 +166,16 @@ impl SimulatorArgs {
         let days = self.days.unwrap_or(default_days);
         let parts: Vec<&str> = self.start_date.split('-').collect();
         let parsed = match parts.as_slice() {
-            [y, m, d] => (y.parse::<i64>().ok(), m.parse::<u32>().ok(), d.parse::<u32>().ok()),
+            [y, m, d] => (
+                y.parse::<i64>().ok(),
+                m.parse::<u32>().ok(),
+                d.parse::<u32>().ok(),
+            ),
             _ => (None, None, None),
         };
-        let (Some(year), Some(month), Some(day)) = parsed else { bail!("--start-date must be YYYY-MM-DD, got {}", self.start_date) };
+        let (Some(year), Some(month), Some(day)) = parsed else {
+            bail!("--start-date must be YYYY-MM-DD, got {}", self.start_date)
+        };
         let probe = days_from_civil(year, month, day) * MILLIS_PER_DAY;
         if paystream_domain::time::format_rfc3339_ms(probe)[..10] != self.start_date {
             bail!("--start-date {} is not a calendar date", self.start_date);
@@ -229,7 +259,10 @@ enum LogCommand {
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PAYSTREAM_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PAYSTREAM_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -246,8 +279,12 @@ fn run_command(command: Command) -> Result<()> {
         Command::Run(args) => run(args),
         Command::Generate(args) => generate(args),
         Command::Replay(args) => replay(args),
-        Command::Log(LogCommand::Dump { topic, partition, log }) => {
-            let log = log.open()?;
+        Command::Log(LogCommand::Dump {
+            topic,
+            partition,
+            log,
+        }) => {
+            let log = log.open_read_only()?;
             let topic = log.topic(&topic)?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
@@ -256,7 +293,7 @@ fn run_command(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Log(LogCommand::Topics { log }) => {
-            let log = log.open()?;
+            let log = log.open_read_only()?;
             for topic in log.topics() {
                 let mut total = 0;
                 let mut parts = Vec::new();
@@ -265,7 +302,12 @@ fn run_command(command: Command) -> Result<()> {
                     total += offsets.end - offsets.start;
                     parts.push(format!("{p}:[{},{})", offsets.start, offsets.end));
                 }
-                println!("{}\tpartitions={}\trecords={total}\t{}", topic.name, topic.partitions, parts.join(" "));
+                println!(
+                    "{}\tpartitions={}\trecords={total}\t{}",
+                    topic.name,
+                    topic.partitions,
+                    parts.join(" ")
+                );
             }
             Ok(())
         }
@@ -275,21 +317,35 @@ fn run_command(command: Command) -> Result<()> {
 /// A tokio runtime for the metrics server and signal handling; the pipeline itself runs
 /// on its own worker threads.
 pub fn io_runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?)
 }
 
 /// Serves /metrics unless disabled; returns the bound address.
-pub fn start_metrics_server(runtime: &tokio::runtime::Runtime, args: &PipelineArgs, metrics: &Arc<Metrics>) -> Option<SocketAddr> {
+pub fn start_metrics_server(
+    runtime: &tokio::runtime::Runtime,
+    args: &PipelineArgs,
+    metrics: &Arc<Metrics>,
+) -> Option<SocketAddr> {
     if args.no_metrics {
         return None;
     }
     let render_metrics = metrics.clone();
     let render: paystream_gateway::RenderMetrics = Arc::new(move || render_metrics.render());
-    let served = runtime.block_on(paystream_gateway::serve_operations(args.metrics_addr, render, std::future::pending()));
+    let served = runtime.block_on(paystream_gateway::serve_operations(
+        args.metrics_addr,
+        render,
+        std::future::pending(),
+    ));
     match served {
         Ok((addr, _)) => Some(addr),
         Err(error) => {
-            eprintln!("warning: cannot serve /metrics on {}: {error}; continuing without", args.metrics_addr);
+            eprintln!(
+                "warning: cannot serve /metrics on {}: {error}; continuing without",
+                args.metrics_addr
+            );
             None
         }
     }
@@ -298,13 +354,14 @@ pub fn start_metrics_server(runtime: &tokio::runtime::Runtime, args: &PipelineAr
 /// Stops `control` on SIGINT or SIGTERM.
 pub fn stop_on_signals(runtime: &tokio::runtime::Runtime, control: Arc<RunControl>) {
     runtime.spawn(async move {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                return;
-            }
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::error!(%error, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate.recv() => {}
@@ -314,10 +371,21 @@ pub fn stop_on_signals(runtime: &tokio::runtime::Runtime, control: Arc<RunContro
     });
 }
 
-pub fn pipeline(log: Arc<EmbeddedLog>, data_dir: &Path, config: PipelineConfig, metrics: Arc<Metrics>) -> Result<Pipeline> {
+pub fn pipeline(
+    log: Arc<EmbeddedLog>,
+    data_dir: &Path,
+    config: PipelineConfig,
+    metrics: Arc<Metrics>,
+) -> Result<Pipeline> {
     let snapshots = FileSnapshotStore::open(data_dir.join("snapshots"))?;
     let model = paystream_operators::default_model(&config.operators);
-    Ok(Pipeline { log, snapshots: Arc::new(snapshots), model, metrics, config })
+    Ok(Pipeline {
+        log,
+        snapshots: Arc::new(snapshots),
+        model,
+        metrics,
+        config,
+    })
 }
 
 fn run(args: RunArgs) -> Result<()> {
@@ -329,8 +397,17 @@ fn run(args: RunArgs) -> Result<()> {
     }
     let control = Arc::new(RunControl::new(true));
     stop_on_signals(&runtime, control.clone());
-    let pipeline = pipeline(log, &args.log.data_dir, args.pipeline.config(&args.log), metrics)?;
-    let mode = if args.until_idle { RunMode::UntilIdle } else { RunMode::Forever };
+    let pipeline = pipeline(
+        log,
+        &args.log.data_dir,
+        args.pipeline.config(&args.log),
+        metrics,
+    )?;
+    let mode = if args.until_idle {
+        RunMode::UntilIdle
+    } else {
+        RunMode::Forever
+    };
     let started = std::time::Instant::now();
     let report = pipeline.run(mode, &control)?;
     let seconds = started.elapsed().as_secs_f64();
@@ -362,21 +439,46 @@ fn generate(args: GenerateArgs) -> Result<()> {
         return Ok(());
     }
     let log = args.log.open()?;
-    let pipeline_config = PipelineConfig { partitions: args.log.partitions, ..PipelineConfig::default() };
+    let pipeline_config = PipelineConfig {
+        partitions: args.log.partitions,
+        ..PipelineConfig::default()
+    };
     let topics = paystream_pipeline::runtime::ensure_topics(log.as_ref(), &pipeline_config)?;
     let progress = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
-    let report = publish::publish_simulation(log.as_ref(), &topics, &config, &transactions, &args.publish.options()?, &progress, &stop)?;
-    println!("published {} payments and {} labels to {}", report.payments, report.labels, args.log.data_dir.display());
+    let report = publish::publish_simulation(
+        log.as_ref(),
+        &topics,
+        &config,
+        &transactions,
+        &args.publish.options()?,
+        &progress,
+        &stop,
+    )?;
+    println!(
+        "published {} payments and {} labels to {}",
+        report.payments,
+        report.labels,
+        args.log.data_dir.display()
+    );
     Ok(())
 }
 
 fn replay(args: ReplayArgs) -> Result<()> {
     let log = args.log.open()?;
-    let pipeline_config = PipelineConfig { partitions: args.log.partitions, ..PipelineConfig::default() };
+    let pipeline_config = PipelineConfig {
+        partitions: args.log.partitions,
+        ..PipelineConfig::default()
+    };
     let topics = paystream_pipeline::runtime::ensure_topics(log.as_ref(), &pipeline_config)?;
     let progress = AtomicU64::new(0);
-    let report = publish::replay(log.as_ref(), &topics, &args.file, &args.publish.options()?, &progress)?;
+    let report = publish::replay(
+        log.as_ref(),
+        &topics,
+        &args.file,
+        &args.publish.options()?,
+        &progress,
+    )?;
     println!(
         "replayed {}: {} payments, {} labels, {} unreadable rows to the dead-letter topic",
         args.file.display(),

@@ -9,8 +9,8 @@ use paystream_domain::event::PaymentWire;
 use paystream_domain::money::format_minor_units;
 use paystream_domain::time::{format_rfc3339_ms, parse_handbook_datetime_ms};
 use paystream_domain::{Currency, DeadLetter, FraudLabel, RejectReason, Rejection};
-use paystream_pipeline::log::{Log, Transaction};
 use paystream_pipeline::PipelineTopics;
+use paystream_pipeline::log::{Log, Transaction};
 use paystream_simulator::csv::CsvLayout;
 use paystream_simulator::{SimulatorConfig, Transaction as SimTransaction};
 use std::borrow::Cow;
@@ -35,11 +35,22 @@ pub struct PublishReport {
 }
 
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// A payment event v1 for a handbook-style transaction.
-fn payment_json(out: &mut Vec<u8>, payment_id: &str, customer: &str, terminal: &str, amount: &str, currency: Currency, event_time_ms: i64) -> Result<()> {
+fn payment_json(
+    out: &mut Vec<u8>,
+    payment_id: &str,
+    customer: &str,
+    terminal: &str,
+    amount: &str,
+    currency: Currency,
+    event_time_ms: i64,
+) -> Result<()> {
     let wire = PaymentWire {
         schema: None,
         payment_id: Cow::Borrowed(payment_id),
@@ -73,7 +84,12 @@ struct Publisher<'a> {
 }
 
 impl<'a> Publisher<'a> {
-    fn new(log: &'a dyn Log, topics: &'a PipelineTopics, options: &'a PublishOptions, progress: &'a AtomicU64) -> Publisher<'a> {
+    fn new(
+        log: &'a dyn Log,
+        topics: &'a PipelineTopics,
+        options: &'a PublishOptions,
+        progress: &'a AtomicU64,
+    ) -> Publisher<'a> {
         Publisher {
             log,
             topics,
@@ -87,14 +103,39 @@ impl<'a> Publisher<'a> {
         }
     }
 
-    fn payment(&mut self, payment_id: &str, customer: &str, terminal: &str, amount: &str, event_time_ms: i64, is_fraud: bool) -> Result<()> {
-        while self.pending_labels.front().is_some_and(|(due, _)| *due <= event_time_ms) {
+    fn payment(
+        &mut self,
+        payment_id: &str,
+        customer: &str,
+        terminal: &str,
+        amount: &str,
+        event_time_ms: i64,
+        is_fraud: bool,
+    ) -> Result<()> {
+        while self
+            .pending_labels
+            .front()
+            .is_some_and(|(due, _)| *due <= event_time_ms)
+        {
             let (_, label) = self.pending_labels.pop_front().expect("checked non-empty");
             self.label(&label)?;
         }
         self.value.clear();
-        payment_json(&mut self.value, payment_id, customer, terminal, amount, self.options.currency, event_time_ms)?;
-        self.transaction.send(&self.topics.payments, customer.as_bytes(), &self.value, now_ms())?;
+        payment_json(
+            &mut self.value,
+            payment_id,
+            customer,
+            terminal,
+            amount,
+            self.options.currency,
+            event_time_ms,
+        )?;
+        self.transaction.send(
+            &self.topics.payments,
+            customer.as_bytes(),
+            &self.value,
+            now_ms(),
+        )?;
         self.report.payments += 1;
         let reported_ms = event_time_ms + self.options.label_delay_ms;
         self.pending_labels.push_back((
@@ -114,8 +155,13 @@ impl<'a> Publisher<'a> {
     fn label(&mut self, label: &FraudLabel) -> Result<()> {
         self.value.clear();
         serde_json::to_writer(&mut self.value, label)?;
-        let key = label.payer_account_id.as_deref().unwrap_or_default().as_bytes();
-        self.transaction.send(&self.topics.labels, key, &self.value, now_ms())?;
+        let key = label
+            .payer_account_id
+            .as_deref()
+            .unwrap_or_default()
+            .as_bytes();
+        self.transaction
+            .send(&self.topics.labels, key, &self.value, now_ms())?;
         self.report.labels += 1;
         Ok(())
     }
@@ -123,7 +169,13 @@ impl<'a> Publisher<'a> {
     fn dead_letter(&mut self, letter: &DeadLetter) -> Result<()> {
         self.value.clear();
         serde_json::to_writer(&mut self.value, letter)?;
-        self.transaction.send_to_partition(&self.topics.dead_letters, 0, &[], &self.value, now_ms())?;
+        self.transaction.send_to_partition(
+            &self.topics.dead_letters,
+            0,
+            &[],
+            &self.value,
+            now_ms(),
+        )?;
         self.report.dead_letters += 1;
         Ok(())
     }
@@ -148,7 +200,9 @@ impl<'a> Publisher<'a> {
             }
         }
         let transaction = std::mem::take(&mut self.transaction);
-        self.log.commit(transaction).context("commit published records")?;
+        self.log
+            .commit(transaction)
+            .context("commit published records")?;
         self.progress.store(self.report.payments, Ordering::Relaxed);
         Ok(())
     }
@@ -182,7 +236,10 @@ pub fn publish_simulation(
             break;
         }
         amount.clear();
-        amount.push_str(&format_minor_units(t.amount_cents, options.currency.minor_unit_digits().min(2)));
+        amount.push_str(&format_minor_units(
+            t.amount_cents,
+            options.currency.minor_unit_digits().min(2),
+        ));
         publisher.payment(
             &t.transaction_id.to_string(),
             &t.customer_id.to_string(),
@@ -198,7 +255,13 @@ pub fn publish_simulation(
 /// Replays a file into the input topics: the handbook CSV layout (labels from
 /// `TX_FRAUD`) or JSON lines of payment events (published byte for byte; the pipeline
 /// validates them). Unreadable CSV rows go to the dead-letter topic.
-pub fn replay(log: &dyn Log, topics: &PipelineTopics, path: &std::path::Path, options: &PublishOptions, progress: &AtomicU64) -> Result<PublishReport> {
+pub fn replay(
+    log: &dyn Log,
+    topics: &PipelineTopics,
+    path: &std::path::Path,
+    options: &PublishOptions,
+    progress: &AtomicU64,
+) -> Result<PublishReport> {
     let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
     let mut lines = std::io::BufReader::with_capacity(1 << 20, file).lines();
     let Some(first) = lines.next().transpose().context("read first line")? else {
@@ -219,30 +282,57 @@ pub fn replay(log: &dyn Log, topics: &PipelineTopics, path: &std::path::Path, op
             }
             // The key only picks the partition; a line without a readable payer goes to
             // the partition of the empty key and is rejected there by validation.
-            let key = serde_json::from_str::<KeyOnly<'_>>(&line).ok().and_then(|k| k.payer_account_id).unwrap_or_default();
-            publisher.transaction.send(&topics.payments, key.as_bytes(), line.as_bytes(), now_ms())?;
+            let key = serde_json::from_str::<KeyOnly<'_>>(&line)
+                .ok()
+                .and_then(|k| k.payer_account_id)
+                .unwrap_or_default();
+            publisher.transaction.send(
+                &topics.payments,
+                key.as_bytes(),
+                line.as_bytes(),
+                now_ms(),
+            )?;
             publisher.report.payments += 1;
             publisher.maybe_flush()?;
         }
         return publisher.finish();
     }
-    let layout = CsvLayout::from_header(&first).with_context(|| format!("{}: not the handbook CSV layout nor JSON lines", path.display()))?;
+    let layout = CsvLayout::from_header(&first).with_context(|| {
+        format!(
+            "{}: not the handbook CSV layout nor JSON lines",
+            path.display()
+        )
+    })?;
     for (number, line) in lines.enumerate() {
         let line = line.context("read line")?;
         let line_number = number as u64 + 2;
         if line.trim().is_empty() {
             continue;
         }
-        let parsed = layout.parse_row(&line).map_err(|e| e.to_string()).and_then(|row| {
-            parse_handbook_datetime_ms(row.datetime).map(|t| (row, t)).map_err(|e| e.to_string())
-        });
+        let parsed = layout
+            .parse_row(&line)
+            .map_err(|e| e.to_string())
+            .and_then(|row| {
+                parse_handbook_datetime_ms(row.datetime)
+                    .map(|t| (row, t))
+                    .map_err(|e| e.to_string())
+            });
         match parsed {
-            Ok((row, event_time_ms)) => {
-                publisher.payment(row.transaction_id, row.customer_id, row.terminal_id, row.amount, event_time_ms, row.is_fraud)?
-            }
+            Ok((row, event_time_ms)) => publisher.payment(
+                row.transaction_id,
+                row.customer_id,
+                row.terminal_id,
+                row.amount,
+                event_time_ms,
+                row.is_fraud,
+            )?,
             Err(why) => {
-                let rejection = Rejection::new(RejectReason::MalformedCsvRow, format!("line {line_number}: {why}"));
-                let letter = DeadLetter::new(rejection, &source, 0, line_number, &[], line.as_bytes());
+                let rejection = Rejection::new(
+                    RejectReason::MalformedCsvRow,
+                    format!("line {line_number}: {why}"),
+                );
+                let letter =
+                    DeadLetter::new(rejection, &source, 0, line_number, &[], line.as_bytes());
                 publisher.dead_letter(&letter)?;
             }
         }
@@ -251,7 +341,11 @@ pub fn replay(log: &dyn Log, topics: &PipelineTopics, path: &std::path::Path, op
 }
 
 /// Writes the simulation in the handbook CSV layout.
-pub fn write_csv(path: &std::path::Path, config: &SimulatorConfig, transactions: &[SimTransaction]) -> Result<()> {
+pub fn write_csv(
+    path: &std::path::Path,
+    config: &SimulatorConfig,
+    transactions: &[SimTransaction],
+) -> Result<()> {
     use std::io::Write;
     let file = std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);

@@ -54,8 +54,13 @@ impl Channel {
 /// Who receives the money: another account, or a merchant at one of its terminals.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Payee {
-    Account { account_id: String },
-    Merchant { merchant_id: String, terminal_id: String },
+    Account {
+        account_id: String,
+    },
+    Merchant {
+        merchant_id: String,
+        terminal_id: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -176,7 +181,10 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(reason: RejectReason, detail: impl Into<String>) -> Rejection {
-        Rejection { reason, detail: detail.into() }
+        Rejection {
+            reason,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -185,7 +193,9 @@ fn classify_json_error(error: &serde_json::Error) -> Rejection {
     let detail = error.to_string();
     let reason = match error.classify() {
         Category::Data if detail.starts_with("missing field") => RejectReason::MissingField,
-        Category::Data if detail.starts_with("invalid type") || detail.starts_with("invalid value") => {
+        Category::Data
+            if detail.starts_with("invalid type") || detail.starts_with("invalid value") =>
+        {
             RejectReason::InvalidFieldType
         }
         Category::Data => RejectReason::InvalidField,
@@ -195,7 +205,8 @@ fn classify_json_error(error: &serde_json::Error) -> Rejection {
 }
 
 fn identifier(field: &str, value: &str) -> Result<String, Rejection> {
-    if value.is_empty() || value.len() > IDENTIFIER_BYTES_MAX || value.chars().any(char::is_control) {
+    if value.is_empty() || value.len() > IDENTIFIER_BYTES_MAX || value.chars().any(char::is_control)
+    {
         return Err(Rejection::new(
             RejectReason::InvalidField,
             format!("{field} must be 1 to {IDENTIFIER_BYTES_MAX} bytes without control characters"),
@@ -219,10 +230,14 @@ impl Payment {
         if bytes.len() > INPUT_RECORD_BYTES_MAX {
             return Err(Rejection::new(
                 RejectReason::RecordTooLarge,
-                format!("record of {} bytes exceeds {INPUT_RECORD_BYTES_MAX}", bytes.len()),
+                format!(
+                    "record of {} bytes exceeds {INPUT_RECORD_BYTES_MAX}",
+                    bytes.len()
+                ),
             ));
         }
-        let wire: PaymentWire<'_> = serde_json::from_slice(bytes).map_err(|e| classify_json_error(&e))?;
+        let wire: PaymentWire<'_> =
+            serde_json::from_slice(bytes).map_err(|e| classify_json_error(&e))?;
         Payment::from_wire(&wire)
     }
 
@@ -238,7 +253,9 @@ impl Payment {
         let payment_id = identifier("payment_id", &wire.payment_id)?;
         let payer_account_id = identifier("payer_account_id", &wire.payer_account_id)?;
         let payee = match (&wire.payee_account_id, &wire.merchant_id, &wire.terminal_id) {
-            (Some(account), None, None) => Payee::Account { account_id: identifier("payee_account_id", account)? },
+            (Some(account), None, None) => Payee::Account {
+                account_id: identifier("payee_account_id", account)?,
+            },
             (None, Some(merchant), Some(terminal)) => Payee::Merchant {
                 merchant_id: identifier("merchant_id", merchant)?,
                 terminal_id: identifier("terminal_id", terminal)?,
@@ -264,8 +281,9 @@ impl Payment {
                 format!("amount {} must be greater than zero", wire.amount),
             ));
         }
-        let event_time_ms = parse_rfc3339_ms(&wire.event_time)
-            .map_err(|e| Rejection::new(RejectReason::InvalidTimestamp, format!("event_time: {e}")))?;
+        let event_time_ms = parse_rfc3339_ms(&wire.event_time).map_err(|e| {
+            Rejection::new(RejectReason::InvalidTimestamp, format!("event_time: {e}"))
+        })?;
         let channel = Channel::parse(&wire.channel).ok_or_else(|| {
             Rejection::new(
                 RejectReason::InvalidField,
@@ -275,22 +293,43 @@ impl Payment {
                 ),
             )
         })?;
-        let device_id = wire.device_id.as_deref().map(|d| identifier("device_id", d)).transpose()?;
+        let device_id = wire
+            .device_id
+            .as_deref()
+            .map(|d| identifier("device_id", d))
+            .transpose()?;
         if let Some(geo) = wire.geo
             && !((-90.0..=90.0).contains(&geo.lat) && (-180.0..=180.0).contains(&geo.lon))
         {
-            return Err(Rejection::new(RejectReason::InvalidField, "geo lat/lon out of range"));
+            return Err(Rejection::new(
+                RejectReason::InvalidField,
+                "geo lat/lon out of range",
+            ));
         }
-        Ok(Payment { payment_id, payer_account_id, payee, amount, event_time_ms, channel, device_id, geo: wire.geo })
+        Ok(Payment {
+            payment_id,
+            payer_account_id,
+            payee,
+            amount,
+            event_time_ms,
+            channel,
+            device_id,
+            geo: wire.geo,
+        })
     }
 
     /// The JSON v1 encoding of this payment (the inverse of [`Payment::from_json`]).
     pub fn to_wire(&self) -> PaymentWire<'_> {
         let (payee_account_id, merchant_id, terminal_id) = match &self.payee {
             Payee::Account { account_id } => (Some(Cow::Borrowed(account_id.as_str())), None, None),
-            Payee::Merchant { merchant_id, terminal_id } => {
-                (None, Some(Cow::Borrowed(merchant_id.as_str())), Some(Cow::Borrowed(terminal_id.as_str())))
-            }
+            Payee::Merchant {
+                merchant_id,
+                terminal_id,
+            } => (
+                None,
+                Some(Cow::Borrowed(merchant_id.as_str())),
+                Some(Cow::Borrowed(terminal_id.as_str())),
+            ),
         };
         PaymentWire {
             schema: None,
@@ -335,7 +374,10 @@ impl Payment {
         field(self.payer_account_id.as_bytes());
         match &self.payee {
             Payee::Account { account_id } => field(account_id.as_bytes()),
-            Payee::Merchant { merchant_id, terminal_id } => {
+            Payee::Merchant {
+                merchant_id,
+                terminal_id,
+            } => {
                 field(merchant_id.as_bytes());
                 field(terminal_id.as_bytes());
             }
@@ -478,7 +520,14 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    pub fn new(rejection: Rejection, source_topic: &str, source_partition: u32, source_offset: u64, key: &[u8], value: &[u8]) -> DeadLetter {
+    pub fn new(
+        rejection: Rejection,
+        source_topic: &str,
+        source_partition: u32,
+        source_offset: u64,
+        key: &[u8],
+        value: &[u8],
+    ) -> DeadLetter {
         use base64::Engine as _;
         let engine = base64::engine::general_purpose::STANDARD;
         DeadLetter {
@@ -494,7 +543,9 @@ impl DeadLetter {
 
     pub fn original_value(&self) -> Vec<u8> {
         use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.decode(&self.value_base64).unwrap_or_default()
+        base64::engine::general_purpose::STANDARD
+            .decode(&self.value_base64)
+            .unwrap_or_default()
     }
 }
 
@@ -515,7 +566,10 @@ mod tests {
         assert_eq!(payment.merchant_id(), Some("M1"));
         let json = serde_json::to_vec(&payment.to_wire()).unwrap();
         assert_eq!(Payment::from_json(&json).unwrap(), payment);
-        assert_eq!(Payment::from_json(&json).unwrap().content_hash(), payment.content_hash());
+        assert_eq!(
+            Payment::from_json(&json).unwrap().content_hash(),
+            payment.content_hash()
+        );
     }
 
     #[test]
@@ -523,20 +577,68 @@ mod tests {
         let replace = |from: &str, to: &str| GOOD.replace(from, to);
         assert_eq!(reason("{not json"), RejectReason::MalformedJson);
         assert_eq!(reason(""), RejectReason::MalformedJson);
-        assert_eq!(reason(&replace(r#""payment_id":"p-1","#, "")), RejectReason::MissingField);
-        assert_eq!(reason(&replace(r#""amount":"12.34""#, r#""amount":12.34"#)), RejectReason::InvalidFieldType);
-        assert_eq!(reason(&replace(r#""payer_account_id":"C1""#, r#""payer_account_id":7"#)), RejectReason::InvalidFieldType);
-        assert_eq!(reason(&replace("12.34", "0.00")), RejectReason::NonPositiveAmount);
-        assert_eq!(reason(&replace("12.34", "-5")), RejectReason::NonPositiveAmount);
-        assert_eq!(reason(&replace("12.34", "99999999999999999999")), RejectReason::AmountOverflow);
-        assert_eq!(reason(&replace("12.34", "12.345")), RejectReason::InvalidAmount);
-        assert_eq!(reason(&replace("12.34", "twelve")), RejectReason::InvalidAmount);
-        assert_eq!(reason(&replace("EUR", "ZZZ")), RejectReason::UnknownCurrency);
-        assert_eq!(reason(&replace("2018-04-01T00:03:12Z", "April 1st")), RejectReason::InvalidTimestamp);
-        assert_eq!(reason(&replace("card_present", "telepathy")), RejectReason::InvalidField);
-        assert_eq!(reason(&replace(r#""merchant_id":"M1","#, "")), RejectReason::InvalidField);
-        assert_eq!(reason(&replace(r#""payment_id":"p-1""#, r#""payment_id":"""#)), RejectReason::InvalidField);
-        assert_eq!(reason(&replace(r#""payment_id""#, r#""schema":"payment.v9","payment_id""#)), RejectReason::UnsupportedSchema);
+        assert_eq!(
+            reason(&replace(r#""payment_id":"p-1","#, "")),
+            RejectReason::MissingField
+        );
+        assert_eq!(
+            reason(&replace(r#""amount":"12.34""#, r#""amount":12.34"#)),
+            RejectReason::InvalidFieldType
+        );
+        assert_eq!(
+            reason(&replace(
+                r#""payer_account_id":"C1""#,
+                r#""payer_account_id":7"#
+            )),
+            RejectReason::InvalidFieldType
+        );
+        assert_eq!(
+            reason(&replace("12.34", "0.00")),
+            RejectReason::NonPositiveAmount
+        );
+        assert_eq!(
+            reason(&replace("12.34", "-5")),
+            RejectReason::NonPositiveAmount
+        );
+        assert_eq!(
+            reason(&replace("12.34", "99999999999999999999")),
+            RejectReason::AmountOverflow
+        );
+        assert_eq!(
+            reason(&replace("12.34", "12.345")),
+            RejectReason::InvalidAmount
+        );
+        assert_eq!(
+            reason(&replace("12.34", "twelve")),
+            RejectReason::InvalidAmount
+        );
+        assert_eq!(
+            reason(&replace("EUR", "ZZZ")),
+            RejectReason::UnknownCurrency
+        );
+        assert_eq!(
+            reason(&replace("2018-04-01T00:03:12Z", "April 1st")),
+            RejectReason::InvalidTimestamp
+        );
+        assert_eq!(
+            reason(&replace("card_present", "telepathy")),
+            RejectReason::InvalidField
+        );
+        assert_eq!(
+            reason(&replace(r#""merchant_id":"M1","#, "")),
+            RejectReason::InvalidField
+        );
+        assert_eq!(
+            reason(&replace(r#""payment_id":"p-1""#, r#""payment_id":"""#)),
+            RejectReason::InvalidField
+        );
+        assert_eq!(
+            reason(&replace(
+                r#""payment_id""#,
+                r#""schema":"payment.v9","payment_id""#
+            )),
+            RejectReason::UnsupportedSchema
+        );
         let huge = replace("d1", &"x".repeat(INPUT_RECORD_BYTES_MAX));
         assert_eq!(reason(&huge), RejectReason::RecordTooLarge);
     }
@@ -544,7 +646,10 @@ mod tests {
     #[test]
     fn reason_names_match_serde() {
         for reason in RejectReason::ALL {
-            assert_eq!(serde_json::to_string(&reason).unwrap(), format!("\"{}\"", reason.as_str()));
+            assert_eq!(
+                serde_json::to_string(&reason).unwrap(),
+                format!("\"{}\"", reason.as_str())
+            );
         }
     }
 
@@ -552,7 +657,12 @@ mod tests {
     fn content_hash_ignores_formatting_but_not_content() {
         let a = Payment::from_json(GOOD.as_bytes()).unwrap();
         let spaced = GOOD.replace(",", " , ");
-        assert_eq!(Payment::from_json(spaced.as_bytes()).unwrap().content_hash(), a.content_hash());
+        assert_eq!(
+            Payment::from_json(spaced.as_bytes())
+                .unwrap()
+                .content_hash(),
+            a.content_hash()
+        );
         let other = Payment::from_json(GOOD.replace("12.34", "12.35").as_bytes()).unwrap();
         assert_ne!(other.content_hash(), a.content_hash());
     }

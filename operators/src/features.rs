@@ -22,7 +22,11 @@ struct CustomerDays {
 
 impl CustomerDays {
     fn new(day: i64) -> CustomerDays {
-        CustomerDays { newest_day: day, counts: [0; CUSTOMER_WINDOW_DAYS], sums_minor: [0; CUSTOMER_WINDOW_DAYS] }
+        CustomerDays {
+            newest_day: day,
+            counts: [0; CUSTOMER_WINDOW_DAYS],
+            sums_minor: [0; CUSTOMER_WINDOW_DAYS],
+        }
     }
 
     fn slot(day: i64) -> usize {
@@ -64,7 +68,11 @@ pub struct CustomerFeatureState {
 }
 
 fn average(count: u32, sum: i64) -> i64 {
-    if count == 0 { 0 } else { sum / i64::from(count) }
+    if count == 0 {
+        0
+    } else {
+        sum / i64::from(count)
+    }
 }
 
 impl CustomerFeatureState {
@@ -81,7 +89,12 @@ impl CustomerFeatureState {
     }
 
     /// Features of a payment as if it had been added (windows include it).
-    pub fn features_including(&self, customer: &str, event_time_ms: i64, amount_minor: i64) -> Features {
+    pub fn features_including(
+        &self,
+        customer: &str,
+        event_time_ms: i64,
+        amount_minor: i64,
+    ) -> Features {
         let day = event_time_ms.div_euclid(MILLIS_PER_DAY);
         let window = |w: i64| match self.customers.get(customer) {
             Some(days) => days.window(day, w),
@@ -131,14 +144,39 @@ mod tests {
         state.add("c", 95 * DAY, 30_00);
         state.add("c", 80 * DAY, 40_00);
         let f = state.features_including("c", 100 * DAY + 3_600_000, 60_00);
-        assert_eq!((f.customer_count_1d, f.customer_average_minor_1d), (3, 30_00));
-        assert_eq!((f.customer_count_7d, f.customer_average_minor_7d), (4, 30_00));
-        assert_eq!((f.customer_count_30d, f.customer_average_minor_30d), (5, 32_00));
+        assert_eq!(
+            (f.customer_count_1d, f.customer_average_minor_1d),
+            (3, 30_00)
+        );
+        assert_eq!(
+            (f.customer_count_7d, f.customer_average_minor_7d),
+            (4, 30_00)
+        );
+        assert_eq!(
+            (f.customer_count_30d, f.customer_average_minor_30d),
+            (5, 32_00)
+        );
         // Day 129 still sees day 100 in its 30-day window; day 130 does not.
-        assert_eq!(state.features_including("c", 129 * DAY, 1).customer_count_30d, 3);
-        assert_eq!(state.features_including("c", 130 * DAY, 1).customer_count_30d, 1);
+        assert_eq!(
+            state
+                .features_including("c", 129 * DAY, 1)
+                .customer_count_30d,
+            3
+        );
+        assert_eq!(
+            state
+                .features_including("c", 130 * DAY, 1)
+                .customer_count_30d,
+            1
+        );
         let unknown = state.features_including("nobody", 0, 5_00);
-        assert_eq!((unknown.customer_count_30d, unknown.customer_average_minor_30d), (1, 5_00));
+        assert_eq!(
+            (
+                unknown.customer_count_30d,
+                unknown.customer_average_minor_30d
+            ),
+            (1, 5_00)
+        );
     }
 
     #[test]
@@ -150,14 +188,20 @@ mod tests {
         assert_eq!(f.customer_count_30d, 2); // day 30's payment + this one
         // An event older than the kept window is ignored.
         state.add("c", 0, 9_00);
-        assert_eq!(state.features_including("c", 30 * DAY, 0).customer_count_30d, 2);
+        assert_eq!(
+            state
+                .features_including("c", 30 * DAY, 0)
+                .customer_count_30d,
+            2
+        );
     }
 
     #[test]
     fn calendar_flags() {
         let state = CustomerFeatureState::default();
         // 2018-04-01 was a Sunday.
-        let sunday_night = paystream_domain::time::parse_rfc3339_ms("2018-04-01T02:00:00Z").unwrap();
+        let sunday_night =
+            paystream_domain::time::parse_rfc3339_ms("2018-04-01T02:00:00Z").unwrap();
         let f = state.features_including("c", sunday_night, 1);
         assert!(f.during_weekend && f.during_night);
         let monday_noon = paystream_domain::time::parse_rfc3339_ms("2018-04-02T12:00:00Z").unwrap();

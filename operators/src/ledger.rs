@@ -11,26 +11,58 @@ pub fn customer_account(payer_account_id: &str) -> String {
     format!("customer:{payer_account_id}")
 }
 
-fn posting(account_id: String, direction: Direction, amount_minor: i64, digits: u8) -> LedgerPosting {
-    LedgerPosting { account_id, direction, amount: format_minor_units(amount_minor, digits), amount_minor }
+fn posting(
+    account_id: String,
+    direction: Direction,
+    amount_minor: i64,
+    digits: u8,
+) -> LedgerPosting {
+    LedgerPosting {
+        account_id,
+        direction,
+        amount: format_minor_units(amount_minor, digits),
+        amount_minor,
+    }
 }
 
 /// Returns the transaction and the fee (minor units).
-pub fn post_payment(payment: &Payment, fee_basis_points: u32, fees_account_id: &str) -> (LedgerTransaction, i64) {
+pub fn post_payment(
+    payment: &Payment,
+    fee_basis_points: u32,
+    fees_account_id: &str,
+) -> (LedgerTransaction, i64) {
     let amount = payment.amount;
     let digits = amount.currency().minor_unit_digits();
     // fee <= amount because basis points <= 10 000 (checked in the config), so neither
     // this nor the subtraction below can overflow.
-    let fee_minor = amount.checked_basis_points(fee_basis_points).map(|m| m.minor_units()).unwrap_or(0);
+    let fee_minor = amount
+        .checked_basis_points(fee_basis_points)
+        .map(|m| m.minor_units())
+        .unwrap_or(0);
     let payee_account = match &payment.payee {
         Payee::Merchant { merchant_id, .. } => format!("merchant:{merchant_id}"),
         Payee::Account { account_id } => format!("account:{account_id}"),
     };
     let mut postings = Vec::with_capacity(3);
-    postings.push(posting(customer_account(&payment.payer_account_id), Direction::Debit, amount.minor_units(), digits));
-    postings.push(posting(payee_account, Direction::Credit, amount.minor_units() - fee_minor, digits));
+    postings.push(posting(
+        customer_account(&payment.payer_account_id),
+        Direction::Debit,
+        amount.minor_units(),
+        digits,
+    ));
+    postings.push(posting(
+        payee_account,
+        Direction::Credit,
+        amount.minor_units() - fee_minor,
+        digits,
+    ));
     if fee_minor > 0 {
-        postings.push(posting(fees_account_id.to_string(), Direction::Credit, fee_minor, digits));
+        postings.push(posting(
+            fees_account_id.to_string(),
+            Direction::Credit,
+            fee_minor,
+            digits,
+        ));
     }
     let transaction = LedgerTransaction {
         transaction_id: format!("pay:{}", payment.payment_id),
@@ -58,8 +90,19 @@ mod tests {
     fn postings_by_hand() {
         let (t, fee) = post_payment(&payment("100.00"), 120, "fees");
         assert_eq!(fee, 120);
-        let accounts: Vec<_> = t.postings.iter().map(|p| (p.account_id.as_str(), p.signed_minor_units())).collect();
-        assert_eq!(accounts, vec![("customer:C", 10_000), ("merchant:M", -9_880), ("fees", -120)]);
+        let accounts: Vec<_> = t
+            .postings
+            .iter()
+            .map(|p| (p.account_id.as_str(), p.signed_minor_units()))
+            .collect();
+        assert_eq!(
+            accounts,
+            vec![
+                ("customer:C", 10_000),
+                ("merchant:M", -9_880),
+                ("fees", -120)
+            ]
+        );
     }
 
     proptest! {

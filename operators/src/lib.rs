@@ -20,7 +20,9 @@ pub mod state;
 use std::sync::Arc;
 
 use paystream_domain::time::format_rfc3339_ms;
-use paystream_domain::{DeadLetter, Decision, LedgerTransaction, Outcome, Payment, RejectReason, Rejection, Settlement};
+use paystream_domain::{
+    DeadLetter, Decision, LedgerTransaction, Outcome, Payment, RejectReason, Rejection, Settlement,
+};
 use paystream_models::{FraudModel, RuleModel, RuleModelConfig, Score};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -32,7 +34,10 @@ pub use state::{PartitionState, StateOp};
 #[derive(Debug, Error)]
 pub enum OperatorError {
     #[error("corrupt state bytes ({what}): {source}")]
-    CorruptState { what: &'static str, source: postcard::Error },
+    CorruptState {
+        what: &'static str,
+        source: postcard::Error,
+    },
     #[error("invalid operator configuration: {0}")]
     InvalidConfig(String),
 }
@@ -72,13 +77,18 @@ impl Default for OperatorConfig {
 impl OperatorConfig {
     pub fn validate(&self) -> Result<(), OperatorError> {
         let fail = |m: &str| Err(OperatorError::InvalidConfig(m.to_string()));
-        if self.settlement_window_ms <= 0 || self.dedupe_retention_ms <= 0 || self.settlement_allowed_lateness_ms < 0 {
+        if self.settlement_window_ms <= 0
+            || self.dedupe_retention_ms <= 0
+            || self.settlement_allowed_lateness_ms < 0
+        {
             return fail("windows and retention must be positive, lateness non-negative");
         }
         if self.fee_basis_points > 10_000 {
             return fail("fee_basis_points must be at most 10000 (100 %)");
         }
-        if !(0.0..=1.0).contains(&self.review_score_min) || self.decline_score_min < self.review_score_min {
+        if !(0.0..=1.0).contains(&self.review_score_min)
+            || self.decline_score_min < self.review_score_min
+        {
             return fail("need 0 <= review_score_min <= decline_score_min");
         }
         Ok(())
@@ -201,8 +211,17 @@ pub fn default_model(config: &OperatorConfig) -> Arc<dyn FraudModel> {
 }
 
 impl PartitionProcessor {
-    pub fn new(config: Arc<OperatorConfig>, model: Arc<dyn FraudModel>, partition: u32) -> PartitionProcessor {
-        PartitionProcessor { config, model, partition, state: PartitionState::default() }
+    pub fn new(
+        config: Arc<OperatorConfig>,
+        model: Arc<dyn FraudModel>,
+        partition: u32,
+    ) -> PartitionProcessor {
+        PartitionProcessor {
+            config,
+            model,
+            partition,
+            state: PartitionState::default(),
+        }
     }
 
     pub fn partition(&self) -> u32 {
@@ -234,7 +253,12 @@ impl PartitionProcessor {
     }
 
     /// Runs the operator chain over one batch of `topic`'s records, in offset order.
-    pub fn process_batch(&mut self, topic: &str, records: &[InputRecord<'_>], out: &mut OutputBatch) {
+    pub fn process_batch(
+        &mut self,
+        topic: &str,
+        records: &[InputRecord<'_>],
+        out: &mut OutputBatch,
+    ) {
         let watermark_before = self.state.max_event_time_ms;
         let mut max_event_time_ms = watermark_before;
         for record in records {
@@ -244,7 +268,10 @@ impl PartitionProcessor {
         }
         if max_event_time_ms > watermark_before {
             let op = StateOp::Watermark { max_event_time_ms };
-            let closed = self.state.apply(&op, &self.config, self.partition).closed_settlements;
+            let closed = self
+                .state
+                .apply(&op, &self.config, self.partition)
+                .closed_settlements;
             out.counters.count(OperatorId::Settlement).records_out += closed.len() as u64;
             out.settlements.extend(closed);
             out.state_ops.push(op);
@@ -252,9 +279,21 @@ impl PartitionProcessor {
     }
 
     /// Returns the event time of an accepted payment.
-    fn process_one(&mut self, topic: &str, record: &InputRecord<'_>, out: &mut OutputBatch) -> Option<i64> {
+    fn process_one(
+        &mut self,
+        topic: &str,
+        record: &InputRecord<'_>,
+        out: &mut OutputBatch,
+    ) -> Option<i64> {
         let reject = |out: &mut OutputBatch, rejection: Rejection| {
-            out.dead_letters.push(DeadLetter::new(rejection, topic, self.partition, record.offset, record.key, record.value));
+            out.dead_letters.push(DeadLetter::new(
+                rejection,
+                topic,
+                self.partition,
+                record.offset,
+                record.key,
+                record.value,
+            ));
         };
         // validate
         out.counters.count(OperatorId::Validate).records_in += 1;
@@ -280,8 +319,14 @@ impl PartitionProcessor {
             }
             Seen::Conflict => {
                 out.counters.count(OperatorId::Deduplicate).records_error += 1;
-                let detail = format!("payment_id {:?} was seen before with different content", payment.payment_id);
-                reject(out, Rejection::new(RejectReason::DuplicatePaymentConflict, detail));
+                let detail = format!(
+                    "payment_id {:?} was seen before with different content",
+                    payment.payment_id
+                );
+                reject(
+                    out,
+                    Rejection::new(RejectReason::DuplicatePaymentConflict, detail),
+                );
                 return None;
             }
         }
@@ -290,8 +335,11 @@ impl PartitionProcessor {
         // features
         let amount_minor = payment.amount.minor_units();
         out.counters.count(OperatorId::Features).records_in += 1;
-        let features =
-            self.state.customers.features_including(&payment.payer_account_id, payment.event_time_ms, amount_minor);
+        let features = self.state.customers.features_including(
+            &payment.payer_account_id,
+            payment.event_time_ms,
+            amount_minor,
+        );
         out.counters.count(OperatorId::Features).records_out += 1;
 
         // score
@@ -309,7 +357,11 @@ impl PartitionProcessor {
         let mut settlement_entry = None;
         if outcome == Outcome::Approve {
             out.counters.count(OperatorId::Ledger).records_in += 1;
-            let (transaction, fee_minor) = ledger::post_payment(&payment, self.config.fee_basis_points, &self.config.fees_account_id);
+            let (transaction, fee_minor) = ledger::post_payment(
+                &payment,
+                self.config.fee_basis_points,
+                &self.config.fees_account_id,
+            );
             out.ledger.push(transaction);
             out.counters.count(OperatorId::Ledger).records_out += 1;
             if let Some(merchant_id) = payment.merchant_id() {
@@ -331,7 +383,11 @@ impl PartitionProcessor {
             amount_minor,
             settlement: settlement_entry,
         };
-        if self.state.apply(&op, &self.config, self.partition).late_settlement {
+        if self
+            .state
+            .apply(&op, &self.config, self.partition)
+            .late_settlement
+        {
             out.counters.late_settlement_payments += 1;
         }
         out.state_ops.push(op);
@@ -347,7 +403,11 @@ impl PartitionProcessor {
             event_time: format_rfc3339_ms(payment.event_time_ms),
             outcome,
             score: score.value,
-            reasons: score.reasons.iter().map(|r| r.as_str().to_string()).collect(),
+            reasons: score
+                .reasons
+                .iter()
+                .map(|r| r.as_str().to_string())
+                .collect(),
             model_version: self.model.version().to_string(),
         });
         Some(payment.event_time_ms)

@@ -9,13 +9,15 @@
 //! are taken every `snapshot_interval_batches` and on shutdown; a restart loads the
 //! snapshot and replays the changelog after it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use paystream_models::FraudModel;
 use paystream_operators::state::encode_ops;
-use paystream_operators::{BatchCounters, InputRecord, OperatorConfig, OperatorError, OutputBatch, PartitionProcessor};
+use paystream_operators::{
+    BatchCounters, InputRecord, OperatorConfig, OperatorError, OutputBatch, PartitionProcessor,
+};
 use paystream_storage::{Snapshot, SnapshotStore, StorageError};
 use serde::Serialize;
 use thiserror::Error;
@@ -92,6 +94,9 @@ pub struct PipelineConfig {
     pub snapshot_interval_batches: u32,
     /// How long an idle worker waits for new input before looking again.
     pub idle_wait_ms: u64,
+    /// Caps input records per second over all workers (e.g. to protect downstream
+    /// systems while catching up after an outage); `None` runs flat out.
+    pub input_records_per_second_max: Option<u64>,
     pub operators: OperatorConfig,
 }
 
@@ -100,11 +105,14 @@ impl Default for PipelineConfig {
         PipelineConfig {
             topics: TopicNames::default(),
             partitions: 4,
-            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
             group_id: "paystream".into(),
             batch_records_max: 4_096,
             snapshot_interval_batches: 500,
             idle_wait_ms: 50,
+            input_records_per_second_max: None,
             operators: OperatorConfig::default(),
         }
     }
@@ -119,7 +127,10 @@ pub const PIPELINE_PARTITIONS_MAX: u32 = 256;
 pub const BATCH_RECORDS_MAX_LIMIT: usize = 65_536;
 
 /// Creates the pipeline's topics if missing and resolves them.
-pub fn ensure_topics(log: &dyn Log, config: &PipelineConfig) -> Result<PipelineTopics, RuntimeError> {
+pub fn ensure_topics(
+    log: &dyn Log,
+    config: &PipelineConfig,
+) -> Result<PipelineTopics, RuntimeError> {
     let names = &config.topics;
     let payments = match log.topic(&names.payments) {
         Ok(topic) => topic,
@@ -171,7 +182,10 @@ pub struct RunControl {
 
 impl RunControl {
     pub fn new(input_closed: bool) -> RunControl {
-        RunControl { input_closed: AtomicBool::new(input_closed), ..RunControl::default() }
+        RunControl {
+            input_closed: AtomicBool::new(input_closed),
+            ..RunControl::default()
+        }
     }
     /// Stop intake; workers finish and commit the batch in flight, then return.
     pub fn stop(&self) {
@@ -204,7 +218,10 @@ struct PartitionTask {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn snapshot_name(group: &str, partition: u32) -> String {
@@ -226,14 +243,21 @@ impl Pipeline {
     pub fn run(&self, mode: RunMode, control: &RunControl) -> Result<RunReport, RuntimeError> {
         let config = &self.config;
         config.operators.validate()?;
-        if config.workers == 0 || config.batch_records_max == 0 || config.batch_records_max > BATCH_RECORDS_MAX_LIMIT {
-            return Err(RuntimeError::Config(format!("need workers >= 1 and 1 <= batch_records_max <= {BATCH_RECORDS_MAX_LIMIT}")));
+        if config.workers == 0
+            || config.batch_records_max == 0
+            || config.batch_records_max > BATCH_RECORDS_MAX_LIMIT
+        {
+            return Err(RuntimeError::Config(format!(
+                "need workers >= 1 and 1 <= batch_records_max <= {BATCH_RECORDS_MAX_LIMIT}"
+            )));
         }
         let topics = ensure_topics(self.log.as_ref(), config)?;
         if topics.payments.partitions > PIPELINE_PARTITIONS_MAX {
-            return Err(RuntimeError::Config(format!("at most {PIPELINE_PARTITIONS_MAX} partitions")));
+            return Err(RuntimeError::Config(format!(
+                "at most {PIPELINE_PARTITIONS_MAX} partitions"
+            )));
         }
-        let workers = config.workers.min(topics.payments.partitions as usize);
+        let workers = self.worker_count(&topics);
         let operator_config = Arc::new(config.operators.clone());
         let results: Vec<Result<RunReport, RuntimeError>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..workers)
@@ -243,9 +267,16 @@ impl Pipeline {
                     std::thread::Builder::new()
                         .name(format!("paystream-worker-{worker}"))
                         .spawn_scoped(scope, move || {
-                            let partitions: Vec<u32> =
-                                (0..topics.payments.partitions).filter(|p| *p as usize % workers == worker).collect();
-                            let result = self.run_worker(&partitions, topics, operator_config, mode, control);
+                            let partitions: Vec<u32> = (0..topics.payments.partitions)
+                                .filter(|p| *p as usize % workers == worker)
+                                .collect();
+                            let result = self.run_worker(
+                                &partitions,
+                                topics,
+                                operator_config,
+                                mode,
+                                control,
+                            );
                             if result.is_err() {
                                 control.stop(); // one worker failing stops the others cleanly
                             }
@@ -256,7 +287,11 @@ impl Pipeline {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|panic| Err(RuntimeError::WorkerPanicked(format!("{panic:?}")))))
+                .map(|h| {
+                    h.join().unwrap_or_else(|panic| {
+                        Err(RuntimeError::WorkerPanicked(format!("{panic:?}")))
+                    })
+                })
                 .collect()
         });
         let mut report = RunReport::default();
@@ -270,11 +305,18 @@ impl Pipeline {
         Ok(report)
     }
 
-    fn restore(&self, topics: &PipelineTopics, processor: &mut PartitionProcessor) -> Result<(), RuntimeError> {
+    fn restore(
+        &self,
+        topics: &PipelineTopics,
+        processor: &mut PartitionProcessor,
+    ) -> Result<(), RuntimeError> {
         let started = Instant::now();
         let partition = processor.partition();
         let changelog_start = self.log.offsets(&topics.changelog, partition)?.start;
-        let mut offset = match self.snapshots.load(&snapshot_name(&self.config.group_id, partition))? {
+        let mut offset = match self
+            .snapshots
+            .load(&snapshot_name(&self.config.group_id, partition))?
+        {
             Some(snapshot) => {
                 processor.restore_snapshot(&snapshot.state)?;
                 snapshot.changelog_offset
@@ -284,33 +326,60 @@ impl Pipeline {
         if offset < changelog_start {
             return Err(RuntimeError::Restore {
                 partition,
-                why: format!("changelog starts at {changelog_start} but the snapshot covers only up to {offset}"),
+                why: format!(
+                    "changelog starts at {changelog_start} but the snapshot covers only up to {offset}"
+                ),
             });
         }
         let mut ops = 0usize;
         loop {
-            let records = self.log.fetch(&topics.changelog, partition, offset, 1_024)?;
+            let records = self
+                .log
+                .fetch(&topics.changelog, partition, offset, 1_024)?;
             let Some(last) = records.last() else { break };
             offset = last.offset + 1;
             for record in &records {
                 ops += processor.apply_changelog(&record.value)?;
             }
         }
-        self.metrics.restore_seconds.observe(started.elapsed().as_secs_f64());
-        tracing::info!(partition, changelog_offset = offset, ops, seconds = started.elapsed().as_secs_f64(), "restored partition state");
+        self.metrics
+            .restore_seconds
+            .observe(started.elapsed().as_secs_f64());
+        tracing::info!(
+            partition,
+            changelog_offset = offset,
+            ops,
+            seconds = started.elapsed().as_secs_f64(),
+            "restored partition state"
+        );
         Ok(())
     }
 
-    fn snapshot(&self, topics: &PipelineTopics, tasks: &[PartitionTask]) -> Result<(), RuntimeError> {
+    fn snapshot(
+        &self,
+        topics: &PipelineTopics,
+        tasks: &[PartitionTask],
+    ) -> Result<(), RuntimeError> {
         let mut transaction = Transaction::new();
         for task in tasks {
             let started = Instant::now();
             let partition = task.processor.partition();
             let changelog_offset = self.log.offsets(&topics.changelog, partition)?.end;
-            let snapshot = Snapshot { changelog_offset, state: task.processor.snapshot() };
-            self.snapshots.save(&snapshot_name(&self.config.group_id, partition), &snapshot)?;
-            transaction.set_position(SNAPSHOT_GROUP, &topics.changelog, partition, changelog_offset);
-            self.metrics.snapshot_seconds.observe(started.elapsed().as_secs_f64());
+            let snapshot = Snapshot {
+                changelog_offset,
+                state: task.processor.snapshot(),
+            };
+            self.snapshots
+                .save(&snapshot_name(&self.config.group_id, partition), &snapshot)?;
+            transaction.set_position(
+                SNAPSHOT_GROUP,
+                &topics.changelog,
+                partition,
+                changelog_offset,
+            );
+            self.metrics
+                .snapshot_seconds
+                .observe(started.elapsed().as_secs_f64());
         }
         self.log.commit(transaction)?;
         Ok(())
@@ -327,41 +396,80 @@ impl Pipeline {
         let config = &self.config;
         let mut tasks = Vec::with_capacity(partitions.len());
         for &partition in partitions {
-            let mut processor = PartitionProcessor::new(operator_config.clone(), self.model.clone(), partition);
+            let mut processor =
+                PartitionProcessor::new(operator_config.clone(), self.model.clone(), partition);
             self.restore(topics, &mut processor)?;
             let offsets = self.log.offsets(&topics.payments, partition)?;
-            let next_offset = self.log.committed_position(&config.group_id, &topics.payments, partition)?.unwrap_or(offsets.start);
+            let next_offset = self
+                .log
+                .committed_position(&config.group_id, &topics.payments, partition)?
+                .unwrap_or(offsets.start);
             if next_offset < offsets.start {
                 return Err(RuntimeError::Restore {
                     partition,
-                    why: format!("committed position {next_offset} is below the log start {}: input was lost to retention", offsets.start),
+                    why: format!(
+                        "committed position {next_offset} is below the log start {}: input was lost to retention",
+                        offsets.start
+                    ),
                 });
             }
-            tasks.push(PartitionTask { processor, next_offset });
+            tasks.push(PartitionTask {
+                processor,
+                next_offset,
+            });
         }
 
+        self.update_lag(topics, &tasks)?;
         let mut report = RunReport::default();
         let mut out = OutputBatch::default();
         let mut timestamps: Vec<i64> = Vec::with_capacity(config.batch_records_max * tasks.len());
         let mut batches_since_snapshot = 0u32;
         let payments_topic_name = topics.payments.name.to_string();
+        let worker_started = Instant::now();
+        let worker_rate_max = config
+            .input_records_per_second_max
+            .map(|rate| (rate as f64 / self.worker_count(topics) as f64).max(1.0));
         while !control.stopped() {
+            if let Some(rate) = worker_rate_max {
+                let due = Duration::from_secs_f64(report.input_records as f64 / rate);
+                if let Some(wait) = due.checked_sub(worker_started.elapsed()) {
+                    std::thread::sleep(wait.min(Duration::from_millis(config.idle_wait_ms)));
+                    continue;
+                }
+            }
             let sequence = self.log.commit_sequence();
             let started = Instant::now();
             let mut transaction = Transaction::new();
             timestamps.clear();
             for task in tasks.iter_mut() {
                 let partition = task.processor.partition();
-                let records = self.log.fetch(&topics.payments, partition, task.next_offset, config.batch_records_max)?;
+                let records = self.log.fetch(
+                    &topics.payments,
+                    partition,
+                    task.next_offset,
+                    config.batch_records_max,
+                )?;
                 let Some(last) = records.last() else { continue };
                 let next_offset = last.offset + 1;
-                let inputs: Vec<InputRecord<'_>> =
-                    records.iter().map(|r| InputRecord { offset: r.offset, key: &r.key, value: &r.value }).collect();
+                let inputs: Vec<InputRecord<'_>> = records
+                    .iter()
+                    .map(|r| InputRecord {
+                        offset: r.offset,
+                        key: &r.key,
+                        value: &r.value,
+                    })
+                    .collect();
                 timestamps.extend(records.iter().map(|r| r.timestamp_ms));
                 out.clear();
-                task.processor.process_batch(&payments_topic_name, &inputs, &mut out);
+                task.processor
+                    .process_batch(&payments_topic_name, &inputs, &mut out);
                 self.write_outputs(topics, partition, &out, &mut transaction)?;
-                transaction.set_position(&config.group_id, &topics.payments, partition, next_offset);
+                transaction.set_position(
+                    &config.group_id,
+                    &topics.payments,
+                    partition,
+                    next_offset,
+                );
                 task.next_offset = next_offset;
                 report.counters.add(&out.counters);
                 report.dead_letters += out.dead_letters.len() as u64;
@@ -371,10 +479,14 @@ impl Pipeline {
                 }
             }
             if transaction.is_empty() {
-                if mode == RunMode::UntilIdle && control.input_closed() && self.caught_up(topics, &tasks)? {
+                if mode == RunMode::UntilIdle
+                    && control.input_closed()
+                    && self.caught_up(topics, &tasks)?
+                {
                     break;
                 }
-                self.log.wait_for_commit(sequence, Duration::from_millis(config.idle_wait_ms));
+                self.log
+                    .wait_for_commit(sequence, Duration::from_millis(config.idle_wait_ms));
                 continue;
             }
             let commit_started = Instant::now();
@@ -382,15 +494,14 @@ impl Pipeline {
             self.record_batch(started, commit_started, &timestamps);
             report.input_records += timestamps.len() as u64;
             report.commits += 1;
-            control.processed_records.fetch_add(timestamps.len() as u64, Ordering::Relaxed);
-            for task in &tasks {
-                let end = self.log.offsets(&topics.payments, task.processor.partition())?.end;
-                self.metrics
-                    .lag_records
-                    .with_label_values(&[&*topics.payments.name, &task.processor.partition().to_string()])
-                    .set((end - task.next_offset) as i64);
-            }
-            let remembered: usize = tasks.iter().map(|t| t.processor.state().remembered_payment_ids()).sum();
+            control
+                .processed_records
+                .fetch_add(timestamps.len() as u64, Ordering::Relaxed);
+            self.update_lag(topics, &tasks)?;
+            let remembered: usize = tasks
+                .iter()
+                .map(|t| t.processor.state().remembered_payment_ids())
+                .sum();
             self.metrics.remembered_payment_ids.set(remembered as i64);
             batches_since_snapshot += 1;
             if batches_since_snapshot >= config.snapshot_interval_batches {
@@ -402,9 +513,46 @@ impl Pipeline {
         Ok(report)
     }
 
-    fn caught_up(&self, topics: &PipelineTopics, tasks: &[PartitionTask]) -> Result<bool, RuntimeError> {
+    fn worker_count(&self, topics: &PipelineTopics) -> usize {
+        self.config
+            .workers
+            .min(topics.payments.partitions as usize)
+            .max(1)
+    }
+
+    fn update_lag(
+        &self,
+        topics: &PipelineTopics,
+        tasks: &[PartitionTask],
+    ) -> Result<(), RuntimeError> {
         for task in tasks {
-            if task.next_offset < self.log.offsets(&topics.payments, task.processor.partition())?.end {
+            let end = self
+                .log
+                .offsets(&topics.payments, task.processor.partition())?
+                .end;
+            self.metrics
+                .lag_records
+                .with_label_values(&[
+                    &*topics.payments.name,
+                    &task.processor.partition().to_string(),
+                ])
+                .set(end.saturating_sub(task.next_offset) as i64);
+        }
+        Ok(())
+    }
+
+    fn caught_up(
+        &self,
+        topics: &PipelineTopics,
+        tasks: &[PartitionTask],
+    ) -> Result<bool, RuntimeError> {
+        for task in tasks {
+            if task.next_offset
+                < self
+                    .log
+                    .offsets(&topics.payments, task.processor.partition())?
+                    .end
+            {
                 return Ok(false);
             }
         }
@@ -413,8 +561,12 @@ impl Pipeline {
 
     fn record_batch(&self, started: Instant, commit_started: Instant, timestamps: &[i64]) {
         let now = now_ms();
-        self.metrics.commit_seconds.observe(commit_started.elapsed().as_secs_f64());
-        self.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .commit_seconds
+            .observe(commit_started.elapsed().as_secs_f64());
+        self.metrics
+            .batch_seconds
+            .observe(started.elapsed().as_secs_f64());
         self.metrics.commits.inc();
         self.metrics.input_records.inc_by(timestamps.len() as u64);
         let local = self.metrics.event_to_decision_seconds.local();
@@ -422,36 +574,77 @@ impl Pipeline {
         for &timestamp in timestamps {
             let latency_ms = (now - timestamp).max(0);
             local.observe(latency_ms as f64 / 1_000.0);
-            let _ = exact.record((latency_ms as u64 * 1_000).clamp(1, crate::metrics::LATENCY_US_MAX));
+            let _ =
+                exact.record((latency_ms as u64 * 1_000).clamp(1, crate::metrics::LATENCY_US_MAX));
         }
         local.flush();
     }
 
-    fn write_outputs(&self, topics: &PipelineTopics, partition: u32, out: &OutputBatch, transaction: &mut Transaction) -> Result<(), RuntimeError> {
+    fn write_outputs(
+        &self,
+        topics: &PipelineTopics,
+        partition: u32,
+        out: &OutputBatch,
+        transaction: &mut Transaction,
+    ) -> Result<(), RuntimeError> {
         let now = now_ms();
         for decision in &out.decisions {
-            send_json(transaction, &topics.decisions, decision.payer_account_id.as_bytes(), now, decision)?;
+            send_json(
+                transaction,
+                &topics.decisions,
+                decision.payer_account_id.as_bytes(),
+                now,
+                decision,
+            )?;
         }
         for ledger in &out.ledger {
-            let payer = ledger.postings.first().map(|p| p.account_id.as_bytes()).unwrap_or_default();
+            let payer = ledger
+                .postings
+                .first()
+                .map(|p| p.account_id.as_bytes())
+                .unwrap_or_default();
             send_json(transaction, &topics.ledger, payer, now, ledger)?;
         }
         for settlement in &out.settlements {
-            send_json(transaction, &topics.settlements, settlement.merchant_id.as_bytes(), now, settlement)?;
+            send_json(
+                transaction,
+                &topics.settlements,
+                settlement.merchant_id.as_bytes(),
+                now,
+                settlement,
+            )?;
         }
         for letter in &out.dead_letters {
-            transaction.send_to_partition_with(&topics.dead_letters, partition % topics.dead_letters.partitions, &[], now, |buf| {
-                serde_json::to_writer(buf, letter).map_err(RuntimeError::from)
-            })?;
+            transaction.send_to_partition_with(
+                &topics.dead_letters,
+                partition % topics.dead_letters.partitions,
+                &[],
+                now,
+                |buf| serde_json::to_writer(buf, letter).map_err(RuntimeError::from),
+            )?;
         }
         if !out.state_ops.is_empty() {
             let ops = encode_ops(&out.state_ops);
-            transaction.send_to_partition(&topics.changelog, partition, &partition.to_le_bytes(), &ops, now)?;
+            transaction.send_to_partition(
+                &topics.changelog,
+                partition,
+                &partition.to_le_bytes(),
+                &ops,
+                now,
+            )?;
         }
         Ok(())
     }
 }
 
-fn send_json<T: Serialize>(transaction: &mut Transaction, topic: &Topic, key: &[u8], timestamp_ms: i64, value: &T) -> Result<(), RuntimeError> {
-    transaction.send_with(topic, key, timestamp_ms, |buf| serde_json::to_writer(buf, value).map_err(RuntimeError::from))
+fn send_json<T: Serialize>(
+    transaction: &mut Transaction,
+    topic: &Topic,
+    key: &[u8],
+    timestamp_ms: i64,
+    value: &T,
+) -> Result<(), RuntimeError> {
+    transaction.send_with(topic, key, timestamp_ms, |buf| {
+        serde_json::to_writer(buf, value).map_err(RuntimeError::from)
+    })
 }

@@ -14,12 +14,25 @@ fn open(dir: &Path) -> EmbeddedLog {
 }
 
 fn values(log: &EmbeddedLog, topic: &Topic, partition: u32) -> Vec<String> {
-    let records = log.fetch(topic, partition, log.offsets(topic, partition).unwrap().start, usize::MAX).unwrap();
-    records.iter().map(|r| String::from_utf8(r.value.to_vec()).unwrap()).collect()
+    let records = log
+        .fetch(
+            topic,
+            partition,
+            log.offsets(topic, partition).unwrap().start,
+            usize::MAX,
+        )
+        .unwrap();
+    records
+        .iter()
+        .map(|r| String::from_utf8(r.value.to_vec()).unwrap())
+        .collect()
 }
 
 fn active_segment(dir: &Path) -> std::path::PathBuf {
-    let mut segments: Vec<_> = std::fs::read_dir(dir.join("wal")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut segments: Vec<_> = std::fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     segments.sort();
     segments.pop().unwrap()
 }
@@ -31,21 +44,48 @@ fn commits_are_visible_ordered_and_survive_reopen() {
         let log = open(dir.path());
         let topic = log.create_topic("payments", 3).unwrap();
         assert_eq!(log.create_topic("payments", 3).unwrap(), topic);
-        assert!(matches!(log.create_topic("payments", 4), Err(LogError::TopicExists { .. })));
-        assert!(matches!(log.create_topic("bad name", 1), Err(LogError::InvalidTopic(_))));
+        assert!(matches!(
+            log.create_topic("payments", 4),
+            Err(LogError::TopicExists { .. })
+        ));
+        assert!(matches!(
+            log.create_topic("bad name", 1),
+            Err(LogError::InvalidTopic(_))
+        ));
         let mut txn = Transaction::new();
         for i in 0..10 {
-            txn.send_to_partition(&topic, i % 3, format!("k{i}").as_bytes(), format!("v{i}").as_bytes(), i64::from(i)).unwrap();
+            txn.send_to_partition(
+                &topic,
+                i % 3,
+                format!("k{i}").as_bytes(),
+                format!("v{i}").as_bytes(),
+                i64::from(i),
+            )
+            .unwrap();
         }
         txn.set_position("g", &topic, 1, 2);
         log.commit(txn).unwrap();
         assert_eq!(values(&log, &topic, 0), ["v0", "v3", "v6", "v9"]);
         assert_eq!(log.committed_position("g", &topic, 1).unwrap(), Some(2));
         let tail = log.fetch(&topic, 0, 2, 1).unwrap();
-        assert_eq!((tail[0].offset, &tail[0].value[..], &tail[0].key[..], tail[0].timestamp_ms), (2, &b"v6"[..], &b"k6"[..], 6));
+        assert_eq!(
+            (
+                tail[0].offset,
+                &tail[0].value[..],
+                &tail[0].key[..],
+                tail[0].timestamp_ms
+            ),
+            (2, &b"v6"[..], &b"k6"[..], 6)
+        );
         assert!(log.fetch(&topic, 0, 4, 10).unwrap().is_empty());
-        assert!(matches!(log.fetch(&topic, 0, 5, 10), Err(LogError::OffsetOutOfRange { .. })));
-        assert!(matches!(EmbeddedLog::open(EmbeddedLogConfig::new(dir.path())), Err(LogError::Locked(_))));
+        assert!(matches!(
+            log.fetch(&topic, 0, 5, 10),
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        assert!(matches!(
+            EmbeddedLog::open(EmbeddedLogConfig::new(dir.path())),
+            Err(LogError::Locked(_))
+        ));
     }
     let log = open(dir.path());
     let topic = log.topic("payments").unwrap();
@@ -75,12 +115,16 @@ fn a_torn_tail_is_cut_off_and_the_log_goes_on() {
         let topic = log.create_topic("t", 1).unwrap();
         for i in 0..3 {
             let mut txn = Transaction::new();
-            txn.send_to_partition(&topic, 0, b"k", format!("v{i}").as_bytes(), 0).unwrap();
+            txn.send_to_partition(&topic, 0, b"k", format!("v{i}").as_bytes(), 0)
+                .unwrap();
             log.commit(txn).unwrap();
         }
     }
     // A crash mid-write: half a frame, then garbage.
-    let mut file = OpenOptions::new().append(true).open(active_segment(dir.path())).unwrap();
+    let mut file = OpenOptions::new()
+        .append(true)
+        .open(active_segment(dir.path()))
+        .unwrap();
     file.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 5, 6]).unwrap();
     drop(file);
     {
@@ -92,13 +136,20 @@ fn a_torn_tail_is_cut_off_and_the_log_goes_on() {
         log.commit(txn).unwrap();
     }
     let log = open(dir.path());
-    assert_eq!(values(&log, &log.topic("t").unwrap(), 0), ["v0", "v1", "v2", "v3"]);
+    assert_eq!(
+        values(&log, &log.topic("t").unwrap(), 0),
+        ["v0", "v1", "v2", "v3"]
+    );
 }
 
 #[test]
 fn retention_deletes_old_segments_but_never_unread_input() {
     let dir = tempfile::tempdir().unwrap();
-    let config = EmbeddedLogConfig { segment_bytes_max: 4_096, retention_bytes_max: Some(16_384), ..EmbeddedLogConfig::new(dir.path()) };
+    let config = EmbeddedLogConfig {
+        segment_bytes_max: 4_096,
+        retention_bytes_max: Some(16_384),
+        ..EmbeddedLogConfig::new(dir.path())
+    };
     let value = vec![b'x'; 500];
     {
         let log = EmbeddedLog::open(config.clone()).unwrap();
@@ -114,9 +165,15 @@ fn retention_deletes_old_segments_but_never_unread_input() {
         }
         let input_offsets = log.offsets(&input, 0).unwrap();
         assert!(input_offsets.start > 0, "retention deleted nothing");
-        assert!(input_offsets.start <= 299, "retention deleted input the consumer has not read");
+        assert!(
+            input_offsets.start <= 299,
+            "retention deleted input the consumer has not read"
+        );
         assert!(log.stored_bytes() < 400 * 1_100, "the log kept everything");
-        assert!(matches!(log.fetch(&input, 0, 0, 1), Err(LogError::OffsetOutOfRange { .. })));
+        assert!(matches!(
+            log.fetch(&input, 0, 0, 1),
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
         assert_eq!(log.fetch(&input, 0, 299, 1).unwrap().len(), 1);
     }
     let log = EmbeddedLog::open(config).unwrap();

@@ -27,7 +27,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{Log, LogError, PartitionBatch, PartitionOffsets, Record, RecordIter, Topic, Transaction};
+use super::{
+    Log, LogError, PartitionBatch, PartitionOffsets, Record, RecordIter, Topic, Transaction,
+};
 
 /// Largest frame accepted when reading; a larger length field means a torn or corrupt frame.
 pub const FRAME_BYTES_MAX: usize = 256 * 1024 * 1024;
@@ -112,7 +114,9 @@ struct Writer {
 
 pub struct EmbeddedLog {
     config: EmbeddedLogConfig,
-    _lock: File,
+    /// Held for the life of a writable log; `None` when opened read-only.
+    _lock: Option<File>,
+    read_only: bool,
     writer: Mutex<Writer>,
     index: RwLock<Index>,
     commit_sequence: Mutex<u64>,
@@ -130,7 +134,10 @@ struct Checkpoint {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn segment_path(dir: &Path, segment: u64) -> PathBuf {
@@ -140,12 +147,22 @@ fn segment_path(dir: &Path, segment: u64) -> PathBuf {
 fn validate_topic_name(name: &str) -> Result<(), LogError> {
     let ok = !name.is_empty()
         && name.len() <= 249
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
-    if ok { Ok(()) } else { Err(LogError::InvalidTopic(format!("{name:?}: use 1-249 of [a-zA-Z0-9._-], as Kafka does"))) }
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(LogError::InvalidTopic(format!(
+            "{name:?}: use 1-249 of [a-zA-Z0-9._-], as Kafka does"
+        )))
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(LogError::io(format!("fsync directory {}", dir.display())))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(LogError::io(format!("fsync directory {}", dir.display())))
 }
 
 /// Appends a frame (header with crc over the payload) to `out`; `payload` writes the payload.
@@ -165,7 +182,10 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], LogError> {
-        let (head, rest) = self.bytes.split_at_checked(n).ok_or_else(|| LogError::Corrupt("frame payload too short".into()))?;
+        let (head, rest) = self
+            .bytes
+            .split_at_checked(n)
+            .ok_or_else(|| LogError::Corrupt("frame payload too short".into()))?;
         self.bytes = rest;
         Ok(head)
     }
@@ -173,32 +193,60 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     fn u16(&mut self) -> Result<u16, LogError> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
     }
     fn u32(&mut self) -> Result<u32, LogError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> Result<u64, LogError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn string(&mut self) -> Result<String, LogError> {
         let len = usize::from(self.u16()?);
-        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| LogError::Corrupt("name is not UTF-8".into()))
+        String::from_utf8(self.take(len)?.to_vec())
+            .map_err(|_| LogError::Corrupt("name is not UTF-8".into()))
     }
 }
 
 /// A frame read back during recovery.
 enum Frame {
-    Data { topic_id: u32, partition: u32, base_offset: u64, count: u32 },
-    Topic { topic_id: u32, partitions: u32, name: String },
-    Commit { wall_ms: i64, positions: Vec<(String, u32, u32, u64)> },
+    Data {
+        topic_id: u32,
+        partition: u32,
+        base_offset: u64,
+        count: u32,
+    },
+    Topic {
+        topic_id: u32,
+        partitions: u32,
+        name: String,
+    },
+    Commit {
+        wall_ms: i64,
+        positions: Vec<(String, u32, u32, u64)>,
+    },
 }
 
 fn parse_frame(payload: &[u8]) -> Result<Frame, LogError> {
     let mut r = Reader { bytes: payload };
     match r.u8()? {
-        KIND_DATA => Ok(Frame::Data { topic_id: r.u32()?, partition: r.u32()?, base_offset: r.u64()?, count: r.u32()? }),
-        KIND_TOPIC => Ok(Frame::Topic { topic_id: r.u32()?, partitions: r.u32()?, name: r.string()? }),
+        KIND_DATA => Ok(Frame::Data {
+            topic_id: r.u32()?,
+            partition: r.u32()?,
+            base_offset: r.u64()?,
+            count: r.u32()?,
+        }),
+        KIND_TOPIC => Ok(Frame::Topic {
+            topic_id: r.u32()?,
+            partitions: r.u32()?,
+            name: r.string()?,
+        }),
         KIND_COMMIT => {
             let wall_ms = r.u64()? as i64;
             let n = r.u32()?;
@@ -227,7 +275,12 @@ fn read_frame(reader: &mut impl Read) -> Result<Next, LogError> {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(LogError::Io { context: "read segment".into(), source: e }),
+            Err(e) => {
+                return Err(LogError::Io {
+                    context: "read segment".into(),
+                    source: e,
+                });
+            }
         }
     }
     if got == 0 {
@@ -248,31 +301,68 @@ fn read_frame(reader: &mut impl Read) -> Result<Next, LogError> {
             Ok(0) => return Ok(Next::Torn("partial frame payload".into())),
             Ok(n) => filled += n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(LogError::Io { context: "read segment".into(), source: e }),
+            Err(e) => {
+                return Err(LogError::Io {
+                    context: "read segment".into(),
+                    source: e,
+                });
+            }
         }
     }
     if crc32fast::hash(&payload) != crc {
         return Ok(Next::Torn("frame checksum mismatch".into()));
     }
-    Ok(Next::Frame { payload, len: (FRAME_HEADER_BYTES + len) as u64 })
+    Ok(Next::Frame {
+        payload,
+        len: (FRAME_HEADER_BYTES + len) as u64,
+    })
 }
 
 impl EmbeddedLog {
     /// Opens (or creates) the log in `config.dir`, recovering to the last commit.
     pub fn open(config: EmbeddedLogConfig) -> Result<EmbeddedLog, LogError> {
+        Self::open_with(config, false)
+    }
+
+    /// Opens an existing log for reading only, while another process may be writing it:
+    /// takes no lock, changes no file, sees the commits made before it opened.
+    pub fn open_read_only(config: EmbeddedLogConfig) -> Result<EmbeddedLog, LogError> {
+        Self::open_with(config, true)
+    }
+
+    fn open_with(config: EmbeddedLogConfig, read_only: bool) -> Result<EmbeddedLog, LogError> {
         let dir = config.dir.clone();
-        fs::create_dir_all(dir.join("wal")).map_err(LogError::io(format!("create {}", dir.display())))?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("LOCK"))
-            .map_err(LogError::io("open LOCK"))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(LogError::Locked(dir.display().to_string())),
-            Err(std::fs::TryLockError::Error(e)) => return Err(LogError::Io { context: "lock data directory".into(), source: e }),
-        }
+        let lock = if read_only {
+            if !dir.join("wal").is_dir() {
+                return Err(LogError::Io {
+                    context: format!("no embedded log in {}", dir.display()),
+                    source: std::io::Error::from(ErrorKind::NotFound),
+                });
+            }
+            None
+        } else {
+            fs::create_dir_all(dir.join("wal"))
+                .map_err(LogError::io(format!("create {}", dir.display())))?;
+            let lock = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(dir.join("LOCK"))
+                .map_err(LogError::io("open LOCK"))?;
+            match lock.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(LogError::Locked(dir.display().to_string()));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(LogError::Io {
+                        context: "lock data directory".into(),
+                        source: e,
+                    });
+                }
+            }
+            Some(lock)
+        };
 
         let mut index = Index::default();
         let mut next_topic_id = 0;
@@ -295,10 +385,20 @@ impl EmbeddedLog {
         let mut segment_ids: Vec<u64> = fs::read_dir(dir.join("wal"))
             .map_err(LogError::io("list segments"))?
             .filter_map(|entry| entry.ok())
-            .filter_map(|entry| entry.file_name().to_str()?.strip_suffix(".wal")?.parse::<u64>().ok())
+            .filter_map(|entry| {
+                entry
+                    .file_name()
+                    .to_str()?
+                    .strip_suffix(".wal")?
+                    .parse::<u64>()
+                    .ok()
+            })
             .collect();
         segment_ids.sort_unstable();
-        for &id in segment_ids.iter().filter(|&&id| id < index.first_segment) {
+        for &id in segment_ids
+            .iter()
+            .filter(|&&id| id < index.first_segment && !read_only)
+        {
             // Left over from a retention pass interrupted after its checkpoint.
             fs::remove_file(segment_path(&dir, id)).map_err(LogError::io("remove old segment"))?;
         }
@@ -308,30 +408,63 @@ impl EmbeddedLog {
         let mut last_commit: Option<(u64, u64)> = None;
         let mut pending_data: Vec<(u32, u32, FrameLocation)> = Vec::new();
         let mut pending_topics: Vec<(u32, u32, String)> = Vec::new();
-        for (i, &segment) in segment_ids.iter().enumerate() {
+        'segments: for (i, &segment) in segment_ids.iter().enumerate() {
             let path = segment_path(&dir, segment);
-            let file = File::open(&path).map_err(LogError::io(format!("open {}", path.display())))?;
+            let file =
+                File::open(&path).map_err(LogError::io(format!("open {}", path.display())))?;
             let mut reader = BufReader::with_capacity(1 << 20, file);
             let mut position = 0u64;
             let mut newest_commit_ms = 0;
             loop {
                 match read_frame(&mut reader)? {
                     Next::End => break,
+                    Next::Torn(_) if read_only => {
+                        // A writer is appending right here: stop at what is committed.
+                        index.segments.insert(
+                            segment,
+                            Segment {
+                                file: Arc::new(
+                                    File::open(&path).map_err(LogError::io("reopen segment"))?,
+                                ),
+                                len: position,
+                                newest_commit_ms,
+                            },
+                        );
+                        break 'segments;
+                    }
                     Next::Torn(why) => {
                         if i + 1 != segment_ids.len() {
-                            return Err(LogError::Corrupt(format!("segment {} at byte {position}: {why}", path.display())));
+                            return Err(LogError::Corrupt(format!(
+                                "segment {} at byte {position}: {why}",
+                                path.display()
+                            )));
                         }
                         tracing::warn!(segment = %path.display(), position, why, "cutting off the uncommitted tail of the log");
                         break;
                     }
                     Next::Frame { payload, len } => {
                         match parse_frame(&payload)? {
-                            Frame::Data { topic_id, partition, base_offset, count } => pending_data.push((
+                            Frame::Data {
                                 topic_id,
                                 partition,
-                                FrameLocation { base_offset, count, segment, position, len: len as u32 },
+                                base_offset,
+                                count,
+                            } => pending_data.push((
+                                topic_id,
+                                partition,
+                                FrameLocation {
+                                    base_offset,
+                                    count,
+                                    segment,
+                                    position,
+                                    len: len as u32,
+                                },
                             )),
-                            Frame::Topic { topic_id, partitions, name } => pending_topics.push((topic_id, partitions, name)),
+                            Frame::Topic {
+                                topic_id,
+                                partitions,
+                                name,
+                            } => pending_topics.push((topic_id, partitions, name)),
                             Frame::Commit { wall_ms, positions } => {
                                 for (id, partitions, name) in pending_topics.drain(..) {
                                     next_topic_id = next_topic_id.max(id + 1);
@@ -351,29 +484,66 @@ impl EmbeddedLog {
                     }
                 }
             }
-            let file = OpenOptions::new().read(true).write(true).open(&path).map_err(LogError::io("reopen segment"))?;
-            index.segments.insert(segment, Segment { file: Arc::new(file), len: position, newest_commit_ms });
+            let file = OpenOptions::new()
+                .read(true)
+                .write(!read_only)
+                .open(&path)
+                .map_err(LogError::io("reopen segment"))?;
+            index.segments.insert(
+                segment,
+                Segment {
+                    file: Arc::new(file),
+                    len: position,
+                    newest_commit_ms,
+                },
+            );
         }
 
         // Cut the log back to the end of its last commit.
         let (active_segment, active_len) = match last_commit {
             Some(end) => end,
-            None => (segment_ids.first().copied().unwrap_or(index.first_segment), 0),
+            None => (
+                segment_ids.first().copied().unwrap_or(index.first_segment),
+                0,
+            ),
         };
         for &segment in segment_ids.iter().filter(|&&s| s > active_segment) {
             index.segments.remove(&segment);
-            fs::remove_file(segment_path(&dir, segment)).map_err(LogError::io("remove uncommitted segment"))?;
+            if !read_only {
+                fs::remove_file(segment_path(&dir, segment))
+                    .map_err(LogError::io("remove uncommitted segment"))?;
+            }
         }
         let active = match index.segments.get_mut(&active_segment) {
+            Some(segment) if read_only => segment.file.clone(),
+            None if read_only => {
+                return Err(LogError::Io {
+                    context: format!("no committed data in {}", dir.display()),
+                    source: std::io::Error::from(ErrorKind::NotFound),
+                });
+            }
             Some(segment) => {
-                segment.file.set_len(active_len).map_err(LogError::io("truncate torn tail"))?;
-                segment.file.sync_all().map_err(LogError::io("fsync truncated segment"))?;
+                segment
+                    .file
+                    .set_len(active_len)
+                    .map_err(LogError::io("truncate torn tail"))?;
+                segment
+                    .file
+                    .sync_all()
+                    .map_err(LogError::io("fsync truncated segment"))?;
                 segment.len = active_len;
                 segment.file.clone()
             }
             None => {
                 let file = Arc::new(Self::create_segment(&dir, active_segment)?);
-                index.segments.insert(active_segment, Segment { file: file.clone(), len: 0, newest_commit_ms: now_ms() });
+                index.segments.insert(
+                    active_segment,
+                    Segment {
+                        file: file.clone(),
+                        len: 0,
+                        newest_commit_ms: now_ms(),
+                    },
+                );
                 file
             }
         };
@@ -381,6 +551,7 @@ impl EmbeddedLog {
         Ok(EmbeddedLog {
             config,
             _lock: lock,
+            read_only,
             writer: Mutex::new(Writer {
                 active_segment,
                 active,
@@ -413,28 +584,42 @@ impl EmbeddedLog {
         let bytes = match fs::read(dir.join("checkpoint")) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(LogError::Io { context: "read checkpoint".into(), source: e }),
+            Err(e) => {
+                return Err(LogError::Io {
+                    context: "read checkpoint".into(),
+                    source: e,
+                });
+            }
         };
-        let (body, crc) = bytes.split_at_checked(bytes.len().saturating_sub(4)).ok_or_else(|| LogError::Corrupt("checkpoint too short".into()))?;
+        let (body, crc) = bytes
+            .split_at_checked(bytes.len().saturating_sub(4))
+            .ok_or_else(|| LogError::Corrupt("checkpoint too short".into()))?;
         if crc.len() != 4 || crc32fast::hash(body).to_le_bytes() != crc {
             return Err(LogError::Corrupt("checkpoint checksum mismatch".into()));
         }
-        let checkpoint: Checkpoint = postcard::from_bytes(body).map_err(|e| LogError::Corrupt(format!("checkpoint: {e}")))?;
+        let checkpoint: Checkpoint = postcard::from_bytes(body)
+            .map_err(|e| LogError::Corrupt(format!("checkpoint: {e}")))?;
         if checkpoint.version != CHECKPOINT_VERSION {
-            return Err(LogError::Corrupt(format!("checkpoint version {} is not {CHECKPOINT_VERSION}", checkpoint.version)));
+            return Err(LogError::Corrupt(format!(
+                "checkpoint version {} is not {CHECKPOINT_VERSION}",
+                checkpoint.version
+            )));
         }
         Ok(Some(checkpoint))
     }
 
     fn write_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), LogError> {
-        let mut bytes = postcard::to_stdvec(checkpoint).map_err(|e| LogError::Corrupt(format!("encode checkpoint: {e}")))?;
+        let mut bytes = postcard::to_stdvec(checkpoint)
+            .map_err(|e| LogError::Corrupt(format!("encode checkpoint: {e}")))?;
         let crc = crc32fast::hash(&bytes);
         bytes.extend_from_slice(&crc.to_le_bytes());
         let tmp = self.config.dir.join("checkpoint.tmp");
         let file = File::create(&tmp).map_err(LogError::io("create checkpoint"))?;
-        file.write_all_at(&bytes, 0).map_err(LogError::io("write checkpoint"))?;
+        file.write_all_at(&bytes, 0)
+            .map_err(LogError::io("write checkpoint"))?;
         file.sync_all().map_err(LogError::io("fsync checkpoint"))?;
-        fs::rename(&tmp, self.config.dir.join("checkpoint")).map_err(LogError::io("install checkpoint"))?;
+        fs::rename(&tmp, self.config.dir.join("checkpoint"))
+            .map_err(LogError::io("install checkpoint"))?;
         sync_dir(&self.config.dir)
     }
 
@@ -444,7 +629,13 @@ impl EmbeddedLog {
 
     /// Bytes of all segments on disk.
     pub fn stored_bytes(&self) -> u64 {
-        self.index.read().expect("index lock").segments.values().map(|s| s.len).sum()
+        self.index
+            .read()
+            .expect("index lock")
+            .segments
+            .values()
+            .map(|s| s.len)
+            .sum()
     }
 
     fn notify_commit(&self) {
@@ -455,6 +646,9 @@ impl EmbeddedLog {
 
     /// Writes `writer.buffer` at the end of the active segment and makes it durable.
     fn write_buffer(&self, writer: &mut Writer) -> Result<(), LogError> {
+        if self.read_only {
+            return Err(LogError::ReadOnly);
+        }
         if let Some(why) = &writer.poisoned {
             return Err(LogError::Poisoned(why.clone()));
         }
@@ -462,7 +656,16 @@ impl EmbeddedLog {
             .active
             .write_all_at(&writer.buffer, writer.active_len)
             .map_err(LogError::io("append to segment"))
-            .and_then(|()| if self.config.fsync { writer.active.sync_data().map_err(LogError::io("fdatasync segment")) } else { Ok(()) });
+            .and_then(|()| {
+                if self.config.fsync {
+                    writer
+                        .active
+                        .sync_data()
+                        .map_err(LogError::io("fdatasync segment"))
+                } else {
+                    Ok(())
+                }
+            });
         if let Err(error) = &result {
             // After a failed write or fsync the file's state is unknown: refuse further
             // writes; a restart recovers to the last complete commit.
@@ -477,7 +680,14 @@ impl EmbeddedLog {
         }
         let segment = writer.active_segment + 1;
         let file = Arc::new(Self::create_segment(&self.config.dir, segment)?);
-        self.index.write().expect("index lock").segments.insert(segment, Segment { file: file.clone(), len: 0, newest_commit_ms: now_ms() });
+        self.index.write().expect("index lock").segments.insert(
+            segment,
+            Segment {
+                file: file.clone(),
+                len: 0,
+                newest_commit_ms: now_ms(),
+            },
+        );
         writer.active_segment = segment;
         writer.active = file;
         writer.active_len = 0;
@@ -485,7 +695,11 @@ impl EmbeddedLog {
         Ok(())
     }
 
-    fn encode_commit_frame(buffer: &mut Vec<u8>, wall_ms: i64, positions: &[(String, u32, u32, u64)]) {
+    fn encode_commit_frame(
+        buffer: &mut Vec<u8>,
+        wall_ms: i64,
+        positions: &[(String, u32, u32, u64)],
+    ) {
         frame(buffer, |out| {
             out.push(KIND_COMMIT);
             out.extend_from_slice(&(wall_ms as u64).to_le_bytes());
@@ -521,27 +735,43 @@ impl EmbeddedLog {
             let mut total: u64 = index.segments.values().map(|s| s.len).sum();
             let mut doomed = Vec::new();
             for (&id, segment) in &index.segments {
-                let too_big = self.config.retention_bytes_max.is_some_and(|max| total > max);
-                let too_old = self.config.retention_age_ms_max.is_some_and(|age| segment.newest_commit_ms < now - age);
+                let too_big = self
+                    .config
+                    .retention_bytes_max
+                    .is_some_and(|max| total > max);
+                let too_old = self
+                    .config
+                    .retention_age_ms_max
+                    .is_some_and(|age| segment.newest_commit_ms < now - age);
                 if id >= protected_from || !(too_big || too_old) {
                     break;
                 }
                 total -= segment.len;
                 doomed.push(id);
             }
-            let Some(&last) = doomed.last() else { return Ok(()) };
+            let Some(&last) = doomed.last() else {
+                return Ok(());
+            };
             let first_segment = last + 1;
             let checkpoint = Checkpoint {
                 version: CHECKPOINT_VERSION,
                 first_segment,
                 next_topic_id: writer.next_topic_id,
-                topics: index.topics.iter().map(|(name, (id, t))| (name.clone(), *id, t.partitions)).collect(),
+                topics: index
+                    .topics
+                    .iter()
+                    .map(|(name, (id, t))| (name.clone(), *id, t.partitions))
+                    .collect(),
                 partition_starts: index
                     .partitions
                     .iter()
                     .map(|(&(t, p), part)| (t, p, part.start_after_deleting(first_segment)))
                     .collect(),
-                positions: index.positions.iter().map(|((g, t, p), o)| (g.clone(), *t, *p, *o)).collect(),
+                positions: index
+                    .positions
+                    .iter()
+                    .map(|((g, t, p), o)| (g.clone(), *t, *p, *o))
+                    .collect(),
             };
             (doomed, checkpoint)
         };
@@ -550,27 +780,42 @@ impl EmbeddedLog {
         index.first_segment = checkpoint.first_segment;
         for id in &doomed {
             index.segments.remove(id);
-            fs::remove_file(segment_path(&self.config.dir, *id)).map_err(LogError::io("remove segment"))?;
+            fs::remove_file(segment_path(&self.config.dir, *id))
+                .map_err(LogError::io("remove segment"))?;
         }
         for partition in index.partitions.values_mut() {
             partition.start_offset = partition.start_after_deleting(checkpoint.first_segment);
-            while partition.frames.front().is_some_and(|f| f.segment < checkpoint.first_segment) {
+            while partition
+                .frames
+                .front()
+                .is_some_and(|f| f.segment < checkpoint.first_segment)
+            {
                 partition.frames.pop_front();
             }
         }
-        tracing::info!(segments = doomed.len(), first_segment = checkpoint.first_segment, "retention deleted old segments");
+        tracing::info!(
+            segments = doomed.len(),
+            first_segment = checkpoint.first_segment,
+            "retention deleted old segments"
+        );
         Ok(())
     }
 }
 
 impl PartitionIndex {
     fn frame_containing(&self, offset: u64) -> Option<&FrameLocation> {
-        let i = self.frames.partition_point(|f| f.base_offset + u64::from(f.count) <= offset);
+        let i = self
+            .frames
+            .partition_point(|f| f.base_offset + u64::from(f.count) <= offset);
         self.frames.get(i)
     }
 
     fn start_after_deleting(&self, first_segment: u64) -> u64 {
-        self.frames.iter().find(|f| f.segment >= first_segment).map(|f| f.base_offset).unwrap_or(self.end_offset)
+        self.frames
+            .iter()
+            .find(|f| f.segment >= first_segment)
+            .map(|f| f.base_offset)
+            .unwrap_or(self.end_offset)
     }
 }
 
@@ -581,14 +826,24 @@ impl Index {
         for partition in 0..partitions {
             self.partitions.entry((id, partition)).or_default();
         }
-        self.topics.insert(name.to_string(), (id, Topic { name, partitions }));
+        self.topics
+            .insert(name.to_string(), (id, Topic { name, partitions }));
     }
 
-    fn add_frame(&mut self, topic_id: u32, partition: u32, location: FrameLocation) -> Result<(), LogError> {
+    fn add_frame(
+        &mut self,
+        topic_id: u32,
+        partition: u32,
+        location: FrameLocation,
+    ) -> Result<(), LogError> {
         let p = self
             .partitions
             .get_mut(&(topic_id, partition))
-            .ok_or_else(|| LogError::Corrupt(format!("data frame for unknown topic id {topic_id} partition {partition}")))?;
+            .ok_or_else(|| {
+                LogError::Corrupt(format!(
+                    "data frame for unknown topic id {topic_id} partition {partition}"
+                ))
+            })?;
         if location.base_offset != p.end_offset {
             return Err(LogError::Corrupt(format!(
                 "topic id {topic_id} partition {partition}: frame at offset {} after end {}",
@@ -601,16 +856,22 @@ impl Index {
     }
 
     fn topic_id(&self, topic: &Topic) -> Result<u32, LogError> {
-        self.topics.get(&*topic.name).map(|(id, _)| *id).ok_or_else(|| LogError::UnknownTopic(topic.name.to_string()))
+        self.topics
+            .get(&*topic.name)
+            .map(|(id, _)| *id)
+            .ok_or_else(|| LogError::UnknownTopic(topic.name.to_string()))
     }
 
     fn partition(&self, topic: &Topic, partition: u32) -> Result<(u32, &PartitionIndex), LogError> {
         let id = self.topic_id(topic)?;
-        let p = self.partitions.get(&(id, partition)).ok_or_else(|| LogError::UnknownPartition {
-            topic: topic.name.to_string(),
-            partition,
-            partitions: topic.partitions,
-        })?;
+        let p =
+            self.partitions
+                .get(&(id, partition))
+                .ok_or_else(|| LogError::UnknownPartition {
+                    topic: topic.name.to_string(),
+                    partition,
+                    partitions: topic.partitions,
+                })?;
         Ok((id, p))
     }
 }
@@ -619,14 +880,20 @@ impl Log for EmbeddedLog {
     fn create_topic(&self, name: &str, partitions: u32) -> Result<Topic, LogError> {
         validate_topic_name(name)?;
         if partitions == 0 || partitions > TOPIC_PARTITIONS_MAX {
-            return Err(LogError::InvalidTopic(format!("{name}: partitions must be 1..={TOPIC_PARTITIONS_MAX}")));
+            return Err(LogError::InvalidTopic(format!(
+                "{name}: partitions must be 1..={TOPIC_PARTITIONS_MAX}"
+            )));
         }
         let mut writer = self.writer.lock().expect("writer lock");
         if let Some((_, topic)) = self.index.read().expect("index lock").topics.get(name) {
             return if topic.partitions == partitions {
                 Ok(topic.clone())
             } else {
-                Err(LogError::TopicExists { topic: name.into(), existing: topic.partitions, requested: partitions })
+                Err(LogError::TopicExists {
+                    topic: name.into(),
+                    existing: topic.partitions,
+                    requested: partitions,
+                })
             };
         }
         let id = writer.next_topic_id;
@@ -660,14 +927,30 @@ impl Log for EmbeddedLog {
 
     fn topic(&self, name: &str) -> Result<Topic, LogError> {
         let index = self.index.read().expect("index lock");
-        index.topics.get(name).map(|(_, t)| t.clone()).ok_or_else(|| LogError::UnknownTopic(name.into()))
+        index
+            .topics
+            .get(name)
+            .map(|(_, t)| t.clone())
+            .ok_or_else(|| LogError::UnknownTopic(name.into()))
     }
 
     fn topics(&self) -> Vec<Topic> {
-        self.index.read().expect("index lock").topics.values().map(|(_, t)| t.clone()).collect()
+        self.index
+            .read()
+            .expect("index lock")
+            .topics
+            .values()
+            .map(|(_, t)| t.clone())
+            .collect()
     }
 
-    fn fetch(&self, topic: &Topic, partition: u32, offset: u64, records_max: usize) -> Result<Vec<Record>, LogError> {
+    fn fetch(
+        &self,
+        topic: &Topic,
+        partition: u32,
+        offset: u64,
+        records_max: usize,
+    ) -> Result<Vec<Record>, LogError> {
         let mut frames = Vec::new();
         {
             let index = self.index.read().expect("index lock");
@@ -681,23 +964,32 @@ impl Log for EmbeddedLog {
                     end: p.end_offset,
                 });
             }
-            let first = p.frames.partition_point(|f| f.base_offset + u64::from(f.count) <= offset);
+            let first = p
+                .frames
+                .partition_point(|f| f.base_offset + u64::from(f.count) <= offset);
             let mut covered = 0usize;
             for location in p.frames.iter().skip(first) {
                 if covered >= records_max {
                     break;
                 }
-                let file = index.segments.get(&location.segment).map(|s| s.file.clone()).ok_or_else(|| {
-                    LogError::Corrupt(format!("frame in missing segment {}", location.segment))
-                })?;
-                covered += (location.base_offset + u64::from(location.count)).saturating_sub(offset.max(location.base_offset)) as usize;
+                let file = index
+                    .segments
+                    .get(&location.segment)
+                    .map(|s| s.file.clone())
+                    .ok_or_else(|| {
+                        LogError::Corrupt(format!("frame in missing segment {}", location.segment))
+                    })?;
+                covered += (location.base_offset + u64::from(location.count))
+                    .saturating_sub(offset.max(location.base_offset))
+                    as usize;
                 frames.push((*location, file));
             }
         }
         let mut records = Vec::with_capacity(records_max.min(covered_hint(&frames, offset)));
         for (location, file) in frames {
             let mut buffer = vec![0u8; location.len as usize];
-            file.read_exact_at(&mut buffer, location.position).map_err(LogError::io("read frame"))?;
+            file.read_exact_at(&mut buffer, location.position)
+                .map_err(LogError::io("read frame"))?;
             let crc = u32::from_le_bytes(buffer[4..8].try_into().expect("4 bytes"));
             if crc32fast::hash(&buffer[FRAME_HEADER_BYTES..]) != crc {
                 return Err(LogError::Corrupt(format!(
@@ -723,8 +1015,13 @@ impl Log for EmbeddedLog {
                 }
                 record_offset += 1;
             }
-            if record_offset != location.base_offset + u64::from(location.count) && records.len() < records_max {
-                return Err(LogError::Corrupt(format!("{}/{partition}: frame record count mismatch", topic.name)));
+            if record_offset != location.base_offset + u64::from(location.count)
+                && records.len() < records_max
+            {
+                return Err(LogError::Corrupt(format!(
+                    "{}/{partition}: frame record count mismatch",
+                    topic.name
+                )));
             }
         }
         Ok(records)
@@ -733,16 +1030,30 @@ impl Log for EmbeddedLog {
     fn offsets(&self, topic: &Topic, partition: u32) -> Result<PartitionOffsets, LogError> {
         let index = self.index.read().expect("index lock");
         let (_, p) = index.partition(topic, partition)?;
-        Ok(PartitionOffsets { start: p.start_offset, end: p.end_offset })
+        Ok(PartitionOffsets {
+            start: p.start_offset,
+            end: p.end_offset,
+        })
     }
 
-    fn committed_position(&self, group: &str, topic: &Topic, partition: u32) -> Result<Option<u64>, LogError> {
+    fn committed_position(
+        &self,
+        group: &str,
+        topic: &Topic,
+        partition: u32,
+    ) -> Result<Option<u64>, LogError> {
         let index = self.index.read().expect("index lock");
         let (id, _) = index.partition(topic, partition)?;
-        Ok(index.positions.get(&(group.to_string(), id, partition)).copied())
+        Ok(index
+            .positions
+            .get(&(group.to_string(), id, partition))
+            .copied())
     }
 
     fn commit(&self, transaction: Transaction) -> Result<(), LogError> {
+        if self.read_only {
+            return Err(LogError::ReadOnly);
+        }
         if transaction.is_empty() {
             return Ok(());
         }
@@ -773,9 +1084,17 @@ impl Log for EmbeddedLog {
                 locations.push((topic_id, *partition, location));
             }
             for position in transaction.positions() {
-                let topic = Topic { name: position.topic.clone(), partitions: 0 };
+                let topic = Topic {
+                    name: position.topic.clone(),
+                    partitions: 0,
+                };
                 let topic_id = index.topic_id(&topic)?;
-                positions.push((position.group.clone(), topic_id, position.partition, position.next_offset));
+                positions.push((
+                    position.group.clone(),
+                    topic_id,
+                    position.partition,
+                    position.next_offset,
+                ));
             }
         }
         let wall_ms = now_ms();
@@ -816,16 +1135,30 @@ impl Log for EmbeddedLog {
 
     fn wait_for_commit(&self, seen: u64, timeout: Duration) -> u64 {
         let sequence = self.commit_sequence.lock().expect("commit sequence lock");
-        let (sequence, _) = self.committed.wait_timeout_while(sequence, timeout, |s| *s <= seen).expect("commit sequence lock");
+        let (sequence, _) = self
+            .committed
+            .wait_timeout_while(sequence, timeout, |s| *s <= seen)
+            .expect("commit sequence lock");
         *sequence
     }
 }
 
 fn covered_hint(frames: &[(FrameLocation, Arc<File>)], offset: u64) -> usize {
-    frames.iter().map(|(f, _)| (f.base_offset + u64::from(f.count)).saturating_sub(offset.max(f.base_offset)) as usize).sum()
+    frames
+        .iter()
+        .map(|(f, _)| {
+            (f.base_offset + u64::from(f.count)).saturating_sub(offset.max(f.base_offset)) as usize
+        })
+        .sum()
 }
 
-fn encode_data_frame(buffer: &mut Vec<u8>, topic_id: u32, partition: u32, base_offset: u64, batch: &PartitionBatch) {
+fn encode_data_frame(
+    buffer: &mut Vec<u8>,
+    topic_id: u32,
+    partition: u32,
+    base_offset: u64,
+    batch: &PartitionBatch,
+) {
     frame(buffer, |out| {
         out.push(KIND_DATA);
         out.extend_from_slice(&topic_id.to_le_bytes());

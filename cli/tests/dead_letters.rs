@@ -1,0 +1,203 @@
+//! Every kind of malformed input lands in the dead-letter topic with its reason and its
+//! original bytes, while the pipeline keeps processing the good records around it.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use common::{check_exactly_once, dump, run_ok};
+
+const GOOD: &str = r#"{"payment_id":"ID","payer_account_id":"C1","merchant_id":"M1","terminal_id":"T1","amount":"12.34","currency":"EUR","event_time":"2018-04-01T10:00:00Z","channel":"card_present"}"#;
+
+fn good(id: &str) -> String {
+    GOOD.replace("\"ID\"", &format!("\"{id}\""))
+}
+
+#[test]
+fn every_malformed_input_is_dead_lettered_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let cases: Vec<(&str, String)> = vec![
+        ("malformed_json", r#"{"payment_id": "x", "#.to_string()),
+        ("malformed_json", "not json at all".to_string()),
+        (
+            "missing_field",
+            good("m1").replace(r#""amount":"12.34","#, ""),
+        ),
+        (
+            "invalid_field_type",
+            good("t1").replace(r#""amount":"12.34""#, r#""amount":12.34"#),
+        ),
+        (
+            "invalid_field_type",
+            good("t2").replace(r#""payer_account_id":"C1""#, r#""payer_account_id":["C1"]"#),
+        ),
+        ("non_positive_amount", good("z1").replace("12.34", "0.00")),
+        ("non_positive_amount", good("z2").replace("12.34", "-3.00")),
+        (
+            "amount_overflow",
+            good("o1").replace("12.34", "92233720368547758.08"),
+        ),
+        ("invalid_amount", good("a1").replace("12.34", "1.234")),
+        ("unknown_currency", good("u1").replace("EUR", "XYZ")),
+        (
+            "invalid_timestamp",
+            good("ts1").replace("2018-04-01T10:00:00Z", "2018-02-30T10:00:00Z"),
+        ),
+        (
+            "invalid_timestamp",
+            good("ts2").replace("2018-04-01T10:00:00Z", "last tuesday"),
+        ),
+        (
+            "record_too_large",
+            good("big").replace(
+                r#""channel""#,
+                &format!(r#""padding":"{}","channel""#, "x".repeat(20_000)),
+            ),
+        ),
+        (
+            "invalid_field",
+            good("ch").replace("card_present", "carrier_pigeon"),
+        ),
+        (
+            "duplicate_payment_conflict",
+            good("g1").replace("12.34", "99.99"),
+        ),
+    ];
+    let mut lines = vec![good("g1"), good("g2")];
+    for (_, line) in &cases {
+        lines.push(line.clone());
+        lines.push(good(&format!("between-{}", lines.len())));
+    }
+    lines.push(good("g2")); // an identical retry: counted, not decided twice, not an error
+    let file = data.join("input.jsonl");
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    run_ok(
+        data,
+        &["replay", file.to_str().unwrap(), "--partitions", "1"],
+    );
+    let run = run_ok(data, &["run", "--no-metrics", "--until-idle"]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("retries 1"), "{stdout}");
+
+    let letters = dump(data, "dead-letters");
+    assert_eq!(
+        letters.len(),
+        cases.len(),
+        "one dead letter per bad record: {letters:#?}"
+    );
+    let engine = base64::engine::general_purpose::STANDARD;
+    let mut expected: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (reason, line) in &cases {
+        expected
+            .entry(reason.to_string())
+            .or_default()
+            .push(line.clone());
+    }
+    let mut found: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for letter in &letters {
+        let value = &letter["value"];
+        let original = String::from_utf8(
+            engine
+                .decode(value["value_base64"].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(
+            !value["detail"].as_str().unwrap().is_empty(),
+            "a reason needs a detail: {value}"
+        );
+        assert_eq!(value["source_topic"], "payments");
+        found
+            .entry(value["reason"].as_str().unwrap().to_string())
+            .or_default()
+            .push(original);
+    }
+    assert_eq!(found, expected);
+
+    // The good records around the bad ones were all decided.
+    let decisions = dump(data, "decisions");
+    assert_eq!(decisions.len(), 2 + cases.len());
+    check_exactly_once(data, true);
+}
+
+#[test]
+fn unreadable_csv_rows_are_dead_lettered_by_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let csv = "TRANSACTION_ID,TX_DATETIME,CUSTOMER_ID,TERMINAL_ID,TX_AMOUNT,TX_TIME_SECONDS,TX_TIME_DAYS,TX_FRAUD,TX_FRAUD_SCENARIO\n\
+               0,2018-04-01 00:00:31,596,3156,57.16,31,0,0,0\n\
+               1,2018-04-01 00:02:10,4961,3412,81.51,130,0,0,0\n\
+               2,2018-04-01 00:07:56,2,1365,146.00\n\
+               3,2018-04-31 00:09:29,4128,8737,64.49,569,0,0,0\n\
+               4,2018-04-01 00:10:34,927,9906,50.99,634,0,1,2\n";
+    let file = data.join("input.csv");
+    std::fs::write(&file, csv).unwrap();
+    let replay = run_ok(data, &["replay", file.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&replay.stdout).contains("3 payments, 3 labels, 2 unreadable rows")
+    );
+    let letters = dump(data, "dead-letters");
+    let reasons: Vec<_> = letters
+        .iter()
+        .map(|l| {
+            (
+                l["value"]["reason"].as_str().unwrap().to_string(),
+                l["value"]["source_offset"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            ("malformed_csv_row".to_string(), 4),
+            ("malformed_csv_row".to_string(), 5)
+        ]
+    );
+    run_ok(data, &["run", "--no-metrics", "--until-idle"]);
+    let decisions = dump(data, "decisions");
+    assert_eq!(decisions.len(), 3);
+    let labels = dump(data, "labels");
+    assert_eq!(
+        labels
+            .iter()
+            .filter(|l| l["value"]["is_fraud"] == true)
+            .count(),
+        1
+    );
+    assert_eq!(
+        labels[0]["value"]["reported_at"].as_str().unwrap().len(),
+        24
+    );
+}
+
+#[test]
+fn the_demo_ends_with_a_balanced_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = common::paystream()
+        .args([
+            "demo",
+            "--customers",
+            "300",
+            "--terminals",
+            "600",
+            "--days",
+            "20",
+            "--no-progress",
+            "--no-metrics",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("balanced: yes"), "{stdout}");
+    assert!(stdout.contains("settlement       EUR"), "{stdout}");
+    check_exactly_once(dir.path(), true);
+}
