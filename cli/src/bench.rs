@@ -67,20 +67,11 @@ struct BenchResult {
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
-    let temp = tempfile::Builder::new()
-        .prefix("paystream-bench-")
-        .tempdir()?;
-    let root = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| temp.path().to_path_buf());
+    let temp = tempfile::Builder::new().prefix("paystream-bench-").tempdir()?;
+    let root = args.data_dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
     // The reference population makes ~9,600 payments a day; simulate enough days.
     let days = (args.payments / 9_000 + 2) as u32;
-    let sim_config = SimulatorConfig {
-        days,
-        seed: args.seed,
-        ..SimulatorConfig::default()
-    };
+    let sim_config = SimulatorConfig { days, seed: args.seed, ..SimulatorConfig::default() };
     eprintln!("simulating {days} days (seed {}) ...", args.seed);
     let mut transactions = paystream_simulator::simulate(&sim_config);
     transactions.truncate(args.payments);
@@ -88,6 +79,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         currency: paystream_domain::Currency::EUR,
         label_delay_ms: 7 * 86_400_000,
         rate_per_second: None,
+        terminals_per_merchant: 10,
     };
     let no_progress = AtomicU64::new(0);
     let no_stop = AtomicBool::new(false);
@@ -103,28 +95,13 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let config: PipelineConfig = args.pipeline.config(&log_args);
     let workers = config.workers.min(args.partitions as usize);
     let topics = paystream_pipeline::runtime::ensure_topics(log.as_ref(), &config)?;
-    eprintln!(
-        "publishing {} payments ...",
-        thousands(transactions.len() as u64)
-    );
+    eprintln!("publishing {} payments ...", thousands(transactions.len() as u64));
     let started = Instant::now();
-    let published = publish_simulation(
-        log.as_ref(),
-        &topics,
-        &sim_config,
-        &transactions,
-        &options,
-        &no_progress,
-        &no_stop,
-    )?;
+    let published =
+        publish_simulation(log.as_ref(), &topics, &sim_config, &transactions, &options, &no_progress, &no_stop)?;
     let publish_seconds = started.elapsed().as_secs_f64();
     let bytes_before = log.stored_bytes();
-    let pipeline = crate::pipeline(
-        log.clone(),
-        &log_args.data_dir,
-        config.clone(),
-        Arc::new(Metrics::new()),
-    )?;
+    let pipeline = crate::pipeline(log.clone(), &log_args.data_dir, config.clone(), Arc::new(Metrics::new()))?;
     eprintln!("running the pipeline ...");
     let started = Instant::now();
     let report = pipeline.run(RunMode::UntilIdle, &RunControl::new(true))?;
@@ -136,24 +113,14 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     // Latency at a fixed offered load.
     let latency_payments = (args.latency_rate * args.latency_seconds) as usize;
     let latency_transactions = &transactions[..latency_payments.min(transactions.len())];
-    let log_args = LogArgs {
-        data_dir: root.join("latency"),
-        ..log_args
-    };
+    let log_args = LogArgs { data_dir: root.join("latency"), ..log_args };
     let log = log_args.open()?;
     let topics = paystream_pipeline::runtime::ensure_topics(log.as_ref(), &config)?;
     let metrics = Arc::new(Metrics::new());
     let pipeline = crate::pipeline(log.clone(), &log_args.data_dir, config, metrics.clone())?;
     let control = RunControl::new(false);
-    let latency_options = PublishOptions {
-        rate_per_second: Some(args.latency_rate),
-        ..options
-    };
-    eprintln!(
-        "latency run: {} payments/s for {} s ...",
-        thousands(args.latency_rate),
-        args.latency_seconds
-    );
+    let latency_options = PublishOptions { rate_per_second: Some(args.latency_rate), ..options };
+    eprintln!("latency run: {} payments/s for {} s ...", thousands(args.latency_rate), args.latency_seconds);
     std::thread::scope(|scope| -> Result<()> {
         let producer = scope.spawn(|| {
             let result = publish_simulation(

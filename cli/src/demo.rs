@@ -51,9 +51,7 @@ pub fn thousands(n: u64) -> String {
 }
 
 fn money(minor: i128, currency: &str) -> String {
-    let digits = Currency::from_code(currency)
-        .map(|c| c.minor_unit_digits())
-        .unwrap_or(2);
+    let digits = Currency::from_code(currency).map(|c| c.minor_unit_digits()).unwrap_or(2);
     match i64::try_from(minor) {
         Ok(minor) => format!("{} {currency}", format_minor_units(minor, digits)),
         Err(_) => format!("{minor} minor units {currency}"),
@@ -68,18 +66,12 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     let data_dir = match &args.data_dir {
         Some(dir) => dir.clone(),
         None => {
-            temp = tempfile::Builder::new()
-                .prefix("paystream-demo-")
-                .tempdir()?;
+            temp = tempfile::Builder::new().prefix("paystream-demo-").tempdir()?;
             temp.path().to_path_buf()
         }
     };
-    let log_args = LogArgs {
-        data_dir: data_dir.clone(),
-        partitions: args.partitions,
-        retention_mib: None,
-        retention_hours: None,
-    };
+    let log_args =
+        LogArgs { data_dir: data_dir.clone(), partitions: args.partitions, retention_mib: None, retention_hours: None };
     println!(
         "paystream demo: {} days of {} customers at {} terminals (seed {}), {} partitions, data in {}",
         sim_config.days,
@@ -126,15 +118,8 @@ pub fn demo(args: DemoArgs) -> Result<()> {
             control.close_input();
             result
         });
-        let progress = scope.spawn(|| {
-            show_progress(
-                args.no_progress,
-                total,
-                &published,
-                &control.processed_records,
-                &done,
-            )
-        });
+        let progress =
+            scope.spawn(|| show_progress(args.no_progress, total, &published, &control.processed_records, &done));
         let run = pipeline.run(RunMode::UntilIdle, &control);
         if run.is_err() {
             stop_publishing.store(true, Ordering::SeqCst);
@@ -157,11 +142,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     let dead_letters: u64 = summary.dead_letters.values().sum();
     let (mut caught, mut missed, mut false_alarms, mut frauds) = (0u64, 0u64, 0u64, 0u64);
     for (payment_id, outcome) in &summary.decided {
-        let Some(t) = payment_id
-            .parse::<usize>()
-            .ok()
-            .and_then(|i| transactions.get(i))
-        else {
+        let Some(t) = payment_id.parse::<usize>().ok().and_then(|i| transactions.get(i)) else {
             continue;
         };
         let flagged = *outcome != Outcome::Approve;
@@ -175,10 +156,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     }
     let count = |o| summary.decisions.get(&o).copied().unwrap_or(0);
     println!();
-    println!(
-        "  simulated        {} transactions in {simulate_seconds:.1} s",
-        thousands(total)
-    );
+    println!("  simulated        {} transactions in {simulate_seconds:.1} s", thousands(total));
     println!(
         "  published        {} payments, {} labels",
         thousands(publish_report.payments),
@@ -206,38 +184,18 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         thousands(false_alarms),
         args.publish.label_delay_days
     );
-    let reasons: Vec<String> = summary
-        .dead_letters
-        .iter()
-        .map(|(r, n)| format!("{r} {n}"))
-        .collect();
+    let reasons: Vec<String> = summary.dead_letters.iter().map(|(r, n)| format!("{r} {n}")).collect();
     println!(
         "  dead letters     {}{}",
         thousands(dead_letters),
-        if reasons.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", reasons.join(", "))
-        }
+        if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(", ")) }
     );
-    let sums: Vec<String> = summary
-        .posting_sums
-        .iter()
-        .map(|(c, s)| money(*s, c))
-        .collect();
+    let sums: Vec<String> = summary.posting_sums.iter().map(|(c, s)| money(*s, c)).collect();
     println!(
         "  ledger           {} transactions · balanced: {} (sum of postings per currency: {})",
         thousands(summary.ledger_transactions),
-        if summary.ledger_balanced() {
-            "yes"
-        } else {
-            "NO"
-        },
-        if sums.is_empty() {
-            "none".to_string()
-        } else {
-            sums.join(", ")
-        }
+        if summary.ledger_balanced() { "yes" } else { "NO" },
+        if sums.is_empty() { "none".to_string() } else { sums.join(", ") }
     );
     for (currency, totals) in &summary.settlements {
         println!(
@@ -256,9 +214,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         thousands(summary.ledger_transactions.saturating_sub(settled))
     );
     if args.data_dir.is_none() {
-        println!(
-            "  data             deleted (use --data-dir DIR to keep it and inspect with `paystream log dump`)"
-        );
+        println!("  data             deleted (use --data-dir DIR to keep it and inspect with `paystream log dump`)");
     }
 
     if duplicates > 0 {
@@ -269,21 +225,12 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     }
     let accounted = summary.decided.len() as u64 + dead_letters + run_report.counters.retries;
     if !control.stopped() && accounted != publish_report.payments {
-        bail!(
-            "{} payments published but {accounted} decided, dead-lettered or retried",
-            publish_report.payments
-        );
+        bail!("{} payments published but {accounted} decided, dead-lettered or retried", publish_report.payments);
     }
     Ok(())
 }
 
-fn show_progress(
-    disabled: bool,
-    total: u64,
-    published: &AtomicU64,
-    processed: &AtomicU64,
-    done: &AtomicBool,
-) {
+fn show_progress(disabled: bool, total: u64, published: &AtomicU64, processed: &AtomicU64, done: &AtomicBool) {
     if disabled {
         return;
     }
@@ -291,16 +238,8 @@ fn show_progress(
     let style = ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} {per_sec}")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
-    let publish_bar = bars.add(
-        ProgressBar::new(total)
-            .with_style(style.clone())
-            .with_prefix("published"),
-    );
-    let decide_bar = bars.add(
-        ProgressBar::new(total)
-            .with_style(style)
-            .with_prefix("decided"),
-    );
+    let publish_bar = bars.add(ProgressBar::new(total).with_style(style.clone()).with_prefix("published"));
+    let decide_bar = bars.add(ProgressBar::new(total).with_style(style).with_prefix("decided"));
     while !done.load(Ordering::SeqCst) {
         publish_bar.set_position(published.load(Ordering::Relaxed));
         decide_bar.set_position(processed.load(Ordering::Relaxed));

@@ -38,12 +38,7 @@ pub fn scan(
 }
 
 /// `paystream log dump`: one JSON object per record, like `kcat -C -J`.
-pub fn dump(
-    log: &dyn Log,
-    topic: &Topic,
-    partition: Option<u32>,
-    out: &mut impl Write,
-) -> Result<u64> {
+pub fn dump(log: &dyn Log, topic: &Topic, partition: Option<u32>, out: &mut impl Write) -> Result<u64> {
     let mut count = 0;
     scan(log, topic, partition, |p, record| {
         let value = match std::str::from_utf8(&record.value) {
@@ -103,45 +98,28 @@ impl OutputSummary {
     }
 }
 
-pub fn summarize_outputs(
-    log: &dyn Log,
-    topics: &paystream_pipeline::PipelineTopics,
-) -> Result<OutputSummary> {
+pub fn summarize_outputs(log: &dyn Log, topics: &paystream_pipeline::PipelineTopics) -> Result<OutputSummary> {
     let mut summary = OutputSummary::default();
     scan(log, &topics.decisions, None, |_, record| {
-        let decision: Decision =
-            serde_json::from_slice(&record.value).context("decode decision")?;
+        let decision: Decision = serde_json::from_slice(&record.value).context("decode decision")?;
         *summary.decisions.entry(decision.outcome).or_default() += 1;
-        summary
-            .decided
-            .push((decision.payment_id, decision.outcome));
+        summary.decided.push((decision.payment_id, decision.outcome));
         Ok(())
     })?;
     scan(log, &topics.ledger, None, |_, record| {
         let transaction: LedgerTransaction =
             serde_json::from_slice(&record.value).context("decode ledger transaction")?;
-        let sum: i128 = transaction
-            .postings
-            .iter()
-            .map(|p| i128::from(p.signed_minor_units()))
-            .sum();
+        let sum: i128 = transaction.postings.iter().map(|p| i128::from(p.signed_minor_units())).sum();
         summary.ledger_transactions += 1;
         if sum != 0 {
             summary.unbalanced_transactions += 1;
         }
-        *summary
-            .posting_sums
-            .entry(transaction.currency.code().to_string())
-            .or_default() += sum;
+        *summary.posting_sums.entry(transaction.currency.code().to_string()).or_default() += sum;
         Ok(())
     })?;
     scan(log, &topics.settlements, None, |_, record| {
-        let settlement: Settlement =
-            serde_json::from_slice(&record.value).context("decode settlement")?;
-        let totals = summary
-            .settlements
-            .entry(settlement.currency.code().to_string())
-            .or_default();
+        let settlement: Settlement = serde_json::from_slice(&record.value).context("decode settlement")?;
+        let totals = summary.settlements.entry(settlement.currency.code().to_string()).or_default();
         totals.windows += 1;
         totals.payments += settlement.payment_count;
         totals.late_payments += settlement.late_payment_count;
@@ -151,13 +129,8 @@ pub fn summarize_outputs(
         Ok(())
     })?;
     scan(log, &topics.dead_letters, None, |_, record| {
-        let letter: serde_json::Value =
-            serde_json::from_slice(&record.value).context("decode dead letter")?;
-        let reason = letter
-            .get("reason")
-            .and_then(|r| r.as_str())
-            .unwrap_or("unknown")
-            .to_string();
+        let letter: serde_json::Value = serde_json::from_slice(&record.value).context("decode dead letter")?;
+        let reason = letter.get("reason").and_then(|r| r.as_str()).unwrap_or("unknown").to_string();
         *summary.dead_letters.entry(reason).or_default() += 1;
         Ok(())
     })?;

@@ -1,5 +1,9 @@
 //! `paystream`: a fraud-and-payment stream processor. See README.md.
 
+/// mimalloc: the pipeline allocates many small, short-lived strings per payment.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench;
 mod demo;
 mod inspect;
@@ -75,12 +79,7 @@ impl LogArgs {
     /// For inspection while another process (a running pipeline) writes the log.
     pub fn open_read_only(&self) -> Result<Arc<EmbeddedLog>> {
         let log = EmbeddedLog::open_read_only(EmbeddedLogConfig::new(self.data_dir.join("log")))
-            .with_context(|| {
-                format!(
-                    "open the embedded log in {} for reading",
-                    self.data_dir.display()
-                )
-            })?;
+            .with_context(|| format!("open the embedded log in {} for reading", self.data_dir.display()))?;
         Ok(Arc::new(log))
     }
 }
@@ -91,8 +90,7 @@ pub fn open_log(dir: &Path, args: &LogArgs) -> Result<Arc<EmbeddedLog>> {
         retention_age_ms_max: args.retention_hours.map(|h| h as i64 * 3_600_000),
         ..EmbeddedLogConfig::new(dir.join("log"))
     };
-    let log = EmbeddedLog::open(config)
-        .with_context(|| format!("open the embedded log in {}", dir.display()))?;
+    let log = EmbeddedLog::open(config).with_context(|| format!("open the embedded log in {}", dir.display()))?;
     Ok(Arc::new(log))
 }
 
@@ -102,7 +100,7 @@ pub struct PipelineArgs {
     #[arg(long, env = "PAYSTREAM_WORKERS")]
     pub workers: Option<usize>,
     /// Most records taken from one partition per batch.
-    #[arg(long, default_value_t = 4_096)]
+    #[arg(long, default_value_t = 1_024)]
     pub batch_records_max: usize,
     /// Batches between state snapshots.
     #[arg(long, default_value_t = 500)]
@@ -120,10 +118,7 @@ pub struct PipelineArgs {
 
 impl PipelineArgs {
     pub fn config(&self, log_args: &LogArgs) -> PipelineConfig {
-        let mut config = PipelineConfig {
-            partitions: log_args.partitions,
-            ..PipelineConfig::default()
-        };
+        let mut config = PipelineConfig { partitions: log_args.partitions, ..PipelineConfig::default() };
         if let Some(workers) = self.workers {
             config.workers = workers;
         }
@@ -166,11 +161,7 @@ impl SimulatorArgs {
         let days = self.days.unwrap_or(default_days);
         let parts: Vec<&str> = self.start_date.split('-').collect();
         let parsed = match parts.as_slice() {
-            [y, m, d] => (
-                y.parse::<i64>().ok(),
-                m.parse::<u32>().ok(),
-                d.parse::<u32>().ok(),
-            ),
+            [y, m, d] => (y.parse::<i64>().ok(), m.parse::<u32>().ok(), d.parse::<u32>().ok()),
             _ => (None, None, None),
         };
         let (Some(year), Some(month), Some(day)) = parsed else {
@@ -205,6 +196,10 @@ pub struct PublishArgs {
     /// Publish at most this many payments per second.
     #[arg(long)]
     pub rate: Option<u64>,
+    /// Group numeric terminal ids into merchants of this many terminals (merchant
+    /// M<terminal / n>); 1 makes each terminal its own merchant.
+    #[arg(long, default_value_t = 10)]
+    pub terminals_per_merchant: u32,
 }
 
 impl PublishArgs {
@@ -213,6 +208,7 @@ impl PublishArgs {
             currency: Currency::from_code(&self.currency)?,
             label_delay_ms: i64::from(self.label_delay_days) * MILLIS_PER_DAY,
             rate_per_second: self.rate.filter(|r| *r > 0),
+            terminals_per_merchant: self.terminals_per_merchant.max(1),
         })
     }
 }
@@ -259,10 +255,7 @@ enum LogCommand {
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PAYSTREAM_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PAYSTREAM_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -279,11 +272,7 @@ fn run_command(command: Command) -> Result<()> {
         Command::Run(args) => run(args),
         Command::Generate(args) => generate(args),
         Command::Replay(args) => replay(args),
-        Command::Log(LogCommand::Dump {
-            topic,
-            partition,
-            log,
-        }) => {
+        Command::Log(LogCommand::Dump { topic, partition, log }) => {
             let log = log.open_read_only()?;
             let topic = log.topic(&topic)?;
             let stdout = std::io::stdout();
@@ -302,12 +291,7 @@ fn run_command(command: Command) -> Result<()> {
                     total += offsets.end - offsets.start;
                     parts.push(format!("{p}:[{},{})", offsets.start, offsets.end));
                 }
-                println!(
-                    "{}\tpartitions={}\trecords={total}\t{}",
-                    topic.name,
-                    topic.partitions,
-                    parts.join(" ")
-                );
+                println!("{}\tpartitions={}\trecords={total}\t{}", topic.name, topic.partitions, parts.join(" "));
             }
             Ok(())
         }
@@ -317,10 +301,7 @@ fn run_command(command: Command) -> Result<()> {
 /// A tokio runtime for the metrics server and signal handling; the pipeline itself runs
 /// on its own worker threads.
 pub fn io_runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?)
 }
 
 /// Serves /metrics unless disabled; returns the bound address.
@@ -334,18 +315,12 @@ pub fn start_metrics_server(
     }
     let render_metrics = metrics.clone();
     let render: paystream_gateway::RenderMetrics = Arc::new(move || render_metrics.render());
-    let served = runtime.block_on(paystream_gateway::serve_operations(
-        args.metrics_addr,
-        render,
-        std::future::pending(),
-    ));
+    let served =
+        runtime.block_on(paystream_gateway::serve_operations(args.metrics_addr, render, std::future::pending()));
     match served {
         Ok((addr, _)) => Some(addr),
         Err(error) => {
-            eprintln!(
-                "warning: cannot serve /metrics on {}: {error}; continuing without",
-                args.metrics_addr
-            );
+            eprintln!("warning: cannot serve /metrics on {}: {error}; continuing without", args.metrics_addr);
             None
         }
     }
@@ -354,14 +329,13 @@ pub fn start_metrics_server(
 /// Stops `control` on SIGINT or SIGTERM.
 pub fn stop_on_signals(runtime: &tokio::runtime::Runtime, control: Arc<RunControl>) {
     runtime.spawn(async move {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(error) => {
-                    tracing::error!(%error, "cannot listen for SIGTERM");
-                    return;
-                }
-            };
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                return;
+            }
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate.recv() => {}
@@ -379,13 +353,7 @@ pub fn pipeline(
 ) -> Result<Pipeline> {
     let snapshots = FileSnapshotStore::open(data_dir.join("snapshots"))?;
     let model = paystream_operators::default_model(&config.operators);
-    Ok(Pipeline {
-        log,
-        snapshots: Arc::new(snapshots),
-        model,
-        metrics,
-        config,
-    })
+    Ok(Pipeline { log, snapshots: Arc::new(snapshots), model, metrics, config })
 }
 
 fn run(args: RunArgs) -> Result<()> {
@@ -397,17 +365,8 @@ fn run(args: RunArgs) -> Result<()> {
     }
     let control = Arc::new(RunControl::new(true));
     stop_on_signals(&runtime, control.clone());
-    let pipeline = pipeline(
-        log,
-        &args.log.data_dir,
-        args.pipeline.config(&args.log),
-        metrics,
-    )?;
-    let mode = if args.until_idle {
-        RunMode::UntilIdle
-    } else {
-        RunMode::Forever
-    };
+    let pipeline = pipeline(log, &args.log.data_dir, args.pipeline.config(&args.log), metrics)?;
+    let mode = if args.until_idle { RunMode::UntilIdle } else { RunMode::Forever };
     let started = std::time::Instant::now();
     let report = pipeline.run(mode, &control)?;
     let seconds = started.elapsed().as_secs_f64();
@@ -439,10 +398,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
         return Ok(());
     }
     let log = args.log.open()?;
-    let pipeline_config = PipelineConfig {
-        partitions: args.log.partitions,
-        ..PipelineConfig::default()
-    };
+    let pipeline_config = PipelineConfig { partitions: args.log.partitions, ..PipelineConfig::default() };
     let topics = paystream_pipeline::runtime::ensure_topics(log.as_ref(), &pipeline_config)?;
     let progress = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
@@ -455,30 +411,16 @@ fn generate(args: GenerateArgs) -> Result<()> {
         &progress,
         &stop,
     )?;
-    println!(
-        "published {} payments and {} labels to {}",
-        report.payments,
-        report.labels,
-        args.log.data_dir.display()
-    );
+    println!("published {} payments and {} labels to {}", report.payments, report.labels, args.log.data_dir.display());
     Ok(())
 }
 
 fn replay(args: ReplayArgs) -> Result<()> {
     let log = args.log.open()?;
-    let pipeline_config = PipelineConfig {
-        partitions: args.log.partitions,
-        ..PipelineConfig::default()
-    };
+    let pipeline_config = PipelineConfig { partitions: args.log.partitions, ..PipelineConfig::default() };
     let topics = paystream_pipeline::runtime::ensure_topics(log.as_ref(), &pipeline_config)?;
     let progress = AtomicU64::new(0);
-    let report = publish::replay(
-        log.as_ref(),
-        &topics,
-        &args.file,
-        &args.publish.options()?,
-        &progress,
-    )?;
+    let report = publish::replay(log.as_ref(), &topics, &args.file, &args.publish.options()?, &progress)?;
     println!(
         "replayed {}: {} payments, {} labels, {} unreadable rows to the dead-letter topic",
         args.file.display(),

@@ -25,6 +25,18 @@ pub struct PublishOptions {
     pub label_delay_ms: i64,
     /// Payments per second of wall time; `None` publishes as fast as possible.
     pub rate_per_second: Option<u64>,
+    /// Numeric terminal ids are grouped into merchants of this many terminals
+    /// (merchant `M<terminal / n>`); 1 makes every terminal its own merchant.
+    pub terminals_per_merchant: u32,
+}
+
+/// The merchant of a handbook terminal: `M<terminal / terminals_per_merchant>` for
+/// numeric ids, the terminal itself otherwise.
+pub fn merchant_of(terminal: &str, terminals_per_merchant: u32) -> Cow<'_, str> {
+    match terminal.parse::<u64>() {
+        Ok(id) if terminals_per_merchant > 1 => Cow::Owned(format!("M{}", id / u64::from(terminals_per_merchant))),
+        _ => Cow::Borrowed(terminal),
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -35,10 +47,7 @@ pub struct PublishReport {
 }
 
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// A payment event v1 for a handbook-style transaction.
@@ -47,6 +56,7 @@ fn payment_json(
     payment_id: &str,
     customer: &str,
     terminal: &str,
+    merchant: &str,
     amount: &str,
     currency: Currency,
     event_time_ms: i64,
@@ -56,7 +66,7 @@ fn payment_json(
         payment_id: Cow::Borrowed(payment_id),
         payer_account_id: Cow::Borrowed(customer),
         payee_account_id: None,
-        merchant_id: Some(Cow::Borrowed(terminal)),
+        merchant_id: Some(Cow::Borrowed(merchant)),
         terminal_id: Some(Cow::Borrowed(terminal)),
         amount: Cow::Borrowed(amount),
         currency: Cow::Borrowed(currency.code()),
@@ -112,30 +122,23 @@ impl<'a> Publisher<'a> {
         event_time_ms: i64,
         is_fraud: bool,
     ) -> Result<()> {
-        while self
-            .pending_labels
-            .front()
-            .is_some_and(|(due, _)| *due <= event_time_ms)
-        {
+        while self.pending_labels.front().is_some_and(|(due, _)| *due <= event_time_ms) {
             let (_, label) = self.pending_labels.pop_front().expect("checked non-empty");
             self.label(&label)?;
         }
         self.value.clear();
+        let merchant = merchant_of(terminal, self.options.terminals_per_merchant);
         payment_json(
             &mut self.value,
             payment_id,
             customer,
             terminal,
+            &merchant,
             amount,
             self.options.currency,
             event_time_ms,
         )?;
-        self.transaction.send(
-            &self.topics.payments,
-            customer.as_bytes(),
-            &self.value,
-            now_ms(),
-        )?;
+        self.transaction.send(&self.topics.payments, customer.as_bytes(), &self.value, now_ms())?;
         self.report.payments += 1;
         let reported_ms = event_time_ms + self.options.label_delay_ms;
         self.pending_labels.push_back((
@@ -155,13 +158,8 @@ impl<'a> Publisher<'a> {
     fn label(&mut self, label: &FraudLabel) -> Result<()> {
         self.value.clear();
         serde_json::to_writer(&mut self.value, label)?;
-        let key = label
-            .payer_account_id
-            .as_deref()
-            .unwrap_or_default()
-            .as_bytes();
-        self.transaction
-            .send(&self.topics.labels, key, &self.value, now_ms())?;
+        let key = label.payer_account_id.as_deref().unwrap_or_default().as_bytes();
+        self.transaction.send(&self.topics.labels, key, &self.value, now_ms())?;
         self.report.labels += 1;
         Ok(())
     }
@@ -169,13 +167,7 @@ impl<'a> Publisher<'a> {
     fn dead_letter(&mut self, letter: &DeadLetter) -> Result<()> {
         self.value.clear();
         serde_json::to_writer(&mut self.value, letter)?;
-        self.transaction.send_to_partition(
-            &self.topics.dead_letters,
-            0,
-            &[],
-            &self.value,
-            now_ms(),
-        )?;
+        self.transaction.send_to_partition(&self.topics.dead_letters, 0, &[], &self.value, now_ms())?;
         self.report.dead_letters += 1;
         Ok(())
     }
@@ -200,9 +192,7 @@ impl<'a> Publisher<'a> {
             }
         }
         let transaction = std::mem::take(&mut self.transaction);
-        self.log
-            .commit(transaction)
-            .context("commit published records")?;
+        self.log.commit(transaction).context("commit published records")?;
         self.progress.store(self.report.payments, Ordering::Relaxed);
         Ok(())
     }
@@ -236,10 +226,7 @@ pub fn publish_simulation(
             break;
         }
         amount.clear();
-        amount.push_str(&format_minor_units(
-            t.amount_cents,
-            options.currency.minor_unit_digits().min(2),
-        ));
+        amount.push_str(&format_minor_units(t.amount_cents, options.currency.minor_unit_digits().min(2)));
         publisher.payment(
             &t.transaction_id.to_string(),
             &t.customer_id.to_string(),
@@ -282,27 +269,16 @@ pub fn replay(
             }
             // The key only picks the partition; a line without a readable payer goes to
             // the partition of the empty key and is rejected there by validation.
-            let key = serde_json::from_str::<KeyOnly<'_>>(&line)
-                .ok()
-                .and_then(|k| k.payer_account_id)
-                .unwrap_or_default();
-            publisher.transaction.send(
-                &topics.payments,
-                key.as_bytes(),
-                line.as_bytes(),
-                now_ms(),
-            )?;
+            let key =
+                serde_json::from_str::<KeyOnly<'_>>(&line).ok().and_then(|k| k.payer_account_id).unwrap_or_default();
+            publisher.transaction.send(&topics.payments, key.as_bytes(), line.as_bytes(), now_ms())?;
             publisher.report.payments += 1;
             publisher.maybe_flush()?;
         }
         return publisher.finish();
     }
-    let layout = CsvLayout::from_header(&first).with_context(|| {
-        format!(
-            "{}: not the handbook CSV layout nor JSON lines",
-            path.display()
-        )
-    })?;
+    let layout = CsvLayout::from_header(&first)
+        .with_context(|| format!("{}: not the handbook CSV layout nor JSON lines", path.display()))?;
     for (number, line) in lines.enumerate() {
         let line = line.context("read line")?;
         let line_number = number as u64 + 2;
@@ -312,11 +288,7 @@ pub fn replay(
         let parsed = layout
             .parse_row(&line)
             .map_err(|e| e.to_string())
-            .and_then(|row| {
-                parse_handbook_datetime_ms(row.datetime)
-                    .map(|t| (row, t))
-                    .map_err(|e| e.to_string())
-            });
+            .and_then(|row| parse_handbook_datetime_ms(row.datetime).map(|t| (row, t)).map_err(|e| e.to_string()));
         match parsed {
             Ok((row, event_time_ms)) => publisher.payment(
                 row.transaction_id,
@@ -327,12 +299,8 @@ pub fn replay(
                 row.is_fraud,
             )?,
             Err(why) => {
-                let rejection = Rejection::new(
-                    RejectReason::MalformedCsvRow,
-                    format!("line {line_number}: {why}"),
-                );
-                let letter =
-                    DeadLetter::new(rejection, &source, 0, line_number, &[], line.as_bytes());
+                let rejection = Rejection::new(RejectReason::MalformedCsvRow, format!("line {line_number}: {why}"));
+                let letter = DeadLetter::new(rejection, &source, 0, line_number, &[], line.as_bytes());
                 publisher.dead_letter(&letter)?;
             }
         }
@@ -341,11 +309,7 @@ pub fn replay(
 }
 
 /// Writes the simulation in the handbook CSV layout.
-pub fn write_csv(
-    path: &std::path::Path,
-    config: &SimulatorConfig,
-    transactions: &[SimTransaction],
-) -> Result<()> {
+pub fn write_csv(path: &std::path::Path, config: &SimulatorConfig, transactions: &[SimTransaction]) -> Result<()> {
     use std::io::Write;
     let file = std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);

@@ -10,11 +10,7 @@ use std::time::{Duration, Instant};
 use common::{check_exactly_once, dump, paystream, run_ok};
 
 fn decisions_so_far(data_dir: &std::path::Path) -> usize {
-    let output = paystream()
-        .args(["log", "topics", "--data-dir"])
-        .arg(data_dir)
-        .output()
-        .unwrap();
+    let output = paystream().args(["log", "topics", "--data-dir"]).arg(data_dir).output().unwrap();
     let text = String::from_utf8_lossy(&output.stdout).to_string();
     text.lines()
         .find(|l| l.starts_with("decisions\t"))
@@ -50,19 +46,7 @@ fn sigkill_mid_run_loses_nothing_and_doubles_nothing() {
     let data = dir.path();
     run_ok(
         data,
-        &[
-            "generate",
-            "--customers",
-            "400",
-            "--terminals",
-            "800",
-            "--days",
-            "40",
-            "--seed",
-            "11",
-            "--partitions",
-            "3",
-        ],
+        &["generate", "--customers", "400", "--terminals", "800", "--days", "40", "--seed", "11", "--partitions", "3"],
     );
     let total = dump(data, "payments").len();
     assert!(total > 20_000, "only {total} payments generated");
@@ -74,10 +58,7 @@ fn sigkill_mid_run_loses_nothing_and_doubles_nothing() {
         let mut child = start_run(data, &[]);
         let started = Instant::now();
         while decisions_so_far(data) <= previous {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "round {round}: no progress"
-            );
+            assert!(started.elapsed() < Duration::from_secs(60), "round {round}: no progress");
             if child.try_wait().unwrap().is_some() {
                 break;
             }
@@ -87,14 +68,8 @@ fn sigkill_mid_run_loses_nothing_and_doubles_nothing() {
         child.kill().expect("SIGKILL"); // std's kill is SIGKILL on unix
         child.wait().unwrap();
         let decided = decisions_so_far(data);
-        assert!(
-            decided < total,
-            "round {round}: the run finished before it was killed; kill earlier"
-        );
-        assert!(
-            decided > previous,
-            "round {round}: no progress between kills"
-        );
+        assert!(decided < total, "round {round}: the run finished before it was killed; kill earlier");
+        assert!(decided > previous, "round {round}: no progress between kills");
         previous = decided;
         // After every crash, the committed state already satisfies every invariant.
         check_exactly_once(data, false);
@@ -111,47 +86,22 @@ fn sigkill_mid_run_loses_nothing_and_doubles_nothing() {
     assert_eq!(rc, 0);
     let status = child.wait().unwrap();
     let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert!(
-        status.success(),
-        "SIGTERM must exit cleanly: {status} {stderr}"
-    );
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(status.success(), "SIGTERM must exit cleanly: {status} {stderr}");
     assert!(stderr.contains("stopping"), "{stderr}");
     check_exactly_once(data, false);
 
     // Finally drain everything.
     run_ok(data, &["run", "--no-metrics", "--until-idle"]);
     let (decisions, dead_letters) = check_exactly_once(data, true);
-    assert_eq!(
-        decisions + dead_letters,
-        total,
-        "every payment decided or dead-lettered exactly once"
-    );
+    assert_eq!(decisions + dead_letters, total, "every payment decided or dead-lettered exactly once");
 }
 
 #[test]
 fn run_serves_prometheus_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    run_ok(
-        data,
-        &[
-            "generate",
-            "--customers",
-            "50",
-            "--terminals",
-            "100",
-            "--days",
-            "5",
-            "--seed",
-            "1",
-        ],
-    );
+    run_ok(data, &["generate", "--customers", "50", "--terminals", "100", "--days", "5", "--seed", "1"]);
     let mut child = paystream()
         .args(["run", "--metrics-addr", "127.0.0.1:0", "--data-dir"])
         .arg(data)
@@ -163,10 +113,7 @@ fn run_serves_prometheus_metrics() {
     let mut line = String::new();
     let address = loop {
         line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "paystream exited before serving metrics"
-        );
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "paystream exited before serving metrics");
         if let Some(url) = line.trim().strip_prefix("metrics: http://") {
             break url.trim_end_matches("/metrics").to_string();
         }
@@ -174,9 +121,7 @@ fn run_serves_prometheus_metrics() {
     let started = Instant::now();
     let body = loop {
         let mut stream = std::net::TcpStream::connect(&address).unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         let decided = response.contains("paystream_decisions_total{outcome=\"approve\"} ")
@@ -184,10 +129,7 @@ fn run_serves_prometheus_metrics() {
         if decided && response.contains("paystream_lag_records{") {
             break response;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no decisions counted: {response}"
-        );
+        assert!(started.elapsed() < Duration::from_secs(60), "no decisions counted: {response}");
         std::thread::sleep(Duration::from_millis(50));
     };
     for metric in [

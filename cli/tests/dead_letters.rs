@@ -21,49 +21,22 @@ fn every_malformed_input_is_dead_lettered_with_its_reason() {
     let cases: Vec<(&str, String)> = vec![
         ("malformed_json", r#"{"payment_id": "x", "#.to_string()),
         ("malformed_json", "not json at all".to_string()),
-        (
-            "missing_field",
-            good("m1").replace(r#""amount":"12.34","#, ""),
-        ),
-        (
-            "invalid_field_type",
-            good("t1").replace(r#""amount":"12.34""#, r#""amount":12.34"#),
-        ),
-        (
-            "invalid_field_type",
-            good("t2").replace(r#""payer_account_id":"C1""#, r#""payer_account_id":["C1"]"#),
-        ),
+        ("missing_field", good("m1").replace(r#""amount":"12.34","#, "")),
+        ("invalid_field_type", good("t1").replace(r#""amount":"12.34""#, r#""amount":12.34"#)),
+        ("invalid_field_type", good("t2").replace(r#""payer_account_id":"C1""#, r#""payer_account_id":["C1"]"#)),
         ("non_positive_amount", good("z1").replace("12.34", "0.00")),
         ("non_positive_amount", good("z2").replace("12.34", "-3.00")),
-        (
-            "amount_overflow",
-            good("o1").replace("12.34", "92233720368547758.08"),
-        ),
+        ("amount_overflow", good("o1").replace("12.34", "92233720368547758.08")),
         ("invalid_amount", good("a1").replace("12.34", "1.234")),
         ("unknown_currency", good("u1").replace("EUR", "XYZ")),
-        (
-            "invalid_timestamp",
-            good("ts1").replace("2018-04-01T10:00:00Z", "2018-02-30T10:00:00Z"),
-        ),
-        (
-            "invalid_timestamp",
-            good("ts2").replace("2018-04-01T10:00:00Z", "last tuesday"),
-        ),
+        ("invalid_timestamp", good("ts1").replace("2018-04-01T10:00:00Z", "2018-02-30T10:00:00Z")),
+        ("invalid_timestamp", good("ts2").replace("2018-04-01T10:00:00Z", "last tuesday")),
         (
             "record_too_large",
-            good("big").replace(
-                r#""channel""#,
-                &format!(r#""padding":"{}","channel""#, "x".repeat(20_000)),
-            ),
+            good("big").replace(r#""channel""#, &format!(r#""padding":"{}","channel""#, "x".repeat(20_000))),
         ),
-        (
-            "invalid_field",
-            good("ch").replace("card_present", "carrier_pigeon"),
-        ),
-        (
-            "duplicate_payment_conflict",
-            good("g1").replace("12.34", "99.99"),
-        ),
+        ("invalid_field", good("ch").replace("card_present", "carrier_pigeon")),
+        ("duplicate_payment_conflict", good("g1").replace("12.34", "99.99")),
     ];
     let mut lines = vec![good("g1"), good("g2")];
     for (_, line) in &cases {
@@ -73,46 +46,25 @@ fn every_malformed_input_is_dead_lettered_with_its_reason() {
     lines.push(good("g2")); // an identical retry: counted, not decided twice, not an error
     let file = data.join("input.jsonl");
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();
-    run_ok(
-        data,
-        &["replay", file.to_str().unwrap(), "--partitions", "1"],
-    );
+    run_ok(data, &["replay", file.to_str().unwrap(), "--partitions", "1"]);
     let run = run_ok(data, &["run", "--no-metrics", "--until-idle"]);
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(stdout.contains("retries 1"), "{stdout}");
 
     let letters = dump(data, "dead-letters");
-    assert_eq!(
-        letters.len(),
-        cases.len(),
-        "one dead letter per bad record: {letters:#?}"
-    );
+    assert_eq!(letters.len(), cases.len(), "one dead letter per bad record: {letters:#?}");
     let engine = base64::engine::general_purpose::STANDARD;
     let mut expected: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (reason, line) in &cases {
-        expected
-            .entry(reason.to_string())
-            .or_default()
-            .push(line.clone());
+        expected.entry(reason.to_string()).or_default().push(line.clone());
     }
     let mut found: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for letter in &letters {
         let value = &letter["value"];
-        let original = String::from_utf8(
-            engine
-                .decode(value["value_base64"].as_str().unwrap())
-                .unwrap(),
-        )
-        .unwrap();
-        assert!(
-            !value["detail"].as_str().unwrap().is_empty(),
-            "a reason needs a detail: {value}"
-        );
+        let original = String::from_utf8(engine.decode(value["value_base64"].as_str().unwrap()).unwrap()).unwrap();
+        assert!(!value["detail"].as_str().unwrap().is_empty(), "a reason needs a detail: {value}");
         assert_eq!(value["source_topic"], "payments");
-        found
-            .entry(value["reason"].as_str().unwrap().to_string())
-            .or_default()
-            .push(original);
+        found.entry(value["reason"].as_str().unwrap().to_string()).or_default().push(original);
     }
     assert_eq!(found, expected);
 
@@ -135,41 +87,19 @@ fn unreadable_csv_rows_are_dead_lettered_by_replay() {
     let file = data.join("input.csv");
     std::fs::write(&file, csv).unwrap();
     let replay = run_ok(data, &["replay", file.to_str().unwrap()]);
-    assert!(
-        String::from_utf8_lossy(&replay.stdout).contains("3 payments, 3 labels, 2 unreadable rows")
-    );
+    assert!(String::from_utf8_lossy(&replay.stdout).contains("3 payments, 3 labels, 2 unreadable rows"));
     let letters = dump(data, "dead-letters");
     let reasons: Vec<_> = letters
         .iter()
-        .map(|l| {
-            (
-                l["value"]["reason"].as_str().unwrap().to_string(),
-                l["value"]["source_offset"].as_u64().unwrap(),
-            )
-        })
+        .map(|l| (l["value"]["reason"].as_str().unwrap().to_string(), l["value"]["source_offset"].as_u64().unwrap()))
         .collect();
-    assert_eq!(
-        reasons,
-        vec![
-            ("malformed_csv_row".to_string(), 4),
-            ("malformed_csv_row".to_string(), 5)
-        ]
-    );
+    assert_eq!(reasons, vec![("malformed_csv_row".to_string(), 4), ("malformed_csv_row".to_string(), 5)]);
     run_ok(data, &["run", "--no-metrics", "--until-idle"]);
     let decisions = dump(data, "decisions");
     assert_eq!(decisions.len(), 3);
     let labels = dump(data, "labels");
-    assert_eq!(
-        labels
-            .iter()
-            .filter(|l| l["value"]["is_fraud"] == true)
-            .count(),
-        1
-    );
-    assert_eq!(
-        labels[0]["value"]["reported_at"].as_str().unwrap().len(),
-        24
-    );
+    assert_eq!(labels.iter().filter(|l| l["value"]["is_fraud"] == true).count(), 1);
+    assert_eq!(labels[0]["value"]["reported_at"].as_str().unwrap().len(), 24);
 }
 
 #[test]
@@ -192,11 +122,7 @@ fn the_demo_ends_with_a_balanced_ledger() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("balanced: yes"), "{stdout}");
     assert!(stdout.contains("settlement       EUR"), "{stdout}");
     check_exactly_once(dir.path(), true);

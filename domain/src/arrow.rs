@@ -59,11 +59,7 @@ pub fn decision_schema() -> SchemaRef {
         Field::new("event_time", timestamp(), true),
         utf8("outcome", false),
         Field::new("score", DataType::Float32, false),
-        Field::new(
-            "reasons",
-            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
-            false,
-        ),
+        Field::new("reasons", DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), false),
         utf8("model_version", false),
     ]))
 }
@@ -148,10 +144,7 @@ pub fn payments_to_record_batch(payments: &[Payment]) -> Result<RecordBatch, Arr
         payment_schema(),
         vec![
             string_column(payments.iter().map(|p| Some(p.payment_id.as_str())), n),
-            string_column(
-                payments.iter().map(|p| Some(p.payer_account_id.as_str())),
-                n,
-            ),
+            string_column(payments.iter().map(|p| Some(p.payer_account_id.as_str())), n),
             string_column(payments.iter().map(payee_account), n),
             string_column(payments.iter().map(|p| p.merchant_id()), n),
             string_column(payments.iter().map(|p| p.terminal_id()), n),
@@ -177,10 +170,7 @@ pub fn labels_to_record_batch(labels: &[FraudLabel]) -> Result<RecordBatch, Arro
         vec![
             string_column(labels.iter().map(|l| Some(l.payment_id.as_str())), n),
             Arc::new(fraud.finish()),
-            time_column(
-                labels.iter().map(|l| parse_rfc3339_ms(&l.reported_at).ok()),
-                n,
-            ),
+            time_column(labels.iter().map(|l| parse_rfc3339_ms(&l.reported_at).ok()), n),
             string_column(labels.iter().map(|l| l.payer_account_id.as_deref()), n),
             string_column(labels.iter().map(|l| l.terminal_id.as_deref()), n),
         ],
@@ -193,9 +183,7 @@ pub fn decisions_to_record_batch(decisions: &[Decision]) -> Result<RecordBatch, 
     let mut score = Float32Builder::with_capacity(n);
     let mut reasons = ListBuilder::new(StringBuilder::new());
     for d in decisions {
-        let minor = crate::money::Money::parse(&d.amount, d.currency)
-            .ok()
-            .map(|m| m.minor_units());
+        let minor = crate::money::Money::parse(&d.amount, d.currency).ok().map(|m| m.minor_units());
         amount.append_option(minor);
         score.append_value(d.score);
         for reason in &d.reasons {
@@ -207,34 +195,21 @@ pub fn decisions_to_record_batch(decisions: &[Decision]) -> Result<RecordBatch, 
         decision_schema(),
         vec![
             string_column(decisions.iter().map(|d| Some(d.payment_id.as_str())), n),
-            string_column(
-                decisions.iter().map(|d| Some(d.payer_account_id.as_str())),
-                n,
-            ),
+            string_column(decisions.iter().map(|d| Some(d.payer_account_id.as_str())), n),
             string_column(decisions.iter().map(|d| d.merchant_id.as_deref()), n),
             Arc::new(amount.finish()),
             string_column(decisions.iter().map(|d| Some(d.currency.code())), n),
-            time_column(
-                decisions
-                    .iter()
-                    .map(|d| parse_rfc3339_ms(&d.event_time).ok()),
-                n,
-            ),
+            time_column(decisions.iter().map(|d| parse_rfc3339_ms(&d.event_time).ok()), n),
             string_column(decisions.iter().map(|d| Some(d.outcome.as_str())), n),
             Arc::new(score.finish()),
             Arc::new(reasons.finish()),
-            string_column(decisions.iter().map(|d| Some(d.model_version.as_str())), n),
+            string_column(decisions.iter().map(|d| Some(&*d.model_version)), n),
         ],
     )
 }
 
-pub fn ledger_to_record_batch(
-    transactions: &[LedgerTransaction],
-) -> Result<RecordBatch, ArrowError> {
-    let rows: Vec<_> = transactions
-        .iter()
-        .flat_map(|t| t.postings.iter().map(move |p| (t, p)))
-        .collect();
+pub fn ledger_to_record_batch(transactions: &[LedgerTransaction]) -> Result<RecordBatch, ArrowError> {
+    let rows: Vec<_> = transactions.iter().flat_map(|t| t.postings.iter().map(move |p| (t, p))).collect();
     let n = rows.len();
     let mut amount = Int64Builder::with_capacity(n);
     for (_, posting) in &rows {
@@ -245,11 +220,7 @@ pub fn ledger_to_record_batch(
         vec![
             string_column(rows.iter().map(|(t, _)| Some(t.transaction_id.as_str())), n),
             string_column(rows.iter().map(|(t, _)| Some(t.payment_id.as_str())), n),
-            time_column(
-                rows.iter()
-                    .map(|(t, _)| parse_rfc3339_ms(&t.event_time).ok()),
-                n,
-            ),
+            time_column(rows.iter().map(|(t, _)| parse_rfc3339_ms(&t.event_time).ok()), n),
             string_column(rows.iter().map(|(_, p)| Some(p.account_id.as_str())), n),
             string_column(rows.iter().map(|(t, _)| Some(t.currency.code())), n),
             Arc::new(amount.finish()),
@@ -267,10 +238,7 @@ pub fn settlements_to_record_batch(settlements: &[Settlement]) -> Result<RecordB
     let mut net = Int64Builder::with_capacity(n);
     let narrow = |value: i128, s: &Settlement| {
         i64::try_from(value).map_err(|_| {
-            ArrowError::InvalidArgumentError(format!(
-                "settlement {} total {value} does not fit Int64",
-                s.settlement_id
-            ))
+            ArrowError::InvalidArgumentError(format!("settlement {} total {value} does not fit Int64", s.settlement_id))
         })
     };
     for s in settlements {
@@ -284,24 +252,11 @@ pub fn settlements_to_record_batch(settlements: &[Settlement]) -> Result<RecordB
     columns(
         settlement_schema(),
         vec![
-            string_column(
-                settlements.iter().map(|s| Some(s.settlement_id.as_str())),
-                n,
-            ),
+            string_column(settlements.iter().map(|s| Some(s.settlement_id.as_str())), n),
             string_column(settlements.iter().map(|s| Some(s.merchant_id.as_str())), n),
             string_column(settlements.iter().map(|s| Some(s.currency.code())), n),
-            time_column(
-                settlements
-                    .iter()
-                    .map(|s| parse_rfc3339_ms(&s.window_start).ok()),
-                n,
-            ),
-            time_column(
-                settlements
-                    .iter()
-                    .map(|s| parse_rfc3339_ms(&s.window_end).ok()),
-                n,
-            ),
+            time_column(settlements.iter().map(|s| parse_rfc3339_ms(&s.window_start).ok()), n),
+            time_column(settlements.iter().map(|s| parse_rfc3339_ms(&s.window_end).ok()), n),
             Arc::new(partition.finish()),
             Arc::new(count.finish()),
             Arc::new(late.finish()),
@@ -346,12 +301,7 @@ mod tests {
         let payment = Payment::from_json(json.as_bytes()).unwrap();
         let batch = payments_to_record_batch(&[payment.clone(), payment]).unwrap();
         assert_eq!(batch.num_rows(), 2);
-        let amounts = batch
-            .column_by_name("amount_minor")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap();
+        let amounts = batch.column_by_name("amount_minor").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
         assert_eq!(amounts.value(1), 1234);
         assert!(batch.column_by_name("payee_account_id").unwrap().is_null(0));
     }
@@ -361,7 +311,6 @@ mod tests {
         let posting = |account: &str, direction, minor| LedgerPosting {
             account_id: account.into(),
             direction,
-            amount: crate::money::format_minor_units(minor, 2),
             amount_minor: minor,
         };
         let transaction = LedgerTransaction {
@@ -376,12 +325,8 @@ mod tests {
             ],
         };
         let batch = ledger_to_record_batch(&[transaction]).unwrap();
-        let amounts = batch
-            .column_by_name("signed_amount_minor")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap();
+        let amounts =
+            batch.column_by_name("signed_amount_minor").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
         assert_eq!(amounts.iter().map(|a| a.unwrap()).sum::<i64>(), 0);
         let decision = Decision {
             payment_id: "p".into(),
@@ -393,11 +338,8 @@ mod tests {
             outcome: Outcome::Review,
             score: 0.5,
             reasons: vec!["a".into(), "b".into()],
-            model_version: "m".into(),
+            model_version: std::sync::Arc::from("m"),
         };
-        assert_eq!(
-            decisions_to_record_batch(&[decision]).unwrap().num_rows(),
-            1
-        );
+        assert_eq!(decisions_to_record_batch(&[decision]).unwrap().num_rows(), 1);
     }
 }

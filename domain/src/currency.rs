@@ -176,14 +176,8 @@ const ISO_4217: &[(&str, u8)] = &[
 ];
 
 impl Currency {
-    pub const EUR: Currency = Currency {
-        code: "EUR",
-        minor_unit_digits: 2,
-    };
-    pub const USD: Currency = Currency {
-        code: "USD",
-        minor_unit_digits: 2,
-    };
+    pub const EUR: Currency = Currency { code: "EUR", minor_unit_digits: 2 };
+    pub const USD: Currency = Currency { code: "USD", minor_unit_digits: 2 };
 
     /// Looks a code up in the ISO 4217 table. Codes are upper case; "eur" is rejected.
     pub fn from_code(code: &str) -> Result<Currency, MoneyError> {
@@ -192,10 +186,7 @@ impl Currency {
             // The table is sorted, so a binary search finds the code.
             if let Ok(index) = ISO_4217.binary_search_by(|(c, _)| c.as_bytes().cmp(bytes)) {
                 let (code, digits) = ISO_4217[index];
-                return Ok(Currency {
-                    code,
-                    minor_unit_digits: digits,
-                });
+                return Ok(Currency { code, minor_unit_digits: digits });
             }
         }
         Err(MoneyError::UnknownCurrency(truncate_for_message(code)))
@@ -246,12 +237,7 @@ mod tests {
     #[test]
     fn table_is_sorted_and_unique() {
         for pair in ISO_4217.windows(2) {
-            assert!(
-                pair[0].0 < pair[1].0,
-                "{} must sort before {}",
-                pair[0].0,
-                pair[1].0
-            );
+            assert!(pair[0].0 < pair[1].0, "{} must sort before {}", pair[0].0, pair[1].0);
         }
     }
 

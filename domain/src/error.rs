@@ -5,9 +5,7 @@ use crate::currency::Currency;
 /// Errors of money arithmetic and parsing. All are the caller's fault (bad input).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum MoneyError {
-    #[error(
-        "not an exact decimal amount: {0:?} (expected digits with an optional '.', e.g. \"12.34\")"
-    )]
+    #[error("not an exact decimal amount: {0:?} (expected digits with an optional '.', e.g. \"12.34\")")]
     InvalidDecimal(String),
     #[error("amount {text:?} has more decimals than the currency's {digits_max}")]
     TooManyDecimals { text: String, digits_max: u8 },

@@ -54,13 +54,8 @@ impl Channel {
 /// Who receives the money: another account, or a merchant at one of its terminals.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Payee {
-    Account {
-        account_id: String,
-    },
-    Merchant {
-        merchant_id: String,
-        terminal_id: String,
-    },
+    Account { account_id: String },
+    Merchant { merchant_id: String, terminal_id: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -181,10 +176,7 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(reason: RejectReason, detail: impl Into<String>) -> Rejection {
-        Rejection {
-            reason,
-            detail: detail.into(),
-        }
+        Rejection { reason, detail: detail.into() }
     }
 }
 
@@ -193,9 +185,7 @@ fn classify_json_error(error: &serde_json::Error) -> Rejection {
     let detail = error.to_string();
     let reason = match error.classify() {
         Category::Data if detail.starts_with("missing field") => RejectReason::MissingField,
-        Category::Data
-            if detail.starts_with("invalid type") || detail.starts_with("invalid value") =>
-        {
+        Category::Data if detail.starts_with("invalid type") || detail.starts_with("invalid value") => {
             RejectReason::InvalidFieldType
         }
         Category::Data => RejectReason::InvalidField,
@@ -205,8 +195,7 @@ fn classify_json_error(error: &serde_json::Error) -> Rejection {
 }
 
 fn identifier(field: &str, value: &str) -> Result<String, Rejection> {
-    if value.is_empty() || value.len() > IDENTIFIER_BYTES_MAX || value.chars().any(char::is_control)
-    {
+    if value.is_empty() || value.len() > IDENTIFIER_BYTES_MAX || value.chars().any(char::is_control) {
         return Err(Rejection::new(
             RejectReason::InvalidField,
             format!("{field} must be 1 to {IDENTIFIER_BYTES_MAX} bytes without control characters"),
@@ -230,14 +219,10 @@ impl Payment {
         if bytes.len() > INPUT_RECORD_BYTES_MAX {
             return Err(Rejection::new(
                 RejectReason::RecordTooLarge,
-                format!(
-                    "record of {} bytes exceeds {INPUT_RECORD_BYTES_MAX}",
-                    bytes.len()
-                ),
+                format!("record of {} bytes exceeds {INPUT_RECORD_BYTES_MAX}", bytes.len()),
             ));
         }
-        let wire: PaymentWire<'_> =
-            serde_json::from_slice(bytes).map_err(|e| classify_json_error(&e))?;
+        let wire: PaymentWire<'_> = serde_json::from_slice(bytes).map_err(|e| classify_json_error(&e))?;
         Payment::from_wire(&wire)
     }
 
@@ -253,9 +238,7 @@ impl Payment {
         let payment_id = identifier("payment_id", &wire.payment_id)?;
         let payer_account_id = identifier("payer_account_id", &wire.payer_account_id)?;
         let payee = match (&wire.payee_account_id, &wire.merchant_id, &wire.terminal_id) {
-            (Some(account), None, None) => Payee::Account {
-                account_id: identifier("payee_account_id", account)?,
-            },
+            (Some(account), None, None) => Payee::Account { account_id: identifier("payee_account_id", account)? },
             (None, Some(merchant), Some(terminal)) => Payee::Merchant {
                 merchant_id: identifier("merchant_id", merchant)?,
                 terminal_id: identifier("terminal_id", terminal)?,
@@ -281,9 +264,8 @@ impl Payment {
                 format!("amount {} must be greater than zero", wire.amount),
             ));
         }
-        let event_time_ms = parse_rfc3339_ms(&wire.event_time).map_err(|e| {
-            Rejection::new(RejectReason::InvalidTimestamp, format!("event_time: {e}"))
-        })?;
+        let event_time_ms = parse_rfc3339_ms(&wire.event_time)
+            .map_err(|e| Rejection::new(RejectReason::InvalidTimestamp, format!("event_time: {e}")))?;
         let channel = Channel::parse(&wire.channel).ok_or_else(|| {
             Rejection::new(
                 RejectReason::InvalidField,
@@ -293,43 +275,22 @@ impl Payment {
                 ),
             )
         })?;
-        let device_id = wire
-            .device_id
-            .as_deref()
-            .map(|d| identifier("device_id", d))
-            .transpose()?;
+        let device_id = wire.device_id.as_deref().map(|d| identifier("device_id", d)).transpose()?;
         if let Some(geo) = wire.geo
             && !((-90.0..=90.0).contains(&geo.lat) && (-180.0..=180.0).contains(&geo.lon))
         {
-            return Err(Rejection::new(
-                RejectReason::InvalidField,
-                "geo lat/lon out of range",
-            ));
+            return Err(Rejection::new(RejectReason::InvalidField, "geo lat/lon out of range"));
         }
-        Ok(Payment {
-            payment_id,
-            payer_account_id,
-            payee,
-            amount,
-            event_time_ms,
-            channel,
-            device_id,
-            geo: wire.geo,
-        })
+        Ok(Payment { payment_id, payer_account_id, payee, amount, event_time_ms, channel, device_id, geo: wire.geo })
     }
 
     /// The JSON v1 encoding of this payment (the inverse of [`Payment::from_json`]).
     pub fn to_wire(&self) -> PaymentWire<'_> {
         let (payee_account_id, merchant_id, terminal_id) = match &self.payee {
             Payee::Account { account_id } => (Some(Cow::Borrowed(account_id.as_str())), None, None),
-            Payee::Merchant {
-                merchant_id,
-                terminal_id,
-            } => (
-                None,
-                Some(Cow::Borrowed(merchant_id.as_str())),
-                Some(Cow::Borrowed(terminal_id.as_str())),
-            ),
+            Payee::Merchant { merchant_id, terminal_id } => {
+                (None, Some(Cow::Borrowed(merchant_id.as_str())), Some(Cow::Borrowed(terminal_id.as_str())))
+            }
         };
         PaymentWire {
             schema: None,
@@ -374,10 +335,7 @@ impl Payment {
         field(self.payer_account_id.as_bytes());
         match &self.payee {
             Payee::Account { account_id } => field(account_id.as_bytes()),
-            Payee::Merchant {
-                merchant_id,
-                terminal_id,
-            } => {
+            Payee::Merchant { merchant_id, terminal_id } => {
                 field(merchant_id.as_bytes());
                 field(terminal_id.as_bytes());
             }
@@ -444,8 +402,9 @@ pub struct Decision {
     pub outcome: Outcome,
     /// Fraud score in [0, 1]; not money, so a float is fine.
     pub score: f32,
-    pub reasons: Vec<String>,
-    pub model_version: String,
+    pub reasons: Vec<Cow<'static, str>>,
+    /// Shared by every decision of one model, so stamping it costs no allocation.
+    pub model_version: std::sync::Arc<str>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -460,7 +419,7 @@ pub enum Direction {
 pub struct LedgerPosting {
     pub account_id: String,
     pub direction: Direction,
-    pub amount: String,
+    /// Integer minor units of the transaction's currency, never negative.
     pub amount_minor: i64,
 }
 
@@ -543,9 +502,7 @@ impl DeadLetter {
 
     pub fn original_value(&self) -> Vec<u8> {
         use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD
-            .decode(&self.value_base64)
-            .unwrap_or_default()
+        base64::engine::general_purpose::STANDARD.decode(&self.value_base64).unwrap_or_default()
     }
 }
 
@@ -566,10 +523,7 @@ mod tests {
         assert_eq!(payment.merchant_id(), Some("M1"));
         let json = serde_json::to_vec(&payment.to_wire()).unwrap();
         assert_eq!(Payment::from_json(&json).unwrap(), payment);
-        assert_eq!(
-            Payment::from_json(&json).unwrap().content_hash(),
-            payment.content_hash()
-        );
+        assert_eq!(Payment::from_json(&json).unwrap().content_hash(), payment.content_hash());
     }
 
     #[test]
@@ -577,66 +531,24 @@ mod tests {
         let replace = |from: &str, to: &str| GOOD.replace(from, to);
         assert_eq!(reason("{not json"), RejectReason::MalformedJson);
         assert_eq!(reason(""), RejectReason::MalformedJson);
+        assert_eq!(reason(&replace(r#""payment_id":"p-1","#, "")), RejectReason::MissingField);
+        assert_eq!(reason(&replace(r#""amount":"12.34""#, r#""amount":12.34"#)), RejectReason::InvalidFieldType);
         assert_eq!(
-            reason(&replace(r#""payment_id":"p-1","#, "")),
-            RejectReason::MissingField
-        );
-        assert_eq!(
-            reason(&replace(r#""amount":"12.34""#, r#""amount":12.34"#)),
+            reason(&replace(r#""payer_account_id":"C1""#, r#""payer_account_id":7"#)),
             RejectReason::InvalidFieldType
         );
+        assert_eq!(reason(&replace("12.34", "0.00")), RejectReason::NonPositiveAmount);
+        assert_eq!(reason(&replace("12.34", "-5")), RejectReason::NonPositiveAmount);
+        assert_eq!(reason(&replace("12.34", "99999999999999999999")), RejectReason::AmountOverflow);
+        assert_eq!(reason(&replace("12.34", "12.345")), RejectReason::InvalidAmount);
+        assert_eq!(reason(&replace("12.34", "twelve")), RejectReason::InvalidAmount);
+        assert_eq!(reason(&replace("EUR", "ZZZ")), RejectReason::UnknownCurrency);
+        assert_eq!(reason(&replace("2018-04-01T00:03:12Z", "April 1st")), RejectReason::InvalidTimestamp);
+        assert_eq!(reason(&replace("card_present", "telepathy")), RejectReason::InvalidField);
+        assert_eq!(reason(&replace(r#""merchant_id":"M1","#, "")), RejectReason::InvalidField);
+        assert_eq!(reason(&replace(r#""payment_id":"p-1""#, r#""payment_id":"""#)), RejectReason::InvalidField);
         assert_eq!(
-            reason(&replace(
-                r#""payer_account_id":"C1""#,
-                r#""payer_account_id":7"#
-            )),
-            RejectReason::InvalidFieldType
-        );
-        assert_eq!(
-            reason(&replace("12.34", "0.00")),
-            RejectReason::NonPositiveAmount
-        );
-        assert_eq!(
-            reason(&replace("12.34", "-5")),
-            RejectReason::NonPositiveAmount
-        );
-        assert_eq!(
-            reason(&replace("12.34", "99999999999999999999")),
-            RejectReason::AmountOverflow
-        );
-        assert_eq!(
-            reason(&replace("12.34", "12.345")),
-            RejectReason::InvalidAmount
-        );
-        assert_eq!(
-            reason(&replace("12.34", "twelve")),
-            RejectReason::InvalidAmount
-        );
-        assert_eq!(
-            reason(&replace("EUR", "ZZZ")),
-            RejectReason::UnknownCurrency
-        );
-        assert_eq!(
-            reason(&replace("2018-04-01T00:03:12Z", "April 1st")),
-            RejectReason::InvalidTimestamp
-        );
-        assert_eq!(
-            reason(&replace("card_present", "telepathy")),
-            RejectReason::InvalidField
-        );
-        assert_eq!(
-            reason(&replace(r#""merchant_id":"M1","#, "")),
-            RejectReason::InvalidField
-        );
-        assert_eq!(
-            reason(&replace(r#""payment_id":"p-1""#, r#""payment_id":"""#)),
-            RejectReason::InvalidField
-        );
-        assert_eq!(
-            reason(&replace(
-                r#""payment_id""#,
-                r#""schema":"payment.v9","payment_id""#
-            )),
+            reason(&replace(r#""payment_id""#, r#""schema":"payment.v9","payment_id""#)),
             RejectReason::UnsupportedSchema
         );
         let huge = replace("d1", &"x".repeat(INPUT_RECORD_BYTES_MAX));
@@ -646,10 +558,7 @@ mod tests {
     #[test]
     fn reason_names_match_serde() {
         for reason in RejectReason::ALL {
-            assert_eq!(
-                serde_json::to_string(&reason).unwrap(),
-                format!("\"{}\"", reason.as_str())
-            );
+            assert_eq!(serde_json::to_string(&reason).unwrap(), format!("\"{}\"", reason.as_str()));
         }
     }
 
@@ -657,13 +566,42 @@ mod tests {
     fn content_hash_ignores_formatting_but_not_content() {
         let a = Payment::from_json(GOOD.as_bytes()).unwrap();
         let spaced = GOOD.replace(",", " , ");
-        assert_eq!(
-            Payment::from_json(spaced.as_bytes())
-                .unwrap()
-                .content_hash(),
-            a.content_hash()
-        );
+        assert_eq!(Payment::from_json(spaced.as_bytes()).unwrap().content_hash(), a.content_hash());
         let other = Payment::from_json(GOOD.replace("12.34", "12.35").as_bytes()).unwrap();
         assert_ne!(other.content_hash(), a.content_hash());
+    }
+}
+
+#[cfg(test)]
+mod schema_tests {
+    use super::*;
+
+    const SCHEMAS: [&str; 6] = [
+        include_str!("../../schemas/payment.v1.schema.json"),
+        include_str!("../../schemas/label.v1.schema.json"),
+        include_str!("../../schemas/decision.v1.schema.json"),
+        include_str!("../../schemas/ledger-transaction.v1.schema.json"),
+        include_str!("../../schemas/settlement.v1.schema.json"),
+        include_str!("../../schemas/dead-letter.v1.schema.json"),
+    ];
+
+    #[test]
+    fn schemas_are_json_and_the_payment_example_is_accepted() {
+        for schema in SCHEMAS {
+            let _: serde_json::Value = serde_json::from_str(schema).expect("schema files are JSON");
+        }
+        let payment: serde_json::Value = serde_json::from_str(SCHEMAS[0]).unwrap();
+        for example in payment["examples"].as_array().unwrap() {
+            Payment::from_json(example.to_string().as_bytes()).expect("schema example is a valid payment");
+        }
+        let dead_letter: serde_json::Value = serde_json::from_str(SCHEMAS[5]).unwrap();
+        let reasons: Vec<&str> = dead_letter["properties"]["reason"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        let ours: Vec<&str> = RejectReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(reasons, ours, "the dead-letter schema lists every reason");
     }
 }

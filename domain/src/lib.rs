@@ -14,7 +14,7 @@ pub mod time;
 pub use currency::Currency;
 pub use error::{MoneyError, TimeError};
 pub use event::{
-    Channel, DeadLetter, Decision, Direction, FraudLabel, LedgerPosting, LedgerTransaction,
-    Outcome, Payee, Payment, RejectReason, Rejection, Settlement,
+    Channel, DeadLetter, Decision, Direction, FraudLabel, LedgerPosting, LedgerTransaction, Outcome, Payee, Payment,
+    RejectReason, Rejection, Settlement,
 };
 pub use money::Money;

@@ -21,17 +21,11 @@ pub const DECIMAL_TEXT_BYTES_MAX: usize = 40;
 
 impl Money {
     pub fn from_minor_units(minor_units: i64, currency: Currency) -> Money {
-        Money {
-            minor_units,
-            currency,
-        }
+        Money { minor_units, currency }
     }
 
     pub fn zero(currency: Currency) -> Money {
-        Money {
-            minor_units: 0,
-            currency,
-        }
+        Money { minor_units: 0, currency }
     }
 
     pub fn minor_units(&self) -> i64 {
@@ -73,17 +67,12 @@ impl Money {
             return Err(invalid());
         }
         if fraction.len() > digits as usize {
-            return Err(MoneyError::TooManyDecimals {
-                text: text.to_string(),
-                digits_max: digits as u8,
-            });
+            return Err(MoneyError::TooManyDecimals { text: text.to_string(), digits_max: digits as u8 });
         }
         let mut value: i64 = 0;
         for b in whole.bytes() {
-            value = value
-                .checked_mul(10)
-                .and_then(|v| v.checked_add(i64::from(b - b'0')))
-                .ok_or(MoneyError::Overflow)?;
+            value =
+                value.checked_mul(10).and_then(|v| v.checked_add(i64::from(b - b'0'))).ok_or(MoneyError::Overflow)?;
         }
         let mut fraction_value: i64 = 0;
         for b in fraction.bytes() {
@@ -94,42 +83,24 @@ impl Money {
             .checked_mul(10_i64.pow(digits))
             .and_then(|v| v.checked_add(fraction_value))
             .ok_or(MoneyError::Overflow)?;
-        Ok(Money {
-            minor_units: if negative { -scaled } else { scaled },
-            currency,
-        })
+        Ok(Money { minor_units: if negative { -scaled } else { scaled }, currency })
     }
 
     pub fn checked_add(self, other: Money) -> Result<Money, MoneyError> {
         self.same_currency(other)?;
-        let minor_units = self
-            .minor_units
-            .checked_add(other.minor_units)
-            .ok_or(MoneyError::Overflow)?;
-        Ok(Money {
-            minor_units,
-            currency: self.currency,
-        })
+        let minor_units = self.minor_units.checked_add(other.minor_units).ok_or(MoneyError::Overflow)?;
+        Ok(Money { minor_units, currency: self.currency })
     }
 
     pub fn checked_sub(self, other: Money) -> Result<Money, MoneyError> {
         self.same_currency(other)?;
-        let minor_units = self
-            .minor_units
-            .checked_sub(other.minor_units)
-            .ok_or(MoneyError::Overflow)?;
-        Ok(Money {
-            minor_units,
-            currency: self.currency,
-        })
+        let minor_units = self.minor_units.checked_sub(other.minor_units).ok_or(MoneyError::Overflow)?;
+        Ok(Money { minor_units, currency: self.currency })
     }
 
     pub fn checked_neg(self) -> Result<Money, MoneyError> {
         let minor_units = self.minor_units.checked_neg().ok_or(MoneyError::Overflow)?;
-        Ok(Money {
-            minor_units,
-            currency: self.currency,
-        })
+        Ok(Money { minor_units, currency: self.currency })
     }
 
     /// `self × basis_points / 10_000`, rounded half away from zero, computed in i128.
@@ -138,20 +109,14 @@ impl Money {
         let half = if product >= 0 { 5_000 } else { -5_000 };
         let rounded = (product + half) / 10_000;
         let minor_units = i64::try_from(rounded).map_err(|_| MoneyError::Overflow)?;
-        Ok(Money {
-            minor_units,
-            currency: self.currency,
-        })
+        Ok(Money { minor_units, currency: self.currency })
     }
 
     fn same_currency(self, other: Money) -> Result<(), MoneyError> {
         if self.currency == other.currency {
             Ok(())
         } else {
-            Err(MoneyError::CurrencyMismatch {
-                left: self.currency,
-                right: other.currency,
-            })
+            Err(MoneyError::CurrencyMismatch { left: self.currency, right: other.currency })
         }
     }
 
@@ -170,12 +135,7 @@ pub fn format_minor_units(minor_units: i64, digits: u8) -> String {
         return format!("{sign}{magnitude}");
     }
     let scale = 10_u64.pow(u32::from(digits));
-    format!(
-        "{sign}{}.{:0width$}",
-        magnitude / scale,
-        magnitude % scale,
-        width = usize::from(digits)
-    )
+    format!("{sign}{}.{:0width$}", magnitude / scale, magnitude % scale, width = usize::from(digits))
 }
 
 impl fmt::Display for Money {
@@ -201,34 +161,16 @@ mod tests {
         assert_eq!(eur("0.01"), Ok(1));
         assert_eq!(eur("-0.5"), Ok(-50));
         assert_eq!(eur("0"), Ok(0));
-        assert_eq!(
-            Money::parse("1000", Currency::from_code("JPY").unwrap())
-                .unwrap()
-                .minor_units(),
-            1000
-        );
-        assert_eq!(
-            Money::parse("1.234", Currency::from_code("KWD").unwrap())
-                .unwrap()
-                .minor_units(),
-            1234
-        );
+        assert_eq!(Money::parse("1000", Currency::from_code("JPY").unwrap()).unwrap().minor_units(), 1000);
+        assert_eq!(Money::parse("1.234", Currency::from_code("KWD").unwrap()).unwrap().minor_units(), 1234);
     }
 
     #[test]
     fn rejects_inexact_or_malformed_decimals() {
-        for bad in [
-            "", ".", "1.", ".5", "1.2.3", "1e3", "+1", " 1", "1 ", "1,00", "abc", "--1", "-",
-        ] {
-            assert!(
-                matches!(eur(bad), Err(MoneyError::InvalidDecimal(_))),
-                "{bad:?} must be invalid"
-            );
+        for bad in ["", ".", "1.", ".5", "1.2.3", "1e3", "+1", " 1", "1 ", "1,00", "abc", "--1", "-"] {
+            assert!(matches!(eur(bad), Err(MoneyError::InvalidDecimal(_))), "{bad:?} must be invalid");
         }
-        assert!(matches!(
-            eur("1.234"),
-            Err(MoneyError::TooManyDecimals { .. })
-        ));
+        assert!(matches!(eur("1.234"), Err(MoneyError::TooManyDecimals { .. })));
         assert!(matches!(
             Money::parse("1.5", Currency::from_code("JPY").unwrap()),
             Err(MoneyError::TooManyDecimals { .. })
@@ -243,25 +185,15 @@ mod tests {
         let max = Money::from_minor_units(i64::MAX, Currency::EUR);
         let one = Money::from_minor_units(1, Currency::EUR);
         assert_eq!(max.checked_add(one), Err(MoneyError::Overflow));
-        assert!(
-            one.checked_add(Money::from_minor_units(1, Currency::USD))
-                .is_err()
-        );
-        assert_eq!(
-            Money::from_minor_units(i64::MIN, Currency::EUR).checked_neg(),
-            Err(MoneyError::Overflow)
-        );
+        assert!(one.checked_add(Money::from_minor_units(1, Currency::USD)).is_err());
+        assert_eq!(Money::from_minor_units(i64::MIN, Currency::EUR).checked_neg(), Err(MoneyError::Overflow));
         assert_eq!(one.checked_sub(one).unwrap().minor_units(), 0);
     }
 
     #[test]
     fn basis_points_round_half_away_from_zero() {
-        let fee = |minor, bps| {
-            Money::from_minor_units(minor, Currency::EUR)
-                .checked_basis_points(bps)
-                .unwrap()
-                .minor_units()
-        };
+        let fee =
+            |minor, bps| Money::from_minor_units(minor, Currency::EUR).checked_basis_points(bps).unwrap().minor_units();
         assert_eq!(fee(10_000, 150), 150);
         assert_eq!(fee(1_234, 150), 19); // 18.51 -> 19
         assert_eq!(fee(100, 50), 1); // 0.5 -> 1

@@ -24,16 +24,11 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
     let day_of_era = z - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_shifted = (5 * day_of_year + 2) / 153;
     let day = (day_of_year - (153 * month_shifted + 2) / 5 + 1) as u32;
-    let month = if month_shifted < 10 {
-        month_shifted + 3
-    } else {
-        month_shifted - 9
-    } as u32;
+    let month = if month_shifted < 10 { month_shifted + 3 } else { month_shifted - 9 } as u32;
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
@@ -59,10 +54,7 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn error(&self, why: &'static str) -> TimeError {
-        TimeError {
-            text: self.text.chars().take(64).collect(),
-            why,
-        }
+        TimeError { text: self.text.chars().take(64).collect(), why }
     }
 
     fn digits(&mut self, count: usize) -> Result<u32, TimeError> {
@@ -117,8 +109,7 @@ fn parse_date_time(cursor: &mut Cursor<'_>, separators: &[u8]) -> Result<i64, Ti
         return Err(cursor.error("time of day out of range"));
     }
     let days = days_from_civil(year, month, day);
-    let seconds =
-        days * 86_400 + i64::from(hour) * 3_600 + i64::from(minute) * 60 + i64::from(second);
+    let seconds = days * 86_400 + i64::from(hour) * 3_600 + i64::from(minute) * 60 + i64::from(second);
     Ok(seconds * MILLIS_PER_SECOND)
 }
 
@@ -126,11 +117,7 @@ fn parse_date_time(cursor: &mut Cursor<'_>, separators: &[u8]) -> Result<i64, Ti
 /// a space instead of 'T' is accepted) into UTC milliseconds. Fractions beyond
 /// milliseconds are truncated; an offset is required.
 pub fn parse_rfc3339_ms(text: &str) -> Result<i64, TimeError> {
-    let mut cursor = Cursor {
-        text,
-        bytes: text.as_bytes(),
-        at: 0,
-    };
+    let mut cursor = Cursor { text, bytes: text.as_bytes(), at: 0 };
     let mut millis = parse_date_time(&mut cursor, b"Tt ")?;
     if cursor.bytes.get(cursor.at) == Some(&b'.') {
         cursor.at += 1;
@@ -173,11 +160,7 @@ pub fn parse_rfc3339_ms(text: &str) -> Result<i64, TimeError> {
 
 /// Parses the handbook's `YYYY-MM-DD HH:MM:SS` (UTC) into milliseconds.
 pub fn parse_handbook_datetime_ms(text: &str) -> Result<i64, TimeError> {
-    let mut cursor = Cursor {
-        text,
-        bytes: text.as_bytes(),
-        at: 0,
-    };
+    let mut cursor = Cursor { text, bytes: text.as_bytes(), at: 0 };
     let millis = parse_date_time(&mut cursor, b" T")?;
     if cursor.at != cursor.bytes.len() {
         return Err(cursor.error("unexpected text after the timestamp"));
@@ -211,12 +194,7 @@ pub fn format_handbook_datetime(millis: i64) -> String {
     let days = millis.div_euclid(MILLIS_PER_DAY);
     let seconds = millis.rem_euclid(MILLIS_PER_DAY) / 1_000;
     let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        seconds / 3_600,
-        seconds / 60 % 60,
-        seconds % 60
-    )
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", seconds / 3_600, seconds / 60 % 60, seconds % 60)
 }
 
 #[cfg(test)]
@@ -227,26 +205,11 @@ mod tests {
     #[test]
     fn parses_rfc3339() {
         assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Ok(0));
-        assert_eq!(
-            parse_rfc3339_ms("2018-04-01T00:00:00Z"),
-            Ok(1_522_540_800_000)
-        );
-        assert_eq!(
-            parse_rfc3339_ms("2018-04-01T02:00:00+02:00"),
-            Ok(1_522_540_800_000)
-        );
-        assert_eq!(
-            parse_rfc3339_ms("2018-04-01 00:00:00.25Z"),
-            Ok(1_522_540_800_250)
-        );
-        assert_eq!(
-            parse_rfc3339_ms("2018-03-31T19:00:00.123456789-05:00"),
-            Ok(1_522_540_800_123)
-        );
-        assert_eq!(
-            parse_rfc3339_ms("2020-02-29T00:00:00Z"),
-            Ok(1_582_934_400_000)
-        );
+        assert_eq!(parse_rfc3339_ms("2018-04-01T00:00:00Z"), Ok(1_522_540_800_000));
+        assert_eq!(parse_rfc3339_ms("2018-04-01T02:00:00+02:00"), Ok(1_522_540_800_000));
+        assert_eq!(parse_rfc3339_ms("2018-04-01 00:00:00.25Z"), Ok(1_522_540_800_250));
+        assert_eq!(parse_rfc3339_ms("2018-03-31T19:00:00.123456789-05:00"), Ok(1_522_540_800_123));
+        assert_eq!(parse_rfc3339_ms("2020-02-29T00:00:00Z"), Ok(1_582_934_400_000));
     }
 
     #[test]
@@ -271,14 +234,8 @@ mod tests {
 
     #[test]
     fn handbook_layout() {
-        assert_eq!(
-            parse_handbook_datetime_ms("2018-04-01 00:03:12"),
-            Ok(1_522_540_992_000)
-        );
-        assert_eq!(
-            format_handbook_datetime(1_522_540_992_000),
-            "2018-04-01 00:03:12"
-        );
+        assert_eq!(parse_handbook_datetime_ms("2018-04-01 00:03:12"), Ok(1_522_540_992_000));
+        assert_eq!(format_handbook_datetime(1_522_540_992_000), "2018-04-01 00:03:12");
         assert!(parse_handbook_datetime_ms("2018-04-01 00:03:12Z").is_err());
     }
 

@@ -20,13 +20,7 @@ pub fn operations_router(render: RenderMetrics) -> Router {
             "/metrics",
             get(move || {
                 let render = render.clone();
-                async move {
-                    (
-                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                        render(),
-                    )
-                        .into_response()
-                }
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render()).into_response() }
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
@@ -41,11 +35,10 @@ pub async fn serve_operations(
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let handle = tokio::spawn(async move {
-        axum::serve(listener, operations_router(render))
-            .with_graceful_shutdown(shutdown)
-            .await
-    });
+    let handle =
+        tokio::spawn(
+            async move { axum::serve(listener, operations_router(render)).with_graceful_shutdown(shutdown).await },
+        );
     tracing::info!(%bound, "serving /metrics and /healthz");
     Ok((bound, handle))
 }
@@ -58,9 +51,7 @@ mod tests {
     async fn get(addr: SocketAddr, path: &str) -> String {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         stream
-            .write_all(
-                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-            )
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
             .await
             .unwrap();
         let mut response = String::new();

@@ -116,13 +116,8 @@ impl FraudModel for RuleModel {
         if history >= c.history_count_min {
             let total = i128::from(f.customer_average_minor_30d) * i128::from(f.customer_count_30d);
             let previous_average = (total - i128::from(f.amount_minor)) / i128::from(history);
-            if previous_average > 0
-                && i128::from(f.amount_minor) >= previous_average * i128::from(c.average_multiple)
-            {
-                hits.push((
-                    c.average_multiple_points,
-                    ReasonCode::AmountFarAboveCustomerAverage,
-                ));
+            if previous_average > 0 && i128::from(f.amount_minor) >= previous_average * i128::from(c.average_multiple) {
+                hits.push((c.average_multiple_points, ReasonCode::AmountFarAboveCustomerAverage));
             }
         }
         if f.customer_count_1d > c.velocity_count_1d_max {
@@ -165,10 +160,7 @@ mod tests {
         // 10 earlier payments averaging 10.00, then 60.00: the 30-day average including
         // it is (100 + 60) / 11 = 14.54; the earlier average is 10.00; 60 >= 4 × 10.
         let spike = model.score(&features(60_00, 11, 160_00 / 11, 3));
-        assert_eq!(
-            spike.reasons,
-            vec![ReasonCode::AmountFarAboveCustomerAverage]
-        );
+        assert_eq!(spike.reasons, vec![ReasonCode::AmountFarAboveCustomerAverage]);
 
         let all = model.score(&features(300_00, 11, 40_00, 12));
         assert_eq!(all.value, 1.0);
@@ -179,11 +171,6 @@ mod tests {
     #[test]
     fn too_little_history_is_not_judged() {
         let model = RuleModel::new(RuleModelConfig::default());
-        assert!(
-            model
-                .score(&features(60_00, 3, 30_00, 3))
-                .reasons
-                .is_empty()
-        );
+        assert!(model.score(&features(60_00, 3, 30_00, 3)).reasons.is_empty());
     }
 }

@@ -40,11 +40,7 @@ impl DedupeState {
     }
 
     pub fn insert(&mut self, id_hash: u128, content_hash: u64, event_time_ms: i64) {
-        if self
-            .entries
-            .insert(id_hash, (content_hash, event_time_ms))
-            .is_none()
-        {
+        if self.entries.insert(id_hash, (content_hash, event_time_ms)).is_none() {
             self.order.push_back((event_time_ms, id_hash));
         }
     }

@@ -22,11 +22,7 @@ struct CustomerDays {
 
 impl CustomerDays {
     fn new(day: i64) -> CustomerDays {
-        CustomerDays {
-            newest_day: day,
-            counts: [0; CUSTOMER_WINDOW_DAYS],
-            sums_minor: [0; CUSTOMER_WINDOW_DAYS],
-        }
+        CustomerDays { newest_day: day, counts: [0; CUSTOMER_WINDOW_DAYS], sums_minor: [0; CUSTOMER_WINDOW_DAYS] }
     }
 
     fn slot(day: i64) -> usize {
@@ -49,17 +45,6 @@ impl CustomerDays {
         self.counts[slot] += 1;
         self.sums_minor[slot] = self.sums_minor[slot].saturating_add(amount_minor);
     }
-
-    /// (count, sum) over the `window_days` days ending at `day`.
-    fn window(&self, day: i64, window_days: i64) -> (u32, i64) {
-        let oldest_kept = self.newest_day - CUSTOMER_WINDOW_DAYS as i64 + 1;
-        let (mut count, mut sum) = (0u32, 0i64);
-        for d in (day - window_days + 1).max(oldest_kept)..=day.min(self.newest_day) {
-            count += self.counts[Self::slot(d)];
-            sum = sum.saturating_add(self.sums_minor[Self::slot(d)]);
-        }
-        (count, sum)
-    }
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -68,11 +53,7 @@ pub struct CustomerFeatureState {
 }
 
 fn average(count: u32, sum: i64) -> i64 {
-    if count == 0 {
-        0
-    } else {
-        sum / i64::from(count)
-    }
+    if count == 0 { 0 } else { sum / i64::from(count) }
 }
 
 impl CustomerFeatureState {
@@ -89,21 +70,25 @@ impl CustomerFeatureState {
     }
 
     /// Features of a payment as if it had been added (windows include it).
-    pub fn features_including(
-        &self,
-        customer: &str,
-        event_time_ms: i64,
-        amount_minor: i64,
-    ) -> Features {
+    pub fn features_including(&self, customer: &str, event_time_ms: i64, amount_minor: i64) -> Features {
         let day = event_time_ms.div_euclid(MILLIS_PER_DAY);
-        let window = |w: i64| match self.customers.get(customer) {
-            Some(days) => days.window(day, w),
-            None => (0, 0),
-        };
-        let with_this = |(count, sum): (u32, i64)| (count + 1, sum.saturating_add(amount_minor));
-        let (count_1d, sum_1d) = with_this(window(1));
-        let (count_7d, sum_7d) = with_this(window(7));
-        let (count_30d, sum_30d) = with_this(window(30));
+        // One pass over the kept days, newest first, accumulating the 1/7/30-day windows.
+        let mut windows = [(1u32, amount_minor); 3];
+        if let Some(days) = self.customers.get(customer) {
+            let oldest_kept = days.newest_day - CUSTOMER_WINDOW_DAYS as i64 + 1;
+            let (mut count, mut sum) = (0u32, 0i64);
+            for d in ((day - 29).max(oldest_kept)..=day.min(days.newest_day)).rev() {
+                count += days.counts[CustomerDays::slot(d)];
+                sum = sum.saturating_add(days.sums_minor[CustomerDays::slot(d)]);
+                let age = day - d;
+                for (window, width) in windows.iter_mut().zip([1, 7, 30]) {
+                    if age < width {
+                        *window = (count + 1, sum.saturating_add(amount_minor));
+                    }
+                }
+            }
+        }
+        let [(count_1d, sum_1d), (count_7d, sum_7d), (count_30d, sum_30d)] = windows;
         let seconds_in_day = event_time_ms.rem_euclid(MILLIS_PER_DAY) / 1_000;
         // 1970-01-01 was a Thursday: day 0 → weekday 3 (Monday = 0).
         let weekday = (day + 3).rem_euclid(7);
@@ -144,39 +129,14 @@ mod tests {
         state.add("c", 95 * DAY, 30_00);
         state.add("c", 80 * DAY, 40_00);
         let f = state.features_including("c", 100 * DAY + 3_600_000, 60_00);
-        assert_eq!(
-            (f.customer_count_1d, f.customer_average_minor_1d),
-            (3, 30_00)
-        );
-        assert_eq!(
-            (f.customer_count_7d, f.customer_average_minor_7d),
-            (4, 30_00)
-        );
-        assert_eq!(
-            (f.customer_count_30d, f.customer_average_minor_30d),
-            (5, 32_00)
-        );
+        assert_eq!((f.customer_count_1d, f.customer_average_minor_1d), (3, 30_00));
+        assert_eq!((f.customer_count_7d, f.customer_average_minor_7d), (4, 30_00));
+        assert_eq!((f.customer_count_30d, f.customer_average_minor_30d), (5, 32_00));
         // Day 129 still sees day 100 in its 30-day window; day 130 does not.
-        assert_eq!(
-            state
-                .features_including("c", 129 * DAY, 1)
-                .customer_count_30d,
-            3
-        );
-        assert_eq!(
-            state
-                .features_including("c", 130 * DAY, 1)
-                .customer_count_30d,
-            1
-        );
+        assert_eq!(state.features_including("c", 129 * DAY, 1).customer_count_30d, 3);
+        assert_eq!(state.features_including("c", 130 * DAY, 1).customer_count_30d, 1);
         let unknown = state.features_including("nobody", 0, 5_00);
-        assert_eq!(
-            (
-                unknown.customer_count_30d,
-                unknown.customer_average_minor_30d
-            ),
-            (1, 5_00)
-        );
+        assert_eq!((unknown.customer_count_30d, unknown.customer_average_minor_30d), (1, 5_00));
     }
 
     #[test]
@@ -188,20 +148,14 @@ mod tests {
         assert_eq!(f.customer_count_30d, 2); // day 30's payment + this one
         // An event older than the kept window is ignored.
         state.add("c", 0, 9_00);
-        assert_eq!(
-            state
-                .features_including("c", 30 * DAY, 0)
-                .customer_count_30d,
-            2
-        );
+        assert_eq!(state.features_including("c", 30 * DAY, 0).customer_count_30d, 2);
     }
 
     #[test]
     fn calendar_flags() {
         let state = CustomerFeatureState::default();
         // 2018-04-01 was a Sunday.
-        let sunday_night =
-            paystream_domain::time::parse_rfc3339_ms("2018-04-01T02:00:00Z").unwrap();
+        let sunday_night = paystream_domain::time::parse_rfc3339_ms("2018-04-01T02:00:00Z").unwrap();
         let f = state.features_including("c", sunday_night, 1);
         assert!(f.during_weekend && f.during_night);
         let monday_noon = paystream_domain::time::parse_rfc3339_ms("2018-04-02T12:00:00Z").unwrap();

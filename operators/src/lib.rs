@@ -34,10 +34,7 @@ pub use state::{PartitionState, StateOp};
 #[derive(Debug, Error)]
 pub enum OperatorError {
     #[error("corrupt state bytes ({what}): {source}")]
-    CorruptState {
-        what: &'static str,
-        source: postcard::Error,
-    },
+    CorruptState { what: &'static str, source: postcard::Error },
     #[error("invalid operator configuration: {0}")]
     InvalidConfig(String),
 }
@@ -77,18 +74,13 @@ impl Default for OperatorConfig {
 impl OperatorConfig {
     pub fn validate(&self) -> Result<(), OperatorError> {
         let fail = |m: &str| Err(OperatorError::InvalidConfig(m.to_string()));
-        if self.settlement_window_ms <= 0
-            || self.dedupe_retention_ms <= 0
-            || self.settlement_allowed_lateness_ms < 0
-        {
+        if self.settlement_window_ms <= 0 || self.dedupe_retention_ms <= 0 || self.settlement_allowed_lateness_ms < 0 {
             return fail("windows and retention must be positive, lateness non-negative");
         }
         if self.fee_basis_points > 10_000 {
             return fail("fee_basis_points must be at most 10000 (100 %)");
         }
-        if !(0.0..=1.0).contains(&self.review_score_min)
-            || self.decline_score_min < self.review_score_min
-        {
+        if !(0.0..=1.0).contains(&self.review_score_min) || self.decline_score_min < self.review_score_min {
             return fail("need 0 <= review_score_min <= decline_score_min");
         }
         Ok(())
@@ -202,6 +194,7 @@ impl OutputBatch {
 pub struct PartitionProcessor {
     config: Arc<OperatorConfig>,
     model: Arc<dyn FraudModel>,
+    model_version: Arc<str>,
     partition: u32,
     state: PartitionState,
 }
@@ -211,17 +204,9 @@ pub fn default_model(config: &OperatorConfig) -> Arc<dyn FraudModel> {
 }
 
 impl PartitionProcessor {
-    pub fn new(
-        config: Arc<OperatorConfig>,
-        model: Arc<dyn FraudModel>,
-        partition: u32,
-    ) -> PartitionProcessor {
-        PartitionProcessor {
-            config,
-            model,
-            partition,
-            state: PartitionState::default(),
-        }
+    pub fn new(config: Arc<OperatorConfig>, model: Arc<dyn FraudModel>, partition: u32) -> PartitionProcessor {
+        let model_version = Arc::from(model.version());
+        PartitionProcessor { config, model, model_version, partition, state: PartitionState::default() }
     }
 
     pub fn partition(&self) -> u32 {
@@ -253,12 +238,7 @@ impl PartitionProcessor {
     }
 
     /// Runs the operator chain over one batch of `topic`'s records, in offset order.
-    pub fn process_batch(
-        &mut self,
-        topic: &str,
-        records: &[InputRecord<'_>],
-        out: &mut OutputBatch,
-    ) {
+    pub fn process_batch(&mut self, topic: &str, records: &[InputRecord<'_>], out: &mut OutputBatch) {
         let watermark_before = self.state.max_event_time_ms;
         let mut max_event_time_ms = watermark_before;
         for record in records {
@@ -268,10 +248,7 @@ impl PartitionProcessor {
         }
         if max_event_time_ms > watermark_before {
             let op = StateOp::Watermark { max_event_time_ms };
-            let closed = self
-                .state
-                .apply(&op, &self.config, self.partition)
-                .closed_settlements;
+            let closed = self.state.apply(&op, &self.config, self.partition).closed_settlements;
             out.counters.count(OperatorId::Settlement).records_out += closed.len() as u64;
             out.settlements.extend(closed);
             out.state_ops.push(op);
@@ -279,12 +256,7 @@ impl PartitionProcessor {
     }
 
     /// Returns the event time of an accepted payment.
-    fn process_one(
-        &mut self,
-        topic: &str,
-        record: &InputRecord<'_>,
-        out: &mut OutputBatch,
-    ) -> Option<i64> {
+    fn process_one(&mut self, topic: &str, record: &InputRecord<'_>, out: &mut OutputBatch) -> Option<i64> {
         let reject = |out: &mut OutputBatch, rejection: Rejection| {
             out.dead_letters.push(DeadLetter::new(
                 rejection,
@@ -319,14 +291,8 @@ impl PartitionProcessor {
             }
             Seen::Conflict => {
                 out.counters.count(OperatorId::Deduplicate).records_error += 1;
-                let detail = format!(
-                    "payment_id {:?} was seen before with different content",
-                    payment.payment_id
-                );
-                reject(
-                    out,
-                    Rejection::new(RejectReason::DuplicatePaymentConflict, detail),
-                );
+                let detail = format!("payment_id {:?} was seen before with different content", payment.payment_id);
+                reject(out, Rejection::new(RejectReason::DuplicatePaymentConflict, detail));
                 return None;
             }
         }
@@ -335,11 +301,8 @@ impl PartitionProcessor {
         // features
         let amount_minor = payment.amount.minor_units();
         out.counters.count(OperatorId::Features).records_in += 1;
-        let features = self.state.customers.features_including(
-            &payment.payer_account_id,
-            payment.event_time_ms,
-            amount_minor,
-        );
+        let features =
+            self.state.customers.features_including(&payment.payer_account_id, payment.event_time_ms, amount_minor);
         out.counters.count(OperatorId::Features).records_out += 1;
 
         // score
@@ -354,14 +317,12 @@ impl PartitionProcessor {
         out.counters.count(OperatorId::Decide).records_out += 1;
 
         // ledger and settlement: only approved payments move money.
+        let event_time = format_rfc3339_ms(payment.event_time_ms);
         let mut settlement_entry = None;
         if outcome == Outcome::Approve {
             out.counters.count(OperatorId::Ledger).records_in += 1;
-            let (transaction, fee_minor) = ledger::post_payment(
-                &payment,
-                self.config.fee_basis_points,
-                &self.config.fees_account_id,
-            );
+            let (transaction, fee_minor) =
+                ledger::post_payment(&payment, &event_time, self.config.fee_basis_points, &self.config.fees_account_id);
             out.ledger.push(transaction);
             out.counters.count(OperatorId::Ledger).records_out += 1;
             if let Some(merchant_id) = payment.merchant_id() {
@@ -376,18 +337,14 @@ impl PartitionProcessor {
         }
 
         let op = StateOp::Accepted {
-            id_hash,
-            content_hash,
+            id_hash: id_hash.to_le_bytes(),
+            content_hash: content_hash.to_le_bytes(),
             payer_account_id: payment.payer_account_id.clone(),
             event_time_ms: payment.event_time_ms,
             amount_minor,
             settlement: settlement_entry,
         };
-        if self
-            .state
-            .apply(&op, &self.config, self.partition)
-            .late_settlement
-        {
+        if self.state.apply(&op, &self.config, self.partition).late_settlement {
             out.counters.late_settlement_payments += 1;
         }
         out.state_ops.push(op);
@@ -400,15 +357,11 @@ impl PartitionProcessor {
             },
             amount: payment.amount.to_decimal_string(),
             currency: payment.amount.currency(),
-            event_time: format_rfc3339_ms(payment.event_time_ms),
+            event_time,
             outcome,
             score: score.value,
-            reasons: score
-                .reasons
-                .iter()
-                .map(|r| r.as_str().to_string())
-                .collect(),
-            model_version: self.model.version().to_string(),
+            reasons: score.reasons.iter().map(|r| std::borrow::Cow::Borrowed(r.as_str())).collect(),
+            model_version: self.model_version.clone(),
         });
         Some(payment.event_time_ms)
     }

@@ -35,10 +35,7 @@ pub struct SettlementState {
 
 impl Default for SettlementState {
     fn default() -> Self {
-        SettlementState {
-            open_from_ms: i64::MIN,
-            windows: BTreeMap::new(),
-        }
+        SettlementState { open_from_ms: i64::MIN, windows: BTreeMap::new() }
     }
 }
 
@@ -50,22 +47,14 @@ pub enum Placement {
 }
 
 impl SettlementState {
-    pub fn add(
-        &mut self,
-        entry: &SettlementEntry,
-        event_time_ms: i64,
-        window_ms: i64,
-    ) -> Placement {
+    pub fn add(&mut self, entry: &SettlementEntry, event_time_ms: i64, window_ms: i64) -> Placement {
         let own_window = event_time_ms.div_euclid(window_ms) * window_ms;
         let (window_start, placement) = if own_window < self.open_from_ms {
             (self.open_from_ms, Placement::Late)
         } else {
             (own_window, Placement::OnTime)
         };
-        let totals = self
-            .windows
-            .entry((window_start, entry.merchant_id.clone(), entry.currency))
-            .or_default();
+        let totals = self.windows.entry((window_start, entry.merchant_id.clone(), entry.currency)).or_default();
         totals.payment_count += 1;
         if placement == Placement::Late {
             totals.late_payment_count += 1;
@@ -76,20 +65,13 @@ impl SettlementState {
     }
 
     /// Closes every window that ends at or before `closed_through_ms` and returns them.
-    pub fn close(
-        &mut self,
-        closed_through_ms: i64,
-        window_ms: i64,
-        partition: u32,
-    ) -> Vec<Settlement> {
+    pub fn close(&mut self, closed_through_ms: i64, window_ms: i64, partition: u32) -> Vec<Settlement> {
         let open_from = closed_through_ms.div_euclid(window_ms) * window_ms;
         if open_from <= self.open_from_ms {
             return Vec::new();
         }
         self.open_from_ms = open_from;
-        let still_open = self
-            .windows
-            .split_off(&(open_from, String::new(), Currency::EUR));
+        let still_open = self.windows.split_off(&(open_from, String::new(), Currency::EUR));
         let closed = std::mem::replace(&mut self.windows, still_open);
         // The split key sorts before every key with this window start, since "" is the
         // smallest merchant id; check to be sure no open window was closed.
@@ -107,9 +89,7 @@ impl SettlementState {
     }
 
     /// Totals of the windows still open, for reports.
-    pub fn open_windows(
-        &self,
-    ) -> impl Iterator<Item = (&(i64, String, Currency), &SettlementTotals)> {
+    pub fn open_windows(&self) -> impl Iterator<Item = (&(i64, String, Currency), &SettlementTotals)> {
         self.windows.iter()
     }
 }
@@ -171,12 +151,7 @@ mod tests {
     const W: i64 = 1_000;
 
     fn entry(merchant: &str, gross: i64, fee: i64) -> SettlementEntry {
-        SettlementEntry {
-            merchant_id: merchant.into(),
-            currency: Currency::EUR,
-            gross_minor: gross,
-            fee_minor: fee,
-        }
+        SettlementEntry { merchant_id: merchant.into(), currency: Currency::EUR, gross_minor: gross, fee_minor: fee }
     }
 
     #[test]
@@ -185,33 +160,17 @@ mod tests {
         assert_eq!(state.add(&entry("m1", 100, 2), 10, W), Placement::OnTime);
         state.add(&entry("m2", 50, 1), 999, W);
         state.add(&entry("m1", 70, 1), 1_500, W);
-        assert!(
-            state.close(999, W, 0).is_empty(),
-            "window [0,1000) ends after 999"
-        );
+        assert!(state.close(999, W, 0).is_empty(), "window [0,1000) ends after 999");
         let closed = state.close(1_200, W, 0);
         assert_eq!(closed.len(), 2);
-        assert_eq!(
-            (closed[0].merchant_id.as_str(), closed[0].net_minor),
-            ("m1", 98)
-        );
+        assert_eq!((closed[0].merchant_id.as_str(), closed[0].net_minor), ("m1", 98));
         assert_eq!(closed[0].net, "0.98");
-        assert_eq!(
-            (closed[1].merchant_id.as_str(), closed[1].gross_minor),
-            ("m2", 50)
-        );
+        assert_eq!((closed[1].merchant_id.as_str(), closed[1].gross_minor), ("m2", 50));
         // An event in the closed window lands in [1000, 2000), marked late.
         assert_eq!(state.add(&entry("m1", 30, 0), 5, W), Placement::Late);
         let closed = state.close(2_000, W, 0);
         assert_eq!(closed.len(), 1);
-        assert_eq!(
-            (
-                closed[0].payment_count,
-                closed[0].late_payment_count,
-                closed[0].gross_minor
-            ),
-            (2, 1, 100)
-        );
+        assert_eq!((closed[0].payment_count, closed[0].late_payment_count, closed[0].gross_minor), (2, 1, 100));
         assert_eq!(closed[0].window_start, "1970-01-01T00:00:01.000Z");
     }
 

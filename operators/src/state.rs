@@ -20,8 +20,9 @@ pub enum StateOp {
     /// A payment was decided: remember its id, count it in the customer's windows and,
     /// when approved for a merchant, in the merchant's settlement window.
     Accepted {
-        id_hash: u128,
-        content_hash: u64,
+        /// Fixed-size little-endian bytes: denser than postcard's varints for hashes.
+        id_hash: [u8; 16],
+        content_hash: [u8; 8],
         payer_account_id: String,
         event_time_ms: i64,
         amount_minor: i64,
@@ -79,19 +80,12 @@ pub fn encode_ops(ops: &[StateOp]) -> Vec<u8> {
         version: u16,
         ops: &'a [StateOp],
     }
-    postcard::to_stdvec(&OpsRef {
-        version: STATE_FORMAT_VERSION,
-        ops,
-    })
-    .expect("encoding to a Vec cannot fail")
+    postcard::to_stdvec(&OpsRef { version: STATE_FORMAT_VERSION, ops }).expect("encoding to a Vec cannot fail")
 }
 
 pub fn decode_ops(bytes: &[u8]) -> Result<Vec<StateOp>, OperatorError> {
-    let record: OpsRecord =
-        postcard::from_bytes(bytes).map_err(|source| OperatorError::CorruptState {
-            what: "changelog record",
-            source,
-        })?;
+    let record: OpsRecord = postcard::from_bytes(bytes)
+        .map_err(|source| OperatorError::CorruptState { what: "changelog record", source })?;
     check_version(record.version, "changelog record")?;
     Ok(record.ops)
 }
@@ -100,10 +94,7 @@ fn check_version(version: u16, what: &'static str) -> Result<(), OperatorError> 
     if version == STATE_FORMAT_VERSION {
         Ok(())
     } else {
-        Err(OperatorError::CorruptState {
-            what,
-            source: postcard::Error::DeserializeBadEncoding,
-        })
+        Err(OperatorError::CorruptState { what, source: postcard::Error::DeserializeBadEncoding })
     }
 }
 
@@ -112,36 +103,20 @@ impl PartitionState {
     pub fn apply(&mut self, op: &StateOp, config: &OperatorConfig, partition: u32) -> Applied {
         let mut applied = Applied::default();
         match op {
-            StateOp::Accepted {
-                id_hash,
-                content_hash,
-                payer_account_id,
-                event_time_ms,
-                amount_minor,
-                settlement,
-            } => {
-                self.dedupe.insert(*id_hash, *content_hash, *event_time_ms);
-                self.customers
-                    .add(payer_account_id, *event_time_ms, *amount_minor);
+            StateOp::Accepted { id_hash, content_hash, payer_account_id, event_time_ms, amount_minor, settlement } => {
+                self.dedupe.insert(u128::from_le_bytes(*id_hash), u64::from_le_bytes(*content_hash), *event_time_ms);
+                self.customers.add(payer_account_id, *event_time_ms, *amount_minor);
                 if let Some(entry) = settlement {
-                    let placement =
-                        self.settlement
-                            .add(entry, *event_time_ms, config.settlement_window_ms);
+                    let placement = self.settlement.add(entry, *event_time_ms, config.settlement_window_ms);
                     applied.late_settlement = placement == Placement::Late;
                 }
             }
             StateOp::Watermark { max_event_time_ms } => {
                 self.max_event_time_ms = self.max_event_time_ms.max(*max_event_time_ms);
-                self.dedupe.evict_before(
-                    self.max_event_time_ms
-                        .saturating_sub(config.dedupe_retention_ms),
-                );
-                let closed_through = self
-                    .max_event_time_ms
-                    .saturating_sub(config.settlement_allowed_lateness_ms);
+                self.dedupe.evict_before(self.max_event_time_ms.saturating_sub(config.dedupe_retention_ms));
+                let closed_through = self.max_event_time_ms.saturating_sub(config.settlement_allowed_lateness_ms);
                 applied.closed_settlements =
-                    self.settlement
-                        .close(closed_through, config.settlement_window_ms, partition);
+                    self.settlement.close(closed_through, config.settlement_window_ms, partition);
             }
         }
         applied
@@ -184,10 +159,7 @@ impl PartitionState {
 
     pub fn from_snapshot_bytes(bytes: &[u8]) -> Result<PartitionState, OperatorError> {
         let snapshot: Snapshot =
-            postcard::from_bytes(bytes).map_err(|source| OperatorError::CorruptState {
-                what: "snapshot",
-                source,
-            })?;
+            postcard::from_bytes(bytes).map_err(|source| OperatorError::CorruptState { what: "snapshot", source })?;
         check_version(snapshot.version, "snapshot")?;
         Ok(PartitionState {
             max_event_time_ms: snapshot.max_event_time_ms,

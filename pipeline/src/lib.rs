@@ -5,7 +5,4 @@ pub mod log;
 pub mod metrics;
 pub mod runtime;
 
-pub use runtime::{
-    Pipeline, PipelineConfig, PipelineTopics, RunControl, RunMode, RunReport, RuntimeError,
-    TopicNames,
-};
+pub use runtime::{Pipeline, PipelineConfig, PipelineTopics, RunControl, RunMode, RunReport, RuntimeError, TopicNames};

@@ -7,9 +7,7 @@ use std::sync::Mutex;
 use hdrhistogram::Histogram as HdrHistogram;
 use paystream_domain::{Outcome, RejectReason};
 use paystream_operators::{BatchCounters, OperatorId};
-use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Largest latency the exact (HDR) histogram records, in microseconds (one hour).
 pub const LATENCY_US_MAX: u64 = 3_600_000_000;
@@ -34,29 +32,19 @@ pub struct Metrics {
     pub latency_us: Mutex<HdrHistogram<u64>>,
 }
 
-fn register<T: prometheus::core::Collector + Clone + 'static>(
-    registry: &Registry,
-    collector: T,
-) -> T {
-    registry
-        .register(Box::new(collector.clone()))
-        .expect("metric names are unique");
+fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, collector: T) -> T {
+    registry.register(Box::new(collector.clone())).expect("metric names are unique");
     collector
 }
 
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new_custom(Some("paystream".into()), None).expect("valid prefix");
-        let latency_buckets = vec![
-            0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
-        ];
+        let latency_buckets = vec![0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0];
         let operator_records = register(
             &registry,
             IntCounterVec::new(
-                Opts::new(
-                    "operator_records_total",
-                    "Records into, out of and in error at each operator",
-                ),
+                Opts::new("operator_records_total", "Records into, out of and in error at each operator"),
                 &["operator", "kind"],
             )
             .expect("valid metric"),
@@ -69,10 +57,7 @@ impl Metrics {
         let dead_letters = register(
             &registry,
             IntCounterVec::new(
-                Opts::new(
-                    "dead_letters_total",
-                    "Input records sent to the dead-letter topic, by reason",
-                ),
+                Opts::new("dead_letters_total", "Input records sent to the dead-letter topic, by reason"),
                 &["reason"],
             )
             .expect("valid metric"),
@@ -82,11 +67,8 @@ impl Metrics {
         }
         let decisions = register(
             &registry,
-            IntCounterVec::new(
-                Opts::new("decisions_total", "Decisions by outcome"),
-                &["outcome"],
-            )
-            .expect("valid metric"),
+            IntCounterVec::new(Opts::new("decisions_total", "Decisions by outcome"), &["outcome"])
+                .expect("valid metric"),
         );
         for outcome in Outcome::ALL {
             decisions.with_label_values(&[outcome.as_str()]);
@@ -94,16 +76,10 @@ impl Metrics {
         let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
             register(
                 &registry,
-                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
-                    .expect("valid metric"),
+                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric"),
             )
         };
-        let counter = |name: &str, help: &str| {
-            register(
-                &registry,
-                IntCounter::new(name, help).expect("valid metric"),
-            )
-        };
+        let counter = |name: &str, help: &str| register(&registry, IntCounter::new(name, help).expect("valid metric"));
         Metrics {
             operator_records,
             dead_letters,
@@ -117,20 +93,13 @@ impl Metrics {
                 "Payments moved to a later settlement window because theirs had closed",
             ),
             input_records: counter("input_records_total", "Input records read by the pipeline"),
-            commits: counter(
-                "commits_total",
-                "Transactions committed by pipeline workers",
-            ),
+            commits: counter("commits_total", "Transactions committed by pipeline workers"),
             batch_seconds: histogram(
                 "batch_seconds",
                 "Wall time to process and commit one batch",
                 latency_buckets.clone(),
             ),
-            commit_seconds: histogram(
-                "commit_seconds",
-                "Wall time of one atomic commit",
-                latency_buckets.clone(),
-            ),
+            commit_seconds: histogram("commit_seconds", "Wall time of one atomic commit", latency_buckets.clone()),
             event_to_decision_seconds: histogram(
                 "event_to_decision_seconds",
                 "From an input record's timestamp to the commit of its decision",
@@ -156,15 +125,9 @@ impl Metrics {
             ),
             remembered_payment_ids: register(
                 &registry,
-                IntGauge::new(
-                    "remembered_payment_ids",
-                    "Payment ids held for deduplication",
-                )
-                .expect("valid metric"),
+                IntGauge::new("remembered_payment_ids", "Payment ids held for deduplication").expect("valid metric"),
             ),
-            latency_us: Mutex::new(
-                HdrHistogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid bounds"),
-            ),
+            latency_us: Mutex::new(HdrHistogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid bounds")),
             registry,
         }
     }
@@ -172,40 +135,29 @@ impl Metrics {
     /// Adds one batch's operator counters.
     pub fn add_counters(&self, counters: &BatchCounters) {
         for (operator, counts) in OperatorId::ALL.iter().zip(&counters.operators) {
-            for (kind, value) in [
-                ("in", counts.records_in),
-                ("out", counts.records_out),
-                ("error", counts.records_error),
-            ] {
+            for (kind, value) in
+                [("in", counts.records_in), ("out", counts.records_out), ("error", counts.records_error)]
+            {
                 if value > 0 {
-                    self.operator_records
-                        .with_label_values(&[operator.as_str(), kind])
-                        .inc_by(value);
+                    self.operator_records.with_label_values(&[operator.as_str(), kind]).inc_by(value);
                 }
             }
         }
         for (outcome, value) in Outcome::ALL.iter().zip(&counters.outcomes) {
             if *value > 0 {
-                self.decisions
-                    .with_label_values(&[outcome.as_str()])
-                    .inc_by(*value);
+                self.decisions.with_label_values(&[outcome.as_str()]).inc_by(*value);
             }
         }
         self.duplicate_retries.inc_by(counters.retries);
-        self.late_settlement_payments
-            .inc_by(counters.late_settlement_payments);
+        self.late_settlement_payments.inc_by(counters.late_settlement_payments);
     }
 
     pub fn dead_letter(&self, reason: RejectReason) {
-        self.dead_letters
-            .with_label_values(&[reason.as_str()])
-            .inc();
+        self.dead_letters.with_label_values(&[reason.as_str()]).inc();
     }
 
     pub fn dead_letters(&self, reason: RejectReason) -> u64 {
-        self.dead_letters
-            .with_label_values(&[reason.as_str()])
-            .get()
+        self.dead_letters.with_label_values(&[reason.as_str()]).get()
     }
 
     pub fn decisions(&self, outcome: Outcome) -> u64 {
@@ -213,17 +165,13 @@ impl Metrics {
     }
 
     pub fn operator_records(&self, operator: OperatorId, kind: &str) -> u64 {
-        self.operator_records
-            .with_label_values(&[operator.as_str(), kind])
-            .get()
+        self.operator_records.with_label_values(&[operator.as_str(), kind]).get()
     }
 
     /// The text exposition format, for `/metrics`.
     pub fn render(&self) -> String {
         let encoder = prometheus::TextEncoder::new();
-        encoder
-            .encode_to_string(&self.registry.gather())
-            .unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
+        encoder.encode_to_string(&self.registry.gather()).unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
     }
 }
 

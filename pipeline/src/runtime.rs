@@ -15,9 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use paystream_models::FraudModel;
 use paystream_operators::state::encode_ops;
-use paystream_operators::{
-    BatchCounters, InputRecord, OperatorConfig, OperatorError, OutputBatch, PartitionProcessor,
-};
+use paystream_operators::{BatchCounters, InputRecord, OperatorConfig, OperatorError, OutputBatch, PartitionProcessor};
 use paystream_storage::{Snapshot, SnapshotStore, StorageError};
 use serde::Serialize;
 use thiserror::Error;
@@ -105,11 +103,9 @@ impl Default for PipelineConfig {
         PipelineConfig {
             topics: TopicNames::default(),
             partitions: 4,
-            workers: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
+            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             group_id: "paystream".into(),
-            batch_records_max: 4_096,
+            batch_records_max: 1_024,
             snapshot_interval_batches: 500,
             idle_wait_ms: 50,
             input_records_per_second_max: None,
@@ -127,10 +123,7 @@ pub const PIPELINE_PARTITIONS_MAX: u32 = 256;
 pub const BATCH_RECORDS_MAX_LIMIT: usize = 65_536;
 
 /// Creates the pipeline's topics if missing and resolves them.
-pub fn ensure_topics(
-    log: &dyn Log,
-    config: &PipelineConfig,
-) -> Result<PipelineTopics, RuntimeError> {
+pub fn ensure_topics(log: &dyn Log, config: &PipelineConfig) -> Result<PipelineTopics, RuntimeError> {
     let names = &config.topics;
     let payments = match log.topic(&names.payments) {
         Ok(topic) => topic,
@@ -182,10 +175,7 @@ pub struct RunControl {
 
 impl RunControl {
     pub fn new(input_closed: bool) -> RunControl {
-        RunControl {
-            input_closed: AtomicBool::new(input_closed),
-            ..RunControl::default()
-        }
+        RunControl { input_closed: AtomicBool::new(input_closed), ..RunControl::default() }
     }
     /// Stop intake; workers finish and commit the batch in flight, then return.
     pub fn stop(&self) {
@@ -212,16 +202,56 @@ pub struct RunReport {
     pub commits: u64,
 }
 
+/// Batches a worker may have handed to its committer and not yet seen committed.
+pub const COMMIT_QUEUE_DEPTH_MAX: usize = 2;
+
+/// One batch's transaction on its way to the log.
+struct CommitJob {
+    transaction: Transaction,
+    /// Producer timestamps of the batch's input records, for latency.
+    timestamps: Vec<i64>,
+    started: Instant,
+}
+
+/// Counts committed batches so a worker can wait until all it submitted are durable.
+#[derive(Default)]
+struct CommitTracker {
+    state: std::sync::Mutex<(u64, Option<String>)>,
+    changed: std::sync::Condvar,
+}
+
+impl CommitTracker {
+    fn done(&self) {
+        self.state.lock().expect("tracker lock").0 += 1;
+        self.changed.notify_all();
+    }
+
+    fn fail(&self, why: &str) {
+        self.state.lock().expect("tracker lock").1 = Some(why.to_string());
+        self.changed.notify_all();
+    }
+
+    /// Waits until `submitted` batches are committed; Err if the committer failed.
+    fn wait_for(&self, submitted: u64) -> Result<(), String> {
+        let state = self.state.lock().expect("tracker lock");
+        let state = self
+            .changed
+            .wait_while(state, |(done, failed)| *done < submitted && failed.is_none())
+            .expect("tracker lock");
+        match &state.1 {
+            Some(why) => Err(why.clone()),
+            None => Ok(()),
+        }
+    }
+}
+
 struct PartitionTask {
     processor: PartitionProcessor,
     next_offset: u64,
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn snapshot_name(group: &str, partition: u32) -> String {
@@ -243,19 +273,14 @@ impl Pipeline {
     pub fn run(&self, mode: RunMode, control: &RunControl) -> Result<RunReport, RuntimeError> {
         let config = &self.config;
         config.operators.validate()?;
-        if config.workers == 0
-            || config.batch_records_max == 0
-            || config.batch_records_max > BATCH_RECORDS_MAX_LIMIT
-        {
+        if config.workers == 0 || config.batch_records_max == 0 || config.batch_records_max > BATCH_RECORDS_MAX_LIMIT {
             return Err(RuntimeError::Config(format!(
                 "need workers >= 1 and 1 <= batch_records_max <= {BATCH_RECORDS_MAX_LIMIT}"
             )));
         }
         let topics = ensure_topics(self.log.as_ref(), config)?;
         if topics.payments.partitions > PIPELINE_PARTITIONS_MAX {
-            return Err(RuntimeError::Config(format!(
-                "at most {PIPELINE_PARTITIONS_MAX} partitions"
-            )));
+            return Err(RuntimeError::Config(format!("at most {PIPELINE_PARTITIONS_MAX} partitions")));
         }
         let workers = self.worker_count(&topics);
         let operator_config = Arc::new(config.operators.clone());
@@ -267,16 +292,9 @@ impl Pipeline {
                     std::thread::Builder::new()
                         .name(format!("paystream-worker-{worker}"))
                         .spawn_scoped(scope, move || {
-                            let partitions: Vec<u32> = (0..topics.payments.partitions)
-                                .filter(|p| *p as usize % workers == worker)
-                                .collect();
-                            let result = self.run_worker(
-                                &partitions,
-                                topics,
-                                operator_config,
-                                mode,
-                                control,
-                            );
+                            let partitions: Vec<u32> =
+                                (0..topics.payments.partitions).filter(|p| *p as usize % workers == worker).collect();
+                            let result = self.run_worker(&partitions, topics, operator_config, mode, control);
                             if result.is_err() {
                                 control.stop(); // one worker failing stops the others cleanly
                             }
@@ -287,11 +305,7 @@ impl Pipeline {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|panic| {
-                        Err(RuntimeError::WorkerPanicked(format!("{panic:?}")))
-                    })
-                })
+                .map(|h| h.join().unwrap_or_else(|panic| Err(RuntimeError::WorkerPanicked(format!("{panic:?}")))))
                 .collect()
         });
         let mut report = RunReport::default();
@@ -305,18 +319,11 @@ impl Pipeline {
         Ok(report)
     }
 
-    fn restore(
-        &self,
-        topics: &PipelineTopics,
-        processor: &mut PartitionProcessor,
-    ) -> Result<(), RuntimeError> {
+    fn restore(&self, topics: &PipelineTopics, processor: &mut PartitionProcessor) -> Result<(), RuntimeError> {
         let started = Instant::now();
         let partition = processor.partition();
         let changelog_start = self.log.offsets(&topics.changelog, partition)?.start;
-        let mut offset = match self
-            .snapshots
-            .load(&snapshot_name(&self.config.group_id, partition))?
-        {
+        let mut offset = match self.snapshots.load(&snapshot_name(&self.config.group_id, partition))? {
             Some(snapshot) => {
                 processor.restore_snapshot(&snapshot.state)?;
                 snapshot.changelog_offset
@@ -326,25 +333,19 @@ impl Pipeline {
         if offset < changelog_start {
             return Err(RuntimeError::Restore {
                 partition,
-                why: format!(
-                    "changelog starts at {changelog_start} but the snapshot covers only up to {offset}"
-                ),
+                why: format!("changelog starts at {changelog_start} but the snapshot covers only up to {offset}"),
             });
         }
         let mut ops = 0usize;
         loop {
-            let records = self
-                .log
-                .fetch(&topics.changelog, partition, offset, 1_024)?;
+            let records = self.log.fetch(&topics.changelog, partition, offset, 1_024)?;
             let Some(last) = records.last() else { break };
             offset = last.offset + 1;
             for record in &records {
                 ops += processor.apply_changelog(&record.value)?;
             }
         }
-        self.metrics
-            .restore_seconds
-            .observe(started.elapsed().as_secs_f64());
+        self.metrics.restore_seconds.observe(started.elapsed().as_secs_f64());
         tracing::info!(
             partition,
             changelog_offset = offset,
@@ -355,31 +356,16 @@ impl Pipeline {
         Ok(())
     }
 
-    fn snapshot(
-        &self,
-        topics: &PipelineTopics,
-        tasks: &[PartitionTask],
-    ) -> Result<(), RuntimeError> {
+    fn snapshot(&self, topics: &PipelineTopics, tasks: &[PartitionTask]) -> Result<(), RuntimeError> {
         let mut transaction = Transaction::new();
         for task in tasks {
             let started = Instant::now();
             let partition = task.processor.partition();
             let changelog_offset = self.log.offsets(&topics.changelog, partition)?.end;
-            let snapshot = Snapshot {
-                changelog_offset,
-                state: task.processor.snapshot(),
-            };
-            self.snapshots
-                .save(&snapshot_name(&self.config.group_id, partition), &snapshot)?;
-            transaction.set_position(
-                SNAPSHOT_GROUP,
-                &topics.changelog,
-                partition,
-                changelog_offset,
-            );
-            self.metrics
-                .snapshot_seconds
-                .observe(started.elapsed().as_secs_f64());
+            let snapshot = Snapshot { changelog_offset, state: task.processor.snapshot() };
+            self.snapshots.save(&snapshot_name(&self.config.group_id, partition), &snapshot)?;
+            transaction.set_position(SNAPSHOT_GROUP, &topics.changelog, partition, changelog_offset);
+            self.metrics.snapshot_seconds.observe(started.elapsed().as_secs_f64());
         }
         self.log.commit(transaction)?;
         Ok(())
@@ -396,14 +382,11 @@ impl Pipeline {
         let config = &self.config;
         let mut tasks = Vec::with_capacity(partitions.len());
         for &partition in partitions {
-            let mut processor =
-                PartitionProcessor::new(operator_config.clone(), self.model.clone(), partition);
+            let mut processor = PartitionProcessor::new(operator_config.clone(), self.model.clone(), partition);
             self.restore(topics, &mut processor)?;
             let offsets = self.log.offsets(&topics.payments, partition)?;
-            let next_offset = self
-                .log
-                .committed_position(&config.group_id, &topics.payments, partition)?
-                .unwrap_or(offsets.start);
+            let next_offset =
+                self.log.committed_position(&config.group_id, &topics.payments, partition)?.unwrap_or(offsets.start);
             if next_offset < offsets.start {
                 return Err(RuntimeError::Restore {
                     partition,
@@ -413,25 +396,53 @@ impl Pipeline {
                     ),
                 });
             }
-            tasks.push(PartitionTask {
-                processor,
-                next_offset,
-            });
+            tasks.push(PartitionTask { processor, next_offset });
         }
 
         self.update_lag(topics, &tasks)?;
+        let tracker = CommitTracker::default();
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<CommitJob>(COMMIT_QUEUE_DEPTH_MAX);
+        std::thread::scope(|scope| {
+            let committer = std::thread::Builder::new()
+                .name("paystream-committer".into())
+                .spawn_scoped(scope, || self.commit_loop(receiver, control, &tracker))
+                .expect("spawn committer thread");
+            let worked = self.process_loop(&mut tasks, topics, mode, control, &sender, &tracker);
+            drop(sender);
+            let committed =
+                committer.join().unwrap_or_else(|panic| Err(RuntimeError::WorkerPanicked(format!("{panic:?}"))));
+            let (mut report, committed) = (worked?, committed?);
+            // Every batch is durable now: the final snapshot matches the changelog's end.
+            self.snapshot(topics, &tasks)?;
+            report.input_records = committed.input_records;
+            report.commits = committed.commits;
+            Ok(report)
+        })
+    }
+
+    /// Reads, processes and hands batches to the committer until told to stop.
+    fn process_loop(
+        &self,
+        tasks: &mut [PartitionTask],
+        topics: &PipelineTopics,
+        mode: RunMode,
+        control: &RunControl,
+        sender: &std::sync::mpsc::SyncSender<CommitJob>,
+        tracker: &CommitTracker,
+    ) -> Result<RunReport, RuntimeError> {
+        let config = &self.config;
         let mut report = RunReport::default();
         let mut out = OutputBatch::default();
-        let mut timestamps: Vec<i64> = Vec::with_capacity(config.batch_records_max * tasks.len());
+        let mut submitted = 0u64;
+        let mut fetched_records = 0u64;
         let mut batches_since_snapshot = 0u32;
         let payments_topic_name = topics.payments.name.to_string();
         let worker_started = Instant::now();
-        let worker_rate_max = config
-            .input_records_per_second_max
-            .map(|rate| (rate as f64 / self.worker_count(topics) as f64).max(1.0));
+        let worker_rate_max =
+            config.input_records_per_second_max.map(|rate| (rate as f64 / self.worker_count(topics) as f64).max(1.0));
         while !control.stopped() {
             if let Some(rate) = worker_rate_max {
-                let due = Duration::from_secs_f64(report.input_records as f64 / rate);
+                let due = Duration::from_secs_f64(fetched_records as f64 / rate);
                 if let Some(wait) = due.checked_sub(worker_started.elapsed()) {
                     std::thread::sleep(wait.min(Duration::from_millis(config.idle_wait_ms)));
                     continue;
@@ -440,36 +451,20 @@ impl Pipeline {
             let sequence = self.log.commit_sequence();
             let started = Instant::now();
             let mut transaction = Transaction::new();
-            timestamps.clear();
+            let mut timestamps = Vec::new();
             for task in tasks.iter_mut() {
                 let partition = task.processor.partition();
-                let records = self.log.fetch(
-                    &topics.payments,
-                    partition,
-                    task.next_offset,
-                    config.batch_records_max,
-                )?;
+                let records =
+                    self.log.fetch(&topics.payments, partition, task.next_offset, config.batch_records_max)?;
                 let Some(last) = records.last() else { continue };
                 let next_offset = last.offset + 1;
-                let inputs: Vec<InputRecord<'_>> = records
-                    .iter()
-                    .map(|r| InputRecord {
-                        offset: r.offset,
-                        key: &r.key,
-                        value: &r.value,
-                    })
-                    .collect();
+                let inputs: Vec<InputRecord<'_>> =
+                    records.iter().map(|r| InputRecord { offset: r.offset, key: &r.key, value: &r.value }).collect();
                 timestamps.extend(records.iter().map(|r| r.timestamp_ms));
                 out.clear();
-                task.processor
-                    .process_batch(&payments_topic_name, &inputs, &mut out);
+                task.processor.process_batch(&payments_topic_name, &inputs, &mut out);
                 self.write_outputs(topics, partition, &out, &mut transaction)?;
-                transaction.set_position(
-                    &config.group_id,
-                    &topics.payments,
-                    partition,
-                    next_offset,
-                );
+                transaction.set_position(&config.group_id, &topics.payments, partition, next_offset);
                 task.next_offset = next_offset;
                 report.counters.add(&out.counters);
                 report.dead_letters += out.dead_letters.len() as u64;
@@ -479,80 +474,76 @@ impl Pipeline {
                 }
             }
             if transaction.is_empty() {
-                if mode == RunMode::UntilIdle
-                    && control.input_closed()
-                    && self.caught_up(topics, &tasks)?
-                {
+                if mode == RunMode::UntilIdle && control.input_closed() && self.caught_up(topics, tasks)? {
                     break;
                 }
-                self.log
-                    .wait_for_commit(sequence, Duration::from_millis(config.idle_wait_ms));
+                self.log.wait_for_commit(sequence, Duration::from_millis(config.idle_wait_ms));
                 continue;
             }
-            let commit_started = Instant::now();
-            self.log.commit(transaction)?;
-            self.record_batch(started, commit_started, &timestamps);
-            report.input_records += timestamps.len() as u64;
-            report.commits += 1;
-            control
-                .processed_records
-                .fetch_add(timestamps.len() as u64, Ordering::Relaxed);
-            self.update_lag(topics, &tasks)?;
-            let remembered: usize = tasks
-                .iter()
-                .map(|t| t.processor.state().remembered_payment_ids())
-                .sum();
+            fetched_records += timestamps.len() as u64;
+            if sender.send(CommitJob { transaction, timestamps, started }).is_err() {
+                break; // the committer failed; its error is reported by the caller
+            }
+            submitted += 1;
+            self.update_lag(topics, tasks)?;
+            let remembered: usize = tasks.iter().map(|t| t.processor.state().remembered_payment_ids()).sum();
             self.metrics.remembered_payment_ids.set(remembered as i64);
             batches_since_snapshot += 1;
             if batches_since_snapshot >= config.snapshot_interval_batches {
-                self.snapshot(topics, &tasks)?;
+                // A snapshot must not be ahead of the durable changelog.
+                if tracker.wait_for(submitted).is_err() {
+                    break;
+                }
+                self.snapshot(topics, tasks)?;
                 batches_since_snapshot = 0;
             }
         }
-        self.snapshot(topics, &tasks)?;
+        Ok(report)
+    }
+
+    /// Commits batches in order as the worker hands them over, overlapping the disk
+    /// write and fsync of one batch with the processing of the next.
+    fn commit_loop(
+        &self,
+        receiver: std::sync::mpsc::Receiver<CommitJob>,
+        control: &RunControl,
+        tracker: &CommitTracker,
+    ) -> Result<RunReport, RuntimeError> {
+        let mut report = RunReport::default();
+        for job in receiver {
+            let commit_started = Instant::now();
+            if let Err(error) = self.log.commit(job.transaction) {
+                tracker.fail(&error.to_string());
+                control.stop();
+                return Err(error.into());
+            }
+            self.record_batch(job.started, commit_started, &job.timestamps);
+            report.input_records += job.timestamps.len() as u64;
+            report.commits += 1;
+            control.processed_records.fetch_add(job.timestamps.len() as u64, Ordering::Relaxed);
+            tracker.done();
+        }
         Ok(report)
     }
 
     fn worker_count(&self, topics: &PipelineTopics) -> usize {
-        self.config
-            .workers
-            .min(topics.payments.partitions as usize)
-            .max(1)
+        self.config.workers.min(topics.payments.partitions as usize).max(1)
     }
 
-    fn update_lag(
-        &self,
-        topics: &PipelineTopics,
-        tasks: &[PartitionTask],
-    ) -> Result<(), RuntimeError> {
+    fn update_lag(&self, topics: &PipelineTopics, tasks: &[PartitionTask]) -> Result<(), RuntimeError> {
         for task in tasks {
-            let end = self
-                .log
-                .offsets(&topics.payments, task.processor.partition())?
-                .end;
+            let end = self.log.offsets(&topics.payments, task.processor.partition())?.end;
             self.metrics
                 .lag_records
-                .with_label_values(&[
-                    &*topics.payments.name,
-                    &task.processor.partition().to_string(),
-                ])
+                .with_label_values(&[&*topics.payments.name, &task.processor.partition().to_string()])
                 .set(end.saturating_sub(task.next_offset) as i64);
         }
         Ok(())
     }
 
-    fn caught_up(
-        &self,
-        topics: &PipelineTopics,
-        tasks: &[PartitionTask],
-    ) -> Result<bool, RuntimeError> {
+    fn caught_up(&self, topics: &PipelineTopics, tasks: &[PartitionTask]) -> Result<bool, RuntimeError> {
         for task in tasks {
-            if task.next_offset
-                < self
-                    .log
-                    .offsets(&topics.payments, task.processor.partition())?
-                    .end
-            {
+            if task.next_offset < self.log.offsets(&topics.payments, task.processor.partition())?.end {
                 return Ok(false);
             }
         }
@@ -561,12 +552,8 @@ impl Pipeline {
 
     fn record_batch(&self, started: Instant, commit_started: Instant, timestamps: &[i64]) {
         let now = now_ms();
-        self.metrics
-            .commit_seconds
-            .observe(commit_started.elapsed().as_secs_f64());
-        self.metrics
-            .batch_seconds
-            .observe(started.elapsed().as_secs_f64());
+        self.metrics.commit_seconds.observe(commit_started.elapsed().as_secs_f64());
+        self.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
         self.metrics.commits.inc();
         self.metrics.input_records.inc_by(timestamps.len() as u64);
         let local = self.metrics.event_to_decision_seconds.local();
@@ -574,8 +561,7 @@ impl Pipeline {
         for &timestamp in timestamps {
             let latency_ms = (now - timestamp).max(0);
             local.observe(latency_ms as f64 / 1_000.0);
-            let _ =
-                exact.record((latency_ms as u64 * 1_000).clamp(1, crate::metrics::LATENCY_US_MAX));
+            let _ = exact.record((latency_ms as u64 * 1_000).clamp(1, crate::metrics::LATENCY_US_MAX));
         }
         local.flush();
     }
@@ -589,30 +575,14 @@ impl Pipeline {
     ) -> Result<(), RuntimeError> {
         let now = now_ms();
         for decision in &out.decisions {
-            send_json(
-                transaction,
-                &topics.decisions,
-                decision.payer_account_id.as_bytes(),
-                now,
-                decision,
-            )?;
+            send_json(transaction, &topics.decisions, decision.payer_account_id.as_bytes(), now, decision)?;
         }
         for ledger in &out.ledger {
-            let payer = ledger
-                .postings
-                .first()
-                .map(|p| p.account_id.as_bytes())
-                .unwrap_or_default();
+            let payer = ledger.postings.first().map(|p| p.account_id.as_bytes()).unwrap_or_default();
             send_json(transaction, &topics.ledger, payer, now, ledger)?;
         }
         for settlement in &out.settlements {
-            send_json(
-                transaction,
-                &topics.settlements,
-                settlement.merchant_id.as_bytes(),
-                now,
-                settlement,
-            )?;
+            send_json(transaction, &topics.settlements, settlement.merchant_id.as_bytes(), now, settlement)?;
         }
         for letter in &out.dead_letters {
             transaction.send_to_partition_with(
@@ -625,13 +595,7 @@ impl Pipeline {
         }
         if !out.state_ops.is_empty() {
             let ops = encode_ops(&out.state_ops);
-            transaction.send_to_partition(
-                &topics.changelog,
-                partition,
-                &partition.to_le_bytes(),
-                &ops,
-                now,
-            )?;
+            transaction.send_to_partition(&topics.changelog, partition, &partition.to_le_bytes(), &ops, now)?;
         }
         Ok(())
     }
@@ -644,7 +608,5 @@ fn send_json<T: Serialize>(
     timestamp_ms: i64,
     value: &T,
 ) -> Result<(), RuntimeError> {
-    transaction.send_with(topic, key, timestamp_ms, |buf| {
-        serde_json::to_writer(buf, value).map_err(RuntimeError::from)
-    })
+    transaction.send_with(topic, key, timestamp_ms, |buf| serde_json::to_writer(buf, value).map_err(RuntimeError::from))
 }

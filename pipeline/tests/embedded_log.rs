@@ -14,25 +14,12 @@ fn open(dir: &Path) -> EmbeddedLog {
 }
 
 fn values(log: &EmbeddedLog, topic: &Topic, partition: u32) -> Vec<String> {
-    let records = log
-        .fetch(
-            topic,
-            partition,
-            log.offsets(topic, partition).unwrap().start,
-            usize::MAX,
-        )
-        .unwrap();
-    records
-        .iter()
-        .map(|r| String::from_utf8(r.value.to_vec()).unwrap())
-        .collect()
+    let records = log.fetch(topic, partition, log.offsets(topic, partition).unwrap().start, usize::MAX).unwrap();
+    records.iter().map(|r| String::from_utf8(r.value.to_vec()).unwrap()).collect()
 }
 
 fn active_segment(dir: &Path) -> std::path::PathBuf {
-    let mut segments: Vec<_> = std::fs::read_dir(dir.join("wal"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut segments: Vec<_> = std::fs::read_dir(dir.join("wal")).unwrap().map(|e| e.unwrap().path()).collect();
     segments.sort();
     segments.pop().unwrap()
 }
@@ -44,24 +31,12 @@ fn commits_are_visible_ordered_and_survive_reopen() {
         let log = open(dir.path());
         let topic = log.create_topic("payments", 3).unwrap();
         assert_eq!(log.create_topic("payments", 3).unwrap(), topic);
-        assert!(matches!(
-            log.create_topic("payments", 4),
-            Err(LogError::TopicExists { .. })
-        ));
-        assert!(matches!(
-            log.create_topic("bad name", 1),
-            Err(LogError::InvalidTopic(_))
-        ));
+        assert!(matches!(log.create_topic("payments", 4), Err(LogError::TopicExists { .. })));
+        assert!(matches!(log.create_topic("bad name", 1), Err(LogError::InvalidTopic(_))));
         let mut txn = Transaction::new();
         for i in 0..10 {
-            txn.send_to_partition(
-                &topic,
-                i % 3,
-                format!("k{i}").as_bytes(),
-                format!("v{i}").as_bytes(),
-                i64::from(i),
-            )
-            .unwrap();
+            txn.send_to_partition(&topic, i % 3, format!("k{i}").as_bytes(), format!("v{i}").as_bytes(), i64::from(i))
+                .unwrap();
         }
         txn.set_position("g", &topic, 1, 2);
         log.commit(txn).unwrap();
@@ -69,23 +44,12 @@ fn commits_are_visible_ordered_and_survive_reopen() {
         assert_eq!(log.committed_position("g", &topic, 1).unwrap(), Some(2));
         let tail = log.fetch(&topic, 0, 2, 1).unwrap();
         assert_eq!(
-            (
-                tail[0].offset,
-                &tail[0].value[..],
-                &tail[0].key[..],
-                tail[0].timestamp_ms
-            ),
+            (tail[0].offset, &tail[0].value[..], &tail[0].key[..], tail[0].timestamp_ms),
             (2, &b"v6"[..], &b"k6"[..], 6)
         );
         assert!(log.fetch(&topic, 0, 4, 10).unwrap().is_empty());
-        assert!(matches!(
-            log.fetch(&topic, 0, 5, 10),
-            Err(LogError::OffsetOutOfRange { .. })
-        ));
-        assert!(matches!(
-            EmbeddedLog::open(EmbeddedLogConfig::new(dir.path())),
-            Err(LogError::Locked(_))
-        ));
+        assert!(matches!(log.fetch(&topic, 0, 5, 10), Err(LogError::OffsetOutOfRange { .. })));
+        assert!(matches!(EmbeddedLog::open(EmbeddedLogConfig::new(dir.path())), Err(LogError::Locked(_))));
     }
     let log = open(dir.path());
     let topic = log.topic("payments").unwrap();
@@ -115,16 +79,12 @@ fn a_torn_tail_is_cut_off_and_the_log_goes_on() {
         let topic = log.create_topic("t", 1).unwrap();
         for i in 0..3 {
             let mut txn = Transaction::new();
-            txn.send_to_partition(&topic, 0, b"k", format!("v{i}").as_bytes(), 0)
-                .unwrap();
+            txn.send_to_partition(&topic, 0, b"k", format!("v{i}").as_bytes(), 0).unwrap();
             log.commit(txn).unwrap();
         }
     }
     // A crash mid-write: half a frame, then garbage.
-    let mut file = OpenOptions::new()
-        .append(true)
-        .open(active_segment(dir.path()))
-        .unwrap();
+    let mut file = OpenOptions::new().append(true).open(active_segment(dir.path())).unwrap();
     file.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 5, 6]).unwrap();
     drop(file);
     {
@@ -136,10 +96,7 @@ fn a_torn_tail_is_cut_off_and_the_log_goes_on() {
         log.commit(txn).unwrap();
     }
     let log = open(dir.path());
-    assert_eq!(
-        values(&log, &log.topic("t").unwrap(), 0),
-        ["v0", "v1", "v2", "v3"]
-    );
+    assert_eq!(values(&log, &log.topic("t").unwrap(), 0), ["v0", "v1", "v2", "v3"]);
 }
 
 #[test]
@@ -165,15 +122,9 @@ fn retention_deletes_old_segments_but_never_unread_input() {
         }
         let input_offsets = log.offsets(&input, 0).unwrap();
         assert!(input_offsets.start > 0, "retention deleted nothing");
-        assert!(
-            input_offsets.start <= 299,
-            "retention deleted input the consumer has not read"
-        );
+        assert!(input_offsets.start <= 299, "retention deleted input the consumer has not read");
         assert!(log.stored_bytes() < 400 * 1_100, "the log kept everything");
-        assert!(matches!(
-            log.fetch(&input, 0, 0, 1),
-            Err(LogError::OffsetOutOfRange { .. })
-        ));
+        assert!(matches!(log.fetch(&input, 0, 0, 1), Err(LogError::OffsetOutOfRange { .. })));
         assert_eq!(log.fetch(&input, 0, 299, 1).unwrap().len(), 1);
     }
     let log = EmbeddedLog::open(config).unwrap();
@@ -233,5 +184,59 @@ proptest! {
         }
         let position = log.committed_position("g", &topic, 0).unwrap();
         prop_assert_eq!(position, survivors.checked_sub(1).map(|n| n as u64));
+    }
+}
+
+/// Group commit: many threads committing to the same partitions at once get dense
+/// offsets, every record exactly once, and the same view after reopening.
+#[test]
+fn concurrent_commits_are_dense_and_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let threads = 4;
+    let commits = 50;
+    {
+        let log = std::sync::Arc::new(open(dir.path()));
+        let topic = log.create_topic("t", 2).unwrap();
+        std::thread::scope(|scope| {
+            for thread in 0..threads {
+                let log = log.clone();
+                let topic = topic.clone();
+                scope.spawn(move || {
+                    for commit in 0..commits {
+                        let mut txn = Transaction::new();
+                        for partition in 0..2 {
+                            txn.send_to_partition(
+                                &topic,
+                                partition,
+                                b"",
+                                format!("{thread}.{commit}.{partition}").as_bytes(),
+                                0,
+                            )
+                            .unwrap();
+                        }
+                        txn.set_position(&format!("g{thread}"), &topic, 0, commit);
+                        log.commit(txn).unwrap();
+                    }
+                });
+            }
+        });
+        for partition in 0..2 {
+            let records = log.fetch(&topic, partition, 0, usize::MAX).unwrap();
+            assert_eq!(records.len(), threads * commits as usize);
+            assert!(records.iter().enumerate().all(|(i, r)| r.offset == i as u64));
+        }
+    }
+    let log = open(dir.path());
+    let topic = log.topic("t").unwrap();
+    for partition in 0..2 {
+        let mut got = values(&log, &topic, partition);
+        got.sort();
+        let mut expected: Vec<String> =
+            (0..threads).flat_map(|t| (0..commits).map(move |c| format!("{t}.{c}.{partition}"))).collect();
+        expected.sort();
+        assert_eq!(got, expected);
+    }
+    for thread in 0..threads {
+        assert_eq!(log.committed_position(&format!("g{thread}"), &topic, 0).unwrap(), Some(commits - 1));
     }
 }

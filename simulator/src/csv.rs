@@ -72,50 +72,31 @@ pub struct CsvRow<'a> {
 
 impl CsvLayout {
     pub fn from_header(line: &str) -> Result<CsvLayout, CsvError> {
-        let names: Vec<&str> = line
-            .trim_end_matches(['\r', '\n'])
-            .split(',')
-            .map(str::trim)
-            .collect();
+        let names: Vec<&str> = line.trim_end_matches(['\r', '\n']).split(',').map(str::trim).collect();
         let mut positions = [0; 9];
         for (slot, column) in positions.iter_mut().zip(COLUMNS) {
-            *slot = names
-                .iter()
-                .position(|n| *n == column)
-                .ok_or(CsvError::MissingColumn(column))?;
+            *slot = names.iter().position(|n| *n == column).ok_or(CsvError::MissingColumn(column))?;
         }
-        Ok(CsvLayout {
-            positions,
-            width: names.len(),
-        })
+        Ok(CsvLayout { positions, width: names.len() })
     }
 
     pub fn parse_row<'a>(&self, line: &'a str) -> Result<CsvRow<'a>, CsvError> {
         let fields: Vec<&str> = line.trim_end_matches(['\r', '\n']).split(',').collect();
         if fields.len() != self.width {
-            return Err(CsvError::FieldCount {
-                found: fields.len(),
-                expected: self.width,
-            });
+            return Err(CsvError::FieldCount { found: fields.len(), expected: self.width });
         }
         let field = |i: usize| fields[self.positions[i]].trim();
         let flag = |i: usize| match field(i) {
             "0" | "0.0" => Ok(false),
             "1" | "1.0" => Ok(true),
-            other => Err(CsvError::InvalidValue {
-                column: COLUMNS[i],
-                value: other.to_string(),
-            }),
+            other => Err(CsvError::InvalidValue { column: COLUMNS[i], value: other.to_string() }),
         };
         let scenario = field(8)
             .trim_end_matches(".0")
             .parse::<u8>()
             .ok()
             .filter(|s| *s <= 3)
-            .ok_or_else(|| CsvError::InvalidValue {
-                column: COLUMNS[8],
-                value: field(8).to_string(),
-            })?;
+            .ok_or_else(|| CsvError::InvalidValue { column: COLUMNS[8], value: field(8).to_string() })?;
         Ok(CsvRow {
             transaction_id: field(0),
             datetime: field(1),
@@ -157,24 +138,9 @@ mod tests {
     #[test]
     fn tolerates_a_pandas_index_and_reports_bad_rows() {
         let layout = CsvLayout::from_header(&format!(",{HEADER}")).unwrap();
-        assert_eq!(
-            layout
-                .parse_row("0,1,2018-04-01 00:00:31,596,3156,57.16,31,0,0,0")
-                .unwrap()
-                .customer_id,
-            "596"
-        );
-        assert!(matches!(
-            layout.parse_row("1,2,3"),
-            Err(CsvError::FieldCount { .. })
-        ));
-        assert!(matches!(
-            layout.parse_row("0,1,x,596,3156,57.16,31,0,7,0"),
-            Err(CsvError::InvalidValue { .. })
-        ));
-        assert!(matches!(
-            CsvLayout::from_header("a,b,c"),
-            Err(CsvError::MissingColumn("TRANSACTION_ID"))
-        ));
+        assert_eq!(layout.parse_row("0,1,2018-04-01 00:00:31,596,3156,57.16,31,0,0,0").unwrap().customer_id, "596");
+        assert!(matches!(layout.parse_row("1,2,3"), Err(CsvError::FieldCount { .. })));
+        assert!(matches!(layout.parse_row("0,1,x,596,3156,57.16,31,0,7,0"), Err(CsvError::InvalidValue { .. })));
+        assert!(matches!(CsvLayout::from_header("a,b,c"), Err(CsvError::MissingColumn("TRANSACTION_ID"))));
     }
 }

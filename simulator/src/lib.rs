@@ -93,9 +93,8 @@ pub const SCENARIO_3_DAYS: i64 = 14;
 /// Generates the whole data set, sorted by time, with fraud scenarios applied.
 pub fn simulate(config: &SimulatorConfig) -> Vec<Transaction> {
     let mut rng = Rng::for_stream(config.seed, STREAM_TERMINALS);
-    let terminals: Vec<(f64, f64)> = (0..config.terminals)
-        .map(|_| (rng.uniform_range(0.0, 100.0), rng.uniform_range(0.0, 100.0)))
-        .collect();
+    let terminals: Vec<(f64, f64)> =
+        (0..config.terminals).map(|_| (rng.uniform_range(0.0, 100.0), rng.uniform_range(0.0, 100.0))).collect();
     let mut rng = Rng::for_stream(config.seed, STREAM_CUSTOMERS);
     let customers: Vec<CustomerProfile> = (0..config.customers)
         .map(|_| {
@@ -126,10 +125,7 @@ pub fn simulate(config: &SimulatorConfig) -> Vec<Transaction> {
         if customer.available_terminals.is_empty() {
             continue;
         }
-        let mut rng = Rng::for_stream(
-            config.seed,
-            STREAM_TRANSACTIONS ^ ((customer_id as u64 + 1) << 8),
-        );
+        let mut rng = Rng::for_stream(config.seed, STREAM_TRANSACTIONS ^ ((customer_id as u64 + 1) << 8));
         for day in 0..i64::from(config.days) {
             let count = rng.poisson(customer.mean_transactions_per_day);
             for _ in 0..count {
@@ -142,8 +138,8 @@ pub fn simulate(config: &SimulatorConfig) -> Vec<Transaction> {
                     amount = rng.uniform_range(0.0, customer.mean_amount * 2.0);
                 }
                 let amount_cents = (amount * 100.0).round() as i64;
-                let terminal = customer.available_terminals
-                    [rng.below(customer.available_terminals.len() as u64) as usize];
+                let terminal =
+                    customer.available_terminals[rng.below(customer.available_terminals.len() as u64) as usize];
                 transactions.push(Transaction {
                     transaction_id: 0,
                     time_seconds: day * 86_400 + time_of_day,
@@ -181,8 +177,7 @@ fn apply_fraud_scenarios(config: &SimulatorConfig, transactions: &mut [Transacti
     // Scenario 2: two compromised terminals a day, for that day and the next 27.
     for day in 0..days {
         let mut rng = Rng::for_stream(config.seed, STREAM_TERMINAL_FRAUD ^ ((day as u64 + 1) << 8));
-        let compromised =
-            rng.sample_indices(config.terminals as usize, SCENARIO_2_TERMINALS_PER_DAY);
+        let compromised = rng.sample_indices(config.terminals as usize, SCENARIO_2_TERMINALS_PER_DAY);
         for d in day..(day + SCENARIO_2_DAYS).min(days) {
             for &index in &by_day[d as usize] {
                 if compromised.contains(&(transactions[index].terminal_id as usize)) {
@@ -196,8 +191,7 @@ fn apply_fraud_scenarios(config: &SimulatorConfig, transactions: &mut [Transacti
     // that day and the next 13 get five times the amount and are fraud.
     for day in 0..days {
         let mut rng = Rng::for_stream(config.seed, STREAM_CUSTOMER_FRAUD ^ ((day as u64 + 1) << 8));
-        let compromised =
-            rng.sample_indices(config.customers as usize, SCENARIO_3_CUSTOMERS_PER_DAY);
+        let compromised = rng.sample_indices(config.customers as usize, SCENARIO_3_CUSTOMERS_PER_DAY);
         let candidates: Vec<usize> = (day..(day + SCENARIO_3_DAYS).min(days))
             .flat_map(|d| by_day[d as usize].iter().copied())
             .filter(|&index| compromised.contains(&(transactions[index].customer_id as usize)))
@@ -217,13 +211,7 @@ mod tests {
     use super::*;
 
     fn small() -> SimulatorConfig {
-        SimulatorConfig {
-            customers: 500,
-            terminals: 1_000,
-            days: 60,
-            seed: 42,
-            ..SimulatorConfig::default()
-        }
+        SimulatorConfig { customers: 500, terminals: 1_000, days: 60, seed: 42, ..SimulatorConfig::default() }
     }
 
     #[test]
@@ -231,10 +219,7 @@ mod tests {
         let a = simulate(&small());
         let b = simulate(&small());
         assert_eq!(a, b);
-        let c = simulate(&SimulatorConfig {
-            seed: 43,
-            ..small()
-        });
+        let c = simulate(&SimulatorConfig { seed: 43, ..small() });
         assert_ne!(a, c);
     }
 
@@ -243,37 +228,16 @@ mod tests {
         let data = simulate(&small());
         // 500 customers × ~2 a day × 60 days, minus time-of-day draws outside the day
         // and customers with no terminal nearby.
-        assert!(
-            (45_000..=65_000).contains(&data.len()),
-            "{} transactions",
-            data.len()
-        );
-        assert!(
-            data.windows(2)
-                .all(|w| w[0].time_seconds <= w[1].time_seconds)
-        );
-        assert!(
-            data.iter()
-                .enumerate()
-                .all(|(i, t)| t.transaction_id == i as u64)
-        );
-        assert!(
-            data.iter()
-                .all(|t| t.amount_cents >= 0 && (0..60).contains(&t.day()))
-        );
+        assert!((45_000..=65_000).contains(&data.len()), "{} transactions", data.len());
+        assert!(data.windows(2).all(|w| w[0].time_seconds <= w[1].time_seconds));
+        assert!(data.iter().enumerate().all(|(i, t)| t.transaction_id == i as u64));
+        assert!(data.iter().all(|t| t.amount_cents >= 0 && (0..60).contains(&t.day())));
         let scenario = |s| data.iter().filter(|t| t.fraud_scenario == s).count();
         assert!(scenario(1) > 0 && scenario(2) > 0 && scenario(3) > 0);
-        assert!(
-            data.iter()
-                .filter(|t| t.fraud_scenario == 1)
-                .all(|t| t.amount_cents > 22_000 && t.is_fraud)
-        );
+        assert!(data.iter().filter(|t| t.fraud_scenario == 1).all(|t| t.amount_cents > 22_000 && t.is_fraud));
         let fraud_rate = data.iter().filter(|t| t.is_fraud).count() as f64 / data.len() as f64;
         // The handbook's reference run has ~0.84 %; with a tenth of the terminals
         // compromised terminals weigh more, so allow a wide band.
-        assert!(
-            (0.002..0.08).contains(&fraud_rate),
-            "fraud rate {fraud_rate}"
-        );
+        assert!((0.002..0.08).contains(&fraud_rate), "fraud rate {fraud_rate}");
     }
 }

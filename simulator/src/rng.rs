@@ -17,14 +17,7 @@ fn split_mix64(state: &mut u64) -> u64 {
 impl Rng {
     pub fn new(seed: u64) -> Rng {
         let mut s = seed;
-        Rng {
-            state: [
-                split_mix64(&mut s),
-                split_mix64(&mut s),
-                split_mix64(&mut s),
-                split_mix64(&mut s),
-            ],
-        }
+        Rng { state: [split_mix64(&mut s), split_mix64(&mut s), split_mix64(&mut s), split_mix64(&mut s)] }
     }
 
     /// An independent stream for `(seed, stream)`, e.g. one per simulated day.
@@ -83,10 +76,7 @@ impl Rng {
 
     /// Poisson by Knuth's multiplication method; fine for the small means used here.
     pub fn poisson(&mut self, mean: f64) -> u32 {
-        assert!(
-            (0.0..=30.0).contains(&mean),
-            "poisson mean {mean} outside the supported range"
-        );
+        assert!((0.0..=30.0).contains(&mean), "poisson mean {mean} outside the supported range");
         let limit = (-mean).exp();
         let mut count = 0;
         let mut product = self.uniform();
@@ -142,10 +132,7 @@ mod tests {
         assert!((mean - 10.0).abs() < 0.05, "normal mean {mean}");
         assert!((var.sqrt() - 2.0).abs() < 0.05, "normal std {}", var.sqrt());
         let poisson_mean = (0..n).map(|_| rng.poisson(2.5) as f64).sum::<f64>() / n as f64;
-        assert!(
-            (poisson_mean - 2.5).abs() < 0.03,
-            "poisson mean {poisson_mean}"
-        );
+        assert!((poisson_mean - 2.5).abs() < 0.03, "poisson mean {poisson_mean}");
         let below: Vec<u64> = (0..n).map(|_| rng.below(10)).collect();
         assert!(below.iter().all(|&v| v < 10));
         let sample = rng.sample_indices(100, 30);

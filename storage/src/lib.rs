@@ -15,10 +15,7 @@ use thiserror::Error;
 pub enum StorageError {
     /// External: the disk failed.
     #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
+    Io { context: String, source: std::io::Error },
     /// Internal: stored bytes fail their checksum.
     #[error("snapshot {name} is corrupt: {why}")]
     Corrupt { name: String, why: String },
@@ -54,19 +51,13 @@ pub struct FileSnapshotStore {
 impl FileSnapshotStore {
     pub fn open(dir: impl Into<PathBuf>) -> Result<FileSnapshotStore, StorageError> {
         let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(|source| StorageError::Io {
-            context: format!("create {}", dir.display()),
-            source,
-        })?;
+        fs::create_dir_all(&dir)
+            .map_err(|source| StorageError::Io { context: format!("create {}", dir.display()), source })?;
         Ok(FileSnapshotStore { dir })
     }
 
     fn path(&self, name: &str) -> Result<PathBuf, StorageError> {
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
             return Err(StorageError::InvalidName(name.to_string()));
         }
         Ok(self.dir.join(format!("{name}.snapshot")))
@@ -79,9 +70,7 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StorageError
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(format!("fsync {}", dir.display())))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(format!("fsync {}", dir.display())))
 }
 
 impl SnapshotStore for FileSnapshotStore {
@@ -108,16 +97,10 @@ impl SnapshotStore for FileSnapshotStore {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => {
-                return Err(StorageError::Io {
-                    context: format!("read {}", path.display()),
-                    source: e,
-                });
+                return Err(StorageError::Io { context: format!("read {}", path.display()), source: e });
             }
         };
-        let corrupt = |why: &str| StorageError::Corrupt {
-            name: name.to_string(),
-            why: why.to_string(),
-        };
+        let corrupt = |why: &str| StorageError::Corrupt { name: name.to_string(), why: why.to_string() };
         if bytes.len() < HEADER_BYTES + 4 || &bytes[0..4] != MAGIC {
             return Err(corrupt("bad header"));
         }
@@ -130,10 +113,7 @@ impl SnapshotStore for FileSnapshotStore {
         if body.len() != HEADER_BYTES + len {
             return Err(corrupt("length mismatch"));
         }
-        Ok(Some(Snapshot {
-            changelog_offset,
-            state: body[HEADER_BYTES..].to_vec(),
-        }))
+        Ok(Some(Snapshot { changelog_offset, state: body[HEADER_BYTES..].to_vec() }))
     }
 }
 
@@ -146,29 +126,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FileSnapshotStore::open(dir.path()).unwrap();
         assert_eq!(store.load("p0").unwrap(), None);
-        let snapshot = Snapshot {
-            changelog_offset: 42,
-            state: b"state".to_vec(),
-        };
+        let snapshot = Snapshot { changelog_offset: 42, state: b"state".to_vec() };
         store.save("p0", &snapshot).unwrap();
         assert_eq!(store.load("p0").unwrap(), Some(snapshot.clone()));
-        let newer = Snapshot {
-            changelog_offset: 43,
-            state: vec![],
-        };
+        let newer = Snapshot { changelog_offset: 43, state: vec![] };
         store.save("p0", &newer).unwrap();
         assert_eq!(store.load("p0").unwrap(), Some(newer));
         let path = dir.path().join("p0.snapshot");
         let mut bytes = fs::read(&path).unwrap();
         bytes[10] ^= 1;
         fs::write(&path, bytes).unwrap();
-        assert!(matches!(
-            store.load("p0"),
-            Err(StorageError::Corrupt { .. })
-        ));
-        assert!(matches!(
-            store.save("../x", &snapshot),
-            Err(StorageError::InvalidName(_))
-        ));
+        assert!(matches!(store.load("p0"), Err(StorageError::Corrupt { .. })));
+        assert!(matches!(store.save("../x", &snapshot), Err(StorageError::InvalidName(_))));
     }
 }

@@ -16,12 +16,7 @@ pub fn paystream() -> Command {
 
 /// Runs paystream with `args` and the data directory; panics with its output on failure.
 pub fn run_ok(data_dir: &Path, args: &[&str]) -> Output {
-    let output = paystream()
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .output()
-        .expect("spawn paystream");
+    let output = paystream().args(args).arg("--data-dir").arg(data_dir).output().expect("spawn paystream");
     assert!(
         output.status.success(),
         "paystream {args:?} failed: {}\nstdout: {}\nstderr: {}",
@@ -61,36 +56,24 @@ pub fn check_exactly_once(data_dir: &Path, complete: bool) -> (usize, usize) {
     let mut decided: HashMap<String, usize> = HashMap::new();
     let mut approved = 0;
     for decision in &decisions {
-        let id = decision["value"]["payment_id"]
-            .as_str()
-            .expect("decision has payment_id")
-            .to_string();
+        let id = decision["value"]["payment_id"].as_str().expect("decision has payment_id").to_string();
         *decided.entry(id).or_default() += 1;
         if decision["value"]["outcome"] == "approve" {
             approved += 1;
         }
     }
     let doubled: Vec<_> = decided.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(
-        doubled.is_empty(),
-        "payments decided more than once: {doubled:?}"
-    );
+    assert!(doubled.is_empty(), "payments decided more than once: {doubled:?}");
 
     let mut dead_by_offset: HashMap<(u64, u64), usize> = HashMap::new();
     for letter in &dead_letters {
         let value = &letter["value"];
         if value["source_topic"] == "payments" {
-            let key = (
-                value["source_partition"].as_u64().unwrap(),
-                value["source_offset"].as_u64().unwrap(),
-            );
+            let key = (value["source_partition"].as_u64().unwrap(), value["source_offset"].as_u64().unwrap());
             *dead_by_offset.entry(key).or_default() += 1;
         }
     }
-    assert!(
-        dead_by_offset.values().all(|n| *n == 1),
-        "an input record was dead-lettered twice"
-    );
+    assert!(dead_by_offset.values().all(|n| *n == 1), "an input record was dead-lettered twice");
 
     // Per partition, the accounted inputs (first occurrence of a decided id, or a dead
     // letter) must be a prefix of the offsets: the pipeline commits in offset order, so a
@@ -99,10 +82,7 @@ pub fn check_exactly_once(data_dir: &Path, complete: bool) -> (usize, usize) {
     let mut accounted: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     let mut all: BTreeMap<u64, u64> = BTreeMap::new();
     for payment in &payments {
-        let key = (
-            payment["partition"].as_u64().unwrap(),
-            payment["offset"].as_u64().unwrap(),
-        );
+        let key = (payment["partition"].as_u64().unwrap(), payment["offset"].as_u64().unwrap());
         *all.entry(key.0).or_default() += 1;
         if dead_by_offset.contains_key(&key) {
             accounted.entry(key.0).or_default().push(key.1);
@@ -125,18 +105,15 @@ pub fn check_exactly_once(data_dir: &Path, complete: bool) -> (usize, usize) {
             "partition {partition}: processed inputs are not a prefix of the offsets (a record was skipped)"
         );
     }
-    assert_eq!(
-        first_seen.len(),
-        decided.len(),
-        "a decision has no input payment"
-    );
+    assert_eq!(first_seen.len(), decided.len(), "a decision has no input payment");
     if complete {
         for (partition, count) in &all {
             let done = accounted.get(partition).map_or(0, |o| o.len() as u64);
             // Inputs after the accounted ones may only be retries of decided ids.
-            for payment in payments.iter().filter(|p| {
-                p["partition"].as_u64() == Some(*partition) && p["offset"].as_u64().unwrap() >= done
-            }) {
+            for payment in payments
+                .iter()
+                .filter(|p| p["partition"].as_u64() == Some(*partition) && p["offset"].as_u64().unwrap() >= done)
+            {
                 let id = payment["value"]["payment_id"].as_str().unwrap_or_default();
                 assert!(
                     first_seen.contains_key(id),
@@ -154,48 +131,20 @@ pub fn check_exactly_once(data_dir: &Path, complete: bool) -> (usize, usize) {
         let mut sum = 0i128;
         for posting in value["postings"].as_array().expect("postings") {
             let amount = i128::from(posting["amount_minor"].as_i64().expect("amount_minor"));
-            sum += if posting["direction"] == "debit" {
-                amount
-            } else {
-                -amount
-            };
+            sum += if posting["direction"] == "debit" { amount } else { -amount };
         }
         assert_eq!(sum, 0, "unbalanced ledger transaction {value}");
-        *sums
-            .entry(value["currency"].as_str().unwrap().to_string())
-            .or_default() += sum;
-        *ledger_ids
-            .entry(value["payment_id"].as_str().unwrap().to_string())
-            .or_insert(0) += 1;
+        *sums.entry(value["currency"].as_str().unwrap().to_string()).or_default() += sum;
+        *ledger_ids.entry(value["payment_id"].as_str().unwrap().to_string()).or_insert(0) += 1;
     }
-    assert!(
-        sums.values().all(|s| *s == 0),
-        "postings do not sum to zero per currency: {sums:?}"
-    );
-    assert!(
-        ledger_ids.values().all(|n| *n == 1),
-        "a payment was posted twice"
-    );
-    assert_eq!(
-        ledger.len(),
-        approved,
-        "one ledger transaction per approved payment"
-    );
+    assert!(sums.values().all(|s| *s == 0), "postings do not sum to zero per currency: {sums:?}");
+    assert!(ledger_ids.values().all(|n| *n == 1), "a payment was posted twice");
+    assert_eq!(ledger.len(), approved, "one ledger transaction per approved payment");
 
     let mut settlement_ids = HashMap::new();
     for settlement in &settlements {
-        *settlement_ids
-            .entry(
-                settlement["value"]["settlement_id"]
-                    .as_str()
-                    .unwrap()
-                    .to_string(),
-            )
-            .or_insert(0) += 1;
+        *settlement_ids.entry(settlement["value"]["settlement_id"].as_str().unwrap().to_string()).or_insert(0) += 1;
     }
-    assert!(
-        settlement_ids.values().all(|n| *n == 1),
-        "a settlement window was emitted twice"
-    );
+    assert!(settlement_ids.values().all(|n| *n == 1), "a settlement window was emitted twice");
     (decisions.len(), dead_letters.len())
 }

@@ -27,9 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    Log, LogError, PartitionBatch, PartitionOffsets, Record, RecordIter, Topic, Transaction,
-};
+use super::{Log, LogError, PartitionBatch, PartitionOffsets, Record, RecordIter, Topic, Transaction};
 
 /// Largest frame accepted when reading; a larger length field means a torn or corrupt frame.
 pub const FRAME_BYTES_MAX: usize = 256 * 1024 * 1024;
@@ -102,12 +100,30 @@ struct Index {
     first_segment: u64,
 }
 
+/// A position in the write-ahead log: (segment, byte offset). Orders all writes.
+type WalPosition = (u64, u64);
+
+/// A transaction written to its segment but not yet durable, so not yet visible.
+struct PendingCommit {
+    end: WalPosition,
+    topic: Option<(String, u32, u32)>,
+    locations: Vec<(u32, u32, FrameLocation)>,
+    positions: Vec<(String, u32, u32, u64)>,
+    wall_ms: i64,
+}
+
 struct Writer {
     active_segment: u64,
     active: Arc<File>,
     active_len: u64,
     buffer: Vec<u8>,
     next_topic_id: u32,
+    /// Next offset per (topic id, partition), including written-but-unpublished records.
+    next_offsets: HashMap<(u32, u32), u64>,
+    /// Everything up to here is durable and published.
+    synced: WalPosition,
+    /// Written transactions awaiting durability, in log order.
+    pending: VecDeque<PendingCommit>,
     commits_since_retention: u32,
     poisoned: Option<String>,
 }
@@ -118,6 +134,9 @@ pub struct EmbeddedLog {
     _lock: Option<File>,
     read_only: bool,
     writer: Mutex<Writer>,
+    /// Serializes `fdatasync` calls (group commit: one sync covers every transaction
+    /// written before it). Lock order: `sync`, then `writer`, then `index`.
+    sync: Mutex<()>,
     index: RwLock<Index>,
     commit_sequence: Mutex<u64>,
     committed: Condvar,
@@ -134,10 +153,7 @@ struct Checkpoint {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn segment_path(dir: &Path, segment: u64) -> PathBuf {
@@ -147,22 +163,16 @@ fn segment_path(dir: &Path, segment: u64) -> PathBuf {
 fn validate_topic_name(name: &str) -> Result<(), LogError> {
     let ok = !name.is_empty()
         && name.len() <= 249
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
     if ok {
         Ok(())
     } else {
-        Err(LogError::InvalidTopic(format!(
-            "{name:?}: use 1-249 of [a-zA-Z0-9._-], as Kafka does"
-        )))
+        Err(LogError::InvalidTopic(format!("{name:?}: use 1-249 of [a-zA-Z0-9._-], as Kafka does")))
     }
 }
 
 fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(LogError::io(format!("fsync directory {}", dir.display())))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(LogError::io(format!("fsync directory {}", dir.display())))
 }
 
 /// Appends a frame (header with crc over the payload) to `out`; `payload` writes the payload.
@@ -182,10 +192,8 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], LogError> {
-        let (head, rest) = self
-            .bytes
-            .split_at_checked(n)
-            .ok_or_else(|| LogError::Corrupt("frame payload too short".into()))?;
+        let (head, rest) =
+            self.bytes.split_at_checked(n).ok_or_else(|| LogError::Corrupt("frame payload too short".into()))?;
         self.bytes = rest;
         Ok(head)
     }
@@ -193,60 +201,34 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     fn u16(&mut self) -> Result<u16, LogError> {
-        Ok(u16::from_le_bytes(
-            self.take(2)?.try_into().expect("2 bytes"),
-        ))
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
     }
     fn u32(&mut self) -> Result<u32, LogError> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
     }
     fn u64(&mut self) -> Result<u64, LogError> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
     fn string(&mut self) -> Result<String, LogError> {
         let len = usize::from(self.u16()?);
-        String::from_utf8(self.take(len)?.to_vec())
-            .map_err(|_| LogError::Corrupt("name is not UTF-8".into()))
+        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| LogError::Corrupt("name is not UTF-8".into()))
     }
 }
 
 /// A frame read back during recovery.
 enum Frame {
-    Data {
-        topic_id: u32,
-        partition: u32,
-        base_offset: u64,
-        count: u32,
-    },
-    Topic {
-        topic_id: u32,
-        partitions: u32,
-        name: String,
-    },
-    Commit {
-        wall_ms: i64,
-        positions: Vec<(String, u32, u32, u64)>,
-    },
+    Data { topic_id: u32, partition: u32, base_offset: u64, count: u32 },
+    Topic { topic_id: u32, partitions: u32, name: String },
+    Commit { wall_ms: i64, positions: Vec<(String, u32, u32, u64)> },
 }
 
 fn parse_frame(payload: &[u8]) -> Result<Frame, LogError> {
     let mut r = Reader { bytes: payload };
     match r.u8()? {
-        KIND_DATA => Ok(Frame::Data {
-            topic_id: r.u32()?,
-            partition: r.u32()?,
-            base_offset: r.u64()?,
-            count: r.u32()?,
-        }),
-        KIND_TOPIC => Ok(Frame::Topic {
-            topic_id: r.u32()?,
-            partitions: r.u32()?,
-            name: r.string()?,
-        }),
+        KIND_DATA => {
+            Ok(Frame::Data { topic_id: r.u32()?, partition: r.u32()?, base_offset: r.u64()?, count: r.u32()? })
+        }
+        KIND_TOPIC => Ok(Frame::Topic { topic_id: r.u32()?, partitions: r.u32()?, name: r.string()? }),
         KIND_COMMIT => {
             let wall_ms = r.u64()? as i64;
             let n = r.u32()?;
@@ -276,10 +258,7 @@ fn read_frame(reader: &mut impl Read) -> Result<Next, LogError> {
             Ok(n) => got += n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => {
-                return Err(LogError::Io {
-                    context: "read segment".into(),
-                    source: e,
-                });
+                return Err(LogError::Io { context: "read segment".into(), source: e });
             }
         }
     }
@@ -302,20 +281,14 @@ fn read_frame(reader: &mut impl Read) -> Result<Next, LogError> {
             Ok(n) => filled += n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => {
-                return Err(LogError::Io {
-                    context: "read segment".into(),
-                    source: e,
-                });
+                return Err(LogError::Io { context: "read segment".into(), source: e });
             }
         }
     }
     if crc32fast::hash(&payload) != crc {
         return Ok(Next::Torn("frame checksum mismatch".into()));
     }
-    Ok(Next::Frame {
-        payload,
-        len: (FRAME_HEADER_BYTES + len) as u64,
-    })
+    Ok(Next::Frame { payload, len: (FRAME_HEADER_BYTES + len) as u64 })
 }
 
 impl EmbeddedLog {
@@ -341,8 +314,7 @@ impl EmbeddedLog {
             }
             None
         } else {
-            fs::create_dir_all(dir.join("wal"))
-                .map_err(LogError::io(format!("create {}", dir.display())))?;
+            fs::create_dir_all(dir.join("wal")).map_err(LogError::io(format!("create {}", dir.display())))?;
             let lock = OpenOptions::new()
                 .create(true)
                 .truncate(false)
@@ -355,10 +327,7 @@ impl EmbeddedLog {
                     return Err(LogError::Locked(dir.display().to_string()));
                 }
                 Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(LogError::Io {
-                        context: "lock data directory".into(),
-                        source: e,
-                    });
+                    return Err(LogError::Io { context: "lock data directory".into(), source: e });
                 }
             }
             Some(lock)
@@ -385,20 +354,10 @@ impl EmbeddedLog {
         let mut segment_ids: Vec<u64> = fs::read_dir(dir.join("wal"))
             .map_err(LogError::io("list segments"))?
             .filter_map(|entry| entry.ok())
-            .filter_map(|entry| {
-                entry
-                    .file_name()
-                    .to_str()?
-                    .strip_suffix(".wal")?
-                    .parse::<u64>()
-                    .ok()
-            })
+            .filter_map(|entry| entry.file_name().to_str()?.strip_suffix(".wal")?.parse::<u64>().ok())
             .collect();
         segment_ids.sort_unstable();
-        for &id in segment_ids
-            .iter()
-            .filter(|&&id| id < index.first_segment && !read_only)
-        {
+        for &id in segment_ids.iter().filter(|&&id| id < index.first_segment && !read_only) {
             // Left over from a retention pass interrupted after its checkpoint.
             fs::remove_file(segment_path(&dir, id)).map_err(LogError::io("remove old segment"))?;
         }
@@ -410,8 +369,7 @@ impl EmbeddedLog {
         let mut pending_topics: Vec<(u32, u32, String)> = Vec::new();
         'segments: for (i, &segment) in segment_ids.iter().enumerate() {
             let path = segment_path(&dir, segment);
-            let file =
-                File::open(&path).map_err(LogError::io(format!("open {}", path.display())))?;
+            let file = File::open(&path).map_err(LogError::io(format!("open {}", path.display())))?;
             let mut reader = BufReader::with_capacity(1 << 20, file);
             let mut position = 0u64;
             let mut newest_commit_ms = 0;
@@ -423,9 +381,7 @@ impl EmbeddedLog {
                         index.segments.insert(
                             segment,
                             Segment {
-                                file: Arc::new(
-                                    File::open(&path).map_err(LogError::io("reopen segment"))?,
-                                ),
+                                file: Arc::new(File::open(&path).map_err(LogError::io("reopen segment"))?),
                                 len: position,
                                 newest_commit_ms,
                             },
@@ -444,27 +400,14 @@ impl EmbeddedLog {
                     }
                     Next::Frame { payload, len } => {
                         match parse_frame(&payload)? {
-                            Frame::Data {
+                            Frame::Data { topic_id, partition, base_offset, count } => pending_data.push((
                                 topic_id,
                                 partition,
-                                base_offset,
-                                count,
-                            } => pending_data.push((
-                                topic_id,
-                                partition,
-                                FrameLocation {
-                                    base_offset,
-                                    count,
-                                    segment,
-                                    position,
-                                    len: len as u32,
-                                },
+                                FrameLocation { base_offset, count, segment, position, len: len as u32 },
                             )),
-                            Frame::Topic {
-                                topic_id,
-                                partitions,
-                                name,
-                            } => pending_topics.push((topic_id, partitions, name)),
+                            Frame::Topic { topic_id, partitions, name } => {
+                                pending_topics.push((topic_id, partitions, name))
+                            }
                             Frame::Commit { wall_ms, positions } => {
                                 for (id, partitions, name) in pending_topics.drain(..) {
                                     next_topic_id = next_topic_id.max(id + 1);
@@ -484,34 +427,20 @@ impl EmbeddedLog {
                     }
                 }
             }
-            let file = OpenOptions::new()
-                .read(true)
-                .write(!read_only)
-                .open(&path)
-                .map_err(LogError::io("reopen segment"))?;
-            index.segments.insert(
-                segment,
-                Segment {
-                    file: Arc::new(file),
-                    len: position,
-                    newest_commit_ms,
-                },
-            );
+            let file =
+                OpenOptions::new().read(true).write(!read_only).open(&path).map_err(LogError::io("reopen segment"))?;
+            index.segments.insert(segment, Segment { file: Arc::new(file), len: position, newest_commit_ms });
         }
 
         // Cut the log back to the end of its last commit.
         let (active_segment, active_len) = match last_commit {
             Some(end) => end,
-            None => (
-                segment_ids.first().copied().unwrap_or(index.first_segment),
-                0,
-            ),
+            None => (segment_ids.first().copied().unwrap_or(index.first_segment), 0),
         };
         for &segment in segment_ids.iter().filter(|&&s| s > active_segment) {
             index.segments.remove(&segment);
             if !read_only {
-                fs::remove_file(segment_path(&dir, segment))
-                    .map_err(LogError::io("remove uncommitted segment"))?;
+                fs::remove_file(segment_path(&dir, segment)).map_err(LogError::io("remove uncommitted segment"))?;
             }
         }
         let active = match index.segments.get_mut(&active_segment) {
@@ -523,27 +452,16 @@ impl EmbeddedLog {
                 });
             }
             Some(segment) => {
-                segment
-                    .file
-                    .set_len(active_len)
-                    .map_err(LogError::io("truncate torn tail"))?;
-                segment
-                    .file
-                    .sync_all()
-                    .map_err(LogError::io("fsync truncated segment"))?;
+                segment.file.set_len(active_len).map_err(LogError::io("truncate torn tail"))?;
+                segment.file.sync_all().map_err(LogError::io("fsync truncated segment"))?;
                 segment.len = active_len;
                 segment.file.clone()
             }
             None => {
                 let file = Arc::new(Self::create_segment(&dir, active_segment)?);
-                index.segments.insert(
-                    active_segment,
-                    Segment {
-                        file: file.clone(),
-                        len: 0,
-                        newest_commit_ms: now_ms(),
-                    },
-                );
+                index
+                    .segments
+                    .insert(active_segment, Segment { file: file.clone(), len: 0, newest_commit_ms: now_ms() });
                 file
             }
         };
@@ -558,9 +476,13 @@ impl EmbeddedLog {
                 active_len,
                 buffer: Vec::new(),
                 next_topic_id,
+                next_offsets: index.partitions.iter().map(|(k, p)| (*k, p.end_offset)).collect(),
+                synced: (active_segment, active_len),
+                pending: VecDeque::new(),
                 commits_since_retention: 0,
                 poisoned: None,
             }),
+            sync: Mutex::new(()),
             index: RwLock::new(index),
             commit_sequence: Mutex::new(0),
             committed: Condvar::new(),
@@ -585,10 +507,7 @@ impl EmbeddedLog {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => {
-                return Err(LogError::Io {
-                    context: "read checkpoint".into(),
-                    source: e,
-                });
+                return Err(LogError::Io { context: "read checkpoint".into(), source: e });
             }
         };
         let (body, crc) = bytes
@@ -597,8 +516,8 @@ impl EmbeddedLog {
         if crc.len() != 4 || crc32fast::hash(body).to_le_bytes() != crc {
             return Err(LogError::Corrupt("checkpoint checksum mismatch".into()));
         }
-        let checkpoint: Checkpoint = postcard::from_bytes(body)
-            .map_err(|e| LogError::Corrupt(format!("checkpoint: {e}")))?;
+        let checkpoint: Checkpoint =
+            postcard::from_bytes(body).map_err(|e| LogError::Corrupt(format!("checkpoint: {e}")))?;
         if checkpoint.version != CHECKPOINT_VERSION {
             return Err(LogError::Corrupt(format!(
                 "checkpoint version {} is not {CHECKPOINT_VERSION}",
@@ -609,17 +528,15 @@ impl EmbeddedLog {
     }
 
     fn write_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), LogError> {
-        let mut bytes = postcard::to_stdvec(checkpoint)
-            .map_err(|e| LogError::Corrupt(format!("encode checkpoint: {e}")))?;
+        let mut bytes =
+            postcard::to_stdvec(checkpoint).map_err(|e| LogError::Corrupt(format!("encode checkpoint: {e}")))?;
         let crc = crc32fast::hash(&bytes);
         bytes.extend_from_slice(&crc.to_le_bytes());
         let tmp = self.config.dir.join("checkpoint.tmp");
         let file = File::create(&tmp).map_err(LogError::io("create checkpoint"))?;
-        file.write_all_at(&bytes, 0)
-            .map_err(LogError::io("write checkpoint"))?;
+        file.write_all_at(&bytes, 0).map_err(LogError::io("write checkpoint"))?;
         file.sync_all().map_err(LogError::io("fsync checkpoint"))?;
-        fs::rename(&tmp, self.config.dir.join("checkpoint"))
-            .map_err(LogError::io("install checkpoint"))?;
+        fs::rename(&tmp, self.config.dir.join("checkpoint")).map_err(LogError::io("install checkpoint"))?;
         sync_dir(&self.config.dir)
     }
 
@@ -629,13 +546,7 @@ impl EmbeddedLog {
 
     /// Bytes of all segments on disk.
     pub fn stored_bytes(&self) -> u64 {
-        self.index
-            .read()
-            .expect("index lock")
-            .segments
-            .values()
-            .map(|s| s.len)
-            .sum()
+        self.index.read().expect("index lock").segments.values().map(|s| s.len).sum()
     }
 
     fn notify_commit(&self) {
@@ -644,62 +555,123 @@ impl EmbeddedLog {
         self.committed.notify_all();
     }
 
-    /// Writes `writer.buffer` at the end of the active segment and makes it durable.
-    fn write_buffer(&self, writer: &mut Writer) -> Result<(), LogError> {
-        if self.read_only {
-            return Err(LogError::ReadOnly);
-        }
+    /// Appends `writer.buffer` at the end of the active segment (not yet durable) and
+    /// queues `pending` for publication once it is.
+    fn write_pending(&self, writer: &mut Writer, mut pending: PendingCommit) -> Result<WalPosition, LogError> {
         if let Some(why) = &writer.poisoned {
             return Err(LogError::Poisoned(why.clone()));
         }
-        let result = writer
-            .active
-            .write_all_at(&writer.buffer, writer.active_len)
-            .map_err(LogError::io("append to segment"))
-            .and_then(|()| {
-                if self.config.fsync {
-                    writer
-                        .active
-                        .sync_data()
-                        .map_err(LogError::io("fdatasync segment"))
-                } else {
-                    Ok(())
-                }
-            });
-        if let Err(error) = &result {
-            // After a failed write or fsync the file's state is unknown: refuse further
-            // writes; a restart recovers to the last complete commit.
-            writer.poisoned = Some(error.to_string());
+        if let Err(error) = writer.active.write_all_at(&writer.buffer, writer.active_len) {
+            return Err(Self::poison(writer, LogError::io("append to segment")(error)));
         }
-        result
+        writer.active_len += writer.buffer.len() as u64;
+        pending.end = (writer.active_segment, writer.active_len);
+        let end = pending.end;
+        writer.pending.push_back(pending);
+        // Keep a big buffer from pinning memory forever.
+        if writer.buffer.capacity() > 64 * 1024 * 1024 {
+            writer.buffer = Vec::new();
+        }
+        Ok(end)
+    }
+
+    /// After a failed write or fsync the file's state is unknown: refuse further writes;
+    /// a restart recovers to the last complete commit.
+    fn poison(writer: &mut Writer, error: LogError) -> LogError {
+        writer.poisoned = Some(error.to_string());
+        error
+    }
+
+    /// Makes everything written up to `end` durable (one fsync may cover many
+    /// transactions of many threads) and publishes it.
+    fn sync_through(&self, end: WalPosition) -> Result<(), LogError> {
+        let _sync = self.sync.lock().expect("sync lock");
+        let (target, file) = {
+            let writer = self.writer.lock().expect("writer lock");
+            if writer.synced >= end {
+                return Ok(());
+            }
+            if let Some(why) = &writer.poisoned {
+                return Err(LogError::Poisoned(why.clone()));
+            }
+            ((writer.active_segment, writer.active_len), writer.active.clone())
+        };
+        let synced =
+            if self.config.fsync { file.sync_data().map_err(LogError::io("fdatasync segment")) } else { Ok(()) };
+        let mut writer = self.writer.lock().expect("writer lock");
+        if let Err(error) = synced {
+            return Err(Self::poison(&mut writer, error));
+        }
+        self.publish(&mut writer, target)
+    }
+
+    /// Makes the transactions written up to `through` visible to readers, in log order.
+    fn publish(&self, writer: &mut Writer, through: WalPosition) -> Result<(), LogError> {
+        writer.synced = writer.synced.max(through);
+        let mut published = 0;
+        {
+            let mut index = self.index.write().expect("index lock");
+            while writer.pending.front().is_some_and(|p| p.end <= through) {
+                let pending = writer.pending.pop_front().expect("checked non-empty");
+                if let Some((name, id, partitions)) = pending.topic {
+                    index.add_topic(name, id, partitions);
+                }
+                for (topic_id, partition, location) in pending.locations {
+                    index.add_frame(topic_id, partition, location)?;
+                }
+                for (group, topic_id, partition, offset) in pending.positions {
+                    index.positions.insert((group, topic_id, partition), offset);
+                }
+                if let Some(segment) = index.segments.get_mut(&pending.end.0) {
+                    segment.len = pending.end.1;
+                    segment.newest_commit_ms = pending.wall_ms;
+                }
+                published += 1;
+            }
+        }
+        writer.commits_since_retention += published;
+        if writer.commits_since_retention >= RETENTION_CHECK_COMMITS {
+            writer.commits_since_retention = 0;
+            self.enforce_retention(writer)?;
+        }
+        Ok(())
+    }
+
+    /// Syncs and publishes everything written so far while holding the writer lock (for
+    /// rare operations: segment rolls, topic creation).
+    fn sync_all_written(&self, writer: &mut Writer) -> Result<(), LogError> {
+        if self.config.fsync
+            && let Err(error) = writer.active.sync_data()
+        {
+            return Err(Self::poison(writer, LogError::io("fdatasync segment")(error)));
+        }
+        let end = (writer.active_segment, writer.active_len);
+        self.publish(writer, end)
     }
 
     fn roll_if_full(&self, writer: &mut Writer) -> Result<(), LogError> {
         if writer.active_len < self.config.segment_bytes_max {
             return Ok(());
         }
+        // Transactions still pending in the old segment become durable before the switch,
+        // so the sync of a later transaction (on the new file) never has to cover them.
+        self.sync_all_written(writer)?;
         let segment = writer.active_segment + 1;
         let file = Arc::new(Self::create_segment(&self.config.dir, segment)?);
-        self.index.write().expect("index lock").segments.insert(
-            segment,
-            Segment {
-                file: file.clone(),
-                len: 0,
-                newest_commit_ms: now_ms(),
-            },
-        );
+        self.index
+            .write()
+            .expect("index lock")
+            .segments
+            .insert(segment, Segment { file: file.clone(), len: 0, newest_commit_ms: now_ms() });
         writer.active_segment = segment;
         writer.active = file;
         writer.active_len = 0;
+        writer.synced = (segment, 0);
         writer.commits_since_retention = RETENTION_CHECK_COMMITS;
         Ok(())
     }
 
-    fn encode_commit_frame(
-        buffer: &mut Vec<u8>,
-        wall_ms: i64,
-        positions: &[(String, u32, u32, u64)],
-    ) {
+    fn encode_commit_frame(buffer: &mut Vec<u8>, wall_ms: i64, positions: &[(String, u32, u32, u64)]) {
         frame(buffer, |out| {
             out.push(KIND_COMMIT);
             out.extend_from_slice(&(wall_ms as u64).to_le_bytes());
@@ -735,14 +707,8 @@ impl EmbeddedLog {
             let mut total: u64 = index.segments.values().map(|s| s.len).sum();
             let mut doomed = Vec::new();
             for (&id, segment) in &index.segments {
-                let too_big = self
-                    .config
-                    .retention_bytes_max
-                    .is_some_and(|max| total > max);
-                let too_old = self
-                    .config
-                    .retention_age_ms_max
-                    .is_some_and(|age| segment.newest_commit_ms < now - age);
+                let too_big = self.config.retention_bytes_max.is_some_and(|max| total > max);
+                let too_old = self.config.retention_age_ms_max.is_some_and(|age| segment.newest_commit_ms < now - age);
                 if id >= protected_from || !(too_big || too_old) {
                     break;
                 }
@@ -757,21 +723,13 @@ impl EmbeddedLog {
                 version: CHECKPOINT_VERSION,
                 first_segment,
                 next_topic_id: writer.next_topic_id,
-                topics: index
-                    .topics
-                    .iter()
-                    .map(|(name, (id, t))| (name.clone(), *id, t.partitions))
-                    .collect(),
+                topics: index.topics.iter().map(|(name, (id, t))| (name.clone(), *id, t.partitions)).collect(),
                 partition_starts: index
                     .partitions
                     .iter()
                     .map(|(&(t, p), part)| (t, p, part.start_after_deleting(first_segment)))
                     .collect(),
-                positions: index
-                    .positions
-                    .iter()
-                    .map(|((g, t, p), o)| (g.clone(), *t, *p, *o))
-                    .collect(),
+                positions: index.positions.iter().map(|((g, t, p), o)| (g.clone(), *t, *p, *o)).collect(),
             };
             (doomed, checkpoint)
         };
@@ -780,16 +738,11 @@ impl EmbeddedLog {
         index.first_segment = checkpoint.first_segment;
         for id in &doomed {
             index.segments.remove(id);
-            fs::remove_file(segment_path(&self.config.dir, *id))
-                .map_err(LogError::io("remove segment"))?;
+            fs::remove_file(segment_path(&self.config.dir, *id)).map_err(LogError::io("remove segment"))?;
         }
         for partition in index.partitions.values_mut() {
             partition.start_offset = partition.start_after_deleting(checkpoint.first_segment);
-            while partition
-                .frames
-                .front()
-                .is_some_and(|f| f.segment < checkpoint.first_segment)
-            {
+            while partition.frames.front().is_some_and(|f| f.segment < checkpoint.first_segment) {
                 partition.frames.pop_front();
             }
         }
@@ -804,18 +757,12 @@ impl EmbeddedLog {
 
 impl PartitionIndex {
     fn frame_containing(&self, offset: u64) -> Option<&FrameLocation> {
-        let i = self
-            .frames
-            .partition_point(|f| f.base_offset + u64::from(f.count) <= offset);
+        let i = self.frames.partition_point(|f| f.base_offset + u64::from(f.count) <= offset);
         self.frames.get(i)
     }
 
     fn start_after_deleting(&self, first_segment: u64) -> u64 {
-        self.frames
-            .iter()
-            .find(|f| f.segment >= first_segment)
-            .map(|f| f.base_offset)
-            .unwrap_or(self.end_offset)
+        self.frames.iter().find(|f| f.segment >= first_segment).map(|f| f.base_offset).unwrap_or(self.end_offset)
     }
 }
 
@@ -826,24 +773,13 @@ impl Index {
         for partition in 0..partitions {
             self.partitions.entry((id, partition)).or_default();
         }
-        self.topics
-            .insert(name.to_string(), (id, Topic { name, partitions }));
+        self.topics.insert(name.to_string(), (id, Topic { name, partitions }));
     }
 
-    fn add_frame(
-        &mut self,
-        topic_id: u32,
-        partition: u32,
-        location: FrameLocation,
-    ) -> Result<(), LogError> {
-        let p = self
-            .partitions
-            .get_mut(&(topic_id, partition))
-            .ok_or_else(|| {
-                LogError::Corrupt(format!(
-                    "data frame for unknown topic id {topic_id} partition {partition}"
-                ))
-            })?;
+    fn add_frame(&mut self, topic_id: u32, partition: u32, location: FrameLocation) -> Result<(), LogError> {
+        let p = self.partitions.get_mut(&(topic_id, partition)).ok_or_else(|| {
+            LogError::Corrupt(format!("data frame for unknown topic id {topic_id} partition {partition}"))
+        })?;
         if location.base_offset != p.end_offset {
             return Err(LogError::Corrupt(format!(
                 "topic id {topic_id} partition {partition}: frame at offset {} after end {}",
@@ -856,22 +792,16 @@ impl Index {
     }
 
     fn topic_id(&self, topic: &Topic) -> Result<u32, LogError> {
-        self.topics
-            .get(&*topic.name)
-            .map(|(id, _)| *id)
-            .ok_or_else(|| LogError::UnknownTopic(topic.name.to_string()))
+        self.topics.get(&*topic.name).map(|(id, _)| *id).ok_or_else(|| LogError::UnknownTopic(topic.name.to_string()))
     }
 
     fn partition(&self, topic: &Topic, partition: u32) -> Result<(u32, &PartitionIndex), LogError> {
         let id = self.topic_id(topic)?;
-        let p =
-            self.partitions
-                .get(&(id, partition))
-                .ok_or_else(|| LogError::UnknownPartition {
-                    topic: topic.name.to_string(),
-                    partition,
-                    partitions: topic.partitions,
-                })?;
+        let p = self.partitions.get(&(id, partition)).ok_or_else(|| LogError::UnknownPartition {
+            topic: topic.name.to_string(),
+            partition,
+            partitions: topic.partitions,
+        })?;
         Ok((id, p))
     }
 }
@@ -880,22 +810,20 @@ impl Log for EmbeddedLog {
     fn create_topic(&self, name: &str, partitions: u32) -> Result<Topic, LogError> {
         validate_topic_name(name)?;
         if partitions == 0 || partitions > TOPIC_PARTITIONS_MAX {
-            return Err(LogError::InvalidTopic(format!(
-                "{name}: partitions must be 1..={TOPIC_PARTITIONS_MAX}"
-            )));
+            return Err(LogError::InvalidTopic(format!("{name}: partitions must be 1..={TOPIC_PARTITIONS_MAX}")));
         }
         let mut writer = self.writer.lock().expect("writer lock");
         if let Some((_, topic)) = self.index.read().expect("index lock").topics.get(name) {
             return if topic.partitions == partitions {
                 Ok(topic.clone())
             } else {
-                Err(LogError::TopicExists {
-                    topic: name.into(),
-                    existing: topic.partitions,
-                    requested: partitions,
-                })
+                Err(LogError::TopicExists { topic: name.into(), existing: topic.partitions, requested: partitions })
             };
         }
+        if self.read_only {
+            return Err(LogError::ReadOnly);
+        }
+        self.roll_if_full(&mut writer)?;
         let id = writer.next_topic_id;
         let wall_ms = now_ms();
         let mut buffer = std::mem::take(&mut writer.buffer);
@@ -909,17 +837,20 @@ impl Log for EmbeddedLog {
         });
         Self::encode_commit_frame(&mut buffer, wall_ms, &[]);
         writer.buffer = buffer;
-        self.write_buffer(&mut writer)?;
-        writer.active_len += writer.buffer.len() as u64;
-        writer.next_topic_id += 1;
-        let topic = {
-            let mut index = self.index.write().expect("index lock");
-            index.add_topic(name.to_string(), id, partitions);
-            if let Some(segment) = index.segments.get_mut(&writer.active_segment) {
-                segment.len = writer.active_len;
-            }
-            index.topics[name].1.clone()
+        let pending = PendingCommit {
+            end: (0, 0),
+            topic: Some((name.to_string(), id, partitions)),
+            locations: Vec::new(),
+            positions: Vec::new(),
+            wall_ms,
         };
+        self.write_pending(&mut writer, pending)?;
+        writer.next_topic_id += 1;
+        for partition in 0..partitions {
+            writer.next_offsets.insert((id, partition), 0);
+        }
+        self.sync_all_written(&mut writer)?;
+        let topic = self.index.read().expect("index lock").topics[name].1.clone();
         drop(writer);
         self.notify_commit();
         Ok(topic)
@@ -927,30 +858,14 @@ impl Log for EmbeddedLog {
 
     fn topic(&self, name: &str) -> Result<Topic, LogError> {
         let index = self.index.read().expect("index lock");
-        index
-            .topics
-            .get(name)
-            .map(|(_, t)| t.clone())
-            .ok_or_else(|| LogError::UnknownTopic(name.into()))
+        index.topics.get(name).map(|(_, t)| t.clone()).ok_or_else(|| LogError::UnknownTopic(name.into()))
     }
 
     fn topics(&self) -> Vec<Topic> {
-        self.index
-            .read()
-            .expect("index lock")
-            .topics
-            .values()
-            .map(|(_, t)| t.clone())
-            .collect()
+        self.index.read().expect("index lock").topics.values().map(|(_, t)| t.clone()).collect()
     }
 
-    fn fetch(
-        &self,
-        topic: &Topic,
-        partition: u32,
-        offset: u64,
-        records_max: usize,
-    ) -> Result<Vec<Record>, LogError> {
+    fn fetch(&self, topic: &Topic, partition: u32, offset: u64, records_max: usize) -> Result<Vec<Record>, LogError> {
         let mut frames = Vec::new();
         {
             let index = self.index.read().expect("index lock");
@@ -964,9 +879,7 @@ impl Log for EmbeddedLog {
                     end: p.end_offset,
                 });
             }
-            let first = p
-                .frames
-                .partition_point(|f| f.base_offset + u64::from(f.count) <= offset);
+            let first = p.frames.partition_point(|f| f.base_offset + u64::from(f.count) <= offset);
             let mut covered = 0usize;
             for location in p.frames.iter().skip(first) {
                 if covered >= records_max {
@@ -976,20 +889,16 @@ impl Log for EmbeddedLog {
                     .segments
                     .get(&location.segment)
                     .map(|s| s.file.clone())
-                    .ok_or_else(|| {
-                        LogError::Corrupt(format!("frame in missing segment {}", location.segment))
-                    })?;
+                    .ok_or_else(|| LogError::Corrupt(format!("frame in missing segment {}", location.segment)))?;
                 covered += (location.base_offset + u64::from(location.count))
-                    .saturating_sub(offset.max(location.base_offset))
-                    as usize;
+                    .saturating_sub(offset.max(location.base_offset)) as usize;
                 frames.push((*location, file));
             }
         }
         let mut records = Vec::with_capacity(records_max.min(covered_hint(&frames, offset)));
         for (location, file) in frames {
             let mut buffer = vec![0u8; location.len as usize];
-            file.read_exact_at(&mut buffer, location.position)
-                .map_err(LogError::io("read frame"))?;
+            file.read_exact_at(&mut buffer, location.position).map_err(LogError::io("read frame"))?;
             let crc = u32::from_le_bytes(buffer[4..8].try_into().expect("4 bytes"));
             if crc32fast::hash(&buffer[FRAME_HEADER_BYTES..]) != crc {
                 return Err(LogError::Corrupt(format!(
@@ -1015,13 +924,8 @@ impl Log for EmbeddedLog {
                 }
                 record_offset += 1;
             }
-            if record_offset != location.base_offset + u64::from(location.count)
-                && records.len() < records_max
-            {
-                return Err(LogError::Corrupt(format!(
-                    "{}/{partition}: frame record count mismatch",
-                    topic.name
-                )));
+            if record_offset != location.base_offset + u64::from(location.count) && records.len() < records_max {
+                return Err(LogError::Corrupt(format!("{}/{partition}: frame record count mismatch", topic.name)));
             }
         }
         Ok(records)
@@ -1030,24 +934,13 @@ impl Log for EmbeddedLog {
     fn offsets(&self, topic: &Topic, partition: u32) -> Result<PartitionOffsets, LogError> {
         let index = self.index.read().expect("index lock");
         let (_, p) = index.partition(topic, partition)?;
-        Ok(PartitionOffsets {
-            start: p.start_offset,
-            end: p.end_offset,
-        })
+        Ok(PartitionOffsets { start: p.start_offset, end: p.end_offset })
     }
 
-    fn committed_position(
-        &self,
-        group: &str,
-        topic: &Topic,
-        partition: u32,
-    ) -> Result<Option<u64>, LogError> {
+    fn committed_position(&self, group: &str, topic: &Topic, partition: u32) -> Result<Option<u64>, LogError> {
         let index = self.index.read().expect("index lock");
         let (id, _) = index.partition(topic, partition)?;
-        Ok(index
-            .positions
-            .get(&(group.to_string(), id, partition))
-            .copied())
+        Ok(index.positions.get(&(group.to_string(), id, partition)).copied())
     }
 
     fn commit(&self, transaction: Transaction) -> Result<(), LogError> {
@@ -1057,74 +950,52 @@ impl Log for EmbeddedLog {
         if transaction.is_empty() {
             return Ok(());
         }
-        let mut writer = self.writer.lock().expect("writer lock");
-        self.roll_if_full(&mut writer)?;
-        let mut buffer = std::mem::take(&mut writer.buffer);
-        buffer.clear();
-        let segment = writer.active_segment;
-        let mut locations = Vec::with_capacity(transaction.batches().len());
-        let mut positions = Vec::with_capacity(transaction.positions().len());
-        {
-            let index = self.index.read().expect("index lock");
-            for (topic, partition, batch) in transaction.batches() {
-                if batch.count == 0 {
-                    continue;
+        let end = {
+            let mut writer = self.writer.lock().expect("writer lock");
+            self.roll_if_full(&mut writer)?;
+            let mut buffer = std::mem::take(&mut writer.buffer);
+            buffer.clear();
+            let segment = writer.active_segment;
+            let mut locations = Vec::with_capacity(transaction.batches().len());
+            let mut positions = Vec::with_capacity(transaction.positions().len());
+            {
+                let index = self.index.read().expect("index lock");
+                // Resolve everything before assigning offsets, so a bad topic leaves no gap.
+                let topic_ids = transaction
+                    .batches()
+                    .iter()
+                    .map(|(topic, partition, _)| index.partition(topic, *partition).map(|(id, _)| id))
+                    .collect::<Result<Vec<u32>, LogError>>()?;
+                for position in transaction.positions() {
+                    let topic = Topic { name: position.topic.clone(), partitions: 0 };
+                    let topic_id = index.topic_id(&topic)?;
+                    positions.push((position.group.clone(), topic_id, position.partition, position.next_offset));
                 }
-                let (topic_id, p) = index.partition(topic, *partition)?;
-                let position = writer.active_len + buffer.len() as u64;
-                let before = buffer.len();
-                encode_data_frame(&mut buffer, topic_id, *partition, p.end_offset, batch);
-                let location = FrameLocation {
-                    base_offset: p.end_offset,
-                    count: batch.count,
-                    segment,
-                    position,
-                    len: (buffer.len() - before) as u32,
-                };
-                locations.push((topic_id, *partition, location));
+                for ((_, partition, batch), topic_id) in transaction.batches().iter().zip(topic_ids) {
+                    if batch.count == 0 {
+                        continue;
+                    }
+                    let next = writer.next_offsets.entry((topic_id, *partition)).or_insert(0);
+                    let base_offset = *next;
+                    *next += u64::from(batch.count);
+                    let position = writer.active_len + buffer.len() as u64;
+                    let before = buffer.len();
+                    encode_data_frame(&mut buffer, topic_id, *partition, base_offset, batch);
+                    let len = (buffer.len() - before) as u32;
+                    locations.push((
+                        topic_id,
+                        *partition,
+                        FrameLocation { base_offset, count: batch.count, segment, position, len },
+                    ));
+                }
             }
-            for position in transaction.positions() {
-                let topic = Topic {
-                    name: position.topic.clone(),
-                    partitions: 0,
-                };
-                let topic_id = index.topic_id(&topic)?;
-                positions.push((
-                    position.group.clone(),
-                    topic_id,
-                    position.partition,
-                    position.next_offset,
-                ));
-            }
-        }
-        let wall_ms = now_ms();
-        Self::encode_commit_frame(&mut buffer, wall_ms, &positions);
-        writer.buffer = buffer;
-        self.write_buffer(&mut writer)?;
-        writer.active_len += writer.buffer.len() as u64;
-        {
-            let mut index = self.index.write().expect("index lock");
-            for (topic_id, partition, location) in locations {
-                index.add_frame(topic_id, partition, location)?;
-            }
-            for (group, topic_id, partition, offset) in positions {
-                index.positions.insert((group, topic_id, partition), offset);
-            }
-            if let Some(s) = index.segments.get_mut(&segment) {
-                s.len = writer.active_len;
-                s.newest_commit_ms = wall_ms;
-            }
-        }
-        // Keep a big buffer from pinning memory forever.
-        if writer.buffer.capacity() > 64 * 1024 * 1024 {
-            writer.buffer = Vec::new();
-        }
-        writer.commits_since_retention += 1;
-        if writer.commits_since_retention >= RETENTION_CHECK_COMMITS {
-            writer.commits_since_retention = 0;
-            self.enforce_retention(&mut writer)?;
-        }
-        drop(writer);
+            let wall_ms = now_ms();
+            Self::encode_commit_frame(&mut buffer, wall_ms, &positions);
+            writer.buffer = buffer;
+            let pending = PendingCommit { end: (0, 0), topic: None, locations, positions, wall_ms };
+            self.write_pending(&mut writer, pending)?
+        };
+        self.sync_through(end)?;
         self.notify_commit();
         Ok(())
     }
@@ -1135,10 +1006,8 @@ impl Log for EmbeddedLog {
 
     fn wait_for_commit(&self, seen: u64, timeout: Duration) -> u64 {
         let sequence = self.commit_sequence.lock().expect("commit sequence lock");
-        let (sequence, _) = self
-            .committed
-            .wait_timeout_while(sequence, timeout, |s| *s <= seen)
-            .expect("commit sequence lock");
+        let (sequence, _) =
+            self.committed.wait_timeout_while(sequence, timeout, |s| *s <= seen).expect("commit sequence lock");
         *sequence
     }
 }
@@ -1146,19 +1015,11 @@ impl Log for EmbeddedLog {
 fn covered_hint(frames: &[(FrameLocation, Arc<File>)], offset: u64) -> usize {
     frames
         .iter()
-        .map(|(f, _)| {
-            (f.base_offset + u64::from(f.count)).saturating_sub(offset.max(f.base_offset)) as usize
-        })
+        .map(|(f, _)| (f.base_offset + u64::from(f.count)).saturating_sub(offset.max(f.base_offset)) as usize)
         .sum()
 }
 
-fn encode_data_frame(
-    buffer: &mut Vec<u8>,
-    topic_id: u32,
-    partition: u32,
-    base_offset: u64,
-    batch: &PartitionBatch,
-) {
+fn encode_data_frame(buffer: &mut Vec<u8>, topic_id: u32, partition: u32, base_offset: u64, batch: &PartitionBatch) {
     frame(buffer, |out| {
         out.push(KIND_DATA);
         out.extend_from_slice(&topic_id.to_le_bytes());

@@ -29,10 +29,7 @@ pub const RECORD_HEADER_BYTES: usize = 16;
 pub enum LogError {
     /// External: the disk or the broker failed. Retrying after a restart may help.
     #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
+    Io { context: String, source: std::io::Error },
     /// Internal: stored bytes fail their checksum or do not parse.
     #[error("log data is corrupt: {0}")]
     Corrupt(String),
@@ -40,29 +37,15 @@ pub enum LogError {
     #[error("unknown topic {0:?}")]
     UnknownTopic(String),
     #[error("topic {topic:?} has {partitions} partitions; partition {partition} does not exist")]
-    UnknownPartition {
-        topic: String,
-        partition: u32,
-        partitions: u32,
-    },
+    UnknownPartition { topic: String, partition: u32, partitions: u32 },
     #[error("topic {topic:?} exists with {existing} partitions, not {requested}")]
-    TopicExists {
-        topic: String,
-        existing: u32,
-        requested: u32,
-    },
+    TopicExists { topic: String, existing: u32, requested: u32 },
     #[error("invalid topic: {0}")]
     InvalidTopic(String),
     #[error("record of {bytes} bytes exceeds the limit of {limit} bytes")]
     RecordTooLarge { bytes: usize, limit: usize },
     #[error("offset {requested} of {topic}/{partition} is out of range [{start}, {end}]")]
-    OffsetOutOfRange {
-        topic: String,
-        partition: u32,
-        requested: u64,
-        start: u64,
-        end: u64,
-    },
+    OffsetOutOfRange { topic: String, partition: u32, requested: u64, start: u64, end: u64 },
     #[error("data directory {0} is in use by another paystream process")]
     Locked(String),
     #[error("the log was opened read-only")]
@@ -166,14 +149,14 @@ impl Transaction {
     }
 
     fn batch(&mut self, topic: &Topic, partition: u32) -> &mut PartitionBatch {
-        let found = self.batches.iter().position(|(t, p, _)| {
-            *p == partition && (Arc::ptr_eq(&t.name, &topic.name) || t.name == topic.name)
-        });
+        let found = self
+            .batches
+            .iter()
+            .position(|(t, p, _)| *p == partition && (Arc::ptr_eq(&t.name, &topic.name) || t.name == topic.name));
         let index = match found {
             Some(index) => index,
             None => {
-                self.batches
-                    .push((topic.clone(), partition, PartitionBatch::default()));
+                self.batches.push((topic.clone(), partition, PartitionBatch::default()));
                 self.batches.len() - 1
             }
         };
@@ -218,9 +201,7 @@ impl Transaction {
         let batch = self.batch(topic, partition);
         let start = batch.bytes.len();
         batch.bytes.extend_from_slice(&timestamp_ms.to_le_bytes());
-        batch
-            .bytes
-            .extend_from_slice(&(key.len() as u32).to_le_bytes());
+        batch.bytes.extend_from_slice(&(key.len() as u32).to_le_bytes());
         batch.bytes.extend_from_slice(&[0; 4]);
         batch.bytes.extend_from_slice(key);
         let value_start = batch.bytes.len();
@@ -231,11 +212,7 @@ impl Transaction {
         let value_len = batch.bytes.len() - value_start;
         if key.len() + value_len > RECORD_BYTES_MAX {
             batch.bytes.truncate(start);
-            return Err(LogError::RecordTooLarge {
-                bytes: key.len() + value_len,
-                limit: RECORD_BYTES_MAX,
-            }
-            .into());
+            return Err(LogError::RecordTooLarge { bytes: key.len() + value_len, limit: RECORD_BYTES_MAX }.into());
         }
         batch.bytes[start + 12..start + 16].copy_from_slice(&(value_len as u32).to_le_bytes());
         batch.count += 1;
@@ -244,13 +221,7 @@ impl Transaction {
     }
 
     /// Adds a record with a ready value to the partition its key hashes to.
-    pub fn send(
-        &mut self,
-        topic: &Topic,
-        key: &[u8],
-        value: &[u8],
-        timestamp_ms: i64,
-    ) -> Result<(), LogError> {
+    pub fn send(&mut self, topic: &Topic, key: &[u8], value: &[u8], timestamp_ms: i64) -> Result<(), LogError> {
         self.send_with(topic, key, timestamp_ms, |buf| {
             buf.extend_from_slice(value);
             Ok::<(), LogError>(())
@@ -273,8 +244,7 @@ impl Transaction {
 
     /// Commits `group`'s position in `topic`/`partition` with this transaction.
     pub fn set_position(&mut self, group: &str, topic: &Topic, partition: u32, next_offset: u64) {
-        self.positions
-            .retain(|p| !(p.group == group && p.partition == partition && p.topic == topic.name));
+        self.positions.retain(|p| !(p.group == group && p.partition == partition && p.topic == topic.name));
         self.positions.push(ConsumerPosition {
             group: group.to_string(),
             topic: topic.name.clone(),
@@ -284,10 +254,7 @@ impl Transaction {
     }
 
     pub fn record_count(&self) -> u64 {
-        self.batches
-            .iter()
-            .map(|(_, _, b)| u64::from(b.count))
-            .sum()
+        self.batches.iter().map(|(_, _, b)| u64::from(b.count)).sum()
     }
 
     /// Encoded bytes of all records so far.
@@ -316,20 +283,9 @@ pub trait Log: Send + Sync {
     fn topics(&self) -> Vec<Topic>;
     /// Up to `records_max` committed records of a partition from `offset` on. An offset
     /// at the end returns nothing; one below the start is an error.
-    fn fetch(
-        &self,
-        topic: &Topic,
-        partition: u32,
-        offset: u64,
-        records_max: usize,
-    ) -> Result<Vec<Record>, LogError>;
+    fn fetch(&self, topic: &Topic, partition: u32, offset: u64, records_max: usize) -> Result<Vec<Record>, LogError>;
     fn offsets(&self, topic: &Topic, partition: u32) -> Result<PartitionOffsets, LogError>;
-    fn committed_position(
-        &self,
-        group: &str,
-        topic: &Topic,
-        partition: u32,
-    ) -> Result<Option<u64>, LogError>;
+    fn committed_position(&self, group: &str, topic: &Topic, partition: u32) -> Result<Option<u64>, LogError>;
     /// Makes the whole transaction durable and visible, atomically.
     fn commit(&self, transaction: Transaction) -> Result<(), LogError>;
     /// A counter that moves on every commit.
