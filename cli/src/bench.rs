@@ -46,6 +46,9 @@ pub struct BenchArgs {
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
+    /// Skip fdatasync (not durable against power loss): shows what the disk costs.
+    #[arg(long)]
+    no_fsync: bool,
 }
 
 #[derive(Serialize)]
@@ -55,6 +58,8 @@ struct BenchResult {
     throughput_seconds: f64,
     throughput_payments_per_second: f64,
     log_bytes_per_payment: f64,
+    /// Process CPU time (user + system, all threads) per payment in the throughput run.
+    cpu_us_per_payment: f64,
     commits: u64,
     latency_offered_payments_per_second: u64,
     latency_payments: u64,
@@ -90,6 +95,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         partitions: args.partitions,
         retention_mib: None,
         retention_hours: None,
+        no_fsync: args.no_fsync,
     };
     let log = log_args.open()?;
     let config: PipelineConfig = args.pipeline.config(&log_args);
@@ -104,8 +110,10 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let pipeline = crate::pipeline(log.clone(), &log_args.data_dir, config.clone(), Arc::new(Metrics::new()))?;
     eprintln!("running the pipeline ...");
     let started = Instant::now();
+    let cpu_before = cpu_seconds();
     let report = pipeline.run(RunMode::UntilIdle, &RunControl::new(true))?;
     let throughput_seconds = started.elapsed().as_secs_f64();
+    let cpu_us_per_payment = (cpu_seconds() - cpu_before) * 1e6 / report.input_records.max(1) as f64;
     let log_bytes = log.stored_bytes() - bytes_before;
     drop(pipeline);
     drop(log);
@@ -149,6 +157,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         throughput_seconds,
         throughput_payments_per_second: report.input_records as f64 / throughput_seconds,
         log_bytes_per_payment: log_bytes as f64 / report.input_records.max(1) as f64,
+        cpu_us_per_payment,
         commits: report.commits,
         latency_offered_payments_per_second: args.latency_rate,
         latency_payments: latency.len(),
@@ -163,20 +172,24 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {
         println!(
-            "paystream bench (seed {}, {} partitions, {} workers, durable embedded log, fsync per commit)",
-            args.seed, result.partitions, result.workers
+            "paystream bench (seed {}, {} partitions, {} workers, embedded log, {})",
+            args.seed,
+            result.partitions,
+            result.workers,
+            if args.no_fsync { "NO fsync: not durable against power loss" } else { "durable: fdatasync per commit" }
         );
         println!(
             "  publish      {:>12} payments/s (producer, not part of the pipeline figure)",
             thousands(result.publish_payments_per_second as u64)
         );
         println!(
-            "  throughput   {:>12} payments/s end to end ({} payments in {:.2} s, {} commits, {:.0} log bytes written per payment)",
+            "  throughput   {:>12} payments/s end to end ({} payments in {:.2} s, {} commits, {:.0} log bytes and {:.2} CPU-µs per payment)",
             thousands(result.throughput_payments_per_second as u64),
             thousands(result.payments),
             result.throughput_seconds,
             thousands(result.commits),
-            result.log_bytes_per_payment
+            result.log_bytes_per_payment,
+            result.cpu_us_per_payment
         );
         println!(
             "  latency      event→decision at {} payments/s offered: p50 {:.1} ms · p99 {:.1} ms · p99.9 {:.1} ms · max {:.1} ms ({} samples; producer timestamps have 1 ms resolution)",
@@ -189,4 +202,13 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// User + system CPU seconds of this process so far.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }

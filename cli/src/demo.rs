@@ -70,8 +70,13 @@ pub fn demo(args: DemoArgs) -> Result<()> {
             temp.path().to_path_buf()
         }
     };
-    let log_args =
-        LogArgs { data_dir: data_dir.clone(), partitions: args.partitions, retention_mib: None, retention_hours: None };
+    let log_args = LogArgs {
+        data_dir: data_dir.clone(),
+        partitions: args.partitions,
+        retention_mib: None,
+        retention_hours: None,
+        no_fsync: false,
+    };
     println!(
         "paystream demo: {} days of {} customers at {} terminals (seed {}), {} partitions, data in {}",
         sim_config.days,

@@ -69,6 +69,10 @@ pub struct LogArgs {
     /// Delete log segments older than this many hours (same protections).
     #[arg(long, env = "PAYSTREAM_RETENTION_HOURS")]
     pub retention_hours: Option<u64>,
+    /// Skip fdatasync on commit: still safe against process crashes (the OS keeps the
+    /// data), not against power loss or kernel crashes. For experiments.
+    #[arg(long, env = "PAYSTREAM_NO_FSYNC")]
+    pub no_fsync: bool,
 }
 
 impl LogArgs {
@@ -88,6 +92,7 @@ pub fn open_log(dir: &Path, args: &LogArgs) -> Result<Arc<EmbeddedLog>> {
     let config = EmbeddedLogConfig {
         retention_bytes_max: args.retention_mib.map(|m| m * 1024 * 1024),
         retention_age_ms_max: args.retention_hours.map(|h| h as i64 * 3_600_000),
+        fsync: !args.no_fsync,
         ..EmbeddedLogConfig::new(dir.join("log"))
     };
     let log = EmbeddedLog::open(config).with_context(|| format!("open the embedded log in {}", dir.display()))?;
@@ -100,7 +105,7 @@ pub struct PipelineArgs {
     #[arg(long, env = "PAYSTREAM_WORKERS")]
     pub workers: Option<usize>,
     /// Most records taken from one partition per batch.
-    #[arg(long, default_value_t = 1_024)]
+    #[arg(long, default_value_t = 2_048)]
     pub batch_records_max: usize,
     /// Batches between state snapshots.
     #[arg(long, default_value_t = 500)]

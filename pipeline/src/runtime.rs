@@ -105,7 +105,7 @@ impl Default for PipelineConfig {
             partitions: 4,
             workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             group_id: "paystream".into(),
-            batch_records_max: 1_024,
+            batch_records_max: 2_048,
             snapshot_interval_batches: 500,
             idle_wait_ms: 50,
             input_records_per_second_max: None,

@@ -35,7 +35,13 @@ pub const FRAME_BYTES_MAX: usize = 256 * 1024 * 1024;
 pub const TOPIC_PARTITIONS_MAX: u32 = 1_024;
 const FRAME_HEADER_BYTES: usize = 8;
 const DATA_HEADER_BYTES: usize = 1 + 4 + 4 + 8 + 4;
+const _: () = assert!(FRAME_HEADER_BYTES + DATA_HEADER_BYTES == super::BATCH_HEADER_RESERVED_BYTES);
 const KIND_DATA: u8 = 1;
+/// A data frame whose records are LZ4-compressed (block format), preceded by their
+/// uncompressed length (u32).
+const KIND_DATA_LZ4: u8 = 4;
+/// Batches smaller than this are stored uncompressed.
+const COMPRESSION_BYTES_MIN: usize = 512;
 const KIND_COMMIT: u8 = 2;
 const KIND_TOPIC: u8 = 3;
 const CHECKPOINT_VERSION: u16 = 1;
@@ -54,6 +60,9 @@ pub struct EmbeddedLogConfig {
     /// `fdatasync` every commit. Turning it off keeps crash safety against process kills
     /// (the page cache survives) but not against power loss.
     pub fsync: bool,
+    /// LZ4-compress data frames (as Kafka compresses record batches). JSON records
+    /// shrink about sixfold, which keeps fsync and disk bandwidth off the critical path.
+    pub compression: bool,
 }
 
 impl EmbeddedLogConfig {
@@ -64,6 +73,7 @@ impl EmbeddedLogConfig {
             retention_bytes_max: None,
             retention_age_ms_max: None,
             fsync: true,
+            compression: true,
         }
     }
 }
@@ -225,7 +235,7 @@ enum Frame {
 fn parse_frame(payload: &[u8]) -> Result<Frame, LogError> {
     let mut r = Reader { bytes: payload };
     match r.u8()? {
-        KIND_DATA => {
+        KIND_DATA | KIND_DATA_LZ4 => {
             Ok(Frame::Data { topic_id: r.u32()?, partition: r.u32()?, base_offset: r.u64()?, count: r.u32()? })
         }
         KIND_TOPIC => Ok(Frame::Topic { topic_id: r.u32()?, partitions: r.u32()?, name: r.string()? }),
@@ -555,16 +565,23 @@ impl EmbeddedLog {
         self.committed.notify_all();
     }
 
-    /// Appends `writer.buffer` at the end of the active segment (not yet durable) and
-    /// queues `pending` for publication once it is.
-    fn write_pending(&self, writer: &mut Writer, mut pending: PendingCommit) -> Result<WalPosition, LogError> {
+    /// Appends `frames` at the end of the active segment (not yet durable) and queues
+    /// `pending` for publication once they are.
+    fn write_pending(
+        &self,
+        writer: &mut Writer,
+        mut pending: PendingCommit,
+        frames: &[&[u8]],
+    ) -> Result<WalPosition, LogError> {
         if let Some(why) = &writer.poisoned {
             return Err(LogError::Poisoned(why.clone()));
         }
-        if let Err(error) = writer.active.write_all_at(&writer.buffer, writer.active_len) {
-            return Err(Self::poison(writer, LogError::io("append to segment")(error)));
+        for frame in frames {
+            if let Err(error) = writer.active.write_all_at(frame, writer.active_len) {
+                return Err(Self::poison(writer, LogError::io("append to segment")(error)));
+            }
+            writer.active_len += frame.len() as u64;
         }
-        writer.active_len += writer.buffer.len() as u64;
         pending.end = (writer.active_segment, writer.active_len);
         let end = pending.end;
         writer.pending.push_back(pending);
@@ -836,7 +853,6 @@ impl Log for EmbeddedLog {
             out.extend_from_slice(name.as_bytes());
         });
         Self::encode_commit_frame(&mut buffer, wall_ms, &[]);
-        writer.buffer = buffer;
         let pending = PendingCommit {
             end: (0, 0),
             topic: Some((name.to_string(), id, partitions)),
@@ -844,7 +860,9 @@ impl Log for EmbeddedLog {
             positions: Vec::new(),
             wall_ms,
         };
-        self.write_pending(&mut writer, pending)?;
+        let written = self.write_pending(&mut writer, pending, &[&buffer]);
+        writer.buffer = buffer;
+        written?;
         writer.next_topic_id += 1;
         for partition in 0..partitions {
             writer.next_offsets.insert((id, partition), 0);
@@ -906,9 +924,18 @@ impl Log for EmbeddedLog {
                     topic.name, location.base_offset
                 )));
             }
-            let frame = Bytes::from(buffer);
             let body_start = FRAME_HEADER_BYTES + DATA_HEADER_BYTES;
-            let batch = RecordIter::new(&frame[body_start..]);
+            let frame = match buffer.get(FRAME_HEADER_BYTES) {
+                Some(&KIND_DATA) => Bytes::from(buffer).slice(body_start..),
+                Some(&KIND_DATA_LZ4) => Bytes::from(decompress_records(&buffer[body_start..]).map_err(|why| {
+                    LogError::Corrupt(format!(
+                        "{}/{partition}: frame at offset {}: {why}",
+                        topic.name, location.base_offset
+                    ))
+                })?),
+                _ => return Err(LogError::Corrupt(format!("{}/{partition}: not a data frame", topic.name))),
+            };
+            let batch = RecordIter::new(&frame);
             let mut record_offset = location.base_offset;
             for (timestamp_ms, key, value) in batch {
                 if record_offset >= offset {
@@ -943,7 +970,7 @@ impl Log for EmbeddedLog {
         Ok(index.positions.get(&(group.to_string(), id, partition)).copied())
     }
 
-    fn commit(&self, transaction: Transaction) -> Result<(), LogError> {
+    fn commit(&self, mut transaction: Transaction) -> Result<(), LogError> {
         if self.read_only {
             return Err(LogError::ReadOnly);
         }
@@ -953,9 +980,8 @@ impl Log for EmbeddedLog {
         let end = {
             let mut writer = self.writer.lock().expect("writer lock");
             self.roll_if_full(&mut writer)?;
-            let mut buffer = std::mem::take(&mut writer.buffer);
-            buffer.clear();
             let segment = writer.active_segment;
+            let mut position = writer.active_len;
             let mut locations = Vec::with_capacity(transaction.batches().len());
             let mut positions = Vec::with_capacity(transaction.positions().len());
             {
@@ -971,29 +997,56 @@ impl Log for EmbeddedLog {
                     let topic_id = index.topic_id(&topic)?;
                     positions.push((position.group.clone(), topic_id, position.partition, position.next_offset));
                 }
-                for ((_, partition, batch), topic_id) in transaction.batches().iter().zip(topic_ids) {
+                drop(index);
+                let mut frames = Vec::with_capacity(topic_ids.len() + 1);
+                let mut compressed = Vec::new();
+                for ((_, partition, batch), topic_id) in transaction.batches_mut().iter_mut().zip(topic_ids) {
                     if batch.count == 0 {
                         continue;
                     }
                     let next = writer.next_offsets.entry((topic_id, *partition)).or_insert(0);
                     let base_offset = *next;
                     *next += u64::from(batch.count);
-                    let position = writer.active_len + buffer.len() as u64;
-                    let before = buffer.len();
-                    encode_data_frame(&mut buffer, topic_id, *partition, base_offset, batch);
-                    let len = (buffer.len() - before) as u32;
+                    let count = batch.count;
+                    let frame = if self.config.compression && batch.records_bytes().len() >= COMPRESSION_BYTES_MIN {
+                        let start = compressed.len();
+                        encode_compressed_frame(&mut compressed, batch, topic_id, *partition, base_offset);
+                        FrameBytes::Compressed(start..compressed.len())
+                    } else {
+                        // The frame header goes into the space the batch reserved: no copy.
+                        FrameBytes::Sealed(seal_data_frame(batch, topic_id, *partition, base_offset))
+                    };
+                    let len = match &frame {
+                        FrameBytes::Compressed(range) => range.len(),
+                        FrameBytes::Sealed(bytes) => bytes.len(),
+                    } as u32;
                     locations.push((
-                        topic_id,
                         *partition,
-                        FrameLocation { base_offset, count: batch.count, segment, position, len },
+                        topic_id,
+                        FrameLocation { base_offset, count, segment, position, len },
                     ));
+                    position += u64::from(len);
+                    frames.push(frame);
                 }
+                let wall_ms = now_ms();
+                let mut buffer = std::mem::take(&mut writer.buffer);
+                buffer.clear();
+                Self::encode_commit_frame(&mut buffer, wall_ms, &positions);
+                let mut frames: Vec<&[u8]> = frames
+                    .into_iter()
+                    .map(|frame| match frame {
+                        FrameBytes::Compressed(range) => &compressed[range],
+                        FrameBytes::Sealed(bytes) => bytes,
+                    })
+                    .collect();
+                frames.push(&buffer);
+                let locations =
+                    locations.into_iter().map(|(partition, topic_id, l)| (topic_id, partition, l)).collect();
+                let pending = PendingCommit { end: (0, 0), topic: None, locations, positions, wall_ms };
+                let end = self.write_pending(&mut writer, pending, &frames);
+                writer.buffer = buffer;
+                end?
             }
-            let wall_ms = now_ms();
-            Self::encode_commit_frame(&mut buffer, wall_ms, &positions);
-            writer.buffer = buffer;
-            let pending = PendingCommit { end: (0, 0), topic: None, locations, positions, wall_ms };
-            self.write_pending(&mut writer, pending)?
         };
         self.sync_through(end)?;
         self.notify_commit();
@@ -1019,13 +1072,59 @@ fn covered_hint(frames: &[(FrameLocation, Arc<File>)], offset: u64) -> usize {
         .sum()
 }
 
-fn encode_data_frame(buffer: &mut Vec<u8>, topic_id: u32, partition: u32, base_offset: u64, batch: &PartitionBatch) {
-    frame(buffer, |out| {
-        out.push(KIND_DATA);
+/// A data frame of a commit: sealed in its batch's own buffer, or compressed into a
+/// shared buffer (a range of it).
+enum FrameBytes<'a> {
+    Sealed(&'a [u8]),
+    Compressed(std::ops::Range<usize>),
+}
+
+/// Appends an LZ4 data frame of `batch` to `out`.
+fn encode_compressed_frame(out: &mut Vec<u8>, batch: &PartitionBatch, topic_id: u32, partition: u32, base_offset: u64) {
+    let records = batch.records_bytes();
+    frame(out, |out| {
+        out.push(KIND_DATA_LZ4);
         out.extend_from_slice(&topic_id.to_le_bytes());
         out.extend_from_slice(&partition.to_le_bytes());
         out.extend_from_slice(&base_offset.to_le_bytes());
         out.extend_from_slice(&batch.count.to_le_bytes());
-        out.extend_from_slice(&batch.bytes);
+        out.extend_from_slice(&(records.len() as u32).to_le_bytes());
+        let start = out.len();
+        out.resize(start + lz4_flex::block::get_maximum_output_size(records.len()), 0);
+        let written = lz4_flex::block::compress_into(records, &mut out[start..])
+            .expect("output sized by get_maximum_output_size");
+        out.truncate(start + written);
     });
+}
+
+/// The records of an LZ4 data frame body (uncompressed length u32, then the block).
+fn decompress_records(body: &[u8]) -> Result<Vec<u8>, String> {
+    let (length, block) = body.split_at_checked(4).ok_or("compressed frame too short")?;
+    let length = u32::from_le_bytes(length.try_into().expect("4 bytes")) as usize;
+    if length > FRAME_BYTES_MAX {
+        return Err(format!("uncompressed length {length} out of range"));
+    }
+    let mut records = vec![0u8; length];
+    let written = lz4_flex::block::decompress_into(block, &mut records).map_err(|e| e.to_string())?;
+    if written != length {
+        return Err(format!("decompressed {written} bytes, expected {length}"));
+    }
+    Ok(records)
+}
+
+/// Fills the frame header reserved at the front of `batch` and returns the frame.
+fn seal_data_frame(batch: &mut PartitionBatch, topic_id: u32, partition: u32, base_offset: u64) -> &[u8] {
+    let count = batch.count;
+    let buffer = batch.buffer_mut();
+    let len = (buffer.len() - FRAME_HEADER_BYTES) as u32;
+    let header = &mut buffer[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + DATA_HEADER_BYTES];
+    header[0] = KIND_DATA;
+    header[1..5].copy_from_slice(&topic_id.to_le_bytes());
+    header[5..9].copy_from_slice(&partition.to_le_bytes());
+    header[9..17].copy_from_slice(&base_offset.to_le_bytes());
+    header[17..21].copy_from_slice(&count.to_le_bytes());
+    let crc = crc32fast::hash(&buffer[FRAME_HEADER_BYTES..]);
+    buffer[0..4].copy_from_slice(&len.to_le_bytes());
+    buffer[4..8].copy_from_slice(&crc.to_le_bytes());
+    buffer
 }

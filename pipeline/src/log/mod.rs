@@ -86,17 +86,38 @@ pub struct PartitionOffsets {
     pub end: u64,
 }
 
+/// Bytes reserved at the front of every [`PartitionBatch`] so a log can put its frame
+/// header there and write the batch without copying it (the embedded log uses all of it).
+pub const BATCH_HEADER_RESERVED_BYTES: usize = 29;
+
 /// Records for one partition inside a transaction, encoded back to back as
-/// `timestamp i64 | key length u32 | value length u32 | key | value` (little endian).
-#[derive(Debug, Default)]
+/// `timestamp i64 | key length u32 | value length u32 | key | value` (little endian),
+/// after [`BATCH_HEADER_RESERVED_BYTES`] reserved bytes.
+#[derive(Debug)]
 pub struct PartitionBatch {
     pub count: u32,
-    pub bytes: Vec<u8>,
+    bytes: Vec<u8>,
+}
+
+impl Default for PartitionBatch {
+    fn default() -> Self {
+        PartitionBatch { count: 0, bytes: vec![0; BATCH_HEADER_RESERVED_BYTES] }
+    }
 }
 
 impl PartitionBatch {
     pub fn iter(&self) -> RecordIter<'_> {
-        RecordIter { bytes: &self.bytes }
+        RecordIter { bytes: self.records_bytes() }
+    }
+
+    /// The encoded records, without the reserved header.
+    pub fn records_bytes(&self) -> &[u8] {
+        &self.bytes[BATCH_HEADER_RESERVED_BYTES..]
+    }
+
+    /// The whole buffer, reserved header first, for a log to fill in and write.
+    pub(crate) fn buffer_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes
     }
 }
 
@@ -268,6 +289,10 @@ impl Transaction {
 
     pub fn batches(&self) -> &[(Topic, u32, PartitionBatch)] {
         &self.batches
+    }
+
+    pub(crate) fn batches_mut(&mut self) -> &mut [(Topic, u32, PartitionBatch)] {
+        &mut self.batches
     }
 
     pub fn positions(&self) -> &[ConsumerPosition] {
