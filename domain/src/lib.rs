@@ -8,6 +8,7 @@ pub mod arrow;
 pub mod currency;
 pub mod error;
 pub mod event;
+pub mod json;
 pub mod money;
 pub mod time;
 

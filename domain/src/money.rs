@@ -128,14 +128,30 @@ impl Money {
 
 /// Formats integer minor units as an exact decimal with `digits` fraction digits.
 pub fn format_minor_units(minor_units: i64, digits: u8) -> String {
-    let negative = minor_units < 0;
-    let magnitude = minor_units.unsigned_abs();
-    let sign = if negative { "-" } else { "" };
-    if digits == 0 {
-        return format!("{sign}{magnitude}");
+    // Hand-written (no `fmt` machinery): this runs for every decision.
+    let mut reversed = [0u8; 32];
+    let mut len = 0;
+    let mut magnitude = minor_units.unsigned_abs();
+    let mut emitted = 0u8;
+    loop {
+        if emitted == digits && digits > 0 {
+            reversed[len] = b'.';
+            len += 1;
+        }
+        reversed[len] = b'0' + (magnitude % 10) as u8;
+        len += 1;
+        magnitude /= 10;
+        emitted = emitted.saturating_add(1);
+        if magnitude == 0 && emitted > digits {
+            break;
+        }
     }
-    let scale = 10_u64.pow(u32::from(digits));
-    format!("{sign}{}.{:0width$}", magnitude / scale, magnitude % scale, width = usize::from(digits))
+    if minor_units < 0 {
+        reversed[len] = b'-';
+        len += 1;
+    }
+    reversed[..len].reverse();
+    String::from_utf8(reversed[..len].to_vec()).expect("ASCII digits")
 }
 
 impl fmt::Display for Money {

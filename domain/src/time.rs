@@ -174,13 +174,33 @@ pub fn write_rfc3339_ms(out: &mut String, millis: i64) {
     let in_day = millis.rem_euclid(MILLIS_PER_DAY);
     let (year, month, day) = civil_from_days(days);
     let (seconds, ms) = (in_day / 1_000, in_day % 1_000);
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        seconds / 3_600,
-        seconds / 60 % 60,
-        seconds % 60
-    );
+    if !(0..=9_999).contains(&year) {
+        // Outside four-digit years: the general path.
+        let _ = write!(
+            out,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+            seconds / 3_600,
+            seconds / 60 % 60,
+            seconds % 60
+        );
+        return;
+    }
+    // Hand-written: this runs for every decision and posting.
+    let mut text = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut value: u32| {
+        for i in (at..at + width).rev() {
+            text[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, year as u32);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, (seconds / 3_600) as u32);
+    put(14, 2, (seconds / 60 % 60) as u32);
+    put(17, 2, (seconds % 60) as u32);
+    put(20, 3, ms as u32);
+    out.push_str(std::str::from_utf8(&text).expect("ASCII digits"));
 }
 
 pub fn format_rfc3339_ms(millis: i64) -> String {

@@ -107,9 +107,15 @@ impl FraudModel for RuleModel {
 
     fn score(&self, f: &Features) -> Score {
         let c = &self.config;
-        let mut hits: Vec<(u32, ReasonCode)> = Vec::new();
+        // At most three rules: a fixed array, no allocation until the reasons.
+        let mut hits: [(u32, Option<ReasonCode>); 3] = [(0, None); 3];
+        let mut push = |points: u32, reason: ReasonCode| {
+            if let Some(slot) = hits.iter_mut().find(|(_, r)| r.is_none()) {
+                *slot = (points, Some(reason));
+            }
+        };
         if f.amount_minor > c.amount_limit_minor {
-            hits.push((c.amount_limit_points, ReasonCode::AmountAboveLimit));
+            push(c.amount_limit_points, ReasonCode::AmountAboveLimit);
         }
         // The 30-day window includes this payment; judge against the history before it.
         let history = f.customer_count_30d.saturating_sub(1);
@@ -117,17 +123,22 @@ impl FraudModel for RuleModel {
             let total = i128::from(f.customer_average_minor_30d) * i128::from(f.customer_count_30d);
             let previous_average = (total - i128::from(f.amount_minor)) / i128::from(history);
             if previous_average > 0 && i128::from(f.amount_minor) >= previous_average * i128::from(c.average_multiple) {
-                hits.push((c.average_multiple_points, ReasonCode::AmountFarAboveCustomerAverage));
+                push(c.average_multiple_points, ReasonCode::AmountFarAboveCustomerAverage);
             }
         }
         if f.customer_count_1d > c.velocity_count_1d_max {
-            hits.push((c.velocity_points, ReasonCode::CustomerVelocityHigh));
+            push(c.velocity_points, ReasonCode::CustomerVelocityHigh);
         }
-        hits.sort_by(|a, b| b.0.cmp(&a.0));
         let points: u32 = hits.iter().map(|(p, _)| p).sum::<u32>().min(POINTS_MAX);
+        if points == 0 {
+            return Score { value: 0.0, reasons: Vec::new() };
+        }
+        // Strongest first; stable for equal points.
+        let mut reasons: Vec<(u32, ReasonCode)> = hits.iter().filter_map(|(p, r)| r.map(|r| (*p, r))).collect();
+        reasons.sort_by(|a, b| b.0.cmp(&a.0));
         Score {
             value: points as f32 / POINTS_MAX as f32,
-            reasons: hits.into_iter().take(REASONS_MAX).map(|(_, r)| r).collect(),
+            reasons: reasons.into_iter().take(REASONS_MAX).map(|(_, r)| r).collect(),
         }
     }
 }

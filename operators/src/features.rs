@@ -73,22 +73,27 @@ impl CustomerFeatureState {
     pub fn features_including(&self, customer: &str, event_time_ms: i64, amount_minor: i64) -> Features {
         let day = event_time_ms.div_euclid(MILLIS_PER_DAY);
         // One pass over the kept days, newest first, accumulating the 1/7/30-day windows.
-        let mut windows = [(1u32, amount_minor); 3];
+        // Windows include this payment; add the stored days in one pass.
+        let (mut count_1d, mut count_7d, mut count_30d) = (1u32, 1u32, 1u32);
+        let (mut sum_1d, mut sum_7d, mut sum_30d) = (amount_minor, amount_minor, amount_minor);
         if let Some(days) = self.customers.get(customer) {
             let oldest_kept = days.newest_day - CUSTOMER_WINDOW_DAYS as i64 + 1;
-            let (mut count, mut sum) = (0u32, 0i64);
-            for d in ((day - 29).max(oldest_kept)..=day.min(days.newest_day)).rev() {
-                count += days.counts[CustomerDays::slot(d)];
-                sum = sum.saturating_add(days.sums_minor[CustomerDays::slot(d)]);
+            for d in (day - 29).max(oldest_kept)..=day.min(days.newest_day) {
+                let slot = CustomerDays::slot(d);
+                let (count, sum) = (days.counts[slot], days.sums_minor[slot]);
                 let age = day - d;
-                for (window, width) in windows.iter_mut().zip([1, 7, 30]) {
-                    if age < width {
-                        *window = (count + 1, sum.saturating_add(amount_minor));
-                    }
+                count_30d += count;
+                sum_30d = sum_30d.saturating_add(sum);
+                if age < 7 {
+                    count_7d += count;
+                    sum_7d = sum_7d.saturating_add(sum);
+                }
+                if age < 1 {
+                    count_1d += count;
+                    sum_1d = sum_1d.saturating_add(sum);
                 }
             }
         }
-        let [(count_1d, sum_1d), (count_7d, sum_7d), (count_30d, sum_30d)] = windows;
         let seconds_in_day = event_time_ms.rem_euclid(MILLIS_PER_DAY) / 1_000;
         // 1970-01-01 was a Thursday: day 0 → weekday 3 (Monday = 0).
         let weekday = (day + 3).rem_euclid(7);

@@ -575,11 +575,17 @@ impl Pipeline {
     ) -> Result<(), RuntimeError> {
         let now = now_ms();
         for decision in &out.decisions {
-            send_json(transaction, &topics.decisions, decision.payer_account_id.as_bytes(), now, decision)?;
+            transaction.send_with(&topics.decisions, decision.payer_account_id.as_bytes(), now, |buf| {
+                decision.write_json(buf);
+                Ok::<(), RuntimeError>(())
+            })?;
         }
         for ledger in &out.ledger {
             let payer = ledger.postings.first().map(|p| p.account_id.as_bytes()).unwrap_or_default();
-            send_json(transaction, &topics.ledger, payer, now, ledger)?;
+            transaction.send_with(&topics.ledger, payer, now, |buf| {
+                ledger.write_json(buf);
+                Ok::<(), RuntimeError>(())
+            })?;
         }
         for settlement in &out.settlements {
             send_json(transaction, &topics.settlements, settlement.merchant_id.as_bytes(), now, settlement)?;

@@ -136,6 +136,8 @@ struct Writer {
     pending: VecDeque<PendingCommit>,
     commits_since_retention: u32,
     poisoned: Option<String>,
+    /// Output space of the compressor, kept between commits.
+    scratch: Vec<u8>,
 }
 
 pub struct EmbeddedLog {
@@ -491,6 +493,7 @@ impl EmbeddedLog {
                 pending: VecDeque::new(),
                 commits_since_retention: 0,
                 poisoned: None,
+                scratch: Vec::new(),
             }),
             sync: Mutex::new(()),
             index: RwLock::new(index),
@@ -1010,7 +1013,14 @@ impl Log for EmbeddedLog {
                     let count = batch.count;
                     let frame = if self.config.compression && batch.records_bytes().len() >= COMPRESSION_BYTES_MIN {
                         let start = compressed.len();
-                        encode_compressed_frame(&mut compressed, batch, topic_id, *partition, base_offset);
+                        encode_compressed_frame(
+                            &mut compressed,
+                            &mut writer.scratch,
+                            batch,
+                            topic_id,
+                            *partition,
+                            base_offset,
+                        );
                         FrameBytes::Compressed(start..compressed.len())
                     } else {
                         // The frame header goes into the space the batch reserved: no copy.
@@ -1079,9 +1089,22 @@ enum FrameBytes<'a> {
     Compressed(std::ops::Range<usize>),
 }
 
-/// Appends an LZ4 data frame of `batch` to `out`.
-fn encode_compressed_frame(out: &mut Vec<u8>, batch: &PartitionBatch, topic_id: u32, partition: u32, base_offset: u64) {
+/// Appends an LZ4 data frame of `batch` to `out`; `scratch` is reused across calls so
+/// the compressor's output space is not zeroed again for every frame.
+fn encode_compressed_frame(
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    batch: &PartitionBatch,
+    topic_id: u32,
+    partition: u32,
+    base_offset: u64,
+) {
     let records = batch.records_bytes();
+    let bound = lz4_flex::block::get_maximum_output_size(records.len());
+    if scratch.len() < bound {
+        scratch.resize(bound, 0);
+    }
+    let written = lz4_flex::block::compress_into(records, scratch).expect("scratch sized by get_maximum_output_size");
     frame(out, |out| {
         out.push(KIND_DATA_LZ4);
         out.extend_from_slice(&topic_id.to_le_bytes());
@@ -1089,11 +1112,7 @@ fn encode_compressed_frame(out: &mut Vec<u8>, batch: &PartitionBatch, topic_id: 
         out.extend_from_slice(&base_offset.to_le_bytes());
         out.extend_from_slice(&batch.count.to_le_bytes());
         out.extend_from_slice(&(records.len() as u32).to_le_bytes());
-        let start = out.len();
-        out.resize(start + lz4_flex::block::get_maximum_output_size(records.len()), 0);
-        let written = lz4_flex::block::compress_into(records, &mut out[start..])
-            .expect("output sized by get_maximum_output_size");
-        out.truncate(start + written);
+        out.extend_from_slice(&scratch[..written]);
     });
 }
 
@@ -1104,10 +1123,9 @@ fn decompress_records(body: &[u8]) -> Result<Vec<u8>, String> {
     if length > FRAME_BYTES_MAX {
         return Err(format!("uncompressed length {length} out of range"));
     }
-    let mut records = vec![0u8; length];
-    let written = lz4_flex::block::decompress_into(block, &mut records).map_err(|e| e.to_string())?;
-    if written != length {
-        return Err(format!("decompressed {written} bytes, expected {length}"));
+    let records = lz4_flex::block::decompress(block, length).map_err(|e| e.to_string())?;
+    if records.len() != length {
+        return Err(format!("decompressed {} bytes, expected {length}", records.len()));
     }
     Ok(records)
 }

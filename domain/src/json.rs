@@ -1,0 +1,178 @@
+//! Hand-written JSON encoders for the two outputs written for (almost) every payment:
+//! [`Decision`] and [`LedgerTransaction`]. They produce exactly what their serde
+//! `Serialize` derive produces (tested below), about twice as fast: field names are
+//! constants and values skip escaping when they need none.
+
+use crate::event::{Decision, Direction, LedgerTransaction};
+
+/// Appends `value` as a JSON string.
+pub fn write_str(out: &mut Vec<u8>, value: &str) {
+    out.push(b'"');
+    if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.extend_from_slice(value.as_bytes());
+    } else {
+        for c in value.chars() {
+            match c {
+                '"' => out.extend_from_slice(b"\\\""),
+                '\\' => out.extend_from_slice(b"\\\\"),
+                '\n' => out.extend_from_slice(b"\\n"),
+                '\r' => out.extend_from_slice(b"\\r"),
+                '\t' => out.extend_from_slice(b"\\t"),
+                '\u{08}' => out.extend_from_slice(b"\\b"),
+                '\u{0c}' => out.extend_from_slice(b"\\f"),
+                c if (c as u32) < 0x20 => {
+                    const HEX: &[u8; 16] = b"0123456789abcdef";
+                    out.extend_from_slice(b"\\u00");
+                    out.push(HEX[(c as usize) >> 4]);
+                    out.push(HEX[(c as usize) & 0xf]);
+                }
+                c => {
+                    let mut buffer = [0u8; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut buffer).as_bytes());
+                }
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+fn write_i64(out: &mut Vec<u8>, value: i64) {
+    let mut reversed = [0u8; 20];
+    let mut len = 0;
+    let mut magnitude = value.unsigned_abs();
+    loop {
+        reversed[len] = b'0' + (magnitude % 10) as u8;
+        len += 1;
+        magnitude /= 10;
+        if magnitude == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        out.push(b'-');
+    }
+    out.extend(reversed[..len].iter().rev());
+}
+
+impl Decision {
+    /// Appends this decision as JSON (same bytes as `serde_json::to_writer`).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"payment_id\":");
+        write_str(out, &self.payment_id);
+        out.extend_from_slice(b",\"payer_account_id\":");
+        write_str(out, &self.payer_account_id);
+        if let Some(merchant_id) = &self.merchant_id {
+            out.extend_from_slice(b",\"merchant_id\":");
+            write_str(out, merchant_id);
+        }
+        out.extend_from_slice(b",\"amount\":");
+        write_str(out, &self.amount);
+        out.extend_from_slice(b",\"currency\":");
+        write_str(out, self.currency.code());
+        out.extend_from_slice(b",\"event_time\":");
+        write_str(out, &self.event_time);
+        out.extend_from_slice(b",\"outcome\":");
+        write_str(out, self.outcome.as_str());
+        out.extend_from_slice(b",\"score\":");
+        // Floats are rare to format and subtle: leave them to serde_json.
+        serde_json::to_writer(&mut *out, &self.score).expect("writing to a Vec cannot fail");
+        out.extend_from_slice(b",\"reasons\":[");
+        for (i, reason) in self.reasons.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_str(out, reason);
+        }
+        out.extend_from_slice(b"],\"model_version\":");
+        write_str(out, &self.model_version);
+        out.push(b'}');
+    }
+}
+
+impl LedgerTransaction {
+    /// Appends this transaction as JSON (same bytes as `serde_json::to_writer`).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"transaction_id\":");
+        write_str(out, &self.transaction_id);
+        out.extend_from_slice(b",\"payment_id\":");
+        write_str(out, &self.payment_id);
+        out.extend_from_slice(b",\"event_time\":");
+        write_str(out, &self.event_time);
+        out.extend_from_slice(b",\"currency\":");
+        write_str(out, self.currency.code());
+        out.extend_from_slice(b",\"postings\":[");
+        for (i, posting) in self.postings.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"account_id\":");
+            write_str(out, &posting.account_id);
+            out.extend_from_slice(match posting.direction {
+                Direction::Debit => b",\"direction\":\"debit\",\"amount_minor\":",
+                Direction::Credit => b",\"direction\":\"credit\",\"amount_minor\":",
+            });
+            write_i64(out, posting.amount_minor);
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"]}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{LedgerPosting, Outcome};
+    use crate::{Currency, Payment};
+    use proptest::prelude::*;
+
+    fn decision(id: &str, merchant: Option<&str>, reasons: Vec<&'static str>, score: f32) -> Decision {
+        Decision {
+            payment_id: id.to_string(),
+            payer_account_id: format!("payer {id}"),
+            merchant_id: merchant.map(str::to_string),
+            amount: "12.34".into(),
+            currency: Currency::EUR,
+            event_time: "2018-04-01T00:00:00.000Z".into(),
+            outcome: Outcome::Review,
+            score,
+            reasons: reasons.into_iter().map(std::borrow::Cow::Borrowed).collect(),
+            model_version: std::sync::Arc::from("rules-v1"),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn decisions_match_serde(id in "\\PC{0,12}|[\"\\\\\n\t\u{1}\u{1f}]{0,4}", merchant in proptest::option::of("\\PC{0,8}"), score in 0.0f32..=1.0) {
+            let d = decision(&id, merchant.as_deref(), vec!["a", "b\"c"], score);
+            let mut ours = Vec::new();
+            d.write_json(&mut ours);
+            prop_assert_eq!(String::from_utf8(ours).unwrap(), serde_json::to_string(&d).unwrap());
+        }
+
+        #[test]
+        fn ledger_transactions_match_serde(account in "\\PC{0,12}", amount in any::<i64>()) {
+            let t = LedgerTransaction {
+                transaction_id: "pay:x".into(),
+                payment_id: "x".into(),
+                event_time: "2018-04-01T00:00:00.000Z".into(),
+                currency: Currency::EUR,
+                postings: vec![
+                    LedgerPosting { account_id: account.clone(), direction: Direction::Debit, amount_minor: amount },
+                    LedgerPosting { account_id: "fees".into(), direction: Direction::Credit, amount_minor: 0 },
+                ],
+            };
+            let mut ours = Vec::new();
+            t.write_json(&mut ours);
+            prop_assert_eq!(String::from_utf8(ours).unwrap(), serde_json::to_string(&t).unwrap());
+        }
+    }
+
+    #[test]
+    fn no_reasons_and_no_merchant() {
+        let d = decision("p", None, vec![], 0.0);
+        let mut ours = Vec::new();
+        d.write_json(&mut ours);
+        assert_eq!(String::from_utf8(ours).unwrap(), serde_json::to_string(&d).unwrap());
+        let _ = Payment::from_json(b"{}");
+    }
+}
