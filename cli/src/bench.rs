@@ -49,6 +49,9 @@ pub struct BenchArgs {
     /// Skip fdatasync (not durable against power loss): shows what the disk costs.
     #[arg(long)]
     no_fsync: bool,
+    /// Store log records uncompressed: shows what LZ4 costs and saves.
+    #[arg(long)]
+    no_compression: bool,
 }
 
 #[derive(Serialize)]
@@ -96,6 +99,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         retention_mib: None,
         retention_hours: None,
         no_fsync: args.no_fsync,
+        no_compression: args.no_compression,
     };
     let log = log_args.open()?;
     let config: PipelineConfig = args.pipeline.config(&log_args);

@@ -76,6 +76,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         retention_mib: None,
         retention_hours: None,
         no_fsync: false,
+        no_compression: false,
     };
     println!(
         "paystream demo: {} days of {} customers at {} terminals (seed {}), {} partitions, data in {}",

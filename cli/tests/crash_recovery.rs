@@ -19,25 +19,50 @@ fn decisions_so_far(data_dir: &std::path::Path) -> usize {
         .unwrap_or(0)
 }
 
-fn start_run(data_dir: &std::path::Path, extra: &[&str]) -> Child {
-    paystream()
-        .args([
-            "run",
-            "--no-metrics",
-            "--batch-records-max",
-            "64",
-            "--snapshot-interval-batches",
-            "5",
-            "--max-input-rate",
-            "15000",
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn paystream run")
+/// Kills the child if the test fails before it does, so no pipeline outlives the test.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+fn start_run(data_dir: &std::path::Path, extra: &[&str]) -> Running {
+    Running(
+        paystream()
+            .args([
+                "run",
+                "--no-metrics",
+                "--batch-records-max",
+                "64",
+                "--snapshot-interval-batches",
+                "5",
+                "--max-input-rate",
+                "15000",
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn paystream run"),
+    )
 }
 
 #[test]
@@ -102,13 +127,15 @@ fn run_serves_prometheus_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     run_ok(data, &["generate", "--customers", "50", "--terminals", "100", "--days", "5", "--seed", "1"]);
-    let mut child = paystream()
-        .args(["run", "--metrics-addr", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        paystream()
+            .args(["run", "--metrics-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     let address = loop {

@@ -1,0 +1,172 @@
+//! A partition restored from any snapshot plus the changelog after it behaves exactly
+//! like the partition that never stopped: the operators' crash-recovery invariant.
+
+use std::sync::Arc;
+
+use paystream_operators::state::decode_ops;
+use paystream_operators::{InputRecord, OperatorConfig, OutputBatch, PartitionProcessor, default_model};
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+struct Event {
+    id: u32,
+    payer: u8,
+    merchant: u8,
+    cents: u32,
+    /// Minutes since 2018-04-01; mostly increasing, sometimes late.
+    minute: u32,
+    /// 0: a new payment; 1: retry of an earlier id; 2: conflicting reuse of an earlier id;
+    /// 3: garbage bytes.
+    kind: u8,
+}
+
+fn json(event: &Event, id: u32, cents: u32) -> Vec<u8> {
+    let time = 1_522_540_800_000i64 + i64::from(event.minute) * 60_000;
+    format!(
+        r#"{{"payment_id":"p{id}","payer_account_id":"c{}","merchant_id":"m{}","terminal_id":"t","amount":"{}.{:02}","currency":"EUR","event_time":"{}","channel":"wallet"}}"#,
+        event.payer,
+        event.merchant,
+        cents / 100,
+        cents % 100,
+        paystream_domain::time::format_rfc3339_ms(time)
+    )
+    .into_bytes()
+}
+
+fn records(events: &[Event]) -> Vec<Vec<u8>> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| match e.kind {
+            1 if i > 0 => json(&events[i - 1], events[i - 1].id, events[i - 1].cents),
+            2 if i > 0 => json(e, events[i - 1].id, e.cents + 1),
+            3 => b"{not json".to_vec(),
+            _ => json(e, e.id, e.cents),
+        })
+        .collect()
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    (0u32..1_000_000, 0u8..6, 0u8..4, 1u32..40_000, 0u32..3, 0u8..12).prop_map(
+        |(id, payer, merchant, cents, step, kind)| Event {
+            id,
+            payer,
+            merchant,
+            cents,
+            minute: step,
+            kind: match kind {
+                0 => 1,
+                1 => 2,
+                2 => 3,
+                _ => 0,
+            },
+        },
+    )
+}
+
+fn events() -> impl Strategy<Value = Vec<Event>> {
+    proptest::collection::vec(event(), 1..300).prop_map(|mut events| {
+        // Turn steps into times: hours apart, mostly forward, so windows close.
+        let mut minute = 0u32;
+        for (i, e) in events.iter_mut().enumerate() {
+            minute += e.minute * 180;
+            e.minute = if i % 17 == 5 { minute.saturating_sub(3_000) } else { minute };
+            e.id = i as u32 * 1_000 + e.id % 1_000;
+        }
+        events
+    })
+}
+
+fn process(processor: &mut PartitionProcessor, batch: &[Vec<u8>], first_offset: u64) -> (Vec<String>, Vec<u8>) {
+    let inputs: Vec<InputRecord<'_>> = batch
+        .iter()
+        .enumerate()
+        .map(|(i, r)| InputRecord { offset: first_offset + i as u64, key: b"", value: r })
+        .collect();
+    let mut out = OutputBatch::default();
+    processor.process_batch("payments", &inputs, &mut out);
+    let mut lines = Vec::new();
+    lines.extend(out.decisions.iter().map(|d| serde_json::to_string(d).unwrap()));
+    lines.extend(out.ledger.iter().map(|t| serde_json::to_string(t).unwrap()));
+    lines.extend(out.settlements.iter().map(|s| serde_json::to_string(s).unwrap()));
+    lines.extend(out.dead_letters.iter().map(|l| serde_json::to_string(l).unwrap()));
+    lines.push(format!("retries {}", out.counters.retries));
+    (lines, paystream_operators::state::encode_ops(&out.state_ops))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn restore_from_any_snapshot_continues_identically(
+        events in events(),
+        batch_size in 1usize..40,
+        snapshot_after in 0usize..10,
+        crash_after in 0usize..10,
+    ) {
+        let config = Arc::new(OperatorConfig { settlement_window_ms: 6 * 3_600_000, ..OperatorConfig::default() });
+        let records = records(&events);
+        let batches: Vec<&[Vec<u8>]> = records.chunks(batch_size).collect();
+        let snapshot_at = snapshot_after.min(batches.len());
+        let crash_at = (snapshot_at + crash_after).min(batches.len());
+
+        // The partition that never stops.
+        let mut live = PartitionProcessor::new(config.clone(), default_model(&config), 0);
+        let mut live_outputs = Vec::new();
+        let mut changelog = Vec::new();
+        let mut snapshot = live.snapshot();
+        let mut offset = 0u64;
+        for (i, batch) in batches.iter().enumerate() {
+            if i == snapshot_at {
+                snapshot = live.snapshot();
+            }
+            let (lines, ops) = process(&mut live, batch, offset);
+            offset += batch.len() as u64;
+            live_outputs.push(lines);
+            changelog.push(ops);
+        }
+        if snapshot_at == batches.len() {
+            snapshot = live.snapshot();
+        }
+
+        // Crash after `crash_at` batches were committed: restore = snapshot + changelog
+        // of batches [snapshot_at, crash_at), then process the rest.
+        let mut restored = PartitionProcessor::new(config.clone(), default_model(&config), 0);
+        restored.restore_snapshot(&snapshot).unwrap();
+        for ops in &changelog[snapshot_at..crash_at] {
+            decode_ops(ops).unwrap();
+            restored.apply_changelog(ops).unwrap();
+        }
+        let mut offset: u64 = batches[..crash_at].iter().map(|b| b.len() as u64).sum();
+        for (i, batch) in batches.iter().enumerate().skip(crash_at) {
+            let (lines, ops) = process(&mut restored, batch, offset);
+            offset += batch.len() as u64;
+            prop_assert_eq!(&lines, &live_outputs[i], "batch {} differs after restore", i);
+            prop_assert_eq!(&ops, &changelog[i]);
+        }
+        prop_assert_eq!(restored.state().remembered_payment_ids(), live.state().remembered_payment_ids());
+        prop_assert_eq!(restored.state().customers(), live.state().customers());
+        prop_assert_eq!(restored.state().settlement().open_window_count(), live.state().settlement().open_window_count());
+    }
+}
+
+#[test]
+fn each_input_is_decided_retried_or_dead_lettered() {
+    let config = Arc::new(OperatorConfig::default());
+    let mut processor = PartitionProcessor::new(config.clone(), default_model(&config), 0);
+    let e = |id: u32, cents: u32, kind: u8| Event { id, payer: 1, merchant: 1, cents, minute: id, kind };
+    let events = vec![e(1, 100, 0), e(1, 200, 1), e(3, 300, 2), e(4, 400, 3), e(5, 500, 0)];
+    let records = records(&events);
+    let inputs: Vec<InputRecord<'_>> =
+        records.iter().enumerate().map(|(i, r)| InputRecord { offset: i as u64, key: b"", value: r }).collect();
+    let mut out = OutputBatch::default();
+    processor.process_batch("payments", &inputs, &mut out);
+    assert_eq!(out.decisions.len(), 2, "p1 and p5");
+    assert_eq!(out.counters.retries, 1, "the retry of p1");
+    let reasons: Vec<_> = out.dead_letters.iter().map(|l| (l.source_offset, l.reason.as_str())).collect();
+    assert_eq!(reasons, vec![(2, "duplicate_payment_conflict"), (3, "malformed_json")]);
+    assert_eq!(out.ledger.len(), 2);
+    for transaction in &out.ledger {
+        assert_eq!(transaction.postings.iter().map(|p| p.signed_minor_units()).sum::<i64>(), 0);
+    }
+}
