@@ -156,7 +156,7 @@ pub struct SimulatorArgs {
     pub customers: u32,
     #[arg(long, default_value_t = 10_000)]
     pub terminals: u32,
-    /// Simulated days [default: 183 (the reference run) for generate, 30 for demo].
+    /// Simulated days [default: 183, the reference run].
     #[arg(long)]
     pub days: Option<u32>,
     /// First simulated day (YYYY-MM-DD).
