@@ -143,6 +143,16 @@ pub fn ensure_topics(log: &dyn Log, config: &PipelineConfig) -> Result<PipelineT
             changelog.name, changelog.partitions, payments.name
         )));
     }
+    // Register the pipeline's consumer group from the start, so log retention keeps all
+    // input it has not processed, even input published before its first run.
+    let mut registration = Transaction::new();
+    for partition in 0..partitions {
+        if log.committed_position(&config.group_id, &payments, partition)?.is_none() {
+            let start = log.offsets(&payments, partition)?.start;
+            registration.set_position(&config.group_id, &payments, partition, start);
+        }
+    }
+    log.commit(registration)?;
     Ok(PipelineTopics {
         labels: get_or_create(&names.labels)?,
         decisions: get_or_create(&names.decisions)?,

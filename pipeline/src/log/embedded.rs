@@ -974,11 +974,11 @@ impl Log for EmbeddedLog {
     }
 
     fn commit(&self, mut transaction: Transaction) -> Result<(), LogError> {
-        if self.read_only {
-            return Err(LogError::ReadOnly);
-        }
         if transaction.is_empty() {
             return Ok(());
+        }
+        if self.read_only {
+            return Err(LogError::ReadOnly);
         }
         let end = {
             let mut writer = self.writer.lock().expect("writer lock");
