@@ -5,6 +5,8 @@
 //! `paystream train`) implement the same [`FraudModel`] trait. Models are pure: no IO,
 //! no clock.
 
+pub mod metrics;
+
 use serde::{Deserialize, Serialize};
 
 /// Online features of one payment, computed by the features operator. Amounts are
