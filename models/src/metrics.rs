@@ -92,7 +92,8 @@ pub fn card_precision_at_k(transactions: &[ScoredTransaction<'_>], k: usize) -> 
         per_day.push((day, found.len() as f64 / k as f64));
         detected.extend(found);
     }
-    let mean = if per_day.is_empty() { 0.0 } else { per_day.iter().map(|(_, p)| p).sum::<f64>() / per_day.len() as f64 };
+    let mean =
+        if per_day.is_empty() { 0.0 } else { per_day.iter().map(|(_, p)| p).sum::<f64>() / per_day.len() as f64 };
     (per_day, mean)
 }
 
@@ -119,7 +120,10 @@ mod tests {
     fn average_precision_by_hand() {
         // scikit-learn's example: ranks 0.8 (P), 0.4 (N), 0.35 (P), 0.1 (N):
         // AP = 0.5 × 1 + 0.5 × 2/3 = 0.8333…
-        assert!(close(average_precision(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]).unwrap(), 0.5 + 1.0 / 3.0));
+        assert!(close(
+            average_precision(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]).unwrap(),
+            0.5 + 1.0 / 3.0
+        ));
         // A tie between a fraud and a genuine one at the top: precision 1/2 at recall 1.
         assert!(close(average_precision(&[0.9, 0.9], &[true, false]).unwrap(), 0.5));
         assert_eq!(average_precision(&[0.1], &[false]), None);

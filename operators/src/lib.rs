@@ -14,6 +14,7 @@
 pub mod dedupe;
 pub mod features;
 pub mod ledger;
+pub mod reference_features;
 pub mod settlement;
 pub mod state;
 

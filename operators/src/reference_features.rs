@@ -1,0 +1,242 @@
+//! The 15 reference features of the fraud handbook (ch. 3), computed online in event
+//! time from payments and the delayed fraud-label stream:
+//!
+//! - `TX_AMOUNT`, `TX_DURING_WEEKEND` (Saturday or Sunday), `TX_DURING_NIGHT` (hour ≤ 6);
+//! - per customer, for w = 1, 7, 30 days: the number of payments in (t − w, t] and their
+//!   average amount (the payment itself included);
+//! - per terminal, for w = 1, 7, 30 days and delay d: the number of payments in
+//!   (t − d − w, t − d] and the risk = frauds / payments there (0 when there are none),
+//!   where a payment counts as fraud only once its label event has been observed.
+//!
+//! Windows are exact (per-key deques of recent events, bounded by the longest window),
+//! not bucketed. State per customer: 16 bytes per payment in the last 30 days; per
+//! terminal: 32 bytes per payment in the last d + 30 days. Pure: no IO, no clock. The
+//! caller feeds events in event-time order, each label before any payment whose event
+//! time is at or after the label's `reported_at`.
+
+use std::collections::{HashMap, VecDeque};
+
+use paystream_domain::time::MILLIS_PER_DAY;
+
+pub const REFERENCE_FEATURE_COUNT: usize = 15;
+
+/// Names in the order of the feature vector (the handbook's column names).
+pub const REFERENCE_FEATURE_NAMES: [&str; REFERENCE_FEATURE_COUNT] = [
+    "TX_AMOUNT",
+    "TX_DURING_WEEKEND",
+    "TX_DURING_NIGHT",
+    "CUSTOMER_ID_NB_TX_1DAY_WINDOW",
+    "CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW",
+    "CUSTOMER_ID_NB_TX_7DAY_WINDOW",
+    "CUSTOMER_ID_AVG_AMOUNT_7DAY_WINDOW",
+    "CUSTOMER_ID_NB_TX_30DAY_WINDOW",
+    "CUSTOMER_ID_AVG_AMOUNT_30DAY_WINDOW",
+    "TERMINAL_ID_NB_TX_1DAY_WINDOW",
+    "TERMINAL_ID_RISK_1DAY_WINDOW",
+    "TERMINAL_ID_NB_TX_7DAY_WINDOW",
+    "TERMINAL_ID_RISK_7DAY_WINDOW",
+    "TERMINAL_ID_NB_TX_30DAY_WINDOW",
+    "TERMINAL_ID_RISK_30DAY_WINDOW",
+];
+
+const WINDOW_DAYS: [i64; 3] = [1, 7, 30];
+const LONGEST_WINDOW_MS: i64 = 30 * MILLIS_PER_DAY;
+
+#[derive(Clone, Copy, Debug)]
+struct TerminalEntry {
+    event_time_ms: i64,
+    payment_id_hash: u128,
+    /// `Some` once the payment's label has been observed.
+    is_fraud: Option<bool>,
+}
+
+/// Online state of the reference features.
+pub struct ReferenceFeatures {
+    label_delay_ms: i64,
+    /// Per customer: (event time, amount in minor units), in event-time order.
+    customers: HashMap<String, VecDeque<(i64, i64)>>,
+    /// Per terminal: recent payments in event-time order.
+    terminals: HashMap<String, VecDeque<TerminalEntry>>,
+}
+
+/// Inserts `item` keeping `deque` sorted by `time`; late events land in their place.
+fn insert_by_time<T: Copy>(deque: &mut VecDeque<T>, item: T, time: impl Fn(&T) -> i64) {
+    let at = deque.partition_point(|e| time(e) <= time(&item));
+    deque.insert(at, item);
+}
+
+impl ReferenceFeatures {
+    /// `label_delay_ms`: the handbook's d (7 days in the reference protocol).
+    pub fn new(label_delay_ms: i64) -> ReferenceFeatures {
+        ReferenceFeatures { label_delay_ms, customers: HashMap::new(), terminals: HashMap::new() }
+    }
+
+    /// The features of a payment at its event time; then remembers the payment.
+    /// `amount_minor` is in cents (the feature `TX_AMOUNT` is in major units).
+    pub fn observe_payment(
+        &mut self,
+        payment_id: &str,
+        customer: &str,
+        terminal: &str,
+        event_time_ms: i64,
+        amount_minor: i64,
+    ) -> [f64; REFERENCE_FEATURE_COUNT] {
+        let mut features = [0.0; REFERENCE_FEATURE_COUNT];
+        features[0] = amount_minor as f64 / 100.0;
+        let day = event_time_ms.div_euclid(MILLIS_PER_DAY);
+        // 1970-01-01 was a Thursday: (day + 3) mod 7 is 0 on Mondays.
+        features[1] = f64::from(u8::from((day + 3).rem_euclid(7) >= 5));
+        features[2] = f64::from(u8::from(event_time_ms.rem_euclid(MILLIS_PER_DAY) / 3_600_000 <= 6));
+
+        let history = self.customers.entry(customer.to_string()).or_default();
+        insert_by_time(history, (event_time_ms, amount_minor), |e| e.0);
+        while history.front().is_some_and(|(t, _)| *t <= event_time_ms - LONGEST_WINDOW_MS) {
+            history.pop_front();
+        }
+        for (i, days) in WINDOW_DAYS.iter().enumerate() {
+            let start = event_time_ms - days * MILLIS_PER_DAY;
+            let (count, sum) = history
+                .iter()
+                .filter(|(t, _)| *t > start && *t <= event_time_ms)
+                .fold((0u32, 0i64), |(c, s), (_, a)| (c + 1, s + a));
+            features[3 + 2 * i] = f64::from(count);
+            features[4 + 2 * i] = if count == 0 { 0.0 } else { sum as f64 / f64::from(count) / 100.0 };
+        }
+
+        let entries = self.terminals.entry(terminal.to_string()).or_default();
+        let delayed_end = event_time_ms - self.label_delay_ms;
+        for (i, days) in WINDOW_DAYS.iter().enumerate() {
+            let start = delayed_end - days * MILLIS_PER_DAY;
+            let (count, frauds) = entries
+                .iter()
+                .filter(|e| e.event_time_ms > start && e.event_time_ms <= delayed_end)
+                .fold((0u32, 0u32), |(c, f), e| (c + 1, f + u32::from(e.is_fraud == Some(true))));
+            features[9 + 2 * i] = f64::from(count);
+            features[10 + 2 * i] = if count == 0 { 0.0 } else { f64::from(frauds) / f64::from(count) };
+        }
+        let entry = TerminalEntry {
+            event_time_ms,
+            payment_id_hash: xxhash_rust::xxh3::xxh3_128(payment_id.as_bytes()),
+            is_fraud: None,
+        };
+        insert_by_time(entries, entry, |e| e.event_time_ms);
+        let horizon = event_time_ms - self.label_delay_ms - LONGEST_WINDOW_MS;
+        while entries.front().is_some_and(|e| e.event_time_ms <= horizon) {
+            entries.pop_front();
+        }
+        features
+    }
+
+    /// Records a fraud label for a payment seen at `terminal` at `payment_event_time_ms`.
+    /// Returns false when the payment is unknown here (too old, or never seen).
+    pub fn observe_label(
+        &mut self,
+        payment_id: &str,
+        terminal: &str,
+        payment_event_time_ms: i64,
+        is_fraud: bool,
+    ) -> bool {
+        let Some(entries) = self.terminals.get_mut(terminal) else { return false };
+        let hash = xxhash_rust::xxh3::xxh3_128(payment_id.as_bytes());
+        let from = entries.partition_point(|e| e.event_time_ms < payment_event_time_ms);
+        for entry in entries.range_mut(from..) {
+            if entry.event_time_ms != payment_event_time_ms {
+                break;
+            }
+            if entry.payment_id_hash == hash {
+                entry.is_fraud = Some(is_fraud);
+                return true;
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = MILLIS_PER_DAY;
+    const HOUR: i64 = 3_600_000;
+    /// 2018-04-02, a Monday, at midnight.
+    const MONDAY: i64 = 1_522_627_200_000;
+
+    fn feature(features: &[f64; 15], name: &str) -> f64 {
+        features[REFERENCE_FEATURE_NAMES.iter().position(|n| *n == name).unwrap()]
+    }
+
+    #[test]
+    fn customer_windows_by_hand() {
+        let mut state = ReferenceFeatures::new(7 * DAY);
+        state.observe_payment("p1", "c", "t", MONDAY, 10_00);
+        state.observe_payment("p2", "c", "t", MONDAY + 12 * HOUR, 20_00);
+        state.observe_payment("p3", "c", "t", MONDAY + 5 * DAY, 30_00);
+        // Day 5 + 13 h: the 1-day window (t − 1d, t] holds p3 and this payment;
+        // 7 days hold p1..p3 and this; 30 days the same.
+        let f = state.observe_payment("p4", "c", "t", MONDAY + 5 * DAY + 13 * HOUR, 60_00);
+        assert_eq!(feature(&f, "CUSTOMER_ID_NB_TX_1DAY_WINDOW"), 2.0);
+        assert_eq!(feature(&f, "CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW"), 45.0);
+        assert_eq!(feature(&f, "CUSTOMER_ID_NB_TX_7DAY_WINDOW"), 4.0);
+        assert_eq!(feature(&f, "CUSTOMER_ID_AVG_AMOUNT_7DAY_WINDOW"), 30.0);
+        assert_eq!(feature(&f, "TX_AMOUNT"), 60.0);
+        // Exactly 7 days after p1: p1 is at the open end of (t − 7d, t], so out.
+        let f = state.observe_payment("p5", "c", "t", MONDAY + 7 * DAY, 1_00);
+        assert_eq!(feature(&f, "CUSTOMER_ID_NB_TX_7DAY_WINDOW"), 4.0, "p2, p3, p4, p5");
+        assert_eq!(feature(&f, "CUSTOMER_ID_NB_TX_30DAY_WINDOW"), 5.0);
+    }
+
+    #[test]
+    fn terminal_risk_uses_only_delayed_labels_that_arrived() {
+        let mut state = ReferenceFeatures::new(7 * DAY);
+        // Day 0: two payments at terminal t, one fraud; day 3: one genuine.
+        state.observe_payment("a", "c1", "t", MONDAY + HOUR, 5_00);
+        state.observe_payment("b", "c2", "t", MONDAY + 2 * HOUR, 5_00);
+        state.observe_payment("c", "c3", "t", MONDAY + 3 * DAY, 5_00);
+        // Day 7 + 1.5 h: the delayed 1-day window is (day −0.9375, day 0 + 1.5 h]: holds
+        // a only. a's label has not arrived: count 1, risk 0.
+        let f = state.observe_payment("x", "c4", "t", MONDAY + 7 * DAY + 90 * 60_000, 5_00);
+        assert_eq!(feature(&f, "TERMINAL_ID_NB_TX_1DAY_WINDOW"), 1.0);
+        assert_eq!(feature(&f, "TERMINAL_ID_RISK_1DAY_WINDOW"), 0.0);
+        // Labels arrive (7 days after each payment): a is fraud, b genuine.
+        assert!(state.observe_label("a", "t", MONDAY + HOUR, true));
+        assert!(state.observe_label("b", "t", MONDAY + 2 * HOUR, false));
+        assert!(!state.observe_label("nope", "t", MONDAY + HOUR, true));
+        // Day 7 + 2 h: window holds a and b: risk 1/2. The 7-day window the same.
+        let f = state.observe_payment("y", "c5", "t", MONDAY + 7 * DAY + 2 * HOUR, 5_00);
+        assert_eq!(feature(&f, "TERMINAL_ID_NB_TX_1DAY_WINDOW"), 2.0);
+        assert_eq!(feature(&f, "TERMINAL_ID_RISK_1DAY_WINDOW"), 0.5);
+        assert_eq!(feature(&f, "TERMINAL_ID_NB_TX_7DAY_WINDOW"), 2.0);
+        // Day 10 + 1 h: 1-day window (day 2 + 1 h, day 3 + 1 h] holds c only (no label: risk
+        // 0); the 7-day window (day −4, day 3 + 1 h] holds a, b, c: risk 1/3.
+        let f = state.observe_payment("z", "c6", "t", MONDAY + 10 * DAY + HOUR, 5_00);
+        assert_eq!(feature(&f, "TERMINAL_ID_NB_TX_1DAY_WINDOW"), 1.0);
+        assert_eq!(feature(&f, "TERMINAL_ID_RISK_1DAY_WINDOW"), 0.0);
+        assert_eq!(feature(&f, "TERMINAL_ID_NB_TX_7DAY_WINDOW"), 3.0);
+        assert!((feature(&f, "TERMINAL_ID_RISK_7DAY_WINDOW") - 1.0 / 3.0).abs() < 1e-12);
+        // The payments observed after day 7 are not in any delayed window yet.
+        assert_eq!(feature(&f, "TERMINAL_ID_NB_TX_30DAY_WINDOW"), 3.0);
+    }
+
+    #[test]
+    fn calendar_flags_follow_the_handbook() {
+        let mut state = ReferenceFeatures::new(7 * DAY);
+        let saturday_6am = MONDAY + 5 * DAY + 6 * HOUR + 59 * 60_000;
+        let f = state.observe_payment("p", "c", "t", saturday_6am, 1);
+        assert_eq!((feature(&f, "TX_DURING_WEEKEND"), feature(&f, "TX_DURING_NIGHT")), (1.0, 1.0));
+        let f = state.observe_payment("q", "c", "t", MONDAY + 7 * HOUR, 1);
+        assert_eq!((feature(&f, "TX_DURING_WEEKEND"), feature(&f, "TX_DURING_NIGHT")), (0.0, 0.0));
+    }
+
+    #[test]
+    fn late_events_land_in_their_place() {
+        let mut state = ReferenceFeatures::new(7 * DAY);
+        state.observe_payment("p2", "c", "t", MONDAY + 2 * DAY, 10_00);
+        // Late: an hour before day 2's payment.
+        let f = state.observe_payment("p1", "c", "t", MONDAY + 2 * DAY - HOUR, 30_00);
+        // Its own 1-day window (t − 1d, t] does not contain the later p2.
+        assert_eq!(feature(&f, "CUSTOMER_ID_NB_TX_1DAY_WINDOW"), 1.0);
+        let f = state.observe_payment("p3", "c", "t", MONDAY + 2 * DAY + HOUR, 20_00);
+        assert_eq!(feature(&f, "CUSTOMER_ID_NB_TX_1DAY_WINDOW"), 3.0);
+        assert_eq!(feature(&f, "CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW"), 20.0);
+    }
+}
