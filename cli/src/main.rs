@@ -4,6 +4,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod backtest;
 mod bench;
 mod demo;
 mod inspect;
@@ -52,6 +53,9 @@ enum Command {
     Log(LogCommand),
     /// Measure end-to-end throughput and event→decision latency on the durable embedded log.
     Bench(bench::BenchArgs),
+    /// The reference fraud protocol on a handbook-layout CSV: online features, train,
+    /// test, ROC AUC / average precision / Card Precision@100.
+    Backtest(backtest::BacktestArgs),
 }
 
 #[derive(Args, Clone, Debug)]
@@ -279,6 +283,7 @@ fn run_command(command: Command) -> Result<()> {
     match command {
         Command::Demo(args) => demo::demo(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Backtest(args) => backtest::backtest(args),
         Command::Run(args) => run(args),
         Command::Generate(args) => generate(args),
         Command::Replay(args) => replay(args),

@@ -5,6 +5,7 @@
 //! `paystream train`) implement the same [`FraudModel`] trait. Models are pure: no IO,
 //! no clock.
 
+pub mod logistic;
 pub mod metrics;
 
 use serde::{Deserialize, Serialize};
