@@ -19,7 +19,7 @@ use paystream_domain::time::{MILLIS_PER_DAY, days_from_civil, parse_handbook_dat
 use paystream_domain::{Currency, Money};
 use paystream_models::logistic::{LogisticModel, LogisticOptions};
 use paystream_models::metrics::{ScoredTransaction, average_precision, card_precision_at_k, roc_auc};
-use paystream_operators::reference_features::{REFERENCE_FEATURE_NAMES, ReferenceFeatures};
+use paystream_operators::reference_features::{EXTRA_FEATURE_NAMES, REFERENCE_FEATURE_NAMES, ReferenceFeatures};
 use paystream_simulator::csv::CsvLayout;
 
 #[derive(Args)]
@@ -39,6 +39,11 @@ pub struct BacktestArgs {
     /// Model kind. Implemented: logistic (linfa-logistic, standardized features).
     #[arg(long, default_value = "logistic")]
     model: String,
+    /// Feature set: `reference` (the handbook's 15) or `extended` (plus amount vs the
+    /// customer's average, hours since the customer's previous payment, new terminal for
+    /// the customer, terminal velocity).
+    #[arg(long, default_value = "extended")]
+    features: String,
     /// Cards per day for Card Precision@k.
     #[arg(long, default_value_t = 100)]
     top_k: usize,
@@ -103,6 +108,16 @@ pub fn backtest(args: BacktestArgs) -> Result<()> {
     if args.model != "logistic" {
         bail!("--model {}: only `logistic` is implemented so far (tree ensembles are next)", args.model);
     }
+    let extended = match args.features.as_str() {
+        "reference" => false,
+        "extended" => true,
+        other => bail!("--features {other}: use reference or extended"),
+    };
+    let feature_names: Vec<&str> = if extended {
+        REFERENCE_FEATURE_NAMES.iter().chain(EXTRA_FEATURE_NAMES.iter()).copied().collect()
+    } else {
+        REFERENCE_FEATURE_NAMES.to_vec()
+    };
     let started = Instant::now();
     let (rows, skipped) = read_rows(&args.file)?;
     if skipped > 0 {
@@ -128,14 +143,13 @@ pub fn backtest(args: BacktestArgs) -> Result<()> {
                 labelled.is_fraud,
             );
         }
-        let f = state.observe_payment(
-            &row.transaction_id,
-            &row.customer,
-            &row.terminal,
-            row.event_time_ms,
-            row.amount_minor,
-        );
-        features.push(f.to_vec());
+        let (id, customer, terminal) = (&row.transaction_id, &row.customer, &row.terminal);
+        let f = if extended {
+            state.observe_payment_extended(id, customer, terminal, row.event_time_ms, row.amount_minor).to_vec()
+        } else {
+            state.observe_payment(id, customer, terminal, row.event_time_ms, row.amount_minor).to_vec()
+        };
+        features.push(f);
         labels.push_back((row.event_time_ms + delay_ms, i));
     }
     let feature_seconds = started.elapsed().as_secs_f64();
@@ -172,13 +186,8 @@ pub fn backtest(args: BacktestArgs) -> Result<()> {
         args.train_days,
         args.delay_days
     );
-    let model = LogisticModel::train(
-        &REFERENCE_FEATURE_NAMES,
-        &train_rows,
-        &train_labels,
-        &LogisticOptions::default(),
-        &description,
-    )?;
+    let model =
+        LogisticModel::train(&feature_names, &train_rows, &train_labels, &LogisticOptions::default(), &description)?;
     let test_rows: Vec<Vec<f64>> = test.iter().map(|&i| features[i].clone()).collect();
     let scores = model.score_batch(&test_rows)?;
     let test_labels: Vec<bool> = test.iter().map(|&i| rows[i].is_fraud).collect();
@@ -214,7 +223,13 @@ pub fn backtest(args: BacktestArgs) -> Result<()> {
         rows.len(),
         started.elapsed().as_secs_f64()
     );
-    println!("  model          {} ({})", model.version, model.kind);
+    println!(
+        "  model          {} ({}, {} features: {})",
+        model.version,
+        model.kind,
+        feature_names.len(),
+        args.features
+    );
     println!(
         "  train          {} transactions, {} frauds, from {} for {} days",
         train.len(),

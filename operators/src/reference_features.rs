@@ -39,6 +39,22 @@ pub const REFERENCE_FEATURE_NAMES: [&str; REFERENCE_FEATURE_COUNT] = [
     "TERMINAL_ID_RISK_30DAY_WINDOW",
 ];
 
+/// Online features beyond the reference 15, each computable from what the stream has
+/// delivered by the payment's event time.
+pub const EXTRA_FEATURE_COUNT: usize = 4;
+pub const EXTRA_FEATURE_NAMES: [&str; EXTRA_FEATURE_COUNT] = [
+    // Amount over the customer's average of the previous 30 days (1 without history).
+    "AMOUNT_TO_CUSTOMER_AVG_30DAY_RATIO",
+    // Hours since the customer's previous payment (capped at 720).
+    "CUSTOMER_HOURS_SINCE_PREVIOUS_TX",
+    // 1 when the customer has not paid at this terminal in the previous 30 days.
+    "CUSTOMER_NEW_TERMINAL_30DAY",
+    // Payments at the terminal in the last day, undelayed (terminal velocity).
+    "TERMINAL_ID_NB_TX_1DAY_NOW",
+];
+pub const EXTENDED_FEATURE_COUNT: usize = REFERENCE_FEATURE_COUNT + EXTRA_FEATURE_COUNT;
+const HOURS_SINCE_PREVIOUS_MAX: f64 = 720.0;
+
 const WINDOW_DAYS: [i64; 3] = [1, 7, 30];
 const LONGEST_WINDOW_MS: i64 = 30 * MILLIS_PER_DAY;
 
@@ -54,7 +70,8 @@ struct TerminalEntry {
 pub struct ReferenceFeatures {
     label_delay_ms: i64,
     /// Per customer: (event time, amount in minor units), in event-time order.
-    customers: HashMap<String, VecDeque<(i64, i64)>>,
+    /// Per customer: (event time, amount in minor units, terminal hash), in event-time order.
+    customers: HashMap<String, VecDeque<(i64, i64, u64)>>,
     /// Per terminal: recent payments in event-time order.
     terminals: HashMap<String, VecDeque<TerminalEntry>>,
 }
@@ -89,16 +106,17 @@ impl ReferenceFeatures {
         features[2] = f64::from(u8::from(event_time_ms.rem_euclid(MILLIS_PER_DAY) / 3_600_000 <= 6));
 
         let history = self.customers.entry(customer.to_string()).or_default();
-        insert_by_time(history, (event_time_ms, amount_minor), |e| e.0);
-        while history.front().is_some_and(|(t, _)| *t <= event_time_ms - LONGEST_WINDOW_MS) {
+        let terminal_hash = xxhash_rust::xxh3::xxh3_64(terminal.as_bytes());
+        insert_by_time(history, (event_time_ms, amount_minor, terminal_hash), |e| e.0);
+        while history.front().is_some_and(|(t, _, _)| *t <= event_time_ms - LONGEST_WINDOW_MS) {
             history.pop_front();
         }
         for (i, days) in WINDOW_DAYS.iter().enumerate() {
             let start = event_time_ms - days * MILLIS_PER_DAY;
             let (count, sum) = history
                 .iter()
-                .filter(|(t, _)| *t > start && *t <= event_time_ms)
-                .fold((0u32, 0i64), |(c, s), (_, a)| (c + 1, s + a));
+                .filter(|(t, _, _)| *t > start && *t <= event_time_ms)
+                .fold((0u32, 0i64), |(c, s), (_, a, _)| (c + 1, s + a));
             features[3 + 2 * i] = f64::from(count);
             features[4 + 2 * i] = if count == 0 { 0.0 } else { sum as f64 / f64::from(count) / 100.0 };
         }
@@ -124,6 +142,44 @@ impl ReferenceFeatures {
         while entries.front().is_some_and(|e| e.event_time_ms <= horizon) {
             entries.pop_front();
         }
+        features
+    }
+
+    /// The 15 reference features followed by [`EXTRA_FEATURE_NAMES`]; then remembers the
+    /// payment. The extra features look only at what the stream delivered before it.
+    pub fn observe_payment_extended(
+        &mut self,
+        payment_id: &str,
+        customer: &str,
+        terminal: &str,
+        event_time_ms: i64,
+        amount_minor: i64,
+    ) -> [f64; EXTENDED_FEATURE_COUNT] {
+        let mut extra = [0.0; EXTRA_FEATURE_COUNT];
+        let terminal_hash = xxhash_rust::xxh3::xxh3_64(terminal.as_bytes());
+        let start = event_time_ms - LONGEST_WINDOW_MS;
+        let previous: Vec<&(i64, i64, u64)> = self
+            .customers
+            .get(customer)
+            .map(|h| h.iter().filter(|(t, _, _)| *t > start && *t <= event_time_ms).collect())
+            .unwrap_or_default();
+        let (count, sum) = previous.iter().fold((0i64, 0i64), |(c, s), (_, a, _)| (c + 1, s + a));
+        extra[0] = if count == 0 || sum <= 0 { 1.0 } else { amount_minor as f64 / (sum as f64 / count as f64) };
+        extra[1] = previous
+            .iter()
+            .map(|(t, _, _)| (event_time_ms - t) as f64 / 3_600_000.0)
+            .fold(HOURS_SINCE_PREVIOUS_MAX, f64::min);
+        extra[2] = f64::from(u8::from(!previous.iter().any(|(_, _, h)| *h == terminal_hash)));
+        extra[3] = self.terminals.get(terminal).map_or(0, |entries| {
+            entries
+                .iter()
+                .filter(|e| e.event_time_ms > event_time_ms - MILLIS_PER_DAY && e.event_time_ms <= event_time_ms)
+                .count()
+        }) as f64;
+        let reference = self.observe_payment(payment_id, customer, terminal, event_time_ms, amount_minor);
+        let mut features = [0.0; EXTENDED_FEATURE_COUNT];
+        features[..REFERENCE_FEATURE_COUNT].copy_from_slice(&reference);
+        features[REFERENCE_FEATURE_COUNT..].copy_from_slice(&extra);
         features
     }
 
@@ -225,6 +281,27 @@ mod tests {
         assert_eq!((feature(&f, "TX_DURING_WEEKEND"), feature(&f, "TX_DURING_NIGHT")), (1.0, 1.0));
         let f = state.observe_payment("q", "c", "t", MONDAY + 7 * HOUR, 1);
         assert_eq!((feature(&f, "TX_DURING_WEEKEND"), feature(&f, "TX_DURING_NIGHT")), (0.0, 0.0));
+    }
+
+    #[test]
+    fn extra_features_by_hand() {
+        let mut state = ReferenceFeatures::new(7 * DAY);
+        let extra = |f: &[f64; EXTENDED_FEATURE_COUNT], name: &str| {
+            f[REFERENCE_FEATURE_COUNT + EXTRA_FEATURE_NAMES.iter().position(|n| *n == name).unwrap()]
+        };
+        let f = state.observe_payment_extended("p1", "c", "t1", MONDAY, 10_00);
+        assert_eq!(extra(&f, "AMOUNT_TO_CUSTOMER_AVG_30DAY_RATIO"), 1.0);
+        assert_eq!(extra(&f, "CUSTOMER_HOURS_SINCE_PREVIOUS_TX"), 720.0);
+        assert_eq!(extra(&f, "CUSTOMER_NEW_TERMINAL_30DAY"), 1.0);
+        assert_eq!(extra(&f, "TERMINAL_ID_NB_TX_1DAY_NOW"), 0.0);
+        state.observe_payment_extended("p2", "c", "t2", MONDAY + HOUR, 30_00);
+        state.observe_payment_extended("p3", "other", "t1", MONDAY + 2 * HOUR, 5_00);
+        let f = state.observe_payment_extended("p4", "c", "t1", MONDAY + 3 * HOUR, 100_00);
+        assert_eq!(extra(&f, "AMOUNT_TO_CUSTOMER_AVG_30DAY_RATIO"), 5.0, "100 / mean(10, 30)");
+        assert_eq!(extra(&f, "CUSTOMER_HOURS_SINCE_PREVIOUS_TX"), 2.0);
+        assert_eq!(extra(&f, "CUSTOMER_NEW_TERMINAL_30DAY"), 0.0);
+        assert_eq!(extra(&f, "TERMINAL_ID_NB_TX_1DAY_NOW"), 2.0, "p1 and p3 at t1");
+        assert_eq!(f[0], 100.0, "the reference features come first");
     }
 
     #[test]
