@@ -49,7 +49,7 @@ fn backtest_on_a_small_generated_data_set() {
         .unwrap();
     assert_eq!(score_lines.lines().count(), tested + 1, "one score per test transaction");
     let model: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&model).unwrap()).unwrap();
-    assert_eq!(model["feature_names"].as_array().unwrap().len(), 15);
+    assert_eq!(model["feature_names"].as_array().unwrap().len(), 19, "extended features by default");
     assert_eq!(model["kind"], "logistic_regression");
     // Unknown model kinds are refused clearly.
     let refused = paystream().arg("backtest").arg(&csv).args(["--model", "xgboost"]).output().unwrap();
