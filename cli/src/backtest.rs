@@ -17,8 +17,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use paystream_domain::time::{MILLIS_PER_DAY, days_from_civil, parse_handbook_datetime_ms};
 use paystream_domain::{Currency, Money};
-use paystream_models::logistic::{LogisticModel, LogisticOptions};
 use paystream_models::metrics::{ScoredTransaction, average_precision, card_precision_at_k, roc_auc};
+use paystream_models::{MODEL_KINDS, TrainedModel};
 use paystream_operators::reference_features::{EXTRA_FEATURE_NAMES, REFERENCE_FEATURE_NAMES, ReferenceFeatures};
 use paystream_simulator::csv::CsvLayout;
 
@@ -36,7 +36,8 @@ pub struct BacktestArgs {
     delay_days: u32,
     #[arg(long, default_value_t = 7)]
     test_days: u32,
-    /// Model kind. Implemented: logistic (linfa-logistic, standardized features).
+    /// Model kind: `logistic` (linfa-logistic, standardized features) or `gbt`
+    /// (paystream's histogram gradient-boosted trees, positives up-weighted).
     #[arg(long, default_value = "logistic")]
     model: String,
     /// Feature set: `reference` (the handbook's 15) or `extended` (plus amount vs the
@@ -105,8 +106,8 @@ fn read_rows(path: &PathBuf) -> Result<(Vec<Row>, u64)> {
 }
 
 pub fn backtest(args: BacktestArgs) -> Result<()> {
-    if args.model != "logistic" {
-        bail!("--model {}: only `logistic` is implemented so far (tree ensembles are next)", args.model);
+    if !MODEL_KINDS.contains(&args.model.as_str()) {
+        bail!("--model {}: use one of {}", args.model, MODEL_KINDS.join(", "));
     }
     let extended = match args.features.as_str() {
         "reference" => false,
@@ -186,8 +187,7 @@ pub fn backtest(args: BacktestArgs) -> Result<()> {
         args.train_days,
         args.delay_days
     );
-    let model =
-        LogisticModel::train(&feature_names, &train_rows, &train_labels, &LogisticOptions::default(), &description)?;
+    let model = TrainedModel::train(&args.model, &feature_names, &train_rows, &train_labels, &description)?;
     let test_rows: Vec<Vec<f64>> = test.iter().map(|&i| features[i].clone()).collect();
     let scores = model.score_batch(&test_rows)?;
     let test_labels: Vec<bool> = test.iter().map(|&i| rows[i].is_fraud).collect();
@@ -225,15 +225,15 @@ pub fn backtest(args: BacktestArgs) -> Result<()> {
     );
     println!(
         "  model          {} ({}, {} features: {})",
-        model.version,
-        model.kind,
+        model.version(),
+        model.kind(),
         feature_names.len(),
         args.features
     );
     println!(
         "  train          {} transactions, {} frauds, from {} for {} days",
         train.len(),
-        model.training_frauds,
+        model.training_frauds(),
         args.train_start,
         args.train_days
     );

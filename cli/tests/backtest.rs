@@ -51,8 +51,14 @@ fn backtest_on_a_small_generated_data_set() {
     let model: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&model).unwrap()).unwrap();
     assert_eq!(model["feature_names"].as_array().unwrap().len(), 19, "extended features by default");
     assert_eq!(model["kind"], "logistic_regression");
+    // The tree ensemble runs the same protocol.
+    let boosted =
+        paystream().arg("backtest").arg(&csv).args(["--train-start", "2018-04-16", "--model", "gbt"]).output().unwrap();
+    let boosted_stdout = String::from_utf8_lossy(&boosted.stdout);
+    assert!(boosted.status.success(), "{boosted_stdout}");
+    assert!(boosted_stdout.contains("gradient_boosted_trees"), "{boosted_stdout}");
     // Unknown model kinds are refused clearly.
     let refused = paystream().arg("backtest").arg(&csv).args(["--model", "xgboost"]).output().unwrap();
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("only `logistic`"));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("use one of logistic, gbt"));
 }

@@ -5,6 +5,7 @@
 //! `paystream train`) implement the same [`FraudModel`] trait. Models are pure: no IO,
 //! no clock.
 
+pub mod boosting;
 pub mod logistic;
 pub mod metrics;
 
@@ -186,5 +187,81 @@ mod tests {
     fn too_little_history_is_not_judged() {
         let model = RuleModel::new(RuleModelConfig::default());
         assert!(model.score(&features(60_00, 3, 30_00, 3)).reasons.is_empty());
+    }
+}
+
+/// A model trained by paystream, of any kind; what a model file holds.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TrainedModel {
+    Logistic(logistic::LogisticModel),
+    Boosted(boosting::BoostedTrees),
+}
+
+/// Model kinds `TrainedModel::train` accepts.
+pub const MODEL_KINDS: [&str; 2] = ["logistic", "gbt"];
+
+impl TrainedModel {
+    /// Trains a model of `kind` (see [`MODEL_KINDS`]) with default options.
+    pub fn train(
+        kind: &str,
+        feature_names: &[&str],
+        rows: &[Vec<f64>],
+        labels: &[bool],
+        trained_on: &str,
+    ) -> Result<TrainedModel, logistic::ModelError> {
+        match kind {
+            "logistic" => Ok(TrainedModel::Logistic(logistic::LogisticModel::train(
+                feature_names,
+                rows,
+                labels,
+                &logistic::LogisticOptions::default(),
+                trained_on,
+            )?)),
+            "gbt" => Ok(TrainedModel::Boosted(boosting::BoostedTrees::train(
+                feature_names,
+                rows,
+                labels,
+                &boosting::BoostingOptions::default(),
+                trained_on,
+            )?)),
+            other => {
+                Err(logistic::ModelError::File(format!("unknown model kind {other:?}: use one of {MODEL_KINDS:?}")))
+            }
+        }
+    }
+
+    pub fn version(&self) -> &str {
+        match self {
+            TrainedModel::Logistic(m) => &m.version,
+            TrainedModel::Boosted(m) => &m.version,
+        }
+    }
+
+    pub fn kind(&self) -> &str {
+        match self {
+            TrainedModel::Logistic(m) => &m.kind,
+            TrainedModel::Boosted(m) => &m.kind,
+        }
+    }
+
+    pub fn training_frauds(&self) -> usize {
+        match self {
+            TrainedModel::Logistic(m) => m.training_frauds,
+            TrainedModel::Boosted(m) => m.training_frauds,
+        }
+    }
+
+    pub fn score_batch(&self, rows: &[Vec<f64>]) -> Result<Vec<f64>, logistic::ModelError> {
+        match self {
+            TrainedModel::Logistic(m) => m.score_batch(rows),
+            TrainedModel::Boosted(m) => m.score_batch(rows),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        match self {
+            TrainedModel::Logistic(m) => m.to_json(),
+            TrainedModel::Boosted(m) => m.to_json(),
+        }
     }
 }
