@@ -81,5 +81,57 @@ fn embedded_log(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, validate, operator_chain, embedded_log);
+/// Feature updates and model scoring on the reference workload, per payment.
+fn fraud_features_and_models(c: &mut Criterion) {
+    use paystream_models::TrainedModel;
+    use paystream_operators::reference_features::{EXTENDED_FEATURE_COUNT, ReferenceFeatures};
+
+    let config = paystream_simulator::SimulatorConfig { days: 60, seed: 7, ..Default::default() };
+    let transactions = paystream_simulator::simulate(&config);
+    let ids: Vec<(String, String, String)> = transactions
+        .iter()
+        .map(|t| (t.transaction_id.to_string(), t.customer_id.to_string(), t.terminal_id.to_string()))
+        .collect();
+    // Warm state: features of the first 30 days, then benchmark on later payments.
+    let mut state = ReferenceFeatures::new(7 * 86_400_000);
+    let split = transactions.iter().position(|t| t.day() >= 30).expect("60 days of data");
+    let mut rows = Vec::with_capacity(transactions.len());
+    for (t, (id, customer, terminal)) in transactions.iter().zip(&ids) {
+        let f = state.observe_payment_extended(id, customer, terminal, t.event_time_ms(&config), t.amount_cents);
+        rows.push(f.to_vec());
+    }
+    let labels: Vec<bool> = transactions.iter().map(|t| t.is_fraud).collect();
+    let names: Vec<String> = (0..EXTENDED_FEATURE_COUNT).map(|i| format!("f{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let logistic = TrainedModel::train("logistic", &names, &rows[..split], &labels[..split], "bench").expect("train");
+    let boosted = TrainedModel::train("gbt", &names, &rows[..split], &labels[..split], "bench").expect("train");
+    let batch: Vec<Vec<f64>> = rows[split..split + BATCH].to_vec();
+
+    let mut group = c.benchmark_group("fraud");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    let mut replay = ReferenceFeatures::new(7 * 86_400_000);
+    let mut next = 0usize;
+    group.bench_function("feature_update_2048", |b| {
+        b.iter(|| {
+            let mut sum = 0.0;
+            for _ in 0..BATCH {
+                let (t, (id, customer, terminal)) = (&transactions[next], &ids[next]);
+                sum +=
+                    replay.observe_payment_extended(id, customer, terminal, t.event_time_ms(&config), t.amount_cents)
+                        [0];
+                next += 1;
+                if next == transactions.len() {
+                    next = 0;
+                    replay = ReferenceFeatures::new(7 * 86_400_000);
+                }
+            }
+            sum
+        })
+    });
+    group.bench_function("logistic_score_2048", |b| b.iter(|| logistic.score_batch(&batch).expect("score").len()));
+    group.bench_function("gbt_score_2048", |b| b.iter(|| boosted.score_batch(&batch).expect("score").len()));
+    group.finish();
+}
+
+criterion_group!(benches, validate, operator_chain, embedded_log, fraud_features_and_models);
 criterion_main!(benches);

@@ -105,28 +105,18 @@ fn read_rows(path: &PathBuf) -> Result<(Vec<Row>, u64)> {
     Ok((rows, skipped))
 }
 
-pub fn backtest(args: BacktestArgs) -> Result<()> {
-    if !MODEL_KINDS.contains(&args.model.as_str()) {
-        bail!("--model {}: use one of {}", args.model, MODEL_KINDS.join(", "));
-    }
-    let extended = match args.features.as_str() {
-        "reference" => false,
-        "extended" => true,
+/// Parses `--features` into (extended?, names in vector order).
+fn feature_set(features: &str) -> Result<(bool, Vec<&'static str>)> {
+    match features {
+        "reference" => Ok((false, REFERENCE_FEATURE_NAMES.to_vec())),
+        "extended" => Ok((true, REFERENCE_FEATURE_NAMES.iter().chain(EXTRA_FEATURE_NAMES.iter()).copied().collect())),
         other => bail!("--features {other}: use reference or extended"),
-    };
-    let feature_names: Vec<&str> = if extended {
-        REFERENCE_FEATURE_NAMES.iter().chain(EXTRA_FEATURE_NAMES.iter()).copied().collect()
-    } else {
-        REFERENCE_FEATURE_NAMES.to_vec()
-    };
-    let started = Instant::now();
-    let (rows, skipped) = read_rows(&args.file)?;
-    if skipped > 0 {
-        eprintln!("warning: {skipped} rows could not be read and are left out");
     }
-    let delay_ms = i64::from(args.delay_days) * MILLIS_PER_DAY;
+}
 
-    // Features online, in event time, with labels arriving `delay` after each payment.
+/// Every row's features, computed online in event time by the feature operator, with
+/// each label arriving `delay_ms` after its payment.
+fn online_features(rows: &[Row], delay_ms: i64, extended: bool) -> Vec<Vec<f64>> {
     let mut state = ReferenceFeatures::new(delay_ms);
     let mut labels: VecDeque<(i64, usize)> = VecDeque::new();
     let mut features: Vec<Vec<f64>> = Vec::with_capacity(rows.len());
@@ -153,6 +143,86 @@ pub fn backtest(args: BacktestArgs) -> Result<()> {
         features.push(f);
         labels.push_back((row.event_time_ms + delay_ms, i));
     }
+    features
+}
+
+fn check_model_kind(kind: &str) -> Result<()> {
+    if !MODEL_KINDS.contains(&kind) {
+        bail!("--model {kind}: use one of {}", MODEL_KINDS.join(", "));
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// A CSV in the handbook layout.
+    file: PathBuf,
+    /// Where to write the model file (JSON).
+    #[arg(long)]
+    out: PathBuf,
+    /// First training day (YYYY-MM-DD); default: the first day of the data.
+    #[arg(long)]
+    train_start: Option<String>,
+    /// Training days; default: through the end of the data.
+    #[arg(long)]
+    train_days: Option<u32>,
+    /// How late fraud labels arrive (also the terminal-risk delay).
+    #[arg(long, default_value_t = 7)]
+    delay_days: u32,
+    /// `logistic` or `gbt`.
+    #[arg(long, default_value = "gbt")]
+    model: String,
+    /// `reference` or `extended`.
+    #[arg(long, default_value = "extended")]
+    features: String,
+}
+
+/// `paystream train`: replays a data set through the feature operator, trains, and
+/// writes a versioned model file.
+pub fn train(args: TrainArgs) -> Result<()> {
+    check_model_kind(&args.model)?;
+    let (extended, feature_names) = feature_set(&args.features)?;
+    let started = Instant::now();
+    let (rows, skipped) = read_rows(&args.file)?;
+    if skipped > 0 {
+        eprintln!("warning: {skipped} rows could not be read and are left out");
+    }
+    let Some(first) = rows.first() else { bail!("{} has no transactions", args.file.display()) };
+    let features = online_features(&rows, i64::from(args.delay_days) * MILLIS_PER_DAY, extended);
+    let day_of = |row: &Row| row.event_time_ms.div_euclid(MILLIS_PER_DAY);
+    let start = match &args.train_start {
+        Some(date) => parse_date(date)?,
+        None => day_of(first),
+    };
+    let end = args.train_days.map_or(i64::MAX, |days| start + i64::from(days));
+    let chosen: Vec<usize> = (0..rows.len()).filter(|&i| (start..end).contains(&day_of(&rows[i]))).collect();
+    let train_rows: Vec<Vec<f64>> = chosen.iter().map(|&i| features[i].clone()).collect();
+    let labels: Vec<bool> = chosen.iter().map(|&i| rows[i].is_fraud).collect();
+    let description = format!("{}: {} transactions from day {start}", args.file.display(), chosen.len());
+    let model = TrainedModel::train(&args.model, &feature_names, &train_rows, &labels, &description)?;
+    std::fs::write(&args.out, model.to_json()).with_context(|| format!("write {}", args.out.display()))?;
+    println!(
+        "trained {} ({}) on {} transactions ({} frauds) in {:.1} s; wrote {}",
+        model.version(),
+        model.kind(),
+        chosen.len(),
+        model.training_frauds(),
+        started.elapsed().as_secs_f64(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+pub fn backtest(args: BacktestArgs) -> Result<()> {
+    check_model_kind(&args.model)?;
+    let (extended, feature_names) = feature_set(&args.features)?;
+    let started = Instant::now();
+    let (rows, skipped) = read_rows(&args.file)?;
+    if skipped > 0 {
+        eprintln!("warning: {skipped} rows could not be read and are left out");
+    }
+    let delay_ms = i64::from(args.delay_days) * MILLIS_PER_DAY;
+    let features = online_features(&rows, delay_ms, extended);
     let feature_seconds = started.elapsed().as_secs_f64();
 
     // The reference split.

@@ -56,6 +56,9 @@ enum Command {
     /// The reference fraud protocol on a handbook-layout CSV: online features, train,
     /// test, ROC AUC / average precision / Card Precision@100.
     Backtest(backtest::BacktestArgs),
+    /// Replay a handbook-layout CSV through the feature operator, train a model and write
+    /// a versioned model file.
+    Train(backtest::TrainArgs),
 }
 
 #[derive(Args, Clone, Debug)]
@@ -284,6 +287,7 @@ fn run_command(command: Command) -> Result<()> {
         Command::Demo(args) => demo::demo(args),
         Command::Bench(args) => bench::bench(args),
         Command::Backtest(args) => backtest::backtest(args),
+        Command::Train(args) => backtest::train(args),
         Command::Run(args) => run(args),
         Command::Generate(args) => generate(args),
         Command::Replay(args) => replay(args),

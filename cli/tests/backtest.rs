@@ -51,6 +51,18 @@ fn backtest_on_a_small_generated_data_set() {
     let model: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&model).unwrap()).unwrap();
     assert_eq!(model["feature_names"].as_array().unwrap().len(), 19, "extended features by default");
     assert_eq!(model["kind"], "logistic_regression");
+    // `train` writes the same model the backtest trained (training is deterministic).
+    let trained = dir.path().join("trained.json");
+    let train = paystream()
+        .arg("train")
+        .arg(&csv)
+        .args(["--train-start", "2018-04-16", "--train-days", "7", "--model", "logistic", "--out"])
+        .arg(&trained)
+        .output()
+        .unwrap();
+    assert!(train.status.success(), "{}", String::from_utf8_lossy(&train.stderr));
+    let trained: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&trained).unwrap()).unwrap();
+    assert_eq!(trained["version"], model["version"]);
     // The tree ensemble runs the same protocol.
     let boosted =
         paystream().arg("backtest").arg(&csv).args(["--train-start", "2018-04-16", "--model", "gbt"]).output().unwrap();
