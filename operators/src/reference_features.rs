@@ -76,6 +76,14 @@ pub struct ReferenceFeatures {
     terminals: HashMap<String, VecDeque<TerminalEntry>>,
 }
 
+/// The entry of `key`, allocating the key only when it is new.
+fn entry<'a, V: Default>(map: &'a mut HashMap<String, V>, key: &str) -> &'a mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), V::default());
+    }
+    map.get_mut(key).expect("inserted above")
+}
+
 /// Inserts `item` keeping `deque` sorted by `time`; late events land in their place.
 fn insert_by_time<T: Copy>(deque: &mut VecDeque<T>, item: T, time: impl Fn(&T) -> i64) {
     let at = deque.partition_point(|e| time(e) <= time(&item));
@@ -105,30 +113,49 @@ impl ReferenceFeatures {
         features[1] = f64::from(u8::from((day + 3).rem_euclid(7) >= 5));
         features[2] = f64::from(u8::from(event_time_ms.rem_euclid(MILLIS_PER_DAY) / 3_600_000 <= 6));
 
-        let history = self.customers.entry(customer.to_string()).or_default();
+        let history = entry(&mut self.customers, customer);
         let terminal_hash = xxhash_rust::xxh3::xxh3_64(terminal.as_bytes());
         insert_by_time(history, (event_time_ms, amount_minor, terminal_hash), |e| e.0);
         while history.front().is_some_and(|(t, _, _)| *t <= event_time_ms - LONGEST_WINDOW_MS) {
             history.pop_front();
         }
-        for (i, days) in WINDOW_DAYS.iter().enumerate() {
-            let start = event_time_ms - days * MILLIS_PER_DAY;
-            let (count, sum) = history
-                .iter()
-                .filter(|(t, _, _)| *t > start && *t <= event_time_ms)
-                .fold((0u32, 0i64), |(c, s), (_, a, _)| (c + 1, s + a));
+        // One pass, newest first, over the events at or before this one.
+        let mut windows = [(0u32, 0i64); 3];
+        let newest = history.partition_point(|(t, _, _)| *t <= event_time_ms);
+        for (t, amount, _) in history.range(..newest).rev() {
+            let age = event_time_ms - t;
+            if age >= LONGEST_WINDOW_MS {
+                break;
+            }
+            for (window, days) in windows.iter_mut().zip(WINDOW_DAYS) {
+                if age < days * MILLIS_PER_DAY {
+                    window.0 += 1;
+                    window.1 += amount;
+                }
+            }
+        }
+        for (i, (count, sum)) in windows.into_iter().enumerate() {
             features[3 + 2 * i] = f64::from(count);
             features[4 + 2 * i] = if count == 0 { 0.0 } else { sum as f64 / f64::from(count) / 100.0 };
         }
 
-        let entries = self.terminals.entry(terminal.to_string()).or_default();
+        let entries = entry(&mut self.terminals, terminal);
         let delayed_end = event_time_ms - self.label_delay_ms;
-        for (i, days) in WINDOW_DAYS.iter().enumerate() {
-            let start = delayed_end - days * MILLIS_PER_DAY;
-            let (count, frauds) = entries
-                .iter()
-                .filter(|e| e.event_time_ms > start && e.event_time_ms <= delayed_end)
-                .fold((0u32, 0u32), |(c, f), e| (c + 1, f + u32::from(e.is_fraud == Some(true))));
+        let mut windows = [(0u32, 0u32); 3];
+        let newest = entries.partition_point(|e| e.event_time_ms <= delayed_end);
+        for e in entries.range(..newest).rev() {
+            let age = delayed_end - e.event_time_ms;
+            if age >= LONGEST_WINDOW_MS {
+                break;
+            }
+            for (window, days) in windows.iter_mut().zip(WINDOW_DAYS) {
+                if age < days * MILLIS_PER_DAY {
+                    window.0 += 1;
+                    window.1 += u32::from(e.is_fraud == Some(true));
+                }
+            }
+        }
+        for (i, (count, frauds)) in windows.into_iter().enumerate() {
             features[9 + 2 * i] = f64::from(count);
             features[10 + 2 * i] = if count == 0 { 0.0 } else { f64::from(frauds) / f64::from(count) };
         }
