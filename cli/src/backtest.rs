@@ -71,7 +71,8 @@ fn parse_date(text: &str) -> Result<i64> {
     Ok(days_from_civil(i64::from(year), month, day))
 }
 
-fn read_rows(path: &PathBuf) -> Result<(Vec<Row>, u64)> {
+/// The file's rows sorted by time; unreadable rows are reported on stderr and left out.
+fn read_rows(path: &PathBuf) -> Result<Vec<Row>> {
     let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
     let mut lines = std::io::BufReader::with_capacity(1 << 20, file).lines();
     let header = lines.next().context("empty file")??;
@@ -102,7 +103,10 @@ fn read_rows(path: &PathBuf) -> Result<(Vec<Row>, u64)> {
         }
     }
     rows.sort_by_key(|r| r.event_time_ms);
-    Ok((rows, skipped))
+    if skipped > 0 {
+        eprintln!("warning: {skipped} rows could not be read and are left out");
+    }
+    Ok(rows)
 }
 
 /// Parses `--features` into (extended?, names in vector order).
@@ -183,10 +187,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
     check_model_kind(&args.model)?;
     let (extended, feature_names) = feature_set(&args.features)?;
     let started = Instant::now();
-    let (rows, skipped) = read_rows(&args.file)?;
-    if skipped > 0 {
-        eprintln!("warning: {skipped} rows could not be read and are left out");
-    }
+    let rows = read_rows(&args.file)?;
     let Some(first) = rows.first() else { bail!("{} has no transactions", args.file.display()) };
     let features = online_features(&rows, i64::from(args.delay_days) * MILLIS_PER_DAY, extended);
     let day_of = |row: &Row| row.event_time_ms.div_euclid(MILLIS_PER_DAY);
@@ -217,10 +218,7 @@ pub fn backtest(args: BacktestArgs) -> Result<()> {
     check_model_kind(&args.model)?;
     let (extended, feature_names) = feature_set(&args.features)?;
     let started = Instant::now();
-    let (rows, skipped) = read_rows(&args.file)?;
-    if skipped > 0 {
-        eprintln!("warning: {skipped} rows could not be read and are left out");
-    }
+    let rows = read_rows(&args.file)?;
     let delay_ms = i64::from(args.delay_days) * MILLIS_PER_DAY;
     let features = online_features(&rows, delay_ms, extended);
     let feature_seconds = started.elapsed().as_secs_f64();

@@ -101,13 +101,7 @@ impl BoostedTrees {
         trained_on: &str,
     ) -> Result<BoostedTrees, ModelError> {
         let width = feature_names.len();
-        let frauds = labels.iter().filter(|l| **l).count();
-        if rows.is_empty() || frauds == 0 || frauds == rows.len() {
-            return Err(ModelError::OneClass);
-        }
-        if let Some(row) = rows.iter().find(|r| r.len() != width) {
-            return Err(ModelError::FeatureCount { got: row.len(), expected: width });
-        }
+        let frauds = crate::logistic::check_training_data(width, rows, labels)?;
         let genuine = rows.len() - frauds;
         let positive_weight = options.positive_weight.unwrap_or(((genuine as f64) / (frauds as f64)).sqrt());
         let weights: Vec<f64> = labels.iter().map(|l| if *l { positive_weight } else { 1.0 }).collect();

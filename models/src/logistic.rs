@@ -55,6 +55,19 @@ impl Default for LogisticOptions {
     }
 }
 
+/// Checks training data (both classes present, every row `width` long); returns the
+/// number of frauds.
+pub(crate) fn check_training_data(width: usize, rows: &[Vec<f64>], labels: &[bool]) -> Result<usize, ModelError> {
+    let frauds = labels.iter().filter(|l| **l).count();
+    if rows.is_empty() || rows.len() != labels.len() || frauds == 0 || frauds == rows.len() {
+        return Err(ModelError::OneClass);
+    }
+    if let Some(row) = rows.iter().find(|r| r.len() != width) {
+        return Err(ModelError::FeatureCount { got: row.len(), expected: width });
+    }
+    Ok(frauds)
+}
+
 fn standardize(rows: &Array2<f64>, means: &[f64], stds: &[f64]) -> Array2<f64> {
     let mut scaled = rows.clone();
     for (j, mut column) in scaled.axis_iter_mut(Axis(1)).enumerate() {
@@ -73,13 +86,7 @@ impl LogisticModel {
         trained_on: &str,
     ) -> Result<LogisticModel, ModelError> {
         let width = feature_names.len();
-        let frauds = labels.iter().filter(|l| **l).count();
-        if rows.is_empty() || frauds == 0 || frauds == rows.len() {
-            return Err(ModelError::OneClass);
-        }
-        if let Some(row) = rows.iter().find(|r| r.len() != width) {
-            return Err(ModelError::FeatureCount { got: row.len(), expected: width });
-        }
+        let frauds = check_training_data(width, rows, labels)?;
         let x = Array2::from_shape_vec((rows.len(), width), rows.concat()).expect("shape checked above");
         let means: Vec<f64> = x.mean_axis(Axis(0)).expect("non-empty").to_vec();
         let stds: Vec<f64> = x.std_axis(Axis(0), 0.0).iter().map(|s| if *s > 0.0 { *s } else { 1.0 }).collect();
