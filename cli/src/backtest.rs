@@ -109,6 +109,9 @@ fn read_rows(path: &PathBuf) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// Payments between expiries of idle customers and terminals.
+const IDLE_EXPIRY_EVENTS: usize = 65_536;
+
 /// Parses `--features` into (extended?, names in vector order).
 fn feature_set(features: &str) -> Result<(bool, Vec<&'static str>)> {
     match features {
@@ -146,6 +149,9 @@ fn online_features(rows: &[Row], delay_ms: i64, extended: bool) -> Vec<Vec<f64>>
         };
         features.push(f);
         labels.push_back((row.event_time_ms + delay_ms, i));
+        if i % IDLE_EXPIRY_EVENTS == 0 {
+            state.expire_idle(row.event_time_ms);
+        }
     }
     features
 }

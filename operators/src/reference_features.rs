@@ -210,6 +210,25 @@ impl ReferenceFeatures {
         features
     }
 
+    /// Forgets customers and terminals with no event recent enough to appear in any
+    /// window of a payment at or after `watermark_ms`, so idle keys do not hold memory
+    /// forever; features are unchanged as long as no later payment has an event time
+    /// before the watermark (pass event time minus the allowed lateness). Returns how
+    /// many keys were dropped.
+    pub fn expire_idle(&mut self, watermark_ms: i64) -> usize {
+        let before = self.customers.len() + self.terminals.len();
+        self.customers
+            .retain(|_, history| history.back().is_some_and(|(t, _, _)| *t > watermark_ms - LONGEST_WINDOW_MS));
+        let horizon = watermark_ms - self.label_delay_ms - LONGEST_WINDOW_MS;
+        self.terminals.retain(|_, entries| entries.back().is_some_and(|e| e.event_time_ms > horizon));
+        before - self.customers.len() - self.terminals.len()
+    }
+
+    /// (customers, terminals) currently tracked.
+    pub fn tracked_keys(&self) -> (usize, usize) {
+        (self.customers.len(), self.terminals.len())
+    }
+
     /// Records a fraud label for a payment seen at `terminal` at `payment_event_time_ms`.
     /// Returns false when the payment is unknown here (too old, or never seen).
     pub fn observe_label(
@@ -329,6 +348,24 @@ mod tests {
         assert_eq!(extra(&f, "CUSTOMER_NEW_TERMINAL_30DAY"), 0.0);
         assert_eq!(extra(&f, "TERMINAL_ID_NB_TX_1DAY_NOW"), 2.0, "p1 and p3 at t1");
         assert_eq!(f[0], 100.0, "the reference features come first");
+    }
+
+    #[test]
+    fn idle_keys_expire_only_once_outside_every_window() {
+        let mut state = ReferenceFeatures::new(7 * DAY);
+        state.observe_payment("p1", "old", "t-old", MONDAY, 1_00);
+        state.observe_payment("p2", "new", "t-new", MONDAY + 20 * DAY, 1_00);
+        assert_eq!(state.expire_idle(MONDAY + 29 * DAY), 0, "everything is still inside a window");
+        // Day 30: the old customer's payment left its 30-day window; its terminal is still
+        // inside the delayed terminal windows (up to d + 30 = 37 days).
+        assert_eq!(state.expire_idle(MONDAY + 30 * DAY), 1);
+        assert_eq!(state.tracked_keys(), (1, 2));
+        assert_eq!(state.expire_idle(MONDAY + 37 * DAY), 1);
+        assert_eq!(state.tracked_keys(), (1, 1));
+        // Expiry never changes a feature: the new customer's windows are intact.
+        let f = state.observe_payment("p3", "new", "t-new", MONDAY + 37 * DAY, 3_00);
+        assert_eq!(feature(&f, "CUSTOMER_ID_NB_TX_30DAY_WINDOW"), 2.0);
+        assert_eq!(feature(&f, "TERMINAL_ID_NB_TX_30DAY_WINDOW"), 1.0);
     }
 
     #[test]
