@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use paystream_domain::time::{MILLIS_PER_DAY, days_from_civil, parse_handbook_datetime_ms};
+use paystream_domain::time::{MILLIS_PER_DAY, parse_date_days, parse_handbook_datetime_ms};
 use paystream_domain::{Currency, Money};
 use paystream_models::metrics::{ScoredTransaction, average_precision, card_precision_at_k, roc_auc};
 use paystream_models::{MODEL_KINDS, TrainedModel};
@@ -63,12 +63,6 @@ struct Row {
     event_time_ms: i64,
     amount_minor: i64,
     is_fraud: bool,
-}
-
-fn parse_date(text: &str) -> Result<i64> {
-    let parts: Vec<u32> = text.split('-').filter_map(|p| p.parse().ok()).collect();
-    let [year, month, day] = parts[..] else { bail!("{text:?} is not YYYY-MM-DD") };
-    Ok(days_from_civil(i64::from(year), month, day))
 }
 
 /// The file's rows sorted by time; unreadable rows are reported on stderr and left out.
@@ -198,7 +192,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let features = online_features(&rows, i64::from(args.delay_days) * MILLIS_PER_DAY, extended);
     let day_of = |row: &Row| row.event_time_ms.div_euclid(MILLIS_PER_DAY);
     let start = match &args.train_start {
-        Some(date) => parse_date(date)?,
+        Some(date) => parse_date_days(date)?,
         None => day_of(first),
     };
     let end = args.train_days.map_or(i64::MAX, |days| start + i64::from(days));
@@ -231,7 +225,7 @@ pub fn backtest(args: BacktestArgs) -> Result<()> {
 
     // The reference split.
     let day_of = |row: &Row| row.event_time_ms.div_euclid(MILLIS_PER_DAY);
-    let train_start = parse_date(&args.train_start)?;
+    let train_start = parse_date_days(&args.train_start)?;
     let train_end = train_start + i64::from(args.train_days);
     let train: Vec<usize> = (0..rows.len()).filter(|&i| (train_start..train_end).contains(&day_of(&rows[i]))).collect();
     let mut known_compromised: HashSet<&str> =

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use paystream_domain::money::format_minor_units;
+use paystream_domain::money::format_minor_units_wide;
 use paystream_domain::{Currency, Outcome};
 use paystream_pipeline::metrics::Metrics;
 use paystream_pipeline::{RunControl, RunMode};
@@ -52,10 +52,7 @@ pub fn thousands(n: u64) -> String {
 
 fn money(minor: i128, currency: &str) -> String {
     let digits = Currency::from_code(currency).map(|c| c.minor_unit_digits()).unwrap_or(2);
-    match i64::try_from(minor) {
-        Ok(minor) => format!("{} {currency}", format_minor_units(minor, digits)),
-        Err(_) => format!("{minor} minor units {currency}"),
-    }
+    format!("{} {currency}", format_minor_units_wide(minor, digits))
 }
 
 pub fn demo(args: DemoArgs) -> Result<()> {

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use paystream_domain::Currency;
-use paystream_domain::time::{MILLIS_PER_DAY, days_from_civil};
+use paystream_domain::time::MILLIS_PER_DAY;
 use paystream_pipeline::log::Log;
 use paystream_pipeline::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use paystream_pipeline::metrics::Metrics;
@@ -176,18 +176,9 @@ pub struct SimulatorArgs {
 impl SimulatorArgs {
     pub fn config(&self, default_days: u32) -> Result<SimulatorConfig> {
         let days = self.days.unwrap_or(default_days);
-        let parts: Vec<&str> = self.start_date.split('-').collect();
-        let parsed = match parts.as_slice() {
-            [y, m, d] => (y.parse::<i64>().ok(), m.parse::<u32>().ok(), d.parse::<u32>().ok()),
-            _ => (None, None, None),
-        };
-        let (Some(year), Some(month), Some(day)) = parsed else {
-            bail!("--start-date must be YYYY-MM-DD, got {}", self.start_date)
-        };
-        let probe = days_from_civil(year, month, day) * MILLIS_PER_DAY;
-        if paystream_domain::time::format_rfc3339_ms(probe)[..10] != self.start_date {
-            bail!("--start-date {} is not a calendar date", self.start_date);
-        }
+        let start_days = paystream_domain::time::parse_date_days(&self.start_date)
+            .with_context(|| format!("--start-date must be a calendar date YYYY-MM-DD, got {}", self.start_date))?;
+        let (year, month, day) = paystream_domain::time::civil_from_days(start_days);
         if self.customers == 0 || self.terminals == 0 || days == 0 {
             bail!("--customers, --terminals and --days must be positive");
         }

@@ -128,25 +128,47 @@ impl Money {
 
 /// Formats integer minor units as an exact decimal with `digits` fraction digits.
 pub fn format_minor_units(minor_units: i64, digits: u8) -> String {
-    // Hand-written (no `fmt` machinery): this runs for every decision.
-    let mut reversed = [0u8; 32];
+    format_magnitude(minor_units < 0, u128::from(minor_units.unsigned_abs()), digits)
+}
+
+/// [`format_minor_units`] for i128 totals (settlement windows sum many i64 amounts).
+pub fn format_minor_units_wide(minor_units: i128, digits: u8) -> String {
+    format_magnitude(minor_units < 0, minor_units.unsigned_abs(), digits)
+}
+
+/// Hand-written (no `fmt` machinery): this runs for every decision. Divides in u64
+/// whenever the remaining magnitude fits, since u128 division is a library call.
+fn format_magnitude(negative: bool, magnitude: u128, digits: u8) -> String {
+    let mut reversed = [0u8; 48];
     let mut len = 0;
-    let mut magnitude = minor_units.unsigned_abs();
+    let (mut wide, mut narrow) = (magnitude, u64::try_from(magnitude).ok());
     let mut emitted = 0u8;
     loop {
         if emitted == digits && digits > 0 {
             reversed[len] = b'.';
             len += 1;
         }
-        reversed[len] = b'0' + (magnitude % 10) as u8;
+        let digit = match narrow.as_mut() {
+            Some(value) => {
+                let digit = *value % 10;
+                *value /= 10;
+                digit as u8
+            }
+            None => {
+                let digit = (wide % 10) as u8;
+                wide /= 10;
+                narrow = u64::try_from(wide).ok();
+                digit
+            }
+        };
+        reversed[len] = b'0' + digit;
         len += 1;
-        magnitude /= 10;
         emitted = emitted.saturating_add(1);
-        if magnitude == 0 && emitted > digits {
+        if narrow == Some(0) && emitted > digits {
             break;
         }
     }
-    if minor_units < 0 {
+    if negative {
         reversed[len] = b'-';
         len += 1;
     }
@@ -223,6 +245,9 @@ mod tests {
         assert_eq!(format_minor_units(-5, 2), "-0.05");
         assert_eq!(format_minor_units(7, 0), "7");
         assert_eq!(format_minor_units(i64::MIN, 2), "-92233720368547758.08");
+        assert_eq!(format_minor_units_wide(2 * i128::from(i64::MAX), 2), "184467440737095516.14");
+        assert_eq!(format_minor_units_wide(i128::MIN, 0), "-170141183460469231731687303715884105728");
+        assert_eq!(format_minor_units_wide(-5, 3), "-0.005");
     }
 
     proptest! {

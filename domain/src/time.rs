@@ -84,33 +84,48 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Parses the date-time part shared by RFC 3339 and the handbook layout; returns
-/// milliseconds of the local wall time as if it were UTC.
-fn parse_date_time(cursor: &mut Cursor<'_>, separators: &[u8]) -> Result<i64, TimeError> {
+/// Parses `YYYY-MM-DD` and returns days since 1970-01-01.
+fn parse_date(cursor: &mut Cursor<'_>) -> Result<i64, TimeError> {
     let year = i64::from(cursor.digits(4)?);
     cursor.expect(b"-", "expected '-' after the year")?;
     let month = cursor.digits(2)?;
     cursor.expect(b"-", "expected '-' after the month")?;
     let day = cursor.digits(2)?;
-    cursor.expect(separators, "expected 'T' between date and time")?;
-    let hour = cursor.digits(2)?;
-    cursor.expect(b":", "expected ':' after the hour")?;
-    let minute = cursor.digits(2)?;
-    cursor.expect(b":", "expected ':' after the minute")?;
-    let second = cursor.digits(2)?;
     if year < 1 || !(1..=12).contains(&month) {
         return Err(cursor.error("month out of range"));
     }
     if day < 1 || day > days_in_month(year, month) {
         return Err(cursor.error("day out of range for its month"));
     }
+    Ok(days_from_civil(year, month, day))
+}
+
+/// Parses the date-time part shared by RFC 3339 and the handbook layout; returns
+/// milliseconds of the local wall time as if it were UTC.
+fn parse_date_time(cursor: &mut Cursor<'_>, separators: &[u8]) -> Result<i64, TimeError> {
+    let days = parse_date(cursor)?;
+    cursor.expect(separators, "expected 'T' between date and time")?;
+    let hour = cursor.digits(2)?;
+    cursor.expect(b":", "expected ':' after the hour")?;
+    let minute = cursor.digits(2)?;
+    cursor.expect(b":", "expected ':' after the minute")?;
+    let second = cursor.digits(2)?;
     // 60 is a leap second: accepted and folded into the next second, as most systems do.
     if hour > 23 || minute > 59 || second > 60 {
         return Err(cursor.error("time of day out of range"));
     }
-    let days = days_from_civil(year, month, day);
     let seconds = days * 86_400 + i64::from(hour) * 3_600 + i64::from(minute) * 60 + i64::from(second);
     Ok(seconds * MILLIS_PER_SECOND)
+}
+
+/// Parses a calendar date `YYYY-MM-DD` into days since 1970-01-01.
+pub fn parse_date_days(text: &str) -> Result<i64, TimeError> {
+    let mut cursor = Cursor { text, bytes: text.as_bytes(), at: 0 };
+    let days = parse_date(&mut cursor)?;
+    if cursor.at != cursor.bytes.len() {
+        return Err(cursor.error("unexpected text after the date"));
+    }
+    Ok(days)
 }
 
 /// Parses an RFC 3339 timestamp ("2018-04-01T00:03:12Z", "2018-04-01T02:03:12.5+02:00",
@@ -249,6 +264,15 @@ mod tests {
             "１９７０-01-01T00:00:00Z",
         ] {
             assert!(parse_rfc3339_ms(bad).is_err(), "{bad:?} must be rejected");
+        }
+    }
+
+    #[test]
+    fn calendar_dates() {
+        assert_eq!(parse_date_days("1970-01-02"), Ok(1));
+        assert_eq!(parse_date_days("2018-04-01").unwrap() * MILLIS_PER_DAY, 1_522_540_800_000);
+        for bad in ["2018-02-30", "2018-4-01", "2018-04-01 ", "2018-13-01", ""] {
+            assert!(parse_date_days(bad).is_err(), "{bad:?} must be rejected");
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use paystream_domain::money::format_minor_units;
+use paystream_domain::money::format_minor_units_wide;
 use paystream_domain::time::format_rfc3339_ms;
 use paystream_domain::{Currency, Settlement};
 use serde::{Deserialize, Serialize};
@@ -117,30 +117,9 @@ fn settlement(
         gross_minor: totals.gross_minor,
         fees_minor: totals.fees_minor,
         net_minor: net,
-        gross: format_wide(totals.gross_minor, digits),
-        fees: format_wide(totals.fees_minor, digits),
-        net: format_wide(net, digits),
-    }
-}
-
-fn format_wide(minor: i128, digits: u8) -> String {
-    match i64::try_from(minor) {
-        Ok(narrow) => format_minor_units(narrow, digits),
-        Err(_) => {
-            let scale = 10_i128.pow(u32::from(digits));
-            let sign = if minor < 0 { "-" } else { "" };
-            let magnitude = minor.unsigned_abs();
-            if digits == 0 {
-                format!("{sign}{magnitude}")
-            } else {
-                format!(
-                    "{sign}{}.{:0width$}",
-                    magnitude / scale as u128,
-                    magnitude % scale as u128,
-                    width = usize::from(digits)
-                )
-            }
-        }
+        gross: format_minor_units_wide(totals.gross_minor, digits),
+        fees: format_minor_units_wide(totals.fees_minor, digits),
+        net: format_minor_units_wide(net, digits),
     }
 }
 
