@@ -106,6 +106,38 @@ impl ReferenceFeatures {
         event_time_ms: i64,
         amount_minor: i64,
     ) -> [f64; REFERENCE_FEATURE_COUNT] {
+        self.observe(payment_id, customer, terminal, event_time_ms, amount_minor, None)
+    }
+
+    /// The 15 reference features followed by [`EXTRA_FEATURE_NAMES`]; then remembers the
+    /// payment. The extra features look only at what the stream delivered before it.
+    pub fn observe_payment_extended(
+        &mut self,
+        payment_id: &str,
+        customer: &str,
+        terminal: &str,
+        event_time_ms: i64,
+        amount_minor: i64,
+    ) -> [f64; EXTENDED_FEATURE_COUNT] {
+        let mut extra = [0.0; EXTRA_FEATURE_COUNT];
+        let reference = self.observe(payment_id, customer, terminal, event_time_ms, amount_minor, Some(&mut extra));
+        let mut features = [0.0; EXTENDED_FEATURE_COUNT];
+        features[..REFERENCE_FEATURE_COUNT].copy_from_slice(&reference);
+        features[REFERENCE_FEATURE_COUNT..].copy_from_slice(&extra);
+        features
+    }
+
+    /// One lookup and one pass per key: the windows over the events before this payment
+    /// (plus the payment itself), the extra features if asked for, then the insertion.
+    fn observe(
+        &mut self,
+        payment_id: &str,
+        customer: &str,
+        terminal: &str,
+        event_time_ms: i64,
+        amount_minor: i64,
+        extra: Option<&mut [f64; EXTRA_FEATURE_COUNT]>,
+    ) -> [f64; REFERENCE_FEATURE_COUNT] {
         let mut features = [0.0; REFERENCE_FEATURE_COUNT];
         features[0] = amount_minor as f64 / 100.0;
         let day = event_time_ms.div_euclid(MILLIS_PER_DAY);
@@ -113,20 +145,20 @@ impl ReferenceFeatures {
         features[1] = f64::from(u8::from((day + 3).rem_euclid(7) >= 5));
         features[2] = f64::from(u8::from(event_time_ms.rem_euclid(MILLIS_PER_DAY) / 3_600_000 <= 6));
 
-        let history = entry(&mut self.customers, customer);
         let terminal_hash = xxhash_rust::xxh3::xxh3_64(terminal.as_bytes());
-        insert_by_time(history, (event_time_ms, amount_minor, terminal_hash), |e| e.0);
-        while history.front().is_some_and(|(t, _, _)| *t <= event_time_ms - LONGEST_WINDOW_MS) {
-            history.pop_front();
-        }
-        // One pass, newest first, over the events at or before this one.
+        let history = entry(&mut self.customers, customer);
+        // Earlier events (by event time, ties included), newest first.
         let mut windows = [(0u32, 0i64); 3];
-        let newest = history.partition_point(|(t, _, _)| *t <= event_time_ms);
-        for (t, amount, _) in history.range(..newest).rev() {
+        let mut hours_since_previous = HOURS_SINCE_PREVIOUS_MAX;
+        let mut seen_terminal = false;
+        let before = history.partition_point(|(t, _, _)| *t <= event_time_ms);
+        for (t, amount, hash) in history.range(..before).rev() {
             let age = event_time_ms - t;
             if age >= LONGEST_WINDOW_MS {
                 break;
             }
+            hours_since_previous = hours_since_previous.min(age as f64 / 3_600_000.0);
+            seen_terminal |= *hash == terminal_hash;
             for (window, days) in windows.iter_mut().zip(WINDOW_DAYS) {
                 if age < days * MILLIS_PER_DAY {
                     window.0 += 1;
@@ -134,9 +166,16 @@ impl ReferenceFeatures {
                 }
             }
         }
+        let (previous_count, previous_sum) = windows[2];
+        insert_by_time(history, (event_time_ms, amount_minor, terminal_hash), |e| e.0);
+        while history.front().is_some_and(|(t, _, _)| *t <= event_time_ms - LONGEST_WINDOW_MS) {
+            history.pop_front();
+        }
         for (i, (count, sum)) in windows.into_iter().enumerate() {
+            // The windows include this payment.
+            let (count, sum) = (count + 1, sum + amount_minor);
             features[3 + 2 * i] = f64::from(count);
-            features[4 + 2 * i] = if count == 0 { 0.0 } else { sum as f64 / f64::from(count) / 100.0 };
+            features[4 + 2 * i] = sum as f64 / f64::from(count) / 100.0;
         }
 
         let entries = entry(&mut self.terminals, terminal);
@@ -159,6 +198,19 @@ impl ReferenceFeatures {
             features[9 + 2 * i] = f64::from(count);
             features[10 + 2 * i] = if count == 0 { 0.0 } else { f64::from(frauds) / f64::from(count) };
         }
+        if let Some(extra) = extra {
+            let before = entries.partition_point(|e| e.event_time_ms <= event_time_ms);
+            let velocity =
+                entries.range(..before).rev().take_while(|e| e.event_time_ms > event_time_ms - MILLIS_PER_DAY).count();
+            extra[0] = if previous_count == 0 || previous_sum <= 0 {
+                1.0
+            } else {
+                amount_minor as f64 / (previous_sum as f64 / f64::from(previous_count))
+            };
+            extra[1] = hours_since_previous;
+            extra[2] = f64::from(u8::from(!seen_terminal));
+            extra[3] = velocity as f64;
+        }
         let entry = TerminalEntry {
             event_time_ms,
             payment_id_hash: xxhash_rust::xxh3::xxh3_128(payment_id.as_bytes()),
@@ -169,44 +221,6 @@ impl ReferenceFeatures {
         while entries.front().is_some_and(|e| e.event_time_ms <= horizon) {
             entries.pop_front();
         }
-        features
-    }
-
-    /// The 15 reference features followed by [`EXTRA_FEATURE_NAMES`]; then remembers the
-    /// payment. The extra features look only at what the stream delivered before it.
-    pub fn observe_payment_extended(
-        &mut self,
-        payment_id: &str,
-        customer: &str,
-        terminal: &str,
-        event_time_ms: i64,
-        amount_minor: i64,
-    ) -> [f64; EXTENDED_FEATURE_COUNT] {
-        let mut extra = [0.0; EXTRA_FEATURE_COUNT];
-        let terminal_hash = xxhash_rust::xxh3::xxh3_64(terminal.as_bytes());
-        let start = event_time_ms - LONGEST_WINDOW_MS;
-        let previous: Vec<&(i64, i64, u64)> = self
-            .customers
-            .get(customer)
-            .map(|h| h.iter().filter(|(t, _, _)| *t > start && *t <= event_time_ms).collect())
-            .unwrap_or_default();
-        let (count, sum) = previous.iter().fold((0i64, 0i64), |(c, s), (_, a, _)| (c + 1, s + a));
-        extra[0] = if count == 0 || sum <= 0 { 1.0 } else { amount_minor as f64 / (sum as f64 / count as f64) };
-        extra[1] = previous
-            .iter()
-            .map(|(t, _, _)| (event_time_ms - t) as f64 / 3_600_000.0)
-            .fold(HOURS_SINCE_PREVIOUS_MAX, f64::min);
-        extra[2] = f64::from(u8::from(!previous.iter().any(|(_, _, h)| *h == terminal_hash)));
-        extra[3] = self.terminals.get(terminal).map_or(0, |entries| {
-            entries
-                .iter()
-                .filter(|e| e.event_time_ms > event_time_ms - MILLIS_PER_DAY && e.event_time_ms <= event_time_ms)
-                .count()
-        }) as f64;
-        let reference = self.observe_payment(payment_id, customer, terminal, event_time_ms, amount_minor);
-        let mut features = [0.0; EXTENDED_FEATURE_COUNT];
-        features[..REFERENCE_FEATURE_COUNT].copy_from_slice(&reference);
-        features[REFERENCE_FEATURE_COUNT..].copy_from_slice(&extra);
         features
     }
 
