@@ -6,7 +6,7 @@ use std::sync::Arc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use paystream_benches::payment_records;
 use paystream_domain::Payment;
-use paystream_operators::{InputRecord, OperatorConfig, OutputBatch, PartitionProcessor, default_model};
+use paystream_operators::{InputRecord, OperatorConfig, OutputBatch, PartitionProcessor, TerminalView, default_model};
 use paystream_pipeline::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use paystream_pipeline::log::{Log, Transaction};
 
@@ -45,7 +45,7 @@ fn operator_chain(c: &mut Criterion) {
             let inputs: Vec<InputRecord<'_>> =
                 chunk.iter().enumerate().map(|(i, r)| InputRecord { offset: i as u64, key: b"", value: r }).collect();
             out.clear();
-            processor.process_batch("payments", &inputs, &mut out);
+            processor.process_batch("payments", &inputs, TerminalView::NONE, &mut out);
             out.decisions.len()
         })
     });
@@ -84,7 +84,7 @@ fn embedded_log(c: &mut Criterion) {
 /// Feature updates and model scoring on the reference workload, per payment.
 fn fraud_features_and_models(c: &mut Criterion) {
     use paystream_models::TrainedModel;
-    use paystream_operators::reference_features::{EXTENDED_FEATURE_COUNT, ReferenceFeatures};
+    use paystream_operators::reference_features::{FEATURE_COUNT, ReferenceFeatures};
 
     let config = paystream_simulator::SimulatorConfig { days: 60, seed: 7, ..Default::default() };
     let transactions = paystream_simulator::simulate(&config);
@@ -97,11 +97,11 @@ fn fraud_features_and_models(c: &mut Criterion) {
     let split = transactions.iter().position(|t| t.day() >= 30).expect("60 days of data");
     let mut rows = Vec::with_capacity(transactions.len());
     for (t, (id, customer, terminal)) in transactions.iter().zip(&ids) {
-        let f = state.observe_payment_extended(id, customer, terminal, t.event_time_ms(&config), t.amount_cents);
+        let f = state.observe_payment(id, customer, terminal, t.event_time_ms(&config), t.amount_cents);
         rows.push(f.to_vec());
     }
     let labels: Vec<bool> = transactions.iter().map(|t| t.is_fraud).collect();
-    let names: Vec<String> = (0..EXTENDED_FEATURE_COUNT).map(|i| format!("f{i}")).collect();
+    let names: Vec<String> = (0..FEATURE_COUNT).map(|i| format!("f{i}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let logistic = TrainedModel::train("logistic", &names, &rows[..split], &labels[..split], "bench").expect("train");
     let boosted = TrainedModel::train("gbt", &names, &rows[..split], &labels[..split], "bench").expect("train");
@@ -116,9 +116,7 @@ fn fraud_features_and_models(c: &mut Criterion) {
             let mut sum = 0.0;
             for _ in 0..BATCH {
                 let (t, (id, customer, terminal)) = (&transactions[next], &ids[next]);
-                sum +=
-                    replay.observe_payment_extended(id, customer, terminal, t.event_time_ms(&config), t.amount_cents)
-                        [0];
+                sum += replay.observe_payment(id, customer, terminal, t.event_time_ms(&config), t.amount_cents)[0];
                 next += 1;
                 if next == transactions.len() {
                     next = 0;

@@ -19,7 +19,9 @@ use paystream_domain::time::{MILLIS_PER_DAY, parse_date_days, parse_handbook_dat
 use paystream_domain::{Currency, Money};
 use paystream_models::metrics::{ScoredTransaction, average_precision, card_precision_at_k, roc_auc};
 use paystream_models::{MODEL_KINDS, TrainedModel};
-use paystream_operators::reference_features::{EXTRA_FEATURE_NAMES, REFERENCE_FEATURE_NAMES, ReferenceFeatures};
+use paystream_operators::reference_features::{
+    FEATURE_NAMES, REFERENCE_FEATURE_COUNT, REFERENCE_FEATURE_NAMES, ReferenceFeatures,
+};
 use paystream_simulator::csv::CsvLayout;
 
 #[derive(Args)]
@@ -77,6 +79,11 @@ fn read_rows(path: &PathBuf) -> Result<Vec<Row>> {
         let parsed = layout.parse_row(&line).map_err(|e| e.to_string()).and_then(|row| {
             let time = parse_handbook_datetime_ms(row.datetime).map_err(|e| e.to_string())?;
             let amount = Money::parse(row.amount, Currency::EUR).map_err(|e| e.to_string())?;
+            // The pipeline dead-letters these (non_positive_amount), so its feature
+            // operators never see them; neither do training and backtests.
+            if amount.minor_units() <= 0 {
+                return Err(format!("amount {} is not positive (the pipeline dead-letters it)", row.amount));
+            }
             Ok(Row {
                 transaction_id: row.transaction_id.to_string(),
                 customer: row.customer_id.to_string(),
@@ -110,7 +117,7 @@ const IDLE_EXPIRY_EVENTS: usize = 65_536;
 fn feature_set(features: &str) -> Result<(bool, Vec<&'static str>)> {
     match features {
         "reference" => Ok((false, REFERENCE_FEATURE_NAMES.to_vec())),
-        "extended" => Ok((true, REFERENCE_FEATURE_NAMES.iter().chain(EXTRA_FEATURE_NAMES.iter()).copied().collect())),
+        "extended" => Ok((true, FEATURE_NAMES.to_vec())),
         other => bail!("--features {other}: use reference or extended"),
     }
 }
@@ -128,20 +135,11 @@ fn online_features(rows: &[Row], delay_ms: i64, extended: bool) -> Vec<Vec<f64>>
             }
             labels.pop_front();
             let labelled = &rows[j];
-            state.observe_label(
-                &labelled.transaction_id,
-                &labelled.terminal,
-                labelled.event_time_ms,
-                labelled.is_fraud,
-            );
+            state.observe_label(&labelled.transaction_id, labelled.is_fraud, reported_ms);
         }
         let (id, customer, terminal) = (&row.transaction_id, &row.customer, &row.terminal);
-        let f = if extended {
-            state.observe_payment_extended(id, customer, terminal, row.event_time_ms, row.amount_minor).to_vec()
-        } else {
-            state.observe_payment(id, customer, terminal, row.event_time_ms, row.amount_minor).to_vec()
-        };
-        features.push(f);
+        let f = state.observe_payment(id, customer, terminal, row.event_time_ms, row.amount_minor);
+        features.push(if extended { f.to_vec() } else { f[..REFERENCE_FEATURE_COUNT].to_vec() });
         labels.push_back((row.event_time_ms + delay_ms, i));
         if i % IDLE_EXPIRY_EVENTS == 0 {
             state.expire_idle(row.event_time_ms);
@@ -200,7 +198,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let train_rows: Vec<Vec<f64>> = chosen.iter().map(|&i| features[i].clone()).collect();
     let labels: Vec<bool> = chosen.iter().map(|&i| rows[i].is_fraud).collect();
     let description = format!("{}: {} transactions from day {start}", args.file.display(), chosen.len());
-    let model = TrainedModel::train(&args.model, &feature_names, &train_rows, &labels, &description)?;
+    let mut model = TrainedModel::train(&args.model, &feature_names, &train_rows, &labels, &description)?;
+    model.set_label_delay_ms(i64::from(args.delay_days) * MILLIS_PER_DAY);
     std::fs::write(&args.out, model.to_json()).with_context(|| format!("write {}", args.out.display()))?;
     println!(
         "trained {} ({}) on {} transactions ({} frauds) in {:.1} s; wrote {}",
@@ -255,7 +254,8 @@ pub fn backtest(args: BacktestArgs) -> Result<()> {
         args.train_days,
         args.delay_days
     );
-    let model = TrainedModel::train(&args.model, &feature_names, &train_rows, &train_labels, &description)?;
+    let mut model = TrainedModel::train(&args.model, &feature_names, &train_rows, &train_labels, &description)?;
+    model.set_label_delay_ms(delay_ms);
     let test_rows: Vec<Vec<f64>> = test.iter().map(|&i| features[i].clone()).collect();
     let scores = model.score_batch(&test_rows)?;
     let test_labels: Vec<bool> = test.iter().map(|&i| rows[i].is_fraud).collect();

@@ -131,6 +131,13 @@ pub struct PipelineArgs {
     /// Do not serve /metrics.
     #[arg(long)]
     pub no_metrics: bool,
+    /// Score with this trained model file (`paystream train`) instead of the rules;
+    /// it is watched and reloaded when it changes.
+    #[arg(long, env = "PAYSTREAM_MODEL")]
+    pub model: Option<PathBuf>,
+    /// The terminal features' label delay d, in days (must match the model's).
+    #[arg(long, default_value_t = 7)]
+    pub feature_delay_days: u32,
 }
 
 impl PipelineArgs {
@@ -142,6 +149,8 @@ impl PipelineArgs {
         config.batch_records_max = self.batch_records_max;
         config.snapshot_interval_batches = self.snapshot_interval_batches;
         config.input_records_per_second_max = self.max_input_rate.filter(|r| *r > 0);
+        config.model_file = self.model.clone();
+        config.operators.label_delay_ms = i64::from(self.feature_delay_days) * MILLIS_PER_DAY;
         config
     }
 }
@@ -362,7 +371,10 @@ pub fn pipeline(
     metrics: Arc<Metrics>,
 ) -> Result<Pipeline> {
     let snapshots = FileSnapshotStore::open(data_dir.join("snapshots"))?;
-    let model = paystream_operators::default_model(&config.operators);
+    let model: Arc<dyn paystream_models::FraudModel> = match &config.model_file {
+        Some(path) => Arc::new(paystream_pipeline::model::load_model_file(path, config.operators.label_delay_ms)?),
+        None => paystream_operators::default_model(&config.operators),
+    };
     Ok(Pipeline { log, snapshots: Arc::new(snapshots), model, metrics, config })
 }
 

@@ -368,6 +368,24 @@ pub struct FraudLabel {
     pub payment_event_time: Option<String>,
 }
 
+impl FraudLabel {
+    /// Parses and validates one label event from raw record bytes; returns it with its
+    /// `reported_at` in epoch milliseconds.
+    pub fn from_json(bytes: &[u8]) -> Result<(FraudLabel, i64), Rejection> {
+        if bytes.len() > INPUT_RECORD_BYTES_MAX {
+            return Err(Rejection::new(
+                RejectReason::RecordTooLarge,
+                format!("record of {} bytes exceeds {INPUT_RECORD_BYTES_MAX}", bytes.len()),
+            ));
+        }
+        let label: FraudLabel = serde_json::from_slice(bytes).map_err(|e| classify_json_error(&e))?;
+        identifier("payment_id", &label.payment_id)?;
+        let reported_at_ms = crate::time::parse_rfc3339_ms(&label.reported_at)
+            .map_err(|e| Rejection::new(RejectReason::InvalidTimestamp, format!("reported_at: {e}")))?;
+        Ok((label, reported_at_ms))
+    }
+}
+
 /// What the pipeline decided for a payment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -61,6 +61,9 @@ pub struct BoostedTrees {
     pub training_rows: usize,
     pub training_frauds: usize,
     pub trained_on: String,
+    /// See [`crate::logistic::LogisticModel::label_delay_ms`].
+    #[serde(default)]
+    pub label_delay_ms: Option<i64>,
 }
 
 struct Binned {
@@ -136,7 +139,49 @@ impl BoostedTrees {
             training_rows: rows.len(),
             training_frauds: frauds,
             trained_on: trained_on.to_string(),
+            label_delay_ms: None,
         })
+    }
+
+    /// Reads a model file, checking that every tree is well formed.
+    pub fn from_json(text: &str) -> Result<BoostedTrees, ModelError> {
+        let model: BoostedTrees = serde_json::from_str(text).map_err(|e| ModelError::File(e.to_string()))?;
+        if model.format != crate::logistic::MODEL_FILE_FORMAT {
+            return Err(ModelError::File(format!(
+                "format {} is not {}",
+                model.format,
+                crate::logistic::MODEL_FILE_FORMAT
+            )));
+        }
+        let width = model.feature_names.len();
+        for (t, tree) in model.trees.iter().enumerate() {
+            // Children come after their parent, so walking a tree always ends at a leaf.
+            let bad = tree.is_empty()
+                || tree.iter().enumerate().any(|(i, n)| {
+                    n.feature
+                        .is_some_and(|f| f >= width || n.left <= i || n.right <= i || n.left.max(n.right) >= tree.len())
+                });
+            if bad {
+                return Err(ModelError::File(format!("tree {t} is malformed")));
+            }
+        }
+        Ok(model)
+    }
+
+    /// Logit of one row, adding each split's change of the expected value to the
+    /// contribution of its feature (the Saabas attribution), in the model's columns.
+    pub fn explain_row(&self, row: &[f64], contributions: &mut [f64]) -> f64 {
+        let mut logit = self.base_logit;
+        for tree in &self.trees {
+            let mut node = &tree[0];
+            while let Some(feature) = node.feature {
+                let child = if row[feature] <= node.threshold { &tree[node.left] } else { &tree[node.right] };
+                contributions[feature] += child.value - node.value;
+                node = child;
+            }
+            logit += node.value;
+        }
+        logit
     }
 
     /// Fraud scores in (0, 1) of a batch of feature vectors (monotone in the fraud odds;
@@ -219,8 +264,15 @@ fn grow_tree(binned: &Binned, gradients: &[f64], hessians: &[f64], options: &Boo
         let left = nodes.len();
         nodes.push(Node { feature: None, threshold: 0.0, left: 0, right: 0, value: 0.0 });
         nodes.push(Node { feature: None, threshold: 0.0, left: 0, right: 0, value: 0.0 });
-        nodes[index] =
-            Node { feature: Some(feature), threshold: binned.edges[feature][bin], left, right: left + 1, value: 0.0 };
+        // A split keeps its own value (the expected logit increment there), which
+        // `explain_row` uses to attribute the score to features.
+        nodes[index] = Node {
+            feature: Some(feature),
+            threshold: binned.edges[feature][bin],
+            left,
+            right: left + 1,
+            value: nodes[index].value,
+        };
         frontier.push((left, left_rows, depth + 1));
         frontier.push((left + 1, right_rows, depth + 1));
     }

@@ -1,32 +1,19 @@
-//! Fraud models: a feature vector in, a score in [0, 1] and reason codes out.
+//! Fraud models: feature vectors in (see [`features`]), a score in [0, 1] and reason
+//! codes out.
 //!
-//! Today there is one model, [`RuleModel`], a small weighted rule set over amount and
-//! customer velocity. Learned models (logistic regression, tree ensembles trained by
-//! `paystream train`) implement the same [`FraudModel`] trait. Models are pure: no IO,
-//! no clock.
+//! [`RuleModel`] (`rules-v1`) is a small weighted rule set over amount and customer
+//! velocity; [`TrainedModel`]s (logistic regression on linfa, or paystream's gradient-
+//! boosted trees) are trained by `paystream train` and loaded from model files as a
+//! [`LoadedModel`]. Both implement [`FraudModel`], which scores a whole batch at once.
+//! Models are pure: no IO, no clock.
 
 pub mod boosting;
+pub mod features;
 pub mod logistic;
 pub mod metrics;
 
+use features::{FEATURE_NAMES, FeatureRow, index};
 use serde::{Deserialize, Serialize};
-
-/// Online features of one payment, computed by the features operator. Amounts are
-/// integer minor units of the payment's currency.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Features {
-    pub amount_minor: i64,
-    pub during_weekend: bool,
-    pub during_night: bool,
-    /// Customer's payments in the 1, 7 and 30 days ending at this payment (inclusive).
-    pub customer_count_1d: u32,
-    pub customer_count_7d: u32,
-    pub customer_count_30d: u32,
-    /// Average amount (minor units, rounded down) over the same windows.
-    pub customer_average_minor_1d: i64,
-    pub customer_average_minor_7d: i64,
-    pub customer_average_minor_30d: i64,
-}
 
 /// Why a score is high: a stable, machine-readable code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -49,16 +36,43 @@ impl ReasonCode {
 /// Reasons of one score, strongest first; at most [`REASONS_MAX`].
 pub const REASONS_MAX: usize = 3;
 
-#[derive(Clone, Debug, PartialEq)]
+/// A score and its reasons: rule codes for rules, the names of the features that pushed
+/// the score up the most for learned models. Fixed size: no allocation per payment.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Score {
     pub value: f32,
-    pub reasons: Vec<ReasonCode>,
+    reasons: [&'static str; REASONS_MAX],
+    reason_count: u8,
+}
+
+impl Score {
+    pub fn new(value: f32) -> Score {
+        Score { value, ..Score::default() }
+    }
+
+    /// Strongest first.
+    pub fn reasons(&self) -> &[&'static str] {
+        &self.reasons[..usize::from(self.reason_count)]
+    }
+
+    /// Adds a reason unless [`REASONS_MAX`] are there; call strongest first.
+    pub fn push_reason(&mut self, reason: &'static str) {
+        if usize::from(self.reason_count) < REASONS_MAX {
+            self.reasons[usize::from(self.reason_count)] = reason;
+            self.reason_count += 1;
+        }
+    }
 }
 
 pub trait FraudModel: Send + Sync {
     /// Stamped on every decision this model produces.
     fn version(&self) -> &str;
-    fn score(&self, features: &Features) -> Score;
+    /// Whether the model reads terminal-keyed features (see
+    /// [`features::is_terminal_feature`]): the pipeline then waits until those are
+    /// complete for a payment's event time before scoring it.
+    fn uses_terminal_features(&self) -> bool;
+    /// Scores every row (in [`FEATURE_NAMES`] order), appending one score per row.
+    fn score_batch(&self, rows: &[FeatureRow], scores: &mut Vec<Score>);
 }
 
 /// Configuration of the rule model. Points add up; the score is points / 1000, capped at 1.
@@ -67,8 +81,9 @@ pub struct RuleModelConfig {
     /// Amounts strictly above this (minor units) score `amount_limit_points`.
     pub amount_limit_minor: i64,
     pub amount_limit_points: u32,
-    /// An amount at least this many times the customer's 30-day average, once the
-    /// customer has `history_count_min` payments, scores `average_multiple_points`.
+    /// An amount at least this many times the customer's average of the previous 30
+    /// days, once the customer has `history_count_min` payments in them, scores
+    /// `average_multiple_points`.
     pub average_multiple: i64,
     pub history_count_min: u32,
     pub average_multiple_points: u32,
@@ -102,6 +117,43 @@ impl RuleModel {
     pub fn new(config: RuleModelConfig) -> RuleModel {
         RuleModel { config }
     }
+
+    pub fn score(&self, f: &FeatureRow) -> Score {
+        let c = &self.config;
+        // At most three rules: a fixed array, no allocation.
+        let mut hits: [(u32, Option<ReasonCode>); 3] = [(0, None); 3];
+        let mut push = |points: u32, reason: ReasonCode| {
+            if let Some(slot) = hits.iter_mut().find(|(_, r)| r.is_none()) {
+                *slot = (points, Some(reason));
+            }
+        };
+        // TX_AMOUNT is minor units / 100, so this comparison is exact for any realistic amount.
+        let amount_minor = (f[index::TX_AMOUNT] * 100.0).round() as i64;
+        if amount_minor > c.amount_limit_minor {
+            push(c.amount_limit_points, ReasonCode::AmountAboveLimit);
+        }
+        // The 30-day window includes this payment; judge against the history before it.
+        let history = f[index::CUSTOMER_NB_TX_30DAY] - 1.0;
+        if history >= f64::from(c.history_count_min)
+            && f[index::AMOUNT_TO_CUSTOMER_AVG_30DAY_RATIO] >= c.average_multiple as f64
+        {
+            push(c.average_multiple_points, ReasonCode::AmountFarAboveCustomerAverage);
+        }
+        if f[index::CUSTOMER_NB_TX_1DAY] > f64::from(c.velocity_count_1d_max) {
+            push(c.velocity_points, ReasonCode::CustomerVelocityHigh);
+        }
+        let points: u32 = hits.iter().map(|(p, _)| p).sum::<u32>().min(POINTS_MAX);
+        if points == 0 {
+            return Score::new(0.0);
+        }
+        // Strongest first; stable for equal points.
+        hits.sort_by(|a, b| b.0.cmp(&a.0));
+        let mut score = Score::new(points as f32 / POINTS_MAX as f32);
+        for reason in hits.iter().filter_map(|(_, r)| *r) {
+            score.push_reason(reason.as_str());
+        }
+        score
+    }
 }
 
 impl FraudModel for RuleModel {
@@ -109,41 +161,12 @@ impl FraudModel for RuleModel {
         RULE_MODEL_VERSION
     }
 
-    fn score(&self, f: &Features) -> Score {
-        let c = &self.config;
-        // At most three rules: a fixed array, no allocation until the reasons.
-        let mut hits: [(u32, Option<ReasonCode>); 3] = [(0, None); 3];
-        let mut push = |points: u32, reason: ReasonCode| {
-            if let Some(slot) = hits.iter_mut().find(|(_, r)| r.is_none()) {
-                *slot = (points, Some(reason));
-            }
-        };
-        if f.amount_minor > c.amount_limit_minor {
-            push(c.amount_limit_points, ReasonCode::AmountAboveLimit);
-        }
-        // The 30-day window includes this payment; judge against the history before it.
-        let history = f.customer_count_30d.saturating_sub(1);
-        if history >= c.history_count_min {
-            let total = i128::from(f.customer_average_minor_30d) * i128::from(f.customer_count_30d);
-            let previous_average = (total - i128::from(f.amount_minor)) / i128::from(history);
-            if previous_average > 0 && i128::from(f.amount_minor) >= previous_average * i128::from(c.average_multiple) {
-                push(c.average_multiple_points, ReasonCode::AmountFarAboveCustomerAverage);
-            }
-        }
-        if f.customer_count_1d > c.velocity_count_1d_max {
-            push(c.velocity_points, ReasonCode::CustomerVelocityHigh);
-        }
-        let points: u32 = hits.iter().map(|(p, _)| p).sum::<u32>().min(POINTS_MAX);
-        if points == 0 {
-            return Score { value: 0.0, reasons: Vec::new() };
-        }
-        // Strongest first; stable for equal points.
-        let mut reasons: Vec<(u32, ReasonCode)> = hits.iter().filter_map(|(p, r)| r.map(|r| (*p, r))).collect();
-        reasons.sort_by(|a, b| b.0.cmp(&a.0));
-        Score {
-            value: points as f32 / POINTS_MAX as f32,
-            reasons: reasons.into_iter().take(REASONS_MAX).map(|(_, r)| r).collect(),
-        }
+    fn uses_terminal_features(&self) -> bool {
+        false
+    }
+
+    fn score_batch(&self, rows: &[FeatureRow], scores: &mut Vec<Score>) {
+        scores.extend(rows.iter().map(|row| self.score(row)));
     }
 }
 
@@ -151,14 +174,14 @@ impl FraudModel for RuleModel {
 mod tests {
     use super::*;
 
-    fn features(amount: i64, count_30d: u32, average_30d: i64, count_1d: u32) -> Features {
-        Features {
-            amount_minor: amount,
-            customer_count_1d: count_1d,
-            customer_count_30d: count_30d,
-            customer_average_minor_30d: average_30d,
-            ..Features::default()
-        }
+    fn features(amount_minor: i64, count_30d: u32, previous_average_minor: i64, count_1d: u32) -> FeatureRow {
+        let mut row = [0.0; features::FEATURE_COUNT];
+        row[index::TX_AMOUNT] = amount_minor as f64 / 100.0;
+        row[index::CUSTOMER_NB_TX_30DAY] = f64::from(count_30d);
+        row[index::CUSTOMER_NB_TX_1DAY] = f64::from(count_1d);
+        row[index::AMOUNT_TO_CUSTOMER_AVG_30DAY_RATIO] =
+            if previous_average_minor == 0 { 1.0 } else { amount_minor as f64 / previous_average_minor as f64 };
+        row
     }
 
     #[test]
@@ -166,27 +189,31 @@ mod tests {
         let model = RuleModel::new(RuleModelConfig::default());
         let ordinary = model.score(&features(50_00, 20, 50_00, 2));
         assert_eq!(ordinary.value, 0.0);
-        assert!(ordinary.reasons.is_empty());
+        assert!(ordinary.reasons().is_empty());
 
-        let large = model.score(&features(250_00, 1, 250_00, 1));
-        assert_eq!(large.reasons, vec![ReasonCode::AmountAboveLimit]);
+        let large = model.score(&features(250_00, 1, 0, 1));
+        assert_eq!(large.reasons(), ["amount_above_limit"]);
         assert!((large.value - 0.9).abs() < 1e-6);
+        // The limit is strict and exact at the cent.
+        assert!(model.score(&features(220_00, 1, 0, 1)).reasons().is_empty());
+        assert_eq!(model.score(&features(220_01, 1, 0, 1)).reasons(), ["amount_above_limit"]);
 
-        // 10 earlier payments averaging 10.00, then 60.00: the 30-day average including
-        // it is (100 + 60) / 11 = 14.54; the earlier average is 10.00; 60 >= 4 × 10.
-        let spike = model.score(&features(60_00, 11, 160_00 / 11, 3));
-        assert_eq!(spike.reasons, vec![ReasonCode::AmountFarAboveCustomerAverage]);
+        // 10 earlier payments averaging 10.00, then 40.00: exactly 4 times the average.
+        let spike = model.score(&features(40_00, 11, 10_00, 3));
+        assert_eq!(spike.reasons(), ["amount_far_above_customer_average"]);
 
         let all = model.score(&features(300_00, 11, 40_00, 12));
         assert_eq!(all.value, 1.0);
-        assert_eq!(all.reasons.len(), 3);
-        assert_eq!(all.reasons[0], ReasonCode::AmountAboveLimit);
+        assert_eq!(
+            all.reasons(),
+            ["amount_above_limit", "amount_far_above_customer_average", "customer_velocity_high"]
+        );
     }
 
     #[test]
     fn too_little_history_is_not_judged() {
         let model = RuleModel::new(RuleModelConfig::default());
-        assert!(model.score(&features(60_00, 3, 30_00, 3)).reasons.is_empty());
+        assert!(model.score(&features(60_00, 3, 10_00, 3)).reasons().is_empty());
     }
 }
 
@@ -263,5 +290,210 @@ impl TrainedModel {
             TrainedModel::Logistic(m) => m.to_json(),
             TrainedModel::Boosted(m) => m.to_json(),
         }
+    }
+}
+
+impl TrainedModel {
+    /// Reads a model file of either kind.
+    pub fn from_json(text: &str) -> Result<TrainedModel, logistic::ModelError> {
+        #[derive(Deserialize)]
+        struct Kind {
+            kind: String,
+        }
+        let kind: Kind = serde_json::from_str(text).map_err(|e| logistic::ModelError::File(e.to_string()))?;
+        match kind.kind.as_str() {
+            "logistic_regression" => Ok(TrainedModel::Logistic(logistic::LogisticModel::from_json(text)?)),
+            "gradient_boosted_trees" => Ok(TrainedModel::Boosted(boosting::BoostedTrees::from_json(text)?)),
+            other => Err(logistic::ModelError::File(format!("unknown model kind {other:?}"))),
+        }
+    }
+
+    pub fn feature_names(&self) -> &[String] {
+        match self {
+            TrainedModel::Logistic(m) => &m.feature_names,
+            TrainedModel::Boosted(m) => &m.feature_names,
+        }
+    }
+
+    pub fn label_delay_ms(&self) -> Option<i64> {
+        match self {
+            TrainedModel::Logistic(m) => m.label_delay_ms,
+            TrainedModel::Boosted(m) => m.label_delay_ms,
+        }
+    }
+
+    /// Records the label delay the training features were computed with.
+    pub fn set_label_delay_ms(&mut self, delay_ms: i64) {
+        match self {
+            TrainedModel::Logistic(m) => m.label_delay_ms = Some(delay_ms),
+            TrainedModel::Boosted(m) => m.label_delay_ms = Some(delay_ms),
+        }
+    }
+}
+
+/// A trained model ready for the pipeline: its features located in [`FeatureRow`].
+pub struct LoadedModel {
+    model: TrainedModel,
+    /// Position in the feature row of each of the model's features.
+    columns: Vec<usize>,
+    names: Vec<&'static str>,
+    uses_terminal_features: bool,
+}
+
+impl LoadedModel {
+    /// Fails when the model reads a feature paystream does not compute.
+    pub fn new(model: TrainedModel) -> Result<LoadedModel, logistic::ModelError> {
+        let mut columns = Vec::new();
+        for name in model.feature_names() {
+            let column = features::feature_index(name).ok_or_else(|| {
+                logistic::ModelError::File(format!(
+                    "the model reads feature {name:?}, which paystream does not compute"
+                ))
+            })?;
+            columns.push(column);
+        }
+        let names = columns.iter().map(|&c| FEATURE_NAMES[c]).collect();
+        let uses_terminal_features = columns.iter().any(|&c| features::is_terminal_feature(c));
+        Ok(LoadedModel { model, columns, names, uses_terminal_features })
+    }
+
+    pub fn from_json(text: &str) -> Result<LoadedModel, logistic::ModelError> {
+        LoadedModel::new(TrainedModel::from_json(text)?)
+    }
+
+    pub fn model(&self) -> &TrainedModel {
+        &self.model
+    }
+}
+
+/// Keeps the `REASONS_MAX` largest positive contributions, largest first.
+fn top_reasons(score: &mut Score, contributions: impl Iterator<Item = f64>, names: &[&'static str]) {
+    let mut top: [(f64, usize); REASONS_MAX] = [(0.0, usize::MAX); REASONS_MAX];
+    for (j, c) in contributions.enumerate() {
+        if c > top[REASONS_MAX - 1].0 {
+            let at = top.iter().position(|(v, _)| c > *v).expect("c beats the last");
+            top.copy_within(at..REASONS_MAX - 1, at + 1);
+            top[at] = (c, j);
+        }
+    }
+    for (_, j) in top.iter().take_while(|(_, j)| *j != usize::MAX) {
+        score.push_reason(names[*j]);
+    }
+}
+
+fn sigmoid(z: f64) -> f64 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+impl FraudModel for LoadedModel {
+    fn version(&self) -> &str {
+        self.model.version()
+    }
+
+    fn uses_terminal_features(&self) -> bool {
+        self.uses_terminal_features
+    }
+
+    /// One matrix of the model's columns for the whole batch (ndarray); reasons are the
+    /// features contributing most to each score (logistic: coefficient × standardized
+    /// value; trees: Saabas attribution along each tree's path).
+    fn score_batch(&self, rows: &[FeatureRow], scores: &mut Vec<Score>) {
+        let width = self.columns.len();
+        let mut x = ndarray::Array2::from_shape_fn((rows.len(), width), |(i, j)| rows[i][self.columns[j]]);
+        match &self.model {
+            TrainedModel::Logistic(m) => {
+                let logits = m.explain(&mut x);
+                for (logit, contributions) in logits.iter().zip(x.rows()) {
+                    let mut score = Score::new(sigmoid(*logit) as f32);
+                    top_reasons(&mut score, contributions.iter().copied(), &self.names);
+                    scores.push(score);
+                }
+            }
+            TrainedModel::Boosted(m) => {
+                let mut contributions = vec![0.0; width];
+                for row in x.rows() {
+                    contributions.fill(0.0);
+                    let logit = m.explain_row(row.as_slice().expect("standard layout"), &mut contributions);
+                    let mut score = Score::new(sigmoid(logit) as f32);
+                    top_reasons(&mut score, contributions.iter().copied(), &self.names);
+                    scores.push(score);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod loaded_model_tests {
+    use super::*;
+
+    /// Rows where fraud = large amount at a risky terminal.
+    fn data() -> (Vec<FeatureRow>, Vec<bool>) {
+        let mut rows = Vec::new();
+        let mut labels = Vec::new();
+        for i in 0..3_000u32 {
+            let mut row = [0.0; features::FEATURE_COUNT];
+            row[index::TX_AMOUNT] = f64::from(i % 200);
+            row[index::TERMINAL_WINDOWS + 3] = f64::from((i / 200) % 10) / 10.0; // 7-day terminal risk
+            row[index::TX_DURING_NIGHT] = f64::from(i % 2);
+            labels.push(row[index::TX_AMOUNT] > 150.0 && row[index::TERMINAL_WINDOWS + 3] >= 0.5);
+            rows.push(row);
+        }
+        (rows, labels)
+    }
+
+    #[test]
+    fn learned_models_score_batches_with_reasons_and_round_trip() {
+        let (rows, labels) = data();
+        let names = ["TX_DURING_NIGHT", "TX_AMOUNT", "TERMINAL_ID_RISK_7DAY_WINDOW"];
+        let columns = [index::TX_DURING_NIGHT, index::TX_AMOUNT, index::TERMINAL_WINDOWS + 3];
+        let picked: Vec<Vec<f64>> = rows.iter().map(|r| columns.iter().map(|&c| r[c]).collect()).collect();
+        for kind in MODEL_KINDS {
+            let mut trained = TrainedModel::train(kind, &names, &picked, &labels, "unit test").unwrap();
+            trained.set_label_delay_ms(7);
+            let loaded = LoadedModel::from_json(&trained.to_json()).unwrap();
+            assert_eq!(loaded.model().label_delay_ms(), Some(7));
+            assert!(loaded.uses_terminal_features(), "{kind}");
+            let mut scores = Vec::new();
+            loaded.score_batch(&rows, &mut scores);
+            // The batch path scores exactly as the training-side scorer does.
+            let expected = trained.score_batch(&picked).unwrap();
+            for (s, e) in scores.iter().zip(&expected) {
+                assert!((f64::from(s.value) - e).abs() < 1e-6, "{kind}: {} vs {e}", s.value);
+            }
+            // A clear fraud is explained by amount and terminal risk, never by the noise.
+            let fraud = labels.iter().position(|l| *l).unwrap();
+            let reasons = scores[fraud].reasons();
+            assert!(
+                reasons.contains(&"TX_AMOUNT") && reasons.contains(&"TERMINAL_ID_RISK_7DAY_WINDOW"),
+                "{kind}: {reasons:?}"
+            );
+            assert!(!reasons.contains(&"TX_DURING_NIGHT") || reasons.len() == 3, "{kind}: {reasons:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_features_and_malformed_files_are_refused() {
+        let (rows, labels) = data();
+        let picked: Vec<Vec<f64>> = rows.iter().map(|r| vec![r[0]]).collect();
+        let trained = TrainedModel::train("logistic", &["NOT_A_FEATURE"], &picked, &labels, "t").unwrap();
+        let error = LoadedModel::new(trained).err().unwrap().to_string();
+        assert!(error.contains("NOT_A_FEATURE"), "{error}");
+        assert!(LoadedModel::from_json("{\"kind\":\"astrology\"}").is_err());
+        assert!(LoadedModel::from_json("not json").is_err());
+        let trained = TrainedModel::train("gbt", &["TX_AMOUNT"], &picked, &labels, "t").unwrap();
+        let broken = trained.to_json().replacen("\"left\":1", "\"left\":0", 1);
+        assert!(TrainedModel::from_json(&broken).is_err(), "a tree that loops is refused");
+    }
+
+    #[test]
+    fn top_reasons_keeps_the_largest_positive_contributions() {
+        let mut score = Score::new(0.5);
+        let names = ["a", "b", "c", "d", "e"];
+        top_reasons(&mut score, [0.1, -2.0, 3.0, 0.5, 2.0].into_iter(), &names);
+        assert_eq!(score.reasons(), ["c", "e", "d"]);
+        let mut none = Score::new(0.1);
+        top_reasons(&mut none, [-1.0, 0.0].into_iter(), &names);
+        assert!(none.reasons().is_empty());
     }
 }

@@ -39,6 +39,10 @@ pub struct LogisticModel {
     pub training_frauds: usize,
     /// Free-form description of the training data (window, data set).
     pub trained_on: String,
+    /// The label delay the terminal features were computed with; the pipeline refuses a
+    /// model whose delay differs from its own (the features would not be the same).
+    #[serde(default)]
+    pub label_delay_ms: Option<i64>,
 }
 
 /// Training options.
@@ -115,7 +119,18 @@ impl LogisticModel {
             training_rows: rows.len(),
             training_frauds: frauds,
             trained_on: trained_on.to_string(),
+            label_delay_ms: None,
         })
+    }
+
+    /// Per-feature contributions to the logit (coefficient × standardized value) of a
+    /// batch whose columns are the model's features; returns the logits.
+    pub fn explain(&self, x: &mut Array2<f64>) -> Array1<f64> {
+        for (j, mut column) in x.axis_iter_mut(Axis(1)).enumerate() {
+            let (mean, std, coefficient) = (self.means[j], self.stds[j], self.coefficients[j]);
+            column.mapv_inplace(|v| (v - mean) / std * coefficient);
+        }
+        x.sum_axis(Axis(1)) + self.intercept
     }
 
     /// Fraud probabilities of a batch of feature vectors.

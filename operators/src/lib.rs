@@ -12,7 +12,6 @@
 //!   already decided payment, or a dead letter with its reason.
 
 pub mod dedupe;
-pub mod features;
 pub mod ledger;
 pub mod reference_features;
 pub mod settlement;
@@ -20,11 +19,13 @@ pub mod state;
 
 use std::sync::Arc;
 
-use paystream_domain::time::format_rfc3339_ms;
+use paystream_domain::time::{MILLIS_PER_DAY, format_rfc3339_ms};
 use paystream_domain::{
     DeadLetter, Decision, LedgerTransaction, Outcome, Payment, RejectReason, Rejection, Settlement,
 };
+use paystream_models::features::{FEATURE_COUNT, FeatureRow};
 use paystream_models::{FraudModel, RuleModel, RuleModelConfig, Score};
+use reference_features::{TerminalIndex, calendar_features, key_hash};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -55,6 +56,12 @@ pub struct OperatorConfig {
     pub fee_basis_points: u32,
     pub fees_account_id: String,
     pub rules: RuleModelConfig,
+    /// The delay d of the terminal features (labels of the last d are not trusted yet);
+    /// must equal the delay a loaded model was trained with.
+    pub label_delay_ms: i64,
+    /// A payment up to this much older than its partition's newest still gets exact
+    /// features; older ones are counted (`late_feature_payments`).
+    pub feature_allowed_lateness_ms: i64,
 }
 
 impl Default for OperatorConfig {
@@ -68,6 +75,8 @@ impl Default for OperatorConfig {
             fee_basis_points: 120,
             fees_account_id: "fees:paystream".into(),
             rules: RuleModelConfig::default(),
+            label_delay_ms: 7 * MILLIS_PER_DAY,
+            feature_allowed_lateness_ms: 3_600_000,
         }
     }
 }
@@ -75,7 +84,12 @@ impl Default for OperatorConfig {
 impl OperatorConfig {
     pub fn validate(&self) -> Result<(), OperatorError> {
         let fail = |m: &str| Err(OperatorError::InvalidConfig(m.to_string()));
-        if self.settlement_window_ms <= 0 || self.dedupe_retention_ms <= 0 || self.settlement_allowed_lateness_ms < 0 {
+        if self.settlement_window_ms <= 0
+            || self.dedupe_retention_ms <= 0
+            || self.settlement_allowed_lateness_ms < 0
+            || self.label_delay_ms < 0
+            || self.feature_allowed_lateness_ms < 0
+        {
             return fail("windows and retention must be positive, lateness non-negative");
         }
         if self.fee_basis_points > 10_000 {
@@ -139,6 +153,8 @@ pub struct BatchCounters {
     pub retries: u64,
     pub outcomes: [u64; 3],
     pub late_settlement_payments: u64,
+    /// Payments older than their partition's newest by more than the allowed lateness.
+    pub late_feature_payments: u64,
 }
 
 impl BatchCounters {
@@ -157,6 +173,7 @@ impl BatchCounters {
             *mine += theirs;
         }
         self.late_settlement_payments += other.late_settlement_payments;
+        self.late_feature_payments += other.late_feature_payments;
     }
 }
 
@@ -191,6 +208,25 @@ impl OutputBatch {
     }
 }
 
+/// What the terminal-keyed stage offers a batch: the index of every partition's
+/// payments and the labels, and how far in event time it is complete.
+#[derive(Clone, Copy)]
+pub struct TerminalView<'a> {
+    pub index: Option<&'a TerminalIndex>,
+    /// The index holds every payment before, and every label reported by, this time.
+    pub complete_through_ms: i64,
+}
+
+impl TerminalView<'_> {
+    /// No terminal index: terminal features are 0; fine for models that do not read them.
+    pub const NONE: TerminalView<'static> = TerminalView { index: None, complete_through_ms: i64::MAX };
+}
+
+/// A payment between feature computation and decision.
+struct Pending {
+    payment: Payment,
+}
+
 /// The operator chain of one input partition and its state.
 pub struct PartitionProcessor {
     config: Arc<OperatorConfig>,
@@ -198,6 +234,10 @@ pub struct PartitionProcessor {
     model_version: Arc<str>,
     partition: u32,
     state: PartitionState,
+    // Per-batch scratch, kept to reuse allocations.
+    pending: Vec<Pending>,
+    rows: Vec<FeatureRow>,
+    scores: Vec<Score>,
 }
 
 pub fn default_model(config: &OperatorConfig) -> Arc<dyn FraudModel> {
@@ -207,7 +247,26 @@ pub fn default_model(config: &OperatorConfig) -> Arc<dyn FraudModel> {
 impl PartitionProcessor {
     pub fn new(config: Arc<OperatorConfig>, model: Arc<dyn FraudModel>, partition: u32) -> PartitionProcessor {
         let model_version = Arc::from(model.version());
-        PartitionProcessor { config, model, model_version, partition, state: PartitionState::default() }
+        PartitionProcessor {
+            config,
+            model,
+            model_version,
+            partition,
+            state: PartitionState::default(),
+            pending: Vec::new(),
+            rows: Vec::new(),
+            scores: Vec::new(),
+        }
+    }
+
+    /// Scores the following batches with `model` (hot reload); decisions carry its version.
+    pub fn set_model(&mut self, model: Arc<dyn FraudModel>) {
+        self.model_version = Arc::from(model.version());
+        self.model = model;
+    }
+
+    pub fn model(&self) -> &Arc<dyn FraudModel> {
+        &self.model
     }
 
     pub fn partition(&self) -> u32 {
@@ -238,26 +297,73 @@ impl PartitionProcessor {
         Ok(ops.len())
     }
 
-    /// Runs the operator chain over one batch of `topic`'s records, in offset order.
-    pub fn process_batch(&mut self, topic: &str, records: &[InputRecord<'_>], out: &mut OutputBatch) {
-        let watermark_before = self.state.max_event_time_ms;
-        let mut max_event_time_ms = watermark_before;
-        for record in records {
-            if let Some(event_time_ms) = self.process_one(topic, record, out) {
-                max_event_time_ms = max_event_time_ms.max(event_time_ms);
-            }
-        }
-        if max_event_time_ms > watermark_before {
-            let op = StateOp::Watermark { max_event_time_ms };
-            let closed = self.state.apply(&op, &self.config, self.partition).closed_settlements;
-            out.counters.count(OperatorId::Settlement).records_out += closed.len() as u64;
-            out.settlements.extend(closed);
-            out.state_ops.push(op);
-        }
+    fn apply(&mut self, op: StateOp, out: &mut OutputBatch) -> state::Applied {
+        let applied = self.state.apply(&op, &self.config, self.partition);
+        out.state_ops.push(op);
+        applied
     }
 
-    /// Returns the event time of an accepted payment.
-    fn process_one(&mut self, topic: &str, record: &InputRecord<'_>, out: &mut OutputBatch) -> Option<i64> {
+    /// Runs the operator chain over `topic`'s records, in offset order, and returns how
+    /// many it consumed: all of them, unless the model reads terminal features and a
+    /// payment's event time is past `terminals.complete_through_ms` — processing stops
+    /// before that payment, which the caller offers again once the index has caught up.
+    ///
+    /// Three passes: validate, deduplicate and compute features payment by payment (each
+    /// sees the state changes of the ones before it); score the whole batch at once;
+    /// then decide, post and settle in order.
+    pub fn process_batch(
+        &mut self,
+        topic: &str,
+        records: &[InputRecord<'_>],
+        terminals: TerminalView<'_>,
+        out: &mut OutputBatch,
+    ) -> usize {
+        let watermark_before = self.state.max_event_time_ms;
+        let wait_for_terminals = self.model.uses_terminal_features();
+        let mut consumed = records.len();
+        self.pending.clear();
+        self.rows.clear();
+        for (i, record) in records.iter().enumerate() {
+            let parsed = Payment::from_json(record.value);
+            if wait_for_terminals && parsed.as_ref().is_ok_and(|p| p.event_time_ms > terminals.complete_through_ms) {
+                consumed = i;
+                break;
+            }
+            self.validate_and_featurize(topic, record, parsed, terminals, out);
+        }
+
+        // score
+        let model = self.model.clone();
+        self.scores.clear();
+        out.counters.count(OperatorId::Score).records_in += self.rows.len() as u64;
+        model.score_batch(&self.rows, &mut self.scores);
+        out.counters.count(OperatorId::Score).records_out += self.scores.len() as u64;
+
+        let mut max_event_time_ms = watermark_before;
+        let pending = std::mem::take(&mut self.pending);
+        for (index, item) in pending.into_iter().enumerate() {
+            max_event_time_ms = max_event_time_ms.max(item.payment.event_time_ms);
+            let score = self.scores[index];
+            self.decide_and_post(item.payment, &score, out);
+        }
+        if max_event_time_ms > watermark_before {
+            let applied = self.apply(StateOp::Watermark { max_event_time_ms }, out);
+            out.counters.count(OperatorId::Settlement).records_out += applied.closed_settlements.len() as u64;
+            out.settlements.extend(applied.closed_settlements);
+        }
+        consumed
+    }
+
+    /// Validate, deduplicate, features: a new payment ends in `self.pending` with its
+    /// feature row in `self.rows`; anything else is counted or dead-lettered here.
+    fn validate_and_featurize(
+        &mut self,
+        topic: &str,
+        record: &InputRecord<'_>,
+        parsed: Result<Payment, Rejection>,
+        terminals: TerminalView<'_>,
+        out: &mut OutputBatch,
+    ) {
         let reject = |out: &mut OutputBatch, rejection: Rejection| {
             out.dead_letters.push(DeadLetter::new(
                 rejection,
@@ -270,12 +376,12 @@ impl PartitionProcessor {
         };
         // validate
         out.counters.count(OperatorId::Validate).records_in += 1;
-        let payment = match Payment::from_json(record.value) {
+        let payment = match parsed {
             Ok(payment) => payment,
             Err(rejection) => {
                 out.counters.count(OperatorId::Validate).records_error += 1;
                 reject(out, rejection);
-                return None;
+                return;
             }
         };
         out.counters.count(OperatorId::Validate).records_out += 1;
@@ -288,38 +394,59 @@ impl PartitionProcessor {
             Seen::New => {}
             Seen::Retry => {
                 out.counters.retries += 1;
-                return None;
+                return;
             }
             Seen::Conflict => {
                 out.counters.count(OperatorId::Deduplicate).records_error += 1;
                 let detail = format!("payment_id {:?} was seen before with different content", payment.payment_id);
                 reject(out, Rejection::new(RejectReason::DuplicatePaymentConflict, detail));
-                return None;
+                return;
             }
         }
         out.counters.count(OperatorId::Deduplicate).records_out += 1;
 
         // features
-        let amount_minor = payment.amount.minor_units();
         out.counters.count(OperatorId::Features).records_in += 1;
-        let features =
-            self.state.customers.features_including(&payment.payer_account_id, payment.event_time_ms, amount_minor);
+        let amount_minor = payment.amount.minor_units();
+        let t = payment.event_time_ms;
+        if t < self.state.max_event_time_ms.saturating_sub(self.config.feature_allowed_lateness_ms) {
+            out.counters.late_feature_payments += 1;
+        }
+        let customer_hash = key_hash(&payment.payer_account_id);
+        // Payments without a terminal (account transfers, online) share one "no terminal" key.
+        let terminal_hash = key_hash(payment.terminal_id().unwrap_or(""));
+        let mut row = [0.0; FEATURE_COUNT];
+        calendar_features(t, amount_minor, &mut row);
+        self.state.customers.compute(customer_hash, terminal_hash, t, amount_minor, &mut row);
+        if let Some(index) = terminals.index {
+            index.compute(terminal_hash, t, self.config.label_delay_ms, &mut row);
+        }
+        self.apply(
+            StateOp::Seen {
+                id_hash: id_hash.to_le_bytes(),
+                content_hash: content_hash.to_le_bytes(),
+                customer_hash,
+                terminal_hash,
+                event_time_ms: t,
+                amount_minor,
+            },
+            out,
+        );
         out.counters.count(OperatorId::Features).records_out += 1;
+        self.rows.push(row);
+        self.pending.push(Pending { payment });
+    }
 
-        // score
-        out.counters.count(OperatorId::Score).records_in += 1;
-        let score = self.model.score(&features);
-        out.counters.count(OperatorId::Score).records_out += 1;
-
-        // decide
+    /// Decide, ledger, settlement, decision record.
+    fn decide_and_post(&mut self, payment: Payment, score: &Score, out: &mut OutputBatch) {
         out.counters.count(OperatorId::Decide).records_in += 1;
-        let outcome = self.decide(&score);
+        let outcome = self.decide(score);
         out.counters.outcomes[outcome as usize] += 1;
         out.counters.count(OperatorId::Decide).records_out += 1;
 
-        // ledger and settlement: only approved payments move money.
+        // Only approved payments move money.
+        let amount_minor = payment.amount.minor_units();
         let event_time = format_rfc3339_ms(payment.event_time_ms);
-        let mut settlement_entry = None;
         if outcome == Outcome::Approve {
             out.counters.count(OperatorId::Ledger).records_in += 1;
             let (transaction, fee_minor) =
@@ -328,27 +455,18 @@ impl PartitionProcessor {
             out.counters.count(OperatorId::Ledger).records_out += 1;
             if let Some(merchant_id) = payment.merchant_id() {
                 out.counters.count(OperatorId::Settlement).records_in += 1;
-                settlement_entry = Some(SettlementEntry {
+                let entry = SettlementEntry {
                     merchant_id: merchant_id.to_string(),
                     currency: payment.amount.currency(),
                     gross_minor: amount_minor,
                     fee_minor,
-                });
+                };
+                let op = StateOp::Settle { event_time_ms: payment.event_time_ms, entry };
+                if self.apply(op, out).late_settlement {
+                    out.counters.late_settlement_payments += 1;
+                }
             }
         }
-
-        let op = StateOp::Accepted {
-            id_hash: id_hash.to_le_bytes(),
-            content_hash: content_hash.to_le_bytes(),
-            payer_account_id: payment.payer_account_id.clone(),
-            event_time_ms: payment.event_time_ms,
-            amount_minor,
-            settlement: settlement_entry,
-        };
-        if self.state.apply(&op, &self.config, self.partition).late_settlement {
-            out.counters.late_settlement_payments += 1;
-        }
-        out.state_ops.push(op);
         out.decisions.push(Decision {
             payment_id: payment.payment_id,
             payer_account_id: payment.payer_account_id,
@@ -361,10 +479,9 @@ impl PartitionProcessor {
             event_time,
             outcome,
             score: score.value,
-            reasons: score.reasons.iter().map(|r| std::borrow::Cow::Borrowed(r.as_str())).collect(),
+            reasons: score.reasons().iter().map(|r| std::borrow::Cow::Borrowed(*r)).collect(),
             model_version: self.model_version.clone(),
         });
-        Some(payment.event_time_ms)
     }
 
     fn decide(&self, score: &Score) -> Outcome {

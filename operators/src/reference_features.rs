@@ -1,103 +1,367 @@
-//! The 15 reference features of the fraud handbook (ch. 3), computed online in event
-//! time from payments and the delayed fraud-label stream:
+//! The fraud features of [`paystream_models::features`], computed online in event time
+//! from payments and the fraud-label stream. The same code computes them for training
+//! (`paystream train` / `backtest` through [`ReferenceFeatures`]) and in the live
+//! pipeline (customer windows in each payer partition's state, the terminal index shared
+//! by every partition), so there is no training/serving skew.
 //!
 //! - `TX_AMOUNT`, `TX_DURING_WEEKEND` (Saturday or Sunday), `TX_DURING_NIGHT` (hour ≤ 6);
-//! - per customer, for w = 1, 7, 30 days: the number of payments in (t − w, t] and their
-//!   average amount (the payment itself included);
-//! - per terminal, for w = 1, 7, 30 days and delay d: the number of payments in
-//!   (t − d − w, t − d] and the risk = frauds / payments there (0 when there are none),
-//!   where a payment counts as fraud only once its label event has been observed.
+//! - per customer ([`CustomerWindows`]), for w = 1, 7, 30 days: the number of payments in
+//!   (t − w, t] and their average amount (the payment itself included); the amount over
+//!   the previous 30-day average, hours since the previous payment, new terminal;
+//! - per terminal ([`TerminalIndex`]), for w = 1, 7, 30 days and label delay d: the
+//!   number of payments in (t − d − w, t − d] and the risk = frauds / payments there (0
+//!   when there are none), where a payment counts as fraud only if its label was
+//!   *reported* at or before t; and the payments in (t − 1 day, t) (velocity).
 //!
-//! Windows are exact (per-key deques of recent events, bounded by the longest window),
-//! not bucketed. State per customer: 16 bytes per payment in the last 30 days; per
-//! terminal: 32 bytes per payment in the last d + 30 days. Pure: no IO, no clock. The
-//! caller feeds events in event-time order, each label before any payment whose event
-//! time is at or after the label's `reported_at`.
+//! Windows are exact (per-key deques of recent events, kept in event-time order), not
+//! bucketed. Terminal features are an *as-of* query: the index may already hold later
+//! payments and labels; the answer for time t depends only on what happened by t, so
+//! it is the same whatever order payments and labels were indexed in, as long as the
+//! index holds every payment before t and every label reported by t.
+//!
+//! Keys are 64-bit hashes of the identifiers (xxh3) and payment ids 128-bit hashes: no
+//! string per entry. Two customers (or terminals) whose ids collide in 64 bits would
+//! share windows; at 10⁸ keys the chance that any pair collides is about 3 × 10⁻⁴, and
+//! a collision changes features, never money.
+//!
+//! Bytes: per customer, 24 per payment in its last 30 days (plus the allowed lateness),
+//! at most [`CUSTOMER_HISTORY_ENTRIES_MAX`] entries; per terminal, 40 per payment kept
+//! (the runtime expires payments older than every window of the slowest partition) plus
+//! 40 per payment in the payment-id map. Pure: no IO, no clock.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use paystream_domain::time::MILLIS_PER_DAY;
+pub use paystream_models::features::{
+    EXTRA_FEATURE_NAMES, FEATURE_COUNT, FEATURE_NAMES, FeatureRow, REFERENCE_FEATURE_COUNT, REFERENCE_FEATURE_NAMES,
+    index,
+};
+use serde::{Deserialize, Serialize};
 
-pub const REFERENCE_FEATURE_COUNT: usize = 15;
-
-/// Names in the order of the feature vector (the handbook's column names).
-pub const REFERENCE_FEATURE_NAMES: [&str; REFERENCE_FEATURE_COUNT] = [
-    "TX_AMOUNT",
-    "TX_DURING_WEEKEND",
-    "TX_DURING_NIGHT",
-    "CUSTOMER_ID_NB_TX_1DAY_WINDOW",
-    "CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW",
-    "CUSTOMER_ID_NB_TX_7DAY_WINDOW",
-    "CUSTOMER_ID_AVG_AMOUNT_7DAY_WINDOW",
-    "CUSTOMER_ID_NB_TX_30DAY_WINDOW",
-    "CUSTOMER_ID_AVG_AMOUNT_30DAY_WINDOW",
-    "TERMINAL_ID_NB_TX_1DAY_WINDOW",
-    "TERMINAL_ID_RISK_1DAY_WINDOW",
-    "TERMINAL_ID_NB_TX_7DAY_WINDOW",
-    "TERMINAL_ID_RISK_7DAY_WINDOW",
-    "TERMINAL_ID_NB_TX_30DAY_WINDOW",
-    "TERMINAL_ID_RISK_30DAY_WINDOW",
-];
-
-/// Online features beyond the reference 15, each computable from what the stream has
-/// delivered by the payment's event time.
-pub const EXTRA_FEATURE_COUNT: usize = 4;
-pub const EXTRA_FEATURE_NAMES: [&str; EXTRA_FEATURE_COUNT] = [
-    // Amount over the customer's average of the previous 30 days (1 without history).
-    "AMOUNT_TO_CUSTOMER_AVG_30DAY_RATIO",
-    // Hours since the customer's previous payment (capped at 720).
-    "CUSTOMER_HOURS_SINCE_PREVIOUS_TX",
-    // 1 when the customer has not paid at this terminal in the previous 30 days.
-    "CUSTOMER_NEW_TERMINAL_30DAY",
-    // Payments at the terminal in the last day, undelayed (terminal velocity).
-    "TERMINAL_ID_NB_TX_1DAY_NOW",
-];
-pub const EXTENDED_FEATURE_COUNT: usize = REFERENCE_FEATURE_COUNT + EXTRA_FEATURE_COUNT;
 const HOURS_SINCE_PREVIOUS_MAX: f64 = 720.0;
-
 const WINDOW_DAYS: [i64; 3] = [1, 7, 30];
 const LONGEST_WINDOW_MS: i64 = 30 * MILLIS_PER_DAY;
+/// Most payments remembered per customer: a customer paying more often than this over
+/// 30 days has its oldest payments forgotten early (its 30-day count saturates here).
+pub const CUSTOMER_HISTORY_ENTRIES_MAX: usize = 4_096;
 
-#[derive(Clone, Copy, Debug)]
-struct TerminalEntry {
-    event_time_ms: i64,
-    payment_id_hash: u128,
-    /// `Some` once the payment's label has been observed.
-    is_fraud: Option<bool>,
-}
+/// Hasher for keys that already are uniform hashes.
+#[derive(Clone, Copy, Default)]
+pub struct PreHashed(u64);
 
-/// Online state of the reference features.
-pub struct ReferenceFeatures {
-    label_delay_ms: i64,
-    /// Per customer: (event time, amount in minor units), in event-time order.
-    /// Per customer: (event time, amount in minor units, terminal hash), in event-time order.
-    customers: HashMap<String, VecDeque<(i64, i64, u64)>>,
-    /// Per terminal: recent payments in event-time order.
-    terminals: HashMap<String, VecDeque<TerminalEntry>>,
-}
-
-/// The entry of `key`, allocating the key only when it is new.
-fn entry<'a, V: Default>(map: &'a mut HashMap<String, V>, key: &str) -> &'a mut V {
-    if !map.contains_key(key) {
-        map.insert(key.to_string(), V::default());
+impl Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
     }
-    map.get_mut(key).expect("inserted above")
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by u64/u128 keys; correct (if slow) for anything else.
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = (n as u64) ^ ((n >> 64) as u64);
+    }
 }
 
-/// Inserts `item` keeping `deque` sorted by `time`; late events land in their place.
+pub type PreHashedMap<K, V> = HashMap<K, V, BuildHasherDefault<PreHashed>>;
+
+/// The 64-bit key of a customer or terminal id.
+pub fn key_hash(id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
+}
+
+/// The 128-bit key of a payment id.
+pub fn payment_hash(id: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(id.as_bytes())
+}
+
+/// `TX_AMOUNT`, `TX_DURING_WEEKEND`, `TX_DURING_NIGHT`.
+pub fn calendar_features(event_time_ms: i64, amount_minor: i64, row: &mut FeatureRow) {
+    row[index::TX_AMOUNT] = amount_minor as f64 / 100.0;
+    let day = event_time_ms.div_euclid(MILLIS_PER_DAY);
+    // 1970-01-01 was a Thursday: (day + 3) mod 7 is 0 on Mondays.
+    row[index::TX_DURING_WEEKEND] = f64::from(u8::from((day + 3).rem_euclid(7) >= 5));
+    row[index::TX_DURING_NIGHT] = f64::from(u8::from(event_time_ms.rem_euclid(MILLIS_PER_DAY) / 3_600_000 <= 6));
+}
+
+/// Inserts `item` keeping `deque` sorted by `time`; late events land in their place
+/// (after events of the same time).
 fn insert_by_time<T: Copy>(deque: &mut VecDeque<T>, item: T, time: impl Fn(&T) -> i64) {
     let at = deque.partition_point(|e| time(e) <= time(&item));
     deque.insert(at, item);
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct CustomerEntry {
+    event_time_ms: i64,
+    amount_minor: i64,
+    terminal_hash: u64,
+}
+
+/// Per-customer windows: the state of the customer features, kept by the partition that
+/// owns the customer (the pipeline is keyed by payer).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerWindows {
+    customers: PreHashedMap<u64, VecDeque<CustomerEntry>>,
+}
+
+impl CustomerWindows {
+    /// Fills the customer features of a payment at `event_time_ms`: the windows hold the
+    /// customer's earlier payments (by event time, ties included) and this one.
+    pub fn compute(
+        &self,
+        customer_hash: u64,
+        terminal_hash: u64,
+        event_time_ms: i64,
+        amount_minor: i64,
+        row: &mut FeatureRow,
+    ) {
+        let mut windows = [(0u32, 0i64); 3];
+        let mut hours_since_previous = HOURS_SINCE_PREVIOUS_MAX;
+        let mut seen_terminal = false;
+        if let Some(history) = self.customers.get(&customer_hash) {
+            let before = history.partition_point(|e| e.event_time_ms <= event_time_ms);
+            for e in history.range(..before).rev() {
+                let age = event_time_ms - e.event_time_ms;
+                if age >= LONGEST_WINDOW_MS {
+                    break;
+                }
+                hours_since_previous = hours_since_previous.min(age as f64 / 3_600_000.0);
+                seen_terminal |= e.terminal_hash == terminal_hash;
+                for (window, days) in windows.iter_mut().zip(WINDOW_DAYS) {
+                    if age < days * MILLIS_PER_DAY {
+                        window.0 += 1;
+                        window.1 += e.amount_minor;
+                    }
+                }
+            }
+        }
+        let (previous_count, previous_sum) = windows[2];
+        for (i, (count, sum)) in windows.into_iter().enumerate() {
+            // The windows include this payment.
+            let (count, sum) = (count + 1, sum.saturating_add(amount_minor));
+            row[index::CUSTOMER_WINDOWS + 2 * i] = f64::from(count);
+            row[index::CUSTOMER_WINDOWS + 1 + 2 * i] = sum as f64 / f64::from(count) / 100.0;
+        }
+        row[index::AMOUNT_TO_CUSTOMER_AVG_30DAY_RATIO] = if previous_count == 0 || previous_sum <= 0 {
+            1.0
+        } else {
+            amount_minor as f64 / (previous_sum as f64 / f64::from(previous_count))
+        };
+        row[index::CUSTOMER_HOURS_SINCE_PREVIOUS_TX] = hours_since_previous;
+        row[index::CUSTOMER_NEW_TERMINAL_30DAY] = f64::from(u8::from(!seen_terminal));
+    }
+
+    /// Remembers a payment. Payments older than the customer's newest by more than 30
+    /// days plus `lateness_ms` are forgotten (a payment up to `lateness_ms` late still
+    /// sees its exact windows).
+    pub fn add(
+        &mut self,
+        customer_hash: u64,
+        terminal_hash: u64,
+        event_time_ms: i64,
+        amount_minor: i64,
+        lateness_ms: i64,
+    ) {
+        let history = self.customers.entry(customer_hash).or_default();
+        insert_by_time(history, CustomerEntry { event_time_ms, amount_minor, terminal_hash }, |e| e.event_time_ms);
+        let newest = history.back().expect("just inserted").event_time_ms;
+        let horizon = newest.saturating_sub(LONGEST_WINDOW_MS).saturating_sub(lateness_ms);
+        while history.len() > CUSTOMER_HISTORY_ENTRIES_MAX
+            || history.front().is_some_and(|e| e.event_time_ms <= horizon)
+        {
+            history.pop_front();
+        }
+    }
+
+    /// Forgets customers with no payment inside any window of a payment at or after
+    /// `watermark_ms`. Returns how many were dropped.
+    pub fn expire_idle(&mut self, watermark_ms: i64) -> usize {
+        let before = self.customers.len();
+        let horizon = watermark_ms.saturating_sub(LONGEST_WINDOW_MS);
+        self.customers.retain(|_, history| history.back().is_some_and(|e| e.event_time_ms > horizon));
+        before - self.customers.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.customers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.customers.is_empty()
+    }
+}
+
+/// A fraud label as the terminal index keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Label {
+    pub is_fraud: bool,
+    pub reported_at_ms: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct TerminalEntry {
+    event_time_ms: i64,
+    payment_hash: u128,
+    label: Option<Label>,
+}
+
+/// What [`TerminalIndex::add_label`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LabelApplied {
+    /// Attached to its payment.
+    Attached,
+    /// The payment is not indexed (yet): kept until it arrives or expires.
+    Pending,
+}
+
+/// Every payment of every partition per terminal, with the labels reported for them:
+/// the state of the terminal features. Idempotent: adding a payment or a label again
+/// changes nothing, so replays never count twice.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalIndex {
+    terminals: PreHashedMap<u64, VecDeque<TerminalEntry>>,
+    /// Payment id → (terminal, event time), to find a label's payment. Not in
+    /// snapshots: rebuilt from the entries.
+    #[serde(skip)]
+    payments: PreHashedMap<u128, (u64, i64)>,
+    /// Labels whose payment is not indexed yet.
+    pending_labels: PreHashedMap<u128, Label>,
+}
+
+impl TerminalIndex {
+    /// Indexes a payment; false when it already was.
+    pub fn add_payment(&mut self, payment_hash: u128, terminal_hash: u64, event_time_ms: i64) -> bool {
+        if self.payments.contains_key(&payment_hash) {
+            return false;
+        }
+        self.payments.insert(payment_hash, (terminal_hash, event_time_ms));
+        let label = self.pending_labels.remove(&payment_hash);
+        let entries = self.terminals.entry(terminal_hash).or_default();
+        insert_by_time(entries, TerminalEntry { event_time_ms, payment_hash, label }, |e| e.event_time_ms);
+        true
+    }
+
+    /// Records a label (the latest reported one wins).
+    pub fn add_label(&mut self, payment_hash: u128, label: Label) -> LabelApplied {
+        let keep_latest = |slot: &mut Option<Label>| {
+            if slot.is_none_or(|old| old.reported_at_ms <= label.reported_at_ms) {
+                *slot = Some(label);
+            }
+        };
+        let Some(&(terminal_hash, event_time_ms)) = self.payments.get(&payment_hash) else {
+            let mut slot = self.pending_labels.get(&payment_hash).copied();
+            keep_latest(&mut slot);
+            self.pending_labels.insert(payment_hash, slot.expect("set above"));
+            return LabelApplied::Pending;
+        };
+        let entries = self.terminals.get_mut(&terminal_hash).expect("indexed payments have a terminal");
+        let from = entries.partition_point(|e| e.event_time_ms < event_time_ms);
+        let entry = entries
+            .range_mut(from..)
+            .find(|e| e.payment_hash == payment_hash)
+            .expect("indexed payments are in their terminal's entries");
+        keep_latest(&mut entry.label);
+        LabelApplied::Attached
+    }
+
+    /// Fills the terminal features of a payment at `event_time_ms`, as of that time.
+    pub fn compute(&self, terminal_hash: u64, event_time_ms: i64, label_delay_ms: i64, row: &mut FeatureRow) {
+        let mut windows = [(0u32, 0u32); 3];
+        let mut velocity = 0u32;
+        if let Some(entries) = self.terminals.get(&terminal_hash) {
+            let delayed_end = event_time_ms - label_delay_ms;
+            let newest = entries.partition_point(|e| e.event_time_ms <= delayed_end);
+            for e in entries.range(..newest).rev() {
+                let age = delayed_end - e.event_time_ms;
+                if age >= LONGEST_WINDOW_MS {
+                    break;
+                }
+                let fraud = e.label.is_some_and(|l| l.is_fraud && l.reported_at_ms <= event_time_ms);
+                for (window, days) in windows.iter_mut().zip(WINDOW_DAYS) {
+                    if age < days * MILLIS_PER_DAY {
+                        window.0 += 1;
+                        window.1 += u32::from(fraud);
+                    }
+                }
+            }
+            let before = entries.partition_point(|e| e.event_time_ms < event_time_ms);
+            velocity =
+                entries.range(..before).rev().take_while(|e| e.event_time_ms > event_time_ms - MILLIS_PER_DAY).count()
+                    as u32;
+        }
+        for (i, (count, frauds)) in windows.into_iter().enumerate() {
+            row[index::TERMINAL_WINDOWS + 2 * i] = f64::from(count);
+            row[index::TERMINAL_WINDOWS + 1 + 2 * i] =
+                if count == 0 { 0.0 } else { f64::from(frauds) / f64::from(count) };
+        }
+        row[index::TERMINAL_NB_TX_1DAY_NOW] = f64::from(velocity);
+    }
+
+    /// Forgets payments (and their labels) at or before `horizon_ms`, and pending labels
+    /// reported by then (their payment, earlier still, can no longer matter). Pass the
+    /// oldest event time any payment may still be scored at, minus d and 30 days.
+    /// Returns how many payments were dropped.
+    pub fn expire(&mut self, horizon_ms: i64) -> usize {
+        let before = self.payments.len();
+        let payments = &mut self.payments;
+        self.terminals.retain(|_, entries| {
+            while entries.front().is_some_and(|e| e.event_time_ms <= horizon_ms) {
+                let e = entries.pop_front().expect("checked");
+                payments.remove(&e.payment_hash);
+            }
+            !entries.is_empty()
+        });
+        self.pending_labels.retain(|_, label| label.reported_at_ms > horizon_ms);
+        before - self.payments.len()
+    }
+
+    /// Compact encoding (postcard, versioned with the partition state).
+    pub fn to_snapshot_bytes(&self) -> Vec<u8> {
+        postcard::to_stdvec(&(crate::state::STATE_FORMAT_VERSION, self)).expect("encoding to a Vec cannot fail")
+    }
+
+    pub fn from_snapshot_bytes(bytes: &[u8]) -> Result<TerminalIndex, crate::OperatorError> {
+        let corrupt = |source| crate::OperatorError::CorruptState { what: "terminal index snapshot", source };
+        let (version, mut index): (u16, TerminalIndex) = postcard::from_bytes(bytes).map_err(corrupt)?;
+        if version != crate::state::STATE_FORMAT_VERSION {
+            return Err(corrupt(postcard::Error::DeserializeBadEncoding));
+        }
+        for (&terminal_hash, entries) in &index.terminals {
+            for e in entries {
+                index.payments.insert(e.payment_hash, (terminal_hash, e.event_time_ms));
+            }
+        }
+        Ok(index)
+    }
+
+    /// (terminals, payments, pending labels) held.
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        (self.terminals.len(), self.payments.len(), self.pending_labels.len())
+    }
+}
+
+/// Customer windows and terminal index together, for replaying a whole data set in
+/// event-time order (training and backtests).
+pub struct ReferenceFeatures {
+    label_delay_ms: i64,
+    customers: CustomerWindows,
+    terminals: TerminalIndex,
+}
+
 impl ReferenceFeatures {
     /// `label_delay_ms`: the handbook's d (7 days in the reference protocol).
     pub fn new(label_delay_ms: i64) -> ReferenceFeatures {
-        ReferenceFeatures { label_delay_ms, customers: HashMap::new(), terminals: HashMap::new() }
+        ReferenceFeatures { label_delay_ms, customers: CustomerWindows::default(), terminals: TerminalIndex::default() }
     }
 
-    /// The features of a payment at its event time; then remembers the payment.
-    /// `amount_minor` is in cents (the feature `TX_AMOUNT` is in major units).
+    /// The features of a payment at its event time (`amount_minor` in cents); then
+    /// remembers the payment. Labels reported by the event time must have been observed.
     pub fn observe_payment(
         &mut self,
         payment_id: &str,
@@ -105,166 +369,33 @@ impl ReferenceFeatures {
         terminal: &str,
         event_time_ms: i64,
         amount_minor: i64,
-    ) -> [f64; REFERENCE_FEATURE_COUNT] {
-        self.observe(payment_id, customer, terminal, event_time_ms, amount_minor, None)
+    ) -> FeatureRow {
+        let mut row = [0.0; FEATURE_COUNT];
+        let (customer_hash, terminal_hash) = (key_hash(customer), key_hash(terminal));
+        calendar_features(event_time_ms, amount_minor, &mut row);
+        self.customers.compute(customer_hash, terminal_hash, event_time_ms, amount_minor, &mut row);
+        self.terminals.compute(terminal_hash, event_time_ms, self.label_delay_ms, &mut row);
+        self.customers.add(customer_hash, terminal_hash, event_time_ms, amount_minor, 0);
+        self.terminals.add_payment(payment_hash(payment_id), terminal_hash, event_time_ms);
+        row
     }
 
-    /// The 15 reference features followed by [`EXTRA_FEATURE_NAMES`]; then remembers the
-    /// payment. The extra features look only at what the stream delivered before it.
-    pub fn observe_payment_extended(
-        &mut self,
-        payment_id: &str,
-        customer: &str,
-        terminal: &str,
-        event_time_ms: i64,
-        amount_minor: i64,
-    ) -> [f64; EXTENDED_FEATURE_COUNT] {
-        let mut extra = [0.0; EXTRA_FEATURE_COUNT];
-        let reference = self.observe(payment_id, customer, terminal, event_time_ms, amount_minor, Some(&mut extra));
-        let mut features = [0.0; EXTENDED_FEATURE_COUNT];
-        features[..REFERENCE_FEATURE_COUNT].copy_from_slice(&reference);
-        features[REFERENCE_FEATURE_COUNT..].copy_from_slice(&extra);
-        features
+    /// Records a fraud label reported at `reported_at_ms`.
+    pub fn observe_label(&mut self, payment_id: &str, is_fraud: bool, reported_at_ms: i64) -> LabelApplied {
+        self.terminals.add_label(payment_hash(payment_id), Label { is_fraud, reported_at_ms })
     }
 
-    /// One lookup and one pass per key: the windows over the events before this payment
-    /// (plus the payment itself), the extra features if asked for, then the insertion.
-    fn observe(
-        &mut self,
-        payment_id: &str,
-        customer: &str,
-        terminal: &str,
-        event_time_ms: i64,
-        amount_minor: i64,
-        extra: Option<&mut [f64; EXTRA_FEATURE_COUNT]>,
-    ) -> [f64; REFERENCE_FEATURE_COUNT] {
-        let mut features = [0.0; REFERENCE_FEATURE_COUNT];
-        features[0] = amount_minor as f64 / 100.0;
-        let day = event_time_ms.div_euclid(MILLIS_PER_DAY);
-        // 1970-01-01 was a Thursday: (day + 3) mod 7 is 0 on Mondays.
-        features[1] = f64::from(u8::from((day + 3).rem_euclid(7) >= 5));
-        features[2] = f64::from(u8::from(event_time_ms.rem_euclid(MILLIS_PER_DAY) / 3_600_000 <= 6));
-
-        let terminal_hash = xxhash_rust::xxh3::xxh3_64(terminal.as_bytes());
-        let history = entry(&mut self.customers, customer);
-        // Earlier events (by event time, ties included), newest first.
-        let mut windows = [(0u32, 0i64); 3];
-        let mut hours_since_previous = HOURS_SINCE_PREVIOUS_MAX;
-        let mut seen_terminal = false;
-        let before = history.partition_point(|(t, _, _)| *t <= event_time_ms);
-        for (t, amount, hash) in history.range(..before).rev() {
-            let age = event_time_ms - t;
-            if age >= LONGEST_WINDOW_MS {
-                break;
-            }
-            hours_since_previous = hours_since_previous.min(age as f64 / 3_600_000.0);
-            seen_terminal |= *hash == terminal_hash;
-            for (window, days) in windows.iter_mut().zip(WINDOW_DAYS) {
-                if age < days * MILLIS_PER_DAY {
-                    window.0 += 1;
-                    window.1 += amount;
-                }
-            }
-        }
-        let (previous_count, previous_sum) = windows[2];
-        insert_by_time(history, (event_time_ms, amount_minor, terminal_hash), |e| e.0);
-        while history.front().is_some_and(|(t, _, _)| *t <= event_time_ms - LONGEST_WINDOW_MS) {
-            history.pop_front();
-        }
-        for (i, (count, sum)) in windows.into_iter().enumerate() {
-            // The windows include this payment.
-            let (count, sum) = (count + 1, sum + amount_minor);
-            features[3 + 2 * i] = f64::from(count);
-            features[4 + 2 * i] = sum as f64 / f64::from(count) / 100.0;
-        }
-
-        let entries = entry(&mut self.terminals, terminal);
-        let delayed_end = event_time_ms - self.label_delay_ms;
-        let mut windows = [(0u32, 0u32); 3];
-        let newest = entries.partition_point(|e| e.event_time_ms <= delayed_end);
-        for e in entries.range(..newest).rev() {
-            let age = delayed_end - e.event_time_ms;
-            if age >= LONGEST_WINDOW_MS {
-                break;
-            }
-            for (window, days) in windows.iter_mut().zip(WINDOW_DAYS) {
-                if age < days * MILLIS_PER_DAY {
-                    window.0 += 1;
-                    window.1 += u32::from(e.is_fraud == Some(true));
-                }
-            }
-        }
-        for (i, (count, frauds)) in windows.into_iter().enumerate() {
-            features[9 + 2 * i] = f64::from(count);
-            features[10 + 2 * i] = if count == 0 { 0.0 } else { f64::from(frauds) / f64::from(count) };
-        }
-        if let Some(extra) = extra {
-            let before = entries.partition_point(|e| e.event_time_ms <= event_time_ms);
-            let velocity =
-                entries.range(..before).rev().take_while(|e| e.event_time_ms > event_time_ms - MILLIS_PER_DAY).count();
-            extra[0] = if previous_count == 0 || previous_sum <= 0 {
-                1.0
-            } else {
-                amount_minor as f64 / (previous_sum as f64 / f64::from(previous_count))
-            };
-            extra[1] = hours_since_previous;
-            extra[2] = f64::from(u8::from(!seen_terminal));
-            extra[3] = velocity as f64;
-        }
-        let entry = TerminalEntry {
-            event_time_ms,
-            payment_id_hash: xxhash_rust::xxh3::xxh3_128(payment_id.as_bytes()),
-            is_fraud: None,
-        };
-        insert_by_time(entries, entry, |e| e.event_time_ms);
-        let horizon = event_time_ms - self.label_delay_ms - LONGEST_WINDOW_MS;
-        while entries.front().is_some_and(|e| e.event_time_ms <= horizon) {
-            entries.pop_front();
-        }
-        features
-    }
-
-    /// Forgets customers and terminals with no event recent enough to appear in any
-    /// window of a payment at or after `watermark_ms`, so idle keys do not hold memory
-    /// forever; features are unchanged as long as no later payment has an event time
-    /// before the watermark (pass event time minus the allowed lateness). Returns how
-    /// many keys were dropped.
+    /// Forgets customers and terminal payments outside every window of a payment at or
+    /// after `watermark_ms`; features are unchanged as long as no later payment has an
+    /// event time before the watermark. Returns how many keys and payments were dropped.
     pub fn expire_idle(&mut self, watermark_ms: i64) -> usize {
-        let before = self.customers.len() + self.terminals.len();
-        self.customers
-            .retain(|_, history| history.back().is_some_and(|(t, _, _)| *t > watermark_ms - LONGEST_WINDOW_MS));
-        let horizon = watermark_ms - self.label_delay_ms - LONGEST_WINDOW_MS;
-        self.terminals.retain(|_, entries| entries.back().is_some_and(|e| e.event_time_ms > horizon));
-        before - self.customers.len() - self.terminals.len()
+        self.customers.expire_idle(watermark_ms)
+            + self.terminals.expire(watermark_ms - self.label_delay_ms - LONGEST_WINDOW_MS)
     }
 
     /// (customers, terminals) currently tracked.
     pub fn tracked_keys(&self) -> (usize, usize) {
-        (self.customers.len(), self.terminals.len())
-    }
-
-    /// Records a fraud label for a payment seen at `terminal` at `payment_event_time_ms`.
-    /// Returns false when the payment is unknown here (too old, or never seen).
-    pub fn observe_label(
-        &mut self,
-        payment_id: &str,
-        terminal: &str,
-        payment_event_time_ms: i64,
-        is_fraud: bool,
-    ) -> bool {
-        let Some(entries) = self.terminals.get_mut(terminal) else { return false };
-        let hash = xxhash_rust::xxh3::xxh3_128(payment_id.as_bytes());
-        let from = entries.partition_point(|e| e.event_time_ms < payment_event_time_ms);
-        for entry in entries.range_mut(from..) {
-            if entry.event_time_ms != payment_event_time_ms {
-                break;
-            }
-            if entry.payment_id_hash == hash {
-                entry.is_fraud = Some(is_fraud);
-                return true;
-            }
-        }
-        false
+        (self.customers.len(), self.terminals.sizes().0)
     }
 }
 
@@ -277,8 +408,8 @@ mod tests {
     /// 2018-04-02, a Monday, at midnight.
     const MONDAY: i64 = 1_522_627_200_000;
 
-    fn feature(features: &[f64; 15], name: &str) -> f64 {
-        features[REFERENCE_FEATURE_NAMES.iter().position(|n| *n == name).unwrap()]
+    fn feature(features: &FeatureRow, name: &str) -> f64 {
+        features[FEATURE_NAMES.iter().position(|n| *n == name).unwrap()]
     }
 
     #[test]
@@ -313,10 +444,10 @@ mod tests {
         let f = state.observe_payment("x", "c4", "t", MONDAY + 7 * DAY + 90 * 60_000, 5_00);
         assert_eq!(feature(&f, "TERMINAL_ID_NB_TX_1DAY_WINDOW"), 1.0);
         assert_eq!(feature(&f, "TERMINAL_ID_RISK_1DAY_WINDOW"), 0.0);
-        // Labels arrive (7 days after each payment): a is fraud, b genuine.
-        assert!(state.observe_label("a", "t", MONDAY + HOUR, true));
-        assert!(state.observe_label("b", "t", MONDAY + 2 * HOUR, false));
-        assert!(!state.observe_label("nope", "t", MONDAY + HOUR, true));
+        // Labels arrive (reported 7 days after each payment): a is fraud, b genuine.
+        assert_eq!(state.observe_label("a", true, MONDAY + 7 * DAY + HOUR), LabelApplied::Attached);
+        assert_eq!(state.observe_label("b", false, MONDAY + 7 * DAY + 2 * HOUR), LabelApplied::Attached);
+        assert_eq!(state.observe_label("nope", true, MONDAY + 7 * DAY), LabelApplied::Pending);
         // Day 7 + 2 h: window holds a and b: risk 1/2. The 7-day window the same.
         let f = state.observe_payment("y", "c5", "t", MONDAY + 7 * DAY + 2 * HOUR, 5_00);
         assert_eq!(feature(&f, "TERMINAL_ID_NB_TX_1DAY_WINDOW"), 2.0);
@@ -346,17 +477,17 @@ mod tests {
     #[test]
     fn extra_features_by_hand() {
         let mut state = ReferenceFeatures::new(7 * DAY);
-        let extra = |f: &[f64; EXTENDED_FEATURE_COUNT], name: &str| {
+        let extra = |f: &FeatureRow, name: &str| {
             f[REFERENCE_FEATURE_COUNT + EXTRA_FEATURE_NAMES.iter().position(|n| *n == name).unwrap()]
         };
-        let f = state.observe_payment_extended("p1", "c", "t1", MONDAY, 10_00);
+        let f = state.observe_payment("p1", "c", "t1", MONDAY, 10_00);
         assert_eq!(extra(&f, "AMOUNT_TO_CUSTOMER_AVG_30DAY_RATIO"), 1.0);
         assert_eq!(extra(&f, "CUSTOMER_HOURS_SINCE_PREVIOUS_TX"), 720.0);
         assert_eq!(extra(&f, "CUSTOMER_NEW_TERMINAL_30DAY"), 1.0);
         assert_eq!(extra(&f, "TERMINAL_ID_NB_TX_1DAY_NOW"), 0.0);
-        state.observe_payment_extended("p2", "c", "t2", MONDAY + HOUR, 30_00);
-        state.observe_payment_extended("p3", "other", "t1", MONDAY + 2 * HOUR, 5_00);
-        let f = state.observe_payment_extended("p4", "c", "t1", MONDAY + 3 * HOUR, 100_00);
+        state.observe_payment("p2", "c", "t2", MONDAY + HOUR, 30_00);
+        state.observe_payment("p3", "other", "t1", MONDAY + 2 * HOUR, 5_00);
+        let f = state.observe_payment("p4", "c", "t1", MONDAY + 3 * HOUR, 100_00);
         assert_eq!(extra(&f, "AMOUNT_TO_CUSTOMER_AVG_30DAY_RATIO"), 5.0, "100 / mean(10, 30)");
         assert_eq!(extra(&f, "CUSTOMER_HOURS_SINCE_PREVIOUS_TX"), 2.0);
         assert_eq!(extra(&f, "CUSTOMER_NEW_TERMINAL_30DAY"), 0.0);
@@ -393,5 +524,103 @@ mod tests {
         let f = state.observe_payment("p3", "c", "t", MONDAY + 2 * DAY + HOUR, 20_00);
         assert_eq!(feature(&f, "CUSTOMER_ID_NB_TX_1DAY_WINDOW"), 3.0);
         assert_eq!(feature(&f, "CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW"), 20.0);
+    }
+
+    #[test]
+    fn terminal_index_is_an_as_of_query_and_idempotent() {
+        let (t, d) = (key_hash("t"), 7 * DAY);
+        let mut index = TerminalIndex::default();
+        // A label that arrives before its payment waits for it.
+        let fraud = Label { is_fraud: true, reported_at_ms: MONDAY + 8 * DAY };
+        assert_eq!(index.add_label(payment_hash("a"), fraud), LabelApplied::Pending);
+        assert!(index.add_payment(payment_hash("a"), t, MONDAY));
+        assert!(!index.add_payment(payment_hash("a"), t, MONDAY), "a replayed payment is not indexed twice");
+        assert_eq!(index.add_label(payment_hash("a"), fraud), LabelApplied::Attached);
+        // Payments far in the future are already indexed: they must not count before their time.
+        assert!(index.add_payment(payment_hash("later"), t, MONDAY + 20 * DAY));
+        let mut row = [0.0; FEATURE_COUNT];
+        // Day 7 + 1 h: a is in the delayed 1-day window, but its label is reported only on day 8.
+        index.compute(t, MONDAY + 7 * DAY + HOUR, d, &mut row);
+        assert_eq!((row[index::TERMINAL_WINDOWS], row[index::TERMINAL_WINDOWS + 1]), (1.0, 0.0));
+        assert_eq!(row[index::TERMINAL_NB_TX_1DAY_NOW], 0.0);
+        // Day 8: the label counts (reported at exactly t).
+        index.compute(t, MONDAY + 8 * DAY, d, &mut row);
+        assert_eq!((row[index::TERMINAL_WINDOWS + 2], row[index::TERMINAL_WINDOWS + 3]), (1.0, 1.0));
+        // Velocity counts payments strictly before t within a day.
+        index.compute(t, MONDAY + 20 * DAY + HOUR, d, &mut row);
+        assert_eq!(row[index::TERMINAL_NB_TX_1DAY_NOW], 1.0);
+        index.compute(t, MONDAY + 20 * DAY, d, &mut row);
+        assert_eq!(row[index::TERMINAL_NB_TX_1DAY_NOW], 0.0, "the payment at t itself is not velocity");
+        assert_eq!(index.sizes(), (1, 2, 0));
+        let restored = TerminalIndex::from_snapshot_bytes(&index.to_snapshot_bytes()).unwrap();
+        assert_eq!(restored, index, "the payment map is rebuilt from the entries");
+        assert!(TerminalIndex::from_snapshot_bytes(b"junk").is_err());
+        assert_eq!(index.expire(MONDAY), 1);
+        assert_eq!(index.sizes(), (1, 1, 0));
+        index.add_label(payment_hash("never-seen"), fraud);
+        assert_eq!(index.expire(MONDAY + 9 * DAY), 0);
+        assert_eq!(index.sizes(), (1, 1, 0), "pending labels reported before the horizon go too");
+    }
+
+    proptest::proptest! {
+        /// The live pipeline indexes payments and labels in whatever order its inputs
+        /// deliver them, possibly far ahead of the payment being scored; the backtest
+        /// replays them in event-time order. Both give the same terminal features.
+        #[test]
+        fn terminal_features_do_not_depend_on_indexing_order(
+            events in proptest::collection::vec((0u8..3, 0u32..600, proptest::option::of((proptest::bool::ANY, 0u32..400))), 1..120),
+            shuffle_seed in 0u64..u64::MAX,
+        ) {
+            let d = 7 * DAY;
+            // (id, terminal, time, label: (fraud, reported)) with times in steps of an hour.
+            let mut time = MONDAY;
+            let payments: Vec<(String, String, i64, Option<Label>)> = events
+                .iter()
+                .enumerate()
+                .map(|(i, (terminal, step, label))| {
+                    time += i64::from(*step) * 60_000 * 30;
+                    let label = label.map(|(is_fraud, hours)| Label { is_fraud, reported_at_ms: time + i64::from(hours) * HOUR * 2 });
+                    (format!("p{i}"), format!("t{terminal}"), time, label)
+                })
+                .collect();
+            // In event-time order, each label observed before the first payment at or after its report.
+            let mut sequential = ReferenceFeatures::new(d);
+            let mut reports: Vec<(i64, &str, Label)> =
+                payments.iter().filter_map(|(id, _, _, l)| l.map(|l| (l.reported_at_ms, id.as_str(), l))).collect();
+            reports.sort_by_key(|r| r.0);
+            let mut next_report = 0;
+            let mut expected = Vec::new();
+            for (id, terminal, t, _) in &payments {
+                while next_report < reports.len() && reports[next_report].0 <= *t {
+                    let (_, label_id, label) = reports[next_report];
+                    sequential.observe_label(label_id, label.is_fraud, label.reported_at_ms);
+                    next_report += 1;
+                }
+                expected.push(sequential.observe_payment(id, "c", terminal, *t, 1_00));
+            }
+            // Everything indexed first, in a shuffled order, labels and payments mixed.
+            let mut operations: Vec<(usize, bool)> = (0..payments.len()).flat_map(|i| [(i, false), (i, true)]).collect();
+            let mut state = shuffle_seed | 1;
+            for i in (1..operations.len()).rev() {
+                state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+                operations.swap(i, (state % (i as u64 + 1)) as usize);
+            }
+            let mut live = TerminalIndex::default();
+            for (i, is_label) in operations {
+                let (id, terminal, t, label) = &payments[i];
+                if is_label {
+                    if let Some(label) = label { live.add_label(payment_hash(id), *label); }
+                } else {
+                    live.add_payment(payment_hash(id), key_hash(terminal), *t);
+                }
+            }
+            for ((_, terminal, t, _), expected) in payments.iter().zip(&expected) {
+                let mut row = [0.0; FEATURE_COUNT];
+                live.compute(key_hash(terminal), *t, d, &mut row);
+                for i in (0..FEATURE_COUNT).filter(|&i| paystream_models::features::is_terminal_feature(i)) {
+                    proptest::prop_assert_eq!(row[i], expected[i], "{}", FEATURE_NAMES[i]);
+                }
+            }
+        }
     }
 }

@@ -6,28 +6,32 @@
 use paystream_domain::Settlement;
 use serde::{Deserialize, Serialize};
 
+use paystream_domain::time::MILLIS_PER_DAY;
+
 use crate::dedupe::{DedupeSnapshot, DedupeState};
-use crate::features::CustomerFeatureState;
+use crate::reference_features::CustomerWindows;
 use crate::settlement::{Placement, SettlementEntry, SettlementState};
 use crate::{OperatorConfig, OperatorError};
 
 /// Bumped whenever the encoding of ops or snapshots changes incompatibly.
-pub const STATE_FORMAT_VERSION: u16 = 1;
+pub const STATE_FORMAT_VERSION: u16 = 2;
 
 /// One change to a partition's state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StateOp {
-    /// A payment was decided: remember its id, count it in the customer's windows and,
-    /// when approved for a merchant, in the merchant's settlement window.
-    Accepted {
+    /// A new payment passed validation and deduplication: remember its id and count it
+    /// in its customer's windows.
+    Seen {
         /// Fixed-size little-endian bytes: denser than postcard's varints for hashes.
         id_hash: [u8; 16],
         content_hash: [u8; 8],
-        payer_account_id: String,
+        customer_hash: u64,
+        terminal_hash: u64,
         event_time_ms: i64,
         amount_minor: i64,
-        settlement: Option<SettlementEntry>,
     },
+    /// An approved merchant payment: count it in the merchant's settlement window.
+    Settle { event_time_ms: i64, entry: SettlementEntry },
     /// The partition's event time advanced: evict old ids, close settlement windows.
     Watermark { max_event_time_ms: i64 },
 }
@@ -35,7 +39,7 @@ pub enum StateOp {
 pub struct PartitionState {
     pub(crate) max_event_time_ms: i64,
     pub(crate) dedupe: DedupeState,
-    pub(crate) customers: CustomerFeatureState,
+    pub(crate) customers: CustomerWindows,
     pub(crate) settlement: SettlementState,
 }
 
@@ -44,7 +48,7 @@ impl Default for PartitionState {
         PartitionState {
             max_event_time_ms: i64::MIN,
             dedupe: DedupeState::default(),
-            customers: CustomerFeatureState::default(),
+            customers: CustomerWindows::default(),
             settlement: SettlementState::default(),
         }
     }
@@ -64,7 +68,7 @@ struct Snapshot {
     version: u16,
     max_event_time_ms: i64,
     dedupe: DedupeSnapshot,
-    customers: CustomerFeatureState,
+    customers: CustomerWindows,
     settlement: SettlementState,
 }
 
@@ -103,16 +107,28 @@ impl PartitionState {
     pub fn apply(&mut self, op: &StateOp, config: &OperatorConfig, partition: u32) -> Applied {
         let mut applied = Applied::default();
         match op {
-            StateOp::Accepted { id_hash, content_hash, payer_account_id, event_time_ms, amount_minor, settlement } => {
+            StateOp::Seen { id_hash, content_hash, customer_hash, terminal_hash, event_time_ms, amount_minor } => {
                 self.dedupe.insert(u128::from_le_bytes(*id_hash), u64::from_le_bytes(*content_hash), *event_time_ms);
-                self.customers.add(payer_account_id, *event_time_ms, *amount_minor);
-                if let Some(entry) = settlement {
-                    let placement = self.settlement.add(entry, *event_time_ms, config.settlement_window_ms);
-                    applied.late_settlement = placement == Placement::Late;
-                }
+                self.customers.add(
+                    *customer_hash,
+                    *terminal_hash,
+                    *event_time_ms,
+                    *amount_minor,
+                    config.feature_allowed_lateness_ms,
+                );
+            }
+            StateOp::Settle { event_time_ms, entry } => {
+                let placement = self.settlement.add(entry, *event_time_ms, config.settlement_window_ms);
+                applied.late_settlement = placement == Placement::Late;
             }
             StateOp::Watermark { max_event_time_ms } => {
+                let day_before = self.max_event_time_ms.div_euclid(MILLIS_PER_DAY);
                 self.max_event_time_ms = self.max_event_time_ms.max(*max_event_time_ms);
+                // Idle customers go once a day of event time (not every batch: it scans them all).
+                if self.max_event_time_ms.div_euclid(MILLIS_PER_DAY) > day_before {
+                    self.customers
+                        .expire_idle(self.max_event_time_ms.saturating_sub(config.feature_allowed_lateness_ms));
+                }
                 self.dedupe.evict_before(self.max_event_time_ms.saturating_sub(config.dedupe_retention_ms));
                 let closed_through = self.max_event_time_ms.saturating_sub(config.settlement_allowed_lateness_ms);
                 applied.closed_settlements =
@@ -134,6 +150,10 @@ impl PartitionState {
         self.customers.len()
     }
 
+    pub fn customer_windows(&self) -> &CustomerWindows {
+        &self.customers
+    }
+
     pub fn settlement(&self) -> &SettlementState {
         &self.settlement
     }
@@ -144,7 +164,7 @@ impl PartitionState {
             version: u16,
             max_event_time_ms: i64,
             dedupe: DedupeSnapshot,
-            customers: &'a CustomerFeatureState,
+            customers: &'a CustomerWindows,
             settlement: &'a SettlementState,
         }
         postcard::to_stdvec(&SnapshotRef {

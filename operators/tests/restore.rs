@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use paystream_operators::state::decode_ops;
-use paystream_operators::{InputRecord, OperatorConfig, OutputBatch, PartitionProcessor, default_model};
+use paystream_operators::{InputRecord, OperatorConfig, OutputBatch, PartitionProcessor, TerminalView, default_model};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -84,7 +84,7 @@ fn process(processor: &mut PartitionProcessor, batch: &[Vec<u8>], first_offset: 
         .map(|(i, r)| InputRecord { offset: first_offset + i as u64, key: b"", value: r })
         .collect();
     let mut out = OutputBatch::default();
-    processor.process_batch("payments", &inputs, &mut out);
+    processor.process_batch("payments", &inputs, TerminalView::NONE, &mut out);
     let mut lines = Vec::new();
     lines.extend(out.decisions.iter().map(|d| serde_json::to_string(d).unwrap()));
     lines.extend(out.ledger.iter().map(|t| serde_json::to_string(t).unwrap()));
@@ -145,7 +145,7 @@ proptest! {
             prop_assert_eq!(&ops, &changelog[i]);
         }
         prop_assert_eq!(restored.state().remembered_payment_ids(), live.state().remembered_payment_ids());
-        prop_assert_eq!(restored.state().customers(), live.state().customers());
+        prop_assert_eq!(restored.state().customer_windows(), live.state().customer_windows());
         prop_assert_eq!(restored.state().settlement().open_window_count(), live.state().settlement().open_window_count());
     }
 }
@@ -160,7 +160,7 @@ fn each_input_is_decided_retried_or_dead_lettered() {
     let inputs: Vec<InputRecord<'_>> =
         records.iter().enumerate().map(|(i, r)| InputRecord { offset: i as u64, key: b"", value: r }).collect();
     let mut out = OutputBatch::default();
-    processor.process_batch("payments", &inputs, &mut out);
+    processor.process_batch("payments", &inputs, TerminalView::NONE, &mut out);
     assert_eq!(out.decisions.len(), 2, "p1 and p5");
     assert_eq!(out.counters.retries, 1, "the retry of p1");
     let reasons: Vec<_> = out.dead_letters.iter().map(|l| (l.source_offset, l.reason.as_str())).collect();

@@ -3,6 +3,8 @@
 
 pub mod log;
 pub mod metrics;
+pub mod model;
 pub mod runtime;
+pub mod terminals;
 
 pub use runtime::{Pipeline, PipelineConfig, PipelineTopics, RunControl, RunMode, RunReport, RuntimeError, TopicNames};

@@ -28,6 +28,16 @@ pub struct Metrics {
     pub restore_seconds: Histogram,
     pub lag_records: IntGaugeVec,
     pub remembered_payment_ids: IntGauge,
+    pub late_feature_payments: IntCounter,
+    /// Batches that stopped early to wait for the terminal index.
+    pub terminal_waits: IntCounter,
+    pub terminal_complete_through_ms: IntGauge,
+    pub terminal_index_payments: IntGauge,
+    pub terminal_index_pending_labels: IntGauge,
+    /// Labels indexed, by result (attached to their payment, or pending it).
+    pub labels: IntCounterVec,
+    pub model_reloads: IntCounterVec,
+    model_info: IntGaugeVec,
     /// Exact event→decision latency in µs, for `paystream bench` percentiles.
     pub latency_us: Mutex<HdrHistogram<u64>>,
 }
@@ -127,6 +137,46 @@ impl Metrics {
                 &registry,
                 IntGauge::new("remembered_payment_ids", "Payment ids held for deduplication").expect("valid metric"),
             ),
+            late_feature_payments: counter(
+                "late_feature_payments_total",
+                "Payments older than their partition's newest by more than the allowed lateness (features may be inexact)",
+            ),
+            terminal_waits: counter(
+                "terminal_waits_total",
+                "Batches stopped before a payment whose terminal features were not complete yet",
+            ),
+            terminal_complete_through_ms: register(
+                &registry,
+                IntGauge::new(
+                    "terminal_complete_through_ms",
+                    "Event time (epoch ms) through which the terminal index holds every payment and label",
+                )
+                .expect("valid metric"),
+            ),
+            terminal_index_payments: register(
+                &registry,
+                IntGauge::new("terminal_index_payments", "Payments held by the terminal index").expect("valid metric"),
+            ),
+            terminal_index_pending_labels: register(
+                &registry,
+                IntGauge::new("terminal_index_pending_labels", "Labels waiting for their payment to be indexed")
+                    .expect("valid metric"),
+            ),
+            labels: register(
+                &registry,
+                IntCounterVec::new(Opts::new("labels_total", "Fraud labels indexed, by result"), &["result"])
+                    .expect("valid metric"),
+            ),
+            model_reloads: register(
+                &registry,
+                IntCounterVec::new(Opts::new("model_reloads_total", "Model file reloads, by result"), &["result"])
+                    .expect("valid metric"),
+            ),
+            model_info: register(
+                &registry,
+                IntGaugeVec::new(Opts::new("model_info", "1 for the model version in use"), &["version"])
+                    .expect("valid metric"),
+            ),
             latency_us: Mutex::new(HdrHistogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid bounds")),
             registry,
         }
@@ -150,6 +200,15 @@ impl Metrics {
         }
         self.duplicate_retries.inc_by(counters.retries);
         self.late_settlement_payments.inc_by(counters.late_settlement_payments);
+        self.late_feature_payments.inc_by(counters.late_feature_payments);
+    }
+
+    /// Marks `version` as the model in use (and `previous`, if any, as not).
+    pub fn model_loaded(&self, previous: &str, version: &str) {
+        if !previous.is_empty() {
+            self.model_info.with_label_values(&[previous]).set(0);
+        }
+        self.model_info.with_label_values(&[version]).set(1);
     }
 
     pub fn dead_letter(&self, reason: RejectReason) {

@@ -15,13 +15,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use paystream_models::FraudModel;
 use paystream_operators::state::encode_ops;
-use paystream_operators::{BatchCounters, InputRecord, OperatorConfig, OperatorError, OutputBatch, PartitionProcessor};
+use paystream_operators::{
+    BatchCounters, InputRecord, OperatorConfig, OperatorError, OutputBatch, PartitionProcessor, TerminalView,
+};
 use paystream_storage::{Snapshot, SnapshotStore, StorageError};
 use serde::Serialize;
 use thiserror::Error;
 
 use crate::log::{Log, LogError, Topic, Transaction};
 use crate::metrics::Metrics;
+use crate::model::ModelHandle;
+use crate::terminals::{TERMINAL_INDEX_GROUP, TerminalStage};
 
 #[derive(Debug, Error)]
 pub enum RuntimeError {
@@ -39,6 +43,8 @@ pub enum RuntimeError {
     Restore { partition: u32, why: String },
     #[error("worker thread panicked: {0}")]
     WorkerPanicked(String),
+    #[error("model file {path}: {why}")]
+    Model { path: std::path::PathBuf, why: String },
 }
 
 /// Topic names of the pipeline.
@@ -96,6 +102,14 @@ pub struct PipelineConfig {
     /// systems while catching up after an outage); `None` runs flat out.
     pub input_records_per_second_max: Option<u64>,
     pub operators: OperatorConfig,
+    /// A trained model file to score with and watch for changes (hot reload). The
+    /// terminal index runs when it is set (learned models read terminal features).
+    pub model_file: Option<std::path::PathBuf>,
+    /// How often the model file is checked for changes.
+    pub model_poll_ms: u64,
+    /// A terminal-index input read to its end for this long counts as complete, so one
+    /// silent partition does not stall scoring.
+    pub terminal_idle_timeout_ms: u64,
 }
 
 impl Default for PipelineConfig {
@@ -110,6 +124,9 @@ impl Default for PipelineConfig {
             idle_wait_ms: 50,
             input_records_per_second_max: None,
             operators: OperatorConfig::default(),
+            model_file: None,
+            model_poll_ms: 1_000,
+            terminal_idle_timeout_ms: 2_000,
         }
     }
 }
@@ -198,7 +215,7 @@ impl RunControl {
     pub fn close_input(&self) {
         self.input_closed.store(true, Ordering::SeqCst);
     }
-    fn input_closed(&self) -> bool {
+    pub(crate) fn input_closed(&self) -> bool {
         self.input_closed.load(Ordering::SeqCst)
     }
 }
@@ -255,12 +272,22 @@ impl CommitTracker {
     }
 }
 
+/// What every worker shares.
+struct WorkerContext<'a> {
+    topics: &'a PipelineTopics,
+    operator_config: Arc<OperatorConfig>,
+    model: &'a ModelHandle,
+    stage: Option<&'a TerminalStage>,
+    mode: RunMode,
+    control: &'a RunControl,
+}
+
 struct PartitionTask {
     processor: PartitionProcessor,
     next_offset: u64,
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
@@ -294,17 +321,56 @@ impl Pipeline {
         }
         let workers = self.worker_count(&topics);
         let operator_config = Arc::new(config.operators.clone());
+        let model = ModelHandle::new(self.model.clone());
+        self.metrics.model_loaded("", self.model.version());
+        // Learned models read terminal features: run the terminal index.
+        let stage = (config.model_file.is_some() || self.model.uses_terminal_features())
+            .then(|| TerminalStage::new(topics.payments.partitions));
+        if stage.is_some() {
+            self.register_terminal_index(&topics)?;
+        }
+        let workers_finished = AtomicBool::new(false);
+        let mut indexed = Ok(());
         let results: Vec<Result<RunReport, RuntimeError>> = std::thread::scope(|scope| {
+            let (topics, model, stage, workers_finished) = (&topics, &model, stage.as_ref(), &workers_finished);
+            let indexer = stage.map(|stage| {
+                std::thread::Builder::new()
+                    .name("paystream-terminal-index".into())
+                    .spawn_scoped(scope, move || {
+                        let result =
+                            crate::terminals::run_indexer(self, topics, stage, mode, control, workers_finished);
+                        if result.is_err() {
+                            control.stop(); // workers waiting for the index must not wait forever
+                        }
+                        result
+                    })
+                    .expect("spawn terminal index thread")
+            });
+            let watcher = config.model_file.as_ref().map(|path| {
+                std::thread::Builder::new()
+                    .name("paystream-model-watch".into())
+                    .spawn_scoped(scope, move || {
+                        crate::model::watch_model_file(
+                            path,
+                            config.operators.label_delay_ms,
+                            Duration::from_millis(config.model_poll_ms),
+                            model,
+                            &self.metrics,
+                            workers_finished,
+                        )
+                    })
+                    .expect("spawn model watcher thread")
+            });
             let handles: Vec<_> = (0..workers)
                 .map(|worker| {
-                    let topics = &topics;
                     let operator_config = operator_config.clone();
                     std::thread::Builder::new()
                         .name(format!("paystream-worker-{worker}"))
                         .spawn_scoped(scope, move || {
                             let partitions: Vec<u32> =
                                 (0..topics.payments.partitions).filter(|p| *p as usize % workers == worker).collect();
-                            let result = self.run_worker(&partitions, topics, operator_config, mode, control);
+                            let context = WorkerContext { topics, operator_config, model, stage, mode, control };
+                            let result = self.run_worker(&partitions, &context);
                             if result.is_err() {
                                 control.stop(); // one worker failing stops the others cleanly
                             }
@@ -313,11 +379,21 @@ impl Pipeline {
                         .expect("spawn worker thread")
                 })
                 .collect();
-            handles
+            let results = handles
                 .into_iter()
                 .map(|h| h.join().unwrap_or_else(|panic| Err(RuntimeError::WorkerPanicked(format!("{panic:?}")))))
-                .collect()
+                .collect();
+            workers_finished.store(true, Ordering::SeqCst);
+            if let Some(indexer) = indexer {
+                indexed =
+                    indexer.join().unwrap_or_else(|panic| Err(RuntimeError::WorkerPanicked(format!("{panic:?}"))));
+            }
+            if let Some(watcher) = watcher {
+                let _ = watcher.join();
+            }
+            results
         });
+        indexed?;
         let mut report = RunReport::default();
         for result in results {
             let worker = result?;
@@ -327,6 +403,22 @@ impl Pipeline {
             report.commits += worker.commits;
         }
         Ok(report)
+    }
+
+    /// Registers the terminal index's group at the input's start so retention keeps what
+    /// it has not indexed, the first time it runs.
+    fn register_terminal_index(&self, topics: &PipelineTopics) -> Result<(), RuntimeError> {
+        let mut registration = Transaction::new();
+        for topic in [&topics.payments, &topics.labels] {
+            for partition in 0..topic.partitions {
+                if self.log.committed_position(TERMINAL_INDEX_GROUP, topic, partition)?.is_none() {
+                    let start = self.log.offsets(topic, partition)?.start;
+                    registration.set_position(TERMINAL_INDEX_GROUP, topic, partition, start);
+                }
+            }
+        }
+        self.log.commit(registration)?;
+        Ok(())
     }
 
     fn restore(&self, topics: &PipelineTopics, processor: &mut PartitionProcessor) -> Result<(), RuntimeError> {
@@ -381,18 +473,12 @@ impl Pipeline {
         Ok(())
     }
 
-    fn run_worker(
-        &self,
-        partitions: &[u32],
-        topics: &PipelineTopics,
-        operator_config: Arc<OperatorConfig>,
-        mode: RunMode,
-        control: &RunControl,
-    ) -> Result<RunReport, RuntimeError> {
-        let config = &self.config;
+    fn run_worker(&self, partitions: &[u32], context: &WorkerContext<'_>) -> Result<RunReport, RuntimeError> {
+        let (config, topics, control) = (&self.config, context.topics, context.control);
         let mut tasks = Vec::with_capacity(partitions.len());
+        let (_, model) = context.model.current();
         for &partition in partitions {
-            let mut processor = PartitionProcessor::new(operator_config.clone(), self.model.clone(), partition);
+            let mut processor = PartitionProcessor::new(context.operator_config.clone(), model.clone(), partition);
             self.restore(topics, &mut processor)?;
             let offsets = self.log.offsets(&topics.payments, partition)?;
             let next_offset =
@@ -406,6 +492,9 @@ impl Pipeline {
                     ),
                 });
             }
+            if let (Some(stage), Some(watermark)) = (context.stage, processor.state().max_event_time_ms()) {
+                stage.set_payer_watermark(partition, watermark);
+            }
             tasks.push(PartitionTask { processor, next_offset });
         }
 
@@ -417,7 +506,7 @@ impl Pipeline {
                 .name("paystream-committer".into())
                 .spawn_scoped(scope, || self.commit_loop(receiver, control, &tracker))
                 .expect("spawn committer thread");
-            let worked = self.process_loop(&mut tasks, topics, mode, control, &sender, &tracker);
+            let worked = self.process_loop(&mut tasks, context, &sender, &tracker);
             drop(sender);
             let committed =
                 committer.join().unwrap_or_else(|panic| Err(RuntimeError::WorkerPanicked(format!("{panic:?}"))));
@@ -434,13 +523,12 @@ impl Pipeline {
     fn process_loop(
         &self,
         tasks: &mut [PartitionTask],
-        topics: &PipelineTopics,
-        mode: RunMode,
-        control: &RunControl,
+        context: &WorkerContext<'_>,
         sender: &std::sync::mpsc::SyncSender<CommitJob>,
         tracker: &CommitTracker,
     ) -> Result<RunReport, RuntimeError> {
-        let config = &self.config;
+        let (config, topics, mode, control) = (&self.config, context.topics, context.mode, context.control);
+        let mut model_generation = context.model.generation();
         let mut report = RunReport::default();
         let mut out = OutputBatch::default();
         let mut submitted = 0u64;
@@ -458,21 +546,47 @@ impl Pipeline {
                     continue;
                 }
             }
+            if context.model.generation() != model_generation {
+                let (generation, model) = context.model.current();
+                for task in tasks.iter_mut() {
+                    task.processor.set_model(model.clone());
+                }
+                model_generation = generation;
+            }
             let sequence = self.log.commit_sequence();
             let started = Instant::now();
             let mut transaction = Transaction::new();
             let mut timestamps = Vec::new();
+            let mut waiting = false;
             for task in tasks.iter_mut() {
                 let partition = task.processor.partition();
                 let records =
                     self.log.fetch(&topics.payments, partition, task.next_offset, config.batch_records_max)?;
-                let Some(last) = records.last() else { continue };
-                let next_offset = last.offset + 1;
+                if records.is_empty() {
+                    continue;
+                }
                 let inputs: Vec<InputRecord<'_>> =
                     records.iter().map(|r| InputRecord { offset: r.offset, key: &r.key, value: &r.value }).collect();
-                timestamps.extend(records.iter().map(|r| r.timestamp_ms));
                 out.clear();
-                task.processor.process_batch(&payments_topic_name, &inputs, &mut out);
+                let consumed = match context.stage {
+                    Some(stage) => {
+                        let index = stage.read();
+                        task.processor.process_batch(&payments_topic_name, &inputs, stage.view(&index), &mut out)
+                    }
+                    None => task.processor.process_batch(&payments_topic_name, &inputs, TerminalView::NONE, &mut out),
+                };
+                if consumed < records.len() {
+                    waiting = true;
+                    self.metrics.terminal_waits.inc();
+                }
+                if consumed == 0 {
+                    continue;
+                }
+                let next_offset = records[consumed - 1].offset + 1;
+                timestamps.extend(records[..consumed].iter().map(|r| r.timestamp_ms));
+                if let (Some(stage), Some(watermark)) = (context.stage, task.processor.state().max_event_time_ms()) {
+                    stage.set_payer_watermark(partition, watermark);
+                }
                 self.write_outputs(topics, partition, &out, &mut transaction)?;
                 transaction.set_position(&config.group_id, &topics.payments, partition, next_offset);
                 task.next_offset = next_offset;
@@ -487,7 +601,12 @@ impl Pipeline {
                 if mode == RunMode::UntilIdle && control.input_closed() && self.caught_up(topics, tasks)? {
                     break;
                 }
-                self.log.wait_for_commit(sequence, Duration::from_millis(config.idle_wait_ms));
+                if waiting {
+                    // The terminal index is behind: it moves on its own thread, soon.
+                    std::thread::sleep(Duration::from_millis(1));
+                } else {
+                    self.log.wait_for_commit(sequence, Duration::from_millis(config.idle_wait_ms));
+                }
                 continue;
             }
             fetched_records += timestamps.len() as u64;

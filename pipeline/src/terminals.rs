@@ -1,0 +1,321 @@
+//! The terminal stage: the index of every partition's payments per terminal, with the
+//! fraud labels reported for them, shared by all payer partitions of this process.
+//!
+//! The pipeline is keyed by payer, but terminal features need every partition's
+//! payments at a terminal and the label stream. The indexer thread reads the payments
+//! topic (all partitions) and the labels topic on its own — it depends on no pipeline
+//! worker, so nothing can wait in a cycle — and maintains a [`TerminalIndex`]. Terminal
+//! features are an as-of query (see `reference_features`), so they are exact once the
+//! index holds every payment before a payment's event time and every label reported by
+//! it. The indexer publishes that bound, `complete_through_ms`: the minimum over input
+//! partitions of (newest event time read − allowed lateness); a partition read to its
+//! end counts as complete when the input is closed, or after `terminal_idle_timeout_ms`
+//! without new records (otherwise one silent partition would stall everyone). A payer
+//! partition whose model reads terminal features stops before a payment later than the
+//! bound and resumes when the indexer has caught up.
+//!
+//! Exactly once: the index is idempotent (a payment or label indexed twice counts
+//! once). It is snapshotted with the input positions it covers (retention keeps the
+//! input after them, group [`TERMINAL_INDEX_GROUP`]); a restart loads the snapshot and
+//! re-reads the input after it. Bad labels go to the dead-letter topic in one
+//! transaction with the pipeline group's label positions, so a re-read does not
+//! dead-letter them twice.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
+
+use paystream_domain::time::MILLIS_PER_DAY;
+use paystream_domain::{DeadLetter, FraudLabel, Payment};
+use paystream_operators::TerminalView;
+use paystream_operators::reference_features::{Label, LabelApplied, TerminalIndex, key_hash, payment_hash};
+use paystream_storage::Snapshot;
+use serde::{Deserialize, Serialize};
+
+use crate::log::{Topic, Transaction};
+use crate::runtime::{Pipeline, PipelineTopics, RunControl, RunMode, RuntimeError, now_ms};
+
+/// Consumer group whose positions mark what the last terminal-index snapshot covers.
+pub const TERMINAL_INDEX_GROUP: &str = "paystream-terminal-index";
+/// Longest feature window: terminal payments older than the slowest partition's
+/// watermark by this plus the label delay and lateness are expired.
+const LONGEST_WINDOW_MS: i64 = 30 * MILLIS_PER_DAY;
+/// Indexer rounds between expiry passes (each scans every terminal).
+const EXPIRY_INTERVAL_ROUNDS: u32 = 64;
+
+/// What payer workers see of the terminal stage.
+pub struct TerminalStage {
+    index: RwLock<TerminalIndex>,
+    complete_through_ms: AtomicI64,
+    /// Newest event time processed by each payer partition (`i64::MIN`: none yet).
+    payer_watermarks: Vec<AtomicI64>,
+}
+
+impl TerminalStage {
+    pub fn new(partitions: u32) -> TerminalStage {
+        TerminalStage {
+            index: RwLock::new(TerminalIndex::default()),
+            complete_through_ms: AtomicI64::new(i64::MIN),
+            payer_watermarks: (0..partitions).map(|_| AtomicI64::new(i64::MIN)).collect(),
+        }
+    }
+
+    /// A read guard on the index; make the view with [`TerminalStage::view`].
+    pub fn read(&self) -> RwLockReadGuard<'_, TerminalIndex> {
+        self.index.read().expect("terminal index lock")
+    }
+
+    pub fn view<'a>(&self, index: &'a TerminalIndex) -> TerminalView<'a> {
+        TerminalView { index: Some(index), complete_through_ms: self.complete_through_ms.load(Ordering::Acquire) }
+    }
+
+    pub fn complete_through_ms(&self) -> i64 {
+        self.complete_through_ms.load(Ordering::Acquire)
+    }
+
+    pub fn set_payer_watermark(&self, partition: u32, max_event_time_ms: i64) {
+        if let Some(slot) = self.payer_watermarks.get(partition as usize) {
+            slot.fetch_max(max_event_time_ms, Ordering::Release);
+        }
+    }
+}
+
+/// How far the indexer has read one input partition.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+struct InputProgress {
+    position: u64,
+    max_event_time_ms: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct IndexSnapshot {
+    payments: Vec<InputProgress>,
+    labels: Vec<InputProgress>,
+    index: Vec<u8>,
+}
+
+struct InputState {
+    progress: InputProgress,
+    /// When the partition was last found read to its end (None: it was not).
+    caught_up_since: Option<Instant>,
+}
+
+fn snapshot_name(group: &str) -> String {
+    format!("{group}-terminal-index")
+}
+
+/// Runs the indexer until `finished` says the workers are done.
+pub(crate) fn run_indexer(
+    pipeline: &Pipeline,
+    topics: &PipelineTopics,
+    stage: &TerminalStage,
+    mode: RunMode,
+    control: &RunControl,
+    finished: &std::sync::atomic::AtomicBool,
+) -> Result<(), RuntimeError> {
+    let config = &pipeline.config;
+    let log = pipeline.log.as_ref();
+    let started = Instant::now();
+    let start = |topic: &Topic| -> Result<Vec<InputState>, RuntimeError> {
+        (0..topic.partitions)
+            .map(|p| {
+                Ok(InputState {
+                    progress: InputProgress { position: log.offsets(topic, p)?.start, max_event_time_ms: i64::MIN },
+                    caught_up_since: None,
+                })
+            })
+            .collect()
+    };
+    let (mut payments, mut labels) = (start(&topics.payments)?, start(&topics.labels)?);
+    if let Some(snapshot) = pipeline.snapshots.load(&snapshot_name(&config.group_id))? {
+        let decoded: IndexSnapshot = postcard::from_bytes(&snapshot.state)
+            .map_err(|e| RuntimeError::Restore { partition: 0, why: format!("terminal index snapshot: {e}") })?;
+        if decoded.payments.len() != payments.len() || decoded.labels.len() != labels.len() {
+            return Err(RuntimeError::Restore {
+                partition: 0,
+                why: "terminal index snapshot has a different partition count".into(),
+            });
+        }
+        for (state, progress) in payments.iter_mut().zip(decoded.payments).chain(labels.iter_mut().zip(decoded.labels))
+        {
+            state.progress = progress;
+        }
+        *stage.index.write().expect("terminal index lock") = TerminalIndex::from_snapshot_bytes(&decoded.index)?;
+    }
+    // Labels before these positions were dead-lettered already (if bad).
+    let mut labels_committed = Vec::with_capacity(labels.len());
+    for (p, state) in labels.iter().enumerate() {
+        let committed = log.committed_position(&config.group_id, &topics.labels, p as u32)?;
+        labels_committed.push(committed.unwrap_or(state.progress.position));
+    }
+    pipeline.metrics.restore_seconds.observe(started.elapsed().as_secs_f64());
+
+    let lateness_ms = config.operators.feature_allowed_lateness_ms;
+    let horizon_slack_ms = lateness_ms + config.operators.label_delay_ms + LONGEST_WINDOW_MS;
+    let idle_timeout = Duration::from_millis(config.terminal_idle_timeout_ms);
+    let mut rounds = 0u32;
+    let mut rounds_since_snapshot = 0u32;
+    let mut new_payments: Vec<(u128, u64, i64)> = Vec::new();
+    let mut new_labels: Vec<(u128, Label)> = Vec::new();
+    loop {
+        // Read after the flag, so the last round sees everything the workers committed.
+        let done = finished.load(Ordering::SeqCst) || control.stopped();
+        let sequence = log.commit_sequence();
+        let now = Instant::now();
+        new_payments.clear();
+        new_labels.clear();
+        let mut read_any = false;
+        for (p, state) in payments.iter_mut().enumerate() {
+            let records = log.fetch(&topics.payments, p as u32, state.progress.position, config.batch_records_max)?;
+            for record in &records {
+                // Invalid payments are the payer partition's to dead-letter; they are not indexed.
+                if let Ok(payment) = Payment::from_json(&record.value) {
+                    let terminal = key_hash(payment.terminal_id().unwrap_or(""));
+                    new_payments.push((payment_hash(&payment.payment_id), terminal, payment.event_time_ms));
+                    state.progress.max_event_time_ms = state.progress.max_event_time_ms.max(payment.event_time_ms);
+                }
+            }
+            advance(state, &records, log.offsets(&topics.payments, p as u32)?.end, now);
+            read_any |= !records.is_empty();
+        }
+        let mut transaction = Transaction::new();
+        let wall_ms = now_ms();
+        for (p, state) in labels.iter_mut().enumerate() {
+            let records = log.fetch(&topics.labels, p as u32, state.progress.position, config.batch_records_max)?;
+            for record in &records {
+                match FraudLabel::from_json(&record.value) {
+                    Ok((label, reported_at_ms)) => {
+                        new_labels.push((
+                            payment_hash(&label.payment_id),
+                            Label { is_fraud: label.is_fraud, reported_at_ms },
+                        ));
+                        state.progress.max_event_time_ms = state.progress.max_event_time_ms.max(reported_at_ms);
+                    }
+                    Err(rejection) if record.offset >= labels_committed[p] => {
+                        pipeline.metrics.dead_letter(rejection.reason);
+                        let letter = DeadLetter::new(
+                            rejection,
+                            &topics.labels.name,
+                            p as u32,
+                            record.offset,
+                            &record.key,
+                            &record.value,
+                        );
+                        transaction.send_to_partition_with(
+                            &topics.dead_letters,
+                            p as u32 % topics.dead_letters.partitions,
+                            &[],
+                            wall_ms,
+                            |buf| serde_json::to_writer(buf, &letter).map_err(RuntimeError::from),
+                        )?;
+                    }
+                    Err(_) => {} // dead-lettered before the restart
+                }
+            }
+            advance(state, &records, log.offsets(&topics.labels, p as u32)?.end, now);
+            if state.progress.position > labels_committed[p] {
+                transaction.set_position(&config.group_id, &topics.labels, p as u32, state.progress.position);
+                labels_committed[p] = state.progress.position;
+            }
+            read_any |= !records.is_empty();
+        }
+        if !transaction.is_empty() {
+            log.commit(transaction)?;
+        }
+        if !new_payments.is_empty() || !new_labels.is_empty() {
+            let mut index = stage.index.write().expect("terminal index lock");
+            for &(id, terminal, t) in &new_payments {
+                index.add_payment(id, terminal, t);
+            }
+            for &(id, label) in &new_labels {
+                let result = match index.add_label(id, label) {
+                    LabelApplied::Attached => "attached",
+                    LabelApplied::Pending => "pending",
+                };
+                pipeline.metrics.labels.with_label_values(&[result]).inc();
+            }
+        }
+
+        // How far the index is complete.
+        let input_closed = mode == RunMode::UntilIdle && control.input_closed();
+        let complete = payments
+            .iter()
+            .chain(&labels)
+            .map(|state| match state.caught_up_since {
+                Some(since) if input_closed || now.duration_since(since) >= idle_timeout => i64::MAX,
+                _ => state.progress.max_event_time_ms.saturating_sub(lateness_ms),
+            })
+            .min()
+            .unwrap_or(i64::MAX);
+        stage.complete_through_ms.store(complete, Ordering::Release);
+        pipeline.metrics.terminal_complete_through_ms.set(complete.clamp(0, i64::MAX / 2));
+
+        rounds += 1;
+        if rounds.is_multiple_of(EXPIRY_INTERVAL_ROUNDS) {
+            // Oldest watermark among payer partitions that have one.
+            let slowest =
+                stage.payer_watermarks.iter().map(|w| w.load(Ordering::Acquire)).filter(|w| *w != i64::MIN).min();
+            if let Some(slowest) = slowest {
+                stage.index.write().expect("terminal index lock").expire(slowest.saturating_sub(horizon_slack_ms));
+            }
+        }
+        let (terminals, indexed, pending) = stage.read().sizes();
+        pipeline.metrics.terminal_index_payments.set(indexed as i64);
+        pipeline.metrics.terminal_index_pending_labels.set(pending as i64);
+        let _ = terminals;
+
+        if read_any {
+            rounds_since_snapshot += 1;
+        }
+        if done {
+            break;
+        }
+        if rounds_since_snapshot >= config.snapshot_interval_batches {
+            save_snapshot(pipeline, topics, stage, &payments, &labels)?;
+            rounds_since_snapshot = 0;
+        }
+        if !read_any {
+            log.wait_for_commit(sequence, Duration::from_millis(config.idle_wait_ms.min(10)));
+        }
+    }
+    save_snapshot(pipeline, topics, stage, &payments, &labels)
+}
+
+/// Moves a partition's position past `records` and tracks whether it is read to its end.
+fn advance(state: &mut InputState, records: &[crate::log::Record], end: u64, now: Instant) {
+    if let Some(last) = records.last() {
+        state.progress.position = last.offset + 1;
+    }
+    if state.progress.position >= end {
+        state.caught_up_since.get_or_insert(now);
+    } else {
+        state.caught_up_since = None;
+    }
+}
+
+fn save_snapshot(
+    pipeline: &Pipeline,
+    topics: &PipelineTopics,
+    stage: &TerminalStage,
+    payments: &[InputState],
+    labels: &[InputState],
+) -> Result<(), RuntimeError> {
+    let started = Instant::now();
+    let snapshot = IndexSnapshot {
+        payments: payments.iter().map(|s| s.progress).collect(),
+        labels: labels.iter().map(|s| s.progress).collect(),
+        index: stage.read().to_snapshot_bytes(),
+    };
+    let state = postcard::to_stdvec(&snapshot).expect("encoding to a Vec cannot fail");
+    pipeline.snapshots.save(&snapshot_name(&pipeline.config.group_id), &Snapshot { changelog_offset: 0, state })?;
+    let mut transaction = Transaction::new();
+    for (p, state) in payments.iter().enumerate() {
+        transaction.set_position(TERMINAL_INDEX_GROUP, &topics.payments, p as u32, state.progress.position);
+    }
+    for (p, state) in labels.iter().enumerate() {
+        transaction.set_position(TERMINAL_INDEX_GROUP, &topics.labels, p as u32, state.progress.position);
+    }
+    pipeline.log.commit(transaction)?;
+    pipeline.metrics.snapshot_seconds.observe(started.elapsed().as_secs_f64());
+    Ok(())
+}
