@@ -535,6 +535,26 @@ mod tests {
     }
 
     #[test]
+    fn labels_parse_with_their_report_time_or_are_rejected_with_a_reason() {
+        let (label, reported_ms) =
+            FraudLabel::from_json(br#"{"payment_id":"p-1","is_fraud":true,"reported_at":"2018-04-08T00:00:00Z"}"#)
+                .unwrap();
+        assert!(label.is_fraud && label.terminal_id.is_none());
+        assert_eq!(reported_ms, crate::time::parse_rfc3339_ms("2018-04-08T00:00:00Z").unwrap());
+        let reason = |json: &str| FraudLabel::from_json(json.as_bytes()).unwrap_err().reason;
+        assert_eq!(reason("{nope"), RejectReason::MalformedJson);
+        assert_eq!(reason(r#"{"payment_id":"p","reported_at":"2018-04-08T00:00:00Z"}"#), RejectReason::MissingField);
+        assert_eq!(
+            reason(r#"{"payment_id":"","is_fraud":true,"reported_at":"2018-04-08T00:00:00Z"}"#),
+            RejectReason::InvalidField
+        );
+        assert_eq!(
+            reason(r#"{"payment_id":"p","is_fraud":true,"reported_at":"soon"}"#),
+            RejectReason::InvalidTimestamp
+        );
+    }
+
+    #[test]
     fn parses_a_good_payment_and_round_trips() {
         let payment = Payment::from_json(GOOD.as_bytes()).unwrap();
         assert_eq!(payment.amount.minor_units(), 1234);
