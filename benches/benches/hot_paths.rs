@@ -83,51 +83,100 @@ fn embedded_log(c: &mut Criterion) {
 
 /// Feature updates and model scoring on the reference workload, per payment.
 fn fraud_features_and_models(c: &mut Criterion) {
-    use paystream_models::TrainedModel;
-    use paystream_operators::reference_features::{FEATURE_COUNT, ReferenceFeatures};
+    use paystream_models::features::{FEATURE_NAMES, FeatureRow};
+    use paystream_models::{FraudModel, LoadedModel, TrainedModel};
+    use paystream_operators::reference_features::ReferenceFeatures;
 
+    const DELAY_MS: i64 = 7 * 86_400_000;
+    /// As in backtests: idle keys and old terminal payments expire every so many payments.
+    const EXPIRY_EVENTS: usize = 65_536;
     let config = paystream_simulator::SimulatorConfig { days: 60, seed: 7, ..Default::default() };
     let transactions = paystream_simulator::simulate(&config);
     let ids: Vec<(String, String, String)> = transactions
         .iter()
         .map(|t| (t.transaction_id.to_string(), t.customer_id.to_string(), t.terminal_id.to_string()))
         .collect();
-    // Warm state: features of the first 30 days, then benchmark on later payments.
-    let mut state = ReferenceFeatures::new(7 * 86_400_000);
+    let mut state = ReferenceFeatures::new(DELAY_MS);
     let split = transactions.iter().position(|t| t.day() >= 30).expect("60 days of data");
-    let mut rows = Vec::with_capacity(transactions.len());
+    let mut rows: Vec<FeatureRow> = Vec::with_capacity(transactions.len());
     for (t, (id, customer, terminal)) in transactions.iter().zip(&ids) {
-        let f = state.observe_payment(id, customer, terminal, t.event_time_ms(&config), t.amount_cents);
-        rows.push(f.to_vec());
+        rows.push(state.observe_payment(id, customer, terminal, t.event_time_ms(&config), t.amount_cents));
     }
     let labels: Vec<bool> = transactions.iter().map(|t| t.is_fraud).collect();
-    let names: Vec<String> = (0..FEATURE_COUNT).map(|i| format!("f{i}")).collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let logistic = TrainedModel::train("logistic", &names, &rows[..split], &labels[..split], "bench").expect("train");
-    let boosted = TrainedModel::train("gbt", &names, &rows[..split], &labels[..split], "bench").expect("train");
-    let batch: Vec<Vec<f64>> = rows[split..split + BATCH].to_vec();
+    let training: Vec<Vec<f64>> = rows[..split].iter().map(|r| r.to_vec()).collect();
+    let load = |kind: &str| {
+        let model = TrainedModel::train(kind, &FEATURE_NAMES, &training, &labels[..split], "bench").expect("train");
+        LoadedModel::new(model).expect("our own features")
+    };
+    let (logistic, boosted) = (load("logistic"), load("gbt"));
+    let batch: Vec<FeatureRow> = rows[split..split + BATCH].to_vec();
+
+    // Feature updates in event-time order, from day 30 on (warm windows); after the last
+    // payment the data repeats 60 days later (ids and windows stay consistent).
+    const PERIOD_MS: i64 = 60 * 86_400_000;
+    struct Replay<'a> {
+        state: ReferenceFeatures,
+        next: usize,
+        shift_ms: i64,
+        transactions: &'a [paystream_simulator::Transaction],
+        ids: &'a [(String, String, String)],
+        config: &'a paystream_simulator::SimulatorConfig,
+    }
+    impl Replay<'_> {
+        fn batch(&mut self, rows: &mut Vec<FeatureRow>) {
+            rows.clear();
+            for _ in 0..BATCH {
+                let (t, (id, customer, terminal)) = (&self.transactions[self.next], &self.ids[self.next]);
+                let time = t.event_time_ms(self.config) + self.shift_ms;
+                rows.push(self.state.observe_payment(id, customer, terminal, time, t.amount_cents));
+                self.next += 1;
+                if self.next % EXPIRY_EVENTS == 0 {
+                    self.state.expire_idle(time);
+                }
+                if self.next == self.transactions.len() {
+                    self.next = 0;
+                    self.shift_ms += PERIOD_MS;
+                }
+            }
+        }
+    }
+    // Warm on the first 30 days.
+    let mut replay = Replay { state, next: 0, shift_ms: 0, transactions: &transactions, ids: &ids, config: &config };
+    replay.state = ReferenceFeatures::new(DELAY_MS);
+    let mut warm = Vec::new();
+    while replay.next < split {
+        replay.batch(&mut warm);
+    }
 
     let mut group = c.benchmark_group("fraud");
     group.throughput(Throughput::Elements(BATCH as u64));
-    let mut replay = ReferenceFeatures::new(7 * 86_400_000);
-    let mut next = 0usize;
+    let mut features = Vec::with_capacity(BATCH);
+    let mut scores = Vec::with_capacity(BATCH);
     group.bench_function("feature_update_2048", |b| {
         b.iter(|| {
-            let mut sum = 0.0;
-            for _ in 0..BATCH {
-                let (t, (id, customer, terminal)) = (&transactions[next], &ids[next]);
-                sum += replay.observe_payment(id, customer, terminal, t.event_time_ms(&config), t.amount_cents)[0];
-                next += 1;
-                if next == transactions.len() {
-                    next = 0;
-                    replay = ReferenceFeatures::new(7 * 86_400_000);
-                }
-            }
-            sum
+            replay.batch(&mut features);
+            features.len()
         })
     });
-    group.bench_function("logistic_score_2048", |b| b.iter(|| logistic.score_batch(&batch).expect("score").len()));
-    group.bench_function("gbt_score_2048", |b| b.iter(|| boosted.score_batch(&batch).expect("score").len()));
+    for (name, model) in [("features_and_logistic_2048", &logistic), ("features_and_gbt_2048", &boosted)] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                replay.batch(&mut features);
+                scores.clear();
+                model.score_batch(&features, &mut scores);
+                scores.len()
+            })
+        });
+    }
+    for (name, model) in [("logistic_score_2048", &logistic), ("gbt_score_2048", &boosted)] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                scores.clear();
+                model.score_batch(&batch, &mut scores);
+                scores.len()
+            })
+        });
+    }
     group.finish();
 }
 

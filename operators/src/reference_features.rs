@@ -19,15 +19,14 @@
 //! it is the same whatever order payments and labels were indexed in, as long as the
 //! index holds every payment before t and every label reported by t.
 //!
-//! Keys are 64-bit hashes of the identifiers (xxh3) and payment ids 128-bit hashes: no
-//! string per entry. Two customers (or terminals) whose ids collide in 64 bits would
+//! Keys are 64-bit hashes of the identifiers (xxh3): no string per entry. Two customers (or terminals) whose ids collide in 64 bits would
 //! share windows; at 10⁸ keys the chance that any pair collides is about 3 × 10⁻⁴, and
 //! a collision changes features, never money.
 //!
 //! Bytes: per customer, 24 per payment in its last 30 days (plus the allowed lateness),
-//! at most [`CUSTOMER_HISTORY_ENTRIES_MAX`] entries; per terminal, 40 per payment kept
+//! at most [`CUSTOMER_HISTORY_ENTRIES_MAX`] entries; per terminal, 32 per payment kept
 //! (the runtime expires payments older than every window of the slowest partition) plus
-//! 40 per payment in the payment-id map. Pure: no IO, no clock.
+//! about 32 per payment in the payment-id map. Pure: no IO, no clock.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -40,7 +39,6 @@ pub use paystream_models::features::{
 use serde::{Deserialize, Serialize};
 
 const HOURS_SINCE_PREVIOUS_MAX: f64 = 720.0;
-const WINDOW_DAYS: [i64; 3] = [1, 7, 30];
 const LONGEST_WINDOW_MS: i64 = 30 * MILLIS_PER_DAY;
 /// Most payments remembered per customer: a customer paying more often than this over
 /// 30 days has its oldest payments forgotten early (its 30-day count saturates here).
@@ -55,16 +53,13 @@ impl Hasher for PreHashed {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        // Not used by u64/u128 keys; correct (if slow) for anything else.
+        // Not used by u64 keys; correct (if slow) for anything else.
         for b in bytes {
             self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
         }
     }
     fn write_u64(&mut self, n: u64) {
         self.0 = n;
-    }
-    fn write_u128(&mut self, n: u128) {
-        self.0 = (n as u64) ^ ((n >> 64) as u64);
     }
 }
 
@@ -75,9 +70,10 @@ pub fn key_hash(id: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(id.as_bytes())
 }
 
-/// The 128-bit key of a payment id.
-pub fn payment_hash(id: &str) -> u128 {
-    xxhash_rust::xxh3::xxh3_128(id.as_bytes())
+/// The key of a payment id in the terminal index (64 bits: among the ~10⁶ payments an
+/// index holds at a time, two ids collide with a chance of about 3 × 10⁻⁸).
+pub fn payment_hash(id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(id.as_bytes()).rotate_left(17) // not the key hash of the same string
 }
 
 /// `TX_AMOUNT`, `TX_DURING_WEEKEND`, `TX_DURING_NIGHT`.
@@ -89,11 +85,24 @@ pub fn calendar_features(event_time_ms: i64, amount_minor: i64, row: &mut Featur
     row[index::TX_DURING_NIGHT] = f64::from(u8::from(event_time_ms.rem_euclid(MILLIS_PER_DAY) / 3_600_000 <= 6));
 }
 
+/// How many leading entries of `deque` (sorted by `time`) have `time(e) <= t`; O(1) in
+/// the common case of a `t` at or after the newest entry.
+fn count_at_or_before<T>(deque: &VecDeque<T>, t: i64, time: impl Fn(&T) -> i64) -> usize {
+    match deque.back() {
+        Some(newest) if time(newest) > t => deque.partition_point(|e| time(e) <= t),
+        _ => deque.len(),
+    }
+}
+
 /// Inserts `item` keeping `deque` sorted by `time`; late events land in their place
 /// (after events of the same time).
 fn insert_by_time<T: Copy>(deque: &mut VecDeque<T>, item: T, time: impl Fn(&T) -> i64) {
-    let at = deque.partition_point(|e| time(e) <= time(&item));
-    deque.insert(at, item);
+    let at = count_at_or_before(deque, time(&item), &time);
+    if at == deque.len() {
+        deque.push_back(item);
+    } else {
+        deque.insert(at, item);
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,20 +134,25 @@ impl CustomerWindows {
         let mut hours_since_previous = HOURS_SINCE_PREVIOUS_MAX;
         let mut seen_terminal = false;
         if let Some(history) = self.customers.get(&customer_hash) {
-            let before = history.partition_point(|e| e.event_time_ms <= event_time_ms);
-            for e in history.range(..before).rev() {
-                let age = event_time_ms - e.event_time_ms;
-                if age >= LONGEST_WINDOW_MS {
-                    break;
-                }
-                hours_since_previous = hours_since_previous.min(age as f64 / 3_600_000.0);
+            let before = count_at_or_before(history, event_time_ms, |e| e.event_time_ms);
+            let recent = history.range(..before).rev();
+            // Newest first: the first payment inside 30 days is the previous one.
+            let mut previous = None;
+            // Branch-free accumulation per entry (this loop is the hot path).
+            let (day, week) = (event_time_ms - MILLIS_PER_DAY, event_time_ms - 7 * MILLIS_PER_DAY);
+            for e in recent.take_while(|e| e.event_time_ms > event_time_ms - LONGEST_WINDOW_MS) {
+                previous.get_or_insert(e.event_time_ms);
                 seen_terminal |= e.terminal_hash == terminal_hash;
-                for (window, days) in windows.iter_mut().zip(WINDOW_DAYS) {
-                    if age < days * MILLIS_PER_DAY {
-                        window.0 += 1;
-                        window.1 += e.amount_minor;
-                    }
-                }
+                let (in_day, in_week) = (e.event_time_ms > day, e.event_time_ms > week);
+                windows[0].0 += u32::from(in_day);
+                windows[0].1 = windows[0].1.saturating_add(e.amount_minor * i64::from(in_day));
+                windows[1].0 += u32::from(in_week);
+                windows[1].1 = windows[1].1.saturating_add(e.amount_minor * i64::from(in_week));
+                windows[2].0 += 1;
+                windows[2].1 = windows[2].1.saturating_add(e.amount_minor);
+            }
+            if let Some(previous) = previous {
+                hours_since_previous = (event_time_ms - previous) as f64 / 3_600_000.0;
             }
         }
         let (previous_count, previous_sum) = windows[2];
@@ -207,8 +221,29 @@ pub struct Label {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct TerminalEntry {
     event_time_ms: i64,
-    payment_hash: u128,
-    label: Option<Label>,
+    /// [`payment_hash`] of the payment id.
+    payment_hash: u64,
+    /// The latest label's report time (`i64::MIN`: no label yet) and verdict.
+    label_reported_at_ms: i64,
+    is_fraud: bool,
+}
+
+impl TerminalEntry {
+    fn new(event_time_ms: i64, payment_hash: u64, label: Option<Label>) -> TerminalEntry {
+        let mut entry = TerminalEntry { event_time_ms, payment_hash, label_reported_at_ms: i64::MIN, is_fraud: false };
+        if let Some(label) = label {
+            entry.set_label(label);
+        }
+        entry
+    }
+
+    /// The latest reported label wins.
+    fn set_label(&mut self, label: Label) {
+        if label.reported_at_ms >= self.label_reported_at_ms {
+            self.label_reported_at_ms = label.reported_at_ms;
+            self.is_fraud = label.is_fraud;
+        }
+    }
 }
 
 /// What [`TerminalIndex::add_label`] did.
@@ -229,35 +264,31 @@ pub struct TerminalIndex {
     /// Payment id → (terminal, event time), to find a label's payment. Not in
     /// snapshots: rebuilt from the entries.
     #[serde(skip)]
-    payments: PreHashedMap<u128, (u64, i64)>,
+    payments: PreHashedMap<u64, (u64, i64)>,
     /// Labels whose payment is not indexed yet.
-    pending_labels: PreHashedMap<u128, Label>,
+    pending_labels: PreHashedMap<u64, Label>,
 }
 
 impl TerminalIndex {
     /// Indexes a payment; false when it already was.
-    pub fn add_payment(&mut self, payment_hash: u128, terminal_hash: u64, event_time_ms: i64) -> bool {
+    pub fn add_payment(&mut self, payment_hash: u64, terminal_hash: u64, event_time_ms: i64) -> bool {
         if self.payments.contains_key(&payment_hash) {
             return false;
         }
         self.payments.insert(payment_hash, (terminal_hash, event_time_ms));
         let label = self.pending_labels.remove(&payment_hash);
         let entries = self.terminals.entry(terminal_hash).or_default();
-        insert_by_time(entries, TerminalEntry { event_time_ms, payment_hash, label }, |e| e.event_time_ms);
+        insert_by_time(entries, TerminalEntry::new(event_time_ms, payment_hash, label), |e| e.event_time_ms);
         true
     }
 
     /// Records a label (the latest reported one wins).
-    pub fn add_label(&mut self, payment_hash: u128, label: Label) -> LabelApplied {
-        let keep_latest = |slot: &mut Option<Label>| {
-            if slot.is_none_or(|old| old.reported_at_ms <= label.reported_at_ms) {
-                *slot = Some(label);
-            }
-        };
+    pub fn add_label(&mut self, payment_hash: u64, label: Label) -> LabelApplied {
         let Some(&(terminal_hash, event_time_ms)) = self.payments.get(&payment_hash) else {
-            let mut slot = self.pending_labels.get(&payment_hash).copied();
-            keep_latest(&mut slot);
-            self.pending_labels.insert(payment_hash, slot.expect("set above"));
+            let slot = self.pending_labels.entry(payment_hash).or_insert(label);
+            if slot.reported_at_ms <= label.reported_at_ms {
+                *slot = label;
+            }
             return LabelApplied::Pending;
         };
         let entries = self.terminals.get_mut(&terminal_hash).expect("indexed payments have a terminal");
@@ -266,7 +297,7 @@ impl TerminalIndex {
             .range_mut(from..)
             .find(|e| e.payment_hash == payment_hash)
             .expect("indexed payments are in their terminal's entries");
-        keep_latest(&mut entry.label);
+        entry.set_label(label);
         LabelApplied::Attached
     }
 
@@ -275,25 +306,28 @@ impl TerminalIndex {
         let mut windows = [(0u32, 0u32); 3];
         let mut velocity = 0u32;
         if let Some(entries) = self.terminals.get(&terminal_hash) {
+            // One backward pass from the newest payment before t: the last day's payments
+            // (velocity), then the delayed windows, until older than all of them.
             let delayed_end = event_time_ms - label_delay_ms;
-            let newest = entries.partition_point(|e| e.event_time_ms <= delayed_end);
-            for e in entries.range(..newest).rev() {
-                let age = delayed_end - e.event_time_ms;
-                if age >= LONGEST_WINDOW_MS {
-                    break;
-                }
-                let fraud = e.label.is_some_and(|l| l.is_fraud && l.reported_at_ms <= event_time_ms);
-                for (window, days) in windows.iter_mut().zip(WINDOW_DAYS) {
-                    if age < days * MILLIS_PER_DAY {
-                        window.0 += 1;
-                        window.1 += u32::from(fraud);
-                    }
-                }
+            let before = count_at_or_before(entries, event_time_ms - 1, |e| e.event_time_ms);
+            let day_ago = event_time_ms - MILLIS_PER_DAY;
+            let mut newest_first = entries.range(..before).rev().peekable();
+            while let Some(e) = newest_first.next_if(|e| e.event_time_ms > delayed_end) {
+                velocity += u32::from(e.event_time_ms > day_ago);
             }
-            let before = entries.partition_point(|e| e.event_time_ms < event_time_ms);
-            velocity =
-                entries.range(..before).rev().take_while(|e| e.event_time_ms > event_time_ms - MILLIS_PER_DAY).count()
-                    as u32;
+            // Branch-free accumulation per entry (this loop is the hot path).
+            let (one, seven) = (delayed_end - MILLIS_PER_DAY, delayed_end - 7 * MILLIS_PER_DAY);
+            for e in newest_first.take_while(|e| e.event_time_ms > delayed_end - LONGEST_WINDOW_MS) {
+                velocity += u32::from(e.event_time_ms > day_ago); // only when d < 1 day
+                let fraud = u32::from(e.is_fraud && e.label_reported_at_ms <= event_time_ms);
+                let (in_one, in_seven) = (u32::from(e.event_time_ms > one), u32::from(e.event_time_ms > seven));
+                windows[0].0 += in_one;
+                windows[0].1 += in_one & fraud;
+                windows[1].0 += in_seven;
+                windows[1].1 += in_seven & fraud;
+                windows[2].0 += 1;
+                windows[2].1 += fraud;
+            }
         }
         for (i, (count, frauds)) in windows.into_iter().enumerate() {
             row[index::TERMINAL_WINDOWS + 2 * i] = f64::from(count);

@@ -31,7 +31,9 @@ pub struct Metrics {
     pub late_feature_payments: IntCounter,
     /// Batches that stopped early to wait for the terminal index.
     pub terminal_waits: IntCounter,
-    pub terminal_complete_through_ms: IntGauge,
+    pub terminal_read_through_ms: IntGauge,
+    /// Payments and labels indexed after payments later than them were scored.
+    pub terminal_late_inputs: IntCounter,
     pub terminal_index_payments: IntGauge,
     pub terminal_index_pending_labels: IntGauge,
     /// Labels indexed, by result (attached to their payment, or pending it).
@@ -145,13 +147,17 @@ impl Metrics {
                 "terminal_waits_total",
                 "Batches stopped before a payment whose terminal features were not complete yet",
             ),
-            terminal_complete_through_ms: register(
+            terminal_read_through_ms: register(
                 &registry,
                 IntGauge::new(
-                    "terminal_complete_through_ms",
-                    "Event time (epoch ms) through which the terminal index holds every payment and label",
+                    "terminal_read_through_ms",
+                    "Event time (epoch ms) the terminal index has read through on its slowest input partition",
                 )
                 .expect("valid metric"),
+            ),
+            terminal_late_inputs: counter(
+                "terminal_late_inputs_total",
+                "Payments and labels indexed after payments later than them had been scored (their features could not include them)",
             ),
             terminal_index_payments: register(
                 &registry,

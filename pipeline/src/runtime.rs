@@ -107,9 +107,6 @@ pub struct PipelineConfig {
     pub model_file: Option<std::path::PathBuf>,
     /// How often the model file is checked for changes.
     pub model_poll_ms: u64,
-    /// A terminal-index input read to its end for this long counts as complete, so one
-    /// silent partition does not stall scoring.
-    pub terminal_idle_timeout_ms: u64,
 }
 
 impl Default for PipelineConfig {
@@ -126,7 +123,6 @@ impl Default for PipelineConfig {
             operators: OperatorConfig::default(),
             model_file: None,
             model_poll_ms: 1_000,
-            terminal_idle_timeout_ms: 2_000,
         }
     }
 }
@@ -325,7 +321,7 @@ impl Pipeline {
         self.metrics.model_loaded("", self.model.version());
         // Learned models read terminal features: run the terminal index.
         let stage = (config.model_file.is_some() || self.model.uses_terminal_features())
-            .then(|| TerminalStage::new(topics.payments.partitions));
+            .then(|| TerminalStage::new(&topics, config.operators.feature_allowed_lateness_ms));
         if stage.is_some() {
             self.register_terminal_index(&topics)?;
         }
@@ -337,8 +333,7 @@ impl Pipeline {
                 std::thread::Builder::new()
                     .name("paystream-terminal-index".into())
                     .spawn_scoped(scope, move || {
-                        let result =
-                            crate::terminals::run_indexer(self, topics, stage, mode, control, workers_finished);
+                        let result = crate::terminals::run_indexer(self, topics, stage, control, workers_finished);
                         if result.is_err() {
                             control.stop(); // workers waiting for the index must not wait forever
                         }
@@ -570,8 +565,10 @@ impl Pipeline {
                 out.clear();
                 let consumed = match context.stage {
                     Some(stage) => {
+                        let ends = stage.input_ends(self.log.as_ref(), topics)?;
                         let index = stage.read();
-                        task.processor.process_batch(&payments_topic_name, &inputs, stage.view(&index), &mut out)
+                        let view = stage.view(&index, &ends);
+                        task.processor.process_batch(&payments_topic_name, &inputs, view, &mut out)
                     }
                     None => task.processor.process_batch(&payments_topic_name, &inputs, TerminalView::NONE, &mut out),
                 };

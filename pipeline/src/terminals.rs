@@ -4,15 +4,20 @@
 //! The pipeline is keyed by payer, but terminal features need every partition's
 //! payments at a terminal and the label stream. The indexer thread reads the payments
 //! topic (all partitions) and the labels topic on its own — it depends on no pipeline
-//! worker, so nothing can wait in a cycle — and maintains a [`TerminalIndex`]. Terminal
-//! features are an as-of query (see `reference_features`), so they are exact once the
-//! index holds every payment before a payment's event time and every label reported by
-//! it. The indexer publishes that bound, `complete_through_ms`: the minimum over input
-//! partitions of (newest event time read − allowed lateness); a partition read to its
-//! end counts as complete when the input is closed, or after `terminal_idle_timeout_ms`
-//! without new records (otherwise one silent partition would stall everyone). A payer
-//! partition whose model reads terminal features stops before a payment later than the
-//! bound and resumes when the indexer has caught up.
+//! worker, so nothing can wait in a cycle — and maintains a [`TerminalIndex`].
+//!
+//! Terminal features are an as-of query (see `reference_features`), so they are exact
+//! once the index holds every payment before a payment's event time t and every label
+//! reported by t. Before scoring a batch, a payer partition asks
+//! [`TerminalStage::complete_through_ms`] how far that holds: an input partition counts
+//! as complete when the indexer has read everything the log held when the batch was
+//! fetched (nothing that had arrived is missing), or through (newest event time read
+//! there − allowed lateness) while it is still reading a backlog. The payer stops before
+//! the first payment past the bound and resumes once the indexer has caught up. So a
+//! replay of data already in the log scores exactly as the backtest does, and on a live
+//! stream a payment waits only for input that arrived before it. Input arriving after
+//! payments later than it were scored (beyond the lateness) is counted
+//! (`paystream_terminal_late_inputs_total`): features served before it could not see it.
 //!
 //! Exactly once: the index is idempotent (a payment or label indexed twice counts
 //! once). It is snapshotted with the input positions it covers (retention keeps the
@@ -21,7 +26,7 @@
 //! transaction with the pipeline group's label positions, so a re-read does not
 //! dead-letter them twice.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
@@ -32,8 +37,8 @@ use paystream_operators::reference_features::{Label, LabelApplied, TerminalIndex
 use paystream_storage::Snapshot;
 use serde::{Deserialize, Serialize};
 
-use crate::log::{Topic, Transaction};
-use crate::runtime::{Pipeline, PipelineTopics, RunControl, RunMode, RuntimeError, now_ms};
+use crate::log::{Log, Topic, Transaction};
+use crate::runtime::{Pipeline, PipelineTopics, RunControl, RuntimeError, now_ms};
 
 /// Consumer group whose positions mark what the last terminal-index snapshot covers.
 pub const TERMINAL_INDEX_GROUP: &str = "paystream-terminal-index";
@@ -46,36 +51,78 @@ const EXPIRY_INTERVAL_ROUNDS: u32 = 64;
 /// What payer workers see of the terminal stage.
 pub struct TerminalStage {
     index: RwLock<TerminalIndex>,
-    complete_through_ms: AtomicI64,
+    /// Per input partition (payments partitions, then labels partitions): the position
+    /// before which the index holds everything, and the newest event time read there.
+    indexed_positions: Vec<AtomicU64>,
+    indexed_event_times_ms: Vec<AtomicI64>,
+    lateness_ms: i64,
     /// Newest event time processed by each payer partition (`i64::MIN`: none yet).
     payer_watermarks: Vec<AtomicI64>,
 }
 
 impl TerminalStage {
-    pub fn new(partitions: u32) -> TerminalStage {
+    pub fn new(topics: &PipelineTopics, lateness_ms: i64) -> TerminalStage {
+        let inputs = (topics.payments.partitions + topics.labels.partitions) as usize;
         TerminalStage {
             index: RwLock::new(TerminalIndex::default()),
-            complete_through_ms: AtomicI64::new(i64::MIN),
-            payer_watermarks: (0..partitions).map(|_| AtomicI64::new(i64::MIN)).collect(),
+            indexed_positions: (0..inputs).map(|_| AtomicU64::new(0)).collect(),
+            indexed_event_times_ms: (0..inputs).map(|_| AtomicI64::new(i64::MIN)).collect(),
+            lateness_ms,
+            payer_watermarks: (0..topics.payments.partitions).map(|_| AtomicI64::new(i64::MIN)).collect(),
         }
     }
 
-    /// A read guard on the index; make the view with [`TerminalStage::view`].
+    /// A read guard on the index.
     pub fn read(&self) -> RwLockReadGuard<'_, TerminalIndex> {
         self.index.read().expect("terminal index lock")
     }
 
-    pub fn view<'a>(&self, index: &'a TerminalIndex) -> TerminalView<'a> {
-        TerminalView { index: Some(index), complete_through_ms: self.complete_through_ms.load(Ordering::Acquire) }
+    /// The end offsets of every input partition (payments, then labels).
+    pub fn input_ends(&self, log: &dyn Log, topics: &PipelineTopics) -> Result<Vec<u64>, RuntimeError> {
+        let mut ends = Vec::with_capacity(self.indexed_positions.len());
+        for topic in [&topics.payments, &topics.labels] {
+            for partition in 0..topic.partitions {
+                ends.push(log.offsets(topic, partition)?.end);
+            }
+        }
+        Ok(ends)
     }
 
-    pub fn complete_through_ms(&self) -> i64 {
-        self.complete_through_ms.load(Ordering::Acquire)
+    /// How far in event time the index is complete for a batch fetched when the inputs
+    /// ended at `ends` (from [`TerminalStage::input_ends`]).
+    pub fn complete_through_ms(&self, ends: &[u64]) -> i64 {
+        let mut complete = i64::MAX;
+        for (i, end) in ends.iter().enumerate() {
+            // The event time is read before the position: both are published position
+            // last, so a position that covers `end` comes with its event time.
+            let read_ms = self.indexed_event_times_ms[i].load(Ordering::Acquire);
+            if self.indexed_positions[i].load(Ordering::Acquire) < *end {
+                complete = complete.min(read_ms.saturating_sub(self.lateness_ms));
+            }
+        }
+        complete
+    }
+
+    pub fn view<'a>(&self, index: &'a TerminalIndex, ends: &[u64]) -> TerminalView<'a> {
+        TerminalView { index: Some(index), complete_through_ms: self.complete_through_ms(ends) }
     }
 
     pub fn set_payer_watermark(&self, partition: u32, max_event_time_ms: i64) {
         if let Some(slot) = self.payer_watermarks.get(partition as usize) {
             slot.fetch_max(max_event_time_ms, Ordering::Release);
+        }
+    }
+
+    /// The oldest watermark among payer partitions that have one.
+    fn slowest_payer_ms(&self) -> Option<i64> {
+        self.payer_watermarks.iter().map(|w| w.load(Ordering::Acquire)).filter(|w| *w != i64::MIN).min()
+    }
+
+    /// Publishes what the index holds (call after updating it).
+    fn publish(&self, inputs: impl Iterator<Item = InputProgress>) {
+        for (i, progress) in inputs.enumerate() {
+            self.indexed_event_times_ms[i].store(progress.max_event_time_ms, Ordering::Release);
+            self.indexed_positions[i].store(progress.position, Ordering::Release);
         }
     }
 }
@@ -96,8 +143,6 @@ struct IndexSnapshot {
 
 struct InputState {
     progress: InputProgress,
-    /// When the partition was last found read to its end (None: it was not).
-    caught_up_since: Option<Instant>,
 }
 
 fn snapshot_name(group: &str) -> String {
@@ -109,7 +154,6 @@ pub(crate) fn run_indexer(
     pipeline: &Pipeline,
     topics: &PipelineTopics,
     stage: &TerminalStage,
-    mode: RunMode,
     control: &RunControl,
     finished: &std::sync::atomic::AtomicBool,
 ) -> Result<(), RuntimeError> {
@@ -121,7 +165,6 @@ pub(crate) fn run_indexer(
             .map(|p| {
                 Ok(InputState {
                     progress: InputProgress { position: log.offsets(topic, p)?.start, max_event_time_ms: i64::MIN },
-                    caught_up_since: None,
                 })
             })
             .collect()
@@ -152,16 +195,14 @@ pub(crate) fn run_indexer(
 
     let lateness_ms = config.operators.feature_allowed_lateness_ms;
     let horizon_slack_ms = lateness_ms + config.operators.label_delay_ms + LONGEST_WINDOW_MS;
-    let idle_timeout = Duration::from_millis(config.terminal_idle_timeout_ms);
     let mut rounds = 0u32;
     let mut rounds_since_snapshot = 0u32;
-    let mut new_payments: Vec<(u128, u64, i64)> = Vec::new();
-    let mut new_labels: Vec<(u128, Label)> = Vec::new();
+    let mut new_payments: Vec<(u64, u64, i64)> = Vec::new();
+    let mut new_labels: Vec<(u64, Label)> = Vec::new();
     loop {
         // Read after the flag, so the last round sees everything the workers committed.
         let done = finished.load(Ordering::SeqCst) || control.stopped();
         let sequence = log.commit_sequence();
-        let now = Instant::now();
         new_payments.clear();
         new_labels.clear();
         let mut read_any = false;
@@ -175,7 +216,7 @@ pub(crate) fn run_indexer(
                     state.progress.max_event_time_ms = state.progress.max_event_time_ms.max(payment.event_time_ms);
                 }
             }
-            advance(state, &records, log.offsets(&topics.payments, p as u32)?.end, now);
+            advance(state, &records);
             read_any |= !records.is_empty();
         }
         let mut transaction = Transaction::new();
@@ -212,7 +253,7 @@ pub(crate) fn run_indexer(
                     Err(_) => {} // dead-lettered before the restart
                 }
             }
-            advance(state, &records, log.offsets(&topics.labels, p as u32)?.end, now);
+            advance(state, &records);
             if state.progress.position > labels_committed[p] {
                 transaction.set_position(&config.group_id, &topics.labels, p as u32, state.progress.position);
                 labels_committed[p] = state.progress.position;
@@ -223,6 +264,11 @@ pub(crate) fn run_indexer(
             log.commit(transaction)?;
         }
         if !new_payments.is_empty() || !new_labels.is_empty() {
+            // Inputs older than payments some partition already scored came too late for them.
+            let late_before_ms = stage.slowest_payer_ms().map_or(i64::MIN, |w| w.saturating_sub(lateness_ms));
+            let late = new_payments.iter().filter(|(_, _, t)| *t < late_before_ms).count()
+                + new_labels.iter().filter(|(_, l)| l.reported_at_ms < late_before_ms).count();
+            pipeline.metrics.terminal_late_inputs.inc_by(late as u64);
             let mut index = stage.index.write().expect("terminal index lock");
             for &(id, terminal, t) in &new_payments {
                 index.add_payment(id, terminal, t);
@@ -235,34 +281,19 @@ pub(crate) fn run_indexer(
                 pipeline.metrics.labels.with_label_values(&[result]).inc();
             }
         }
-
-        // How far the index is complete.
-        let input_closed = mode == RunMode::UntilIdle && control.input_closed();
-        let complete = payments
-            .iter()
-            .chain(&labels)
-            .map(|state| match state.caught_up_since {
-                Some(since) if input_closed || now.duration_since(since) >= idle_timeout => i64::MAX,
-                _ => state.progress.max_event_time_ms.saturating_sub(lateness_ms),
-            })
-            .min()
-            .unwrap_or(i64::MAX);
-        stage.complete_through_ms.store(complete, Ordering::Release);
-        pipeline.metrics.terminal_complete_through_ms.set(complete.clamp(0, i64::MAX / 2));
+        stage.publish(payments.iter().chain(&labels).map(|s| s.progress));
+        let read_through_ms = payments.iter().chain(&labels).map(|s| s.progress.max_event_time_ms).min();
+        pipeline.metrics.terminal_read_through_ms.set(read_through_ms.unwrap_or(0).max(0));
 
         rounds += 1;
         if rounds.is_multiple_of(EXPIRY_INTERVAL_ROUNDS) {
-            // Oldest watermark among payer partitions that have one.
-            let slowest =
-                stage.payer_watermarks.iter().map(|w| w.load(Ordering::Acquire)).filter(|w| *w != i64::MIN).min();
-            if let Some(slowest) = slowest {
+            if let Some(slowest) = stage.slowest_payer_ms() {
                 stage.index.write().expect("terminal index lock").expire(slowest.saturating_sub(horizon_slack_ms));
             }
         }
-        let (terminals, indexed, pending) = stage.read().sizes();
+        let (_, indexed, pending) = stage.read().sizes();
         pipeline.metrics.terminal_index_payments.set(indexed as i64);
         pipeline.metrics.terminal_index_pending_labels.set(pending as i64);
-        let _ = terminals;
 
         if read_any {
             rounds_since_snapshot += 1;
@@ -281,15 +312,10 @@ pub(crate) fn run_indexer(
     save_snapshot(pipeline, topics, stage, &payments, &labels)
 }
 
-/// Moves a partition's position past `records` and tracks whether it is read to its end.
-fn advance(state: &mut InputState, records: &[crate::log::Record], end: u64, now: Instant) {
+/// Moves a partition's position past `records`.
+fn advance(state: &mut InputState, records: &[crate::log::Record]) {
     if let Some(last) = records.last() {
         state.progress.position = last.offset + 1;
-    }
-    if state.progress.position >= end {
-        state.caught_up_since.get_or_insert(now);
-    } else {
-        state.caught_up_since = None;
     }
 }
 

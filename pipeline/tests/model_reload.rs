@@ -27,7 +27,6 @@ fn config(model: &Path) -> PipelineConfig {
         batch_records_max: 100,
         model_file: Some(model.to_path_buf()),
         model_poll_ms: 20,
-        terminal_idle_timeout_ms: 100,
         ..PipelineConfig::default()
     }
 }
