@@ -88,6 +88,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         label_delay_ms: 7 * 86_400_000,
         rate_per_second: None,
         terminals_per_merchant: 10,
+        genuine_labels: false,
     };
     let no_progress = AtomicU64::new(0);
     let no_stop = AtomicBool::new(false);

@@ -217,6 +217,10 @@ pub struct PublishArgs {
     /// M<terminal / n>); 1 makes each terminal its own merchant.
     #[arg(long, default_value_t = 10)]
     pub terminals_per_merchant: u32,
+    /// Also publish a (genuine) label for every payment that is not fraud; by default
+    /// only fraud is reported, as chargebacks and fraud reports are.
+    #[arg(long)]
+    pub genuine_labels: bool,
 }
 
 impl PublishArgs {
@@ -226,6 +230,7 @@ impl PublishArgs {
             label_delay_ms: i64::from(self.label_delay_days) * MILLIS_PER_DAY,
             rate_per_second: self.rate.filter(|r| *r > 0),
             terminals_per_merchant: self.terminals_per_merchant.max(1),
+            genuine_labels: self.genuine_labels,
         })
     }
 }

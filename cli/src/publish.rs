@@ -28,6 +28,10 @@ pub struct PublishOptions {
     /// Numeric terminal ids are grouped into merchants of this many terminals
     /// (merchant `M<terminal / n>`); 1 makes every terminal its own merchant.
     pub terminals_per_merchant: u32,
+    /// Also publish a label for every genuine payment. Off by default: the label stream
+    /// carries fraud reports (chargebacks, confirmed fraud) and a payment without one is
+    /// genuine, which is all the terminal features need.
+    pub genuine_labels: bool,
 }
 
 /// The merchant of a handbook terminal: `M<terminal / terminals_per_merchant>` for
@@ -140,6 +144,9 @@ impl<'a> Publisher<'a> {
         )?;
         self.transaction.send(&self.topics.payments, customer.as_bytes(), &self.value, now_ms())?;
         self.report.payments += 1;
+        if !is_fraud && !self.options.genuine_labels {
+            return self.maybe_flush();
+        }
         let reported_ms = event_time_ms + self.options.label_delay_ms;
         self.pending_labels.push_back((
             reported_ms,

@@ -368,18 +368,39 @@ pub struct FraudLabel {
     pub payment_event_time: Option<String>,
 }
 
+/// A fraud label as it travels as JSON, borrowed from the record where possible.
+#[derive(Debug, Deserialize)]
+pub struct FraudLabelWire<'a> {
+    #[serde(borrow)]
+    pub payment_id: Cow<'a, str>,
+    pub is_fraud: bool,
+    #[serde(borrow)]
+    pub reported_at: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub payer_account_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub terminal_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub payment_event_time: Option<Cow<'a, str>>,
+}
+
 impl FraudLabel {
-    /// Parses and validates one label event from raw record bytes; returns it with its
-    /// `reported_at` in epoch milliseconds.
-    pub fn from_json(bytes: &[u8]) -> Result<(FraudLabel, i64), Rejection> {
+    /// Parses and validates one label event from raw record bytes without copying it;
+    /// returns it with its `reported_at` in epoch milliseconds.
+    pub fn parse(bytes: &[u8]) -> Result<(FraudLabelWire<'_>, i64), Rejection> {
         if bytes.len() > INPUT_RECORD_BYTES_MAX {
             return Err(Rejection::new(
                 RejectReason::RecordTooLarge,
                 format!("record of {} bytes exceeds {INPUT_RECORD_BYTES_MAX}", bytes.len()),
             ));
         }
-        let label: FraudLabel = serde_json::from_slice(bytes).map_err(|e| classify_json_error(&e))?;
-        identifier("payment_id", &label.payment_id)?;
+        let label: FraudLabelWire<'_> = serde_json::from_slice(bytes).map_err(|e| classify_json_error(&e))?;
+        if label.payment_id.is_empty()
+            || label.payment_id.len() > IDENTIFIER_BYTES_MAX
+            || label.payment_id.chars().any(char::is_control)
+        {
+            identifier("payment_id", &label.payment_id)?;
+        }
         let reported_at_ms = crate::time::parse_rfc3339_ms(&label.reported_at)
             .map_err(|e| Rejection::new(RejectReason::InvalidTimestamp, format!("reported_at: {e}")))?;
         Ok((label, reported_at_ms))
@@ -537,11 +558,14 @@ mod tests {
     #[test]
     fn labels_parse_with_their_report_time_or_are_rejected_with_a_reason() {
         let (label, reported_ms) =
-            FraudLabel::from_json(br#"{"payment_id":"p-1","is_fraud":true,"reported_at":"2018-04-08T00:00:00Z"}"#)
-                .unwrap();
+            FraudLabel::parse(br#"{"payment_id":"p-1","is_fraud":true,"reported_at":"2018-04-08T00:00:00Z"}"#).unwrap();
         assert!(label.is_fraud && label.terminal_id.is_none());
         assert_eq!(reported_ms, crate::time::parse_rfc3339_ms("2018-04-08T00:00:00Z").unwrap());
-        let reason = |json: &str| FraudLabel::from_json(json.as_bytes()).unwrap_err().reason;
+        let reason = |json: &str| FraudLabel::parse(json.as_bytes()).unwrap_err().reason;
+        assert_eq!(
+            reason(r#"{"payment_id":"p","is_fraud":true,"reported_at":"2018-04-08T00:00:00Z","terminal_id":5}"#),
+            RejectReason::InvalidFieldType
+        );
         assert_eq!(reason("{nope"), RejectReason::MalformedJson);
         assert_eq!(reason(r#"{"payment_id":"p","reported_at":"2018-04-08T00:00:00Z"}"#), RejectReason::MissingField);
         assert_eq!(

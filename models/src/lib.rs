@@ -338,6 +338,8 @@ pub struct LoadedModel {
     columns: Vec<usize>,
     names: Vec<&'static str>,
     uses_terminal_features: bool,
+    /// The fast layout of a tree ensemble (None for other kinds, or too deep trees).
+    compiled: Option<boosting::CompiledTrees>,
 }
 
 impl LoadedModel {
@@ -354,7 +356,11 @@ impl LoadedModel {
         }
         let names = columns.iter().map(|&c| FEATURE_NAMES[c]).collect();
         let uses_terminal_features = columns.iter().any(|&c| features::is_terminal_feature(c));
-        Ok(LoadedModel { model, columns, names, uses_terminal_features })
+        let compiled = match &model {
+            TrainedModel::Boosted(m) => boosting::CompiledTrees::new(m),
+            TrainedModel::Logistic(_) => None,
+        };
+        Ok(LoadedModel { model, columns, names, uses_terminal_features, compiled })
     }
 
     pub fn from_json(text: &str) -> Result<LoadedModel, logistic::ModelError> {
@@ -406,6 +412,17 @@ impl FraudModel for LoadedModel {
                 for (logit, contributions) in logits.iter().zip(x.rows()) {
                     let mut score = Score::new(sigmoid(*logit) as f32);
                     top_reasons(&mut score, contributions.iter().copied(), &self.names);
+                    scores.push(score);
+                }
+            }
+            TrainedModel::Boosted(_) if self.compiled.is_some() => {
+                let compiled = self.compiled.as_ref().expect("checked");
+                let mut logits = vec![0.0; rows.len()];
+                let mut contributions = vec![0.0; rows.len() * width];
+                compiled.explain_batch(x.as_slice().expect("standard layout"), &mut logits, &mut contributions);
+                for (logit, row) in logits.iter().zip(contributions.chunks_exact(width.max(1))) {
+                    let mut score = Score::new(sigmoid(*logit) as f32);
+                    top_reasons(&mut score, row.iter().copied(), &self.names);
                     scores.push(score);
                 }
             }

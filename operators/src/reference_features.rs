@@ -88,9 +88,27 @@ pub fn calendar_features(event_time_ms: i64, amount_minor: i64, row: &mut Featur
 /// How many leading entries of `deque` (sorted by `time`) have `time(e) <= t`; O(1) in
 /// the common case of a `t` at or after the newest entry.
 fn count_at_or_before<T>(deque: &VecDeque<T>, t: i64, time: impl Fn(&T) -> i64) -> usize {
-    match deque.back() {
-        Some(newest) if time(newest) > t => deque.partition_point(|e| time(e) <= t),
-        _ => deque.len(),
+    /// Entries probed from the back before a binary search: the terminal index usually
+    /// runs only a little ahead of the payment being scored.
+    const BACKWARD_PROBES_MAX: usize = 8;
+    let len = deque.len();
+    for (skipped, e) in deque.iter().rev().take(BACKWARD_PROBES_MAX).enumerate() {
+        if time(e) <= t {
+            return len - skipped;
+        }
+    }
+    if len <= BACKWARD_PROBES_MAX {
+        return 0;
+    }
+    // Binary search over the entries not probed, across the deque's two slices.
+    let limit = len - BACKWARD_PROBES_MAX;
+    let (front, back) = deque.as_slices();
+    if front.len() >= limit {
+        front[..limit].partition_point(|e| time(e) <= t)
+    } else if front.last().is_none_or(|e| time(e) <= t) {
+        front.len() + back[..limit - front.len()].partition_point(|e| time(e) <= t)
+    } else {
+        front.partition_point(|e| time(e) <= t)
     }
 }
 
@@ -558,6 +576,28 @@ mod tests {
         let f = state.observe_payment("p3", "c", "t", MONDAY + 2 * DAY + HOUR, 20_00);
         assert_eq!(feature(&f, "CUSTOMER_ID_NB_TX_1DAY_WINDOW"), 3.0);
         assert_eq!(feature(&f, "CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW"), 20.0);
+    }
+
+    #[test]
+    fn count_at_or_before_matches_a_linear_count_on_wrapped_deques() {
+        for len in 0..40usize {
+            // Rotate so the deque wraps around its buffer, with duplicate times.
+            let mut deque: VecDeque<i64> = VecDeque::with_capacity(64);
+            for i in 0..50 {
+                deque.push_back(i);
+                deque.pop_front();
+            }
+            deque.extend((0..len as i64).map(|i| i / 3 * 10));
+            for t in -5..(len as i64 / 3 * 10 + 15) {
+                let expected = deque.iter().filter(|e| **e <= t).count();
+                assert_eq!(
+                    count_at_or_before(&deque, t, |e| *e),
+                    expected,
+                    "len {len}, t {t}, {:?}",
+                    deque.as_slices()
+                );
+            }
+        }
     }
 
     #[test]

@@ -224,7 +224,7 @@ pub(crate) fn run_indexer(
         for (p, state) in labels.iter_mut().enumerate() {
             let records = log.fetch(&topics.labels, p as u32, state.progress.position, config.batch_records_max)?;
             for record in &records {
-                match FraudLabel::from_json(&record.value) {
+                match FraudLabel::parse(&record.value) {
                     Ok((label, reported_at_ms)) => {
                         new_labels.push((
                             payment_hash(&label.payment_id),
