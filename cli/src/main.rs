@@ -138,6 +138,12 @@ pub struct PipelineArgs {
     /// The terminal features' label delay d, in days (must match the model's).
     #[arg(long, default_value_t = 7)]
     pub feature_delay_days: u32,
+    /// Scores at or above this are decided `review`.
+    #[arg(long, env = "PAYSTREAM_REVIEW_SCORE_MIN", default_value_t = 0.5)]
+    pub review_score_min: f32,
+    /// Scores at or above this are decided `decline`.
+    #[arg(long, env = "PAYSTREAM_DECLINE_SCORE_MIN", default_value_t = 0.8)]
+    pub decline_score_min: f32,
 }
 
 impl PipelineArgs {
@@ -151,6 +157,8 @@ impl PipelineArgs {
         config.input_records_per_second_max = self.max_input_rate.filter(|r| *r > 0);
         config.model_file = self.model.clone();
         config.operators.label_delay_ms = i64::from(self.feature_delay_days) * MILLIS_PER_DAY;
+        config.operators.review_score_min = self.review_score_min;
+        config.operators.decline_score_min = self.decline_score_min;
         config
     }
 }

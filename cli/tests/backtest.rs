@@ -50,25 +50,29 @@ fn backtest_on_a_small_generated_data_set() {
     assert_eq!(score_lines.lines().count(), tested + 1, "one score per test transaction");
     let model: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&model).unwrap()).unwrap();
     assert_eq!(model["feature_names"].as_array().unwrap().len(), 19, "extended features by default");
-    assert_eq!(model["kind"], "logistic_regression");
+    assert_eq!(model["kind"], "gradient_boosted_trees", "the tree ensemble by default");
     // `train` writes the same model the backtest trained (training is deterministic).
     let trained = dir.path().join("trained.json");
     let train = paystream()
         .arg("train")
         .arg(&csv)
-        .args(["--train-start", "2018-04-16", "--train-days", "7", "--model", "logistic", "--out"])
+        .args(["--train-start", "2018-04-16", "--train-days", "7", "--model", "gbt", "--out"])
         .arg(&trained)
         .output()
         .unwrap();
     assert!(train.status.success(), "{}", String::from_utf8_lossy(&train.stderr));
     let trained: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&trained).unwrap()).unwrap();
     assert_eq!(trained["version"], model["version"]);
-    // The tree ensemble runs the same protocol.
-    let boosted =
-        paystream().arg("backtest").arg(&csv).args(["--train-start", "2018-04-16", "--model", "gbt"]).output().unwrap();
-    let boosted_stdout = String::from_utf8_lossy(&boosted.stdout);
-    assert!(boosted.status.success(), "{boosted_stdout}");
-    assert!(boosted_stdout.contains("gradient_boosted_trees"), "{boosted_stdout}");
+    // Logistic regression runs the same protocol.
+    let logistic = paystream()
+        .arg("backtest")
+        .arg(&csv)
+        .args(["--train-start", "2018-04-16", "--model", "logistic"])
+        .output()
+        .unwrap();
+    let logistic_stdout = String::from_utf8_lossy(&logistic.stdout);
+    assert!(logistic.status.success(), "{logistic_stdout}");
+    assert!(logistic_stdout.contains("logistic_regression"), "{logistic_stdout}");
     // Unknown model kinds are refused clearly.
     let refused = paystream().arg("backtest").arg(&csv).args(["--model", "xgboost"]).output().unwrap();
     assert!(!refused.status.success());

@@ -107,6 +107,9 @@ pub struct PipelineConfig {
     pub model_file: Option<std::path::PathBuf>,
     /// How often the model file is checked for changes.
     pub model_poll_ms: u64,
+    /// How far (event time) the terminal index reads ahead of the newest payer
+    /// partition; must exceed `operators.feature_allowed_lateness_ms`.
+    pub terminal_read_ahead_ms: i64,
 }
 
 impl Default for PipelineConfig {
@@ -123,6 +126,7 @@ impl Default for PipelineConfig {
             operators: OperatorConfig::default(),
             model_file: None,
             model_poll_ms: 1_000,
+            terminal_read_ahead_ms: 6 * 3_600_000,
         }
     }
 }
@@ -280,7 +284,14 @@ struct WorkerContext<'a> {
 
 struct PartitionTask {
     processor: PartitionProcessor,
+    /// The first input offset not yet processed (committed with the batch).
     next_offset: u64,
+    /// Records fetched but not processed yet (a batch that stopped to wait for the
+    /// terminal index keeps its tail here instead of fetching it again).
+    fetched: Vec<crate::log::Record>,
+    /// The terminal index's bound when processing last stopped to wait: nothing to try
+    /// until it moves.
+    waiting_at_bound_ms: Option<i64>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -310,6 +321,11 @@ impl Pipeline {
             return Err(RuntimeError::Config(format!(
                 "need workers >= 1 and 1 <= batch_records_max <= {BATCH_RECORDS_MAX_LIMIT}"
             )));
+        }
+        if config.terminal_read_ahead_ms <= config.operators.feature_allowed_lateness_ms {
+            return Err(RuntimeError::Config(
+                "terminal_read_ahead_ms must exceed operators.feature_allowed_lateness_ms".into(),
+            ));
         }
         let topics = ensure_topics(self.log.as_ref(), config)?;
         if topics.payments.partitions > PIPELINE_PARTITIONS_MAX {
@@ -490,7 +506,7 @@ impl Pipeline {
             if let (Some(stage), Some(watermark)) = (context.stage, processor.state().max_event_time_ms()) {
                 stage.set_payer_watermark(partition, watermark);
             }
-            tasks.push(PartitionTask { processor, next_offset });
+            tasks.push(PartitionTask { processor, next_offset, fetched: Vec::new(), waiting_at_bound_ms: None });
         }
 
         self.update_lag(topics, &tasks)?;
@@ -555,8 +571,11 @@ impl Pipeline {
             let mut waiting = false;
             for task in tasks.iter_mut() {
                 let partition = task.processor.partition();
-                let records =
-                    self.log.fetch(&topics.payments, partition, task.next_offset, config.batch_records_max)?;
+                if task.fetched.is_empty() {
+                    task.fetched =
+                        self.log.fetch(&topics.payments, partition, task.next_offset, config.batch_records_max)?;
+                }
+                let records = &task.fetched;
                 if records.is_empty() {
                     continue;
                 }
@@ -568,7 +587,13 @@ impl Pipeline {
                         let ends = stage.input_ends(self.log.as_ref(), topics)?;
                         let index = stage.read();
                         let view = stage.view(&index, &ends);
-                        task.processor.process_batch(&payments_topic_name, &inputs, view, &mut out)
+                        if task.waiting_at_bound_ms == Some(view.complete_through_ms) {
+                            waiting = true; // the index has not moved since the last try
+                            continue;
+                        }
+                        let consumed = task.processor.process_batch(&payments_topic_name, &inputs, view, &mut out);
+                        task.waiting_at_bound_ms = (consumed < records.len()).then_some(view.complete_through_ms);
+                        consumed
                     }
                     None => task.processor.process_batch(&payments_topic_name, &inputs, TerminalView::NONE, &mut out),
                 };
@@ -581,6 +606,7 @@ impl Pipeline {
                 }
                 let next_offset = records[consumed - 1].offset + 1;
                 timestamps.extend(records[..consumed].iter().map(|r| r.timestamp_ms));
+                task.fetched.drain(..consumed);
                 if let (Some(stage), Some(watermark)) = (context.stage, task.processor.state().max_event_time_ms()) {
                     stage.set_payer_watermark(partition, watermark);
                 }

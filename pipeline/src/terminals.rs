@@ -118,6 +118,11 @@ impl TerminalStage {
         self.payer_watermarks.iter().map(|w| w.load(Ordering::Acquire)).filter(|w| *w != i64::MIN).min()
     }
 
+    /// The newest watermark among payer partitions.
+    fn fastest_payer_ms(&self) -> Option<i64> {
+        self.payer_watermarks.iter().map(|w| w.load(Ordering::Acquire)).filter(|w| *w != i64::MIN).max()
+    }
+
     /// Publishes what the index holds (call after updating it).
     fn publish(&self, inputs: impl Iterator<Item = InputProgress>) {
         for (i, progress) in inputs.enumerate() {
@@ -194,6 +199,7 @@ pub(crate) fn run_indexer(
     pipeline.metrics.restore_seconds.observe(started.elapsed().as_secs_f64());
 
     let lateness_ms = config.operators.feature_allowed_lateness_ms;
+    let read_ahead_ms = config.terminal_read_ahead_ms;
     let horizon_slack_ms = lateness_ms + config.operators.label_delay_ms + LONGEST_WINDOW_MS;
     let mut rounds = 0u32;
     let mut rounds_since_snapshot = 0u32;
@@ -206,7 +212,15 @@ pub(crate) fn run_indexer(
         new_payments.clear();
         new_labels.clear();
         let mut read_any = false;
+        // Read at most `terminal_read_ahead_ms` of event time past the newest payer: it
+        // bounds the index and keeps the payments being scored near the end of each
+        // terminal's entries. No deadlock: the read-ahead exceeds the lateness, so every
+        // payer's bound can be reached without reading further.
+        let read_until_ms = stage.fastest_payer_ms().map_or(i64::MAX, |w| w.saturating_add(read_ahead_ms));
         for (p, state) in payments.iter_mut().enumerate() {
+            if state.progress.max_event_time_ms > read_until_ms {
+                continue;
+            }
             let records = log.fetch(&topics.payments, p as u32, state.progress.position, config.batch_records_max)?;
             for record in &records {
                 // Invalid payments are the payer partition's to dead-letter; they are not indexed.
@@ -222,6 +236,9 @@ pub(crate) fn run_indexer(
         let mut transaction = Transaction::new();
         let wall_ms = now_ms();
         for (p, state) in labels.iter_mut().enumerate() {
+            if state.progress.max_event_time_ms > read_until_ms {
+                continue;
+            }
             let records = log.fetch(&topics.labels, p as u32, state.progress.position, config.batch_records_max)?;
             for record in &records {
                 match FraudLabel::parse(&record.value) {
