@@ -10,12 +10,7 @@ fn backtest_on_a_small_generated_data_set() {
     let csv = dir.path().join("transactions.csv");
     let scores = dir.path().join("scores.csv");
     let model = dir.path().join("model.json");
-    let generate = paystream()
-        .args(["generate", "--customers", "1000", "--terminals", "2000", "--days", "40", "--seed", "5", "--csv"])
-        .arg(&csv)
-        .output()
-        .unwrap();
-    assert!(generate.status.success(), "{}", String::from_utf8_lossy(&generate.stderr));
+    common::generate_csv(&csv, 1_000, 2_000, 40, 5);
     let output = paystream()
         .arg("backtest")
         .arg(&csv)

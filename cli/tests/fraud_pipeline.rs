@@ -25,12 +25,7 @@ fn train(dir: &Path) -> Trained {
     let csv = dir.join("transactions.csv");
     let scores_csv = dir.join("scores.csv");
     let model = dir.join("model.json");
-    let generate = paystream()
-        .args(["generate", "--customers", "600", "--terminals", "1200", "--days", "40", "--seed", "8", "--csv"])
-        .arg(&csv)
-        .output()
-        .unwrap();
-    assert!(generate.status.success(), "{}", String::from_utf8_lossy(&generate.stderr));
+    common::generate_csv(&csv, 600, 1_200, 40, 8);
     let output = paystream()
         .arg("backtest")
         .arg(&csv)

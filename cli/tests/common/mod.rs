@@ -148,3 +148,14 @@ pub fn check_exactly_once(data_dir: &Path, complete: bool) -> (usize, usize) {
     assert!(settlement_ids.values().all(|n| *n == 1), "a settlement window was emitted twice");
     (decisions.len(), dead_letters.len())
 }
+
+/// Writes a handbook-layout CSV of `customers`, `terminals` and `days` (seed `seed`).
+pub fn generate_csv(path: &Path, customers: u32, terminals: u32, days: u32, seed: u64) {
+    let output = paystream()
+        .args(["generate", "--customers", &customers.to_string(), "--terminals", &terminals.to_string()])
+        .args(["--days", &days.to_string(), "--seed", &seed.to_string(), "--csv"])
+        .arg(path)
+        .output()
+        .expect("spawn paystream");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
