@@ -37,6 +37,10 @@ pub use state::{PartitionState, StateOp};
 pub enum OperatorError {
     #[error("corrupt state bytes ({what}): {source}")]
     CorruptState { what: &'static str, source: postcard::Error },
+    #[error(
+        "{what} has state format {found}, this paystream reads {expected}: it was written by another version (start from a fresh data directory, or run the version that wrote it)"
+    )]
+    StateVersion { what: &'static str, found: u16, expected: u16 },
     #[error("invalid operator configuration: {0}")]
     InvalidConfig(String),
 }

@@ -379,11 +379,10 @@ impl TerminalIndex {
     }
 
     pub fn from_snapshot_bytes(bytes: &[u8]) -> Result<TerminalIndex, crate::OperatorError> {
-        let corrupt = |source| crate::OperatorError::CorruptState { what: "terminal index snapshot", source };
-        let (version, mut index): (u16, TerminalIndex) = postcard::from_bytes(bytes).map_err(corrupt)?;
-        if version != crate::state::STATE_FORMAT_VERSION {
-            return Err(corrupt(postcard::Error::DeserializeBadEncoding));
-        }
+        let what = "terminal index snapshot";
+        crate::state::check_version(bytes, what)?;
+        let (_, mut index): (u16, TerminalIndex) =
+            postcard::from_bytes(bytes).map_err(|source| crate::OperatorError::CorruptState { what, source })?;
         for (&terminal_hash, entries) in &index.terminals {
             for e in entries {
                 index.payments.insert(e.payment_hash, (terminal_hash, e.event_time_ms));

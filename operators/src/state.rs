@@ -88,17 +88,21 @@ pub fn encode_ops(ops: &[StateOp]) -> Vec<u8> {
 }
 
 pub fn decode_ops(bytes: &[u8]) -> Result<Vec<StateOp>, OperatorError> {
+    check_version(bytes, "changelog record")?;
     let record: OpsRecord = postcard::from_bytes(bytes)
         .map_err(|source| OperatorError::CorruptState { what: "changelog record", source })?;
-    check_version(record.version, "changelog record")?;
     Ok(record.ops)
 }
 
-fn check_version(version: u16, what: &'static str) -> Result<(), OperatorError> {
-    if version == STATE_FORMAT_VERSION {
+/// Checks the leading format version of state bytes before decoding the rest, so bytes
+/// of another version are reported as such, not as corruption.
+pub(crate) fn check_version(bytes: &[u8], what: &'static str) -> Result<(), OperatorError> {
+    let (found, _) =
+        postcard::take_from_bytes::<u16>(bytes).map_err(|source| OperatorError::CorruptState { what, source })?;
+    if found == STATE_FORMAT_VERSION {
         Ok(())
     } else {
-        Err(OperatorError::CorruptState { what, source: postcard::Error::DeserializeBadEncoding })
+        Err(OperatorError::StateVersion { what, found, expected: STATE_FORMAT_VERSION })
     }
 }
 
@@ -178,14 +182,32 @@ impl PartitionState {
     }
 
     pub fn from_snapshot_bytes(bytes: &[u8]) -> Result<PartitionState, OperatorError> {
+        check_version(bytes, "snapshot")?;
         let snapshot: Snapshot =
             postcard::from_bytes(bytes).map_err(|source| OperatorError::CorruptState { what: "snapshot", source })?;
-        check_version(snapshot.version, "snapshot")?;
         Ok(PartitionState {
             max_event_time_ms: snapshot.max_event_time_ms,
             dedupe: DedupeState::restore(snapshot.dedupe),
             customers: snapshot.customers,
             settlement: snapshot.settlement,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_of_another_format_version_are_named_as_such() {
+        let mut bytes = encode_ops(&[StateOp::Watermark { max_event_time_ms: 5 }]);
+        assert_eq!(decode_ops(&bytes).unwrap(), vec![StateOp::Watermark { max_event_time_ms: 5 }]);
+        bytes[0] = 1; // format 1, as written by earlier builds
+        let error = decode_ops(&bytes).unwrap_err();
+        assert!(matches!(error, OperatorError::StateVersion { found: 1, expected: STATE_FORMAT_VERSION, .. }));
+        assert!(error.to_string().contains("another version"), "{error}");
+        let error = PartitionState::from_snapshot_bytes(&bytes).err().unwrap();
+        assert!(matches!(error, OperatorError::StateVersion { found: 1, .. }), "{error}");
+        assert!(matches!(decode_ops(&[]), Err(OperatorError::CorruptState { .. })));
     }
 }
