@@ -138,6 +138,13 @@ pub struct PipelineArgs {
     /// The terminal features' label delay d, in days (must match the model's).
     #[arg(long, default_value_t = 7)]
     pub feature_delay_days: u32,
+    /// Copy decisions, ledger postings and account balances into PostgreSQL (exactly
+    /// once; e.g. postgres://user@host:5432/db).
+    #[arg(long, env = "PAYSTREAM_POSTGRES_URL")]
+    pub postgres_url: Option<String>,
+    /// PostgreSQL schema for those tables (created and migrated if missing).
+    #[arg(long, env = "PAYSTREAM_POSTGRES_SCHEMA", default_value = "paystream")]
+    pub postgres_schema: String,
     /// Scores at or above this are decided `review`.
     #[arg(long, env = "PAYSTREAM_REVIEW_SCORE_MIN", default_value_t = 0.5)]
     pub review_score_min: f32,
@@ -157,6 +164,8 @@ impl PipelineArgs {
         config.input_records_per_second_max = self.max_input_rate.filter(|r| *r > 0);
         config.model_file = self.model.clone();
         config.operators.label_delay_ms = i64::from(self.feature_delay_days) * MILLIS_PER_DAY;
+        config.postgres_url = self.postgres_url.clone();
+        config.postgres_schema = self.postgres_schema.clone();
         config.operators.review_score_min = self.review_score_min;
         config.operators.decline_score_min = self.decline_score_min;
         config
@@ -388,7 +397,16 @@ pub fn pipeline(
         Some(path) => Arc::new(paystream_pipeline::model::load_model_file(path, config.operators.label_delay_ms)?),
         None => paystream_operators::default_model(&config.operators),
     };
-    Ok(Pipeline { log, snapshots: Arc::new(snapshots), model, metrics, config })
+    let record_store = match &config.postgres_url {
+        Some(url) => {
+            let store = paystream_storage::postgres::PostgresRecordStore::connect(url, &config.postgres_schema)
+                .with_context(|| format!("record store: PostgreSQL schema {}", config.postgres_schema))?;
+            let store: Box<dyn paystream_storage::records::RecordStore> = Box::new(store);
+            Some(std::sync::Mutex::new(store))
+        }
+        None => None,
+    };
+    Ok(Pipeline { log, snapshots: Arc::new(snapshots), model, metrics, config, record_store })
 }
 
 fn run(args: RunArgs) -> Result<()> {

@@ -5,6 +5,7 @@ pub mod log;
 pub mod metrics;
 pub mod model;
 pub mod runtime;
+pub mod sink;
 pub mod terminals;
 
 pub use runtime::{Pipeline, PipelineConfig, PipelineTopics, RunControl, RunMode, RunReport, RuntimeError, TopicNames};

@@ -39,6 +39,10 @@ pub struct Metrics {
     /// Labels indexed, by result (attached to their payment, or pending it).
     pub labels: IntCounterVec,
     pub model_reloads: IntCounterVec,
+    /// Output records copied into the record store.
+    pub sink_records: IntCounter,
+    /// Failed attempts to write to the record store (retried).
+    pub sink_errors: IntCounter,
     model_info: IntGaugeVec,
     /// Exact event→decision latency in µs, for `paystream bench` percentiles.
     pub latency_us: Mutex<HdrHistogram<u64>>,
@@ -173,6 +177,11 @@ impl Metrics {
                 IntCounterVec::new(Opts::new("labels_total", "Fraud labels indexed, by result"), &["result"])
                     .expect("valid metric"),
             ),
+            sink_records: counter(
+                "sink_records_total",
+                "Decisions and ledger transactions copied into the record store (PostgreSQL)",
+            ),
+            sink_errors: counter("sink_errors_total", "Failed writes to the record store (retried with backoff)"),
             model_reloads: register(
                 &registry,
                 IntCounterVec::new(Opts::new("model_reloads_total", "Model file reloads, by result"), &["result"])

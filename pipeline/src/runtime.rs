@@ -107,6 +107,9 @@ pub struct PipelineConfig {
     pub model_file: Option<std::path::PathBuf>,
     /// How often the model file is checked for changes.
     pub model_poll_ms: u64,
+    /// Copy decisions and postings into PostgreSQL at this URL (schema below), exactly once.
+    pub postgres_url: Option<String>,
+    pub postgres_schema: String,
     /// How far (event time) the terminal index reads ahead of the newest payer
     /// partition; must exceed `operators.feature_allowed_lateness_ms`.
     pub terminal_read_ahead_ms: i64,
@@ -127,6 +130,8 @@ impl Default for PipelineConfig {
             model_file: None,
             model_poll_ms: 1_000,
             terminal_read_ahead_ms: 6 * 3_600_000,
+            postgres_url: None,
+            postgres_schema: "paystream".into(),
         }
     }
 }
@@ -309,6 +314,8 @@ pub struct Pipeline {
     pub model: Arc<dyn FraudModel>,
     pub metrics: Arc<Metrics>,
     pub config: PipelineConfig,
+    /// Where decisions and postings are copied as records (PostgreSQL); `None`: only the log.
+    pub record_store: Option<std::sync::Mutex<Box<dyn paystream_storage::records::RecordStore>>>,
 }
 
 impl Pipeline {
@@ -343,6 +350,7 @@ impl Pipeline {
         }
         let workers_finished = AtomicBool::new(false);
         let mut indexed = Ok(());
+        let mut sunk = Ok(());
         let results: Vec<Result<RunReport, RuntimeError>> = std::thread::scope(|scope| {
             let (topics, model, stage, workers_finished) = (&topics, &model, stage.as_ref(), &workers_finished);
             let indexer = stage.map(|stage| {
@@ -356,6 +364,19 @@ impl Pipeline {
                         result
                     })
                     .expect("spawn terminal index thread")
+            });
+            let sink = self.record_store.as_ref().map(|store| {
+                std::thread::Builder::new()
+                    .name("paystream-record-sink".into())
+                    .spawn_scoped(scope, move || {
+                        let mut store = store.lock().expect("record store lock");
+                        let result = crate::sink::run_sink(self, topics, store.as_mut(), control, workers_finished);
+                        if result.is_err() {
+                            control.stop(); // a store that cannot keep up must not be silently skipped
+                        }
+                        result
+                    })
+                    .expect("spawn record sink thread")
             });
             let watcher = config.model_file.as_ref().map(|path| {
                 std::thread::Builder::new()
@@ -402,9 +423,13 @@ impl Pipeline {
             if let Some(watcher) = watcher {
                 let _ = watcher.join();
             }
+            if let Some(sink) = sink {
+                sunk = sink.join().unwrap_or_else(|panic| Err(RuntimeError::WorkerPanicked(format!("{panic:?}"))));
+            }
             results
         });
         indexed?;
+        sunk?;
         let mut report = RunReport::default();
         for result in results {
             let worker = result?;

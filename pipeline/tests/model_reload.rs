@@ -99,6 +99,7 @@ fn make_pipeline(dir: &Path, log: Arc<EmbeddedLog>, model: &Path, metrics: Arc<M
         model: Arc::new(load_model_file(model, 7 * DAY_MS).unwrap()),
         metrics,
         config: config(model),
+        record_store: None,
     }
 }
 

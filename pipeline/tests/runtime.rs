@@ -58,6 +58,7 @@ fn run(dir: &Path, log: Arc<EmbeddedLog>) {
         model: default_model(&OperatorConfig::default()),
         metrics: Arc::new(Metrics::new()),
         config: config(),
+        record_store: None,
     };
     pipeline.run(RunMode::UntilIdle, &RunControl::new(true)).unwrap();
 }

@@ -1,9 +1,13 @@
-//! State stores of paystream. Today: the embedded [`FileSnapshotStore`], which keeps
-//! each partition's operator-state snapshot as a checksummed file replaced atomically.
-//! Redis, ScyllaDB and PostgreSQL backends come behind traits in this crate.
+//! State and record stores of paystream: the embedded [`FileSnapshotStore`], which keeps
+//! each partition's operator-state snapshot as a checksummed file replaced atomically;
+//! record stores ([`records::RecordStore`]: decisions, postings, balances) in memory or
+//! on PostgreSQL ([`postgres::PostgresRecordStore`]). Redis and ScyllaDB come next.
 //!
 //! Invariant: a store never returns a snapshot that fails its checksum; a torn or
 //! corrupt file is an error, never silently an empty state.
+
+pub mod postgres;
+pub mod records;
 
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
@@ -22,6 +26,17 @@ pub enum StorageError {
     /// The caller's fault.
     #[error("invalid snapshot name {0:?}: use [a-zA-Z0-9._-]")]
     InvalidName(String),
+    #[error("invalid schema name {0:?}: use 1 to 63 of [a-z0-9_], not starting with a digit")]
+    InvalidSchema(String),
+    /// External: the database refused or failed.
+    #[error("PostgreSQL: {context}: {why}")]
+    Database { context: String, why: String },
+    /// Internal: records offered out of order (a gap or a partial overlap).
+    #[error("record store: {topic}/{partition}: {why}")]
+    Sequence { topic: String, partition: u32, why: String },
+    /// The record itself is invalid (it cannot come from the pipeline).
+    #[error("record store: invalid record: {0}")]
+    InvalidRecord(String),
 }
 
 /// A partition's operator state as of `changelog_offset`: the state equals replaying the
