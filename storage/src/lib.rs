@@ -6,6 +6,7 @@
 //! Invariant: a store never returns a snapshot that fails its checksum; a torn or
 //! corrupt file is an error, never silently an empty state.
 
+pub mod counters;
 pub mod postgres;
 pub mod records;
 
@@ -31,6 +32,9 @@ pub enum StorageError {
     /// External: the database refused or failed.
     #[error("PostgreSQL: {context}: {why}")]
     Database { context: String, why: String },
+    /// External: Redis refused or failed.
+    #[error("Redis: {context}: {why}")]
+    Redis { context: String, why: String },
     /// Internal: records offered out of order (a gap or a partial overlap).
     #[error("record store: {topic}/{partition}: {why}")]
     Sequence { topic: String, partition: u32, why: String },

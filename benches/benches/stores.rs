@@ -1,0 +1,65 @@
+//! Windowed counters: embedded vs Redis (batched: one pipelined round trip per batch).
+//! Needs Redis (`PAYSTREAM_BENCH_REDIS_URL`, default `redis://127.0.0.1:6379`).
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use paystream_storage::counters::{
+    CounterConfig, CounterEvent, MemoryCounters, RedisCounters, WindowQuery, WindowedCounters,
+};
+
+const BATCH: usize = 2_048;
+
+fn counters(c: &mut Criterion) {
+    let url = std::env::var("PAYSTREAM_BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let config = paystream_simulator::SimulatorConfig { days: 8, seed: 7, ..Default::default() };
+    let transactions = paystream_simulator::simulate(&config);
+    let events: Vec<(String, String, i64, i64)> = transactions
+        .iter()
+        .map(|t| {
+            (
+                t.transaction_id.to_string(),
+                format!("terminal:{}", t.terminal_id),
+                t.event_time_ms(&config),
+                t.amount_cents,
+            )
+        })
+        .collect();
+    let prefix = format!("psbench:{}", std::process::id());
+    let mut stores: Vec<(&str, Box<dyn WindowedCounters>)> = vec![
+        ("memory", Box::new(MemoryCounters::new(CounterConfig::default()).expect("config"))),
+        ("redis", Box::new(RedisCounters::connect(&url, &prefix, CounterConfig::default()).expect("Redis is running"))),
+    ];
+    let mut group = c.benchmark_group("counters");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    for (name, store) in stores.iter_mut() {
+        let mut next = 0usize;
+        group.bench_function(format!("{name}/add_2048"), |b| {
+            b.iter(|| {
+                let batch: Vec<CounterEvent<'_>> = (0..BATCH)
+                    .map(|i| {
+                        let (id, entity, t, amount) = &events[(next + i) % events.len()];
+                        CounterEvent { entity, event_id: id, event_time_ms: *t, amount_minor: *amount }
+                    })
+                    .collect();
+                next += BATCH;
+                store.add(&batch).expect("add")
+            })
+        });
+        // One day (24 hourly buckets) per query, as a velocity feature would ask.
+        group.bench_function(format!("{name}/window_24h_2048"), |b| {
+            b.iter(|| {
+                let queries: Vec<WindowQuery<'_>> = (0..BATCH)
+                    .map(|i| {
+                        let (_, entity, t, _) = &events[(next + i * 7) % events.len()];
+                        WindowQuery { entity, at_ms: *t, buckets: 24 }
+                    })
+                    .collect();
+                next += BATCH;
+                store.windows(&queries).expect("windows").len()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, counters);
+criterion_main!(benches);

@@ -1,0 +1,283 @@
+//! Windowed counters for entities shared by every partition (terminal, merchant,
+//! device): per entity and time bucket, the number of events and their amount — in
+//! memory ([`MemoryCounters`], the embedded default) or in Redis ([`RedisCounters`]),
+//! where several paystream processes share them.
+//!
+//! **Idempotent under replay.** Each bucket remembers the ids of the events it counted;
+//! an event counted before (a replay after a crash, a retry) changes nothing. In Redis
+//! one Lua script does the check and both increments atomically.
+//!
+//! **Redis key schema** (`<p>` = configurable prefix, `<e>` = xxh3-64 of the entity id
+//! in hex, `<b>` = bucket number = event time ÷ bucket length):
+//! - `<p>:c:{<e>}:<b>` — hash, fields `n` (events) and `s` (amount, minor units);
+//! - `<p>:e:{<e>}:<b>` — set of the event ids counted in the bucket.
+//!
+//! The `{<e>}` hash tag puts all keys of one entity in one Redis Cluster slot, so each
+//! script touches one slot. Every write refreshes a TTL of `retention_ms` on the keys it
+//! touches: memory is bounded by what was written in the last retention period (wall
+//! clock). A batch of adds is one pipelined round trip; a batch of window queries is
+//! another.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::StorageError;
+
+/// Bucket length and how long buckets are kept.
+#[derive(Clone, Copy, Debug)]
+pub struct CounterConfig {
+    pub bucket_ms: i64,
+    pub retention_ms: i64,
+}
+
+impl Default for CounterConfig {
+    /// Hourly buckets kept 8 days: windows up to a week, plus slack.
+    fn default() -> Self {
+        CounterConfig { bucket_ms: 3_600_000, retention_ms: 8 * 86_400_000 }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct CounterEvent<'a> {
+    /// Entity id, e.g. `terminal:T1`.
+    pub entity: &'a str,
+    /// Unique per event (e.g. the payment id): counted once.
+    pub event_id: &'a str,
+    pub event_time_ms: i64,
+    pub amount_minor: i64,
+}
+
+/// The window of `buckets` buckets ending with (and including) the one holding `at_ms`.
+#[derive(Clone, Copy, Debug)]
+pub struct WindowQuery<'a> {
+    pub entity: &'a str,
+    pub at_ms: i64,
+    pub buckets: u32,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WindowTotals {
+    pub count: u64,
+    pub sum_minor: i64,
+}
+
+pub trait WindowedCounters: Send {
+    /// Counts events not counted before; returns how many were new.
+    fn add(&mut self, events: &[CounterEvent<'_>]) -> Result<u64, StorageError>;
+    /// Totals of each queried window, in order.
+    fn windows(&mut self, queries: &[WindowQuery<'_>]) -> Result<Vec<WindowTotals>, StorageError>;
+}
+
+fn check(config: &CounterConfig) -> Result<(), StorageError> {
+    if config.bucket_ms <= 0 || config.retention_ms < config.bucket_ms {
+        return Err(StorageError::InvalidRecord("counters need bucket_ms > 0 and retention_ms >= bucket_ms".into()));
+    }
+    Ok(())
+}
+
+fn add_totals(totals: &mut WindowTotals, count: u64, sum_minor: i64) -> Result<(), StorageError> {
+    totals.count += count;
+    totals.sum_minor = totals
+        .sum_minor
+        .checked_add(sum_minor)
+        .ok_or_else(|| StorageError::InvalidRecord("window sum overflows i64".into()))?;
+    Ok(())
+}
+
+#[derive(Default, Debug)]
+struct Bucket {
+    count: u64,
+    sum_minor: i64,
+    events: HashSet<String>,
+}
+
+/// The embedded counters. Buckets older than the newest event by more than the
+/// retention are dropped (event time: there is no wall clock in here).
+#[derive(Debug)]
+pub struct MemoryCounters {
+    config: CounterConfig,
+    entities: HashMap<String, BTreeMap<i64, Bucket>>,
+    newest_ms: i64,
+}
+
+impl MemoryCounters {
+    pub fn new(config: CounterConfig) -> Result<MemoryCounters, StorageError> {
+        check(&config)?;
+        Ok(MemoryCounters { config, entities: HashMap::new(), newest_ms: i64::MIN })
+    }
+}
+
+impl WindowedCounters for MemoryCounters {
+    fn add(&mut self, events: &[CounterEvent<'_>]) -> Result<u64, StorageError> {
+        let mut new = 0;
+        for event in events {
+            let bucket = self
+                .entities
+                .entry(event.entity.to_string())
+                .or_default()
+                .entry(event.event_time_ms.div_euclid(self.config.bucket_ms))
+                .or_default();
+            if bucket.events.insert(event.event_id.to_string()) {
+                bucket.count += 1;
+                bucket.sum_minor = bucket
+                    .sum_minor
+                    .checked_add(event.amount_minor)
+                    .ok_or_else(|| StorageError::InvalidRecord("bucket sum overflows i64".into()))?;
+                new += 1;
+            }
+            self.newest_ms = self.newest_ms.max(event.event_time_ms);
+        }
+        let oldest_kept = self.newest_ms.saturating_sub(self.config.retention_ms).div_euclid(self.config.bucket_ms);
+        self.entities.retain(|_, buckets| {
+            buckets.retain(|b, _| *b >= oldest_kept);
+            !buckets.is_empty()
+        });
+        Ok(new)
+    }
+
+    fn windows(&mut self, queries: &[WindowQuery<'_>]) -> Result<Vec<WindowTotals>, StorageError> {
+        queries
+            .iter()
+            .map(|q| {
+                let mut totals = WindowTotals::default();
+                if let Some(buckets) = self.entities.get(q.entity) {
+                    let last = q.at_ms.div_euclid(self.config.bucket_ms);
+                    for (_, bucket) in buckets.range(last - i64::from(q.buckets) + 1..=last) {
+                        add_totals(&mut totals, bucket.count, bucket.sum_minor)?;
+                    }
+                }
+                Ok(totals)
+            })
+            .collect()
+    }
+}
+
+const ADD_SCRIPT: &str = r"
+-- KEYS[1]: bucket hash, KEYS[2]: the bucket's event ids; ARGV: event id, amount, ttl (s)
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then
+  return 0
+end
+redis.call('HINCRBY', KEYS[1], 'n', 1)
+redis.call('HINCRBY', KEYS[1], 's', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1
+";
+
+/// Raw counts and sums (strings, summed exactly on the client: Lua numbers are doubles).
+const WINDOW_SCRIPT: &str = r"
+local out = {}
+for i, key in ipairs(KEYS) do
+  local v = redis.call('HMGET', key, 'n', 's')
+  out[2 * i - 1] = v[1] or '0'
+  out[2 * i] = v[2] or '0'
+end
+return out
+";
+
+/// Windowed counters in Redis (standalone, or one node of a cluster per slot).
+pub struct RedisCounters {
+    config: CounterConfig,
+    prefix: String,
+    connection: redis::Connection,
+    add: redis::Script,
+    window: redis::Script,
+}
+
+fn redis_error(context: &str) -> impl FnOnce(redis::RedisError) -> StorageError + '_ {
+    move |e| StorageError::Redis { context: context.to_string(), why: e.to_string() }
+}
+
+impl RedisCounters {
+    /// Connects to `url` (e.g. `redis://127.0.0.1:6379`) and loads the scripts; keys
+    /// start with `prefix`.
+    pub fn connect(url: &str, prefix: &str, config: CounterConfig) -> Result<RedisCounters, StorageError> {
+        check(&config)?;
+        let client = redis::Client::open(url).map_err(redis_error("parse the Redis URL"))?;
+        let mut connection = client.get_connection().map_err(redis_error("connect to Redis"))?;
+        let (add, window) = (redis::Script::new(ADD_SCRIPT), redis::Script::new(WINDOW_SCRIPT));
+        for script in [&add, &window] {
+            script.prepare_invoke().load(&mut connection).map_err(redis_error("load a script"))?;
+        }
+        Ok(RedisCounters { config, prefix: prefix.to_string(), connection, add, window })
+    }
+
+    fn tag(entity: &str) -> String {
+        format!("{:016x}", xxhash_rust::xxh3::xxh3_64(entity.as_bytes()))
+    }
+
+    /// The key of an entity's bucket: `<prefix>:<kind>:{<entity hash>}:<bucket>`.
+    pub fn key(&self, kind: char, entity: &str, bucket: i64) -> String {
+        format!("{}:{kind}:{{{}}}:{bucket}", self.prefix, Self::tag(entity))
+    }
+
+    /// Runs a pipeline, reloading the scripts once if Redis lost them (a restart).
+    fn query_pipeline<T: redis::FromRedisValue>(
+        &mut self,
+        pipe: &redis::Pipeline,
+        what: &str,
+    ) -> Result<T, StorageError> {
+        match pipe.query::<T>(&mut self.connection) {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                for script in [&self.add, &self.window] {
+                    script.prepare_invoke().load(&mut self.connection).map_err(redis_error("reload a script"))?;
+                }
+                pipe.query::<T>(&mut self.connection).map_err(redis_error(what))
+            }
+            other => other.map_err(redis_error(what)),
+        }
+    }
+}
+
+impl WindowedCounters for RedisCounters {
+    fn add(&mut self, events: &[CounterEvent<'_>]) -> Result<u64, StorageError> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let ttl_s = (self.config.retention_ms / 1_000).max(1);
+        let mut pipe = redis::pipe();
+        for event in events {
+            let bucket = event.event_time_ms.div_euclid(self.config.bucket_ms);
+            pipe.invoke_script(
+                self.add
+                    .key(self.key('c', event.entity, bucket))
+                    .key(self.key('e', event.entity, bucket))
+                    .arg(event.event_id)
+                    .arg(event.amount_minor)
+                    .arg(ttl_s),
+            );
+        }
+        let added: Vec<u64> = self.query_pipeline(&pipe, "add events")?;
+        Ok(added.iter().sum())
+    }
+
+    fn windows(&mut self, queries: &[WindowQuery<'_>]) -> Result<Vec<WindowTotals>, StorageError> {
+        if queries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for q in queries {
+            let last = q.at_ms.div_euclid(self.config.bucket_ms);
+            let mut invocation = self.window.key(self.key('c', q.entity, last));
+            for bucket in last - i64::from(q.buckets) + 1..last {
+                invocation.key(self.key('c', q.entity, bucket));
+            }
+            pipe.invoke_script(&invocation);
+        }
+        let raw: Vec<Vec<String>> = self.query_pipeline(&pipe, "query windows")?;
+        raw.iter()
+            .map(|values| {
+                let mut totals = WindowTotals::default();
+                for pair in values.chunks(2) {
+                    let parse = |s: &String| {
+                        s.parse::<i64>().map_err(|e| StorageError::Redis {
+                            context: "read a bucket".into(),
+                            why: format!("{s:?}: {e}"),
+                        })
+                    };
+                    add_totals(&mut totals, parse(&pair[0])? as u64, parse(&pair[1])?)?;
+                }
+                Ok(totals)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,141 @@
+//! Windowed counters: the embedded store and Redis (this machine's server;
+//! `PAYSTREAM_TEST_REDIS_URL` overrides `redis://127.0.0.1:6379`) give the same windows
+//! on the same events, and a replayed event never counts twice.
+
+use paystream_storage::counters::{
+    CounterConfig, CounterEvent, MemoryCounters, RedisCounters, WindowQuery, WindowTotals, WindowedCounters,
+};
+
+const HOUR: i64 = 3_600_000;
+const START: i64 = 1_522_540_800_000;
+
+fn redis_url() -> String {
+    std::env::var("PAYSTREAM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn redis(test: &str) -> RedisCounters {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let prefix = format!("pstest:{test}:{}:{nanos}", std::process::id());
+    RedisCounters::connect(&redis_url(), &prefix, CounterConfig::default())
+        .unwrap_or_else(|e| panic!("Redis must be running for these tests ({}): {e}", redis_url()))
+}
+
+fn stores(test: &str) -> Vec<(&'static str, Box<dyn WindowedCounters>)> {
+    vec![("memory", Box::new(MemoryCounters::new(CounterConfig::default()).unwrap())), ("redis", Box::new(redis(test)))]
+}
+
+#[test]
+fn windows_by_hand_and_replays_count_once() {
+    for (name, mut store) in stores("hand") {
+        let e = |id: &'static str, entity: &'static str, hours: i64, cents: i64| CounterEvent {
+            entity,
+            event_id: id,
+            event_time_ms: START + hours * HOUR + 5 * 60_000,
+            amount_minor: cents,
+        };
+        let events = [
+            e("a", "terminal:1", 0, 100),
+            e("b", "terminal:1", 1, 250),
+            e("c", "terminal:1", 30, 5),
+            e("d", "terminal:2", 1, 7),
+        ];
+        assert_eq!(store.add(&events).unwrap(), 4, "{name}");
+        // A replay of the whole batch, and a retry inside a batch: nothing new.
+        assert_eq!(store.add(&events).unwrap(), 0, "{name}");
+        assert_eq!(store.add(&[e("e", "terminal:1", 1, 1), e("e", "terminal:1", 1, 1)]).unwrap(), 1, "{name}");
+        let q = |entity, hours: i64, buckets| WindowQuery { entity, at_ms: START + hours * HOUR, buckets };
+        let windows = store
+            .windows(&[
+                q("terminal:1", 1, 1),
+                q("terminal:1", 1, 24),
+                q("terminal:1", 30, 24),
+                q("terminal:1", 30, 31),
+                q("terminal:3", 1, 24),
+            ])
+            .unwrap();
+        assert_eq!(
+            windows,
+            vec![
+                WindowTotals { count: 2, sum_minor: 251 }, // hour 1: b, e
+                WindowTotals { count: 3, sum_minor: 351 }, // hours 0-1
+                WindowTotals { count: 1, sum_minor: 5 },   // hours 7-30
+                WindowTotals { count: 4, sum_minor: 356 }, // hours 0-30
+                WindowTotals::default(),                   // unknown entity
+            ],
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn redis_agrees_with_the_embedded_counters_on_random_batches_with_replays() {
+    let mut stores = stores("agree");
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let entities = ["terminal:1", "terminal:2", "merchant:M{weird}", "device:d-9", "terminal:ünï"];
+    let mut all: Vec<(String, &str, i64, i64)> = Vec::new();
+    for _ in 0..40 {
+        let size = 1 + next() % 200;
+        let mut batch: Vec<(String, &str, i64, i64)> = (0..size)
+            .map(|_| {
+                let id = format!("p{}", next() % 3_000); // ids repeat: retries and replays
+                let entity = entities[(next() % entities.len() as u64) as usize];
+                let time = START + (next() % (7 * 24 * HOUR as u64)) as i64;
+                (id, entity, time, 1 + (next() % 100_000) as i64)
+            })
+            .collect();
+        // Replays are the same event: same id, entity, time and amount.
+        batch.iter_mut().for_each(|e| {
+            if let Some(earlier) = all.iter().find(|(id, ..)| *id == e.0) {
+                *e = earlier.clone();
+            }
+        });
+        if next() % 4 == 0 && !all.is_empty() {
+            batch.extend(all.iter().take(50).cloned()); // a replay after a crash
+        }
+        let events: Vec<CounterEvent<'_>> = batch
+            .iter()
+            .map(|(id, entity, t, amount)| CounterEvent {
+                entity,
+                event_id: id,
+                event_time_ms: *t,
+                amount_minor: *amount,
+            })
+            .collect();
+        let added: Vec<u64> = stores.iter_mut().map(|(_, s)| s.add(&events).unwrap()).collect();
+        assert_eq!(added[0], added[1], "both count the same events as new");
+        all.extend(batch.iter().cloned());
+    }
+    let queries: Vec<WindowQuery<'_>> = (0..300)
+        .map(|_| WindowQuery {
+            entity: entities[(next() % entities.len() as u64) as usize],
+            at_ms: START + (next() % (8 * 24 * HOUR as u64)) as i64,
+            buckets: [1, 6, 24, 168][(next() % 4) as usize],
+        })
+        .collect();
+    let memory = stores[0].1.windows(&queries).unwrap();
+    let redis = stores[1].1.windows(&queries).unwrap();
+    assert_eq!(memory, redis);
+    assert!(memory.iter().filter(|w| w.count > 0).count() > 100, "the queries hit data");
+}
+
+#[test]
+fn redis_keys_share_a_slot_per_entity_and_expire() {
+    let mut store = redis("keys");
+    let event = CounterEvent { entity: "terminal:{x}", event_id: "p1", event_time_ms: START, amount_minor: 5 };
+    store.add(&[event]).unwrap();
+    let key = store.key('c', "terminal:{x}", START / HOUR);
+    let tag = &key[key.find('{').unwrap()..=key.find('}').unwrap()];
+    assert_eq!(tag.len(), 18, "a hash tag of the entity's 64-bit hash, whatever its id: {key}");
+    assert_eq!(store.key('e', "terminal:{x}", 0).matches(tag).count(), 1, "ids and counters share the slot");
+    let mut connection = redis::Client::open(redis_url()).unwrap().get_connection().unwrap();
+    let ttl: i64 = redis::cmd("TTL").arg(&key).query(&mut connection).unwrap();
+    assert!(ttl > 7 * 86_400 && ttl <= 8 * 86_400, "ttl {ttl}");
+    let ttl: i64 = redis::cmd("TTL").arg(store.key('e', "terminal:{x}", START / HOUR)).query(&mut connection).unwrap();
+    assert!(ttl > 0, "the id set expires too");
+}
