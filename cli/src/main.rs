@@ -145,6 +145,11 @@ pub struct PipelineArgs {
     /// PostgreSQL schema for those tables (created and migrated if missing).
     #[arg(long, env = "PAYSTREAM_POSTGRES_SCHEMA", default_value = "paystream")]
     pub postgres_schema: String,
+    /// Payments older than their partition's newest by more than the allowed lateness
+    /// (one hour): `review` (never approved automatically; reason
+    /// late_event_features_inexact) or `score` (decided like any other).
+    #[arg(long, env = "PAYSTREAM_LATE_PAYMENTS", default_value = "review", value_parser = ["review", "score"])]
+    pub late_payments: String,
     /// Scores at or above this are decided `review`.
     #[arg(long, env = "PAYSTREAM_REVIEW_SCORE_MIN", default_value_t = 0.5)]
     pub review_score_min: f32,
@@ -167,6 +172,10 @@ impl PipelineArgs {
         config.postgres_url = self.postgres_url.clone();
         config.postgres_schema = self.postgres_schema.clone();
         config.operators.review_score_min = self.review_score_min;
+        config.operators.late_payments = match self.late_payments.as_str() {
+            "score" => paystream_operators::LatePaymentPolicy::Score,
+            _ => paystream_operators::LatePaymentPolicy::Review,
+        };
         config.operators.decline_score_min = self.decline_score_min;
         config
     }

@@ -64,9 +64,26 @@ pub struct OperatorConfig {
     /// must equal the delay a loaded model was trained with.
     pub label_delay_ms: i64,
     /// A payment up to this much older than its partition's newest still gets exact
-    /// features; older ones are counted (`late_feature_payments`).
+    /// features; older ones are counted (`late_feature_payments`) and decided by
+    /// `late_payments`.
     pub feature_allowed_lateness_ms: i64,
+    pub late_payments: LatePaymentPolicy,
 }
+
+/// What happens to a payment later than the allowed lateness (its features may miss
+/// events or include later ones).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LatePaymentPolicy {
+    /// Decided by its score like any other (still counted).
+    Score,
+    /// At least `review`, with the reason [`LATE_PAYMENT_REASON`] first.
+    #[default]
+    Review,
+}
+
+/// Reason code of a payment sent to review because it was too late for exact features.
+pub const LATE_PAYMENT_REASON: &str = "late_event_features_inexact";
 
 impl Default for OperatorConfig {
     fn default() -> Self {
@@ -81,6 +98,7 @@ impl Default for OperatorConfig {
             rules: RuleModelConfig::default(),
             label_delay_ms: 7 * MILLIS_PER_DAY,
             feature_allowed_lateness_ms: 3_600_000,
+            late_payments: LatePaymentPolicy::default(),
         }
     }
 }
@@ -229,6 +247,8 @@ impl TerminalView<'_> {
 /// A payment between feature computation and decision.
 struct Pending {
     payment: Payment,
+    /// Later than the allowed lateness.
+    late: bool,
 }
 
 /// The operator chain of one input partition and its state.
@@ -242,6 +262,8 @@ pub struct PartitionProcessor {
     pending: Vec<Pending>,
     rows: Vec<FeatureRow>,
     scores: Vec<Score>,
+    /// Newest event time among the payments of this batch featurized so far.
+    batch_newest_ms: i64,
 }
 
 pub fn default_model(config: &OperatorConfig) -> Arc<dyn FraudModel> {
@@ -260,6 +282,7 @@ impl PartitionProcessor {
             pending: Vec::new(),
             rows: Vec::new(),
             scores: Vec::new(),
+            batch_newest_ms: i64::MIN,
         }
     }
 
@@ -327,6 +350,7 @@ impl PartitionProcessor {
         let mut consumed = records.len();
         self.pending.clear();
         self.rows.clear();
+        self.batch_newest_ms = watermark_before;
         for (i, record) in records.iter().enumerate() {
             let parsed = Payment::from_json(record.value);
             if wait_for_terminals && parsed.as_ref().is_ok_and(|p| p.event_time_ms > terminals.complete_through_ms) {
@@ -347,8 +371,18 @@ impl PartitionProcessor {
         let pending = std::mem::take(&mut self.pending);
         for (index, item) in pending.into_iter().enumerate() {
             max_event_time_ms = max_event_time_ms.max(item.payment.event_time_ms);
-            let score = self.scores[index];
-            self.decide_and_post(item.payment, &score, out);
+            let mut score = self.scores[index];
+            let review = item.late && self.config.late_payments == LatePaymentPolicy::Review;
+            if review {
+                // The model's score stays; the late reason comes first.
+                let mut late = Score::new(score.value);
+                late.push_reason(LATE_PAYMENT_REASON);
+                for reason in score.reasons() {
+                    late.push_reason(reason);
+                }
+                score = late;
+            }
+            self.decide_and_post(item.payment, &score, review, out);
         }
         if max_event_time_ms > watermark_before {
             let applied = self.apply(StateOp::Watermark { max_event_time_ms }, out);
@@ -413,9 +447,10 @@ impl PartitionProcessor {
         out.counters.count(OperatorId::Features).records_in += 1;
         let amount_minor = payment.amount.minor_units();
         let t = payment.event_time_ms;
-        if t < self.state.max_event_time_ms.saturating_sub(self.config.feature_allowed_lateness_ms) {
-            out.counters.late_feature_payments += 1;
-        }
+        // Late relative to everything before it, earlier payments of this batch included.
+        let late = t < self.batch_newest_ms.saturating_sub(self.config.feature_allowed_lateness_ms);
+        self.batch_newest_ms = self.batch_newest_ms.max(t);
+        out.counters.late_feature_payments += u64::from(late);
         let customer_hash = key_hash(&payment.payer_account_id);
         // Payments without a terminal (account transfers, online) share one "no terminal" key.
         let terminal_hash = key_hash(payment.terminal_id().unwrap_or(""));
@@ -438,13 +473,17 @@ impl PartitionProcessor {
         );
         out.counters.count(OperatorId::Features).records_out += 1;
         self.rows.push(row);
-        self.pending.push(Pending { payment });
+        self.pending.push(Pending { payment, late });
     }
 
     /// Decide, ledger, settlement, decision record.
-    fn decide_and_post(&mut self, payment: Payment, score: &Score, out: &mut OutputBatch) {
+    /// `at_least_review`: the payment may not be approved (too late for exact features).
+    fn decide_and_post(&mut self, payment: Payment, score: &Score, at_least_review: bool, out: &mut OutputBatch) {
         out.counters.count(OperatorId::Decide).records_in += 1;
-        let outcome = self.decide(score);
+        let outcome = match self.decide(score) {
+            Outcome::Approve if at_least_review => Outcome::Review,
+            outcome => outcome,
+        };
         out.counters.outcomes[outcome as usize] += 1;
         out.counters.count(OperatorId::Decide).records_out += 1;
 

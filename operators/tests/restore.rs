@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use paystream_operators::state::decode_ops;
-use paystream_operators::{InputRecord, OperatorConfig, OutputBatch, PartitionProcessor, TerminalView, default_model};
+use paystream_operators::{
+    InputRecord, LATE_PAYMENT_REASON, LatePaymentPolicy, OperatorConfig, OutputBatch, PartitionProcessor, TerminalView,
+    default_model,
+};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -168,5 +171,31 @@ fn each_input_is_decided_retried_or_dead_lettered() {
     assert_eq!(out.ledger.len(), 2);
     for transaction in &out.ledger {
         assert_eq!(transaction.postings.iter().map(|p| p.signed_minor_units()).sum::<i64>(), 0);
+    }
+}
+
+#[test]
+fn payments_too_late_for_exact_features_go_to_review_unless_configured_otherwise() {
+    let e = |id: u32, minute: u32| Event { id, payer: 1, merchant: 1, cents: 100, minute, kind: 0 };
+    // p3 is 4 hours older than p2: beyond the default hour of allowed lateness; p4 is
+    // 30 minutes late: within it.
+    let events = vec![e(1, 0), e(2, 300), e(3, 60), e(4, 270)];
+    let records = records(&events);
+    let inputs: Vec<InputRecord<'_>> =
+        records.iter().enumerate().map(|(i, r)| InputRecord { offset: i as u64, key: b"", value: r }).collect();
+    for (policy, expected) in [(LatePaymentPolicy::Review, "review"), (LatePaymentPolicy::Score, "approve")] {
+        let config = Arc::new(OperatorConfig { late_payments: policy, ..OperatorConfig::default() });
+        let mut processor = PartitionProcessor::new(config.clone(), default_model(&config), 0);
+        let mut out = OutputBatch::default();
+        processor.process_batch("payments", &inputs, TerminalView::NONE, &mut out);
+        let outcome = |id: &str| out.decisions.iter().find(|d| d.payment_id == id).unwrap();
+        assert_eq!(out.counters.late_feature_payments, 1, "{policy:?}");
+        assert_eq!(serde_json::to_value(outcome("p3").outcome).unwrap(), expected, "{policy:?}");
+        assert_eq!(serde_json::to_value(outcome("p4").outcome).unwrap(), "approve", "{policy:?}");
+        if policy == LatePaymentPolicy::Review {
+            assert_eq!(outcome("p3").reasons[0], LATE_PAYMENT_REASON);
+            assert_eq!(outcome("p3").score, 0.0, "the model's score is kept");
+            assert!(out.ledger.iter().all(|t| t.payment_id != "p3"), "a payment in review moves no money");
+        }
     }
 }
