@@ -130,7 +130,7 @@ fn fraud_features_and_models(c: &mut Criterion) {
                 let time = t.event_time_ms(self.config) + self.shift_ms;
                 rows.push(self.state.observe_payment(id, customer, terminal, time, t.amount_cents));
                 self.next += 1;
-                if self.next % EXPIRY_EVENTS == 0 {
+                if self.next.is_multiple_of(EXPIRY_EVENTS) {
                     self.state.expire_idle(time);
                 }
                 if self.next == self.transactions.len() {

@@ -389,6 +389,8 @@ impl CompiledTrees {
                 let mut node = 0usize;
                 for _ in 0..self.depth {
                     let feature = features[node] as usize;
+                    // `!(x <= t)`, not `x > t`: a NaN goes right, as in `explain_row`.
+                    #[allow(clippy::neg_cmp_op_on_partial_ord)]
                     let right = !(row[feature] <= thresholds[node]);
                     let child = 2 * node + 1 + usize::from(right);
                     contribution[feature] += values[child] - values[node];

@@ -147,7 +147,7 @@ impl RuleModel {
             return Score::new(0.0);
         }
         // Strongest first; stable for equal points.
-        hits.sort_by(|a, b| b.0.cmp(&a.0));
+        hits.sort_by_key(|hit| std::cmp::Reverse(hit.0));
         let mut score = Score::new(points as f32 / POINTS_MAX as f32);
         for reason in hits.iter().filter_map(|(_, r)| *r) {
             score.push_reason(reason.as_str());

@@ -6,7 +6,7 @@
 //! features, a different label delay) is refused with a log line and a metric, and the
 //! running model stays — a bad deploy never stops scoring.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -63,7 +63,7 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 
 /// Polls `path` every `poll` until `finished`, swapping in each new version that loads.
 pub(crate) fn watch_model_file(
-    path: &PathBuf,
+    path: &Path,
     label_delay_ms: i64,
     poll: Duration,
     handle: &ModelHandle,

@@ -303,10 +303,10 @@ pub(crate) fn run_indexer(
         pipeline.metrics.terminal_read_through_ms.set(read_through_ms.unwrap_or(0).max(0));
 
         rounds += 1;
-        if rounds.is_multiple_of(EXPIRY_INTERVAL_ROUNDS) {
-            if let Some(slowest) = stage.slowest_payer_ms() {
-                stage.index.write().expect("terminal index lock").expire(slowest.saturating_sub(horizon_slack_ms));
-            }
+        if rounds.is_multiple_of(EXPIRY_INTERVAL_ROUNDS)
+            && let Some(slowest) = stage.slowest_payer_ms()
+        {
+            stage.index.write().expect("terminal index lock").expire(slowest.saturating_sub(horizon_slack_ms));
         }
         let (_, indexed, pending) = stage.read().sizes();
         pipeline.metrics.terminal_index_payments.set(indexed as i64);
