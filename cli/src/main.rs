@@ -9,6 +9,7 @@ mod bench;
 mod demo;
 mod inspect;
 mod publish;
+mod store;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -59,6 +60,8 @@ enum Command {
     /// Replay a handbook-layout CSV through the feature operator, train a model and write
     /// a versioned model file.
     Train(backtest::TrainArgs),
+    /// The PostgreSQL record store: migrate, read balances and decisions.
+    Store(store::StoreArgs),
 }
 
 #[derive(Args, Clone, Debug)]
@@ -319,6 +322,7 @@ fn run_command(command: Command) -> Result<()> {
         Command::Bench(args) => bench::bench(args),
         Command::Backtest(args) => backtest::backtest(args),
         Command::Train(args) => backtest::train(args),
+        Command::Store(args) => store::store(args),
         Command::Run(args) => run(args),
         Command::Generate(args) => generate(args),
         Command::Replay(args) => replay(args),

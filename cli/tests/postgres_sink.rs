@@ -127,5 +127,21 @@ fn decisions_and_postings_reach_postgres_exactly_once_through_crashes() {
         assert_eq!(stored.outcome, v["outcome"].as_str().unwrap());
         assert_eq!(stored.payer_account_id, v["payer_account_id"].as_str().unwrap());
     }
+    // The same answers from the command line.
+    let cli = |args: &[&str]| {
+        paystream().args(["store", "--postgres-url", &url, "--postgres-schema", &schema]).args(args).output().unwrap()
+    };
+    let ((account, currency), balance) = balances.iter().next().unwrap();
+    let output = cli(&["balance", account, "--currency", currency]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), balance.to_string());
+    let first = &dump(data, "decisions")[0]["value"];
+    let output = cli(&["decision", first["payment_id"].as_str().unwrap()]);
+    let stored: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(stored["outcome"], first["outcome"]);
+    let missing = cli(&["decision", "no-such-payment"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no decision for payment"));
+    assert!(cli(&["migrate"]).status.success());
     store.drop_schema().unwrap();
 }

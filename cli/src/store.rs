@@ -1,0 +1,68 @@
+//! `paystream store`: the PostgreSQL record store from the command line — create or
+//! migrate its schema, read an account's balance or a payment's decision.
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use paystream_storage::postgres::PostgresRecordStore;
+use paystream_storage::records::RecordStore;
+
+#[derive(Args)]
+pub struct StoreArgs {
+    /// PostgreSQL URL, e.g. postgres://user@host:5432/db.
+    #[arg(long, env = "PAYSTREAM_POSTGRES_URL")]
+    postgres_url: String,
+    #[arg(long, env = "PAYSTREAM_POSTGRES_SCHEMA", default_value = "paystream")]
+    postgres_schema: String,
+    #[command(subcommand)]
+    command: StoreCommand,
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Create the schema if missing and apply pending migrations (run does this too).
+    Migrate,
+    /// An account's balance (debits − credits) in one currency, minor units.
+    Balance {
+        account_id: String,
+        #[arg(long, default_value = "EUR")]
+        currency: String,
+    },
+    /// A payment's stored decision, as JSON.
+    Decision { payment_id: String },
+}
+
+pub fn store(args: StoreArgs) -> Result<()> {
+    let mut store = PostgresRecordStore::connect(&args.postgres_url, &args.postgres_schema)
+        .with_context(|| format!("record store: PostgreSQL schema {}", args.postgres_schema))?;
+    match args.command {
+        StoreCommand::Migrate => {
+            let totals = store.totals()?;
+            println!(
+                "schema {} is migrated: {} decisions, {} postings",
+                args.postgres_schema, totals.decisions, totals.postings
+            );
+        }
+        StoreCommand::Balance { account_id, currency } => {
+            println!("{}", store.balance_minor(&account_id, &currency)?);
+        }
+        StoreCommand::Decision { payment_id } => match store.decision(&payment_id)? {
+            Some(d) => println!(
+                "{}",
+                serde_json::json!({
+                    "payment_id": d.payment_id,
+                    "payer_account_id": d.payer_account_id,
+                    "merchant_id": d.merchant_id,
+                    "amount_minor": d.amount_minor,
+                    "currency": d.currency,
+                    "event_time": paystream_domain::time::format_rfc3339_ms(d.event_time_ms),
+                    "outcome": d.outcome,
+                    "score": d.score,
+                    "reasons": d.reasons,
+                    "model_version": d.model_version,
+                })
+            ),
+            None => anyhow::bail!("no decision for payment {payment_id:?} in schema {}", args.postgres_schema),
+        },
+    }
+    Ok(())
+}
