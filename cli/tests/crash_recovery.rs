@@ -145,28 +145,32 @@ fn run_serves_prometheus_metrics() {
             break url.trim_end_matches("/metrics").to_string();
         }
     };
+    let expected = [
+        "paystream_operator_records_total{kind=\"in\",operator=\"validate\"}",
+        "paystream_batch_seconds_bucket",
+        "paystream_event_to_decision_seconds_bucket",
+        "paystream_lag_records{partition=\"0\",topic=\"payments\"}",
+        "paystream_dead_letters_total{reason=\"malformed_json\"}",
+    ];
+    // Workers start independently (each sets its partitions' lag once it has restored
+    // them): poll until every expected series is there, or time out saying which is not.
     let started = Instant::now();
-    let body = loop {
+    loop {
         let mut stream = std::net::TcpStream::connect(&address).unwrap();
         stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         let decided = response.contains("paystream_decisions_total{outcome=\"approve\"} ")
             && !response.contains("paystream_decisions_total{outcome=\"approve\"} 0\n");
-        if decided && response.contains("paystream_lag_records{") {
-            break response;
+        let missing: Vec<&str> = expected.iter().copied().filter(|m| !response.contains(m)).collect();
+        if decided && missing.is_empty() {
+            break;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "no decisions counted: {response}");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "decisions counted: {decided}; missing {missing:?} in {response}"
+        );
         std::thread::sleep(Duration::from_millis(50));
-    };
-    for metric in [
-        "paystream_operator_records_total{kind=\"in\",operator=\"validate\"}",
-        "paystream_batch_seconds_bucket",
-        "paystream_event_to_decision_seconds_bucket",
-        "paystream_lag_records{partition=\"0\",topic=\"payments\"}",
-        "paystream_dead_letters_total{reason=\"malformed_json\"}",
-    ] {
-        assert!(body.contains(metric), "missing {metric} in {body}");
     }
     // SAFETY: see above.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
