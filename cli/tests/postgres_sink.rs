@@ -51,7 +51,7 @@ fn decisions_and_postings_reach_postgres_exactly_once_through_crashes() {
     let url = postgres_url();
     run_ok(
         data,
-        &["generate", "--customers", "300", "--terminals", "600", "--days", "20", "--seed", "4", "--partitions", "3"],
+        &["generate", "--customers", "300", "--terminals", "600", "--days", "40", "--seed", "4", "--partitions", "3"],
     );
     let total = dump(data, "payments").len();
     let mut store = PostgresRecordStore::connect(&url, &schema)
@@ -74,7 +74,7 @@ fn decisions_and_postings_reach_postgres_exactly_once_through_crashes() {
     }
     // The database drops the sink's connection mid-run (as a restart or failover
     // would): the pipeline goes on, the sink reconnects and resumes where it stood.
-    let child = start_run(data, &url, &schema, "5000");
+    let child = start_run(data, &url, &schema, "2000");
     wait_for_more_than(&mut store, previous, "nothing reached PostgreSQL");
     let sql = format!(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
