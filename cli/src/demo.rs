@@ -105,7 +105,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     }
     let control = Arc::new(RunControl::new(false));
     crate::stop_on_signals(&runtime, control.clone());
-    let mut config = args.pipeline.config(&log_args);
+    let mut config = args.pipeline.config(&log_args)?;
     if config.model_file.is_none() && args.train != "rules" {
         // A model trained on another stretch of history, its features computed by the
         // pipeline's own operators, then deployed as a model file.

@@ -153,6 +153,14 @@ pub struct PipelineArgs {
     /// late_event_features_inexact) or `score` (decided like any other).
     #[arg(long, env = "PAYSTREAM_LATE_PAYMENTS", default_value = "review", value_parser = ["review", "score"])]
     pub late_payments: String,
+    /// Fee charged to payees, in basis points of the amount (120 = 1.2 %).
+    #[arg(long, env = "PAYSTREAM_FEE_BASIS_POINTS", default_value_t = 120)]
+    pub fee_basis_points: u32,
+    /// A JSON fee schedule instead: {"default_basis_points": 120, "channels":
+    /// {"card_present": 90}, "merchants": {"M7": 50}} (merchant rate, else channel rate,
+    /// else the default).
+    #[arg(long, env = "PAYSTREAM_FEE_SCHEDULE")]
+    pub fee_schedule: Option<PathBuf>,
     /// Scores at or above this are decided `review`.
     #[arg(long, env = "PAYSTREAM_REVIEW_SCORE_MIN", default_value_t = 0.5)]
     pub review_score_min: f32,
@@ -162,7 +170,7 @@ pub struct PipelineArgs {
 }
 
 impl PipelineArgs {
-    pub fn config(&self, log_args: &LogArgs) -> PipelineConfig {
+    pub fn config(&self, log_args: &LogArgs) -> Result<PipelineConfig> {
         let mut config = PipelineConfig { partitions: log_args.partitions, ..PipelineConfig::default() };
         if let Some(workers) = self.workers {
             config.workers = workers;
@@ -180,7 +188,15 @@ impl PipelineArgs {
             _ => paystream_operators::LatePaymentPolicy::Review,
         };
         config.operators.decline_score_min = self.decline_score_min;
-        config
+        config.operators.fees = match &self.fee_schedule {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+                serde_json::from_str(&text).with_context(|| format!("fee schedule {}", path.display()))?
+            }
+            None => paystream_operators::FeeSchedule::flat(self.fee_basis_points),
+        };
+        config.operators.validate().context("operator configuration")?;
+        Ok(config)
     }
 }
 
@@ -431,7 +447,7 @@ fn run(args: RunArgs) -> Result<()> {
     }
     let control = Arc::new(RunControl::new(true));
     stop_on_signals(&runtime, control.clone());
-    let pipeline = pipeline(log, &args.log.data_dir, args.pipeline.config(&args.log), metrics)?;
+    let pipeline = pipeline(log, &args.log.data_dir, args.pipeline.config(&args.log)?, metrics)?;
     let mode = if args.until_idle { RunMode::UntilIdle } else { RunMode::Forever };
     let started = std::time::Instant::now();
     let report = pipeline.run(mode, &control)?;

@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use common::{check_exactly_once, dump, run_ok};
+use common::{check_exactly_once, dump, paystream, run_ok};
 
 const GOOD: &str = r#"{"payment_id":"ID","payer_account_id":"C1","merchant_id":"M1","terminal_id":"T1","amount":"12.34","currency":"EUR","event_time":"2018-04-01T10:00:00Z","channel":"card_present"}"#;
 
@@ -127,4 +127,28 @@ fn the_demo_ends_with_a_balanced_ledger() {
     assert!(stdout.contains("balanced: yes"), "{stdout}");
     assert!(stdout.contains("settlement       EUR"), "{stdout}");
     check_exactly_once(dir.path(), true);
+}
+
+#[test]
+fn a_bad_fee_schedule_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    for (schedule, expected) in [
+        (r#"{"default_basis_points": 120, "channels": {"pigeon": 5}}"#, "unknown variant `pigeon`"),
+        (r#"{"default_basis_points": 120, "merchants": {"M1": 20000}}"#, "at most 10000 basis points"),
+        (r#"{"default_basis_points": 120, "tax": 3}"#, "unknown field `tax`"),
+    ] {
+        let file = data.join("fees.json");
+        std::fs::write(&file, schedule).unwrap();
+        let output = paystream()
+            .args(["run", "--no-metrics", "--until-idle", "--fee-schedule"])
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(data.join("d"))
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{schedule}: {stderr}");
+    }
 }

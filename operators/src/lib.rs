@@ -56,8 +56,8 @@ pub struct OperatorConfig {
     /// Scores at or above these decide review / decline.
     pub review_score_min: f32,
     pub decline_score_min: f32,
-    /// Fee charged to merchants (and account payees), in basis points of the amount.
-    pub fee_basis_points: u32,
+    /// Fees charged to payees, in basis points of the amount.
+    pub fees: FeeSchedule,
     pub fees_account_id: String,
     pub rules: RuleModelConfig,
     /// The delay d of the terminal features (labels of the last d are not trusted yet);
@@ -68,6 +68,43 @@ pub struct OperatorConfig {
     /// `late_payments`.
     pub feature_allowed_lateness_ms: i64,
     pub late_payments: LatePaymentPolicy,
+}
+
+/// Fee rates in basis points of the amount: the payee merchant's own rate if it has one,
+/// else the payment channel's, else the default. A JSON file for `--fee-schedule`:
+/// `{"default_basis_points": 120, "channels": {"card_present": 90}, "merchants": {"M7": 50}}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeeSchedule {
+    pub default_basis_points: u32,
+    #[serde(default)]
+    pub channels: std::collections::HashMap<paystream_domain::Channel, u32>,
+    #[serde(default)]
+    pub merchants: std::collections::HashMap<String, u32>,
+}
+
+impl FeeSchedule {
+    /// One rate for every payment.
+    pub fn flat(basis_points: u32) -> FeeSchedule {
+        FeeSchedule { default_basis_points: basis_points, ..FeeSchedule::default() }
+    }
+
+    /// The rate of a payment.
+    pub fn basis_points(&self, payment: &Payment) -> u32 {
+        payment
+            .merchant_id()
+            .and_then(|merchant| self.merchants.get(merchant))
+            .or_else(|| self.channels.get(&payment.channel))
+            .copied()
+            .unwrap_or(self.default_basis_points)
+    }
+
+    /// Every rate in the schedule.
+    pub fn rates(&self) -> impl Iterator<Item = u32> + '_ {
+        std::iter::once(self.default_basis_points)
+            .chain(self.channels.values().copied())
+            .chain(self.merchants.values().copied())
+    }
 }
 
 /// What happens to a payment later than the allowed lateness (its features may miss
@@ -93,7 +130,7 @@ impl Default for OperatorConfig {
             settlement_allowed_lateness_ms: 3_600_000,
             review_score_min: 0.5,
             decline_score_min: 0.8,
-            fee_basis_points: 120,
+            fees: FeeSchedule::flat(120),
             fees_account_id: "fees:paystream".into(),
             rules: RuleModelConfig::default(),
             label_delay_ms: 7 * MILLIS_PER_DAY,
@@ -114,8 +151,8 @@ impl OperatorConfig {
         {
             return fail("windows and retention must be positive, lateness non-negative");
         }
-        if self.fee_basis_points > 10_000 {
-            return fail("fee_basis_points must be at most 10000 (100 %)");
+        if let Some(rate) = self.fees.rates().find(|rate| *rate > 10_000) {
+            return fail(&format!("fee rates are at most 10000 basis points (100 %), not {rate}"));
         }
         if !(0.0..=1.0).contains(&self.review_score_min) || self.decline_score_min < self.review_score_min {
             return fail("need 0 <= review_score_min <= decline_score_min");
@@ -492,8 +529,12 @@ impl PartitionProcessor {
         let event_time = format_rfc3339_ms(payment.event_time_ms);
         if outcome == Outcome::Approve {
             out.counters.count(OperatorId::Ledger).records_in += 1;
-            let (transaction, fee_minor) =
-                ledger::post_payment(&payment, &event_time, self.config.fee_basis_points, &self.config.fees_account_id);
+            let (transaction, fee_minor) = ledger::post_payment(
+                &payment,
+                &event_time,
+                self.config.fees.basis_points(&payment),
+                &self.config.fees_account_id,
+            );
             out.ledger.push(transaction);
             out.counters.count(OperatorId::Ledger).records_out += 1;
             if let Some(merchant_id) = payment.merchant_id() {

@@ -199,3 +199,32 @@ fn payments_too_late_for_exact_features_go_to_review_unless_configured_otherwise
         }
     }
 }
+
+#[test]
+fn fees_follow_the_schedule_merchant_then_channel_then_default() {
+    use paystream_operators::FeeSchedule;
+    // The test payments are wallet payments to merchants m0..m3.
+    let schedule: FeeSchedule = serde_json::from_str(
+        r#"{"default_basis_points": 100, "channels": {"wallet": 50, "card_present": 20}, "merchants": {"m2": 10}}"#,
+    )
+    .unwrap();
+    let config = Arc::new(OperatorConfig { fees: schedule, ..OperatorConfig::default() });
+    config.validate().unwrap();
+    let mut processor = PartitionProcessor::new(config.clone(), default_model(&config), 0);
+    let e = |id: u32, merchant: u8| Event { id, payer: 1, merchant, cents: 100_00, minute: id, kind: 0 };
+    let records = records(&[e(1, 1), e(2, 2)]);
+    let inputs: Vec<InputRecord<'_>> =
+        records.iter().enumerate().map(|(i, r)| InputRecord { offset: i as u64, key: b"", value: r }).collect();
+    let mut out = OutputBatch::default();
+    processor.process_batch("payments", &inputs, TerminalView::NONE, &mut out);
+    let fee = |payment: &str| {
+        let t = out.ledger.iter().find(|t| t.payment_id == payment).unwrap();
+        t.postings.iter().find(|p| p.account_id == config.fees_account_id).map_or(0, |p| p.amount_minor)
+    };
+    assert_eq!(fee("p1"), 50, "m1 has no rate of its own: the wallet channel's 0.5 %");
+    assert_eq!(fee("p2"), 10, "m2's own rate, 0.1 %, wins over the channel's");
+    // Rates above 100 % and unknown channels are refused.
+    let too_high = OperatorConfig { fees: FeeSchedule::flat(10_001), ..OperatorConfig::default() };
+    assert!(too_high.validate().unwrap_err().to_string().contains("10001"));
+    assert!(serde_json::from_str::<FeeSchedule>(r#"{"default_basis_points": 1, "channels": {"pigeon": 5}}"#).is_err());
+}
