@@ -29,6 +29,8 @@ pub struct Metrics {
     pub lag_records: IntGaugeVec,
     pub remembered_payment_ids: IntGauge,
     pub late_feature_payments: IntCounter,
+    /// Fraud scores of decided payments (drift shows as a shifting distribution).
+    pub fraud_scores: Histogram,
     /// Batches that stopped early to wait for the terminal index.
     pub terminal_waits: IntCounter,
     pub terminal_read_through_ms: IntGauge,
@@ -142,6 +144,11 @@ impl Metrics {
             remembered_payment_ids: register(
                 &registry,
                 IntGauge::new("remembered_payment_ids", "Payment ids held for deduplication").expect("valid metric"),
+            ),
+            fraud_scores: histogram(
+                "fraud_score",
+                "Fraud score of each decided payment, by the model in use (see model_info)",
+                vec![0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99],
             ),
             late_feature_payments: counter(
                 "late_feature_payments_total",

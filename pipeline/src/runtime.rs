@@ -641,6 +641,11 @@ impl Pipeline {
                 report.counters.add(&out.counters);
                 report.dead_letters += out.dead_letters.len() as u64;
                 self.metrics.add_counters(&out.counters);
+                let scores = self.metrics.fraud_scores.local();
+                for decision in &out.decisions {
+                    scores.observe(f64::from(decision.score));
+                }
+                scores.flush();
                 for letter in &out.dead_letters {
                     self.metrics.dead_letter(letter.reason);
                 }

@@ -140,6 +140,7 @@ fn hot_reload_swaps_models_between_batches_and_refuses_broken_files() {
             }
         }
         assert!(metrics.render().contains(&format!("paystream_model_info{{version=\"{version_b}\"}} 1")));
+        assert_eq!(metrics.fraud_scores.get_sample_count(), 1_000, "one score observed per decision");
     });
 
     let bad_labels = |log: &EmbeddedLog| {
