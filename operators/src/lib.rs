@@ -23,9 +23,9 @@ use paystream_domain::time::{MILLIS_PER_DAY, format_rfc3339_ms};
 use paystream_domain::{
     DeadLetter, Decision, LedgerTransaction, Outcome, Payment, RejectReason, Rejection, Settlement,
 };
-use paystream_models::features::{FEATURE_COUNT, FeatureRow};
+use paystream_models::features::FeatureRow;
 use paystream_models::{FraudModel, RuleModel, RuleModelConfig, Score};
-use reference_features::{TerminalIndex, calendar_features, key_hash};
+use reference_features::{TerminalIndex, feature_row, key_hash};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -491,12 +491,9 @@ impl PartitionProcessor {
         let customer_hash = key_hash(&payment.payer_account_id);
         // Payments without a terminal (account transfers, online) share one "no terminal" key.
         let terminal_hash = key_hash(payment.terminal_id().unwrap_or(""));
-        let mut row = [0.0; FEATURE_COUNT];
-        calendar_features(t, amount_minor, &mut row);
-        self.state.customers.compute(customer_hash, terminal_hash, t, amount_minor, &mut row);
-        if let Some(index) = terminals.index {
-            index.compute(terminal_hash, t, self.config.label_delay_ms, &mut row);
-        }
+        let keys = (customer_hash, terminal_hash);
+        let row =
+            feature_row(&self.state.customers, terminals.index, keys, t, amount_minor, self.config.label_delay_ms);
         self.apply(
             StateOp::Seen {
                 id_hash: id_hash.to_le_bytes(),

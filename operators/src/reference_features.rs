@@ -112,6 +112,26 @@ fn count_at_or_before<T>(deque: &VecDeque<T>, t: i64, time: impl Fn(&T) -> i64) 
     }
 }
 
+/// The feature row of a payment as of its event time: calendar, customer windows (the
+/// payment included), and terminal windows when there is a terminal index (zeros
+/// otherwise). Training, backtests and the live operator all build rows here.
+pub fn feature_row(
+    customers: &CustomerWindows,
+    terminals: Option<&TerminalIndex>,
+    (customer_hash, terminal_hash): (u64, u64),
+    event_time_ms: i64,
+    amount_minor: i64,
+    label_delay_ms: i64,
+) -> FeatureRow {
+    let mut row = [0.0; FEATURE_COUNT];
+    calendar_features(event_time_ms, amount_minor, &mut row);
+    customers.compute(customer_hash, terminal_hash, event_time_ms, amount_minor, &mut row);
+    if let Some(terminals) = terminals {
+        terminals.compute(terminal_hash, event_time_ms, label_delay_ms, &mut row);
+    }
+    row
+}
+
 /// Inserts `item` keeping `deque` sorted by `time`; late events land in their place
 /// (after events of the same time).
 fn insert_by_time<T: Copy>(deque: &mut VecDeque<T>, item: T, time: impl Fn(&T) -> i64) {
@@ -421,11 +441,10 @@ impl ReferenceFeatures {
         event_time_ms: i64,
         amount_minor: i64,
     ) -> FeatureRow {
-        let mut row = [0.0; FEATURE_COUNT];
         let (customer_hash, terminal_hash) = (key_hash(customer), key_hash(terminal));
-        calendar_features(event_time_ms, amount_minor, &mut row);
-        self.customers.compute(customer_hash, terminal_hash, event_time_ms, amount_minor, &mut row);
-        self.terminals.compute(terminal_hash, event_time_ms, self.label_delay_ms, &mut row);
+        let keys = (customer_hash, terminal_hash);
+        let row =
+            feature_row(&self.customers, Some(&self.terminals), keys, event_time_ms, amount_minor, self.label_delay_ms);
         self.customers.add(customer_hash, terminal_hash, event_time_ms, amount_minor, 0);
         self.terminals.add_payment(payment_hash(payment_id), terminal_hash, event_time_ms);
         row
