@@ -144,6 +144,20 @@ pub const PIPELINE_PARTITIONS_MAX: u32 = 256;
 /// Largest batch per partition.
 pub const BATCH_RECORDS_MAX_LIMIT: usize = 65_536;
 
+/// Gives `group` a position at the start of every partition of `topics` where it has none,
+/// so retention keeps everything the group has not read.
+fn register_group_from_start(log: &dyn Log, group: &str, topics: &[&Topic]) -> Result<(), LogError> {
+    let mut registration = Transaction::new();
+    for topic in topics {
+        for partition in 0..topic.partitions {
+            if log.committed_position(group, topic, partition)?.is_none() {
+                registration.set_position(group, topic, partition, log.offsets(topic, partition)?.start);
+            }
+        }
+    }
+    log.commit(registration)
+}
+
 /// Creates the pipeline's topics if missing and resolves them.
 pub fn ensure_topics(log: &dyn Log, config: &PipelineConfig) -> Result<PipelineTopics, RuntimeError> {
     let names = &config.topics;
@@ -167,14 +181,7 @@ pub fn ensure_topics(log: &dyn Log, config: &PipelineConfig) -> Result<PipelineT
     }
     // Register the pipeline's consumer group from the start, so log retention keeps all
     // input it has not processed, even input published before its first run.
-    let mut registration = Transaction::new();
-    for partition in 0..partitions {
-        if log.committed_position(&config.group_id, &payments, partition)?.is_none() {
-            let start = log.offsets(&payments, partition)?.start;
-            registration.set_position(&config.group_id, &payments, partition, start);
-        }
-    }
-    log.commit(registration)?;
+    register_group_from_start(log, &config.group_id, &[&payments])?;
     Ok(PipelineTopics {
         labels: get_or_create(&names.labels)?,
         decisions: get_or_create(&names.decisions)?,
@@ -299,6 +306,30 @@ struct PartitionTask {
     waiting_at_bound_ms: Option<i64>,
 }
 
+/// Spawns a pipeline thread whose failure stops the whole run.
+fn spawn_stopping_on_error<'scope, T: Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    name: String,
+    control: &'scope RunControl,
+    body: impl FnOnce() -> Result<T, RuntimeError> + Send + 'scope,
+) -> std::thread::ScopedJoinHandle<'scope, Result<T, RuntimeError>> {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn_scoped(scope, move || {
+            let result = body();
+            if result.is_err() {
+                control.stop();
+            }
+            result
+        })
+        .expect("spawn a pipeline thread")
+}
+
+/// A pipeline thread's result; a panic becomes an error.
+fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, Result<T, RuntimeError>>) -> Result<T, RuntimeError> {
+    handle.join().unwrap_or_else(|panic| Err(RuntimeError::WorkerPanicked(format!("{panic:?}"))))
+}
+
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
@@ -353,30 +384,18 @@ impl Pipeline {
         let mut sunk = Ok(());
         let results: Vec<Result<RunReport, RuntimeError>> = std::thread::scope(|scope| {
             let (topics, model, stage, workers_finished) = (&topics, &model, stage.as_ref(), &workers_finished);
+            // Workers waiting for the index must not wait forever; a store that cannot
+            // take the outputs must not be silently skipped: either failing stops the run.
             let indexer = stage.map(|stage| {
-                std::thread::Builder::new()
-                    .name("paystream-terminal-index".into())
-                    .spawn_scoped(scope, move || {
-                        let result = crate::terminals::run_indexer(self, topics, stage, control, workers_finished);
-                        if result.is_err() {
-                            control.stop(); // workers waiting for the index must not wait forever
-                        }
-                        result
-                    })
-                    .expect("spawn terminal index thread")
+                spawn_stopping_on_error(scope, "paystream-terminal-index".into(), control, move || {
+                    crate::terminals::run_indexer(self, topics, stage, control, workers_finished)
+                })
             });
             let sink = self.record_store.as_ref().map(|store| {
-                std::thread::Builder::new()
-                    .name("paystream-record-sink".into())
-                    .spawn_scoped(scope, move || {
-                        let mut store = store.lock().expect("record store lock");
-                        let result = crate::sink::run_sink(self, topics, store.as_mut(), control, workers_finished);
-                        if result.is_err() {
-                            control.stop(); // a store that cannot keep up must not be silently skipped
-                        }
-                        result
-                    })
-                    .expect("spawn record sink thread")
+                spawn_stopping_on_error(scope, "paystream-record-sink".into(), control, move || {
+                    let mut store = store.lock().expect("record store lock");
+                    crate::sink::run_sink(self, topics, store.as_mut(), control, workers_finished)
+                })
             });
             let watcher = config.model_file.as_ref().map(|path| {
                 std::thread::Builder::new()
@@ -396,35 +415,25 @@ impl Pipeline {
             let handles: Vec<_> = (0..workers)
                 .map(|worker| {
                     let operator_config = operator_config.clone();
-                    std::thread::Builder::new()
-                        .name(format!("paystream-worker-{worker}"))
-                        .spawn_scoped(scope, move || {
-                            let partitions: Vec<u32> =
-                                (0..topics.payments.partitions).filter(|p| *p as usize % workers == worker).collect();
-                            let context = WorkerContext { topics, operator_config, model, stage, mode, control };
-                            let result = self.run_worker(&partitions, &context);
-                            if result.is_err() {
-                                control.stop(); // one worker failing stops the others cleanly
-                            }
-                            result
-                        })
-                        .expect("spawn worker thread")
+                    // One worker failing stops the others cleanly.
+                    spawn_stopping_on_error(scope, format!("paystream-worker-{worker}"), control, move || {
+                        let partitions: Vec<u32> =
+                            (0..topics.payments.partitions).filter(|p| *p as usize % workers == worker).collect();
+                        let context = WorkerContext { topics, operator_config, model, stage, mode, control };
+                        self.run_worker(&partitions, &context)
+                    })
                 })
                 .collect();
-            let results = handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|panic| Err(RuntimeError::WorkerPanicked(format!("{panic:?}")))))
-                .collect();
+            let results = handles.into_iter().map(joined).collect();
             workers_finished.store(true, Ordering::SeqCst);
             if let Some(indexer) = indexer {
-                indexed =
-                    indexer.join().unwrap_or_else(|panic| Err(RuntimeError::WorkerPanicked(format!("{panic:?}"))));
+                indexed = joined(indexer);
             }
             if let Some(watcher) = watcher {
                 let _ = watcher.join();
             }
             if let Some(sink) = sink {
-                sunk = sink.join().unwrap_or_else(|panic| Err(RuntimeError::WorkerPanicked(format!("{panic:?}"))));
+                sunk = joined(sink);
             }
             results
         });
@@ -444,17 +453,7 @@ impl Pipeline {
     /// Registers the terminal index's group at the input's start so retention keeps what
     /// it has not indexed, the first time it runs.
     fn register_terminal_index(&self, topics: &PipelineTopics) -> Result<(), RuntimeError> {
-        let mut registration = Transaction::new();
-        for topic in [&topics.payments, &topics.labels] {
-            for partition in 0..topic.partitions {
-                if self.log.committed_position(TERMINAL_INDEX_GROUP, topic, partition)?.is_none() {
-                    let start = self.log.offsets(topic, partition)?.start;
-                    registration.set_position(TERMINAL_INDEX_GROUP, topic, partition, start);
-                }
-            }
-        }
-        self.log.commit(registration)?;
-        Ok(())
+        Ok(register_group_from_start(self.log.as_ref(), TERMINAL_INDEX_GROUP, &[&topics.payments, &topics.labels])?)
     }
 
     fn restore(&self, topics: &PipelineTopics, processor: &mut PartitionProcessor) -> Result<(), RuntimeError> {
@@ -544,8 +543,7 @@ impl Pipeline {
                 .expect("spawn committer thread");
             let worked = self.process_loop(&mut tasks, context, &sender, &tracker);
             drop(sender);
-            let committed =
-                committer.join().unwrap_or_else(|panic| Err(RuntimeError::WorkerPanicked(format!("{panic:?}"))));
+            let committed = joined(committer);
             let (mut report, committed) = (worked?, committed?);
             // Every batch is durable now: the final snapshot matches the changelog's end.
             self.snapshot(topics, &tasks)?;
