@@ -69,7 +69,7 @@ pub trait WindowedCounters: Send {
 
 fn check(config: &CounterConfig) -> Result<(), StorageError> {
     if config.bucket_ms <= 0 || config.retention_ms < config.bucket_ms {
-        return Err(StorageError::InvalidRecord("counters need bucket_ms > 0 and retention_ms >= bucket_ms".into()));
+        return Err(StorageError::InvalidConfig("counters need bucket_ms > 0 and retention_ms >= bucket_ms".into()));
     }
     Ok(())
 }

@@ -29,6 +29,9 @@ pub enum StorageError {
     InvalidName(String),
     #[error("invalid schema name {0:?}: use 1 to 63 of [a-z0-9_], not starting with a digit")]
     InvalidSchema(String),
+    /// The caller's configuration is invalid.
+    #[error("invalid store configuration: {0}")]
+    InvalidConfig(String),
     /// External: the database refused or failed.
     #[error("PostgreSQL: {context}: {why}")]
     Database { context: String, why: String },

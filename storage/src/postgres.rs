@@ -139,15 +139,12 @@ impl PostgresRecordStore {
             }
         }
         let changes = balance_changes(&slice.ledger)?;
-        let (accounts, currencies, deltas): (Vec<String>, Vec<String>, Vec<i64>) = changes
-            .into_iter()
-            .map(|((a, c), d)| (a, c, d))
-            .fold((Vec::new(), Vec::new(), Vec::new()), |(mut a, mut c, mut d), (x, y, z)| {
-                a.push(x);
-                c.push(y);
-                d.push(z);
-                (a, c, d)
-            });
+        let (mut accounts, mut currencies, mut deltas) = (Vec::new(), Vec::new(), Vec::new());
+        for ((account, currency), delta) in changes {
+            accounts.push(account);
+            currencies.push(currency);
+            deltas.push(delta);
+        }
 
         let mut tx = connection.begin().await.map_err(database("begin"))?;
         let position: Option<i64> =
@@ -323,7 +320,6 @@ impl RecordStore for PostgresRecordStore {
                 .fetch_one(&mut *connection)
                 .await
                 .map_err(database("count postings"))?;
-            let sums = |sql: &'static str| sqlx::query(sql);
             let mut totals =
                 StoreTotals { decisions: decisions as u64, postings: postings as u64, ..StoreTotals::default() };
             let collect = |rows: Vec<sqlx::postgres::PgRow>| -> Result<BTreeMap<String, i128>, StorageError> {
@@ -341,7 +337,7 @@ impl RecordStore for PostgresRecordStore {
                     .collect()
             };
             // Sums as text: numeric has no fixed-width Rust type, and i128 holds any sum.
-            let rows = sums(
+            let rows = sqlx::query(
                 "SELECT currency::text, sum(CASE direction WHEN 'debit' THEN amount_minor::numeric \
                  ELSE -amount_minor::numeric END)::text FROM postings GROUP BY currency",
             )
@@ -349,10 +345,11 @@ impl RecordStore for PostgresRecordStore {
             .await
             .map_err(database("sum postings"))?;
             totals.posting_sums_minor = collect(rows)?;
-            let rows = sums("SELECT currency::text, sum(balance_minor::numeric)::text FROM balances GROUP BY currency")
-                .fetch_all(&mut *connection)
-                .await
-                .map_err(database("sum balances"))?;
+            let rows =
+                sqlx::query("SELECT currency::text, sum(balance_minor::numeric)::text FROM balances GROUP BY currency")
+                    .fetch_all(&mut *connection)
+                    .await
+                    .map_err(database("sum balances"))?;
             totals.balance_sums_minor = collect(rows)?;
             Ok(totals)
         })

@@ -2,6 +2,8 @@
 //! `PAYSTREAM_TEST_REDIS_URL` overrides `redis://127.0.0.1:6379`) give the same windows
 //! on the same events, and a replayed event never counts twice.
 
+mod common;
+
 use paystream_storage::counters::{
     CounterConfig, CounterEvent, MemoryCounters, RedisCounters, WindowQuery, WindowTotals, WindowedCounters,
 };
@@ -14,8 +16,7 @@ fn redis_url() -> String {
 }
 
 fn redis(test: &str) -> RedisCounters {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    let prefix = format!("pstest:{test}:{}:{nanos}", std::process::id());
+    let prefix = format!("pstest:{test}:{}", common::unique_suffix());
     RedisCounters::connect(&redis_url(), &prefix, CounterConfig::default())
         .unwrap_or_else(|e| panic!("Redis must be running for these tests ({}): {e}", redis_url()))
 }
@@ -70,13 +71,7 @@ fn windows_by_hand_and_replays_count_once() {
 #[test]
 fn redis_agrees_with_the_embedded_counters_on_random_batches_with_replays() {
     let mut stores = stores("agree");
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = common::xorshift(0x2545_f491_4f6c_dd1d);
     let entities = ["terminal:1", "terminal:2", "merchant:M{weird}", "device:d-9", "terminal:ünï"];
     let mut all: Vec<(String, &str, i64, i64)> = Vec::new();
     for _ in 0..40 {

@@ -3,6 +3,8 @@
 //! `postgres://postgres@127.0.0.1:5432/test`). Each PostgreSQL test works in a schema of
 //! its own.
 
+mod common;
+
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -16,8 +18,7 @@ fn postgres_url() -> String {
 }
 
 fn postgres(test: &str) -> PostgresRecordStore {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    let schema = format!("test_{test}_{}_{nanos}", std::process::id());
+    let schema = format!("test_{test}_{}", common::unique_suffix());
     PostgresRecordStore::connect(&postgres_url(), &schema)
         .unwrap_or_else(|e| panic!("PostgreSQL must be running for these tests ({}): {e}", postgres_url()))
 }
@@ -128,13 +129,7 @@ fn slices_apply_exactly_once_and_balances_follow_the_postings() {
 #[test]
 fn every_store_agrees_with_the_embedded_one_on_a_long_random_sequence() {
     let mut stores = stores("agree");
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = common::xorshift(0x9e37_79b9_7f4a_7c15);
     let mut offsets = [0u64; 3];
     let mut id = 0u32;
     let payers = ["a", "b", "c", "d", "e", "f"];
