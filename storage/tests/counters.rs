@@ -90,7 +90,7 @@ fn redis_agrees_with_the_embedded_counters_on_random_batches_with_replays() {
                 *e = earlier.clone();
             }
         });
-        if next() % 4 == 0 && !all.is_empty() {
+        if next().is_multiple_of(4) && !all.is_empty() {
             batch.extend(all.iter().take(50).cloned()); // a replay after a crash
         }
         let events: Vec<CounterEvent<'_>> = batch

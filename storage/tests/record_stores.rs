@@ -146,7 +146,7 @@ fn every_store_agrees_with_the_embedded_one_on_a_long_random_sequence() {
             .collect();
         let s = slice(partition as u32, offsets[partition], &payments);
         offsets[partition] = s.to_offset;
-        let replay = next() % 5 == 0;
+        let replay = next().is_multiple_of(5);
         for (name, store) in stores.iter_mut() {
             assert_eq!(store.apply(&s).unwrap(), SliceApplied::Applied, "{name}");
             if replay {
