@@ -716,14 +716,16 @@ impl Pipeline {
             self.metrics
                 .lag_records
                 .with_label_values(&[&*topics.payments.name, &task.processor.partition().to_string()])
-                .set(end.saturating_sub(task.next_offset) as i64);
+                .set(end.saturating_sub(self.log.resume_offset(&topics.payments, task.processor.partition(), task.next_offset)) as i64);
         }
         Ok(())
     }
 
     fn caught_up(&self, topics: &PipelineTopics, tasks: &[PartitionTask]) -> Result<bool, RuntimeError> {
         for task in tasks {
-            if task.next_offset < self.log.offsets(&topics.payments, task.processor.partition())?.end {
+            let partition = task.processor.partition();
+            let next_offset = self.log.resume_offset(&topics.payments, partition, task.next_offset);
+            if next_offset < self.log.offsets(&topics.payments, partition)?.end {
                 return Ok(false);
             }
         }

@@ -230,7 +230,7 @@ pub(crate) fn run_indexer(
                     state.progress.max_event_time_ms = state.progress.max_event_time_ms.max(payment.event_time_ms);
                 }
             }
-            advance(state, &records);
+            advance(log, &topics.payments, p as u32, state, &records);
             read_any |= !records.is_empty();
         }
         let mut transaction = Transaction::new();
@@ -270,7 +270,7 @@ pub(crate) fn run_indexer(
                     Err(_) => {} // dead-lettered before the restart
                 }
             }
-            advance(state, &records);
+            advance(log, &topics.labels, p as u32, state, &records);
             if state.progress.position > labels_committed[p] {
                 transaction.set_position(&config.group_id, &topics.labels, p as u32, state.progress.position);
                 labels_committed[p] = state.progress.position;
@@ -330,10 +330,12 @@ pub(crate) fn run_indexer(
 }
 
 /// Moves a partition's position past `records`.
-fn advance(state: &mut InputState, records: &[crate::log::Record]) {
+/// Moves an input's position past what was read (and past offsets without records).
+fn advance(log: &dyn Log, topic: &Topic, partition: u32, state: &mut InputState, records: &[crate::log::Record]) {
     if let Some(last) = records.last() {
         state.progress.position = last.offset + 1;
     }
+    state.progress.position = log.resume_offset(topic, partition, state.progress.position);
 }
 
 fn save_snapshot(

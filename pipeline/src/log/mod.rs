@@ -12,6 +12,7 @@
 //! - Consumer positions are the next offset to read, per (group, topic, partition).
 
 pub mod embedded;
+pub mod kafka;
 pub mod partitioner;
 
 use std::sync::Arc;
@@ -52,6 +53,13 @@ pub enum LogError {
     ReadOnly,
     #[error("the log failed earlier and refuses writes until restarted: {0}")]
     Poisoned(String),
+    /// External: a Kafka request failed.
+    #[error("{context}: {source}")]
+    Kafka { context: String, source: rdkafka::error::KafkaError },
+    /// Another process opened the log with the same transactional ids: this one is a
+    /// zombie and may not write again.
+    #[error("fenced: another paystream process took over this one's transactional id ({0})")]
+    Fenced(String),
 }
 
 impl LogError {
@@ -300,7 +308,7 @@ impl Transaction {
     }
 }
 
-/// A durable, partitioned log (embedded files today, Kafka next).
+/// A durable, partitioned log: embedded files ([`embedded`]) or Kafka ([`kafka`]).
 pub trait Log: Send + Sync {
     /// Creates a topic, or returns it if it exists with the same partition count.
     fn create_topic(&self, name: &str, partitions: u32) -> Result<Topic, LogError>;
@@ -313,6 +321,12 @@ pub trait Log: Send + Sync {
     fn committed_position(&self, group: &str, topic: &Topic, partition: u32) -> Result<Option<u64>, LogError>;
     /// Makes the whole transaction durable and visible, atomically.
     fn commit(&self, transaction: Transaction) -> Result<(), LogError>;
+    /// Where to read after having read everything before `offset`: `offset` itself,
+    /// unless the log knows the offsets from there on hold no records (Kafka's transaction
+    /// markers and aborted records take offsets). Compare this, not `offset`, with the end.
+    fn resume_offset(&self, _topic: &Topic, _partition: u32, offset: u64) -> u64 {
+        offset
+    }
     /// A counter that moves on every commit.
     fn commit_sequence(&self) -> u64;
     /// Blocks until the commit sequence passes `seen` or `timeout` elapses.

@@ -1,0 +1,620 @@
+//! The [`Log`] on Apache Kafka (rdkafka / librdkafka).
+//!
+//! - **Commit** = one Kafka transaction: every record of the [`Transaction`] is produced
+//!   to the partition the transaction names (murmur2 of the key, as Kafka's default
+//!   partitioner), and every consumer position is written as a record of the compacted
+//!   positions topic in the same transaction (see below); then `commit_transaction`.
+//!   A failure aborts the transaction; nothing of it becomes visible to `read_committed`
+//!   readers.
+//! - **Producers**: `producers` transactional producers, `transactional.id` =
+//!   `{transactional_id}-{slot}`, initialised at open. Opening a log with the same ids
+//!   bumps the producer epoch and *fences* an older process still holding them (a zombie):
+//!   its next commit fails with [`LogError::Fenced`] and the log refuses writes after.
+//! - **Positions** live in `positions_topic` (compacted; key `group/topic/partition`,
+//!   value the next offset in decimal), written in the same transaction as the records
+//!   they account for — the way Kafka Connect keeps source offsets in its offsets topic.
+//!   Every position is also sent to the group coordinator with
+//!   `send_offsets_to_transaction`, so `kafka-consumer-groups` and lag monitors see the
+//!   pipeline's groups. The positions topic is the source of truth: it is read to its end
+//!   at open, and it is part of the same atomic write on every broker.
+//! - **Reads**: one `read_committed` consumer per partition read, assigned (not
+//!   subscribed) at the requested offset and kept there while the caller reads on.
+//!   Transaction markers take offsets in Kafka; a read that stops on one resumes after it
+//!   ([`Log::resume_offset`]).
+//!
+//! What librdkafka's mock cluster does not implement, and so what tests on it cannot show:
+//! it writes no transaction markers and ignores `isolation.level`, so records of an
+//! aborted or unfinished transaction are visible there; and it does not store offsets sent
+//! with `send_offsets_to_transaction` (which is one reason positions live in a topic).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use super::{Log, LogError, PartitionOffsets, Record, Topic, Transaction};
+
+/// Most records a commit may hold (they are all in the producer's queue at once).
+pub const TRANSACTION_RECORDS_MAX: usize = 500_000;
+/// Longest a read waits for records the broker says exist before it fails.
+pub const FETCH_TIMEOUT_MS: u64 = 30_000;
+
+/// How to reach Kafka and how paystream uses it.
+#[derive(Clone, Debug)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub bootstrap_servers: String,
+    /// Passed to every client unchanged: `security.protocol`, `sasl.*`, `ssl.*`, ….
+    pub client_properties: Vec<(String, String)>,
+    /// Prefix of the producers' `transactional.id`s. Stable across restarts of the same
+    /// deployment (that is what fences a zombie); unique per `paystream run` process.
+    pub transactional_id: String,
+    /// Transactional producers, i.e. commits in flight at once (one per worker).
+    pub producers: usize,
+    /// Replication factor of topics paystream creates.
+    pub replication_factor: i32,
+    /// `transaction.timeout.ms`: the broker aborts a transaction left open this long.
+    pub transaction_timeout_ms: u64,
+    /// Timeout of metadata, offset and transaction requests.
+    pub request_timeout_ms: u64,
+    /// The compacted topic of consumer positions.
+    pub positions_topic: String,
+}
+
+impl KafkaConfig {
+    pub fn new(bootstrap_servers: impl Into<String>) -> KafkaConfig {
+        KafkaConfig {
+            bootstrap_servers: bootstrap_servers.into(),
+            client_properties: Vec::new(),
+            transactional_id: "paystream".into(),
+            producers: 1,
+            replication_factor: 3,
+            transaction_timeout_ms: 60_000,
+            request_timeout_ms: 30_000,
+            positions_topic: "paystream-positions".into(),
+        }
+    }
+
+    fn client(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap_servers);
+        for (key, value) in &self.client_properties {
+            config.set(key, value);
+        }
+        config
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+fn kafka(context: impl Into<String>) -> impl FnOnce(KafkaError) -> LogError {
+    let context = context.into();
+    move |source| LogError::Kafka { context, source }
+}
+
+/// A transactional producer and whether it may still be used.
+struct ProducerSlot {
+    producer: BaseProducer,
+    /// Set after a fatal error (fenced, or the producer's state is unknown).
+    failed: Option<String>,
+}
+
+/// A consumer reading one partition from where the last read stopped.
+struct Reader {
+    consumer: BaseConsumer,
+    /// The offset the consumer delivers next (after skipped markers, when known).
+    next_offset: Option<u64>,
+    /// The consumer reported reaching the partition's end at `next_offset`.
+    at_end: bool,
+}
+
+type PositionKey = (String, String, u32);
+
+pub struct KafkaLog {
+    config: KafkaConfig,
+    admin: AdminClient<DefaultClientContext>,
+    /// Metadata and watermark queries (read_committed: the end is the last stable offset).
+    metadata: BaseConsumer,
+    producers: Vec<Mutex<ProducerSlot>>,
+    next_slot: AtomicUsize,
+    readers: Mutex<HashMap<(Arc<str>, u32), Arc<Mutex<Reader>>>>,
+    /// Group consumers whose metadata goes with `send_offsets_to_transaction`.
+    groups: Mutex<HashMap<String, Arc<BaseConsumer>>>,
+    positions: RwLock<HashMap<PositionKey, u64>>,
+    positions_topic: Topic,
+    sequence: Mutex<u64>,
+    committed: Condvar,
+}
+
+impl KafkaLog {
+    /// Connects, creates the positions topic if missing, reads the positions, and
+    /// initialises the transactional producers (fencing older holders of their ids).
+    pub fn open(config: KafkaConfig) -> Result<KafkaLog, LogError> {
+        if config.producers == 0 {
+            return Err(LogError::InvalidTopic("a Kafka log needs at least one producer".into()));
+        }
+        let admin: AdminClient<DefaultClientContext> =
+            config.client().create().map_err(kafka("create the Kafka admin client"))?;
+        let metadata: BaseConsumer = config
+            .client()
+            .set("group.id", format!("{}-metadata", config.transactional_id))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("allow.auto.create.topics", "false")
+            .create()
+            .map_err(kafka("create the Kafka metadata client"))?;
+        let mut producers = Vec::with_capacity(config.producers);
+        for slot in 0..config.producers {
+            let id = format!("{}-{slot}", config.transactional_id);
+            let producer: BaseProducer = config
+                .client()
+                .set("transactional.id", &id)
+                .set("enable.idempotence", "true")
+                .set("transaction.timeout.ms", config.transaction_timeout_ms.to_string())
+                .set("linger.ms", "1")
+                .create()
+                .map_err(kafka(format!("create producer {id}")))?;
+            producer.init_transactions(config.timeout()).map_err(kafka(format!("init transactions of {id}")))?;
+            producers.push(Mutex::new(ProducerSlot { producer, failed: None }));
+        }
+        let positions_topic = Topic { name: config.positions_topic.as_str().into(), partitions: 1 };
+        let mut log = KafkaLog {
+            config,
+            admin,
+            metadata,
+            producers,
+            next_slot: AtomicUsize::new(0),
+            readers: Mutex::new(HashMap::new()),
+            groups: Mutex::new(HashMap::new()),
+            positions: RwLock::new(HashMap::new()),
+            positions_topic,
+            sequence: Mutex::new(0),
+            committed: Condvar::new(),
+        };
+        let positions_topic = match log.topic(&log.config.positions_topic) {
+            Ok(topic) => topic,
+            Err(LogError::UnknownTopic(_)) => {
+                log.create(&log.config.positions_topic.clone(), 1, &[("cleanup.policy", "compact")])?
+            }
+            Err(error) => return Err(error),
+        };
+        log.positions_topic = positions_topic;
+        log.load_positions()?;
+        Ok(log)
+    }
+
+    pub fn config(&self) -> &KafkaConfig {
+        &self.config
+    }
+
+    fn create(&self, name: &str, partitions: u32, configs: &[(&str, &str)]) -> Result<Topic, LogError> {
+        let mut new_topic =
+            NewTopic::new(name, partitions as i32, TopicReplication::Fixed(self.config.replication_factor));
+        for (key, value) in configs {
+            new_topic = new_topic.set(key, value);
+        }
+        let options = AdminOptions::new().operation_timeout(Some(self.config.timeout()));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(LogError::io("start a runtime for Kafka admin requests"))?;
+        let results = runtime
+            .block_on(self.admin.create_topics([&new_topic], &options))
+            .map_err(kafka(format!("create topic {name}")))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(LogError::Kafka {
+                        context: format!("create topic {topic}"),
+                        source: KafkaError::AdminOp(code),
+                    });
+                }
+            }
+        }
+        // Metadata reaches every broker shortly after creation.
+        let deadline = Instant::now() + self.config.timeout();
+        loop {
+            match self.topic(name) {
+                Err(LogError::UnknownTopic(_)) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Ok(topic) if topic.partitions != partitions => {
+                    return Err(LogError::TopicExists {
+                        topic: name.to_string(),
+                        existing: topic.partitions,
+                        requested: partitions,
+                    });
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn load_positions(&self) -> Result<(), LogError> {
+        let topic = self.positions_topic.clone();
+        let mut offset = self.offsets(&topic, 0)?.start;
+        let mut positions = self.positions.write().expect("positions lock");
+        loop {
+            let records = self.fetch(&topic, 0, offset, 10_000)?;
+            let Some(last) = records.last() else { break };
+            offset = last.offset + 1;
+            for record in &records {
+                let (key, next_offset) = decode_position(&record.key, &record.value).ok_or_else(|| {
+                    LogError::Corrupt(format!("{} offset {} is not a position record", topic.name, record.offset))
+                })?;
+                positions.insert(key, next_offset);
+            }
+        }
+        Ok(())
+    }
+
+    fn reader(&self, topic: &Topic, partition: u32) -> Result<Arc<Mutex<Reader>>, LogError> {
+        let mut readers = self.readers.lock().expect("readers lock");
+        if let Some(reader) = readers.get(&(topic.name.clone(), partition)) {
+            return Ok(reader.clone());
+        }
+        let consumer: BaseConsumer = self
+            .config
+            .client()
+            .set("group.id", format!("{}-reader", self.config.transactional_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "error")
+            .set("fetch.wait.max.ms", "50")
+            .set("allow.auto.create.topics", "false")
+            .create()
+            .map_err(kafka(format!("create a reader of {}/{partition}", topic.name)))?;
+        let reader = Arc::new(Mutex::new(Reader { consumer, next_offset: None, at_end: false }));
+        readers.insert((topic.name.clone(), partition), reader.clone());
+        Ok(reader)
+    }
+
+    fn group(&self, group: &str) -> Result<Arc<BaseConsumer>, LogError> {
+        let mut groups = self.groups.lock().expect("groups lock");
+        if let Some(consumer) = groups.get(group) {
+            return Ok(consumer.clone());
+        }
+        let consumer: BaseConsumer = self
+            .config
+            .client()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(kafka(format!("create a client of group {group}")))?;
+        let consumer = Arc::new(consumer);
+        groups.insert(group.to_string(), consumer.clone());
+        Ok(consumer)
+    }
+
+    fn check_partition(topic: &Topic, partition: u32) -> Result<(), LogError> {
+        if partition >= topic.partitions {
+            return Err(LogError::UnknownPartition {
+                topic: topic.name.to_string(),
+                partition,
+                partitions: topic.partitions,
+            });
+        }
+        Ok(())
+    }
+
+    /// Produces the transaction's records and positions inside an open transaction.
+    fn produce(&self, slot: &ProducerSlot, transaction: &Transaction) -> Result<(), LogError> {
+        let producer = &slot.producer;
+        for (topic, partition, batch) in transaction.batches() {
+            for (timestamp_ms, key, value) in batch.iter() {
+                let mut record =
+                    BaseRecord::<[u8], [u8]>::to(&topic.name).partition(*partition as i32).payload(value);
+                if !key.is_empty() {
+                    record = record.key(key);
+                }
+                if timestamp_ms > 0 {
+                    record = record.timestamp(timestamp_ms);
+                }
+                send(producer, record)?;
+            }
+        }
+        let mut by_group: HashMap<&str, TopicPartitionList> = HashMap::new();
+        for position in transaction.positions() {
+            let (key, value) = encode_position(&position.group, &position.topic, position.partition, position.next_offset);
+            send(producer, BaseRecord::<[u8], [u8]>::to(&self.positions_topic.name).partition(0).key(&key).payload(&value))?;
+            by_group
+                .entry(&position.group)
+                .or_default()
+                .add_partition_offset(&position.topic, position.partition as i32, Offset::Offset(position.next_offset as i64))
+                .map_err(kafka("build the offsets of a transaction"))?;
+        }
+        for (group, offsets) in by_group {
+            let metadata = self
+                .group(group)?
+                .group_metadata()
+                .ok_or_else(|| LogError::Poisoned(format!("no group metadata for group {group}")))?;
+            producer
+                .send_offsets_to_transaction(&offsets, &metadata, self.config.timeout())
+                .map_err(kafka(format!("send the offsets of group {group} to the transaction")))?;
+        }
+        Ok(())
+    }
+}
+
+/// Sends one record, waiting for room in the producer's queue.
+fn send(producer: &BaseProducer, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(), LogError> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                producer.poll(Duration::from_millis(10));
+                record = returned;
+            }
+            Err((error, _)) => return Err(LogError::Kafka { context: "produce a record".into(), source: error }),
+        }
+    }
+}
+
+fn encode_position(group: &str, topic: &str, partition: u32, next_offset: u64) -> (Vec<u8>, Vec<u8>) {
+    (format!("{group}/{topic}/{partition}").into_bytes(), next_offset.to_string().into_bytes())
+}
+
+fn decode_position(key: &[u8], value: &[u8]) -> Option<(PositionKey, u64)> {
+    let key = std::str::from_utf8(key).ok()?;
+    let (rest, partition) = key.rsplit_once('/')?;
+    let (group, topic) = rest.rsplit_once('/')?;
+    let next_offset = std::str::from_utf8(value).ok()?.parse().ok()?;
+    Some(((group.to_string(), topic.to_string(), partition.parse().ok()?), next_offset))
+}
+
+/// Whether a transaction error left the producer unusable (fenced or fatal).
+fn is_fatal(error: &LogError) -> bool {
+    match error {
+        LogError::Kafka { source: KafkaError::Transaction(error), .. } => error.is_fatal(),
+        LogError::Kafka { source, .. } => matches!(
+            source.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch | RDKafkaErrorCode::Fenced)
+        ),
+        _ => false,
+    }
+}
+
+impl Log for KafkaLog {
+    fn create_topic(&self, name: &str, partitions: u32) -> Result<Topic, LogError> {
+        if name.is_empty() || name.len() > 249 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            return Err(LogError::InvalidTopic(format!("{name:?} is not a valid Kafka topic name")));
+        }
+        match self.topic(name) {
+            Ok(topic) if topic.partitions == partitions => Ok(topic),
+            Ok(topic) => {
+                Err(LogError::TopicExists { topic: name.to_string(), existing: topic.partitions, requested: partitions })
+            }
+            Err(LogError::UnknownTopic(_)) => self.create(name, partitions, &[]),
+            Err(error) => Err(error),
+        }
+    }
+
+    fn topic(&self, name: &str) -> Result<Topic, LogError> {
+        let metadata = self
+            .metadata
+            .fetch_metadata(Some(name), self.config.timeout())
+            .map_err(kafka(format!("metadata of topic {name}")))?;
+        let Some(topic) = metadata.topics().iter().find(|t| t.name() == name) else {
+            return Err(LogError::UnknownTopic(name.to_string()));
+        };
+        match topic.error() {
+            None if !topic.partitions().is_empty() => {
+                Ok(Topic { name: name.into(), partitions: topic.partitions().len() as u32 })
+            }
+            _ => Err(LogError::UnknownTopic(name.to_string())),
+        }
+    }
+
+    fn topics(&self) -> Vec<Topic> {
+        let Ok(metadata) = self.metadata.fetch_metadata(None, self.config.timeout()) else {
+            return Vec::new();
+        };
+        let mut topics: Vec<Topic> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none() && !t.name().starts_with("__") && t.name() != &*self.positions_topic.name)
+            .map(|t| Topic { name: t.name().into(), partitions: t.partitions().len() as u32 })
+            .collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        topics
+    }
+
+    fn fetch(&self, topic: &Topic, partition: u32, offset: u64, records_max: usize) -> Result<Vec<Record>, LogError> {
+        Self::check_partition(topic, partition)?;
+        let reader = self.reader(topic, partition)?;
+        let mut guard = reader.lock().expect("reader lock");
+        let Reader { consumer, next_offset, at_end } = &mut *guard;
+        if *next_offset != Some(offset) {
+            let offsets = self.offsets(topic, partition)?;
+            if offset < offsets.start || offset > offsets.end {
+                return Err(LogError::OffsetOutOfRange {
+                    topic: topic.name.to_string(),
+                    partition,
+                    requested: offset,
+                    start: offsets.start,
+                    end: offsets.end,
+                });
+            }
+            let mut assignment = TopicPartitionList::new();
+            assignment
+                .add_partition_offset(&topic.name, partition as i32, Offset::Offset(offset as i64))
+                .map_err(kafka("build an assignment"))?;
+            consumer.assign(&assignment).map_err(kafka(format!("assign {}/{partition}", topic.name)))?;
+            *next_offset = Some(offset);
+            *at_end = false;
+        }
+        let mut records = Vec::new();
+        let deadline = Instant::now() + Duration::from_millis(FETCH_TIMEOUT_MS);
+        while records.len() < records_max {
+            let wait = if records.is_empty() { Duration::from_millis(10) } else { Duration::ZERO };
+            match consumer.poll(wait) {
+                Some(Ok(message)) => {
+                    let message_offset = message.offset() as u64;
+                    *next_offset = Some(message_offset + 1);
+                    *at_end = false;
+                    records.push(Record {
+                        offset: message_offset,
+                        timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
+                        key: Bytes::copy_from_slice(message.key().unwrap_or_default()),
+                        value: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
+                    });
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => {
+                    *at_end = true;
+                    // The consumer's position steps over transaction markers.
+                    let position = consumer.position().ok().and_then(|list| {
+                        list.find_partition(&topic.name, partition as i32).and_then(|e| e.offset().to_raw())
+                    });
+                    if let Some(position) = position.filter(|&p| p >= 0) {
+                        *next_offset = Some(next_offset.unwrap_or(offset).max(position as u64));
+                    }
+                    break;
+                }
+                Some(Err(error)) => {
+                    *next_offset = None;
+                    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::OffsetOutOfRange) {
+                        let offsets = self.offsets(topic, partition)?;
+                        return Err(LogError::OffsetOutOfRange {
+                            topic: topic.name.to_string(),
+                            partition,
+                            requested: offset,
+                            start: offsets.start,
+                            end: offsets.end,
+                        });
+                    }
+                    return Err(LogError::Kafka { context: format!("read {}/{partition}", topic.name), source: error });
+                }
+                None if !records.is_empty() => break,
+                None => {
+                    // Nothing buffered: either the partition ends here, or records are on their way.
+                    let end = self.offsets(topic, partition)?.end;
+                    let next = next_offset.unwrap_or(offset);
+                    if next >= end {
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        return Err(LogError::Kafka {
+                            context: format!("read {}/{partition} at {next} (end {end})", topic.name),
+                            source: KafkaError::MessageConsumption(RDKafkaErrorCode::RequestTimedOut),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    fn offsets(&self, topic: &Topic, partition: u32) -> Result<PartitionOffsets, LogError> {
+        Self::check_partition(topic, partition)?;
+        let (low, high) = self
+            .metadata
+            .fetch_watermarks(&topic.name, partition as i32, self.config.timeout())
+            .map_err(kafka(format!("offsets of {}/{partition}", topic.name)))?;
+        Ok(PartitionOffsets { start: low.max(0) as u64, end: high.max(0) as u64 })
+    }
+
+    fn resume_offset(&self, topic: &Topic, partition: u32, offset: u64) -> u64 {
+        let readers = self.readers.lock().expect("readers lock");
+        let Some(reader) = readers.get(&(topic.name.clone(), partition)).cloned() else { return offset };
+        drop(readers);
+        let reader = reader.lock().expect("reader lock");
+        match reader.next_offset {
+            Some(next) if reader.at_end && next > offset => next,
+            _ => offset,
+        }
+    }
+
+    fn committed_position(&self, group: &str, topic: &Topic, partition: u32) -> Result<Option<u64>, LogError> {
+        let positions = self.positions.read().expect("positions lock");
+        Ok(positions.get(&(group.to_string(), topic.name.to_string(), partition)).copied())
+    }
+
+    fn commit(&self, transaction: Transaction) -> Result<(), LogError> {
+        if transaction.is_empty() {
+            return Ok(());
+        }
+        if transaction.record_count() as usize > TRANSACTION_RECORDS_MAX {
+            return Err(LogError::RecordTooLarge { bytes: transaction.bytes(), limit: TRANSACTION_RECORDS_MAX });
+        }
+        // Any free producer; otherwise wait for the next in turn.
+        let slots = self.producers.len();
+        let mut slot = self.producers.iter().find_map(|slot| slot.try_lock().ok());
+        if slot.is_none() {
+            let index = self.next_slot.fetch_add(1, Ordering::Relaxed) % slots;
+            slot = Some(self.producers[index].lock().expect("producer lock"));
+        }
+        let mut slot = slot.expect("a producer slot");
+        if let Some(why) = &slot.failed {
+            return Err(LogError::Fenced(why.clone()));
+        }
+        slot.producer.begin_transaction().map_err(kafka("begin a transaction"))?;
+        let result = self.produce(&slot, &transaction).and_then(|()| {
+            slot.producer.commit_transaction(self.config.timeout()).map_err(kafka("commit a transaction"))
+        });
+        if let Err(error) = result {
+            if is_fatal(&error) {
+                slot.failed = Some(error.to_string());
+                return Err(LogError::Fenced(error.to_string()));
+            }
+            // Nothing of an aborted transaction becomes visible to read_committed readers.
+            if let Err(abort) = slot.producer.abort_transaction(self.config.timeout()) {
+                slot.failed = Some(format!("{error}; aborting it failed too: {abort}"));
+            }
+            return Err(error);
+        }
+        drop(slot);
+        {
+            let mut positions = self.positions.write().expect("positions lock");
+            for position in transaction.positions() {
+                positions.insert(
+                    (position.group.clone(), position.topic.to_string(), position.partition),
+                    position.next_offset,
+                );
+            }
+        }
+        let mut sequence = self.sequence.lock().expect("sequence lock");
+        *sequence += 1;
+        self.committed.notify_all();
+        Ok(())
+    }
+
+    fn commit_sequence(&self) -> u64 {
+        *self.sequence.lock().expect("sequence lock")
+    }
+
+    fn wait_for_commit(&self, seen: u64, timeout: Duration) -> u64 {
+        let sequence = self.sequence.lock().expect("sequence lock");
+        let (sequence, _) =
+            self.committed.wait_timeout_while(sequence, timeout, |s| *s <= seen).expect("sequence lock");
+        *sequence
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn position_records_round_trip() {
+        let (key, value) = encode_position("team/paystream", "payments", 7, 12_345);
+        let ((group, topic, partition), next) = decode_position(&key, &value).unwrap();
+        // Topic names cannot hold '/', but a group name may.
+        assert_eq!((group.as_str(), topic.as_str(), partition, next), ("team/paystream", "payments", 7, 12_345));
+        assert!(decode_position(b"g/t/x", b"1").is_none());
+        assert!(decode_position(b"g/t/1", b"-1").is_none());
+    }
+}
