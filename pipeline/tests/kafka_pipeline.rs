@@ -1,0 +1,202 @@
+//! The pipeline on Kafka (librdkafka's mock cluster, three brokers): payments written by
+//! an ordinary Kafka producer are decided exactly once across crashes, with state
+//! restored from the changelog topic and positions from the positions topic, and money
+//! conserved in the postings.
+//!
+//! Crashes are injected at transaction boundaries (a commit that fails before it reaches
+//! Kafka, after which the process's every commit fails, as if it had died): the mock
+//! cluster neither hides aborted transactions nor fences a zombie, so a crash *inside* a
+//! transaction cannot be judged on it (see `pipeline/src/log/kafka.rs`).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use paystream_domain::{Decision, LedgerTransaction};
+use paystream_operators::{OperatorConfig, default_model};
+use paystream_pipeline::log::kafka::{KafkaConfig, KafkaLog};
+use paystream_pipeline::log::{Log, LogError, PartitionOffsets, Record, Topic, Transaction};
+use paystream_pipeline::metrics::Metrics;
+use paystream_pipeline::{Pipeline, PipelineConfig, RunControl, RunMode};
+use paystream_storage::FileSnapshotStore;
+use rdkafka::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+const PAYMENTS: u32 = 3_000;
+const MALFORMED: u32 = 7;
+const TOPICS: [&str; 7] = ["payments", "labels", "decisions", "ledger", "settlements", "dead-letters", "paystream-changelog"];
+
+/// The Kafka log of a process that dies after `commits_left` more commits: from then on
+/// every commit fails before reaching Kafka, so nothing of it is written.
+struct Dying {
+    inner: KafkaLog,
+    commits_left: AtomicI64,
+}
+
+impl Log for Dying {
+    fn create_topic(&self, name: &str, partitions: u32) -> Result<Topic, LogError> {
+        self.inner.create_topic(name, partitions)
+    }
+    fn topic(&self, name: &str) -> Result<Topic, LogError> {
+        self.inner.topic(name)
+    }
+    fn topics(&self) -> Vec<Topic> {
+        self.inner.topics()
+    }
+    fn fetch(&self, topic: &Topic, partition: u32, offset: u64, records_max: usize) -> Result<Vec<Record>, LogError> {
+        self.inner.fetch(topic, partition, offset, records_max)
+    }
+    fn offsets(&self, topic: &Topic, partition: u32) -> Result<PartitionOffsets, LogError> {
+        self.inner.offsets(topic, partition)
+    }
+    fn resume_offset(&self, topic: &Topic, partition: u32, offset: u64) -> u64 {
+        self.inner.resume_offset(topic, partition, offset)
+    }
+    fn committed_position(&self, group: &str, topic: &Topic, partition: u32) -> Result<Option<u64>, LogError> {
+        self.inner.committed_position(group, topic, partition)
+    }
+    fn commit(&self, transaction: Transaction) -> Result<(), LogError> {
+        if self.commits_left.fetch_sub(1, Ordering::SeqCst) <= 0 {
+            return Err(LogError::Poisoned("the process died (injected)".into()));
+        }
+        self.inner.commit(transaction)
+    }
+    fn commit_sequence(&self) -> u64 {
+        self.inner.commit_sequence()
+    }
+    fn wait_for_commit(&self, seen: u64, timeout: Duration) -> u64 {
+        self.inner.wait_for_commit(seen, timeout)
+    }
+}
+
+fn pipeline(dir: &Path, log: Arc<dyn Log>) -> Pipeline {
+    Pipeline {
+        log,
+        snapshots: Arc::new(FileSnapshotStore::open(dir.join("snapshots")).unwrap()),
+        model: default_model(&OperatorConfig::default()),
+        metrics: Arc::new(Metrics::new()),
+        config: PipelineConfig {
+            partitions: 4,
+            workers: 2,
+            batch_records_max: 60,
+            snapshot_interval_batches: 4,
+            ..PipelineConfig::default()
+        },
+        record_store: None,
+    }
+}
+
+fn open_log(servers: &str) -> KafkaLog {
+    KafkaLog::open(KafkaConfig {
+        transactional_id: "paystream-test".into(),
+        producers: 2,
+        request_timeout_ms: 10_000,
+        ..KafkaConfig::new(servers)
+    })
+    .unwrap()
+}
+
+/// Payments as any Kafka client writes them: JSON v1, keyed by payer, default partitioner.
+fn publish_upstream(servers: &str) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("partitioner", "murmur2_random")
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    for i in 0..PAYMENTS {
+        let payer = format!("c{}", i % 41);
+        let value = format!(
+            r#"{{"payment_id":"p{i}","payer_account_id":"{payer}","merchant_id":"m{}","terminal_id":"t{}","amount":"{}.{:02}","currency":"EUR","event_time":"{}","channel":"wallet"}}"#,
+            i % 5,
+            i % 11,
+            1 + i % 700,
+            i % 100,
+            paystream_domain::time::format_rfc3339_ms(1_522_540_800_000 + i64::from(i) * 60_000)
+        );
+        producer.send(BaseRecord::to("payments").key(&payer).payload(&value)).unwrap();
+        if i % 431 == 0 && i / 431 < MALFORMED {
+            producer.send(BaseRecord::to("payments").key(&payer).payload("{\"payment_id\": broken")).unwrap();
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+fn values(log: &KafkaLog, name: &str) -> Vec<Vec<u8>> {
+    let topic = log.topic(name).unwrap();
+    let mut values = Vec::new();
+    for partition in 0..topic.partitions {
+        let mut offset = log.offsets(&topic, partition).unwrap().start;
+        loop {
+            let records = log.fetch(&topic, partition, offset, usize::MAX).unwrap();
+            let Some(last) = records.last() else { break };
+            offset = last.offset + 1;
+            values.extend(records.into_iter().map(|r| r.value.to_vec()));
+        }
+    }
+    values
+}
+
+#[test]
+fn payments_from_kafka_producers_are_decided_exactly_once_across_crashes() {
+    let cluster = MockCluster::new(3).unwrap();
+    cluster.create_topic("paystream-positions", 1, 3).unwrap();
+    for name in TOPICS {
+        cluster.create_topic(name, 4, 3).unwrap();
+    }
+    let servers = cluster.bootstrap_servers();
+    publish_upstream(&servers);
+    let dir = tempfile::tempdir().unwrap();
+
+    // Three processes die after a few commits each; every one resumes where the last
+    // committed transaction left it.
+    for (round, commits) in [4, 7, 10].into_iter().enumerate() {
+        let log = Arc::new(Dying { inner: open_log(&servers), commits_left: AtomicI64::new(commits) });
+        let result = pipeline(dir.path(), log).run(RunMode::UntilIdle, &RunControl::new(true));
+        assert!(result.is_err(), "round {round}: the process should have died");
+    }
+    // Broker errors the client retries (lost leadership, timeouts) cost nothing.
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+        ],
+    );
+    let log: Arc<dyn Log> = Arc::new(open_log(&servers));
+    let report = pipeline(dir.path(), log).run(RunMode::UntilIdle, &RunControl::new(true)).unwrap();
+    assert!(report.input_records > 0);
+
+    let log = open_log(&servers);
+    let decisions: Vec<Decision> = values(&log, "decisions").iter().map(|v| serde_json::from_slice(v).unwrap()).collect();
+    let mut seen: HashMap<&str, u32> = HashMap::new();
+    for decision in &decisions {
+        *seen.entry(&decision.payment_id).or_default() += 1;
+    }
+    assert_eq!(seen.len() as u32, PAYMENTS, "every payment decided");
+    assert!(seen.values().all(|&n| n == 1), "no payment decided twice");
+
+    let dead_letters = values(&log, "dead-letters");
+    assert_eq!(dead_letters.len() as u32, MALFORMED, "each malformed record dead-lettered once");
+    for letter in &dead_letters {
+        let letter: serde_json::Value = serde_json::from_slice(letter).unwrap();
+        assert_eq!(letter["source_topic"], "payments", "{letter}");
+    }
+
+    let ledger: Vec<LedgerTransaction> = values(&log, "ledger").iter().map(|v| serde_json::from_slice(v).unwrap()).collect();
+    let approved = decisions.iter().filter(|d| d.outcome == paystream_domain::Outcome::Approve).count();
+    assert_eq!(ledger.len(), approved, "one ledger transaction per approved payment");
+    let mut ids: Vec<&str> = ledger.iter().map(|t| t.payment_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), ledger.len(), "no payment posted twice");
+    for transaction in &ledger {
+        let sum: i64 = transaction.postings.iter().map(|p| p.signed_minor_units()).sum();
+        assert_eq!(sum, 0, "transaction {} is balanced", transaction.transaction_id);
+    }
+}
