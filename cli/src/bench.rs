@@ -101,6 +101,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         retention_hours: None,
         no_fsync: args.no_fsync,
         no_compression: args.no_compression,
+        kafka: crate::KafkaArgs::default(),
     };
     let log = log_args.open()?;
     let config: PipelineConfig = args.pipeline.config(&log_args)?;

@@ -82,6 +82,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         retention_hours: None,
         no_fsync: false,
         no_compression: false,
+        kafka: crate::KafkaArgs::default(),
     };
     println!(
         "paystream demo: {} days of {} customers at {} terminals (seed {}), {} partitions, data in {}",

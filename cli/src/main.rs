@@ -22,6 +22,7 @@ use paystream_domain::Currency;
 use paystream_domain::time::MILLIS_PER_DAY;
 use paystream_pipeline::log::Log;
 use paystream_pipeline::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
+use paystream_pipeline::log::kafka::{KafkaConfig, KafkaLog};
 use paystream_pipeline::metrics::Metrics;
 use paystream_pipeline::{Pipeline, PipelineConfig, RunControl, RunMode};
 use paystream_simulator::SimulatorConfig;
@@ -87,11 +88,102 @@ pub struct LogArgs {
     /// compression.type=lz4): more disk bandwidth, less CPU.
     #[arg(long, env = "PAYSTREAM_NO_COMPRESSION")]
     pub no_compression: bool,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+/// Kafka as the log (instead of the embedded one). See README, "Running on Kafka".
+#[derive(Args, Clone, Debug, Default)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers (host:port,...): use Kafka instead of the embedded log.
+    #[arg(long, env = "PAYSTREAM_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// A properties file (`key=value` lines, `#` comments) passed to every Kafka client:
+    /// security.protocol, sasl.*, ssl.*, client.id, ….
+    #[arg(long, env = "PAYSTREAM_KAFKA_CONFIG")]
+    pub kafka_config: Option<PathBuf>,
+    /// One more client property, KEY=VALUE (repeatable; wins over the file).
+    #[arg(long = "kafka-property", env = "PAYSTREAM_KAFKA_PROPERTIES", value_delimiter = ',')]
+    pub kafka_properties: Vec<String>,
+    /// Prefix of the transactional ids: stable across restarts of one deployment (that is
+    /// what fences a zombie), different for every `paystream run` process.
+    #[arg(long, env = "PAYSTREAM_KAFKA_TRANSACTIONAL_ID", default_value = "paystream")]
+    pub kafka_transactional_id: String,
+    /// Replication factor of the topics paystream creates.
+    #[arg(long, env = "PAYSTREAM_KAFKA_REPLICATION_FACTOR", default_value_t = 3)]
+    pub kafka_replication_factor: i32,
+    /// The broker aborts a transaction left open this long (a crashed process's).
+    #[arg(long, env = "PAYSTREAM_KAFKA_TRANSACTION_TIMEOUT_MS", default_value_t = 60_000)]
+    pub kafka_transaction_timeout_ms: u64,
+}
+
+/// What a command does with the log; on Kafka it decides the transactional ids, so that a
+/// publisher or a reader never fences the running pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogRole {
+    /// The pipeline: one transactional producer per worker.
+    Pipeline { workers: usize },
+    /// Publishes input (generate, replay): its own transactional id.
+    Publisher,
+    /// Reads only (log dump, log topics): no producer at all.
+    Reader,
+}
+
+impl KafkaArgs {
+    fn config(&self, brokers: &str, role: LogRole) -> Result<KafkaConfig> {
+        let mut config = KafkaConfig::new(brokers);
+        if let Some(path) = &self.kafka_config {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("read the Kafka properties file {}", path.display()))?;
+            for (number, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let Some((key, value)) = line.split_once('=') else {
+                    bail!("{}:{}: expected key=value, found {line:?}", path.display(), number + 1);
+                };
+                config.client_properties.push((key.trim().to_string(), value.trim().to_string()));
+            }
+        }
+        for property in &self.kafka_properties {
+            let Some((key, value)) = property.split_once('=') else {
+                bail!("--kafka-property: expected KEY=VALUE, found {property:?}");
+            };
+            config.client_properties.push((key.trim().to_string(), value.trim().to_string()));
+        }
+        config.replication_factor = self.kafka_replication_factor;
+        config.transaction_timeout_ms = self.kafka_transaction_timeout_ms;
+        (config.transactional_id, config.producers) = match role {
+            LogRole::Pipeline { workers } => (self.kafka_transactional_id.clone(), workers.max(1)),
+            LogRole::Publisher => (format!("{}-publisher", self.kafka_transactional_id), 1),
+            LogRole::Reader => (format!("{}-reader", self.kafka_transactional_id), 0),
+        };
+        // A restore replays the changelog from the last snapshot: retention must not
+        // delete it (the default name; a renamed changelog needs the same settings).
+        for (key, value) in [("retention.ms", "-1"), ("retention.bytes", "-1")] {
+            config.topic_properties.push(("paystream-changelog".into(), key.into(), value.into()));
+        }
+        Ok(config)
+    }
 }
 
 impl LogArgs {
     pub fn open(&self) -> Result<Arc<EmbeddedLog>> {
         open_log(&self.data_dir, self)
+    }
+
+    /// The log these arguments name: Kafka when brokers are given, else the embedded log.
+    pub fn open_any(&self, role: LogRole) -> Result<Arc<dyn Log>> {
+        let Some(brokers) = &self.kafka.kafka_brokers else {
+            return Ok(match role {
+                LogRole::Reader => self.open_read_only()?,
+                _ => self.open()?,
+            });
+        };
+        let config = self.kafka.config(brokers, role)?;
+        let log = KafkaLog::open(config).with_context(|| format!("open the Kafka log at {brokers}"))?;
+        Ok(Arc::new(log))
     }
 
     /// For inspection while another process (a running pipeline) writes the log.
@@ -343,7 +435,7 @@ fn run_command(command: Command) -> Result<()> {
         Command::Generate(args) => generate(args),
         Command::Replay(args) => replay(args),
         Command::Log(LogCommand::Dump { topic, partition, log }) => {
-            let log = log.open_read_only()?;
+            let log = log.open_any(LogRole::Reader)?;
             let topic = log.topic(&topic)?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
@@ -352,7 +444,7 @@ fn run_command(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Log(LogCommand::Topics { log }) => {
-            let log = log.open_read_only()?;
+            let log = log.open_any(LogRole::Reader)?;
             for topic in log.topics() {
                 let mut total = 0;
                 let mut parts = Vec::new();
@@ -415,12 +507,7 @@ pub fn stop_on_signals(runtime: &tokio::runtime::Runtime, control: Arc<RunContro
     });
 }
 
-pub fn pipeline(
-    log: Arc<EmbeddedLog>,
-    data_dir: &Path,
-    config: PipelineConfig,
-    metrics: Arc<Metrics>,
-) -> Result<Pipeline> {
+pub fn pipeline(log: Arc<dyn Log>, data_dir: &Path, config: PipelineConfig, metrics: Arc<Metrics>) -> Result<Pipeline> {
     let snapshots = FileSnapshotStore::open(data_dir.join("snapshots"))?;
     let model: Arc<dyn paystream_models::FraudModel> = match &config.model_file {
         Some(path) => Arc::new(paystream_pipeline::model::load_model_file(path, config.operators.label_delay_ms)?),
@@ -439,7 +526,8 @@ pub fn pipeline(
 }
 
 fn run(args: RunArgs) -> Result<()> {
-    let log = args.log.open()?;
+    let config = args.pipeline.config(&args.log)?;
+    let log = args.log.open_any(LogRole::Pipeline { workers: config.workers })?;
     let metrics = Arc::new(Metrics::new());
     let runtime = io_runtime()?;
     if let Some(addr) = start_metrics_server(&runtime, &args.pipeline, &metrics) {
@@ -447,7 +535,7 @@ fn run(args: RunArgs) -> Result<()> {
     }
     let control = Arc::new(RunControl::new(true));
     stop_on_signals(&runtime, control.clone());
-    let pipeline = pipeline(log, &args.log.data_dir, args.pipeline.config(&args.log)?, metrics)?;
+    let pipeline = pipeline(log, &args.log.data_dir, config, metrics)?;
     let mode = if args.until_idle { RunMode::UntilIdle } else { RunMode::Forever };
     let started = std::time::Instant::now();
     let report = pipeline.run(mode, &control)?;
@@ -479,7 +567,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
         println!("wrote {} rows to {}", transactions.len(), path.display());
         return Ok(());
     }
-    let log = args.log.open()?;
+    let log = args.log.open_any(LogRole::Publisher)?;
     let pipeline_config = PipelineConfig { partitions: args.log.partitions, ..PipelineConfig::default() };
     let topics = paystream_pipeline::runtime::ensure_topics(log.as_ref(), &pipeline_config)?;
     let progress = AtomicU64::new(0);
@@ -498,7 +586,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
 }
 
 fn replay(args: ReplayArgs) -> Result<()> {
-    let log = args.log.open()?;
+    let log = args.log.open_any(LogRole::Publisher)?;
     let pipeline_config = PipelineConfig { partitions: args.log.partitions, ..PipelineConfig::default() };
     let topics = paystream_pipeline::runtime::ensure_topics(log.as_ref(), &pipeline_config)?;
     let progress = AtomicU64::new(0);

@@ -716,7 +716,11 @@ impl Pipeline {
             self.metrics
                 .lag_records
                 .with_label_values(&[&*topics.payments.name, &task.processor.partition().to_string()])
-                .set(end.saturating_sub(self.log.resume_offset(&topics.payments, task.processor.partition(), task.next_offset)) as i64);
+                .set(end.saturating_sub(self.log.resume_offset(
+                    &topics.payments,
+                    task.processor.partition(),
+                    task.next_offset,
+                )) as i64);
         }
         Ok(())
     }

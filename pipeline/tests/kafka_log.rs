@@ -108,11 +108,8 @@ fn commits_records_and_positions_atomically_and_reads_them_back() {
 fn upstream_producers_and_paystream_agree_on_partitions() {
     let cluster = cluster(&[("payments", 8)]);
     let servers = cluster.bootstrap_servers();
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &servers)
-        .set("partitioner", "murmur2_random")
-        .create()
-        .unwrap();
+    let producer: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", &servers).set("partitioner", "murmur2_random").create().unwrap();
     let keys: Vec<String> = (0..500).map(|i| format!("customer-{i}")).collect();
     for key in &keys {
         producer.send(BaseRecord::to("payments").key(key).payload(key)).unwrap();

@@ -28,7 +28,8 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 const PAYMENTS: u32 = 3_000;
 const MALFORMED: u32 = 7;
-const TOPICS: [&str; 7] = ["payments", "labels", "decisions", "ledger", "settlements", "dead-letters", "paystream-changelog"];
+const TOPICS: [&str; 7] =
+    ["payments", "labels", "decisions", "ledger", "settlements", "dead-letters", "paystream-changelog"];
 
 /// The Kafka log of a process that dies after `commits_left` more commits: from then on
 /// every commit fails before reaching Kafka, so nothing of it is written.
@@ -173,7 +174,8 @@ fn payments_from_kafka_producers_are_decided_exactly_once_across_crashes() {
     assert!(report.input_records > 0);
 
     let log = open_log(&servers);
-    let decisions: Vec<Decision> = values(&log, "decisions").iter().map(|v| serde_json::from_slice(v).unwrap()).collect();
+    let decisions: Vec<Decision> =
+        values(&log, "decisions").iter().map(|v| serde_json::from_slice(v).unwrap()).collect();
     let mut seen: HashMap<&str, u32> = HashMap::new();
     for decision in &decisions {
         *seen.entry(&decision.payment_id).or_default() += 1;
@@ -188,7 +190,8 @@ fn payments_from_kafka_producers_are_decided_exactly_once_across_crashes() {
         assert_eq!(letter["source_topic"], "payments", "{letter}");
     }
 
-    let ledger: Vec<LedgerTransaction> = values(&log, "ledger").iter().map(|v| serde_json::from_slice(v).unwrap()).collect();
+    let ledger: Vec<LedgerTransaction> =
+        values(&log, "ledger").iter().map(|v| serde_json::from_slice(v).unwrap()).collect();
     let approved = decisions.iter().filter(|d| d.outcome == paystream_domain::Outcome::Approve).count();
     assert_eq!(ledger.len(), approved, "one ledger transaction per approved payment");
     let mut ids: Vec<&str> = ledger.iter().map(|t| t.payment_id.as_str()).collect();

@@ -58,7 +58,8 @@ pub struct KafkaConfig {
     /// Prefix of the producers' `transactional.id`s. Stable across restarts of the same
     /// deployment (that is what fences a zombie); unique per `paystream run` process.
     pub transactional_id: String,
-    /// Transactional producers, i.e. commits in flight at once (one per worker).
+    /// Transactional producers, i.e. commits in flight at once (one per worker); 0 opens
+    /// the log read-only (inspection tools: they must not fence the pipeline).
     pub producers: usize,
     /// Replication factor of topics paystream creates.
     pub replication_factor: i32,
@@ -68,6 +69,9 @@ pub struct KafkaConfig {
     pub request_timeout_ms: u64,
     /// The compacted topic of consumer positions.
     pub positions_topic: String,
+    /// Topic-level configs for topics paystream creates: (topic, key, value), e.g. the
+    /// changelog's `retention.ms=-1`.
+    pub topic_properties: Vec<(String, String, String)>,
 }
 
 impl KafkaConfig {
@@ -81,6 +85,7 @@ impl KafkaConfig {
             transaction_timeout_ms: 60_000,
             request_timeout_ms: 30_000,
             positions_topic: "paystream-positions".into(),
+            topic_properties: Vec::new(),
         }
     }
 
@@ -141,9 +146,6 @@ impl KafkaLog {
     /// Connects, creates the positions topic if missing, reads the positions, and
     /// initialises the transactional producers (fencing older holders of their ids).
     pub fn open(config: KafkaConfig) -> Result<KafkaLog, LogError> {
-        if config.producers == 0 {
-            return Err(LogError::InvalidTopic("a Kafka log needs at least one producer".into()));
-        }
         let admin: AdminClient<DefaultClientContext> =
             config.client().create().map_err(kafka("create the Kafka admin client"))?;
         let metadata: BaseConsumer = config
@@ -316,8 +318,7 @@ impl KafkaLog {
         let producer = &slot.producer;
         for (topic, partition, batch) in transaction.batches() {
             for (timestamp_ms, key, value) in batch.iter() {
-                let mut record =
-                    BaseRecord::<[u8], [u8]>::to(&topic.name).partition(*partition as i32).payload(value);
+                let mut record = BaseRecord::<[u8], [u8]>::to(&topic.name).partition(*partition as i32).payload(value);
                 if !key.is_empty() {
                     record = record.key(key);
                 }
@@ -329,12 +330,20 @@ impl KafkaLog {
         }
         let mut by_group: HashMap<&str, TopicPartitionList> = HashMap::new();
         for position in transaction.positions() {
-            let (key, value) = encode_position(&position.group, &position.topic, position.partition, position.next_offset);
-            send(producer, BaseRecord::<[u8], [u8]>::to(&self.positions_topic.name).partition(0).key(&key).payload(&value))?;
+            let (key, value) =
+                encode_position(&position.group, &position.topic, position.partition, position.next_offset);
+            send(
+                producer,
+                BaseRecord::<[u8], [u8]>::to(&self.positions_topic.name).partition(0).key(&key).payload(&value),
+            )?;
             by_group
                 .entry(&position.group)
                 .or_default()
-                .add_partition_offset(&position.topic, position.partition as i32, Offset::Offset(position.next_offset as i64))
+                .add_partition_offset(
+                    &position.topic,
+                    position.partition as i32,
+                    Offset::Offset(position.next_offset as i64),
+                )
                 .map_err(kafka("build the offsets of a transaction"))?;
         }
         for (group, offsets) in by_group {
@@ -390,15 +399,24 @@ fn is_fatal(error: &LogError) -> bool {
 
 impl Log for KafkaLog {
     fn create_topic(&self, name: &str, partitions: u32) -> Result<Topic, LogError> {
-        if name.is_empty() || name.len() > 249 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+        if name.is_empty() || name.len() > 249 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
             return Err(LogError::InvalidTopic(format!("{name:?} is not a valid Kafka topic name")));
         }
         match self.topic(name) {
             Ok(topic) if topic.partitions == partitions => Ok(topic),
-            Ok(topic) => {
-                Err(LogError::TopicExists { topic: name.to_string(), existing: topic.partitions, requested: partitions })
+            Ok(topic) => Err(LogError::TopicExists {
+                topic: name.to_string(),
+                existing: topic.partitions,
+                requested: partitions,
+            }),
+            Err(LogError::UnknownTopic(_)) => {
+                let configs: Vec<(&str, &str)> = (self.config.topic_properties.iter())
+                    .filter(|(topic, _, _)| topic == name)
+                    .map(|(_, key, value)| (key.as_str(), value.as_str()))
+                    .collect();
+                self.create(name, partitions, &configs)
             }
-            Err(LogError::UnknownTopic(_)) => self.create(name, partitions, &[]),
             Err(error) => Err(error),
         }
     }
@@ -546,6 +564,9 @@ impl Log for KafkaLog {
     fn commit(&self, transaction: Transaction) -> Result<(), LogError> {
         if transaction.is_empty() {
             return Ok(());
+        }
+        if self.producers.is_empty() {
+            return Err(LogError::ReadOnly);
         }
         if transaction.record_count() as usize > TRANSACTION_RECORDS_MAX {
             return Err(LogError::RecordTooLarge { bytes: transaction.bytes(), limit: TRANSACTION_RECORDS_MAX });
