@@ -522,7 +522,7 @@ pub fn pipeline(log: Arc<dyn Log>, data_dir: &Path, config: PipelineConfig, metr
         }
         None => None,
     };
-    Ok(Pipeline { log, snapshots: Arc::new(snapshots), model, metrics, config, record_store })
+    Ok(Pipeline { log, snapshots: Arc::new(snapshots), model, metrics, config, record_store, membership: None })
 }
 
 fn run(args: RunArgs) -> Result<()> {

@@ -45,6 +45,10 @@ pub struct Metrics {
     pub sink_records: IntCounter,
     /// Failed attempts to write to the record store (retried).
     pub sink_errors: IntCounter,
+    /// Consumer group generations this process has run (Kafka).
+    pub rebalances: IntCounter,
+    /// Input partitions this process owns now.
+    pub assigned_partitions: IntGauge,
     model_info: IntGaugeVec,
     /// Exact event→decision latency in µs, for `paystream bench` percentiles.
     pub latency_us: Mutex<HdrHistogram<u64>>,
@@ -198,6 +202,11 @@ impl Metrics {
                 &registry,
                 IntGaugeVec::new(Opts::new("model_info", "1 for the model version in use"), &["version"])
                     .expect("valid metric"),
+            ),
+            rebalances: counter("rebalances_total", "Consumer group assignments this process has taken up"),
+            assigned_partitions: register(
+                &registry,
+                IntGauge::new("assigned_partitions", "Input partitions this process owns").expect("valid metric"),
             ),
             latency_us: Mutex::new(HdrHistogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid bounds")),
             registry,

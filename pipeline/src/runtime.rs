@@ -22,7 +22,7 @@ use paystream_storage::{Snapshot, SnapshotStore, StorageError};
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::log::{Log, LogError, Topic, Transaction};
+use crate::log::{Log, LogError, Membership, Topic, Transaction};
 use crate::metrics::Metrics;
 use crate::model::ModelHandle;
 use crate::terminals::{TERMINAL_INDEX_GROUP, TerminalStage};
@@ -147,6 +147,10 @@ pub const BATCH_RECORDS_MAX_LIMIT: usize = 65_536;
 /// Gives `group` a position at the start of every partition of `topics` where it has none,
 /// so retention keeps everything the group has not read.
 fn register_group_from_start(log: &dyn Log, group: &str, topics: &[&Topic]) -> Result<(), LogError> {
+    if !log.retention_keeps_unread() {
+        // Nothing to protect; and a stale view must not overwrite another process's position.
+        return Ok(());
+    }
     let mut registration = Transaction::new();
     for topic in topics {
         for partition in 0..topic.partitions {
@@ -241,6 +245,15 @@ pub struct RunReport {
     pub commits: u64,
 }
 
+impl RunReport {
+    pub fn add(&mut self, other: &RunReport) {
+        self.input_records += other.input_records;
+        self.counters.add(&other.counters);
+        self.dead_letters += other.dead_letters;
+        self.commits += other.commits;
+    }
+}
+
 /// Batches a worker may have handed to its committer and not yet seen committed.
 pub const COMMIT_QUEUE_DEPTH_MAX: usize = 2;
 
@@ -285,6 +298,7 @@ impl CommitTracker {
 }
 
 /// What every worker shares.
+#[derive(Clone)]
 struct WorkerContext<'a> {
     topics: &'a PipelineTopics,
     operator_config: Arc<OperatorConfig>,
@@ -292,6 +306,14 @@ struct WorkerContext<'a> {
     stage: Option<&'a TerminalStage>,
     mode: RunMode,
     control: &'a RunControl,
+    /// The consumer group generation the workers run; they stop when it moves.
+    generation: Option<(&'a dyn Membership, u64)>,
+}
+
+impl WorkerContext<'_> {
+    fn keep_running(&self) -> bool {
+        !self.control.stopped() && self.generation.is_none_or(|(membership, g)| membership.generation() == g)
+    }
 }
 
 struct PartitionTask {
@@ -347,6 +369,9 @@ pub struct Pipeline {
     pub config: PipelineConfig,
     /// Where decisions and postings are copied as records (PostgreSQL); `None`: only the log.
     pub record_store: Option<std::sync::Mutex<Box<dyn paystream_storage::records::RecordStore>>>,
+    /// The consumer group deciding which input partitions this process owns (Kafka);
+    /// `None`: all of them.
+    pub membership: Option<Arc<dyn Membership>>,
 }
 
 impl Pipeline {
@@ -370,11 +395,19 @@ impl Pipeline {
             return Err(RuntimeError::Config(format!("at most {PIPELINE_PARTITIONS_MAX} partitions")));
         }
         let workers = self.worker_count(&topics);
+        if self.membership.is_some() && (self.needs_terminal_index() || self.record_store.is_some()) {
+            return Err(RuntimeError::Config(
+                "the terminal index (models reading terminal features) and the PostgreSQL record sink read every \
+                 partition: in a consumer group they are not supported yet; run one process with static assignment"
+                    .into(),
+            ));
+        }
         let operator_config = Arc::new(config.operators.clone());
         let model = ModelHandle::new(self.model.clone());
         self.metrics.model_loaded("", self.model.version());
         // Learned models read terminal features: run the terminal index.
-        let stage = (config.model_file.is_some() || self.model.uses_terminal_features())
+        let stage = self
+            .needs_terminal_index()
             .then(|| TerminalStage::new(&topics, config.operators.feature_allowed_lateness_ms));
         if stage.is_some() {
             self.register_terminal_index(&topics)?;
@@ -412,19 +445,15 @@ impl Pipeline {
                     })
                     .expect("spawn model watcher thread")
             });
-            let handles: Vec<_> = (0..workers)
-                .map(|worker| {
-                    let operator_config = operator_config.clone();
-                    // One worker failing stops the others cleanly.
-                    spawn_stopping_on_error(scope, format!("paystream-worker-{worker}"), control, move || {
-                        let partitions: Vec<u32> =
-                            (0..topics.payments.partitions).filter(|p| *p as usize % workers == worker).collect();
-                        let context = WorkerContext { topics, operator_config, model, stage, mode, control };
-                        self.run_worker(&partitions, &context)
-                    })
-                })
-                .collect();
-            let results = handles.into_iter().map(joined).collect();
+            let context = WorkerContext { topics, operator_config, model, stage, mode, control, generation: None };
+            let results = match &self.membership {
+                None => {
+                    let partitions: Vec<u32> = (0..topics.payments.partitions).collect();
+                    self.metrics.assigned_partitions.set(partitions.len() as i64);
+                    self.run_workers(scope, &partitions, workers, &context)
+                }
+                Some(membership) => vec![self.run_generations(membership.as_ref(), workers, &context)],
+            };
             workers_finished.store(true, Ordering::SeqCst);
             if let Some(indexer) = indexer {
                 indexed = joined(indexer);
@@ -441,13 +470,92 @@ impl Pipeline {
         sunk?;
         let mut report = RunReport::default();
         for result in results {
-            let worker = result?;
-            report.input_records += worker.input_records;
-            report.counters.add(&worker.counters);
-            report.dead_letters += worker.dead_letters;
-            report.commits += worker.commits;
+            report.add(&result?);
         }
         Ok(report)
+    }
+
+    fn needs_terminal_index(&self) -> bool {
+        // Learned models read terminal features: run the terminal index.
+        self.config.model_file.is_some() || self.model.uses_terminal_features()
+    }
+
+    /// Runs `workers` worker threads over `partitions` (partition i of the list goes to
+    /// worker i % workers) until they stop; one report per worker.
+    fn run_workers<'scope>(
+        &'scope self,
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        partitions: &[u32],
+        workers: usize,
+        context: &WorkerContext<'scope>,
+    ) -> Vec<Result<RunReport, RuntimeError>> {
+        let workers = workers.min(partitions.len()).max(1);
+        let handles: Vec<_> = (0..workers)
+            .map(|worker| {
+                let context = context.clone();
+                let mine: Vec<u32> =
+                    partitions.iter().enumerate().filter(|(i, _)| i % workers == worker).map(|(_, p)| *p).collect();
+                // One worker failing stops the others cleanly.
+                spawn_stopping_on_error(scope, format!("paystream-worker-{worker}"), context.control, move || {
+                    self.run_worker(&mine, &context)
+                })
+            })
+            .collect();
+        handles.into_iter().map(joined).collect()
+    }
+
+    /// Runs the partitions the consumer group gives this process, one generation at a
+    /// time: when the assignment moves, every worker finishes its batch, commits and
+    /// snapshots, the generation is released (a revocation may then complete), and the
+    /// workers start again on the new set, restoring state for partitions new to them.
+    fn run_generations(
+        &self,
+        membership: &dyn Membership,
+        workers: usize,
+        context: &WorkerContext<'_>,
+    ) -> Result<RunReport, RuntimeError> {
+        let control = context.control;
+        let mut report = RunReport::default();
+        let mut seen = 0;
+        let result = loop {
+            if control.stopped() {
+                break Ok(());
+            }
+            let (generation, partitions) =
+                membership.wait_for_change(seen, Duration::from_millis(self.config.idle_wait_ms.max(100)));
+            if generation == seen {
+                continue;
+            }
+            seen = generation;
+            self.metrics.assigned_partitions.set(partitions.len() as i64);
+            self.metrics.rebalances.inc();
+            if partitions.is_empty() {
+                membership.released(generation);
+                continue;
+            }
+            tracing::info!(generation, ?partitions, "running assigned partitions");
+            if let Err(error) = self.log.refresh_positions() {
+                break Err(error.into());
+            }
+            let context = WorkerContext { generation: Some((membership, generation)), ..context.clone() };
+            let results = std::thread::scope(|scope| self.run_workers(scope, &partitions, workers, &context));
+            membership.released(generation);
+            let mut failed = None;
+            for result in results {
+                match result {
+                    Ok(worker) => report.add(&worker),
+                    Err(error) => failed = Some(error),
+                }
+            }
+            if let Some(error) = failed {
+                break Err(error);
+            }
+            if context.mode == RunMode::UntilIdle && membership.generation() == generation {
+                break Ok(()); // our partitions are drained and nobody moved them
+            }
+        };
+        membership.released(u64::MAX);
+        result.map(|()| report)
     }
 
     /// Registers the terminal index's group at the input's start so retention keeps what
@@ -504,7 +612,9 @@ impl Pipeline {
             transaction.set_position(SNAPSHOT_GROUP, &topics.changelog, partition, changelog_offset);
             self.metrics.snapshot_seconds.observe(started.elapsed().as_secs_f64());
         }
-        self.log.commit(transaction)?;
+        if self.log.retention_keeps_unread() {
+            self.log.commit(transaction)?;
+        }
         Ok(())
     }
 
@@ -572,7 +682,7 @@ impl Pipeline {
         let worker_started = Instant::now();
         let worker_rate_max =
             config.input_records_per_second_max.map(|rate| (rate as f64 / self.worker_count(topics) as f64).max(1.0));
-        while !control.stopped() {
+        while context.keep_running() {
             if let Some(rate) = worker_rate_max {
                 let due = Duration::from_secs_f64(fetched_records as f64 / rate);
                 if let Some(wait) = due.checked_sub(worker_started.elapsed()) {

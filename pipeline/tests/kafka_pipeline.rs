@@ -17,7 +17,7 @@ use std::time::Duration;
 use paystream_domain::{Decision, LedgerTransaction};
 use paystream_operators::{OperatorConfig, default_model};
 use paystream_pipeline::log::kafka::{KafkaConfig, KafkaLog};
-use paystream_pipeline::log::{Log, LogError, PartitionOffsets, Record, Topic, Transaction};
+use paystream_pipeline::log::{Log, LogError, Membership, PartitionOffsets, Record, Topic, Transaction};
 use paystream_pipeline::metrics::Metrics;
 use paystream_pipeline::{Pipeline, PipelineConfig, RunControl, RunMode};
 use paystream_storage::FileSnapshotStore;
@@ -60,6 +60,12 @@ impl Log for Dying {
     fn committed_position(&self, group: &str, topic: &Topic, partition: u32) -> Result<Option<u64>, LogError> {
         self.inner.committed_position(group, topic, partition)
     }
+    fn refresh_positions(&self) -> Result<(), LogError> {
+        self.inner.refresh_positions()
+    }
+    fn retention_keeps_unread(&self) -> bool {
+        self.inner.retention_keeps_unread()
+    }
     fn commit(&self, transaction: Transaction) -> Result<(), LogError> {
         if self.commits_left.fetch_sub(1, Ordering::SeqCst) <= 0 {
             return Err(LogError::Poisoned("the process died (injected)".into()));
@@ -75,6 +81,10 @@ impl Log for Dying {
 }
 
 fn pipeline(dir: &Path, log: Arc<dyn Log>) -> Pipeline {
+    in_group(dir, log, None)
+}
+
+fn in_group(dir: &Path, log: Arc<dyn Log>, membership: Option<Arc<dyn Membership>>) -> Pipeline {
     Pipeline {
         log,
         snapshots: Arc::new(FileSnapshotStore::open(dir.join("snapshots")).unwrap()),
@@ -88,12 +98,18 @@ fn pipeline(dir: &Path, log: Arc<dyn Log>) -> Pipeline {
             ..PipelineConfig::default()
         },
         record_store: None,
+        membership,
     }
 }
 
 fn open_log(servers: &str) -> KafkaLog {
+    open_process_log(servers, "paystream-test")
+}
+
+fn open_process_log(servers: &str, transactional_id: &str) -> KafkaLog {
     KafkaLog::open(KafkaConfig {
-        transactional_id: "paystream-test".into(),
+        transactional_id: transactional_id.into(),
+        session_timeout_ms: 6_000,
         producers: 2,
         request_timeout_ms: 10_000,
         ..KafkaConfig::new(servers)
@@ -103,13 +119,17 @@ fn open_log(servers: &str) -> KafkaLog {
 
 /// Payments as any Kafka client writes them: JSON v1, keyed by payer, default partitioner.
 fn publish_upstream(servers: &str) {
+    publish_range(servers, 0, PAYMENTS);
+}
+
+fn publish_range(servers: &str, from: u32, to: u32) {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", servers)
         .set("partitioner", "murmur2_random")
         .set("enable.idempotence", "true")
         .create()
         .unwrap();
-    for i in 0..PAYMENTS {
+    for i in from..to {
         let payer = format!("c{}", i % 41);
         let value = format!(
             r#"{{"payment_id":"p{i}","payer_account_id":"{payer}","merchant_id":"m{}","terminal_id":"t{}","amount":"{}.{:02}","currency":"EUR","event_time":"{}","channel":"wallet"}}"#,
@@ -173,7 +193,12 @@ fn payments_from_kafka_producers_are_decided_exactly_once_across_crashes() {
     let report = pipeline(dir.path(), log).run(RunMode::UntilIdle, &RunControl::new(true)).unwrap();
     assert!(report.input_records > 0);
 
-    let log = open_log(&servers);
+    check_exactly_once(&open_log(&servers));
+}
+
+/// Every payment decided once, each malformed record dead-lettered once, one balanced
+/// ledger transaction per approved payment.
+fn check_exactly_once(log: &KafkaLog) {
     let decisions: Vec<Decision> =
         values(&log, "decisions").iter().map(|v| serde_json::from_slice(v).unwrap()).collect();
     let mut seen: HashMap<&str, u32> = HashMap::new();
@@ -202,4 +227,87 @@ fn payments_from_kafka_producers_are_decided_exactly_once_across_crashes() {
         let sum: i64 = transaction.postings.iter().map(|p| p.signed_minor_units()).sum();
         assert_eq!(sum, 0, "transaction {} is balanced", transaction.transaction_id);
     }
+}
+
+fn decided(log: &KafkaLog) -> usize {
+    values(log, "decisions").len()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(started.elapsed() < Duration::from_secs(120), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Two processes in one consumer group: the second joins while the first runs (the
+/// first gives up half its partitions, committing before it lets go), then the first
+/// dies and the second takes over everything, restoring the state the first committed.
+#[test]
+fn two_processes_share_partitions_and_the_survivor_takes_over() {
+    let cluster = MockCluster::new(3).unwrap();
+    cluster.create_topic("paystream-positions", 1, 3).unwrap();
+    for name in TOPICS {
+        cluster.create_topic(name, 4, 3).unwrap();
+    }
+    let servers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let observer = KafkaLog::open(KafkaConfig { producers: 0, ..KafkaConfig::new(servers.as_str()) }).unwrap();
+    publish_range(&servers, 0, 1_000);
+
+    struct Process {
+        log: Arc<Dying>,
+        pipeline: Pipeline,
+        control: Arc<RunControl>,
+    }
+    let start = |name: &str| {
+        let log = Arc::new(Dying { inner: open_process_log(&servers, name), commits_left: AtomicI64::new(i64::MAX) });
+        let payments = log.inner.topic("payments").unwrap();
+        let member: Arc<dyn Membership> = log.inner.join("paystream", &payments).unwrap();
+        let pipeline = in_group(&dir.path().join(name), log.clone(), Some(member));
+        Process { log, pipeline, control: Arc::new(RunControl::new(false)) }
+    };
+    // (A member holds partitions from the moment it joins: b joins only when it runs.)
+    let a = start("a");
+    let (a_log, a_metrics, a_control) = (a.log.clone(), a.pipeline.metrics.clone(), a.control.clone());
+    let b_control = Arc::new(RunControl::new(false));
+    /// Stops both processes if the test fails, so it ends instead of waiting on them.
+    struct StopOnDrop(Vec<Arc<RunControl>>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.iter().for_each(|control| control.stop());
+        }
+    }
+    std::thread::scope(|scope| {
+        let _stop = StopOnDrop(vec![a_control, b_control.clone()]);
+        // A process's thread owns it: when it returns, the process is gone (and so is its
+        // group membership).
+        let running_a = scope.spawn(move || a.pipeline.run(RunMode::Forever, &a.control));
+        wait_until("a decides the first payments", || decided(&observer) >= 1_000);
+        assert_eq!(a_metrics.assigned_partitions.get(), 4, "alone, a owns every partition");
+
+        let b = start("b");
+        let b_metrics = b.pipeline.metrics.clone();
+        let b_run_control = b_control.clone();
+        let running_b = scope.spawn(move || b.pipeline.run(RunMode::Forever, &b_run_control));
+        wait_until("b gets partitions", || b_metrics.assigned_partitions.get() > 0);
+        wait_until("a gives partitions up", || a_metrics.assigned_partitions.get() < 4);
+        publish_range(&servers, 1_000, 2_000);
+        wait_until("both decide", || decided(&observer) >= 2_000);
+        assert!(b_metrics.input_records.get() > 0, "b processed its share");
+
+        // a dies: its next commit fails and it stops; its partitions go to b.
+        a_log.commits_left.store(0, Ordering::SeqCst);
+        publish_range(&servers, 2_000, PAYMENTS);
+        assert!(running_a.join().unwrap().is_err(), "a died");
+        wait_until("b owns everything", || b_metrics.assigned_partitions.get() == 4);
+        wait_until("every payment decided", || decided(&observer) >= PAYMENTS as usize);
+        b_control.stop();
+        running_b.join().unwrap().unwrap();
+        // Each input record was consumed by exactly one committed transaction: none
+        // re-read from a stale position after a hand-over.
+        assert_eq!(a_metrics.input_records.get() + b_metrics.input_records.get(), u64::from(PAYMENTS + MALFORMED));
+    });
+    check_exactly_once(&observer);
 }

@@ -27,21 +27,21 @@
 //! aborted or unfinished transaction are visible there; and it does not store offsets sent
 //! with `send_offsets_to_transaction` (which is one reason positions live in a topic).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use super::{Log, LogError, PartitionOffsets, Record, Topic, Transaction};
+use super::{Log, LogError, Membership, PartitionOffsets, Record, Topic, Transaction};
 
 /// Most records a commit may hold (they are all in the producer's queue at once).
 pub const TRANSACTION_RECORDS_MAX: usize = 500_000;
@@ -69,6 +69,9 @@ pub struct KafkaConfig {
     pub request_timeout_ms: u64,
     /// The compacted topic of consumer positions.
     pub positions_topic: String,
+    /// `session.timeout.ms` of the pipeline's group membership: how long a dead process
+    /// keeps its partitions.
+    pub session_timeout_ms: u64,
     /// Topic-level configs for topics paystream creates: (topic, key, value), e.g. the
     /// changelog's `retention.ms=-1`.
     pub topic_properties: Vec<(String, String, String)>,
@@ -86,6 +89,7 @@ impl KafkaConfig {
             request_timeout_ms: 30_000,
             positions_topic: "paystream-positions".into(),
             topic_properties: Vec::new(),
+            session_timeout_ms: 10_000,
         }
     }
 
@@ -126,6 +130,21 @@ struct Reader {
 
 type PositionKey = (String, String, u32);
 
+#[derive(Clone)]
+enum GroupMetadataSource {
+    Client(Arc<BaseConsumer>),
+    Member(Weak<BaseConsumer<MemberContext>>),
+}
+
+impl GroupMetadataSource {
+    fn metadata(&self) -> Option<ConsumerGroupMetadata> {
+        match self {
+            GroupMetadataSource::Client(consumer) => consumer.group_metadata(),
+            GroupMetadataSource::Member(member) => member.upgrade()?.group_metadata(),
+        }
+    }
+}
+
 pub struct KafkaLog {
     config: KafkaConfig,
     admin: AdminClient<DefaultClientContext>,
@@ -134,8 +153,13 @@ pub struct KafkaLog {
     producers: Vec<Mutex<ProducerSlot>>,
     next_slot: AtomicUsize,
     readers: Mutex<HashMap<(Arc<str>, u32), Arc<Mutex<Reader>>>>,
-    /// Group consumers whose metadata goes with `send_offsets_to_transaction`.
-    groups: Mutex<HashMap<String, Arc<BaseConsumer>>>,
+    /// Group metadata for `send_offsets_to_transaction`: a member's (generation and member
+    /// id: the broker refuses offsets from a stale generation, KIP-447) or a plain client's.
+    groups: Mutex<HashMap<String, GroupMetadataSource>>,
+    /// Read-uncommitted end offsets (the high watermark, past open transactions).
+    metadata_uncommitted: BaseConsumer,
+    /// How far the positions topic has been read.
+    positions_read: Mutex<u64>,
     positions: RwLock<HashMap<PositionKey, u64>>,
     positions_topic: Topic,
     sequence: Mutex<u64>,
@@ -153,6 +177,14 @@ impl KafkaLog {
             .set("group.id", format!("{}-metadata", config.transactional_id))
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
+            .set("allow.auto.create.topics", "false")
+            .create()
+            .map_err(kafka("create the Kafka metadata client"))?;
+        let metadata_uncommitted: BaseConsumer = config
+            .client()
+            .set("group.id", format!("{}-metadata", config.transactional_id))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_uncommitted")
             .set("allow.auto.create.topics", "false")
             .create()
             .map_err(kafka("create the Kafka metadata client"))?;
@@ -179,6 +211,8 @@ impl KafkaLog {
             next_slot: AtomicUsize::new(0),
             readers: Mutex::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),
+            metadata_uncommitted,
+            positions_read: Mutex::new(0),
             positions: RwLock::new(HashMap::new()),
             positions_topic,
             sequence: Mutex::new(0),
@@ -192,7 +226,7 @@ impl KafkaLog {
             Err(error) => return Err(error),
         };
         log.positions_topic = positions_topic;
-        log.load_positions()?;
+        log.refresh_positions()?;
         Ok(log)
     }
 
@@ -244,14 +278,37 @@ impl KafkaLog {
         }
     }
 
-    fn load_positions(&self) -> Result<(), LogError> {
+    /// Reads the positions topic on to `until` (or its committed end).
+    fn read_positions(&self, until: Option<u64>) -> Result<(), LogError> {
         let topic = self.positions_topic.clone();
-        let mut offset = self.offsets(&topic, 0)?.start;
-        let mut positions = self.positions.write().expect("positions lock");
+        let mut read = self.positions_read.lock().expect("positions read lock");
+        let start = self.offsets(&topic, 0)?.start;
+        let mut offset = (*read).max(start);
+        let deadline = Instant::now() + Duration::from_millis(self.config.transaction_timeout_ms + FETCH_TIMEOUT_MS);
         loop {
             let records = self.fetch(&topic, 0, offset, 10_000)?;
-            let Some(last) = records.last() else { break };
-            offset = last.offset + 1;
+            match records.last() {
+                Some(last) => offset = last.offset + 1,
+                None => {
+                    offset = self.resume_offset(&topic, 0, offset);
+                    match until {
+                        Some(until) if offset < until => {
+                            // A transaction another process left open hides what follows
+                            // it until the broker aborts it (transaction.timeout.ms).
+                            if Instant::now() > deadline {
+                                return Err(LogError::Kafka {
+                                    context: format!("read {} up to {until}: stuck at {offset}", topic.name),
+                                    source: KafkaError::MessageConsumption(RDKafkaErrorCode::RequestTimedOut),
+                                });
+                            }
+                            std::thread::sleep(Duration::from_millis(50));
+                            continue;
+                        }
+                        _ => break,
+                    }
+                }
+            }
+            let mut positions = self.positions.write().expect("positions lock");
             for record in &records {
                 let (key, next_offset) = decode_position(&record.key, &record.value).ok_or_else(|| {
                     LogError::Corrupt(format!("{} offset {} is not a position record", topic.name, record.offset))
@@ -259,7 +316,51 @@ impl KafkaLog {
                 positions.insert(key, next_offset);
             }
         }
+        *read = offset;
         Ok(())
+    }
+
+    /// Joins `group` as a member consuming `topic` (cooperative-sticky assignment): the
+    /// partitions of `topic` this process owns follow the group's decisions. Offsets the
+    /// log commits for `group` carry the member's generation from then on.
+    pub fn join(&self, group: &str, topic: &Topic) -> Result<Arc<KafkaMember>, LogError> {
+        let shared = Arc::new(MemberShared { topic: topic.name.to_string(), ..MemberShared::default() });
+        let consumer: BaseConsumer<MemberContext> = self
+            .config
+            .client()
+            .set("group.id", group)
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .set("session.timeout.ms", self.config.session_timeout_ms.to_string())
+            .set("heartbeat.interval.ms", (self.config.session_timeout_ms / 5).max(100).to_string())
+            .set("allow.auto.create.topics", "false")
+            .create_with_context(MemberContext { shared: shared.clone() })
+            .map_err(kafka(format!("join group {group}")))?;
+        consumer.subscribe(&[&topic.name]).map_err(kafka(format!("subscribe group {group} to {}", topic.name)))?;
+        let consumer = Arc::new(consumer);
+        self.groups
+            .lock()
+            .expect("groups lock")
+            .insert(group.to_string(), GroupMetadataSource::Member(Arc::downgrade(&consumer)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let poller = {
+            let (consumer, stop) = (consumer.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("paystream-kafka-group".into())
+                .spawn(move || {
+                    // Polling serves the rebalance callbacks; assigned partitions are
+                    // paused, so no records arrive here (the workers read on their own).
+                    while !stop.load(Ordering::SeqCst) {
+                        if let Some(Err(error)) = consumer.poll(Duration::from_millis(100)) {
+                            tracing::warn!(%error, "consumer group membership");
+                        }
+                    }
+                })
+                .map_err(LogError::io("spawn the group membership thread"))?
+        };
+        Ok(Arc::new(KafkaMember { shared, consumer: Some(consumer), stop, poller: Mutex::new(Some(poller)) }))
     }
 
     fn reader(&self, topic: &Topic, partition: u32) -> Result<Arc<Mutex<Reader>>, LogError> {
@@ -285,10 +386,10 @@ impl KafkaLog {
         Ok(reader)
     }
 
-    fn group(&self, group: &str) -> Result<Arc<BaseConsumer>, LogError> {
+    fn group(&self, group: &str) -> Result<GroupMetadataSource, LogError> {
         let mut groups = self.groups.lock().expect("groups lock");
-        if let Some(consumer) = groups.get(group) {
-            return Ok(consumer.clone());
+        if let Some(source) = groups.get(group) {
+            return Ok(source.clone());
         }
         let consumer: BaseConsumer = self
             .config
@@ -297,9 +398,9 @@ impl KafkaLog {
             .set("enable.auto.commit", "false")
             .create()
             .map_err(kafka(format!("create a client of group {group}")))?;
-        let consumer = Arc::new(consumer);
-        groups.insert(group.to_string(), consumer.clone());
-        Ok(consumer)
+        let source = GroupMetadataSource::Client(Arc::new(consumer));
+        groups.insert(group.to_string(), source.clone());
+        Ok(source)
     }
 
     fn check_partition(topic: &Topic, partition: u32) -> Result<(), LogError> {
@@ -349,7 +450,7 @@ impl KafkaLog {
         for (group, offsets) in by_group {
             let metadata = self
                 .group(group)?
-                .group_metadata()
+                .metadata()
                 .ok_or_else(|| LogError::Poisoned(format!("no group metadata for group {group}")))?;
             producer
                 .send_offsets_to_transaction(&offsets, &metadata, self.config.timeout())
@@ -556,6 +657,18 @@ impl Log for KafkaLog {
         }
     }
 
+    fn refresh_positions(&self) -> Result<(), LogError> {
+        let (_, high) = self
+            .metadata_uncommitted
+            .fetch_watermarks(&self.positions_topic.name, 0, self.config.timeout())
+            .map_err(kafka(format!("offsets of {}", self.positions_topic.name)))?;
+        self.read_positions(Some(high.max(0) as u64))
+    }
+
+    fn retention_keeps_unread(&self) -> bool {
+        false
+    }
+
     fn committed_position(&self, group: &str, topic: &Topic, partition: u32) -> Result<Option<u64>, LogError> {
         let positions = self.positions.read().expect("positions lock");
         Ok(positions.get(&(group.to_string(), topic.name.to_string(), partition)).copied())
@@ -622,6 +735,121 @@ impl Log for KafkaLog {
         let (sequence, _) =
             self.committed.wait_timeout_while(sequence, timeout, |s| *s <= seen).expect("sequence lock");
         *sequence
+    }
+}
+
+/// The group state the rebalance callbacks and the runtime share.
+#[derive(Default)]
+struct MemberState {
+    generation: u64,
+    partitions: BTreeSet<u32>,
+    released: u64,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct MemberShared {
+    topic: String,
+    state: Mutex<MemberState>,
+    changed: Condvar,
+    generation: AtomicU64,
+}
+
+impl MemberShared {
+    fn bump(&self, state: &mut MemberState) {
+        state.generation += 1;
+        self.generation.store(state.generation, Ordering::SeqCst);
+        self.changed.notify_all();
+    }
+
+    fn partitions_of(&self, list: &TopicPartitionList) -> Vec<u32> {
+        list.elements().iter().filter(|e| e.topic() == self.topic).map(|e| e.partition() as u32).collect()
+    }
+}
+
+struct MemberContext {
+    shared: Arc<MemberShared>,
+}
+
+impl ClientContext for MemberContext {}
+
+impl ConsumerContext for MemberContext {
+    /// Revoked partitions leave the set at once (the next generation runs without them);
+    /// the callback returns only when the runtime has stopped and committed everything
+    /// of earlier generations, so the next owner starts from a committed position.
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(list) = rebalance else { return };
+        let revoked = self.shared.partitions_of(list);
+        tracing::info!(?revoked, "consumer group: partitions revoked");
+        let mut state = self.shared.state.lock().expect("member lock");
+        for partition in revoked {
+            state.partitions.remove(&partition);
+        }
+        let running = state.generation;
+        self.shared.bump(&mut state);
+        let _released =
+            self.shared.changed.wait_while(state, |s| s.released < running && !s.closed).expect("member lock");
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(list) = rebalance else { return };
+        let assigned = self.shared.partitions_of(list);
+        tracing::info!(?assigned, "consumer group: partitions assigned");
+        // The workers read the partitions themselves; this consumer only keeps membership.
+        if let Err(error) = consumer.pause(list) {
+            tracing::warn!(%error, "pausing the group consumer's partitions");
+        }
+        let mut state = self.shared.state.lock().expect("member lock");
+        state.partitions.extend(assigned);
+        self.shared.bump(&mut state);
+    }
+}
+
+/// This process's membership in the pipeline's consumer group (see [`KafkaLog::join`]).
+pub struct KafkaMember {
+    shared: Arc<MemberShared>,
+    consumer: Option<Arc<BaseConsumer<MemberContext>>>,
+    stop: Arc<AtomicBool>,
+    poller: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Membership for KafkaMember {
+    fn wait_for_change(&self, seen: u64, timeout: Duration) -> (u64, Vec<u32>) {
+        let state = self.shared.state.lock().expect("member lock");
+        let (state, _) = self
+            .shared
+            .changed
+            .wait_timeout_while(state, timeout, |s| s.generation == seen && !s.closed)
+            .expect("member lock");
+        (state.generation, state.partitions.iter().copied().collect())
+    }
+
+    fn generation(&self) -> u64 {
+        self.shared.generation.load(Ordering::SeqCst)
+    }
+
+    fn released(&self, generation: u64) {
+        let mut state = self.shared.state.lock().expect("member lock");
+        state.released = state.released.max(generation);
+        self.shared.changed.notify_all();
+    }
+}
+
+impl Drop for KafkaMember {
+    /// Leaves the group: the partitions go to the other members at once.
+    fn drop(&mut self) {
+        {
+            let mut state = self.shared.state.lock().expect("member lock");
+            state.closed = true;
+            self.shared.changed.notify_all();
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(poller) = self.poller.lock().expect("poller lock").take() {
+            let _ = poller.join();
+        }
+        if let Some(consumer) = self.consumer.take() {
+            consumer.unsubscribe();
+        }
     }
 }
 

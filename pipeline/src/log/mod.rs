@@ -327,8 +327,34 @@ pub trait Log: Send + Sync {
     fn resume_offset(&self, _topic: &Topic, _partition: u32, offset: u64) -> u64 {
         offset
     }
+    /// Makes [`Log::committed_position`] current with positions other processes
+    /// committed (called before taking over partitions). Waits for transactions other
+    /// processes left open to finish or be aborted.
+    fn refresh_positions(&self) -> Result<(), LogError> {
+        Ok(())
+    }
+    /// Whether retention consults consumer positions (the embedded log keeps what a group
+    /// has not read; Kafka's retention is by time and size only).
+    fn retention_keeps_unread(&self) -> bool {
+        true
+    }
     /// A counter that moves on every commit.
     fn commit_sequence(&self) -> u64;
     /// Blocks until the commit sequence passes `seen` or `timeout` elapses.
     fn wait_for_commit(&self, seen: u64, timeout: Duration) -> u64;
+}
+
+/// Which input partitions this process owns, as a consumer group decides it (Kafka), so
+/// several processes share the partitions. The runtime runs one *generation* at a time:
+/// it stops every partition of the generation it runs when the generation moves, commits,
+/// then calls [`Membership::released`]; a revocation waits for that before the partitions
+/// go to another process.
+pub trait Membership: Send + Sync {
+    /// Waits until the generation differs from `seen` (or `timeout`); returns the current
+    /// generation and its partitions.
+    fn wait_for_change(&self, seen: u64, timeout: Duration) -> (u64, Vec<u32>);
+    /// The current generation.
+    fn generation(&self) -> u64;
+    /// Nothing of `generation` or earlier runs any more.
+    fn released(&self, generation: u64);
 }
