@@ -527,7 +527,17 @@ pub fn pipeline(log: Arc<dyn Log>, data_dir: &Path, config: PipelineConfig, metr
 
 fn run(args: RunArgs) -> Result<()> {
     let config = args.pipeline.config(&args.log)?;
-    let log = args.log.open_any(LogRole::Pipeline { workers: config.workers })?;
+    let role = LogRole::Pipeline { workers: config.workers };
+    let (log, kafka): (Arc<dyn Log>, Option<Arc<KafkaLog>>) = match &args.log.kafka.kafka_brokers {
+        Some(brokers) => {
+            let kafka = Arc::new(
+                KafkaLog::open(args.log.kafka.config(brokers, role)?)
+                    .with_context(|| format!("open the Kafka log at {brokers}"))?,
+            );
+            (kafka.clone(), Some(kafka))
+        }
+        None => (args.log.open_any(role)?, None),
+    };
     let metrics = Arc::new(Metrics::new());
     let runtime = io_runtime()?;
     if let Some(addr) = start_metrics_server(&runtime, &args.pipeline, &metrics) {
@@ -535,7 +545,24 @@ fn run(args: RunArgs) -> Result<()> {
     }
     let control = Arc::new(RunControl::new(true));
     stop_on_signals(&runtime, control.clone());
-    let pipeline = pipeline(log, &args.log.data_dir, config, metrics)?;
+    let mut pipeline = pipeline(log, &args.log.data_dir, config, metrics)?;
+    if let Some(kafka) = kafka {
+        if pipeline.needs_terminal_index() || pipeline.record_store.is_some() {
+            // Both read every partition: this process takes them all (static assignment).
+            eprintln!(
+                "kafka: a model reading terminal features or the PostgreSQL sink runs in one process: taking every \
+                 partition, not joining group {}",
+                pipeline.config.group_id
+            );
+        } else {
+            let topics = paystream_pipeline::runtime::ensure_topics(kafka.as_ref(), &pipeline.config)?;
+            let member = kafka
+                .join(&pipeline.config.group_id, &topics.payments)
+                .with_context(|| format!("join consumer group {}", pipeline.config.group_id))?;
+            eprintln!("kafka: joined consumer group {}", pipeline.config.group_id);
+            pipeline.membership = Some(member);
+        }
+    }
     let mode = if args.until_idle { RunMode::UntilIdle } else { RunMode::Forever };
     let started = std::time::Instant::now();
     let report = pipeline.run(mode, &control)?;

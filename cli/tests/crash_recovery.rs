@@ -4,66 +4,10 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{check_exactly_once, dump, paystream, run_ok};
-
-fn decisions_so_far(data_dir: &std::path::Path) -> usize {
-    let output = paystream().args(["log", "topics", "--data-dir"]).arg(data_dir).output().unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).to_string();
-    text.lines()
-        .find(|l| l.starts_with("decisions\t"))
-        .and_then(|l| l.split('\t').find_map(|f| f.strip_prefix("records=")))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Kills the child if the test fails before it does, so no pipeline outlives the test.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl std::ops::Deref for Running {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Running {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-fn start_run(data_dir: &std::path::Path, extra: &[&str]) -> Running {
-    Running(
-        paystream()
-            .args([
-                "run",
-                "--no-metrics",
-                "--batch-records-max",
-                "64",
-                "--snapshot-interval-batches",
-                "5",
-                "--max-input-rate",
-                "15000",
-            ])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn paystream run"),
-    )
-}
+use common::{Running, check_exactly_once, decisions_so_far, dump, paystream, run_ok, start_run};
 
 #[test]
 fn sigkill_mid_run_loses_nothing_and_doubles_nothing() {

@@ -475,7 +475,7 @@ impl Pipeline {
         Ok(report)
     }
 
-    fn needs_terminal_index(&self) -> bool {
+    pub fn needs_terminal_index(&self) -> bool {
         // Learned models read terminal features: run the terminal index.
         self.config.model_file.is_some() || self.model.uses_terminal_features()
     }

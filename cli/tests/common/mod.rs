@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
 
@@ -158,4 +158,60 @@ pub fn generate_csv(path: &Path, customers: u32, terminals: u32, days: u32, seed
         .output()
         .expect("spawn paystream");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+pub fn decisions_so_far(data_dir: &std::path::Path) -> usize {
+    let output = paystream().args(["log", "topics", "--data-dir"]).arg(data_dir).output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    text.lines()
+        .find(|l| l.starts_with("decisions\t"))
+        .and_then(|l| l.split('\t').find_map(|f| f.strip_prefix("records=")))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Kills the child if the test fails before it does, so no pipeline outlives the test.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+pub fn start_run(data_dir: &std::path::Path, extra: &[&str]) -> Running {
+    Running(
+        paystream()
+            .args([
+                "run",
+                "--no-metrics",
+                "--batch-records-max",
+                "64",
+                "--snapshot-interval-batches",
+                "5",
+                "--max-input-rate",
+                "15000",
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn paystream run"),
+    )
 }
