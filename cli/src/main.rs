@@ -63,6 +63,48 @@ enum Command {
     Train(backtest::TrainArgs),
     /// The PostgreSQL record store: migrate, read balances and decisions.
     Store(store::StoreArgs),
+    /// Serve librdkafka's in-process mock Kafka cluster until stopped, with the pipeline's
+    /// topics created, to try or test the Kafka path without Kafka. Not a production
+    /// broker: no transaction markers or isolation, slow group fetches.
+    KafkaMock(KafkaMockArgs),
+}
+
+#[derive(Args)]
+struct KafkaMockArgs {
+    /// Brokers in the mock cluster.
+    #[arg(long, default_value_t = 3)]
+    brokers: i32,
+    /// Partitions of the pipeline's topics.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+}
+
+fn kafka_mock(args: KafkaMockArgs) -> Result<()> {
+    let cluster = rdkafka::mocking::MockCluster::new(args.brokers).context("start the mock cluster")?;
+    let replication = args.brokers.min(3);
+    cluster.create_topic("paystream-positions", 1, replication).context("create paystream-positions")?;
+    let names = paystream_pipeline::runtime::TopicNames::default();
+    for name in [
+        &names.payments,
+        &names.labels,
+        &names.decisions,
+        &names.ledger,
+        &names.settlements,
+        &names.dead_letters,
+        &names.changelog,
+    ] {
+        cluster.create_topic(name, args.partitions, replication).with_context(|| format!("create {name}"))?;
+    }
+    println!("{}", cluster.bootstrap_servers());
+    std::io::Write::flush(&mut std::io::stdout())?;
+    eprintln!("mock Kafka cluster: export PAYSTREAM_KAFKA_BROKERS={}  (Ctrl-C stops it)", cluster.bootstrap_servers());
+    let runtime = io_runtime()?;
+    let control = Arc::new(RunControl::new(true));
+    stop_on_signals(&runtime, control.clone());
+    while !control.stopped() {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(())
 }
 
 #[derive(Args, Clone, Debug)]
@@ -115,6 +157,11 @@ pub struct KafkaArgs {
     /// The broker aborts a transaction left open this long (a crashed process's).
     #[arg(long, env = "PAYSTREAM_KAFKA_TRANSACTION_TIMEOUT_MS", default_value_t = 60_000)]
     pub kafka_transaction_timeout_ms: u64,
+    /// No transactions: outputs, changelog and positions are flushed per batch, and a
+    /// crash repeats the outputs of the batches since the last flush. For measuring what
+    /// exactly-once costs; not for money.
+    #[arg(long, env = "PAYSTREAM_KAFKA_AT_LEAST_ONCE")]
+    pub kafka_at_least_once: bool,
 }
 
 /// What a command does with the log; on Kafka it decides the transactional ids, so that a
@@ -131,6 +178,9 @@ pub enum LogRole {
 
 impl KafkaArgs {
     fn config(&self, brokers: &str, role: LogRole) -> Result<KafkaConfig> {
+        if brokers.trim().is_empty() {
+            bail!("--kafka-brokers (PAYSTREAM_KAFKA_BROKERS) is empty: give host:port[,host:port...]");
+        }
         let mut config = KafkaConfig::new(brokers);
         if let Some(path) = &self.kafka_config {
             let text = std::fs::read_to_string(path)
@@ -154,6 +204,7 @@ impl KafkaArgs {
         }
         config.replication_factor = self.kafka_replication_factor;
         config.transaction_timeout_ms = self.kafka_transaction_timeout_ms;
+        config.exactly_once = !self.kafka_at_least_once;
         (config.transactional_id, config.producers) = match role {
             LogRole::Pipeline { workers } => (self.kafka_transactional_id.clone(), workers.max(1)),
             LogRole::Publisher => (format!("{}-publisher", self.kafka_transactional_id), 1),
@@ -431,6 +482,7 @@ fn run_command(command: Command) -> Result<()> {
         Command::Backtest(args) => backtest::backtest(args),
         Command::Train(args) => backtest::train(args),
         Command::Store(args) => store::store(args),
+        Command::KafkaMock(args) => kafka_mock(args),
         Command::Run(args) => run(args),
         Command::Generate(args) => generate(args),
         Command::Replay(args) => replay(args),

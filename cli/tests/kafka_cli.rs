@@ -61,4 +61,12 @@ fn replay_and_run_on_kafka_decide_every_payment_exactly_once() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("expected KEY=VALUE"));
+    let output = paystream()
+        .args(["run", "--no-metrics", "--until-idle", "--data-dir"])
+        .arg(&data)
+        .env("PAYSTREAM_KAFKA_BROKERS", " ")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("is empty"));
 }

@@ -231,3 +231,29 @@ fn outside_consumers_read_committed_records() {
         }
     }
 }
+
+/// Without transactions (for measuring what exactly-once costs) a commit still writes
+/// every record and position, acknowledged by all replicas, before it returns.
+#[test]
+fn at_least_once_commits_write_records_and_positions() {
+    let cluster = cluster(&[("events", 2)]);
+    let servers = cluster.bootstrap_servers();
+    let log = KafkaLog::open(KafkaConfig {
+        exactly_once: false,
+        transactional_id: "plain".into(),
+        request_timeout_ms: 10_000,
+        ..KafkaConfig::new(servers.as_str())
+    })
+    .unwrap();
+    let events = log.topic("events").unwrap();
+    let mut transaction = Transaction::new();
+    for i in 0..100u32 {
+        transaction.send(&events, format!("k{i}").as_bytes(), b"v", 0).unwrap();
+    }
+    transaction.set_position("g", &events, 1, 9);
+    log.commit(transaction).unwrap();
+    let total: usize = (0..2).map(|p| read_all(&log, &events, p).len()).sum();
+    assert_eq!(total, 100);
+    drop(log);
+    assert_eq!(open(&servers, "plain-reader", 1).committed_position("g", &events, 1).unwrap(), Some(9));
+}

@@ -37,8 +37,9 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::DeliveryResult;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::{Log, LogError, Membership, PartitionOffsets, Record, Topic, Transaction};
@@ -72,6 +73,9 @@ pub struct KafkaConfig {
     /// `session.timeout.ms` of the pipeline's group membership: how long a dead process
     /// keeps its partitions.
     pub session_timeout_ms: u64,
+    /// Transactions (true) or at-least-once (false: an idempotent producer flushed per
+    /// commit; a crash between the records and their positions repeats them after restart).
+    pub exactly_once: bool,
     /// Topic-level configs for topics paystream creates: (topic, key, value), e.g. the
     /// changelog's `retention.ms=-1`.
     pub topic_properties: Vec<(String, String, String)>,
@@ -90,6 +94,7 @@ impl KafkaConfig {
             positions_topic: "paystream-positions".into(),
             topic_properties: Vec::new(),
             session_timeout_ms: 10_000,
+            exactly_once: true,
         }
     }
 
@@ -112,9 +117,30 @@ fn kafka(context: impl Into<String>) -> impl FnOnce(KafkaError) -> LogError {
     move |source| LogError::Kafka { context, source }
 }
 
-/// A transactional producer and whether it may still be used.
+/// Counts records the broker refused (at-least-once mode checks it after each flush; in
+/// a transaction, `commit_transaction` reports them itself).
+#[derive(Default)]
+struct DeliveryContext {
+    failed: AtomicU64,
+    last_error: Mutex<Option<KafkaError>>,
+}
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
+        if let Err((error, _)) = result {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            *self.last_error.lock().expect("delivery error lock") = Some(error.clone());
+        }
+    }
+}
+
+/// A producer and whether it may still be used.
 struct ProducerSlot {
-    producer: BaseProducer,
+    producer: BaseProducer<DeliveryContext>,
     /// Set after a fatal error (fenced, or the producer's state is unknown).
     failed: Option<String>,
 }
@@ -124,7 +150,7 @@ struct Reader {
     consumer: BaseConsumer,
     /// The offset the consumer delivers next (after skipped markers, when known).
     next_offset: Option<u64>,
-    /// The consumer reported reaching the partition's end at `next_offset`.
+    /// The last read found the partition's end at `next_offset`.
     at_end: bool,
 }
 
@@ -191,15 +217,19 @@ impl KafkaLog {
         let mut producers = Vec::with_capacity(config.producers);
         for slot in 0..config.producers {
             let id = format!("{}-{slot}", config.transactional_id);
-            let producer: BaseProducer = config
-                .client()
-                .set("transactional.id", &id)
-                .set("enable.idempotence", "true")
-                .set("transaction.timeout.ms", config.transaction_timeout_ms.to_string())
-                .set("linger.ms", "1")
-                .create()
+            let mut client = config.client();
+            client.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "1");
+            if config.exactly_once {
+                client
+                    .set("transactional.id", &id)
+                    .set("transaction.timeout.ms", config.transaction_timeout_ms.to_string());
+            }
+            let producer: BaseProducer<DeliveryContext> = client
+                .create_with_context(DeliveryContext::default())
                 .map_err(kafka(format!("create producer {id}")))?;
-            producer.init_transactions(config.timeout()).map_err(kafka(format!("init transactions of {id}")))?;
+            if config.exactly_once {
+                producer.init_transactions(config.timeout()).map_err(kafka(format!("init transactions of {id}")))?;
+            }
             producers.push(Mutex::new(ProducerSlot { producer, failed: None }));
         }
         let positions_topic = Topic { name: config.positions_topic.as_str().into(), partitions: 1 };
@@ -374,7 +404,6 @@ impl KafkaLog {
             .set("group.id", format!("{}-reader", self.config.transactional_id))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "error")
             .set("fetch.wait.max.ms", "50")
@@ -447,6 +476,9 @@ impl KafkaLog {
                 )
                 .map_err(kafka("build the offsets of a transaction"))?;
         }
+        if !self.config.exactly_once {
+            return Ok(()); // no transaction to put group offsets in
+        }
         for (group, offsets) in by_group {
             let metadata = self
                 .group(group)?
@@ -460,8 +492,25 @@ impl KafkaLog {
     }
 }
 
+impl KafkaLog {
+    /// At-least-once commit: waits until every record is acknowledged (acks=all).
+    fn flush(&self, slot: &ProducerSlot) -> Result<(), LogError> {
+        let context = slot.producer.context();
+        let failed_before = context.failed.load(Ordering::SeqCst);
+        slot.producer.flush(self.config.timeout()).map_err(kafka("flush the producer"))?;
+        if context.failed.load(Ordering::SeqCst) != failed_before {
+            let error = context.last_error.lock().expect("delivery error lock").clone();
+            return Err(LogError::Kafka {
+                context: "the broker refused records".into(),
+                source: error.unwrap_or(KafkaError::MessageProduction(RDKafkaErrorCode::Fail)),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Sends one record, waiting for room in the producer's queue.
-fn send(producer: &BaseProducer, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(), LogError> {
+fn send(producer: &BaseProducer<DeliveryContext>, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(), LogError> {
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
@@ -592,17 +641,6 @@ impl Log for KafkaLog {
                         value: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
                     });
                 }
-                Some(Err(KafkaError::PartitionEOF(_))) => {
-                    *at_end = true;
-                    // The consumer's position steps over transaction markers.
-                    let position = consumer.position().ok().and_then(|list| {
-                        list.find_partition(&topic.name, partition as i32).and_then(|e| e.offset().to_raw())
-                    });
-                    if let Some(position) = position.filter(|&p| p >= 0) {
-                        *next_offset = Some(next_offset.unwrap_or(offset).max(position as u64));
-                    }
-                    break;
-                }
                 Some(Err(error)) => {
                     *next_offset = None;
                     if error.rdkafka_error_code() == Some(RDKafkaErrorCode::OffsetOutOfRange) {
@@ -619,10 +657,17 @@ impl Log for KafkaLog {
                 }
                 None if !records.is_empty() => break,
                 None => {
-                    // Nothing buffered: either the partition ends here, or records are on their way.
+                    // Nothing buffered: either the partition ends here, or records are on
+                    // their way. The consumer's position steps over offsets that hold no
+                    // records (transaction markers, aborted records).
+                    let position = consumer.position().ok().and_then(|list| {
+                        list.find_partition(&topic.name, partition as i32).and_then(|e| e.offset().to_raw())
+                    });
+                    let next = next_offset.unwrap_or(offset).max(position.unwrap_or(0).max(0) as u64);
+                    *next_offset = Some(next);
                     let end = self.offsets(topic, partition)?.end;
-                    let next = next_offset.unwrap_or(offset);
                     if next >= end {
+                        *at_end = true;
                         break;
                     }
                     if Instant::now() > deadline {
@@ -695,10 +740,20 @@ impl Log for KafkaLog {
         if let Some(why) = &slot.failed {
             return Err(LogError::Fenced(why.clone()));
         }
-        slot.producer.begin_transaction().map_err(kafka("begin a transaction"))?;
+        if self.config.exactly_once {
+            slot.producer.begin_transaction().map_err(kafka("begin a transaction"))?;
+        }
         let result = self.produce(&slot, &transaction).and_then(|()| {
-            slot.producer.commit_transaction(self.config.timeout()).map_err(kafka("commit a transaction"))
+            if self.config.exactly_once {
+                slot.producer.commit_transaction(self.config.timeout()).map_err(kafka("commit a transaction"))
+            } else {
+                self.flush(&slot)
+            }
         });
+        if !self.config.exactly_once && result.is_err() {
+            // Some records may be written: a retry writes them again (at least once).
+            return result;
+        }
         if let Err(error) = result {
             if is_fatal(&error) {
                 slot.failed = Some(error.to_string());
