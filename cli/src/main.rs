@@ -262,6 +262,10 @@ pub struct PipelineArgs {
     /// Worker threads (each owns a share of the partitions).
     #[arg(long, env = "PAYSTREAM_WORKERS")]
     pub workers: Option<usize>,
+    /// The pipeline's consumer group: its input positions, snapshot names, and on Kafka
+    /// the group whose members share the input partitions.
+    #[arg(long, env = "PAYSTREAM_GROUP_ID", default_value = "paystream")]
+    pub group_id: String,
     /// Most records taken from one partition per batch.
     #[arg(long, default_value_t = 2_048)]
     pub batch_records_max: usize,
@@ -318,6 +322,7 @@ impl PipelineArgs {
         if let Some(workers) = self.workers {
             config.workers = workers;
         }
+        config.group_id = self.group_id.clone();
         config.batch_records_max = self.batch_records_max;
         config.snapshot_interval_batches = self.snapshot_interval_batches;
         config.input_records_per_second_max = self.max_input_rate.filter(|r| *r > 0);

@@ -129,10 +129,13 @@ pub enum RejectReason {
     DuplicatePaymentConflict,
     /// A CSV row of a replayed file could not be read.
     MalformedCsvRow,
+    /// The payment arrived on a partition its payer does not hash to (produced without
+    /// the payer as key, or with another partitioner): its payer's state lives elsewhere.
+    WrongPartition,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 13] = [
+    pub const ALL: [RejectReason; 14] = [
         RejectReason::RecordTooLarge,
         RejectReason::MalformedJson,
         RejectReason::MissingField,
@@ -146,6 +149,7 @@ impl RejectReason {
         RejectReason::InvalidTimestamp,
         RejectReason::DuplicatePaymentConflict,
         RejectReason::MalformedCsvRow,
+        RejectReason::WrongPartition,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -163,6 +167,7 @@ impl RejectReason {
             RejectReason::InvalidTimestamp => "invalid_timestamp",
             RejectReason::DuplicatePaymentConflict => "duplicate_payment_conflict",
             RejectReason::MalformedCsvRow => "malformed_csv_row",
+            RejectReason::WrongPartition => "wrong_partition",
         }
     }
 }

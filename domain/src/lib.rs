@@ -10,6 +10,7 @@ pub mod error;
 pub mod event;
 pub mod json;
 pub mod money;
+pub mod partitioner;
 pub mod time;
 
 pub use currency::Currency;

@@ -68,6 +68,10 @@ pub struct OperatorConfig {
     /// `late_payments`.
     pub feature_allowed_lateness_ms: i64,
     pub late_payments: LatePaymentPolicy,
+    /// Partitions of the input topic, when known (the runtime sets it): a payment whose
+    /// payer hashes to another partition (Kafka's default partitioner) is dead-lettered
+    /// with `wrong_partition`, since its payer's state (dedupe, windows) lives there.
+    pub input_partitions: Option<u32>,
 }
 
 /// Fee rates in basis points of the amount: the payee merchant's own rate if it has one,
@@ -136,6 +140,7 @@ impl Default for OperatorConfig {
             label_delay_ms: 7 * MILLIS_PER_DAY,
             feature_allowed_lateness_ms: 3_600_000,
             late_payments: LatePaymentPolicy::default(),
+            input_partitions: None,
         }
     }
 }
@@ -459,6 +464,20 @@ impl PartitionProcessor {
                 return;
             }
         };
+        if let Some(partitions) = self.config.input_partitions {
+            let home =
+                paystream_domain::partitioner::partition_for_key(payment.payer_account_id.as_bytes(), partitions);
+            if home != self.partition {
+                out.counters.count(OperatorId::Validate).records_error += 1;
+                let detail = format!(
+                    "payer {:?} belongs to partition {home} of {partitions}, not {}: produce with the payer as key \
+                     and Kafka's default (murmur2) partitioner",
+                    payment.payer_account_id, self.partition
+                );
+                reject(out, Rejection::new(RejectReason::WrongPartition, detail));
+                return;
+            }
+        }
         out.counters.count(OperatorId::Validate).records_out += 1;
 
         // deduplicate

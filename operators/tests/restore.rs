@@ -228,3 +228,29 @@ fn fees_follow_the_schedule_merchant_then_channel_then_default() {
     assert!(too_high.validate().unwrap_err().to_string().contains("10001"));
     assert!(serde_json::from_str::<FeeSchedule>(r#"{"default_basis_points": 1, "channels": {"pigeon": 5}}"#).is_err());
 }
+
+/// With the input's partition count known, a payment whose payer hashes (murmur2, as
+/// Kafka's default partitioner) to another partition is dead-lettered, not processed
+/// with the wrong partition's state; payers of this partition go through.
+#[test]
+fn payments_on_the_wrong_partition_are_dead_lettered() {
+    use paystream_domain::partitioner::partition_for_key;
+    let config = Arc::new(OperatorConfig { input_partitions: Some(4), ..OperatorConfig::default() });
+    let mut processor = PartitionProcessor::new(config.clone(), default_model(&config), 2);
+    let events: Vec<Event> = (0..6u8)
+        .map(|payer| Event { id: u32::from(payer), payer, merchant: 0, cents: 1_00, minute: 1, kind: 0 })
+        .collect();
+    let records = records(&events);
+    let inputs: Vec<InputRecord<'_>> =
+        records.iter().enumerate().map(|(i, r)| InputRecord { offset: i as u64, key: b"", value: r }).collect();
+    let mut out = OutputBatch::default();
+    processor.process_batch("payments", &inputs, TerminalView::NONE, &mut out);
+    let home: Vec<bool> = (0..6u8).map(|p| partition_for_key(format!("c{p}").as_bytes(), 4) == 2).collect();
+    assert!(home.iter().any(|h| *h) && home.iter().any(|h| !*h), "the test needs payers of both kinds");
+    for (payer, home) in home.iter().enumerate() {
+        let decided = out.decisions.iter().any(|d| d.payer_account_id == format!("c{payer}"));
+        let letter = out.dead_letters.iter().find(|l| l.source_offset == payer as u64);
+        assert_eq!(decided, *home, "payer c{payer}");
+        assert_eq!(letter.map(|l| l.reason.as_str()), (!home).then_some("wrong_partition"), "payer c{payer}");
+    }
+}

@@ -402,7 +402,8 @@ impl Pipeline {
                     .into(),
             ));
         }
-        let operator_config = Arc::new(config.operators.clone());
+        let operator_config =
+            Arc::new(OperatorConfig { input_partitions: Some(topics.payments.partitions), ..config.operators.clone() });
         let model = ModelHandle::new(self.model.clone());
         self.metrics.model_loaded("", self.model.version());
         // Learned models read terminal features: run the terminal index.
