@@ -200,7 +200,7 @@ fn payments_from_kafka_producers_are_decided_exactly_once_across_crashes() {
 /// ledger transaction per approved payment.
 fn check_exactly_once(log: &KafkaLog) {
     let decisions: Vec<Decision> =
-        values(&log, "decisions").iter().map(|v| serde_json::from_slice(v).unwrap()).collect();
+        values(log, "decisions").iter().map(|v| serde_json::from_slice(v).unwrap()).collect();
     let mut seen: HashMap<&str, u32> = HashMap::new();
     for decision in &decisions {
         *seen.entry(&decision.payment_id).or_default() += 1;
@@ -208,7 +208,7 @@ fn check_exactly_once(log: &KafkaLog) {
     assert_eq!(seen.len() as u32, PAYMENTS, "every payment decided");
     assert!(seen.values().all(|&n| n == 1), "no payment decided twice");
 
-    let dead_letters = values(&log, "dead-letters");
+    let dead_letters = values(log, "dead-letters");
     assert_eq!(dead_letters.len() as u32, MALFORMED, "each malformed record dead-lettered once");
     for letter in &dead_letters {
         let letter: serde_json::Value = serde_json::from_slice(letter).unwrap();
@@ -216,7 +216,7 @@ fn check_exactly_once(log: &KafkaLog) {
     }
 
     let ledger: Vec<LedgerTransaction> =
-        values(&log, "ledger").iter().map(|v| serde_json::from_slice(v).unwrap()).collect();
+        values(log, "ledger").iter().map(|v| serde_json::from_slice(v).unwrap()).collect();
     let approved = decisions.iter().filter(|d| d.outcome == paystream_domain::Outcome::Approve).count();
     assert_eq!(ledger.len(), approved, "one ledger transaction per approved payment");
     let mut ids: Vec<&str> = ledger.iter().map(|t| t.payment_id.as_str()).collect();

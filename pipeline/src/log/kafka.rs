@@ -155,6 +155,7 @@ struct Reader {
 }
 
 type PositionKey = (String, String, u32);
+type SharedReader = Arc<Mutex<Reader>>;
 
 #[derive(Clone)]
 enum GroupMetadataSource {
@@ -178,7 +179,7 @@ pub struct KafkaLog {
     metadata: BaseConsumer,
     producers: Vec<Mutex<ProducerSlot>>,
     next_slot: AtomicUsize,
-    readers: Mutex<HashMap<(Arc<str>, u32), Arc<Mutex<Reader>>>>,
+    readers: Mutex<HashMap<(Arc<str>, u32), SharedReader>>,
     /// Group metadata for `send_offsets_to_transaction`: a member's (generation and member
     /// id: the broker refuses offsets from a stale generation, KIP-447) or a plain client's.
     groups: Mutex<HashMap<String, GroupMetadataSource>>,
