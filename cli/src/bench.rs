@@ -101,6 +101,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         retention_hours: None,
         no_fsync: args.no_fsync,
         no_compression: args.no_compression,
+        topics: Vec::new(),
         kafka: crate::KafkaArgs::default(),
     };
     let log = log_args.open()?;

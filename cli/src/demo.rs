@@ -82,6 +82,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         retention_hours: None,
         no_fsync: false,
         no_compression: false,
+        topics: Vec::new(),
         kafka: crate::KafkaArgs::default(),
     };
     println!(

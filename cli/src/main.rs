@@ -130,6 +130,10 @@ pub struct LogArgs {
     /// compression.type=lz4): more disk bandwidth, less CPU.
     #[arg(long, env = "PAYSTREAM_NO_COMPRESSION")]
     pub no_compression: bool,
+    /// Another name for one of the pipeline's topics, ROLE=NAME (repeatable); roles:
+    /// payments, labels, decisions, ledger, settlements, dead-letters, changelog.
+    #[arg(long = "topic", env = "PAYSTREAM_TOPICS", value_delimiter = ',')]
+    pub topics: Vec<String>,
     #[command(flatten)]
     pub kafka: KafkaArgs,
 }
@@ -177,7 +181,7 @@ pub enum LogRole {
 }
 
 impl KafkaArgs {
-    fn config(&self, brokers: &str, role: LogRole) -> Result<KafkaConfig> {
+    fn config(&self, brokers: &str, role: LogRole, changelog: &str) -> Result<KafkaConfig> {
         if brokers.trim().is_empty() {
             bail!("--kafka-brokers (PAYSTREAM_KAFKA_BROKERS) is empty: give host:port[,host:port...]");
         }
@@ -210,10 +214,9 @@ impl KafkaArgs {
             LogRole::Publisher => (format!("{}-publisher", self.kafka_transactional_id), 1),
             LogRole::Reader => (format!("{}-reader", self.kafka_transactional_id), 0),
         };
-        // A restore replays the changelog from the last snapshot: retention must not
-        // delete it (the default name; a renamed changelog needs the same settings).
+        // A restore replays the changelog from the last snapshot: retention must not delete it.
         for (key, value) in [("retention.ms", "-1"), ("retention.bytes", "-1")] {
-            config.topic_properties.push(("paystream-changelog".into(), key.into(), value.into()));
+            config.topic_properties.push((changelog.into(), key.into(), value.into()));
         }
         Ok(config)
     }
@@ -224,6 +227,36 @@ impl LogArgs {
         open_log(&self.data_dir, self)
     }
 
+    /// The pipeline's topic names: the defaults, renamed by `--topic ROLE=NAME`.
+    pub fn topic_names(&self) -> Result<paystream_pipeline::TopicNames> {
+        let mut names = paystream_pipeline::TopicNames::default();
+        for mapping in &self.topics {
+            let Some((role, name)) = mapping.split_once('=') else {
+                bail!("--topic: expected ROLE=NAME, found {mapping:?}");
+            };
+            let slot = match role.trim() {
+                "payments" => &mut names.payments,
+                "labels" => &mut names.labels,
+                "decisions" => &mut names.decisions,
+                "ledger" => &mut names.ledger,
+                "settlements" => &mut names.settlements,
+                "dead-letters" => &mut names.dead_letters,
+                "changelog" => &mut names.changelog,
+                other => bail!(
+                    "--topic: unknown role {other:?} (payments, labels, decisions, ledger, settlements, dead-letters, \
+                     changelog)"
+                ),
+            };
+            *slot = name.trim().to_string();
+        }
+        Ok(names)
+    }
+
+    /// A pipeline configuration for publishing and reading: partitions and topic names.
+    pub fn pipeline_config(&self) -> Result<PipelineConfig> {
+        Ok(PipelineConfig { partitions: self.partitions, topics: self.topic_names()?, ..PipelineConfig::default() })
+    }
+
     /// The log these arguments name: Kafka when brokers are given, else the embedded log.
     pub fn open_any(&self, role: LogRole) -> Result<Arc<dyn Log>> {
         let Some(brokers) = &self.kafka.kafka_brokers else {
@@ -232,7 +265,7 @@ impl LogArgs {
                 _ => self.open()?,
             });
         };
-        let config = self.kafka.config(brokers, role)?;
+        let config = self.kafka.config(brokers, role, &self.topic_names()?.changelog)?;
         let log = KafkaLog::open(config).with_context(|| format!("open the Kafka log at {brokers}"))?;
         Ok(Arc::new(log))
     }
@@ -318,7 +351,7 @@ pub struct PipelineArgs {
 
 impl PipelineArgs {
     pub fn config(&self, log_args: &LogArgs) -> Result<PipelineConfig> {
-        let mut config = PipelineConfig { partitions: log_args.partitions, ..PipelineConfig::default() };
+        let mut config = log_args.pipeline_config()?;
         if let Some(workers) = self.workers {
             config.workers = workers;
         }
@@ -588,7 +621,7 @@ fn run(args: RunArgs) -> Result<()> {
     let (log, kafka): (Arc<dyn Log>, Option<Arc<KafkaLog>>) = match &args.log.kafka.kafka_brokers {
         Some(brokers) => {
             let kafka = Arc::new(
-                KafkaLog::open(args.log.kafka.config(brokers, role)?)
+                KafkaLog::open(args.log.kafka.config(brokers, role, &config.topics.changelog)?)
                     .with_context(|| format!("open the Kafka log at {brokers}"))?,
             );
             (kafka.clone(), Some(kafka))
@@ -652,7 +685,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
         return Ok(());
     }
     let log = args.log.open_any(LogRole::Publisher)?;
-    let pipeline_config = PipelineConfig { partitions: args.log.partitions, ..PipelineConfig::default() };
+    let pipeline_config = args.log.pipeline_config()?;
     let topics = paystream_pipeline::runtime::ensure_topics(log.as_ref(), &pipeline_config)?;
     let progress = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
@@ -671,7 +704,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
 
 fn replay(args: ReplayArgs) -> Result<()> {
     let log = args.log.open_any(LogRole::Publisher)?;
-    let pipeline_config = PipelineConfig { partitions: args.log.partitions, ..PipelineConfig::default() };
+    let pipeline_config = args.log.pipeline_config()?;
     let topics = paystream_pipeline::runtime::ensure_topics(log.as_ref(), &pipeline_config)?;
     let progress = AtomicU64::new(0);
     let report = publish::replay(log.as_ref(), &topics, &args.file, &args.publish.options()?, &progress)?;
@@ -683,4 +716,61 @@ fn replay(args: ReplayArgs) -> Result<()> {
         report.dead_letters
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_args(extra: &[&str]) -> LogArgs {
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            log: LogArgs,
+        }
+        Cli::try_parse_from(std::iter::once("paystream").chain(extra.iter().copied())).unwrap().log
+    }
+
+    #[test]
+    fn topics_are_renamed_by_role_and_unknown_roles_refused() {
+        let names = log_args(&["--topic", "payments=prod.payments", "--topic", "changelog=prod.changelog"])
+            .topic_names()
+            .unwrap();
+        assert_eq!((names.payments.as_str(), names.changelog.as_str()), ("prod.payments", "prod.changelog"));
+        assert_eq!(names.decisions, "decisions");
+        let error = log_args(&["--topic", "paymnets=x"]).topic_names().unwrap_err().to_string();
+        assert!(error.contains("unknown role \"paymnets\""), "{error}");
+        assert!(log_args(&["--topic", "payments"]).topic_names().is_err());
+    }
+
+    #[test]
+    fn kafka_properties_come_from_the_file_then_the_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("client.properties");
+        std::fs::write(&file, "# SASL\nsecurity.protocol = SASL_SSL\n\nsasl.username=pay\n").unwrap();
+        let args = log_args(&[
+            "--kafka-config",
+            file.to_str().unwrap(),
+            "--kafka-property",
+            "sasl.username=other",
+            "--kafka-transactional-id",
+            "p1",
+        ]);
+        let config = args.kafka.config("k:9092", LogRole::Pipeline { workers: 3 }, "changes").unwrap();
+        assert_eq!(
+            config.client_properties,
+            [
+                ("security.protocol".to_string(), "SASL_SSL".to_string()),
+                ("sasl.username".into(), "pay".into()),
+                ("sasl.username".into(), "other".into()),
+            ]
+        );
+        assert_eq!((config.transactional_id.as_str(), config.producers), ("p1", 3));
+        assert!(config.topic_properties.iter().any(|(t, k, v)| t == "changes" && k == "retention.ms" && v == "-1"));
+        let publisher = args.kafka.config("k:9092", LogRole::Publisher, "changes").unwrap();
+        assert_eq!(publisher.transactional_id, "p1-publisher", "a publisher never fences the pipeline");
+        assert_eq!(args.kafka.config("k:9092", LogRole::Reader, "changes").unwrap().producers, 0);
+        std::fs::write(&file, "no equals sign\n").unwrap();
+        assert!(args.kafka.config("k:9092", LogRole::Reader, "c").unwrap_err().to_string().contains(":1: expected"));
+    }
 }
