@@ -494,11 +494,42 @@ impl KafkaLog {
 }
 
 impl KafkaLog {
+    /// Aborts the open transaction. Abort purges the records still queued, whose delivery
+    /// reports must be served while it runs: retried in short steps with polls between.
+    fn abort(&self, slot: &ProducerSlot) -> Result<(), KafkaError> {
+        let deadline = Instant::now() + self.config.timeout();
+        loop {
+            match slot.producer.abort_transaction(Duration::from_millis(100)) {
+                Ok(()) => return Ok(()),
+                Err(KafkaError::Transaction(error)) if error.is_retriable() && Instant::now() < deadline => {
+                    slot.producer.poll(Duration::from_millis(1));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Waits until the broker has answered for every record sent, serving delivery
+    /// reports as they come (1 ms steps).
+    fn drain(&self, slot: &ProducerSlot) -> Result<(), LogError> {
+        let deadline = Instant::now() + self.config.timeout();
+        while slot.producer.in_flight_count() > 0 {
+            if Instant::now() > deadline {
+                return Err(LogError::Kafka {
+                    context: format!("{} records still unacknowledged", slot.producer.in_flight_count()),
+                    source: KafkaError::Flush(RDKafkaErrorCode::RequestTimedOut),
+                });
+            }
+            slot.producer.poll(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
     /// At-least-once commit: waits until every record is acknowledged (acks=all).
     fn flush(&self, slot: &ProducerSlot) -> Result<(), LogError> {
         let context = slot.producer.context();
         let failed_before = context.failed.load(Ordering::SeqCst);
-        slot.producer.flush(self.config.timeout()).map_err(kafka("flush the producer"))?;
+        self.drain(slot)?;
         if context.failed.load(Ordering::SeqCst) != failed_before {
             let error = context.last_error.lock().expect("delivery error lock").clone();
             return Err(LogError::Kafka {
@@ -643,6 +674,14 @@ impl Log for KafkaLog {
                     });
                 }
                 Some(Err(error)) => {
+                    if error.rdkafka_error_code() != Some(RDKafkaErrorCode::OffsetOutOfRange)
+                        && Instant::now() < deadline
+                    {
+                        // The client retries fetch errors itself (leader moves, timeouts)
+                        // and reports them on the way; a lasting one ends the read below.
+                        tracing::warn!(%error, topic = %topic.name, partition, "Kafka read error, retrying");
+                        continue;
+                    }
                     *next_offset = None;
                     if error.rdkafka_error_code() == Some(RDKafkaErrorCode::OffsetOutOfRange) {
                         let offsets = self.offsets(topic, partition)?;
@@ -746,6 +785,9 @@ impl Log for KafkaLog {
         }
         let result = self.produce(&slot, &transaction).and_then(|()| {
             if self.config.exactly_once {
+                // Delivered first, so commit_transaction finds nothing to flush (rdkafka's
+                // flush polls in 100 ms steps, which would put a floor under every commit).
+                self.drain(&slot)?;
                 slot.producer.commit_transaction(self.config.timeout()).map_err(kafka("commit a transaction"))
             } else {
                 self.flush(&slot)
@@ -761,7 +803,7 @@ impl Log for KafkaLog {
                 return Err(LogError::Fenced(error.to_string()));
             }
             // Nothing of an aborted transaction becomes visible to read_committed readers.
-            if let Err(abort) = slot.producer.abort_transaction(self.config.timeout()) {
+            if let Err(abort) = self.abort(&slot) {
                 slot.failed = Some(format!("{error}; aborting it failed too: {abort}"));
             }
             return Err(error);
