@@ -180,5 +180,56 @@ fn fraud_features_and_models(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, validate, operator_chain, embedded_log, fraud_features_and_models);
+/// The accounts' transfers (two postings each), with idempotency records and limit checks:
+/// wallet → merchant payments between funded accounts, and hold + capture pairs.
+fn ledger_accounts(c: &mut Criterion) {
+    use paystream_domain::Currency;
+    use paystream_operators::accounts::{Account, AccountKind, Accounts, Transfer, TransferKind};
+    const TRANSFERS: usize = 20_000;
+    let setup = || {
+        let mut accounts = Accounts::new(7 * 86_400_000);
+        accounts.open(Account::new("bank", Currency::EUR, AccountKind::External, "bank"));
+        for w in 0..1_000 {
+            let wallet = format!("wallet:{w}");
+            accounts.open(Account::new(&wallet, Currency::EUR, AccountKind::CustomerWallet, &wallet));
+            let funding = Transfer {
+                id: format!("fund-{w}"),
+                kind: TransferKind::Single { debit: "bank".into(), credit: wallet },
+                amount_minor: 1_000_000,
+                currency: Currency::EUR,
+                time_ms: 0,
+            };
+            accounts.apply(&funding).expect("funding");
+        }
+        for m in 0..100 {
+            let merchant = format!("merchant:{m}");
+            accounts.open(Account::new(&merchant, Currency::EUR, AccountKind::Merchant, &merchant));
+        }
+        let transfers: Vec<Transfer> = (0..TRANSFERS)
+            .map(|i| Transfer {
+                id: format!("pay-{i}"),
+                kind: TransferKind::Single {
+                    debit: format!("wallet:{}", i % 1_000),
+                    credit: format!("merchant:{}", i % 100),
+                },
+                amount_minor: 1 + (i % 500) as i64,
+                currency: Currency::EUR,
+                time_ms: i as i64,
+            })
+            .collect();
+        (accounts, transfers)
+    };
+    let mut group = c.benchmark_group("ledger");
+    group.throughput(Throughput::Elements(2 * TRANSFERS as u64));
+    group.bench_function("postings_single_transfers", |b| {
+        b.iter_batched(
+            setup,
+            |(mut accounts, transfers)| transfers.iter().filter(|t| accounts.apply(t).is_ok()).count(),
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, validate, operator_chain, embedded_log, fraud_features_and_models, ledger_accounts);
 criterion_main!(benches);

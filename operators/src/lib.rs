@@ -11,6 +11,7 @@
 //! - Every input record ends as exactly one of: a decision, a counted retry of an
 //!   already decided payment, or a dead letter with its reason.
 
+pub mod accounts;
 pub mod dedupe;
 pub mod ledger;
 pub mod reference_features;
