@@ -11,13 +11,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use paystream_domain::{Decision, LedgerTransaction};
 use paystream_operators::{OperatorConfig, default_model};
+use paystream_pipeline::log::fault::CommitFault;
 use paystream_pipeline::log::kafka::{KafkaConfig, KafkaLog};
-use paystream_pipeline::log::{Log, LogError, Membership, PartitionOffsets, Record, Topic, Transaction};
+use paystream_pipeline::log::{Log, Membership};
 use paystream_pipeline::metrics::Metrics;
 use paystream_pipeline::{Pipeline, PipelineConfig, RunControl, RunMode};
 use paystream_storage::FileSnapshotStore;
@@ -31,54 +31,8 @@ const MALFORMED: u32 = 7;
 const TOPICS: [&str; 7] =
     ["payments", "labels", "decisions", "ledger", "settlements", "dead-letters", "paystream-changelog"];
 
-/// The Kafka log of a process that dies after `commits_left` more commits: from then on
-/// every commit fails before reaching Kafka, so nothing of it is written.
-struct Dying {
-    inner: KafkaLog,
-    commits_left: AtomicI64,
-}
-
-impl Log for Dying {
-    fn create_topic(&self, name: &str, partitions: u32) -> Result<Topic, LogError> {
-        self.inner.create_topic(name, partitions)
-    }
-    fn topic(&self, name: &str) -> Result<Topic, LogError> {
-        self.inner.topic(name)
-    }
-    fn topics(&self) -> Vec<Topic> {
-        self.inner.topics()
-    }
-    fn fetch(&self, topic: &Topic, partition: u32, offset: u64, records_max: usize) -> Result<Vec<Record>, LogError> {
-        self.inner.fetch(topic, partition, offset, records_max)
-    }
-    fn offsets(&self, topic: &Topic, partition: u32) -> Result<PartitionOffsets, LogError> {
-        self.inner.offsets(topic, partition)
-    }
-    fn resume_offset(&self, topic: &Topic, partition: u32, offset: u64) -> u64 {
-        self.inner.resume_offset(topic, partition, offset)
-    }
-    fn committed_position(&self, group: &str, topic: &Topic, partition: u32) -> Result<Option<u64>, LogError> {
-        self.inner.committed_position(group, topic, partition)
-    }
-    fn refresh_positions(&self) -> Result<(), LogError> {
-        self.inner.refresh_positions()
-    }
-    fn retention_keeps_unread(&self) -> bool {
-        self.inner.retention_keeps_unread()
-    }
-    fn commit(&self, transaction: Transaction) -> Result<(), LogError> {
-        if self.commits_left.fetch_sub(1, Ordering::SeqCst) <= 0 {
-            return Err(LogError::Poisoned("the process died (injected)".into()));
-        }
-        self.inner.commit(transaction)
-    }
-    fn commit_sequence(&self) -> u64 {
-        self.inner.commit_sequence()
-    }
-    fn wait_for_commit(&self, seen: u64, timeout: Duration) -> u64 {
-        self.inner.wait_for_commit(seen, timeout)
-    }
-}
+/// The Kafka log of a process that dies after some commits (see `CommitFault`).
+type Dying = CommitFault<KafkaLog>;
 
 fn pipeline(dir: &Path, log: Arc<dyn Log>) -> Pipeline {
     in_group(dir, log, None)
@@ -176,7 +130,7 @@ fn payments_from_kafka_producers_are_decided_exactly_once_across_crashes() {
     // Three processes die after a few commits each; every one resumes where the last
     // committed transaction left it.
     for (round, commits) in [4, 7, 10].into_iter().enumerate() {
-        let log = Arc::new(Dying { inner: open_log(&servers), commits_left: AtomicI64::new(commits) });
+        let log = Arc::new(CommitFault::after(open_log(&servers), commits));
         let result = pipeline(dir.path(), log).run(RunMode::UntilIdle, &RunControl::new(true));
         assert!(result.is_err(), "round {round}: the process should have died");
     }
@@ -262,7 +216,7 @@ fn two_processes_share_partitions_and_the_survivor_takes_over() {
         control: Arc<RunControl>,
     }
     let start = |name: &str| {
-        let log = Arc::new(Dying { inner: open_process_log(&servers, name), commits_left: AtomicI64::new(i64::MAX) });
+        let log = Arc::new(CommitFault::after(open_process_log(&servers, name), i64::MAX));
         let payments = log.inner.topic("payments").unwrap();
         let member: Arc<dyn Membership> = log.inner.join("paystream", &payments).unwrap();
         let pipeline = in_group(&dir.path().join(name), log.clone(), Some(member));
@@ -298,7 +252,7 @@ fn two_processes_share_partitions_and_the_survivor_takes_over() {
         assert!(b_metrics.input_records.get() > 0, "b processed its share");
 
         // a dies: its next commit fails and it stops; its partitions go to b.
-        a_log.commits_left.store(0, Ordering::SeqCst);
+        a_log.fail_now();
         publish_range(&servers, 2_000, PAYMENTS);
         assert!(running_a.join().unwrap().is_err(), "a died");
         wait_until("b owns everything", || b_metrics.assigned_partitions.get() == 4);

@@ -12,6 +12,7 @@
 //! - Consumer positions are the next offset to read, per (group, topic, partition).
 
 pub mod embedded;
+pub mod fault;
 pub mod kafka;
 pub mod partitioner;
 
@@ -357,4 +358,44 @@ pub trait Membership: Send + Sync {
     fn generation(&self) -> u64;
     /// Nothing of `generation` or earlier runs any more.
     fn released(&self, generation: u64);
+}
+
+/// A shared log is a log (so wrappers such as [`fault::CommitFault`] can hold one).
+impl<T: Log + ?Sized> Log for Arc<T> {
+    fn create_topic(&self, name: &str, partitions: u32) -> Result<Topic, LogError> {
+        (**self).create_topic(name, partitions)
+    }
+    fn topic(&self, name: &str) -> Result<Topic, LogError> {
+        (**self).topic(name)
+    }
+    fn topics(&self) -> Vec<Topic> {
+        (**self).topics()
+    }
+    fn fetch(&self, topic: &Topic, partition: u32, offset: u64, records_max: usize) -> Result<Vec<Record>, LogError> {
+        (**self).fetch(topic, partition, offset, records_max)
+    }
+    fn offsets(&self, topic: &Topic, partition: u32) -> Result<PartitionOffsets, LogError> {
+        (**self).offsets(topic, partition)
+    }
+    fn resume_offset(&self, topic: &Topic, partition: u32, offset: u64) -> u64 {
+        (**self).resume_offset(topic, partition, offset)
+    }
+    fn committed_position(&self, group: &str, topic: &Topic, partition: u32) -> Result<Option<u64>, LogError> {
+        (**self).committed_position(group, topic, partition)
+    }
+    fn refresh_positions(&self) -> Result<(), LogError> {
+        (**self).refresh_positions()
+    }
+    fn retention_keeps_unread(&self) -> bool {
+        (**self).retention_keeps_unread()
+    }
+    fn commit(&self, transaction: Transaction) -> Result<(), LogError> {
+        (**self).commit(transaction)
+    }
+    fn commit_sequence(&self) -> u64 {
+        (**self).commit_sequence()
+    }
+    fn wait_for_commit(&self, seen: u64, timeout: Duration) -> u64 {
+        (**self).wait_for_commit(seen, timeout)
+    }
 }
