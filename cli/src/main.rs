@@ -63,10 +63,57 @@ enum Command {
     Train(backtest::TrainArgs),
     /// The PostgreSQL record store: migrate, read balances and decisions.
     Store(store::StoreArgs),
+    /// Check every settlement against the ledger postings that name it (payment count,
+    /// gross, fees, net); exits non-zero on any difference.
+    Reconcile(ReconcileArgs),
     /// Serve librdkafka's in-process mock Kafka cluster until stopped, with the pipeline's
     /// topics created, to try or test the Kafka path without Kafka. Not a production
     /// broker: no transaction markers or isolation, slow group fetches.
     KafkaMock(KafkaMockArgs),
+}
+
+#[derive(Args)]
+struct ReconcileArgs {
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+fn reconcile(args: ReconcileArgs) -> Result<()> {
+    let log = args.log.open_any(LogRole::Reader)?;
+    let names = args.log.topic_names()?;
+    let mut ledger = Vec::new();
+    inspect::scan(log.as_ref(), &log.topic(&names.ledger)?, None, |p, record| {
+        let transaction: paystream_domain::LedgerTransaction = serde_json::from_slice(&record.value)
+            .with_context(|| format!("{} {p}/{} is not a ledger transaction", names.ledger, record.offset))?;
+        ledger.push(transaction);
+        Ok(())
+    })?;
+    let mut settlements = Vec::new();
+    inspect::scan(log.as_ref(), &log.topic(&names.settlements)?, None, |p, record| {
+        let settlement: paystream_domain::Settlement = serde_json::from_slice(&record.value)
+            .with_context(|| format!("{} {p}/{} is not a settlement", names.settlements, record.offset))?;
+        settlements.push(settlement);
+        Ok(())
+    })?;
+    let report = paystream_operators::settlement::reconcile(&ledger, &settlements);
+    for mismatch in &report.mismatches {
+        println!("MISMATCH {mismatch}");
+    }
+    println!(
+        "{} settlements checked against {} ledger transactions ({} in windows still open): {}",
+        report.settlements,
+        report.transactions,
+        report.open_transactions,
+        if report.mismatches.is_empty() {
+            "all match".to_string()
+        } else {
+            format!("{} differences", report.mismatches.len())
+        }
+    );
+    if !report.mismatches.is_empty() {
+        bail!("reconciliation found {} differences", report.mismatches.len());
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -521,6 +568,7 @@ fn run_command(command: Command) -> Result<()> {
         Command::Train(args) => backtest::train(args),
         Command::Store(args) => store::store(args),
         Command::KafkaMock(args) => kafka_mock(args),
+        Command::Reconcile(args) => reconcile(args),
         Command::Run(args) => run(args),
         Command::Generate(args) => generate(args),
         Command::Replay(args) => replay(args),

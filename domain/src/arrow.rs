@@ -323,6 +323,7 @@ mod tests {
                 posting("merchant:M", Direction::Credit, 98),
                 posting("fees", Direction::Credit, 2),
             ],
+            settlement_id: None,
         };
         let batch = ledger_to_record_batch(&[transaction]).unwrap();
         let amounts =

@@ -485,6 +485,10 @@ pub struct LedgerTransaction {
     pub event_time: String,
     pub currency: Currency,
     pub postings: Vec<LedgerPosting>,
+    /// The settlement (merchant window) this payment is paid out in, if its payee is a
+    /// merchant: `paystream reconcile` checks each settlement against these postings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement_id: Option<String>,
 }
 
 /// Output: net amounts for one merchant, currency and settlement window, as accumulated

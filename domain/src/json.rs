@@ -114,7 +114,12 @@ impl LedgerTransaction {
             write_i64(out, posting.amount_minor);
             out.push(b'}');
         }
-        out.extend_from_slice(b"]}");
+        out.push(b']');
+        if let Some(settlement_id) = &self.settlement_id {
+            out.extend_from_slice(b",\"settlement_id\":");
+            write_str(out, settlement_id);
+        }
+        out.push(b'}');
     }
 }
 
@@ -150,7 +155,7 @@ mod tests {
         }
 
         #[test]
-        fn ledger_transactions_match_serde(account in "\\PC{0,12}", amount in any::<i64>()) {
+        fn ledger_transactions_match_serde(account in "\\PC{0,12}", amount in any::<i64>(), settled in any::<bool>()) {
             let t = LedgerTransaction {
                 transaction_id: "pay:x".into(),
                 payment_id: "x".into(),
@@ -160,6 +165,7 @@ mod tests {
                     LedgerPosting { account_id: account.clone(), direction: Direction::Debit, amount_minor: amount },
                     LedgerPosting { account_id: "fees".into(), direction: Direction::Credit, amount_minor: 0 },
                 ],
+                settlement_id: settled.then(|| format!("{account}/EUR/2018-04-01T00:00:00.000Z/p0")),
             };
             let mut ours = Vec::new();
             t.write_json(&mut ours);

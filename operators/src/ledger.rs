@@ -48,6 +48,7 @@ pub fn post_payment(
         event_time: event_time.to_string(),
         currency: amount.currency(),
         postings,
+        settlement_id: None,
     };
     (transaction, fee_minor)
 }

@@ -546,14 +546,12 @@ impl PartitionProcessor {
         let event_time = format_rfc3339_ms(payment.event_time_ms);
         if outcome == Outcome::Approve {
             out.counters.count(OperatorId::Ledger).records_in += 1;
-            let (transaction, fee_minor) = ledger::post_payment(
+            let (mut transaction, fee_minor) = ledger::post_payment(
                 &payment,
                 &event_time,
                 self.config.fees.basis_points(&payment),
                 &self.config.fees_account_id,
             );
-            out.ledger.push(transaction);
-            out.counters.count(OperatorId::Ledger).records_out += 1;
             if let Some(merchant_id) = payment.merchant_id() {
                 out.counters.count(OperatorId::Settlement).records_in += 1;
                 let entry = SettlementEntry {
@@ -563,10 +561,16 @@ impl PartitionProcessor {
                     fee_minor,
                 };
                 let op = StateOp::Settle { event_time_ms: payment.event_time_ms, entry };
-                if self.apply(op, out).late_settlement {
+                let applied = self.apply(op, out);
+                if applied.late_settlement {
                     out.counters.late_settlement_payments += 1;
                 }
+                transaction.settlement_id = applied.settlement_window_start_ms.map(|start| {
+                    settlement::settlement_id(merchant_id, payment.amount.currency(), start, self.partition)
+                });
             }
+            out.ledger.push(transaction);
+            out.counters.count(OperatorId::Ledger).records_out += 1;
         }
         out.decisions.push(Decision {
             payment_id: payment.payment_id,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use paystream_domain::money::format_minor_units_wide;
 use paystream_domain::time::format_rfc3339_ms;
-use paystream_domain::{Currency, Settlement};
+use paystream_domain::{Currency, Direction, LedgerTransaction, Settlement};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,7 +47,9 @@ pub enum Placement {
 }
 
 impl SettlementState {
-    pub fn add(&mut self, entry: &SettlementEntry, event_time_ms: i64, window_ms: i64) -> Placement {
+    /// Adds a payment to its window (or the oldest open one, if its own has closed);
+    /// returns where it went and that window's start.
+    pub fn add(&mut self, entry: &SettlementEntry, event_time_ms: i64, window_ms: i64) -> (Placement, i64) {
         let own_window = event_time_ms.div_euclid(window_ms) * window_ms;
         let (window_start, placement) = if own_window < self.open_from_ms {
             (self.open_from_ms, Placement::Late)
@@ -61,7 +63,7 @@ impl SettlementState {
         }
         totals.gross_minor += i128::from(entry.gross_minor);
         totals.fees_minor += i128::from(entry.fee_minor);
-        placement
+        (placement, window_start)
     }
 
     /// Closes every window that ends at or before `closed_through_ms` and returns them.
@@ -94,6 +96,11 @@ impl SettlementState {
     }
 }
 
+/// The id of a merchant's settlement window on one input partition.
+pub fn settlement_id(merchant_id: &str, currency: Currency, window_start_ms: i64, partition: u32) -> String {
+    format!("{merchant_id}/{currency}/{}/p{partition}", format_rfc3339_ms(window_start_ms))
+}
+
 fn settlement(
     start: i64,
     window_ms: i64,
@@ -106,7 +113,7 @@ fn settlement(
     let net = totals.gross_minor - totals.fees_minor;
     let window_start = format_rfc3339_ms(start);
     Settlement {
-        settlement_id: format!("{merchant_id}/{currency}/{window_start}/p{partition}"),
+        settlement_id: settlement_id(&merchant_id, currency, start, partition),
         merchant_id,
         currency,
         window_start,
@@ -123,6 +130,91 @@ fn settlement(
     }
 }
 
+/// What `paystream reconcile` found: every settlement against the ledger transactions
+/// that name it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reconciliation {
+    pub settlements: usize,
+    pub transactions: usize,
+    /// Transactions naming a settlement not emitted yet (its window is still open).
+    pub open_transactions: usize,
+    /// One line per difference; empty when everything matches.
+    pub mismatches: Vec<String>,
+}
+
+/// Checks that each settlement's payment count, gross, fees and net equal the sums of the
+/// postings of the ledger transactions that name it (gross: the payer debits; net: the
+/// merchant's credits; fees: the difference), and that no settlement appears twice.
+pub fn reconcile<'a>(
+    ledger: impl IntoIterator<Item = &'a LedgerTransaction>,
+    settlements: impl IntoIterator<Item = &'a Settlement>,
+) -> Reconciliation {
+    #[derive(Default)]
+    struct Sums {
+        count: u64,
+        gross: i128,
+        net: i128,
+        currencies: Vec<Currency>,
+    }
+    let settlements: Vec<&Settlement> = settlements.into_iter().collect();
+    let mut report = Reconciliation { settlements: settlements.len(), ..Reconciliation::default() };
+    let merchant_of: std::collections::HashMap<&str, &str> =
+        settlements.iter().map(|s| (s.settlement_id.as_str(), s.merchant_id.as_str())).collect();
+    let mut sums: std::collections::HashMap<&str, Sums> = std::collections::HashMap::new();
+    for transaction in ledger {
+        let Some(id) = transaction.settlement_id.as_deref() else { continue };
+        report.transactions += 1;
+        let Some(merchant) = merchant_of.get(id) else {
+            report.open_transactions += 1;
+            continue;
+        };
+        let merchant_account = format!("merchant:{merchant}");
+        let entry = sums.entry(id).or_default();
+        entry.count += 1;
+        if !entry.currencies.contains(&transaction.currency) {
+            entry.currencies.push(transaction.currency);
+        }
+        for posting in &transaction.postings {
+            match posting.direction {
+                Direction::Debit => entry.gross += i128::from(posting.amount_minor),
+                Direction::Credit if posting.account_id == merchant_account => {
+                    entry.net += i128::from(posting.amount_minor)
+                }
+                Direction::Credit => {}
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for settlement in settlements {
+        let id = settlement.settlement_id.as_str();
+        if !seen.insert(id) {
+            report.mismatches.push(format!("{id}: emitted more than once"));
+            continue;
+        }
+        let Some(found) = sums.get(id) else {
+            report.mismatches.push(format!("{id}: no ledger transaction names it"));
+            continue;
+        };
+        if found.currencies != [settlement.currency] {
+            report
+                .mismatches
+                .push(format!("{id}: postings in {:?}, settlement in {}", found.currencies, settlement.currency));
+        }
+        let fields = [
+            ("payment_count", i128::from(settlement.payment_count), i128::from(found.count)),
+            ("gross_minor", settlement.gross_minor, found.gross),
+            ("fees_minor", settlement.fees_minor, found.gross - found.net),
+            ("net_minor", settlement.net_minor, found.net),
+        ];
+        for (field, stated, summed) in fields {
+            if stated != summed {
+                report.mismatches.push(format!("{id}: {field} is {stated}, its postings sum to {summed}"));
+            }
+        }
+    }
+    report
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,7 +228,7 @@ mod tests {
     #[test]
     fn windows_close_by_watermark_and_late_payments_move_forward() {
         let mut state = SettlementState::default();
-        assert_eq!(state.add(&entry("m1", 100, 2), 10, W), Placement::OnTime);
+        assert_eq!(state.add(&entry("m1", 100, 2), 10, W), (Placement::OnTime, 0));
         state.add(&entry("m2", 50, 1), 999, W);
         state.add(&entry("m1", 70, 1), 1_500, W);
         assert!(state.close(999, W, 0).is_empty(), "window [0,1000) ends after 999");
@@ -146,11 +238,62 @@ mod tests {
         assert_eq!(closed[0].net, "0.98");
         assert_eq!((closed[1].merchant_id.as_str(), closed[1].gross_minor), ("m2", 50));
         // An event in the closed window lands in [1000, 2000), marked late.
-        assert_eq!(state.add(&entry("m1", 30, 0), 5, W), Placement::Late);
+        assert_eq!(state.add(&entry("m1", 30, 0), 5, W), (Placement::Late, 1_000));
         let closed = state.close(2_000, W, 0);
         assert_eq!(closed.len(), 1);
         assert_eq!((closed[0].payment_count, closed[0].late_payment_count, closed[0].gross_minor), (2, 1, 100));
         assert_eq!(closed[0].window_start, "1970-01-01T00:00:01.000Z");
+    }
+
+    #[test]
+    fn reconcile_matches_settlements_to_their_postings_and_reports_differences() {
+        use paystream_domain::{Direction, LedgerPosting};
+        let posting = |account: &str, direction, amount_minor| LedgerPosting {
+            account_id: account.to_string(),
+            direction,
+            amount_minor,
+        };
+        let transaction = |id: &str, gross: i64, fee: i64, settlement: &str| LedgerTransaction {
+            transaction_id: format!("pay:{id}"),
+            payment_id: id.to_string(),
+            event_time: "1970-01-01T00:00:00.000Z".into(),
+            currency: Currency::EUR,
+            postings: vec![
+                posting("customer:c", Direction::Debit, gross),
+                posting("merchant:m1", Direction::Credit, gross - fee),
+                posting("fees", Direction::Credit, fee),
+            ],
+            settlement_id: Some(settlement.to_string()),
+        };
+        let mut state = SettlementState::default();
+        let (_, start) = state.add(&entry("m1", 100, 2), 10, W);
+        state.add(&entry("m1", 50, 1), 20, W);
+        let id = settlement_id("m1", Currency::EUR, start, 0);
+        let closed = state.close(W, W, 0);
+        assert_eq!(closed[0].settlement_id, id);
+        let ledger = vec![transaction("a", 100, 2, &id), transaction("b", 50, 1, &id), transaction("c", 9, 0, "open")];
+        let report = reconcile(&ledger, &closed);
+        assert_eq!(
+            report,
+            Reconciliation { settlements: 1, transactions: 3, open_transactions: 1, mismatches: vec![] }
+        );
+
+        let mut tampered = closed.clone();
+        tampered[0].fees_minor += 1;
+        tampered[0].net_minor -= 1;
+        tampered.push(tampered[0].clone());
+        let report = reconcile(&ledger[..1], &tampered);
+        assert_eq!(
+            report.mismatches,
+            [
+                format!("{id}: payment_count is 2, its postings sum to 1"),
+                format!("{id}: gross_minor is 150, its postings sum to 100"),
+                format!("{id}: fees_minor is 4, its postings sum to 2"),
+                format!("{id}: net_minor is 146, its postings sum to 98"),
+                format!("{id}: emitted more than once"),
+            ]
+        );
+        assert_eq!(reconcile(&[], &closed).mismatches, [format!("{id}: no ledger transaction names it")]);
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub struct Applied {
     pub closed_settlements: Vec<Settlement>,
     /// The op's settlement entry went to a later window because its own was closed.
     pub late_settlement: bool,
+    /// The start of the window the op's settlement entry went to.
+    pub settlement_window_start_ms: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -122,8 +124,10 @@ impl PartitionState {
                 );
             }
             StateOp::Settle { event_time_ms, entry } => {
-                let placement = self.settlement.add(entry, *event_time_ms, config.settlement_window_ms);
+                let (placement, window_start_ms) =
+                    self.settlement.add(entry, *event_time_ms, config.settlement_window_ms);
                 applied.late_settlement = placement == Placement::Late;
+                applied.settlement_window_start_ms = Some(window_start_ms);
             }
             StateOp::Watermark { max_event_time_ms } => {
                 let day_before = self.max_event_time_ms.div_euclid(MILLIS_PER_DAY);

@@ -258,6 +258,10 @@ fn check(seed: u64, log: &EmbeddedLog, complete: bool) -> Coverage {
             fail(format!("settlement {key:?} is not the sum of its postings: {settlement:?} vs {sums:?}"));
         }
     }
+    let reconciliation = paystream_operators::settlement::reconcile(&ledger, &settlements);
+    if !reconciliation.mismatches.is_empty() {
+        fail(format!("reconcile: {:?}", reconciliation.mismatches));
+    }
     Coverage {
         crashes: 0,
         decisions: decisions.len(),

@@ -60,6 +60,7 @@ fn payment(
             LedgerPosting { account_id: "merchant:m1".into(), direction: Direction::Debit, amount_minor: cents - fee },
             LedgerPosting { account_id: "fees:paystream".into(), direction: Direction::Debit, amount_minor: fee },
         ],
+        settlement_id: None,
     });
     (decision, ledger)
 }

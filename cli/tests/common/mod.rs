@@ -43,7 +43,8 @@ pub fn dump(data_dir: &Path, topic: &str) -> Vec<Value> {
 ///   a payment id that was decided;
 /// - every ledger transaction balances, postings sum to zero per currency, and there is
 ///   exactly one ledger transaction per approved decision;
-/// - settlement ids are unique.
+/// - settlement ids are unique, and `paystream reconcile` finds every closed settlement
+///   equal to the postings that name it.
 ///
 /// Returns (decisions, dead letters).
 pub fn check_exactly_once(data_dir: &Path, complete: bool) -> (usize, usize) {
@@ -146,6 +147,10 @@ pub fn check_exactly_once(data_dir: &Path, complete: bool) -> (usize, usize) {
         *settlement_ids.entry(settlement["value"]["settlement_id"].as_str().unwrap().to_string()).or_insert(0) += 1;
     }
     assert!(settlement_ids.values().all(|n| *n == 1), "a settlement window was emitted twice");
+    // Every closed settlement equals the postings that name it.
+    let reconciled = run_ok(data_dir, &["reconcile"]);
+    let reconciled = String::from_utf8_lossy(&reconciled.stdout).to_string();
+    assert!(reconciled.contains("all match"), "{reconciled}");
     (decisions.len(), dead_letters.len())
 }
 
