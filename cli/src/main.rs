@@ -127,21 +127,8 @@ struct KafkaMockArgs {
 }
 
 fn kafka_mock(args: KafkaMockArgs) -> Result<()> {
-    let cluster = rdkafka::mocking::MockCluster::new(args.brokers).context("start the mock cluster")?;
-    let replication = args.brokers.min(3);
-    cluster.create_topic("paystream-positions", 1, replication).context("create paystream-positions")?;
     let names = paystream_pipeline::runtime::TopicNames::default();
-    for name in [
-        &names.payments,
-        &names.labels,
-        &names.decisions,
-        &names.ledger,
-        &names.settlements,
-        &names.dead_letters,
-        &names.changelog,
-    ] {
-        cluster.create_topic(name, args.partitions, replication).with_context(|| format!("create {name}"))?;
-    }
+    let cluster = paystream_pipeline::log::kafka::mock_cluster(args.brokers, args.partitions, &names.all())?;
     println!("{}", cluster.bootstrap_servers());
     std::io::Write::flush(&mut std::io::stdout())?;
     eprintln!("mock Kafka cluster: export PAYSTREAM_KAFKA_BROKERS={}  (Ctrl-C stops it)", cluster.bootstrap_servers());

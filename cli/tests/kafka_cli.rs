@@ -6,15 +6,10 @@
 mod common;
 
 use common::{check_exactly_once, generate_csv, paystream, run_ok};
-use rdkafka::mocking::MockCluster;
 
 #[test]
 fn replay_and_run_on_kafka_decide_every_payment_exactly_once() {
-    let cluster = MockCluster::new(3).expect("start a mock cluster");
-    cluster.create_topic("paystream-positions", 1, 3).unwrap();
-    for name in ["payments", "labels", "decisions", "ledger", "settlements", "dead-letters", "paystream-changelog"] {
-        cluster.create_topic(name, 4, 3).unwrap();
-    }
+    let cluster = common::kafka_mock_cluster();
     // Every paystream command this test spawns (also those of the shared helpers) runs on
     // the cluster. SAFETY: the only test of this binary; set before any thread spawns.
     unsafe { std::env::set_var("PAYSTREAM_KAFKA_BROKERS", cluster.bootstrap_servers()) };

@@ -10,7 +10,6 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use common::{check_exactly_once, decisions_so_far, generate_csv, run_ok, start_run};
-use rdkafka::mocking::MockCluster;
 
 fn wait_for_decisions(data: &std::path::Path, count: usize) {
     let started = Instant::now();
@@ -37,11 +36,7 @@ fn stop(mut running: common::Running) -> u64 {
 
 #[test]
 fn two_processes_share_the_partitions_and_one_takes_over_when_the_other_stops() {
-    let cluster = MockCluster::new(3).expect("start a mock cluster");
-    cluster.create_topic("paystream-positions", 1, 3).unwrap();
-    for name in ["payments", "labels", "decisions", "ledger", "settlements", "dead-letters", "paystream-changelog"] {
-        cluster.create_topic(name, 4, 3).unwrap();
-    }
+    let cluster = common::kafka_mock_cluster();
     // SAFETY: the only test of this binary; set before any thread spawns.
     unsafe { std::env::set_var("PAYSTREAM_KAFKA_BROKERS", cluster.bootstrap_servers()) };
 

@@ -59,6 +59,21 @@ pub struct TopicNames {
     pub changelog: String,
 }
 
+impl TopicNames {
+    /// Every topic name: the inputs, the outputs and the changelog.
+    pub fn all(&self) -> [&str; 7] {
+        [
+            &self.payments,
+            &self.labels,
+            &self.decisions,
+            &self.ledger,
+            &self.settlements,
+            &self.dead_letters,
+            &self.changelog,
+        ]
+    }
+}
+
 impl Default for TopicNames {
     fn default() -> Self {
         TopicNames {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use paystream_pipeline::log::kafka::{KafkaConfig, KafkaLog};
+use paystream_pipeline::log::kafka::{KafkaConfig, KafkaLog, mock_cluster};
 use paystream_pipeline::log::partitioner::partition_for_key;
 use paystream_pipeline::log::{Log, LogError, Record, Transaction};
 use rdkafka::ClientConfig;
@@ -16,8 +16,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 fn cluster(topics: &[(&str, i32)]) -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
-    let cluster = MockCluster::new(3).expect("start a mock cluster");
-    cluster.create_topic("paystream-positions", 1, 3).expect("create the positions topic");
+    let cluster = mock_cluster(3, 1, &[]).expect("start a mock cluster");
     for (name, partitions) in topics {
         cluster.create_topic(name, *partitions, 3).expect("create a topic");
     }

@@ -16,20 +16,17 @@ use std::time::Duration;
 use paystream_domain::{Decision, LedgerTransaction};
 use paystream_operators::{OperatorConfig, default_model};
 use paystream_pipeline::log::fault::CommitFault;
-use paystream_pipeline::log::kafka::{KafkaConfig, KafkaLog};
+use paystream_pipeline::log::kafka::{KafkaConfig, KafkaLog, mock_cluster};
 use paystream_pipeline::log::{Log, Membership};
 use paystream_pipeline::metrics::Metrics;
-use paystream_pipeline::{Pipeline, PipelineConfig, RunControl, RunMode};
+use paystream_pipeline::{Pipeline, PipelineConfig, RunControl, RunMode, TopicNames};
 use paystream_storage::FileSnapshotStore;
 use rdkafka::ClientConfig;
-use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 const PAYMENTS: u32 = 3_000;
 const MALFORMED: u32 = 7;
-const TOPICS: [&str; 7] =
-    ["payments", "labels", "decisions", "ledger", "settlements", "dead-letters", "paystream-changelog"];
 
 /// The Kafka log of a process that dies after some commits (see `CommitFault`).
 type Dying = CommitFault<KafkaLog>;
@@ -118,11 +115,7 @@ fn values(log: &KafkaLog, name: &str) -> Vec<Vec<u8>> {
 
 #[test]
 fn payments_from_kafka_producers_are_decided_exactly_once_across_crashes() {
-    let cluster = MockCluster::new(3).unwrap();
-    cluster.create_topic("paystream-positions", 1, 3).unwrap();
-    for name in TOPICS {
-        cluster.create_topic(name, 4, 3).unwrap();
-    }
+    let cluster = mock_cluster(3, 4, &TopicNames::default().all()).unwrap();
     let servers = cluster.bootstrap_servers();
     publish_upstream(&servers);
     let dir = tempfile::tempdir().unwrap();
@@ -200,11 +193,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 /// dies and the second takes over everything, restoring the state the first committed.
 #[test]
 fn two_processes_share_partitions_and_the_survivor_takes_over() {
-    let cluster = MockCluster::new(3).unwrap();
-    cluster.create_topic("paystream-positions", 1, 3).unwrap();
-    for name in TOPICS {
-        cluster.create_topic(name, 4, 3).unwrap();
-    }
+    let cluster = mock_cluster(3, 4, &TopicNames::default().all()).unwrap();
     let servers = cluster.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
     let observer = KafkaLog::open(KafkaConfig { producers: 0, ..KafkaConfig::new(servers.as_str()) }).unwrap();

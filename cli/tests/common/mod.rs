@@ -14,6 +14,12 @@ pub fn paystream() -> Command {
     command
 }
 
+/// librdkafka's mock cluster (3 brokers) with the pipeline's topics, 4 partitions each.
+pub fn kafka_mock_cluster() -> rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    let names = paystream_pipeline::TopicNames::default();
+    paystream_pipeline::log::kafka::mock_cluster(3, 4, &names.all()).expect("start a mock cluster")
+}
+
 /// Runs paystream with `args` and the data directory; panics with its output on failure.
 pub fn run_ok(data_dir: &Path, args: &[&str]) -> Output {
     let output = paystream().args(args).arg("--data-dir").arg(data_dir).output().expect("spawn paystream");

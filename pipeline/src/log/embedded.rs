@@ -21,13 +21,13 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, ErrorKind, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{Log, LogError, PartitionBatch, PartitionOffsets, Record, RecordIter, Topic, Transaction};
+use super::{CommitSequence, Log, LogError, PartitionBatch, PartitionOffsets, Record, RecordIter, Topic, Transaction};
 
 /// Largest frame accepted when reading; a larger length field means a torn or corrupt frame.
 pub const FRAME_BYTES_MAX: usize = 256 * 1024 * 1024;
@@ -150,8 +150,7 @@ pub struct EmbeddedLog {
     /// written before it). Lock order: `sync`, then `writer`, then `index`.
     sync: Mutex<()>,
     index: RwLock<Index>,
-    commit_sequence: Mutex<u64>,
-    committed: Condvar,
+    commits: CommitSequence,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -497,8 +496,7 @@ impl EmbeddedLog {
             }),
             sync: Mutex::new(()),
             index: RwLock::new(index),
-            commit_sequence: Mutex::new(0),
-            committed: Condvar::new(),
+            commits: CommitSequence::default(),
         })
     }
 
@@ -563,9 +561,7 @@ impl EmbeddedLog {
     }
 
     fn notify_commit(&self) {
-        let mut sequence = self.commit_sequence.lock().expect("commit sequence lock");
-        *sequence += 1;
-        self.committed.notify_all();
+        self.commits.advance();
     }
 
     /// Appends `frames` at the end of the active segment (not yet durable) and queues
@@ -892,13 +888,8 @@ impl Log for EmbeddedLog {
             let index = self.index.read().expect("index lock");
             let (_, p) = index.partition(topic, partition)?;
             if offset < p.start_offset || offset > p.end_offset {
-                return Err(LogError::OffsetOutOfRange {
-                    topic: topic.name.to_string(),
-                    partition,
-                    requested: offset,
-                    start: p.start_offset,
-                    end: p.end_offset,
-                });
+                let offsets = PartitionOffsets { start: p.start_offset, end: p.end_offset };
+                return Err(LogError::offset_out_of_range(topic, partition, offset, offsets));
             }
             let first = p.frames.partition_point(|f| f.base_offset + u64::from(f.count) <= offset);
             let mut covered = 0usize;
@@ -1064,14 +1055,11 @@ impl Log for EmbeddedLog {
     }
 
     fn commit_sequence(&self) -> u64 {
-        *self.commit_sequence.lock().expect("commit sequence lock")
+        self.commits.get()
     }
 
     fn wait_for_commit(&self, seen: u64, timeout: Duration) -> u64 {
-        let sequence = self.commit_sequence.lock().expect("commit sequence lock");
-        let (sequence, _) =
-            self.committed.wait_timeout_while(sequence, timeout, |s| *s <= seen).expect("commit sequence lock");
-        *sequence
+        self.commits.wait_past(seen, timeout)
     }
 }
 

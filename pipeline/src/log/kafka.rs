@@ -42,7 +42,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use super::{Log, LogError, Membership, PartitionOffsets, Record, Topic, Transaction};
+use super::{CommitSequence, Log, LogError, Membership, PartitionOffsets, Record, Topic, Transaction};
 
 /// Most records a commit may hold (they are all in the producer's queue at once).
 pub const TRANSACTION_RECORDS_MAX: usize = 500_000;
@@ -189,8 +189,7 @@ pub struct KafkaLog {
     positions_read: Mutex<u64>,
     positions: RwLock<HashMap<PositionKey, u64>>,
     positions_topic: Topic,
-    sequence: Mutex<u64>,
-    committed: Condvar,
+    commits: CommitSequence,
 }
 
 impl KafkaLog {
@@ -199,22 +198,18 @@ impl KafkaLog {
     pub fn open(config: KafkaConfig) -> Result<KafkaLog, LogError> {
         let admin: AdminClient<DefaultClientContext> =
             config.client().create().map_err(kafka("create the Kafka admin client"))?;
-        let metadata: BaseConsumer = config
-            .client()
-            .set("group.id", format!("{}-metadata", config.transactional_id))
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("allow.auto.create.topics", "false")
-            .create()
-            .map_err(kafka("create the Kafka metadata client"))?;
-        let metadata_uncommitted: BaseConsumer = config
-            .client()
-            .set("group.id", format!("{}-metadata", config.transactional_id))
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_uncommitted")
-            .set("allow.auto.create.topics", "false")
-            .create()
-            .map_err(kafka("create the Kafka metadata client"))?;
+        let metadata_client = |isolation: &str| -> Result<BaseConsumer, LogError> {
+            config
+                .client()
+                .set("group.id", format!("{}-metadata", config.transactional_id))
+                .set("enable.auto.commit", "false")
+                .set("isolation.level", isolation)
+                .set("allow.auto.create.topics", "false")
+                .create()
+                .map_err(kafka("create the Kafka metadata client"))
+        };
+        let metadata = metadata_client("read_committed")?;
+        let metadata_uncommitted = metadata_client("read_uncommitted")?;
         let mut producers = Vec::with_capacity(config.producers);
         for slot in 0..config.producers {
             let id = format!("{}-{slot}", config.transactional_id);
@@ -246,8 +241,7 @@ impl KafkaLog {
             positions_read: Mutex::new(0),
             positions: RwLock::new(HashMap::new()),
             positions_topic,
-            sequence: Mutex::new(0),
-            committed: Condvar::new(),
+            commits: CommitSequence::default(),
         };
         let positions_topic = match log.topic(&log.config.positions_topic) {
             Ok(topic) => topic,
@@ -541,6 +535,23 @@ impl KafkaLog {
     }
 }
 
+/// librdkafka's in-process mock cluster (a test double: see the module docs) with the
+/// positions topic and `topics` created, for tests and `paystream kafka-mock`.
+pub fn mock_cluster(
+    brokers: i32,
+    partitions: i32,
+    topics: &[&str],
+) -> Result<rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>, LogError> {
+    let cluster = rdkafka::mocking::MockCluster::new(brokers).map_err(kafka("start the mock cluster"))?;
+    let replication = brokers.min(3);
+    let positions = KafkaConfig::new("").positions_topic;
+    cluster.create_topic(&positions, 1, replication).map_err(kafka(format!("create {positions}")))?;
+    for name in topics {
+        cluster.create_topic(name, partitions, replication).map_err(kafka(format!("create {name}")))?;
+    }
+    Ok(cluster)
+}
+
 /// Sends one record, waiting for room in the producer's queue.
 fn send(producer: &BaseProducer<DeliveryContext>, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(), LogError> {
     loop {
@@ -641,13 +652,7 @@ impl Log for KafkaLog {
         if *next_offset != Some(offset) {
             let offsets = self.offsets(topic, partition)?;
             if offset < offsets.start || offset > offsets.end {
-                return Err(LogError::OffsetOutOfRange {
-                    topic: topic.name.to_string(),
-                    partition,
-                    requested: offset,
-                    start: offsets.start,
-                    end: offsets.end,
-                });
+                return Err(LogError::offset_out_of_range(topic, partition, offset, offsets));
             }
             let mut assignment = TopicPartitionList::new();
             assignment
@@ -685,13 +690,7 @@ impl Log for KafkaLog {
                     *next_offset = None;
                     if error.rdkafka_error_code() == Some(RDKafkaErrorCode::OffsetOutOfRange) {
                         let offsets = self.offsets(topic, partition)?;
-                        return Err(LogError::OffsetOutOfRange {
-                            topic: topic.name.to_string(),
-                            partition,
-                            requested: offset,
-                            start: offsets.start,
-                            end: offsets.end,
-                        });
+                        return Err(LogError::offset_out_of_range(topic, partition, offset, offsets));
                     }
                     return Err(LogError::Kafka { context: format!("read {}/{partition}", topic.name), source: error });
                 }
@@ -818,21 +817,16 @@ impl Log for KafkaLog {
                 );
             }
         }
-        let mut sequence = self.sequence.lock().expect("sequence lock");
-        *sequence += 1;
-        self.committed.notify_all();
+        self.commits.advance();
         Ok(())
     }
 
     fn commit_sequence(&self) -> u64 {
-        *self.sequence.lock().expect("sequence lock")
+        self.commits.get()
     }
 
     fn wait_for_commit(&self, seen: u64, timeout: Duration) -> u64 {
-        let sequence = self.sequence.lock().expect("sequence lock");
-        let (sequence, _) =
-            self.committed.wait_timeout_while(sequence, timeout, |s| *s <= seen).expect("sequence lock");
-        *sequence
+        self.commits.wait_past(seen, timeout)
     }
 }
 

@@ -64,6 +64,16 @@ pub enum LogError {
 }
 
 impl LogError {
+    pub fn offset_out_of_range(topic: &Topic, partition: u32, requested: u64, offsets: PartitionOffsets) -> LogError {
+        LogError::OffsetOutOfRange {
+            topic: topic.name.to_string(),
+            partition,
+            requested,
+            start: offsets.start,
+            end: offsets.end,
+        }
+    }
+
     pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> LogError {
         let context = context.into();
         move |source| LogError::Io { context, source }
@@ -306,6 +316,33 @@ impl Transaction {
 
     pub fn positions(&self) -> &[ConsumerPosition] {
         &self.positions
+    }
+}
+
+/// The counter behind [`Log::commit_sequence`] and [`Log::wait_for_commit`].
+#[derive(Debug, Default)]
+pub struct CommitSequence {
+    sequence: std::sync::Mutex<u64>,
+    changed: std::sync::Condvar,
+}
+
+impl CommitSequence {
+    /// One more commit; wakes the waiters.
+    pub fn advance(&self) {
+        *self.sequence.lock().expect("commit sequence lock") += 1;
+        self.changed.notify_all();
+    }
+
+    pub fn get(&self) -> u64 {
+        *self.sequence.lock().expect("commit sequence lock")
+    }
+
+    /// Waits until the sequence passes `seen` or `timeout` elapses; returns it.
+    pub fn wait_past(&self, seen: u64, timeout: Duration) -> u64 {
+        let sequence = self.sequence.lock().expect("commit sequence lock");
+        let (sequence, _) =
+            self.changed.wait_timeout_while(sequence, timeout, |s| *s <= seen).expect("commit sequence lock");
+        *sequence
     }
 }
 
