@@ -253,6 +253,16 @@ pub fn demo(args: DemoArgs) -> Result<()> {
             money(totals.net_minor, currency)
         );
     }
+    let reconciliation = &summary.reconciliation;
+    println!(
+        "                   reconciled: {} settlements against the postings that name them: {}",
+        thousands(reconciliation.settlements as u64),
+        if reconciliation.mismatches.is_empty() {
+            "all match".to_string()
+        } else {
+            format!("{} DIFFERENCES", reconciliation.mismatches.len())
+        }
+    );
     let settled: u64 = summary.settlements.values().map(|t| t.payments).sum();
     println!(
         "                   {} approved payments still in open windows (they close as event time advances)",
@@ -267,6 +277,9 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     }
     if !summary.ledger_balanced() {
         bail!("the ledger does not balance");
+    }
+    if let Some(first) = summary.reconciliation.mismatches.first() {
+        bail!("{} settlements differ from their postings, e.g. {first}", summary.reconciliation.mismatches.len());
     }
     let accounted = summary.decided.len() as u64 + dead_letters + run_report.counters.retries;
     if !control.stopped() && accounted != publish_report.payments {

@@ -90,6 +90,8 @@ pub struct OutputSummary {
     pub posting_sums: BTreeMap<String, i128>,
     pub settlements: BTreeMap<String, SettlementTotals>,
     pub dead_letters: BTreeMap<String, u64>,
+    /// Every closed settlement against the postings that name it.
+    pub reconciliation: paystream_operators::settlement::Reconciliation,
 }
 
 impl OutputSummary {
@@ -106,9 +108,16 @@ pub fn summarize_outputs(log: &dyn Log, topics: &paystream_pipeline::PipelineTop
         summary.decided.push((decision.payment_id, decision.outcome));
         Ok(())
     })?;
+    let mut settlements = Vec::new();
+    scan(log, &topics.settlements, None, |_, record| {
+        settlements.push(serde_json::from_slice::<Settlement>(&record.value).context("decode settlement")?);
+        Ok(())
+    })?;
+    let mut reconciler = paystream_operators::settlement::Reconciler::new(settlements);
     scan(log, &topics.ledger, None, |_, record| {
         let transaction: LedgerTransaction =
             serde_json::from_slice(&record.value).context("decode ledger transaction")?;
+        reconciler.add(&transaction);
         let sum: i128 = transaction.postings.iter().map(|p| i128::from(p.signed_minor_units())).sum();
         summary.ledger_transactions += 1;
         if sum != 0 {
@@ -117,6 +126,7 @@ pub fn summarize_outputs(log: &dyn Log, topics: &paystream_pipeline::PipelineTop
         *summary.posting_sums.entry(transaction.currency.code().to_string()).or_default() += sum;
         Ok(())
     })?;
+    summary.reconciliation = reconciler.finish();
     scan(log, &topics.settlements, None, |_, record| {
         let settlement: Settlement = serde_json::from_slice(&record.value).context("decode settlement")?;
         let totals = summary.settlements.entry(settlement.currency.code().to_string()).or_default();

@@ -81,13 +81,6 @@ struct ReconcileArgs {
 fn reconcile(args: ReconcileArgs) -> Result<()> {
     let log = args.log.open_any(LogRole::Reader)?;
     let names = args.log.topic_names()?;
-    let mut ledger = Vec::new();
-    inspect::scan(log.as_ref(), &log.topic(&names.ledger)?, None, |p, record| {
-        let transaction: paystream_domain::LedgerTransaction = serde_json::from_slice(&record.value)
-            .with_context(|| format!("{} {p}/{} is not a ledger transaction", names.ledger, record.offset))?;
-        ledger.push(transaction);
-        Ok(())
-    })?;
     let mut settlements = Vec::new();
     inspect::scan(log.as_ref(), &log.topic(&names.settlements)?, None, |p, record| {
         let settlement: paystream_domain::Settlement = serde_json::from_slice(&record.value)
@@ -95,7 +88,14 @@ fn reconcile(args: ReconcileArgs) -> Result<()> {
         settlements.push(settlement);
         Ok(())
     })?;
-    let report = paystream_operators::settlement::reconcile(&ledger, &settlements);
+    let mut reconciler = paystream_operators::settlement::Reconciler::new(settlements);
+    inspect::scan(log.as_ref(), &log.topic(&names.ledger)?, None, |p, record| {
+        let transaction: paystream_domain::LedgerTransaction = serde_json::from_slice(&record.value)
+            .with_context(|| format!("{} {p}/{} is not a ledger transaction", names.ledger, record.offset))?;
+        reconciler.add(&transaction);
+        Ok(())
+    })?;
+    let report = reconciler.finish();
     for mismatch in &report.mismatches {
         println!("MISMATCH {mismatch}");
     }

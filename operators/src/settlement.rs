@@ -132,7 +132,7 @@ fn settlement(
 
 /// What `paystream reconcile` found: every settlement against the ledger transactions
 /// that name it.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reconciliation {
     pub settlements: usize,
     pub transactions: usize,
@@ -149,70 +149,98 @@ pub fn reconcile<'a>(
     ledger: impl IntoIterator<Item = &'a LedgerTransaction>,
     settlements: impl IntoIterator<Item = &'a Settlement>,
 ) -> Reconciliation {
-    #[derive(Default)]
-    struct Sums {
-        count: u64,
-        gross: i128,
-        net: i128,
-        currencies: Vec<Currency>,
+    let mut reconciler = Reconciler::new(settlements.into_iter().cloned().collect());
+    ledger.into_iter().for_each(|transaction| reconciler.add(transaction));
+    reconciler.finish()
+}
+
+/// [`reconcile`] one ledger transaction at a time (topics larger than memory): the
+/// settlements first, then every transaction.
+pub struct Reconciler {
+    settlements: Vec<Settlement>,
+    /// Settlement id → (merchant account, sums).
+    sums: std::collections::HashMap<String, (String, PostingSums)>,
+    transactions: usize,
+    open_transactions: usize,
+}
+
+#[derive(Default)]
+struct PostingSums {
+    count: u64,
+    gross: i128,
+    net: i128,
+    currencies: Vec<Currency>,
+}
+
+impl Reconciler {
+    pub fn new(settlements: Vec<Settlement>) -> Reconciler {
+        let sums = settlements
+            .iter()
+            .map(|s| (s.settlement_id.clone(), (format!("merchant:{}", s.merchant_id), PostingSums::default())))
+            .collect();
+        Reconciler { settlements, sums, transactions: 0, open_transactions: 0 }
     }
-    let settlements: Vec<&Settlement> = settlements.into_iter().collect();
-    let mut report = Reconciliation { settlements: settlements.len(), ..Reconciliation::default() };
-    let merchant_of: std::collections::HashMap<&str, &str> =
-        settlements.iter().map(|s| (s.settlement_id.as_str(), s.merchant_id.as_str())).collect();
-    let mut sums: std::collections::HashMap<&str, Sums> = std::collections::HashMap::new();
-    for transaction in ledger {
-        let Some(id) = transaction.settlement_id.as_deref() else { continue };
-        report.transactions += 1;
-        let Some(merchant) = merchant_of.get(id) else {
-            report.open_transactions += 1;
-            continue;
+
+    pub fn add(&mut self, transaction: &LedgerTransaction) {
+        let Some(id) = transaction.settlement_id.as_deref() else { return };
+        self.transactions += 1;
+        let Some((merchant_account, sums)) = self.sums.get_mut(id) else {
+            self.open_transactions += 1;
+            return;
         };
-        let merchant_account = format!("merchant:{merchant}");
-        let entry = sums.entry(id).or_default();
-        entry.count += 1;
-        if !entry.currencies.contains(&transaction.currency) {
-            entry.currencies.push(transaction.currency);
+        sums.count += 1;
+        if !sums.currencies.contains(&transaction.currency) {
+            sums.currencies.push(transaction.currency);
         }
         for posting in &transaction.postings {
             match posting.direction {
-                Direction::Debit => entry.gross += i128::from(posting.amount_minor),
-                Direction::Credit if posting.account_id == merchant_account => {
-                    entry.net += i128::from(posting.amount_minor)
+                Direction::Debit => sums.gross += i128::from(posting.amount_minor),
+                Direction::Credit if posting.account_id == *merchant_account => {
+                    sums.net += i128::from(posting.amount_minor)
                 }
                 Direction::Credit => {}
             }
         }
     }
-    let mut seen = std::collections::HashSet::new();
-    for settlement in settlements {
-        let id = settlement.settlement_id.as_str();
-        if !seen.insert(id) {
-            report.mismatches.push(format!("{id}: emitted more than once"));
-            continue;
-        }
-        let Some(found) = sums.get(id) else {
-            report.mismatches.push(format!("{id}: no ledger transaction names it"));
-            continue;
+
+    pub fn finish(self) -> Reconciliation {
+        let mut report = Reconciliation {
+            settlements: self.settlements.len(),
+            transactions: self.transactions,
+            open_transactions: self.open_transactions,
+            mismatches: Vec::new(),
         };
-        if found.currencies != [settlement.currency] {
-            report
-                .mismatches
-                .push(format!("{id}: postings in {:?}, settlement in {}", found.currencies, settlement.currency));
-        }
-        let fields = [
-            ("payment_count", i128::from(settlement.payment_count), i128::from(found.count)),
-            ("gross_minor", settlement.gross_minor, found.gross),
-            ("fees_minor", settlement.fees_minor, found.gross - found.net),
-            ("net_minor", settlement.net_minor, found.net),
-        ];
-        for (field, stated, summed) in fields {
-            if stated != summed {
-                report.mismatches.push(format!("{id}: {field} is {stated}, its postings sum to {summed}"));
+        let mut seen = std::collections::HashSet::new();
+        for settlement in &self.settlements {
+            let id = settlement.settlement_id.as_str();
+            if !seen.insert(id) {
+                report.mismatches.push(format!("{id}: emitted more than once"));
+                continue;
+            }
+            let found = &self.sums[id].1;
+            if found.count == 0 {
+                report.mismatches.push(format!("{id}: no ledger transaction names it"));
+                continue;
+            }
+            if found.currencies != [settlement.currency] {
+                report
+                    .mismatches
+                    .push(format!("{id}: postings in {:?}, settlement in {}", found.currencies, settlement.currency));
+            }
+            let fields = [
+                ("payment_count", i128::from(settlement.payment_count), i128::from(found.count)),
+                ("gross_minor", settlement.gross_minor, found.gross),
+                ("fees_minor", settlement.fees_minor, found.gross - found.net),
+                ("net_minor", settlement.net_minor, found.net),
+            ];
+            for (field, stated, summed) in fields {
+                if stated != summed {
+                    report.mismatches.push(format!("{id}: {field} is {stated}, its postings sum to {summed}"));
+                }
             }
         }
+        report
     }
-    report
 }
 
 #[cfg(test)]
