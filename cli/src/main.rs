@@ -381,6 +381,14 @@ pub struct PipelineArgs {
     /// Scores at or above this are decided `decline`.
     #[arg(long, env = "PAYSTREAM_DECLINE_SCORE_MIN", default_value_t = 0.8)]
     pub decline_score_min: f32,
+    /// Length of a merchant settlement window in minutes (windows start at multiples of
+    /// it since the epoch, UTC). Choose it before the first run: open windows keep theirs.
+    #[arg(long, env = "PAYSTREAM_SETTLEMENT_WINDOW_MINUTES", default_value_t = 1_440)]
+    pub settlement_window_minutes: u32,
+    /// A window closes once its partition's event time passes its end by this many
+    /// minutes; a payment for a closed window goes to the next open one, marked late.
+    #[arg(long, env = "PAYSTREAM_SETTLEMENT_LATENESS_MINUTES", default_value_t = 60)]
+    pub settlement_lateness_minutes: u32,
 }
 
 impl PipelineArgs {
@@ -403,6 +411,8 @@ impl PipelineArgs {
             _ => paystream_operators::LatePaymentPolicy::Review,
         };
         config.operators.decline_score_min = self.decline_score_min;
+        config.operators.settlement_window_ms = i64::from(self.settlement_window_minutes) * 60_000;
+        config.operators.settlement_allowed_lateness_ms = i64::from(self.settlement_lateness_minutes) * 60_000;
         config.operators.fees = match &self.fee_schedule {
             Some(path) => {
                 let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
