@@ -20,6 +20,7 @@ pub mod state;
 
 use std::sync::Arc;
 
+use paystream_domain::Currency;
 use paystream_domain::time::{MILLIS_PER_DAY, format_rfc3339_ms};
 use paystream_domain::{
     DeadLetter, Decision, LedgerTransaction, Outcome, Payment, RejectReason, Rejection, Settlement,
@@ -307,6 +308,9 @@ pub struct PartitionProcessor {
     scores: Vec<Score>,
     /// Newest event time among the payments of this batch featurized so far.
     batch_newest_ms: i64,
+    /// The last settlement window named in a ledger transaction: its start and the id's
+    /// `/<currency>/<start>/p<partition>` suffix (most payments fall in the same window).
+    settlement_suffix: Option<(i64, Currency, String)>,
 }
 
 pub fn default_model(config: &OperatorConfig) -> Arc<dyn FraudModel> {
@@ -326,7 +330,24 @@ impl PartitionProcessor {
             rows: Vec::new(),
             scores: Vec::new(),
             batch_newest_ms: i64::MIN,
+            settlement_suffix: None,
         }
+    }
+
+    /// [`settlement::settlement_id`], formatting the window's time once per window.
+    fn settlement_id(&mut self, merchant_id: &str, currency: Currency, window_start_ms: i64) -> String {
+        let partition = self.partition;
+        let cached =
+            self.settlement_suffix.as_ref().is_some_and(|(start, c, _)| *start == window_start_ms && *c == currency);
+        if !cached {
+            let full = settlement::settlement_id("", currency, window_start_ms, partition);
+            self.settlement_suffix = Some((window_start_ms, currency, full));
+        }
+        let suffix = &self.settlement_suffix.as_ref().expect("just set").2;
+        let mut id = String::with_capacity(merchant_id.len() + suffix.len());
+        id.push_str(merchant_id);
+        id.push_str(suffix);
+        id
     }
 
     /// Scores the following batches with `model` (hot reload); decisions carry its version.
@@ -565,9 +586,9 @@ impl PartitionProcessor {
                 if applied.late_settlement {
                     out.counters.late_settlement_payments += 1;
                 }
-                transaction.settlement_id = applied.settlement_window_start_ms.map(|start| {
-                    settlement::settlement_id(merchant_id, payment.amount.currency(), start, self.partition)
-                });
+                transaction.settlement_id = applied
+                    .settlement_window_start_ms
+                    .map(|start| self.settlement_id(merchant_id, payment.amount.currency(), start));
             }
             out.ledger.push(transaction);
             out.counters.count(OperatorId::Ledger).records_out += 1;
