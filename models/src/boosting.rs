@@ -244,9 +244,9 @@ fn grow_tree(binned: &Binned, gradients: &[f64], hessians: &[f64], options: &Boo
                 slot.1 += hessians[r as usize];
             }
             let (mut g_left, mut h_left) = (0.0, 0.0);
-            for bin in 0..binned.edges[feature].len().saturating_sub(1) {
-                g_left += histogram[bin].0;
-                h_left += histogram[bin].1;
+            for (bin, &(g, h)) in histogram.iter().enumerate().take(binned.edges[feature].len().saturating_sub(1)) {
+                g_left += g;
+                h_left += h;
                 let (g_right, h_right) = (g_total - g_left, h_total - h_left);
                 if h_left < options.child_weight_min || h_right < options.child_weight_min {
                     continue;
@@ -296,7 +296,7 @@ mod tests {
         assert!(crate::metrics::average_precision(&scores, &labels).unwrap() > 0.99);
         let high = model.score_batch(&[vec![45.0, 35.0, 1.0], vec![45.0, 5.0, 1.0]]).unwrap();
         assert!(high[0] > high[1]);
-        assert!(model.trees.iter().all(|t| t.len() <= (1 << (BoostingOptions::default().depth_max + 1)) - 1));
+        assert!(model.trees.iter().all(|t| t.len() < (1 << (BoostingOptions::default().depth_max + 1))));
         let json = model.to_json();
         let restored: BoostedTrees = serde_json::from_str(&json).unwrap();
         assert!(restored.score_batch(&rows).unwrap() == scores, "the model file round-trips exactly");

@@ -7,6 +7,9 @@
 //! [`LoadedModel`]. Both implement [`FraudModel`], which scores a whole batch at once.
 //! Models are pure: no IO, no clock.
 
+// Amounts in minor units are written like 220_00 (= 220.00), not 22_000.
+#![allow(clippy::inconsistent_digit_grouping)]
+
 pub mod boosting;
 pub mod features;
 pub mod logistic;

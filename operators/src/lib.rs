@@ -11,6 +11,9 @@
 //! - Every input record ends as exactly one of: a decision, a counted retry of an
 //!   already decided payment, or a dead letter with its reason.
 
+// Amounts in minor units are written like 220_00 (= 220.00), not 22_000.
+#![allow(clippy::inconsistent_digit_grouping)]
+
 pub mod accounts;
 pub mod dedupe;
 pub mod ledger;

@@ -1,6 +1,9 @@
 //! A partition restored from any snapshot plus the changelog after it behaves exactly
 //! like the partition that never stopped: the operators' crash-recovery invariant.
 
+// Amounts in minor units are written like 220_00 (= 220.00), not 22_000.
+#![allow(clippy::inconsistent_digit_grouping)]
+
 use std::sync::Arc;
 
 use paystream_operators::state::decode_ops;
