@@ -1,7 +1,9 @@
 //! State and record stores of paystream: the embedded [`FileSnapshotStore`], which keeps
 //! each partition's operator-state snapshot as a checksummed file replaced atomically;
 //! record stores ([`records::RecordStore`]: decisions, postings, balances) in memory or
-//! on PostgreSQL ([`postgres::PostgresRecordStore`]). Redis and ScyllaDB come next.
+//! on PostgreSQL ([`postgres::PostgresRecordStore`]); users ([`users::UserStore`]) in
+//! memory or in the same PostgreSQL schema; windowed counters in memory or Redis
+//! ([`counters`]). ScyllaDB comes next.
 //!
 //! Invariant: a store never returns a snapshot that fails its checksum; a torn or
 //! corrupt file is an error, never silently an empty state.
@@ -9,6 +11,7 @@
 pub mod counters;
 pub mod postgres;
 pub mod records;
+pub mod users;
 
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
@@ -44,6 +47,9 @@ pub enum StorageError {
     /// The record itself is invalid (it cannot come from the pipeline).
     #[error("record store: invalid record: {0}")]
     InvalidRecord(String),
+    /// The caller's: the key exists already (a user id, an e-mail address).
+    #[error("conflict: {0}")]
+    Conflict(String),
 }
 
 /// A partition's operator state as of `changelog_offset`: the state equals replaying the

@@ -370,3 +370,88 @@ mod tests {
         }
     }
 }
+
+/// Users live in the record store's schema (`users`, migration `0002_users.sql`).
+impl crate::users::UserStore for PostgresRecordStore {
+    fn create_user(&mut self, user: &crate::users::User) -> Result<(), StorageError> {
+        let user = user.clone();
+        self.with_connection(async move |connection| {
+            let inserted = sqlx::query(
+                "INSERT INTO users (user_id, email, display_name, kyc_status, created_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(&user.user_id)
+            .bind(&user.email)
+            .bind(&user.display_name)
+            .bind(user.kyc_status.as_str())
+            .bind(user.created_at_ms)
+            .execute(&mut *connection)
+            .await
+            .map_err(database("insert a user"))?;
+            if inserted.rows_affected() == 1 {
+                return Ok(());
+            }
+            let by_id = sqlx::query("SELECT 1 FROM users WHERE user_id = $1")
+                .bind(&user.user_id)
+                .fetch_optional(&mut *connection)
+                .await
+                .map_err(database("look a user up"))?;
+            Err(StorageError::Conflict(match by_id {
+                Some(_) => format!("user {:?} exists", user.user_id),
+                None => format!("e-mail {:?} is taken", user.email),
+            }))
+        })
+    }
+
+    fn user(&mut self, user_id: &str) -> Result<Option<crate::users::User>, StorageError> {
+        let user_id = user_id.to_string();
+        self.with_connection(async move |connection| {
+            let row = sqlx::query(
+                "SELECT user_id, email, display_name, kyc_status, created_at_ms FROM users WHERE user_id = $1",
+            )
+            .bind(&user_id)
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(database("read a user"))?;
+            row.map(|row| user_from_row(&row)).transpose()
+        })
+    }
+
+    fn user_by_email(&mut self, email: &str) -> Result<Option<crate::users::User>, StorageError> {
+        let email = email.trim().to_lowercase();
+        self.with_connection(async move |connection| {
+            let row = sqlx::query(
+                "SELECT user_id, email, display_name, kyc_status, created_at_ms FROM users WHERE email = $1",
+            )
+            .bind(&email)
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(database("read a user by e-mail"))?;
+            row.map(|row| user_from_row(&row)).transpose()
+        })
+    }
+
+    fn set_kyc_status(&mut self, user_id: &str, status: crate::users::KycStatus) -> Result<bool, StorageError> {
+        let user_id = user_id.to_string();
+        self.with_connection(async move |connection| {
+            let updated = sqlx::query("UPDATE users SET kyc_status = $2 WHERE user_id = $1")
+                .bind(&user_id)
+                .bind(status.as_str())
+                .execute(&mut *connection)
+                .await
+                .map_err(database("update a user's KYC status"))?;
+            Ok(updated.rows_affected() == 1)
+        })
+    }
+}
+
+fn user_from_row(row: &sqlx::postgres::PgRow) -> Result<crate::users::User, StorageError> {
+    let column = |e: sqlx::Error| StorageError::Database { context: "read a user row".into(), why: e.to_string() };
+    Ok(crate::users::User {
+        user_id: row.try_get("user_id").map_err(column)?,
+        email: row.try_get("email").map_err(column)?,
+        display_name: row.try_get("display_name").map_err(column)?,
+        kyc_status: crate::users::KycStatus::parse(row.try_get::<&str, _>("kyc_status").map_err(column)?)?,
+        created_at_ms: row.try_get("created_at_ms").map_err(column)?,
+    })
+}
