@@ -401,7 +401,7 @@ impl KafkaLog {
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "error")
-            .set("fetch.wait.max.ms", "50")
+            .set("fetch.wait.max.ms", "10")
             .set("allow.auto.create.topics", "false")
             .create()
             .map_err(kafka(format!("create a reader of {}/{partition}", topic.name)))?;
