@@ -356,21 +356,6 @@ impl RecordStore for PostgresRecordStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn schema_names_are_checked_before_they_reach_sql() {
-        for bad in ["", "1abc", "a-b", "A", "x; DROP TABLE decisions", &"s".repeat(64)] {
-            assert!(check_schema(bad).is_err(), "{bad:?}");
-        }
-        for good in ["paystream", "test_42", "_x"] {
-            assert!(check_schema(good).is_ok(), "{good:?}");
-        }
-    }
-}
-
 /// Users live in the record store's schema (`users`, migration `0002_users.sql`).
 impl crate::users::UserStore for PostgresRecordStore {
     fn create_user(&mut self, user: &crate::users::User) -> Result<(), StorageError> {
@@ -404,31 +389,11 @@ impl crate::users::UserStore for PostgresRecordStore {
     }
 
     fn user(&mut self, user_id: &str) -> Result<Option<crate::users::User>, StorageError> {
-        let user_id = user_id.to_string();
-        self.with_connection(async move |connection| {
-            let row = sqlx::query(
-                "SELECT user_id, email, display_name, kyc_status, created_at_ms FROM users WHERE user_id = $1",
-            )
-            .bind(&user_id)
-            .fetch_optional(&mut *connection)
-            .await
-            .map_err(database("read a user"))?;
-            row.map(|row| user_from_row(&row)).transpose()
-        })
+        self.user_where("user_id", user_id.to_string())
     }
 
     fn user_by_email(&mut self, email: &str) -> Result<Option<crate::users::User>, StorageError> {
-        let email = email.trim().to_lowercase();
-        self.with_connection(async move |connection| {
-            let row = sqlx::query(
-                "SELECT user_id, email, display_name, kyc_status, created_at_ms FROM users WHERE email = $1",
-            )
-            .bind(&email)
-            .fetch_optional(&mut *connection)
-            .await
-            .map_err(database("read a user by e-mail"))?;
-            row.map(|row| user_from_row(&row)).transpose()
-        })
+        self.user_where("email", email.trim().to_lowercase())
     }
 
     fn set_kyc_status(&mut self, user_id: &str, status: crate::users::KycStatus) -> Result<bool, StorageError> {
@@ -445,6 +410,22 @@ impl crate::users::UserStore for PostgresRecordStore {
     }
 }
 
+impl PostgresRecordStore {
+    /// The user whose `column` (a unique one: `user_id` or `email`) equals `value`.
+    fn user_where(&mut self, column: &'static str, value: String) -> Result<Option<crate::users::User>, StorageError> {
+        let sql =
+            format!("SELECT user_id, email, display_name, kyc_status, created_at_ms FROM users WHERE {column} = $1");
+        self.with_connection(async move |connection| {
+            let row = sqlx::query(&sql)
+                .bind(&value)
+                .fetch_optional(&mut *connection)
+                .await
+                .map_err(database("read a user"))?;
+            row.map(|row| user_from_row(&row)).transpose()
+        })
+    }
+}
+
 fn user_from_row(row: &sqlx::postgres::PgRow) -> Result<crate::users::User, StorageError> {
     let column = |e: sqlx::Error| StorageError::Database { context: "read a user row".into(), why: e.to_string() };
     Ok(crate::users::User {
@@ -454,4 +435,19 @@ fn user_from_row(row: &sqlx::postgres::PgRow) -> Result<crate::users::User, Stor
         kyc_status: crate::users::KycStatus::parse(row.try_get::<&str, _>("kyc_status").map_err(column)?)?,
         created_at_ms: row.try_get("created_at_ms").map_err(column)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_checked_before_they_reach_sql() {
+        for bad in ["", "1abc", "a-b", "A", "x; DROP TABLE decisions", &"s".repeat(64)] {
+            assert!(check_schema(bad).is_err(), "{bad:?}");
+        }
+        for good in ["paystream", "test_42", "_x"] {
+            assert!(check_schema(good).is_ok(), "{good:?}");
+        }
+    }
 }
