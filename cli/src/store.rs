@@ -1,10 +1,11 @@
 //! `paystream store`: the PostgreSQL record store from the command line — create or
-//! migrate its schema, read an account's balance or a payment's decision.
+//! migrate its schema, read an account's balance or a payment's decision, manage users.
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use paystream_storage::postgres::PostgresRecordStore;
 use paystream_storage::records::RecordStore;
+use paystream_storage::users::{KycStatus, User, UserStore};
 
 #[derive(Args)]
 pub struct StoreArgs {
@@ -29,6 +30,16 @@ enum StoreCommand {
     },
     /// A payment's stored decision, as JSON.
     Decision { payment_id: String },
+    /// Adds a user (KYC pending); an id or e-mail already taken is refused.
+    UserAdd { user_id: String, email: String, display_name: String },
+    /// A user, as JSON: by id, or by e-mail with --email.
+    User {
+        user_id_or_email: String,
+        #[arg(long)]
+        email: bool,
+    },
+    /// Sets a user's KYC state: pending, verified or rejected.
+    UserKyc { user_id: String, status: String },
 }
 
 pub fn store(args: StoreArgs) -> Result<()> {
@@ -63,6 +74,37 @@ pub fn store(args: StoreArgs) -> Result<()> {
             ),
             None => anyhow::bail!("no decision for payment {payment_id:?} in schema {}", args.postgres_schema),
         },
+        StoreCommand::UserAdd { user_id, email, display_name } => {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            let user = User::new(&user_id, &email, &display_name, now_ms)?;
+            store.create_user(&user)?;
+            println!("{}", user_json(&user));
+        }
+        StoreCommand::User { user_id_or_email, email } => {
+            let user = if email { store.user_by_email(&user_id_or_email)? } else { store.user(&user_id_or_email)? };
+            match user {
+                Some(user) => println!("{}", user_json(&user)),
+                None => anyhow::bail!("no user {user_id_or_email:?} in schema {}", args.postgres_schema),
+            }
+        }
+        StoreCommand::UserKyc { user_id, status } => {
+            if !store.set_kyc_status(&user_id, KycStatus::parse(&status)?)? {
+                anyhow::bail!("no user {user_id:?} in schema {}", args.postgres_schema);
+            }
+        }
     }
     Ok(())
+}
+
+fn user_json(user: &User) -> serde_json::Value {
+    serde_json::json!({
+        "user_id": user.user_id,
+        "email": user.email,
+        "display_name": user.display_name,
+        "kyc_status": user.kyc_status.as_str(),
+        "created_at": paystream_domain::time::format_rfc3339_ms(user.created_at_ms),
+    })
 }

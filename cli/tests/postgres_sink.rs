@@ -143,5 +143,16 @@ fn decisions_and_postings_reach_postgres_exactly_once_through_crashes() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no decision for payment"));
     assert!(cli(&["migrate"]).status.success());
+
+    // Users, from the command line.
+    let added = cli(&["user-add", "u1", "Ada@Example.com", "Ada Lovelace"]);
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let taken = cli(&["user-add", "u2", "ada@example.com", "Impostor"]);
+    assert!(!taken.status.success());
+    assert!(String::from_utf8_lossy(&taken.stderr).contains("is taken"));
+    assert!(cli(&["user-kyc", "u1", "verified"]).status.success());
+    let user: serde_json::Value = serde_json::from_slice(&cli(&["user", "--email", "ADA@example.com"]).stdout).unwrap();
+    assert_eq!((user["user_id"].as_str(), user["kyc_status"].as_str()), (Some("u1"), Some("verified")));
+    assert!(!cli(&["user-kyc", "u1", "maybe"]).status.success(), "unknown KYC states are refused");
     store.drop_schema().unwrap();
 }
