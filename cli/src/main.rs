@@ -389,6 +389,11 @@ pub struct PipelineArgs {
     /// minutes; a payment for a closed window goes to the next open one, marked late.
     #[arg(long, env = "PAYSTREAM_SETTLEMENT_LATENESS_MINUTES", default_value_t = 60)]
     pub settlement_lateness_minutes: u32,
+    /// How long (event time) a payment id is remembered: a retry within it is counted,
+    /// not decided twice; the same id with other content is dead-lettered. Memory grows
+    /// with payments per day × days (about 100 bytes each).
+    #[arg(long, env = "PAYSTREAM_PAYMENT_ID_RETENTION_DAYS", default_value_t = 7)]
+    pub payment_id_retention_days: u32,
 }
 
 impl PipelineArgs {
@@ -412,6 +417,7 @@ impl PipelineArgs {
         };
         config.operators.decline_score_min = self.decline_score_min;
         config.operators.settlement_window_ms = i64::from(self.settlement_window_minutes) * 60_000;
+        config.operators.dedupe_retention_ms = i64::from(self.payment_id_retention_days) * MILLIS_PER_DAY;
         config.operators.settlement_allowed_lateness_ms = i64::from(self.settlement_lateness_minutes) * 60_000;
         config.operators.fees = match &self.fee_schedule {
             Some(path) => {
