@@ -255,10 +255,6 @@ impl KafkaLog {
         Ok(log)
     }
 
-    pub fn config(&self) -> &KafkaConfig {
-        &self.config
-    }
-
     fn create(&self, name: &str, partitions: u32, configs: &[(&str, &str)]) -> Result<Topic, LogError> {
         let mut new_topic =
             NewTopic::new(name, partitions as i32, TopicReplication::Fixed(self.config.replication_factor));
@@ -303,8 +299,9 @@ impl KafkaLog {
         }
     }
 
-    /// Reads the positions topic on to `until` (or its committed end).
-    fn read_positions(&self, until: Option<u64>) -> Result<(), LogError> {
+    /// Reads the positions topic on to offset `until` (waiting, if a transaction another
+    /// process left open hides what follows, until the broker aborts it).
+    fn read_positions(&self, until: u64) -> Result<(), LogError> {
         let topic = self.positions_topic.clone();
         let mut read = self.positions_read.lock().expect("positions read lock");
         let start = self.offsets(&topic, 0)?.start;
@@ -316,21 +313,18 @@ impl KafkaLog {
                 Some(last) => offset = last.offset + 1,
                 None => {
                     offset = self.resume_offset(&topic, 0, offset);
-                    match until {
-                        Some(until) if offset < until => {
-                            // A transaction another process left open hides what follows
-                            // it until the broker aborts it (transaction.timeout.ms).
-                            if Instant::now() > deadline {
-                                return Err(LogError::Kafka {
-                                    context: format!("read {} up to {until}: stuck at {offset}", topic.name),
-                                    source: KafkaError::MessageConsumption(RDKafkaErrorCode::RequestTimedOut),
-                                });
-                            }
-                            std::thread::sleep(Duration::from_millis(50));
-                            continue;
-                        }
-                        _ => break,
+                    if offset >= until {
+                        break;
                     }
+                    // An open transaction (transaction.timeout.ms at most) hides the rest.
+                    if Instant::now() > deadline {
+                        return Err(LogError::Kafka {
+                            context: format!("read {} up to {until}: stuck at {offset}", topic.name),
+                            source: KafkaError::MessageConsumption(RDKafkaErrorCode::RequestTimedOut),
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
                 }
             }
             let mut positions = self.positions.write().expect("positions lock");
@@ -388,7 +382,7 @@ impl KafkaLog {
         Ok(Arc::new(KafkaMember { shared, consumer: Some(consumer), stop, poller: Mutex::new(Some(poller)) }))
     }
 
-    fn reader(&self, topic: &Topic, partition: u32) -> Result<Arc<Mutex<Reader>>, LogError> {
+    fn reader(&self, topic: &Topic, partition: u32) -> Result<SharedReader, LogError> {
         let mut readers = self.readers.lock().expect("readers lock");
         if let Some(reader) = readers.get(&(topic.name.clone(), partition)) {
             return Ok(reader.clone());
@@ -427,17 +421,6 @@ impl KafkaLog {
         Ok(source)
     }
 
-    fn check_partition(topic: &Topic, partition: u32) -> Result<(), LogError> {
-        if partition >= topic.partitions {
-            return Err(LogError::UnknownPartition {
-                topic: topic.name.to_string(),
-                partition,
-                partitions: topic.partitions,
-            });
-        }
-        Ok(())
-    }
-
     /// Produces the transaction's records and positions inside an open transaction.
     fn produce(&self, slot: &ProducerSlot, transaction: &Transaction) -> Result<(), LogError> {
         let producer = &slot.producer;
@@ -453,7 +436,6 @@ impl KafkaLog {
                 send(producer, record)?;
             }
         }
-        let mut by_group: HashMap<&str, TopicPartitionList> = HashMap::new();
         for position in transaction.positions() {
             let (key, value) =
                 encode_position(&position.group, &position.topic, position.partition, position.next_offset);
@@ -461,6 +443,12 @@ impl KafkaLog {
                 producer,
                 BaseRecord::<[u8], [u8]>::to(&self.positions_topic.name).partition(0).key(&key).payload(&value),
             )?;
+        }
+        if !self.config.exactly_once {
+            return Ok(()); // no transaction to put group offsets in
+        }
+        let mut by_group: HashMap<&str, TopicPartitionList> = HashMap::new();
+        for position in transaction.positions() {
             by_group
                 .entry(&position.group)
                 .or_default()
@@ -470,9 +458,6 @@ impl KafkaLog {
                     Offset::Offset(position.next_offset as i64),
                 )
                 .map_err(kafka("build the offsets of a transaction"))?;
-        }
-        if !self.config.exactly_once {
-            return Ok(()); // no transaction to put group offsets in
         }
         for (group, offsets) in by_group {
             let metadata = self
@@ -485,9 +470,7 @@ impl KafkaLog {
         }
         Ok(())
     }
-}
 
-impl KafkaLog {
     /// Aborts the open transaction. Abort purges the records still queued, whose delivery
     /// reports must be served while it runs: retried in short steps with polls between.
     fn abort(&self, slot: &ProducerSlot) -> Result<(), KafkaError> {
@@ -645,7 +628,7 @@ impl Log for KafkaLog {
     }
 
     fn fetch(&self, topic: &Topic, partition: u32, offset: u64, records_max: usize) -> Result<Vec<Record>, LogError> {
-        Self::check_partition(topic, partition)?;
+        topic.check_partition(partition)?;
         let reader = self.reader(topic, partition)?;
         let mut guard = reader.lock().expect("reader lock");
         let Reader { consumer, next_offset, at_end } = &mut *guard;
@@ -722,7 +705,7 @@ impl Log for KafkaLog {
     }
 
     fn offsets(&self, topic: &Topic, partition: u32) -> Result<PartitionOffsets, LogError> {
-        Self::check_partition(topic, partition)?;
+        topic.check_partition(partition)?;
         let (low, high) = self
             .metadata
             .fetch_watermarks(&topic.name, partition as i32, self.config.timeout())
@@ -746,7 +729,7 @@ impl Log for KafkaLog {
             .metadata_uncommitted
             .fetch_watermarks(&self.positions_topic.name, 0, self.config.timeout())
             .map_err(kafka(format!("offsets of {}", self.positions_topic.name)))?;
-        self.read_positions(Some(high.max(0) as u64))
+        self.read_positions(high.max(0) as u64)
     }
 
     fn retention_keeps_unread(&self) -> bool {

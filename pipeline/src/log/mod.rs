@@ -87,6 +87,20 @@ pub struct Topic {
     pub partitions: u32,
 }
 
+impl Topic {
+    /// `UnknownPartition` unless `partition` is one of the topic's.
+    pub fn check_partition(&self, partition: u32) -> Result<(), LogError> {
+        if partition >= self.partitions {
+            return Err(LogError::UnknownPartition {
+                topic: self.name.to_string(),
+                partition,
+                partitions: self.partitions,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A committed record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
@@ -230,14 +244,7 @@ impl Transaction {
     where
         E: From<LogError>,
     {
-        if partition >= topic.partitions {
-            return Err(LogError::UnknownPartition {
-                topic: topic.name.to_string(),
-                partition,
-                partitions: topic.partitions,
-            }
-            .into());
-        }
+        topic.check_partition(partition)?;
         let batch = self.batch(topic, partition);
         let start = batch.bytes.len();
         batch.bytes.extend_from_slice(&timestamp_ms.to_le_bytes());
