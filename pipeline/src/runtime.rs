@@ -269,6 +269,9 @@ impl RunReport {
     }
 }
 
+/// How often a worker refreshes its partitions' lag gauge.
+pub const LAG_UPDATE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Batches a worker may have handed to its committer and not yet seen committed.
 pub const COMMIT_QUEUE_DEPTH_MAX: usize = 2;
 
@@ -323,6 +326,8 @@ struct WorkerContext<'a> {
     control: &'a RunControl,
     /// The consumer group generation the workers run; they stop when it moves.
     generation: Option<(&'a dyn Membership, u64)>,
+    /// Worker threads running now (the input rate cap is shared among them).
+    workers: usize,
 }
 
 impl WorkerContext<'_> {
@@ -461,7 +466,8 @@ impl Pipeline {
                     })
                     .expect("spawn model watcher thread")
             });
-            let context = WorkerContext { topics, operator_config, model, stage, mode, control, generation: None };
+            let context =
+                WorkerContext { topics, operator_config, model, stage, mode, control, generation: None, workers };
             let results = match &self.membership {
                 None => {
                     let partitions: Vec<u32> = (0..topics.payments.partitions).collect();
@@ -508,7 +514,7 @@ impl Pipeline {
         let workers = workers.min(partitions.len()).max(1);
         let handles: Vec<_> = (0..workers)
             .map(|worker| {
-                let context = context.clone();
+                let context = WorkerContext { workers, ..context.clone() };
                 let mine: Vec<u32> =
                     partitions.iter().enumerate().filter(|(i, _)| i % workers == worker).map(|(_, p)| *p).collect();
                 // One worker failing stops the others cleanly.
@@ -618,6 +624,8 @@ impl Pipeline {
     }
 
     fn snapshot(&self, topics: &PipelineTopics, tasks: &[PartitionTask]) -> Result<(), RuntimeError> {
+        // The snapshot group's positions only keep retention off the changelog still needed.
+        let protect_changelog = self.log.retention_keeps_unread();
         let mut transaction = Transaction::new();
         for task in tasks {
             let started = Instant::now();
@@ -625,12 +633,12 @@ impl Pipeline {
             let changelog_offset = self.log.offsets(&topics.changelog, partition)?.end;
             let snapshot = Snapshot { changelog_offset, state: task.processor.snapshot() };
             self.snapshots.save(&snapshot_name(&self.config.group_id, partition), &snapshot)?;
-            transaction.set_position(SNAPSHOT_GROUP, &topics.changelog, partition, changelog_offset);
+            if protect_changelog {
+                transaction.set_position(SNAPSHOT_GROUP, &topics.changelog, partition, changelog_offset);
+            }
             self.metrics.snapshot_seconds.observe(started.elapsed().as_secs_f64());
         }
-        if self.log.retention_keeps_unread() {
-            self.log.commit(transaction)?;
-        }
+        self.log.commit(transaction)?;
         Ok(())
     }
 
@@ -696,8 +704,9 @@ impl Pipeline {
         let mut batches_since_snapshot = 0u32;
         let payments_topic_name = topics.payments.name.to_string();
         let worker_started = Instant::now();
+        let mut lag_updated = Instant::now();
         let worker_rate_max =
-            config.input_records_per_second_max.map(|rate| (rate as f64 / self.worker_count(topics) as f64).max(1.0));
+            config.input_records_per_second_max.map(|rate| (rate as f64 / context.workers as f64).max(1.0));
         while context.keep_running() {
             if let Some(rate) = worker_rate_max {
                 let due = Duration::from_secs_f64(fetched_records as f64 / rate);
@@ -791,7 +800,12 @@ impl Pipeline {
                 break; // the committer failed; its error is reported by the caller
             }
             submitted += 1;
-            self.update_lag(topics, tasks)?;
+            // Lag asks the log for every partition's end (a broker round trip on Kafka): a
+            // gauge, refreshed once per interval, not per batch.
+            if lag_updated.elapsed() >= LAG_UPDATE_INTERVAL {
+                self.update_lag(topics, tasks)?;
+                lag_updated = Instant::now();
+            }
             let remembered: usize = tasks.iter().map(|t| t.processor.state().remembered_payment_ids()).sum();
             self.metrics.remembered_payment_ids.set(remembered as i64);
             batches_since_snapshot += 1;
