@@ -293,15 +293,21 @@ impl LogArgs {
 
     /// The log these arguments name: Kafka when brokers are given, else the embedded log.
     pub fn open_any(&self, role: LogRole) -> Result<Arc<dyn Log>> {
-        let Some(brokers) = &self.kafka.kafka_brokers else {
-            return Ok(match role {
-                LogRole::Reader => self.open_read_only()?,
-                _ => self.open()?,
-            });
-        };
+        if let Some(kafka) = self.open_kafka(role)? {
+            return Ok(kafka);
+        }
+        Ok(match role {
+            LogRole::Reader => self.open_read_only()?,
+            _ => self.open()?,
+        })
+    }
+
+    /// The Kafka log, if brokers are given.
+    pub fn open_kafka(&self, role: LogRole) -> Result<Option<Arc<KafkaLog>>> {
+        let Some(brokers) = &self.kafka.kafka_brokers else { return Ok(None) };
         let config = self.kafka.config(brokers, role, &self.topic_names()?.changelog)?;
         let log = KafkaLog::open(config).with_context(|| format!("open the Kafka log at {brokers}"))?;
-        Ok(Arc::new(log))
+        Ok(Some(Arc::new(log)))
     }
 
     /// For inspection while another process (a running pipeline) writes the log.
@@ -669,15 +675,10 @@ pub fn pipeline(log: Arc<dyn Log>, data_dir: &Path, config: PipelineConfig, metr
 fn run(args: RunArgs) -> Result<()> {
     let config = args.pipeline.config(&args.log)?;
     let role = LogRole::Pipeline { workers: config.workers };
-    let (log, kafka): (Arc<dyn Log>, Option<Arc<KafkaLog>>) = match &args.log.kafka.kafka_brokers {
-        Some(brokers) => {
-            let kafka = Arc::new(
-                KafkaLog::open(args.log.kafka.config(brokers, role, &config.topics.changelog)?)
-                    .with_context(|| format!("open the Kafka log at {brokers}"))?,
-            );
-            (kafka.clone(), Some(kafka))
-        }
-        None => (args.log.open_any(role)?, None),
+    let kafka = args.log.open_kafka(role)?;
+    let log: Arc<dyn Log> = match &kafka {
+        Some(kafka) => kafka.clone(),
+        None => args.log.open()?,
     };
     let metrics = Arc::new(Metrics::new());
     let runtime = io_runtime()?;

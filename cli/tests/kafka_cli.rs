@@ -9,10 +9,7 @@ use common::{check_exactly_once, generate_csv, paystream, run_ok};
 
 #[test]
 fn replay_and_run_on_kafka_decide_every_payment_exactly_once() {
-    let cluster = common::kafka_mock_cluster();
-    // Every paystream command this test spawns (also those of the shared helpers) runs on
-    // the cluster. SAFETY: the only test of this binary; set before any thread spawns.
-    unsafe { std::env::set_var("PAYSTREAM_KAFKA_BROKERS", cluster.bootstrap_servers()) };
+    let _cluster = common::use_kafka_mock_cluster();
 
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("payments.csv");

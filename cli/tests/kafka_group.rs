@@ -36,9 +36,7 @@ fn stop(mut running: common::Running) -> u64 {
 
 #[test]
 fn two_processes_share_the_partitions_and_one_takes_over_when_the_other_stops() {
-    let cluster = common::kafka_mock_cluster();
-    // SAFETY: the only test of this binary; set before any thread spawns.
-    unsafe { std::env::set_var("PAYSTREAM_KAFKA_BROKERS", cluster.bootstrap_servers()) };
+    let _cluster = common::use_kafka_mock_cluster();
 
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("all.csv");

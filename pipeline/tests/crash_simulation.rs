@@ -211,6 +211,7 @@ fn check(seed: u64, log: &EmbeddedLog, complete: bool) -> Coverage {
         fail("a decision has no input".into());
     }
 
+    let partitions = log.topic("payments").unwrap().partitions;
     let approved: HashSet<&str> =
         decisions.iter().filter(|d| d.outcome == Outcome::Approve).map(|d| d.payment_id.as_str()).collect();
     let mut posted: HashSet<&str> = HashSet::new();
@@ -231,7 +232,7 @@ fn check(seed: u64, log: &EmbeddedLog, complete: bool) -> Coverage {
             if let (Some(merchant), Direction::Credit) =
                 (posting.account_id.strip_prefix("merchant:"), posting.direction)
             {
-                let partition = partition_for_key(payer.as_bytes(), config_partitions(log));
+                let partition = partition_for_key(payer.as_bytes(), partitions);
                 let entry = by_window.entry((merchant.to_string(), partition, window)).or_default();
                 let gross = transaction.postings[0].amount_minor;
                 entry.0 += i128::from(gross);
@@ -279,10 +280,6 @@ struct Coverage {
     dead_letters: usize,
     retries: usize,
     settlements: usize,
-}
-
-fn config_partitions(log: &EmbeddedLog) -> u32 {
-    log.topic("payments").unwrap().partitions
 }
 
 /// Runs the pipeline; true if the injected crash happened.

@@ -14,10 +14,15 @@ pub fn paystream() -> Command {
     command
 }
 
-/// librdkafka's mock cluster (3 brokers) with the pipeline's topics, 4 partitions each.
-pub fn kafka_mock_cluster() -> rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+/// librdkafka's mock cluster (3 brokers) with the pipeline's topics, 4 partitions each,
+/// which every paystream command the test then spawns (the helpers' too) runs on.
+/// Call it first, from a test binary's only test: it sets `PAYSTREAM_KAFKA_BROKERS`.
+pub fn use_kafka_mock_cluster() -> rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
     let names = paystream_pipeline::TopicNames::default();
-    paystream_pipeline::log::kafka::mock_cluster(3, 4, &names.all()).expect("start a mock cluster")
+    let cluster = paystream_pipeline::log::kafka::mock_cluster(3, 4, &names.all()).expect("start a mock cluster");
+    // SAFETY: called before the test spawns threads, in a binary with this one test.
+    unsafe { std::env::set_var("PAYSTREAM_KAFKA_BROKERS", cluster.bootstrap_servers()) };
+    cluster
 }
 
 /// Runs paystream with `args` and the data directory; panics with its output on failure.
