@@ -199,7 +199,7 @@ impl Accounts {
         }
     }
 
-    /// Opens an account (an existing id is replaced only if it has no movements).
+    /// Opens an account; an id already open keeps the account it has.
     pub fn open(&mut self, account: Account) {
         self.accounts.entry(account.id.clone()).or_insert(account);
     }
@@ -210,11 +210,6 @@ impl Accounts {
 
     pub fn iter(&self) -> impl Iterator<Item = &Account> {
         self.accounts.values()
-    }
-
-    /// Transfer ids remembered now.
-    pub fn remembered_ids(&self) -> usize {
-        self.seen.len()
     }
 
     /// Applies a transfer once: an id seen (within the retention) returns its first
