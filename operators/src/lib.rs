@@ -343,14 +343,10 @@ impl PartitionProcessor {
         let cached =
             self.settlement_suffix.as_ref().is_some_and(|(start, c, _)| *start == window_start_ms && *c == currency);
         if !cached {
-            let full = settlement::settlement_id("", currency, window_start_ms, partition);
-            self.settlement_suffix = Some((window_start_ms, currency, full));
+            let suffix = settlement::settlement_id_suffix(currency, window_start_ms, partition);
+            self.settlement_suffix = Some((window_start_ms, currency, suffix));
         }
-        let suffix = &self.settlement_suffix.as_ref().expect("just set").2;
-        let mut id = String::with_capacity(merchant_id.len() + suffix.len());
-        id.push_str(merchant_id);
-        id.push_str(suffix);
-        id
+        settlement::settlement_id_with_suffix(merchant_id, &self.settlement_suffix.as_ref().expect("just set").2)
     }
 
     /// Scores the following batches with `model` (hot reload); decisions carry its version.

@@ -96,9 +96,24 @@ impl SettlementState {
     }
 }
 
-/// The id of a merchant's settlement window on one input partition.
+/// The id of a merchant's settlement window on one input partition: the merchant id,
+/// then [`settlement_id_suffix`].
 pub fn settlement_id(merchant_id: &str, currency: Currency, window_start_ms: i64, partition: u32) -> String {
-    format!("{merchant_id}/{currency}/{}/p{partition}", format_rfc3339_ms(window_start_ms))
+    settlement_id_with_suffix(merchant_id, &settlement_id_suffix(currency, window_start_ms, partition))
+}
+
+/// A settlement id from the merchant id and a [`settlement_id_suffix`] (formatted once per
+/// window by callers naming many payments' settlements).
+pub fn settlement_id_with_suffix(merchant_id: &str, suffix: &str) -> String {
+    let mut id = String::with_capacity(merchant_id.len() + suffix.len());
+    id.push_str(merchant_id);
+    id.push_str(suffix);
+    id
+}
+
+/// The part of a settlement id shared by every merchant of a window and partition.
+pub fn settlement_id_suffix(currency: Currency, window_start_ms: i64, partition: u32) -> String {
+    format!("/{currency}/{}/p{partition}", format_rfc3339_ms(window_start_ms))
 }
 
 fn settlement(
