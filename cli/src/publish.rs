@@ -68,7 +68,9 @@ fn payment_json(
 ) -> Result<()> {
     let wire = PaymentWire {
         schema: None,
+        kind: None,
         payment_id: Cow::Borrowed(payment_id),
+        original_payment_id: None,
         payer_account_id: Cow::Borrowed(customer),
         payee_account_id: None,
         merchant_id: Some(Cow::Borrowed(merchant)),

@@ -24,7 +24,9 @@ fn utf8(name: &str, nullable: bool) -> Field {
 
 pub fn payment_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
+        utf8("type", false),
         utf8("payment_id", false),
+        utf8("original_payment_id", true),
         utf8("payer_account_id", false),
         utf8("payee_account_id", true),
         utf8("merchant_id", true),
@@ -51,7 +53,9 @@ pub fn label_schema() -> SchemaRef {
 
 pub fn decision_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
+        utf8("type", false),
         utf8("payment_id", false),
+        utf8("original_payment_id", true),
         utf8("payer_account_id", false),
         utf8("merchant_id", true),
         Field::new("amount_minor", DataType::Int64, true),
@@ -68,7 +72,9 @@ pub fn decision_schema() -> SchemaRef {
 pub fn ledger_posting_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         utf8("transaction_id", false),
+        utf8("type", false),
         utf8("payment_id", false),
+        utf8("original_payment_id", true),
         Field::new("event_time", timestamp(), true),
         utf8("account_id", false),
         utf8("currency", false),
@@ -86,8 +92,12 @@ pub fn settlement_schema() -> SchemaRef {
         Field::new("source_partition", DataType::UInt32, false),
         Field::new("payment_count", DataType::UInt64, false),
         Field::new("late_payment_count", DataType::UInt64, false),
+        Field::new("refund_count", DataType::UInt64, false),
+        Field::new("chargeback_count", DataType::UInt64, false),
         Field::new("gross_minor", DataType::Int64, false),
         Field::new("fees_minor", DataType::Int64, false),
+        Field::new("refunds_minor", DataType::Int64, false),
+        Field::new("chargebacks_minor", DataType::Int64, false),
         Field::new("net_minor", DataType::Int64, false),
     ]))
 }
@@ -129,7 +139,7 @@ pub fn payments_to_record_batch(payments: &[Payment]) -> Result<RecordBatch, Arr
     fn payee_account(p: &Payment) -> Option<&str> {
         match &p.payee {
             Payee::Account { account_id } => Some(account_id.as_str()),
-            Payee::Merchant { .. } => None,
+            Payee::Merchant { .. } | Payee::OwnWallet => None,
         }
     }
     let mut amount = Int64Builder::with_capacity(n);
@@ -143,7 +153,9 @@ pub fn payments_to_record_batch(payments: &[Payment]) -> Result<RecordBatch, Arr
     columns(
         payment_schema(),
         vec![
+            string_column(payments.iter().map(|p| Some(p.kind.as_str())), n),
             string_column(payments.iter().map(|p| Some(p.payment_id.as_str())), n),
+            string_column(payments.iter().map(|p| p.original_payment_id.as_deref()), n),
             string_column(payments.iter().map(|p| Some(p.payer_account_id.as_str())), n),
             string_column(payments.iter().map(payee_account), n),
             string_column(payments.iter().map(|p| p.merchant_id()), n),
@@ -194,7 +206,9 @@ pub fn decisions_to_record_batch(decisions: &[Decision]) -> Result<RecordBatch, 
     columns(
         decision_schema(),
         vec![
+            string_column(decisions.iter().map(|d| Some(d.kind.as_str())), n),
             string_column(decisions.iter().map(|d| Some(d.payment_id.as_str())), n),
+            string_column(decisions.iter().map(|d| d.original_payment_id.as_deref()), n),
             string_column(decisions.iter().map(|d| Some(d.payer_account_id.as_str())), n),
             string_column(decisions.iter().map(|d| d.merchant_id.as_deref()), n),
             Arc::new(amount.finish()),
@@ -219,7 +233,9 @@ pub fn ledger_to_record_batch(transactions: &[LedgerTransaction]) -> Result<Reco
         ledger_posting_schema(),
         vec![
             string_column(rows.iter().map(|(t, _)| Some(t.transaction_id.as_str())), n),
+            string_column(rows.iter().map(|(t, _)| Some(t.kind.as_str())), n),
             string_column(rows.iter().map(|(t, _)| Some(t.payment_id.as_str())), n),
+            string_column(rows.iter().map(|(t, _)| t.original_payment_id.as_deref()), n),
             time_column(rows.iter().map(|(t, _)| parse_rfc3339_ms(&t.event_time).ok()), n),
             string_column(rows.iter().map(|(_, p)| Some(p.account_id.as_str())), n),
             string_column(rows.iter().map(|(t, _)| Some(t.currency.code())), n),
@@ -233,8 +249,12 @@ pub fn settlements_to_record_batch(settlements: &[Settlement]) -> Result<RecordB
     let mut partition = UInt32Builder::with_capacity(n);
     let mut count = UInt64Builder::with_capacity(n);
     let mut late = UInt64Builder::with_capacity(n);
+    let mut refund_count = UInt64Builder::with_capacity(n);
+    let mut chargeback_count = UInt64Builder::with_capacity(n);
     let mut gross = Int64Builder::with_capacity(n);
     let mut fees = Int64Builder::with_capacity(n);
+    let mut refunds = Int64Builder::with_capacity(n);
+    let mut chargebacks = Int64Builder::with_capacity(n);
     let mut net = Int64Builder::with_capacity(n);
     let narrow = |value: i128, s: &Settlement| {
         i64::try_from(value).map_err(|_| {
@@ -245,8 +265,12 @@ pub fn settlements_to_record_batch(settlements: &[Settlement]) -> Result<RecordB
         partition.append_value(s.source_partition);
         count.append_value(s.payment_count);
         late.append_value(s.late_payment_count);
+        refund_count.append_value(s.refund_count);
+        chargeback_count.append_value(s.chargeback_count);
         gross.append_value(narrow(s.gross_minor, s)?);
         fees.append_value(narrow(s.fees_minor, s)?);
+        refunds.append_value(narrow(s.refunds_minor, s)?);
+        chargebacks.append_value(narrow(s.chargebacks_minor, s)?);
         net.append_value(narrow(s.net_minor, s)?);
     }
     columns(
@@ -260,8 +284,12 @@ pub fn settlements_to_record_batch(settlements: &[Settlement]) -> Result<RecordB
             Arc::new(partition.finish()),
             Arc::new(count.finish()),
             Arc::new(late.finish()),
+            Arc::new(refund_count.finish()),
+            Arc::new(chargeback_count.finish()),
             Arc::new(gross.finish()),
             Arc::new(fees.finish()),
+            Arc::new(refunds.finish()),
+            Arc::new(chargebacks.finish()),
             Arc::new(net.finish()),
         ],
     )
@@ -315,7 +343,9 @@ mod tests {
         };
         let transaction = LedgerTransaction {
             transaction_id: "t".into(),
+            kind: crate::event::TransactionKind::Payment,
             payment_id: "p".into(),
+            original_payment_id: None,
             event_time: "2018-04-01T00:00:00.000Z".into(),
             currency: Currency::EUR,
             postings: vec![
@@ -330,7 +360,9 @@ mod tests {
             batch.column_by_name("signed_amount_minor").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
         assert_eq!(amounts.iter().map(|a| a.unwrap()).sum::<i64>(), 0);
         let decision = Decision {
+            kind: crate::event::PaymentKind::Payment,
             payment_id: "p".into(),
+            original_payment_id: None,
             payer_account_id: "C".into(),
             merchant_id: None,
             amount: "1.00".into(),

@@ -51,11 +51,72 @@ impl Channel {
     }
 }
 
-/// Who receives the money: another account, or a merchant at one of its terminals.
+/// Who receives the money: another account, or a merchant at one of its terminals, or
+/// (top-ups only) the payer's own wallet.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Payee {
     Account { account_id: String },
     Merchant { merchant_id: String, terminal_id: String },
+    /// A top-up: the money goes into the payer's wallet.
+    OwnWallet,
+}
+
+/// What a payment event asks for (the wire field `type`, default `payment`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentKind {
+    /// Moves the amount at once (scored).
+    Payment,
+    /// Reserves the amount (a hold) until captured, voided or expired (scored).
+    Authorize,
+    /// Posts an authorization (`original_payment_id`), fully or in part, releasing the rest.
+    Capture,
+    /// Releases an authorization; the amount must equal the authorized amount.
+    Void,
+    /// Returns (part of) a captured payment from the payee to the payer.
+    Refund,
+    /// A refund forced by the card network (a dispute the merchant lost).
+    Chargeback,
+    /// Funds the payer's wallet from outside (bank or card); no payee fields.
+    TopUp,
+}
+
+impl PaymentKind {
+    pub const ALL: [PaymentKind; 7] = [
+        PaymentKind::Payment,
+        PaymentKind::Authorize,
+        PaymentKind::Capture,
+        PaymentKind::Void,
+        PaymentKind::Refund,
+        PaymentKind::Chargeback,
+        PaymentKind::TopUp,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PaymentKind::Payment => "payment",
+            PaymentKind::Authorize => "authorize",
+            PaymentKind::Capture => "capture",
+            PaymentKind::Void => "void",
+            PaymentKind::Refund => "refund",
+            PaymentKind::Chargeback => "chargeback",
+            PaymentKind::TopUp => "top_up",
+        }
+    }
+
+    fn parse(text: &str) -> Option<PaymentKind> {
+        PaymentKind::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+
+    /// New money leaving a payer: fraud-scored, counted in the payer's feature windows.
+    pub fn is_scored(&self) -> bool {
+        matches!(self, PaymentKind::Payment | PaymentKind::Authorize)
+    }
+
+    /// Refers to an earlier payment or authorization by `original_payment_id`.
+    pub fn has_original(&self) -> bool {
+        matches!(self, PaymentKind::Capture | PaymentKind::Void | PaymentKind::Refund | PaymentKind::Chargeback)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -67,8 +128,11 @@ pub struct Geo {
 /// A validated payment event.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Payment {
+    pub kind: PaymentKind,
     /// Client-generated idempotency key.
     pub payment_id: String,
+    /// The payment or authorization a capture, void, refund or chargeback refers to.
+    pub original_payment_id: Option<String>,
     pub payer_account_id: String,
     pub payee: Payee,
     pub amount: Money,
@@ -83,8 +147,13 @@ pub struct Payment {
 pub struct PaymentWire<'a> {
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<Cow<'a, str>>,
+    /// `payment` when absent.
+    #[serde(borrow, default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub payment_id: Cow<'a, str>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub original_payment_id: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub payer_account_id: Cow<'a, str>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
@@ -240,9 +309,44 @@ impl Payment {
                 format!("schema {schema:?} is not {PAYMENT_SCHEMA_V1:?}"),
             ));
         }
+        let kind = match wire.kind.as_deref() {
+            None => PaymentKind::Payment,
+            Some(text) => PaymentKind::parse(text).ok_or_else(|| {
+                Rejection::new(
+                    RejectReason::InvalidField,
+                    format!(
+                        "type {:?} is not one of payment, authorize, capture, void, refund, chargeback, top_up",
+                        truncate(text)
+                    ),
+                )
+            })?,
+        };
         let payment_id = identifier("payment_id", &wire.payment_id)?;
+        let original_payment_id = match (kind.has_original(), &wire.original_payment_id) {
+            (true, Some(original)) => Some(identifier("original_payment_id", original)?),
+            (true, None) => {
+                return Err(Rejection::new(
+                    RejectReason::MissingField,
+                    format!("a {} needs original_payment_id", kind.as_str()),
+                ));
+            }
+            (false, Some(_)) => {
+                return Err(Rejection::new(
+                    RejectReason::InvalidField,
+                    format!("a {} has no original_payment_id", kind.as_str()),
+                ));
+            }
+            (false, None) => None,
+        };
         let payer_account_id = identifier("payer_account_id", &wire.payer_account_id)?;
         let payee = match (&wire.payee_account_id, &wire.merchant_id, &wire.terminal_id) {
+            (None, None, None) if kind == PaymentKind::TopUp => Payee::OwnWallet,
+            _ if kind == PaymentKind::TopUp => {
+                return Err(Rejection::new(
+                    RejectReason::InvalidField,
+                    "a top_up funds the payer's own wallet: no payee_account_id, merchant_id or terminal_id",
+                ));
+            }
             (Some(account), None, None) => Payee::Account { account_id: identifier("payee_account_id", account)? },
             (None, Some(merchant), Some(terminal)) => Payee::Merchant {
                 merchant_id: identifier("merchant_id", merchant)?,
@@ -280,13 +384,30 @@ impl Payment {
                 ),
             )
         })?;
+        if kind == PaymentKind::TopUp && channel == Channel::Wallet {
+            return Err(Rejection::new(
+                RejectReason::InvalidField,
+                "a top_up is funded from outside the wallet: channel bank_transfer, card_present or card_not_present",
+            ));
+        }
         let device_id = wire.device_id.as_deref().map(|d| identifier("device_id", d)).transpose()?;
         if let Some(geo) = wire.geo
             && !((-90.0..=90.0).contains(&geo.lat) && (-180.0..=180.0).contains(&geo.lon))
         {
             return Err(Rejection::new(RejectReason::InvalidField, "geo lat/lon out of range"));
         }
-        Ok(Payment { payment_id, payer_account_id, payee, amount, event_time_ms, channel, device_id, geo: wire.geo })
+        Ok(Payment {
+            kind,
+            payment_id,
+            original_payment_id,
+            payer_account_id,
+            payee,
+            amount,
+            event_time_ms,
+            channel,
+            device_id,
+            geo: wire.geo,
+        })
     }
 
     /// The JSON v1 encoding of this payment (the inverse of [`Payment::from_json`]).
@@ -296,10 +417,13 @@ impl Payment {
             Payee::Merchant { merchant_id, terminal_id } => {
                 (None, Some(Cow::Borrowed(merchant_id.as_str())), Some(Cow::Borrowed(terminal_id.as_str())))
             }
+            Payee::OwnWallet => (None, None, None),
         };
         PaymentWire {
             schema: None,
+            kind: (self.kind != PaymentKind::Payment).then(|| Cow::Borrowed(self.kind.as_str())),
             payment_id: Cow::Borrowed(&self.payment_id),
+            original_payment_id: self.original_payment_id.as_deref().map(Cow::Borrowed),
             payer_account_id: Cow::Borrowed(&self.payer_account_id),
             payee_account_id,
             merchant_id,
@@ -316,14 +440,14 @@ impl Payment {
     pub fn merchant_id(&self) -> Option<&str> {
         match &self.payee {
             Payee::Merchant { merchant_id, .. } => Some(merchant_id),
-            Payee::Account { .. } => None,
+            Payee::Account { .. } | Payee::OwnWallet => None,
         }
     }
 
     pub fn terminal_id(&self) -> Option<&str> {
         match &self.payee {
             Payee::Merchant { terminal_id, .. } => Some(terminal_id),
-            Payee::Account { .. } => None,
+            Payee::Account { .. } | Payee::OwnWallet => None,
         }
     }
 
@@ -337,6 +461,13 @@ impl Payment {
             hasher.update(bytes);
         };
         field(self.payment_id.as_bytes());
+        // A plain payment hashes as before kinds existed, so retries keep matching.
+        if self.kind != PaymentKind::Payment {
+            field(self.kind.as_str().as_bytes());
+        }
+        if let Some(original) = &self.original_payment_id {
+            field(original.as_bytes());
+        }
         field(self.payer_account_id.as_bytes());
         match &self.payee {
             Payee::Account { account_id } => field(account_id.as_bytes()),
@@ -344,6 +475,7 @@ impl Payment {
                 field(merchant_id.as_bytes());
                 field(terminal_id.as_bytes());
             }
+            Payee::OwnWallet => field(b"\0own-wallet"),
         }
         field(&self.amount.minor_units().to_le_bytes());
         field(self.amount.currency().code().as_bytes());
@@ -433,10 +565,23 @@ impl Outcome {
     }
 }
 
-/// Output: one per accepted payment.
+fn is_payment(kind: &PaymentKind) -> bool {
+    *kind == PaymentKind::Payment
+}
+
+fn payment_kind() -> PaymentKind {
+    PaymentKind::Payment
+}
+
+/// Output: one per accepted payment event. For captures, voids, refunds and chargebacks
+/// the outcome says whether the ledger accepted it (`decline` with a reason if not).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
+    #[serde(rename = "type", default = "payment_kind", skip_serializing_if = "is_payment")]
+    pub kind: PaymentKind,
     pub payment_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_payment_id: Option<String>,
     pub payer_account_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merchant_id: Option<String>,
@@ -477,11 +622,59 @@ impl LedgerPosting {
     }
 }
 
-/// Output: the balanced postings of one approved payment (debits = credits).
+/// What a ledger transaction records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransactionKind {
+    /// An approved payment: payer → payee (+ fees).
+    Payment,
+    /// A captured authorization: payer → payee (+ fees).
+    Capture,
+    /// Payee → payer, linked to the original payment.
+    Refund,
+    Chargeback,
+    /// Outside → the payer's wallet.
+    TopUp,
+    /// A closed settlement's net: merchant → settlement account.
+    Settlement,
+    /// Settlement account → the bank, paying the merchant out.
+    Payout,
+}
+
+impl TransactionKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TransactionKind::Payment => "payment",
+            TransactionKind::Capture => "capture",
+            TransactionKind::Refund => "refund",
+            TransactionKind::Chargeback => "chargeback",
+            TransactionKind::TopUp => "top_up",
+            TransactionKind::Settlement => "settlement",
+            TransactionKind::Payout => "payout",
+        }
+    }
+}
+
+fn is_payment_transaction(kind: &TransactionKind) -> bool {
+    *kind == TransactionKind::Payment
+}
+
+fn payment_transaction() -> TransactionKind {
+    TransactionKind::Payment
+}
+
+/// Output: one balanced set of postings (debits = credits): an approved payment, a
+/// capture, refund, chargeback or top-up, or a settlement's payout.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerTransaction {
     pub transaction_id: String,
+    #[serde(rename = "type", default = "payment_transaction", skip_serializing_if = "is_payment_transaction")]
+    pub kind: TransactionKind,
+    /// The event that made it (for settlement and payout: the settlement id).
     pub payment_id: String,
+    /// Refunds and chargebacks: the payment they return; captures: the authorization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_payment_id: Option<String>,
     pub event_time: String,
     pub currency: Currency,
     pub postings: Vec<LedgerPosting>,
@@ -504,12 +697,25 @@ pub struct Settlement {
     pub payment_count: u64,
     /// Payments whose event time fell in an already closed window and were moved here.
     pub late_payment_count: u64,
+    #[serde(default)]
+    pub refund_count: u64,
+    #[serde(default)]
+    pub chargeback_count: u64,
     /// Totals are i128 so that no window can overflow; the decimal strings are exact.
+    /// net = gross − fees − refunds − chargebacks (negative: the merchant owes).
     pub gross_minor: i128,
     pub fees_minor: i128,
+    #[serde(default)]
+    pub refunds_minor: i128,
+    #[serde(default)]
+    pub chargebacks_minor: i128,
     pub net_minor: i128,
     pub gross: String,
     pub fees: String,
+    #[serde(default)]
+    pub refunds: String,
+    #[serde(default)]
+    pub chargebacks: String,
     pub net: String,
 }
 

@@ -3,7 +3,7 @@
 //! `Serialize` derive produces (tested below), about twice as fast: field names are
 //! constants and values skip escaping when they need none.
 
-use crate::event::{Decision, Direction, LedgerTransaction};
+use crate::event::{Decision, Direction, LedgerTransaction, PaymentKind, TransactionKind};
 
 /// Appends `value` as a JSON string.
 pub fn write_str(out: &mut Vec<u8>, value: &str) {
@@ -57,8 +57,18 @@ fn write_i64(out: &mut Vec<u8>, value: i64) {
 impl Decision {
     /// Appends this decision as JSON (same bytes as `serde_json::to_writer`).
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"payment_id\":");
+        out.push(b'{');
+        if self.kind != PaymentKind::Payment {
+            out.extend_from_slice(b"\"type\":");
+            write_str(out, self.kind.as_str());
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"payment_id\":");
         write_str(out, &self.payment_id);
+        if let Some(original) = &self.original_payment_id {
+            out.extend_from_slice(b",\"original_payment_id\":");
+            write_str(out, original);
+        }
         out.extend_from_slice(b",\"payer_account_id\":");
         write_str(out, &self.payer_account_id);
         if let Some(merchant_id) = &self.merchant_id {
@@ -94,8 +104,16 @@ impl LedgerTransaction {
     pub fn write_json(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"transaction_id\":");
         write_str(out, &self.transaction_id);
+        if self.kind != TransactionKind::Payment {
+            out.extend_from_slice(b",\"type\":");
+            write_str(out, self.kind.as_str());
+        }
         out.extend_from_slice(b",\"payment_id\":");
         write_str(out, &self.payment_id);
+        if let Some(original) = &self.original_payment_id {
+            out.extend_from_slice(b",\"original_payment_id\":");
+            write_str(out, original);
+        }
         out.extend_from_slice(b",\"event_time\":");
         write_str(out, &self.event_time);
         out.extend_from_slice(b",\"currency\":");
@@ -132,7 +150,9 @@ mod tests {
 
     fn decision(id: &str, merchant: Option<&str>, reasons: Vec<&'static str>, score: f32) -> Decision {
         Decision {
+            kind: if id.len() % 2 == 0 { PaymentKind::Payment } else { PaymentKind::Refund },
             payment_id: id.to_string(),
+            original_payment_id: (id.len() % 3 == 0).then(|| format!("orig {id}")),
             payer_account_id: format!("payer {id}"),
             merchant_id: merchant.map(str::to_string),
             amount: "12.34".into(),
@@ -155,10 +175,12 @@ mod tests {
         }
 
         #[test]
-        fn ledger_transactions_match_serde(account in "\\PC{0,12}", amount in any::<i64>(), settled in any::<bool>()) {
+        fn ledger_transactions_match_serde(account in "\\PC{0,12}", amount in any::<i64>(), settled in any::<bool>(), refund in any::<bool>()) {
             let t = LedgerTransaction {
                 transaction_id: "pay:x".into(),
+                kind: if refund { TransactionKind::Refund } else { TransactionKind::Payment },
                 payment_id: "x".into(),
+                original_payment_id: refund.then(|| account.clone()),
                 event_time: "2018-04-01T00:00:00.000Z".into(),
                 currency: Currency::EUR,
                 postings: vec![

@@ -17,6 +17,6 @@ pub use currency::Currency;
 pub use error::{MoneyError, TimeError};
 pub use event::{
     Channel, DeadLetter, Decision, Direction, FraudLabel, LedgerPosting, LedgerTransaction, Outcome, Payee, Payment,
-    RejectReason, Rejection, Settlement,
+    PaymentKind, RejectReason, Rejection, Settlement, TransactionKind,
 };
 pub use money::Money;

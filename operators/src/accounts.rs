@@ -5,8 +5,10 @@
 //! included), and the same id with other content is refused.
 //!
 //! Pure state, no IO and no clock: time is the transfers' event time, and expiry happens
-//! when the caller says what time it is ([`Accounts::expire`]). Not yet wired into the
-//! pipeline's ledger operator (see ARCHITECTURE.md, "Roadmap").
+//! when the caller says what time it is ([`Accounts::expire`]). The ledger operator keeps
+//! one `Accounts` per partition for the accounts whose limits or holds decide outcomes
+//! (wallets, authorizations) and drives it through [`Accounts::execute`] (it deduplicates
+//! payment ids itself); [`Accounts::apply`] adds the transfer-id memory for other callers.
 //!
 //! Balances are TigerBeetle's four counters per account; an account with a limit keeps
 //! `credits_posted − debits_posted − debits_pending ≥ −overdraft_limit_minor`, so money
@@ -15,10 +17,11 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use paystream_domain::Currency;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// What an account is for; it decides the default limit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AccountKind {
     /// A customer's money: never below zero unless an overdraft limit says otherwise.
     CustomerWallet,
@@ -44,7 +47,7 @@ impl AccountKind {
 }
 
 /// TigerBeetle's balance counters, in minor units of the account's currency.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Balances {
     pub debits_posted: i64,
     pub credits_posted: i64,
@@ -52,7 +55,7 @@ pub struct Balances {
     pub credits_pending: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
     pub id: String,
     pub currency: Currency,
@@ -90,7 +93,7 @@ impl Account {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TransferKind {
     /// Moves the amount at once.
     Single { debit: String, credit: String },
@@ -103,7 +106,7 @@ pub enum TransferKind {
     Void { pending_id: String },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Transfer {
     /// The idempotency key.
     pub id: String,
@@ -114,7 +117,7 @@ pub struct Transfer {
     pub time_ms: i64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TransferOutcome {
     Posted,
     Reserved {
@@ -128,14 +131,14 @@ pub enum TransferOutcome {
 }
 
 /// How a pending transfer ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Resolution {
     Posted,
     Voided,
     Expired,
 }
 
-#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[derive(Clone, Debug, Error, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TransferError {
     #[error("amount {0} must be positive (zero for a void)")]
     InvalidAmount(i64),
@@ -161,6 +164,7 @@ pub enum TransferError {
     Overflow(String),
 }
 
+#[derive(Serialize, Deserialize)]
 struct Hold {
     debit: String,
     credit: String,
@@ -169,17 +173,24 @@ struct Hold {
     resolution: Option<Resolution>,
 }
 
+#[derive(Serialize, Deserialize)]
 struct Seen {
     content: Transfer,
     result: Result<TransferOutcome, TransferError>,
 }
 
 /// The accounts of one partition, its holds, and the transfer ids it remembers.
+///
+/// Bytes: an account ≈ 120 + its id and owner; a hold ≈ 100 + its id and accounts' ids
+/// (kept after it ends, to answer a late capture, until [`Accounts::forget_resolved_before`]).
+#[derive(Serialize, Deserialize)]
 pub struct Accounts {
     accounts: HashMap<String, Account>,
     holds: HashMap<String, Hold>,
     /// Open holds by expiry.
     expiries: BTreeSet<(i64, String)>,
+    /// Ended holds in the order they ended, with the time, for forgetting them.
+    resolved: VecDeque<(i64, String)>,
     seen: HashMap<String, Seen>,
     /// Ids in the order seen, with their time, for retention.
     seen_order: VecDeque<(i64, String)>,
@@ -193,6 +204,7 @@ impl Accounts {
             accounts: HashMap::new(),
             holds: HashMap::new(),
             expiries: BTreeSet::new(),
+            resolved: VecDeque::new(),
             seen: HashMap::new(),
             seen_order: VecDeque::new(),
             id_retention_ms,
@@ -236,10 +248,32 @@ impl Accounts {
                 break;
             }
             self.expiries.pop_first();
-            self.release(&id, Resolution::Expired, 0);
+            self.release(&id, Resolution::Expired, 0, now_ms);
             expired.push(id);
         }
         expired
+    }
+
+    /// Forgets holds that ended before `time_ms`: a capture or void naming one later is
+    /// refused as `UnknownPending` instead of `PendingResolved`.
+    pub fn forget_resolved_before(&mut self, time_ms: i64) {
+        while self.resolved.front().is_some_and(|(t, _)| *t < time_ms) {
+            let (_, id) = self.resolved.pop_front().expect("checked front");
+            self.holds.remove(&id);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.accounts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty()
+    }
+
+    /// Holds not yet posted, voided or expired.
+    pub fn open_holds(&self) -> usize {
+        self.expiries.len()
     }
 
     fn forget_before(&mut self, time_ms: i64) {
@@ -249,15 +283,21 @@ impl Accounts {
         }
     }
 
-    fn execute(&mut self, transfer: &Transfer) -> Result<TransferOutcome, TransferError> {
+    /// Applies a transfer without remembering its id (the caller deduplicates): the same
+    /// transfers in the same order always give the same outcomes and state. A refused
+    /// transfer changes nothing, except that a post or void naming a hold past its expiry
+    /// expires the hold.
+    pub fn execute(&mut self, transfer: &Transfer) -> Result<TransferOutcome, TransferError> {
         let amount = transfer.amount_minor;
         match &transfer.kind {
             TransferKind::Single { debit, credit } => {
                 self.check_pair(debit, credit, transfer.currency, amount)?;
                 self.check_limit(debit, amount)?;
+                self.check_add(debit, |b| b.debits_posted, amount)?;
+                self.check_add(credit, |b| b.credits_posted, amount)?;
                 let (debit, credit) = (debit.clone(), credit.clone());
-                self.add(&debit, |b| &mut b.debits_posted, amount)?;
-                self.add(&credit, |b| &mut b.credits_posted, amount)?;
+                self.add(&debit, |b| &mut b.debits_posted, amount);
+                self.add(&credit, |b| &mut b.credits_posted, amount);
                 Ok(TransferOutcome::Posted)
             }
             TransferKind::Pending { debit, credit, timeout_ms } => {
@@ -266,9 +306,11 @@ impl Accounts {
                 }
                 self.check_pair(debit, credit, transfer.currency, amount)?;
                 self.check_limit(debit, amount)?;
+                self.check_add(debit, |b| b.debits_pending, amount)?;
+                self.check_add(credit, |b| b.credits_pending, amount)?;
                 let (debit, credit) = (debit.clone(), credit.clone());
-                self.add(&debit, |b| &mut b.debits_pending, amount)?;
-                self.add(&credit, |b| &mut b.credits_pending, amount)?;
+                self.add(&debit, |b| &mut b.debits_pending, amount);
+                self.add(&credit, |b| &mut b.credits_pending, amount);
                 let expires_at_ms = transfer.time_ms.saturating_add(*timeout_ms);
                 self.holds.insert(
                     transfer.id.clone(),
@@ -290,7 +332,7 @@ impl Accounts {
                     });
                 }
                 self.check_currency(&debit, transfer.currency)?;
-                self.release(pending_id, Resolution::Posted, amount);
+                self.release(pending_id, Resolution::Posted, amount, transfer.time_ms);
                 Ok(TransferOutcome::Captured { released_minor: held_minor - amount })
             }
             TransferKind::Void { pending_id } => {
@@ -299,7 +341,7 @@ impl Accounts {
                     return Err(TransferError::InvalidAmount(amount));
                 }
                 self.check_currency(&debit, transfer.currency)?;
-                self.release(pending_id, Resolution::Voided, 0);
+                self.release(pending_id, Resolution::Voided, 0, transfer.time_ms);
                 Ok(TransferOutcome::Voided)
             }
         }
@@ -313,7 +355,8 @@ impl Accounts {
         };
         if hold.resolution.is_none() && hold.expires_at_ms <= time_ms {
             self.expiries.remove(&(hold.expires_at_ms, pending_id.to_string()));
-            self.release(pending_id, Resolution::Expired, 0);
+            let expires_at_ms = hold.expires_at_ms;
+            self.release(pending_id, Resolution::Expired, 0, expires_at_ms);
         }
         let hold = &self.holds[pending_id];
         match hold.resolution {
@@ -322,10 +365,11 @@ impl Accounts {
         }
     }
 
-    /// Ends a hold: its pending amounts go, and `posted_minor` of it is posted.
-    fn release(&mut self, pending_id: &str, resolution: Resolution, posted_minor: i64) {
+    /// Ends a hold at `time_ms`: its pending amounts go, and `posted_minor` of it is posted.
+    fn release(&mut self, pending_id: &str, resolution: Resolution, posted_minor: i64, time_ms: i64) {
         let hold = self.holds.get_mut(pending_id).expect("a hold being released exists");
         hold.resolution = Some(resolution);
+        self.resolved.push_back((time_ms, pending_id.to_string()));
         let (debit, credit, held) = (hold.debit.clone(), hold.credit.clone(), hold.amount_minor);
         if resolution != Resolution::Expired {
             self.expiries.remove(&(hold.expires_at_ms, pending_id.to_string()));
@@ -374,12 +418,18 @@ impl Accounts {
         }
     }
 
-    fn add(&mut self, id: &str, counter: impl Fn(&mut Balances) -> &mut i64, amount: i64) -> Result<(), TransferError> {
+    fn check_add(&self, id: &str, counter: impl Fn(&Balances) -> i64, amount: i64) -> Result<(), TransferError> {
+        match counter(&self.accounts[id].balances).checked_add(amount) {
+            Some(_) => Ok(()),
+            None => Err(TransferError::Overflow(id.to_string())),
+        }
+    }
+
+    /// Adds to a counter checked by [`Accounts::check_add`].
+    fn add(&mut self, id: &str, counter: impl Fn(&mut Balances) -> &mut i64, amount: i64) {
         let account = self.accounts.get_mut(id).expect("checked account");
-        let value = counter(&mut account.balances);
-        *value = value.checked_add(amount).ok_or_else(|| TransferError::Overflow(id.to_string()))?;
+        *counter(&mut account.balances) += amount;
         debug_assert!(account.within_limit());
-        Ok(())
     }
 }
 

@@ -1,12 +1,55 @@
-//! Ledger operator: the balanced postings of an approved payment.
+//! Ledger operator: the balanced postings of every money movement, and the partition's
+//! ledger state that decides whether a movement may happen.
 //!
-//! Payer account debited the amount; payee (merchant or account) credited the amount
-//! less the fee; the fees account credited the fee. Debits equal credits, always.
+//! Postings (each transaction balances: debits = credits):
+//! - payment / capture: the funding account debited the amount; the payee credited the
+//!   amount less the fee; the fees account credited the fee;
+//! - refund / chargeback: the payee debited, the funding account credited (the fee is
+//!   not returned);
+//! - top-up: the payer's external account debited, the payer's wallet credited.
+//!
+//! Funding accounts: a payment in channel `wallet` is paid from the payer's wallet
+//! (`wallet:<payer>`, never below zero unless an overdraft limit says otherwise); any
+//! other channel from the payer's card or bank outside paystream (`customer:<payer>`,
+//! unlimited).
+//!
+//! [`LedgerState`] holds what outcomes depend on: an [`Accounts`] with the wallets, one
+//! external account per payer and currency used by holds or top-ups, and one clearing
+//! account per currency standing for "the rest of the ledger" (so a wallet's balance
+//! there is exact: every movement of a wallet goes through it); and a record of each
+//! approved payment and authorization, for captures, voids, refunds and chargebacks to
+//! find. The full balance of any account is the sum of its postings (the `ledger` topic;
+//! the PostgreSQL record store keeps it per account).
 
-use paystream_domain::{Direction, LedgerPosting, LedgerTransaction, Payee, Payment};
+use std::collections::{HashMap, VecDeque};
 
+use paystream_domain::{
+    Channel, Currency, Direction, LedgerPosting, LedgerTransaction, Money, Payee, Payment, PaymentKind, TransactionKind,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::accounts::{Account, AccountKind, Accounts, TransferError};
+
+/// The payer's card or bank, outside paystream.
 pub fn customer_account(payer_account_id: &str) -> String {
     account("customer:", payer_account_id)
+}
+
+/// The payer's wallet inside paystream.
+pub fn wallet_account(payer_account_id: &str) -> String {
+    account("wallet:", payer_account_id)
+}
+
+/// The account `state` keeps for holds and top-ups on the payer's external funding, one
+/// per currency (postings name it `customer:<payer>`).
+fn external_state_account(payer_account_id: &str, currency: Currency) -> String {
+    format!("customer:{payer_account_id}/{currency}")
+}
+
+/// Where money that left a wallet (or an external account's hold) is, as far as partition
+/// state is concerned: the rest of the ledger, one per currency.
+fn clearing_state_account(currency: Currency) -> String {
+    format!("clearing:{currency}")
 }
 
 fn account(prefix: &str, id: &str) -> String {
@@ -20,37 +63,269 @@ fn posting(account_id: String, direction: Direction, amount_minor: i64) -> Ledge
     LedgerPosting { account_id, direction, amount_minor }
 }
 
-/// Returns the transaction and the fee (minor units). `event_time` is the payment's
-/// event time, already formatted (RFC 3339) by the caller.
+/// Where a payment's money comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Funding {
+    /// The payer's wallet: limit-checked.
+    Wallet,
+    /// The payer's card or bank: unlimited.
+    External,
+}
+
+impl Funding {
+    pub fn of(channel: Channel) -> Funding {
+        if channel == Channel::Wallet { Funding::Wallet } else { Funding::External }
+    }
+
+    /// The account postings debit (payments) or credit (refunds).
+    pub fn posting_account(self, payer_account_id: &str) -> String {
+        match self {
+            Funding::Wallet => wallet_account(payer_account_id),
+            Funding::External => customer_account(payer_account_id),
+        }
+    }
+
+    /// The account partition state tracks for it.
+    pub fn state_account(self, payer_account_id: &str, currency: Currency) -> String {
+        match self {
+            Funding::Wallet => wallet_account(payer_account_id),
+            Funding::External => external_state_account(payer_account_id, currency),
+        }
+    }
+}
+
+/// The account a payee's postings go to.
+pub fn payee_account(payment: &Payment) -> String {
+    match &payment.payee {
+        Payee::Merchant { merchant_id, .. } => account("merchant:", merchant_id),
+        Payee::Account { account_id } => account("account:", account_id),
+        Payee::OwnWallet => wallet_account(&payment.payer_account_id),
+    }
+}
+
+/// The transaction id: `<prefix>:<payment id>`, prefix `pay` for payments (as before kinds
+/// existed) and the kind otherwise.
+fn transaction_id(kind: TransactionKind, payment_id: &str) -> String {
+    let prefix = match kind {
+        TransactionKind::Payment => "pay:",
+        TransactionKind::Capture => "capture:",
+        TransactionKind::Refund => "refund:",
+        TransactionKind::Chargeback => "chargeback:",
+        TransactionKind::TopUp => "top_up:",
+        TransactionKind::Settlement => "settle:",
+        TransactionKind::Payout => "payout:",
+    };
+    account(prefix, payment_id)
+}
+
+/// The fee of `amount_minor` at `fee_basis_points` ([`Money::checked_basis_points`]: half
+/// away from zero; ≤ the amount because rates are ≤ 10 000 basis points, checked in the
+/// config, so it cannot overflow).
+pub fn fee_minor(amount_minor: i64, fee_basis_points: u32) -> i64 {
+    Money::from_minor_units(amount_minor, Currency::EUR)
+        .checked_basis_points(fee_basis_points)
+        .map(|fee| fee.minor_units())
+        .unwrap_or(0)
+}
+
+/// A payment or capture: `amount_minor` from `funding` to the payee, less the fee.
+/// Returns the transaction and its fee. `event_time` is already formatted (RFC 3339).
 pub fn post_payment(
     payment: &Payment,
+    funding: Funding,
+    amount_minor: i64,
     event_time: &str,
     fee_basis_points: u32,
     fees_account_id: &str,
 ) -> (LedgerTransaction, i64) {
-    let amount = payment.amount;
-    // fee <= amount because basis points <= 10 000 (checked in the config), so neither
-    // this nor the subtraction below can overflow.
-    let fee_minor = amount.checked_basis_points(fee_basis_points).map(|m| m.minor_units()).unwrap_or(0);
-    let payee_account = match &payment.payee {
-        Payee::Merchant { merchant_id, .. } => account("merchant:", merchant_id),
-        Payee::Account { account_id } => account("account:", account_id),
-    };
+    let fee = fee_minor(amount_minor, fee_basis_points);
     let mut postings = Vec::with_capacity(3);
-    postings.push(posting(customer_account(&payment.payer_account_id), Direction::Debit, amount.minor_units()));
-    postings.push(posting(payee_account, Direction::Credit, amount.minor_units() - fee_minor));
-    if fee_minor > 0 {
-        postings.push(posting(fees_account_id.to_string(), Direction::Credit, fee_minor));
+    postings.push(posting(funding.posting_account(&payment.payer_account_id), Direction::Debit, amount_minor));
+    postings.push(posting(payee_account(payment), Direction::Credit, amount_minor - fee));
+    if fee > 0 {
+        postings.push(posting(fees_account_id.to_string(), Direction::Credit, fee));
     }
-    let transaction = LedgerTransaction {
-        transaction_id: account("pay:", &payment.payment_id),
+    let kind = if payment.kind == PaymentKind::Capture { TransactionKind::Capture } else { TransactionKind::Payment };
+    (transaction(payment, kind, event_time, postings), fee)
+}
+
+/// A refund or chargeback: the payee gives `amount_minor` back to `funding`.
+pub fn post_refund(payment: &Payment, funding: Funding, event_time: &str) -> LedgerTransaction {
+    let amount_minor = payment.amount.minor_units();
+    let postings = vec![
+        posting(payee_account(payment), Direction::Debit, amount_minor),
+        posting(funding.posting_account(&payment.payer_account_id), Direction::Credit, amount_minor),
+    ];
+    let kind =
+        if payment.kind == PaymentKind::Chargeback { TransactionKind::Chargeback } else { TransactionKind::Refund };
+    transaction(payment, kind, event_time, postings)
+}
+
+/// A top-up: the payer's external account into the payer's wallet.
+pub fn post_top_up(payment: &Payment, event_time: &str) -> LedgerTransaction {
+    let amount_minor = payment.amount.minor_units();
+    let postings = vec![
+        posting(customer_account(&payment.payer_account_id), Direction::Debit, amount_minor),
+        posting(wallet_account(&payment.payer_account_id), Direction::Credit, amount_minor),
+    ];
+    transaction(payment, TransactionKind::TopUp, event_time, postings)
+}
+
+fn transaction(
+    payment: &Payment,
+    kind: TransactionKind,
+    event_time: &str,
+    postings: Vec<LedgerPosting>,
+) -> LedgerTransaction {
+    LedgerTransaction {
+        transaction_id: transaction_id(kind, &payment.payment_id),
+        kind,
         payment_id: payment.payment_id.clone(),
+        original_payment_id: payment.original_payment_id.clone(),
         event_time: event_time.to_string(),
-        currency: amount.currency(),
+        currency: payment.amount.currency(),
         postings,
         settlement_id: None,
-    };
-    (transaction, fee_minor)
+    }
+}
+
+/// An approved payment or authorization, remembered for the events that refer to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRecord {
+    pub kind: PaymentKind,
+    /// Hash of (payer, payee, currency): a later event must name the same ones.
+    pub parties_hash: u64,
+    pub funding: Funding,
+    pub fee_basis_points: u32,
+    /// The amount of the payment, or of the authorization's hold.
+    pub amount_minor: i64,
+    /// What was moved: the payment's amount, or what a capture posted.
+    pub captured_minor: i64,
+    /// Refunded and charged back so far (≤ captured).
+    pub returned_minor: i64,
+    pub event_time_ms: i64,
+}
+
+/// The parties of a payment event, hashed: payer, payee and currency.
+pub fn parties_hash(payment: &Payment) -> u64 {
+    use xxhash_rust::xxh3::Xxh3;
+    let mut hasher = Xxh3::new();
+    for part in [payment.payer_account_id.as_str(), &payee_account(payment), payment.amount.currency().code()] {
+        hasher.update(&(part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hasher.digest()
+}
+
+/// The ledger state of one partition (see the module docs).
+#[derive(Serialize, Deserialize)]
+pub struct LedgerState {
+    pub(crate) accounts: Accounts,
+    records: HashMap<u128, PaymentRecord>,
+    /// (event time, id hash) in insertion order, for retention.
+    record_order: VecDeque<(i64, u128)>,
+}
+
+impl Default for LedgerState {
+    fn default() -> Self {
+        // Ids are deduplicated by the pipeline, not by `Accounts`.
+        LedgerState { accounts: Accounts::new(0), records: HashMap::new(), record_order: VecDeque::new() }
+    }
+}
+
+/// Why the ledger refused an event, as the reason code on its `decline` decision.
+pub fn refusal_reason(error: &TransferError) -> &'static str {
+    match error {
+        TransferError::ExceedsLimit { .. } | TransferError::UnknownAccount(_) => "insufficient_funds",
+        TransferError::CurrencyMismatch { .. } => "currency_mismatch",
+        TransferError::PendingResolved { resolution: crate::accounts::Resolution::Expired, .. } => {
+            "authorization_expired"
+        }
+        TransferError::PendingResolved { .. } => "authorization_closed",
+        TransferError::UnknownPending(_) => "original_not_found",
+        TransferError::PostExceedsHold { .. } => "capture_exceeds_authorization",
+        TransferError::Overflow(_) => "balance_overflow",
+        TransferError::InvalidAmount(_)
+        | TransferError::SameAccount(_)
+        | TransferError::InvalidTimeout(_)
+        | TransferError::IdConflict(_) => "ledger_refused",
+    }
+}
+
+impl LedgerState {
+    pub fn accounts(&self) -> &Accounts {
+        &self.accounts
+    }
+
+    pub fn record(&self, id_hash: u128) -> Option<&PaymentRecord> {
+        self.records.get(&id_hash)
+    }
+
+    pub fn records(&self) -> usize {
+        self.records.len()
+    }
+
+    /// The accounts a transfer between `debit` and the clearing account of `currency`
+    /// needs and state does not have yet: external accounts and clearing are opened on
+    /// first use; a wallet is opened only by a top-up (`open_wallet`).
+    pub fn missing_accounts(
+        &self,
+        payer_account_id: &str,
+        funding: Funding,
+        currency: Currency,
+        open_wallet: bool,
+    ) -> Vec<Account> {
+        let mut missing = Vec::new();
+        let clearing = clearing_state_account(currency);
+        if self.accounts.get(&clearing).is_none() {
+            missing.push(Account::new(&clearing, currency, AccountKind::Clearing, "paystream"));
+        }
+        let id = funding.state_account(payer_account_id, currency);
+        if self.accounts.get(&id).is_none() {
+            match funding {
+                Funding::External => {
+                    missing.push(Account::new(&id, currency, AccountKind::External, payer_account_id));
+                }
+                Funding::Wallet if open_wallet => {
+                    missing.push(Account::new(&id, currency, AccountKind::CustomerWallet, payer_account_id));
+                }
+                Funding::Wallet => {}
+            }
+        }
+        missing
+    }
+
+    pub(crate) fn open(&mut self, account: Account) {
+        self.accounts.open(account);
+    }
+
+    pub(crate) fn remember(&mut self, id_hash: u128, record: PaymentRecord) {
+        let time = record.event_time_ms;
+        if self.records.insert(id_hash, record).is_none() {
+            self.record_order.push_back((time, id_hash));
+        }
+    }
+
+    pub(crate) fn record_mut(&mut self, id_hash: u128) -> Option<&mut PaymentRecord> {
+        self.records.get_mut(&id_hash)
+    }
+
+    /// Forgets payment records older than `horizon_ms` (refunds after that are refused
+    /// as `original_not_found`).
+    pub(crate) fn forget_records_before(&mut self, horizon_ms: i64) {
+        while let Some(&(time, id_hash)) = self.record_order.front() {
+            if time >= horizon_ms {
+                break;
+            }
+            self.record_order.pop_front();
+            self.records.remove(&id_hash);
+        }
+    }
+}
+
+/// The clearing account of partition state for `currency` (see [`LedgerState`]).
+pub fn clearing_account(currency: Currency) -> String {
+    clearing_state_account(currency)
 }
 
 #[cfg(test)]
@@ -65,19 +340,51 @@ mod tests {
         Payment::from_json(json.as_bytes()).unwrap()
     }
 
+    fn signed(t: &LedgerTransaction) -> Vec<(&str, i64)> {
+        t.postings.iter().map(|p| (p.account_id.as_str(), p.signed_minor_units())).collect()
+    }
+
     #[test]
     fn postings_by_hand() {
-        let (t, fee) = post_payment(&payment("100.00"), "2018-04-01T00:00:00.000Z", 120, "fees");
+        let p = payment("100.00");
+        let (t, fee) = post_payment(&p, Funding::External, 100_00, "2018-04-01T00:00:00.000Z", 120, "fees");
         assert_eq!(fee, 120);
-        let accounts: Vec<_> = t.postings.iter().map(|p| (p.account_id.as_str(), p.signed_minor_units())).collect();
-        assert_eq!(accounts, vec![("customer:C", 10_000), ("merchant:M", -9_880), ("fees", -120)]);
+        assert_eq!(signed(&t), vec![("customer:C", 10_000), ("merchant:M", -9_880), ("fees", -120)]);
+        assert_eq!((t.transaction_id.as_str(), t.kind), ("pay:p", TransactionKind::Payment));
+        let (t, _) = post_payment(&p, Funding::Wallet, 50_00, "2018-04-01T00:00:00.000Z", 0, "fees");
+        assert_eq!(signed(&t), vec![("wallet:C", 5_000), ("merchant:M", -5_000)]);
+
+        let refund = Payment::from_json(
+            br#"{"type":"refund","payment_id":"r","original_payment_id":"p","payer_account_id":"C","merchant_id":"M","terminal_id":"T","amount":"30.00","currency":"EUR","event_time":"2018-04-02T00:00:00Z","channel":"card_present"}"#,
+        )
+        .unwrap();
+        let t = post_refund(&refund, Funding::Wallet, "2018-04-02T00:00:00.000Z");
+        assert_eq!(signed(&t), vec![("merchant:M", 3_000), ("wallet:C", -3_000)]);
+        assert_eq!((t.kind, t.original_payment_id.as_deref()), (TransactionKind::Refund, Some("p")));
+
+        let top_up = Payment::from_json(
+            br#"{"type":"top_up","payment_id":"t","payer_account_id":"C","amount":"20.00","currency":"EUR","event_time":"2018-04-02T00:00:00Z","channel":"bank_transfer"}"#,
+        )
+        .unwrap();
+        let t = post_top_up(&top_up, "2018-04-02T00:00:00.000Z");
+        assert_eq!(signed(&t), vec![("customer:C", 2_000), ("wallet:C", -2_000)]);
+        assert_eq!(t.transaction_id, "top_up:t");
+    }
+
+    #[test]
+    fn fees_round_half_away_from_zero() {
+        assert_eq!(fee_minor(1, 5_000), 1); // 0.5 → 1
+        assert_eq!(fee_minor(1, 4_999), 0);
+        assert_eq!(fee_minor(3, 5_000), 2); // 1.5 → 2
+        assert_eq!(fee_minor(i64::MAX, 10_000), i64::MAX);
     }
 
     proptest! {
         #[test]
         fn every_transaction_balances(minor in 1i64..=i64::MAX, bps in 0u32..=10_000) {
             let text = paystream_domain::money::format_minor_units(minor, 2);
-            let (t, fee) = post_payment(&payment(&text), "2018-04-01T00:00:00.000Z", bps, "fees");
+            let p = payment(&text);
+            let (t, fee) = post_payment(&p, Funding::External, minor, "2018-04-01T00:00:00.000Z", bps, "fees");
             prop_assert_eq!(t.postings.iter().map(|p| i128::from(p.signed_minor_units())).sum::<i128>(), 0);
             prop_assert!(fee >= 0 && fee <= minor);
             prop_assert!(t.postings.iter().all(|p| p.amount_minor >= 0));

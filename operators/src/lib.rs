@@ -1,5 +1,7 @@
 //! Payment operators: validate → deduplicate → features → score → decide → ledger →
-//! settlement, run per input partition by [`PartitionProcessor`].
+//! settlement, run per input partition by [`PartitionProcessor`]. Payments and
+//! authorizations go through every operator; captures, voids, refunds, chargebacks and
+//! top-ups skip features and scoring and are decided by the ledger alone.
 //!
 //! Invariants:
 //! - Operators do no IO and read no clock: outputs are a pure function of (input batch,
@@ -26,7 +28,7 @@ use std::sync::Arc;
 use paystream_domain::Currency;
 use paystream_domain::time::{MILLIS_PER_DAY, format_rfc3339_ms};
 use paystream_domain::{
-    DeadLetter, Decision, LedgerTransaction, Outcome, Payment, RejectReason, Rejection, Settlement,
+    DeadLetter, Decision, LedgerTransaction, Outcome, Payment, PaymentKind, RejectReason, Rejection, Settlement,
 };
 use paystream_models::features::FeatureRow;
 use paystream_models::{FraudModel, RuleModel, RuleModelConfig, Score};
@@ -34,8 +36,10 @@ use reference_features::{TerminalIndex, feature_row, key_hash};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use accounts::{Transfer, TransferKind};
 use dedupe::Seen;
-use settlement::SettlementEntry;
+use ledger::{Funding, PaymentRecord};
+use settlement::{EntryKind, SettlementEntry};
 pub use state::{PartitionState, StateOp};
 
 #[derive(Debug, Error)]
@@ -77,6 +81,36 @@ pub struct OperatorConfig {
     /// payer hashes to another partition (Kafka's default partitioner) is dead-lettered
     /// with `wrong_partition`, since its payer's state (dedupe, windows) lives there.
     pub input_partitions: Option<u32>,
+    /// How long an approved payment can be refunded or charged back (its record is kept).
+    #[serde(default = "default_refund_window_ms")]
+    pub refund_window_ms: i64,
+    /// An authorization not captured or voided this long after its event time expires.
+    #[serde(default = "default_authorization_timeout_ms")]
+    pub authorization_timeout_ms: i64,
+    /// How far below zero a wallet may go (0: never).
+    #[serde(default)]
+    pub wallet_overdraft_minor: i64,
+    /// Closed settlements are paid out merchant → this account → `bank_account_id`.
+    #[serde(default = "default_settlement_account_id")]
+    pub settlement_account_id: String,
+    #[serde(default = "default_bank_account_id")]
+    pub bank_account_id: String,
+}
+
+fn default_refund_window_ms() -> i64 {
+    30 * MILLIS_PER_DAY
+}
+
+fn default_authorization_timeout_ms() -> i64 {
+    7 * MILLIS_PER_DAY
+}
+
+fn default_settlement_account_id() -> String {
+    "settlement:paystream".into()
+}
+
+fn default_bank_account_id() -> String {
+    "bank:paystream".into()
 }
 
 /// Fee rates in basis points of the amount: the payee merchant's own rate if it has one,
@@ -146,6 +180,11 @@ impl Default for OperatorConfig {
             feature_allowed_lateness_ms: 3_600_000,
             late_payments: LatePaymentPolicy::default(),
             input_partitions: None,
+            refund_window_ms: default_refund_window_ms(),
+            authorization_timeout_ms: default_authorization_timeout_ms(),
+            wallet_overdraft_minor: 0,
+            settlement_account_id: default_settlement_account_id(),
+            bank_account_id: default_bank_account_id(),
         }
     }
 }
@@ -158,8 +197,13 @@ impl OperatorConfig {
             || self.settlement_allowed_lateness_ms < 0
             || self.label_delay_ms < 0
             || self.feature_allowed_lateness_ms < 0
+            || self.refund_window_ms <= 0
+            || self.authorization_timeout_ms <= 0
         {
-            return fail("windows and retention must be positive, lateness non-negative");
+            return fail("windows, retention and timeouts must be positive, lateness non-negative");
+        }
+        if self.wallet_overdraft_minor < 0 {
+            return fail("the wallet overdraft limit must not be negative");
         }
         if let Some(rate) = self.fees.rates().find(|rate| *rate > 10_000) {
             return fail(&format!("fee rates are at most 10000 basis points (100 %), not {rate}"));
@@ -224,6 +268,10 @@ pub struct BatchCounters {
     pub late_settlement_payments: u64,
     /// Payments older than their partition's newest by more than the allowed lateness.
     pub late_feature_payments: u64,
+    /// Approved payments and other events the ledger refused (insufficient funds, expired
+    /// authorization, …): declined with the reason.
+    pub ledger_declines: u64,
+    pub holds_expired: u64,
 }
 
 impl BatchCounters {
@@ -243,6 +291,8 @@ impl BatchCounters {
         }
         self.late_settlement_payments += other.late_settlement_payments;
         self.late_feature_payments += other.late_feature_payments;
+        self.ledger_declines += other.ledger_declines;
+        self.holds_expired += other.holds_expired;
     }
 }
 
@@ -291,9 +341,12 @@ impl TerminalView<'_> {
     pub const NONE: TerminalView<'static> = TerminalView { index: None, complete_through_ms: i64::MAX };
 }
 
-/// A payment between feature computation and decision.
+/// A new event between deduplication and decision.
 struct Pending {
     payment: Payment,
+    id_hash: u128,
+    /// Its feature row and score, for scored kinds.
+    scored: Option<usize>,
     /// Later than the allowed lateness.
     late: bool,
 }
@@ -432,24 +485,31 @@ impl PartitionProcessor {
 
         let mut max_event_time_ms = watermark_before;
         let pending = std::mem::take(&mut self.pending);
-        for (index, item) in pending.into_iter().enumerate() {
+        for item in pending {
             max_event_time_ms = max_event_time_ms.max(item.payment.event_time_ms);
+            let Some(index) = item.scored else {
+                self.apply_ledger_event(item.payment, out);
+                continue;
+            };
             let mut score = self.scores[index];
             let review = item.late && self.config.late_payments == LatePaymentPolicy::Review;
             if review {
                 // The model's score stays; the late reason comes first.
-                let mut late = Score::new(score.value);
-                late.push_reason(LATE_PAYMENT_REASON);
-                for reason in score.reasons() {
-                    late.push_reason(reason);
-                }
-                score = late;
+                score = with_first_reason(LATE_PAYMENT_REASON, &score);
             }
-            self.decide_and_post(item.payment, &score, review, out);
+            self.decide_and_post(item.payment, item.id_hash, &score, review, out);
         }
         if max_event_time_ms > watermark_before {
             let applied = self.apply(StateOp::Watermark { max_event_time_ms }, out);
+            out.counters.holds_expired += applied.expired_holds.len() as u64;
             out.counters.count(OperatorId::Settlement).records_out += applied.closed_settlements.len() as u64;
+            for settlement in &applied.closed_settlements {
+                out.ledger.extend(settlement::payout_transactions(
+                    settlement,
+                    &self.config.settlement_account_id,
+                    &self.config.bank_account_id,
+                ));
+            }
             out.settlements.extend(applied.closed_settlements);
         }
         consumed
@@ -519,6 +579,15 @@ impl PartitionProcessor {
             }
         }
         out.counters.count(OperatorId::Deduplicate).records_out += 1;
+        if !payment.kind.is_scored() {
+            let event_time_ms = payment.event_time_ms;
+            self.apply(
+                StateOp::SeenId { id_hash: id_hash.to_le_bytes(), content_hash: content_hash.to_le_bytes(), event_time_ms },
+                out,
+            );
+            self.pending.push(Pending { payment, id_hash, scored: None, late: false });
+            return;
+        }
 
         // features
         out.counters.count(OperatorId::Features).records_in += 1;
@@ -546,58 +615,271 @@ impl PartitionProcessor {
             out,
         );
         out.counters.count(OperatorId::Features).records_out += 1;
+        self.pending.push(Pending { payment, id_hash, scored: Some(self.rows.len()), late });
         self.rows.push(row);
-        self.pending.push(Pending { payment, late });
     }
 
-    /// Decide, ledger, settlement, decision record.
+    /// Decide, ledger, settlement, decision record, for a scored payment or authorization.
     /// `at_least_review`: the payment may not be approved (too late for exact features).
-    fn decide_and_post(&mut self, payment: Payment, score: &Score, at_least_review: bool, out: &mut OutputBatch) {
+    fn decide_and_post(
+        &mut self,
+        payment: Payment,
+        id_hash: u128,
+        score: &Score,
+        at_least_review: bool,
+        out: &mut OutputBatch,
+    ) {
         out.counters.count(OperatorId::Decide).records_in += 1;
-        let outcome = match self.decide(score) {
+        let mut outcome = match self.decide(score) {
             Outcome::Approve if at_least_review => Outcome::Review,
             outcome => outcome,
         };
-        out.counters.outcomes[outcome as usize] += 1;
         out.counters.count(OperatorId::Decide).records_out += 1;
 
-        // Only approved payments move money.
-        let amount_minor = payment.amount.minor_units();
+        // Only approved payments move money (and may still be refused by the ledger).
         let event_time = format_rfc3339_ms(payment.event_time_ms);
-        if outcome == Outcome::Approve {
-            out.counters.count(OperatorId::Ledger).records_in += 1;
-            let (mut transaction, fee_minor) = ledger::post_payment(
-                &payment,
-                &event_time,
-                self.config.fees.basis_points(&payment),
-                &self.config.fees_account_id,
-            );
-            if let Some(merchant_id) = payment.merchant_id() {
-                out.counters.count(OperatorId::Settlement).records_in += 1;
-                let entry = SettlementEntry {
-                    merchant_id: merchant_id.to_string(),
-                    currency: payment.amount.currency(),
-                    gross_minor: amount_minor,
-                    fee_minor,
-                };
-                let op = StateOp::Settle { event_time_ms: payment.event_time_ms, entry };
-                let applied = self.apply(op, out);
-                if applied.late_settlement {
-                    out.counters.late_settlement_payments += 1;
-                }
-                transaction.settlement_id = applied
-                    .settlement_window_start_ms
-                    .map(|start| self.settlement_id(merchant_id, payment.amount.currency(), start));
-            }
-            out.ledger.push(transaction);
-            out.counters.count(OperatorId::Ledger).records_out += 1;
+        let mut score = *score;
+        if outcome == Outcome::Approve
+            && let Err(reason) = self.post_new_money(&payment, id_hash, &event_time, out)
+        {
+            out.counters.count(OperatorId::Ledger).records_error += 1;
+            out.counters.ledger_declines += 1;
+            outcome = Outcome::Decline;
+            score = with_first_reason(reason, &score);
         }
+        out.counters.outcomes[outcome as usize] += 1;
+        self.push_decision(payment, event_time, outcome, &score, out);
+    }
+
+    /// The ledger side of an approved payment or authorization: a wallet payment or any
+    /// authorization goes through the accounts (limits, holds); every approval is
+    /// remembered for refunds and captures; a payment is posted and settled.
+    fn post_new_money(
+        &mut self,
+        payment: &Payment,
+        id_hash: u128,
+        event_time: &str,
+        out: &mut OutputBatch,
+    ) -> Result<(), &'static str> {
+        out.counters.count(OperatorId::Ledger).records_in += 1;
+        let funding = Funding::of(payment.channel);
+        let amount_minor = payment.amount.minor_units();
+        let authorize = payment.kind == PaymentKind::Authorize;
+        if funding == Funding::Wallet || authorize {
+            let currency = payment.amount.currency();
+            let debit = self.open_accounts(&payment.payer_account_id, funding, currency, false, out);
+            let credit = ledger::clearing_account(currency);
+            let kind = if authorize {
+                TransferKind::Pending { debit, credit, timeout_ms: self.config.authorization_timeout_ms }
+            } else {
+                TransferKind::Single { debit, credit }
+            };
+            self.transfer(&payment.payment_id, kind, amount_minor, payment, out)?;
+        }
+        let fee_basis_points = self.config.fees.basis_points(payment);
+        let record = PaymentRecord {
+            kind: payment.kind,
+            parties_hash: ledger::parties_hash(payment),
+            funding,
+            fee_basis_points,
+            amount_minor,
+            captured_minor: if authorize { 0 } else { amount_minor },
+            returned_minor: 0,
+            event_time_ms: payment.event_time_ms,
+        };
+        self.apply(StateOp::Remember { id_hash: id_hash.to_le_bytes(), record }, out);
+        if !authorize {
+            self.post_and_settle(payment, funding, amount_minor, fee_basis_points, event_time, out);
+        }
+        out.counters.count(OperatorId::Ledger).records_out += 1;
+        Ok(())
+    }
+
+    /// Opens what a transfer from `funding` needs (see [`ledger::LedgerState::missing_accounts`])
+    /// and returns the funding's state account.
+    fn open_accounts(
+        &mut self,
+        payer_account_id: &str,
+        funding: Funding,
+        currency: Currency,
+        open_wallet: bool,
+        out: &mut OutputBatch,
+    ) -> String {
+        for mut account in self.state.ledger.missing_accounts(payer_account_id, funding, currency, open_wallet) {
+            if account.kind == accounts::AccountKind::CustomerWallet {
+                account.overdraft_limit_minor = Some(self.config.wallet_overdraft_minor);
+            }
+            self.apply(StateOp::OpenAccount { account }, out);
+        }
+        funding.state_account(payer_account_id, currency)
+    }
+
+    /// Logs and applies one transfer of the event `payment`; a refusal is its reason code.
+    fn transfer(
+        &mut self,
+        id: &str,
+        kind: TransferKind,
+        amount_minor: i64,
+        payment: &Payment,
+        out: &mut OutputBatch,
+    ) -> Result<(), &'static str> {
+        let transfer = Transfer {
+            id: id.to_string(),
+            kind,
+            amount_minor,
+            currency: payment.amount.currency(),
+            time_ms: payment.event_time_ms,
+        };
+        match self.apply(StateOp::Transfer { transfer }, out).transfer {
+            Some(Err(error)) => Err(ledger::refusal_reason(&error)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Posts a payment or capture of `amount_minor` and adds it to its settlement window.
+    fn post_and_settle(
+        &mut self,
+        payment: &Payment,
+        funding: Funding,
+        amount_minor: i64,
+        fee_basis_points: u32,
+        event_time: &str,
+        out: &mut OutputBatch,
+    ) {
+        let (mut transaction, fee_minor) = ledger::post_payment(
+            payment,
+            funding,
+            amount_minor,
+            event_time,
+            fee_basis_points,
+            &self.config.fees_account_id,
+        );
+        self.settle(payment, EntryKind::Payment, amount_minor, fee_minor, &mut transaction, out);
+        out.ledger.push(transaction);
+    }
+
+    /// Adds a merchant's entry to its settlement window and names the settlement in the
+    /// transaction; nothing for account payees.
+    fn settle(
+        &mut self,
+        payment: &Payment,
+        kind: EntryKind,
+        amount_minor: i64,
+        fee_minor: i64,
+        transaction: &mut LedgerTransaction,
+        out: &mut OutputBatch,
+    ) {
+        let Some(merchant_id) = payment.merchant_id() else { return };
+        out.counters.count(OperatorId::Settlement).records_in += 1;
+        let currency = payment.amount.currency();
+        let entry =
+            SettlementEntry { merchant_id: merchant_id.to_string(), currency, kind, gross_minor: amount_minor, fee_minor };
+        let applied = self.apply(StateOp::Settle { event_time_ms: payment.event_time_ms, entry }, out);
+        if applied.late_settlement {
+            out.counters.late_settlement_payments += 1;
+        }
+        transaction.settlement_id =
+            applied.settlement_window_start_ms.map(|start| self.settlement_id(merchant_id, currency, start));
+    }
+
+    /// A capture, void, refund, chargeback or top-up: approved if the ledger accepts it,
+    /// else declined with the reason.
+    fn apply_ledger_event(&mut self, payment: Payment, out: &mut OutputBatch) {
+        out.counters.count(OperatorId::Ledger).records_in += 1;
+        let event_time = format_rfc3339_ms(payment.event_time_ms);
+        let (outcome, score) = match self.ledger_event(&payment, &event_time, out) {
+            Ok(()) => {
+                out.counters.count(OperatorId::Ledger).records_out += 1;
+                (Outcome::Approve, Score::new(0.0))
+            }
+            Err(reason) => {
+                out.counters.count(OperatorId::Ledger).records_error += 1;
+                out.counters.ledger_declines += 1;
+                (Outcome::Decline, with_first_reason(reason, &Score::new(0.0)))
+            }
+        };
+        out.counters.outcomes[outcome as usize] += 1;
+        self.push_decision(payment, event_time, outcome, &score, out);
+    }
+
+    fn ledger_event(
+        &mut self,
+        payment: &Payment,
+        event_time: &str,
+        out: &mut OutputBatch,
+    ) -> Result<(), &'static str> {
+        let amount_minor = payment.amount.minor_units();
+        let currency = payment.amount.currency();
+        if payment.kind == PaymentKind::TopUp {
+            let payer = &payment.payer_account_id;
+            let debit = self.open_accounts(payer, Funding::External, currency, false, out);
+            let credit = self.open_accounts(payer, Funding::Wallet, currency, true, out);
+            self.transfer(&payment.payment_id, TransferKind::Single { debit, credit }, amount_minor, payment, out)?;
+            out.ledger.push(ledger::post_top_up(payment, event_time));
+            return Ok(());
+        }
+        let original_id = payment.original_payment_id.as_deref().expect("validated: these kinds name an original");
+        let original_hash = xxhash_rust::xxh3::xxh3_128(original_id.as_bytes());
+        let record = self.state.ledger.record(original_hash).ok_or("original_not_found")?.clone();
+        if record.parties_hash != ledger::parties_hash(payment) {
+            return Err("original_mismatch");
+        }
+        match payment.kind {
+            PaymentKind::Capture | PaymentKind::Void if record.kind != PaymentKind::Authorize => {
+                Err("original_not_an_authorization")
+            }
+            PaymentKind::Capture => {
+                let kind = TransferKind::Post { pending_id: original_id.to_string() };
+                self.transfer(&payment.payment_id, kind, amount_minor, payment, out)?;
+                self.apply(StateOp::Captured { id_hash: original_hash.to_le_bytes(), amount_minor }, out);
+                self.post_and_settle(payment, record.funding, amount_minor, record.fee_basis_points, event_time, out);
+                Ok(())
+            }
+            PaymentKind::Void => {
+                if amount_minor != record.amount_minor {
+                    return Err("amount_mismatch");
+                }
+                let kind = TransferKind::Void { pending_id: original_id.to_string() };
+                self.transfer(&payment.payment_id, kind, 0, payment, out)
+            }
+            PaymentKind::Refund | PaymentKind::Chargeback => {
+                if amount_minor > record.captured_minor - record.returned_minor {
+                    return Err("exceeds_captured_amount");
+                }
+                if record.funding == Funding::Wallet {
+                    let debit = ledger::clearing_account(currency);
+                    let credit = ledger::wallet_account(&payment.payer_account_id);
+                    self.transfer(&payment.payment_id, TransferKind::Single { debit, credit }, amount_minor, payment, out)?;
+                }
+                self.apply(StateOp::Returned { id_hash: original_hash.to_le_bytes(), amount_minor }, out);
+                let mut transaction = ledger::post_refund(payment, record.funding, event_time);
+                let kind = if payment.kind == PaymentKind::Refund { EntryKind::Refund } else { EntryKind::Chargeback };
+                self.settle(payment, kind, amount_minor, 0, &mut transaction, out);
+                out.ledger.push(transaction);
+                Ok(())
+            }
+            PaymentKind::Payment | PaymentKind::Authorize | PaymentKind::TopUp => {
+                unreachable!("scored kinds and top-ups are handled above")
+            }
+        }
+    }
+
+    fn push_decision(
+        &mut self,
+        payment: Payment,
+        event_time: String,
+        outcome: Outcome,
+        score: &Score,
+        out: &mut OutputBatch,
+    ) {
         out.decisions.push(Decision {
+            kind: payment.kind,
             payment_id: payment.payment_id,
+            original_payment_id: payment.original_payment_id,
             payer_account_id: payment.payer_account_id,
             merchant_id: match payment.payee {
                 paystream_domain::Payee::Merchant { merchant_id, .. } => Some(merchant_id),
-                paystream_domain::Payee::Account { .. } => None,
+                paystream_domain::Payee::Account { .. } | paystream_domain::Payee::OwnWallet => None,
             },
             amount: payment.amount.to_decimal_string(),
             currency: payment.amount.currency(),
@@ -618,4 +900,14 @@ impl PartitionProcessor {
             Outcome::Approve
         }
     }
+}
+
+/// `score` with `reason` first (the model's reasons after it, as many as fit).
+fn with_first_reason(reason: &'static str, score: &Score) -> Score {
+    let mut first = Score::new(score.value);
+    first.push_reason(reason);
+    for reason in score.reasons() {
+        first.push_reason(reason);
+    }
+    first
 }

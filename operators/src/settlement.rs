@@ -1,27 +1,46 @@
 //! Settlement operator state: net amounts per merchant and currency per event-time
-//! window, closed by the partition's watermark minus the allowed lateness. A payment
-//! whose window is already closed goes to the oldest open window and is counted late.
+//! window, closed by the partition's watermark minus the allowed lateness. A payment,
+//! refund or chargeback whose window is already closed goes to the oldest open window and
+//! is counted late. A closed window is paid out by two ledger transactions
+//! ([`payout_transactions`]): merchant → settlement account → bank.
 
 use std::collections::BTreeMap;
 
 use paystream_domain::money::format_minor_units_wide;
 use paystream_domain::time::format_rfc3339_ms;
-use paystream_domain::{Currency, Direction, LedgerTransaction, Settlement};
+use paystream_domain::{Currency, Direction, LedgerPosting, LedgerTransaction, Settlement, TransactionKind};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SettlementTotals {
     pub payment_count: u64,
+    /// Entries (payments, refunds, chargebacks) moved here from a closed window.
     pub late_payment_count: u64,
+    pub refund_count: u64,
+    pub chargeback_count: u64,
     /// i128 so that no flood of large payments can overflow a window's total.
     pub gross_minor: i128,
     pub fees_minor: i128,
+    pub refunds_minor: i128,
+    pub chargebacks_minor: i128,
+}
+
+/// What a settlement entry adds to its window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    /// A payment or capture: `gross_minor` in, `fee_minor` of it to fees.
+    Payment,
+    /// `gross_minor` back to the payer.
+    Refund,
+    Chargeback,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SettlementEntry {
     pub merchant_id: String,
     pub currency: Currency,
+    pub kind: EntryKind,
+    /// The entry's amount (for refunds and chargebacks: the amount returned).
     pub gross_minor: i64,
     pub fee_minor: i64,
 }
@@ -57,12 +76,24 @@ impl SettlementState {
             (own_window, Placement::OnTime)
         };
         let totals = self.windows.entry((window_start, entry.merchant_id.clone(), entry.currency)).or_default();
-        totals.payment_count += 1;
         if placement == Placement::Late {
             totals.late_payment_count += 1;
         }
-        totals.gross_minor += i128::from(entry.gross_minor);
-        totals.fees_minor += i128::from(entry.fee_minor);
+        match entry.kind {
+            EntryKind::Payment => {
+                totals.payment_count += 1;
+                totals.gross_minor += i128::from(entry.gross_minor);
+                totals.fees_minor += i128::from(entry.fee_minor);
+            }
+            EntryKind::Refund => {
+                totals.refund_count += 1;
+                totals.refunds_minor += i128::from(entry.gross_minor);
+            }
+            EntryKind::Chargeback => {
+                totals.chargeback_count += 1;
+                totals.chargebacks_minor += i128::from(entry.gross_minor);
+            }
+        }
         (placement, window_start)
     }
 
@@ -125,7 +156,7 @@ fn settlement(
     partition: u32,
 ) -> Settlement {
     let digits = currency.minor_unit_digits();
-    let net = totals.gross_minor - totals.fees_minor;
+    let net = totals.gross_minor - totals.fees_minor - totals.refunds_minor - totals.chargebacks_minor;
     let window_start = format_rfc3339_ms(start);
     Settlement {
         settlement_id: settlement_id(&merchant_id, currency, start, partition),
@@ -136,13 +167,73 @@ fn settlement(
         source_partition: partition,
         payment_count: totals.payment_count,
         late_payment_count: totals.late_payment_count,
+        refund_count: totals.refund_count,
+        chargeback_count: totals.chargeback_count,
         gross_minor: totals.gross_minor,
         fees_minor: totals.fees_minor,
+        refunds_minor: totals.refunds_minor,
+        chargebacks_minor: totals.chargebacks_minor,
         net_minor: net,
         gross: format_minor_units_wide(totals.gross_minor, digits),
         fees: format_minor_units_wide(totals.fees_minor, digits),
+        refunds: format_minor_units_wide(totals.refunds_minor, digits),
+        chargebacks: format_minor_units_wide(totals.chargebacks_minor, digits),
         net: format_minor_units_wide(net, digits),
     }
+}
+
+/// The merchant account a settlement pays out of.
+pub fn merchant_account(merchant_id: &str) -> String {
+    format!("merchant:{merchant_id}")
+}
+
+/// The two ledger transactions paying a closed settlement out: its net from the merchant
+/// account to `settlement_account` (transaction `settle:<id>`), then from there to
+/// `bank_account` (`payout:<id>`). A negative net (refunds beyond the window's income)
+/// runs the other way: the merchant owes it. A zero net moves nothing: no transactions.
+/// Amounts beyond one posting's i64 are split over several postings.
+pub fn payout_transactions(
+    settlement: &Settlement,
+    settlement_account: &str,
+    bank_account: &str,
+) -> Vec<LedgerTransaction> {
+    if settlement.net_minor == 0 {
+        return Vec::new();
+    }
+    let (out, into) = if settlement.net_minor > 0 {
+        (Direction::Debit, Direction::Credit)
+    } else {
+        (Direction::Credit, Direction::Debit)
+    };
+    let legs = |from: &str, to: &str| {
+        let mut postings = Vec::new();
+        let mut rest = settlement.net_minor.unsigned_abs();
+        while rest > 0 {
+            let amount_minor = i64::try_from(rest).unwrap_or(i64::MAX);
+            rest -= amount_minor as u128;
+            postings.push(LedgerPosting { account_id: from.to_string(), direction: out, amount_minor });
+            postings.push(LedgerPosting { account_id: to.to_string(), direction: into, amount_minor });
+        }
+        postings
+    };
+    let transaction = |kind: TransactionKind, prefix: &str, postings| LedgerTransaction {
+        transaction_id: format!("{prefix}:{}", settlement.settlement_id),
+        kind,
+        payment_id: settlement.settlement_id.clone(),
+        original_payment_id: None,
+        event_time: settlement.window_end.clone(),
+        currency: settlement.currency,
+        postings,
+        settlement_id: Some(settlement.settlement_id.clone()),
+    };
+    vec![
+        transaction(
+            TransactionKind::Settlement,
+            "settle",
+            legs(&merchant_account(&settlement.merchant_id), settlement_account),
+        ),
+        transaction(TransactionKind::Payout, "payout", legs(settlement_account, bank_account)),
+    ]
 }
 
 /// What `paystream reconcile` found: every settlement against the ledger transactions
@@ -157,9 +248,12 @@ pub struct Reconciliation {
     pub mismatches: Vec<String>,
 }
 
-/// Checks that each settlement's payment count, gross, fees and net equal the sums of the
-/// postings of the ledger transactions that name it (gross: the payer debits; net: the
-/// merchant's credits; fees: the difference), and that no settlement appears twice.
+/// Checks that each settlement's counts, gross, fees, refunds, chargebacks and net equal
+/// the sums of the postings of the ledger transactions that name it (gross: the payer
+/// debits of its payments and captures; fees: gross less their merchant credits; refunds
+/// and chargebacks: the merchant's debits in those; net: what is left), that its payout
+/// transactions move exactly the net (merchant → settlement account → bank), and that no
+/// settlement appears twice.
 pub fn reconcile<'a>(
     ledger: impl IntoIterator<Item = &'a LedgerTransaction>,
     settlements: impl IntoIterator<Item = &'a Settlement>,
@@ -182,8 +276,17 @@ pub struct Reconciler {
 #[derive(Default)]
 struct PostingSums {
     count: u64,
+    refund_count: u64,
+    chargeback_count: u64,
     gross: i128,
-    net: i128,
+    /// Merchant credits of payments and captures.
+    income: i128,
+    refunds: i128,
+    chargebacks: i128,
+    /// Net debited from the merchant by the `settle:` transaction.
+    settled: i128,
+    /// Net credited to the external (bank) side by the `payout:` transaction.
+    paid_out: i128,
     currencies: Vec<Currency>,
 }
 
@@ -203,18 +306,46 @@ impl Reconciler {
             self.open_transactions += 1;
             return;
         };
-        sums.count += 1;
         if !sums.currencies.contains(&transaction.currency) {
             sums.currencies.push(transaction.currency);
         }
-        for posting in &transaction.postings {
-            match posting.direction {
-                Direction::Debit => sums.gross += i128::from(posting.amount_minor),
-                Direction::Credit if posting.account_id == *merchant_account => {
-                    sums.net += i128::from(posting.amount_minor)
+        let merchant_signed = || -> i128 {
+            let merchant = transaction.postings.iter().filter(|p| p.account_id == *merchant_account);
+            merchant.map(|p| i128::from(p.signed_minor_units())).sum()
+        };
+        match transaction.kind {
+            TransactionKind::Payment | TransactionKind::Capture => {
+                sums.count += 1;
+                for posting in &transaction.postings {
+                    match posting.direction {
+                        Direction::Debit => sums.gross += i128::from(posting.amount_minor),
+                        Direction::Credit if posting.account_id == *merchant_account => {
+                            sums.income += i128::from(posting.amount_minor)
+                        }
+                        Direction::Credit => {}
+                    }
                 }
-                Direction::Credit => {}
             }
+            TransactionKind::Refund => {
+                sums.refund_count += 1;
+                sums.refunds += merchant_signed();
+            }
+            TransactionKind::Chargeback => {
+                sums.chargeback_count += 1;
+                sums.chargebacks += merchant_signed();
+            }
+            TransactionKind::Settlement => sums.settled += merchant_signed(),
+            TransactionKind::Payout => {
+                // The leg leaving paystream: the credits (debits, for a negative net) of
+                // the account the settlement account pays into, i.e. every posting after
+                // the first of each pair.
+                for pair in transaction.postings.chunks(2) {
+                    if let [_, to] = pair {
+                        sums.paid_out -= i128::from(to.signed_minor_units());
+                    }
+                }
+            }
+            TransactionKind::TopUp => {}
         }
     }
 
@@ -233,7 +364,7 @@ impl Reconciler {
                 continue;
             }
             let found = &self.sums[id].1;
-            if found.count == 0 {
+            if found.count + found.refund_count + found.chargeback_count == 0 {
                 report.mismatches.push(format!("{id}: no ledger transaction names it"));
                 continue;
             }
@@ -242,11 +373,18 @@ impl Reconciler {
                     .mismatches
                     .push(format!("{id}: postings in {:?}, settlement in {}", found.currencies, settlement.currency));
             }
+            let net = found.income - found.refunds - found.chargebacks;
             let fields = [
                 ("payment_count", i128::from(settlement.payment_count), i128::from(found.count)),
+                ("refund_count", i128::from(settlement.refund_count), i128::from(found.refund_count)),
+                ("chargeback_count", i128::from(settlement.chargeback_count), i128::from(found.chargeback_count)),
                 ("gross_minor", settlement.gross_minor, found.gross),
-                ("fees_minor", settlement.fees_minor, found.gross - found.net),
-                ("net_minor", settlement.net_minor, found.net),
+                ("fees_minor", settlement.fees_minor, found.gross - found.income),
+                ("refunds_minor", settlement.refunds_minor, found.refunds),
+                ("chargebacks_minor", settlement.chargebacks_minor, found.chargebacks),
+                ("net_minor", settlement.net_minor, net),
+                ("settled (merchant → settlement)", settlement.net_minor, found.settled),
+                ("paid out (settlement → bank)", settlement.net_minor, found.paid_out),
             ];
             for (field, stated, summed) in fields {
                 if stated != summed {
@@ -265,7 +403,13 @@ mod tests {
     const W: i64 = 1_000;
 
     fn entry(merchant: &str, gross: i64, fee: i64) -> SettlementEntry {
-        SettlementEntry { merchant_id: merchant.into(), currency: Currency::EUR, gross_minor: gross, fee_minor: fee }
+        SettlementEntry {
+            merchant_id: merchant.into(),
+            currency: Currency::EUR,
+            kind: EntryKind::Payment,
+            gross_minor: gross,
+            fee_minor: fee,
+        }
     }
 
     #[test]
@@ -298,7 +442,9 @@ mod tests {
         };
         let transaction = |id: &str, gross: i64, fee: i64, settlement: &str| LedgerTransaction {
             transaction_id: format!("pay:{id}"),
+            kind: TransactionKind::Payment,
             payment_id: id.to_string(),
+            original_payment_id: None,
             event_time: "1970-01-01T00:00:00.000Z".into(),
             currency: Currency::EUR,
             postings: vec![
@@ -308,17 +454,42 @@ mod tests {
             ],
             settlement_id: Some(settlement.to_string()),
         };
+        let refund = |id: &str, original: &str, amount: i64, settlement: &str| LedgerTransaction {
+            transaction_id: format!("refund:{id}"),
+            kind: TransactionKind::Refund,
+            payment_id: id.to_string(),
+            original_payment_id: Some(original.to_string()),
+            event_time: "1970-01-01T00:00:00.000Z".into(),
+            currency: Currency::EUR,
+            postings: vec![
+                posting("merchant:m1", Direction::Debit, amount),
+                posting("customer:c", Direction::Credit, amount),
+            ],
+            settlement_id: Some(settlement.to_string()),
+        };
         let mut state = SettlementState::default();
         let (_, start) = state.add(&entry("m1", 100, 2), 10, W);
         state.add(&entry("m1", 50, 1), 20, W);
+        state.add(&SettlementEntry { kind: EntryKind::Refund, ..entry("m1", 30, 0) }, 30, W);
         let id = settlement_id("m1", Currency::EUR, start, 0);
         let closed = state.close(W, W, 0);
         assert_eq!(closed[0].settlement_id, id);
-        let ledger = vec![transaction("a", 100, 2, &id), transaction("b", 50, 1, &id), transaction("c", 9, 0, "open")];
+        assert_eq!((closed[0].refund_count, closed[0].refunds_minor, closed[0].net_minor), (1, 30, 117));
+        let payouts = payout_transactions(&closed[0], "settlement", "bank");
+        assert_eq!(payouts.len(), 2);
+        assert_eq!(payouts[0].postings[0], posting("merchant:m1", Direction::Debit, 117));
+        assert_eq!(payouts[1].postings[1], posting("bank", Direction::Credit, 117));
+        let mut ledger = vec![
+            transaction("a", 100, 2, &id),
+            transaction("b", 50, 1, &id),
+            refund("r", "a", 30, &id),
+            transaction("c", 9, 0, "open"),
+        ];
+        ledger.extend(payouts);
         let report = reconcile(&ledger, &closed);
         assert_eq!(
             report,
-            Reconciliation { settlements: 1, transactions: 3, open_transactions: 1, mismatches: vec![] }
+            Reconciliation { settlements: 1, transactions: 6, open_transactions: 1, mismatches: vec![] }
         );
 
         let mut tampered = closed.clone();
@@ -330,13 +501,56 @@ mod tests {
             report.mismatches,
             [
                 format!("{id}: payment_count is 2, its postings sum to 1"),
+                format!("{id}: refund_count is 1, its postings sum to 0"),
                 format!("{id}: gross_minor is 150, its postings sum to 100"),
                 format!("{id}: fees_minor is 4, its postings sum to 2"),
-                format!("{id}: net_minor is 146, its postings sum to 98"),
+                format!("{id}: refunds_minor is 30, its postings sum to 0"),
+                format!("{id}: net_minor is 116, its postings sum to 98"),
+                format!("{id}: settled (merchant → settlement) is 116, its postings sum to 0"),
+                format!("{id}: paid out (settlement → bank) is 116, its postings sum to 0"),
                 format!("{id}: emitted more than once"),
             ]
         );
         assert_eq!(reconcile(&[], &closed).mismatches, [format!("{id}: no ledger transaction names it")]);
+    }
+
+    #[test]
+    fn a_negative_net_is_collected_from_the_merchant_and_huge_nets_split_over_postings() {
+        let mut state = SettlementState::default();
+        state.add(&entry("m", 10, 1), 0, W);
+        state.add(&SettlementEntry { kind: EntryKind::Chargeback, ..entry("m", 25, 0) }, 0, W);
+        let closed = state.close(W, W, 0);
+        assert_eq!((closed[0].chargeback_count, closed[0].net_minor), (1, -16));
+        let payouts = payout_transactions(&closed[0], "settlement", "bank");
+        let signed: Vec<_> = payouts[1].postings.iter().map(|p| (p.account_id.as_str(), p.signed_minor_units())).collect();
+        assert_eq!(signed, [("settlement", 16), ("bank", -16)].map(|(a, v)| (a, -v)));
+        let ledger: Vec<_> = payouts.clone();
+        let mut chargeback = ledger[0].clone();
+        chargeback.kind = TransactionKind::Chargeback;
+        chargeback.postings = vec![
+            paystream_domain::LedgerPosting { account_id: "merchant:m".into(), direction: Direction::Debit, amount_minor: 25 },
+            paystream_domain::LedgerPosting { account_id: "customer:c".into(), direction: Direction::Credit, amount_minor: 25 },
+        ];
+        let mut payment = chargeback.clone();
+        payment.kind = TransactionKind::Payment;
+        payment.postings = vec![
+            paystream_domain::LedgerPosting { account_id: "customer:c".into(), direction: Direction::Debit, amount_minor: 10 },
+            paystream_domain::LedgerPosting { account_id: "merchant:m".into(), direction: Direction::Credit, amount_minor: 9 },
+            paystream_domain::LedgerPosting { account_id: "fees".into(), direction: Direction::Credit, amount_minor: 1 },
+        ];
+        let all = [vec![payment, chargeback], ledger].concat();
+        assert_eq!(reconcile(&all, &closed).mismatches, Vec::<String>::new());
+
+        let mut state = SettlementState::default();
+        for _ in 0..3 {
+            state.add(&entry("m", i64::MAX, 0), 0, W);
+        }
+        let closed = state.close(W, W, 0);
+        let payouts = payout_transactions(&closed[0], "settlement", "bank");
+        assert_eq!(payouts[0].postings.len(), 6);
+        let debits: i128 = payouts[0].postings.iter().map(|p| i128::from(p.signed_minor_units().max(0))).sum();
+        assert_eq!(debits, 3 * i128::from(i64::MAX));
+        assert!(payouts.iter().all(|t| t.postings.iter().map(|p| i128::from(p.signed_minor_units())).sum::<i128>() == 0));
     }
 
     #[test]

@@ -8,13 +8,15 @@ use serde::{Deserialize, Serialize};
 
 use paystream_domain::time::MILLIS_PER_DAY;
 
+use crate::accounts::{Account, Transfer, TransferError, TransferOutcome};
 use crate::dedupe::{DedupeSnapshot, DedupeState};
+use crate::ledger::{LedgerState, PaymentRecord};
 use crate::reference_features::CustomerWindows;
 use crate::settlement::{Placement, SettlementEntry, SettlementState};
 use crate::{OperatorConfig, OperatorError};
 
 /// Bumped whenever the encoding of ops or snapshots changes incompatibly.
-pub const STATE_FORMAT_VERSION: u16 = 2;
+pub const STATE_FORMAT_VERSION: u16 = 3;
 
 /// One change to a partition's state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,9 +32,25 @@ pub enum StateOp {
         event_time_ms: i64,
         amount_minor: i64,
     },
-    /// An approved merchant payment: count it in the merchant's settlement window.
+    /// A new event that is not scored (capture, void, refund, chargeback, top-up):
+    /// remember its id only.
+    SeenId { id_hash: [u8; 16], content_hash: [u8; 8], event_time_ms: i64 },
+    /// An approved merchant payment, capture, refund or chargeback: count it in the
+    /// merchant's settlement window.
     Settle { event_time_ms: i64, entry: SettlementEntry },
-    /// The partition's event time advanced: evict old ids, close settlement windows.
+    /// Opens a ledger account (on first use).
+    OpenAccount { account: Account },
+    /// A transfer on the ledger's accounts ([`crate::accounts::Accounts::execute`]). It is
+    /// logged whatever its outcome: applying it again gives the same outcome.
+    Transfer { transfer: Transfer },
+    /// An approved payment or authorization, for later events to refer to.
+    Remember { id_hash: [u8; 16], record: PaymentRecord },
+    /// A capture posted `amount_minor` of the authorization `id_hash`.
+    Captured { id_hash: [u8; 16], amount_minor: i64 },
+    /// A refund or chargeback returned `amount_minor` of the payment `id_hash`.
+    Returned { id_hash: [u8; 16], amount_minor: i64 },
+    /// The partition's event time advanced: evict old ids and records, expire holds,
+    /// close settlement windows.
     Watermark { max_event_time_ms: i64 },
 }
 
@@ -41,6 +59,7 @@ pub struct PartitionState {
     pub(crate) dedupe: DedupeState,
     pub(crate) customers: CustomerWindows,
     pub(crate) settlement: SettlementState,
+    pub(crate) ledger: LedgerState,
 }
 
 impl Default for PartitionState {
@@ -50,6 +69,7 @@ impl Default for PartitionState {
             dedupe: DedupeState::default(),
             customers: CustomerWindows::default(),
             settlement: SettlementState::default(),
+            ledger: LedgerState::default(),
         }
     }
 }
@@ -63,6 +83,10 @@ pub struct Applied {
     pub late_settlement: bool,
     /// The start of the window the op's settlement entry went to.
     pub settlement_window_start_ms: Option<i64>,
+    /// The outcome of a `Transfer` op.
+    pub transfer: Option<Result<TransferOutcome, TransferError>>,
+    /// Holds the op expired (their authorization ids).
+    pub expired_holds: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -72,6 +96,7 @@ struct Snapshot {
     dedupe: DedupeSnapshot,
     customers: CustomerWindows,
     settlement: SettlementState,
+    ledger: LedgerState,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -123,6 +148,22 @@ impl PartitionState {
                     config.feature_allowed_lateness_ms,
                 );
             }
+            StateOp::SeenId { id_hash, content_hash, event_time_ms } => {
+                self.dedupe.insert(u128::from_le_bytes(*id_hash), u64::from_le_bytes(*content_hash), *event_time_ms);
+            }
+            StateOp::OpenAccount { account } => self.ledger.open(account.clone()),
+            StateOp::Transfer { transfer } => applied.transfer = Some(self.ledger.accounts.execute(transfer)),
+            StateOp::Remember { id_hash, record } => self.ledger.remember(u128::from_le_bytes(*id_hash), record.clone()),
+            StateOp::Captured { id_hash, amount_minor } => {
+                if let Some(record) = self.ledger.record_mut(u128::from_le_bytes(*id_hash)) {
+                    record.captured_minor += amount_minor;
+                }
+            }
+            StateOp::Returned { id_hash, amount_minor } => {
+                if let Some(record) = self.ledger.record_mut(u128::from_le_bytes(*id_hash)) {
+                    record.returned_minor += amount_minor;
+                }
+            }
             StateOp::Settle { event_time_ms, entry } => {
                 let (placement, window_start_ms) =
                     self.settlement.add(entry, *event_time_ms, config.settlement_window_ms);
@@ -138,6 +179,12 @@ impl PartitionState {
                         .expire_idle(self.max_event_time_ms.saturating_sub(config.feature_allowed_lateness_ms));
                 }
                 self.dedupe.evict_before(self.max_event_time_ms.saturating_sub(config.dedupe_retention_ms));
+                // Expiry waits for the allowed lateness, like settlement: a capture up to that
+                // late still finds its hold (it expires the hold itself if past its timeout).
+                let expired_through = self.max_event_time_ms.saturating_sub(config.settlement_allowed_lateness_ms);
+                applied.expired_holds = self.ledger.accounts.expire(expired_through);
+                self.ledger.accounts.forget_resolved_before(self.max_event_time_ms.saturating_sub(config.dedupe_retention_ms));
+                self.ledger.forget_records_before(self.max_event_time_ms.saturating_sub(config.refund_window_ms));
                 let closed_through = self.max_event_time_ms.saturating_sub(config.settlement_allowed_lateness_ms);
                 applied.closed_settlements =
                     self.settlement.close(closed_through, config.settlement_window_ms, partition);
@@ -166,6 +213,10 @@ impl PartitionState {
         &self.settlement
     }
 
+    pub fn ledger(&self) -> &LedgerState {
+        &self.ledger
+    }
+
     pub fn to_snapshot_bytes(&self) -> Vec<u8> {
         #[derive(Serialize)]
         struct SnapshotRef<'a> {
@@ -174,6 +225,7 @@ impl PartitionState {
             dedupe: DedupeSnapshot,
             customers: &'a CustomerWindows,
             settlement: &'a SettlementState,
+            ledger: &'a LedgerState,
         }
         postcard::to_stdvec(&SnapshotRef {
             version: STATE_FORMAT_VERSION,
@@ -181,6 +233,7 @@ impl PartitionState {
             dedupe: self.dedupe.snapshot(),
             customers: &self.customers,
             settlement: &self.settlement,
+            ledger: &self.ledger,
         })
         .expect("encoding to a Vec cannot fail")
     }
@@ -194,6 +247,7 @@ impl PartitionState {
             dedupe: DedupeState::restore(snapshot.dedupe),
             customers: snapshot.customers,
             settlement: snapshot.settlement,
+            ledger: snapshot.ledger,
         })
     }
 }
@@ -206,12 +260,12 @@ mod tests {
     fn bytes_of_another_format_version_are_named_as_such() {
         let mut bytes = encode_ops(&[StateOp::Watermark { max_event_time_ms: 5 }]);
         assert_eq!(decode_ops(&bytes).unwrap(), vec![StateOp::Watermark { max_event_time_ms: 5 }]);
-        bytes[0] = 1; // format 1, as written by earlier builds
+        bytes[0] = 2; // format 2, as written by earlier builds
         let error = decode_ops(&bytes).unwrap_err();
-        assert!(matches!(error, OperatorError::StateVersion { found: 1, expected: STATE_FORMAT_VERSION, .. }));
+        assert!(matches!(error, OperatorError::StateVersion { found: 2, expected: STATE_FORMAT_VERSION, .. }));
         assert!(error.to_string().contains("another version"), "{error}");
         let error = PartitionState::from_snapshot_bytes(&bytes).err().unwrap();
-        assert!(matches!(error, OperatorError::StateVersion { found: 1, .. }), "{error}");
+        assert!(matches!(error, OperatorError::StateVersion { found: 2, .. }), "{error}");
         assert!(matches!(decode_ops(&[]), Err(OperatorError::CorruptState { .. })));
     }
 }

@@ -21,17 +21,21 @@ struct Event {
     cents: u32,
     /// Minutes since 2018-04-01; mostly increasing, sometimes late.
     minute: u32,
-    /// 0: a new payment; 1: retry of an earlier id; 2: conflicting reuse of an earlier id;
-    /// 3: garbage bytes.
+    /// 0: a new card payment; 1: retry of an earlier id; 2: conflicting reuse of an
+    /// earlier id; 3: garbage bytes; 4: a top-up; 5: a wallet payment; 6: a refund of the
+    /// event before; 7: an authorization; 8: a capture of the event before; 9: a void of
+    /// the event before; 10: a chargeback of the event before.
     kind: u8,
 }
 
-fn json(event: &Event, id: u32, cents: u32) -> Vec<u8> {
+/// `kind`, `original` and `channel` of a payment event.
+fn event_json(event: &Event, id: u32, cents: u32, kind: &str, original: Option<u32>, channel: &str) -> Vec<u8> {
     let time = 1_522_540_800_000i64 + i64::from(event.minute) * 60_000;
+    let payee = if kind == "top_up" { String::new() } else { format!(r#""merchant_id":"m{}","terminal_id":"t","#, event.merchant) };
+    let original = original.map(|o| format!(r#""original_payment_id":"p{o}","#)).unwrap_or_default();
     format!(
-        r#"{{"payment_id":"p{id}","payer_account_id":"c{}","merchant_id":"m{}","terminal_id":"t","amount":"{}.{:02}","currency":"EUR","event_time":"{}","channel":"wallet"}}"#,
+        r#"{{"type":"{kind}","payment_id":"p{id}",{original}"payer_account_id":"c{}",{payee}"amount":"{}.{:02}","currency":"EUR","event_time":"{}","channel":"{channel}"}}"#,
         event.payer,
-        event.merchant,
         cents / 100,
         cents % 100,
         paystream_domain::time::format_rfc3339_ms(time)
@@ -39,33 +43,42 @@ fn json(event: &Event, id: u32, cents: u32) -> Vec<u8> {
     .into_bytes()
 }
 
+fn json(event: &Event, id: u32, cents: u32) -> Vec<u8> {
+    event_json(event, id, cents, "payment", None, "card_not_present")
+}
+
 fn records(events: &[Event]) -> Vec<Vec<u8>> {
     events
         .iter()
         .enumerate()
-        .map(|(i, e)| match e.kind {
-            1 if i > 0 => json(&events[i - 1], events[i - 1].id, events[i - 1].cents),
-            2 if i > 0 => json(e, events[i - 1].id, e.cents + 1),
-            3 => b"{not json".to_vec(),
-            _ => json(e, e.id, e.cents),
+        .map(|(i, e)| {
+            let before = i.checked_sub(1).map(|b| &events[b]);
+            match (e.kind, before) {
+                (1, Some(b)) => json(b, b.id, b.cents),
+                (2, Some(b)) => json(e, b.id, e.cents + 1),
+                (3, _) => b"{not json".to_vec(),
+                (4, _) => event_json(e, e.id, e.cents * 3, "top_up", None, "bank_transfer"),
+                (5, _) => event_json(e, e.id, e.cents, "payment", None, "wallet"),
+                (6, Some(b)) => event_json(b, e.id, e.cents % 500 + 1, "refund", Some(b.id), "card_not_present"),
+                (7, _) => event_json(e, e.id, e.cents, "authorize", None, "wallet"),
+                (8, Some(b)) => event_json(b, e.id, e.cents % 3_000 + 1, "capture", Some(b.id), "wallet"),
+                (9, Some(b)) => event_json(b, e.id, b.cents, "void", Some(b.id), "wallet"),
+                (10, Some(b)) => event_json(b, e.id, b.cents, "chargeback", Some(b.id), "card_not_present"),
+                _ => json(e, e.id, e.cents),
+            }
         })
         .collect()
 }
 
 fn event() -> impl Strategy<Value = Event> {
-    (0u32..1_000_000, 0u8..6, 0u8..4, 1u32..40_000, 0u32..3, 0u8..12).prop_map(
+    (0u32..1_000_000, 0u8..6, 0u8..4, 1u32..40_000, 0u32..3, 0u8..20).prop_map(
         |(id, payer, merchant, cents, step, kind)| Event {
             id,
             payer,
             merchant,
             cents,
             minute: step,
-            kind: match kind {
-                0 => 1,
-                1 => 2,
-                2 => 3,
-                _ => 0,
-            },
+            kind: if kind <= 10 { kind } else { 0 },
         },
     )
 }
@@ -153,6 +166,13 @@ proptest! {
         prop_assert_eq!(restored.state().remembered_payment_ids(), live.state().remembered_payment_ids());
         prop_assert_eq!(restored.state().customer_windows(), live.state().customer_windows());
         prop_assert_eq!(restored.state().settlement().open_window_count(), live.state().settlement().open_window_count());
+        let balances = |p: &PartitionProcessor| {
+            let mut accounts: Vec<_> = p.state().ledger().accounts().iter().cloned().collect();
+            accounts.sort_by(|a, b| a.id.cmp(&b.id));
+            accounts
+        };
+        prop_assert_eq!(balances(&restored), balances(&live));
+        prop_assert_eq!(restored.state().ledger().records(), live.state().ledger().records());
     }
 }
 
@@ -206,9 +226,9 @@ fn payments_too_late_for_exact_features_go_to_review_unless_configured_otherwise
 #[test]
 fn fees_follow_the_schedule_merchant_then_channel_then_default() {
     use paystream_operators::FeeSchedule;
-    // The test payments are wallet payments to merchants m0..m3.
+    // The test payments are card-not-present payments to merchants m0..m3.
     let schedule: FeeSchedule = serde_json::from_str(
-        r#"{"default_basis_points": 100, "channels": {"wallet": 50, "card_present": 20}, "merchants": {"m2": 10}}"#,
+        r#"{"default_basis_points": 100, "channels": {"card_not_present": 50, "card_present": 20}, "merchants": {"m2": 10}}"#,
     )
     .unwrap();
     let config = Arc::new(OperatorConfig { fees: schedule, ..OperatorConfig::default() });
@@ -224,7 +244,7 @@ fn fees_follow_the_schedule_merchant_then_channel_then_default() {
         let t = out.ledger.iter().find(|t| t.payment_id == payment).unwrap();
         t.postings.iter().find(|p| p.account_id == config.fees_account_id).map_or(0, |p| p.amount_minor)
     };
-    assert_eq!(fee("p1"), 50, "m1 has no rate of its own: the wallet channel's 0.5 %");
+    assert_eq!(fee("p1"), 50, "m1 has no rate of its own: the card-not-present channel's 0.5 %");
     assert_eq!(fee("p2"), 10, "m2's own rate, 0.1 %, wins over the channel's");
     // Rates above 100 % and unknown channels are refused.
     let too_high = OperatorConfig { fees: FeeSchedule::flat(10_001), ..OperatorConfig::default() };

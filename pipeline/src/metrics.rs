@@ -19,6 +19,8 @@ pub struct Metrics {
     decisions: IntCounterVec,
     pub duplicate_retries: IntCounter,
     pub late_settlement_payments: IntCounter,
+    pub ledger_declines: IntCounter,
+    pub holds_expired: IntCounter,
     pub input_records: IntCounter,
     pub commits: IntCounter,
     pub batch_seconds: Histogram,
@@ -113,6 +115,14 @@ impl Metrics {
             late_settlement_payments: counter(
                 "late_settlement_payments_total",
                 "Payments moved to a later settlement window because theirs had closed",
+            ),
+            ledger_declines: counter(
+                "ledger_declines_total",
+                "Events the ledger refused (insufficient funds, expired authorization, ...): declined with the reason",
+            ),
+            holds_expired: counter(
+                "holds_expired_total",
+                "Authorizations neither captured nor voided before their timeout, released",
             ),
             input_records: counter("input_records_total", "Input records read by the pipeline"),
             commits: counter("commits_total", "Transactions committed by pipeline workers"),
@@ -231,6 +241,8 @@ impl Metrics {
         }
         self.duplicate_retries.inc_by(counters.retries);
         self.late_settlement_payments.inc_by(counters.late_settlement_payments);
+        self.ledger_declines.inc_by(counters.ledger_declines);
+        self.holds_expired.inc_by(counters.holds_expired);
         self.late_feature_payments.inc_by(counters.late_feature_payments);
     }
 

@@ -110,6 +110,8 @@ impl PostgresRecordStore {
         // Everything is checked and converted before the transaction starts.
         let mut d = DecisionColumns::default();
         for decision in &slice.decisions {
+            d.kind.push(decision.kind.as_str().to_string());
+            d.original.push(decision.original_payment_id.clone());
             d.payment_id.push(decision.payment_id.clone());
             d.payer.push(decision.payer_account_id.clone());
             d.merchant.push(decision.merchant_id.clone());
@@ -125,6 +127,8 @@ impl PostgresRecordStore {
         for transaction in &slice.ledger {
             let time = event_time_ms("transaction", &transaction.transaction_id, &transaction.event_time)?;
             for (seq, posting) in transaction.postings.iter().enumerate() {
+                p.kind.push(transaction.kind.as_str().to_string());
+                p.original.push(transaction.original_payment_id.clone());
                 p.transaction_id.push(transaction.transaction_id.clone());
                 p.seq.push(seq as i32);
                 p.payment_id.push(transaction.payment_id.clone());
@@ -160,10 +164,10 @@ impl PostgresRecordStore {
         if !d.payment_id.is_empty() {
             sqlx::query(
                 "INSERT INTO decisions (payment_id, payer_account_id, merchant_id, amount_minor, currency, event_time, \
-                 outcome, score, reasons, model_version) \
-                 SELECT p, y, m, a, c, to_timestamp(t::double precision / 1000), o, s, r, v \
+                 outcome, score, reasons, model_version, kind, original_payment_id) \
+                 SELECT p, y, m, a, c, to_timestamp(t::double precision / 1000), o, s, r, v, k, g \
                  FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::text[], \
-                 $8::real[], $9::text[], $10::text[]) AS u(p, y, m, a, c, t, o, s, r, v) \
+                 $8::real[], $9::text[], $10::text[], $11::text[], $12::text[]) AS u(p, y, m, a, c, t, o, s, r, v, k, g) \
                  ON CONFLICT (payment_id) DO NOTHING",
             )
             .bind(&d.payment_id)
@@ -176,6 +180,8 @@ impl PostgresRecordStore {
             .bind(&d.score)
             .bind(&d.reasons)
             .bind(&d.model_version)
+            .bind(&d.kind)
+            .bind(&d.original)
             .execute(&mut *tx)
             .await
             .map_err(database("insert decisions"))?;
@@ -183,10 +189,10 @@ impl PostgresRecordStore {
         if !p.transaction_id.is_empty() {
             sqlx::query(
                 "INSERT INTO postings (transaction_id, seq, payment_id, account_id, direction, amount_minor, currency, \
-                 event_time) \
-                 SELECT i, q, p, a, d, m, c, to_timestamp(t::double precision / 1000) \
+                 event_time, kind, original_payment_id) \
+                 SELECT i, q, p, a, d, m, c, to_timestamp(t::double precision / 1000), k, g \
                  FROM UNNEST($1::text[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], \
-                 $8::bigint[]) AS u(i, q, p, a, d, m, c, t)",
+                 $8::bigint[], $9::text[], $10::text[]) AS u(i, q, p, a, d, m, c, t, k, g)",
             )
             .bind(&p.transaction_id)
             .bind(&p.seq)
@@ -196,6 +202,8 @@ impl PostgresRecordStore {
             .bind(&p.amount_minor)
             .bind(&p.currency)
             .bind(&p.event_time_ms)
+            .bind(&p.kind)
+            .bind(&p.original)
             .execute(&mut *tx)
             .await
             .map_err(database("insert postings"))?;
@@ -228,6 +236,8 @@ impl PostgresRecordStore {
 
 #[derive(Default)]
 struct DecisionColumns {
+    kind: Vec<String>,
+    original: Vec<Option<String>>,
     payment_id: Vec<String>,
     payer: Vec<String>,
     merchant: Vec<Option<String>>,
@@ -242,6 +252,8 @@ struct DecisionColumns {
 
 #[derive(Default)]
 struct PostingColumns {
+    kind: Vec<String>,
+    original: Vec<Option<String>>,
     transaction_id: Vec<String>,
     seq: Vec<i32>,
     payment_id: Vec<String>,
@@ -274,7 +286,7 @@ impl RecordStore for PostgresRecordStore {
             sqlx::query(
                 "SELECT payment_id, payer_account_id, merchant_id, amount_minor, currency::text AS currency, \
                      (extract(epoch FROM event_time) * 1000)::bigint AS event_time_ms, outcome, score, reasons, \
-                     model_version FROM decisions WHERE payment_id = $1",
+                     model_version, kind, original_payment_id FROM decisions WHERE payment_id = $1",
             )
             .bind(payment_id)
             .fetch_optional(&mut *connection)
@@ -285,6 +297,8 @@ impl RecordStore for PostgresRecordStore {
         let get = |e: sqlx::Error| StorageError::Database { context: "decode a decision".into(), why: e.to_string() };
         let reasons: String = row.try_get("reasons").map_err(get)?;
         Ok(Some(StoredDecision {
+            kind: row.try_get("kind").map_err(get)?,
+            original_payment_id: row.try_get("original_payment_id").map_err(get)?,
             payment_id: row.try_get("payment_id").map_err(get)?,
             payer_account_id: row.try_get("payer_account_id").map_err(get)?,
             merchant_id: row.try_get("merchant_id").map_err(get)?,

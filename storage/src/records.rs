@@ -36,6 +36,9 @@ pub enum SliceApplied {
 /// A decision as a store keeps it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredDecision {
+    /// `payment`, `authorize`, `capture`, `void`, `refund`, `chargeback` or `top_up`.
+    pub kind: String,
+    pub original_payment_id: Option<String>,
     pub payment_id: String,
     pub payer_account_id: String,
     pub merchant_id: Option<String>,
@@ -144,6 +147,8 @@ impl RecordStore for MemoryRecordStore {
         let mut decisions = Vec::with_capacity(slice.decisions.len());
         for d in &slice.decisions {
             decisions.push(StoredDecision {
+                kind: d.kind.as_str().to_string(),
+                original_payment_id: d.original_payment_id.clone(),
                 payment_id: d.payment_id.clone(),
                 payer_account_id: d.payer_account_id.clone(),
                 merchant_id: d.merchant_id.clone(),

@@ -8,7 +8,9 @@ mod common;
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use paystream_domain::{Currency, Decision, Direction, LedgerPosting, LedgerTransaction, Outcome};
+use paystream_domain::{
+    Currency, Decision, Direction, LedgerPosting, LedgerTransaction, Outcome, PaymentKind, TransactionKind,
+};
 use paystream_storage::StorageError;
 use paystream_storage::postgres::PostgresRecordStore;
 use paystream_storage::records::{MemoryRecordStore, OutputSlice, RecordStore, SliceApplied};
@@ -37,8 +39,11 @@ fn payment(
     currency: Currency,
 ) -> (Decision, Option<LedgerTransaction>) {
     let time = paystream_domain::time::format_rfc3339_ms(1_522_540_800_000 + i64::from(id) * 60_000);
+    let refund = id % 5 == 4;
     let decision = Decision {
+        kind: if refund { PaymentKind::Refund } else { PaymentKind::Payment },
         payment_id: format!("p{id}"),
+        original_payment_id: refund.then(|| format!("p{}", id - 1)),
         payer_account_id: payer.to_string(),
         merchant_id: Some("m1".into()),
         amount: paystream_domain::money::format_minor_units(cents, currency.minor_unit_digits()),
@@ -52,7 +57,9 @@ fn payment(
     let fee = cents / 100;
     let ledger = (outcome == Outcome::Approve).then(|| LedgerTransaction {
         transaction_id: format!("t{id}"),
+        kind: if refund { TransactionKind::Refund } else { TransactionKind::Payment },
         payment_id: format!("p{id}"),
+        original_payment_id: refund.then(|| format!("p{}", id - 1)),
         event_time: time,
         currency,
         postings: vec![

@@ -1,0 +1,310 @@
+//! The ledger operator in the pipeline's operator chain: wallets and their limits,
+//! two-phase payments (authorize → capture / void / expiry), refunds and chargebacks
+//! linked to their original, top-ups, settlement payouts — by hand, and as invariants
+//! over random event sequences (proptest).
+
+// Amounts in minor units are written like 220_00 (= 220.00), not 22_000.
+#![allow(clippy::inconsistent_digit_grouping)]
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use paystream_domain::{Decision, LedgerTransaction, Outcome, Settlement, TransactionKind};
+use paystream_operators::settlement::reconcile;
+use paystream_operators::{InputRecord, OperatorConfig, OutputBatch, PartitionProcessor, TerminalView, default_model};
+use proptest::prelude::*;
+
+const HOUR_MS: i64 = 3_600_000;
+const START_MS: i64 = 1_522_540_800_000; // 2018-04-01T00:00:00Z
+
+/// One event on the payments topic, as JSON.
+#[allow(clippy::too_many_arguments)]
+fn event(
+    kind: &str,
+    id: &str,
+    original: Option<&str>,
+    payer: &str,
+    merchant: Option<&str>,
+    amount: &str,
+    currency: &str,
+    hour: i64,
+    channel: &str,
+) -> Vec<u8> {
+    let original = original.map(|o| format!(r#""original_payment_id":"{o}","#)).unwrap_or_default();
+    let payee = merchant.map(|m| format!(r#""merchant_id":"{m}","terminal_id":"t1","#)).unwrap_or_default();
+    let time = paystream_domain::time::format_rfc3339_ms(START_MS + hour * HOUR_MS);
+    format!(
+        r#"{{"type":"{kind}","payment_id":"{id}",{original}"payer_account_id":"{payer}",{payee}"amount":"{amount}","currency":"{currency}","event_time":"{time}","channel":"{channel}"}}"#
+    )
+    .into_bytes()
+}
+
+struct Run {
+    processor: PartitionProcessor,
+    decisions: Vec<Decision>,
+    ledger: Vec<LedgerTransaction>,
+    settlements: Vec<Settlement>,
+    holds_expired: u64,
+    offset: u64,
+}
+
+impl Run {
+    fn new(config: OperatorConfig) -> Run {
+        let config = Arc::new(config);
+        let processor = PartitionProcessor::new(config.clone(), default_model(&config), 0);
+        Run { processor, decisions: Vec::new(), ledger: Vec::new(), settlements: Vec::new(), holds_expired: 0, offset: 0 }
+    }
+
+    fn process(&mut self, records: &[Vec<u8>]) {
+        let inputs: Vec<InputRecord<'_>> = records
+            .iter()
+            .enumerate()
+            .map(|(i, value)| InputRecord { offset: self.offset + i as u64, key: b"", value })
+            .collect();
+        self.offset += records.len() as u64;
+        let mut out = OutputBatch::default();
+        self.processor.process_batch("payments", &inputs, TerminalView::NONE, &mut out);
+        assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
+        self.decisions.extend(out.decisions);
+        self.ledger.extend(out.ledger);
+        self.settlements.extend(out.settlements);
+        self.holds_expired += out.counters.holds_expired;
+    }
+
+    /// The outcome and first reason of the decision on `id`.
+    fn decided(&self, id: &str) -> (Outcome, Option<&str>) {
+        let decision = self.decisions.iter().find(|d| d.payment_id == id).unwrap_or_else(|| panic!("no decision {id}"));
+        (decision.outcome, decision.reasons.first().map(|r| &**r))
+    }
+
+    /// Credits − debits of `account` over every posting so far.
+    fn balance(&self, account: &str) -> i64 {
+        self.ledger.iter().flat_map(|t| &t.postings).filter(|p| p.account_id == account).map(|p| -p.signed_minor_units()).sum()
+    }
+
+    fn state_balance(&self, account: &str) -> Option<i64> {
+        self.processor.state().ledger().accounts().get(account).map(|a| a.balance_minor())
+    }
+}
+
+const APPROVE: (Outcome, Option<&str>) = (Outcome::Approve, None);
+
+fn decline(reason: &str) -> (Outcome, Option<&str>) {
+    (Outcome::Decline, Some(reason))
+}
+
+#[test]
+fn wallets_holds_captures_refunds_and_expiry_by_hand() {
+    let mut run = Run::new(OperatorConfig::default());
+    let pay = |id: &str, amount: &str, hour: i64| event("payment", id, None, "c1", Some("m1"), amount, "EUR", hour, "wallet");
+    let follow = |kind: &str, id: &str, original: &str, amount: &str, hour: i64| {
+        event(kind, id, Some(original), "c1", Some("m1"), amount, "EUR", hour, "wallet")
+    };
+    run.process(&[
+        pay("early", "1.00", 0),
+        event("top_up", "t1", None, "c1", None, "100.00", "EUR", 0, "bank_transfer"),
+        pay("p1", "30.00", 1),
+        pay("p2", "80.00", 1),
+        event("authorize", "a1", None, "c1", Some("m1"), "50.00", "EUR", 2, "wallet"),
+        pay("p3", "30.00", 2),
+        follow("capture", "cap1", "a1", "40.00", 3),
+        follow("void", "v1", "a1", "50.00", 3),
+        follow("refund", "r1", "p1", "20.00", 4),
+        follow("refund", "r2", "p1", "10.01", 4),
+        follow("chargeback", "cb1", "p1", "10.00", 4),
+    ]);
+    assert_eq!(run.decided("early"), decline("insufficient_funds"), "no wallet before the first top-up");
+    assert_eq!(run.decided("t1"), APPROVE);
+    assert_eq!(run.decided("p1"), APPROVE);
+    assert_eq!(run.decided("p2"), decline("insufficient_funds"), "70.00 left");
+    assert_eq!(run.decided("a1"), APPROVE, "holds 50.00 of the 70.00");
+    assert_eq!(run.decided("p3"), decline("insufficient_funds"), "20.00 available while the hold stands");
+    assert_eq!(run.decided("cap1"), APPROVE, "40.00 posted, 10.00 released");
+    assert_eq!(run.decided("v1"), decline("authorization_closed"));
+    assert_eq!(run.decided("r1"), APPROVE);
+    assert_eq!(run.decided("r2"), decline("exceeds_captured_amount"), "10.00 of p1 is left to return");
+    assert_eq!(run.decided("cb1"), APPROVE);
+    // 100 − 30 − 40 + 20 + 10
+    assert_eq!(run.balance("wallet:c1"), 60_00);
+    assert_eq!(run.state_balance("wallet:c1"), Some(60_00));
+    let refund = run.ledger.iter().find(|t| t.payment_id == "r1").unwrap();
+    assert_eq!((refund.kind, refund.original_payment_id.as_deref()), (TransactionKind::Refund, Some("p1")));
+    assert!(run.ledger.iter().all(|t| t.payment_id != "a1"), "an authorization posts nothing");
+    let capture = run.ledger.iter().find(|t| t.payment_id == "cap1").unwrap();
+    assert_eq!((capture.kind, capture.postings[0].amount_minor), (TransactionKind::Capture, 40_00));
+
+    // A hold not captured in 7 days (+ the hour of lateness) expires; its capture is refused.
+    run.process(&[
+        event("authorize", "a2", None, "c1", Some("m1"), "25.00", "EUR", 5, "card_present"),
+        event("authorize", "a3", None, "c1", Some("m1"), "5.00", "EUR", 5, "wallet"),
+    ]);
+    assert_eq!(run.processor.state().ledger().accounts().get("wallet:c1").unwrap().available_minor(), Some(55_00));
+    run.process(&[pay("p4", "1.00", 5 + 7 * 24 + 2)]);
+    assert_eq!(run.holds_expired, 2);
+    assert_eq!(run.processor.state().ledger().accounts().get("wallet:c1").unwrap().available_minor(), Some(59_00));
+    run.process(&[
+        event("capture", "cap2", Some("a2"), "c1", Some("m1"), "25.00", "EUR", 5 + 7 * 24 + 2, "card_present"),
+        follow("void", "v3", "a3", "4.00", 5 + 7 * 24 + 2),
+    ]);
+    assert_eq!(run.decided("cap2"), decline("authorization_expired"));
+    assert_eq!(run.decided("v3"), decline("amount_mismatch"), "a void names the authorized amount");
+
+    // Links are checked: unknown originals, other parties, captures of payments.
+    run.process(&[
+        follow("refund", "r9", "nothing", "1.00", 200),
+        event("refund", "r10", Some("p1"), "c1", Some("m2"), "1.00", "EUR", 200, "wallet"),
+        follow("capture", "cap9", "p4", "1.00", 200),
+        event("top_up", "t2", None, "c1", None, "5.00", "USD", 200, "card_not_present"),
+    ]);
+    assert_eq!(run.decided("r9"), decline("original_not_found"));
+    assert_eq!(run.decided("r10"), decline("original_mismatch"));
+    assert_eq!(run.decided("cap9"), decline("original_not_an_authorization"));
+    assert_eq!(run.decided("t2"), decline("currency_mismatch"), "the wallet holds EUR");
+
+    // Every closed settlement reconciles with its postings and payouts.
+    let report = reconcile(&run.ledger, &run.settlements);
+    assert!(report.settlements > 0);
+    assert_eq!(report.mismatches, Vec::<String>::new());
+    let payouts = run.ledger.iter().filter(|t| t.kind == TransactionKind::Payout).count();
+    assert!(payouts > 0);
+}
+
+#[test]
+fn an_overdraft_limit_lets_a_wallet_go_below_zero_that_far() {
+    let mut run = Run::new(OperatorConfig { wallet_overdraft_minor: 10_00, ..OperatorConfig::default() });
+    run.process(&[
+        event("top_up", "t1", None, "c1", None, "5.00", "EUR", 0, "bank_transfer"),
+        event("payment", "p1", None, "c1", Some("m1"), "15.00", "EUR", 0, "wallet"),
+        event("payment", "p2", None, "c1", Some("m1"), "0.01", "EUR", 0, "wallet"),
+    ]);
+    assert_eq!(run.decided("p1"), APPROVE);
+    assert_eq!(run.decided("p2"), decline("insufficient_funds"));
+    assert_eq!(run.balance("wallet:c1"), -10_00);
+}
+
+/// A random event: kind, payer, the earlier event it refers to, amount, time step.
+#[derive(Clone, Debug)]
+struct Step {
+    kind: u8,
+    payer: u8,
+    merchant: u8,
+    refers_back: usize,
+    cents: u32,
+    hours: i64,
+    wallet: bool,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    (0u8..9, 0u8..3, 0u8..3, 1usize..6, 1u32..20_000, 0i64..30, any::<bool>()).prop_map(
+        |(kind, payer, merchant, refers_back, cents, hours, wallet)| Step {
+            kind,
+            payer,
+            merchant,
+            refers_back,
+            cents,
+            hours,
+            wallet,
+        },
+    )
+}
+
+/// The events of `steps`, with their ids; a retry or conflict reuses an earlier id.
+fn events(steps: &[Step]) -> Vec<Vec<u8>> {
+    let mut hour = 0;
+    // (id, bytes, step, hour of the event the bytes describe)
+    let mut made: Vec<(String, Vec<u8>, Step, i64)> = Vec::new();
+    for (i, s) in steps.iter().enumerate() {
+        hour += s.hours;
+        let id = format!("e{i}");
+        let payer = format!("c{}", s.payer);
+        let merchant = format!("m{}", s.merchant);
+        let amount = format!("{}.{:02}", s.cents / 100, s.cents % 100);
+        let channel = if s.wallet { "wallet" } else { "card_present" };
+        let earlier = i.checked_sub(s.refers_back).map(|e| made[e].clone());
+        let mut event_hour = hour;
+        let bytes = match (s.kind, &earlier) {
+            (0, _) => event("top_up", &id, None, &payer, None, &amount, "EUR", hour, "bank_transfer"),
+            (1, _) => event("payment", &id, None, &payer, Some(&merchant), &amount, "EUR", hour, channel),
+            (2, _) => event("authorize", &id, None, &payer, Some(&merchant), &amount, "EUR", hour, channel),
+            (kind @ 3..=6, Some((original, _, o, _))) => {
+                let kind = ["capture", "void", "refund", "chargeback"][usize::from(kind - 3)];
+                let amount =
+                    if kind == "void" { format!("{}.{:02}", o.cents / 100, o.cents % 100) } else { amount.clone() };
+                let payer = format!("c{}", o.payer);
+                let merchant = format!("m{}", o.merchant);
+                event(kind, &id, Some(original), &payer, Some(&merchant), &amount, "EUR", hour, channel)
+            }
+            // A retry, within the 7 days payment ids are remembered (later, the id is new again).
+            (7, Some((_, bytes, _, then))) if hour - then < 6 * 24 => {
+                event_hour = *then;
+                bytes.clone()
+            }
+            _ => event("payment", &id, None, &payer, Some(&merchant), &amount, "EUR", hour, channel),
+        };
+        made.push((id, bytes, s.clone(), event_hour));
+    }
+    made.into_iter().map(|(_, bytes, _, _)| bytes).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Whatever arrives: every transaction balances; no wallet is ever below zero, in
+    /// the order postings are written; each event is applied at most once; returns never
+    /// exceed what was captured; each capture is within its authorization; every closed
+    /// settlement equals the sum of its postings and is paid out exactly; and partition
+    /// state agrees with the postings on every wallet.
+    #[test]
+    fn ledger_invariants_hold_for_any_sequence(steps in proptest::collection::vec(step(), 1..120), batch in 1usize..20) {
+        let config = OperatorConfig { settlement_window_ms: 12 * HOUR_MS, ..OperatorConfig::default() };
+        let mut run = Run::new(config);
+        for chunk in events(&steps).chunks(batch) {
+            run.process(chunk);
+        }
+        let mut wallet_balances: HashMap<&str, i64> = HashMap::new();
+        let mut applied = HashSet::new();
+        let mut captured: HashMap<&str, i64> = HashMap::new();
+        let mut returned: HashMap<&str, i64> = HashMap::new();
+        for t in &run.ledger {
+            prop_assert_eq!(t.postings.iter().map(|p| i128::from(p.signed_minor_units())).sum::<i128>(), 0);
+            prop_assert!(applied.insert(t.transaction_id.as_str()), "{} applied twice", t.transaction_id);
+            for p in &t.postings {
+                if p.account_id.starts_with("wallet:") {
+                    let balance = wallet_balances.entry(p.account_id.as_str()).or_default();
+                    *balance -= p.signed_minor_units();
+                    prop_assert!(*balance >= 0, "{} went to {}", p.account_id, balance);
+                }
+            }
+            let amount = t.postings[0].amount_minor;
+            match t.kind {
+                TransactionKind::Payment => *captured.entry(t.payment_id.as_str()).or_default() += amount,
+                TransactionKind::Capture => {
+                    *captured.entry(t.original_payment_id.as_deref().unwrap()).or_default() += amount
+                }
+                TransactionKind::Refund | TransactionKind::Chargeback => {
+                    let original = t.original_payment_id.as_deref().unwrap();
+                    let total = returned.entry(original).or_default();
+                    *total += amount;
+                    prop_assert!(*total <= captured.get(original).copied().unwrap_or(0), "{} over-returned", original);
+                }
+                _ => {}
+            }
+        }
+        for d in &run.decisions {
+            if d.kind == paystream_domain::PaymentKind::Capture && d.outcome == Outcome::Approve {
+                let original = d.original_payment_id.as_deref().unwrap();
+                let authorization = run.decisions.iter().find(|a| a.payment_id == original).unwrap();
+                let cents = |text: &str| paystream_domain::Money::parse(text, d.currency).unwrap().minor_units();
+                prop_assert!(cents(&d.amount) <= cents(&authorization.amount));
+            }
+        }
+        let decided: HashSet<&str> = run.decisions.iter().map(|d| d.payment_id.as_str()).collect();
+        prop_assert_eq!(decided.len(), run.decisions.len(), "each event decided once");
+        for (wallet, balance) in &wallet_balances {
+            prop_assert_eq!(run.state_balance(wallet), Some(*balance));
+        }
+        let report = reconcile(&run.ledger, &run.settlements);
+        prop_assert_eq!(report.mismatches, Vec::<String>::new());
+    }
+}
+
