@@ -55,8 +55,13 @@ impl Channel {
 /// (top-ups only) the payer's own wallet.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Payee {
-    Account { account_id: String },
-    Merchant { merchant_id: String, terminal_id: String },
+    Account {
+        account_id: String,
+    },
+    Merchant {
+        merchant_id: String,
+        terminal_id: String,
+    },
     /// A top-up: the money goes into the payer's wallet.
     OwnWallet,
 }

@@ -189,6 +189,18 @@ fn transaction(
     }
 }
 
+/// The key of a transaction's record on the `ledger` topic: the payer (as on the input
+/// topic) for a payer's event — so one payer's transactions, and each wallet's, stay in
+/// one partition in commit order — and the merchant account for a settlement's payout.
+pub fn record_key(transaction: &LedgerTransaction) -> &str {
+    transaction
+        .postings
+        .iter()
+        .find_map(|p| p.account_id.strip_prefix("wallet:").or_else(|| p.account_id.strip_prefix("customer:")))
+        .or_else(|| transaction.postings.first().map(|p| p.account_id.as_str()))
+        .unwrap_or_default()
+}
+
 /// An approved payment or authorization, remembered for the events that refer to it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentRecord {

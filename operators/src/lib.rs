@@ -582,7 +582,11 @@ impl PartitionProcessor {
         if !payment.kind.is_scored() {
             let event_time_ms = payment.event_time_ms;
             self.apply(
-                StateOp::SeenId { id_hash: id_hash.to_le_bytes(), content_hash: content_hash.to_le_bytes(), event_time_ms },
+                StateOp::SeenId {
+                    id_hash: id_hash.to_le_bytes(),
+                    content_hash: content_hash.to_le_bytes(),
+                    event_time_ms,
+                },
                 out,
             );
             self.pending.push(Pending { payment, id_hash, scored: None, late: false });
@@ -772,8 +776,13 @@ impl PartitionProcessor {
         let Some(merchant_id) = payment.merchant_id() else { return };
         out.counters.count(OperatorId::Settlement).records_in += 1;
         let currency = payment.amount.currency();
-        let entry =
-            SettlementEntry { merchant_id: merchant_id.to_string(), currency, kind, gross_minor: amount_minor, fee_minor };
+        let entry = SettlementEntry {
+            merchant_id: merchant_id.to_string(),
+            currency,
+            kind,
+            gross_minor: amount_minor,
+            fee_minor,
+        };
         let applied = self.apply(StateOp::Settle { event_time_ms: payment.event_time_ms, entry }, out);
         if applied.late_settlement {
             out.counters.late_settlement_payments += 1;
@@ -802,12 +811,7 @@ impl PartitionProcessor {
         self.push_decision(payment, event_time, outcome, &score, out);
     }
 
-    fn ledger_event(
-        &mut self,
-        payment: &Payment,
-        event_time: &str,
-        out: &mut OutputBatch,
-    ) -> Result<(), &'static str> {
+    fn ledger_event(&mut self, payment: &Payment, event_time: &str, out: &mut OutputBatch) -> Result<(), &'static str> {
         let amount_minor = payment.amount.minor_units();
         let currency = payment.amount.currency();
         if payment.kind == PaymentKind::TopUp {
@@ -849,7 +853,13 @@ impl PartitionProcessor {
                 if record.funding == Funding::Wallet {
                     let debit = ledger::clearing_account(currency);
                     let credit = ledger::wallet_account(&payment.payer_account_id);
-                    self.transfer(&payment.payment_id, TransferKind::Single { debit, credit }, amount_minor, payment, out)?;
+                    self.transfer(
+                        &payment.payment_id,
+                        TransferKind::Single { debit, credit },
+                        amount_minor,
+                        payment,
+                        out,
+                    )?;
                 }
                 self.apply(StateOp::Returned { id_hash: original_hash.to_le_bytes(), amount_minor }, out);
                 let mut transaction = ledger::post_refund(payment, record.funding, event_time);

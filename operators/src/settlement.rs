@@ -522,21 +522,42 @@ mod tests {
         let closed = state.close(W, W, 0);
         assert_eq!((closed[0].chargeback_count, closed[0].net_minor), (1, -16));
         let payouts = payout_transactions(&closed[0], "settlement", "bank");
-        let signed: Vec<_> = payouts[1].postings.iter().map(|p| (p.account_id.as_str(), p.signed_minor_units())).collect();
+        let signed: Vec<_> =
+            payouts[1].postings.iter().map(|p| (p.account_id.as_str(), p.signed_minor_units())).collect();
         assert_eq!(signed, [("settlement", 16), ("bank", -16)].map(|(a, v)| (a, -v)));
         let ledger: Vec<_> = payouts.clone();
         let mut chargeback = ledger[0].clone();
         chargeback.kind = TransactionKind::Chargeback;
         chargeback.postings = vec![
-            paystream_domain::LedgerPosting { account_id: "merchant:m".into(), direction: Direction::Debit, amount_minor: 25 },
-            paystream_domain::LedgerPosting { account_id: "customer:c".into(), direction: Direction::Credit, amount_minor: 25 },
+            paystream_domain::LedgerPosting {
+                account_id: "merchant:m".into(),
+                direction: Direction::Debit,
+                amount_minor: 25,
+            },
+            paystream_domain::LedgerPosting {
+                account_id: "customer:c".into(),
+                direction: Direction::Credit,
+                amount_minor: 25,
+            },
         ];
         let mut payment = chargeback.clone();
         payment.kind = TransactionKind::Payment;
         payment.postings = vec![
-            paystream_domain::LedgerPosting { account_id: "customer:c".into(), direction: Direction::Debit, amount_minor: 10 },
-            paystream_domain::LedgerPosting { account_id: "merchant:m".into(), direction: Direction::Credit, amount_minor: 9 },
-            paystream_domain::LedgerPosting { account_id: "fees".into(), direction: Direction::Credit, amount_minor: 1 },
+            paystream_domain::LedgerPosting {
+                account_id: "customer:c".into(),
+                direction: Direction::Debit,
+                amount_minor: 10,
+            },
+            paystream_domain::LedgerPosting {
+                account_id: "merchant:m".into(),
+                direction: Direction::Credit,
+                amount_minor: 9,
+            },
+            paystream_domain::LedgerPosting {
+                account_id: "fees".into(),
+                direction: Direction::Credit,
+                amount_minor: 1,
+            },
         ];
         let all = [vec![payment, chargeback], ledger].concat();
         assert_eq!(reconcile(&all, &closed).mismatches, Vec::<String>::new());
@@ -550,7 +571,9 @@ mod tests {
         assert_eq!(payouts[0].postings.len(), 6);
         let debits: i128 = payouts[0].postings.iter().map(|p| i128::from(p.signed_minor_units().max(0))).sum();
         assert_eq!(debits, 3 * i128::from(i64::MAX));
-        assert!(payouts.iter().all(|t| t.postings.iter().map(|p| i128::from(p.signed_minor_units())).sum::<i128>() == 0));
+        assert!(
+            payouts.iter().all(|t| t.postings.iter().map(|p| i128::from(p.signed_minor_units())).sum::<i128>() == 0)
+        );
     }
 
     #[test]

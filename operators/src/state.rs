@@ -153,7 +153,9 @@ impl PartitionState {
             }
             StateOp::OpenAccount { account } => self.ledger.open(account.clone()),
             StateOp::Transfer { transfer } => applied.transfer = Some(self.ledger.accounts.execute(transfer)),
-            StateOp::Remember { id_hash, record } => self.ledger.remember(u128::from_le_bytes(*id_hash), record.clone()),
+            StateOp::Remember { id_hash, record } => {
+                self.ledger.remember(u128::from_le_bytes(*id_hash), record.clone())
+            }
             StateOp::Captured { id_hash, amount_minor } => {
                 if let Some(record) = self.ledger.record_mut(u128::from_le_bytes(*id_hash)) {
                     record.captured_minor += amount_minor;
@@ -183,7 +185,9 @@ impl PartitionState {
                 // late still finds its hold (it expires the hold itself if past its timeout).
                 let expired_through = self.max_event_time_ms.saturating_sub(config.settlement_allowed_lateness_ms);
                 applied.expired_holds = self.ledger.accounts.expire(expired_through);
-                self.ledger.accounts.forget_resolved_before(self.max_event_time_ms.saturating_sub(config.dedupe_retention_ms));
+                self.ledger
+                    .accounts
+                    .forget_resolved_before(self.max_event_time_ms.saturating_sub(config.dedupe_retention_ms));
                 self.ledger.forget_records_before(self.max_event_time_ms.saturating_sub(config.refund_window_ms));
                 let closed_through = self.max_event_time_ms.saturating_sub(config.settlement_allowed_lateness_ms);
                 applied.closed_settlements =

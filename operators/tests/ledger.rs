@@ -52,7 +52,14 @@ impl Run {
     fn new(config: OperatorConfig) -> Run {
         let config = Arc::new(config);
         let processor = PartitionProcessor::new(config.clone(), default_model(&config), 0);
-        Run { processor, decisions: Vec::new(), ledger: Vec::new(), settlements: Vec::new(), holds_expired: 0, offset: 0 }
+        Run {
+            processor,
+            decisions: Vec::new(),
+            ledger: Vec::new(),
+            settlements: Vec::new(),
+            holds_expired: 0,
+            offset: 0,
+        }
     }
 
     fn process(&mut self, records: &[Vec<u8>]) {
@@ -79,7 +86,12 @@ impl Run {
 
     /// Credits − debits of `account` over every posting so far.
     fn balance(&self, account: &str) -> i64 {
-        self.ledger.iter().flat_map(|t| &t.postings).filter(|p| p.account_id == account).map(|p| -p.signed_minor_units()).sum()
+        self.ledger
+            .iter()
+            .flat_map(|t| &t.postings)
+            .filter(|p| p.account_id == account)
+            .map(|p| -p.signed_minor_units())
+            .sum()
     }
 
     fn state_balance(&self, account: &str) -> Option<i64> {
@@ -96,7 +108,8 @@ fn decline(reason: &str) -> (Outcome, Option<&str>) {
 #[test]
 fn wallets_holds_captures_refunds_and_expiry_by_hand() {
     let mut run = Run::new(OperatorConfig::default());
-    let pay = |id: &str, amount: &str, hour: i64| event("payment", id, None, "c1", Some("m1"), amount, "EUR", hour, "wallet");
+    let pay =
+        |id: &str, amount: &str, hour: i64| event("payment", id, None, "c1", Some("m1"), amount, "EUR", hour, "wallet");
     let follow = |kind: &str, id: &str, original: &str, amount: &str, hour: i64| {
         event(kind, id, Some(original), "c1", Some("m1"), amount, "EUR", hour, "wallet")
     };
@@ -307,4 +320,3 @@ proptest! {
         prop_assert_eq!(report.mismatches, Vec::<String>::new());
     }
 }
-

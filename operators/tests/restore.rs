@@ -31,7 +31,11 @@ struct Event {
 /// `kind`, `original` and `channel` of a payment event.
 fn event_json(event: &Event, id: u32, cents: u32, kind: &str, original: Option<u32>, channel: &str) -> Vec<u8> {
     let time = 1_522_540_800_000i64 + i64::from(event.minute) * 60_000;
-    let payee = if kind == "top_up" { String::new() } else { format!(r#""merchant_id":"m{}","terminal_id":"t","#, event.merchant) };
+    let payee = if kind == "top_up" {
+        String::new()
+    } else {
+        format!(r#""merchant_id":"m{}","terminal_id":"t","#, event.merchant)
+    };
     let original = original.map(|o| format!(r#""original_payment_id":"p{o}","#)).unwrap_or_default();
     format!(
         r#"{{"type":"{kind}","payment_id":"p{id}",{original}"payer_account_id":"c{}",{payee}"amount":"{}.{:02}","currency":"EUR","event_time":"{}","channel":"{channel}"}}"#,

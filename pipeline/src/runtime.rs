@@ -907,8 +907,8 @@ impl Pipeline {
             })?;
         }
         for ledger in &out.ledger {
-            let payer = ledger.postings.first().map(|p| p.account_id.as_bytes()).unwrap_or_default();
-            transaction.send_with(&topics.ledger, payer, now, |buf| {
+            let key = paystream_operators::ledger::record_key(ledger);
+            transaction.send_with(&topics.ledger, key.as_bytes(), now, |buf| {
                 ledger.write_json(buf);
                 Ok::<(), RuntimeError>(())
             })?;

@@ -1,13 +1,21 @@
 //! A seeded, deterministic simulation of the pipeline with crashes: each seed makes a
-//! stream of payments (retries, conflicting reuses of ids, malformed records, event-time
-//! jitter), a pipeline shape (partitions, batch size, snapshot interval) and crash points
-//! (the process dies before its k-th commit), then runs the real runtime on the embedded
-//! log through every crash and recovery and checks after each one:
+//! stream of payment events (card and wallet payments, top-ups, authorizations and their
+//! captures and voids, refunds, chargebacks; retries, conflicting reuses of ids, malformed
+//! records, event-time jitter), a pipeline shape (partitions, batch size, snapshot
+//! interval) and crash points (the process dies before its k-th commit), then runs the
+//! real runtime on the embedded log through every crash and recovery and checks after
+//! each one:
 //! - every input is decided once, or is a retry of a decided payment, or is dead-lettered
 //!   once, and what was processed is a prefix of each partition;
-//! - every ledger transaction balances; one per approved payment;
-//! - every closed settlement equals the sum of the postings of its payments (gross, fees,
-//!   merchant net), and no window is emitted twice.
+//! - every ledger transaction balances; each approved payment, capture, refund,
+//!   chargeback and top-up has exactly one, authorizations and voids none, nothing else
+//!   any (but settlement payouts);
+//! - no wallet is ever below zero, in the order its postings were committed; refunds and
+//!   chargebacks never return more than was captured; captures stay within their
+//!   authorization;
+//! - every closed settlement equals the sum of the postings of its payments, captures,
+//!   refunds and chargebacks (gross, fees, refunds, net), is paid out exactly once
+//!   (`reconcile`), and no window is emitted twice.
 //!
 //! One worker thread, so a seed replays exactly. `PAYSTREAM_SIM_SEEDS` (default 1000)
 //! sets how many seeds run; `PAYSTREAM_SIM_SEED=N` runs only seed N.
@@ -17,7 +25,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use paystream_domain::partitioner::partition_for_key;
-use paystream_domain::{Decision, Direction, LedgerTransaction, Outcome, Settlement};
+use paystream_domain::{Decision, LedgerTransaction, Outcome, PaymentKind, Settlement, TransactionKind};
 use paystream_operators::{OperatorConfig, default_model};
 use paystream_pipeline::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use paystream_pipeline::log::fault::CommitFault;
@@ -61,8 +69,25 @@ struct Scenario {
 }
 
 fn payment(id: &str, payer: &str, merchant: u64, cents: u64, time_ms: i64) -> Vec<u8> {
+    event("payment", id, None, payer, Some(merchant), cents, time_ms, "card_not_present")
+}
+
+/// A payment event of any kind (`merchant` None: a top-up).
+#[allow(clippy::too_many_arguments)]
+fn event(
+    kind: &str,
+    id: &str,
+    original: Option<&str>,
+    payer: &str,
+    merchant: Option<u64>,
+    cents: u64,
+    time_ms: i64,
+    channel: &str,
+) -> Vec<u8> {
+    let original = original.map(|o| format!(r#""original_payment_id":"{o}","#)).unwrap_or_default();
+    let payee = merchant.map(|m| format!(r#""merchant_id":"m{m}","terminal_id":"t{m}","#)).unwrap_or_default();
     format!(
-        r#"{{"payment_id":"{id}","payer_account_id":"{payer}","merchant_id":"m{merchant}","terminal_id":"t{merchant}","amount":"{}.{:02}","currency":"EUR","event_time":"{}","channel":"wallet"}}"#,
+        r#"{{"type":"{kind}","payment_id":"{id}",{original}"payer_account_id":"{payer}",{payee}"amount":"{}.{:02}","currency":"EUR","event_time":"{}","channel":"{channel}"}}"#,
         cents / 100,
         cents % 100,
         paystream_domain::time::format_rfc3339_ms(time_ms)
@@ -70,11 +95,23 @@ fn payment(id: &str, payer: &str, merchant: u64, cents: u64, time_ms: i64) -> Ve
     .into_bytes()
 }
 
+/// A valid event of the scenario that later ones may refer to.
+#[derive(Clone)]
+struct Made {
+    id: String,
+    payer: String,
+    merchant: u64,
+    cents: u64,
+    channel: &'static str,
+}
+
 fn scenario(seed: u64) -> Scenario {
     let mut rng = Rng::new(seed);
     let count = 40 + rng.below(160) as usize;
     let mut records: Vec<(String, Vec<u8>)> = Vec::with_capacity(count);
     let mut clock_ms = START_MS;
+    let mut paid: Vec<Made> = Vec::new();
+    let mut authorized: Vec<Made> = Vec::new();
     for i in 0..count {
         clock_ms += rng.below(40 * 60_000) as i64;
         // Jitter within the allowed lateness (1 h): no settlement window closes early.
@@ -99,9 +136,75 @@ fn scenario(seed: u64) -> Scenario {
                 value = text.into_bytes();
                 (payer, value)
             }
-            _ => {
-                let value = payment(&format!("p{i}"), &payer, rng.below(4), 1 + rng.below(90_000), time_ms);
+            15..25 => {
+                let id = format!("p{i}");
+                let value = event("top_up", &id, None, &payer, None, 1 + rng.below(200_000), time_ms, "bank_transfer");
                 (payer, value)
+            }
+            25..48 => {
+                // Wallet payments (declined without funds) and authorizations.
+                let (kind, channel) = match roll {
+                    25..38 => ("payment", "wallet"),
+                    38..44 => ("authorize", "wallet"),
+                    _ => ("authorize", "card_present"),
+                };
+                let made =
+                    Made { id: format!("p{i}"), payer, merchant: rng.below(4), cents: 1 + rng.below(60_000), channel };
+                let value = event(kind, &made.id, None, &made.payer, Some(made.merchant), made.cents, time_ms, channel);
+                let record = (made.payer.clone(), value);
+                if kind == "authorize" {
+                    authorized.push(made)
+                } else {
+                    paid.push(made)
+                }
+                record
+            }
+            48..60 if !authorized.is_empty() => {
+                // A capture (sometimes more than authorized) or a void of an earlier authorization.
+                let a = authorized[rng.below(authorized.len() as u64) as usize].clone();
+                let (kind, cents) = match roll {
+                    48..56 => ("capture", 1 + rng.below(a.cents + a.cents / 10)),
+                    _ => ("void", a.cents),
+                };
+                let id = format!("p{i}");
+                let value = event(kind, &id, Some(&a.id), &a.payer, Some(a.merchant), cents, time_ms, a.channel);
+                if kind == "capture" {
+                    // Refunds name the authorization: it is the payment they return.
+                    paid.push(Made { cents, ..a.clone() });
+                }
+                (a.payer, value)
+            }
+            60..68 if !paid.is_empty() => {
+                // A refund or chargeback of (part of) an earlier payment or capture; some
+                // return more than is left.
+                let p = paid[rng.below(paid.len() as u64) as usize].clone();
+                let kind = if roll < 66 { "refund" } else { "chargeback" };
+                let cents = 1 + rng.below(p.cents);
+                let original = p.id.clone();
+                let value = event(
+                    kind,
+                    &format!("p{i}"),
+                    Some(&original),
+                    &p.payer,
+                    Some(p.merchant),
+                    cents,
+                    time_ms,
+                    p.channel,
+                );
+                (p.payer, value)
+            }
+            _ => {
+                let made = Made {
+                    id: format!("p{i}"),
+                    payer,
+                    merchant: rng.below(4),
+                    cents: 1 + rng.below(90_000),
+                    channel: "card_not_present",
+                };
+                let value = payment(&made.id, &made.payer, made.merchant, made.cents, time_ms);
+                let record = (made.payer.clone(), value);
+                paid.push(made);
+                record
             }
         };
         records.push(record);
@@ -118,7 +221,10 @@ fn scenario(seed: u64) -> Scenario {
 }
 
 fn config(scenario: &Scenario) -> PipelineConfig {
+    // Authorizations expire after 6 hours, so some do within a scenario.
+    let operators = OperatorConfig { authorization_timeout_ms: 6 * HOUR_MS, ..OperatorConfig::default() };
     PipelineConfig {
+        operators,
         partitions: scenario.partitions,
         workers: 1,
         batch_records_max: scenario.batch_records_max,
@@ -215,34 +321,89 @@ fn check(seed: u64, log: &EmbeddedLog, complete: bool) -> Coverage {
     let approved: HashSet<&str> =
         decisions.iter().filter(|d| d.outcome == Outcome::Approve).map(|d| d.payment_id.as_str()).collect();
     let mut posted: HashSet<&str> = HashSet::new();
-    // (merchant, partition, window start) → (gross, fees, net) from the postings.
-    let mut by_window: HashMap<(String, u32, i64), (i128, i128, i128)> = HashMap::new();
+    let mut wallets: HashMap<&str, i64> = HashMap::new();
+    let mut captured: HashMap<&str, i64> = HashMap::new();
+    let mut returned: HashMap<&str, i64> = HashMap::new();
+    // (merchant, partition, window start) → (gross, fees, refunds + chargebacks, net) from the postings.
+    let mut by_window: HashMap<(String, u32, i64), (i128, i128, i128, i128)> = HashMap::new();
+    // In topic order: per partition, the order of commits.
     for transaction in &ledger {
         let sum: i128 = transaction.postings.iter().map(|p| i128::from(p.signed_minor_units())).sum();
         if sum != 0 {
             fail(format!("ledger transaction {} does not balance", transaction.transaction_id));
         }
-        if !posted.insert(&transaction.payment_id) || !approved.contains(transaction.payment_id.as_str()) {
-            fail(format!("payment {} posted twice or without approval", transaction.payment_id));
-        }
-        let payer = transaction.postings[0].account_id.trim_start_matches("customer:");
-        let time_ms = paystream_domain::time::parse_rfc3339_ms(&transaction.event_time).unwrap();
-        let window = time_ms.div_euclid(24 * HOUR_MS) * 24 * HOUR_MS;
         for posting in &transaction.postings {
-            if let (Some(merchant), Direction::Credit) =
-                (posting.account_id.strip_prefix("merchant:"), posting.direction)
-            {
-                let partition = partition_for_key(payer.as_bytes(), partitions);
-                let entry = by_window.entry((merchant.to_string(), partition, window)).or_default();
-                let gross = transaction.postings[0].amount_minor;
-                entry.0 += i128::from(gross);
-                entry.1 += i128::from(gross - posting.amount_minor);
-                entry.2 += i128::from(posting.amount_minor);
+            if posting.account_id.starts_with("wallet:") {
+                let balance = wallets.entry(&posting.account_id).or_default();
+                *balance -= posting.signed_minor_units();
+                if *balance < 0 {
+                    fail(format!(
+                        "{} went below zero ({balance}) at {}",
+                        posting.account_id, transaction.transaction_id
+                    ));
+                }
             }
         }
+        if matches!(transaction.kind, TransactionKind::Settlement | TransactionKind::Payout) {
+            continue; // checked by reconcile below
+        }
+        if !posted.insert(&transaction.payment_id) || !approved.contains(transaction.payment_id.as_str()) {
+            fail(format!("event {} posted twice or without approval", transaction.payment_id));
+        }
+        let amount = transaction.postings[0].amount_minor;
+        match transaction.kind {
+            TransactionKind::Payment => *captured.entry(&transaction.payment_id).or_default() += amount,
+            TransactionKind::Capture => {
+                let authorization = transaction.original_payment_id.as_deref().unwrap();
+                let total = captured.entry(authorization).or_default();
+                *total += amount;
+                let authorized = decided[authorization].amount.replace('.', "").parse::<i64>().unwrap();
+                if *total > authorized {
+                    fail(format!("authorization {authorization} captured {total} of {authorized}"));
+                }
+            }
+            TransactionKind::Refund | TransactionKind::Chargeback => {
+                let original = transaction.original_payment_id.as_deref().unwrap();
+                // A capture's returns count against its authorization.
+                let original = decided[original].original_payment_id.as_deref().unwrap_or(original);
+                let total = returned.entry(original).or_default();
+                *total += amount;
+                if *total > captured.get(original).copied().unwrap_or(0) {
+                    fail(format!("payment {original} returned {total}, more than captured"));
+                }
+            }
+            _ => {}
+        }
+        let Some(decision) = decided.get(transaction.payment_id.as_str()) else { continue };
+        let Some(merchant) = &decision.merchant_id else { continue };
+        let partition = partition_for_key(decision.payer_account_id.as_bytes(), partitions);
+        let time_ms = paystream_domain::time::parse_rfc3339_ms(&transaction.event_time).unwrap();
+        let window = time_ms.div_euclid(24 * HOUR_MS) * 24 * HOUR_MS;
+        let entry = by_window.entry((merchant.clone(), partition, window)).or_default();
+        let merchant_account = format!("merchant:{merchant}");
+        let to_merchant: i128 = transaction
+            .postings
+            .iter()
+            .filter(|p| p.account_id == merchant_account)
+            .map(|p| -i128::from(p.signed_minor_units()))
+            .sum();
+        if matches!(transaction.kind, TransactionKind::Payment | TransactionKind::Capture) {
+            entry.0 += i128::from(amount);
+            entry.1 += i128::from(amount) - to_merchant;
+        } else {
+            entry.2 -= to_merchant;
+        }
+        entry.3 += to_merchant;
     }
-    if posted.len() != approved.len() {
-        fail(format!("{} approved payments, {} ledger transactions", approved.len(), posted.len()));
+    for decision in &decisions {
+        let moves_money = !matches!(decision.kind, PaymentKind::Authorize | PaymentKind::Void);
+        let approved = decision.outcome == Outcome::Approve;
+        if (approved && moves_money) != posted.contains(decision.payment_id.as_str()) {
+            fail(format!(
+                "{:?} {} ({:?}) has no ledger transaction, or one it should not",
+                decision.kind, decision.payment_id, decision.outcome
+            ));
+        }
     }
     let mut windows = HashSet::new();
     for settlement in &settlements {
@@ -255,7 +416,13 @@ fn check(seed: u64, log: &EmbeddedLog, complete: bool) -> Coverage {
             fail("a payment was late for settlement, which this simulation never sends".into());
         }
         let sums = by_window.get(&key).copied().unwrap_or_default();
-        if (settlement.gross_minor, settlement.fees_minor, settlement.net_minor) != sums {
+        let stated = (
+            settlement.gross_minor,
+            settlement.fees_minor,
+            settlement.refunds_minor + settlement.chargebacks_minor,
+            settlement.net_minor,
+        );
+        if stated != sums {
             fail(format!("settlement {key:?} is not the sum of its postings: {settlement:?} vs {sums:?}"));
         }
     }
@@ -269,8 +436,30 @@ fn check(seed: u64, log: &EmbeddedLog, complete: bool) -> Coverage {
         dead_letters: letters.len(),
         retries: payments.len() - decisions.len() - letters.len(),
         settlements: settlements.len(),
+        ledger_declines: decisions
+            .iter()
+            .filter(|d| d.reasons.first().is_some_and(|r| LEDGER_REASONS.contains(&&**r)))
+            .count(),
+        returns: ledger
+            .iter()
+            .filter(|t| matches!(t.kind, TransactionKind::Refund | TransactionKind::Chargeback))
+            .count(),
+        captures: ledger.iter().filter(|t| t.kind == TransactionKind::Capture).count(),
+        payouts: ledger.iter().filter(|t| t.kind == TransactionKind::Payout).count(),
     }
 }
+
+/// Reasons the ledger gives when it refuses an event.
+const LEDGER_REASONS: [&str; 8] = [
+    "insufficient_funds",
+    "authorization_expired",
+    "authorization_closed",
+    "capture_exceeds_authorization",
+    "exceeds_captured_amount",
+    "original_not_found",
+    "amount_mismatch",
+    "original_not_an_authorization",
+];
 
 /// What the seeds exercised, so the simulation cannot pass by doing nothing.
 #[derive(Debug, Default)]
@@ -280,6 +469,10 @@ struct Coverage {
     dead_letters: usize,
     retries: usize,
     settlements: usize,
+    ledger_declines: usize,
+    returns: usize,
+    captures: usize,
+    payouts: usize,
 }
 
 /// Runs the pipeline; true if the injected crash happened.
@@ -343,9 +536,14 @@ fn crashes_at_random_commits_keep_every_invariant() {
         total.dead_letters += coverage.dead_letters;
         total.retries += coverage.retries;
         total.settlements += coverage.settlements;
+        total.ledger_declines += coverage.ledger_declines;
+        total.returns += coverage.returns;
+        total.captures += coverage.captures;
+        total.payouts += coverage.payouts;
     }
     eprintln!("{seeds} seeds: {total:?}");
     // Most seeds crash at least once; every kind of input and closed windows occur.
     assert!(total.crashes as u64 >= seeds / 2, "{total:?}");
     assert!(total.dead_letters > 0 && total.retries > 0 && total.settlements > 0, "{total:?}");
+    assert!(total.ledger_declines > 0 && total.returns > 0 && total.captures > 0 && total.payouts > 0, "{total:?}");
 }
