@@ -231,5 +231,48 @@ fn ledger_accounts(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, validate, operator_chain, embedded_log, fraud_features_and_models, ledger_accounts);
+/// The operator chain on wallet activity only (top-ups, then wallet payments to
+/// merchants): every event goes through the ledger operator — limits checked through the
+/// partition's accounts, records kept for refunds, postings written, settlement counted.
+/// Throughput in postings; parsing, deduplication, features and scoring are included,
+/// so the ledger operator alone is faster than this.
+fn ledger_operator(c: &mut Criterion) {
+    const BATCHES: usize = 20;
+    let records = paystream_benches::wallet_records(BATCHES * BATCH);
+    let config = Arc::new(OperatorConfig::default());
+    let run = |processor: &mut PartitionProcessor, out: &mut OutputBatch| {
+        let mut postings = 0;
+        for chunk in records.chunks(BATCH) {
+            let inputs: Vec<InputRecord<'_>> =
+                chunk.iter().enumerate().map(|(i, r)| InputRecord { offset: i as u64, key: b"", value: r }).collect();
+            out.clear();
+            processor.process_batch("payments", &inputs, TerminalView::NONE, out);
+            postings += out.ledger.iter().map(|t| t.postings.len()).sum::<usize>();
+        }
+        postings
+    };
+    let mut out = OutputBatch::default();
+    let postings = run(&mut PartitionProcessor::new(config.clone(), default_model(&config), 0), &mut out);
+    let mut group = c.benchmark_group("ledger");
+    group.throughput(Throughput::Elements(postings as u64));
+    group.sample_size(20);
+    group.bench_function("operator_chain_wallet_postings", |b| {
+        b.iter_batched(
+            || PartitionProcessor::new(config.clone(), default_model(&config), 0),
+            |mut processor| run(&mut processor, &mut out),
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    validate,
+    operator_chain,
+    embedded_log,
+    fraud_features_and_models,
+    ledger_accounts,
+    ledger_operator
+);
 criterion_main!(benches);

@@ -24,3 +24,29 @@ pub fn payment_records(count: usize) -> Vec<Vec<u8>> {
         })
         .collect()
 }
+
+/// `count` events of wallet activity as JSON bytes: the simulator's payments (seed 7) paid
+/// from wallets (`channel: wallet`), each customer's first preceded by a top-up that
+/// funds all of them. Every event moves money: a top-up 2 postings, a payment 3.
+pub fn wallet_records(count: usize) -> Vec<Vec<u8>> {
+    let mut funded = std::collections::HashSet::new();
+    let mut records = Vec::with_capacity(count);
+    for payment in payment_records(count) {
+        if records.len() + 2 > count {
+            break;
+        }
+        let text = String::from_utf8(payment).expect("JSON is UTF-8");
+        let parsed = Payment::from_json(text.as_bytes()).expect("valid");
+        if funded.insert(parsed.payer_account_id.clone()) {
+            let top_up = format!(
+                r#"{{"type":"top_up","payment_id":"top-up-{}","payer_account_id":"{}","amount":"1000000.00","currency":"EUR","event_time":"{}","channel":"bank_transfer"}}"#,
+                parsed.payer_account_id,
+                parsed.payer_account_id,
+                paystream_domain::time::format_rfc3339_ms(parsed.event_time_ms),
+            );
+            records.push(top_up.into_bytes());
+        }
+        records.push(text.replace(r#""channel":"card_present""#, r#""channel":"wallet""#).into_bytes());
+    }
+    records
+}

@@ -89,6 +89,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         rate_per_second: None,
         terminals_per_merchant: 10,
         genuine_labels: false,
+        wallet_customers_percent: 0,
     };
     let no_progress = AtomicU64::new(0);
     let no_stop = AtomicBool::new(false);

@@ -141,7 +141,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     let topics = paystream_pipeline::runtime::ensure_topics(log.as_ref(), &config)?;
     let pipeline = crate::pipeline(log.clone(), &data_dir, config, metrics.clone())?;
     let model_version = pipeline.model.version().to_string();
-    let options = args.publish.options()?;
+    let options = args.publish.options(20)?;
 
     let published = AtomicU64::new(0);
     let stop_publishing = AtomicBool::new(false);
@@ -202,12 +202,14 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     println!();
     println!("  simulated        {} transactions in {simulate_seconds:.1} s", thousands(total));
     println!(
-        "  published        {} payments, {} labels",
+        "  published        {} payments as {} events ({}% of customers pay from wallets: top-ups, authorizations + captures, refunds), {} labels",
         thousands(publish_report.payments),
+        thousands(publish_report.events),
+        options.wallet_customers_percent,
         thousands(publish_report.labels)
     );
     println!(
-        "  pipeline         {} payments in {pipeline_seconds:.2} s = {} payments/s end to end, sharing the CPU with the producer (durable: fdatasync per commit, {} commits)",
+        "  pipeline         {} events in {pipeline_seconds:.2} s = {} events/s end to end, sharing the CPU with the producer (durable: fdatasync per commit, {} commits)",
         thousands(run_report.input_records),
         thousands((run_report.input_records as f64 / pipeline_seconds.max(1e-9)) as u64),
         thousands(run_report.commits)
@@ -219,6 +221,11 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         thousands(count(Outcome::Decline)),
         thousands(run_report.counters.retries)
     );
+    let declines: Vec<String> =
+        summary.ledger_declines.iter().map(|(reason, n)| format!("{reason} {}", thousands(*n))).collect();
+    if !declines.is_empty() {
+        println!("                   declined by the ledger: {}", declines.join(", "));
+    }
     println!(
         "  fraud            caught {} of {} ({:.1} %) · missed {} · false alarms {} (precision {:.1} %; {model_version}; labels arrive {} days late)",
         thousands(caught),
@@ -236,20 +243,24 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(", ")) }
     );
     let sums: Vec<String> = summary.posting_sums.iter().map(|(c, s)| money(*s, c)).collect();
+    let kinds: Vec<String> =
+        summary.ledger_by_kind.iter().map(|(kind, n)| format!("{} {}", kind.as_str(), thousands(*n))).collect();
     println!(
-        "  ledger           {} transactions · balanced: {} (sum of postings per currency: {})",
+        "  ledger           {} transactions ({}) · balanced: {} (sum of postings per currency: {})",
         thousands(summary.ledger_transactions),
+        kinds.join(" · "),
         if summary.ledger_balanced() { "yes" } else { "NO" },
         if sums.is_empty() { "none".to_string() } else { sums.join(", ") }
     );
     for (currency, totals) in &summary.settlements {
         println!(
-            "  settlement       {currency}: {} merchant windows closed, {} payments ({} late): gross {} · fees {} · net payout {}",
+            "  settlement       {currency}: {} merchant windows closed, {} payments ({} late): gross {} · fees {} · refunds {} · net paid out {}",
             thousands(totals.windows),
             thousands(totals.payments),
             thousands(totals.late_payments),
             money(totals.gross_minor, currency),
             money(totals.fees_minor, currency),
+            money(totals.returns_minor, currency),
             money(totals.net_minor, currency)
         );
     }
@@ -263,10 +274,9 @@ pub fn demo(args: DemoArgs) -> Result<()> {
             format!("{} DIFFERENCES", reconciliation.mismatches.len())
         }
     );
-    let settled: u64 = summary.settlements.values().map(|t| t.payments).sum();
     println!(
-        "                   {} approved payments still in open windows (they close as event time advances)",
-        thousands(summary.ledger_transactions.saturating_sub(settled))
+        "                   {} transactions still in open windows (they close as event time advances)",
+        thousands(reconciliation.open_transactions as u64)
     );
     if args.data_dir.is_none() {
         println!("  data             deleted (use --data-dir DIR to keep it and inspect with `paystream log dump`)");
@@ -282,8 +292,8 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         bail!("{} settlements differ from their postings, e.g. {first}", summary.reconciliation.mismatches.len());
     }
     let accounted = summary.decided.len() as u64 + dead_letters + run_report.counters.retries;
-    if !control.stopped() && accounted != publish_report.payments {
-        bail!("{} payments published but {accounted} decided, dead-lettered or retried", publish_report.payments);
+    if !control.stopped() && accounted != publish_report.events {
+        bail!("{} events published but {accounted} decided, dead-lettered or retried", publish_report.events);
     }
     Ok(())
 }

@@ -68,6 +68,21 @@ pub fn dump(log: &dyn Log, topic: &Topic, partition: Option<u32>, out: &mut impl
     Ok(count)
 }
 
+/// The reason codes the ledger declines with (see `paystream_operators::ledger::refusal_reason`).
+const LEDGER_REASONS: [&str; 11] = [
+    "insufficient_funds",
+    "currency_mismatch",
+    "authorization_expired",
+    "authorization_closed",
+    "capture_exceeds_authorization",
+    "exceeds_captured_amount",
+    "amount_mismatch",
+    "original_not_found",
+    "original_mismatch",
+    "original_not_an_authorization",
+    "balance_overflow",
+];
+
 /// Totals of one currency over closed settlement windows.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SettlementTotals {
@@ -76,6 +91,8 @@ pub struct SettlementTotals {
     pub late_payments: u64,
     pub gross_minor: i128,
     pub fees_minor: i128,
+    /// Refunds and chargebacks.
+    pub returns_minor: i128,
     pub net_minor: i128,
 }
 
@@ -84,7 +101,10 @@ pub struct SettlementTotals {
 pub struct OutputSummary {
     pub decisions: BTreeMap<Outcome, u64>,
     pub decided: Vec<(String, Outcome)>,
+    /// Declines by the ledger's reason (insufficient_funds, …).
+    pub ledger_declines: BTreeMap<String, u64>,
     pub ledger_transactions: u64,
+    pub ledger_by_kind: BTreeMap<paystream_domain::TransactionKind, u64>,
     pub unbalanced_transactions: u64,
     /// Sum of signed postings per currency; all zero when the ledger balances.
     pub posting_sums: BTreeMap<String, i128>,
@@ -105,6 +125,9 @@ pub fn summarize_outputs(log: &dyn Log, topics: &paystream_pipeline::PipelineTop
     scan(log, &topics.decisions, None, |_, record| {
         let decision: Decision = serde_json::from_slice(&record.value).context("decode decision")?;
         *summary.decisions.entry(decision.outcome).or_default() += 1;
+        if let Some(reason) = decision.reasons.first().filter(|r| LEDGER_REASONS.contains(&&***r)) {
+            *summary.ledger_declines.entry(reason.to_string()).or_default() += 1;
+        }
         summary.decided.push((decision.payment_id, decision.outcome));
         Ok(())
     })?;
@@ -120,6 +143,7 @@ pub fn summarize_outputs(log: &dyn Log, topics: &paystream_pipeline::PipelineTop
         reconciler.add(&transaction);
         let sum: i128 = transaction.postings.iter().map(|p| i128::from(p.signed_minor_units())).sum();
         summary.ledger_transactions += 1;
+        *summary.ledger_by_kind.entry(transaction.kind).or_default() += 1;
         if sum != 0 {
             summary.unbalanced_transactions += 1;
         }
@@ -135,6 +159,7 @@ pub fn summarize_outputs(log: &dyn Log, topics: &paystream_pipeline::PipelineTop
         totals.late_payments += settlement.late_payment_count;
         totals.gross_minor += settlement.gross_minor;
         totals.fees_minor += settlement.fees_minor;
+        totals.returns_minor += settlement.refunds_minor + settlement.chargebacks_minor;
         totals.net_minor += settlement.net_minor;
         Ok(())
     })?;

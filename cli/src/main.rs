@@ -400,6 +400,19 @@ pub struct PipelineArgs {
     /// with payments per day × days (about 100 bytes each).
     #[arg(long, env = "PAYSTREAM_PAYMENT_ID_RETENTION_DAYS", default_value_t = 7)]
     pub payment_id_retention_days: u32,
+    /// How long (event time) an approved payment can be refunded or charged back: its
+    /// record (about 100 bytes) is kept that long; later refunds are declined
+    /// `original_not_found`.
+    #[arg(long, env = "PAYSTREAM_REFUND_WINDOW_DAYS", default_value_t = 30)]
+    pub refund_window_days: u32,
+    /// An authorization neither captured nor voided this many hours (event time) after
+    /// it is released (`paystream_holds_expired_total`).
+    #[arg(long, env = "PAYSTREAM_AUTHORIZATION_TIMEOUT_HOURS", default_value_t = 168)]
+    pub authorization_timeout_hours: u32,
+    /// How far below zero a wallet may go, in the wallet currency's minor units (0:
+    /// never; wallet payments beyond the balance are declined `insufficient_funds`).
+    #[arg(long, env = "PAYSTREAM_WALLET_OVERDRAFT_MINOR", default_value_t = 0)]
+    pub wallet_overdraft_minor: i64,
 }
 
 impl PipelineArgs {
@@ -425,6 +438,9 @@ impl PipelineArgs {
         config.operators.settlement_window_ms = i64::from(self.settlement_window_minutes) * 60_000;
         config.operators.dedupe_retention_ms = i64::from(self.payment_id_retention_days) * MILLIS_PER_DAY;
         config.operators.settlement_allowed_lateness_ms = i64::from(self.settlement_lateness_minutes) * 60_000;
+        config.operators.refund_window_ms = i64::from(self.refund_window_days) * MILLIS_PER_DAY;
+        config.operators.authorization_timeout_ms = i64::from(self.authorization_timeout_hours) * 3_600_000;
+        config.operators.wallet_overdraft_minor = self.wallet_overdraft_minor;
         config.operators.fees = match &self.fee_schedule {
             Some(path) => {
                 let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
@@ -503,16 +519,28 @@ pub struct PublishArgs {
     /// only fraud is reported, as chargebacks and fraud reports are.
     #[arg(long)]
     pub genuine_labels: bool,
+    /// This share of customers (0-100, by a hash of the id) pays from a paystream wallet:
+    /// top-ups when the wallet runs low, 1 payment in 5 as an authorization and its
+    /// capture, 1 in 20 half refunded. Default: 20 for `demo`, 0 otherwise (CSV replays
+    /// stay the handbook's card payments).
+    #[arg(long)]
+    pub wallet_customers_percent: Option<u32>,
 }
 
 impl PublishArgs {
-    pub fn options(&self) -> Result<publish::PublishOptions> {
+    /// The options, with `wallet_customers_percent` defaulting to `default_wallet_percent`.
+    pub fn options(&self, default_wallet_percent: u32) -> Result<publish::PublishOptions> {
+        let wallet_customers_percent = self.wallet_customers_percent.unwrap_or(default_wallet_percent);
+        if wallet_customers_percent > 100 {
+            bail!("--wallet-customers-percent is a percentage (0-100), not {wallet_customers_percent}");
+        }
         Ok(publish::PublishOptions {
             currency: Currency::from_code(&self.currency)?,
             label_delay_ms: i64::from(self.label_delay_days) * MILLIS_PER_DAY,
             rate_per_second: self.rate.filter(|r| *r > 0),
             terminals_per_merchant: self.terminals_per_merchant.max(1),
             genuine_labels: self.genuine_labels,
+            wallet_customers_percent,
         })
     }
 }
@@ -746,7 +774,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
         &topics,
         &config,
         &transactions,
-        &args.publish.options()?,
+        &args.publish.options(0)?,
         &progress,
         &stop,
     )?;
@@ -759,7 +787,7 @@ fn replay(args: ReplayArgs) -> Result<()> {
     let pipeline_config = args.log.pipeline_config()?;
     let topics = paystream_pipeline::runtime::ensure_topics(log.as_ref(), &pipeline_config)?;
     let progress = AtomicU64::new(0);
-    let report = publish::replay(log.as_ref(), &topics, &args.file, &args.publish.options()?, &progress)?;
+    let report = publish::replay(log.as_ref(), &topics, &args.file, &args.publish.options(0)?, &progress)?;
     println!(
         "replayed {}: {} payments, {} labels, {} unreadable rows to the dead-letter topic",
         args.file.display(),

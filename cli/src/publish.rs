@@ -32,7 +32,14 @@ pub struct PublishOptions {
     /// carries fraud reports (chargebacks, confirmed fraud) and a payment without one is
     /// genuine, which is all the terminal features need.
     pub genuine_labels: bool,
+    /// This share of customers (0–100, chosen by a hash of the id) pays from a wallet:
+    /// see [`Publisher::wallet_payment`].
+    pub wallet_customers_percent: u32,
 }
+
+/// A wallet customer's top-up: at least this much (minor units), or three times the
+/// payment that needs it.
+const WALLET_TOP_UP_MIN_MINOR: i64 = 500_00;
 
 /// The merchant of a handbook terminal: `M<terminal / terminals_per_merchant>` for
 /// numeric ids, the terminal itself otherwise.
@@ -45,7 +52,10 @@ pub fn merchant_of(terminal: &str, terminals_per_merchant: u32) -> Cow<'_, str> 
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PublishReport {
+    /// Transactions (rows) published; a wallet customer's may be several events.
     pub payments: u64,
+    /// Records on the payments topic: payments and their top-ups, captures, refunds.
+    pub events: u64,
     pub labels: u64,
     pub dead_letters: u64,
 }
@@ -98,6 +108,9 @@ struct Publisher<'a> {
     started: Instant,
     progress: &'a AtomicU64,
     value: Vec<u8>,
+    /// What each wallet customer's wallet holds, as far as the publisher knows (declined
+    /// payments leave more).
+    wallets: std::collections::HashMap<String, i64>,
 }
 
 impl<'a> Publisher<'a> {
@@ -117,7 +130,76 @@ impl<'a> Publisher<'a> {
             started: Instant::now(),
             progress,
             value: Vec::with_capacity(512),
+            wallets: Default::default(),
         }
+    }
+
+    fn is_wallet_customer(&self, customer: &str) -> bool {
+        xxhash_rust::xxh3::xxh3_64(customer.as_bytes()) % 100 < u64::from(self.options.wallet_customers_percent)
+    }
+
+    /// A wallet customer's payment: a top-up first when the wallet would not cover it;
+    /// then, by a hash of the payment id, an authorization and its full capture (1 in 5)
+    /// or a wallet payment; and for 1 in 20, a refund of half of it. The authorization or
+    /// payment carries `payment_id` (labels name it); the others add `-top-up`,
+    /// `-capture`, `-refund`. Event times stay in order: +1 ms and +2 ms.
+    fn wallet_payment(
+        &mut self,
+        payment_id: &str,
+        customer: &str,
+        terminal: &str,
+        amount: &str,
+        time_ms: i64,
+    ) -> Result<()> {
+        let currency = self.options.currency;
+        let amount_minor = paystream_domain::Money::parse(amount, currency)
+            .with_context(|| format!("payment {payment_id}: amount {amount:?}"))?
+            .minor_units();
+        let merchant = merchant_of(terminal, self.options.terminals_per_merchant).into_owned();
+        let balance = self.wallets.entry(customer.to_string()).or_insert(0);
+        let mut events: Vec<(String, &str, Option<&str>, i64, i64)> = Vec::with_capacity(4);
+        if *balance < amount_minor {
+            let top_up = WALLET_TOP_UP_MIN_MINOR.max(amount_minor.saturating_mul(3));
+            *balance += top_up;
+            events.push((format!("{payment_id}-top-up"), "top_up", None, top_up, time_ms));
+        }
+        *balance -= amount_minor;
+        let roll = xxhash_rust::xxh3::xxh3_64(payment_id.as_bytes()) % 100;
+        if roll < 20 {
+            events.push((payment_id.to_string(), "authorize", None, amount_minor, time_ms));
+            events.push((format!("{payment_id}-capture"), "capture", Some(payment_id), amount_minor, time_ms + 1));
+        } else {
+            events.push((payment_id.to_string(), "payment", None, amount_minor, time_ms));
+        }
+        if roll % 20 == 7 {
+            let half = (amount_minor / 2).max(1);
+            *balance += half;
+            events.push((format!("{payment_id}-refund"), "refund", Some(payment_id), half, time_ms + 2));
+        }
+        for (id, kind, original, minor, time) in events {
+            let digits = currency.minor_unit_digits();
+            let wire = PaymentWire {
+                schema: None,
+                kind: (kind != "payment").then_some(Cow::Borrowed(kind)),
+                payment_id: Cow::Borrowed(&id),
+                original_payment_id: original.map(Cow::Borrowed),
+                payer_account_id: Cow::Borrowed(customer),
+                payee_account_id: None,
+                merchant_id: (kind != "top_up").then_some(Cow::Borrowed(merchant.as_str())),
+                terminal_id: (kind != "top_up").then_some(Cow::Borrowed(terminal)),
+                amount: Cow::Owned(format_minor_units(minor, digits)),
+                currency: Cow::Borrowed(currency.code()),
+                event_time: Cow::Owned(format_rfc3339_ms(time)),
+                channel: Cow::Borrowed(if kind == "top_up" { "bank_transfer" } else { "wallet" }),
+                device_id: None,
+                geo: None,
+            };
+            self.value.clear();
+            serde_json::to_writer(&mut self.value, &wire)?;
+            self.transaction.send(&self.topics.payments, customer.as_bytes(), &self.value, now_ms())?;
+            self.report.events += 1;
+        }
+        Ok(())
     }
 
     fn payment(
@@ -133,19 +215,24 @@ impl<'a> Publisher<'a> {
             let (_, label) = self.pending_labels.pop_front().expect("checked non-empty");
             self.label(&label)?;
         }
-        self.value.clear();
-        let merchant = merchant_of(terminal, self.options.terminals_per_merchant);
-        payment_json(
-            &mut self.value,
-            payment_id,
-            customer,
-            terminal,
-            &merchant,
-            amount,
-            self.options.currency,
-            event_time_ms,
-        )?;
-        self.transaction.send(&self.topics.payments, customer.as_bytes(), &self.value, now_ms())?;
+        if self.is_wallet_customer(customer) {
+            self.wallet_payment(payment_id, customer, terminal, amount, event_time_ms)?;
+        } else {
+            self.value.clear();
+            let merchant = merchant_of(terminal, self.options.terminals_per_merchant);
+            payment_json(
+                &mut self.value,
+                payment_id,
+                customer,
+                terminal,
+                &merchant,
+                amount,
+                self.options.currency,
+                event_time_ms,
+            )?;
+            self.transaction.send(&self.topics.payments, customer.as_bytes(), &self.value, now_ms())?;
+            self.report.events += 1;
+        }
         self.report.payments += 1;
         if !is_fraud && !self.options.genuine_labels {
             return self.maybe_flush();
@@ -283,6 +370,7 @@ pub fn replay(
                 serde_json::from_str::<KeyOnly<'_>>(&line).ok().and_then(|k| k.payer_account_id).unwrap_or_default();
             publisher.transaction.send(&topics.payments, key.as_bytes(), line.as_bytes(), now_ms())?;
             publisher.report.payments += 1;
+            publisher.report.events += 1;
             publisher.maybe_flush()?;
         }
         return publisher.finish();

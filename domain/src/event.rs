@@ -838,6 +838,42 @@ mod tests {
     }
 
     #[test]
+    fn event_types_parse_round_trip_and_are_checked() {
+        let top_up = r#"{"type":"top_up","payment_id":"t","payer_account_id":"C1","amount":"5.00","currency":"EUR","event_time":"2018-04-01T00:00:00Z","channel":"bank_transfer"}"#;
+        let payment = Payment::from_json(top_up.as_bytes()).unwrap();
+        assert_eq!((payment.kind, &payment.payee), (PaymentKind::TopUp, &Payee::OwnWallet));
+        let refund =
+            GOOD.replace(r#""payment_id":"p-1""#, r#""type":"refund","payment_id":"r-1","original_payment_id":"p-1""#);
+        let payment = Payment::from_json(refund.as_bytes()).unwrap();
+        assert_eq!((payment.kind, payment.original_payment_id.as_deref()), (PaymentKind::Refund, Some("p-1")));
+        for event in [top_up, &refund] {
+            let payment = Payment::from_json(event.as_bytes()).unwrap();
+            let json = serde_json::to_vec(&payment.to_wire()).unwrap();
+            assert_eq!(Payment::from_json(&json).unwrap(), payment);
+        }
+        // A plain payment hashes as it did before types existed; a type changes the hash.
+        let plain = Payment::from_json(GOOD.as_bytes()).unwrap();
+        let typed = Payment::from_json(GOOD.replace(r#""payment_id""#, r#""type":"payment","payment_id""#).as_bytes());
+        assert_eq!(typed.unwrap().content_hash(), plain.content_hash());
+        let authorize = GOOD.replace(r#""payment_id""#, r#""type":"authorize","payment_id""#);
+        assert_ne!(Payment::from_json(authorize.as_bytes()).unwrap().content_hash(), plain.content_hash());
+
+        let with_type = |kind: &str| GOOD.replace(r#""payment_id""#, &format!(r#""type":"{kind}","payment_id""#));
+        assert_eq!(reason(&with_type("teleport")), RejectReason::InvalidField);
+        assert_eq!(reason(&with_type("capture")), RejectReason::MissingField, "a capture names its authorization");
+        let extra = GOOD.replace(r#""payment_id":"p-1""#, r#""payment_id":"p-1","original_payment_id":"p-0""#);
+        assert_eq!(reason(&extra), RejectReason::InvalidField, "a payment has no original");
+        assert_eq!(reason(&with_type("top_up")), RejectReason::InvalidField, "a top-up has no payee");
+        let from_wallet = top_up.replace("bank_transfer", "wallet");
+        assert_eq!(reason(&from_wallet), RejectReason::InvalidField, "a top-up comes from outside the wallet");
+        assert_eq!(
+            reason(&top_up.replace(r#""type":"top_up","#, "")),
+            RejectReason::MissingField,
+            "a payment needs a payee"
+        );
+    }
+
+    #[test]
     fn reason_names_match_serde() {
         for reason in RejectReason::ALL {
             assert_eq!(serde_json::to_string(&reason).unwrap(), format!("\"{}\"", reason.as_str()));

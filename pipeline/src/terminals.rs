@@ -223,10 +223,14 @@ pub(crate) fn run_indexer(
             }
             let records = log.fetch(&topics.payments, p as u32, state.progress.position, config.batch_records_max)?;
             for record in &records {
-                // Invalid payments are the payer partition's to dead-letter; they are not indexed.
+                // Invalid payments are the payer partition's to dead-letter; they are not
+                // indexed. Nor are captures, voids, refunds and top-ups: terminal features
+                // count payments and authorizations, as the payer's windows do.
                 if let Ok(payment) = Payment::from_json(&record.value) {
-                    let terminal = key_hash(payment.terminal_id().unwrap_or(""));
-                    new_payments.push((payment_hash(&payment.payment_id), terminal, payment.event_time_ms));
+                    if payment.kind.is_scored() {
+                        let terminal = key_hash(payment.terminal_id().unwrap_or(""));
+                        new_payments.push((payment_hash(&payment.payment_id), terminal, payment.event_time_ms));
+                    }
                     state.progress.max_event_time_ms = state.progress.max_event_time_ms.max(payment.event_time_ms);
                 }
             }
