@@ -3,7 +3,7 @@
 //! Bytes per remembered id: 16 (id hash) + 8 (content hash) + 8 (event time) in the map
 //! plus 32 in the eviction queue, ~64 bytes with hash-table overhead ≈ 100.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +19,7 @@ pub enum Seen {
 
 #[derive(Default)]
 pub struct DedupeState {
-    entries: HashMap<u128, (u64, i64)>,
+    entries: crate::ledger::IdHashMap<(u64, i64)>,
     /// (event time, id) in insertion order, for eviction by event time.
     order: VecDeque<(i64, u128)>,
 }

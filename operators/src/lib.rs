@@ -503,13 +503,11 @@ impl PartitionProcessor {
             let applied = self.apply(StateOp::Watermark { max_event_time_ms }, out);
             out.counters.holds_expired += applied.expired_holds.len() as u64;
             out.counters.count(OperatorId::Settlement).records_out += applied.closed_settlements.len() as u64;
-            for settlement in &applied.closed_settlements {
-                out.ledger.extend(settlement::payout_transactions(
-                    settlement,
-                    &self.config.settlement_account_id,
-                    &self.config.bank_account_id,
-                ));
-            }
+            out.ledger.extend(settlement::payout_transactions(
+                &applied.closed_settlements,
+                &self.config.settlement_account_id,
+                &self.config.bank_account_id,
+            ));
             out.settlements.extend(applied.closed_settlements);
         }
         consumed
@@ -713,7 +711,7 @@ impl PartitionProcessor {
             if account.kind == accounts::AccountKind::CustomerWallet {
                 account.overdraft_limit_minor = Some(self.config.wallet_overdraft_minor);
             }
-            self.apply(StateOp::OpenAccount { account }, out);
+            self.apply(StateOp::OpenAccount { account: Box::new(account) }, out);
         }
         funding.state_account(payer_account_id, currency)
     }
@@ -727,13 +725,13 @@ impl PartitionProcessor {
         payment: &Payment,
         out: &mut OutputBatch,
     ) -> Result<(), &'static str> {
-        let transfer = Transfer {
+        let transfer = Box::new(Transfer {
             id: id.to_string(),
             kind,
             amount_minor,
             currency: payment.amount.currency(),
             time_ms: payment.event_time_ms,
-        };
+        });
         match self.apply(StateOp::Transfer { transfer }, out).transfer {
             Some(Err(error)) => Err(ledger::refusal_reason(&error)),
             _ => Ok(()),

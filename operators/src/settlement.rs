@@ -187,53 +187,82 @@ pub fn merchant_account(merchant_id: &str) -> String {
     format!("merchant:{merchant_id}")
 }
 
-/// The two ledger transactions paying a closed settlement out: its net from the merchant
-/// account to `settlement_account` (transaction `settle:<id>`), then from there to
-/// `bank_account` (`payout:<id>`). A negative net (refunds beyond the window's income)
-/// runs the other way: the merchant owes it. A zero net moves nothing: no transactions.
-/// Amounts beyond one posting's i64 are split over several postings.
+/// Most merchant legs in one `settle:` transaction; a window closing with more merchants
+/// is paid out over several (each balanced), so a ledger record stays well under
+/// `RECORD_BYTES_MAX` (about 80 bytes of JSON per leg).
+pub const SETTLEMENT_LEGS_PER_TRANSACTION_MAX: usize = 4_096;
+
+/// The ledger transactions paying out settlements that closed together: for each
+/// (window, currency, partition) — one settlement id suffix — a `settle:<suffix>`
+/// transaction moving each merchant's net from `merchant:<id>` to `settlement_account`
+/// (split over several, `settle:<suffix>#<n>`, beyond
+/// [`SETTLEMENT_LEGS_PER_TRANSACTION_MAX`] merchants), then one `payout:<suffix>`
+/// transaction moving their total from `settlement_account` to `bank_account`. A
+/// negative net (refunds beyond the window's income) runs the other way: the merchant
+/// owes it; a zero net moves nothing. Their `payment_id` is the suffix: a merchant leg
+/// belongs to the settlement `<merchant id><suffix>`. Amounts beyond one posting's i64
+/// are split over several postings.
 pub fn payout_transactions(
-    settlement: &Settlement,
+    settlements: &[Settlement],
     settlement_account: &str,
     bank_account: &str,
 ) -> Vec<LedgerTransaction> {
-    if settlement.net_minor == 0 {
-        return Vec::new();
+    let mut groups: BTreeMap<String, (Currency, String, Vec<&Settlement>)> = BTreeMap::new();
+    for settlement in settlements {
+        let start = paystream_domain::time::parse_rfc3339_ms(&settlement.window_start).unwrap_or(0);
+        let suffix = settlement_id_suffix(settlement.currency, start, settlement.source_partition);
+        let group = groups.entry(suffix).or_insert_with(|| (settlement.currency, settlement.window_end.clone(), Vec::new()));
+        group.2.push(settlement);
     }
-    let (out, into) = if settlement.net_minor > 0 {
-        (Direction::Debit, Direction::Credit)
-    } else {
-        (Direction::Credit, Direction::Debit)
-    };
-    let legs = |from: &str, to: &str| {
-        let mut postings = Vec::new();
-        let mut rest = settlement.net_minor.unsigned_abs();
-        while rest > 0 {
-            let amount_minor = i64::try_from(rest).unwrap_or(i64::MAX);
-            rest -= amount_minor as u128;
-            postings.push(LedgerPosting { account_id: from.to_string(), direction: out, amount_minor });
-            postings.push(LedgerPosting { account_id: to.to_string(), direction: into, amount_minor });
+    let mut transactions = Vec::new();
+    for (suffix, (currency, window_end, members)) in groups {
+        let transaction = |kind: TransactionKind, id: String, postings| LedgerTransaction {
+            transaction_id: id,
+            kind,
+            payment_id: suffix.clone(),
+            original_payment_id: None,
+            event_time: window_end.clone(),
+            currency,
+            postings,
+            settlement_id: None,
+        };
+        let paying: Vec<&Settlement> = members.into_iter().filter(|s| s.net_minor != 0).collect();
+        let chunks = paying.chunks(SETTLEMENT_LEGS_PER_TRANSACTION_MAX);
+        let chunk_count = chunks.len();
+        let mut total: i128 = 0;
+        for (n, chunk) in chunks.enumerate() {
+            let mut postings = Vec::with_capacity(chunk.len() + 1);
+            let mut chunk_total: i128 = 0;
+            for settlement in chunk {
+                // The merchant is debited its net: a positive net leaves its account.
+                legs(&mut postings, &merchant_account(&settlement.merchant_id), settlement.net_minor);
+                chunk_total += settlement.net_minor;
+            }
+            legs(&mut postings, settlement_account, -chunk_total);
+            total += chunk_total;
+            let id = if chunk_count == 1 { format!("settle:{suffix}") } else { format!("settle:{suffix}#{n}") };
+            transactions.push(transaction(TransactionKind::Settlement, id, postings));
         }
-        postings
-    };
-    let transaction = |kind: TransactionKind, prefix: &str, postings| LedgerTransaction {
-        transaction_id: format!("{prefix}:{}", settlement.settlement_id),
-        kind,
-        payment_id: settlement.settlement_id.clone(),
-        original_payment_id: None,
-        event_time: settlement.window_end.clone(),
-        currency: settlement.currency,
-        postings,
-        settlement_id: Some(settlement.settlement_id.clone()),
-    };
-    vec![
-        transaction(
-            TransactionKind::Settlement,
-            "settle",
-            legs(&merchant_account(&settlement.merchant_id), settlement_account),
-        ),
-        transaction(TransactionKind::Payout, "payout", legs(settlement_account, bank_account)),
-    ]
+        if total != 0 {
+            let mut postings = Vec::with_capacity(2);
+            legs(&mut postings, settlement_account, total);
+            legs(&mut postings, bank_account, -total);
+            transactions.push(transaction(TransactionKind::Payout, format!("payout:{suffix}"), postings));
+        }
+    }
+    transactions
+}
+
+/// Appends postings of `signed_minor` (debit if positive, credit if negative) to
+/// `account`, split into amounts that fit a posting's i64.
+fn legs(postings: &mut Vec<LedgerPosting>, account: &str, signed_minor: i128) {
+    let direction = if signed_minor > 0 { Direction::Debit } else { Direction::Credit };
+    let mut rest = signed_minor.unsigned_abs();
+    while rest > 0 {
+        let amount_minor = i64::try_from(rest).unwrap_or(i64::MAX);
+        rest -= amount_minor as u128;
+        postings.push(LedgerPosting { account_id: account.to_string(), direction, amount_minor });
+    }
 }
 
 /// What `paystream reconcile` found: every settlement against the ledger transactions
@@ -269,6 +298,10 @@ pub struct Reconciler {
     settlements: Vec<Settlement>,
     /// Settlement id → (merchant account, sums).
     sums: std::collections::HashMap<String, (String, PostingSums)>,
+    /// Settlement id suffix → what its `payout:` transactions moved to the bank.
+    paid_out: std::collections::HashMap<String, i128>,
+    /// Settlement legs naming no emitted settlement.
+    orphans: Vec<String>,
     transactions: usize,
     open_transactions: usize,
 }
@@ -283,10 +316,8 @@ struct PostingSums {
     income: i128,
     refunds: i128,
     chargebacks: i128,
-    /// Net debited from the merchant by the `settle:` transaction.
+    /// Net debited from the merchant by its leg of a `settle:` transaction.
     settled: i128,
-    /// Net credited to the external (bank) side by the `payout:` transaction.
-    paid_out: i128,
     currencies: Vec<Currency>,
 }
 
@@ -296,10 +327,45 @@ impl Reconciler {
             .iter()
             .map(|s| (s.settlement_id.clone(), (format!("merchant:{}", s.merchant_id), PostingSums::default())))
             .collect();
-        Reconciler { settlements, sums, transactions: 0, open_transactions: 0 }
+        Reconciler {
+            settlements,
+            sums,
+            paid_out: Default::default(),
+            orphans: Vec::new(),
+            transactions: 0,
+            open_transactions: 0,
+        }
     }
 
     pub fn add(&mut self, transaction: &LedgerTransaction) {
+        match transaction.kind {
+            TransactionKind::Settlement => {
+                // Each merchant leg belongs to the settlement `<merchant><suffix>`.
+                for posting in &transaction.postings {
+                    let Some(merchant) = posting.account_id.strip_prefix("merchant:") else { continue };
+                    let id = settlement_id_with_suffix(merchant, &transaction.payment_id);
+                    match self.sums.get_mut(&id) {
+                        Some((_, sums)) => sums.settled += i128::from(posting.signed_minor_units()),
+                        None => self.orphans.push(format!("{}: settles {id}, which was not emitted", transaction.transaction_id)),
+                    }
+                }
+                return;
+            }
+            TransactionKind::Payout => {
+                // The bank's side: every posting not on the settlement account's side,
+                // i.e. the credits (debits, for a negative total) of the last account.
+                let bank = transaction.postings.last().map(|p| p.account_id.as_str()).unwrap_or_default();
+                let paid: i128 = transaction
+                    .postings
+                    .iter()
+                    .filter(|p| p.account_id == bank)
+                    .map(|p| -i128::from(p.signed_minor_units()))
+                    .sum();
+                *self.paid_out.entry(transaction.payment_id.clone()).or_default() += paid;
+                return;
+            }
+            _ => {}
+        }
         let Some(id) = transaction.settlement_id.as_deref() else { return };
         self.transactions += 1;
         let Some((merchant_account, sums)) = self.sums.get_mut(id) else {
@@ -334,18 +400,7 @@ impl Reconciler {
                 sums.chargeback_count += 1;
                 sums.chargebacks += merchant_signed();
             }
-            TransactionKind::Settlement => sums.settled += merchant_signed(),
-            TransactionKind::Payout => {
-                // The leg leaving paystream: the credits (debits, for a negative net) of
-                // the account the settlement account pays into, i.e. every posting after
-                // the first of each pair.
-                for pair in transaction.postings.chunks(2) {
-                    if let [_, to] = pair {
-                        sums.paid_out -= i128::from(to.signed_minor_units());
-                    }
-                }
-            }
-            TransactionKind::TopUp => {}
+            TransactionKind::Settlement | TransactionKind::Payout | TransactionKind::TopUp => {}
         }
     }
 
@@ -384,12 +439,30 @@ impl Reconciler {
                 ("chargebacks_minor", settlement.chargebacks_minor, found.chargebacks),
                 ("net_minor", settlement.net_minor, net),
                 ("settled (merchant → settlement)", settlement.net_minor, found.settled),
-                ("paid out (settlement → bank)", settlement.net_minor, found.paid_out),
             ];
             for (field, stated, summed) in fields {
                 if stated != summed {
                     report.mismatches.push(format!("{id}: {field} is {stated}, its postings sum to {summed}"));
                 }
+            }
+        }
+        report.mismatches.extend(self.orphans);
+        // Each group of settlements closed together is paid out to the bank in total.
+        let mut nets: BTreeMap<String, i128> = BTreeMap::new();
+        for settlement in &self.settlements {
+            let start = paystream_domain::time::parse_rfc3339_ms(&settlement.window_start).unwrap_or(0);
+            let suffix = settlement_id_suffix(settlement.currency, start, settlement.source_partition);
+            *nets.entry(suffix).or_default() += settlement.net_minor;
+        }
+        for (suffix, paid) in &self.paid_out {
+            if !nets.contains_key(suffix) && *paid != 0 {
+                report.mismatches.push(format!("payout:{suffix}: pays out {paid} for settlements not emitted"));
+            }
+        }
+        for (suffix, net) in nets {
+            let paid = self.paid_out.get(&suffix).copied().unwrap_or(0);
+            if paid != net {
+                report.mismatches.push(format!("payout:{suffix}: paid {paid} to the bank, its settlements' nets sum to {net}"));
             }
         }
         report
@@ -475,8 +548,9 @@ mod tests {
         let closed = state.close(W, W, 0);
         assert_eq!(closed[0].settlement_id, id);
         assert_eq!((closed[0].refund_count, closed[0].refunds_minor, closed[0].net_minor), (1, 30, 117));
-        let payouts = payout_transactions(&closed[0], "settlement", "bank");
+        let payouts = payout_transactions(&closed, "settlement", "bank");
         assert_eq!(payouts.len(), 2);
+        assert_eq!(payouts[0].transaction_id, "settle:/EUR/1970-01-01T00:00:00.000Z/p0");
         assert_eq!(payouts[0].postings[0], posting("merchant:m1", Direction::Debit, 117));
         assert_eq!(payouts[1].postings[1], posting("bank", Direction::Credit, 117));
         let mut ledger = vec![
@@ -489,7 +563,7 @@ mod tests {
         let report = reconcile(&ledger, &closed);
         assert_eq!(
             report,
-            Reconciliation { settlements: 1, transactions: 6, open_transactions: 1, mismatches: vec![] }
+            Reconciliation { settlements: 1, transactions: 4, open_transactions: 1, mismatches: vec![] }
         );
 
         let mut tampered = closed.clone();
@@ -507,11 +581,17 @@ mod tests {
                 format!("{id}: refunds_minor is 30, its postings sum to 0"),
                 format!("{id}: net_minor is 116, its postings sum to 98"),
                 format!("{id}: settled (merchant → settlement) is 116, its postings sum to 0"),
-                format!("{id}: paid out (settlement → bank) is 116, its postings sum to 0"),
                 format!("{id}: emitted more than once"),
+                "payout:/EUR/1970-01-01T00:00:00.000Z/p0: paid 0 to the bank, its settlements' nets sum to 232".to_string(),
             ]
         );
-        assert_eq!(reconcile(&[], &closed).mismatches, [format!("{id}: no ledger transaction names it")]);
+        assert_eq!(
+            reconcile(&[], &closed).mismatches,
+            [
+                format!("{id}: no ledger transaction names it"),
+                "payout:/EUR/1970-01-01T00:00:00.000Z/p0: paid 0 to the bank, its settlements' nets sum to 117".into()
+            ]
+        );
     }
 
     #[test]
@@ -521,13 +601,14 @@ mod tests {
         state.add(&SettlementEntry { kind: EntryKind::Chargeback, ..entry("m", 25, 0) }, 0, W);
         let closed = state.close(W, W, 0);
         assert_eq!((closed[0].chargeback_count, closed[0].net_minor), (1, -16));
-        let payouts = payout_transactions(&closed[0], "settlement", "bank");
+        let payouts = payout_transactions(&closed, "settlement", "bank");
         let signed: Vec<_> =
             payouts[1].postings.iter().map(|p| (p.account_id.as_str(), p.signed_minor_units())).collect();
         assert_eq!(signed, [("settlement", 16), ("bank", -16)].map(|(a, v)| (a, -v)));
         let ledger: Vec<_> = payouts.clone();
         let mut chargeback = ledger[0].clone();
         chargeback.kind = TransactionKind::Chargeback;
+        chargeback.settlement_id = Some(closed[0].settlement_id.clone());
         chargeback.postings = vec![
             paystream_domain::LedgerPosting {
                 account_id: "merchant:m".into(),
@@ -567,13 +648,65 @@ mod tests {
             state.add(&entry("m", i64::MAX, 0), 0, W);
         }
         let closed = state.close(W, W, 0);
-        let payouts = payout_transactions(&closed[0], "settlement", "bank");
+        let payouts = payout_transactions(&closed, "settlement", "bank");
         assert_eq!(payouts[0].postings.len(), 6);
         let debits: i128 = payouts[0].postings.iter().map(|p| i128::from(p.signed_minor_units().max(0))).sum();
         assert_eq!(debits, 3 * i128::from(i64::MAX));
         assert!(
             payouts.iter().all(|t| t.postings.iter().map(|p| i128::from(p.signed_minor_units())).sum::<i128>() == 0)
         );
+    }
+
+    #[test]
+    fn settlements_closing_together_are_paid_out_in_one_batch_per_window() {
+        let mut state = SettlementState::default();
+        for merchant in ["a", "b", "c"] {
+            state.add(&entry(merchant, 100, 1), 0, W);
+        }
+        state.add(&entry("a", 50, 0), W + 1, W);
+        let closed = state.close(2 * W, W, 0);
+        assert_eq!(closed.len(), 4);
+        let payouts = payout_transactions(&closed, "settlement", "bank");
+        let ids: Vec<_> = payouts.iter().map(|t| t.transaction_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "settle:/EUR/1970-01-01T00:00:00.000Z/p0",
+                "payout:/EUR/1970-01-01T00:00:00.000Z/p0",
+                "settle:/EUR/1970-01-01T00:00:01.000Z/p0",
+                "payout:/EUR/1970-01-01T00:00:01.000Z/p0",
+            ]
+        );
+        assert_eq!(payouts[0].postings.len(), 4, "three merchant legs and the settlement account's");
+        assert_eq!(payouts[1].postings[1].amount_minor, 297);
+        let mut ledger = payouts.clone();
+        for settlement in &closed {
+            let gross = settlement.gross_minor as i64;
+            let fee = settlement.fees_minor as i64;
+            ledger.push(LedgerTransaction {
+                transaction_id: format!("pay:{}", settlement.settlement_id),
+                kind: TransactionKind::Payment,
+                payment_id: settlement.settlement_id.clone(),
+                original_payment_id: None,
+                event_time: settlement.window_start.clone(),
+                currency: Currency::EUR,
+                postings: vec![
+                    LedgerPosting { account_id: "customer:c".into(), direction: Direction::Debit, amount_minor: gross },
+                    LedgerPosting {
+                        account_id: merchant_account(&settlement.merchant_id),
+                        direction: Direction::Credit,
+                        amount_minor: gross - fee,
+                    },
+                    LedgerPosting { account_id: "fees".into(), direction: Direction::Credit, amount_minor: fee },
+                ],
+                settlement_id: Some(settlement.settlement_id.clone()),
+            });
+        }
+        assert_eq!(reconcile(&ledger, &closed).mismatches, Vec::<String>::new());
+        // A payout leg moved to another merchant is found.
+        ledger[0].postings[0].account_id = "merchant:z".into();
+        let mismatches = reconcile(&ledger, &closed).mismatches;
+        assert!(mismatches.iter().any(|m| m.contains("settles z/EUR")), "{mismatches:?}");
     }
 
     #[test]

@@ -38,11 +38,12 @@ pub enum StateOp {
     /// An approved merchant payment, capture, refund or chargeback: count it in the
     /// merchant's settlement window.
     Settle { event_time_ms: i64, entry: SettlementEntry },
-    /// Opens a ledger account (on first use).
-    OpenAccount { account: Account },
+    /// Opens a ledger account (on first use). Boxed, like `Transfer`: rare and large, they
+    /// would make every op (one per payment at least) as large as they are.
+    OpenAccount { account: Box<Account> },
     /// A transfer on the ledger's accounts ([`crate::accounts::Accounts::execute`]). It is
     /// logged whatever its outcome: applying it again gives the same outcome.
-    Transfer { transfer: Transfer },
+    Transfer { transfer: Box<Transfer> },
     /// An approved payment or authorization, for later events to refer to.
     Remember { id_hash: [u8; 16], record: PaymentRecord },
     /// A capture posted `amount_minor` of the authorization `id_hash`.
@@ -151,7 +152,7 @@ impl PartitionState {
             StateOp::SeenId { id_hash, content_hash, event_time_ms } => {
                 self.dedupe.insert(u128::from_le_bytes(*id_hash), u64::from_le_bytes(*content_hash), *event_time_ms);
             }
-            StateOp::OpenAccount { account } => self.ledger.open(account.clone()),
+            StateOp::OpenAccount { account } => self.ledger.open(Account::clone(account)),
             StateOp::Transfer { transfer } => applied.transfer = Some(self.ledger.accounts.execute(transfer)),
             StateOp::Remember { id_hash, record } => {
                 self.ledger.remember(u128::from_le_bytes(*id_hash), record.clone())
@@ -259,6 +260,13 @@ impl PartitionState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ops_stay_small() {
+        // At least one op per payment is built, moved and encoded: the rare large ones
+        // (accounts, transfers) are boxed so they do not set the size of all.
+        assert!(std::mem::size_of::<StateOp>() <= 88, "{}", std::mem::size_of::<StateOp>());
+    }
 
     #[test]
     fn bytes_of_another_format_version_are_named_as_such() {
