@@ -38,7 +38,7 @@ use thiserror::Error;
 
 use accounts::{Transfer, TransferKind};
 use dedupe::Seen;
-use ledger::{Funding, PaymentRecord};
+use ledger::Funding;
 use settlement::{EntryKind, SettlementEntry};
 pub use state::{PartitionState, StateOp};
 
@@ -344,8 +344,10 @@ impl TerminalView<'_> {
 /// A new event between deduplication and decision.
 struct Pending {
     payment: Payment,
-    id_hash: u128,
-    /// Its feature row and score, for scored kinds.
+    /// Its `Seen` (scored kinds) or `SeenId` op: applied, logged when the event is
+    /// decided (the decision adds the approval), so the changelog keeps arrival order.
+    seen: StateOp,
+    /// For scored kinds: its feature row and score.
     scored: Option<usize>,
     /// Later than the allowed lateness.
     late: bool,
@@ -488,6 +490,7 @@ impl PartitionProcessor {
         for item in pending {
             max_event_time_ms = max_event_time_ms.max(item.payment.event_time_ms);
             let Some(index) = item.scored else {
+                out.state_ops.push(item.seen);
                 self.apply_ledger_event(item.payment, out);
                 continue;
             };
@@ -497,7 +500,7 @@ impl PartitionProcessor {
                 // The model's score stays; the late reason comes first.
                 score = with_first_reason(LATE_PAYMENT_REASON, &score);
             }
-            self.decide_and_post(item.payment, item.id_hash, &score, review, out);
+            self.decide_and_post(item.payment, item.seen, &score, review, out);
         }
         if max_event_time_ms > watermark_before {
             let applied = self.apply(StateOp::Watermark { max_event_time_ms }, out);
@@ -579,15 +582,13 @@ impl PartitionProcessor {
         out.counters.count(OperatorId::Deduplicate).records_out += 1;
         if !payment.kind.is_scored() {
             let event_time_ms = payment.event_time_ms;
-            self.apply(
-                StateOp::SeenId {
-                    id_hash: id_hash.to_le_bytes(),
-                    content_hash: content_hash.to_le_bytes(),
-                    event_time_ms,
-                },
-                out,
-            );
-            self.pending.push(Pending { payment, id_hash, scored: None, late: false });
+            let seen = StateOp::SeenId {
+                id_hash: id_hash.to_le_bytes(),
+                content_hash: content_hash.to_le_bytes(),
+                event_time_ms,
+            };
+            self.state.apply(&seen, &self.config, self.partition);
+            self.pending.push(Pending { payment, seen, scored: None, late: false });
             return;
         }
 
@@ -605,19 +606,19 @@ impl PartitionProcessor {
         let keys = (customer_hash, terminal_hash);
         let row =
             feature_row(&self.state.customers, terminals.index, keys, t, amount_minor, self.config.label_delay_ms);
-        self.apply(
-            StateOp::Seen {
-                id_hash: id_hash.to_le_bytes(),
-                content_hash: content_hash.to_le_bytes(),
-                customer_hash,
-                terminal_hash,
-                event_time_ms: t,
-                amount_minor,
-            },
-            out,
-        );
+        let (id_bytes, content_bytes) = (id_hash.to_le_bytes(), content_hash.to_le_bytes());
+        self.state.seen(id_bytes, content_bytes, customer_hash, terminal_hash, t, amount_minor, &self.config);
+        let seen = StateOp::Seen {
+            id_hash: id_bytes,
+            content_hash: content_bytes,
+            customer_hash,
+            terminal_hash,
+            event_time_ms: t,
+            amount_minor,
+            approval: None,
+        };
         out.counters.count(OperatorId::Features).records_out += 1;
-        self.pending.push(Pending { payment, id_hash, scored: Some(self.rows.len()), late });
+        self.pending.push(Pending { payment, seen, scored: Some(self.rows.len()), late });
         self.rows.push(row);
     }
 
@@ -626,7 +627,7 @@ impl PartitionProcessor {
     fn decide_and_post(
         &mut self,
         payment: Payment,
-        id_hash: u128,
+        mut seen: StateOp,
         score: &Score,
         at_least_review: bool,
         out: &mut OutputBatch,
@@ -641,28 +642,38 @@ impl PartitionProcessor {
         // Only approved payments move money (and may still be refused by the ledger).
         let event_time = format_rfc3339_ms(payment.event_time_ms);
         let mut score = *score;
-        if outcome == Outcome::Approve
-            && let Err(reason) = self.post_new_money(&payment, id_hash, &event_time, out)
-        {
-            out.counters.count(OperatorId::Ledger).records_error += 1;
-            out.counters.ledger_declines += 1;
-            outcome = Outcome::Decline;
-            score = with_first_reason(reason, &score);
+        if outcome == Outcome::Approve {
+            match self.post_new_money(&payment, &event_time, out) {
+                Ok(approved) => {
+                    if let StateOp::Seen { id_hash, amount_minor, event_time_ms, approval, .. } = &mut seen {
+                        self.state.approve(*id_hash, &approved, *amount_minor, *event_time_ms);
+                        *approval = Some(approved);
+                    }
+                }
+                Err(reason) => {
+                    out.counters.count(OperatorId::Ledger).records_error += 1;
+                    out.counters.ledger_declines += 1;
+                    outcome = Outcome::Decline;
+                    score = with_first_reason(reason, &score);
+                }
+            }
         }
+        // Logged now, with the approval: see `StateOp::Seen`.
+        out.state_ops.push(seen);
         out.counters.outcomes[outcome as usize] += 1;
         self.push_decision(payment, event_time, outcome, &score, out);
     }
 
     /// The ledger side of an approved payment or authorization: a wallet payment or any
-    /// authorization goes through the accounts (limits, holds); every approval is
-    /// remembered for refunds and captures; a payment is posted and settled.
+    /// authorization goes through the accounts (limits, holds); a payment is posted and
+    /// settled. Returns what the caller's `Seen` op remembers of it for refunds and
+    /// captures.
     fn post_new_money(
         &mut self,
         payment: &Payment,
-        id_hash: u128,
         event_time: &str,
         out: &mut OutputBatch,
-    ) -> Result<(), &'static str> {
+    ) -> Result<ledger::Approval, &'static str> {
         out.counters.count(OperatorId::Ledger).records_in += 1;
         let funding = Funding::of(payment.channel);
         let amount_minor = payment.amount.minor_units();
@@ -679,22 +690,16 @@ impl PartitionProcessor {
             self.transfer(&payment.payment_id, kind, amount_minor, payment, out)?;
         }
         let fee_basis_points = self.config.fees.basis_points(payment);
-        let record = PaymentRecord {
-            kind: payment.kind,
-            parties_hash: ledger::parties_hash(payment),
-            funding,
-            fee_basis_points,
-            amount_minor,
-            captured_minor: if authorize { 0 } else { amount_minor },
-            returned_minor: 0,
-            event_time_ms: payment.event_time_ms,
-        };
-        self.apply(StateOp::Remember { id_hash: id_hash.to_le_bytes(), record }, out);
         if !authorize {
             self.post_and_settle(payment, funding, amount_minor, fee_basis_points, event_time, out);
         }
         out.counters.count(OperatorId::Ledger).records_out += 1;
-        Ok(())
+        Ok(ledger::Approval {
+            kind: payment.kind,
+            funding,
+            fee_basis_points,
+            parties_hash: ledger::parties_hash(payment),
+        })
     }
 
     /// Opens what a transfer from `funding` needs (see [`ledger::LedgerState::missing_accounts`])

@@ -211,7 +211,8 @@ pub fn payout_transactions(
     for settlement in settlements {
         let start = paystream_domain::time::parse_rfc3339_ms(&settlement.window_start).unwrap_or(0);
         let suffix = settlement_id_suffix(settlement.currency, start, settlement.source_partition);
-        let group = groups.entry(suffix).or_insert_with(|| (settlement.currency, settlement.window_end.clone(), Vec::new()));
+        let group =
+            groups.entry(suffix).or_insert_with(|| (settlement.currency, settlement.window_end.clone(), Vec::new()));
         group.2.push(settlement);
     }
     let mut transactions = Vec::new();
@@ -346,7 +347,9 @@ impl Reconciler {
                     let id = settlement_id_with_suffix(merchant, &transaction.payment_id);
                     match self.sums.get_mut(&id) {
                         Some((_, sums)) => sums.settled += i128::from(posting.signed_minor_units()),
-                        None => self.orphans.push(format!("{}: settles {id}, which was not emitted", transaction.transaction_id)),
+                        None => self
+                            .orphans
+                            .push(format!("{}: settles {id}, which was not emitted", transaction.transaction_id)),
                     }
                 }
                 return;
@@ -462,7 +465,9 @@ impl Reconciler {
         for (suffix, net) in nets {
             let paid = self.paid_out.get(&suffix).copied().unwrap_or(0);
             if paid != net {
-                report.mismatches.push(format!("payout:{suffix}: paid {paid} to the bank, its settlements' nets sum to {net}"));
+                report
+                    .mismatches
+                    .push(format!("payout:{suffix}: paid {paid} to the bank, its settlements' nets sum to {net}"));
             }
         }
         report
@@ -582,7 +587,8 @@ mod tests {
                 format!("{id}: net_minor is 116, its postings sum to 98"),
                 format!("{id}: settled (merchant → settlement) is 116, its postings sum to 0"),
                 format!("{id}: emitted more than once"),
-                "payout:/EUR/1970-01-01T00:00:00.000Z/p0: paid 0 to the bank, its settlements' nets sum to 232".to_string(),
+                "payout:/EUR/1970-01-01T00:00:00.000Z/p0: paid 0 to the bank, its settlements' nets sum to 232"
+                    .to_string(),
             ]
         );
         assert_eq!(

@@ -10,7 +10,7 @@ use paystream_domain::time::MILLIS_PER_DAY;
 
 use crate::accounts::{Account, Transfer, TransferError, TransferOutcome};
 use crate::dedupe::{DedupeSnapshot, DedupeState};
-use crate::ledger::{LedgerState, PaymentRecord};
+use crate::ledger::{Approval, LedgerState};
 use crate::reference_features::CustomerWindows;
 use crate::settlement::{Placement, SettlementEntry, SettlementState};
 use crate::{OperatorConfig, OperatorError};
@@ -21,8 +21,17 @@ pub const STATE_FORMAT_VERSION: u16 = 3;
 /// One change to a partition's state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StateOp {
-    /// A new payment passed validation and deduplication: remember its id and count it
-    /// in its customer's windows.
+    /// A new payment or authorization passed validation and deduplication: remember its
+    /// id and count it in its customer's windows; if it was approved, remember it for
+    /// the captures, voids and refunds that may follow (`approval`).
+    ///
+    /// Live, the id and windows change when the payment is featurized and the approval
+    /// is added when it is decided, later in the batch; the op is logged then, once,
+    /// with both (one op per payment, not two: it is the changelog's bulk). Replaying it
+    /// in that position gives the same state: `Seen` and `SeenId` ops are all logged at
+    /// decision time, so ids and windows still change in arrival order, and nothing
+    /// logged in between reads the ids, the windows or the records of payments not yet
+    /// decided.
     Seen {
         /// Fixed-size little-endian bytes: denser than postcard's varints for hashes.
         id_hash: [u8; 16],
@@ -31,6 +40,7 @@ pub enum StateOp {
         terminal_hash: u64,
         event_time_ms: i64,
         amount_minor: i64,
+        approval: Option<Approval>,
     },
     /// A new event that is not scored (capture, void, refund, chargeback, top-up):
     /// remember its id only.
@@ -44,8 +54,6 @@ pub enum StateOp {
     /// A transfer on the ledger's accounts ([`crate::accounts::Accounts::execute`]). It is
     /// logged whatever its outcome: applying it again gives the same outcome.
     Transfer { transfer: Box<Transfer> },
-    /// An approved payment or authorization, for later events to refer to.
-    Remember { id_hash: [u8; 16], record: PaymentRecord },
     /// A capture posted `amount_minor` of the authorization `id_hash`.
     Captured { id_hash: [u8; 16], amount_minor: i64 },
     /// A refund or chargeback returned `amount_minor` of the payment `id_hash`.
@@ -139,24 +147,33 @@ impl PartitionState {
     pub fn apply(&mut self, op: &StateOp, config: &OperatorConfig, partition: u32) -> Applied {
         let mut applied = Applied::default();
         match op {
-            StateOp::Seen { id_hash, content_hash, customer_hash, terminal_hash, event_time_ms, amount_minor } => {
-                self.dedupe.insert(u128::from_le_bytes(*id_hash), u64::from_le_bytes(*content_hash), *event_time_ms);
-                self.customers.add(
+            StateOp::Seen {
+                id_hash,
+                content_hash,
+                customer_hash,
+                terminal_hash,
+                event_time_ms,
+                amount_minor,
+                approval,
+            } => {
+                self.seen(
+                    *id_hash,
+                    *content_hash,
                     *customer_hash,
                     *terminal_hash,
                     *event_time_ms,
                     *amount_minor,
-                    config.feature_allowed_lateness_ms,
+                    config,
                 );
+                if let Some(approval) = approval {
+                    self.approve(*id_hash, approval, *amount_minor, *event_time_ms);
+                }
             }
             StateOp::SeenId { id_hash, content_hash, event_time_ms } => {
                 self.dedupe.insert(u128::from_le_bytes(*id_hash), u64::from_le_bytes(*content_hash), *event_time_ms);
             }
             StateOp::OpenAccount { account } => self.ledger.open(Account::clone(account)),
             StateOp::Transfer { transfer } => applied.transfer = Some(self.ledger.accounts.execute(transfer)),
-            StateOp::Remember { id_hash, record } => {
-                self.ledger.remember(u128::from_le_bytes(*id_hash), record.clone())
-            }
             StateOp::Captured { id_hash, amount_minor } => {
                 if let Some(record) = self.ledger.record_mut(u128::from_le_bytes(*id_hash)) {
                     record.captured_minor += amount_minor;
@@ -196,6 +213,33 @@ impl PartitionState {
             }
         }
         applied
+    }
+
+    /// The first half of a `Seen` op, applied live when the payment is featurized.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn seen(
+        &mut self,
+        id_hash: [u8; 16],
+        content_hash: [u8; 8],
+        customer_hash: u64,
+        terminal_hash: u64,
+        event_time_ms: i64,
+        amount_minor: i64,
+        config: &OperatorConfig,
+    ) {
+        self.dedupe.insert(u128::from_le_bytes(id_hash), u64::from_le_bytes(content_hash), event_time_ms);
+        self.customers.add(
+            customer_hash,
+            terminal_hash,
+            event_time_ms,
+            amount_minor,
+            config.feature_allowed_lateness_ms,
+        );
+    }
+
+    /// The second half of a `Seen` op with an approval, applied live when it is decided.
+    pub(crate) fn approve(&mut self, id_hash: [u8; 16], approval: &Approval, amount_minor: i64, event_time_ms: i64) {
+        self.ledger.remember(u128::from_le_bytes(id_hash), approval.record(amount_minor), event_time_ms);
     }
 
     pub fn max_event_time_ms(&self) -> Option<i64> {
