@@ -39,7 +39,7 @@ pub struct PublishOptions {
 
 /// A wallet customer's top-up: at least this much (minor units), or three times the
 /// payment that needs it.
-const WALLET_TOP_UP_MIN_MINOR: i64 = 500_00;
+const WALLET_TOP_UP_MIN_MINOR: i64 = 50_000;
 
 /// The merchant of a handbook terminal: `M<terminal / terminals_per_merchant>` for
 /// numeric ids, the terminal itself otherwise.

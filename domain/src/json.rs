@@ -150,9 +150,9 @@ mod tests {
 
     fn decision(id: &str, merchant: Option<&str>, reasons: Vec<&'static str>, score: f32) -> Decision {
         Decision {
-            kind: if id.len() % 2 == 0 { PaymentKind::Payment } else { PaymentKind::Refund },
+            kind: if id.len().is_multiple_of(2) { PaymentKind::Payment } else { PaymentKind::Refund },
             payment_id: id.to_string(),
-            original_payment_id: (id.len() % 3 == 0).then(|| format!("orig {id}")),
+            original_payment_id: id.len().is_multiple_of(3).then(|| format!("orig {id}")),
             payer_account_id: format!("payer {id}"),
             merchant_id: merchant.map(str::to_string),
             amount: "12.34".into(),

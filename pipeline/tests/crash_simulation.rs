@@ -325,7 +325,7 @@ fn check(seed: u64, log: &EmbeddedLog, complete: bool) -> Coverage {
     let mut captured: HashMap<&str, i64> = HashMap::new();
     let mut returned: HashMap<&str, i64> = HashMap::new();
     // (merchant, partition, window start) → (gross, fees, refunds + chargebacks, net) from the postings.
-    let mut by_window: HashMap<(String, u32, i64), (i128, i128, i128, i128)> = HashMap::new();
+    let mut by_window: HashMap<WindowKey, WindowSums> = HashMap::new();
     // In topic order: per partition, the order of commits.
     for transaction in &ledger {
         let sum: i128 = transaction.postings.iter().map(|p| i128::from(p.signed_minor_units())).sum();
@@ -448,6 +448,11 @@ fn check(seed: u64, log: &EmbeddedLog, complete: bool) -> Coverage {
         payouts: ledger.iter().filter(|t| t.kind == TransactionKind::Payout).count(),
     }
 }
+
+/// (merchant, partition, window start).
+type WindowKey = (String, u32, i64);
+/// (gross, fees, refunds + chargebacks, net).
+type WindowSums = (i128, i128, i128, i128);
 
 /// Reasons the ledger gives when it refuses an event.
 const LEDGER_REASONS: [&str; 8] = [
