@@ -165,7 +165,7 @@ pub struct LogArgs {
     #[arg(long, env = "PAYSTREAM_NO_COMPRESSION")]
     pub no_compression: bool,
     /// Another name for one of the pipeline's topics, ROLE=NAME (repeatable); roles:
-    /// payments, labels, decisions, ledger, settlements, dead-letters, changelog.
+    /// payments, labels, decisions, ledger, settlements, dead-letters, changelog, transfers.
     #[arg(long = "topic", env = "PAYSTREAM_TOPICS", value_delimiter = ',')]
     pub topics: Vec<String>,
     #[command(flatten)]
@@ -276,9 +276,10 @@ impl LogArgs {
                 "settlements" => &mut names.settlements,
                 "dead-letters" => &mut names.dead_letters,
                 "changelog" => &mut names.changelog,
+                "transfers" => &mut names.transfers,
                 other => bail!(
                     "--topic: unknown role {other:?} (payments, labels, decisions, ledger, settlements, dead-letters, \
-                     changelog)"
+                     changelog, transfers)"
                 ),
             };
             *slot = name.trim().to_string();

@@ -41,6 +41,9 @@ pub struct PublishOptions {
 /// payment that needs it.
 const WALLET_TOP_UP_MIN_MINOR: i64 = 50_000;
 
+/// What a wallet customer sends a friend now and then (1 payment in 25).
+const WALLET_TRANSFER_MINOR: i64 = 500;
+
 /// The merchant of a handbook terminal: `M<terminal / terminals_per_merchant>` for
 /// numeric ids, the terminal itself otherwise.
 pub fn merchant_of(terminal: &str, terminals_per_merchant: u32) -> Cow<'_, str> {
@@ -140,9 +143,10 @@ impl<'a> Publisher<'a> {
 
     /// A wallet customer's payment: a top-up first when the wallet would not cover it;
     /// then, by a hash of the payment id, an authorization and its full capture (1 in 5)
-    /// or a wallet payment; and for 1 in 20, a refund of half of it. The authorization or
-    /// payment carries `payment_id` (labels name it); the others add `-top-up`,
-    /// `-capture`, `-refund`. Event times stay in order: +1 ms and +2 ms.
+    /// or a wallet payment; for 1 in 20, a refund of half of it; for 1 in 25, 5.00 sent
+    /// to another customer's wallet. The authorization or payment carries `payment_id`
+    /// (labels name it); the others add `-top-up`, `-capture`, `-refund`, `-p2p`. Event
+    /// times stay in order: +1, +2, +3 ms.
     fn wallet_payment(
         &mut self,
         payment_id: &str,
@@ -157,26 +161,43 @@ impl<'a> Publisher<'a> {
             .minor_units();
         let merchant = merchant_of(terminal, self.options.terminals_per_merchant).into_owned();
         let balance = self.wallets.entry(customer.to_string()).or_insert(0);
-        let mut events: Vec<(String, &str, Option<&str>, i64, i64)> = Vec::with_capacity(4);
-        if *balance < amount_minor {
+        // (id, type, original, amount, time, payee account)
+        let mut events: Vec<(String, &str, Option<&str>, i64, i64, Option<String>)> = Vec::with_capacity(5);
+        if *balance < amount_minor + WALLET_TRANSFER_MINOR {
             let top_up = WALLET_TOP_UP_MIN_MINOR.max(amount_minor.saturating_mul(3));
             *balance += top_up;
-            events.push((format!("{payment_id}-top-up"), "top_up", None, top_up, time_ms));
+            events.push((format!("{payment_id}-top-up"), "top_up", None, top_up, time_ms, None));
         }
         *balance -= amount_minor;
         let roll = xxhash_rust::xxh3::xxh3_64(payment_id.as_bytes()) % 100;
         if roll < 20 {
-            events.push((payment_id.to_string(), "authorize", None, amount_minor, time_ms));
-            events.push((format!("{payment_id}-capture"), "capture", Some(payment_id), amount_minor, time_ms + 1));
+            events.push((payment_id.to_string(), "authorize", None, amount_minor, time_ms, None));
+            events.push((
+                format!("{payment_id}-capture"),
+                "capture",
+                Some(payment_id),
+                amount_minor,
+                time_ms + 1,
+                None,
+            ));
         } else {
-            events.push((payment_id.to_string(), "payment", None, amount_minor, time_ms));
+            events.push((payment_id.to_string(), "payment", None, amount_minor, time_ms, None));
         }
         if roll % 20 == 7 {
             let half = (amount_minor / 2).max(1);
             *balance += half;
-            events.push((format!("{payment_id}-refund"), "refund", Some(payment_id), half, time_ms + 2));
+            events.push((format!("{payment_id}-refund"), "refund", Some(payment_id), half, time_ms + 2, None));
         }
-        for (id, kind, original, minor, time) in events {
+        if roll % 25 == 3 {
+            // Money to a friend: another customer's wallet, on that customer's partition.
+            let friend = format!("{}", xxhash_rust::xxh3::xxh3_64(payment_id.as_bytes()) % 5_000);
+            if friend != customer {
+                *balance -= WALLET_TRANSFER_MINOR;
+                let id = format!("{payment_id}-p2p");
+                events.push((id, "payment", None, WALLET_TRANSFER_MINOR, time_ms + 3, Some(friend)));
+            }
+        }
+        for (id, kind, original, minor, time, payee) in events {
             let digits = currency.minor_unit_digits();
             let wire = PaymentWire {
                 schema: None,
@@ -184,9 +205,9 @@ impl<'a> Publisher<'a> {
                 payment_id: Cow::Borrowed(&id),
                 original_payment_id: original.map(Cow::Borrowed),
                 payer_account_id: Cow::Borrowed(customer),
-                payee_account_id: None,
-                merchant_id: (kind != "top_up").then_some(Cow::Borrowed(merchant.as_str())),
-                terminal_id: (kind != "top_up").then_some(Cow::Borrowed(terminal)),
+                payee_account_id: payee.as_deref().map(Cow::Borrowed),
+                merchant_id: (kind != "top_up" && payee.is_none()).then_some(Cow::Borrowed(merchant.as_str())),
+                terminal_id: (kind != "top_up" && payee.is_none()).then_some(Cow::Borrowed(terminal)),
                 amount: Cow::Owned(format_minor_units(minor, digits)),
                 currency: Cow::Borrowed(currency.code()),
                 event_time: Cow::Owned(format_rfc3339_ms(time)),

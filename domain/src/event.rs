@@ -640,6 +640,12 @@ pub enum TransactionKind {
     Chargeback,
     /// Outside → the payer's wallet.
     TopUp,
+    /// A payment to another account, credited on the payee's partition: the transfers
+    /// clearing account → the payee's wallet.
+    TransferIn,
+    /// A transfer the payee's side refused, back on the payer's partition: the transfers
+    /// clearing account → the payer's funding.
+    TransferReturn,
     /// A closed settlement's net: merchant → settlement account.
     Settlement,
     /// Settlement account → the bank, paying the merchant out.
@@ -654,6 +660,8 @@ impl TransactionKind {
             TransactionKind::Refund => "refund",
             TransactionKind::Chargeback => "chargeback",
             TransactionKind::TopUp => "top_up",
+            TransactionKind::TransferIn => "transfer_in",
+            TransactionKind::TransferReturn => "transfer_return",
             TransactionKind::Settlement => "settlement",
             TransactionKind::Payout => "payout",
         }
@@ -687,6 +695,47 @@ pub struct LedgerTransaction {
     /// merchant: `paystream reconcile` checks each settlement against these postings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settlement_id: Option<String>,
+}
+
+/// Which side of a transfer between partitions a leg is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LegKind {
+    /// To the payee's partition: credit the payee's wallet.
+    Credit,
+    /// Back to the payer's partition: the payee's side refused; credit the payer.
+    Return,
+}
+
+/// Internal record on `paystream-transfers` (key: the account whose partition applies
+/// it): one side of a payment to another account, written in the transaction that made
+/// the other side, applied exactly once (deduplicated by `leg_id`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferLeg {
+    /// `<payment id>/credit` or `<payment id>/return`.
+    pub leg_id: String,
+    pub kind: LegKind,
+    pub payment_id: String,
+    pub payer_account_id: String,
+    pub payee_account_id: String,
+    /// Where a return goes: `wallet:<payer>` or `customer:<payer>`.
+    pub payer_funding_account: String,
+    pub amount_minor: i64,
+    pub currency: Currency,
+    pub event_time: String,
+    /// Why the payee's side refused (returns only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl TransferLeg {
+    /// The key it is written with: the account whose partition applies it.
+    pub fn key(&self) -> &str {
+        match self.kind {
+            LegKind::Credit => &self.payee_account_id,
+            LegKind::Return => &self.payer_account_id,
+        }
+    }
 }
 
 /// Output: net amounts for one merchant, currency and settlement window, as accumulated

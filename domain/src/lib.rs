@@ -16,7 +16,7 @@ pub mod time;
 pub use currency::Currency;
 pub use error::{MoneyError, TimeError};
 pub use event::{
-    Channel, DeadLetter, Decision, Direction, FraudLabel, LedgerPosting, LedgerTransaction, Outcome, Payee, Payment,
-    PaymentKind, RejectReason, Rejection, Settlement, TransactionKind,
+    Channel, DeadLetter, Decision, Direction, FraudLabel, LedgerPosting, LedgerTransaction, LegKind, Outcome, Payee,
+    Payment, PaymentKind, RejectReason, Rejection, Settlement, TransactionKind, TransferLeg,
 };
 pub use money::Money;

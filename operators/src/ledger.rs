@@ -24,11 +24,17 @@
 use std::collections::{HashMap, VecDeque};
 
 use paystream_domain::{
-    Channel, Currency, Direction, LedgerPosting, LedgerTransaction, Money, Payee, Payment, PaymentKind, TransactionKind,
+    Channel, Currency, Direction, LedgerPosting, LedgerTransaction, Money, Payee, Payment, PaymentKind,
+    TransactionKind, TransferLeg,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::{Account, AccountKind, Accounts, TransferError};
+
+/// Where a payment to another account waits between the payer's partition, which
+/// credits it, and the payee's, which debits it into the payee's wallet (or back to the
+/// payer): its balance is the sum of the transfer legs written and not yet applied.
+pub const TRANSFERS_CLEARING_ACCOUNT: &str = "clearing:transfers";
 
 /// The payer's card or bank, outside paystream.
 pub fn customer_account(payer_account_id: &str) -> String {
@@ -114,6 +120,8 @@ fn transaction_id(kind: TransactionKind, payment_id: &str) -> String {
         TransactionKind::TopUp => "top_up:",
         TransactionKind::Settlement => "settle:",
         TransactionKind::Payout => "payout:",
+        TransactionKind::TransferIn => "transfer_in:",
+        TransactionKind::TransferReturn => "transfer_return:",
     };
     account(prefix, payment_id)
 }
@@ -141,7 +149,13 @@ pub fn post_payment(
     let fee = fee_minor(amount_minor, fee_basis_points);
     let mut postings = Vec::with_capacity(3);
     postings.push(posting(funding.posting_account(&payment.payer_account_id), Direction::Debit, amount_minor));
-    postings.push(posting(payee_account(payment), Direction::Credit, amount_minor - fee));
+    // Another account's wallet lives on its own partition: the money waits in clearing
+    // until a transfer leg credits it there.
+    let credit = match payment.payee {
+        Payee::Account { .. } => TRANSFERS_CLEARING_ACCOUNT.to_string(),
+        _ => payee_account(payment),
+    };
+    postings.push(posting(credit, Direction::Credit, amount_minor - fee));
     if fee > 0 {
         postings.push(posting(fees_account_id.to_string(), Direction::Credit, fee));
     }
@@ -169,6 +183,32 @@ pub fn post_top_up(payment: &Payment, event_time: &str) -> LedgerTransaction {
         posting(wallet_account(&payment.payer_account_id), Direction::Credit, amount_minor),
     ];
     transaction(payment, TransactionKind::TopUp, event_time, postings)
+}
+
+/// A transfer leg applied: the clearing account into the payee's wallet (credit legs) or
+/// back to the payer's funding (return legs).
+pub fn post_transfer_leg(leg: &TransferLeg) -> LedgerTransaction {
+    let (kind, prefix, account) = match leg.kind {
+        paystream_domain::LegKind::Credit => {
+            (TransactionKind::TransferIn, "transfer_in:", wallet_account(&leg.payee_account_id))
+        }
+        paystream_domain::LegKind::Return => {
+            (TransactionKind::TransferReturn, "transfer_return:", leg.payer_funding_account.clone())
+        }
+    };
+    LedgerTransaction {
+        transaction_id: self::account(prefix, &leg.payment_id),
+        kind,
+        payment_id: leg.payment_id.clone(),
+        original_payment_id: None,
+        event_time: leg.event_time.clone(),
+        currency: leg.currency,
+        postings: vec![
+            posting(TRANSFERS_CLEARING_ACCOUNT.to_string(), Direction::Debit, leg.amount_minor),
+            posting(account, Direction::Credit, leg.amount_minor),
+        ],
+        settlement_id: None,
+    }
 }
 
 fn transaction(

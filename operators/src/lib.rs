@@ -28,7 +28,8 @@ use std::sync::Arc;
 use paystream_domain::Currency;
 use paystream_domain::time::{MILLIS_PER_DAY, format_rfc3339_ms};
 use paystream_domain::{
-    DeadLetter, Decision, LedgerTransaction, Outcome, Payment, PaymentKind, RejectReason, Rejection, Settlement,
+    DeadLetter, Decision, LedgerTransaction, LegKind, Outcome, Payee, Payment, PaymentKind, RejectReason, Rejection,
+    Settlement, TransferLeg,
 };
 use paystream_models::features::FeatureRow;
 use paystream_models::{FraudModel, RuleModel, RuleModelConfig, Score};
@@ -272,6 +273,9 @@ pub struct BatchCounters {
     /// authorization, …): declined with the reason.
     pub ledger_declines: u64,
     pub holds_expired: u64,
+    /// Transfer legs applied on this partition: credits to payees, and returns.
+    pub transfer_credits: u64,
+    pub transfer_returns: u64,
 }
 
 impl BatchCounters {
@@ -293,6 +297,8 @@ impl BatchCounters {
         self.late_feature_payments += other.late_feature_payments;
         self.ledger_declines += other.ledger_declines;
         self.holds_expired += other.holds_expired;
+        self.transfer_credits += other.transfer_credits;
+        self.transfer_returns += other.transfer_returns;
     }
 }
 
@@ -311,6 +317,8 @@ pub struct OutputBatch {
     pub ledger: Vec<LedgerTransaction>,
     pub settlements: Vec<Settlement>,
     pub dead_letters: Vec<DeadLetter>,
+    /// Legs of payments to other accounts, for `paystream-transfers` (key: [`TransferLeg::key`]).
+    pub transfer_legs: Vec<TransferLeg>,
     /// The state changes of this batch, in order: the changelog.
     pub state_ops: Vec<StateOp>,
     pub counters: BatchCounters,
@@ -319,6 +327,7 @@ pub struct OutputBatch {
 impl OutputBatch {
     pub fn clear(&mut self) {
         self.decisions.clear();
+        self.transfer_legs.clear();
         self.ledger.clear();
         self.settlements.clear();
         self.dead_letters.clear();
@@ -763,6 +772,115 @@ impl PartitionProcessor {
         );
         self.settle(payment, EntryKind::Payment, amount_minor, fee_minor, &mut transaction, out);
         out.ledger.push(transaction);
+        if let Payee::Account { account_id } = &payment.payee {
+            out.transfer_legs.push(TransferLeg {
+                leg_id: format!("{}/credit", payment.payment_id),
+                kind: LegKind::Credit,
+                payment_id: payment.payment_id.clone(),
+                payer_account_id: payment.payer_account_id.clone(),
+                payee_account_id: account_id.clone(),
+                payer_funding_account: funding.posting_account(&payment.payer_account_id),
+                amount_minor: amount_minor - fee_minor,
+                currency: payment.amount.currency(),
+                event_time: event_time.to_string(),
+                reason: None,
+            });
+        }
+    }
+
+    /// Applies transfer legs from `paystream-transfers` (this partition's accounts are
+    /// their targets), in offset order: each once (deduplicated by leg id), a credit into
+    /// the payee's wallet — or, if the wallet refuses it (another currency), a return leg
+    /// back to the payer — and a return into the payer's funding. Unreadable records are
+    /// dead-lettered. Never waits: legs need no features.
+    pub fn process_transfer_legs(&mut self, topic: &str, records: &[InputRecord<'_>], out: &mut OutputBatch) {
+        for record in records {
+            let reject = |out: &mut OutputBatch, reason: RejectReason, detail: String| {
+                let rejection = Rejection::new(reason, detail);
+                out.dead_letters.push(DeadLetter::new(
+                    rejection,
+                    topic,
+                    self.partition,
+                    record.offset,
+                    record.key,
+                    record.value,
+                ));
+            };
+            let leg: TransferLeg = match serde_json::from_slice(record.value) {
+                Ok(leg) => leg,
+                Err(error) => {
+                    reject(out, RejectReason::MalformedJson, format!("transfer leg: {error}"));
+                    continue;
+                }
+            };
+            if leg.amount_minor <= 0 {
+                reject(out, RejectReason::NonPositiveAmount, format!("transfer leg {}: amount", leg.leg_id));
+                continue;
+            }
+            let id_hash = xxhash_rust::xxh3::xxh3_128(format!("leg:{}", leg.leg_id).as_bytes());
+            let content_hash = xxhash_rust::xxh3::xxh3_64(record.value);
+            match self.state.dedupe.check(id_hash, content_hash) {
+                Seen::New => {}
+                Seen::Retry => {
+                    out.counters.retries += 1;
+                    continue;
+                }
+                Seen::Conflict => {
+                    let detail = format!("transfer leg {:?} was seen before with different content", leg.leg_id);
+                    reject(out, RejectReason::DuplicatePaymentConflict, detail);
+                    continue;
+                }
+            }
+            let event_time_ms = paystream_domain::time::parse_rfc3339_ms(&leg.event_time).unwrap_or(i64::MIN);
+            let seen = StateOp::SeenId {
+                id_hash: id_hash.to_le_bytes(),
+                content_hash: content_hash.to_le_bytes(),
+                event_time_ms,
+            };
+            self.apply(seen, out);
+            self.apply_transfer_leg(leg, event_time_ms, out);
+        }
+    }
+
+    fn apply_transfer_leg(&mut self, leg: TransferLeg, event_time_ms: i64, out: &mut OutputBatch) {
+        let currency = leg.currency;
+        let clearing = ledger::clearing_account(currency);
+        let (owner, open_wallet, target) = match leg.kind {
+            LegKind::Credit => (leg.payee_account_id.clone(), true, ledger::wallet_account(&leg.payee_account_id)),
+            LegKind::Return => (leg.payer_account_id.clone(), false, leg.payer_funding_account.clone()),
+        };
+        // Partition state follows wallets only; external funding takes the posting alone.
+        if target.starts_with("wallet:") {
+            self.open_accounts(&owner, Funding::Wallet, currency, open_wallet, out);
+            let transfer = Box::new(Transfer {
+                id: leg.leg_id.clone(),
+                kind: TransferKind::Single { debit: clearing, credit: target },
+                amount_minor: leg.amount_minor,
+                currency,
+                time_ms: event_time_ms,
+            });
+            if let Some(Err(error)) = self.apply(StateOp::Transfer { transfer }, out).transfer {
+                if leg.kind == LegKind::Credit {
+                    // The payee's wallet cannot take it: back to the payer.
+                    out.transfer_legs.push(TransferLeg {
+                        leg_id: format!("{}/return", leg.payment_id),
+                        kind: LegKind::Return,
+                        reason: Some(ledger::refusal_reason(&error).to_string()),
+                        ..leg
+                    });
+                    return;
+                }
+                // A return into the payer's own wallet, in the currency it was paid from,
+                // cannot be refused; were it to be, the money stays in clearing, visibly.
+                out.counters.ledger_declines += 1;
+                return;
+            }
+        }
+        match leg.kind {
+            LegKind::Credit => out.counters.transfer_credits += 1,
+            LegKind::Return => out.counters.transfer_returns += 1,
+        }
+        out.ledger.push(ledger::post_transfer_leg(&leg));
     }
 
     /// Adds a merchant's entry to its settlement window and names the settlement in the
@@ -826,6 +944,13 @@ impl PartitionProcessor {
             return Ok(());
         }
         let original_id = payment.original_payment_id.as_deref().expect("validated: these kinds name an original");
+        if matches!(payment.payee, Payee::Account { .. }) && payment.kind != PaymentKind::Capture {
+            // A payment to another account is in that account's wallet, on its partition:
+            // returning it is a new payment from that account.
+            if matches!(payment.kind, PaymentKind::Refund | PaymentKind::Chargeback) {
+                return Err("transfer_not_refundable");
+            }
+        }
         let original_hash = xxhash_rust::xxh3::xxh3_128(original_id.as_bytes());
         let record = self.state.ledger.record(original_hash).ok_or("original_not_found")?.clone();
         if record.parties_hash != ledger::parties_hash(payment) {

@@ -403,7 +403,11 @@ impl Reconciler {
                 sums.chargeback_count += 1;
                 sums.chargebacks += merchant_signed();
             }
-            TransactionKind::Settlement | TransactionKind::Payout | TransactionKind::TopUp => {}
+            TransactionKind::Settlement
+            | TransactionKind::Payout
+            | TransactionKind::TopUp
+            | TransactionKind::TransferIn
+            | TransactionKind::TransferReturn => {}
         }
     }
 

@@ -320,3 +320,117 @@ proptest! {
         prop_assert_eq!(report.mismatches, Vec::<String>::new());
     }
 }
+
+/// A payment to another account crosses partitions through `clearing:transfers`: the
+/// payer's partition posts the debit side and writes a credit leg; the payee's partition
+/// applies it once into the payee's wallet — or, if the wallet holds another currency,
+/// writes a return leg that the payer's partition applies back into the payer's funding.
+/// Money is conserved in every committed state: the clearing account holds exactly the
+/// legs in flight.
+#[test]
+fn payments_to_other_accounts_cross_partitions_through_clearing_exactly_once() {
+    let mut payer_side = Run::new(OperatorConfig::default());
+    let mut payee_side = Run::new(OperatorConfig::default());
+    let to = |id: &str, payee: &str, amount: &str, currency: &str| {
+        format!(
+            r#"{{"payment_id":"{id}","payer_account_id":"c1","payee_account_id":"{payee}","amount":"{amount}","currency":"{currency}","event_time":"2018-04-01T01:00:00Z","channel":"wallet"}}"#
+        )
+        .into_bytes()
+    };
+    payer_side.process(&[
+        event("top_up", "t1", None, "c1", None, "100.00", "EUR", 0, "bank_transfer"),
+        event("top_up", "t2", None, "c1", None, "100.00", "USD", 0, "card_present"),
+        to("x1", "c2", "40.00", "EUR"),
+    ]);
+    payee_side.process(&[event("top_up", "t3", None, "c3", None, "1.00", "USD", 0, "bank_transfer")]);
+    assert_eq!(payer_side.decided("x1"), APPROVE);
+    assert_eq!(payer_side.decided("t2"), decline("currency_mismatch"), "c1's wallet holds EUR");
+    let clearing = |runs: &[&Run]| runs.iter().map(|r| r.balance("clearing:transfers")).sum::<i64>();
+    // 40.00 less the 1.2 % fee is in clearing, on its way.
+    assert_eq!(clearing(&[&payer_side, &payee_side]), 39_52);
+    assert_eq!(payer_side.balance("wallet:c1"), 60_00);
+
+    let mut legs = Vec::new();
+    // The leg the payer's batch wrote (the runtime sends it to the payee's partition),
+    // made again by a processor fed the same events.
+    let credit = {
+        let mut out = paystream_operators::OutputBatch::default();
+        let mut fresh =
+            PartitionProcessor::new(Arc::new(OperatorConfig::default()), default_model(&OperatorConfig::default()), 0);
+        let inputs = [to("x1", "c2", "40.00", "EUR")];
+        let mut top = event("top_up", "t1", None, "c1", None, "100.00", "EUR", 0, "bank_transfer");
+        let records = [std::mem::take(&mut top), inputs[0].clone()];
+        let records: Vec<InputRecord<'_>> =
+            records.iter().enumerate().map(|(i, value)| InputRecord { offset: i as u64, key: b"", value }).collect();
+        fresh.process_batch("payments", &records, TerminalView::NONE, &mut out);
+        assert_eq!(out.transfer_legs.len(), 1);
+        serde_json::to_vec(&out.transfer_legs[0]).unwrap()
+    };
+    legs.push(credit.clone());
+    let apply = |run: &mut Run, legs: &[Vec<u8>]| {
+        let inputs: Vec<InputRecord<'_>> =
+            legs.iter().enumerate().map(|(i, value)| InputRecord { offset: i as u64, key: b"", value }).collect();
+        let mut out = paystream_operators::OutputBatch::default();
+        run.processor.process_transfer_legs("paystream-transfers", &inputs, &mut out);
+        run.ledger.extend(out.ledger);
+        assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
+        (out.transfer_legs, out.counters)
+    };
+    // Applied once, even when delivered twice.
+    let (returns, counters) = apply(&mut payee_side, &[credit.clone(), credit]);
+    assert!(returns.is_empty());
+    assert_eq!((counters.transfer_credits, counters.retries), (1, 1));
+    assert_eq!(payee_side.balance("wallet:c2"), 39_52);
+    assert_eq!(payee_side.state_balance("wallet:c2"), Some(39_52));
+    assert_eq!(clearing(&[&payer_side, &payee_side]), 0, "nothing in flight");
+
+    // c3's wallet holds USD: an EUR transfer comes back.
+    let to_c3 = {
+        let mut leg: paystream_domain::TransferLeg = serde_json::from_slice(&legs[0]).unwrap();
+        leg.leg_id = "x2/credit".into();
+        leg.payment_id = "x2".into();
+        leg.payee_account_id = "c3".into();
+        leg
+    };
+    payer_side.ledger.push(LedgerTransaction {
+        transaction_id: "pay:x2".into(),
+        kind: TransactionKind::Payment,
+        payment_id: "x2".into(),
+        original_payment_id: None,
+        event_time: to_c3.event_time.clone(),
+        currency: paystream_domain::Currency::EUR,
+        postings: vec![
+            paystream_domain::LedgerPosting {
+                account_id: "wallet:c1".into(),
+                direction: paystream_domain::Direction::Debit,
+                amount_minor: to_c3.amount_minor,
+            },
+            paystream_domain::LedgerPosting {
+                account_id: "clearing:transfers".into(),
+                direction: paystream_domain::Direction::Credit,
+                amount_minor: to_c3.amount_minor,
+            },
+        ],
+        settlement_id: None,
+    });
+    let (returns, counters) = apply(&mut payee_side, &[serde_json::to_vec(&to_c3).unwrap()]);
+    assert_eq!(counters.transfer_credits, 0);
+    assert_eq!(returns.len(), 1);
+    assert_eq!(
+        (returns[0].kind, returns[0].reason.as_deref()),
+        (paystream_domain::LegKind::Return, Some("currency_mismatch"))
+    );
+    assert_eq!(clearing(&[&payer_side, &payee_side]), 39_52, "the return is in flight");
+    let (more, counters) = apply(&mut payer_side, &[serde_json::to_vec(&returns[0]).unwrap()]);
+    assert!(more.is_empty());
+    assert_eq!(counters.transfer_returns, 1);
+    assert_eq!(clearing(&[&payer_side, &payee_side]), 0);
+    let back = payer_side.ledger.iter().find(|t| t.kind == TransactionKind::TransferReturn).unwrap();
+    assert_eq!(back.postings[1].account_id, "wallet:c1", "back where it came from");
+    // Transfers are not refunded by the payer's side: the money is in another wallet.
+    payer_side.process(&[format!(
+        r#"{{"type":"refund","payment_id":"r1","original_payment_id":"x1","payer_account_id":"c1","payee_account_id":"c2","amount":"1.00","currency":"EUR","event_time":"2018-04-01T02:00:00Z","channel":"wallet"}}"#
+    )
+    .into_bytes()]);
+    assert_eq!(payer_side.decided("r1"), decline("transfer_not_refundable"));
+}

@@ -21,6 +21,7 @@ pub struct Metrics {
     pub late_settlement_payments: IntCounter,
     pub ledger_declines: IntCounter,
     pub holds_expired: IntCounter,
+    pub transfer_legs: IntCounterVec,
     pub input_records: IntCounter,
     pub commits: IntCounter,
     pub batch_seconds: Histogram,
@@ -97,6 +98,20 @@ impl Metrics {
         for outcome in Outcome::ALL {
             decisions.with_label_values(&[outcome.as_str()]);
         }
+        let transfer_legs = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "transfer_legs_applied_total",
+                    "Legs of payments to other accounts applied on the account's partition: credit (into the payee's wallet) or return (refused, back to the payer)",
+                ),
+                &["kind"],
+            )
+            .expect("valid metric"),
+        );
+        for kind in ["credit", "return"] {
+            transfer_legs.with_label_values(&[kind]);
+        }
         let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
             register(
                 &registry,
@@ -124,6 +139,7 @@ impl Metrics {
                 "holds_expired_total",
                 "Authorizations neither captured nor voided before their timeout, released",
             ),
+            transfer_legs,
             input_records: counter("input_records_total", "Input records read by the pipeline"),
             commits: counter("commits_total", "Transactions committed by pipeline workers"),
             batch_seconds: histogram(
@@ -243,6 +259,12 @@ impl Metrics {
         self.late_settlement_payments.inc_by(counters.late_settlement_payments);
         self.ledger_declines.inc_by(counters.ledger_declines);
         self.holds_expired.inc_by(counters.holds_expired);
+        if counters.transfer_credits > 0 {
+            self.transfer_legs.with_label_values(&["credit"]).inc_by(counters.transfer_credits);
+        }
+        if counters.transfer_returns > 0 {
+            self.transfer_legs.with_label_values(&["return"]).inc_by(counters.transfer_returns);
+        }
         self.late_feature_payments.inc_by(counters.late_feature_payments);
     }
 

@@ -57,11 +57,14 @@ pub struct TopicNames {
     pub settlements: String,
     pub dead_letters: String,
     pub changelog: String,
+    /// Internal: legs of payments to other accounts, keyed by the account that applies
+    /// them; partitioned like the payments, read by the owner of each partition.
+    pub transfers: String,
 }
 
 impl TopicNames {
-    /// Every topic name: the inputs, the outputs and the changelog.
-    pub fn all(&self) -> [&str; 7] {
+    /// Every topic name: the inputs, the outputs and the internal ones.
+    pub fn all(&self) -> [&str; 8] {
         [
             &self.payments,
             &self.labels,
@@ -70,6 +73,7 @@ impl TopicNames {
             &self.settlements,
             &self.dead_letters,
             &self.changelog,
+            &self.transfers,
         ]
     }
 }
@@ -84,6 +88,7 @@ impl Default for TopicNames {
             settlements: "settlements".into(),
             dead_letters: "dead-letters".into(),
             changelog: "paystream-changelog".into(),
+            transfers: "paystream-transfers".into(),
         }
     }
 }
@@ -98,6 +103,7 @@ pub struct PipelineTopics {
     pub settlements: Topic,
     pub dead_letters: Topic,
     pub changelog: Topic,
+    pub transfers: Topic,
 }
 
 #[derive(Clone, Debug)]
@@ -113,6 +119,11 @@ pub struct PipelineConfig {
     pub snapshot_interval_batches: u32,
     /// How long an idle worker waits for new input before looking again.
     pub idle_wait_ms: u64,
+    /// Each worker waits for a batch to commit before it reads the next (no pipelining):
+    /// slower, but what a batch reads no longer depends on commit timing — transfer legs
+    /// a worker writes to its own partitions become visible at a fixed point — so a run
+    /// with one worker is deterministic. For simulations.
+    pub commit_each_batch_before_the_next: bool,
     /// Caps input records per second over all workers (e.g. to protect downstream
     /// systems while catching up after an outage); `None` runs flat out.
     pub input_records_per_second_max: Option<u64>,
@@ -140,6 +151,7 @@ impl Default for PipelineConfig {
             batch_records_max: 2_048,
             snapshot_interval_batches: 500,
             idle_wait_ms: 50,
+            commit_each_batch_before_the_next: false,
             input_records_per_second_max: None,
             operators: OperatorConfig::default(),
             model_file: None,
@@ -198,10 +210,18 @@ pub fn ensure_topics(log: &dyn Log, config: &PipelineConfig) -> Result<PipelineT
             changelog.name, changelog.partitions, payments.name
         )));
     }
+    let transfers = get_or_create(&names.transfers)?;
+    if transfers.partitions != partitions {
+        return Err(RuntimeError::Config(format!(
+            "transfers topic {} has {} partitions but {} has {partitions}; they must match",
+            transfers.name, transfers.partitions, payments.name
+        )));
+    }
     // Register the pipeline's consumer group from the start, so log retention keeps all
     // input it has not processed, even input published before its first run.
-    register_group_from_start(log, &config.group_id, &[&payments])?;
+    register_group_from_start(log, &config.group_id, &[&payments, &transfers])?;
     Ok(PipelineTopics {
+        transfers,
         labels: get_or_create(&names.labels)?,
         decisions: get_or_create(&names.decisions)?,
         ledger: get_or_create(&names.ledger)?,
@@ -328,6 +348,54 @@ struct WorkerContext<'a> {
     generation: Option<(&'a dyn Membership, u64)>,
     /// Worker threads running now (the input rate cap is shared among them).
     workers: usize,
+    /// This worker's index among them.
+    worker: usize,
+    /// When the workers of an `UntilIdle` run may stop, together.
+    idle: Arc<IdleBarrier>,
+}
+
+/// With `UntilIdle`, a worker may stop only when every worker is idle at once: workers
+/// write transfer legs to each other's partitions, so one worker running out of input
+/// does not mean no more will come. A worker is idle when its commits are done and its
+/// partitions' inputs are read; it records the number of commits (by any worker) it saw
+/// before looking. All may stop when all have recorded the current number: nobody
+/// committed anything after anybody looked.
+#[derive(Default)]
+struct IdleBarrier {
+    /// Durable commits of any worker (counted by the committers, after the commit).
+    commits: std::sync::atomic::AtomicU64,
+    /// Per worker: the commit count before it last found itself idle; `None`: busy.
+    idle_at: std::sync::Mutex<Vec<Option<u64>>>,
+}
+
+impl IdleBarrier {
+    fn new(workers: usize) -> IdleBarrier {
+        IdleBarrier { commits: Default::default(), idle_at: std::sync::Mutex::new(vec![None; workers]) }
+    }
+
+    fn committed(&self) {
+        self.commits.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn commits(&self) -> u64 {
+        self.commits.load(Ordering::SeqCst)
+    }
+
+    /// `worker` is idle as of `commits_seen`; true if every worker is, and nothing was
+    /// committed since.
+    fn idle(&self, worker: usize, commits_seen: u64) -> bool {
+        let mut idle_at = self.idle_at.lock().expect("idle lock");
+        if let Some(slot) = idle_at.get_mut(worker) {
+            *slot = Some(commits_seen);
+        }
+        idle_at.iter().all(|seen| *seen == Some(commits_seen)) && self.commits() == commits_seen
+    }
+
+    fn busy(&self, worker: usize) {
+        if let Some(slot) = self.idle_at.lock().expect("idle lock").get_mut(worker) {
+            *slot = None;
+        }
+    }
 }
 
 impl WorkerContext<'_> {
@@ -340,6 +408,8 @@ struct PartitionTask {
     processor: PartitionProcessor,
     /// The first input offset not yet processed (committed with the batch).
     next_offset: u64,
+    /// The same on the partition's `paystream-transfers`.
+    next_leg_offset: u64,
     /// Records fetched but not processed yet (a batch that stopped to wait for the
     /// terminal index keeps its tail here instead of fetching it again).
     fetched: Vec<crate::log::Record>,
@@ -466,8 +536,18 @@ impl Pipeline {
                     })
                     .expect("spawn model watcher thread")
             });
-            let context =
-                WorkerContext { topics, operator_config, model, stage, mode, control, generation: None, workers };
+            let context = WorkerContext {
+                topics,
+                operator_config,
+                model,
+                stage,
+                mode,
+                control,
+                generation: None,
+                workers,
+                worker: 0,
+                idle: Arc::new(IdleBarrier::new(1)),
+            };
             let results = match &self.membership {
                 None => {
                     let partitions: Vec<u32> = (0..topics.payments.partitions).collect();
@@ -512,9 +592,10 @@ impl Pipeline {
         context: &WorkerContext<'scope>,
     ) -> Vec<Result<RunReport, RuntimeError>> {
         let workers = workers.min(partitions.len()).max(1);
+        let idle = Arc::new(IdleBarrier::new(workers));
         let handles: Vec<_> = (0..workers)
             .map(|worker| {
-                let context = WorkerContext { workers, ..context.clone() };
+                let context = WorkerContext { workers, worker, idle: idle.clone(), ..context.clone() };
                 let mine: Vec<u32> =
                     partitions.iter().enumerate().filter(|(i, _)| i % workers == worker).map(|(_, p)| *p).collect();
                 // One worker failing stops the others cleanly.
@@ -664,7 +745,27 @@ impl Pipeline {
             if let (Some(stage), Some(watermark)) = (context.stage, processor.state().max_event_time_ms()) {
                 stage.set_payer_watermark(partition, watermark);
             }
-            tasks.push(PartitionTask { processor, next_offset, fetched: Vec::new(), waiting_at_bound_ms: None });
+            let leg_offsets = self.log.offsets(&topics.transfers, partition)?;
+            let next_leg_offset = self
+                .log
+                .committed_position(&config.group_id, &topics.transfers, partition)?
+                .unwrap_or(leg_offsets.start);
+            if next_leg_offset < leg_offsets.start {
+                return Err(RuntimeError::Restore {
+                    partition,
+                    why: format!(
+                        "committed transfers position {next_leg_offset} is below the log start {}: legs were lost to retention",
+                        leg_offsets.start
+                    ),
+                });
+            }
+            tasks.push(PartitionTask {
+                processor,
+                next_offset,
+                next_leg_offset,
+                fetched: Vec::new(),
+                waiting_at_bound_ms: None,
+            });
         }
 
         self.update_lag(topics, &tasks)?;
@@ -673,7 +774,7 @@ impl Pipeline {
         std::thread::scope(|scope| {
             let committer = std::thread::Builder::new()
                 .name("paystream-committer".into())
-                .spawn_scoped(scope, || self.commit_loop(receiver, control, &tracker))
+                .spawn_scoped(scope, || self.commit_loop(receiver, control, &tracker, &context.idle))
                 .expect("spawn committer thread");
             let worked = self.process_loop(&mut tasks, context, &sender, &tracker);
             drop(sender);
@@ -729,48 +830,37 @@ impl Pipeline {
             let mut waiting = false;
             for task in tasks.iter_mut() {
                 let partition = task.processor.partition();
-                if task.fetched.is_empty() {
-                    task.fetched =
-                        self.log.fetch(&topics.payments, partition, task.next_offset, config.batch_records_max)?;
-                }
-                let records = &task.fetched;
-                if records.is_empty() {
-                    continue;
-                }
-                let inputs: Vec<InputRecord<'_>> =
-                    records.iter().map(|r| InputRecord { offset: r.offset, key: &r.key, value: &r.value }).collect();
                 out.clear();
-                let consumed = match context.stage {
-                    Some(stage) => {
-                        let ends = stage.input_ends(self.log.as_ref(), topics)?;
-                        let index = stage.read();
-                        let view = stage.view(&index, &ends);
-                        if task.waiting_at_bound_ms == Some(view.complete_through_ms) {
-                            waiting = true; // the index has not moved since the last try
-                            continue;
-                        }
-                        let consumed = task.processor.process_batch(&payments_topic_name, &inputs, view, &mut out);
-                        task.waiting_at_bound_ms = (consumed < records.len()).then_some(view.complete_through_ms);
-                        consumed
+                let consumed = self.process_payments(task, context, &payments_topic_name, &mut out, &mut waiting)?;
+                let mut advanced = false;
+                if consumed > 0 {
+                    let records = &task.fetched;
+                    let next_offset = records[consumed - 1].offset + 1;
+                    timestamps.extend(records[..consumed].iter().map(|r| r.timestamp_ms));
+                    task.fetched.drain(..consumed);
+                    if let (Some(stage), Some(watermark)) = (context.stage, task.processor.state().max_event_time_ms())
+                    {
+                        stage.set_payer_watermark(partition, watermark);
                     }
-                    None => task.processor.process_batch(&payments_topic_name, &inputs, TerminalView::NONE, &mut out),
-                };
-                if consumed < records.len() {
-                    waiting = true;
-                    self.metrics.terminal_waits.inc();
+                    transaction.set_position(&config.group_id, &topics.payments, partition, next_offset);
+                    task.next_offset = next_offset;
+                    advanced = true;
                 }
-                if consumed == 0 {
+                // Transfer legs for this partition's accounts, in the same transaction.
+                let legs =
+                    self.log.fetch(&topics.transfers, partition, task.next_leg_offset, config.batch_records_max)?;
+                if let Some(last) = legs.last() {
+                    let inputs: Vec<InputRecord<'_>> =
+                        legs.iter().map(|r| InputRecord { offset: r.offset, key: &r.key, value: &r.value }).collect();
+                    task.processor.process_transfer_legs(&topics.transfers.name, &inputs, &mut out);
+                    task.next_leg_offset = last.offset + 1;
+                    transaction.set_position(&config.group_id, &topics.transfers, partition, task.next_leg_offset);
+                    advanced = true;
+                }
+                if !advanced {
                     continue;
-                }
-                let next_offset = records[consumed - 1].offset + 1;
-                timestamps.extend(records[..consumed].iter().map(|r| r.timestamp_ms));
-                task.fetched.drain(..consumed);
-                if let (Some(stage), Some(watermark)) = (context.stage, task.processor.state().max_event_time_ms()) {
-                    stage.set_payer_watermark(partition, watermark);
                 }
                 self.write_outputs(topics, partition, &out, &mut transaction)?;
-                transaction.set_position(&config.group_id, &topics.payments, partition, next_offset);
-                task.next_offset = next_offset;
                 report.counters.add(&out.counters);
                 report.dead_letters += out.dead_letters.len() as u64;
                 self.metrics.add_counters(&out.counters);
@@ -784,8 +874,16 @@ impl Pipeline {
                 }
             }
             if transaction.is_empty() {
-                if mode == RunMode::UntilIdle && control.input_closed() && self.caught_up(topics, tasks)? {
-                    break;
+                if mode == RunMode::UntilIdle && control.input_closed() {
+                    // Idle: nothing of ours committing (it may hold legs for our own
+                    // partitions), all our input read — and the same for every worker.
+                    let commits_seen = context.idle.commits();
+                    if tracker.wait_for(submitted).is_err() {
+                        break; // the committer failed; its error is reported by the caller
+                    }
+                    if self.caught_up(topics, tasks)? && context.idle.idle(context.worker, commits_seen) {
+                        break;
+                    }
                 }
                 if waiting {
                     // The terminal index is behind: it moves on its own thread, soon.
@@ -796,10 +894,14 @@ impl Pipeline {
                 continue;
             }
             fetched_records += timestamps.len() as u64;
+            context.idle.busy(context.worker);
             if sender.send(CommitJob { transaction, timestamps, started }).is_err() {
                 break; // the committer failed; its error is reported by the caller
             }
             submitted += 1;
+            if config.commit_each_batch_before_the_next && tracker.wait_for(submitted).is_err() {
+                break; // the committer failed; its error is reported by the caller
+            }
             // Lag asks the log for every partition's end (a broker round trip on Kafka): a
             // gauge, refreshed once per interval, not per batch.
             if lag_updated.elapsed() >= LAG_UPDATE_INTERVAL {
@@ -828,6 +930,7 @@ impl Pipeline {
         receiver: std::sync::mpsc::Receiver<CommitJob>,
         control: &RunControl,
         tracker: &CommitTracker,
+        idle: &IdleBarrier,
     ) -> Result<RunReport, RuntimeError> {
         let mut report = RunReport::default();
         for job in receiver {
@@ -841,6 +944,7 @@ impl Pipeline {
             report.input_records += job.timestamps.len() as u64;
             report.commits += 1;
             control.processed_records.fetch_add(job.timestamps.len() as u64, Ordering::Relaxed);
+            idle.committed();
             tracker.done();
         }
         Ok(report)
@@ -865,11 +969,63 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Runs the operators over the task's next payments (fetched if none are pending)
+    /// into `out`; returns how many it consumed (fewer when the terminal index must catch
+    /// up first: `waiting` is set).
+    fn process_payments(
+        &self,
+        task: &mut PartitionTask,
+        context: &WorkerContext<'_>,
+        payments_topic_name: &str,
+        out: &mut OutputBatch,
+        waiting: &mut bool,
+    ) -> Result<usize, RuntimeError> {
+        let (config, topics) = (&self.config, context.topics);
+        let partition = task.processor.partition();
+        if task.fetched.is_empty() {
+            task.fetched = self.log.fetch(&topics.payments, partition, task.next_offset, config.batch_records_max)?;
+        }
+        let records = &task.fetched;
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let inputs: Vec<InputRecord<'_>> =
+            records.iter().map(|r| InputRecord { offset: r.offset, key: &r.key, value: &r.value }).collect();
+        let consumed = match context.stage {
+            Some(stage) => {
+                let ends = stage.input_ends(self.log.as_ref(), topics)?;
+                let index = stage.read();
+                let view = stage.view(&index, &ends);
+                if task.waiting_at_bound_ms == Some(view.complete_through_ms) {
+                    *waiting = true; // the index has not moved since the last try
+                    return Ok(0);
+                }
+                let consumed = task.processor.process_batch(payments_topic_name, &inputs, view, out);
+                task.waiting_at_bound_ms = (consumed < records.len()).then_some(view.complete_through_ms);
+                consumed
+            }
+            None => task.processor.process_batch(payments_topic_name, &inputs, TerminalView::NONE, out),
+        };
+        if consumed < records.len() {
+            *waiting = true;
+            self.metrics.terminal_waits.inc();
+        }
+        Ok(consumed)
+    }
+
+    /// Every input of the tasks processed: payments and transfer legs. (Legs this worker
+    /// writes to another worker's partitions are that worker's; with `--until-idle` and
+    /// several workers, a leg written after its target's worker stopped waits for the
+    /// next run, in clearing.)
     fn caught_up(&self, topics: &PipelineTopics, tasks: &[PartitionTask]) -> Result<bool, RuntimeError> {
         for task in tasks {
             let partition = task.processor.partition();
             let next_offset = self.log.resume_offset(&topics.payments, partition, task.next_offset);
             if next_offset < self.log.offsets(&topics.payments, partition)?.end {
+                return Ok(false);
+            }
+            let next_leg_offset = self.log.resume_offset(&topics.transfers, partition, task.next_leg_offset);
+            if next_leg_offset < self.log.offsets(&topics.transfers, partition)?.end {
                 return Ok(false);
             }
         }
@@ -915,6 +1071,9 @@ impl Pipeline {
         }
         for settlement in &out.settlements {
             send_json(transaction, &topics.settlements, settlement.merchant_id.as_bytes(), now, settlement)?;
+        }
+        for leg in &out.transfer_legs {
+            send_json(transaction, &topics.transfers, leg.key().as_bytes(), now, leg)?;
         }
         for letter in &out.dead_letters {
             transaction.send_to_partition_with(

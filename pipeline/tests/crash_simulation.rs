@@ -25,7 +25,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use paystream_domain::partitioner::partition_for_key;
-use paystream_domain::{Decision, LedgerTransaction, Outcome, PaymentKind, Settlement, TransactionKind};
+use paystream_domain::{
+    Decision, LedgerTransaction, LegKind, Outcome, PaymentKind, Settlement, TransactionKind, TransferLeg,
+};
 use paystream_operators::{OperatorConfig, default_model};
 use paystream_pipeline::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use paystream_pipeline::log::fault::CommitFault;
@@ -174,6 +176,24 @@ fn scenario(seed: u64) -> Scenario {
                 }
                 (a.payer, value)
             }
+            68..74 => {
+                // A payment to another payer's account: credited on the payee's partition
+                // through a transfer leg; in USD (card-funded) it comes back from a payee
+                // whose wallet holds EUR.
+                let payee = format!("c{}", rng.below(12));
+                let usd = roll == 73;
+                let channel = if usd || roll < 70 { "card_not_present" } else { "wallet" };
+                let currency = if usd { "USD" } else { "EUR" };
+                let cents = 1 + rng.below(30_000);
+                let value = format!(
+                    r#"{{"payment_id":"p{i}","payer_account_id":"{payer}","payee_account_id":"{payee}","amount":"{}.{:02}","currency":"{currency}","event_time":"{}","channel":"{channel}"}}"#,
+                    cents / 100,
+                    cents % 100,
+                    paystream_domain::time::format_rfc3339_ms(time_ms)
+                )
+                .into_bytes();
+                (payer, value)
+            }
             60..68 if !paid.is_empty() => {
                 // A refund or chargeback of (part of) an earlier payment or capture; some
                 // return more than is left.
@@ -230,6 +250,7 @@ fn config(scenario: &Scenario) -> PipelineConfig {
         batch_records_max: scenario.batch_records_max,
         snapshot_interval_batches: scenario.snapshot_interval_batches,
         idle_wait_ms: 1,
+        commit_each_batch_before_the_next: true,
         ..PipelineConfig::default()
     }
 }
@@ -268,6 +289,8 @@ fn check(seed: u64, log: &EmbeddedLog, complete: bool) -> Coverage {
         values(log, "ledger").iter().map(|(_, _, v)| serde_json::from_slice(v).unwrap()).collect();
     let settlements: Vec<Settlement> =
         values(log, "settlements").iter().map(|(_, _, v)| serde_json::from_slice(v).unwrap()).collect();
+    let legs: Vec<TransferLeg> =
+        values(log, "paystream-transfers").iter().map(|(_, _, v)| serde_json::from_slice(v).unwrap()).collect();
 
     let mut decided: HashMap<&str, &Decision> = HashMap::new();
     for decision in &decisions {
@@ -321,6 +344,7 @@ fn check(seed: u64, log: &EmbeddedLog, complete: bool) -> Coverage {
     let approved: HashSet<&str> =
         decisions.iter().filter(|d| d.outcome == Outcome::Approve).map(|d| d.payment_id.as_str()).collect();
     let mut posted: HashSet<&str> = HashSet::new();
+    let mut applied_legs: HashSet<&str> = HashSet::new();
     let mut wallets: HashMap<&str, i64> = HashMap::new();
     let mut captured: HashMap<&str, i64> = HashMap::new();
     let mut returned: HashMap<&str, i64> = HashMap::new();
@@ -346,6 +370,12 @@ fn check(seed: u64, log: &EmbeddedLog, complete: bool) -> Coverage {
         }
         if matches!(transaction.kind, TransactionKind::Settlement | TransactionKind::Payout) {
             continue; // checked by reconcile below
+        }
+        if matches!(transaction.kind, TransactionKind::TransferIn | TransactionKind::TransferReturn) {
+            if !applied_legs.insert(transaction.transaction_id.as_str()) {
+                fail(format!("transfer leg {} applied twice", transaction.transaction_id));
+            }
+            continue; // checked against the legs below
         }
         if !posted.insert(&transaction.payment_id) || !approved.contains(transaction.payment_id.as_str()) {
             fail(format!("event {} posted twice or without approval", transaction.payment_id));
@@ -394,6 +424,37 @@ fn check(seed: u64, log: &EmbeddedLog, complete: bool) -> Coverage {
             entry.2 -= to_merchant;
         }
         entry.3 += to_merchant;
+    }
+    // Transfers between partitions: the clearing account holds exactly the legs written
+    // and not yet applied (a credit leg is settled by its transfer_in, or by the return
+    // leg its refusal wrote; a return leg by its transfer_return) — in every committed
+    // state, and nothing once the run is complete.
+    let returned: HashSet<&str> =
+        legs.iter().filter(|l| l.kind == LegKind::Return).map(|l| l.payment_id.as_str()).collect();
+    let mut in_flight: i128 = 0;
+    for leg in &legs {
+        let settled = match leg.kind {
+            LegKind::Credit => {
+                applied_legs.contains(format!("transfer_in:{}", leg.payment_id).as_str())
+                    || returned.contains(leg.payment_id.as_str())
+            }
+            LegKind::Return => applied_legs.contains(format!("transfer_return:{}", leg.payment_id).as_str()),
+        };
+        if !settled {
+            in_flight += i128::from(leg.amount_minor);
+        }
+    }
+    let clearing: i128 = ledger
+        .iter()
+        .flat_map(|t| &t.postings)
+        .filter(|p| p.account_id == "clearing:transfers")
+        .map(|p| -i128::from(p.signed_minor_units()))
+        .sum();
+    if clearing != in_flight {
+        fail(format!("clearing:transfers holds {clearing}, the legs in flight {in_flight}"));
+    }
+    if complete && in_flight != 0 {
+        fail(format!("{in_flight} still in flight after the run"));
     }
     for decision in &decisions {
         let moves_money = !matches!(decision.kind, PaymentKind::Authorize | PaymentKind::Void);
@@ -445,6 +506,8 @@ fn check(seed: u64, log: &EmbeddedLog, complete: bool) -> Coverage {
             .filter(|t| matches!(t.kind, TransactionKind::Refund | TransactionKind::Chargeback))
             .count(),
         captures: ledger.iter().filter(|t| t.kind == TransactionKind::Capture).count(),
+        transfers_in: ledger.iter().filter(|t| t.kind == TransactionKind::TransferIn).count(),
+        transfers_returned: ledger.iter().filter(|t| t.kind == TransactionKind::TransferReturn).count(),
         payouts: ledger.iter().filter(|t| t.kind == TransactionKind::Payout).count(),
     }
 }
@@ -478,6 +541,8 @@ struct Coverage {
     returns: usize,
     captures: usize,
     payouts: usize,
+    transfers_in: usize,
+    transfers_returned: usize,
 }
 
 /// Runs the pipeline; true if the injected crash happened.
@@ -545,10 +610,13 @@ fn crashes_at_random_commits_keep_every_invariant() {
         total.returns += coverage.returns;
         total.captures += coverage.captures;
         total.payouts += coverage.payouts;
+        total.transfers_in += coverage.transfers_in;
+        total.transfers_returned += coverage.transfers_returned;
     }
     eprintln!("{seeds} seeds: {total:?}");
     // Most seeds crash at least once; every kind of input and closed windows occur.
     assert!(total.crashes as u64 >= seeds / 2, "{total:?}");
     assert!(total.dead_letters > 0 && total.retries > 0 && total.settlements > 0, "{total:?}");
     assert!(total.ledger_declines > 0 && total.returns > 0 && total.captures > 0 && total.payouts > 0, "{total:?}");
+    assert!(total.transfers_in > 0 && total.transfers_returned > 0, "{total:?}");
 }
