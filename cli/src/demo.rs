@@ -202,7 +202,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     println!();
     println!("  simulated        {} transactions in {simulate_seconds:.1} s", thousands(total));
     println!(
-        "  published        {} payments as {} events ({}% of customers pay from wallets: top-ups, authorizations + captures, refunds), {} labels",
+        "  published        {} payments as {} events ({}% of customers pay from wallets: top-ups, authorizations + captures, refunds, transfers), {} labels",
         thousands(publish_report.payments),
         thousands(publish_report.events),
         options.wallet_customers_percent,

@@ -522,8 +522,8 @@ pub struct PublishArgs {
     pub genuine_labels: bool,
     /// This share of customers (0-100, by a hash of the id) pays from a paystream wallet:
     /// top-ups when the wallet runs low, 1 payment in 5 as an authorization and its
-    /// capture, 1 in 20 half refunded. Default: 20 for `demo`, 0 otherwise (CSV replays
-    /// stay the handbook's card payments).
+    /// capture, 1 in 20 half refunded, 1 in 25 followed by 5.00 sent to another customer.
+    /// Default: 20 for `demo`, 0 otherwise (CSV replays stay the handbook's card payments).
     #[arg(long)]
     pub wallet_customers_percent: Option<u32>,
 }

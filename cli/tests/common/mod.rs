@@ -142,6 +142,7 @@ pub fn check_exactly_once(data_dir: &Path, complete: bool) -> (usize, usize) {
     let mut sums: BTreeMap<String, i128> = BTreeMap::new();
     let mut ledger_ids = HashMap::new();
     let mut payouts = HashSet::new();
+    let mut in_clearing = 0i128;
     for transaction in &ledger {
         let value = &transaction["value"];
         let mut sum = 0i128;
@@ -151,15 +152,26 @@ pub fn check_exactly_once(data_dir: &Path, complete: bool) -> (usize, usize) {
         }
         assert_eq!(sum, 0, "unbalanced ledger transaction {value}");
         *sums.entry(value["currency"].as_str().unwrap().to_string()).or_default() += sum;
-        if matches!(value["type"].as_str(), Some("settlement" | "payout")) {
-            // A closed settlement's payout: checked by `reconcile` below.
-            assert!(payouts.insert(value["transaction_id"].as_str().unwrap().to_string()), "paid out twice: {value}");
+        for posting in value["postings"].as_array().expect("postings") {
+            if posting["account_id"] == "clearing:transfers" {
+                let amount = i128::from(posting["amount_minor"].as_i64().expect("amount_minor"));
+                in_clearing += if posting["direction"] == "credit" { amount } else { -amount };
+            }
+        }
+        if matches!(value["type"].as_str(), Some("settlement" | "payout" | "transfer_in" | "transfer_return")) {
+            // A closed settlement's payout (checked by `reconcile` below) or the payee's
+            // side of a transfer (checked through the clearing account).
+            assert!(payouts.insert(value["transaction_id"].as_str().unwrap().to_string()), "applied twice: {value}");
             continue;
         }
         *ledger_ids.entry(value["payment_id"].as_str().unwrap().to_string()).or_insert(0) += 1;
     }
     assert!(sums.values().all(|s| *s == 0), "postings do not sum to zero per currency: {sums:?}");
     assert!(ledger_ids.values().all(|n| *n == 1), "a payment was posted twice");
+    assert!(in_clearing >= 0, "clearing:transfers paid out more than it received");
+    if complete {
+        assert_eq!(in_clearing, 0, "transfers still in clearing after a complete run");
+    }
     assert_eq!(ledger_ids.len(), approved, "one ledger transaction per approved payment");
 
     let mut settlement_ids = HashMap::new();
