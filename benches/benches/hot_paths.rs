@@ -28,27 +28,37 @@ fn validate(c: &mut Criterion) {
 
 fn operator_chain(c: &mut Criterion) {
     let records = payment_records(200 * BATCH);
-    let config = Arc::new(OperatorConfig::default());
     let mut group = c.benchmark_group("operators");
     group.throughput(Throughput::Elements(BATCH as u64));
-    // Steady state: a processor that has seen the earlier batches, fed the next one.
-    let mut processor = PartitionProcessor::new(config.clone(), default_model(&config), 0);
-    let mut out = OutputBatch::default();
-    let mut chunks = records.chunks(BATCH).cycle().enumerate();
-    group.bench_function("process_batch_2048", |b| {
-        b.iter(|| {
-            let (n, chunk) = chunks.next().expect("cycle never ends");
-            if n % 200 == 0 {
-                // Start over so payment ids are new, not retries (1 batch in 200).
-                processor = PartitionProcessor::new(config.clone(), default_model(&config), 0);
-            }
-            let inputs: Vec<InputRecord<'_>> =
-                chunk.iter().enumerate().map(|(i, r)| InputRecord { offset: i as u64, key: b"", value: r }).collect();
-            out.clear();
-            processor.process_batch("payments", &inputs, TerminalView::NONE, &mut out);
-            out.decisions.len()
-        })
-    });
+    // With every payment sent to review nothing reaches the ledger or settlement: the
+    // difference between the two is what those operators cost (3 postings per payment).
+    let all_review = OperatorConfig { review_score_min: 0.0, decline_score_min: 1.0, ..OperatorConfig::default() };
+    for (name, config) in
+        [("process_batch_2048", OperatorConfig::default()), ("process_batch_2048_no_ledger", all_review)]
+    {
+        let config = Arc::new(config);
+        // Steady state: a processor that has seen the earlier batches, fed the next one.
+        let mut processor = PartitionProcessor::new(config.clone(), default_model(&config), 0);
+        let mut out = OutputBatch::default();
+        let mut chunks = records.chunks(BATCH).cycle().enumerate();
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let (n, chunk) = chunks.next().expect("cycle never ends");
+                if n % 200 == 0 {
+                    // Start over so payment ids are new, not retries (1 batch in 200).
+                    processor = PartitionProcessor::new(config.clone(), default_model(&config), 0);
+                }
+                let inputs: Vec<InputRecord<'_>> = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| InputRecord { offset: i as u64, key: b"", value: r })
+                    .collect();
+                out.clear();
+                processor.process_batch("payments", &inputs, TerminalView::NONE, &mut out);
+                out.decisions.len()
+            })
+        });
+    }
     group.finish();
 }
 
