@@ -41,6 +41,17 @@ pub struct PublishOptions {
 /// payment that needs it.
 const WALLET_TOP_UP_MIN_MINOR: i64 = 50_000;
 
+/// One event of a wallet customer's payment (see [`Publisher::wallet_payment`]).
+struct WalletEvent<'a> {
+    id: String,
+    kind: &'a str,
+    original: Option<&'a str>,
+    amount_minor: i64,
+    time_ms: i64,
+    /// A payment to another customer's account instead of the merchant.
+    payee: Option<String>,
+}
+
 /// What a wallet customer sends a friend now and then (1 payment in 25).
 const WALLET_TRANSFER_MINOR: i64 = 500;
 
@@ -161,32 +172,59 @@ impl<'a> Publisher<'a> {
             .minor_units();
         let merchant = merchant_of(terminal, self.options.terminals_per_merchant).into_owned();
         let balance = self.wallets.entry(customer.to_string()).or_insert(0);
-        // (id, type, original, amount, time, payee account)
-        let mut events: Vec<(String, &str, Option<&str>, i64, i64, Option<String>)> = Vec::with_capacity(5);
+        let mut events: Vec<WalletEvent<'_>> = Vec::with_capacity(5);
         if *balance < amount_minor + WALLET_TRANSFER_MINOR {
             let top_up = WALLET_TOP_UP_MIN_MINOR.max(amount_minor.saturating_mul(3));
             *balance += top_up;
-            events.push((format!("{payment_id}-top-up"), "top_up", None, top_up, time_ms, None));
+            events.push(WalletEvent {
+                id: format!("{payment_id}-top-up"),
+                kind: "top_up",
+                original: None,
+                amount_minor: top_up,
+                time_ms,
+                payee: None,
+            });
         }
         *balance -= amount_minor;
         let roll = xxhash_rust::xxh3::xxh3_64(payment_id.as_bytes()) % 100;
         if roll < 20 {
-            events.push((payment_id.to_string(), "authorize", None, amount_minor, time_ms, None));
-            events.push((
-                format!("{payment_id}-capture"),
-                "capture",
-                Some(payment_id),
+            events.push(WalletEvent {
+                id: payment_id.to_string(),
+                kind: "authorize",
+                original: None,
                 amount_minor,
-                time_ms + 1,
-                None,
-            ));
+                time_ms,
+                payee: None,
+            });
+            events.push(WalletEvent {
+                id: format!("{payment_id}-capture"),
+                kind: "capture",
+                original: Some(payment_id),
+                amount_minor,
+                time_ms: time_ms + 1,
+                payee: None,
+            });
         } else {
-            events.push((payment_id.to_string(), "payment", None, amount_minor, time_ms, None));
+            events.push(WalletEvent {
+                id: payment_id.to_string(),
+                kind: "payment",
+                original: None,
+                amount_minor,
+                time_ms,
+                payee: None,
+            });
         }
         if roll % 20 == 7 {
             let half = (amount_minor / 2).max(1);
             *balance += half;
-            events.push((format!("{payment_id}-refund"), "refund", Some(payment_id), half, time_ms + 2, None));
+            events.push(WalletEvent {
+                id: format!("{payment_id}-refund"),
+                kind: "refund",
+                original: Some(payment_id),
+                amount_minor: half,
+                time_ms: time_ms + 2,
+                payee: None,
+            });
         }
         if roll % 25 == 3 {
             // Money to a friend: another customer's wallet, on that customer's partition.
@@ -194,10 +232,17 @@ impl<'a> Publisher<'a> {
             if friend != customer {
                 *balance -= WALLET_TRANSFER_MINOR;
                 let id = format!("{payment_id}-p2p");
-                events.push((id, "payment", None, WALLET_TRANSFER_MINOR, time_ms + 3, Some(friend)));
+                events.push(WalletEvent {
+                    id,
+                    kind: "payment",
+                    original: None,
+                    amount_minor: WALLET_TRANSFER_MINOR,
+                    time_ms: time_ms + 3,
+                    payee: Some(friend),
+                });
             }
         }
-        for (id, kind, original, minor, time, payee) in events {
+        for WalletEvent { id, kind, original, amount_minor: minor, time_ms: time, payee } in events {
             let digits = currency.minor_unit_digits();
             let wire = PaymentWire {
                 schema: None,

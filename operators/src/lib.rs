@@ -413,6 +413,11 @@ impl PartitionProcessor {
         settlement::settlement_id_with_suffix(merchant_id, &self.settlement_suffix.as_ref().expect("just set").2)
     }
 
+    /// A dead letter for `record` of this partition's `topic`.
+    fn dead_letter(&self, rejection: Rejection, topic: &str, record: &InputRecord<'_>) -> DeadLetter {
+        DeadLetter::new(rejection, topic, self.partition, record.offset, record.key, record.value)
+    }
+
     /// Scores the following batches with `model` (hot reload); decisions carry its version.
     pub fn set_model(&mut self, model: Arc<dyn FraudModel>) {
         self.model_version = Arc::from(model.version());
@@ -536,14 +541,7 @@ impl PartitionProcessor {
         out: &mut OutputBatch,
     ) {
         let reject = |out: &mut OutputBatch, rejection: Rejection| {
-            out.dead_letters.push(DeadLetter::new(
-                rejection,
-                topic,
-                self.partition,
-                record.offset,
-                record.key,
-                record.value,
-            ));
+            out.dead_letters.push(self.dead_letter(rejection, topic, record))
         };
         // validate
         out.counters.count(OperatorId::Validate).records_in += 1;
@@ -796,15 +794,7 @@ impl PartitionProcessor {
     pub fn process_transfer_legs(&mut self, topic: &str, records: &[InputRecord<'_>], out: &mut OutputBatch) {
         for record in records {
             let reject = |out: &mut OutputBatch, reason: RejectReason, detail: String| {
-                let rejection = Rejection::new(reason, detail);
-                out.dead_letters.push(DeadLetter::new(
-                    rejection,
-                    topic,
-                    self.partition,
-                    record.offset,
-                    record.key,
-                    record.value,
-                ));
+                out.dead_letters.push(self.dead_letter(Rejection::new(reason, detail), topic, record));
             };
             let leg: TransferLeg = match serde_json::from_slice(record.value) {
                 Ok(leg) => leg,

@@ -428,9 +428,9 @@ fn payments_to_other_accounts_cross_partitions_through_clearing_exactly_once() {
     let back = payer_side.ledger.iter().find(|t| t.kind == TransactionKind::TransferReturn).unwrap();
     assert_eq!(back.postings[1].account_id, "wallet:c1", "back where it came from");
     // Transfers are not refunded by the payer's side: the money is in another wallet.
-    payer_side.process(&[format!(
-        r#"{{"type":"refund","payment_id":"r1","original_payment_id":"x1","payer_account_id":"c1","payee_account_id":"c2","amount":"1.00","currency":"EUR","event_time":"2018-04-01T02:00:00Z","channel":"wallet"}}"#
-    )
-    .into_bytes()]);
+    payer_side.process(&[
+        br#"{"type":"refund","payment_id":"r1","original_payment_id":"x1","payer_account_id":"c1","payee_account_id":"c2","amount":"1.00","currency":"EUR","event_time":"2018-04-01T02:00:00Z","channel":"wallet"}"#
+            .to_vec(),
+    ]);
     assert_eq!(payer_side.decided("r1"), decline("transfer_not_refundable"));
 }

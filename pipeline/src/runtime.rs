@@ -723,42 +723,36 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Where the group resumes reading `topic`'s `partition`: its committed position, or
+    /// the log start; an error if retention deleted input it had not read.
+    fn start_position(&self, topic: &Topic, partition: u32) -> Result<u64, RuntimeError> {
+        let offsets = self.log.offsets(topic, partition)?;
+        let next_offset =
+            self.log.committed_position(&self.config.group_id, topic, partition)?.unwrap_or(offsets.start);
+        if next_offset < offsets.start {
+            return Err(RuntimeError::Restore {
+                partition,
+                why: format!(
+                    "committed position {next_offset} of {} is below the log start {}: input was lost to retention",
+                    topic.name, offsets.start
+                ),
+            });
+        }
+        Ok(next_offset)
+    }
+
     fn run_worker(&self, partitions: &[u32], context: &WorkerContext<'_>) -> Result<RunReport, RuntimeError> {
-        let (config, topics, control) = (&self.config, context.topics, context.control);
+        let (topics, control) = (context.topics, context.control);
         let mut tasks = Vec::with_capacity(partitions.len());
         let (_, model) = context.model.current();
         for &partition in partitions {
             let mut processor = PartitionProcessor::new(context.operator_config.clone(), model.clone(), partition);
             self.restore(topics, &mut processor)?;
-            let offsets = self.log.offsets(&topics.payments, partition)?;
-            let next_offset =
-                self.log.committed_position(&config.group_id, &topics.payments, partition)?.unwrap_or(offsets.start);
-            if next_offset < offsets.start {
-                return Err(RuntimeError::Restore {
-                    partition,
-                    why: format!(
-                        "committed position {next_offset} is below the log start {}: input was lost to retention",
-                        offsets.start
-                    ),
-                });
-            }
+            let next_offset = self.start_position(&topics.payments, partition)?;
             if let (Some(stage), Some(watermark)) = (context.stage, processor.state().max_event_time_ms()) {
                 stage.set_payer_watermark(partition, watermark);
             }
-            let leg_offsets = self.log.offsets(&topics.transfers, partition)?;
-            let next_leg_offset = self
-                .log
-                .committed_position(&config.group_id, &topics.transfers, partition)?
-                .unwrap_or(leg_offsets.start);
-            if next_leg_offset < leg_offsets.start {
-                return Err(RuntimeError::Restore {
-                    partition,
-                    why: format!(
-                        "committed transfers position {next_leg_offset} is below the log start {}: legs were lost to retention",
-                        leg_offsets.start
-                    ),
-                });
-            }
+            let next_leg_offset = self.start_position(&topics.transfers, partition)?;
             tasks.push(PartitionTask {
                 processor,
                 next_offset,
