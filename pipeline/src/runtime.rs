@@ -119,6 +119,10 @@ pub struct PipelineConfig {
     pub snapshot_interval_batches: u32,
     /// How long an idle worker waits for new input before looking again.
     pub idle_wait_ms: u64,
+    /// How often a worker looks for transfer legs on a partition whose last look found
+    /// none (0: before every batch). A look asks the log for the partition's end (on
+    /// Kafka a broker round trip); a leg waits at most this long on an idle partition.
+    pub leg_poll_interval_ms: u64,
     /// Each worker waits for a batch to commit before it reads the next (no pipelining):
     /// slower, but what a batch reads no longer depends on commit timing — transfer legs
     /// a worker writes to its own partitions become visible at a fixed point — so a run
@@ -152,6 +156,7 @@ impl Default for PipelineConfig {
             snapshot_interval_batches: 500,
             idle_wait_ms: 50,
             commit_each_batch_before_the_next: false,
+            leg_poll_interval_ms: 10,
             input_records_per_second_max: None,
             operators: OperatorConfig::default(),
             model_file: None,
@@ -410,6 +415,8 @@ struct PartitionTask {
     next_offset: u64,
     /// The same on the partition's `paystream-transfers`.
     next_leg_offset: u64,
+    /// When the worker last looked for legs and found none (`None`: look now).
+    legs_idle_since: Option<Instant>,
     /// Records fetched but not processed yet (a batch that stopped to wait for the
     /// terminal index keeps its tail here instead of fetching it again).
     fetched: Vec<crate::log::Record>,
@@ -757,6 +764,7 @@ impl Pipeline {
                 processor,
                 next_offset,
                 next_leg_offset,
+                legs_idle_since: None,
                 fetched: Vec::new(),
                 waiting_at_bound_ms: None,
             });
@@ -841,8 +849,7 @@ impl Pipeline {
                     advanced = true;
                 }
                 // Transfer legs for this partition's accounts, in the same transaction.
-                let legs =
-                    self.log.fetch(&topics.transfers, partition, task.next_leg_offset, config.batch_records_max)?;
+                let legs = self.fetch_legs(task, topics)?;
                 if let Some(last) = legs.last() {
                     let inputs: Vec<InputRecord<'_>> =
                         legs.iter().map(|r| InputRecord { offset: r.offset, key: &r.key, value: &r.value }).collect();
@@ -1005,6 +1012,28 @@ impl Pipeline {
             self.metrics.terminal_waits.inc();
         }
         Ok(consumed)
+    }
+
+    /// The task's next transfer legs: none without asking the log while the partition
+    /// was found idle less than `leg_poll_interval_ms` ago; then only if its end moved.
+    fn fetch_legs(
+        &self,
+        task: &mut PartitionTask,
+        topics: &PipelineTopics,
+    ) -> Result<Vec<crate::log::Record>, RuntimeError> {
+        let interval = Duration::from_millis(self.config.leg_poll_interval_ms);
+        if task.legs_idle_since.is_some_and(|since| since.elapsed() < interval) {
+            return Ok(Vec::new());
+        }
+        let partition = task.processor.partition();
+        let next = self.log.resume_offset(&topics.transfers, partition, task.next_leg_offset);
+        let legs = if next < self.log.offsets(&topics.transfers, partition)?.end {
+            self.log.fetch(&topics.transfers, partition, task.next_leg_offset, self.config.batch_records_max)?
+        } else {
+            Vec::new()
+        };
+        task.legs_idle_since = legs.is_empty().then(Instant::now);
+        Ok(legs)
     }
 
     /// Every input of the tasks processed: payments and transfer legs. (Legs this worker

@@ -251,6 +251,8 @@ fn config(scenario: &Scenario) -> PipelineConfig {
         snapshot_interval_batches: scenario.snapshot_interval_batches,
         idle_wait_ms: 1,
         commit_each_batch_before_the_next: true,
+        // Look for legs before every batch: no wall clock in what a batch reads.
+        leg_poll_interval_ms: 0,
         ..PipelineConfig::default()
     }
 }
