@@ -24,7 +24,8 @@ struct Event {
     /// 0: a new card payment; 1: retry of an earlier id; 2: conflicting reuse of an
     /// earlier id; 3: garbage bytes; 4: a top-up; 5: a wallet payment; 6: a refund of the
     /// event before; 7: an authorization; 8: a capture of the event before; 9: a void of
-    /// the event before; 10: a chargeback of the event before.
+    /// the event before; 10: a chargeback of the event before; 11: a payment to another
+    /// account (a transfer leg).
     kind: u8,
 }
 
@@ -68,6 +69,22 @@ fn records(events: &[Event]) -> Vec<Vec<u8>> {
                 (8, Some(b)) => event_json(b, e.id, e.cents % 3_000 + 1, "capture", Some(b.id), "wallet"),
                 (9, Some(b)) => event_json(b, e.id, b.cents, "void", Some(b.id), "wallet"),
                 (10, Some(b)) => event_json(b, e.id, b.cents, "chargeback", Some(b.id), "card_not_present"),
+                (11, _) => {
+                    // To another account: its leg comes back to this partition in the next
+                    // batch (the test's stand-in for the payee's partition).
+                    let time = 1_522_540_800_000i64 + i64::from(e.minute) * 60_000;
+                    let currency = if e.cents % 7 == 0 { "USD" } else { "EUR" };
+                    format!(
+                        r#"{{"payment_id":"p{}","payer_account_id":"c{}","payee_account_id":"c{}","amount":"{}.{:02}","currency":"{currency}","event_time":"{}","channel":"card_present"}}"#,
+                        e.id,
+                        e.payer,
+                        (e.payer + 1) % 6,
+                        e.cents / 100,
+                        e.cents % 100,
+                        paystream_domain::time::format_rfc3339_ms(time)
+                    )
+                    .into_bytes()
+                }
                 _ => json(e, e.id, e.cents),
             }
         })
@@ -82,7 +99,7 @@ fn event() -> impl Strategy<Value = Event> {
             merchant,
             cents,
             minute: step,
-            kind: if kind <= 10 { kind } else { 0 },
+            kind: if kind <= 11 { kind } else { 0 },
         },
     )
 }
@@ -100,7 +117,15 @@ fn events() -> impl Strategy<Value = Vec<Event>> {
     })
 }
 
-fn process(processor: &mut PartitionProcessor, batch: &[Vec<u8>], first_offset: u64) -> (Vec<String>, Vec<u8>) {
+/// One batch: the payments, then the transfer legs `legs` (written by the batch before),
+/// as the runtime runs them; returns the outputs as lines, the changelog record and the
+/// legs this batch wrote.
+fn process(
+    processor: &mut PartitionProcessor,
+    batch: &[Vec<u8>],
+    first_offset: u64,
+    legs: &[Vec<u8>],
+) -> (Vec<String>, Vec<u8>, Vec<Vec<u8>>) {
     let inputs: Vec<InputRecord<'_>> = batch
         .iter()
         .enumerate()
@@ -108,13 +133,21 @@ fn process(processor: &mut PartitionProcessor, batch: &[Vec<u8>], first_offset: 
         .collect();
     let mut out = OutputBatch::default();
     processor.process_batch("payments", &inputs, TerminalView::NONE, &mut out);
+    let legs: Vec<InputRecord<'_>> = legs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| InputRecord { offset: first_offset + i as u64, key: b"", value: r })
+        .collect();
+    processor.process_transfer_legs("paystream-transfers", &legs, &mut out);
+    let written = out.transfer_legs.iter().map(|l| serde_json::to_vec(l).unwrap()).collect();
     let mut lines = Vec::new();
     lines.extend(out.decisions.iter().map(|d| serde_json::to_string(d).unwrap()));
     lines.extend(out.ledger.iter().map(|t| serde_json::to_string(t).unwrap()));
     lines.extend(out.settlements.iter().map(|s| serde_json::to_string(s).unwrap()));
     lines.extend(out.dead_letters.iter().map(|l| serde_json::to_string(l).unwrap()));
     lines.push(format!("retries {}", out.counters.retries));
-    (lines, paystream_operators::state::encode_ops(&out.state_ops))
+    lines.extend(out.transfer_legs.iter().map(|l| serde_json::to_string(l).unwrap()));
+    (lines, paystream_operators::state::encode_ops(&out.state_ops), written)
 }
 
 proptest! {
@@ -137,16 +170,20 @@ proptest! {
         let mut live = PartitionProcessor::new(config.clone(), default_model(&config), 0);
         let mut live_outputs = Vec::new();
         let mut changelog = Vec::new();
+        // legs_written[i]: the legs batch i wrote, read by batch i + 1.
+        let mut legs_written: Vec<Vec<Vec<u8>>> = Vec::new();
         let mut snapshot = live.snapshot();
         let mut offset = 0u64;
         for (i, batch) in batches.iter().enumerate() {
             if i == snapshot_at {
                 snapshot = live.snapshot();
             }
-            let (lines, ops) = process(&mut live, batch, offset);
+            let legs_in = if i == 0 { Vec::new() } else { legs_written[i - 1].clone() };
+            let (lines, ops, legs) = process(&mut live, batch, offset, &legs_in);
             offset += batch.len() as u64;
             live_outputs.push(lines);
             changelog.push(ops);
+            legs_written.push(legs);
         }
         if snapshot_at == batches.len() {
             snapshot = live.snapshot();
@@ -162,7 +199,10 @@ proptest! {
         }
         let mut offset: u64 = batches[..crash_at].iter().map(|b| b.len() as u64).sum();
         for (i, batch) in batches.iter().enumerate().skip(crash_at) {
-            let (lines, ops) = process(&mut restored, batch, offset);
+            // The legs before the crash are in the log; those after, the restored run wrote
+            // (equal to the live ones, as the lines compared below include them).
+            let legs_in = if i == 0 { Vec::new() } else { legs_written[i - 1].clone() };
+            let (lines, ops, _) = process(&mut restored, batch, offset, &legs_in);
             offset += batch.len() as u64;
             prop_assert_eq!(&lines, &live_outputs[i], "batch {} differs after restore", i);
             prop_assert_eq!(&ops, &changelog[i]);
