@@ -1,5 +1,6 @@
-//! `paystream store`: the PostgreSQL record store from the command line — create or
-//! migrate its schema, read an account's balance or a payment's decision, manage users.
+//! `paystream store`: the record stores from the command line — PostgreSQL (create or
+//! migrate its schema, read an account's balance or a payment's decision, manage users)
+//! and ScyllaDB (create its keyspace and tables, read an account's payment history).
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -9,10 +10,10 @@ use paystream_storage::users::{KycStatus, User, UserStore};
 
 #[derive(Args)]
 pub struct StoreArgs {
-    /// PostgreSQL URL, e.g. postgres://user@host:5432/db.
-    #[arg(long, env = "PAYSTREAM_POSTGRES_URL")]
-    postgres_url: String,
-    #[arg(long, env = "PAYSTREAM_POSTGRES_SCHEMA", default_value = "paystream")]
+    /// PostgreSQL URL, e.g. postgres://user@host:5432/db (every command but scylla-*).
+    #[arg(long, env = "PAYSTREAM_POSTGRES_URL", global = true)]
+    postgres_url: Option<String>,
+    #[arg(long, env = "PAYSTREAM_POSTGRES_SCHEMA", default_value = "paystream", global = true)]
     postgres_schema: String,
     #[command(subcommand)]
     command: StoreCommand,
@@ -40,12 +41,70 @@ enum StoreCommand {
     },
     /// Sets a user's KYC state: pending, verified or rejected.
     UserKyc { user_id: String, status: String },
+    /// Creates the ScyllaDB keyspace and tables if missing (idempotent).
+    ScyllaMigrate(ScyllaArgs),
+    /// An account's latest payments in ScyllaDB, newest first, as JSON lines.
+    ScyllaHistory {
+        account_id: String,
+        #[arg(long, default_value_t = 20)]
+        limit: i32,
+        #[command(flatten)]
+        scylla: ScyllaArgs,
+    },
+}
+
+#[derive(Args)]
+struct ScyllaArgs {
+    /// ScyllaDB/Cassandra nodes, host:port, comma-separated.
+    #[arg(long, env = "SCYLLA_NODES")]
+    scylla_nodes: String,
+    #[arg(long, env = "PAYSTREAM_SCYLLA_KEYSPACE", default_value = "paystream")]
+    scylla_keyspace: String,
+    /// Replication factor of the keyspace (NetworkTopologyStrategy), when created.
+    #[arg(long, default_value_t = 1)]
+    scylla_replication_factor: u32,
+    /// one, local_one, quorum, local_quorum or all.
+    #[arg(long, env = "PAYSTREAM_SCYLLA_CONSISTENCY", default_value = "local_quorum")]
+    scylla_consistency: String,
+}
+
+impl ScyllaArgs {
+    fn connect(&self) -> Result<paystream_storage::scylla::ScyllaStore> {
+        use paystream_storage::scylla::{ConsistencyLevel, ScyllaConfig, ScyllaStore};
+        let mut config = ScyllaConfig::new(&self.scylla_nodes, &self.scylla_keyspace)?;
+        config.replication_factor = self.scylla_replication_factor;
+        config.consistency = ConsistencyLevel::parse(&self.scylla_consistency)?;
+        ScyllaStore::connect(config).with_context(|| format!("ScyllaDB at {}", self.scylla_nodes))
+    }
 }
 
 pub fn store(args: StoreArgs) -> Result<()> {
-    let mut store = PostgresRecordStore::connect(&args.postgres_url, &args.postgres_schema)
+    match &args.command {
+        StoreCommand::ScyllaMigrate(scylla) => {
+            scylla.connect()?.migrate()?;
+            println!("keyspace {} is migrated", scylla.scylla_keyspace);
+            return Ok(());
+        }
+        StoreCommand::ScyllaHistory { account_id, limit, scylla } => {
+            for row in scylla.connect()?.history(account_id, *limit)? {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "account_id": row.account_id, "event_time_ms": row.event_time_ms,
+                        "payment_id": row.payment_id, "type": row.kind, "counterparty": row.counterparty,
+                        "amount_minor": row.amount_minor, "currency": row.currency, "outcome": row.outcome,
+                    })
+                );
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
+    let url = args.postgres_url.as_deref().context("--postgres-url (or PAYSTREAM_POSTGRES_URL) is required")?;
+    let mut store = PostgresRecordStore::connect(url, &args.postgres_schema)
         .with_context(|| format!("record store: PostgreSQL schema {}", args.postgres_schema))?;
     match args.command {
+        StoreCommand::ScyllaMigrate(_) | StoreCommand::ScyllaHistory { .. } => unreachable!("handled above"),
         StoreCommand::Migrate => {
             let totals = store.totals()?;
             println!(

@@ -11,6 +11,7 @@
 pub mod counters;
 pub mod postgres;
 pub mod records;
+pub mod scylla;
 pub mod users;
 
 use std::fs::{self, File};
@@ -41,6 +42,9 @@ pub enum StorageError {
     /// External: Redis refused or failed.
     #[error("Redis: {context}: {why}")]
     Redis { context: String, why: String },
+    /// External: ScyllaDB/Cassandra refused or failed.
+    #[error("ScyllaDB: {context}: {why}")]
+    Scylla { context: String, why: String },
     /// Internal: records offered out of order (a gap or a partial overlap).
     #[error("record store: {topic}/{partition}: {why}")]
     Sequence { topic: String, partition: u32, why: String },

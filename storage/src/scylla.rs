@@ -1,0 +1,494 @@
+//! Cassandra/ScyllaDB store (the `scylla` driver): payment history per account and
+//! long-window daily aggregates per entity.
+//!
+//! Schema (`schema_statements`, applied by [`ScyllaStore::migrate`] / `paystream store
+//! scylla-migrate`):
+//! - `payments_by_account`: partition by account, clustered by event time descending —
+//!   an account's latest payments are one partition read. A row is keyed by (account,
+//!   event time, payment id), so writing it again (a replay) rewrites the same row.
+//! - `daily_aggregates`: per (entity, day, source partition) the running totals of that
+//!   partition's events for the day (payments, amount, frauds). No counter columns
+//!   (counters are not idempotent): each write replaces the row with the partition's
+//!   total `USING TIMESTAMP <version>`, where the version is the source's position (it
+//!   only grows). A replay writes the same totals with the same timestamp, and an older
+//!   write never overrides a newer one (last write wins by timestamp). A day's total for
+//!   an entity is the sum over its source partitions' rows.
+//!
+//! Statements are prepared once; the driver routes each to a replica owning its
+//! partition key (token-aware, its default load balancing), at the configured
+//! consistency. Integration tests run when `SCYLLA_NODES` is set (see README).
+
+use std::time::Duration;
+
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::statement::Consistency;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::{CqlDate, CqlTimestamp};
+
+use crate::StorageError;
+
+/// Most rows written concurrently by one call (one round trip each, in flight together).
+pub const WRITES_IN_FLIGHT_MAX: usize = 256;
+
+/// Where and how to reach the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScyllaConfig {
+    /// `host:port` of one or more nodes (the driver discovers the rest).
+    pub nodes: Vec<String>,
+    /// `[a-z][a-z0-9_]{0,47}`.
+    pub keyspace: String,
+    pub replication_factor: u32,
+    pub consistency: ConsistencyLevel,
+}
+
+impl ScyllaConfig {
+    /// `nodes`: comma-separated `host:port` (the form of `SCYLLA_NODES`).
+    pub fn new(nodes: &str, keyspace: &str) -> Result<ScyllaConfig, StorageError> {
+        let nodes: Vec<String> = nodes.split(',').map(str::trim).filter(|n| !n.is_empty()).map(String::from).collect();
+        if nodes.is_empty() {
+            return Err(StorageError::InvalidConfig("no ScyllaDB node given (host:port, comma-separated)".into()));
+        }
+        check_keyspace(keyspace)?;
+        Ok(ScyllaConfig {
+            nodes,
+            keyspace: keyspace.to_string(),
+            replication_factor: 1,
+            consistency: ConsistencyLevel::LocalQuorum,
+        })
+    }
+}
+
+fn check_keyspace(keyspace: &str) -> Result<(), StorageError> {
+    let valid = keyspace.len() <= 48
+        && keyspace.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && keyspace.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(StorageError::InvalidConfig(format!(
+            "keyspace {keyspace:?}: use 1 to 48 of [a-z0-9_], starting with a letter"
+        )))
+    }
+}
+
+/// The consistency levels paystream offers (reads and writes alike).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsistencyLevel {
+    One,
+    LocalOne,
+    Quorum,
+    LocalQuorum,
+    All,
+}
+
+impl ConsistencyLevel {
+    pub fn parse(text: &str) -> Result<ConsistencyLevel, StorageError> {
+        match text.to_ascii_lowercase().replace('-', "_").as_str() {
+            "one" => Ok(ConsistencyLevel::One),
+            "local_one" => Ok(ConsistencyLevel::LocalOne),
+            "quorum" => Ok(ConsistencyLevel::Quorum),
+            "local_quorum" => Ok(ConsistencyLevel::LocalQuorum),
+            "all" => Ok(ConsistencyLevel::All),
+            other => Err(StorageError::InvalidConfig(format!(
+                "consistency {other:?}: one, local_one, quorum, local_quorum or all"
+            ))),
+        }
+    }
+
+    fn driver(self) -> Consistency {
+        match self {
+            ConsistencyLevel::One => Consistency::One,
+            ConsistencyLevel::LocalOne => Consistency::LocalOne,
+            ConsistencyLevel::Quorum => Consistency::Quorum,
+            ConsistencyLevel::LocalQuorum => Consistency::LocalQuorum,
+            ConsistencyLevel::All => Consistency::All,
+        }
+    }
+}
+
+/// The CQL that creates the keyspace and tables (idempotent: `IF NOT EXISTS`).
+pub fn schema_statements(keyspace: &str, replication_factor: u32) -> Vec<String> {
+    vec![
+        format!(
+            "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = \
+             {{'class': 'NetworkTopologyStrategy', 'replication_factor': {replication_factor}}}"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {keyspace}.payments_by_account (\
+             account_id text, event_time timestamp, payment_id text, kind text, counterparty text, \
+             amount_minor bigint, currency text, outcome text, \
+             PRIMARY KEY ((account_id), event_time, payment_id)) \
+             WITH CLUSTERING ORDER BY (event_time DESC, payment_id ASC)"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {keyspace}.daily_aggregates (\
+             entity text, day date, source_partition int, payments bigint, amount_minor bigint, frauds bigint, \
+             PRIMARY KEY ((entity), day, source_partition)) \
+             WITH CLUSTERING ORDER BY (day DESC, source_partition ASC)"
+        ),
+    ]
+}
+
+fn insert_payment(keyspace: &str) -> String {
+    format!(
+        "INSERT INTO {keyspace}.payments_by_account \
+         (account_id, event_time, payment_id, kind, counterparty, amount_minor, currency, outcome) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+}
+
+fn select_history(keyspace: &str) -> String {
+    format!(
+        "SELECT account_id, event_time, payment_id, kind, counterparty, amount_minor, currency, outcome \
+         FROM {keyspace}.payments_by_account WHERE account_id = ? LIMIT ?"
+    )
+}
+
+fn upsert_aggregate(keyspace: &str) -> String {
+    format!(
+        "INSERT INTO {keyspace}.daily_aggregates (entity, day, source_partition, payments, amount_minor, frauds) \
+         VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+    )
+}
+
+fn select_aggregates(keyspace: &str) -> String {
+    format!(
+        "SELECT day, source_partition, payments, amount_minor, frauds \
+         FROM {keyspace}.daily_aggregates WHERE entity = ? AND day >= ?"
+    )
+}
+
+/// One payment in an account's history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryRow {
+    pub account_id: String,
+    pub event_time_ms: i64,
+    pub payment_id: String,
+    /// The event type (`payment`, `refund`, …).
+    pub kind: String,
+    /// Merchant or other account.
+    pub counterparty: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub outcome: String,
+}
+
+/// A source partition's running totals of one entity and day.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DayTotals {
+    pub payments: i64,
+    pub amount_minor: i64,
+    pub frauds: i64,
+}
+
+impl DayTotals {
+    fn add(&mut self, other: DayTotals) {
+        self.payments += other.payments;
+        self.amount_minor += other.amount_minor;
+        self.frauds += other.frauds;
+    }
+}
+
+/// One row of `daily_aggregates`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AggregateRow {
+    pub entity: String,
+    /// Days since the epoch (UTC).
+    pub day: i64,
+    pub source_partition: u32,
+    pub totals: DayTotals,
+}
+
+/// The CQL `date` of days since the epoch (the driver's 2^31-centred encoding).
+pub fn cql_date(days_since_epoch: i64) -> Result<CqlDate, StorageError> {
+    let raw = days_since_epoch + (1i64 << 31);
+    u32::try_from(raw)
+        .map(CqlDate)
+        .map_err(|_| StorageError::InvalidRecord(format!("day {days_since_epoch} out of range")))
+}
+
+fn days_since_epoch(date: CqlDate) -> i64 {
+    i64::from(date.0) - (1i64 << 31)
+}
+
+/// Sums the source partitions' rows into one total per day, newest day first.
+pub fn totals_by_day(rows: impl IntoIterator<Item = (i64, DayTotals)>) -> Vec<(i64, DayTotals)> {
+    let mut days: std::collections::BTreeMap<i64, DayTotals> = std::collections::BTreeMap::new();
+    for (day, totals) in rows {
+        days.entry(day).or_default().add(totals);
+    }
+    days.into_iter().rev().collect()
+}
+
+struct Statements {
+    insert_payment: PreparedStatement,
+    select_history: PreparedStatement,
+    upsert_aggregate: PreparedStatement,
+    select_aggregates: PreparedStatement,
+}
+
+/// A connected store.
+pub struct ScyllaStore {
+    runtime: tokio::runtime::Runtime,
+    session: Session,
+    config: ScyllaConfig,
+    statements: Option<Statements>,
+}
+
+fn scylla(context: &str) -> impl Fn(String) -> StorageError + '_ {
+    move |why| StorageError::Scylla { context: context.to_string(), why }
+}
+
+impl ScyllaStore {
+    /// Connects (the driver then discovers the cluster). Call [`ScyllaStore::migrate`]
+    /// before the first use of a keyspace.
+    pub fn connect(config: ScyllaConfig) -> Result<ScyllaStore, StorageError> {
+        check_keyspace(&config.keyspace)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StorageError::Io { context: "start the ScyllaDB runtime".into(), source: e })?;
+        let session = runtime
+            .block_on(
+                SessionBuilder::new().known_nodes(&config.nodes).connection_timeout(Duration::from_secs(10)).build(),
+            )
+            .map_err(|e| scylla("connect")(e.to_string()))?;
+        let mut store = ScyllaStore { runtime, session, config, statements: None };
+        // The tables may not exist yet: statements are prepared once they do.
+        let _ = store.prepare();
+        Ok(store)
+    }
+
+    /// Creates the keyspace and tables if missing, waits for schema agreement, and
+    /// prepares the statements.
+    pub fn migrate(&mut self) -> Result<(), StorageError> {
+        let statements = schema_statements(&self.config.keyspace, self.config.replication_factor);
+        self.runtime.block_on(async {
+            for statement in statements {
+                self.session.query_unpaged(statement, ()).await.map_err(|e| scylla("migrate")(e.to_string()))?;
+            }
+            self.session.await_schema_agreement().await.map_err(|e| scylla("schema agreement")(e.to_string()))?;
+            Ok::<(), StorageError>(())
+        })?;
+        self.prepare()
+    }
+
+    fn prepare(&mut self) -> Result<(), StorageError> {
+        let keyspace = &self.config.keyspace;
+        let consistency = self.config.consistency.driver();
+        let session = &self.session;
+        let prepare = |cql: String| async move {
+            let mut statement = session.prepare(cql).await.map_err(|e| scylla("prepare")(e.to_string()))?;
+            statement.set_consistency(consistency);
+            Ok::<PreparedStatement, StorageError>(statement)
+        };
+        let statements = self.runtime.block_on(async {
+            Ok::<Statements, StorageError>(Statements {
+                insert_payment: prepare(insert_payment(keyspace)).await?,
+                select_history: prepare(select_history(keyspace)).await?,
+                upsert_aggregate: prepare(upsert_aggregate(keyspace)).await?,
+                select_aggregates: prepare(select_aggregates(keyspace)).await?,
+            })
+        })?;
+        self.statements = Some(statements);
+        Ok(())
+    }
+
+    fn statements(&self) -> Result<&Statements, StorageError> {
+        self.statements.as_ref().ok_or_else(|| {
+            StorageError::InvalidConfig(format!(
+                "keyspace {} has no paystream tables: run `paystream store scylla-migrate`",
+                self.config.keyspace
+            ))
+        })
+    }
+
+    /// Writes payments into their accounts' histories (idempotent by row key), at most
+    /// [`WRITES_IN_FLIGHT_MAX`] in flight at once.
+    pub fn record_payments(&self, rows: &[HistoryRow]) -> Result<(), StorageError> {
+        let statement = &self.statements()?.insert_payment;
+        self.runtime.block_on(async {
+            for chunk in rows.chunks(WRITES_IN_FLIGHT_MAX) {
+                let writes = chunk.iter().map(|row| {
+                    let values = (
+                        row.account_id.as_str(),
+                        CqlTimestamp(row.event_time_ms),
+                        row.payment_id.as_str(),
+                        row.kind.as_str(),
+                        row.counterparty.as_str(),
+                        row.amount_minor,
+                        row.currency.as_str(),
+                        row.outcome.as_str(),
+                    );
+                    async move { self.session.execute_unpaged(statement, values).await }
+                });
+                for result in futures_join_all(writes).await {
+                    result.map_err(|e| scylla("write payment history")(e.to_string()))?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// The account's latest `limit` payments, newest first.
+    pub fn history(&self, account_id: &str, limit: i32) -> Result<Vec<HistoryRow>, StorageError> {
+        let statement = &self.statements()?.select_history;
+        let result = self
+            .runtime
+            .block_on(self.session.execute_unpaged(statement, (account_id, limit)))
+            .map_err(|e| scylla("read payment history")(e.to_string()))?;
+        let rows = result.into_rows_result().map_err(|e| scylla("read payment history")(e.to_string()))?;
+        let typed = rows
+            .rows::<(String, CqlTimestamp, String, String, String, i64, String, String)>()
+            .map_err(|e| scylla("decode payment history")(e.to_string()))?;
+        let mut history = Vec::new();
+        for row in typed {
+            let (account_id, time, payment_id, kind, counterparty, amount_minor, currency, outcome) =
+                row.map_err(|e| scylla("decode payment history")(e.to_string()))?;
+            history.push(HistoryRow {
+                account_id,
+                event_time_ms: time.0,
+                payment_id,
+                kind,
+                counterparty,
+                amount_minor,
+                currency,
+                outcome,
+            });
+        }
+        Ok(history)
+    }
+
+    /// Replaces each row's totals as of `version` (the source's position: it must grow
+    /// with every write of a source partition). Writing the same rows again at the same
+    /// version changes nothing; at an older version, nothing either.
+    pub fn write_aggregates(&self, rows: &[AggregateRow], version: i64) -> Result<(), StorageError> {
+        let statement = &self.statements()?.upsert_aggregate;
+        let mut bound = Vec::with_capacity(rows.len());
+        for row in rows {
+            let partition = i32::try_from(row.source_partition)
+                .map_err(|_| StorageError::InvalidRecord(format!("partition {}", row.source_partition)))?;
+            bound.push((
+                row.entity.as_str(),
+                cql_date(row.day)?,
+                partition,
+                row.totals.payments,
+                row.totals.amount_minor,
+                row.totals.frauds,
+                version,
+            ));
+        }
+        self.runtime.block_on(async {
+            for chunk in bound.chunks(WRITES_IN_FLIGHT_MAX) {
+                let writes =
+                    chunk.iter().map(|values| async move { self.session.execute_unpaged(statement, values).await });
+                for result in futures_join_all(writes).await {
+                    result.map_err(|e| scylla("write daily aggregates")(e.to_string()))?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// An entity's totals per day since `since_day` (days since the epoch), summed over
+    /// source partitions, newest first.
+    pub fn daily_totals(&self, entity: &str, since_day: i64) -> Result<Vec<(i64, DayTotals)>, StorageError> {
+        let statement = &self.statements()?.select_aggregates;
+        let result = self
+            .runtime
+            .block_on(self.session.execute_unpaged(statement, (entity, cql_date(since_day)?)))
+            .map_err(|e| scylla("read daily aggregates")(e.to_string()))?;
+        let rows = result.into_rows_result().map_err(|e| scylla("read daily aggregates")(e.to_string()))?;
+        let typed = rows
+            .rows::<(CqlDate, i32, i64, i64, i64)>()
+            .map_err(|e| scylla("decode daily aggregates")(e.to_string()))?;
+        let mut days = Vec::new();
+        for row in typed {
+            let (day, _, payments, amount_minor, frauds) =
+                row.map_err(|e| scylla("decode daily aggregates")(e.to_string()))?;
+            days.push((days_since_epoch(day), DayTotals { payments, amount_minor, frauds }));
+        }
+        Ok(totals_by_day(days))
+    }
+}
+
+/// Awaits every future, in order (the requests are in flight together).
+async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs = Vec::with_capacity(handles.len());
+    let mut pending: Vec<_> = handles.into_iter().map(Some).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (slot, result) in pending.iter_mut().zip(results.iter_mut()) {
+            if let Some(future) = slot {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(output) => {
+                        *result = Some(output);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+    })
+    .await;
+    outputs.extend(results.into_iter().map(|r| r.expect("every future completed")));
+    outputs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_partitions_history_by_account_newest_first_and_aggregates_without_counters() {
+        let schema = schema_statements("paystream", 3);
+        assert!(schema[0].contains("'replication_factor': 3"), "{}", schema[0]);
+        assert!(schema[1].contains("PRIMARY KEY ((account_id), event_time, payment_id)"));
+        assert!(schema[1].contains("CLUSTERING ORDER BY (event_time DESC"));
+        assert!(schema[2].contains("PRIMARY KEY ((entity), day, source_partition)"));
+        let counter_column = |s: &str| s.contains(" counter,") || s.contains(" counter)");
+        assert!(schema.iter().all(|s| s.contains("IF NOT EXISTS") && !counter_column(s)));
+        assert!(upsert_aggregate("ks").ends_with("USING TIMESTAMP ?"), "aggregates are written last-write-wins");
+        assert_eq!(insert_payment("ks").matches('?').count(), 8);
+        assert!(select_history("ks").contains("WHERE account_id = ? LIMIT ?"));
+    }
+
+    #[test]
+    fn configuration_is_checked() {
+        let config = ScyllaConfig::new("10.0.0.1:9042, 10.0.0.2:9042", "paystream_1").unwrap();
+        assert_eq!(config.nodes, ["10.0.0.1:9042", "10.0.0.2:9042"]);
+        assert_eq!(config.consistency, ConsistencyLevel::LocalQuorum);
+        assert!(ScyllaConfig::new(" , ", "ks").is_err());
+        for bad in ["", "1ks", "Paystream", "pay-stream", &"k".repeat(49)] {
+            assert!(ScyllaConfig::new("h:9042", bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(ConsistencyLevel::parse("LOCAL-QUORUM").unwrap(), ConsistencyLevel::LocalQuorum);
+        assert_eq!(ConsistencyLevel::parse("one").unwrap(), ConsistencyLevel::One);
+        assert!(ConsistencyLevel::parse("most").is_err());
+    }
+
+    #[test]
+    fn dates_and_daily_totals() {
+        assert_eq!(cql_date(0).unwrap(), CqlDate(1 << 31));
+        assert_eq!(days_since_epoch(cql_date(17_622).unwrap()), 17_622);
+        assert_eq!(days_since_epoch(cql_date(-5).unwrap()), -5);
+        let t = |payments, amount_minor, frauds| DayTotals { payments, amount_minor, frauds };
+        // Two source partitions on day 10, one on day 11: summed, newest first.
+        let totals = totals_by_day([(10, t(2, 500, 0)), (11, t(1, 100, 1)), (10, t(3, 700, 1))]);
+        assert_eq!(totals, vec![(11, t(1, 100, 1)), (10, t(5, 1_200, 1))]);
+    }
+
+    #[test]
+    fn join_all_keeps_order() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let outputs = runtime.block_on(futures_join_all((0..5).map(|i| async move {
+            tokio::time::sleep(Duration::from_millis(5 * (5 - i))).await;
+            i
+        })));
+        assert_eq!(outputs, [0, 1, 2, 3, 4]);
+    }
+}
