@@ -142,6 +142,11 @@ pub fn settlement_id_with_suffix(merchant_id: &str, suffix: &str) -> String {
     id
 }
 
+/// The [`settlement_id_suffix`] of an emitted settlement: its id less the merchant id.
+fn suffix_of(settlement: &Settlement) -> &str {
+    settlement.settlement_id.strip_prefix(settlement.merchant_id.as_str()).unwrap_or(&settlement.settlement_id)
+}
+
 /// The part of a settlement id shared by every merchant of a window and partition.
 pub fn settlement_id_suffix(currency: Currency, window_start_ms: i64, partition: u32) -> String {
     format!("/{currency}/{}/p{partition}", format_rfc3339_ms(window_start_ms))
@@ -207,12 +212,11 @@ pub fn payout_transactions(
     settlement_account: &str,
     bank_account: &str,
 ) -> Vec<LedgerTransaction> {
-    let mut groups: BTreeMap<String, (Currency, String, Vec<&Settlement>)> = BTreeMap::new();
+    let mut groups: BTreeMap<&str, (Currency, &str, Vec<&Settlement>)> = BTreeMap::new();
     for settlement in settlements {
-        let start = paystream_domain::time::parse_rfc3339_ms(&settlement.window_start).unwrap_or(0);
-        let suffix = settlement_id_suffix(settlement.currency, start, settlement.source_partition);
-        let group =
-            groups.entry(suffix).or_insert_with(|| (settlement.currency, settlement.window_end.clone(), Vec::new()));
+        let group = groups
+            .entry(suffix_of(settlement))
+            .or_insert_with(|| (settlement.currency, &settlement.window_end, Vec::new()));
         group.2.push(settlement);
     }
     let mut transactions = Vec::new();
@@ -220,9 +224,9 @@ pub fn payout_transactions(
         let transaction = |kind: TransactionKind, id: String, postings| LedgerTransaction {
             transaction_id: id,
             kind,
-            payment_id: suffix.clone(),
+            payment_id: suffix.to_string(),
             original_payment_id: None,
-            event_time: window_end.clone(),
+            event_time: window_end.to_string(),
             currency,
             postings,
             settlement_id: None,
@@ -455,19 +459,17 @@ impl Reconciler {
         }
         report.mismatches.extend(self.orphans);
         // Each group of settlements closed together is paid out to the bank in total.
-        let mut nets: BTreeMap<String, i128> = BTreeMap::new();
+        let mut nets: BTreeMap<&str, i128> = BTreeMap::new();
         for settlement in &self.settlements {
-            let start = paystream_domain::time::parse_rfc3339_ms(&settlement.window_start).unwrap_or(0);
-            let suffix = settlement_id_suffix(settlement.currency, start, settlement.source_partition);
-            *nets.entry(suffix).or_default() += settlement.net_minor;
+            *nets.entry(suffix_of(settlement)).or_default() += settlement.net_minor;
         }
         for (suffix, paid) in &self.paid_out {
-            if !nets.contains_key(suffix) && *paid != 0 {
+            if !nets.contains_key(suffix.as_str()) && *paid != 0 {
                 report.mismatches.push(format!("payout:{suffix}: pays out {paid} for settlements not emitted"));
             }
         }
         for (suffix, net) in nets {
-            let paid = self.paid_out.get(&suffix).copied().unwrap_or(0);
+            let paid = self.paid_out.get(suffix).copied().unwrap_or(0);
             if paid != net {
                 report
                     .mismatches
