@@ -68,21 +68,6 @@ pub fn dump(log: &dyn Log, topic: &Topic, partition: Option<u32>, out: &mut impl
     Ok(count)
 }
 
-/// The reason codes the ledger declines with (see `paystream_operators::ledger::refusal_reason`).
-const LEDGER_REASONS: [&str; 11] = [
-    "insufficient_funds",
-    "currency_mismatch",
-    "authorization_expired",
-    "authorization_closed",
-    "capture_exceeds_authorization",
-    "exceeds_captured_amount",
-    "amount_mismatch",
-    "original_not_found",
-    "original_mismatch",
-    "original_not_an_authorization",
-    "balance_overflow",
-];
-
 /// Totals of one currency over closed settlement windows.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SettlementTotals {
@@ -125,7 +110,9 @@ pub fn summarize_outputs(log: &dyn Log, topics: &paystream_pipeline::PipelineTop
     scan(log, &topics.decisions, None, |_, record| {
         let decision: Decision = serde_json::from_slice(&record.value).context("decode decision")?;
         *summary.decisions.entry(decision.outcome).or_default() += 1;
-        if let Some(reason) = decision.reasons.first().filter(|r| LEDGER_REASONS.contains(&&***r)) {
+        if let Some(reason) =
+            decision.reasons.first().filter(|r| paystream_operators::ledger::decline::ALL.contains(&&***r))
+        {
             *summary.ledger_declines.entry(reason.to_string()).or_default() += 1;
         }
         summary.decided.push((decision.payment_id, decision.outcome));

@@ -350,22 +350,56 @@ impl Default for LedgerState {
     }
 }
 
+/// The reason codes the ledger declines events with (first among a `decline` decision's
+/// reasons).
+pub mod decline {
+    pub const INSUFFICIENT_FUNDS: &str = "insufficient_funds";
+    pub const CURRENCY_MISMATCH: &str = "currency_mismatch";
+    pub const AUTHORIZATION_EXPIRED: &str = "authorization_expired";
+    pub const AUTHORIZATION_CLOSED: &str = "authorization_closed";
+    pub const CAPTURE_EXCEEDS_AUTHORIZATION: &str = "capture_exceeds_authorization";
+    pub const EXCEEDS_CAPTURED_AMOUNT: &str = "exceeds_captured_amount";
+    pub const AMOUNT_MISMATCH: &str = "amount_mismatch";
+    pub const ORIGINAL_NOT_FOUND: &str = "original_not_found";
+    pub const ORIGINAL_MISMATCH: &str = "original_mismatch";
+    pub const ORIGINAL_NOT_AN_AUTHORIZATION: &str = "original_not_an_authorization";
+    pub const TRANSFER_NOT_REFUNDABLE: &str = "transfer_not_refundable";
+    pub const BALANCE_OVERFLOW: &str = "balance_overflow";
+    pub const LEDGER_REFUSED: &str = "ledger_refused";
+
+    pub const ALL: [&str; 13] = [
+        INSUFFICIENT_FUNDS,
+        CURRENCY_MISMATCH,
+        AUTHORIZATION_EXPIRED,
+        AUTHORIZATION_CLOSED,
+        CAPTURE_EXCEEDS_AUTHORIZATION,
+        EXCEEDS_CAPTURED_AMOUNT,
+        AMOUNT_MISMATCH,
+        ORIGINAL_NOT_FOUND,
+        ORIGINAL_MISMATCH,
+        ORIGINAL_NOT_AN_AUTHORIZATION,
+        TRANSFER_NOT_REFUNDABLE,
+        BALANCE_OVERFLOW,
+        LEDGER_REFUSED,
+    ];
+}
+
 /// Why the ledger refused an event, as the reason code on its `decline` decision.
 pub fn refusal_reason(error: &TransferError) -> &'static str {
     match error {
-        TransferError::ExceedsLimit { .. } | TransferError::UnknownAccount(_) => "insufficient_funds",
-        TransferError::CurrencyMismatch { .. } => "currency_mismatch",
+        TransferError::ExceedsLimit { .. } | TransferError::UnknownAccount(_) => decline::INSUFFICIENT_FUNDS,
+        TransferError::CurrencyMismatch { .. } => decline::CURRENCY_MISMATCH,
         TransferError::PendingResolved { resolution: crate::accounts::Resolution::Expired, .. } => {
-            "authorization_expired"
+            decline::AUTHORIZATION_EXPIRED
         }
-        TransferError::PendingResolved { .. } => "authorization_closed",
-        TransferError::UnknownPending(_) => "original_not_found",
-        TransferError::PostExceedsHold { .. } => "capture_exceeds_authorization",
-        TransferError::Overflow(_) => "balance_overflow",
+        TransferError::PendingResolved { .. } => decline::AUTHORIZATION_CLOSED,
+        TransferError::UnknownPending(_) => decline::ORIGINAL_NOT_FOUND,
+        TransferError::PostExceedsHold { .. } => decline::CAPTURE_EXCEEDS_AUTHORIZATION,
+        TransferError::Overflow(_) => decline::BALANCE_OVERFLOW,
         TransferError::InvalidAmount(_)
         | TransferError::SameAccount(_)
         | TransferError::InvalidTimeout(_)
-        | TransferError::IdConflict(_) => "ledger_refused",
+        | TransferError::IdConflict(_) => decline::LEDGER_REFUSED,
     }
 }
 
@@ -488,6 +522,14 @@ mod tests {
         let t = post_top_up(&top_up, "2018-04-02T00:00:00.000Z");
         assert_eq!(signed(&t), vec![("customer:C", 2_000), ("wallet:C", -2_000)]);
         assert_eq!(t.transaction_id, "top_up:t");
+    }
+
+    #[test]
+    fn the_decision_schema_names_every_decline_reason() {
+        let schema = include_str!("../../schemas/decision.v1.schema.json");
+        for reason in decline::ALL {
+            assert!(schema.contains(reason), "schemas/decision.v1.schema.json does not name {reason}");
+        }
     }
 
     #[test]

@@ -39,7 +39,7 @@ use thiserror::Error;
 
 use accounts::{Transfer, TransferKind};
 use dedupe::Seen;
-use ledger::Funding;
+use ledger::{Funding, decline};
 use settlement::{EntryKind, SettlementEntry};
 pub use state::{PartitionState, StateOp};
 
@@ -934,21 +934,21 @@ impl PartitionProcessor {
             return Ok(());
         }
         let original_id = payment.original_payment_id.as_deref().expect("validated: these kinds name an original");
-        if matches!(payment.payee, Payee::Account { .. }) && payment.kind != PaymentKind::Capture {
+        if matches!(payment.payee, Payee::Account { .. })
+            && matches!(payment.kind, PaymentKind::Refund | PaymentKind::Chargeback)
+        {
             // A payment to another account is in that account's wallet, on its partition:
             // returning it is a new payment from that account.
-            if matches!(payment.kind, PaymentKind::Refund | PaymentKind::Chargeback) {
-                return Err("transfer_not_refundable");
-            }
+            return Err(decline::TRANSFER_NOT_REFUNDABLE);
         }
         let original_hash = xxhash_rust::xxh3::xxh3_128(original_id.as_bytes());
-        let record = self.state.ledger.record(original_hash).ok_or("original_not_found")?.clone();
+        let record = self.state.ledger.record(original_hash).ok_or(decline::ORIGINAL_NOT_FOUND)?.clone();
         if record.parties_hash != ledger::parties_hash(payment) {
-            return Err("original_mismatch");
+            return Err(decline::ORIGINAL_MISMATCH);
         }
         match payment.kind {
             PaymentKind::Capture | PaymentKind::Void if record.kind != PaymentKind::Authorize => {
-                Err("original_not_an_authorization")
+                Err(decline::ORIGINAL_NOT_AN_AUTHORIZATION)
             }
             PaymentKind::Capture => {
                 let kind = TransferKind::Post { pending_id: original_id.to_string() };
@@ -959,14 +959,14 @@ impl PartitionProcessor {
             }
             PaymentKind::Void => {
                 if amount_minor != record.amount_minor {
-                    return Err("amount_mismatch");
+                    return Err(decline::AMOUNT_MISMATCH);
                 }
                 let kind = TransferKind::Void { pending_id: original_id.to_string() };
                 self.transfer(&payment.payment_id, kind, 0, payment, out)
             }
             PaymentKind::Refund | PaymentKind::Chargeback => {
                 if amount_minor > record.captured_minor - record.returned_minor {
-                    return Err("exceeds_captured_amount");
+                    return Err(decline::EXCEEDS_CAPTURED_AMOUNT);
                 }
                 if record.funding == Funding::Wallet {
                     let debit = ledger::clearing_account(currency);

@@ -501,7 +501,7 @@ fn check(seed: u64, log: &EmbeddedLog, complete: bool) -> Coverage {
         settlements: settlements.len(),
         ledger_declines: decisions
             .iter()
-            .filter(|d| d.reasons.first().is_some_and(|r| LEDGER_REASONS.contains(&&**r)))
+            .filter(|d| d.reasons.first().is_some_and(|r| paystream_operators::ledger::decline::ALL.contains(&&**r)))
             .count(),
         returns: ledger
             .iter()
@@ -518,18 +518,6 @@ fn check(seed: u64, log: &EmbeddedLog, complete: bool) -> Coverage {
 type WindowKey = (String, u32, i64);
 /// (gross, fees, refunds + chargebacks, net).
 type WindowSums = (i128, i128, i128, i128);
-
-/// Reasons the ledger gives when it refuses an event.
-const LEDGER_REASONS: [&str; 8] = [
-    "insufficient_funds",
-    "authorization_expired",
-    "authorization_closed",
-    "capture_exceeds_authorization",
-    "exceeds_captured_amount",
-    "original_not_found",
-    "amount_mismatch",
-    "original_not_an_authorization",
-];
 
 /// What the seeds exercised, so the simulation cannot pass by doing nothing.
 #[derive(Debug, Default)]
