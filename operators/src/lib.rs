@@ -694,7 +694,7 @@ impl PartitionProcessor {
             } else {
                 TransferKind::Single { debit, credit }
             };
-            self.transfer(&payment.payment_id, kind, amount_minor, payment, out)?;
+            self.transfer(payment, kind, amount_minor, out)?;
         }
         let fee_basis_points = self.config.fees.basis_points(payment);
         if !authorize {
@@ -728,23 +728,28 @@ impl PartitionProcessor {
         funding.state_account(payer_account_id, currency)
     }
 
-    /// Logs and applies one transfer of the event `payment`; a refusal is its reason code.
+    /// Logs and applies the transfer the event `payment` makes (its id, currency and time).
     fn transfer(
         &mut self,
-        id: &str,
+        payment: &Payment,
         kind: TransferKind,
         amount_minor: i64,
-        payment: &Payment,
         out: &mut OutputBatch,
     ) -> Result<(), &'static str> {
-        let transfer = Box::new(Transfer {
-            id: id.to_string(),
+        let transfer = Transfer {
+            id: payment.payment_id.clone(),
             kind,
             amount_minor,
             currency: payment.amount.currency(),
             time_ms: payment.event_time_ms,
-        });
-        match self.apply(StateOp::Transfer { transfer }, out).transfer {
+        };
+        self.apply_transfer(transfer, out)
+    }
+
+    /// Logs and applies one transfer on the partition's accounts; a refusal is its reason
+    /// code (and changes nothing).
+    fn apply_transfer(&mut self, transfer: Transfer, out: &mut OutputBatch) -> Result<(), &'static str> {
+        match self.apply(StateOp::Transfer { transfer: Box::new(transfer) }, out).transfer {
             Some(Err(error)) => Err(ledger::refusal_reason(&error)),
             _ => Ok(()),
         }
@@ -807,6 +812,19 @@ impl PartitionProcessor {
                 reject(out, RejectReason::NonPositiveAmount, format!("transfer leg {}: amount", leg.leg_id));
                 continue;
             }
+            // Its id is remembered by event time like a payment's: without one it could
+            // be forgotten at once and applied twice.
+            let event_time_ms = match paystream_domain::time::parse_rfc3339_ms(&leg.event_time) {
+                Ok(time) => time,
+                Err(error) => {
+                    reject(
+                        out,
+                        RejectReason::InvalidTimestamp,
+                        format!("transfer leg {}: event_time: {error}", leg.leg_id),
+                    );
+                    continue;
+                }
+            };
             let id_hash = xxhash_rust::xxh3::xxh3_128(format!("leg:{}", leg.leg_id).as_bytes());
             let content_hash = xxhash_rust::xxh3::xxh3_64(record.value);
             match self.state.dedupe.check(id_hash, content_hash) {
@@ -821,7 +839,6 @@ impl PartitionProcessor {
                     continue;
                 }
             }
-            let event_time_ms = paystream_domain::time::parse_rfc3339_ms(&leg.event_time).unwrap_or(i64::MIN);
             let seen = StateOp::SeenId {
                 id_hash: id_hash.to_le_bytes(),
                 content_hash: content_hash.to_le_bytes(),
@@ -842,20 +859,20 @@ impl PartitionProcessor {
         // Partition state follows wallets only; external funding takes the posting alone.
         if target.starts_with("wallet:") {
             self.open_accounts(&owner, Funding::Wallet, currency, open_wallet, out);
-            let transfer = Box::new(Transfer {
+            let transfer = Transfer {
                 id: leg.leg_id.clone(),
                 kind: TransferKind::Single { debit: clearing, credit: target },
                 amount_minor: leg.amount_minor,
                 currency,
                 time_ms: event_time_ms,
-            });
-            if let Some(Err(error)) = self.apply(StateOp::Transfer { transfer }, out).transfer {
+            };
+            if let Err(reason) = self.apply_transfer(transfer, out) {
                 if leg.kind == LegKind::Credit {
                     // The payee's wallet cannot take it: back to the payer.
                     out.transfer_legs.push(TransferLeg {
                         leg_id: format!("{}/return", leg.payment_id),
                         kind: LegKind::Return,
-                        reason: Some(ledger::refusal_reason(&error).to_string()),
+                        reason: Some(reason.to_string()),
                         ..leg
                     });
                     return;
@@ -929,7 +946,7 @@ impl PartitionProcessor {
             let payer = &payment.payer_account_id;
             let debit = self.open_accounts(payer, Funding::External, currency, false, out);
             let credit = self.open_accounts(payer, Funding::Wallet, currency, true, out);
-            self.transfer(&payment.payment_id, TransferKind::Single { debit, credit }, amount_minor, payment, out)?;
+            self.transfer(payment, TransferKind::Single { debit, credit }, amount_minor, out)?;
             out.ledger.push(ledger::post_top_up(payment, event_time));
             return Ok(());
         }
@@ -952,7 +969,7 @@ impl PartitionProcessor {
             }
             PaymentKind::Capture => {
                 let kind = TransferKind::Post { pending_id: original_id.to_string() };
-                self.transfer(&payment.payment_id, kind, amount_minor, payment, out)?;
+                self.transfer(payment, kind, amount_minor, out)?;
                 self.apply(StateOp::Captured { id_hash: original_hash.to_le_bytes(), amount_minor }, out);
                 self.post_and_settle(payment, record.funding, amount_minor, record.fee_basis_points, event_time, out);
                 Ok(())
@@ -962,7 +979,7 @@ impl PartitionProcessor {
                     return Err(decline::AMOUNT_MISMATCH);
                 }
                 let kind = TransferKind::Void { pending_id: original_id.to_string() };
-                self.transfer(&payment.payment_id, kind, 0, payment, out)
+                self.transfer(payment, kind, 0, out)
             }
             PaymentKind::Refund | PaymentKind::Chargeback => {
                 if amount_minor > record.captured_minor - record.returned_minor {
@@ -971,13 +988,7 @@ impl PartitionProcessor {
                 if record.funding == Funding::Wallet {
                     let debit = ledger::clearing_account(currency);
                     let credit = ledger::wallet_account(&payment.payer_account_id);
-                    self.transfer(
-                        &payment.payment_id,
-                        TransferKind::Single { debit, credit },
-                        amount_minor,
-                        payment,
-                        out,
-                    )?;
+                    self.transfer(payment, TransferKind::Single { debit, credit }, amount_minor, out)?;
                 }
                 self.apply(StateOp::Returned { id_hash: original_hash.to_le_bytes(), amount_minor }, out);
                 let mut transaction = ledger::post_refund(payment, record.funding, event_time);

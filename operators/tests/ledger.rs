@@ -376,6 +376,19 @@ fn payments_to_other_accounts_cross_partitions_through_clearing_exactly_once() {
         assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
         (out.transfer_legs, out.counters)
     };
+    // A leg that is not one (unreadable, or without a time to remember its id by) is
+    // dead-lettered, not applied.
+    let mut timeless: paystream_domain::TransferLeg = serde_json::from_slice(&credit).unwrap();
+    timeless.leg_id = "x0/credit".into();
+    timeless.event_time = "soon".into();
+    let bad = [b"{nope".to_vec(), serde_json::to_vec(&timeless).unwrap()];
+    let inputs: Vec<InputRecord<'_>> =
+        bad.iter().enumerate().map(|(i, value)| InputRecord { offset: i as u64, key: b"", value }).collect();
+    let mut out = paystream_operators::OutputBatch::default();
+    payee_side.processor.process_transfer_legs("paystream-transfers", &inputs, &mut out);
+    let reasons: Vec<_> = out.dead_letters.iter().map(|l| l.reason.as_str()).collect();
+    assert_eq!(reasons, ["malformed_json", "invalid_timestamp"]);
+    assert!(out.ledger.is_empty());
     // Applied once, even when delivered twice.
     let (returns, counters) = apply(&mut payee_side, &[credit.clone(), credit]);
     assert!(returns.is_empty());
