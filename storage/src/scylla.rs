@@ -323,7 +323,7 @@ impl ScyllaStore {
                     );
                     async move { self.session.execute_unpaged(statement, values).await }
                 });
-                for result in futures_join_all(writes).await {
+                for result in futures::future::join_all(writes).await {
                     result.map_err(|e| scylla("write payment history")(e.to_string()))?;
                 }
             }
@@ -383,7 +383,7 @@ impl ScyllaStore {
             for chunk in bound.chunks(WRITES_IN_FLIGHT_MAX) {
                 let writes =
                     chunk.iter().map(|values| async move { self.session.execute_unpaged(statement, values).await });
-                for result in futures_join_all(writes).await {
+                for result in futures::future::join_all(writes).await {
                     result.map_err(|e| scylla("write daily aggregates")(e.to_string()))?;
                 }
             }
@@ -411,32 +411,6 @@ impl ScyllaStore {
         }
         Ok(totals_by_day(days))
     }
-}
-
-/// Awaits every future, in order (the requests are in flight together).
-async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
-    let handles: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs = Vec::with_capacity(handles.len());
-    let mut pending: Vec<_> = handles.into_iter().map(Some).collect();
-    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut done = true;
-        for (slot, result) in pending.iter_mut().zip(results.iter_mut()) {
-            if let Some(future) = slot {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(output) => {
-                        *result = Some(output);
-                        *slot = None;
-                    }
-                    std::task::Poll::Pending => done = false,
-                }
-            }
-        }
-        if done { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
-    })
-    .await;
-    outputs.extend(results.into_iter().map(|r| r.expect("every future completed")));
-    outputs
 }
 
 #[cfg(test)]
@@ -480,15 +454,5 @@ mod tests {
         // Two source partitions on day 10, one on day 11: summed, newest first.
         let totals = totals_by_day([(10, t(2, 500, 0)), (11, t(1, 100, 1)), (10, t(3, 700, 1))]);
         assert_eq!(totals, vec![(11, t(1, 100, 1)), (10, t(5, 1_200, 1))]);
-    }
-
-    #[test]
-    fn join_all_keeps_order() {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let outputs = runtime.block_on(futures_join_all((0..5).map(|i| async move {
-            tokio::time::sleep(Duration::from_millis(5 * (5 - i))).await;
-            i
-        })));
-        assert_eq!(outputs, [0, 1, 2, 3, 4]);
     }
 }
