@@ -54,7 +54,7 @@ fn external_state_account(payer_account_id: &str, currency: Currency) -> String 
 
 /// Where money that left a wallet (or an external account's hold) is, as far as partition
 /// state is concerned: the rest of the ledger, one per currency.
-fn clearing_state_account(currency: Currency) -> String {
+pub fn clearing_account(currency: Currency) -> String {
     format!("clearing:{currency}")
 }
 
@@ -100,11 +100,13 @@ impl Funding {
     }
 }
 
-/// The account a payee's postings go to.
+/// The account a payee's postings go to on the payer's partition. Another account's
+/// wallet lives on its own partition: the money waits in clearing until a transfer leg
+/// credits it there.
 pub fn payee_account(payment: &Payment) -> String {
     match &payment.payee {
         Payee::Merchant { merchant_id, .. } => account("merchant:", merchant_id),
-        Payee::Account { account_id } => account("account:", account_id),
+        Payee::Account { .. } => TRANSFERS_CLEARING_ACCOUNT.to_string(),
         Payee::OwnWallet => wallet_account(&payment.payer_account_id),
     }
 }
@@ -149,13 +151,7 @@ pub fn post_payment(
     let fee = fee_minor(amount_minor, fee_basis_points);
     let mut postings = Vec::with_capacity(3);
     postings.push(posting(funding.posting_account(&payment.payer_account_id), Direction::Debit, amount_minor));
-    // Another account's wallet lives on its own partition: the money waits in clearing
-    // until a transfer leg credits it there.
-    let credit = match payment.payee {
-        Payee::Account { .. } => TRANSFERS_CLEARING_ACCOUNT.to_string(),
-        _ => payee_account(payment),
-    };
-    postings.push(posting(credit, Direction::Credit, amount_minor - fee));
+    postings.push(posting(payee_account(payment), Direction::Credit, amount_minor - fee));
     if fee > 0 {
         postings.push(posting(fees_account_id.to_string(), Direction::Credit, fee));
     }
@@ -427,7 +423,7 @@ impl LedgerState {
         open_wallet: bool,
     ) -> Vec<Account> {
         let mut missing = Vec::new();
-        let clearing = clearing_state_account(currency);
+        let clearing = clearing_account(currency);
         if self.accounts.get(&clearing).is_none() {
             missing.push(Account::new(&clearing, currency, AccountKind::Clearing, "paystream"));
         }
@@ -474,11 +470,6 @@ impl LedgerState {
             self.records.remove(&id_hash);
         }
     }
-}
-
-/// The clearing account of partition state for `currency` (see [`LedgerState`]).
-pub fn clearing_account(currency: Currency) -> String {
-    clearing_state_account(currency)
 }
 
 #[cfg(test)]

@@ -208,20 +208,19 @@ pub fn ensure_topics(log: &dyn Log, config: &PipelineConfig) -> Result<PipelineT
         Err(LogError::UnknownTopic(_)) => log.create_topic(name, partitions),
         Err(e) => Err(e),
     };
-    let changelog = get_or_create(&names.changelog)?;
-    if changelog.partitions != partitions {
-        return Err(RuntimeError::Config(format!(
-            "changelog topic {} has {} partitions but {} has {partitions}; they must match",
-            changelog.name, changelog.partitions, payments.name
-        )));
-    }
-    let transfers = get_or_create(&names.transfers)?;
-    if transfers.partitions != partitions {
-        return Err(RuntimeError::Config(format!(
-            "transfers topic {} has {} partitions but {} has {partitions}; they must match",
-            transfers.name, transfers.partitions, payments.name
-        )));
-    }
+    // Partition p of these belongs with partition p of the payments.
+    let co_partitioned = |role: &str, name: &str| {
+        let topic = get_or_create(name)?;
+        if topic.partitions != partitions {
+            return Err(RuntimeError::Config(format!(
+                "{role} topic {} has {} partitions but {} has {partitions}; they must match",
+                topic.name, topic.partitions, payments.name
+            )));
+        }
+        Ok(topic)
+    };
+    let changelog = co_partitioned("changelog", &names.changelog)?;
+    let transfers = co_partitioned("transfers", &names.transfers)?;
     // Register the pipeline's consumer group from the start, so log retention keeps all
     // input it has not processed, even input published before its first run.
     register_group_from_start(log, &config.group_id, &[&payments, &transfers])?;
