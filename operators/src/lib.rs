@@ -613,17 +613,17 @@ impl PartitionProcessor {
         let keys = (customer_hash, terminal_hash);
         let row =
             feature_row(&self.state.customers, terminals.index, keys, t, amount_minor, self.config.label_delay_ms);
-        let (id_bytes, content_bytes) = (id_hash.to_le_bytes(), content_hash.to_le_bytes());
-        self.state.seen(id_bytes, content_bytes, customer_hash, terminal_hash, t, amount_minor, &self.config);
         let seen = StateOp::Seen {
-            id_hash: id_bytes,
-            content_hash: content_bytes,
+            id_hash: id_hash.to_le_bytes(),
+            content_hash: content_hash.to_le_bytes(),
             customer_hash,
             terminal_hash,
             event_time_ms: t,
             amount_minor,
             approval: None,
         };
+        // Applied now (the approval, if any, when decided); logged at decision time.
+        self.state.apply(&seen, &self.config, self.partition);
         out.counters.count(OperatorId::Features).records_out += 1;
         self.pending.push(Pending { payment, seen, scored: Some(self.rows.len()), late });
         self.rows.push(row);

@@ -156,15 +156,9 @@ impl PartitionState {
                 amount_minor,
                 approval,
             } => {
-                self.seen(
-                    *id_hash,
-                    *content_hash,
-                    *customer_hash,
-                    *terminal_hash,
-                    *event_time_ms,
-                    *amount_minor,
-                    config,
-                );
+                self.dedupe.insert(u128::from_le_bytes(*id_hash), u64::from_le_bytes(*content_hash), *event_time_ms);
+                let lateness_ms = config.feature_allowed_lateness_ms;
+                self.customers.add(*customer_hash, *terminal_hash, *event_time_ms, *amount_minor, lateness_ms);
                 if let Some(approval) = approval {
                     self.approve(*id_hash, approval, *amount_minor, *event_time_ms);
                 }
@@ -215,29 +209,8 @@ impl PartitionState {
         applied
     }
 
-    /// The first half of a `Seen` op, applied live when the payment is featurized.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn seen(
-        &mut self,
-        id_hash: [u8; 16],
-        content_hash: [u8; 8],
-        customer_hash: u64,
-        terminal_hash: u64,
-        event_time_ms: i64,
-        amount_minor: i64,
-        config: &OperatorConfig,
-    ) {
-        self.dedupe.insert(u128::from_le_bytes(id_hash), u64::from_le_bytes(content_hash), event_time_ms);
-        self.customers.add(
-            customer_hash,
-            terminal_hash,
-            event_time_ms,
-            amount_minor,
-            config.feature_allowed_lateness_ms,
-        );
-    }
-
-    /// The second half of a `Seen` op with an approval, applied live when it is decided.
+    /// The approval of a `Seen` op: applied with it on replay, live when the payment is
+    /// decided (the op, logged then, carries it).
     pub(crate) fn approve(&mut self, id_hash: [u8; 16], approval: &Approval, amount_minor: i64, event_time_ms: i64) {
         self.ledger.remember(u128::from_le_bytes(id_hash), approval.record(amount_minor), event_time_ms);
     }
