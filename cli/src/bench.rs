@@ -106,7 +106,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         kafka: crate::KafkaArgs::default(),
     };
     let log = log_args.open()?;
-    let config: PipelineConfig = args.pipeline.config(&log_args)?;
+    let config: PipelineConfig = args.pipeline.config(&log_args, "off")?;
     let workers = config.workers.min(args.partitions as usize);
     let topics = paystream_pipeline::runtime::ensure_topics(log.as_ref(), &config)?;
     eprintln!("publishing {} payments ...", thousands(transactions.len() as u64));

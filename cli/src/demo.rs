@@ -107,7 +107,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     }
     let control = Arc::new(RunControl::new(false));
     crate::stop_on_signals(&runtime, control.clone());
-    let mut config = args.pipeline.config(&log_args)?;
+    let mut config = args.pipeline.config(&log_args, "memory")?;
     if config.model_file.is_none() && args.train != "rules" {
         // A model trained on another stretch of history, its features computed by the
         // pipeline's own operators, then deployed as a model file.
@@ -139,6 +139,10 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         config.model_file = Some(path);
     }
     let topics = paystream_pipeline::runtime::ensure_topics(log.as_ref(), &config)?;
+    let velocity_store = config.operators.velocity.enabled.then_some(match config.velocity_store {
+        paystream_pipeline::runtime::VelocityStore::Memory => "counted in this process",
+        paystream_pipeline::runtime::VelocityStore::Redis { .. } => "counted in Redis",
+    });
     let pipeline = crate::pipeline(log.clone(), &data_dir, config, metrics.clone())?;
     let model_version = pipeline.model.version().to_string();
     let options = args.publish.options(20)?;
@@ -236,6 +240,18 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         100.0 * caught as f64 / (caught + false_alarms).max(1) as f64,
         args.publish.label_delay_days
     );
+    if let Some(velocity_store) = velocity_store {
+        println!(
+            "  velocity         {} decisions with velocity features ({velocity_store}); busiest merchant hour {} payments{}",
+            thousands(summary.velocity_decisions),
+            thousands(summary.merchant_tx_1h_max),
+            if summary.device_tx_1h_max > 0 {
+                format!(", busiest device hour {}", thousands(summary.device_tx_1h_max))
+            } else {
+                String::new()
+            }
+        );
+    }
     let reasons: Vec<String> = summary.dead_letters.iter().map(|(r, n)| format!("{r} {n}")).collect();
     println!(
         "  dead letters     {}{}",

@@ -97,6 +97,11 @@ pub struct OutputSummary {
     pub dead_letters: BTreeMap<String, u64>,
     /// Every closed settlement against the postings that name it.
     pub reconciliation: paystream_operators::settlement::Reconciliation,
+    /// Decisions carrying velocity features, and the most payments seen at one merchant
+    /// and from one device in an hour.
+    pub velocity_decisions: u64,
+    pub merchant_tx_1h_max: u64,
+    pub device_tx_1h_max: u64,
 }
 
 impl OutputSummary {
@@ -114,6 +119,11 @@ pub fn summarize_outputs(log: &dyn Log, topics: &paystream_pipeline::PipelineTop
             decision.reasons.first().filter(|r| paystream_operators::ledger::decline::ALL.contains(&&***r))
         {
             *summary.ledger_declines.entry(reason.to_string()).or_default() += 1;
+        }
+        if let Some(velocity) = decision.velocity {
+            summary.velocity_decisions += 1;
+            summary.merchant_tx_1h_max = summary.merchant_tx_1h_max.max(velocity.merchant_tx_1h.unwrap_or(0));
+            summary.device_tx_1h_max = summary.device_tx_1h_max.max(velocity.device_tx_1h.unwrap_or(0));
         }
         summary.decided.push((decision.payment_id, decision.outcome));
         Ok(())

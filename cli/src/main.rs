@@ -414,10 +414,27 @@ pub struct PipelineArgs {
     /// never; wallet payments beyond the balance are declined `insufficient_funds`).
     #[arg(long, env = "PAYSTREAM_WALLET_OVERDRAFT_MINOR", default_value_t = 0)]
     pub wallet_overdraft_minor: i64,
+    /// Velocity features (payments per merchant and per device in the hour, across every
+    /// partition; on each decision): `off`, `memory` (in this process) or a Redis URL
+    /// (redis://host:6379, shared by every process and kept across restarts). Default:
+    /// off for `run` and `bench`, memory for `demo`.
+    #[arg(long, env = "PAYSTREAM_VELOCITY")]
+    pub velocity: Option<String>,
+    /// Prefix of the velocity keys in Redis (one per deployment sharing a server).
+    #[arg(long, env = "PAYSTREAM_VELOCITY_PREFIX", default_value = "paystream:velocity")]
+    pub velocity_prefix: String,
+    /// A payment whose device made at least this many payments in the hour (it included)
+    /// is decided at least `review`, reason device_velocity_1h.
+    #[arg(long, env = "PAYSTREAM_DEVICE_VELOCITY_REVIEW_MIN")]
+    pub device_velocity_review_min: Option<u64>,
+    /// Likewise for the merchant's payments in the hour (reason merchant_velocity_1h).
+    #[arg(long, env = "PAYSTREAM_MERCHANT_VELOCITY_REVIEW_MIN")]
+    pub merchant_velocity_review_min: Option<u64>,
 }
 
 impl PipelineArgs {
-    pub fn config(&self, log_args: &LogArgs) -> Result<PipelineConfig> {
+    /// The pipeline configuration; `velocity_default` applies when `--velocity` is not given.
+    pub fn config(&self, log_args: &LogArgs, velocity_default: &str) -> Result<PipelineConfig> {
         let mut config = log_args.pipeline_config()?;
         if let Some(workers) = self.workers {
             config.workers = workers;
@@ -442,6 +459,27 @@ impl PipelineArgs {
         config.operators.refund_window_ms = i64::from(self.refund_window_days) * MILLIS_PER_DAY;
         config.operators.authorization_timeout_ms = i64::from(self.authorization_timeout_hours) * 3_600_000;
         config.operators.wallet_overdraft_minor = self.wallet_overdraft_minor;
+        let velocity = self.velocity.as_deref().unwrap_or(velocity_default);
+        config.operators.velocity = paystream_operators::VelocityConfig {
+            enabled: velocity != "off",
+            device_tx_1h_review_min: self.device_velocity_review_min,
+            merchant_tx_1h_review_min: self.merchant_velocity_review_min,
+        };
+        config.velocity_store = match velocity {
+            "off" | "memory" => paystream_pipeline::runtime::VelocityStore::Memory,
+            url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                paystream_pipeline::runtime::VelocityStore::Redis {
+                    url: url.to_string(),
+                    prefix: self.velocity_prefix.clone(),
+                }
+            }
+            other => bail!("--velocity {other:?}: expected off, memory or a redis:// URL"),
+        };
+        if !config.operators.velocity.enabled
+            && (self.device_velocity_review_min.is_some() || self.merchant_velocity_review_min.is_some())
+        {
+            bail!("velocity review thresholds need --velocity memory or --velocity redis://…");
+        }
         config.operators.fees = match &self.fee_schedule {
             Some(path) => {
                 let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
@@ -702,7 +740,7 @@ pub fn pipeline(log: Arc<dyn Log>, data_dir: &Path, config: PipelineConfig, metr
 }
 
 fn run(args: RunArgs) -> Result<()> {
-    let config = args.pipeline.config(&args.log)?;
+    let config = args.pipeline.config(&args.log, "off")?;
     let role = LogRole::Pipeline { workers: config.workers };
     let kafka = args.log.open_kafka(role)?;
     let log: Arc<dyn Log> = match &kafka {

@@ -8,7 +8,7 @@ use arrow_array::builder::{
     BooleanBuilder, Float32Builder, Float64Builder, Int64Builder, ListBuilder, StringBuilder,
     TimestampMillisecondBuilder, UInt32Builder, UInt64Builder,
 };
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, UInt64Array};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::event::{DeadLetter, Decision, FraudLabel, LedgerTransaction, Payment, Settlement};
@@ -65,6 +65,11 @@ pub fn decision_schema() -> SchemaRef {
         Field::new("score", DataType::Float32, false),
         Field::new("reasons", DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), false),
         utf8("model_version", false),
+        // Velocity features (null without a feature store, merchant or device).
+        Field::new("merchant_tx_1h", DataType::UInt64, true),
+        Field::new("merchant_amount_1h_minor", DataType::Int64, true),
+        Field::new("device_tx_1h", DataType::UInt64, true),
+        Field::new("device_amount_1h_minor", DataType::Int64, true),
     ]))
 }
 
@@ -218,6 +223,14 @@ pub fn decisions_to_record_batch(decisions: &[Decision]) -> Result<RecordBatch, 
             Arc::new(score.finish()),
             Arc::new(reasons.finish()),
             string_column(decisions.iter().map(|d| Some(&*d.model_version)), n),
+            Arc::new(UInt64Array::from_iter(decisions.iter().map(|d| d.velocity.and_then(|v| v.merchant_tx_1h)))),
+            Arc::new(Int64Array::from_iter(
+                decisions.iter().map(|d| d.velocity.and_then(|v| v.merchant_amount_1h_minor)),
+            )),
+            Arc::new(UInt64Array::from_iter(decisions.iter().map(|d| d.velocity.and_then(|v| v.device_tx_1h)))),
+            Arc::new(Int64Array::from_iter(
+                decisions.iter().map(|d| d.velocity.and_then(|v| v.device_amount_1h_minor)),
+            )),
         ],
     )
 }
@@ -372,7 +385,21 @@ mod tests {
             score: 0.5,
             reasons: vec!["a".into(), "b".into()],
             model_version: std::sync::Arc::from("m"),
+            velocity: None,
         };
-        assert_eq!(decisions_to_record_batch(&[decision]).unwrap().num_rows(), 1);
+        let with_velocity = Decision {
+            velocity: Some(crate::event::Velocity {
+                merchant_tx_1h: Some(3),
+                merchant_amount_1h_minor: Some(1_250),
+                ..Default::default()
+            }),
+            ..decision.clone()
+        };
+        let batch = decisions_to_record_batch(&[decision, with_velocity]).unwrap();
+        assert_eq!(batch.num_rows(), 2);
+        let merchant = batch.column_by_name("merchant_tx_1h").unwrap().as_any().downcast_ref::<UInt64Array>().unwrap();
+        assert_eq!(merchant.iter().collect::<Vec<_>>(), vec![None, Some(3)]);
+        let device = batch.column_by_name("device_tx_1h").unwrap();
+        assert_eq!(device.null_count(), 2);
     }
 }

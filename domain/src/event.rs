@@ -578,6 +578,22 @@ fn payment_kind() -> PaymentKind {
     PaymentKind::Payment
 }
 
+/// A scored payment's shared velocity features, from the feature store (embedded or
+/// Redis): the payments at its merchant / from its device in the hour up to it (it
+/// included; 5-minute buckets, so "the hour" is the 12 buckets ending with its own) and
+/// their amount. Absent for a payment without a merchant or device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Velocity {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_tx_1h: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_amount_1h_minor: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_tx_1h: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_amount_1h_minor: Option<i64>,
+}
+
 /// Output: one per accepted payment event. For captures, voids, refunds and chargebacks
 /// the outcome says whether the ledger accepted it (`decline` with a reason if not).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -599,6 +615,9 @@ pub struct Decision {
     pub reasons: Vec<Cow<'static, str>>,
     /// Shared by every decision of one model, so stamping it costs no allocation.
     pub model_version: std::sync::Arc<str>,
+    /// With a feature store configured (`--velocity`), for scored payments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub velocity: Option<Velocity>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -95,6 +95,29 @@ impl Decision {
         }
         out.extend_from_slice(b"],\"model_version\":");
         write_str(out, &self.model_version);
+        if let Some(velocity) = &self.velocity {
+            out.extend_from_slice(b",\"velocity\":{");
+            let mut first = true;
+            let counts = [("merchant_tx_1h", velocity.merchant_tx_1h), ("device_tx_1h", velocity.device_tx_1h)];
+            let amounts = [
+                ("merchant_amount_1h_minor", velocity.merchant_amount_1h_minor),
+                ("device_amount_1h_minor", velocity.device_amount_1h_minor),
+            ];
+            // serde's field order: merchant count, merchant amount, device count, device amount.
+            for ((count_name, count), (amount_name, amount)) in counts.into_iter().zip(amounts) {
+                for (name, value) in [(count_name, count.map(|c| c as i64)), (amount_name, amount)] {
+                    let Some(value) = value else { continue };
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    write_str(out, name);
+                    out.push(b':');
+                    write_i64(out, value);
+                }
+            }
+            out.push(b'}');
+        }
         out.push(b'}');
     }
 }
@@ -162,13 +185,30 @@ mod tests {
             score,
             reasons: reasons.into_iter().map(std::borrow::Cow::Borrowed).collect(),
             model_version: std::sync::Arc::from("rules-v1"),
+            velocity: None,
         }
     }
 
     proptest! {
         #[test]
-        fn decisions_match_serde(id in "\\PC{0,12}|[\"\\\\\n\t\u{1}\u{1f}]{0,4}", merchant in proptest::option::of("\\PC{0,8}"), score in 0.0f32..=1.0) {
-            let d = decision(&id, merchant.as_deref(), vec!["a", "b\"c"], score);
+        fn decisions_match_serde(
+            id in "\\PC{0,12}|[\"\\\\\n\t\u{1}\u{1f}]{0,4}",
+            merchant in proptest::option::of("\\PC{0,8}"),
+            score in 0.0f32..=1.0,
+            velocity in proptest::option::of((
+                proptest::option::of(any::<u32>()),
+                proptest::option::of(any::<i64>()),
+                proptest::option::of(any::<u32>()),
+                proptest::option::of(any::<i64>()),
+            )),
+        ) {
+            let mut d = decision(&id, merchant.as_deref(), vec!["a", "b\"c"], score);
+            d.velocity = velocity.map(|(mc, ma, dc, da)| crate::event::Velocity {
+                merchant_tx_1h: mc.map(u64::from),
+                merchant_amount_1h_minor: ma,
+                device_tx_1h: dc.map(u64::from),
+                device_amount_1h_minor: da,
+            });
             let mut ours = Vec::new();
             d.write_json(&mut ours);
             prop_assert_eq!(String::from_utf8(ours).unwrap(), serde_json::to_string(&d).unwrap());

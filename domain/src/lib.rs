@@ -17,6 +17,6 @@ pub use currency::Currency;
 pub use error::{MoneyError, TimeError};
 pub use event::{
     Channel, DeadLetter, Decision, Direction, FraudLabel, LedgerPosting, LedgerTransaction, LegKind, Outcome, Payee,
-    Payment, PaymentKind, RejectReason, Rejection, Settlement, TransactionKind, TransferLeg,
+    Payment, PaymentKind, RejectReason, Rejection, Settlement, TransactionKind, TransferLeg, Velocity,
 };
 pub use money::Money;

@@ -96,6 +96,49 @@ pub struct OperatorConfig {
     pub settlement_account_id: String,
     #[serde(default = "default_bank_account_id")]
     pub bank_account_id: String,
+    /// Shared velocity features and their rules (needs a feature store in the runtime).
+    #[serde(default)]
+    pub velocity: VelocityConfig,
+}
+
+/// Velocity features: per merchant and per device, the payments (and their amount) in
+/// the hour up to each payment, counted across every partition by a shared feature
+/// store (embedded or Redis) — see [`PartitionProcessor::begin_batch`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VelocityConfig {
+    /// Ask the runtime's feature store for velocity (decisions carry it).
+    pub enabled: bool,
+    /// A payment whose device made at least this many payments in the hour (it
+    /// included) is decided at least `review`, reason [`DEVICE_VELOCITY_REASON`] first.
+    pub device_tx_1h_review_min: Option<u64>,
+    /// Likewise for the merchant's payments in the hour, reason [`MERCHANT_VELOCITY_REASON`].
+    pub merchant_tx_1h_review_min: Option<u64>,
+}
+
+/// The velocity window (the feature store's `VELOCITY_BUCKETS` buckets of
+/// `VELOCITY_BUCKET_MS`, the last one holding the payment).
+pub const VELOCITY_WINDOW_MS: i64 = 3_600_000;
+pub const VELOCITY_BUCKET_MS: i64 = 5 * 60_000;
+pub const VELOCITY_BUCKETS: u32 = (VELOCITY_WINDOW_MS / VELOCITY_BUCKET_MS) as u32;
+
+pub const DEVICE_VELOCITY_REASON: &str = "device_velocity_1h";
+pub const MERCHANT_VELOCITY_REASON: &str = "merchant_velocity_1h";
+
+/// One count the feature store makes for velocity: `entity` is `merchant:<id>` or
+/// `device:<id>`, counted once per `event_id` (the payment id).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VelocityEvent {
+    pub entity: String,
+    pub event_id: String,
+    pub event_time_ms: i64,
+    pub amount_minor: i64,
+}
+
+/// What the feature store answers for one [`VelocityEvent`]: the window's totals.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VelocityTotals {
+    pub count: u64,
+    pub amount_minor: i64,
 }
 
 fn default_refund_window_ms() -> i64 {
@@ -186,6 +229,7 @@ impl Default for OperatorConfig {
             wallet_overdraft_minor: 0,
             settlement_account_id: default_settlement_account_id(),
             bank_account_id: default_bank_account_id(),
+            velocity: VelocityConfig::default(),
         }
     }
 }
@@ -360,6 +404,8 @@ struct Pending {
     scored: Option<usize>,
     /// Later than the allowed lateness.
     late: bool,
+    /// Its merchant's and device's positions in `velocity_events`.
+    velocity: [Option<usize>; 2],
 }
 
 /// The operator chain of one input partition and its state.
@@ -375,6 +421,10 @@ pub struct PartitionProcessor {
     scores: Vec<Score>,
     /// Newest event time among the payments of this batch featurized so far.
     batch_newest_ms: i64,
+    /// The watermark when the batch began.
+    batch_watermark_before_ms: i64,
+    /// The batch's counts for the feature store, in order (velocity enabled only).
+    velocity_events: Vec<VelocityEvent>,
     /// The last settlement window named in a ledger transaction: its start and the id's
     /// `/<currency>/<start>/p<partition>` suffix (most payments fall in the same window).
     settlement_suffix: Option<(i64, Currency, String)>,
@@ -397,6 +447,8 @@ impl PartitionProcessor {
             rows: Vec::new(),
             scores: Vec::new(),
             batch_newest_ms: i64::MIN,
+            batch_watermark_before_ms: i64::MIN,
+            velocity_events: Vec::new(),
             settlement_suffix: None,
         }
     }
@@ -466,11 +518,27 @@ impl PartitionProcessor {
     /// many it consumed: all of them, unless the model reads terminal features and a
     /// payment's event time is past `terminals.complete_through_ms` — processing stops
     /// before that payment, which the caller offers again once the index has caught up.
-    ///
-    /// Three passes: validate, deduplicate and compute features payment by payment (each
-    /// sees the state changes of the ones before it); score the whole batch at once;
-    /// then decide, post and settle in order.
+    /// No velocity features: [`PartitionProcessor::begin_batch`] and
+    /// [`PartitionProcessor::finish_batch`] with a feature store in between give them.
     pub fn process_batch(
+        &mut self,
+        topic: &str,
+        records: &[InputRecord<'_>],
+        terminals: TerminalView<'_>,
+        out: &mut OutputBatch,
+    ) -> usize {
+        let consumed = self.begin_batch(topic, records, terminals, out);
+        self.finish_batch(None, out);
+        consumed
+    }
+
+    /// The first half of [`PartitionProcessor::process_batch`]: validate, deduplicate and
+    /// compute features payment by payment (each sees the state changes of the ones
+    /// before it). With velocity enabled, [`PartitionProcessor::velocity_events`] then
+    /// lists what the feature store must count; the runtime does that IO and hands the
+    /// totals to [`PartitionProcessor::finish_batch`], which must follow before any other
+    /// call.
+    pub fn begin_batch(
         &mut self,
         topic: &str,
         records: &[InputRecord<'_>],
@@ -482,7 +550,9 @@ impl PartitionProcessor {
         let mut consumed = records.len();
         self.pending.clear();
         self.rows.clear();
+        self.velocity_events.clear();
         self.batch_newest_ms = watermark_before;
+        self.batch_watermark_before_ms = watermark_before;
         for (i, record) in records.iter().enumerate() {
             let parsed = Payment::from_json(record.value);
             if wait_for_terminals && parsed.as_ref().is_ok_and(|p| p.event_time_ms > terminals.complete_through_ms) {
@@ -491,7 +561,23 @@ impl PartitionProcessor {
             }
             self.validate_and_featurize(topic, record, parsed, terminals, out);
         }
+        consumed
+    }
 
+    /// The counts the feature store must make for the batch begun (in order).
+    pub fn velocity_events(&self) -> &[VelocityEvent] {
+        &self.velocity_events
+    }
+
+    /// The second half of [`PartitionProcessor::process_batch`]: score the whole batch at
+    /// once, then decide, post and settle in order. `velocity[i]` answers
+    /// `velocity_events()[i]`; `None` (no feature store) leaves decisions without velocity.
+    pub fn finish_batch(&mut self, velocity: Option<&[VelocityTotals]>, out: &mut OutputBatch) {
+        assert!(
+            velocity.is_none_or(|v| v.len() == self.velocity_events.len()),
+            "one velocity answer per velocity event"
+        );
+        let watermark_before = self.batch_watermark_before_ms;
         // score
         let model = self.model.clone();
         self.scores.clear();
@@ -509,12 +595,18 @@ impl PartitionProcessor {
                 continue;
             };
             let mut score = self.scores[index];
-            let review = item.late && self.config.late_payments == LatePaymentPolicy::Review;
-            if review {
+            let velocity = velocity.map(|totals| velocity_of(&item.velocity, totals));
+            let mut review = false;
+            if let Some(reason) = velocity.and_then(|v| self.velocity_reason(&v)) {
+                score = with_first_reason(reason, &score);
+                review = true;
+            }
+            if item.late && self.config.late_payments == LatePaymentPolicy::Review {
                 // The model's score stays; the late reason comes first.
                 score = with_first_reason(LATE_PAYMENT_REASON, &score);
+                review = true;
             }
-            self.decide_and_post(item.payment, item.seen, &score, review, out);
+            self.decide_and_post(item.payment, item.seen, &score, review, velocity, out);
         }
         if max_event_time_ms > watermark_before {
             let applied = self.apply(StateOp::Watermark { max_event_time_ms }, out);
@@ -527,7 +619,19 @@ impl PartitionProcessor {
             ));
             out.settlements.extend(applied.closed_settlements);
         }
-        consumed
+    }
+
+    /// The velocity rule a payment trips, if any (device first).
+    fn velocity_reason(&self, velocity: &paystream_domain::Velocity) -> Option<&'static str> {
+        let limits = &self.config.velocity;
+        let over = |count: Option<u64>, min: Option<u64>| count.zip(min).is_some_and(|(count, min)| count >= min);
+        if over(velocity.device_tx_1h, limits.device_tx_1h_review_min) {
+            Some(DEVICE_VELOCITY_REASON)
+        } else if over(velocity.merchant_tx_1h, limits.merchant_tx_1h_review_min) {
+            Some(MERCHANT_VELOCITY_REASON)
+        } else {
+            None
+        }
     }
 
     /// Validate, deduplicate, features: a new payment ends in `self.pending` with its
@@ -595,7 +699,7 @@ impl PartitionProcessor {
                 event_time_ms,
             };
             self.state.apply(&seen, &self.config, self.partition);
-            self.pending.push(Pending { payment, seen, scored: None, late: false });
+            self.pending.push(Pending { payment, seen, scored: None, late: false, velocity: [None; 2] });
             return;
         }
 
@@ -625,18 +729,41 @@ impl PartitionProcessor {
         // Applied now (the approval, if any, when decided); logged at decision time.
         self.state.apply(&seen, &self.config, self.partition);
         out.counters.count(OperatorId::Features).records_out += 1;
-        self.pending.push(Pending { payment, seen, scored: Some(self.rows.len()), late });
+        let velocity = if self.config.velocity.enabled { self.velocity_entities(&payment) } else { [None; 2] };
+        self.pending.push(Pending { payment, seen, scored: Some(self.rows.len()), late, velocity });
         self.rows.push(row);
     }
 
+    /// Queues the velocity counts of a new scored payment; returns their positions.
+    fn velocity_entities(&mut self, payment: &Payment) -> [Option<usize>; 2] {
+        let merchant = match &payment.payee {
+            Payee::Merchant { merchant_id, .. } => Some(format!("merchant:{merchant_id}")),
+            Payee::Account { .. } | Payee::OwnWallet => None,
+        };
+        let device = payment.device_id.as_ref().map(|device_id| format!("device:{device_id}"));
+        [merchant, device].map(|entity| {
+            entity.map(|entity| {
+                self.velocity_events.push(VelocityEvent {
+                    entity,
+                    event_id: payment.payment_id.clone(),
+                    event_time_ms: payment.event_time_ms,
+                    amount_minor: payment.amount.minor_units(),
+                });
+                self.velocity_events.len() - 1
+            })
+        })
+    }
+
     /// Decide, ledger, settlement, decision record, for a scored payment or authorization.
-    /// `at_least_review`: the payment may not be approved (too late for exact features).
+    /// `at_least_review`: the payment may not be approved (too late for exact features,
+    /// or a velocity rule).
     fn decide_and_post(
         &mut self,
         payment: Payment,
         mut seen: StateOp,
         score: &Score,
         at_least_review: bool,
+        velocity: Option<paystream_domain::Velocity>,
         out: &mut OutputBatch,
     ) {
         out.counters.count(OperatorId::Decide).records_in += 1;
@@ -668,7 +795,7 @@ impl PartitionProcessor {
         // Logged now, with the approval: see `StateOp::Seen`.
         out.state_ops.push(seen);
         out.counters.outcomes[outcome as usize] += 1;
-        self.push_decision(payment, event_time, outcome, &score, out);
+        self.push_decision(payment, event_time, outcome, &score, velocity, out);
     }
 
     /// The ledger side of an approved payment or authorization: a wallet payment or any
@@ -936,7 +1063,7 @@ impl PartitionProcessor {
             }
         };
         out.counters.outcomes[outcome as usize] += 1;
-        self.push_decision(payment, event_time, outcome, &score, out);
+        self.push_decision(payment, event_time, outcome, &score, None, out);
     }
 
     fn ledger_event(&mut self, payment: &Payment, event_time: &str, out: &mut OutputBatch) -> Result<(), &'static str> {
@@ -1009,6 +1136,7 @@ impl PartitionProcessor {
         event_time: String,
         outcome: Outcome,
         score: &Score,
+        velocity: Option<paystream_domain::Velocity>,
         out: &mut OutputBatch,
     ) {
         out.decisions.push(Decision {
@@ -1027,6 +1155,7 @@ impl PartitionProcessor {
             score: score.value,
             reasons: score.reasons().iter().map(|r| std::borrow::Cow::Borrowed(*r)).collect(),
             model_version: self.model_version.clone(),
+            velocity,
         });
     }
 
@@ -1038,6 +1167,17 @@ impl PartitionProcessor {
         } else {
             Outcome::Approve
         }
+    }
+}
+
+/// A payment's velocity features from the feature store's answers.
+fn velocity_of(positions: &[Option<usize>; 2], totals: &[VelocityTotals]) -> paystream_domain::Velocity {
+    let [merchant, device] = positions.map(|position| position.map(|i| totals[i]));
+    paystream_domain::Velocity {
+        merchant_tx_1h: merchant.map(|t| t.count),
+        merchant_amount_1h_minor: merchant.map(|t| t.amount_minor),
+        device_tx_1h: device.map(|t| t.count),
+        device_amount_1h_minor: device.map(|t| t.amount_minor),
     }
 }
 

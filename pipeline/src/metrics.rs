@@ -36,6 +36,9 @@ pub struct Metrics {
     pub fraud_scores: Histogram,
     /// Batches that stopped early to wait for the terminal index.
     pub terminal_waits: IntCounter,
+    /// Round trips to the velocity feature store (one per batch) and failed attempts.
+    pub velocity_store_seconds: Histogram,
+    pub velocity_store_errors: IntCounter,
     pub terminal_read_through_ms: IntGauge,
     /// Payments and labels indexed after payments later than them were scored.
     pub terminal_late_inputs: IntCounter,
@@ -187,6 +190,15 @@ impl Metrics {
             terminal_waits: counter(
                 "terminal_waits_total",
                 "Batches stopped before a payment whose terminal features were not complete yet",
+            ),
+            velocity_store_seconds: histogram(
+                "velocity_store_seconds",
+                "Wall time of one batch's velocity counts and windows in the feature store (one round trip)",
+                vec![0.000_05, 0.000_1, 0.000_2, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5],
+            ),
+            velocity_store_errors: counter(
+                "velocity_store_errors_total",
+                "Failed attempts to reach the velocity feature store (retried until velocity_store_retry_ms)",
             ),
             terminal_read_through_ms: register(
                 &registry,

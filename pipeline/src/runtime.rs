@@ -17,7 +17,9 @@ use paystream_models::FraudModel;
 use paystream_operators::state::encode_ops;
 use paystream_operators::{
     BatchCounters, InputRecord, OperatorConfig, OperatorError, OutputBatch, PartitionProcessor, TerminalView,
+    VELOCITY_BUCKET_MS, VELOCITY_BUCKETS, VelocityTotals,
 };
+use paystream_storage::counters::{CounterConfig, CounterEvent, RedisCounters, SharedMemoryCounters, WindowedCounters};
 use paystream_storage::{Snapshot, SnapshotStore, StorageError};
 use serde::Serialize;
 use thiserror::Error;
@@ -143,6 +145,50 @@ pub struct PipelineConfig {
     /// How far (event time) the terminal index reads ahead of the newest payer
     /// partition; must exceed `operators.feature_allowed_lateness_ms`.
     pub terminal_read_ahead_ms: i64,
+    /// Where velocity features are counted when `operators.velocity.enabled`.
+    pub velocity_store: VelocityStore,
+    /// How long (wall clock) a velocity bucket is kept after the last payment it counted,
+    /// in memory and in Redis (a TTL). Must cover the window plus the allowed lateness.
+    pub velocity_retention_ms: i64,
+    /// How long a worker retries an unreachable feature store (reconnecting) before the
+    /// run stops with the error; nothing of the batch is committed meanwhile.
+    pub velocity_store_retry_ms: u64,
+}
+
+/// The velocity feature store: counts shared by every partition.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum VelocityStore {
+    /// In this process (shared by its workers; empty after a restart, so the first hour
+    /// after one under-counts — never over-counts). Not for consumer groups.
+    #[default]
+    Memory,
+    /// Redis at `url`, keys under `prefix`: shared by every process, kept across restarts.
+    Redis { url: String, prefix: String },
+}
+
+/// A worker's way to the velocity store (a connection, or the process's shared counters).
+enum VelocitySource {
+    Memory(SharedMemoryCounters),
+    Redis { url: String, prefix: String, config: CounterConfig },
+}
+
+impl VelocitySource {
+    fn new(store: &VelocityStore, retention_ms: i64) -> Result<VelocitySource, StorageError> {
+        let config = CounterConfig { bucket_ms: VELOCITY_BUCKET_MS, retention_ms };
+        Ok(match store {
+            VelocityStore::Memory => VelocitySource::Memory(SharedMemoryCounters::new(config)?),
+            VelocityStore::Redis { url, prefix } => {
+                VelocitySource::Redis { url: url.clone(), prefix: prefix.clone(), config }
+            }
+        })
+    }
+
+    fn connect(&self) -> Result<Box<dyn WindowedCounters>, StorageError> {
+        Ok(match self {
+            VelocitySource::Memory(shared) => Box::new(shared.clone()),
+            VelocitySource::Redis { url, prefix, config } => Box::new(RedisCounters::connect(url, prefix, *config)?),
+        })
+    }
 }
 
 impl Default for PipelineConfig {
@@ -162,6 +208,9 @@ impl Default for PipelineConfig {
             model_file: None,
             model_poll_ms: 1_000,
             terminal_read_ahead_ms: 6 * 3_600_000,
+            velocity_store: VelocityStore::Memory,
+            velocity_retention_ms: 6 * 3_600_000,
+            velocity_store_retry_ms: 30_000,
             postgres_url: None,
             postgres_schema: "paystream".into(),
         }
@@ -346,6 +395,8 @@ struct WorkerContext<'a> {
     operator_config: Arc<OperatorConfig>,
     model: &'a ModelHandle,
     stage: Option<&'a TerminalStage>,
+    /// With velocity enabled.
+    velocity: Option<&'a VelocitySource>,
     mode: RunMode,
     control: &'a RunControl,
     /// The consumer group generation the workers run; they stop when it moves.
@@ -491,6 +542,25 @@ impl Pipeline {
             return Err(RuntimeError::Config(format!("at most {PIPELINE_PARTITIONS_MAX} partitions")));
         }
         let workers = self.worker_count(&topics);
+        let velocity_enabled = config.operators.velocity.enabled;
+        if velocity_enabled
+            && config.velocity_retention_ms
+                < paystream_operators::VELOCITY_WINDOW_MS + config.operators.feature_allowed_lateness_ms
+        {
+            return Err(RuntimeError::Config(
+                "velocity_retention_ms must cover the velocity window (1 h) plus the allowed lateness".into(),
+            ));
+        }
+        if self.membership.is_some() && velocity_enabled && config.velocity_store == VelocityStore::Memory {
+            return Err(RuntimeError::Config(
+                "velocity in a consumer group needs a shared feature store (Redis): in-process counters would see \
+                 only this process's partitions"
+                    .into(),
+            ));
+        }
+        let velocity = velocity_enabled
+            .then(|| VelocitySource::new(&config.velocity_store, config.velocity_retention_ms))
+            .transpose()?;
         if self.membership.is_some() && (self.needs_terminal_index() || self.record_store.is_some()) {
             return Err(RuntimeError::Config(
                 "the terminal index (models reading terminal features) and the PostgreSQL record sink read every \
@@ -547,6 +617,7 @@ impl Pipeline {
                 operator_config,
                 model,
                 stage,
+                velocity: velocity.as_ref(),
                 mode,
                 control,
                 generation: None,
@@ -798,6 +869,7 @@ impl Pipeline {
         tracker: &CommitTracker,
     ) -> Result<RunReport, RuntimeError> {
         let (config, topics, mode, control) = (&self.config, context.topics, context.mode, context.control);
+        let mut velocity = context.velocity.map(|source| source.connect().map(|c| (source, c))).transpose()?;
         let mut model_generation = context.model.generation();
         let mut report = RunReport::default();
         let mut out = OutputBatch::default();
@@ -832,7 +904,8 @@ impl Pipeline {
             for task in tasks.iter_mut() {
                 let partition = task.processor.partition();
                 out.clear();
-                let consumed = self.process_payments(task, context, &payments_topic_name, &mut out, &mut waiting)?;
+                let consumed =
+                    self.process_payments(task, context, &payments_topic_name, &mut velocity, &mut out, &mut waiting)?;
                 let mut advanced = false;
                 if consumed > 0 {
                     let records = &task.fetched;
@@ -977,6 +1050,7 @@ impl Pipeline {
         task: &mut PartitionTask,
         context: &WorkerContext<'_>,
         payments_topic_name: &str,
+        velocity: &mut Option<(&VelocitySource, Box<dyn WindowedCounters>)>,
         out: &mut OutputBatch,
         waiting: &mut bool,
     ) -> Result<usize, RuntimeError> {
@@ -1000,17 +1074,73 @@ impl Pipeline {
                     *waiting = true; // the index has not moved since the last try
                     return Ok(0);
                 }
-                let consumed = task.processor.process_batch(payments_topic_name, &inputs, view, out);
+                let consumed = task.processor.begin_batch(payments_topic_name, &inputs, view, out);
                 task.waiting_at_bound_ms = (consumed < records.len()).then_some(view.complete_through_ms);
                 consumed
             }
-            None => task.processor.process_batch(payments_topic_name, &inputs, TerminalView::NONE, out),
+            None => task.processor.begin_batch(payments_topic_name, &inputs, TerminalView::NONE, out),
         };
+        match velocity {
+            Some((source, counters)) => {
+                let totals =
+                    self.count_velocity(task.processor.velocity_events(), source, counters, context.control)?;
+                task.processor.finish_batch(Some(&totals), out);
+            }
+            None => task.processor.finish_batch(None, out),
+        }
         if consumed < records.len() {
             *waiting = true;
             self.metrics.terminal_waits.inc();
         }
         Ok(consumed)
+    }
+
+    /// Counts a batch's velocity events in the feature store and reads their windows (one
+    /// round trip). An unreachable store is retried, reconnecting, with backoff for
+    /// `velocity_store_retry_ms`; then the run stops with the error (the batch is not
+    /// committed; counts it made are idempotent, so its replay counts nothing twice).
+    fn count_velocity(
+        &self,
+        events: &[paystream_operators::VelocityEvent],
+        source: &VelocitySource,
+        counters: &mut Box<dyn WindowedCounters>,
+        control: &RunControl,
+    ) -> Result<Vec<VelocityTotals>, RuntimeError> {
+        let events: Vec<CounterEvent<'_>> = events
+            .iter()
+            .map(|e| CounterEvent {
+                entity: &e.entity,
+                event_id: &e.event_id,
+                event_time_ms: e.event_time_ms,
+                amount_minor: e.amount_minor,
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_millis(self.config.velocity_store_retry_ms);
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let started = Instant::now();
+            let error = match counters.add_and_windows(&events, VELOCITY_BUCKETS) {
+                Ok(windows) => {
+                    self.metrics.velocity_store_seconds.observe(started.elapsed().as_secs_f64());
+                    return Ok(windows
+                        .into_iter()
+                        .map(|w| VelocityTotals { count: w.count, amount_minor: w.sum_minor })
+                        .collect());
+                }
+                Err(error) => error,
+            };
+            self.metrics.velocity_store_errors.inc();
+            if Instant::now() + backoff > deadline || control.stopped() {
+                return Err(error.into());
+            }
+            tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "velocity feature store failed; retrying");
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            // A broken connection stays broken: start a new one (if that fails, so will the next try).
+            if let Ok(fresh) = source.connect() {
+                *counters = fresh;
+            }
+        }
     }
 
     /// The task's next transfer legs: none without asking the log while the partition

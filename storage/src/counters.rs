@@ -16,9 +16,11 @@
 //! script touches one slot. Every write refreshes a TTL of `retention_ms` on the keys it
 //! touches: memory is bounded by what was written in the last retention period (wall
 //! clock). A batch of adds is one pipelined round trip; a batch of window queries is
-//! another.
+//! another; [`WindowedCounters::add_and_windows`] (what the pipeline's velocity features
+//! use) does both, event by event, in one.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use crate::StorageError;
 
@@ -65,6 +67,12 @@ pub trait WindowedCounters: Send {
     fn add(&mut self, events: &[CounterEvent<'_>]) -> Result<u64, StorageError>;
     /// Totals of each queried window, in order.
     fn windows(&mut self, queries: &[WindowQuery<'_>]) -> Result<Vec<WindowTotals>, StorageError>;
+    /// For each event in order: counts it (once, as [`WindowedCounters::add`]), then
+    /// reads the window of `buckets` buckets ending with the event's own — so an event
+    /// sees itself and every event counted before it, its batch's earlier ones included,
+    /// whatever the batch boundaries. One round trip for the whole slice.
+    fn add_and_windows(&mut self, events: &[CounterEvent<'_>], buckets: u32)
+    -> Result<Vec<WindowTotals>, StorageError>;
 }
 
 fn check(config: &CounterConfig) -> Result<(), StorageError> {
@@ -83,26 +91,78 @@ fn add_totals(totals: &mut WindowTotals, count: u64, sum_minor: i64) -> Result<(
     Ok(())
 }
 
-#[derive(Default, Debug)]
+#[derive(Debug)]
 struct Bucket {
     count: u64,
     sum_minor: i64,
     events: HashSet<String>,
+    /// Refreshed by every event counted, like the TTL of a Redis bucket.
+    expires_at: Instant,
 }
 
-/// The embedded counters. Buckets older than the newest event by more than the
-/// retention are dropped (event time: there is no wall clock in here).
+/// The embedded counters. A bucket is dropped `retention_ms` (wall clock) after the last
+/// event it counted — Redis's TTL, so both stores keep the same buckets: an event-time
+/// horizon would drop the buckets of a partition replaying behind the others.
 #[derive(Debug)]
 pub struct MemoryCounters {
     config: CounterConfig,
     entities: HashMap<String, BTreeMap<i64, Bucket>>,
-    newest_ms: i64,
+    next_expiry: Instant,
 }
+
+/// How often [`MemoryCounters`] looks for expired buckets (a pass visits every bucket).
+const MEMORY_EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
 
 impl MemoryCounters {
     pub fn new(config: CounterConfig) -> Result<MemoryCounters, StorageError> {
         check(&config)?;
-        Ok(MemoryCounters { config, entities: HashMap::new(), newest_ms: i64::MIN })
+        Ok(MemoryCounters { config, entities: HashMap::new(), next_expiry: Instant::now() + MEMORY_EXPIRY_INTERVAL })
+    }
+}
+
+impl MemoryCounters {
+    /// Counts one event unless its bucket counted it before; true if it was new.
+    fn add_one(&mut self, event: &CounterEvent<'_>) -> Result<bool, StorageError> {
+        let bucket = self
+            .entities
+            .entry(event.entity.to_string())
+            .or_default()
+            .entry(event.event_time_ms.div_euclid(self.config.bucket_ms))
+            .or_insert_with(|| Bucket { count: 0, sum_minor: 0, events: HashSet::new(), expires_at: Instant::now() });
+        if !bucket.events.insert(event.event_id.to_string()) {
+            return Ok(false);
+        }
+        bucket.expires_at = Instant::now() + Duration::from_millis(self.config.retention_ms as u64);
+        bucket.count += 1;
+        bucket.sum_minor = bucket
+            .sum_minor
+            .checked_add(event.amount_minor)
+            .ok_or_else(|| StorageError::InvalidRecord("bucket sum overflows i64".into()))?;
+        Ok(true)
+    }
+
+    /// Drops expired buckets, at most once per [`MEMORY_EXPIRY_INTERVAL`].
+    fn expire(&mut self) {
+        let now = Instant::now();
+        if now < self.next_expiry {
+            return;
+        }
+        self.next_expiry = now + MEMORY_EXPIRY_INTERVAL;
+        self.entities.retain(|_, buckets| {
+            buckets.retain(|_, bucket| bucket.expires_at > now);
+            !buckets.is_empty()
+        });
+    }
+
+    fn window(&self, q: &WindowQuery<'_>) -> Result<WindowTotals, StorageError> {
+        let mut totals = WindowTotals::default();
+        if let Some(buckets) = self.entities.get(q.entity) {
+            let last = q.at_ms.div_euclid(self.config.bucket_ms);
+            for (_, bucket) in buckets.range(last - i64::from(q.buckets) + 1..=last) {
+                add_totals(&mut totals, bucket.count, bucket.sum_minor)?;
+            }
+        }
+        Ok(totals)
     }
 }
 
@@ -110,44 +170,62 @@ impl WindowedCounters for MemoryCounters {
     fn add(&mut self, events: &[CounterEvent<'_>]) -> Result<u64, StorageError> {
         let mut new = 0;
         for event in events {
-            let bucket = self
-                .entities
-                .entry(event.entity.to_string())
-                .or_default()
-                .entry(event.event_time_ms.div_euclid(self.config.bucket_ms))
-                .or_default();
-            if bucket.events.insert(event.event_id.to_string()) {
-                bucket.count += 1;
-                bucket.sum_minor = bucket
-                    .sum_minor
-                    .checked_add(event.amount_minor)
-                    .ok_or_else(|| StorageError::InvalidRecord("bucket sum overflows i64".into()))?;
-                new += 1;
-            }
-            self.newest_ms = self.newest_ms.max(event.event_time_ms);
+            new += u64::from(self.add_one(event)?);
         }
-        let oldest_kept = self.newest_ms.saturating_sub(self.config.retention_ms).div_euclid(self.config.bucket_ms);
-        self.entities.retain(|_, buckets| {
-            buckets.retain(|b, _| *b >= oldest_kept);
-            !buckets.is_empty()
-        });
+        self.expire();
         Ok(new)
     }
 
     fn windows(&mut self, queries: &[WindowQuery<'_>]) -> Result<Vec<WindowTotals>, StorageError> {
-        queries
-            .iter()
-            .map(|q| {
-                let mut totals = WindowTotals::default();
-                if let Some(buckets) = self.entities.get(q.entity) {
-                    let last = q.at_ms.div_euclid(self.config.bucket_ms);
-                    for (_, bucket) in buckets.range(last - i64::from(q.buckets) + 1..=last) {
-                        add_totals(&mut totals, bucket.count, bucket.sum_minor)?;
-                    }
-                }
-                Ok(totals)
-            })
-            .collect()
+        queries.iter().map(|q| self.window(q)).collect()
+    }
+
+    fn add_and_windows(
+        &mut self,
+        events: &[CounterEvent<'_>],
+        buckets: u32,
+    ) -> Result<Vec<WindowTotals>, StorageError> {
+        let mut windows = Vec::with_capacity(events.len());
+        for event in events {
+            self.add_one(event)?;
+            windows.push(self.window(&WindowQuery { entity: event.entity, at_ms: event.event_time_ms, buckets })?);
+        }
+        self.expire();
+        Ok(windows)
+    }
+}
+
+/// [`MemoryCounters`] shared by the workers of one process (each holds a clone).
+#[derive(Clone, Debug)]
+pub struct SharedMemoryCounters(std::sync::Arc<std::sync::Mutex<MemoryCounters>>);
+
+impl SharedMemoryCounters {
+    pub fn new(config: CounterConfig) -> Result<SharedMemoryCounters, StorageError> {
+        Ok(SharedMemoryCounters(std::sync::Arc::new(std::sync::Mutex::new(MemoryCounters::new(config)?))))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryCounters> {
+        // A worker that panicked holding the lock left whole events (each is one
+        // insert and two additions, none of which panics midway): keep going.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl WindowedCounters for SharedMemoryCounters {
+    fn add(&mut self, events: &[CounterEvent<'_>]) -> Result<u64, StorageError> {
+        self.lock().add(events)
+    }
+
+    fn windows(&mut self, queries: &[WindowQuery<'_>]) -> Result<Vec<WindowTotals>, StorageError> {
+        self.lock().windows(queries)
+    }
+
+    fn add_and_windows(
+        &mut self,
+        events: &[CounterEvent<'_>],
+        buckets: u32,
+    ) -> Result<Vec<WindowTotals>, StorageError> {
+        self.lock().add_and_windows(events, buckets)
     }
 }
 
@@ -161,6 +239,25 @@ redis.call('HINCRBY', KEYS[1], 's', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 return 1
+";
+
+/// `ADD_SCRIPT` then `WINDOW_SCRIPT` over KEYS[1] and KEYS[3..] (the window's buckets).
+const ADD_AND_WINDOW_SCRIPT: &str = r"
+if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'n', 1)
+  redis.call('HINCRBY', KEYS[1], 's', ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
+local out = {}
+for i, key in ipairs(KEYS) do
+  if i ~= 2 then
+    local v = redis.call('HMGET', key, 'n', 's')
+    out[#out + 1] = v[1] or '0'
+    out[#out + 1] = v[2] or '0'
+  end
+end
+return out
 ";
 
 /// Raw counts and sums (strings, summed exactly on the client: Lua numbers are doubles).
@@ -181,6 +278,7 @@ pub struct RedisCounters {
     connection: redis::Connection,
     add: redis::Script,
     window: redis::Script,
+    add_and_window: redis::Script,
 }
 
 fn redis_error(context: &str) -> impl FnOnce(redis::RedisError) -> StorageError + '_ {
@@ -195,10 +293,11 @@ impl RedisCounters {
         let client = redis::Client::open(url).map_err(redis_error("parse the Redis URL"))?;
         let mut connection = client.get_connection().map_err(redis_error("connect to Redis"))?;
         let (add, window) = (redis::Script::new(ADD_SCRIPT), redis::Script::new(WINDOW_SCRIPT));
-        for script in [&add, &window] {
+        let add_and_window = redis::Script::new(ADD_AND_WINDOW_SCRIPT);
+        for script in [&add, &window, &add_and_window] {
             script.prepare_invoke().load(&mut connection).map_err(redis_error("load a script"))?;
         }
-        Ok(RedisCounters { config, prefix: prefix.to_string(), connection, add, window })
+        Ok(RedisCounters { config, prefix: prefix.to_string(), connection, add, window, add_and_window })
     }
 
     fn tag(entity: &str) -> String {
@@ -218,7 +317,7 @@ impl RedisCounters {
     ) -> Result<T, StorageError> {
         match pipe.query::<T>(&mut self.connection) {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                for script in [&self.add, &self.window] {
+                for script in [&self.add, &self.window, &self.add_and_window] {
                     script.prepare_invoke().load(&mut self.connection).map_err(redis_error("reload a script"))?;
                 }
                 pipe.query::<T>(&mut self.connection).map_err(redis_error(what))
@@ -264,20 +363,46 @@ impl WindowedCounters for RedisCounters {
             pipe.invoke_script(&invocation);
         }
         let raw: Vec<Vec<String>> = self.query_pipeline(&pipe, "query windows")?;
-        raw.iter()
-            .map(|values| {
-                let mut totals = WindowTotals::default();
-                for pair in values.chunks(2) {
-                    let parse = |s: &String| {
-                        s.parse::<i64>().map_err(|e| StorageError::Redis {
-                            context: "read a bucket".into(),
-                            why: format!("{s:?}: {e}"),
-                        })
-                    };
-                    add_totals(&mut totals, parse(&pair[0])? as u64, parse(&pair[1])?)?;
-                }
-                Ok(totals)
-            })
-            .collect()
+        raw.iter().map(|values| window_totals(values)).collect()
     }
+
+    fn add_and_windows(
+        &mut self,
+        events: &[CounterEvent<'_>],
+        buckets: u32,
+    ) -> Result<Vec<WindowTotals>, StorageError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ttl_s = (self.config.retention_ms / 1_000).max(1);
+        let mut pipe = redis::pipe();
+        for event in events {
+            let last = event.event_time_ms.div_euclid(self.config.bucket_ms);
+            let mut invocation = self.add_and_window.key(self.key('c', event.entity, last));
+            invocation.key(self.key('e', event.entity, last));
+            for bucket in last - i64::from(buckets) + 1..last {
+                invocation.key(self.key('c', event.entity, bucket));
+            }
+            invocation.arg(event.event_id).arg(event.amount_minor).arg(ttl_s);
+            pipe.invoke_script(&invocation);
+        }
+        let raw: Vec<Vec<String>> = self.query_pipeline(&pipe, "add events and query windows")?;
+        raw.iter().map(|values| window_totals(values)).collect()
+    }
+}
+
+/// Sums a window script's raw (count, sum) pairs exactly.
+fn window_totals(values: &[String]) -> Result<WindowTotals, StorageError> {
+    let parse = |s: &String| {
+        s.parse::<i64>()
+            .map_err(|e| StorageError::Redis { context: "read a bucket".into(), why: format!("{s:?}: {e}") })
+    };
+    let mut totals = WindowTotals::default();
+    for pair in values.chunks(2) {
+        let [count, sum] = pair else {
+            return Err(StorageError::Redis { context: "read a bucket".into(), why: format!("odd reply {values:?}") });
+        };
+        add_totals(&mut totals, parse(count)? as u64, parse(sum)?)?;
+    }
+    Ok(totals)
 }

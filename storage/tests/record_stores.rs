@@ -53,6 +53,7 @@ fn payment(
         score: 0.25,
         reasons: vec![Cow::Borrowed("TX_AMOUNT"), Cow::Borrowed("TERMINAL_ID_RISK_7DAY_WINDOW")],
         model_version: Arc::from("gbt-test"),
+        velocity: None,
     };
     let fee = cents / 100;
     let ledger = (outcome == Outcome::Approve).then(|| LedgerTransaction {
