@@ -95,7 +95,8 @@ fn add_totals(totals: &mut WindowTotals, count: u64, sum_minor: i64) -> Result<(
 struct Bucket {
     count: u64,
     sum_minor: i64,
-    events: HashSet<String>,
+    /// xxh3-128 of the event ids counted (a collision is a 2^-128 chance).
+    events: HashSet<u128>,
     /// Refreshed by every event counted, like the TTL of a Redis bucket.
     expires_at: Instant,
 }
@@ -123,13 +124,17 @@ impl MemoryCounters {
 impl MemoryCounters {
     /// Counts one event unless its bucket counted it before; true if it was new.
     fn add_one(&mut self, event: &CounterEvent<'_>) -> Result<bool, StorageError> {
-        let bucket = self
-            .entities
-            .entry(event.entity.to_string())
-            .or_default()
-            .entry(event.event_time_ms.div_euclid(self.config.bucket_ms))
-            .or_insert_with(|| Bucket { count: 0, sum_minor: 0, events: HashSet::new(), expires_at: Instant::now() });
-        if !bucket.events.insert(event.event_id.to_string()) {
+        let buckets = match self.entities.get_mut(event.entity) {
+            Some(buckets) => buckets,
+            None => self.entities.entry(event.entity.to_string()).or_default(),
+        };
+        let bucket = buckets.entry(event.event_time_ms.div_euclid(self.config.bucket_ms)).or_insert_with(|| Bucket {
+            count: 0,
+            sum_minor: 0,
+            events: HashSet::new(),
+            expires_at: Instant::now(),
+        });
+        if !bucket.events.insert(xxhash_rust::xxh3::xxh3_128(event.event_id.as_bytes())) {
             return Ok(false);
         }
         bucket.expires_at = Instant::now() + Duration::from_millis(self.config.retention_ms as u64);
@@ -241,7 +246,9 @@ redis.call('EXPIRE', KEYS[2], ARGV[3])
 return 1
 ";
 
-/// `ADD_SCRIPT` then `WINDOW_SCRIPT` over KEYS[1] and KEYS[3..] (the window's buckets).
+/// `ADD_SCRIPT`, then the window's totals: KEYS[1] and KEYS[3..] are its buckets. Sums
+/// are Lua doubles, exact below 2^53 minor units; beyond that the script fails rather
+/// than answer an inexact sum.
 const ADD_AND_WINDOW_SCRIPT: &str = r"
 if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'n', 1)
@@ -249,15 +256,18 @@ if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
   redis.call('EXPIRE', KEYS[1], ARGV[3])
   redis.call('EXPIRE', KEYS[2], ARGV[3])
 end
-local out = {}
+local n, s = 0, 0
 for i, key in ipairs(KEYS) do
   if i ~= 2 then
     local v = redis.call('HMGET', key, 'n', 's')
-    out[#out + 1] = v[1] or '0'
-    out[#out + 1] = v[2] or '0'
+    n = n + (tonumber(v[1]) or 0)
+    s = s + (tonumber(v[2]) or 0)
   end
 end
-return out
+if math.abs(s) > 9007199254740991 then
+  return redis.error_reply('window sum beyond 2^53 minor units')
+end
+return {n, s}
 ";
 
 /// Raw counts and sums (strings, summed exactly on the client: Lua numbers are doubles).
@@ -300,13 +310,14 @@ impl RedisCounters {
         Ok(RedisCounters { config, prefix: prefix.to_string(), connection, add, window, add_and_window })
     }
 
-    fn tag(entity: &str) -> String {
-        format!("{:016x}", xxhash_rust::xxh3::xxh3_64(entity.as_bytes()))
+    /// The start of an entity's keys of `kind`: `<prefix>:<kind>:{<entity hash>}:`.
+    fn key_start(&self, kind: char, entity: &str) -> String {
+        format!("{}:{kind}:{{{:016x}}}:", self.prefix, xxhash_rust::xxh3::xxh3_64(entity.as_bytes()))
     }
 
     /// The key of an entity's bucket: `<prefix>:<kind>:{<entity hash>}:<bucket>`.
     pub fn key(&self, kind: char, entity: &str, bucket: i64) -> String {
-        format!("{}:{kind}:{{{}}}:{bucket}", self.prefix, Self::tag(entity))
+        format!("{}{bucket}", self.key_start(kind, entity))
     }
 
     /// Runs a pipeline, reloading the scripts once if Redis lost them (a restart).
@@ -376,18 +387,37 @@ impl WindowedCounters for RedisCounters {
         }
         let ttl_s = (self.config.retention_ms / 1_000).max(1);
         let mut pipe = redis::pipe();
+        let mut key = String::new();
         for event in events {
             let last = event.event_time_ms.div_euclid(self.config.bucket_ms);
-            let mut invocation = self.add_and_window.key(self.key('c', event.entity, last));
-            invocation.key(self.key('e', event.entity, last));
+            let counters = self.key_start('c', event.entity);
+            let keyed = |key: &mut String, bucket: i64| {
+                use std::fmt::Write;
+                key.clear();
+                key.push_str(&counters);
+                write!(key, "{bucket}").expect("writing to a String cannot fail");
+            };
+            keyed(&mut key, last);
+            let mut invocation = self.add_and_window.key(key.as_str());
+            invocation.key(format!("{}{last}", self.key_start('e', event.entity)));
             for bucket in last - i64::from(buckets) + 1..last {
-                invocation.key(self.key('c', event.entity, bucket));
+                keyed(&mut key, bucket);
+                invocation.key(key.as_str());
             }
             invocation.arg(event.event_id).arg(event.amount_minor).arg(ttl_s);
             pipe.invoke_script(&invocation);
         }
-        let raw: Vec<Vec<String>> = self.query_pipeline(&pipe, "add events and query windows")?;
-        raw.iter().map(|values| window_totals(values)).collect()
+        let totals: Vec<(i64, i64)> = self.query_pipeline(&pipe, "add events and query windows")?;
+        totals
+            .into_iter()
+            .map(|(count, sum_minor)| {
+                let count = u64::try_from(count).map_err(|_| StorageError::Redis {
+                    context: "read a window".into(),
+                    why: format!("negative count {count}"),
+                })?;
+                Ok(WindowTotals { count, sum_minor })
+            })
+            .collect()
     }
 }
 
