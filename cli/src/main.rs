@@ -369,6 +369,19 @@ pub struct PipelineArgs {
     /// PostgreSQL schema for those tables (created and migrated if missing).
     #[arg(long, env = "PAYSTREAM_POSTGRES_SCHEMA", default_value = "paystream")]
     pub postgres_schema: String,
+    /// Copy decisions into ScyllaDB/Cassandra as payment history per account and daily
+    /// aggregates per customer and merchant (idempotent): nodes, host:port, comma-separated.
+    #[arg(long, env = "PAYSTREAM_SCYLLA_NODES")]
+    pub scylla_nodes: Option<String>,
+    /// Keyspace for those tables (created with replication factor
+    /// --scylla-replication-factor and migrated if missing).
+    #[arg(long, env = "PAYSTREAM_SCYLLA_KEYSPACE", default_value = "paystream")]
+    pub scylla_keyspace: String,
+    #[arg(long, env = "PAYSTREAM_SCYLLA_REPLICATION_FACTOR", default_value_t = 1)]
+    pub scylla_replication_factor: u32,
+    /// one, local_one, quorum, local_quorum or all (reads and writes).
+    #[arg(long, env = "PAYSTREAM_SCYLLA_CONSISTENCY", default_value = "local_quorum")]
+    pub scylla_consistency: String,
     /// Payments older than their partition's newest by more than the allowed lateness
     /// (one hour): `review` (never approved automatically; reason
     /// late_event_features_inexact) or `score` (decided like any other).
@@ -447,6 +460,15 @@ impl PipelineArgs {
         config.operators.label_delay_ms = i64::from(self.feature_delay_days) * MILLIS_PER_DAY;
         config.postgres_url = self.postgres_url.clone();
         config.postgres_schema = self.postgres_schema.clone();
+        config.scylla = match &self.scylla_nodes {
+            Some(nodes) => {
+                let mut scylla = paystream_storage::scylla::ScyllaConfig::new(nodes, &self.scylla_keyspace)?;
+                scylla.replication_factor = self.scylla_replication_factor;
+                scylla.consistency = paystream_storage::scylla::ConsistencyLevel::parse(&self.scylla_consistency)?;
+                Some(scylla)
+            }
+            None => None,
+        };
         config.operators.review_score_min = self.review_score_min;
         config.operators.late_payments = match self.late_payments.as_str() {
             "score" => paystream_operators::LatePaymentPolicy::Score,
@@ -736,7 +758,26 @@ pub fn pipeline(log: Arc<dyn Log>, data_dir: &Path, config: PipelineConfig, metr
         }
         None => None,
     };
-    Ok(Pipeline { log, snapshots: Arc::new(snapshots), model, metrics, config, record_store, membership: None })
+    let history_store = match &config.scylla {
+        Some(scylla) => {
+            let mut store = paystream_storage::scylla::ScyllaStore::connect(scylla.clone())
+                .with_context(|| format!("history store: ScyllaDB at {}", scylla.nodes.join(",")))?;
+            store.migrate().with_context(|| format!("history store: ScyllaDB keyspace {}", scylla.keyspace))?;
+            let store: Box<dyn paystream_storage::history::HistoryStore> = Box::new(store);
+            Some(std::sync::Mutex::new(store))
+        }
+        None => None,
+    };
+    Ok(Pipeline {
+        log,
+        snapshots: Arc::new(snapshots),
+        model,
+        metrics,
+        config,
+        record_store,
+        history_store,
+        membership: None,
+    })
 }
 
 fn run(args: RunArgs) -> Result<()> {
@@ -756,11 +797,11 @@ fn run(args: RunArgs) -> Result<()> {
     stop_on_signals(&runtime, control.clone());
     let mut pipeline = pipeline(log, &args.log.data_dir, config, metrics)?;
     if let Some(kafka) = kafka {
-        if pipeline.needs_terminal_index() || pipeline.record_store.is_some() {
-            // Both read every partition: this process takes them all (static assignment).
+        if pipeline.needs_terminal_index() || pipeline.record_store.is_some() || pipeline.history_store.is_some() {
+            // These read every partition: this process takes them all (static assignment).
             eprintln!(
-                "kafka: a model reading terminal features or the PostgreSQL sink runs in one process: taking every \
-                 partition, not joining group {}",
+                "kafka: a model reading terminal features or the PostgreSQL or ScyllaDB sink runs in one process: \
+                 taking every partition, not joining group {}",
                 pipeline.config.group_id
             );
         } else {

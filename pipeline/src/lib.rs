@@ -1,6 +1,7 @@
 //! The paystream runtime: the log abstraction and its embedded implementation, the
 //! partition workers that run the operator chain over batches, and metrics.
 
+pub mod history_sink;
 pub mod log;
 pub mod metrics;
 pub mod model;

@@ -51,6 +51,9 @@ pub struct Metrics {
     pub sink_records: IntCounter,
     /// Failed attempts to write to the record store (retried).
     pub sink_errors: IntCounter,
+    /// Decisions copied into the history store (ScyllaDB), and failed attempts (retried).
+    pub history_sink_records: IntCounter,
+    pub history_sink_errors: IntCounter,
     /// Consumer group generations this process has run (Kafka).
     pub rebalances: IntCounter,
     /// Input partitions this process owns now.
@@ -231,6 +234,14 @@ impl Metrics {
                 "Decisions and ledger transactions copied into the record store (PostgreSQL)",
             ),
             sink_errors: counter("sink_errors_total", "Failed writes to the record store (retried with backoff)"),
+            history_sink_records: counter(
+                "history_sink_records_total",
+                "Decisions copied into the history store (payment history and daily aggregates)",
+            ),
+            history_sink_errors: counter(
+                "history_sink_errors_total",
+                "Failed writes to the history store (retried with backoff)",
+            ),
             model_reloads: register(
                 &registry,
                 IntCounterVec::new(Opts::new("model_reloads_total", "Model file reloads, by result"), &["result"])

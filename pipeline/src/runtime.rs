@@ -142,6 +142,9 @@ pub struct PipelineConfig {
     /// Copy decisions and postings into PostgreSQL at this URL (schema below), exactly once.
     pub postgres_url: Option<String>,
     pub postgres_schema: String,
+    /// Copy decisions into this ScyllaDB/Cassandra keyspace (payment history, daily
+    /// aggregates), idempotently; created or migrated at start.
+    pub scylla: Option<paystream_storage::scylla::ScyllaConfig>,
     /// How far (event time) the terminal index reads ahead of the newest payer
     /// partition; must exceed `operators.feature_allowed_lateness_ms`.
     pub terminal_read_ahead_ms: i64,
@@ -213,6 +216,7 @@ impl Default for PipelineConfig {
             velocity_store_retry_ms: 30_000,
             postgres_url: None,
             postgres_schema: "paystream".into(),
+            scylla: None,
         }
     }
 }
@@ -516,6 +520,9 @@ pub struct Pipeline {
     pub config: PipelineConfig,
     /// Where decisions and postings are copied as records (PostgreSQL); `None`: only the log.
     pub record_store: Option<std::sync::Mutex<Box<dyn paystream_storage::records::RecordStore>>>,
+    /// Where decisions are copied as payment history and daily aggregates (ScyllaDB);
+    /// `None`: not copied.
+    pub history_store: Option<std::sync::Mutex<Box<dyn paystream_storage::history::HistoryStore>>>,
     /// The consumer group deciding which input partitions this process owns (Kafka);
     /// `None`: all of them.
     pub membership: Option<Arc<dyn Membership>>,
@@ -561,10 +568,13 @@ impl Pipeline {
         let velocity = velocity_enabled
             .then(|| VelocitySource::new(&config.velocity_store, config.velocity_retention_ms))
             .transpose()?;
-        if self.membership.is_some() && (self.needs_terminal_index() || self.record_store.is_some()) {
+        if self.membership.is_some()
+            && (self.needs_terminal_index() || self.record_store.is_some() || self.history_store.is_some())
+        {
             return Err(RuntimeError::Config(
-                "the terminal index (models reading terminal features) and the PostgreSQL record sink read every \
-                 partition: in a consumer group they are not supported yet; run one process with static assignment"
+                "the terminal index (models reading terminal features) and the PostgreSQL and ScyllaDB sinks read \
+                 every partition: in a consumer group they are not supported yet; run one process with static \
+                 assignment"
                     .into(),
             ));
         }
@@ -582,6 +592,7 @@ impl Pipeline {
         let workers_finished = AtomicBool::new(false);
         let mut indexed = Ok(());
         let mut sunk = Ok(());
+        let mut historied = Ok(());
         let results: Vec<Result<RunReport, RuntimeError>> = std::thread::scope(|scope| {
             let (topics, model, stage, workers_finished) = (&topics, &model, stage.as_ref(), &workers_finished);
             // Workers waiting for the index must not wait forever; a store that cannot
@@ -595,6 +606,12 @@ impl Pipeline {
                 spawn_stopping_on_error(scope, "paystream-record-sink".into(), control, move || {
                     let mut store = store.lock().expect("record store lock");
                     crate::sink::run_sink(self, topics, store.as_mut(), control, workers_finished)
+                })
+            });
+            let history = self.history_store.as_ref().map(|store| {
+                spawn_stopping_on_error(scope, "paystream-history-sink".into(), control, move || {
+                    let mut store = store.lock().expect("history store lock");
+                    crate::history_sink::run_history_sink(self, topics, store.as_mut(), control, workers_finished)
                 })
             });
             let watcher = config.model_file.as_ref().map(|path| {
@@ -643,10 +660,14 @@ impl Pipeline {
             if let Some(sink) = sink {
                 sunk = joined(sink);
             }
+            if let Some(history) = history {
+                historied = joined(history);
+            }
             results
         });
         indexed?;
         sunk?;
+        historied?;
         let mut report = RunReport::default();
         for result in results {
             report.add(&result?);

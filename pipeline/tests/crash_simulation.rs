@@ -548,6 +548,7 @@ fn run(seed: u64, dir: &Path, log: &Arc<EmbeddedLog>, scenario: &Scenario, commi
         metrics: Arc::new(Metrics::new()),
         config: config(scenario),
         record_store: None,
+        history_store: None,
         membership: None,
     };
     match (pipeline.run(RunMode::UntilIdle, &RunControl::new(true)), commits) {

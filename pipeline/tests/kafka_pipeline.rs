@@ -49,6 +49,7 @@ fn in_group(dir: &Path, log: Arc<dyn Log>, membership: Option<Arc<dyn Membership
             ..PipelineConfig::default()
         },
         record_store: None,
+        history_store: None,
         membership,
     }
 }

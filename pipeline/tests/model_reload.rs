@@ -100,6 +100,7 @@ fn make_pipeline(dir: &Path, log: Arc<EmbeddedLog>, model: &Path, metrics: Arc<M
         metrics,
         config: config(model),
         record_store: None,
+        history_store: None,
         membership: None,
     }
 }

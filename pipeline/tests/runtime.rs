@@ -59,6 +59,7 @@ fn run(dir: &Path, log: Arc<EmbeddedLog>) {
         metrics: Arc::new(Metrics::new()),
         config: config(),
         record_store: None,
+        history_store: None,
         membership: None,
     };
     pipeline.run(RunMode::UntilIdle, &RunControl::new(true)).unwrap();

@@ -9,6 +9,7 @@
 //! corrupt file is an error, never silently an empty state.
 
 pub mod counters;
+pub mod history;
 pub mod postgres;
 pub mod records;
 pub mod scylla;

@@ -7,7 +7,7 @@
 //!   an account's latest payments are one partition read. A row is keyed by (account,
 //!   event time, payment id), so writing it again (a replay) rewrites the same row.
 //! - `daily_aggregates`: per (entity, day, source partition) the running totals of that
-//!   partition's events for the day (payments, amount, frauds). No counter columns
+//!   partition's events for the day (payments, amount, declines). No counter columns
 //!   (counters are not idempotent): each write replaces the row with the partition's
 //!   total `USING TIMESTAMP <version>`, where the version is the source's position (it
 //!   only grows). A replay writes the same totals with the same timestamp, and an older
@@ -27,6 +27,7 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlDate, CqlTimestamp};
 
 use crate::StorageError;
+pub use crate::history::{AggregateRow, DayTotals, HistoryRow, HistoryStore, totals_by_day};
 
 /// Most rows written concurrently by one call (one round trip each, in flight together).
 pub const WRITES_IN_FLIGHT_MAX: usize = 256;
@@ -123,7 +124,7 @@ pub fn schema_statements(keyspace: &str, replication_factor: u32) -> Vec<String>
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS {keyspace}.daily_aggregates (\
-             entity text, day date, source_partition int, payments bigint, amount_minor bigint, frauds bigint, \
+             entity text, day date, source_partition int, payments bigint, amount_minor bigint, declines bigint, \
              PRIMARY KEY ((entity), day, source_partition)) \
              WITH CLUSTERING ORDER BY (day DESC, source_partition ASC)"
         ),
@@ -147,57 +148,24 @@ fn select_history(keyspace: &str) -> String {
 
 fn upsert_aggregate(keyspace: &str) -> String {
     format!(
-        "INSERT INTO {keyspace}.daily_aggregates (entity, day, source_partition, payments, amount_minor, frauds) \
+        "INSERT INTO {keyspace}.daily_aggregates (entity, day, source_partition, payments, amount_minor, declines) \
          VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
     )
 }
 
 fn select_aggregates(keyspace: &str) -> String {
     format!(
-        "SELECT day, source_partition, payments, amount_minor, frauds \
+        "SELECT day, source_partition, payments, amount_minor, declines \
          FROM {keyspace}.daily_aggregates WHERE entity = ? AND day >= ?"
     )
 }
 
-/// One payment in an account's history.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HistoryRow {
-    pub account_id: String,
-    pub event_time_ms: i64,
-    pub payment_id: String,
-    /// The event type (`payment`, `refund`, …).
-    pub kind: String,
-    /// Merchant or other account.
-    pub counterparty: String,
-    pub amount_minor: i64,
-    pub currency: String,
-    pub outcome: String,
-}
-
-/// A source partition's running totals of one entity and day.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DayTotals {
-    pub payments: i64,
-    pub amount_minor: i64,
-    pub frauds: i64,
-}
-
-impl DayTotals {
-    fn add(&mut self, other: DayTotals) {
-        self.payments += other.payments;
-        self.amount_minor += other.amount_minor;
-        self.frauds += other.frauds;
-    }
-}
-
-/// One row of `daily_aggregates`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AggregateRow {
-    pub entity: String,
-    /// Days since the epoch (UTC).
-    pub day: i64,
-    pub source_partition: u32,
-    pub totals: DayTotals,
+/// One row and its version (the write timestamp it was written `USING`).
+fn select_aggregate(keyspace: &str) -> String {
+    format!(
+        "SELECT payments, amount_minor, declines, WRITETIME(payments) \
+         FROM {keyspace}.daily_aggregates WHERE entity = ? AND day = ? AND source_partition = ?"
+    )
 }
 
 /// The CQL `date` of days since the epoch (the driver's 2^31-centred encoding).
@@ -212,20 +180,12 @@ fn days_since_epoch(date: CqlDate) -> i64 {
     i64::from(date.0) - (1i64 << 31)
 }
 
-/// Sums the source partitions' rows into one total per day, newest day first.
-pub fn totals_by_day(rows: impl IntoIterator<Item = (i64, DayTotals)>) -> Vec<(i64, DayTotals)> {
-    let mut days: std::collections::BTreeMap<i64, DayTotals> = std::collections::BTreeMap::new();
-    for (day, totals) in rows {
-        days.entry(day).or_default().add(totals);
-    }
-    days.into_iter().rev().collect()
-}
-
 struct Statements {
     insert_payment: PreparedStatement,
     select_history: PreparedStatement,
     upsert_aggregate: PreparedStatement,
     select_aggregates: PreparedStatement,
+    select_aggregate: PreparedStatement,
 }
 
 /// A connected store.
@@ -289,6 +249,7 @@ impl ScyllaStore {
                 select_history: prepare(select_history(keyspace)).await?,
                 upsert_aggregate: prepare(upsert_aggregate(keyspace)).await?,
                 select_aggregates: prepare(select_aggregates(keyspace)).await?,
+                select_aggregate: prepare(select_aggregate(keyspace)).await?,
             })
         })?;
         self.statements = Some(statements);
@@ -375,7 +336,7 @@ impl ScyllaStore {
                 partition,
                 row.totals.payments,
                 row.totals.amount_minor,
-                row.totals.frauds,
+                row.totals.declines,
                 version,
             ));
         }
@@ -405,11 +366,68 @@ impl ScyllaStore {
             .map_err(|e| scylla("decode daily aggregates")(e.to_string()))?;
         let mut days = Vec::new();
         for row in typed {
-            let (day, _, payments, amount_minor, frauds) =
+            let (day, _, payments, amount_minor, declines) =
                 row.map_err(|e| scylla("decode daily aggregates")(e.to_string()))?;
-            days.push((days_since_epoch(day), DayTotals { payments, amount_minor, frauds }));
+            days.push((days_since_epoch(day), DayTotals { payments, amount_minor, declines }));
         }
         Ok(totals_by_day(days))
+    }
+}
+
+impl ScyllaStore {
+    /// The stored row of (entity, day, source partition) and its write timestamp (the
+    /// version it was written at).
+    pub fn aggregate(
+        &self,
+        entity: &str,
+        day: i64,
+        source_partition: u32,
+    ) -> Result<Option<(DayTotals, i64)>, StorageError> {
+        let statement = &self.statements()?.select_aggregate;
+        let partition = i32::try_from(source_partition)
+            .map_err(|_| StorageError::InvalidRecord(format!("partition {source_partition}")))?;
+        let result = self
+            .runtime
+            .block_on(self.session.execute_unpaged(statement, (entity, cql_date(day)?, partition)))
+            .map_err(|e| scylla("read a daily aggregate")(e.to_string()))?;
+        let rows = result.into_rows_result().map_err(|e| scylla("read a daily aggregate")(e.to_string()))?;
+        let mut typed =
+            rows.rows::<(i64, i64, i64, i64)>().map_err(|e| scylla("decode a daily aggregate")(e.to_string()))?;
+        match typed.next() {
+            None => Ok(None),
+            Some(row) => {
+                let (payments, amount_minor, declines, version) =
+                    row.map_err(|e| scylla("decode a daily aggregate")(e.to_string()))?;
+                Ok(Some((DayTotals { payments, amount_minor, declines }, version)))
+            }
+        }
+    }
+}
+
+impl HistoryStore for ScyllaStore {
+    fn record_payments(&mut self, rows: &[HistoryRow]) -> Result<(), StorageError> {
+        ScyllaStore::record_payments(self, rows)
+    }
+
+    fn write_aggregates(&mut self, rows: &[AggregateRow], version: i64) -> Result<(), StorageError> {
+        ScyllaStore::write_aggregates(self, rows, version)
+    }
+
+    fn aggregate(
+        &mut self,
+        entity: &str,
+        day: i64,
+        source_partition: u32,
+    ) -> Result<Option<(DayTotals, i64)>, StorageError> {
+        ScyllaStore::aggregate(self, entity, day, source_partition)
+    }
+
+    fn history(&mut self, account_id: &str, limit: usize) -> Result<Vec<HistoryRow>, StorageError> {
+        ScyllaStore::history(self, account_id, i32::try_from(limit).unwrap_or(i32::MAX))
+    }
+
+    fn daily_totals(&mut self, entity: &str, since_day: i64) -> Result<Vec<(i64, DayTotals)>, StorageError> {
+        ScyllaStore::daily_totals(self, entity, since_day)
     }
 }
 
@@ -428,6 +446,8 @@ mod tests {
         assert!(schema.iter().all(|s| s.contains("IF NOT EXISTS") && !counter_column(s)));
         assert!(upsert_aggregate("ks").ends_with("USING TIMESTAMP ?"), "aggregates are written last-write-wins");
         assert_eq!(insert_payment("ks").matches('?').count(), 8);
+        assert!(select_aggregate("ks").contains("WRITETIME(payments)"), "the version comes back with the row");
+        assert!(select_aggregate("ks").ends_with("WHERE entity = ? AND day = ? AND source_partition = ?"));
         assert!(select_history("ks").contains("WHERE account_id = ? LIMIT ?"));
     }
 
@@ -450,7 +470,7 @@ mod tests {
         assert_eq!(cql_date(0).unwrap(), CqlDate(1 << 31));
         assert_eq!(days_since_epoch(cql_date(17_622).unwrap()), 17_622);
         assert_eq!(days_since_epoch(cql_date(-5).unwrap()), -5);
-        let t = |payments, amount_minor, frauds| DayTotals { payments, amount_minor, frauds };
+        let t = |payments, amount_minor, declines| DayTotals { payments, amount_minor, declines };
         // Two source partitions on day 10, one on day 11: summed, newest first.
         let totals = totals_by_day([(10, t(2, 500, 0)), (11, t(1, 100, 1)), (10, t(3, 700, 1))]);
         assert_eq!(totals, vec![(11, t(1, 100, 1)), (10, t(5, 1_200, 1))]);

@@ -1,7 +1,8 @@
-//! Velocity features in `paystream run`: counted in Redis they equal the in-process
-//! ones on the same input, and SIGKILL + replay never counts a payment twice in Redis.
-//! Needs this machine's Redis (`PAYSTREAM_TEST_REDIS_URL` overrides
-//! `redis://127.0.0.1:6379`).
+//! The stores `paystream run` picks from its configuration. Velocity features: counted in
+//! Redis they equal the in-process ones on the same input, and SIGKILL + replay never
+//! counts a payment twice in Redis (needs this machine's Redis;
+//! `PAYSTREAM_TEST_REDIS_URL` overrides `redis://127.0.0.1:6379`). An unreachable or
+//! misnamed store stops the run with a clear error before anything is decided.
 
 mod common;
 
@@ -148,7 +149,7 @@ fn sigkill_and_replay_never_count_a_payment_twice_in_redis() {
 }
 
 #[test]
-fn an_unreachable_or_misnamed_feature_store_stops_the_run_with_a_clear_error() {
+fn an_unreachable_or_misnamed_store_stops_the_run_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     generate(data, 2);
@@ -169,4 +170,14 @@ fn an_unreachable_or_misnamed_feature_store_stops_the_run_with_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("expected off, memory or a redis:// URL"), "{stderr}");
+    // The history store (ScyllaDB): no cluster there.
+    let output = common::paystream()
+        .args(["run", "--until-idle", "--no-metrics", "--scylla-nodes", "127.0.0.1:9", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("history store: ScyllaDB at 127.0.0.1:9"), "{stderr}");
+    assert_eq!(decisions_so_far(data), 0);
 }

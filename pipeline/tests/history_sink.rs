@@ -1,0 +1,188 @@
+//! The history sink (decisions → payment history and daily aggregates, ScyllaDB in
+//! production) on the embedded log and the embedded history store: a crash after the
+//! store took a slice but before the sink committed its position, and transient store
+//! errors, leave every aggregate row counting each decision exactly once and every
+//! decision once in its payer's history.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use paystream_domain::time::{MILLIS_PER_DAY, parse_rfc3339_ms};
+use paystream_domain::{Decision, Outcome};
+use paystream_operators::{OperatorConfig, default_model};
+use paystream_pipeline::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
+use paystream_pipeline::log::{Log, Transaction};
+use paystream_pipeline::metrics::Metrics;
+use paystream_pipeline::runtime::ensure_topics;
+use paystream_pipeline::{Pipeline, PipelineConfig, RunControl, RunMode};
+use paystream_storage::history::{AggregateRow, DayTotals, HistoryRow, HistoryStore, MemoryHistoryStore};
+use paystream_storage::{FileSnapshotStore, StorageError};
+
+fn config() -> PipelineConfig {
+    PipelineConfig { partitions: 3, workers: 2, batch_records_max: 100, ..PipelineConfig::default() }
+}
+
+/// `n` payments of 40 payers at 8 merchants, one every 7 minutes (about 5 days for 1,000).
+fn publish(log: &EmbeddedLog, n: u32) {
+    let topics = ensure_topics(log, &config()).unwrap();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
+        let mut transaction = Transaction::new();
+        for &i in chunk {
+            let payer = format!("c{}", i % 40);
+            let value = format!(
+                r#"{{"payment_id":"p{i}","payer_account_id":"{payer}","merchant_id":"m{}","terminal_id":"t{}","amount":"{}.{:02}","currency":"EUR","event_time":"{}","channel":"card_present"}}"#,
+                i % 8,
+                i % 13,
+                1 + i % 900,
+                i % 100,
+                paystream_domain::time::format_rfc3339_ms(1_522_540_800_000 + i64::from(i) * 420_000)
+            );
+            let partition = paystream_domain::partitioner::partition_for_key(payer.as_bytes(), 3);
+            transaction.send_to_partition(&topics.payments, partition, payer.as_bytes(), value.as_bytes(), 0).unwrap();
+        }
+        log.commit(transaction).unwrap();
+    }
+}
+
+/// The embedded store shared across runs, with failures injected on chosen calls of
+/// `write_aggregates`: `Transient` before writing (the sink retries), `CrashAfter`
+/// after writing (the sink stops, its position not committed: a crash in between).
+#[derive(Clone)]
+struct Injected {
+    store: Arc<Mutex<MemoryHistoryStore>>,
+    calls: Arc<Mutex<u32>>,
+    fault: fn(u32) -> Option<Fault>,
+}
+
+#[derive(Clone, Copy)]
+enum Fault {
+    Transient,
+    CrashAfter,
+}
+
+impl HistoryStore for Injected {
+    fn record_payments(&mut self, rows: &[HistoryRow]) -> Result<(), StorageError> {
+        self.store.lock().unwrap().record_payments(rows)
+    }
+
+    fn write_aggregates(&mut self, rows: &[AggregateRow], version: i64) -> Result<(), StorageError> {
+        let call = {
+            let mut calls = self.calls.lock().unwrap();
+            *calls += 1;
+            *calls
+        };
+        match (self.fault)(call) {
+            Some(Fault::Transient) => {
+                Err(StorageError::Scylla { context: "write daily aggregates".into(), why: "injected timeout".into() })
+            }
+            Some(Fault::CrashAfter) => {
+                self.store.lock().unwrap().write_aggregates(rows, version)?;
+                Err(StorageError::InvalidRecord("injected crash after the write".into()))
+            }
+            None => self.store.lock().unwrap().write_aggregates(rows, version),
+        }
+    }
+
+    fn aggregate(&mut self, entity: &str, day: i64, partition: u32) -> Result<Option<(DayTotals, i64)>, StorageError> {
+        self.store.lock().unwrap().aggregate(entity, day, partition)
+    }
+
+    fn history(&mut self, account_id: &str, limit: usize) -> Result<Vec<HistoryRow>, StorageError> {
+        self.store.lock().unwrap().history(account_id, limit)
+    }
+
+    fn daily_totals(&mut self, entity: &str, since_day: i64) -> Result<Vec<(i64, DayTotals)>, StorageError> {
+        self.store.lock().unwrap().daily_totals(entity, since_day)
+    }
+}
+
+fn run(dir: &Path, store: &Injected) -> Result<(), paystream_pipeline::RuntimeError> {
+    let log = Arc::new(EmbeddedLog::open(EmbeddedLogConfig::new(dir.join("log"))).unwrap());
+    let pipeline = Pipeline {
+        log,
+        snapshots: Arc::new(FileSnapshotStore::open(dir.join("snapshots")).unwrap()),
+        model: default_model(&OperatorConfig::default()),
+        metrics: Arc::new(Metrics::new()),
+        config: config(),
+        record_store: None,
+        history_store: Some(Mutex::new(Box::new(store.clone()))),
+        membership: None,
+    };
+    pipeline.run(RunMode::UntilIdle, &RunControl::new(true)).map(|_| ())
+}
+
+/// The aggregates the decisions topic implies: per (entity, day, decisions partition).
+fn expected(dir: &Path) -> (BTreeMap<(String, i64, u32), DayTotals>, usize) {
+    let log = EmbeddedLog::open(EmbeddedLogConfig::new(dir.join("log"))).unwrap();
+    let topic = log.topic("decisions").unwrap();
+    let mut totals: BTreeMap<(String, i64, u32), DayTotals> = BTreeMap::new();
+    let mut decisions = 0;
+    for partition in 0..topic.partitions {
+        for record in log.fetch(&topic, partition, 0, usize::MAX).unwrap() {
+            let decision: Decision = serde_json::from_slice(&record.value).unwrap();
+            decisions += 1;
+            let day = parse_rfc3339_ms(&decision.event_time).unwrap().div_euclid(MILLIS_PER_DAY);
+            let amount_minor =
+                paystream_domain::money::Money::parse(&decision.amount, decision.currency).unwrap().minor_units();
+            let entities = [
+                Some(format!("customer:{}", decision.payer_account_id)),
+                decision.merchant_id.map(|m| format!("merchant:{m}")),
+            ];
+            for entity in entities.into_iter().flatten() {
+                let row = totals.entry((entity, day, partition)).or_default();
+                row.add(DayTotals {
+                    payments: 1,
+                    amount_minor,
+                    declines: i64::from(decision.outcome == Outcome::Decline),
+                });
+            }
+        }
+    }
+    (totals, decisions)
+}
+
+#[test]
+fn a_crash_between_store_and_position_and_store_errors_count_each_decision_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Injected {
+        store: Arc::new(Mutex::new(MemoryHistoryStore::new())),
+        calls: Arc::new(Mutex::new(0)),
+        fault: |call| (call == 4).then_some(Fault::CrashAfter),
+    };
+    {
+        let log = EmbeddedLog::open(EmbeddedLogConfig::new(dir.path().join("log"))).unwrap();
+        publish(&log, 1_000);
+    }
+    let error = run(dir.path(), &store).expect_err("the injected crash stops the run");
+    assert!(error.to_string().contains("injected crash"), "{error}");
+    let stored_before = store.store.lock().unwrap().all_aggregates().len();
+    assert!(stored_before > 0, "the store took slices before the crash");
+
+    // The restart: the store times out now and then; the sink retries and catches up.
+    let store = Injected { fault: |call| call.is_multiple_of(3).then_some(Fault::Transient), ..store };
+    run(dir.path(), &store).unwrap();
+
+    let (expected, decisions) = expected(dir.path());
+    assert_eq!(decisions, 1_000, "every payment decided once");
+    let stored: BTreeMap<(String, i64, u32), DayTotals> =
+        store.store.lock().unwrap().all_aggregates().into_iter().map(|(key, (totals, _))| (key, totals)).collect();
+    assert_eq!(stored, expected, "every aggregate row counts each decision once");
+    assert!(stored.keys().any(|(entity, ..)| entity.starts_with("merchant:")));
+    assert!(stored.keys().map(|(_, day, _)| day).collect::<std::collections::BTreeSet<_>>().len() >= 4, "several days");
+    let mut inner = store.store.lock().unwrap();
+    assert_eq!(inner.history_rows(), 1_000, "every decision once in its payer's history");
+    let history = inner.history("c7", 1_000).unwrap();
+    assert_eq!(history.len(), 25, "c7 paid 25 times");
+    assert!(history.windows(2).all(|w| w[0].event_time_ms >= w[1].event_time_ms), "newest first");
+    // A merchant's day, summed over the source partitions.
+    let day = 1_522_540_800_000 / MILLIS_PER_DAY;
+    let merchant_day: DayTotals = expected
+        .iter()
+        .filter(|((entity, d, _), _)| entity == "merchant:m3" && *d == day)
+        .fold(DayTotals::default(), |mut sum, (_, t)| {
+            sum.add(*t);
+            sum
+        });
+    assert_eq!(inner.daily_totals("merchant:m3", day).unwrap().last(), Some(&(day, merchant_day)));
+}
