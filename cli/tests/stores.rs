@@ -181,3 +181,80 @@ fn an_unreachable_or_misnamed_store_stops_the_run_with_a_clear_error() {
     assert!(stderr.contains("history store: ScyllaDB at 127.0.0.1:9"), "{stderr}");
     assert_eq!(decisions_so_far(data), 0);
 }
+
+/// A private Redis server on a free port (this machine's `redis-server` binary), no
+/// persistence: killing it loses its counts, as a crashed cache would.
+struct PrivateRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl PrivateRedis {
+    fn start(port: u16) -> PrivateRedis {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (see README)");
+        let redis = PrivateRedis { child, port };
+        let started = Instant::now();
+        while redis::Client::open(redis.url()).unwrap().get_connection().is_err() {
+            assert!(started.elapsed() < Duration::from_secs(10), "redis-server did not start on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_redis_outage_shorter_than_the_retry_window_is_ridden_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    generate(data, 40);
+    let total = dump(data, "payments").len();
+    let port = {
+        // A port the OS just handed out and released: free, almost surely.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let redis = PrivateRedis::start(port);
+    let url = redis.url();
+    let mut run = common::Running(
+        common::paystream()
+            .args(["run", "--until-idle", "--no-metrics", "--max-input-rate", "10000", "--velocity", &url])
+            .arg("--data-dir")
+            .arg(data)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    while decisions_so_far(data) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(redis); // SIGKILL: connections reset, counts gone
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert!(decisions_so_far(data) < total, "the run must still be going when Redis comes back");
+    let _redis = PrivateRedis::start(port);
+    let status = run.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("velocity feature store failed; retrying"), "{stderr}");
+    // Every payment decided exactly once (or dead-lettered, or a counted retry), the
+    // ledger balanced and settlements reconciled, despite the outage.
+    common::check_exactly_once(data, true);
+}
