@@ -59,6 +59,46 @@ fn counters(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // The pipeline's velocity path: per payment, count it at its merchant (5-minute
+    // buckets) and read the hour (12 buckets) ending with it, in one round trip per batch.
+    let velocity = CounterConfig { bucket_ms: 5 * 60_000, retention_ms: 6 * 3_600_000 };
+    let merchants: Vec<String> = transactions
+        .iter()
+        .map(|t| format!("merchant:M{}", t.terminal_id.to_string().parse::<u64>().unwrap_or(0) / 10))
+        .collect();
+    let mut stores: Vec<(&str, Box<dyn WindowedCounters>)> = vec![
+        ("memory", Box::new(MemoryCounters::new(velocity).expect("config"))),
+        ("redis", Box::new(RedisCounters::connect(&url, &format!("{prefix}:v"), velocity).expect("Redis is running"))),
+    ];
+    let mut group = c.benchmark_group("velocity");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    for (name, store) in stores.iter_mut() {
+        let mut next = 0usize;
+        group.bench_function(format!("{name}/add_and_window_1h_2048"), |b| {
+            b.iter(|| {
+                // Fresh ids on every lap over the data, so every event is new.
+                let ids: Vec<String> = (0..BATCH)
+                    .map(|i| format!("{}/{}", events[(next + i) % events.len()].0, (next + i) / events.len()))
+                    .collect();
+                let batch: Vec<CounterEvent<'_>> = (0..BATCH)
+                    .map(|i| {
+                        let k = (next + i) % events.len();
+                        let (_, _, t, amount) = &events[k];
+                        CounterEvent {
+                            entity: &merchants[k],
+                            event_id: &ids[i],
+                            event_time_ms: *t,
+                            amount_minor: *amount,
+                        }
+                    })
+                    .collect();
+                next += BATCH;
+                store.add_and_windows(&batch, 12).expect("add and windows").len()
+            })
+        });
+    }
+    group.finish();
 }
 
 criterion_group!(benches, counters);
