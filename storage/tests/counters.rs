@@ -25,6 +25,14 @@ fn stores(test: &str) -> Vec<(&'static str, Box<dyn WindowedCounters>)> {
     vec![("memory", Box::new(MemoryCounters::new(CounterConfig::default()).unwrap())), ("redis", Box::new(redis(test)))]
 }
 
+/// (event id, entity, event time, amount) as the stores take them.
+fn counter_events<'a>(batch: &'a [(String, &'a str, i64, i64)]) -> Vec<CounterEvent<'a>> {
+    batch
+        .iter()
+        .map(|(id, entity, t, amount)| CounterEvent { entity, event_id: id, event_time_ms: *t, amount_minor: *amount })
+        .collect()
+}
+
 #[test]
 fn windows_by_hand_and_replays_count_once() {
     for (name, mut store) in stores("hand") {
@@ -93,15 +101,7 @@ fn redis_agrees_with_the_embedded_counters_on_random_batches_with_replays() {
         if next().is_multiple_of(4) && !all.is_empty() {
             batch.extend(all.iter().take(50).cloned()); // a replay after a crash
         }
-        let events: Vec<CounterEvent<'_>> = batch
-            .iter()
-            .map(|(id, entity, t, amount)| CounterEvent {
-                entity,
-                event_id: id,
-                event_time_ms: *t,
-                amount_minor: *amount,
-            })
-            .collect();
+        let events = counter_events(&batch);
         let added: Vec<u64> = stores.iter_mut().map(|(_, s)| s.add(&events).unwrap()).collect();
         assert_eq!(added[0], added[1], "both count the same events as new");
         all.extend(batch.iter().cloned());
@@ -184,15 +184,7 @@ fn add_and_windows_agrees_between_redis_and_the_embedded_counters() {
                 (id, entity, time, 1 + (next() % 50_000) as i64)
             })
             .collect();
-        let events: Vec<CounterEvent<'_>> = batch
-            .iter()
-            .map(|(id, entity, t, amount)| CounterEvent {
-                entity,
-                event_id: id,
-                event_time_ms: *t,
-                amount_minor: *amount,
-            })
-            .collect();
+        let events = counter_events(&batch);
         for (i, (_, store)) in stores.iter_mut().enumerate() {
             results[i].extend(store.add_and_windows(&events, 6).unwrap());
         }
