@@ -234,52 +234,48 @@ impl WindowedCounters for SharedMemoryCounters {
     }
 }
 
-const ADD_SCRIPT: &str = r"
--- KEYS[1]: bucket hash, KEYS[2]: the bucket's event ids; ARGV: event id, amount, ttl (s)
-if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then
-  return 0
-end
-redis.call('HINCRBY', KEYS[1], 'n', 1)
-redis.call('HINCRBY', KEYS[1], 's', ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-return 1
-";
-
-/// `ADD_SCRIPT`, then the window's totals: KEYS[1] and KEYS[3..] are its buckets. Sums
-/// are Lua doubles, exact below 2^53 minor units; beyond that the script fails rather
-/// than answer an inexact sum.
-const ADD_AND_WINDOW_SCRIPT: &str = r"
-if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
-  redis.call('HINCRBY', KEYS[1], 'n', 1)
-  redis.call('HINCRBY', KEYS[1], 's', ARGV[2])
+// The scripts, from two fragments. COUNT: counts event ARGV[1] (amount ARGV[2]) in the
+// bucket hash KEYS[2] unless the bucket's id set KEYS[1] holds it already; a new event
+// refreshes both keys' TTL (ARGV[3] seconds). SUM: the totals of the bucket hashes
+// KEYS[first..] — Lua numbers are doubles, exact below 2^53 minor units, so beyond that
+// the script fails rather than answer an inexact sum.
+macro_rules! count_lua {
+    () => {
+        r"
+local new = redis.call('SADD', KEYS[1], ARGV[1]) == 1
+if new then
+  redis.call('HINCRBY', KEYS[2], 'n', 1)
+  redis.call('HINCRBY', KEYS[2], 's', ARGV[2])
   redis.call('EXPIRE', KEYS[1], ARGV[3])
   redis.call('EXPIRE', KEYS[2], ARGV[3])
 end
+"
+    };
+}
+macro_rules! sum_lua {
+    () => {
+        r"
 local n, s = 0, 0
-for i, key in ipairs(KEYS) do
-  if i ~= 2 then
-    local v = redis.call('HMGET', key, 'n', 's')
-    n = n + (tonumber(v[1]) or 0)
-    s = s + (tonumber(v[2]) or 0)
-  end
+for i = first, #KEYS do
+  local v = redis.call('HMGET', KEYS[i], 'n', 's')
+  n = n + (tonumber(v[1]) or 0)
+  s = s + (tonumber(v[2]) or 0)
 end
 if math.abs(s) > 9007199254740991 then
   return redis.error_reply('window sum beyond 2^53 minor units')
 end
 return {n, s}
-";
+"
+    };
+}
 
-/// Raw counts and sums (strings, summed exactly on the client: Lua numbers are doubles).
-const WINDOW_SCRIPT: &str = r"
-local out = {}
-for i, key in ipairs(KEYS) do
-  local v = redis.call('HMGET', key, 'n', 's')
-  out[2 * i - 1] = v[1] or '0'
-  out[2 * i] = v[2] or '0'
-end
-return out
-";
+/// KEYS: the id set and hash of the event's bucket. Returns 1 if the event was new.
+const ADD_SCRIPT: &str = concat!(count_lua!(), "return new and 1 or 0\n");
+/// KEYS: the window's bucket hashes. Returns {count, sum}.
+const WINDOW_SCRIPT: &str = concat!("local first = 1\n", sum_lua!());
+/// KEYS: the id set of the event's bucket, then the window's bucket hashes, the event's
+/// own first. Counts the event, then returns the window's {count, sum}.
+const ADD_AND_WINDOW_SCRIPT: &str = concat!(count_lua!(), "local first = 2\n", sum_lua!());
 
 /// Windowed counters in Redis (standalone, or one node of a cluster per slot).
 pub struct RedisCounters {
@@ -301,23 +297,60 @@ impl RedisCounters {
     pub fn connect(url: &str, prefix: &str, config: CounterConfig) -> Result<RedisCounters, StorageError> {
         check(&config)?;
         let client = redis::Client::open(url).map_err(redis_error("parse the Redis URL"))?;
-        let mut connection = client.get_connection().map_err(redis_error("connect to Redis"))?;
-        let (add, window) = (redis::Script::new(ADD_SCRIPT), redis::Script::new(WINDOW_SCRIPT));
-        let add_and_window = redis::Script::new(ADD_AND_WINDOW_SCRIPT);
-        for script in [&add, &window, &add_and_window] {
-            script.prepare_invoke().load(&mut connection).map_err(redis_error("load a script"))?;
-        }
-        Ok(RedisCounters { config, prefix: prefix.to_string(), connection, add, window, add_and_window })
+        let connection = client.get_connection().map_err(redis_error("connect to Redis"))?;
+        let mut counters = RedisCounters {
+            config,
+            prefix: prefix.to_string(),
+            connection,
+            add: redis::Script::new(ADD_SCRIPT),
+            window: redis::Script::new(WINDOW_SCRIPT),
+            add_and_window: redis::Script::new(ADD_AND_WINDOW_SCRIPT),
+        };
+        counters.load_scripts("load a script")?;
+        Ok(counters)
     }
 
-    /// The start of an entity's keys of `kind`: `<prefix>:<kind>:{<entity hash>}:`.
-    fn key_start(&self, kind: char, entity: &str) -> String {
-        format!("{}:{kind}:{{{:016x}}}:", self.prefix, xxhash_rust::xxh3::xxh3_64(entity.as_bytes()))
+    fn load_scripts(&mut self, what: &str) -> Result<(), StorageError> {
+        for script in [&self.add, &self.window, &self.add_and_window] {
+            script.prepare_invoke().load(&mut self.connection).map_err(redis_error(what))?;
+        }
+        Ok(())
+    }
+
+    /// `<prefix>:<kind>:{<entity hash>}:`, the start of an entity's keys of `kind`.
+    fn key_start(&self, kind: char, entity_hash: u64) -> String {
+        format!("{}:{kind}:{{{entity_hash:016x}}}:", self.prefix)
     }
 
     /// The key of an entity's bucket: `<prefix>:<kind>:{<entity hash>}:<bucket>`.
     pub fn key(&self, kind: char, entity: &str, bucket: i64) -> String {
-        format!("{}{bucket}", self.key_start(kind, entity))
+        format!("{}{bucket}", self.key_start(kind, xxhash_rust::xxh3::xxh3_64(entity.as_bytes())))
+    }
+
+    /// Adds `entity`'s keys to a script call (hashing the entity once): with `ids`, the
+    /// id set of bucket `last`; then the hashes of the `buckets` buckets ending with
+    /// `last`, newest first.
+    fn push_keys(
+        &self,
+        invocation: &mut redis::ScriptInvocation<'_>,
+        entity: &str,
+        last: i64,
+        buckets: u32,
+        ids: bool,
+    ) {
+        use std::fmt::Write;
+        let entity_hash = xxhash_rust::xxh3::xxh3_64(entity.as_bytes());
+        if ids {
+            invocation.key(format!("{}{last}", self.key_start('e', entity_hash)));
+        }
+        let start = self.key_start('c', entity_hash);
+        let mut key = String::with_capacity(start.len() + 20);
+        for bucket in (last - i64::from(buckets) + 1..=last).rev() {
+            key.clear();
+            key.push_str(&start);
+            write!(key, "{bucket}").expect("writing to a String cannot fail");
+            invocation.key(key.as_str());
+        }
     }
 
     /// Runs a pipeline, reloading the scripts once if Redis lost them (a restart).
@@ -328,53 +361,82 @@ impl RedisCounters {
     ) -> Result<T, StorageError> {
         match pipe.query::<T>(&mut self.connection) {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                for script in [&self.add, &self.window, &self.add_and_window] {
-                    script.prepare_invoke().load(&mut self.connection).map_err(redis_error("reload a script"))?;
-                }
+                self.load_scripts("reload a script")?;
                 pipe.query::<T>(&mut self.connection).map_err(redis_error(what))
             }
             other => other.map_err(redis_error(what)),
         }
     }
+
+    /// Runs one call of the script `select` picks per item (its keys and arguments from
+    /// `invoke`) in one pipelined round trip; the replies, in order.
+    fn pipelined<I, T: redis::FromRedisValue>(
+        &mut self,
+        items: &[I],
+        select: fn(&RedisCounters) -> &redis::Script,
+        what: &str,
+        invoke: impl Fn(&Self, &I, &mut redis::ScriptInvocation<'_>),
+    ) -> Result<Vec<T>, StorageError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        let script = select(self);
+        for item in items {
+            let mut invocation = script.prepare_invoke();
+            invoke(self, item, &mut invocation);
+            pipe.invoke_script(&invocation);
+        }
+        self.query_pipeline(&pipe, what)
+    }
+
+    fn ttl_s(&self) -> i64 {
+        (self.config.retention_ms / 1_000).max(1)
+    }
+
+    fn bucket(&self, time_ms: i64) -> i64 {
+        time_ms.div_euclid(self.config.bucket_ms)
+    }
+}
+
+/// A window script's {count, sum} replies as totals.
+fn window_totals(replies: Vec<(i64, i64)>) -> Result<Vec<WindowTotals>, StorageError> {
+    replies
+        .into_iter()
+        .map(|(count, sum_minor)| {
+            let count = u64::try_from(count).map_err(|_| StorageError::Redis {
+                context: "read a window".into(),
+                why: format!("negative count {count}"),
+            })?;
+            Ok(WindowTotals { count, sum_minor })
+        })
+        .collect()
 }
 
 impl WindowedCounters for RedisCounters {
     fn add(&mut self, events: &[CounterEvent<'_>]) -> Result<u64, StorageError> {
-        if events.is_empty() {
-            return Ok(0);
-        }
-        let ttl_s = (self.config.retention_ms / 1_000).max(1);
-        let mut pipe = redis::pipe();
-        for event in events {
-            let bucket = event.event_time_ms.div_euclid(self.config.bucket_ms);
-            pipe.invoke_script(
-                self.add
-                    .key(self.key('c', event.entity, bucket))
-                    .key(self.key('e', event.entity, bucket))
-                    .arg(event.event_id)
-                    .arg(event.amount_minor)
-                    .arg(ttl_s),
-            );
-        }
-        let added: Vec<u64> = self.query_pipeline(&pipe, "add events")?;
+        let added: Vec<u64> = self.pipelined(
+            events,
+            |c| &c.add,
+            "add events",
+            |this, event, invocation| {
+                this.push_keys(invocation, event.entity, this.bucket(event.event_time_ms), 1, true);
+                invocation.arg(event.event_id).arg(event.amount_minor).arg(this.ttl_s());
+            },
+        )?;
         Ok(added.iter().sum())
     }
 
     fn windows(&mut self, queries: &[WindowQuery<'_>]) -> Result<Vec<WindowTotals>, StorageError> {
-        if queries.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for q in queries {
-            let last = q.at_ms.div_euclid(self.config.bucket_ms);
-            let mut invocation = self.window.key(self.key('c', q.entity, last));
-            for bucket in last - i64::from(q.buckets) + 1..last {
-                invocation.key(self.key('c', q.entity, bucket));
-            }
-            pipe.invoke_script(&invocation);
-        }
-        let raw: Vec<Vec<String>> = self.query_pipeline(&pipe, "query windows")?;
-        raw.iter().map(|values| window_totals(values)).collect()
+        let replies = self.pipelined(
+            queries,
+            |c| &c.window,
+            "query windows",
+            |this, q, invocation| {
+                this.push_keys(invocation, q.entity, this.bucket(q.at_ms), q.buckets, false);
+            },
+        )?;
+        window_totals(replies)
     }
 
     fn add_and_windows(
@@ -382,57 +444,15 @@ impl WindowedCounters for RedisCounters {
         events: &[CounterEvent<'_>],
         buckets: u32,
     ) -> Result<Vec<WindowTotals>, StorageError> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ttl_s = (self.config.retention_ms / 1_000).max(1);
-        let mut pipe = redis::pipe();
-        let mut key = String::new();
-        for event in events {
-            let last = event.event_time_ms.div_euclid(self.config.bucket_ms);
-            let counters = self.key_start('c', event.entity);
-            let keyed = |key: &mut String, bucket: i64| {
-                use std::fmt::Write;
-                key.clear();
-                key.push_str(&counters);
-                write!(key, "{bucket}").expect("writing to a String cannot fail");
-            };
-            keyed(&mut key, last);
-            let mut invocation = self.add_and_window.key(key.as_str());
-            invocation.key(format!("{}{last}", self.key_start('e', event.entity)));
-            for bucket in last - i64::from(buckets) + 1..last {
-                keyed(&mut key, bucket);
-                invocation.key(key.as_str());
-            }
-            invocation.arg(event.event_id).arg(event.amount_minor).arg(ttl_s);
-            pipe.invoke_script(&invocation);
-        }
-        let totals: Vec<(i64, i64)> = self.query_pipeline(&pipe, "add events and query windows")?;
-        totals
-            .into_iter()
-            .map(|(count, sum_minor)| {
-                let count = u64::try_from(count).map_err(|_| StorageError::Redis {
-                    context: "read a window".into(),
-                    why: format!("negative count {count}"),
-                })?;
-                Ok(WindowTotals { count, sum_minor })
-            })
-            .collect()
+        let replies = self.pipelined(
+            events,
+            |c| &c.add_and_window,
+            "add events and query windows",
+            |this, event, invocation| {
+                this.push_keys(invocation, event.entity, this.bucket(event.event_time_ms), buckets, true);
+                invocation.arg(event.event_id).arg(event.amount_minor).arg(this.ttl_s());
+            },
+        )?;
+        window_totals(replies)
     }
-}
-
-/// Sums a window script's raw (count, sum) pairs exactly.
-fn window_totals(values: &[String]) -> Result<WindowTotals, StorageError> {
-    let parse = |s: &String| {
-        s.parse::<i64>()
-            .map_err(|e| StorageError::Redis { context: "read a bucket".into(), why: format!("{s:?}: {e}") })
-    };
-    let mut totals = WindowTotals::default();
-    for pair in values.chunks(2) {
-        let [count, sum] = pair else {
-            return Err(StorageError::Redis { context: "read a bucket".into(), why: format!("odd reply {values:?}") });
-        };
-        add_totals(&mut totals, parse(count)? as u64, parse(sum)?)?;
-    }
-    Ok(totals)
 }
