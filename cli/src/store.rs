@@ -47,7 +47,7 @@ enum StoreCommand {
     ScyllaHistory {
         account_id: String,
         #[arg(long, default_value_t = 20)]
-        limit: i32,
+        limit: usize,
         #[command(flatten)]
         scylla: ScyllaArgs,
     },
@@ -86,6 +86,7 @@ pub fn store(args: StoreArgs) -> Result<()> {
             return Ok(());
         }
         StoreCommand::ScyllaHistory { account_id, limit, scylla } => {
+            use paystream_storage::history::HistoryStore;
             for row in scylla.connect()?.history(account_id, *limit)? {
                 println!(
                     "{}",

@@ -264,11 +264,14 @@ impl ScyllaStore {
             ))
         })
     }
+}
 
+/// Statements prepared once, routed token-aware at the configured consistency.
+impl HistoryStore for ScyllaStore {
     /// Writes payments into their accounts' histories (idempotent by row key), at most
     /// [`WRITES_IN_FLIGHT_MAX`] in flight at once.
-    pub fn record_payments(&self, rows: &[HistoryRow]) -> Result<(), StorageError> {
-        let statement = &self.statements()?.insert_payment;
+    fn record_payments(&mut self, rows: &[HistoryRow]) -> Result<(), StorageError> {
+        let (statement, session) = (&self.statements()?.insert_payment, &self.session);
         self.runtime.block_on(async {
             for chunk in rows.chunks(WRITES_IN_FLIGHT_MAX) {
                 let writes = chunk.iter().map(|row| {
@@ -282,7 +285,7 @@ impl ScyllaStore {
                         row.currency.as_str(),
                         row.outcome.as_str(),
                     );
-                    async move { self.session.execute_unpaged(statement, values).await }
+                    async move { session.execute_unpaged(statement, values).await }
                 });
                 for result in futures::future::join_all(writes).await {
                     result.map_err(|e| scylla("write payment history")(e.to_string()))?;
@@ -293,11 +296,11 @@ impl ScyllaStore {
     }
 
     /// The account's latest `limit` payments, newest first.
-    pub fn history(&self, account_id: &str, limit: i32) -> Result<Vec<HistoryRow>, StorageError> {
+    fn history(&mut self, account_id: &str, limit: usize) -> Result<Vec<HistoryRow>, StorageError> {
         let statement = &self.statements()?.select_history;
         let result = self
             .runtime
-            .block_on(self.session.execute_unpaged(statement, (account_id, limit)))
+            .block_on(self.session.execute_unpaged(statement, (account_id, i32::try_from(limit).unwrap_or(i32::MAX))))
             .map_err(|e| scylla("read payment history")(e.to_string()))?;
         let rows = result.into_rows_result().map_err(|e| scylla("read payment history")(e.to_string()))?;
         let typed = rows
@@ -324,8 +327,8 @@ impl ScyllaStore {
     /// Replaces each row's totals as of `version` (the source's position: it must grow
     /// with every write of a source partition). Writing the same rows again at the same
     /// version changes nothing; at an older version, nothing either.
-    pub fn write_aggregates(&self, rows: &[AggregateRow], version: i64) -> Result<(), StorageError> {
-        let statement = &self.statements()?.upsert_aggregate;
+    fn write_aggregates(&mut self, rows: &[AggregateRow], version: i64) -> Result<(), StorageError> {
+        let (statement, session) = (&self.statements()?.upsert_aggregate, &self.session);
         let mut bound = Vec::with_capacity(rows.len());
         for row in rows {
             let partition = i32::try_from(row.source_partition)
@@ -342,8 +345,7 @@ impl ScyllaStore {
         }
         self.runtime.block_on(async {
             for chunk in bound.chunks(WRITES_IN_FLIGHT_MAX) {
-                let writes =
-                    chunk.iter().map(|values| async move { self.session.execute_unpaged(statement, values).await });
+                let writes = chunk.iter().map(|values| async move { session.execute_unpaged(statement, values).await });
                 for result in futures::future::join_all(writes).await {
                     result.map_err(|e| scylla("write daily aggregates")(e.to_string()))?;
                 }
@@ -354,7 +356,7 @@ impl ScyllaStore {
 
     /// An entity's totals per day since `since_day` (days since the epoch), summed over
     /// source partitions, newest first.
-    pub fn daily_totals(&self, entity: &str, since_day: i64) -> Result<Vec<(i64, DayTotals)>, StorageError> {
+    fn daily_totals(&mut self, entity: &str, since_day: i64) -> Result<Vec<(i64, DayTotals)>, StorageError> {
         let statement = &self.statements()?.select_aggregates;
         let result = self
             .runtime
@@ -372,13 +374,11 @@ impl ScyllaStore {
         }
         Ok(totals_by_day(days))
     }
-}
 
-impl ScyllaStore {
     /// The stored row of (entity, day, source partition) and its write timestamp (the
     /// version it was written at).
-    pub fn aggregate(
-        &self,
+    fn aggregate(
+        &mut self,
         entity: &str,
         day: i64,
         source_partition: u32,
@@ -401,33 +401,6 @@ impl ScyllaStore {
                 Ok(Some((DayTotals { payments, amount_minor, declines }, version)))
             }
         }
-    }
-}
-
-impl HistoryStore for ScyllaStore {
-    fn record_payments(&mut self, rows: &[HistoryRow]) -> Result<(), StorageError> {
-        ScyllaStore::record_payments(self, rows)
-    }
-
-    fn write_aggregates(&mut self, rows: &[AggregateRow], version: i64) -> Result<(), StorageError> {
-        ScyllaStore::write_aggregates(self, rows, version)
-    }
-
-    fn aggregate(
-        &mut self,
-        entity: &str,
-        day: i64,
-        source_partition: u32,
-    ) -> Result<Option<(DayTotals, i64)>, StorageError> {
-        ScyllaStore::aggregate(self, entity, day, source_partition)
-    }
-
-    fn history(&mut self, account_id: &str, limit: usize) -> Result<Vec<HistoryRow>, StorageError> {
-        ScyllaStore::history(self, account_id, i32::try_from(limit).unwrap_or(i32::MAX))
-    }
-
-    fn daily_totals(&mut self, entity: &str, since_day: i64) -> Result<Vec<(i64, DayTotals)>, StorageError> {
-        ScyllaStore::daily_totals(self, entity, since_day)
     }
 }
 
