@@ -14,8 +14,7 @@
 //! the same rows, and each aggregate row counts each record once.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::AtomicBool;
 
 use paystream_domain::time::{MILLIS_PER_DAY, parse_rfc3339_ms};
 use paystream_domain::{Decision, Outcome};
@@ -24,6 +23,7 @@ use paystream_storage::history::{AggregateRow, DayTotals, HistoryRow, HistorySto
 
 use crate::log::Transaction;
 use crate::runtime::{Pipeline, PipelineTopics, RunControl, RuntimeError};
+use crate::sink::SinkReporting;
 
 /// Consumer group whose positions in the decisions topic mark what the store has.
 pub const HISTORY_SINK_GROUP: &str = "paystream-history-sink";
@@ -32,8 +32,6 @@ pub const HISTORY_SLICE_RECORDS_MAX: usize = 4_096;
 /// Aggregate rows of days this far before a partition's newest day leave the sink's
 /// memory (a late decision for one reads it back from the store).
 pub const HISTORY_DAYS_HELD: i64 = 2;
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// An aggregate row the sink holds: its totals and the offset they count up to.
 #[derive(Clone, Copy, Debug)]
@@ -186,60 +184,39 @@ pub(crate) fn run_history_sink(
     log.commit(registration)?;
 
     let mut sink = HistorySink::default();
-    let mut backoff = BACKOFF_MIN;
-    loop {
-        // Read the flag first: a round that starts after it sees every committed decision.
-        let done = finished.load(Ordering::SeqCst) || control.stopped();
-        let sequence = log.commit_sequence();
-        let mut read_any = false;
-        for partition in 0..topic.partitions {
-            let position = &mut positions[partition as usize];
-            let records = log.fetch(topic, partition, *position, HISTORY_SLICE_RECORDS_MAX)?;
-            let Some(last) = records.last() else { continue };
-            let to_offset = last.offset + 1;
+    crate::sink::drive_sink(
+        pipeline,
+        HISTORY_SINK_GROUP,
+        &[topic],
+        positions,
+        SinkReporting {
+            store: "history store",
+            records: &pipeline.metrics.history_sink_records,
+            errors: &pipeline.metrics.history_sink_errors,
+        },
+        |e| matches!(e, StorageError::Scylla { .. }),
+        control,
+        finished,
+        |_, partition, records, (_, to_offset)| {
             let mut decisions = Vec::with_capacity(records.len());
-            for record in &records {
-                let decision =
-                    serde_json::from_slice::<Decision>(&record.value).map_err(|e| RuntimeError::Restore {
-                        partition,
-                        why: format!("{} offset {} is not a valid decision: {e}", topic.name, record.offset),
-                    })?;
+            for record in records {
+                let decision = serde_json::from_slice::<Decision>(&record.value).map_err(|e| {
+                    StorageError::InvalidRecord(format!(
+                        "{} partition {partition} offset {} is not a valid decision: {e}",
+                        topic.name, record.offset
+                    ))
+                })?;
                 decisions.push((record.offset, decision));
             }
             let written = sink.slice(store, partition, &decisions, to_offset).and_then(|writes| {
                 store.record_payments(&writes.history)?;
                 store.write_aggregates(&writes.aggregates, writes.version)?;
-                Ok(writes.history.len())
+                Ok(writes.history.len() as u64)
             });
-            match written {
-                Ok(rows) => {
-                    backoff = BACKOFF_MIN;
-                    pipeline.metrics.history_sink_records.inc_by(rows as u64);
-                }
-                // The store is down or slow: the decisions wait in the log (retention
-                // keeps them), the pipeline goes on; retry the slice with backoff.
-                Err(error @ StorageError::Scylla { .. }) if !done => {
-                    sink.forget();
-                    pipeline.metrics.history_sink_errors.inc();
-                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "history store unavailable");
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                    read_any = true;
-                    break;
-                }
-                Err(error) => return Err(error.into()),
+            if written.is_err() {
+                sink.forget(); // the store is the truth again: rows are read back
             }
-            *position = to_offset;
-            let mut progress = Transaction::new();
-            progress.set_position(HISTORY_SINK_GROUP, topic, partition, to_offset);
-            log.commit(progress)?;
-            read_any = true;
-        }
-        if done && !read_any {
-            return Ok(());
-        }
-        if !read_any {
-            log.wait_for_commit(sequence, Duration::from_millis(pipeline.config.idle_wait_ms));
-        }
-    }
+            written
+        },
+    )
 }

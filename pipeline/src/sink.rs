@@ -62,6 +62,82 @@ pub(crate) fn run_sink(
     }
     log.commit(registration)?;
 
+    drive_sink(
+        pipeline,
+        RECORD_SINK_GROUP,
+        &inputs.iter().map(|(topic, _)| *topic).collect::<Vec<_>>(),
+        positions,
+        SinkReporting {
+            store: "record store",
+            records: &pipeline.metrics.sink_records,
+            errors: &pipeline.metrics.sink_errors,
+        },
+        |e| matches!(e, StorageError::Database { .. }),
+        control,
+        finished,
+        |input, partition, records, (from_offset, to_offset)| {
+            let (topic, kind) = &inputs[input];
+            let mut slice = OutputSlice {
+                topic: topic.name.to_string(),
+                partition,
+                from_offset,
+                to_offset,
+                ..OutputSlice::default()
+            };
+            for record in records {
+                let corrupt = |e: serde_json::Error| {
+                    StorageError::InvalidRecord(format!(
+                        "{} partition {partition} offset {} is not a valid output record: {e}",
+                        topic.name, record.offset
+                    ))
+                };
+                match kind {
+                    Kind::Decisions => {
+                        slice.decisions.push(serde_json::from_slice::<Decision>(&record.value).map_err(corrupt)?)
+                    }
+                    Kind::Ledger => {
+                        slice.ledger.push(serde_json::from_slice::<LedgerTransaction>(&record.value).map_err(corrupt)?)
+                    }
+                }
+            }
+            // A replayed slice is recognised by the store and counts nothing.
+            Ok(match store.apply(&slice)? {
+                SliceApplied::Applied => records.len() as u64,
+                _ => 0,
+            })
+        },
+    )
+}
+
+/// How a sink reports: its store's name (in logs), records stored, failed attempts.
+pub(crate) struct SinkReporting<'a> {
+    pub store: &'static str,
+    pub records: &'a prometheus::IntCounter,
+    pub errors: &'a prometheus::IntCounter,
+}
+
+/// The loop every output sink runs: from `positions` (one per partition of each input,
+/// in order), read committed records slice by slice, hand each slice to `store` (input
+/// index, partition, records, offsets `[from, to)` it covers — `from` is the position,
+/// which may precede the first record, e.g. after Kafka transaction markers; it returns
+/// how many records it stored), and commit the new positions as `group` once
+/// per round. An error `unavailable` says is transient (the store is down) is retried
+/// with backoff while the pipeline goes on — from the same slice, so `store` must take a
+/// slice again idempotently; any other error ends the sink. Returns when `finished` is
+/// set and everything committed before has been stored.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn drive_sink(
+    pipeline: &Pipeline,
+    group: &str,
+    inputs: &[&Topic],
+    mut positions: Vec<u64>,
+    reporting: SinkReporting<'_>,
+    unavailable: fn(&StorageError) -> bool,
+    control: &RunControl,
+    finished: &AtomicBool,
+    mut store: impl FnMut(usize, u32, &[crate::log::Record], (u64, u64)) -> Result<u64, StorageError>,
+) -> Result<(), RuntimeError> {
+    let log = pipeline.log.as_ref();
     let mut backoff = SINK_BACKOFF_MIN;
     loop {
         // Read the flag first: a round that starts after it sees every committed output.
@@ -70,53 +146,32 @@ pub(crate) fn run_sink(
         let mut read_any = false;
         let mut progress = Transaction::new();
         let mut slot = 0;
-        'inputs: for (topic, kind) in &inputs {
+        'inputs: for (input, topic) in inputs.iter().enumerate() {
             for partition in 0..topic.partitions {
                 let position = &mut positions[slot];
                 slot += 1;
                 let records = log.fetch(topic, partition, *position, SINK_SLICE_RECORDS_MAX)?;
                 let Some(last) = records.last() else { continue };
-                let mut slice = OutputSlice {
-                    topic: topic.name.to_string(),
-                    partition,
-                    from_offset: *position,
-                    to_offset: last.offset + 1,
-                    ..OutputSlice::default()
-                };
-                for record in &records {
-                    let corrupt = |e: serde_json::Error| RuntimeError::Restore {
-                        partition,
-                        why: format!("{} offset {} is not a valid output record: {e}", topic.name, record.offset),
-                    };
-                    match kind {
-                        Kind::Decisions => {
-                            slice.decisions.push(serde_json::from_slice::<Decision>(&record.value).map_err(corrupt)?)
-                        }
-                        Kind::Ledger => slice
-                            .ledger
-                            .push(serde_json::from_slice::<LedgerTransaction>(&record.value).map_err(corrupt)?),
+                let to_offset = last.offset + 1;
+                match store(input, partition, &records, (*position, to_offset)) {
+                    Ok(stored) => {
+                        backoff = SINK_BACKOFF_MIN;
+                        reporting.records.inc_by(stored);
                     }
-                }
-                let applied = match store.apply(&slice) {
-                    Ok(applied) => applied,
-                    // The database is down or restarting: the outputs wait in the log
+                    // The store is down or restarting: the outputs wait in the log
                     // (retention keeps them), the pipeline goes on; retry with backoff.
-                    Err(error @ StorageError::Database { .. }) if !done => {
-                        pipeline.metrics.sink_errors.inc();
-                        tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "record store unavailable");
+                    Err(error) if unavailable(&error) && !done => {
+                        reporting.errors.inc();
+                        tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "{} unavailable", reporting.store);
                         std::thread::sleep(backoff);
                         backoff = (backoff * 2).min(SINK_BACKOFF_MAX);
                         read_any = true; // not idle: try again at once after the pause
                         break 'inputs;
                     }
                     Err(error) => return Err(error.into()),
-                };
-                backoff = SINK_BACKOFF_MIN;
-                if applied == SliceApplied::Applied {
-                    pipeline.metrics.sink_records.inc_by(records.len() as u64);
                 }
-                *position = slice.to_offset;
-                progress.set_position(RECORD_SINK_GROUP, topic, partition, *position);
+                *position = to_offset;
+                progress.set_position(group, topic, partition, to_offset);
                 read_any = true;
             }
         }
