@@ -277,9 +277,10 @@ impl LogArgs {
                 "dead-letters" => &mut names.dead_letters,
                 "changelog" => &mut names.changelog,
                 "transfers" => &mut names.transfers,
+                "settlement-entries" => &mut names.settlement_entries,
                 other => bail!(
                     "--topic: unknown role {other:?} (payments, labels, decisions, ledger, settlements, dead-letters, \
-                     changelog, transfers)"
+                     changelog, transfers, settlement-entries)"
                 ),
             };
             *slot = name.trim().to_string();

@@ -40,7 +40,7 @@ use thiserror::Error;
 use accounts::{Transfer, TransferKind};
 use dedupe::Seen;
 use ledger::{Funding, decline};
-use settlement::{EntryKind, SettlementEntry};
+use settlement::{EntryKind, SettlementEntry, SettlementInput};
 pub use state::{PartitionState, StateOp};
 
 #[derive(Debug, Error)]
@@ -320,6 +320,9 @@ pub struct BatchCounters {
     /// Transfer legs applied on this partition: credits to payees, and returns.
     pub transfer_credits: u64,
     pub transfer_returns: u64,
+    /// Settlement entries that arrived for a window already closed on their merchant's
+    /// partition (never, unless the settlement configuration changed between runs).
+    pub misplaced_settlement_entries: u64,
 }
 
 impl BatchCounters {
@@ -343,6 +346,7 @@ impl BatchCounters {
         self.holds_expired += other.holds_expired;
         self.transfer_credits += other.transfer_credits;
         self.transfer_returns += other.transfer_returns;
+        self.misplaced_settlement_entries += other.misplaced_settlement_entries;
     }
 }
 
@@ -363,6 +367,9 @@ pub struct OutputBatch {
     pub dead_letters: Vec<DeadLetter>,
     /// Legs of payments to other accounts, for `paystream-transfers` (key: [`TransferLeg::key`]).
     pub transfer_legs: Vec<TransferLeg>,
+    /// Settlement entries and marks for `paystream-settlement-entries`, with the
+    /// partition each goes to (entries: their merchant's; marks: every partition).
+    pub settlement_inputs: Vec<(u32, SettlementInput)>,
     /// The state changes of this batch, in order: the changelog.
     pub state_ops: Vec<StateOp>,
     pub counters: BatchCounters,
@@ -372,6 +379,7 @@ impl OutputBatch {
     pub fn clear(&mut self) {
         self.decisions.clear();
         self.transfer_legs.clear();
+        self.settlement_inputs.clear();
         self.ledger.clear();
         self.settlements.clear();
         self.dead_letters.clear();
@@ -426,7 +434,7 @@ pub struct PartitionProcessor {
     /// The batch's counts for the feature store, in order (velocity enabled only).
     velocity_events: Vec<VelocityEvent>,
     /// The last settlement window named in a ledger transaction: its start and the id's
-    /// `/<currency>/<start>/p<partition>` suffix (most payments fall in the same window).
+    /// `/<currency>/<start>` suffix (most payments fall in the same window).
     settlement_suffix: Option<(i64, Currency, String)>,
 }
 
@@ -455,11 +463,10 @@ impl PartitionProcessor {
 
     /// [`settlement::settlement_id`], formatting the window's time once per window.
     fn settlement_id(&mut self, merchant_id: &str, currency: Currency, window_start_ms: i64) -> String {
-        let partition = self.partition;
         let cached =
             self.settlement_suffix.as_ref().is_some_and(|(start, c, _)| *start == window_start_ms && *c == currency);
         if !cached {
-            let suffix = settlement::settlement_id_suffix(currency, window_start_ms, partition);
+            let suffix = settlement::settlement_id_suffix(currency, window_start_ms);
             self.settlement_suffix = Some((window_start_ms, currency, suffix));
         }
         settlement::settlement_id_with_suffix(merchant_id, &self.settlement_suffix.as_ref().expect("just set").2)
@@ -611,14 +618,91 @@ impl PartitionProcessor {
         if max_event_time_ms > watermark_before {
             let applied = self.apply(StateOp::Watermark { max_event_time_ms }, out);
             out.counters.holds_expired += applied.expired_holds.len() as u64;
-            out.counters.count(OperatorId::Settlement).records_out += applied.closed_settlements.len() as u64;
-            out.ledger.extend(settlement::payout_transactions(
-                &applied.closed_settlements,
-                &self.config.settlement_account_id,
-                &self.config.bank_account_id,
-            ));
-            out.settlements.extend(applied.closed_settlements);
+            self.send_marks(applied.settlement_horizon_ms, out);
         }
+    }
+
+    /// Partitions of the input (and so of the settlement-entries topic).
+    fn partitions(&self) -> u32 {
+        self.config.input_partitions.unwrap_or(1)
+    }
+
+    /// After the settlement horizon moved to `horizon`: a mark to every partition, after
+    /// every entry this partition wrote for earlier windows.
+    fn send_marks(&self, horizon: Option<i64>, out: &mut OutputBatch) {
+        let Some(open_from_ms) = horizon else { return };
+        for target in 0..self.partitions() {
+            let mark = SettlementInput::Mark { source_partition: self.partition, open_from_ms };
+            out.settlement_inputs.push((target, mark));
+        }
+    }
+
+    /// For a partition with no payments to process: takes on the settlement horizon of
+    /// the other partitions ([`settlement::SettlementState::idle_horizon`]) so that it
+    /// does not hold their windows open, and sends the marks. Nothing if already there.
+    pub fn settlement_idle(&mut self, out: &mut OutputBatch) {
+        if let Some(open_from_ms) = self.state.settlement.idle_horizon(self.partition) {
+            let applied = self.apply(StateOp::SettlementHorizon { open_from_ms }, out);
+            self.send_marks(applied.settlement_horizon_ms, out);
+        }
+    }
+
+    /// Merchant side: applies records of `paystream-settlement-entries` (this partition's
+    /// merchants' entries and every partition's marks), in offset order: entries count in
+    /// their windows; a mark may close windows, which are emitted with their payout
+    /// transactions. Unreadable records are dead-lettered. No deduplication by id: only
+    /// paystream writes this topic, each entry in the transaction that posted it, and
+    /// its position here commits with the state it changed.
+    pub fn process_settlement_inputs(&mut self, topic: &str, records: &[InputRecord<'_>], out: &mut OutputBatch) {
+        let mut closed = Vec::new();
+        for record in records {
+            let reject = |out: &mut OutputBatch, reason: RejectReason, detail: String| {
+                out.dead_letters.push(self.dead_letter(Rejection::new(reason, detail), topic, record));
+            };
+            let input: SettlementInput = match serde_json::from_slice(record.value) {
+                Ok(input) => input,
+                Err(error) => {
+                    reject(out, RejectReason::MalformedJson, format!("settlement input: {error}"));
+                    continue;
+                }
+            };
+            match input {
+                SettlementInput::Entry(entry) => {
+                    out.counters.count(OperatorId::Settlement).records_in += 1;
+                    if entry.gross_minor < 0 || entry.fee_minor < 0 {
+                        out.counters.count(OperatorId::Settlement).records_error += 1;
+                        let detail = format!("settlement entry {}: negative amount", entry.entry_id);
+                        reject(out, RejectReason::NonPositiveAmount, detail);
+                        continue;
+                    }
+                    let applied = self.apply(StateOp::SettleEntry { entry: Box::new(entry) }, out);
+                    out.counters.misplaced_settlement_entries += u64::from(applied.misplaced_settlement_entry);
+                }
+                SettlementInput::Mark { source_partition, open_from_ms } => {
+                    if source_partition >= self.partitions() {
+                        let detail = format!(
+                            "settlement mark from partition {source_partition}; the input has {}",
+                            self.partitions()
+                        );
+                        reject(out, RejectReason::WrongPartition, detail);
+                        continue;
+                    }
+                    let applied = self.apply(StateOp::SettlementMark { source_partition, open_from_ms }, out);
+                    closed.extend(applied.closed_settlements);
+                }
+            }
+        }
+        if closed.is_empty() {
+            return;
+        }
+        out.counters.count(OperatorId::Settlement).records_out += closed.len() as u64;
+        out.ledger.extend(settlement::payout_transactions(
+            &closed,
+            &self.config.settlement_account_id,
+            &self.config.bank_account_id,
+            self.partition,
+        ));
+        out.settlements.extend(closed);
     }
 
     /// The velocity rule a payment trips, if any (device first).
@@ -1017,8 +1101,9 @@ impl PartitionProcessor {
         out.ledger.push(ledger::post_transfer_leg(&leg));
     }
 
-    /// Adds a merchant's entry to its settlement window and names the settlement in the
-    /// transaction; nothing for account payees.
+    /// Payer side: places a merchant's entry in its settlement window, names the
+    /// settlement in the transaction and sends the entry to the merchant's partition;
+    /// nothing for account payees. Changes no state: the window follows from the horizon.
     fn settle(
         &mut self,
         payment: &Payment,
@@ -1029,21 +1114,26 @@ impl PartitionProcessor {
         out: &mut OutputBatch,
     ) {
         let Some(merchant_id) = payment.merchant_id() else { return };
-        out.counters.count(OperatorId::Settlement).records_in += 1;
         let currency = payment.amount.currency();
+        let (placement, window_start_ms) =
+            self.state.settlement.place(payment.event_time_ms, self.config.settlement_window_ms);
+        let late = placement == settlement::Placement::Late;
+        out.counters.late_settlement_payments += u64::from(late);
+        transaction.settlement_id = Some(self.settlement_id(merchant_id, currency, window_start_ms));
         let entry = SettlementEntry {
+            entry_id: transaction.transaction_id.clone(),
             merchant_id: merchant_id.to_string(),
             currency,
             kind,
             gross_minor: amount_minor,
             fee_minor,
+            event_time_ms: payment.event_time_ms,
+            window_start_ms,
+            late,
+            source_partition: self.partition,
         };
-        let applied = self.apply(StateOp::Settle { event_time_ms: payment.event_time_ms, entry }, out);
-        if applied.late_settlement {
-            out.counters.late_settlement_payments += 1;
-        }
-        transaction.settlement_id =
-            applied.settlement_window_start_ms.map(|start| self.settlement_id(merchant_id, currency, start));
+        let target = settlement::merchant_partition(merchant_id, self.partitions());
+        out.settlement_inputs.push((target, SettlementInput::Entry(entry)));
     }
 
     /// A capture, void, refund, chargeback or top-up: approved if the ledger accepts it,

@@ -1,8 +1,26 @@
-//! Settlement operator state: net amounts per merchant and currency per event-time
-//! window, closed by the partition's watermark minus the allowed lateness. A payment,
-//! refund or chargeback whose window is already closed goes to the oldest open window and
-//! is counted late. A closed window is paid out by two ledger transactions
-//! ([`payout_transactions`]): merchant → settlement account → bank.
+//! Settlement: net amounts per merchant and currency per event-time window, one
+//! settlement per merchant and window across every input partition.
+//!
+//! Two sides, joined by the internal topic `paystream-settlement-entries` (partitioned
+//! like the payments, keyed by merchant):
+//! - **payer side** (the partition that posted a payment): decides the entry's window —
+//!   its own, or, if that window is before the partition's *horizon*, the horizon's
+//!   window, marked late — names that settlement in the ledger transaction, and writes the
+//!   entry to the merchant's partition ([`SettlementInput::Entry`]). When its horizon
+//!   moves it writes a mark to every partition ([`SettlementInput::Mark`]): "no more
+//!   entries from me for windows before this". The horizon is the partition's watermark
+//!   less the allowed lateness, window-aligned; an idle partition may take on the others'
+//!   ([`SettlementState::idle_horizon`]), so it never holds windows open.
+//! - **merchant side**: adds entries to their windows and closes a window when every
+//!   source partition's mark has passed it; a closed window is one settlement, paid out by
+//!   two ledger transactions ([`payout_transactions`]): merchant → settlement account →
+//!   bank.
+//!
+//! Because a source writes its entries before the mark that passes their window (same
+//! transaction, same partition, in order), an entry never arrives for a closed window;
+//! if one does (a configuration change between runs), it goes to the oldest open window
+//! and is counted (`misplaced`) — reconcile then reports the settlement its transaction
+//! names.
 
 use std::collections::BTreeMap;
 
@@ -27,6 +45,7 @@ pub struct SettlementTotals {
 
 /// What a settlement entry adds to its window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EntryKind {
     /// A payment or capture: `gross_minor` in, `fee_minor` of it to fees.
     Payment,
@@ -35,48 +54,129 @@ pub enum EntryKind {
     Chargeback,
 }
 
+/// One approved merchant payment, capture, refund or chargeback, on its way from the
+/// payer's partition to the merchant's.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SettlementEntry {
+    /// The id of the ledger transaction that posted it.
+    pub entry_id: String,
     pub merchant_id: String,
     pub currency: Currency,
     pub kind: EntryKind,
     /// The entry's amount (for refunds and chargebacks: the amount returned).
     pub gross_minor: i64,
     pub fee_minor: i64,
+    pub event_time_ms: i64,
+    /// The window the payer side put it in (named by its ledger transaction).
+    pub window_start_ms: i64,
+    /// Its own window was before the payer side's horizon: moved to `window_start_ms`.
+    pub late: bool,
+    pub source_partition: u32,
+}
+
+/// A record of the internal topic `paystream-settlement-entries`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SettlementInput {
+    Entry(SettlementEntry),
+    /// `source_partition` writes no more entries for windows starting before `open_from_ms`.
+    Mark {
+        source_partition: u32,
+        open_from_ms: i64,
+    },
+}
+
+impl SettlementInput {
+    /// The record key: the merchant for entries (the partition is the merchant's), the
+    /// source for marks (one is written to every partition).
+    pub fn key(&self) -> String {
+        match self {
+            SettlementInput::Entry(entry) => entry.merchant_id.clone(),
+            SettlementInput::Mark { source_partition, .. } => format!("mark/p{source_partition}"),
+        }
+    }
+}
+
+/// The partition of the settlement-entries topic that settles `merchant_id`.
+pub fn merchant_partition(merchant_id: &str, partitions: u32) -> u32 {
+    paystream_domain::partitioner::partition_for_key(merchant_id.as_bytes(), partitions)
 }
 
 #[derive(Serialize, Deserialize)]
 pub struct SettlementState {
-    /// Windows starting before this are closed.
+    /// Payer side: this partition writes no entries for windows starting before this.
+    horizon_ms: i64,
+    /// Merchant side: each source partition's last mark (`i64::MIN`: none yet).
+    marks: Vec<i64>,
+    /// Merchant side: windows starting before this are closed.
     open_from_ms: i64,
     windows: BTreeMap<(i64, String, Currency), SettlementTotals>,
 }
 
 impl Default for SettlementState {
     fn default() -> Self {
-        SettlementState { open_from_ms: i64::MIN, windows: BTreeMap::new() }
+        SettlementState { horizon_ms: i64::MIN, marks: Vec::new(), open_from_ms: i64::MIN, windows: BTreeMap::new() }
     }
 }
 
-/// Whether an added payment landed in its own window or was moved to a later one.
+/// Whether an entry landed in its own window or was moved to a later one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Placement {
     OnTime,
     Late,
 }
 
+/// The start of the window holding `time_ms`.
+pub fn window_start(time_ms: i64, window_ms: i64) -> i64 {
+    time_ms.div_euclid(window_ms) * window_ms
+}
+
 impl SettlementState {
-    /// Adds a payment to its window (or the oldest open one, if its own has closed);
-    /// returns where it went and that window's start.
-    pub fn add(&mut self, entry: &SettlementEntry, event_time_ms: i64, window_ms: i64) -> (Placement, i64) {
-        let own_window = event_time_ms.div_euclid(window_ms) * window_ms;
-        let (window_start, placement) = if own_window < self.open_from_ms {
-            (self.open_from_ms, Placement::Late)
+    /// Payer side: the window an entry at `event_time_ms` goes to — its own, or the
+    /// horizon's if its own is before the horizon (late).
+    pub fn place(&self, event_time_ms: i64, window_ms: i64) -> (Placement, i64) {
+        let own = window_start(event_time_ms, window_ms);
+        if own < self.horizon_ms { (Placement::Late, self.horizon_ms) } else { (Placement::OnTime, own) }
+    }
+
+    /// Payer side: moves the horizon to `open_from_ms` if that is later; true if it moved
+    /// (marks must then be sent).
+    pub fn advance_horizon(&mut self, open_from_ms: i64) -> bool {
+        if open_from_ms > self.horizon_ms {
+            self.horizon_ms = open_from_ms;
+            true
         } else {
-            (own_window, Placement::OnTime)
-        };
+            false
+        }
+    }
+
+    pub fn horizon_ms(&self) -> Option<i64> {
+        (self.horizon_ms != i64::MIN).then_some(self.horizon_ms)
+    }
+
+    /// Payer side, when this partition has no input: the horizon it may take on so as not
+    /// to hold the other partitions' windows open — the earliest other source's mark
+    /// later than its own horizon (marks received on this partition, `own` excluded).
+    /// Entries it writes later for earlier windows then go to that window, late. Applied
+    /// again and again, idle partitions converge on the most advanced source's horizon;
+    /// windows close at the least advanced active one's.
+    pub fn idle_horizon(&self, own: u32) -> Option<i64> {
+        self.marks
+            .iter()
+            .enumerate()
+            .filter(|(source, mark)| *source != own as usize && **mark > self.horizon_ms)
+            .map(|(_, mark)| *mark)
+            .min()
+    }
+
+    /// Merchant side: adds an entry to the window the payer side chose, or, if that one
+    /// is closed here, to the oldest open one (late). Returns where it went and whether it
+    /// was misplaced (moved here: the ledger transaction names the other window).
+    pub fn add(&mut self, entry: &SettlementEntry) -> (i64, bool) {
+        let misplaced = entry.window_start_ms < self.open_from_ms;
+        let window_start = if misplaced { self.open_from_ms } else { entry.window_start_ms };
         let totals = self.windows.entry((window_start, entry.merchant_id.clone(), entry.currency)).or_default();
-        if placement == Placement::Late {
+        if entry.late || misplaced {
             totals.late_payment_count += 1;
         }
         match entry.kind {
@@ -94,21 +194,40 @@ impl SettlementState {
                 totals.chargebacks_minor += i128::from(entry.gross_minor);
             }
         }
-        (placement, window_start)
+        (window_start, misplaced)
     }
 
-    /// Closes every window that ends at or before `closed_through_ms` and returns them.
-    pub fn close(&mut self, closed_through_ms: i64, window_ms: i64, partition: u32) -> Vec<Settlement> {
-        let open_from = closed_through_ms.div_euclid(window_ms) * window_ms;
-        if open_from <= self.open_from_ms {
+    /// Merchant side: records `source`'s mark; once all `sources` have marked, closes the
+    /// windows starting before the earliest mark and returns them.
+    pub fn mark(
+        &mut self,
+        source: u32,
+        open_from_ms: i64,
+        sources: u32,
+        window_ms: i64,
+        partition: u32,
+    ) -> Vec<Settlement> {
+        let sources = sources.max(source + 1) as usize;
+        if self.marks.len() < sources {
+            self.marks.resize(sources, i64::MIN);
+        }
+        let mark = &mut self.marks[source as usize];
+        *mark = (*mark).max(open_from_ms);
+        let closed_before = self.marks.iter().copied().min().unwrap_or(i64::MIN);
+        self.close(closed_before, window_ms, partition)
+    }
+
+    /// Closes every window starting before `open_from_ms` and returns them.
+    fn close(&mut self, open_from_ms: i64, window_ms: i64, partition: u32) -> Vec<Settlement> {
+        if open_from_ms <= self.open_from_ms {
             return Vec::new();
         }
-        self.open_from_ms = open_from;
-        let still_open = self.windows.split_off(&(open_from, String::new(), Currency::EUR));
+        self.open_from_ms = open_from_ms;
+        let still_open = self.windows.split_off(&(open_from_ms, String::new(), Currency::EUR));
         let closed = std::mem::replace(&mut self.windows, still_open);
         // The split key sorts before every key with this window start, since "" is the
         // smallest merchant id; check to be sure no open window was closed.
-        debug_assert!(self.windows.keys().all(|(start, _, _)| *start >= open_from));
+        debug_assert!(self.windows.keys().all(|(start, _, _)| *start >= open_from_ms));
         closed
             .into_iter()
             .map(|((start, merchant_id, currency), totals)| {
@@ -127,10 +246,9 @@ impl SettlementState {
     }
 }
 
-/// The id of a merchant's settlement window on one input partition: the merchant id,
-/// then [`settlement_id_suffix`].
-pub fn settlement_id(merchant_id: &str, currency: Currency, window_start_ms: i64, partition: u32) -> String {
-    settlement_id_with_suffix(merchant_id, &settlement_id_suffix(currency, window_start_ms, partition))
+/// The id of a merchant's settlement window: the merchant id, then [`settlement_id_suffix`].
+pub fn settlement_id(merchant_id: &str, currency: Currency, window_start_ms: i64) -> String {
+    settlement_id_with_suffix(merchant_id, &settlement_id_suffix(currency, window_start_ms))
 }
 
 /// A settlement id from the merchant id and a [`settlement_id_suffix`] (formatted once per
@@ -147,9 +265,9 @@ fn suffix_of(settlement: &Settlement) -> &str {
     settlement.settlement_id.strip_prefix(settlement.merchant_id.as_str()).unwrap_or(&settlement.settlement_id)
 }
 
-/// The part of a settlement id shared by every merchant of a window and partition.
-pub fn settlement_id_suffix(currency: Currency, window_start_ms: i64, partition: u32) -> String {
-    format!("/{currency}/{}/p{partition}", format_rfc3339_ms(window_start_ms))
+/// The part of a settlement id shared by every merchant of a window and currency.
+pub fn settlement_id_suffix(currency: Currency, window_start_ms: i64) -> String {
+    format!("/{currency}/{}", format_rfc3339_ms(window_start_ms))
 }
 
 fn settlement(
@@ -164,7 +282,7 @@ fn settlement(
     let net = totals.gross_minor - totals.fees_minor - totals.refunds_minor - totals.chargebacks_minor;
     let window_start = format_rfc3339_ms(start);
     Settlement {
-        settlement_id: settlement_id(&merchant_id, currency, start, partition),
+        settlement_id: settlement_id(&merchant_id, currency, start),
         merchant_id,
         currency,
         window_start,
@@ -197,20 +315,22 @@ pub fn merchant_account(merchant_id: &str) -> String {
 /// `RECORD_BYTES_MAX` (about 80 bytes of JSON per leg).
 pub const SETTLEMENT_LEGS_PER_TRANSACTION_MAX: usize = 4_096;
 
-/// The ledger transactions paying out settlements that closed together: for each
-/// (window, currency, partition) — one settlement id suffix — a `settle:<suffix>`
-/// transaction moving each merchant's net from `merchant:<id>` to `settlement_account`
-/// (split over several, `settle:<suffix>#<n>`, beyond
-/// [`SETTLEMENT_LEGS_PER_TRANSACTION_MAX`] merchants), then one `payout:<suffix>`
-/// transaction moving their total from `settlement_account` to `bank_account`. A
-/// negative net (refunds beyond the window's income) runs the other way: the merchant
-/// owes it; a zero net moves nothing. Their `payment_id` is the suffix: a merchant leg
-/// belongs to the settlement `<merchant id><suffix>`. Amounts beyond one posting's i64
-/// are split over several postings.
+/// The ledger transactions paying out settlements that closed together on merchant
+/// partition `partition`: for each (window, currency) — one settlement id suffix — a
+/// `settle:<suffix>/p<partition>` transaction moving each merchant's net from
+/// `merchant:<id>` to `settlement_account` (split over several, `…#<n>`, beyond
+/// [`SETTLEMENT_LEGS_PER_TRANSACTION_MAX`] merchants), then one
+/// `payout:<suffix>/p<partition>` transaction moving their total from
+/// `settlement_account` to `bank_account` (each merchant partition pays out its own
+/// merchants' windows). A negative net (refunds beyond the window's income) runs the
+/// other way: the merchant owes it; a zero net moves nothing. Their `payment_id` is the
+/// suffix: a merchant leg belongs to the settlement `<merchant id><suffix>`. Amounts
+/// beyond one posting's i64 are split over several postings.
 pub fn payout_transactions(
     settlements: &[Settlement],
     settlement_account: &str,
     bank_account: &str,
+    partition: u32,
 ) -> Vec<LedgerTransaction> {
     let mut groups: BTreeMap<&str, (Currency, &str, Vec<&Settlement>)> = BTreeMap::new();
     for settlement in settlements {
@@ -245,14 +365,18 @@ pub fn payout_transactions(
             }
             legs(&mut postings, settlement_account, -chunk_total);
             total += chunk_total;
-            let id = if chunk_count == 1 { format!("settle:{suffix}") } else { format!("settle:{suffix}#{n}") };
+            let id = if chunk_count == 1 {
+                format!("settle:{suffix}/p{partition}")
+            } else {
+                format!("settle:{suffix}/p{partition}#{n}")
+            };
             transactions.push(transaction(TransactionKind::Settlement, id, postings));
         }
         if total != 0 {
             let mut postings = Vec::with_capacity(2);
             legs(&mut postings, settlement_account, total);
             legs(&mut postings, bank_account, -total);
-            transactions.push(transaction(TransactionKind::Payout, format!("payout:{suffix}"), postings));
+            transactions.push(transaction(TransactionKind::Payout, format!("payout:{suffix}/p{partition}"), postings));
         }
     }
     transactions
@@ -465,7 +589,7 @@ impl Reconciler {
         }
         for (suffix, paid) in &self.paid_out {
             if !nets.contains_key(suffix.as_str()) && *paid != 0 {
-                report.mismatches.push(format!("payout:{suffix}: pays out {paid} for settlements not emitted"));
+                report.mismatches.push(format!("payouts {suffix}: pay out {paid} for settlements not emitted"));
             }
         }
         for (suffix, net) in nets {
@@ -473,7 +597,7 @@ impl Reconciler {
             if paid != net {
                 report
                     .mismatches
-                    .push(format!("payout:{suffix}: paid {paid} to the bank, its settlements' nets sum to {net}"));
+                    .push(format!("payouts {suffix}: paid {paid} to the bank, its settlements' nets sum to {net}"));
             }
         }
         report
@@ -488,32 +612,135 @@ mod tests {
 
     fn entry(merchant: &str, gross: i64, fee: i64) -> SettlementEntry {
         SettlementEntry {
+            entry_id: format!("pay:{merchant}/{gross}"),
             merchant_id: merchant.into(),
             currency: Currency::EUR,
             kind: EntryKind::Payment,
             gross_minor: gross,
             fee_minor: fee,
+            event_time_ms: 0,
+            window_start_ms: 0,
+            late: false,
+            source_partition: 0,
         }
+    }
+
+    /// One partition settling its own payments: the payer side places the entry at
+    /// `time_ms`, the merchant side adds it.
+    fn put(state: &mut SettlementState, entry: SettlementEntry, time_ms: i64) -> (Placement, i64) {
+        let (placement, start) = state.place(time_ms, W);
+        let entry = SettlementEntry {
+            event_time_ms: time_ms,
+            window_start_ms: start,
+            late: placement == Placement::Late,
+            ..entry
+        };
+        assert_eq!(state.add(&entry), (start, false));
+        (placement, start)
+    }
+
+    /// The single partition's watermark less lateness reaches `closed_through_ms`: its
+    /// horizon moves and its own mark closes what it passed.
+    fn close(state: &mut SettlementState, closed_through_ms: i64, partition: u32) -> Vec<Settlement> {
+        let horizon = window_start(closed_through_ms, W);
+        state.advance_horizon(horizon);
+        state.mark(0, horizon, 1, W, partition)
     }
 
     #[test]
     fn windows_close_by_watermark_and_late_payments_move_forward() {
         let mut state = SettlementState::default();
-        assert_eq!(state.add(&entry("m1", 100, 2), 10, W), (Placement::OnTime, 0));
-        state.add(&entry("m2", 50, 1), 999, W);
-        state.add(&entry("m1", 70, 1), 1_500, W);
-        assert!(state.close(999, W, 0).is_empty(), "window [0,1000) ends after 999");
-        let closed = state.close(1_200, W, 0);
+        assert_eq!(put(&mut state, entry("m1", 100, 2), 10), (Placement::OnTime, 0));
+        put(&mut state, entry("m2", 50, 1), 999);
+        put(&mut state, entry("m1", 70, 1), 1_500);
+        assert!(close(&mut state, 999, 0).is_empty(), "window [0,1000) ends after 999");
+        let closed = close(&mut state, 1_200, 0);
         assert_eq!(closed.len(), 2);
         assert_eq!((closed[0].merchant_id.as_str(), closed[0].net_minor), ("m1", 98));
         assert_eq!(closed[0].net, "0.98");
         assert_eq!((closed[1].merchant_id.as_str(), closed[1].gross_minor), ("m2", 50));
         // An event in the closed window lands in [1000, 2000), marked late.
-        assert_eq!(state.add(&entry("m1", 30, 0), 5, W), (Placement::Late, 1_000));
-        let closed = state.close(2_000, W, 0);
+        assert_eq!(put(&mut state, entry("m1", 30, 0), 5), (Placement::Late, 1_000));
+        let closed = close(&mut state, 2_000, 0);
         assert_eq!(closed.len(), 1);
         assert_eq!((closed[0].payment_count, closed[0].late_payment_count, closed[0].gross_minor), (2, 1, 100));
         assert_eq!(closed[0].window_start, "1970-01-01T00:00:01.000Z");
+    }
+
+    /// Two payer partitions, one merchant partition (2): a window closes only when both
+    /// sources' marks have passed it; each source places late entries by its own horizon.
+    #[test]
+    fn a_window_closes_when_every_source_has_passed_it() {
+        let mut merchant_side = SettlementState::default();
+        let mut sources = [SettlementState::default(), SettlementState::default()];
+        fn send(
+            merchant_side: &mut SettlementState,
+            sources: &[SettlementState],
+            source: u32,
+            time_ms: i64,
+            gross: i64,
+        ) -> (i64, bool) {
+            let (placement, start) = sources[source as usize].place(time_ms, W);
+            let entry = SettlementEntry {
+                event_time_ms: time_ms,
+                window_start_ms: start,
+                late: placement == Placement::Late,
+                source_partition: source,
+                ..entry("m", gross, 0)
+            };
+            merchant_side.add(&entry)
+        }
+        assert_eq!(send(&mut merchant_side, &sources, 0, 100, 10), (0, false));
+        assert_eq!(send(&mut merchant_side, &sources, 1, 900, 20), (0, false));
+        assert_eq!(send(&mut merchant_side, &sources, 0, 1_100, 40), (1_000, false));
+        // Source 0 is past window 0; source 1 has sent no mark: nothing closes.
+        assert!(sources[0].advance_horizon(1_000));
+        assert!(merchant_side.mark(0, 1_000, 2, W, 2).is_empty());
+        // Source 1 still sends entries for window 0: on time by its own horizon.
+        assert_eq!(send(&mut merchant_side, &sources, 1, 950, 80), (0, false));
+        assert!(sources[1].advance_horizon(1_000));
+        let closed = merchant_side.mark(1, 1_000, 2, W, 2);
+        assert_eq!(closed.len(), 1);
+        assert_eq!(
+            (closed[0].payment_count, closed[0].gross_minor, closed[0].late_payment_count, closed[0].source_partition),
+            (3, 110, 0, 2)
+        );
+        assert_eq!(closed[0].settlement_id, "m/EUR/1970-01-01T00:00:00.000Z");
+        // Now source 1's entry for window 0 is late: it names window 1, and lands there.
+        assert_eq!(sources[1].place(990, W), (Placement::Late, 1_000));
+        assert_eq!(send(&mut merchant_side, &sources, 1, 990, 5), (1_000, false));
+        assert!(sources[0].advance_horizon(3_000));
+        assert!(merchant_side.mark(0, 3_000, 2, W, 2).is_empty(), "source 1 holds window 1 open");
+        assert!(sources[1].advance_horizon(2_000));
+        let closed = merchant_side.mark(1, 2_000, 2, W, 2);
+        assert_eq!(
+            closed.iter().map(|s| (s.window_start.as_str(), s.gross_minor, s.late_payment_count)).collect::<Vec<_>>(),
+            [("1970-01-01T00:00:01.000Z", 45, 1)]
+        );
+        // A mark that does not move the earliest closes nothing more; marks never go back.
+        assert!(merchant_side.mark(1, 1_000, 2, W, 2).is_empty());
+        assert_eq!(merchant_side.marks, [3_000, 2_000]);
+    }
+
+    #[test]
+    fn an_idle_source_takes_on_the_earliest_later_mark_and_a_misplaced_entry_is_counted() {
+        let mut state = SettlementState::default();
+        assert_eq!(state.idle_horizon(1), None, "no marks yet");
+        // Partition 1 of 3 received marks from 0 and 2 (and its own, ignored).
+        state.mark(0, 5_000, 3, W, 1);
+        state.mark(1, 9_000, 3, W, 1);
+        state.mark(2, 3_000, 3, W, 1);
+        assert_eq!(state.idle_horizon(1), Some(3_000));
+        assert!(state.advance_horizon(3_000));
+        assert_eq!(state.idle_horizon(1), Some(5_000));
+        assert!(state.advance_horizon(5_000));
+        assert_eq!(state.idle_horizon(1), None, "nothing later than its own horizon");
+        assert_eq!(state.place(4_500, W), (Placement::Late, 5_000));
+        // The merchant side closed windows before 3,000: an entry naming window 1,000
+        // (only after a configuration change) goes to window 3,000, counted late.
+        let stale = SettlementEntry { window_start_ms: 1_000, ..entry("m", 7, 0) };
+        assert_eq!(state.add(&stale), (3_000, true));
+        assert_eq!(state.open_windows().next().unwrap().1.late_payment_count, 1);
     }
 
     #[test]
@@ -552,14 +779,14 @@ mod tests {
             settlement_id: Some(settlement.to_string()),
         };
         let mut state = SettlementState::default();
-        let (_, start) = state.add(&entry("m1", 100, 2), 10, W);
-        state.add(&entry("m1", 50, 1), 20, W);
-        state.add(&SettlementEntry { kind: EntryKind::Refund, ..entry("m1", 30, 0) }, 30, W);
-        let id = settlement_id("m1", Currency::EUR, start, 0);
-        let closed = state.close(W, W, 0);
+        let (_, start) = put(&mut state, entry("m1", 100, 2), 10);
+        put(&mut state, entry("m1", 50, 1), 20);
+        put(&mut state, SettlementEntry { kind: EntryKind::Refund, ..entry("m1", 30, 0) }, 30);
+        let id = settlement_id("m1", Currency::EUR, start);
+        let closed = close(&mut state, W, 0);
         assert_eq!(closed[0].settlement_id, id);
         assert_eq!((closed[0].refund_count, closed[0].refunds_minor, closed[0].net_minor), (1, 30, 117));
-        let payouts = payout_transactions(&closed, "settlement", "bank");
+        let payouts = payout_transactions(&closed, "settlement", "bank", 0);
         assert_eq!(payouts.len(), 2);
         assert_eq!(payouts[0].transaction_id, "settle:/EUR/1970-01-01T00:00:00.000Z/p0");
         assert_eq!(payouts[0].postings[0], posting("merchant:m1", Direction::Debit, 117));
@@ -593,7 +820,7 @@ mod tests {
                 format!("{id}: net_minor is 116, its postings sum to 98"),
                 format!("{id}: settled (merchant → settlement) is 116, its postings sum to 0"),
                 format!("{id}: emitted more than once"),
-                "payout:/EUR/1970-01-01T00:00:00.000Z/p0: paid 0 to the bank, its settlements' nets sum to 232"
+                "payouts /EUR/1970-01-01T00:00:00.000Z: paid 0 to the bank, its settlements' nets sum to 232"
                     .to_string(),
             ]
         );
@@ -601,7 +828,7 @@ mod tests {
             reconcile(&[], &closed).mismatches,
             [
                 format!("{id}: no ledger transaction names it"),
-                "payout:/EUR/1970-01-01T00:00:00.000Z/p0: paid 0 to the bank, its settlements' nets sum to 117".into()
+                "payouts /EUR/1970-01-01T00:00:00.000Z: paid 0 to the bank, its settlements' nets sum to 117".into()
             ]
         );
     }
@@ -609,11 +836,11 @@ mod tests {
     #[test]
     fn a_negative_net_is_collected_from_the_merchant_and_huge_nets_split_over_postings() {
         let mut state = SettlementState::default();
-        state.add(&entry("m", 10, 1), 0, W);
-        state.add(&SettlementEntry { kind: EntryKind::Chargeback, ..entry("m", 25, 0) }, 0, W);
-        let closed = state.close(W, W, 0);
+        put(&mut state, entry("m", 10, 1), 0);
+        put(&mut state, SettlementEntry { kind: EntryKind::Chargeback, ..entry("m", 25, 0) }, 0);
+        let closed = close(&mut state, W, 0);
         assert_eq!((closed[0].chargeback_count, closed[0].net_minor), (1, -16));
-        let payouts = payout_transactions(&closed, "settlement", "bank");
+        let payouts = payout_transactions(&closed, "settlement", "bank", 0);
         let signed: Vec<_> =
             payouts[1].postings.iter().map(|p| (p.account_id.as_str(), p.signed_minor_units())).collect();
         assert_eq!(signed, [("settlement", 16), ("bank", -16)].map(|(a, v)| (a, -v)));
@@ -657,10 +884,10 @@ mod tests {
 
         let mut state = SettlementState::default();
         for _ in 0..3 {
-            state.add(&entry("m", i64::MAX, 0), 0, W);
+            put(&mut state, entry("m", i64::MAX, 0), 0);
         }
-        let closed = state.close(W, W, 0);
-        let payouts = payout_transactions(&closed, "settlement", "bank");
+        let closed = close(&mut state, W, 0);
+        let payouts = payout_transactions(&closed, "settlement", "bank", 0);
         assert_eq!(payouts[0].postings.len(), 6);
         let debits: i128 = payouts[0].postings.iter().map(|p| i128::from(p.signed_minor_units().max(0))).sum();
         assert_eq!(debits, 3 * i128::from(i64::MAX));
@@ -673,12 +900,12 @@ mod tests {
     fn settlements_closing_together_are_paid_out_in_one_batch_per_window() {
         let mut state = SettlementState::default();
         for merchant in ["a", "b", "c"] {
-            state.add(&entry(merchant, 100, 1), 0, W);
+            put(&mut state, entry(merchant, 100, 1), 0);
         }
-        state.add(&entry("a", 50, 0), W + 1, W);
-        let closed = state.close(2 * W, W, 0);
+        put(&mut state, entry("a", 50, 0), W + 1);
+        let closed = close(&mut state, 2 * W, 0);
         assert_eq!(closed.len(), 4);
-        let payouts = payout_transactions(&closed, "settlement", "bank");
+        let payouts = payout_transactions(&closed, "settlement", "bank", 0);
         let ids: Vec<_> = payouts.iter().map(|t| t.transaction_id.as_str()).collect();
         assert_eq!(
             ids,
@@ -724,9 +951,9 @@ mod tests {
     #[test]
     fn totals_never_overflow() {
         let mut state = SettlementState::default();
-        state.add(&entry("m", i64::MAX, 0), 0, W);
-        state.add(&entry("m", i64::MAX, 0), 0, W);
-        let closed = state.close(W, W, 3);
+        put(&mut state, entry("m", i64::MAX, 0), 0);
+        put(&mut state, entry("m", i64::MAX, 0), 0);
+        let closed = close(&mut state, W, 3);
         assert_eq!(closed[0].gross_minor, 2 * i128::from(i64::MAX));
         assert_eq!(closed[0].gross, "184467440737095516.14");
     }

@@ -12,11 +12,11 @@ use crate::accounts::{Account, Transfer, TransferError, TransferOutcome};
 use crate::dedupe::{DedupeSnapshot, DedupeState};
 use crate::ledger::{Approval, LedgerState};
 use crate::reference_features::CustomerWindows;
-use crate::settlement::{Placement, SettlementEntry, SettlementState};
+use crate::settlement::{SettlementEntry, SettlementState};
 use crate::{OperatorConfig, OperatorError};
 
 /// Bumped whenever the encoding of ops or snapshots changes incompatibly.
-pub const STATE_FORMAT_VERSION: u16 = 3;
+pub const STATE_FORMAT_VERSION: u16 = 4;
 
 /// One change to a partition's state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,9 +45,14 @@ pub enum StateOp {
     /// A new event that is not scored (capture, void, refund, chargeback, top-up):
     /// remember its id only.
     SeenId { id_hash: [u8; 16], content_hash: [u8; 8], event_time_ms: i64 },
-    /// An approved merchant payment, capture, refund or chargeback: count it in the
-    /// merchant's settlement window.
-    Settle { event_time_ms: i64, entry: SettlementEntry },
+    /// Merchant side: a settlement entry read from `paystream-settlement-entries` is
+    /// counted in its window. Boxed: its strings would make every op as large.
+    SettleEntry { entry: Box<SettlementEntry> },
+    /// Merchant side: a source partition's mark; may close settlement windows.
+    SettlementMark { source_partition: u32, open_from_ms: i64 },
+    /// Payer side: the partition, idle, takes on a later settlement horizon
+    /// ([`SettlementState::idle_horizon`]).
+    SettlementHorizon { open_from_ms: i64 },
     /// Opens a ledger account (on first use). Boxed, like `Transfer`: rare and large, they
     /// would make every op (one per payment at least) as large as they are.
     OpenAccount { account: Box<Account> },
@@ -59,7 +64,7 @@ pub enum StateOp {
     /// A refund or chargeback returned `amount_minor` of the payment `id_hash`.
     Returned { id_hash: [u8; 16], amount_minor: i64 },
     /// The partition's event time advanced: evict old ids and records, expire holds,
-    /// close settlement windows.
+    /// move the settlement horizon.
     Watermark { max_event_time_ms: i64 },
 }
 
@@ -88,10 +93,10 @@ impl Default for PartitionState {
 pub struct Applied {
     /// Settlement windows the op closed.
     pub closed_settlements: Vec<Settlement>,
-    /// The op's settlement entry went to a later window because its own was closed.
-    pub late_settlement: bool,
-    /// The start of the window the op's settlement entry went to.
-    pub settlement_window_start_ms: Option<i64>,
+    /// The op's settlement entry arrived for a window closed here (see `settlement`).
+    pub misplaced_settlement_entry: bool,
+    /// The settlement horizon the op moved to: marks must go to every partition.
+    pub settlement_horizon_ms: Option<i64>,
     /// The outcome of a `Transfer` op.
     pub transfer: Option<Result<TransferOutcome, TransferError>>,
     /// Holds the op expired (their authorization ids).
@@ -178,11 +183,22 @@ impl PartitionState {
                     record.returned_minor += amount_minor;
                 }
             }
-            StateOp::Settle { event_time_ms, entry } => {
-                let (placement, window_start_ms) =
-                    self.settlement.add(entry, *event_time_ms, config.settlement_window_ms);
-                applied.late_settlement = placement == Placement::Late;
-                applied.settlement_window_start_ms = Some(window_start_ms);
+            StateOp::SettleEntry { entry } => {
+                applied.misplaced_settlement_entry = self.settlement.add(entry).1;
+            }
+            StateOp::SettlementMark { source_partition, open_from_ms } => {
+                applied.closed_settlements = self.settlement.mark(
+                    *source_partition,
+                    *open_from_ms,
+                    config.input_partitions.unwrap_or(1),
+                    config.settlement_window_ms,
+                    partition,
+                );
+            }
+            StateOp::SettlementHorizon { open_from_ms } => {
+                if self.settlement.advance_horizon(*open_from_ms) {
+                    applied.settlement_horizon_ms = Some(*open_from_ms);
+                }
             }
             StateOp::Watermark { max_event_time_ms } => {
                 let day_before = self.max_event_time_ms.div_euclid(MILLIS_PER_DAY);
@@ -201,9 +217,13 @@ impl PartitionState {
                     .accounts
                     .forget_resolved_before(self.max_event_time_ms.saturating_sub(config.dedupe_retention_ms));
                 self.ledger.forget_records_before(self.max_event_time_ms.saturating_sub(config.refund_window_ms));
+                // Entries of windows ending at or before the watermark less the allowed
+                // lateness are late: the horizon is the first window ending after that.
                 let closed_through = self.max_event_time_ms.saturating_sub(config.settlement_allowed_lateness_ms);
-                applied.closed_settlements =
-                    self.settlement.close(closed_through, config.settlement_window_ms, partition);
+                let horizon = crate::settlement::window_start(closed_through, config.settlement_window_ms);
+                if self.settlement.advance_horizon(horizon) {
+                    applied.settlement_horizon_ms = Some(horizon);
+                }
             }
         }
         applied

@@ -71,6 +71,18 @@ impl Run {
         self.offset += records.len() as u64;
         let mut out = OutputBatch::default();
         self.processor.process_batch("payments", &inputs, TerminalView::NONE, &mut out);
+        // One partition: its settlement entries and marks come back to it, as the
+        // runtime delivers them.
+        let entries: Vec<Vec<u8>> = std::mem::take(&mut out.settlement_inputs)
+            .iter()
+            .map(|(partition, input)| {
+                assert_eq!(*partition, 0);
+                serde_json::to_vec(input).unwrap()
+            })
+            .collect();
+        let entries: Vec<InputRecord<'_>> =
+            entries.iter().enumerate().map(|(i, value)| InputRecord { offset: i as u64, key: b"", value }).collect();
+        self.processor.process_settlement_inputs("paystream-settlement-entries", &entries, &mut out);
         assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
         self.decisions.extend(out.decisions);
         self.ledger.extend(out.ledger);

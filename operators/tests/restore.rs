@@ -117,29 +117,40 @@ fn events() -> impl Strategy<Value = Vec<Event>> {
     })
 }
 
-/// One batch: the payments, then the transfer legs `legs` (written by the batch before),
-/// as the runtime runs them; returns the outputs as lines, the changelog record and the
-/// legs this batch wrote.
+/// What one batch wrote to the internal topics, read by the next: transfer legs and
+/// settlement inputs (one partition: all its own).
+#[derive(Clone, Default)]
+struct Written {
+    legs: Vec<Vec<u8>>,
+    settlement_inputs: Vec<Vec<u8>>,
+}
+
+fn as_inputs(records: &[Vec<u8>], first_offset: u64) -> Vec<InputRecord<'_>> {
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| InputRecord { offset: first_offset + i as u64, key: b"", value: r })
+        .collect()
+}
+
+/// One batch: the payments, then the transfer legs and settlement inputs `internal`
+/// (written by the batch before), as the runtime runs them; returns the outputs as
+/// lines, the changelog record and what this batch wrote to the internal topics.
 fn process(
     processor: &mut PartitionProcessor,
     batch: &[Vec<u8>],
     first_offset: u64,
-    legs: &[Vec<u8>],
-) -> (Vec<String>, Vec<u8>, Vec<Vec<u8>>) {
-    let inputs: Vec<InputRecord<'_>> = batch
-        .iter()
-        .enumerate()
-        .map(|(i, r)| InputRecord { offset: first_offset + i as u64, key: b"", value: r })
-        .collect();
+    internal: &Written,
+) -> (Vec<String>, Vec<u8>, Written) {
     let mut out = OutputBatch::default();
-    processor.process_batch("payments", &inputs, TerminalView::NONE, &mut out);
-    let legs: Vec<InputRecord<'_>> = legs
-        .iter()
-        .enumerate()
-        .map(|(i, r)| InputRecord { offset: first_offset + i as u64, key: b"", value: r })
-        .collect();
-    processor.process_transfer_legs("paystream-transfers", &legs, &mut out);
-    let written = out.transfer_legs.iter().map(|l| serde_json::to_vec(l).unwrap()).collect();
+    processor.process_batch("payments", &as_inputs(batch, first_offset), TerminalView::NONE, &mut out);
+    processor.process_transfer_legs("paystream-transfers", &as_inputs(&internal.legs, first_offset), &mut out);
+    let entries = as_inputs(&internal.settlement_inputs, first_offset);
+    processor.process_settlement_inputs("paystream-settlement-entries", &entries, &mut out);
+    let written = Written {
+        legs: out.transfer_legs.iter().map(|l| serde_json::to_vec(l).unwrap()).collect(),
+        settlement_inputs: out.settlement_inputs.iter().map(|(_, i)| serde_json::to_vec(i).unwrap()).collect(),
+    };
     let mut lines = Vec::new();
     lines.extend(out.decisions.iter().map(|d| serde_json::to_string(d).unwrap()));
     lines.extend(out.ledger.iter().map(|t| serde_json::to_string(t).unwrap()));
@@ -147,6 +158,7 @@ fn process(
     lines.extend(out.dead_letters.iter().map(|l| serde_json::to_string(l).unwrap()));
     lines.push(format!("retries {}", out.counters.retries));
     lines.extend(out.transfer_legs.iter().map(|l| serde_json::to_string(l).unwrap()));
+    lines.extend(out.settlement_inputs.iter().map(|(p, i)| format!("{p} {}", serde_json::to_string(i).unwrap())));
     (lines, paystream_operators::state::encode_ops(&out.state_ops), written)
 }
 
@@ -170,20 +182,20 @@ proptest! {
         let mut live = PartitionProcessor::new(config.clone(), default_model(&config), 0);
         let mut live_outputs = Vec::new();
         let mut changelog = Vec::new();
-        // legs_written[i]: the legs batch i wrote, read by batch i + 1.
-        let mut legs_written: Vec<Vec<Vec<u8>>> = Vec::new();
+        // written[i]: what batch i wrote to the internal topics, read by batch i + 1.
+        let mut written: Vec<Written> = Vec::new();
         let mut snapshot = live.snapshot();
         let mut offset = 0u64;
         for (i, batch) in batches.iter().enumerate() {
             if i == snapshot_at {
                 snapshot = live.snapshot();
             }
-            let legs_in = if i == 0 { Vec::new() } else { legs_written[i - 1].clone() };
-            let (lines, ops, legs) = process(&mut live, batch, offset, &legs_in);
+            let internal = if i == 0 { Written::default() } else { written[i - 1].clone() };
+            let (lines, ops, wrote) = process(&mut live, batch, offset, &internal);
             offset += batch.len() as u64;
             live_outputs.push(lines);
             changelog.push(ops);
-            legs_written.push(legs);
+            written.push(wrote);
         }
         if snapshot_at == batches.len() {
             snapshot = live.snapshot();
@@ -199,10 +211,10 @@ proptest! {
         }
         let mut offset: u64 = batches[..crash_at].iter().map(|b| b.len() as u64).sum();
         for (i, batch) in batches.iter().enumerate().skip(crash_at) {
-            // The legs before the crash are in the log; those after, the restored run wrote
-            // (equal to the live ones, as the lines compared below include them).
-            let legs_in = if i == 0 { Vec::new() } else { legs_written[i - 1].clone() };
-            let (lines, ops, _) = process(&mut restored, batch, offset, &legs_in);
+            // What was written before the crash is in the log; after, the restored run
+            // wrote it (equal to the live one, as the lines compared below include it).
+            let internal = if i == 0 { Written::default() } else { written[i - 1].clone() };
+            let (lines, ops, _) = process(&mut restored, batch, offset, &internal);
             offset += batch.len() as u64;
             prop_assert_eq!(&lines, &live_outputs[i], "batch {} differs after restore", i);
             prop_assert_eq!(&ops, &changelog[i]);

@@ -19,6 +19,7 @@ pub struct Metrics {
     decisions: IntCounterVec,
     pub duplicate_retries: IntCounter,
     pub late_settlement_payments: IntCounter,
+    pub misplaced_settlement_entries: IntCounter,
     pub ledger_declines: IntCounter,
     pub holds_expired: IntCounter,
     pub transfer_legs: IntCounterVec,
@@ -136,6 +137,11 @@ impl Metrics {
             late_settlement_payments: counter(
                 "late_settlement_payments_total",
                 "Payments moved to a later settlement window because theirs had closed",
+            ),
+            misplaced_settlement_entries: counter(
+                "misplaced_settlement_entries_total",
+                "Settlement entries that reached their merchant's partition after their window closed there (0 unless \
+                 the settlement configuration changed between runs; reconcile names them)",
             ),
             ledger_declines: counter(
                 "ledger_declines_total",
@@ -280,6 +286,7 @@ impl Metrics {
         }
         self.duplicate_retries.inc_by(counters.retries);
         self.late_settlement_payments.inc_by(counters.late_settlement_payments);
+        self.misplaced_settlement_entries.inc_by(counters.misplaced_settlement_entries);
         self.ledger_declines.inc_by(counters.ledger_declines);
         self.holds_expired.inc_by(counters.holds_expired);
         if counters.transfer_credits > 0 {

@@ -62,11 +62,14 @@ pub struct TopicNames {
     /// Internal: legs of payments to other accounts, keyed by the account that applies
     /// them; partitioned like the payments, read by the owner of each partition.
     pub transfers: String,
+    /// Internal: settlement entries keyed by merchant and every partition's settlement
+    /// marks; partitioned like the payments, read by the owner of each partition.
+    pub settlement_entries: String,
 }
 
 impl TopicNames {
     /// Every topic name: the inputs, the outputs and the internal ones.
-    pub fn all(&self) -> [&str; 8] {
+    pub fn all(&self) -> [&str; 9] {
         [
             &self.payments,
             &self.labels,
@@ -76,6 +79,7 @@ impl TopicNames {
             &self.dead_letters,
             &self.changelog,
             &self.transfers,
+            &self.settlement_entries,
         ]
     }
 }
@@ -91,6 +95,7 @@ impl Default for TopicNames {
             dead_letters: "dead-letters".into(),
             changelog: "paystream-changelog".into(),
             transfers: "paystream-transfers".into(),
+            settlement_entries: "paystream-settlement-entries".into(),
         }
     }
 }
@@ -106,6 +111,7 @@ pub struct PipelineTopics {
     pub dead_letters: Topic,
     pub changelog: Topic,
     pub transfers: Topic,
+    pub settlement_entries: Topic,
 }
 
 #[derive(Clone, Debug)]
@@ -121,9 +127,10 @@ pub struct PipelineConfig {
     pub snapshot_interval_batches: u32,
     /// How long an idle worker waits for new input before looking again.
     pub idle_wait_ms: u64,
-    /// How often a worker looks for transfer legs on a partition whose last look found
-    /// none (0: before every batch). A look asks the log for the partition's end (on
-    /// Kafka a broker round trip); a leg waits at most this long on an idle partition.
+    /// How often a worker looks for transfer legs and settlement entries on a partition
+    /// whose last look found none (0: before every batch). A look asks the log for the
+    /// partition's end (on Kafka a broker round trip); a leg or entry waits at most this
+    /// long on an idle partition.
     pub leg_poll_interval_ms: u64,
     /// Each worker waits for a batch to commit before it reads the next (no pipelining):
     /// slower, but what a batch reads no longer depends on commit timing — transfer legs
@@ -274,11 +281,13 @@ pub fn ensure_topics(log: &dyn Log, config: &PipelineConfig) -> Result<PipelineT
     };
     let changelog = co_partitioned("changelog", &names.changelog)?;
     let transfers = co_partitioned("transfers", &names.transfers)?;
+    let settlement_entries = co_partitioned("settlement entries", &names.settlement_entries)?;
     // Register the pipeline's consumer group from the start, so log retention keeps all
     // input it has not processed, even input published before its first run.
-    register_group_from_start(log, &config.group_id, &[&payments, &transfers])?;
+    register_group_from_start(log, &config.group_id, &[&payments, &transfers, &settlement_entries])?;
     Ok(PipelineTopics {
         transfers,
+        settlement_entries,
         labels: get_or_create(&names.labels)?,
         decisions: get_or_create(&names.decisions)?,
         ledger: get_or_create(&names.ledger)?,
@@ -413,6 +422,21 @@ struct WorkerContext<'a> {
     idle: Arc<IdleBarrier>,
 }
 
+/// A partition of an internal topic the workers write and read (transfer legs,
+/// settlement entries): a second and third input of the partition's owner.
+struct InternalInput {
+    /// The first offset not yet processed (committed with the batch).
+    next_offset: u64,
+    /// When the worker last looked and found nothing (`None`: look now).
+    idle_since: Option<Instant>,
+}
+
+impl InternalInput {
+    fn new(next_offset: u64) -> InternalInput {
+        InternalInput { next_offset, idle_since: None }
+    }
+}
+
 /// With `UntilIdle`, a worker may stop only when every worker is idle at once: workers
 /// write transfer legs to each other's partitions, so one worker running out of input
 /// does not mean no more will come. A worker is idle when its commits are done and its
@@ -467,10 +491,10 @@ struct PartitionTask {
     processor: PartitionProcessor,
     /// The first input offset not yet processed (committed with the batch).
     next_offset: u64,
-    /// The same on the partition's `paystream-transfers`.
-    next_leg_offset: u64,
-    /// When the worker last looked for legs and found none (`None`: look now).
-    legs_idle_since: Option<Instant>,
+    /// The partition of `paystream-transfers`.
+    legs: InternalInput,
+    /// The partition of `paystream-settlement-entries`.
+    entries: InternalInput,
     /// Records fetched but not processed yet (a batch that stopped to wait for the
     /// terminal index keeps its tail here instead of fetching it again).
     fetched: Vec<crate::log::Record>,
@@ -850,12 +874,11 @@ impl Pipeline {
             if let (Some(stage), Some(watermark)) = (context.stage, processor.state().max_event_time_ms()) {
                 stage.set_payer_watermark(partition, watermark);
             }
-            let next_leg_offset = self.start_position(&topics.transfers, partition)?;
             tasks.push(PartitionTask {
                 processor,
                 next_offset,
-                next_leg_offset,
-                legs_idle_since: None,
+                legs: InternalInput::new(self.start_position(&topics.transfers, partition)?),
+                entries: InternalInput::new(self.start_position(&topics.settlement_entries, partition)?),
                 fetched: Vec::new(),
                 waiting_at_bound_ms: None,
             });
@@ -940,15 +963,33 @@ impl Pipeline {
                     transaction.set_position(&config.group_id, &topics.payments, partition, next_offset);
                     task.next_offset = next_offset;
                     advanced = true;
+                } else if task.fetched.is_empty() {
+                    // No payments: take on the other partitions' settlement horizon
+                    // rather than hold their windows open (nothing if already there).
+                    task.processor.settlement_idle(&mut out);
+                    advanced |= !out.state_ops.is_empty();
                 }
-                // Transfer legs for this partition's accounts, in the same transaction.
-                let legs = self.fetch_legs(task, topics)?;
+                // Transfer legs for this partition's accounts, then settlement entries and
+                // marks for its merchants, in the same transaction.
+                let legs = self.fetch_internal(&mut task.legs, &topics.transfers, partition)?;
                 if let Some(last) = legs.last() {
                     let inputs: Vec<InputRecord<'_>> =
                         legs.iter().map(|r| InputRecord { offset: r.offset, key: &r.key, value: &r.value }).collect();
                     task.processor.process_transfer_legs(&topics.transfers.name, &inputs, &mut out);
-                    task.next_leg_offset = last.offset + 1;
-                    transaction.set_position(&config.group_id, &topics.transfers, partition, task.next_leg_offset);
+                    task.legs.next_offset = last.offset + 1;
+                    transaction.set_position(&config.group_id, &topics.transfers, partition, task.legs.next_offset);
+                    advanced = true;
+                }
+                let entries = self.fetch_internal(&mut task.entries, &topics.settlement_entries, partition)?;
+                if let Some(last) = entries.last() {
+                    let inputs: Vec<InputRecord<'_>> = entries
+                        .iter()
+                        .map(|r| InputRecord { offset: r.offset, key: &r.key, value: &r.value })
+                        .collect();
+                    task.processor.process_settlement_inputs(&topics.settlement_entries.name, &inputs, &mut out);
+                    task.entries.next_offset = last.offset + 1;
+                    let topic = &topics.settlement_entries;
+                    transaction.set_position(&config.group_id, topic, partition, task.entries.next_offset);
                     advanced = true;
                 }
                 if !advanced {
@@ -1164,42 +1205,45 @@ impl Pipeline {
         }
     }
 
-    /// The task's next transfer legs: none without asking the log while the partition
-    /// was found idle less than `leg_poll_interval_ms` ago; then only if its end moved.
-    fn fetch_legs(
+    /// The next records of an internal input (transfer legs, settlement entries): none
+    /// without asking the log while the partition was found idle less than
+    /// `leg_poll_interval_ms` ago; then only if its end moved.
+    fn fetch_internal(
         &self,
-        task: &mut PartitionTask,
-        topics: &PipelineTopics,
+        input: &mut InternalInput,
+        topic: &Topic,
+        partition: u32,
     ) -> Result<Vec<crate::log::Record>, RuntimeError> {
         let interval = Duration::from_millis(self.config.leg_poll_interval_ms);
-        if task.legs_idle_since.is_some_and(|since| since.elapsed() < interval) {
+        if input.idle_since.is_some_and(|since| since.elapsed() < interval) {
             return Ok(Vec::new());
         }
-        let partition = task.processor.partition();
-        let next = self.log.resume_offset(&topics.transfers, partition, task.next_leg_offset);
-        let legs = if next < self.log.offsets(&topics.transfers, partition)?.end {
-            self.log.fetch(&topics.transfers, partition, task.next_leg_offset, self.config.batch_records_max)?
+        let next = self.log.resume_offset(topic, partition, input.next_offset);
+        let records = if next < self.log.offsets(topic, partition)?.end {
+            self.log.fetch(topic, partition, input.next_offset, self.config.batch_records_max)?
         } else {
             Vec::new()
         };
-        task.legs_idle_since = legs.is_empty().then(Instant::now);
-        Ok(legs)
+        input.idle_since = records.is_empty().then(Instant::now);
+        Ok(records)
     }
 
-    /// Every input of the tasks processed: payments and transfer legs. (Legs this worker
-    /// writes to another worker's partitions are that worker's; with `--until-idle` and
-    /// several workers, a leg written after its target's worker stopped waits for the
-    /// next run, in clearing.)
+    /// Every input of the tasks processed: payments, transfer legs and settlement
+    /// entries. (What this worker writes to another worker's partitions is that worker's;
+    /// with `--until-idle` and several workers, a leg written after its target's worker
+    /// stopped waits for the next run, in clearing, and an entry in its open window.)
     fn caught_up(&self, topics: &PipelineTopics, tasks: &[PartitionTask]) -> Result<bool, RuntimeError> {
         for task in tasks {
             let partition = task.processor.partition();
-            let next_offset = self.log.resume_offset(&topics.payments, partition, task.next_offset);
-            if next_offset < self.log.offsets(&topics.payments, partition)?.end {
-                return Ok(false);
-            }
-            let next_leg_offset = self.log.resume_offset(&topics.transfers, partition, task.next_leg_offset);
-            if next_leg_offset < self.log.offsets(&topics.transfers, partition)?.end {
-                return Ok(false);
+            let inputs = [
+                (&topics.payments, task.next_offset),
+                (&topics.transfers, task.legs.next_offset),
+                (&topics.settlement_entries, task.entries.next_offset),
+            ];
+            for (topic, next_offset) in inputs {
+                if self.log.resume_offset(topic, partition, next_offset) < self.log.offsets(topic, partition)?.end {
+                    return Ok(false);
+                }
             }
         }
         Ok(true)
@@ -1247,6 +1291,12 @@ impl Pipeline {
         }
         for leg in &out.transfer_legs {
             send_json(transaction, &topics.transfers, leg.key().as_bytes(), now, leg)?;
+        }
+        for (target, input) in &out.settlement_inputs {
+            let key = input.key();
+            transaction.send_to_partition_with(&topics.settlement_entries, *target, key.as_bytes(), now, |buf| {
+                serde_json::to_writer(buf, input).map_err(RuntimeError::from)
+            })?;
         }
         for letter in &out.dead_letters {
             transaction.send_to_partition_with(

@@ -14,8 +14,9 @@
 //!   chargebacks never return more than was captured; captures stay within their
 //!   authorization;
 //! - every closed settlement equals the sum of the postings of its payments, captures,
-//!   refunds and chargebacks (gross, fees, refunds, net), is paid out exactly once
-//!   (`reconcile`), and no window is emitted twice.
+//!   refunds and chargebacks from every payer partition (gross, fees, refunds, net), is
+//!   paid out exactly once (`reconcile`), is closed on its merchant's partition, and no
+//!   merchant window is emitted twice (one settlement per merchant and window).
 //!
 //! One worker thread, so a seed replays exactly. `PAYSTREAM_SIM_SEEDS` (default 1000)
 //! sets how many seeds run; `PAYSTREAM_SIM_SEED=N` runs only seed N.
@@ -352,6 +353,8 @@ fn check(seed: u64, log: &EmbeddedLog, complete: bool) -> Coverage {
     let mut returned: HashMap<&str, i64> = HashMap::new();
     // (merchant, partition, window start) → (gross, fees, refunds + chargebacks, net) from the postings.
     let mut by_window: HashMap<WindowKey, WindowSums> = HashMap::new();
+    // The payer partitions whose payments each merchant window holds.
+    let mut sources: HashMap<WindowKey, HashSet<u32>> = HashMap::new();
     // In topic order: per partition, the order of commits.
     for transaction in &ledger {
         let sum: i128 = transaction.postings.iter().map(|p| i128::from(p.signed_minor_units())).sum();
@@ -411,7 +414,8 @@ fn check(seed: u64, log: &EmbeddedLog, complete: bool) -> Coverage {
         let partition = partition_for_key(decision.payer_account_id.as_bytes(), partitions);
         let time_ms = paystream_domain::time::parse_rfc3339_ms(&transaction.event_time).unwrap();
         let window = time_ms.div_euclid(24 * HOUR_MS) * 24 * HOUR_MS;
-        let entry = by_window.entry((merchant.clone(), partition, window)).or_default();
+        let entry = by_window.entry((merchant.clone(), window)).or_default();
+        sources.entry((merchant.clone(), window)).or_default().insert(partition);
         let merchant_account = format!("merchant:{merchant}");
         let to_merchant: i128 = transaction
             .postings
@@ -471,9 +475,12 @@ fn check(seed: u64, log: &EmbeddedLog, complete: bool) -> Coverage {
     let mut windows = HashSet::new();
     for settlement in &settlements {
         let start = paystream_domain::time::parse_rfc3339_ms(&settlement.window_start).unwrap();
-        let key = (settlement.merchant_id.clone(), settlement.source_partition, start);
+        let key = (settlement.merchant_id.clone(), start);
         if !windows.insert(key.clone()) {
             fail(format!("settlement window {key:?} emitted twice"));
+        }
+        if settlement.source_partition != partition_for_key(settlement.merchant_id.as_bytes(), partitions) {
+            fail(format!("settlement {key:?} closed on partition {}, not its merchant's", settlement.source_partition));
         }
         if settlement.late_payment_count != 0 {
             fail("a payment was late for settlement, which this simulation never sends".into());
@@ -499,6 +506,13 @@ fn check(seed: u64, log: &EmbeddedLog, complete: bool) -> Coverage {
         dead_letters: letters.len(),
         retries: payments.len() - decisions.len() - letters.len(),
         settlements: settlements.len(),
+        cross_partition_settlements: settlements
+            .iter()
+            .filter(|s| {
+                let start = paystream_domain::time::parse_rfc3339_ms(&s.window_start).unwrap();
+                sources.get(&(s.merchant_id.clone(), start)).is_some_and(|payers| payers.len() > 1)
+            })
+            .count(),
         ledger_declines: decisions
             .iter()
             .filter(|d| d.reasons.first().is_some_and(|r| paystream_operators::ledger::decline::ALL.contains(&&**r)))
@@ -514,8 +528,8 @@ fn check(seed: u64, log: &EmbeddedLog, complete: bool) -> Coverage {
     }
 }
 
-/// (merchant, partition, window start).
-type WindowKey = (String, u32, i64);
+/// (merchant, window start): one settlement, whichever partitions its payments came from.
+type WindowKey = (String, i64);
 /// (gross, fees, refunds + chargebacks, net).
 type WindowSums = (i128, i128, i128, i128);
 
@@ -527,6 +541,8 @@ struct Coverage {
     dead_letters: usize,
     retries: usize,
     settlements: usize,
+    /// Settlements holding payments of more than one payer partition.
+    cross_partition_settlements: usize,
     ledger_declines: usize,
     returns: usize,
     captures: usize,
@@ -597,6 +613,7 @@ fn crashes_at_random_commits_keep_every_invariant() {
         total.dead_letters += coverage.dead_letters;
         total.retries += coverage.retries;
         total.settlements += coverage.settlements;
+        total.cross_partition_settlements += coverage.cross_partition_settlements;
         total.ledger_declines += coverage.ledger_declines;
         total.returns += coverage.returns;
         total.captures += coverage.captures;
@@ -608,6 +625,7 @@ fn crashes_at_random_commits_keep_every_invariant() {
     // Most seeds crash at least once; every kind of input and closed windows occur.
     assert!(total.crashes as u64 >= seeds / 2, "{total:?}");
     assert!(total.dead_letters > 0 && total.retries > 0 && total.settlements > 0, "{total:?}");
+    assert!(total.cross_partition_settlements > 0, "{total:?}");
     assert!(total.ledger_declines > 0 && total.returns > 0 && total.captures > 0 && total.payouts > 0, "{total:?}");
     assert!(total.transfers_in > 0 && total.transfers_returned > 0, "{total:?}");
 }
