@@ -276,6 +276,44 @@ fn ledger_operator(c: &mut Criterion) {
     group.finish();
 }
 
+/// The merchant side of settlement: the entries the payer side wrote for wallet payments
+/// (records as they travel through `paystream-settlement-entries`), decoded and added to
+/// their merchants' windows. Throughput in entries.
+fn settlement_entries(c: &mut Criterion) {
+    const BATCHES: usize = 20;
+    let records = paystream_benches::wallet_records(BATCHES * BATCH);
+    let config = Arc::new(OperatorConfig::default());
+    let mut payer = PartitionProcessor::new(config.clone(), default_model(&config), 0);
+    let mut entries: Vec<Vec<u8>> = Vec::new();
+    let mut out = OutputBatch::default();
+    for chunk in records.chunks(BATCH) {
+        let inputs: Vec<InputRecord<'_>> =
+            chunk.iter().enumerate().map(|(i, r)| InputRecord { offset: i as u64, key: b"", value: r }).collect();
+        out.clear();
+        payer.process_batch("payments", &inputs, TerminalView::NONE, &mut out);
+        let records = paystream_operators::settlement::encode_inputs(&out.settlement_inputs);
+        entries.extend(records.into_iter().map(|(_, record)| record));
+    }
+    let inputs: Vec<InputRecord<'_>> =
+        entries.iter().enumerate().map(|(i, r)| InputRecord { offset: i as u64, key: b"", value: r }).collect();
+    let count: usize = entries.iter().map(|r| paystream_operators::settlement::decode_inputs(r).unwrap().len()).sum();
+    let mut group = c.benchmark_group("settlement");
+    group.throughput(Throughput::Elements(count as u64));
+    group.sample_size(20);
+    group.bench_function("merchant_side_entries", |b| {
+        b.iter_batched(
+            || PartitionProcessor::new(config.clone(), default_model(&config), 0),
+            |mut processor| {
+                out.clear();
+                processor.process_settlement_inputs("paystream-settlement-entries", &inputs, &mut out);
+                processor.state().settlement().open_window_count()
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     validate,
@@ -283,6 +321,7 @@ criterion_group!(
     embedded_log,
     fraud_features_and_models,
     ledger_accounts,
-    ledger_operator
+    ledger_operator,
+    settlement_entries
 );
 criterion_main!(benches);

@@ -648,47 +648,50 @@ impl PartitionProcessor {
     }
 
     /// Merchant side: applies records of `paystream-settlement-entries` (this partition's
-    /// merchants' entries and every partition's marks), in offset order: entries count in
-    /// their windows; a mark may close windows, which are emitted with their payout
-    /// transactions. Unreadable records are dead-lettered. No deduplication by id: only
+    /// merchants' entries and every partition's marks, [`settlement::encode_inputs`]), in
+    /// offset order: entries count in their windows; a mark may close windows, which are
+    /// emitted with their payout transactions. Unreadable records are dead-lettered (an
+    /// entry with a negative amount too: it was not written by paystream). No deduplication by id: only
     /// paystream writes this topic, each entry in the transaction that posted it, and
     /// its position here commits with the state it changed.
     pub fn process_settlement_inputs(&mut self, topic: &str, records: &[InputRecord<'_>], out: &mut OutputBatch) {
         let mut closed = Vec::new();
         for record in records {
-            let reject = |out: &mut OutputBatch, reason: RejectReason, detail: String| {
-                out.dead_letters.push(self.dead_letter(Rejection::new(reason, detail), topic, record));
+            let reject = |this: &Self, out: &mut OutputBatch, reason: RejectReason, detail: String| {
+                out.dead_letters.push(this.dead_letter(Rejection::new(reason, detail), topic, record));
             };
-            let input: SettlementInput = match serde_json::from_slice(record.value) {
-                Ok(input) => input,
-                Err(error) => {
-                    reject(out, RejectReason::MalformedJson, format!("settlement input: {error}"));
+            let inputs = match settlement::decode_inputs(record.value) {
+                Ok(inputs) => inputs,
+                Err(why) => {
+                    reject(self, out, RejectReason::UnsupportedSchema, format!("settlement inputs: {why}"));
                     continue;
                 }
             };
-            match input {
-                SettlementInput::Entry(entry) => {
-                    out.counters.count(OperatorId::Settlement).records_in += 1;
-                    if entry.gross_minor < 0 || entry.fee_minor < 0 {
-                        out.counters.count(OperatorId::Settlement).records_error += 1;
-                        let detail = format!("settlement entry {}: negative amount", entry.entry_id);
-                        reject(out, RejectReason::NonPositiveAmount, detail);
-                        continue;
+            for input in inputs {
+                match input {
+                    SettlementInput::Entry(entry) => {
+                        out.counters.count(OperatorId::Settlement).records_in += 1;
+                        if entry.gross_minor < 0 || entry.fee_minor < 0 {
+                            out.counters.count(OperatorId::Settlement).records_error += 1;
+                            let detail = format!("settlement entry {}: negative amount", entry.entry_id);
+                            reject(self, out, RejectReason::NonPositiveAmount, detail);
+                            continue;
+                        }
+                        let applied = self.apply(StateOp::SettleEntry { entry: Box::new(entry) }, out);
+                        out.counters.misplaced_settlement_entries += u64::from(applied.misplaced_settlement_entry);
                     }
-                    let applied = self.apply(StateOp::SettleEntry { entry: Box::new(entry) }, out);
-                    out.counters.misplaced_settlement_entries += u64::from(applied.misplaced_settlement_entry);
-                }
-                SettlementInput::Mark { source_partition, open_from_ms } => {
-                    if source_partition >= self.partitions() {
-                        let detail = format!(
-                            "settlement mark from partition {source_partition}; the input has {}",
-                            self.partitions()
-                        );
-                        reject(out, RejectReason::WrongPartition, detail);
-                        continue;
+                    SettlementInput::Mark { source_partition, open_from_ms } => {
+                        if source_partition >= self.partitions() {
+                            let detail = format!(
+                                "settlement mark from partition {source_partition}; the input has {}",
+                                self.partitions()
+                            );
+                            reject(self, out, RejectReason::WrongPartition, detail);
+                            continue;
+                        }
+                        let applied = self.apply(StateOp::SettlementMark { source_partition, open_from_ms }, out);
+                        closed.extend(applied.closed_settlements);
                     }
-                    let applied = self.apply(StateOp::SettlementMark { source_partition, open_from_ms }, out);
-                    closed.extend(applied.closed_settlements);
                 }
             }
         }

@@ -74,9 +74,9 @@ pub struct SettlementEntry {
     pub source_partition: u32,
 }
 
-/// A record of the internal topic `paystream-settlement-entries`.
+/// What travels on the internal topic `paystream-settlement-entries` (many per record:
+/// [`encode_inputs`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
 pub enum SettlementInput {
     Entry(SettlementEntry),
     /// `source_partition` writes no more entries for windows starting before `open_from_ms`.
@@ -86,15 +86,54 @@ pub enum SettlementInput {
     },
 }
 
-impl SettlementInput {
-    /// The record key: the merchant for entries (the partition is the merchant's), the
-    /// source for marks (one is written to every partition).
-    pub fn key(&self) -> String {
-        match self {
-            SettlementInput::Entry(entry) => entry.merchant_id.clone(),
-            SettlementInput::Mark { source_partition, .. } => format!("mark/p{source_partition}"),
+/// Most settlement inputs in one record of `paystream-settlement-entries`: an entry is
+/// at most about 400 bytes (two identifiers of at most 128 bytes), so a record stays
+/// well under `RECORD_BYTES_MAX` (1 MiB).
+pub const SETTLEMENT_INPUTS_PER_RECORD_MAX: usize = 1_024;
+
+/// Bumped whenever the encoding of settlement input records changes incompatibly.
+pub const SETTLEMENT_INPUTS_FORMAT_VERSION: u16 = 1;
+
+/// The records a batch writes to `paystream-settlement-entries`: per target partition,
+/// its inputs in the order they were made (entries before the marks after them), at
+/// most [`SETTLEMENT_INPUTS_PER_RECORD_MAX`] per record; postcard, versioned like the
+/// changelog (an internal topic: one record per batch and partition instead of one JSON
+/// record per payment made settlement cost a fifth of the pipeline's CPU time).
+pub fn encode_inputs(inputs: &[(u32, SettlementInput)]) -> Vec<(u32, Vec<u8>)> {
+    #[derive(Serialize)]
+    struct RecordRef<'a> {
+        version: u16,
+        inputs: Vec<&'a SettlementInput>,
+    }
+    let mut by_target: BTreeMap<u32, Vec<&SettlementInput>> = BTreeMap::new();
+    for (target, input) in inputs {
+        by_target.entry(*target).or_default().push(input);
+    }
+    let mut records = Vec::new();
+    for (target, inputs) in by_target {
+        for chunk in inputs.chunks(SETTLEMENT_INPUTS_PER_RECORD_MAX) {
+            let record = RecordRef { version: SETTLEMENT_INPUTS_FORMAT_VERSION, inputs: chunk.to_vec() };
+            records.push((target, postcard::to_stdvec(&record).expect("encoding to a Vec cannot fail")));
         }
     }
+    records
+}
+
+/// The inputs of one record written by [`encode_inputs`]; an error says why not.
+pub fn decode_inputs(bytes: &[u8]) -> Result<Vec<SettlementInput>, String> {
+    #[derive(Deserialize)]
+    struct Record {
+        _version: u16,
+        inputs: Vec<SettlementInput>,
+    }
+    let (version, _) = postcard::take_from_bytes::<u16>(bytes).map_err(|e| e.to_string())?;
+    if version != SETTLEMENT_INPUTS_FORMAT_VERSION {
+        return Err(format!(
+            "settlement input format {version}, this paystream reads {SETTLEMENT_INPUTS_FORMAT_VERSION}"
+        ));
+    }
+    let record: Record = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+    Ok(record.inputs)
 }
 
 /// The partition of the settlement-entries topic that settles `merchant_id`.
@@ -946,6 +985,31 @@ mod tests {
         ledger[0].postings[0].account_id = "merchant:z".into();
         let mismatches = reconcile(&ledger, &closed).mismatches;
         assert!(mismatches.iter().any(|m| m.contains("settles z/EUR")), "{mismatches:?}");
+    }
+
+    #[test]
+    fn inputs_travel_per_target_in_order_in_bounded_records() {
+        let mark = |source| SettlementInput::Mark { source_partition: source, open_from_ms: 7 };
+        let mut inputs: Vec<(u32, SettlementInput)> = (0..SETTLEMENT_INPUTS_PER_RECORD_MAX as i64 + 5)
+            .map(|i| (1, SettlementInput::Entry(entry("m", i, 0))))
+            .collect();
+        inputs.push((0, SettlementInput::Entry(entry("n", 1, 0))));
+        inputs.extend([(0, mark(3)), (1, mark(3))]);
+        let records = encode_inputs(&inputs);
+        let targets: Vec<u32> = records.iter().map(|(target, _)| *target).collect();
+        assert_eq!(targets, [0, 1, 1], "partition 1's inputs take two records");
+        let decoded: Vec<Vec<SettlementInput>> = records.iter().map(|(_, r)| decode_inputs(r).unwrap()).collect();
+        assert_eq!(decoded[0], [SettlementInput::Entry(entry("n", 1, 0)), mark(3)]);
+        assert_eq!(decoded[1].len(), SETTLEMENT_INPUTS_PER_RECORD_MAX);
+        assert_eq!(decoded[2].last(), Some(&mark(3)), "the mark after the entries");
+        let all: Vec<SettlementInput> = decoded[1..].concat();
+        let sent: Vec<SettlementInput> = inputs.iter().filter(|(t, _)| *t == 1).map(|(_, i)| i.clone()).collect();
+        assert_eq!(all, sent);
+        let mut other_version = records[0].1.clone();
+        other_version[0] = 9;
+        assert!(decode_inputs(&other_version).unwrap_err().contains("format 9"));
+        assert!(decode_inputs(b"").is_err());
+        assert!(decode_inputs(&records[0].1[..3]).is_err());
     }
 
     #[test]

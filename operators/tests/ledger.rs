@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use paystream_domain::{Decision, LedgerTransaction, Outcome, Settlement, TransactionKind};
-use paystream_operators::settlement::reconcile;
+use paystream_operators::settlement::{encode_inputs, reconcile};
 use paystream_operators::{InputRecord, OperatorConfig, OutputBatch, PartitionProcessor, TerminalView, default_model};
 use proptest::prelude::*;
 
@@ -73,11 +73,11 @@ impl Run {
         self.processor.process_batch("payments", &inputs, TerminalView::NONE, &mut out);
         // One partition: its settlement entries and marks come back to it, as the
         // runtime delivers them.
-        let entries: Vec<Vec<u8>> = std::mem::take(&mut out.settlement_inputs)
-            .iter()
-            .map(|(partition, input)| {
-                assert_eq!(*partition, 0);
-                serde_json::to_vec(input).unwrap()
+        let entries: Vec<Vec<u8>> = encode_inputs(&std::mem::take(&mut out.settlement_inputs))
+            .into_iter()
+            .map(|(partition, record)| {
+                assert_eq!(partition, 0);
+                record
             })
             .collect();
         let entries: Vec<InputRecord<'_>> =

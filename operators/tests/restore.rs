@@ -149,7 +149,10 @@ fn process(
     processor.process_settlement_inputs("paystream-settlement-entries", &entries, &mut out);
     let written = Written {
         legs: out.transfer_legs.iter().map(|l| serde_json::to_vec(l).unwrap()).collect(),
-        settlement_inputs: out.settlement_inputs.iter().map(|(_, i)| serde_json::to_vec(i).unwrap()).collect(),
+        settlement_inputs: paystream_operators::settlement::encode_inputs(&out.settlement_inputs)
+            .into_iter()
+            .map(|(_, record)| record)
+            .collect(),
     };
     let mut lines = Vec::new();
     lines.extend(out.decisions.iter().map(|d| serde_json::to_string(d).unwrap()));
@@ -158,7 +161,7 @@ fn process(
     lines.extend(out.dead_letters.iter().map(|l| serde_json::to_string(l).unwrap()));
     lines.push(format!("retries {}", out.counters.retries));
     lines.extend(out.transfer_legs.iter().map(|l| serde_json::to_string(l).unwrap()));
-    lines.extend(out.settlement_inputs.iter().map(|(p, i)| format!("{p} {}", serde_json::to_string(i).unwrap())));
+    lines.extend(out.settlement_inputs.iter().map(|(p, i)| format!("{p} {i:?}")));
     (lines, paystream_operators::state::encode_ops(&out.state_ops), written)
 }
 

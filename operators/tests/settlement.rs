@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use paystream_domain::partitioner::partition_for_key;
 use paystream_domain::{LedgerTransaction, Outcome, Settlement};
-use paystream_operators::settlement::{merchant_partition, reconcile};
+use paystream_operators::settlement::{encode_inputs, merchant_partition, reconcile};
 use paystream_operators::{InputRecord, OperatorConfig, OutputBatch, PartitionProcessor, TerminalView, default_model};
 use proptest::prelude::*;
 
@@ -79,7 +79,7 @@ fn records(events: &[Event], partitions: u32) -> Vec<VecDeque<Vec<u8>>> {
 struct Cluster {
     processors: Vec<PartitionProcessor>,
     payments: Vec<VecDeque<Vec<u8>>>,
-    /// Per target partition, the settlement inputs committed to it, in commit order.
+    /// Per target partition, the settlement input records committed to it, in commit order.
     inboxes: Vec<VecDeque<Vec<u8>>>,
     ledger: Vec<LedgerTransaction>,
     settlements: Vec<Settlement>,
@@ -93,8 +93,8 @@ impl Cluster {
     /// What one partition's step emitted, committed at once (as one transaction).
     fn commit(&mut self, out: OutputBatch) {
         assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
-        for (target, input) in &out.settlement_inputs {
-            self.inboxes[*target as usize].push_back(serde_json::to_vec(input).unwrap());
+        for (target, record) in encode_inputs(&out.settlement_inputs) {
+            self.inboxes[target as usize].push_back(record);
         }
         self.approved_merchant_events +=
             out.decisions.iter().filter(|d| d.outcome == Outcome::Approve && d.merchant_id.is_some()).count();

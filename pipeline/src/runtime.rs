@@ -1292,11 +1292,9 @@ impl Pipeline {
         for leg in &out.transfer_legs {
             send_json(transaction, &topics.transfers, leg.key().as_bytes(), now, leg)?;
         }
-        for (target, input) in &out.settlement_inputs {
-            let key = input.key();
-            transaction.send_to_partition_with(&topics.settlement_entries, *target, key.as_bytes(), now, |buf| {
-                serde_json::to_writer(buf, input).map_err(RuntimeError::from)
-            })?;
+        let key = partition.to_le_bytes();
+        for (target, record) in paystream_operators::settlement::encode_inputs(&out.settlement_inputs) {
+            transaction.send_to_partition(&topics.settlement_entries, target, &key, &record, now)?;
         }
         for letter in &out.dead_letters {
             transaction.send_to_partition_with(
