@@ -33,7 +33,7 @@ struct Event {
 }
 
 fn event() -> impl Strategy<Value = Event> {
-    (0u8..10, 0u8..6, 1u32..50_000, 0u32..90, 0u32..150, proptest::bool::weighted(0.15)).prop_map(
+    (0u8..10, 0u8..6, 1u32..30_000, 0u32..30, 0u32..180, proptest::bool::weighted(0.15)).prop_map(
         |(payer, merchant, cents, gap_minutes, jitter_minutes, refund)| Event {
             payer,
             merchant,
@@ -46,7 +46,7 @@ fn event() -> impl Strategy<Value = Event> {
 }
 
 /// The events as payment records per payer partition, in publication order. Jitter up to
-/// 2.5 h (beyond the 1 h lateness) makes some entries late on their payer's partition.
+/// 3 h (beyond the 1 h lateness) makes some entries late on their payer's partition.
 fn records(events: &[Event], partitions: u32) -> Vec<VecDeque<Vec<u8>>> {
     let mut by_partition = vec![VecDeque::new(); partitions as usize];
     let mut clock_ms = START_MS;
@@ -135,86 +135,124 @@ impl Cluster {
     }
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+/// What the cases exercised, so the property cannot hold by doing nothing.
+#[derive(Debug, Default)]
+struct Coverage {
+    settlements: usize,
+    late_entries: u64,
+    /// Settlements closed on another partition than some of their payments'.
+    multi_partition_runs: usize,
+}
 
-    #[test]
-    fn every_merchant_window_is_settled_once_whatever_the_interleaving(
-        events in proptest::collection::vec(event(), 1..150),
-        partitions in 1u32..5,
-        steps in proptest::collection::vec((0usize..4, proptest::bool::ANY, 1usize..12), 0..400),
-    ) {
-        let config = Arc::new(OperatorConfig {
-            settlement_window_ms: 6 * HOUR_MS,
-            input_partitions: Some(partitions),
-            ..OperatorConfig::default()
-        });
-        let processors =
-            (0..partitions).map(|p| PartitionProcessor::new(config.clone(), default_model(&config), p)).collect();
-        let mut cluster = Cluster {
-            processors,
-            payments: records(&events, partitions),
-            inboxes: vec![VecDeque::new(); partitions as usize],
-            ledger: Vec::new(),
-            settlements: Vec::new(),
-            misplaced: 0,
-            approved_merchant_events: 0,
-            changes: 0,
-        };
-        // Random interleaving first: payments (or idleness) and deliveries, anywhere.
-        for (partition, read_entries, count) in steps {
-            let p = partition % partitions as usize;
-            if read_entries { cluster.entries(p, count) } else { cluster.payments(p, count) }
-        }
-        // Then drain, round-robin, until nothing is in flight and a whole round changes
-        // nothing, as the runtime stops (idle partitions converge on the most advanced
-        // horizon: a bounded number of rounds).
-        let mut settled = false;
-        for _ in 0..1_000 {
-            let changes_before = cluster.changes;
-            for p in 0..partitions as usize {
-                cluster.payments(p, 7);
-                cluster.entries(p, 5);
-            }
-            if !cluster.busy() && cluster.changes == changes_before {
-                settled = true;
-                break;
-            }
-        }
-        prop_assert!(settled, "the partitions never went idle");
+#[test]
+fn every_merchant_window_is_settled_once_whatever_the_interleaving() {
+    let coverage = std::cell::RefCell::new(Coverage::default());
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 96, ..ProptestConfig::default() });
+    let strategy = (
+        proptest::collection::vec(event(), 1..150),
+        1u32..5,
+        proptest::collection::vec((0usize..4, proptest::bool::ANY, 1usize..12), 0..400),
+    );
+    let result = runner.run(&strategy, |(events, partitions, steps)| {
+        let cluster = settle_interleaved(&events, partitions, steps)?;
+        let mut coverage = coverage.borrow_mut();
+        coverage.settlements += cluster.settlements.len();
+        coverage.late_entries += cluster.settlements.iter().map(|s| s.late_payment_count).sum::<u64>();
+        coverage.multi_partition_runs += usize::from(partitions > 1 && !cluster.settlements.is_empty());
+        Ok(())
+    });
+    if let Err(error) = result {
+        panic!("{error}");
+    }
+    let coverage = coverage.into_inner();
+    eprintln!("{coverage:?}");
+    assert!(
+        coverage.settlements > 100 && coverage.late_entries > 20 && coverage.multi_partition_runs > 10,
+        "{coverage:?}"
+    );
+}
 
-        prop_assert_eq!(cluster.misplaced, 0, "an entry reached a closed window");
-        let mut windows = HashSet::new();
-        for settlement in &cluster.settlements {
-            prop_assert!(
-                windows.insert((settlement.merchant_id.clone(), settlement.window_start.clone())),
-                "{} settled twice", settlement.settlement_id
-            );
-            prop_assert_eq!(settlement.source_partition, merchant_partition(&settlement.merchant_id, partitions));
+/// Runs one case and checks the property; returns the cluster for coverage.
+fn settle_interleaved(
+    events: &[Event],
+    partitions: u32,
+    steps: Vec<(usize, bool, usize)>,
+) -> Result<Cluster, TestCaseError> {
+    let config = Arc::new(OperatorConfig {
+        settlement_window_ms: 2 * HOUR_MS,
+        input_partitions: Some(partitions),
+        // Late payments are scored (by default they go to review and move no money, so
+        // only refunds could be late for settlement).
+        late_payments: paystream_operators::LatePaymentPolicy::Score,
+        ..OperatorConfig::default()
+    });
+    let processors =
+        (0..partitions).map(|p| PartitionProcessor::new(config.clone(), default_model(&config), p)).collect();
+    let mut cluster = Cluster {
+        processors,
+        payments: records(events, partitions),
+        inboxes: vec![VecDeque::new(); partitions as usize],
+        ledger: Vec::new(),
+        settlements: Vec::new(),
+        misplaced: 0,
+        approved_merchant_events: 0,
+        changes: 0,
+    };
+    // Random interleaving first: payments (or idleness) and deliveries, anywhere.
+    for (partition, read_entries, count) in steps {
+        let p = partition % partitions as usize;
+        if read_entries { cluster.entries(p, count) } else { cluster.payments(p, count) }
+    }
+    // Then drain, round-robin, until nothing is in flight and a whole round changes
+    // nothing, as the runtime stops (idle partitions converge on the most advanced
+    // horizon: a bounded number of rounds).
+    let mut settled = false;
+    for _ in 0..1_000 {
+        let changes_before = cluster.changes;
+        for p in 0..partitions as usize {
+            cluster.payments(p, 7);
+            cluster.entries(p, 5);
         }
-        let report = reconcile(&cluster.ledger, &cluster.settlements);
-        prop_assert_eq!(report.mismatches, Vec::<String>::new());
-        // Every approved merchant event is in a settlement or an open window, once.
-        let open: usize = cluster
-            .processors
-            .iter()
-            .flat_map(|p| p.state().settlement().open_windows())
-            .map(|(_, t)| (t.payment_count + t.refund_count + t.chargeback_count) as usize)
-            .sum();
-        let settled: usize =
-            cluster.settlements.iter().map(|s| (s.payment_count + s.refund_count + s.chargeback_count) as usize).sum();
-        prop_assert_eq!(settled + open, cluster.approved_merchant_events);
-        prop_assert_eq!(report.transactions, cluster.approved_merchant_events);
-        // All idle: every partition reached the most advanced horizon, and every window
-        // before it is closed.
-        let horizons: Vec<Option<i64>> = cluster.processors.iter().map(|p| p.state().settlement().horizon_ms()).collect();
-        if let Some(max) = horizons.iter().flatten().max() {
-            prop_assert!(horizons.iter().all(|h| *h == Some(*max)), "{horizons:?}");
-            for processor in &cluster.processors {
-                for ((start, merchant, _), _) in processor.state().settlement().open_windows() {
-                    prop_assert!(start >= max, "{merchant} window {start} still open before {max}");
-                }
+        if !cluster.busy() && cluster.changes == changes_before {
+            settled = true;
+            break;
+        }
+    }
+    prop_assert!(settled, "the partitions never went idle");
+
+    prop_assert_eq!(cluster.misplaced, 0, "an entry reached a closed window");
+    let mut windows = HashSet::new();
+    for settlement in &cluster.settlements {
+        prop_assert!(
+            windows.insert((settlement.merchant_id.clone(), settlement.window_start.clone())),
+            "{} settled twice",
+            settlement.settlement_id
+        );
+        prop_assert_eq!(settlement.source_partition, merchant_partition(&settlement.merchant_id, partitions));
+    }
+    let report = reconcile(&cluster.ledger, &cluster.settlements);
+    prop_assert_eq!(report.mismatches, Vec::<String>::new());
+    // Every approved merchant event is in a settlement or an open window, once.
+    let open: usize = cluster
+        .processors
+        .iter()
+        .flat_map(|p| p.state().settlement().open_windows())
+        .map(|(_, t)| (t.payment_count + t.refund_count + t.chargeback_count) as usize)
+        .sum();
+    let settled: usize =
+        cluster.settlements.iter().map(|s| (s.payment_count + s.refund_count + s.chargeback_count) as usize).sum();
+    prop_assert_eq!(settled + open, cluster.approved_merchant_events);
+    prop_assert_eq!(report.transactions, cluster.approved_merchant_events);
+    // All idle: every partition reached the most advanced horizon, and every window
+    // before it is closed.
+    let horizons: Vec<Option<i64>> = cluster.processors.iter().map(|p| p.state().settlement().horizon_ms()).collect();
+    if let Some(max) = horizons.iter().flatten().max() {
+        prop_assert!(horizons.iter().all(|h| *h == Some(*max)), "{horizons:?}");
+        for processor in &cluster.processors {
+            for ((start, merchant, _), _) in processor.state().settlement().open_windows() {
+                prop_assert!(start >= max, "{merchant} window {start} still open before {max}");
             }
         }
     }
+    Ok(cluster)
 }
