@@ -428,6 +428,11 @@ pub struct PipelineArgs {
     /// never; wallet payments beyond the balance are declined `insufficient_funds`).
     #[arg(long, env = "PAYSTREAM_WALLET_OVERDRAFT_MINOR", default_value_t = 0)]
     pub wallet_overdraft_minor: i64,
+    /// A JSON file of per-account overdraft limits (credit lines) overriding
+    /// --wallet-overdraft-minor: {"C17": 5000, "C42": 0} (payer account → minor units of
+    /// its wallet's currency). A changed limit applies at the wallet's next movement.
+    #[arg(long, env = "PAYSTREAM_WALLET_OVERDRAFTS")]
+    pub wallet_overdrafts: Option<PathBuf>,
     /// Velocity features (payments per merchant and per device in the hour, across every
     /// partition; on each decision): `off`, `memory` (in this process) or a Redis URL
     /// (redis://host:6379, shared by every process and kept across restarts). Default:
@@ -482,6 +487,12 @@ impl PipelineArgs {
         config.operators.refund_window_ms = i64::from(self.refund_window_days) * MILLIS_PER_DAY;
         config.operators.authorization_timeout_ms = i64::from(self.authorization_timeout_hours) * 3_600_000;
         config.operators.wallet_overdraft_minor = self.wallet_overdraft_minor;
+        if let Some(path) = &self.wallet_overdrafts {
+            let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+            config.operators.wallet_overdrafts = serde_json::from_str(&text).with_context(|| {
+                format!("overdraft limits {}: expected {{\"<account>\": <minor units>, …}}", path.display())
+            })?;
+        }
         let velocity = self.velocity.as_deref().unwrap_or(velocity_default);
         config.operators.velocity = paystream_operators::VelocityConfig {
             enabled: velocity != "off",

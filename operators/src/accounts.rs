@@ -220,6 +220,14 @@ impl Accounts {
         self.accounts.get(id)
     }
 
+    /// Changes an open account's overdraft limit (`None`: unlimited). A limit lowered
+    /// below what the account already owes refuses further debits; credits still apply.
+    pub fn set_overdraft_limit(&mut self, id: &str, limit_minor: Option<i64>) {
+        if let Some(account) = self.accounts.get_mut(id) {
+            account.overdraft_limit_minor = limit_minor;
+        }
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Account> {
         self.accounts.values()
     }

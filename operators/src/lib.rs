@@ -88,9 +88,14 @@ pub struct OperatorConfig {
     /// An authorization not captured or voided this long after its event time expires.
     #[serde(default = "default_authorization_timeout_ms")]
     pub authorization_timeout_ms: i64,
-    /// How far below zero a wallet may go (0: never).
+    /// How far below zero a wallet may go (0: never), unless `wallet_overdrafts` names it.
     #[serde(default)]
     pub wallet_overdraft_minor: i64,
+    /// Per payer account, how far below zero its wallet may go (a credit line), in minor
+    /// units of the wallet's currency. A change takes effect at the wallet's next
+    /// movement (logged as a `SetOverdraft` op).
+    #[serde(default)]
+    pub wallet_overdrafts: std::collections::BTreeMap<String, i64>,
     /// Closed settlements are paid out merchant → this account → `bank_account_id`.
     #[serde(default = "default_settlement_account_id")]
     pub settlement_account_id: String,
@@ -227,6 +232,7 @@ impl Default for OperatorConfig {
             refund_window_ms: default_refund_window_ms(),
             authorization_timeout_ms: default_authorization_timeout_ms(),
             wallet_overdraft_minor: 0,
+            wallet_overdrafts: Default::default(),
             settlement_account_id: default_settlement_account_id(),
             bank_account_id: default_bank_account_id(),
             velocity: VelocityConfig::default(),
@@ -235,6 +241,14 @@ impl Default for OperatorConfig {
 }
 
 impl OperatorConfig {
+    /// How far below zero `payer_account_id`'s wallet may go.
+    pub fn wallet_overdraft_for(&self, payer_account_id: &str) -> i64 {
+        if self.wallet_overdrafts.is_empty() {
+            return self.wallet_overdraft_minor;
+        }
+        self.wallet_overdrafts.get(payer_account_id).copied().unwrap_or(self.wallet_overdraft_minor)
+    }
+
     pub fn validate(&self) -> Result<(), OperatorError> {
         let fail = |m: &str| Err(OperatorError::InvalidConfig(m.to_string()));
         if self.settlement_window_ms <= 0
@@ -249,6 +263,9 @@ impl OperatorConfig {
         }
         if self.wallet_overdraft_minor < 0 {
             return fail("the wallet overdraft limit must not be negative");
+        }
+        if let Some((account, limit)) = self.wallet_overdrafts.iter().find(|(_, limit)| **limit < 0) {
+            return fail(&format!("the overdraft limit of {account:?} must not be negative, not {limit}"));
         }
         if let Some(rate) = self.fees.rates().find(|rate| *rate > 10_000) {
             return fail(&format!("fee rates are at most 10000 basis points (100 %), not {rate}"));
@@ -933,13 +950,20 @@ impl PartitionProcessor {
         open_wallet: bool,
         out: &mut OutputBatch,
     ) -> String {
+        let overdraft = (funding == Funding::Wallet).then(|| self.config.wallet_overdraft_for(payer_account_id));
         for mut account in self.state.ledger.missing_accounts(payer_account_id, funding, currency, open_wallet) {
             if account.kind == accounts::AccountKind::CustomerWallet {
-                account.overdraft_limit_minor = Some(self.config.wallet_overdraft_minor);
+                account.overdraft_limit_minor = overdraft;
             }
             self.apply(StateOp::OpenAccount { account: Box::new(account) }, out);
         }
-        funding.state_account(payer_account_id, currency)
+        let id = funding.state_account(payer_account_id, currency);
+        // An open wallet takes on its configured limit if that changed since it opened.
+        let stale = |account: &accounts::Account| account.overdraft_limit_minor != overdraft;
+        if overdraft.is_some() && self.state.ledger.accounts().get(&id).is_some_and(stale) {
+            self.apply(StateOp::SetOverdraft { account_id: id.clone(), limit_minor: overdraft }, out);
+        }
+        id
     }
 
     /// Logs and applies the transfer the event `payment` makes (its id, currency and time).

@@ -53,6 +53,8 @@ pub enum StateOp {
     /// Payer side: the partition, idle, takes on a later settlement horizon
     /// ([`SettlementState::idle_horizon`]).
     SettlementHorizon { open_from_ms: i64 },
+    /// A wallet's overdraft limit changed in the configuration: its new limit.
+    SetOverdraft { account_id: String, limit_minor: Option<i64> },
     /// Opens a ledger account (on first use). Boxed, like `Transfer`: rare and large, they
     /// would make every op (one per payment at least) as large as they are.
     OpenAccount { account: Box<Account> },
@@ -172,6 +174,9 @@ impl PartitionState {
                 self.dedupe.insert(u128::from_le_bytes(*id_hash), u64::from_le_bytes(*content_hash), *event_time_ms);
             }
             StateOp::OpenAccount { account } => self.ledger.open(Account::clone(account)),
+            StateOp::SetOverdraft { account_id, limit_minor } => {
+                self.ledger.accounts.set_overdraft_limit(account_id, *limit_minor)
+            }
             StateOp::Transfer { transfer } => applied.transfer = Some(self.ledger.accounts.execute(transfer)),
             StateOp::Captured { id_hash, amount_minor } => {
                 if let Some(record) = self.ledger.record_mut(u128::from_le_bytes(*id_hash)) {

@@ -117,6 +117,62 @@ fn decline(reason: &str) -> (Outcome, Option<&str>) {
     (Outcome::Decline, Some(reason))
 }
 
+/// A credit line for one wallet: c1 may go 50.00 below zero, c2 (the default) not at
+/// all; lowered to 10.00 on a restart with a new configuration, c1's next wallet debit
+/// is checked against the new limit (one `SetOverdraft` op, logged and restored).
+#[test]
+fn per_account_overdraft_limits_and_their_changes() {
+    let config = |limit: i64| OperatorConfig {
+        wallet_overdrafts: [("c1".to_string(), limit)].into_iter().collect(),
+        ..OperatorConfig::default()
+    };
+    let pay = |id: &str, payer: &str, amount: &str, hour: i64| {
+        event("payment", id, None, payer, Some("m1"), amount, "EUR", hour, "wallet")
+    };
+    let top_up =
+        |id: &str, payer: &str, amount: &str| event("top_up", id, None, payer, None, amount, "EUR", 0, "bank_transfer");
+    let mut run = Run::new(config(50_00));
+    run.process(&[
+        top_up("t1", "c1", "10.00"),
+        top_up("t2", "c2", "10.00"),
+        pay("p1", "c1", "55.00", 1),
+        pay("p2", "c2", "15.00", 1),
+        pay("p3", "c1", "5.01", 1),
+    ]);
+    assert_eq!(run.decided("p1"), APPROVE);
+    assert_eq!(run.decided("p2"), decline("insufficient_funds"));
+    assert_eq!(run.decided("p3"), decline("insufficient_funds"), "c1 is at -45.00 of -50.00");
+    assert_eq!((run.balance("wallet:c1"), run.state_balance("wallet:c1")), (-45_00, Some(-45_00)));
+
+    // Restart with c1's line lowered to 10.00: restore, then c1 pays again.
+    let snapshot = run.processor.snapshot();
+    let lowered = Arc::new(config(10_00));
+    run.processor = PartitionProcessor::new(lowered.clone(), default_model(&lowered), 0);
+    run.processor.restore_snapshot(&snapshot).unwrap();
+    let mut out = OutputBatch::default();
+    let records = [top_up("t3", "c1", "40.00"), pay("p4", "c1", "6.00", 2), pay("p5", "c1", "4.00", 2)];
+    let inputs: Vec<InputRecord<'_>> =
+        records.iter().enumerate().map(|(i, value)| InputRecord { offset: 10 + i as u64, key: b"", value }).collect();
+    run.processor.process_batch("payments", &inputs, TerminalView::NONE, &mut out);
+    let outcomes: Vec<_> = out.decisions.iter().map(|d| (d.payment_id.as_str(), d.outcome)).collect();
+    // -45 + 40 = -5.00: 6.00 more would be -11.00, beyond -10.00; 4.00 is within.
+    assert_eq!(outcomes, [("t3", Outcome::Approve), ("p4", Outcome::Decline), ("p5", Outcome::Approve)]);
+    let set: Vec<_> =
+        out.state_ops.iter().filter(|op| matches!(op, paystream_operators::StateOp::SetOverdraft { .. })).collect();
+    assert_eq!(set.len(), 1, "{set:?}");
+    // The op restores the new limit.
+    let mut replayed = PartitionProcessor::new(lowered.clone(), default_model(&lowered), 0);
+    replayed.restore_snapshot(&snapshot).unwrap();
+    replayed.apply_changelog(&paystream_operators::state::encode_ops(&out.state_ops)).unwrap();
+    let limit = |p: &PartitionProcessor| p.state().ledger().accounts().get("wallet:c1").unwrap().overdraft_limit_minor;
+    assert_eq!((limit(&replayed), limit(&run.processor)), (Some(10_00), Some(10_00)));
+    assert!(
+        OperatorConfig { wallet_overdrafts: [("c9".into(), -1)].into_iter().collect(), ..config(0) }
+            .validate()
+            .is_err()
+    );
+}
+
 #[test]
 fn wallets_holds_captures_refunds_and_expiry_by_hand() {
     let mut run = Run::new(OperatorConfig::default());
