@@ -69,4 +69,13 @@ fn two_processes_share_the_partitions_and_one_takes_over_when_the_other_stops() 
     assert_eq!(dead_letters, 0);
     assert_eq!(processed_by_a + processed_by_b, rows.len() as u64, "each input consumed once");
     assert!(processed_by_a > 0 && processed_by_b > 0, "a {processed_by_a}, b {processed_by_b}: both worked");
+    // Merchants were settled once per window (ids unique: `check_exactly_once`) on their
+    // own partition, from payments of partitions both processes ran.
+    let settlements = common::dump(&data, "settlements");
+    assert!(!settlements.is_empty(), "no settlement window closed");
+    for settlement in &settlements {
+        let merchant = settlement["value"]["merchant_id"].as_str().unwrap();
+        let home = paystream_domain::partitioner::partition_for_key(merchant.as_bytes(), 4);
+        assert_eq!(settlement["value"]["source_partition"], home, "{settlement}");
+    }
 }
