@@ -243,9 +243,6 @@ impl Default for OperatorConfig {
 impl OperatorConfig {
     /// How far below zero `payer_account_id`'s wallet may go.
     pub fn wallet_overdraft_for(&self, payer_account_id: &str) -> i64 {
-        if self.wallet_overdrafts.is_empty() {
-            return self.wallet_overdraft_minor;
-        }
         self.wallet_overdrafts.get(payer_account_id).copied().unwrap_or(self.wallet_overdraft_minor)
     }
 
@@ -667,20 +664,19 @@ impl PartitionProcessor {
     /// Merchant side: applies records of `paystream-settlement-entries` (this partition's
     /// merchants' entries and every partition's marks, [`settlement::encode_inputs`]), in
     /// offset order: entries count in their windows; a mark may close windows, which are
-    /// emitted with their payout transactions. Unreadable records are dead-lettered (an
-    /// entry with a negative amount too: it was not written by paystream). No deduplication by id: only
-    /// paystream writes this topic, each entry in the transaction that posted it, and
-    /// its position here commits with the state it changed.
+    /// emitted with their payout transactions. A record paystream did not write (it does
+    /// not decode, or holds a negative amount or a mark from an unknown partition) is
+    /// dead-lettered whole, nothing of it applied. No deduplication by id: only paystream
+    /// writes this topic, each entry in the transaction that posted it, and its position
+    /// here commits with the state it changed.
     pub fn process_settlement_inputs(&mut self, topic: &str, records: &[InputRecord<'_>], out: &mut OutputBatch) {
         let mut closed = Vec::new();
         for record in records {
-            let reject = |this: &Self, out: &mut OutputBatch, reason: RejectReason, detail: String| {
-                out.dead_letters.push(this.dead_letter(Rejection::new(reason, detail), topic, record));
-            };
-            let inputs = match settlement::decode_inputs(record.value) {
+            let inputs = match self.settlement_inputs(record.value) {
                 Ok(inputs) => inputs,
-                Err(why) => {
-                    reject(self, out, RejectReason::UnsupportedSchema, format!("settlement inputs: {why}"));
+                Err(rejection) => {
+                    out.counters.count(OperatorId::Settlement).records_error += 1;
+                    out.dead_letters.push(self.dead_letter(rejection, topic, record));
                     continue;
                 }
             };
@@ -688,24 +684,10 @@ impl PartitionProcessor {
                 match input {
                     SettlementInput::Entry(entry) => {
                         out.counters.count(OperatorId::Settlement).records_in += 1;
-                        if entry.gross_minor < 0 || entry.fee_minor < 0 {
-                            out.counters.count(OperatorId::Settlement).records_error += 1;
-                            let detail = format!("settlement entry {}: negative amount", entry.entry_id);
-                            reject(self, out, RejectReason::NonPositiveAmount, detail);
-                            continue;
-                        }
                         let applied = self.apply(StateOp::SettleEntry { entry: Box::new(entry) }, out);
                         out.counters.misplaced_settlement_entries += u64::from(applied.misplaced_settlement_entry);
                     }
                     SettlementInput::Mark { source_partition, open_from_ms } => {
-                        if source_partition >= self.partitions() {
-                            let detail = format!(
-                                "settlement mark from partition {source_partition}; the input has {}",
-                                self.partitions()
-                            );
-                            reject(self, out, RejectReason::WrongPartition, detail);
-                            continue;
-                        }
                         let applied = self.apply(StateOp::SettlementMark { source_partition, open_from_ms }, out);
                         closed.extend(applied.closed_settlements);
                     }
@@ -723,6 +705,29 @@ impl PartitionProcessor {
             self.partition,
         ));
         out.settlements.extend(closed);
+    }
+
+    /// The inputs of one settlement record, or why it is not one paystream wrote.
+    fn settlement_inputs(&self, bytes: &[u8]) -> Result<Vec<SettlementInput>, Rejection> {
+        let inputs = settlement::decode_inputs(bytes)
+            .map_err(|why| Rejection::new(RejectReason::UnsupportedSchema, format!("settlement inputs: {why}")))?;
+        for input in &inputs {
+            match input {
+                SettlementInput::Entry(entry) if entry.gross_minor < 0 || entry.fee_minor < 0 => {
+                    let detail = format!("settlement entry {}: negative amount", entry.entry_id);
+                    return Err(Rejection::new(RejectReason::NonPositiveAmount, detail));
+                }
+                SettlementInput::Mark { source_partition, .. } if *source_partition >= self.partitions() => {
+                    let detail = format!(
+                        "settlement mark from partition {source_partition}; the input has {}",
+                        self.partitions()
+                    );
+                    return Err(Rejection::new(RejectReason::WrongPartition, detail));
+                }
+                SettlementInput::Entry(_) | SettlementInput::Mark { .. } => {}
+            }
+        }
+        Ok(inputs)
     }
 
     /// The velocity rule a payment trips, if any (device first).

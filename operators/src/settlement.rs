@@ -103,7 +103,7 @@ pub fn encode_inputs(inputs: &[(u32, SettlementInput)]) -> Vec<(u32, Vec<u8>)> {
     #[derive(Serialize)]
     struct RecordRef<'a> {
         version: u16,
-        inputs: Vec<&'a SettlementInput>,
+        inputs: &'a [&'a SettlementInput],
     }
     let mut by_target: BTreeMap<u32, Vec<&SettlementInput>> = BTreeMap::new();
     for (target, input) in inputs {
@@ -112,7 +112,7 @@ pub fn encode_inputs(inputs: &[(u32, SettlementInput)]) -> Vec<(u32, Vec<u8>)> {
     let mut records = Vec::new();
     for (target, inputs) in by_target {
         for chunk in inputs.chunks(SETTLEMENT_INPUTS_PER_RECORD_MAX) {
-            let record = RecordRef { version: SETTLEMENT_INPUTS_FORMAT_VERSION, inputs: chunk.to_vec() };
+            let record = RecordRef { version: SETTLEMENT_INPUTS_FORMAT_VERSION, inputs: chunk };
             records.push((target, postcard::to_stdvec(&record).expect("encoding to a Vec cannot fail")));
         }
     }

@@ -256,3 +256,48 @@ fn settle_interleaved(
     }
     Ok(cluster)
 }
+
+/// A settlement record paystream did not write is dead-lettered whole, with its reason,
+/// and nothing of it is applied; the records around it are.
+#[test]
+fn a_foreign_settlement_record_is_dead_lettered_whole() {
+    use paystream_domain::Currency;
+    use paystream_operators::settlement::{EntryKind, SettlementEntry, SettlementInput};
+    let config = Arc::new(OperatorConfig { input_partitions: Some(2), ..OperatorConfig::default() });
+    let mut processor = PartitionProcessor::new(config.clone(), default_model(&config), 0);
+    let entry = |id: &str, gross_minor: i64| {
+        SettlementInput::Entry(SettlementEntry {
+            entry_id: id.into(),
+            merchant_id: "m".into(),
+            currency: Currency::EUR,
+            kind: EntryKind::Payment,
+            gross_minor,
+            fee_minor: 0,
+            event_time_ms: START_MS,
+            window_start_ms: START_MS,
+            late: false,
+            source_partition: 1,
+        })
+    };
+    let record = |inputs: Vec<SettlementInput>| {
+        let inputs: Vec<(u32, SettlementInput)> = inputs.into_iter().map(|input| (0, input)).collect();
+        let mut records = encode_inputs(&inputs);
+        assert_eq!(records.len(), 1);
+        records.remove(0).1
+    };
+    let records = [
+        record(vec![entry("ok", 100)]),
+        record(vec![entry("fine", 5), entry("negative", -1)]),
+        record(vec![SettlementInput::Mark { source_partition: 7, open_from_ms: START_MS }]),
+        b"not a settlement record".to_vec(),
+    ];
+    let inputs: Vec<InputRecord<'_>> =
+        records.iter().enumerate().map(|(i, value)| InputRecord { offset: i as u64, key: b"", value }).collect();
+    let mut out = OutputBatch::default();
+    processor.process_settlement_inputs("paystream-settlement-entries", &inputs, &mut out);
+    let letters: Vec<_> = out.dead_letters.iter().map(|l| (l.source_offset, l.reason.as_str())).collect();
+    assert_eq!(letters, [(1, "non_positive_amount"), (2, "wrong_partition"), (3, "unsupported_schema")]);
+    let windows: Vec<_> =
+        processor.state().settlement().open_windows().map(|(_, t)| (t.payment_count, t.gross_minor)).collect();
+    assert_eq!(windows, [(1, 100)], "only the first record applied; none of the second");
+}
