@@ -971,27 +971,15 @@ impl Pipeline {
                 }
                 // Transfer legs for this partition's accounts, then settlement entries and
                 // marks for its merchants, in the same transaction.
-                let legs = self.fetch_internal(&mut task.legs, &topics.transfers, partition)?;
-                if let Some(last) = legs.last() {
-                    let inputs: Vec<InputRecord<'_>> =
-                        legs.iter().map(|r| InputRecord { offset: r.offset, key: &r.key, value: &r.value }).collect();
-                    task.processor.process_transfer_legs(&topics.transfers.name, &inputs, &mut out);
-                    task.legs.next_offset = last.offset + 1;
-                    transaction.set_position(&config.group_id, &topics.transfers, partition, task.legs.next_offset);
-                    advanced = true;
-                }
-                let entries = self.fetch_internal(&mut task.entries, &topics.settlement_entries, partition)?;
-                if let Some(last) = entries.last() {
-                    let inputs: Vec<InputRecord<'_>> = entries
-                        .iter()
-                        .map(|r| InputRecord { offset: r.offset, key: &r.key, value: &r.value })
-                        .collect();
-                    task.processor.process_settlement_inputs(&topics.settlement_entries.name, &inputs, &mut out);
-                    task.entries.next_offset = last.offset + 1;
-                    let topic = &topics.settlement_entries;
-                    transaction.set_position(&config.group_id, topic, partition, task.entries.next_offset);
-                    advanced = true;
-                }
+                let processor = &mut task.processor;
+                advanced |=
+                    self.read_internal(&mut task.legs, &topics.transfers, partition, &mut transaction, |inputs| {
+                        processor.process_transfer_legs(&topics.transfers.name, inputs, &mut out)
+                    })?;
+                let entries = &topics.settlement_entries;
+                advanced |= self.read_internal(&mut task.entries, entries, partition, &mut transaction, |inputs| {
+                    processor.process_settlement_inputs(&entries.name, inputs, &mut out)
+                })?;
                 if !advanced {
                     continue;
                 }
@@ -1125,8 +1113,7 @@ impl Pipeline {
         if records.is_empty() {
             return Ok(0);
         }
-        let inputs: Vec<InputRecord<'_>> =
-            records.iter().map(|r| InputRecord { offset: r.offset, key: &r.key, value: &r.value }).collect();
+        let inputs = input_records(records);
         let consumed = match context.stage {
             Some(stage) => {
                 let ends = stage.input_ends(self.log.as_ref(), topics)?;
@@ -1203,6 +1190,24 @@ impl Pipeline {
                 *counters = fresh;
             }
         }
+    }
+
+    /// Reads an internal input's next records, hands them to `process` and moves the
+    /// group's position past them in `transaction`; false if there were none.
+    fn read_internal(
+        &self,
+        input: &mut InternalInput,
+        topic: &Topic,
+        partition: u32,
+        transaction: &mut Transaction,
+        process: impl FnOnce(&[InputRecord<'_>]),
+    ) -> Result<bool, RuntimeError> {
+        let records = self.fetch_internal(input, topic, partition)?;
+        let Some(last) = records.last() else { return Ok(false) };
+        process(&input_records(&records));
+        input.next_offset = last.offset + 1;
+        transaction.set_position(&self.config.group_id, topic, partition, input.next_offset);
+        Ok(true)
     }
 
     /// The next records of an internal input (transfer legs, settlement entries): none
@@ -1311,6 +1316,11 @@ impl Pipeline {
         }
         Ok(())
     }
+}
+
+/// Log records as the operators take them.
+fn input_records(records: &[crate::log::Record]) -> Vec<InputRecord<'_>> {
+    records.iter().map(|r| InputRecord { offset: r.offset, key: &r.key, value: &r.value }).collect()
 }
 
 fn send_json<T: Serialize>(
