@@ -553,6 +553,27 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// A pipeline on `log` with its own metrics, copying outputs to no store and owning
+    /// every partition (set the other fields for a record or history store, shared
+    /// metrics or a consumer group).
+    pub fn new(
+        log: Arc<dyn Log>,
+        snapshots: Arc<dyn SnapshotStore>,
+        model: Arc<dyn FraudModel>,
+        config: PipelineConfig,
+    ) -> Pipeline {
+        Pipeline {
+            log,
+            snapshots,
+            model,
+            metrics: Arc::new(Metrics::new()),
+            config,
+            record_store: None,
+            history_store: None,
+            membership: None,
+        }
+    }
+
     /// Runs the pipeline until `mode` says stop. Returns after every worker has committed
     /// its last batch and snapshotted its partitions.
     pub fn run(&self, mode: RunMode, control: &RunControl) -> Result<RunReport, RuntimeError> {

@@ -33,7 +33,6 @@ use paystream_operators::{OperatorConfig, default_model};
 use paystream_pipeline::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use paystream_pipeline::log::fault::CommitFault;
 use paystream_pipeline::log::{Log, Transaction};
-use paystream_pipeline::metrics::Metrics;
 use paystream_pipeline::runtime::ensure_topics;
 use paystream_pipeline::{Pipeline, PipelineConfig, RunControl, RunMode};
 use paystream_storage::FileSnapshotStore;
@@ -557,16 +556,8 @@ fn run(seed: u64, dir: &Path, log: &Arc<EmbeddedLog>, scenario: &Scenario, commi
         Some(commits) => Arc::new(CommitFault::after(log.clone(), commits)),
         None => log.clone(),
     };
-    let pipeline = Pipeline {
-        log,
-        snapshots: Arc::new(FileSnapshotStore::open(dir.join("snapshots")).unwrap()),
-        model: default_model(&OperatorConfig::default()),
-        metrics: Arc::new(Metrics::new()),
-        config: config(scenario),
-        record_store: None,
-        history_store: None,
-        membership: None,
-    };
+    let snapshots = Arc::new(FileSnapshotStore::open(dir.join("snapshots")).unwrap());
+    let pipeline = Pipeline::new(log, snapshots, default_model(&OperatorConfig::default()), config(scenario));
     match (pipeline.run(RunMode::UntilIdle, &RunControl::new(true)), commits) {
         (Ok(_), _) => false,
         (Err(error), Some(_)) if error.to_string().contains("injected fault") => true,

@@ -13,7 +13,6 @@ use paystream_domain::{Decision, Outcome};
 use paystream_operators::{OperatorConfig, default_model};
 use paystream_pipeline::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use paystream_pipeline::log::{Log, Transaction};
-use paystream_pipeline::metrics::Metrics;
 use paystream_pipeline::runtime::ensure_topics;
 use paystream_pipeline::{Pipeline, PipelineConfig, RunControl, RunMode};
 use paystream_storage::history::{AggregateRow, DayTotals, HistoryRow, HistoryStore, MemoryHistoryStore};
@@ -99,15 +98,10 @@ impl HistoryStore for Injected {
 
 fn run(dir: &Path, store: &Injected) -> Result<(), paystream_pipeline::RuntimeError> {
     let log = Arc::new(EmbeddedLog::open(EmbeddedLogConfig::new(dir.join("log"))).unwrap());
+    let snapshots = Arc::new(FileSnapshotStore::open(dir.join("snapshots")).unwrap());
     let pipeline = Pipeline {
-        log,
-        snapshots: Arc::new(FileSnapshotStore::open(dir.join("snapshots")).unwrap()),
-        model: default_model(&OperatorConfig::default()),
-        metrics: Arc::new(Metrics::new()),
-        config: config(),
-        record_store: None,
         history_store: Some(Mutex::new(Box::new(store.clone()))),
-        membership: None,
+        ..Pipeline::new(log, snapshots, default_model(&OperatorConfig::default()), config())
     };
     pipeline.run(RunMode::UntilIdle, &RunControl::new(true)).map(|_| ())
 }

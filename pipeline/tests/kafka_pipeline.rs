@@ -18,7 +18,6 @@ use paystream_operators::{OperatorConfig, default_model};
 use paystream_pipeline::log::fault::CommitFault;
 use paystream_pipeline::log::kafka::{KafkaConfig, KafkaLog, mock_cluster};
 use paystream_pipeline::log::{Log, Membership};
-use paystream_pipeline::metrics::Metrics;
 use paystream_pipeline::{Pipeline, PipelineConfig, RunControl, RunMode, TopicNames};
 use paystream_storage::FileSnapshotStore;
 use rdkafka::ClientConfig;
@@ -36,22 +35,15 @@ fn pipeline(dir: &Path, log: Arc<dyn Log>) -> Pipeline {
 }
 
 fn in_group(dir: &Path, log: Arc<dyn Log>, membership: Option<Arc<dyn Membership>>) -> Pipeline {
-    Pipeline {
-        log,
-        snapshots: Arc::new(FileSnapshotStore::open(dir.join("snapshots")).unwrap()),
-        model: default_model(&OperatorConfig::default()),
-        metrics: Arc::new(Metrics::new()),
-        config: PipelineConfig {
-            partitions: 4,
-            workers: 2,
-            batch_records_max: 60,
-            snapshot_interval_batches: 4,
-            ..PipelineConfig::default()
-        },
-        record_store: None,
-        history_store: None,
-        membership,
-    }
+    let config = PipelineConfig {
+        partitions: 4,
+        workers: 2,
+        batch_records_max: 60,
+        snapshot_interval_batches: 4,
+        ..PipelineConfig::default()
+    };
+    let snapshots = Arc::new(FileSnapshotStore::open(dir.join("snapshots")).unwrap());
+    Pipeline { membership, ..Pipeline::new(log, snapshots, default_model(&OperatorConfig::default()), config) }
 }
 
 fn open_log(servers: &str) -> KafkaLog {

@@ -93,16 +93,9 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 fn make_pipeline(dir: &Path, log: Arc<EmbeddedLog>, model: &Path, metrics: Arc<Metrics>) -> Pipeline {
-    Pipeline {
-        log,
-        snapshots: Arc::new(FileSnapshotStore::open(dir.join("snapshots")).unwrap()),
-        model: Arc::new(load_model_file(model, 7 * DAY_MS).unwrap()),
-        metrics,
-        config: config(model),
-        record_store: None,
-        history_store: None,
-        membership: None,
-    }
+    let snapshots = Arc::new(FileSnapshotStore::open(dir.join("snapshots")).unwrap());
+    let loaded = Arc::new(load_model_file(model, 7 * DAY_MS).unwrap());
+    Pipeline { metrics, ..Pipeline::new(log, snapshots, loaded, config(model)) }
 }
 
 #[test]

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use paystream_operators::{OperatorConfig, default_model};
 use paystream_pipeline::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use paystream_pipeline::log::{Log, Transaction};
-use paystream_pipeline::metrics::Metrics;
 use paystream_pipeline::runtime::ensure_topics;
 use paystream_pipeline::{Pipeline, PipelineConfig, RunControl, RunMode};
 use paystream_storage::FileSnapshotStore;
@@ -52,16 +51,8 @@ fn publish(log: &EmbeddedLog, from: u32, to: u32) {
 }
 
 fn run(dir: &Path, log: Arc<EmbeddedLog>) {
-    let pipeline = Pipeline {
-        log,
-        snapshots: Arc::new(FileSnapshotStore::open(dir.join("snapshots")).unwrap()),
-        model: default_model(&OperatorConfig::default()),
-        metrics: Arc::new(Metrics::new()),
-        config: config(),
-        record_store: None,
-        history_store: None,
-        membership: None,
-    };
+    let snapshots = Arc::new(FileSnapshotStore::open(dir.join("snapshots")).unwrap());
+    let pipeline = Pipeline::new(log, snapshots, default_model(&OperatorConfig::default()), config());
     pipeline.run(RunMode::UntilIdle, &RunControl::new(true)).unwrap();
 }
 
