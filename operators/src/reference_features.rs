@@ -112,6 +112,76 @@ fn count_at_or_before<T>(deque: &VecDeque<T>, t: i64, time: impl Fn(&T) -> i64) 
     }
 }
 
+/// Sorted deques up to this length are counted by a linear, branch-free pass (it
+/// vectorizes, and the times of a typical key fit in a few cache lines); longer ones by
+/// binary search, so a busy key costs O(log n), not O(n).
+const LINEAR_COUNT_LEN_MAX: usize = 96;
+
+/// How many entries of `deque` (sorted by `time`) have `time(e) <= limit`, for each limit.
+fn counts_at_or_before<T, const N: usize>(
+    deque: &VecDeque<T>,
+    limits: [i64; N],
+    time: impl Fn(&T) -> i64,
+) -> [usize; N] {
+    let mut counts = [0; N];
+    if deque.len() <= LINEAR_COUNT_LEN_MAX {
+        // One pass, every limit at once.
+        for e in deque {
+            let t = time(e);
+            for (n, limit) in counts.iter_mut().zip(limits) {
+                *n += usize::from(t <= limit);
+            }
+        }
+    } else {
+        for (n, limit) in counts.iter_mut().zip(limits) {
+            *n = count_at_or_before(deque, limit, &time);
+        }
+    }
+    counts
+}
+
+/// How many of `entries` (sorted by `time`) are at or before each limit, given `starts`
+/// from [`starts_after_insert`] for `offsets` and limits at or after the newest entry's
+/// time minus each offset (a payment at or after the newest): a few entries are read
+/// from each start, not all of them.
+fn counts_from_starts<T, const N: usize>(
+    entries: &VecDeque<T>,
+    starts: &[u32; N],
+    limits: [i64; N],
+    time: impl Fn(&T) -> i64,
+) -> [usize; N] {
+    let mut counts = [0; N];
+    for ((n, start), limit) in counts.iter_mut().zip(starts).zip(limits) {
+        let mut k = *start as usize;
+        while entries.get(k).is_some_and(|e| time(e) <= limit) {
+            k += 1;
+        }
+        *n = k;
+    }
+    counts
+}
+
+/// Keeps `starts[i]` = how many of `entries` are at or before (newest entry's time −
+/// `offsets[i]`) after an entry at `inserted_ms` was inserted in time order.
+fn starts_after_insert<T, const N: usize>(
+    entries: &VecDeque<T>,
+    starts: &mut [u32; N],
+    offsets: [i64; N],
+    inserted_ms: i64,
+    time: impl Fn(&T) -> i64,
+) {
+    let newest = entries.back().map_or(i64::MIN, &time);
+    for (start, offset) in starts.iter_mut().zip(offsets) {
+        let boundary = newest.saturating_sub(offset);
+        // Before the boundary moves: the entry inserted counts if it is at or before it.
+        let mut k = *start as usize + usize::from(inserted_ms <= boundary);
+        while entries.get(k).is_some_and(|e| time(e) <= boundary) {
+            k += 1;
+        }
+        *start = k as u32;
+    }
+}
+
 /// The feature row of a payment as of its event time: calendar, customer windows (the
 /// payment included), and terminal windows when there is a terminal index (zeros
 /// otherwise). Training, backtests and the live operator all build rows here.
@@ -132,29 +202,86 @@ pub fn feature_row(
     row
 }
 
-/// Inserts `item` keeping `deque` sorted by `time`; late events land in their place
-/// (after events of the same time).
-fn insert_by_time<T: Copy>(deque: &mut VecDeque<T>, item: T, time: impl Fn(&T) -> i64) {
-    let at = count_at_or_before(deque, time(&item), &time);
-    if at == deque.len() {
-        deque.push_back(item);
-    } else {
-        deque.insert(at, item);
-    }
-}
+/// Largest amount one payment adds to a customer's window sums (minor units). With at
+/// most [`CUSTOMER_HISTORY_ENTRIES_MAX`] payments in a window, sums stay below 2⁶²: the
+/// running sums never overflow. A larger payment counts as this much in the averages
+/// (a feature, never money).
+const WINDOW_AMOUNT_MINOR_MAX: i64 = 1 << 50;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct CustomerEntry {
     event_time_ms: i64,
-    amount_minor: i64,
+    /// Running sum of the (capped) amounts through this payment, wrapping: differences
+    /// are exact since no window sum reaches 2⁶³.
+    running_sum_minor: i64,
     terminal_hash: u64,
+}
+
+/// The customer windows, 1, 7 and 30 days.
+const CUSTOMER_WINDOWS_MS: [i64; 3] = [MILLIS_PER_DAY, 7 * MILLIS_PER_DAY, LONGEST_WINDOW_MS];
+
+/// One customer's recent payments, oldest first: a window's count is a difference of
+/// positions, its sum a difference of running sums. For a payment in event-time order
+/// the window starts are kept ([`starts_after_insert`]), so it reads a few entries; a
+/// late one counts event times (a binary search on a long history).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct CustomerHistory {
+    /// By event time (ties in arrival order).
+    entries: VecDeque<CustomerEntry>,
+    /// The running sum before the oldest payment kept.
+    base_sum_minor: i64,
+    /// Per window in [`CUSTOMER_WINDOWS_MS`]: how many entries are at or before the
+    /// newest one's time minus the window.
+    starts: [u32; 3],
+}
+
+impl CustomerHistory {
+    /// The running sum through the first `k` payments.
+    fn sum_through(&self, k: usize) -> i64 {
+        if k == 0 { self.base_sum_minor } else { self.entries[k - 1].running_sum_minor }
+    }
+
+    fn insert(&mut self, event_time_ms: i64, amount_minor: i64, terminal_hash: u64) {
+        let amount = amount_minor.clamp(0, WINDOW_AMOUNT_MINOR_MAX);
+        let at = count_at_or_before(&self.entries, event_time_ms, |e| e.event_time_ms);
+        let running_sum_minor = self.sum_through(at).wrapping_add(amount);
+        let entry = CustomerEntry { event_time_ms, running_sum_minor, terminal_hash };
+        if at == self.entries.len() {
+            self.entries.push_back(entry);
+        } else {
+            // Late: later payments' running sums include it too.
+            self.entries.insert(at, entry);
+            for later in self.entries.range_mut(at + 1..) {
+                later.running_sum_minor = later.running_sum_minor.wrapping_add(amount);
+            }
+        }
+        starts_after_insert(&self.entries, &mut self.starts, CUSTOMER_WINDOWS_MS, event_time_ms, |e| e.event_time_ms);
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(entry) = self.entries.pop_front() {
+            self.base_sum_minor = entry.running_sum_minor;
+            // The oldest entry is inside a start's prefix whenever that prefix is not empty.
+            for start in &mut self.starts {
+                *start = start.saturating_sub(1);
+            }
+        }
+    }
 }
 
 /// Per-customer windows: the state of the customer features, kept by the partition that
 /// owns the customer (the pipeline is keyed by payer).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomerWindows {
-    customers: PreHashedMap<u64, VecDeque<CustomerEntry>>,
+    customers: PreHashedMap<u64, CustomerHistory>,
+    /// The newest event time of each (customer, terminal) pair ([`pair_key`]) seen in
+    /// the last 30 days: "new terminal" for a payment in event-time order in one lookup.
+    terminal_uses: PreHashedMap<u64, i64>,
+}
+
+/// The key of a (customer, terminal) pair: a mix of two uniform 64-bit hashes.
+fn pair_key(customer_hash: u64, terminal_hash: u64) -> u64 {
+    customer_hash ^ terminal_hash.rotate_left(29).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 impl CustomerWindows {
@@ -168,30 +295,36 @@ impl CustomerWindows {
         amount_minor: i64,
         row: &mut FeatureRow,
     ) {
+        // (count, sum) of the earlier payments in (t − w, t] for w = 1, 7, 30 days.
         let mut windows = [(0u32, 0i64); 3];
         let mut hours_since_previous = HOURS_SINCE_PREVIOUS_MAX;
         let mut seen_terminal = false;
         if let Some(history) = self.customers.get(&customer_hash) {
-            let before = count_at_or_before(history, event_time_ms, |e| e.event_time_ms);
-            let recent = history.range(..before).rev();
-            // Newest first: the first payment inside 30 days is the previous one.
-            let mut previous = None;
-            // Branch-free accumulation per entry (this loop is the hot path).
-            let (day, week) = (event_time_ms - MILLIS_PER_DAY, event_time_ms - 7 * MILLIS_PER_DAY);
-            for e in recent.take_while(|e| e.event_time_ms > event_time_ms - LONGEST_WINDOW_MS) {
-                previous.get_or_insert(e.event_time_ms);
-                seen_terminal |= e.terminal_hash == terminal_hash;
-                let (in_day, in_week) = (e.event_time_ms > day, e.event_time_ms > week);
-                windows[0].0 += u32::from(in_day);
-                windows[0].1 = windows[0].1.saturating_add(e.amount_minor * i64::from(in_day));
-                windows[1].0 += u32::from(in_week);
-                windows[1].1 = windows[1].1.saturating_add(e.amount_minor * i64::from(in_week));
-                windows[2].0 += 1;
-                windows[2].1 = windows[2].1.saturating_add(e.amount_minor);
+            let t = event_time_ms;
+            let limits = CUSTOMER_WINDOWS_MS.map(|w| t - w);
+            let newest = history.entries.back().map_or(i64::MIN, |e| e.event_time_ms);
+            let in_order = t >= newest;
+            let [through, day, week, month] = if in_order {
+                let [day, week, month] =
+                    counts_from_starts(&history.entries, &history.starts, limits, |e| e.event_time_ms);
+                [history.entries.len(), day, week, month]
+            } else {
+                let [day, week, month] = limits;
+                counts_at_or_before(&history.entries, [t, day, week, month], |e| e.event_time_ms)
+            };
+            let sum_through = history.sum_through(through);
+            for (window, from) in windows.iter_mut().zip([day, week, month]) {
+                *window = ((through - from) as u32, sum_through.wrapping_sub(history.sum_through(from)));
             }
-            if let Some(previous) = previous {
-                hours_since_previous = (event_time_ms - previous) as f64 / 3_600_000.0;
+            if through > month {
+                hours_since_previous = (t - history.entries[through - 1].event_time_ms) as f64 / 3_600_000.0;
             }
+            seen_terminal = if in_order {
+                let last_use = self.terminal_uses.get(&pair_key(customer_hash, terminal_hash));
+                last_use.is_some_and(|last| *last > t - LONGEST_WINDOW_MS)
+            } else {
+                history.entries.range(month..through).any(|e| e.terminal_hash == terminal_hash)
+            };
         }
         let (previous_count, previous_sum) = windows[2];
         for (i, (count, sum)) in windows.into_iter().enumerate() {
@@ -220,12 +353,14 @@ impl CustomerWindows {
         amount_minor: i64,
         lateness_ms: i64,
     ) {
+        let last_use = self.terminal_uses.entry(pair_key(customer_hash, terminal_hash)).or_insert(event_time_ms);
+        *last_use = (*last_use).max(event_time_ms);
         let history = self.customers.entry(customer_hash).or_default();
-        insert_by_time(history, CustomerEntry { event_time_ms, amount_minor, terminal_hash }, |e| e.event_time_ms);
-        let newest = history.back().expect("just inserted").event_time_ms;
+        history.insert(event_time_ms, amount_minor, terminal_hash);
+        let newest = history.entries.back().expect("just inserted").event_time_ms;
         let horizon = newest.saturating_sub(LONGEST_WINDOW_MS).saturating_sub(lateness_ms);
-        while history.len() > CUSTOMER_HISTORY_ENTRIES_MAX
-            || history.front().is_some_and(|e| e.event_time_ms <= horizon)
+        while history.entries.len() > CUSTOMER_HISTORY_ENTRIES_MAX
+            || history.entries.front().is_some_and(|e| e.event_time_ms <= horizon)
         {
             history.pop_front();
         }
@@ -236,7 +371,8 @@ impl CustomerWindows {
     pub fn expire_idle(&mut self, watermark_ms: i64) -> usize {
         let before = self.customers.len();
         let horizon = watermark_ms.saturating_sub(LONGEST_WINDOW_MS);
-        self.customers.retain(|_, history| history.back().is_some_and(|e| e.event_time_ms > horizon));
+        self.customers.retain(|_, history| history.entries.back().is_some_and(|e| e.event_time_ms > horizon));
+        self.terminal_uses.retain(|_, last| *last > horizon);
         before - self.customers.len()
     }
 
@@ -256,32 +392,20 @@ pub struct Label {
     pub reported_at_ms: i64,
 }
 
+/// An indexed payment whose latest label says fraud.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Fraud {
+    event_time_ms: i64,
+    payment_hash: u64,
+    reported_at_ms: i64,
+}
+
+/// A payment at a terminal: its labels are kept apart (few are fraud).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct TerminalEntry {
     event_time_ms: i64,
     /// [`payment_hash`] of the payment id.
     payment_hash: u64,
-    /// The latest label's report time (`i64::MIN`: no label yet) and verdict.
-    label_reported_at_ms: i64,
-    is_fraud: bool,
-}
-
-impl TerminalEntry {
-    fn new(event_time_ms: i64, payment_hash: u64, label: Option<Label>) -> TerminalEntry {
-        let mut entry = TerminalEntry { event_time_ms, payment_hash, label_reported_at_ms: i64::MIN, is_fraud: false };
-        if let Some(label) = label {
-            entry.set_label(label);
-        }
-        entry
-    }
-
-    /// The latest reported label wins.
-    fn set_label(&mut self, label: Label) {
-        if label.reported_at_ms >= self.label_reported_at_ms {
-            self.label_reported_at_ms = label.reported_at_ms;
-            self.is_fraud = label.is_fraud;
-        }
-    }
 }
 
 /// What [`TerminalIndex::add_label`] did.
@@ -295,16 +419,24 @@ pub enum LabelApplied {
 
 /// Every payment of every partition per terminal, with the labels reported for them:
 /// the state of the terminal features. Idempotent: adding a payment or a label again
-/// changes nothing, so replays never count twice.
+/// changes nothing, so replays never count twice. The latest reported label of a
+/// payment wins, whatever order labels arrive in.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TerminalIndex {
+    /// Per terminal, its payments by event time (ties in indexing order).
     terminals: PreHashedMap<u64, VecDeque<TerminalEntry>>,
+    /// Per terminal, its indexed payments whose latest label says fraud, by event time
+    /// (a small map: only terminals with frauds in the windows).
+    frauds: PreHashedMap<u64, Vec<Fraud>>,
     /// Payment id → (terminal, event time), to find a label's payment. Not in
     /// snapshots: rebuilt from the entries.
     #[serde(skip)]
     payments: PreHashedMap<u64, (u64, i64)>,
     /// Labels whose payment is not indexed yet.
     pending_labels: PreHashedMap<u64, Label>,
+    /// Report times of indexed payments whose latest label says genuine (so an older
+    /// fraud label arriving later does not win). Empty unless genuine labels are sent.
+    genuine_labels: PreHashedMap<u64, i64>,
 }
 
 impl TerminalIndex {
@@ -314,9 +446,17 @@ impl TerminalIndex {
             return false;
         }
         self.payments.insert(payment_hash, (terminal_hash, event_time_ms));
-        let label = self.pending_labels.remove(&payment_hash);
         let entries = self.terminals.entry(terminal_hash).or_default();
-        insert_by_time(entries, TerminalEntry::new(event_time_ms, payment_hash, label), |e| e.event_time_ms);
+        let at = count_at_or_before(entries, event_time_ms, |e| e.event_time_ms);
+        let entry = TerminalEntry { event_time_ms, payment_hash };
+        if at == entries.len() {
+            entries.push_back(entry);
+        } else {
+            entries.insert(at, entry);
+        }
+        if let Some(label) = self.pending_labels.remove(&payment_hash) {
+            self.place_label(payment_hash, terminal_hash, event_time_ms, label);
+        }
         true
     }
 
@@ -329,42 +469,72 @@ impl TerminalIndex {
             }
             return LabelApplied::Pending;
         };
-        let entries = self.terminals.get_mut(&terminal_hash).expect("indexed payments have a terminal");
-        let from = entries.partition_point(|e| e.event_time_ms < event_time_ms);
-        let entry = entries
-            .range_mut(from..)
-            .find(|e| e.payment_hash == payment_hash)
-            .expect("indexed payments are in their terminal's entries");
-        entry.set_label(label);
+        let frauds = self.frauds.entry(terminal_hash).or_default();
+        let fraud = frauds.iter().position(|f| f.payment_hash == payment_hash);
+        let current_reported_ms = match fraud {
+            Some(i) => Some(frauds[i].reported_at_ms),
+            None => self.genuine_labels.get(&payment_hash).copied(),
+        };
+        if current_reported_ms.is_some_and(|r| r > label.reported_at_ms) {
+            return LabelApplied::Attached; // an older label than the one held
+        }
+        if let Some(i) = fraud {
+            frauds.remove(i);
+        }
+        self.place_label(payment_hash, terminal_hash, event_time_ms, label);
         LabelApplied::Attached
+    }
+
+    /// Attaches the latest label of an indexed payment that holds none.
+    fn place_label(&mut self, payment_hash: u64, terminal_hash: u64, event_time_ms: i64, label: Label) {
+        if label.is_fraud {
+            self.genuine_labels.remove(&payment_hash);
+            let frauds = self.frauds.entry(terminal_hash).or_default();
+            let at = frauds.partition_point(|f| f.event_time_ms <= event_time_ms);
+            frauds.insert(at, Fraud { event_time_ms, payment_hash, reported_at_ms: label.reported_at_ms });
+        } else {
+            self.genuine_labels.insert(payment_hash, label.reported_at_ms);
+        }
     }
 
     /// Fills the terminal features of a payment at `event_time_ms`, as of that time.
     pub fn compute(&self, terminal_hash: u64, event_time_ms: i64, label_delay_ms: i64, row: &mut FeatureRow) {
+        // (payments, frauds) in (t − d − w, t − d] for w = 1, 7, 30 days, of those before t.
         let mut windows = [(0u32, 0u32); 3];
         let mut velocity = 0u32;
         if let Some(entries) = self.terminals.get(&terminal_hash) {
-            // One backward pass from the newest payment before t: the last day's payments
-            // (velocity), then the delayed windows, until older than all of them.
-            let delayed_end = event_time_ms - label_delay_ms;
-            let before = count_at_or_before(entries, event_time_ms - 1, |e| e.event_time_ms);
-            let day_ago = event_time_ms - MILLIS_PER_DAY;
-            let mut newest_first = entries.range(..before).rev().peekable();
-            while let Some(e) = newest_first.next_if(|e| e.event_time_ms > delayed_end) {
-                velocity += u32::from(e.event_time_ms > day_ago);
+            let t = event_time_ms;
+            let delayed_end = t - label_delay_ms;
+            let [before, day_ago, end, one, seven, thirty] = counts_at_or_before(
+                entries,
+                [
+                    t - 1,
+                    t - MILLIS_PER_DAY,
+                    delayed_end,
+                    delayed_end - MILLIS_PER_DAY,
+                    delayed_end - 7 * MILLIS_PER_DAY,
+                    delayed_end - LONGEST_WINDOW_MS,
+                ],
+                |e| e.event_time_ms,
+            );
+            // Payments in (t − 1 day, t).
+            velocity = before.saturating_sub(day_ago) as u32;
+            let end = end.min(before);
+            let starts = [one, seven, thirty];
+            for (window, from) in windows.iter_mut().zip(starts) {
+                window.0 = end.saturating_sub(from) as u32;
             }
-            // Branch-free accumulation per entry (this loop is the hot path).
-            let (one, seven) = (delayed_end - MILLIS_PER_DAY, delayed_end - 7 * MILLIS_PER_DAY);
-            for e in newest_first.take_while(|e| e.event_time_ms > delayed_end - LONGEST_WINDOW_MS) {
-                velocity += u32::from(e.event_time_ms > day_ago); // only when d < 1 day
-                let fraud = u32::from(e.is_fraud && e.label_reported_at_ms <= event_time_ms);
-                let (in_one, in_seven) = (u32::from(e.event_time_ms > one), u32::from(e.event_time_ms > seven));
-                windows[0].0 += in_one;
-                windows[0].1 += in_one & fraud;
-                windows[1].0 += in_seven;
-                windows[1].1 += in_seven & fraud;
-                windows[2].0 += 1;
-                windows[2].1 += fraud;
+            // A payment counts as fraud only if its label was reported by t.
+            let frauds = self.frauds.get(&terminal_hash).map_or(&[][..], Vec::as_slice);
+            for fraud in frauds.iter().filter(|f| f.reported_at_ms <= t && f.event_time_ms < t) {
+                if fraud.event_time_ms > delayed_end {
+                    break; // sorted by event time: the rest are later still
+                }
+                for (window, start_ms) in
+                    windows.iter_mut().zip([1, 7, 30].map(|days| delayed_end - days * MILLIS_PER_DAY))
+                {
+                    window.1 += u32::from(fraud.event_time_ms > start_ms);
+                }
             }
         }
         for (i, (count, frauds)) in windows.into_iter().enumerate() {
@@ -384,12 +554,16 @@ impl TerminalIndex {
         let payments = &mut self.payments;
         self.terminals.retain(|_, entries| {
             while entries.front().is_some_and(|e| e.event_time_ms <= horizon_ms) {
-                let e = entries.pop_front().expect("checked");
-                payments.remove(&e.payment_hash);
+                payments.remove(&entries.pop_front().expect("checked").payment_hash);
             }
             !entries.is_empty()
         });
+        self.frauds.retain(|_, frauds| {
+            frauds.retain(|f| f.event_time_ms > horizon_ms);
+            !frauds.is_empty()
+        });
         self.pending_labels.retain(|_, label| label.reported_at_ms > horizon_ms);
+        self.genuine_labels.retain(|id, _| payments.contains_key(id));
         before - self.payments.len()
     }
 
@@ -655,6 +829,97 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The windows as their definitions state them, by brute force over every payment
+        /// and label: customers with late payments (within the lateness), terminals with
+        /// labels arriving in any order (the latest reported wins), windows of every size.
+        #[test]
+        fn features_match_their_definitions(
+            payments in proptest::collection::vec((0u8..3, 0u8..4, 0i64..12, 0i64..80, 1i64..100_000), 1..200),
+            labels in proptest::collection::vec((0usize..150, proptest::bool::ANY, 0u32..400), 0..60),
+            long_history in proptest::bool::ANY,
+        ) {
+            let (d, lateness) = (7 * DAY, 2 * DAY);
+            // (customer, terminal, time, amount): each step moves time on by up to 11 hours;
+            // a payment is late by up to 47 hours (within the lateness) 60 % of the time.
+            // Whole hours, so payments often sit exactly on window edges. A long history
+            // pads terminal 0 and customer 0 past the linear-count length 40 days earlier.
+            let mut time = MONDAY + 40 * DAY;
+            let mut newest = time;
+            let mut all: Vec<(u8, u8, i64, i64)> = Vec::new();
+            if long_history {
+                for i in 0..200 {
+                    all.push((0, 0, MONDAY + i * 4 * HOUR, 1_00));
+                }
+                time += 10 * DAY;
+                newest = time;
+            }
+            for (customer, terminal, step, back, amount) in &payments {
+                time += step * HOUR;
+                let late_by = if *back >= 32 { (back - 32) * HOUR } else { 0 };
+                let t = (time - late_by).max(newest - lateness);
+                newest = newest.max(t);
+                all.push((*customer, *terminal, t, *amount));
+            }
+            let mut customers = CustomerWindows::default();
+            let mut index = TerminalIndex::default();
+            for (i, (c, term, t, amount)) in all.iter().enumerate() {
+                let (ch, th) = (key_hash(&format!("c{c}")), key_hash(&format!("t{term}")));
+                let mut row = [0.0; FEATURE_COUNT];
+                customers.compute(ch, th, *t, *amount, &mut row);
+                // Brute force over the customer's earlier payments in (t − 30 d, t].
+                let earlier: Vec<&(u8, u8, i64, i64)> =
+                    all[..i].iter().filter(|p| p.0 == *c && p.2 <= *t && p.2 > t - 30 * DAY).collect();
+                for (w, days) in [1, 7, 30].into_iter().enumerate() {
+                    let inside: Vec<_> = earlier.iter().filter(|p| p.2 > t - days * DAY).collect();
+                    let count = inside.len() as f64 + 1.0;
+                    let sum = inside.iter().map(|p| p.3).sum::<i64>() + amount;
+                    proptest::prop_assert_eq!(row[index::CUSTOMER_WINDOWS + 2 * w], count);
+                    proptest::prop_assert_eq!(row[index::CUSTOMER_WINDOWS + 2 * w + 1], sum as f64 / count / 100.0);
+                }
+                let previous = earlier.iter().map(|p| p.2).max();
+                proptest::prop_assert_eq!(
+                    row[index::CUSTOMER_HOURS_SINCE_PREVIOUS_TX],
+                    previous.map_or(720.0, |p| (t - p) as f64 / 3_600_000.0)
+                );
+                let seen = earlier.iter().any(|p| p.1 == *term);
+                proptest::prop_assert_eq!(row[index::CUSTOMER_NEW_TERMINAL_30DAY], f64::from(u8::from(!seen)));
+                customers.add(ch, th, *t, *amount, lateness);
+                index.add_payment(payment_hash(&format!("p{i}")), th, *t);
+            }
+            // Labels, in the order given, with distinct report times (a tie's winner
+            // depends on arrival order).
+            let mut reported: Vec<(usize, bool, i64)> = Vec::new();
+            for (n, (payment, is_fraud, hours)) in labels.iter().enumerate() {
+                let payment = payment % all.len();
+                let at = all[payment].2 + i64::from(*hours) * HOUR + n as i64;
+                index.add_label(payment_hash(&format!("p{payment}")), Label { is_fraud: *is_fraud, reported_at_ms: at });
+                reported.push((payment, *is_fraud, at));
+            }
+            let latest = |payment: usize| reported.iter().filter(|r| r.0 == payment).max_by_key(|r| r.2).copied();
+            // Probe times from the first payment to 40 days after the last.
+            let first = all.iter().map(|p| p.2).min().expect("payments");
+            let span = newest + 40 * DAY - first;
+            for term in 0..4u8 {
+                for probe in 0..60i64 {
+                    let t = first + span * probe / 60 + probe * 7 * HOUR % DAY;
+                    let mut row = [0.0; FEATURE_COUNT];
+                    index.compute(key_hash(&format!("t{term}")), t, d, &mut row);
+                    let at_terminal: Vec<(usize, i64)> = all.iter().enumerate()
+                        .filter(|(_, p)| p.1 == term && p.2 < t).map(|(i, p)| (i, p.2)).collect();
+                    for (w, days) in [1, 7, 30].into_iter().enumerate() {
+                        let inside: Vec<_> = at_terminal.iter().filter(|(_, pt)| *pt <= t - d && *pt > t - d - days * DAY).collect();
+                        let frauds = inside.iter()
+                            .filter(|(i, _)| latest(*i).is_some_and(|(_, fraud, at)| fraud && at <= t)).count();
+                        proptest::prop_assert_eq!(row[index::TERMINAL_WINDOWS + 2 * w], inside.len() as f64);
+                        let risk = if inside.is_empty() { 0.0 } else { frauds as f64 / inside.len() as f64 };
+                        proptest::prop_assert_eq!(row[index::TERMINAL_WINDOWS + 2 * w + 1], risk);
+                    }
+                    let velocity = at_terminal.iter().filter(|(_, pt)| *pt > t - DAY).count();
+                    proptest::prop_assert_eq!(row[index::TERMINAL_NB_TX_1DAY_NOW], velocity as f64);
+                }
+            }
+        }
+
         /// The live pipeline indexes payments and labels in whatever order its inputs
         /// deliver them, possibly far ahead of the payment being scored; the backtest
         /// replays them in event-time order. Both give the same terminal features.

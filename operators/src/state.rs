@@ -16,7 +16,7 @@ use crate::settlement::{SettlementEntry, SettlementState};
 use crate::{OperatorConfig, OperatorError};
 
 /// Bumped whenever the encoding of ops or snapshots changes incompatibly.
-pub const STATE_FORMAT_VERSION: u16 = 4;
+pub const STATE_FORMAT_VERSION: u16 = 5;
 
 /// One change to a partition's state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
