@@ -112,49 +112,36 @@ fn count_at_or_before<T>(deque: &VecDeque<T>, t: i64, time: impl Fn(&T) -> i64) 
     }
 }
 
-/// Sorted deques up to this length are counted by a linear, branch-free pass (it
-/// vectorizes, and the times of a typical key fit in a few cache lines); longer ones by
-/// binary search, so a busy key costs O(log n), not O(n).
-const LINEAR_COUNT_LEN_MAX: usize = 96;
+/// Entries walked from a hint before [`counts_near`] falls back to a binary search.
+const HINT_WALK_STEPS_MAX: usize = 16;
 
-/// How many entries of `deque` (sorted by `time`) have `time(e) <= limit`, for each limit.
-fn counts_at_or_before<T, const N: usize>(
-    deque: &VecDeque<T>,
-    limits: [i64; N],
-    time: impl Fn(&T) -> i64,
-) -> [usize; N] {
-    let mut counts = [0; N];
-    if deque.len() <= LINEAR_COUNT_LEN_MAX {
-        // One pass, every limit at once.
-        for e in deque {
-            let t = time(e);
-            for (n, limit) in counts.iter_mut().zip(limits) {
-                *n += usize::from(t <= limit);
-            }
-        }
-    } else {
-        for (n, limit) in counts.iter_mut().zip(limits) {
-            *n = count_at_or_before(deque, limit, &time);
-        }
-    }
-    counts
-}
-
-/// How many of `entries` (sorted by `time`) are at or before each limit, given `starts`
-/// from [`starts_after_insert`] for `offsets` and limits at or after the newest entry's
-/// time minus each offset (a payment at or after the newest): a few entries are read
-/// from each start, not all of them.
-fn counts_from_starts<T, const N: usize>(
+/// How many of `entries` (sorted by `time`) are at or before each limit, walking from
+/// `hints` (positions near the answers, e.g. kept by [`starts_after_insert`]): a
+/// payment reads the few entries around each window edge, not all of them. Any hint
+/// gives the right count; a far one costs a binary search.
+fn counts_near<T, const N: usize>(
     entries: &VecDeque<T>,
-    starts: &[u32; N],
+    hints: [usize; N],
     limits: [i64; N],
     time: impl Fn(&T) -> i64,
 ) -> [usize; N] {
     let mut counts = [0; N];
-    for ((n, start), limit) in counts.iter_mut().zip(starts).zip(limits) {
-        let mut k = *start as usize;
-        while entries.get(k).is_some_and(|e| time(e) <= limit) {
-            k += 1;
+    for ((n, hint), limit) in counts.iter_mut().zip(hints).zip(limits) {
+        let mut k = hint.min(entries.len());
+        let mut steps = 0;
+        loop {
+            if entries.get(k).is_some_and(|e| time(e) <= limit) {
+                k += 1;
+            } else if k > 0 && time(&entries[k - 1]) > limit {
+                k -= 1;
+            } else {
+                break;
+            }
+            steps += 1;
+            if steps > HINT_WALK_STEPS_MAX {
+                k = count_at_or_before(entries, limit, &time);
+                break;
+            }
         }
         *n = k;
     }
@@ -304,14 +291,12 @@ impl CustomerWindows {
             let limits = CUSTOMER_WINDOWS_MS.map(|w| t - w);
             let newest = history.entries.back().map_or(i64::MIN, |e| e.event_time_ms);
             let in_order = t >= newest;
-            let [through, day, week, month] = if in_order {
-                let [day, week, month] =
-                    counts_from_starts(&history.entries, &history.starts, limits, |e| e.event_time_ms);
-                [history.entries.len(), day, week, month]
-            } else {
-                let [day, week, month] = limits;
-                counts_at_or_before(&history.entries, [t, day, week, month], |e| e.event_time_ms)
-            };
+            let [day, week, month] = limits;
+            let [s1, s7, s30] = history.starts.map(|s| s as usize);
+            let [through, day, week, month] =
+                counts_near(&history.entries, [history.entries.len(), s1, s7, s30], [t, day, week, month], |e| {
+                    e.event_time_ms
+                });
             let sum_through = history.sum_through(through);
             for (window, from) in windows.iter_mut().zip([day, week, month]) {
                 *window = ((through - from) as u32, sum_through.wrapping_sub(history.sum_through(from)));
@@ -408,6 +393,14 @@ struct TerminalEntry {
     payment_hash: u64,
 }
 
+/// One terminal's payments by event time (ties in indexing order), with where its
+/// windows start for a payment at its newest one's time ([`TerminalIndex::window_offsets`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct TerminalPayments {
+    entries: VecDeque<TerminalEntry>,
+    starts: [u32; 5],
+}
+
 /// What [`TerminalIndex::add_label`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LabelApplied {
@@ -421,10 +414,12 @@ pub enum LabelApplied {
 /// the state of the terminal features. Idempotent: adding a payment or a label again
 /// changes nothing, so replays never count twice. The latest reported label of a
 /// payment wins, whatever order labels arrive in.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TerminalIndex {
-    /// Per terminal, its payments by event time (ties in indexing order).
-    terminals: PreHashedMap<u64, VecDeque<TerminalEntry>>,
+    /// The label delay d the window starts are kept for (any d is answered exactly; this
+    /// one fastest).
+    label_delay_ms: i64,
+    terminals: PreHashedMap<u64, TerminalPayments>,
     /// Per terminal, its indexed payments whose latest label says fraud, by event time
     /// (a small map: only terminals with frauds in the windows).
     frauds: PreHashedMap<u64, Vec<Fraud>>,
@@ -439,14 +434,40 @@ pub struct TerminalIndex {
     genuine_labels: PreHashedMap<u64, i64>,
 }
 
+impl Default for TerminalIndex {
+    /// For the reference label delay, 7 days.
+    fn default() -> TerminalIndex {
+        TerminalIndex::new(7 * MILLIS_PER_DAY)
+    }
+}
+
 impl TerminalIndex {
+    /// An empty index, fastest for features with label delay `label_delay_ms`.
+    pub fn new(label_delay_ms: i64) -> TerminalIndex {
+        TerminalIndex {
+            label_delay_ms,
+            terminals: PreHashedMap::default(),
+            frauds: PreHashedMap::default(),
+            payments: PreHashedMap::default(),
+            pending_labels: PreHashedMap::default(),
+            genuine_labels: PreHashedMap::default(),
+        }
+    }
+
+    /// How far before t each window's edge is, but the first (t − 1 ms, all payments before t):
+    /// velocity's day, then d, d + 1, d + 7 and d + 30 days.
+    fn window_offsets(label_delay_ms: i64) -> [i64; 5] {
+        let d = label_delay_ms;
+        [MILLIS_PER_DAY, d, d + MILLIS_PER_DAY, d + 7 * MILLIS_PER_DAY, d + LONGEST_WINDOW_MS]
+    }
+
     /// Indexes a payment; false when it already was.
     pub fn add_payment(&mut self, payment_hash: u64, terminal_hash: u64, event_time_ms: i64) -> bool {
         if self.payments.contains_key(&payment_hash) {
             return false;
         }
         self.payments.insert(payment_hash, (terminal_hash, event_time_ms));
-        let entries = self.terminals.entry(terminal_hash).or_default();
+        let TerminalPayments { entries, starts } = self.terminals.entry(terminal_hash).or_default();
         let at = count_at_or_before(entries, event_time_ms, |e| e.event_time_ms);
         let entry = TerminalEntry { event_time_ms, payment_hash };
         if at == entries.len() {
@@ -454,6 +475,8 @@ impl TerminalIndex {
         } else {
             entries.insert(at, entry);
         }
+        let offsets = TerminalIndex::window_offsets(self.label_delay_ms);
+        starts_after_insert(entries, starts, offsets, event_time_ms, |e| e.event_time_ms);
         if let Some(label) = self.pending_labels.remove(&payment_hash) {
             self.place_label(payment_hash, terminal_hash, event_time_ms, label);
         }
@@ -502,11 +525,13 @@ impl TerminalIndex {
         // (payments, frauds) in (t − d − w, t − d] for w = 1, 7, 30 days, of those before t.
         let mut windows = [(0u32, 0u32); 3];
         let mut velocity = 0u32;
-        if let Some(entries) = self.terminals.get(&terminal_hash) {
+        if let Some(TerminalPayments { entries, starts }) = self.terminals.get(&terminal_hash) {
             let t = event_time_ms;
             let delayed_end = t - label_delay_ms;
-            let [before, day_ago, end, one, seven, thirty] = counts_at_or_before(
+            let [day, d, d1, d7, d30] = starts.map(|s| s as usize);
+            let [before, day_ago, end, one, seven, thirty] = counts_near(
                 entries,
+                [entries.len(), day, d, d1, d7, d30],
                 [
                     t - 1,
                     t - MILLIS_PER_DAY,
@@ -552,9 +577,13 @@ impl TerminalIndex {
     pub fn expire(&mut self, horizon_ms: i64) -> usize {
         let before = self.payments.len();
         let payments = &mut self.payments;
-        self.terminals.retain(|_, entries| {
+        self.terminals.retain(|_, TerminalPayments { entries, starts }| {
             while entries.front().is_some_and(|e| e.event_time_ms <= horizon_ms) {
                 payments.remove(&entries.pop_front().expect("checked").payment_hash);
+                // The oldest entry is inside a start's prefix whenever that prefix is not empty.
+                for start in starts.iter_mut() {
+                    *start = start.saturating_sub(1);
+                }
             }
             !entries.is_empty()
         });
@@ -577,8 +606,8 @@ impl TerminalIndex {
         crate::state::check_version(bytes, what)?;
         let (_, mut index): (u16, TerminalIndex) =
             postcard::from_bytes(bytes).map_err(|source| crate::OperatorError::CorruptState { what, source })?;
-        for (&terminal_hash, entries) in &index.terminals {
-            for e in entries {
+        for (&terminal_hash, terminal) in &index.terminals {
+            for e in &terminal.entries {
                 index.payments.insert(e.payment_hash, (terminal_hash, e.event_time_ms));
             }
         }
@@ -602,7 +631,11 @@ pub struct ReferenceFeatures {
 impl ReferenceFeatures {
     /// `label_delay_ms`: the handbook's d (7 days in the reference protocol).
     pub fn new(label_delay_ms: i64) -> ReferenceFeatures {
-        ReferenceFeatures { label_delay_ms, customers: CustomerWindows::default(), terminals: TerminalIndex::default() }
+        ReferenceFeatures {
+            label_delay_ms,
+            customers: CustomerWindows::default(),
+            terminals: TerminalIndex::new(label_delay_ms),
+        }
     }
 
     /// The features of a payment at its event time (`amount_minor` in cents); then
@@ -861,7 +894,8 @@ mod tests {
                 all.push((*customer, *terminal, t, *amount));
             }
             let mut customers = CustomerWindows::default();
-            let mut index = TerminalIndex::default();
+            // Window starts kept for the d queried, or for another (any hint is exact).
+            let mut index = TerminalIndex::new(if long_history { d } else { 0 });
             for (i, (c, term, t, amount)) in all.iter().enumerate() {
                 let (ch, th) = (key_hash(&format!("c{c}")), key_hash(&format!("t{term}")));
                 let mut row = [0.0; FEATURE_COUNT];

@@ -628,9 +628,9 @@ impl Pipeline {
         let model = ModelHandle::new(self.model.clone());
         self.metrics.model_loaded("", self.model.version());
         // Learned models read terminal features: run the terminal index.
-        let stage = self
-            .needs_terminal_index()
-            .then(|| TerminalStage::new(&topics, config.operators.feature_allowed_lateness_ms));
+        let stage = self.needs_terminal_index().then(|| {
+            TerminalStage::new(&topics, config.operators.feature_allowed_lateness_ms, config.operators.label_delay_ms)
+        });
         if stage.is_some() {
             self.register_terminal_index(&topics)?;
         }

@@ -61,10 +61,10 @@ pub struct TerminalStage {
 }
 
 impl TerminalStage {
-    pub fn new(topics: &PipelineTopics, lateness_ms: i64) -> TerminalStage {
+    pub fn new(topics: &PipelineTopics, lateness_ms: i64, label_delay_ms: i64) -> TerminalStage {
         let inputs = (topics.payments.partitions + topics.labels.partitions) as usize;
         TerminalStage {
-            index: RwLock::new(TerminalIndex::default()),
+            index: RwLock::new(TerminalIndex::new(label_delay_ms)),
             indexed_positions: (0..inputs).map(|_| AtomicU64::new(0)).collect(),
             indexed_event_times_ms: (0..inputs).map(|_| AtomicI64::new(i64::MIN)).collect(),
             lateness_ms,
