@@ -374,7 +374,8 @@ impl CompiledTrees {
     /// Logits of `rows` (row-major, `width` values each) into `logits`, and each row's
     /// attributions into `contributions` (row-major, zeroed by the caller).
     pub fn explain_batch(&self, rows: &[f64], logits: &mut [f64], contributions: &mut [f64]) {
-        let (width, nodes) = (self.width, (1usize << (self.depth + 1)) - 1);
+        let depth = self.depth;
+        let (width, nodes) = (self.width, (1usize << (depth + 1)) - 1);
         logits.fill(self.base_logit);
         for tree in 0..self.features.len() / nodes.max(1) {
             let base = tree * nodes;
@@ -387,7 +388,7 @@ impl CompiledTrees {
                 let row = &rows[i * width..(i + 1) * width];
                 let contribution = &mut contributions[i * width..(i + 1) * width];
                 let mut node = 0usize;
-                for _ in 0..self.depth {
+                for _ in 0..depth {
                     let feature = features[node] as usize;
                     // `!(x <= t)`, not `x > t`: a NaN goes right, as in `explain_row`.
                     #[allow(clippy::neg_cmp_op_on_partial_ord)]
@@ -411,19 +412,27 @@ mod compiled_tests {
         let rows: Vec<Vec<f64>> =
             (0..1_500).map(|i| vec![(i % 50) as f64, ((i / 50) % 30) as f64, ((i * 7) % 13) as f64]).collect();
         let labels: Vec<bool> = rows.iter().map(|r| r[0] >= 40.0 && (r[1] >= 20.0 || r[2] < 2.0)).collect();
-        let options = BoostingOptions { trees: 30, depth_max: 4, ..BoostingOptions::default() };
-        let model = BoostedTrees::train(&["a", "b", "c"], &rows, &labels, &options, "test").unwrap();
-        assert!(model.trees.iter().any(|t| tree_depth(t, 0) < 4), "some trees are shallow (padding is exercised)");
-        let compiled = CompiledTrees::new(&model).unwrap();
-        let flat: Vec<f64> = rows.concat();
-        let mut logits = vec![0.0; rows.len()];
-        let mut contributions = vec![0.0; flat.len()];
-        compiled.explain_batch(&flat, &mut logits, &mut contributions);
-        for (i, row) in rows.iter().enumerate() {
-            let mut expected = vec![0.0; 3];
-            let logit = model.explain_row(row, &mut expected);
-            assert_eq!(logits[i].to_bits(), logit.to_bits(), "row {i}");
-            assert_eq!(&contributions[i * 3..i * 3 + 3], &expected[..], "row {i}");
+        // The default depth, padded shallow trees (4) and deep ones.
+        for depth_max in [3, 4, 8] {
+            let options = BoostingOptions { trees: 30, depth_max, ..BoostingOptions::default() };
+            let model = BoostedTrees::train(&["a", "b", "c"], &rows, &labels, &options, "test").unwrap();
+            if depth_max == 4 {
+                assert!(
+                    model.trees.iter().any(|t| tree_depth(t, 0) < 4),
+                    "some trees are shallow (padding is exercised)"
+                );
+            }
+            let compiled = CompiledTrees::new(&model).unwrap();
+            let flat: Vec<f64> = rows.concat();
+            let mut logits = vec![0.0; rows.len()];
+            let mut contributions = vec![0.0; flat.len()];
+            compiled.explain_batch(&flat, &mut logits, &mut contributions);
+            for (i, row) in rows.iter().enumerate() {
+                let mut expected = vec![0.0; 3];
+                let logit = model.explain_row(row, &mut expected);
+                assert_eq!(logits[i].to_bits(), logit.to_bits(), "depth {depth_max}, row {i}");
+                assert_eq!(&contributions[i * 3..i * 3 + 3], &expected[..], "depth {depth_max}, row {i}");
+            }
         }
     }
 }
