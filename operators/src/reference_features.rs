@@ -13,8 +13,18 @@
 //!   when there are none), where a payment counts as fraud only if its label was
 //!   *reported* at or before t; and the payments in (t − 1 day, t) (velocity).
 //!
-//! Windows are exact (per-key deques of recent events, kept in event-time order), not
-//! bucketed. Terminal features are an *as-of* query: the index may already hold later
+//! Windows are exact, not bucketed: each key keeps its recent payments in event-time
+//! order (late ones land in their place), and a window is a pair of positions in that
+//! order — its count is their difference, a customer's amount sum the difference of
+//! running sums. Each key also keeps where its windows start for a payment at its
+//! newest time, so a payment reads the few entries around each window edge, not every
+//! entry of 30 days; a count walks from such a hint (exact from any hint) and falls back
+//! to a binary search when the hint is far, so a busy key (a shared terminal, the
+//! "no terminal" key of account transfers) costs O(log n), never O(n), per payment.
+//! "New terminal" is one lookup of the (customer, terminal) pair's newest use for a
+//! payment in event-time order, a scan of the customer's 30 days for a late one. Frauds
+//! are listed apart per terminal (few), so counting risk reads no genuine payment.
+//! Terminal features are an *as-of* query: the index may already hold later
 //! payments and labels; the answer for time t depends only on what happened by t, so
 //! it is the same whatever order payments and labels were indexed in, as long as the
 //! index holds every payment before t and every label reported by t.
@@ -24,9 +34,11 @@
 //! a collision changes features, never money.
 //!
 //! Bytes: per customer, 24 per payment in its last 30 days (plus the allowed lateness),
-//! at most [`CUSTOMER_HISTORY_ENTRIES_MAX`] entries; per terminal, 32 per payment kept
-//! (the runtime expires payments older than every window of the slowest partition) plus
-//! about 32 per payment in the payment-id map. Pure: no IO, no clock.
+//! at most [`CUSTOMER_HISTORY_ENTRIES_MAX`] entries, plus ~72 per customer and ~20 per
+//! (customer, terminal) pair used in 30 days; per terminal, 16 per payment kept (the
+//! runtime expires payments older than every window of the slowest partition), ~64 per
+//! terminal, about 32 per payment in the payment-id map and 24 per fraud. Pure: no IO,
+//! no clock.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
