@@ -128,7 +128,7 @@ fn count_at_or_before<T>(deque: &VecDeque<T>, t: i64, time: impl Fn(&T) -> i64) 
 const HINT_WALK_STEPS_MAX: usize = 16;
 
 /// How many of `entries` (sorted by `time`) are at or before each limit, walking from
-/// `hints` (positions near the answers, e.g. kept by [`starts_after_insert`]): a
+/// `hints` (positions near the answers, e.g. kept by [`insert_in_time_order`]): a
 /// payment reads the few entries around each window edge, not all of them. Any hint
 /// gives the right count; a far one costs a binary search.
 fn counts_near<T, const N: usize>(
@@ -160,15 +160,23 @@ fn counts_near<T, const N: usize>(
     counts
 }
 
-/// Keeps `starts[i]` = how many of `entries` are at or before (newest entry's time −
-/// `offsets[i]`) after an entry at `inserted_ms` was inserted in time order.
-fn starts_after_insert<T, const N: usize>(
-    entries: &VecDeque<T>,
+/// Inserts `item` into `entries` in time order (late ones in their place, after equal
+/// times) and keeps `starts[i]` = how many entries are at or before (newest entry's
+/// time − `offsets[i]`), the hints of [`counts_near`]. Returns where `item` went.
+fn insert_in_time_order<T, const N: usize>(
+    entries: &mut VecDeque<T>,
     starts: &mut [u32; N],
     offsets: [i64; N],
-    inserted_ms: i64,
+    item: T,
     time: impl Fn(&T) -> i64,
-) {
+) -> usize {
+    let inserted_ms = time(&item);
+    let at = count_at_or_before(entries, inserted_ms, &time);
+    if at == entries.len() {
+        entries.push_back(item);
+    } else {
+        entries.insert(at, item);
+    }
     let newest = entries.back().map_or(i64::MIN, &time);
     for (start, offset) in starts.iter_mut().zip(offsets) {
         let boundary = newest.saturating_sub(offset);
@@ -179,6 +187,17 @@ fn starts_after_insert<T, const N: usize>(
         }
         *start = k as u32;
     }
+    at
+}
+
+/// Removes the oldest of `entries`, keeping the `starts` of [`insert_in_time_order`]: the
+/// oldest entry is inside a start's prefix whenever that prefix is not empty.
+fn pop_oldest<T, const N: usize>(entries: &mut VecDeque<T>, starts: &mut [u32; N]) -> Option<T> {
+    let oldest = entries.pop_front()?;
+    for start in starts {
+        *start = start.saturating_sub(1);
+    }
+    Some(oldest)
 }
 
 /// The feature row of a payment as of its event time: calendar, customer windows (the
@@ -216,12 +235,12 @@ struct CustomerEntry {
     terminal_hash: u64,
 }
 
-/// The customer windows, 1, 7 and 30 days.
-const CUSTOMER_WINDOWS_MS: [i64; 3] = [MILLIS_PER_DAY, 7 * MILLIS_PER_DAY, LONGEST_WINDOW_MS];
+/// The window lengths w of customer and terminal features: 1, 7 and 30 days.
+const WINDOWS_MS: [i64; 3] = [MILLIS_PER_DAY, 7 * MILLIS_PER_DAY, LONGEST_WINDOW_MS];
 
 /// One customer's recent payments, oldest first: a window's count is a difference of
 /// positions, its sum a difference of running sums. For a payment in event-time order
-/// the window starts are kept ([`starts_after_insert`]), so it reads a few entries; a
+/// the window starts are kept ([`insert_in_time_order`]), so it reads a few entries; a
 /// late one counts event times (a binary search on a long history).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct CustomerHistory {
@@ -229,7 +248,7 @@ struct CustomerHistory {
     entries: VecDeque<CustomerEntry>,
     /// The running sum before the oldest payment kept.
     base_sum_minor: i64,
-    /// Per window in [`CUSTOMER_WINDOWS_MS`]: how many entries are at or before the
+    /// Per window in [`WINDOWS_MS`]: how many entries are at or before the
     /// newest one's time minus the window.
     starts: [u32; 3],
 }
@@ -242,28 +261,19 @@ impl CustomerHistory {
 
     fn insert(&mut self, event_time_ms: i64, amount_minor: i64, terminal_hash: u64) {
         let amount = amount_minor.clamp(0, WINDOW_AMOUNT_MINOR_MAX);
-        let at = count_at_or_before(&self.entries, event_time_ms, |e| e.event_time_ms);
-        let running_sum_minor = self.sum_through(at).wrapping_add(amount);
-        let entry = CustomerEntry { event_time_ms, running_sum_minor, terminal_hash };
-        if at == self.entries.len() {
-            self.entries.push_back(entry);
-        } else {
-            // Late: later payments' running sums include it too.
-            self.entries.insert(at, entry);
-            for later in self.entries.range_mut(at + 1..) {
-                later.running_sum_minor = later.running_sum_minor.wrapping_add(amount);
-            }
+        let entry = CustomerEntry { event_time_ms, running_sum_minor: 0, terminal_hash };
+        let at = insert_in_time_order(&mut self.entries, &mut self.starts, WINDOWS_MS, entry, |e| e.event_time_ms);
+        let before = self.sum_through(at);
+        // Its own running sum, and later (late insert) payments' sums include it too.
+        self.entries[at].running_sum_minor = before;
+        for entry in self.entries.range_mut(at..) {
+            entry.running_sum_minor = entry.running_sum_minor.wrapping_add(amount);
         }
-        starts_after_insert(&self.entries, &mut self.starts, CUSTOMER_WINDOWS_MS, event_time_ms, |e| e.event_time_ms);
     }
 
     fn pop_front(&mut self) {
-        if let Some(entry) = self.entries.pop_front() {
+        if let Some(entry) = pop_oldest(&mut self.entries, &mut self.starts) {
             self.base_sum_minor = entry.running_sum_minor;
-            // The oldest entry is inside a start's prefix whenever that prefix is not empty.
-            for start in &mut self.starts {
-                *start = start.saturating_sub(1);
-            }
         }
     }
 }
@@ -300,13 +310,12 @@ impl CustomerWindows {
         let mut seen_terminal = false;
         if let Some(history) = self.customers.get(&customer_hash) {
             let t = event_time_ms;
-            let limits = CUSTOMER_WINDOWS_MS.map(|w| t - w);
-            let newest = history.entries.back().map_or(i64::MIN, |e| e.event_time_ms);
-            let in_order = t >= newest;
-            let [day, week, month] = limits;
+            let in_order = history.entries.back().is_none_or(|e| t >= e.event_time_ms);
+            // Positions of t and of each window's start (t − w), walked from the kept starts.
             let [s1, s7, s30] = history.starts.map(|s| s as usize);
+            let [w1, w7, w30] = WINDOWS_MS.map(|w| t - w);
             let [through, day, week, month] =
-                counts_near(&history.entries, [history.entries.len(), s1, s7, s30], [t, day, week, month], |e| {
+                counts_near(&history.entries, [history.entries.len(), s1, s7, s30], [t, w1, w7, w30], |e| {
                     e.event_time_ms
                 });
             let sum_through = history.sum_through(through);
@@ -467,10 +476,11 @@ impl TerminalIndex {
     }
 
     /// How far before t each window's edge is, but the first (t − 1 ms, all payments before t):
-    /// velocity's day, then d, d + 1, d + 7 and d + 30 days.
+    /// velocity's day, then d and d + w for each w in [`WINDOWS_MS`].
     fn window_offsets(label_delay_ms: i64) -> [i64; 5] {
         let d = label_delay_ms;
-        [MILLIS_PER_DAY, d, d + MILLIS_PER_DAY, d + 7 * MILLIS_PER_DAY, d + LONGEST_WINDOW_MS]
+        let [w1, w7, w30] = WINDOWS_MS.map(|w| d + w);
+        [MILLIS_PER_DAY, d, w1, w7, w30]
     }
 
     /// Indexes a payment; false when it already was.
@@ -480,15 +490,9 @@ impl TerminalIndex {
         }
         self.payments.insert(payment_hash, (terminal_hash, event_time_ms));
         let TerminalPayments { entries, starts } = self.terminals.entry(terminal_hash).or_default();
-        let at = count_at_or_before(entries, event_time_ms, |e| e.event_time_ms);
-        let entry = TerminalEntry { event_time_ms, payment_hash };
-        if at == entries.len() {
-            entries.push_back(entry);
-        } else {
-            entries.insert(at, entry);
-        }
         let offsets = TerminalIndex::window_offsets(self.label_delay_ms);
-        starts_after_insert(entries, starts, offsets, event_time_ms, |e| e.event_time_ms);
+        let entry = TerminalEntry { event_time_ms, payment_hash };
+        insert_in_time_order(entries, starts, offsets, entry, |e| e.event_time_ms);
         if let Some(label) = self.pending_labels.remove(&payment_hash) {
             self.place_label(payment_hash, terminal_hash, event_time_ms, label);
         }
@@ -504,16 +508,17 @@ impl TerminalIndex {
             }
             return LabelApplied::Pending;
         };
-        let frauds = self.frauds.entry(terminal_hash).or_default();
-        let fraud = frauds.iter().position(|f| f.payment_hash == payment_hash);
-        let current_reported_ms = match fraud {
-            Some(i) => Some(frauds[i].reported_at_ms),
+        let frauds = self.frauds.get_mut(&terminal_hash);
+        let held_fraud =
+            frauds.and_then(|frauds| Some((frauds.iter().position(|f| f.payment_hash == payment_hash)?, frauds)));
+        let held_reported_ms = match &held_fraud {
+            Some((i, frauds)) => Some(frauds[*i].reported_at_ms),
             None => self.genuine_labels.get(&payment_hash).copied(),
         };
-        if current_reported_ms.is_some_and(|r| r > label.reported_at_ms) {
+        if held_reported_ms.is_some_and(|r| r > label.reported_at_ms) {
             return LabelApplied::Attached; // an older label than the one held
         }
-        if let Some(i) = fraud {
+        if let Some((i, frauds)) = held_fraud {
             frauds.remove(i);
         }
         self.place_label(payment_hash, terminal_hash, event_time_ms, label);
@@ -541,17 +546,12 @@ impl TerminalIndex {
             let t = event_time_ms;
             let delayed_end = t - label_delay_ms;
             let [day, d, d1, d7, d30] = starts.map(|s| s as usize);
+            let window_starts_ms = WINDOWS_MS.map(|w| delayed_end - w);
+            let [w1, w7, w30] = window_starts_ms;
             let [before, day_ago, end, one, seven, thirty] = counts_near(
                 entries,
                 [entries.len(), day, d, d1, d7, d30],
-                [
-                    t - 1,
-                    t - MILLIS_PER_DAY,
-                    delayed_end,
-                    delayed_end - MILLIS_PER_DAY,
-                    delayed_end - 7 * MILLIS_PER_DAY,
-                    delayed_end - LONGEST_WINDOW_MS,
-                ],
+                [t - 1, t - MILLIS_PER_DAY, delayed_end, w1, w7, w30],
                 |e| e.event_time_ms,
             );
             // Payments in (t − 1 day, t).
@@ -567,9 +567,7 @@ impl TerminalIndex {
                 if fraud.event_time_ms > delayed_end {
                     break; // sorted by event time: the rest are later still
                 }
-                for (window, start_ms) in
-                    windows.iter_mut().zip([1, 7, 30].map(|days| delayed_end - days * MILLIS_PER_DAY))
-                {
+                for (window, start_ms) in windows.iter_mut().zip(window_starts_ms) {
                     window.1 += u32::from(fraud.event_time_ms > start_ms);
                 }
             }
@@ -591,11 +589,7 @@ impl TerminalIndex {
         let payments = &mut self.payments;
         self.terminals.retain(|_, TerminalPayments { entries, starts }| {
             while entries.front().is_some_and(|e| e.event_time_ms <= horizon_ms) {
-                payments.remove(&entries.pop_front().expect("checked").payment_hash);
-                // The oldest entry is inside a start's prefix whenever that prefix is not empty.
-                for start in starts.iter_mut() {
-                    *start = start.saturating_sub(1);
-                }
+                payments.remove(&pop_oldest(entries, starts).expect("checked").payment_hash);
             }
             !entries.is_empty()
         });
@@ -887,7 +881,7 @@ mod tests {
             // (customer, terminal, time, amount): each step moves time on by up to 11 hours;
             // a payment is late by up to 47 hours (within the lateness) 60 % of the time.
             // Whole hours, so payments often sit exactly on window edges. A long history
-            // pads terminal 0 and customer 0 past the linear-count length 40 days earlier.
+            // pads terminal 0 and customer 0 40 days earlier, past the hint walk (binary search).
             let mut time = MONDAY + 40 * DAY;
             let mut newest = time;
             let mut all: Vec<(u8, u8, i64, i64)> = Vec::new();
