@@ -95,7 +95,7 @@ fn embedded_log(c: &mut Criterion) {
 fn fraud_features_and_models(c: &mut Criterion) {
     use paystream_models::features::{FEATURE_NAMES, FeatureRow};
     use paystream_models::{FraudModel, LoadedModel, TrainedModel};
-    use paystream_operators::reference_features::ReferenceFeatures;
+    use paystream_operators::reference_features::{PREFETCH_DISTANCE_PAYMENTS, PaymentKeys, ReferenceFeatures};
 
     const DELAY_MS: i64 = 7 * 86_400_000;
     /// As in backtests: idle keys and old terminal payments expire every so many payments.
@@ -131,14 +131,23 @@ fn fraud_features_and_models(c: &mut Criterion) {
         transactions: &'a [paystream_simulator::Transaction],
         ids: &'a [(String, String, String)],
         config: &'a paystream_simulator::SimulatorConfig,
+        /// Keys of the next payments, hashed and hinted `PREFETCH_DISTANCE_PAYMENTS` ahead.
+        ahead: std::collections::VecDeque<PaymentKeys>,
     }
     impl Replay<'_> {
         fn batch(&mut self, rows: &mut Vec<FeatureRow>) {
             rows.clear();
             for _ in 0..BATCH {
-                let (t, (id, customer, terminal)) = (&self.transactions[self.next], &self.ids[self.next]);
+                while self.ahead.len() <= PREFETCH_DISTANCE_PAYMENTS {
+                    let (id, customer, terminal) = &self.ids[(self.next + self.ahead.len()) % self.ids.len()];
+                    let keys = PaymentKeys::new(id, customer, terminal);
+                    self.state.prefetch(&keys);
+                    self.ahead.push_back(keys);
+                }
+                let keys = self.ahead.pop_front().expect("filled above");
+                let t = &self.transactions[self.next];
                 let time = t.event_time_ms(self.config) + self.shift_ms;
-                rows.push(self.state.observe_payment(id, customer, terminal, time, t.amount_cents));
+                rows.push(self.state.observe(keys, time, t.amount_cents));
                 self.next += 1;
                 if self.next.is_multiple_of(EXPIRY_EVENTS) {
                     self.state.expire_idle(time);
@@ -151,7 +160,15 @@ fn fraud_features_and_models(c: &mut Criterion) {
         }
     }
     // Warm on the first 30 days.
-    let mut replay = Replay { state, next: 0, shift_ms: 0, transactions: &transactions, ids: &ids, config: &config };
+    let mut replay = Replay {
+        state,
+        next: 0,
+        shift_ms: 0,
+        transactions: &transactions,
+        ids: &ids,
+        config: &config,
+        ahead: std::collections::VecDeque::new(),
+    };
     replay.state = ReferenceFeatures::new(DELAY_MS);
     let mut warm = Vec::new();
     while replay.next < split {

@@ -20,7 +20,8 @@ use paystream_domain::{Currency, Money};
 use paystream_models::metrics::{ScoredTransaction, average_precision, card_precision_at_k, roc_auc};
 use paystream_models::{MODEL_KINDS, TrainedModel};
 use paystream_operators::reference_features::{
-    FEATURE_NAMES, REFERENCE_FEATURE_COUNT, REFERENCE_FEATURE_NAMES, ReferenceFeatures,
+    FEATURE_NAMES, PREFETCH_DISTANCE_PAYMENTS, PaymentKeys, REFERENCE_FEATURE_COUNT, REFERENCE_FEATURE_NAMES,
+    ReferenceFeatures,
 };
 use paystream_simulator::csv::CsvLayout;
 
@@ -128,6 +129,8 @@ fn online_features(rows: &[Row], delay_ms: i64, extended: bool) -> Vec<Vec<f64>>
     let mut state = ReferenceFeatures::new(delay_ms);
     let mut labels: VecDeque<(i64, usize)> = VecDeque::new();
     let mut features: Vec<Vec<f64>> = Vec::with_capacity(rows.len());
+    let keys: Vec<PaymentKeys> =
+        rows.iter().map(|r| PaymentKeys::new(&r.transaction_id, &r.customer, &r.terminal)).collect();
     for (i, row) in rows.iter().enumerate() {
         while let Some(&(reported_ms, j)) = labels.front() {
             if reported_ms > row.event_time_ms {
@@ -137,8 +140,10 @@ fn online_features(rows: &[Row], delay_ms: i64, extended: bool) -> Vec<Vec<f64>>
             let labelled = &rows[j];
             state.observe_label(&labelled.transaction_id, labelled.is_fraud, reported_ms);
         }
-        let (id, customer, terminal) = (&row.transaction_id, &row.customer, &row.terminal);
-        let f = state.observe_payment(id, customer, terminal, row.event_time_ms, row.amount_minor);
+        if let Some(next) = keys.get(i + PREFETCH_DISTANCE_PAYMENTS) {
+            state.prefetch(next);
+        }
+        let f = state.observe(keys[i], row.event_time_ms, row.amount_minor);
         features.push(if extended { f.to_vec() } else { f[..REFERENCE_FEATURE_COUNT].to_vec() });
         labels.push_back((row.event_time_ms + delay_ms, i));
         if i % IDLE_EXPIRY_EVENTS == 0 {

@@ -18,6 +18,7 @@
 
 pub mod accounts;
 pub mod dedupe;
+pub mod hashed_table;
 pub mod ledger;
 pub mod reference_features;
 pub mod settlement;

@@ -50,6 +50,8 @@ pub use paystream_models::features::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::hashed_table::{HashedTable, prefetch};
+
 const HOURS_SINCE_PREVIOUS_MAX: f64 = 720.0;
 const LONGEST_WINDOW_MS: i64 = 30 * MILLIS_PER_DAY;
 /// Most payments remembered per customer: a customer paying more often than this over
@@ -200,6 +202,16 @@ fn pop_oldest<T, const N: usize>(entries: &mut VecDeque<T>, starts: &mut [u32; N
     Some(oldest)
 }
 
+/// Hints the entries a payment at a key's newest time reads and writes: the newest and
+/// oldest ones and those at its window starts.
+fn prefetch_entries<T, const N: usize>(entries: &VecDeque<T>, starts: &[u32; N]) {
+    entries.back().map(prefetch);
+    entries.front().map(prefetch);
+    for start in starts {
+        entries.get(*start as usize).map(prefetch);
+    }
+}
+
 /// The feature row of a payment as of its event time: calendar, customer windows (the
 /// payment included), and terminal windows when there is a terminal index (zeros
 /// otherwise). Training, backtests and the live operator all build rows here.
@@ -285,7 +297,7 @@ pub struct CustomerWindows {
     customers: PreHashedMap<u64, CustomerHistory>,
     /// The newest event time of each (customer, terminal) pair ([`pair_key`]) seen in
     /// the last 30 days: "new terminal" for a payment in event-time order in one lookup.
-    terminal_uses: PreHashedMap<u64, i64>,
+    terminal_uses: HashedTable<i64>,
 }
 
 /// The key of a (customer, terminal) pair: a mix of two uniform 64-bit hashes.
@@ -326,7 +338,7 @@ impl CustomerWindows {
                 hours_since_previous = (t - history.entries[through - 1].event_time_ms) as f64 / 3_600_000.0;
             }
             seen_terminal = if in_order {
-                let last_use = self.terminal_uses.get(&pair_key(customer_hash, terminal_hash));
+                let last_use = self.terminal_uses.get(pair_key(customer_hash, terminal_hash));
                 last_use.is_some_and(|last| *last > t - LONGEST_WINDOW_MS)
             } else {
                 history.entries.range(month..through).any(|e| e.terminal_hash == terminal_hash)
@@ -348,6 +360,15 @@ impl CustomerWindows {
         row[index::CUSTOMER_NEW_TERMINAL_30DAY] = f64::from(u8::from(!seen_terminal));
     }
 
+    /// Hints the memory [`CustomerWindows::compute`] and [`CustomerWindows::add`] will
+    /// read for this key pair (see [`prefetch`]); changes nothing.
+    pub fn prefetch(&self, customer_hash: u64, terminal_hash: u64) {
+        if let Some(history) = self.customers.get(&customer_hash) {
+            prefetch_entries(&history.entries, &history.starts);
+        }
+        self.terminal_uses.prefetch(pair_key(customer_hash, terminal_hash));
+    }
+
     /// Remembers a payment. Payments older than the customer's newest by more than 30
     /// days plus `lateness_ms` are forgotten (a payment up to `lateness_ms` late still
     /// sees its exact windows).
@@ -359,7 +380,7 @@ impl CustomerWindows {
         amount_minor: i64,
         lateness_ms: i64,
     ) {
-        let last_use = self.terminal_uses.entry(pair_key(customer_hash, terminal_hash)).or_insert(event_time_ms);
+        let last_use = self.terminal_uses.entry_or_insert(pair_key(customer_hash, terminal_hash), event_time_ms);
         *last_use = (*last_use).max(event_time_ms);
         let history = self.customers.entry(customer_hash).or_default();
         history.insert(event_time_ms, amount_minor, terminal_hash);
@@ -447,7 +468,7 @@ pub struct TerminalIndex {
     /// Payment id → (terminal, event time), to find a label's payment. Not in
     /// snapshots: rebuilt from the entries.
     #[serde(skip)]
-    payments: PreHashedMap<u64, (u64, i64)>,
+    payments: HashedTable<(u64, i64)>,
     /// Labels whose payment is not indexed yet.
     pending_labels: PreHashedMap<u64, Label>,
     /// Report times of indexed payments whose latest label says genuine (so an older
@@ -469,7 +490,7 @@ impl TerminalIndex {
             label_delay_ms,
             terminals: PreHashedMap::default(),
             frauds: PreHashedMap::default(),
-            payments: PreHashedMap::default(),
+            payments: HashedTable::default(),
             pending_labels: PreHashedMap::default(),
             genuine_labels: PreHashedMap::default(),
         }
@@ -485,10 +506,9 @@ impl TerminalIndex {
 
     /// Indexes a payment; false when it already was.
     pub fn add_payment(&mut self, payment_hash: u64, terminal_hash: u64, event_time_ms: i64) -> bool {
-        if self.payments.contains_key(&payment_hash) {
+        if !self.payments.insert_if_absent(payment_hash, (terminal_hash, event_time_ms)) {
             return false;
         }
-        self.payments.insert(payment_hash, (terminal_hash, event_time_ms));
         let TerminalPayments { entries, starts } = self.terminals.entry(terminal_hash).or_default();
         let offsets = TerminalIndex::window_offsets(self.label_delay_ms);
         let entry = TerminalEntry { event_time_ms, payment_hash };
@@ -499,9 +519,21 @@ impl TerminalIndex {
         true
     }
 
+    /// Hints the memory [`TerminalIndex::compute`] and [`TerminalIndex::add_payment`]
+    /// will read for this payment (see [`prefetch`]); changes nothing.
+    pub fn prefetch(&self, payment_hash: u64, terminal_hash: u64) {
+        if let Some(terminal) = self.terminals.get(&terminal_hash) {
+            prefetch_entries(&terminal.entries, &terminal.starts);
+        }
+        if let Some(frauds) = self.frauds.get(&terminal_hash) {
+            frauds.first().map(prefetch);
+        }
+        self.payments.prefetch(payment_hash);
+    }
+
     /// Records a label (the latest reported one wins).
     pub fn add_label(&mut self, payment_hash: u64, label: Label) -> LabelApplied {
-        let Some(&(terminal_hash, event_time_ms)) = self.payments.get(&payment_hash) else {
+        let Some(&(terminal_hash, event_time_ms)) = self.payments.get(payment_hash) else {
             let slot = self.pending_labels.entry(payment_hash).or_insert(label);
             if slot.reported_at_ms <= label.reported_at_ms {
                 *slot = label;
@@ -589,7 +621,7 @@ impl TerminalIndex {
         let payments = &mut self.payments;
         self.terminals.retain(|_, TerminalPayments { entries, starts }| {
             while entries.front().is_some_and(|e| e.event_time_ms <= horizon_ms) {
-                payments.remove(&pop_oldest(entries, starts).expect("checked").payment_hash);
+                payments.remove(pop_oldest(entries, starts).expect("checked").payment_hash);
             }
             !entries.is_empty()
         });
@@ -598,7 +630,7 @@ impl TerminalIndex {
             !frauds.is_empty()
         });
         self.pending_labels.retain(|_, label| label.reported_at_ms > horizon_ms);
-        self.genuine_labels.retain(|id, _| payments.contains_key(id));
+        self.genuine_labels.retain(|id, _| payments.contains_key(*id));
         before - self.payments.len()
     }
 
@@ -625,6 +657,29 @@ impl TerminalIndex {
         (self.terminals.len(), self.payments.len(), self.pending_labels.len())
     }
 }
+
+/// A payment's ids, hashed once ([`payment_hash`], [`key_hash`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PaymentKeys {
+    pub payment_hash: u64,
+    pub customer_hash: u64,
+    pub terminal_hash: u64,
+}
+
+impl PaymentKeys {
+    pub fn new(payment_id: &str, customer: &str, terminal: &str) -> PaymentKeys {
+        PaymentKeys {
+            payment_hash: payment_hash(payment_id),
+            customer_hash: key_hash(customer),
+            terminal_hash: key_hash(terminal),
+        }
+    }
+}
+
+/// How many payments ahead a replay hints memory ([`ReferenceFeatures::prefetch`]):
+/// far enough for the misses to arrive before the payment is observed, near enough that
+/// the lines are still in L1 then.
+pub const PREFETCH_DISTANCE_PAYMENTS: usize = 4;
 
 /// Customer windows and terminal index together, for replaying a whole data set in
 /// event-time order (training and backtests).
@@ -654,13 +709,31 @@ impl ReferenceFeatures {
         event_time_ms: i64,
         amount_minor: i64,
     ) -> FeatureRow {
-        let (customer_hash, terminal_hash) = (key_hash(customer), key_hash(terminal));
-        let keys = (customer_hash, terminal_hash);
-        let row =
-            feature_row(&self.customers, Some(&self.terminals), keys, event_time_ms, amount_minor, self.label_delay_ms);
+        self.observe(PaymentKeys::new(payment_id, customer, terminal), event_time_ms, amount_minor)
+    }
+
+    /// [`ReferenceFeatures::observe_payment`] with the ids already hashed.
+    pub fn observe(&mut self, keys: PaymentKeys, event_time_ms: i64, amount_minor: i64) -> FeatureRow {
+        let PaymentKeys { payment_hash, customer_hash, terminal_hash } = keys;
+        let row = feature_row(
+            &self.customers,
+            Some(&self.terminals),
+            (customer_hash, terminal_hash),
+            event_time_ms,
+            amount_minor,
+            self.label_delay_ms,
+        );
         self.customers.add(customer_hash, terminal_hash, event_time_ms, amount_minor, 0);
-        self.terminals.add_payment(payment_hash(payment_id), terminal_hash, event_time_ms);
+        self.terminals.add_payment(payment_hash, terminal_hash, event_time_ms);
         row
+    }
+
+    /// Hints the memory observing this payment will touch: call it
+    /// [`PREFETCH_DISTANCE_PAYMENTS`] payments ahead of [`ReferenceFeatures::observe`].
+    /// Changes nothing.
+    pub fn prefetch(&self, keys: &PaymentKeys) {
+        self.customers.prefetch(keys.customer_hash, keys.terminal_hash);
+        self.terminals.prefetch(keys.payment_hash, keys.terminal_hash);
     }
 
     /// Records a fraud label reported at `reported_at_ms`.

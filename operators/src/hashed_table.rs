@@ -1,0 +1,304 @@
+//! An open-addressing hash table for keys that already are uniform 64-bit hashes
+//! (linear probing, slots inline in one array, at most half full).
+//!
+//! Why not `HashMap`: a feature update is bound by cache misses on tables of millions
+//! of entries, and a lookup in a `HashMap` misses twice (control bytes, then the
+//! bucket) before the address of anything behind it is known. Here a key's slot address
+//! is a function of the key alone, so [`HashedTable::prefetch`] can ask for it a few
+//! payments ahead without waiting for any load, and the lookup itself then hits.
+//!
+//! Key 0 marks an empty slot; a key that hashes to 0 is stored as [`ZERO_KEY_STAND_IN`],
+//! so those two keys share a slot — like any two ids whose 64-bit hashes collide (see
+//! `reference_features`), a chance of 2⁻⁶⁴ per key.
+
+use serde::de::{Deserialize, Deserializer};
+use serde::ser::{Serialize, SerializeSeq, Serializer};
+
+/// Stored in place of key 0, which marks empty slots.
+pub const ZERO_KEY_STAND_IN: u64 = 0x9e37_79b9_7f4a_7c15;
+/// Fewest slots of a table that holds anything.
+const SLOTS_MIN: usize = 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Slot<V> {
+    key: u64,
+    value: V,
+}
+
+#[derive(Clone, Debug)]
+pub struct HashedTable<V> {
+    /// A power of two long (or empty); at most half are occupied.
+    slots: Vec<Slot<V>>,
+    len: usize,
+}
+
+impl<V> Default for HashedTable<V> {
+    fn default() -> Self {
+        HashedTable { slots: Vec::new(), len: 0 }
+    }
+}
+
+/// Equal when holding the same entries, whatever their slots.
+impl<V: Copy + Default + PartialEq> PartialEq for HashedTable<V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.iter().all(|(key, value)| other.get(key) == Some(value))
+    }
+}
+
+impl<V: Copy + Default + Eq> Eq for HashedTable<V> {}
+
+fn stored(key: u64) -> u64 {
+    if key == 0 { ZERO_KEY_STAND_IN } else { key }
+}
+
+impl<V: Copy + Default> HashedTable<V> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn home(&self, key: u64) -> usize {
+        key as usize & (self.slots.len() - 1)
+    }
+
+    /// The slot holding `key` (stored form), or the empty slot where it would go.
+    fn find(&self, key: u64) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut at = self.home(key);
+        while self.slots[at].key != 0 && self.slots[at].key != key {
+            at = (at + 1) & mask;
+        }
+        at
+    }
+
+    /// Hints the CPU to load `key`'s slot (no effect on results).
+    pub fn prefetch(&self, key: u64) {
+        if !self.slots.is_empty() {
+            prefetch(&self.slots[self.home(stored(key))]);
+        }
+    }
+
+    pub fn get(&self, key: u64) -> Option<&V> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let slot = &self.slots[self.find(stored(key))];
+        (slot.key != 0).then_some(&slot.value)
+    }
+
+    pub fn contains_key(&self, key: u64) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// The value of `key`, inserted as `default` when absent.
+    pub fn entry_or_insert(&mut self, key: u64, default: V) -> &mut V {
+        let key = stored(key);
+        if 2 * (self.len + 1) > self.slots.len() {
+            self.grow();
+        }
+        let at = self.find(key);
+        if self.slots[at].key == 0 {
+            self.slots[at] = Slot { key, value: default };
+            self.len += 1;
+        }
+        &mut self.slots[at].value
+    }
+
+    /// Inserts `key` unless it is there; false when it was.
+    pub fn insert_if_absent(&mut self, key: u64, value: V) -> bool {
+        let len = self.len;
+        self.entry_or_insert(key, value);
+        self.len > len
+    }
+
+    /// Sets `key`'s value; returns the one it replaces.
+    pub fn insert(&mut self, key: u64, value: V) -> Option<V> {
+        let had = self.get(key).copied();
+        *self.entry_or_insert(key, value) = value;
+        had
+    }
+
+    /// Removes `key`, shifting later slots of its probe run back (no tombstones).
+    pub fn remove(&mut self, key: u64) -> Option<V> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let at = self.find(stored(key));
+        (self.slots[at].key != 0).then(|| self.remove_at(at))
+    }
+
+    /// Empties the occupied slot `hole`, moving back the later entries of its probe run
+    /// that may fill it.
+    fn remove_at(&mut self, mut hole: usize) -> V {
+        let mask = self.slots.len() - 1;
+        let removed = self.slots[hole].value;
+        let mut at = hole;
+        loop {
+            at = (at + 1) & mask;
+            let key = self.slots[at].key;
+            if key == 0 {
+                break;
+            }
+            // The entry at `at` may fill the hole unless its home lies cyclically in (hole, at].
+            let home = self.home(key);
+            let stays = if hole <= at { hole < home && home <= at } else { hole < home || home <= at };
+            if !stays {
+                self.slots[hole] = self.slots[at];
+                hole = at;
+            }
+        }
+        self.slots[hole] = Slot { key: 0, value: V::default() };
+        self.len -= 1;
+        removed
+    }
+
+    /// Keeps the entries `keep` says yes to (in place; `keep` may see an entry twice when
+    /// a removal moves it across the end of the slots).
+    pub fn retain(&mut self, mut keep: impl FnMut(u64, &V) -> bool) {
+        let mut at = 0;
+        while at < self.slots.len() {
+            let slot = self.slots[at];
+            if slot.key != 0 && !keep(slot.key, &slot.value) {
+                self.remove_at(at); // a later entry may now be here: look again
+            } else {
+                at += 1;
+            }
+        }
+    }
+
+    /// Every (key, value), in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &V)> {
+        self.slots.iter().filter(|s| s.key != 0).map(|s| (s.key, &s.value))
+    }
+
+    fn grow(&mut self) {
+        let entries: Vec<Slot<V>> = self.slots.iter().filter(|s| s.key != 0).copied().collect();
+        self.rebuild(self.len + 1, entries);
+    }
+
+    /// A table with room for `room` entries holding `entries` (distinct stored keys).
+    fn rebuild(&mut self, room: usize, entries: Vec<Slot<V>>) {
+        self.len = 0;
+        self.slots.clear();
+        if room == 0 {
+            self.slots.shrink_to_fit();
+            return;
+        }
+        let size = (2 * room).next_power_of_two().max(SLOTS_MIN);
+        self.slots = vec![Slot { key: 0, value: V::default() }; size];
+        for entry in entries {
+            let at = self.find(entry.key);
+            self.slots[at] = entry;
+            self.len += 1;
+        }
+    }
+}
+
+impl<V: Copy + Default + Serialize> Serialize for HashedTable<V> {
+    /// As the list of (key, value) pairs held: no empty slots.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.len))?;
+        for entry in self.iter() {
+            seq.serialize_element(&entry)?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de, V: Copy + Default + Deserialize<'de>> Deserialize<'de> for HashedTable<V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let entries: Vec<(u64, V)> = Vec::deserialize(deserializer)?;
+        let mut table = HashedTable::default();
+        let slots = entries.into_iter().map(|(key, value)| Slot { key: stored(key), value }).collect();
+        let slots: Vec<Slot<V>> = slots;
+        table.rebuild(slots.len(), slots);
+        Ok(table)
+    }
+}
+
+/// Asks the CPU to start loading `value`'s cache line: a hint, with no effect on any
+/// result.
+#[inline(always)]
+pub(crate) fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and changes no memory; the address is a live reference.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((value as *const T).cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Insert(u64, i64),
+        Remove(u64),
+        Retain(i64),
+    }
+
+    /// Few distinct keys, with crowded homes (low bits shared) and key 0, so probe runs
+    /// wrap around and removals shift entries.
+    fn key() -> impl Strategy<Value = u64> {
+        prop_oneof![Just(0u64), (0u64..40).prop_map(|k| k << 3), (0u64..40).prop_map(|k| (k << 40) | 7), any::<u64>()]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (key(), any::<i64>()).prop_map(|(k, v)| Op::Insert(k, v)),
+            3 => key().prop_map(Op::Remove),
+            1 => any::<i64>().prop_map(Op::Retain),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn behaves_as_a_map(ops in proptest::collection::vec(op(), 0..400)) {
+            let mut table = HashedTable::<i64>::default();
+            let mut model = HashMap::<u64, i64>::new();
+            for op in ops {
+                match op {
+                    Op::Insert(k, v) => prop_assert_eq!(table.insert(k, v), model.insert(k, v)),
+                    Op::Remove(k) => prop_assert_eq!(table.remove(k), model.remove(&k)),
+                    Op::Retain(limit) => {
+                        table.retain(|_, v| *v > limit);
+                        model.retain(|_, v| *v > limit);
+                    }
+                }
+                prop_assert_eq!(table.len(), model.len());
+                for (k, v) in &model {
+                    prop_assert_eq!(table.get(*k), Some(v));
+                }
+                prop_assert!(2 * table.len() <= table.slots.len().max(SLOTS_MIN));
+            }
+            let bytes = postcard::to_stdvec(&table).unwrap();
+            let back: HashedTable<i64> = postcard::from_bytes(&bytes).unwrap();
+            prop_assert_eq!(back.len(), model.len());
+            for (k, v) in &model {
+                prop_assert_eq!(back.get(*k), Some(v));
+            }
+        }
+    }
+
+    #[test]
+    fn missing_keys_are_absent() {
+        let mut table = HashedTable::<i64>::default();
+        assert_eq!(table.get(5), None);
+        assert_eq!(table.remove(5), None);
+        table.insert(5, 1);
+        assert_eq!(table.get(6), None);
+        assert_eq!(table.remove(6), None);
+        assert_eq!(table.remove(5), Some(1));
+        assert!(table.is_empty());
+    }
+}
