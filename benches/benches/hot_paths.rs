@@ -95,7 +95,7 @@ fn embedded_log(c: &mut Criterion) {
 fn fraud_features_and_models(c: &mut Criterion) {
     use paystream_models::features::{FEATURE_NAMES, FeatureRow};
     use paystream_models::{FraudModel, LoadedModel, TrainedModel};
-    use paystream_operators::reference_features::{PREFETCH_DISTANCE_PAYMENTS, PaymentKeys, ReferenceFeatures};
+    use paystream_operators::reference_features::{PREFETCH_SLOTS_DISTANCE_PAYMENTS, PaymentKeys, ReferenceFeatures};
 
     const DELAY_MS: i64 = 7 * 86_400_000;
     /// As in backtests: idle keys and old terminal payments expire every so many payments.
@@ -131,20 +131,20 @@ fn fraud_features_and_models(c: &mut Criterion) {
         transactions: &'a [paystream_simulator::Transaction],
         ids: &'a [(String, String, String)],
         config: &'a paystream_simulator::SimulatorConfig,
-        /// Keys of the next payments, hashed and hinted `PREFETCH_DISTANCE_PAYMENTS` ahead.
-        ahead: std::collections::VecDeque<PaymentKeys>,
+        /// Keys of this batch's payments and of the next few (hinted ahead).
+        keys: Vec<PaymentKeys>,
     }
     impl Replay<'_> {
         fn batch(&mut self, rows: &mut Vec<FeatureRow>) {
             rows.clear();
-            for _ in 0..BATCH {
-                while self.ahead.len() <= PREFETCH_DISTANCE_PAYMENTS {
-                    let (id, customer, terminal) = &self.ids[(self.next + self.ahead.len()) % self.ids.len()];
-                    let keys = PaymentKeys::new(id, customer, terminal);
-                    self.state.prefetch(&keys);
-                    self.ahead.push_back(keys);
-                }
-                let keys = self.ahead.pop_front().expect("filled above");
+            self.keys.clear();
+            for k in 0..BATCH + PREFETCH_SLOTS_DISTANCE_PAYMENTS {
+                let (id, customer, terminal) = &self.ids[(self.next + k) % self.ids.len()];
+                self.keys.push(PaymentKeys::new(id, customer, terminal));
+            }
+            for i in 0..BATCH {
+                self.state.prefetch_ahead(&self.keys, i);
+                let keys = self.keys[i];
                 let t = &self.transactions[self.next];
                 let time = t.event_time_ms(self.config) + self.shift_ms;
                 rows.push(self.state.observe(keys, time, t.amount_cents));
@@ -167,7 +167,7 @@ fn fraud_features_and_models(c: &mut Criterion) {
         transactions: &transactions,
         ids: &ids,
         config: &config,
-        ahead: std::collections::VecDeque::new(),
+        keys: Vec::new(),
     };
     replay.state = ReferenceFeatures::new(DELAY_MS);
     let mut warm = Vec::new();

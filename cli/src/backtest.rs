@@ -20,8 +20,7 @@ use paystream_domain::{Currency, Money};
 use paystream_models::metrics::{ScoredTransaction, average_precision, card_precision_at_k, roc_auc};
 use paystream_models::{MODEL_KINDS, TrainedModel};
 use paystream_operators::reference_features::{
-    FEATURE_NAMES, PREFETCH_DISTANCE_PAYMENTS, PaymentKeys, REFERENCE_FEATURE_COUNT, REFERENCE_FEATURE_NAMES,
-    ReferenceFeatures,
+    FEATURE_NAMES, PaymentKeys, REFERENCE_FEATURE_COUNT, REFERENCE_FEATURE_NAMES, ReferenceFeatures,
 };
 use paystream_simulator::csv::CsvLayout;
 
@@ -140,9 +139,7 @@ fn online_features(rows: &[Row], delay_ms: i64, extended: bool) -> Vec<Vec<f64>>
             let labelled = &rows[j];
             state.observe_label(&labelled.transaction_id, labelled.is_fraud, reported_ms);
         }
-        if let Some(next) = keys.get(i + PREFETCH_DISTANCE_PAYMENTS) {
-            state.prefetch(next);
-        }
+        state.prefetch_ahead(&keys, i);
         let f = state.observe(keys[i], row.event_time_ms, row.amount_minor);
         features.push(if extended { f.to_vec() } else { f[..REFERENCE_FEATURE_COUNT].to_vec() });
         labels.push_back((row.event_time_ms + delay_ms, i));

@@ -19,7 +19,7 @@ pub const ZERO_KEY_STAND_IN: u64 = 0x9e37_79b9_7f4a_7c15;
 /// Fewest slots of a table that holds anything.
 const SLOTS_MIN: usize = 16;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 struct Slot<V> {
     key: u64,
     value: V,
@@ -27,7 +27,8 @@ struct Slot<V> {
 
 #[derive(Clone, Debug)]
 pub struct HashedTable<V> {
-    /// A power of two long (or empty); at most half are occupied.
+    /// A power of two long (or empty); at most half are occupied. An empty slot holds
+    /// key 0 and `V::default()`.
     slots: Vec<Slot<V>>,
     len: usize,
 }
@@ -39,19 +40,19 @@ impl<V> Default for HashedTable<V> {
 }
 
 /// Equal when holding the same entries, whatever their slots.
-impl<V: Copy + Default + PartialEq> PartialEq for HashedTable<V> {
+impl<V: Default + PartialEq> PartialEq for HashedTable<V> {
     fn eq(&self, other: &Self) -> bool {
         self.len == other.len && self.iter().all(|(key, value)| other.get(key) == Some(value))
     }
 }
 
-impl<V: Copy + Default + Eq> Eq for HashedTable<V> {}
+impl<V: Default + Eq> Eq for HashedTable<V> {}
 
 fn stored(key: u64) -> u64 {
     if key == 0 { ZERO_KEY_STAND_IN } else { key }
 }
 
-impl<V: Copy + Default> HashedTable<V> {
+impl<V: Default> HashedTable<V> {
     pub fn len(&self) -> usize {
         self.len
     }
@@ -74,7 +75,8 @@ impl<V: Copy + Default> HashedTable<V> {
         at
     }
 
-    /// Hints the CPU to load `key`'s slot (no effect on results).
+    /// Hints the CPU to load `key`'s slot: computed from the key alone, no load waited
+    /// for (no effect on results).
     pub fn prefetch(&self, key: u64) {
         if !self.slots.is_empty() {
             prefetch(&self.slots[self.home(stored(key))]);
@@ -89,36 +91,57 @@ impl<V: Copy + Default> HashedTable<V> {
         (slot.key != 0).then_some(&slot.value)
     }
 
+    pub fn get_mut(&mut self, key: u64) -> Option<&mut V> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let at = self.find(stored(key));
+        let slot = &mut self.slots[at];
+        (slot.key != 0).then_some(&mut slot.value)
+    }
+
     pub fn contains_key(&self, key: u64) -> bool {
         self.get(key).is_some()
     }
 
-    /// The value of `key`, inserted as `default` when absent.
-    pub fn entry_or_insert(&mut self, key: u64, default: V) -> &mut V {
+    /// The value of `key`, inserted from `make` when absent.
+    pub fn entry_or_insert_with(&mut self, key: u64, make: impl FnOnce() -> V) -> &mut V {
         let key = stored(key);
         if 2 * (self.len + 1) > self.slots.len() {
             self.grow();
         }
         let at = self.find(key);
         if self.slots[at].key == 0 {
-            self.slots[at] = Slot { key, value: default };
+            self.slots[at] = Slot { key, value: make() };
             self.len += 1;
         }
         &mut self.slots[at].value
     }
 
+    /// The value of `key`, inserted as `V::default()` when absent.
+    pub fn entry_or_default(&mut self, key: u64) -> &mut V {
+        self.entry_or_insert_with(key, V::default)
+    }
+
     /// Inserts `key` unless it is there; false when it was.
     pub fn insert_if_absent(&mut self, key: u64, value: V) -> bool {
         let len = self.len;
-        self.entry_or_insert(key, value);
+        self.entry_or_insert_with(key, || value);
         self.len > len
     }
 
     /// Sets `key`'s value; returns the one it replaces.
     pub fn insert(&mut self, key: u64, value: V) -> Option<V> {
-        let had = self.get(key).copied();
-        *self.entry_or_insert(key, value) = value;
-        had
+        let len = self.len;
+        let mut value = Some(value);
+        let slot = self.entry_or_insert_with(key, || value.take().expect("once"));
+        match value {
+            Some(value) => Some(std::mem::replace(slot, value)),
+            None => {
+                debug_assert!(self.len > len);
+                None
+            }
+        }
     }
 
     /// Removes `key`, shifting later slots of its probe run back (no tombstones).
@@ -134,7 +157,8 @@ impl<V: Copy + Default> HashedTable<V> {
     /// that may fill it.
     fn remove_at(&mut self, mut hole: usize) -> V {
         let mask = self.slots.len() - 1;
-        let removed = self.slots[hole].value;
+        let removed = std::mem::take(&mut self.slots[hole].value);
+        self.slots[hole].key = 0;
         let mut at = hole;
         loop {
             at = (at + 1) & mask;
@@ -146,22 +170,21 @@ impl<V: Copy + Default> HashedTable<V> {
             let home = self.home(key);
             let stays = if hole <= at { hole < home && home <= at } else { hole < home || home <= at };
             if !stays {
-                self.slots[hole] = self.slots[at];
+                self.slots.swap(hole, at); // the empty slot moves to `at`
                 hole = at;
             }
         }
-        self.slots[hole] = Slot { key: 0, value: V::default() };
         self.len -= 1;
         removed
     }
 
     /// Keeps the entries `keep` says yes to (in place; `keep` may see an entry twice when
     /// a removal moves it across the end of the slots).
-    pub fn retain(&mut self, mut keep: impl FnMut(u64, &V) -> bool) {
+    pub fn retain(&mut self, mut keep: impl FnMut(u64, &mut V) -> bool) {
         let mut at = 0;
         while at < self.slots.len() {
-            let slot = self.slots[at];
-            if slot.key != 0 && !keep(slot.key, &slot.value) {
+            let slot = &mut self.slots[at];
+            if slot.key != 0 && !keep(slot.key, &mut slot.value) {
                 self.remove_at(at); // a later entry may now be here: look again
             } else {
                 at += 1;
@@ -175,29 +198,25 @@ impl<V: Copy + Default> HashedTable<V> {
     }
 
     fn grow(&mut self) {
-        let entries: Vec<Slot<V>> = self.slots.iter().filter(|s| s.key != 0).copied().collect();
-        self.rebuild(self.len + 1, entries);
+        let slots = std::mem::take(&mut self.slots);
+        self.rebuild(self.len + 1, slots.into_iter().filter(|s| s.key != 0));
     }
 
-    /// A table with room for `room` entries holding `entries` (distinct stored keys).
-    fn rebuild(&mut self, room: usize, entries: Vec<Slot<V>>) {
+    /// A table with room for `room` entries holding `entries` (stored keys; the last of
+    /// a repeated key wins).
+    fn rebuild(&mut self, room: usize, entries: impl Iterator<Item = Slot<V>>) {
         self.len = 0;
-        self.slots.clear();
-        if room == 0 {
-            self.slots.shrink_to_fit();
-            return;
-        }
         let size = (2 * room).next_power_of_two().max(SLOTS_MIN);
-        self.slots = vec![Slot { key: 0, value: V::default() }; size];
+        self.slots = std::iter::repeat_with(Slot::default).take(size).collect();
         for entry in entries {
             let at = self.find(entry.key);
+            self.len += usize::from(self.slots[at].key == 0); // a repeated key replaces
             self.slots[at] = entry;
-            self.len += 1;
         }
     }
 }
 
-impl<V: Copy + Default + Serialize> Serialize for HashedTable<V> {
+impl<V: Default + Serialize> Serialize for HashedTable<V> {
     /// As the list of (key, value) pairs held: no empty slots.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut seq = serializer.serialize_seq(Some(self.len))?;
@@ -208,13 +227,14 @@ impl<V: Copy + Default + Serialize> Serialize for HashedTable<V> {
     }
 }
 
-impl<'de, V: Copy + Default + Deserialize<'de>> Deserialize<'de> for HashedTable<V> {
+impl<'de, V: Default + Deserialize<'de>> Deserialize<'de> for HashedTable<V> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let entries: Vec<(u64, V)> = Vec::deserialize(deserializer)?;
         let mut table = HashedTable::default();
-        let slots = entries.into_iter().map(|(key, value)| Slot { key: stored(key), value }).collect();
-        let slots: Vec<Slot<V>> = slots;
-        table.rebuild(slots.len(), slots);
+        if !entries.is_empty() {
+            let room = entries.len();
+            table.rebuild(room, entries.into_iter().map(|(key, value)| Slot { key: stored(key), value }));
+        }
         Ok(table)
     }
 }

@@ -33,12 +33,19 @@
 //! share windows; at 10⁸ keys the chance that any pair collides is about 3 × 10⁻⁴, and
 //! a collision changes features, never money.
 //!
+//! Memory is the cost of a feature update: a payment touches about a dozen cache lines
+//! spread over tables of millions of entries. The big tables are [`HashedTable`]s, whose
+//! slot address follows from the key alone, so a replay hints a payment's slots, then
+//! its entries, a few payments before observing it ([`ReferenceFeatures::prefetch`]) and
+//! the misses overlap instead of queuing.
+//!
 //! Bytes: per customer, 24 per payment in its last 30 days (plus the allowed lateness),
-//! at most [`CUSTOMER_HISTORY_ENTRIES_MAX`] entries, plus ~72 per customer and ~20 per
-//! (customer, terminal) pair used in 30 days; per terminal, 16 per payment kept (the
-//! runtime expires payments older than every window of the slowest partition), ~64 per
-//! terminal, about 32 per payment in the payment-id map and 24 per fraud. Pure: no IO,
-//! no clock.
+//! at most [`CUSTOMER_HISTORY_ENTRIES_MAX`] entries, plus a 64-byte slot per customer
+//! and a 16-byte slot per (customer, terminal) pair used in 30 days; per terminal, 16
+//! per payment kept (the runtime expires payments older than every window of the
+//! slowest partition), a 64-byte slot per terminal, a 24-byte slot per payment in the
+//! payment-id table, and 24 per fraud. Tables are kept at most half full, so a slot
+//! costs 2–4 times its size. Pure: no IO, no clock.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -294,7 +301,7 @@ impl CustomerHistory {
 /// owns the customer (the pipeline is keyed by payer).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomerWindows {
-    customers: PreHashedMap<u64, CustomerHistory>,
+    customers: HashedTable<CustomerHistory>,
     /// The newest event time of each (customer, terminal) pair ([`pair_key`]) seen in
     /// the last 30 days: "new terminal" for a payment in event-time order in one lookup.
     terminal_uses: HashedTable<i64>,
@@ -320,7 +327,7 @@ impl CustomerWindows {
         let mut windows = [(0u32, 0i64); 3];
         let mut hours_since_previous = HOURS_SINCE_PREVIOUS_MAX;
         let mut seen_terminal = false;
-        if let Some(history) = self.customers.get(&customer_hash) {
+        if let Some(history) = self.customers.get(customer_hash) {
             let t = event_time_ms;
             let in_order = history.entries.back().is_none_or(|e| t >= e.event_time_ms);
             // Positions of t and of each window's start (t − w), walked from the kept starts.
@@ -360,13 +367,19 @@ impl CustomerWindows {
         row[index::CUSTOMER_NEW_TERMINAL_30DAY] = f64::from(u8::from(!seen_terminal));
     }
 
-    /// Hints the memory [`CustomerWindows::compute`] and [`CustomerWindows::add`] will
-    /// read for this key pair (see [`prefetch`]); changes nothing.
-    pub fn prefetch(&self, customer_hash: u64, terminal_hash: u64) {
-        if let Some(history) = self.customers.get(&customer_hash) {
+    /// Hints the slots of this key pair's tables (stage 1 of [`ReferenceFeatures::prefetch`];
+    /// changes nothing).
+    pub fn prefetch_slots(&self, customer_hash: u64, terminal_hash: u64) {
+        self.customers.prefetch(customer_hash);
+        self.terminal_uses.prefetch(pair_key(customer_hash, terminal_hash));
+    }
+
+    /// Hints the customer's entries that [`CustomerWindows::compute`] and
+    /// [`CustomerWindows::add`] will read (stage 2; changes nothing).
+    pub fn prefetch_entries(&self, customer_hash: u64) {
+        if let Some(history) = self.customers.get(customer_hash) {
             prefetch_entries(&history.entries, &history.starts);
         }
-        self.terminal_uses.prefetch(pair_key(customer_hash, terminal_hash));
     }
 
     /// Remembers a payment. Payments older than the customer's newest by more than 30
@@ -380,9 +393,10 @@ impl CustomerWindows {
         amount_minor: i64,
         lateness_ms: i64,
     ) {
-        let last_use = self.terminal_uses.entry_or_insert(pair_key(customer_hash, terminal_hash), event_time_ms);
+        let last_use =
+            self.terminal_uses.entry_or_insert_with(pair_key(customer_hash, terminal_hash), || event_time_ms);
         *last_use = (*last_use).max(event_time_ms);
-        let history = self.customers.entry(customer_hash).or_default();
+        let history = self.customers.entry_or_default(customer_hash);
         history.insert(event_time_ms, amount_minor, terminal_hash);
         let newest = history.entries.back().expect("just inserted").event_time_ms;
         let horizon = newest.saturating_sub(LONGEST_WINDOW_MS).saturating_sub(lateness_ms);
@@ -461,7 +475,7 @@ pub struct TerminalIndex {
     /// The label delay d the window starts are kept for (any d is answered exactly; this
     /// one fastest).
     label_delay_ms: i64,
-    terminals: PreHashedMap<u64, TerminalPayments>,
+    terminals: HashedTable<TerminalPayments>,
     /// Per terminal, its indexed payments whose latest label says fraud, by event time
     /// (a small map: only terminals with frauds in the windows).
     frauds: PreHashedMap<u64, Vec<Fraud>>,
@@ -488,7 +502,7 @@ impl TerminalIndex {
     pub fn new(label_delay_ms: i64) -> TerminalIndex {
         TerminalIndex {
             label_delay_ms,
-            terminals: PreHashedMap::default(),
+            terminals: HashedTable::default(),
             frauds: PreHashedMap::default(),
             payments: HashedTable::default(),
             pending_labels: PreHashedMap::default(),
@@ -509,7 +523,7 @@ impl TerminalIndex {
         if !self.payments.insert_if_absent(payment_hash, (terminal_hash, event_time_ms)) {
             return false;
         }
-        let TerminalPayments { entries, starts } = self.terminals.entry(terminal_hash).or_default();
+        let TerminalPayments { entries, starts } = self.terminals.entry_or_default(terminal_hash);
         let offsets = TerminalIndex::window_offsets(self.label_delay_ms);
         let entry = TerminalEntry { event_time_ms, payment_hash };
         insert_in_time_order(entries, starts, offsets, entry, |e| e.event_time_ms);
@@ -519,16 +533,22 @@ impl TerminalIndex {
         true
     }
 
-    /// Hints the memory [`TerminalIndex::compute`] and [`TerminalIndex::add_payment`]
-    /// will read for this payment (see [`prefetch`]); changes nothing.
-    pub fn prefetch(&self, payment_hash: u64, terminal_hash: u64) {
-        if let Some(terminal) = self.terminals.get(&terminal_hash) {
+    /// Hints the slots of this payment in the index's tables (stage 1 of
+    /// [`ReferenceFeatures::prefetch`]; changes nothing).
+    pub fn prefetch_slots(&self, payment_hash: u64, terminal_hash: u64) {
+        self.terminals.prefetch(terminal_hash);
+        self.payments.prefetch(payment_hash);
+    }
+
+    /// Hints the terminal's entries and frauds that [`TerminalIndex::compute`] and
+    /// [`TerminalIndex::add_payment`] will read (stage 2; changes nothing).
+    pub fn prefetch_entries(&self, terminal_hash: u64) {
+        if let Some(terminal) = self.terminals.get(terminal_hash) {
             prefetch_entries(&terminal.entries, &terminal.starts);
         }
         if let Some(frauds) = self.frauds.get(&terminal_hash) {
             frauds.first().map(prefetch);
         }
-        self.payments.prefetch(payment_hash);
     }
 
     /// Records a label (the latest reported one wins).
@@ -574,7 +594,7 @@ impl TerminalIndex {
         // (payments, frauds) in (t − d − w, t − d] for w = 1, 7, 30 days, of those before t.
         let mut windows = [(0u32, 0u32); 3];
         let mut velocity = 0u32;
-        if let Some(TerminalPayments { entries, starts }) = self.terminals.get(&terminal_hash) {
+        if let Some(TerminalPayments { entries, starts }) = self.terminals.get(terminal_hash) {
             let t = event_time_ms;
             let delayed_end = t - label_delay_ms;
             let [day, d, d1, d7, d30] = starts.map(|s| s as usize);
@@ -618,13 +638,21 @@ impl TerminalIndex {
     /// Returns how many payments were dropped.
     pub fn expire(&mut self, horizon_ms: i64) -> usize {
         let before = self.payments.len();
-        let payments = &mut self.payments;
+        let mut expired = Vec::new();
         self.terminals.retain(|_, TerminalPayments { entries, starts }| {
             while entries.front().is_some_and(|e| e.event_time_ms <= horizon_ms) {
-                payments.remove(pop_oldest(entries, starts).expect("checked").payment_hash);
+                expired.push(pop_oldest(entries, starts).expect("checked").payment_hash);
             }
             !entries.is_empty()
         });
+        // Their ids, hinted a few ahead: each is a miss in a table of every payment.
+        for (i, payment_hash) in expired.iter().enumerate() {
+            if let Some(next) = expired.get(i + PREFETCH_SLOTS_DISTANCE_PAYMENTS) {
+                self.payments.prefetch(*next);
+            }
+            self.payments.remove(*payment_hash);
+        }
+        let payments = &self.payments;
         self.frauds.retain(|_, frauds| {
             frauds.retain(|f| f.event_time_ms > horizon_ms);
             !frauds.is_empty()
@@ -644,7 +672,7 @@ impl TerminalIndex {
         crate::state::check_version(bytes, what)?;
         let (_, mut index): (u16, TerminalIndex) =
             postcard::from_bytes(bytes).map_err(|source| crate::OperatorError::CorruptState { what, source })?;
-        for (&terminal_hash, terminal) in &index.terminals {
+        for (terminal_hash, terminal) in index.terminals.iter() {
             for e in &terminal.entries {
                 index.payments.insert(e.payment_hash, (terminal_hash, e.event_time_ms));
             }
@@ -676,10 +704,18 @@ impl PaymentKeys {
     }
 }
 
-/// How many payments ahead a replay hints memory ([`ReferenceFeatures::prefetch`]):
-/// far enough for the misses to arrive before the payment is observed, near enough that
-/// the lines are still in L1 then.
-pub const PREFETCH_DISTANCE_PAYMENTS: usize = 4;
+/// The two stages of [`ReferenceFeatures::prefetch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrefetchStage {
+    Slots,
+    Entries,
+}
+
+/// How many payments ahead a replay hints table slots, then entries
+/// ([`ReferenceFeatures::prefetch`]): far enough for each miss to arrive before its line
+/// is read, near enough that the lines are still in L1 then.
+pub const PREFETCH_SLOTS_DISTANCE_PAYMENTS: usize = 8;
+pub const PREFETCH_ENTRIES_DISTANCE_PAYMENTS: usize = 4;
 
 /// Customer windows and terminal index together, for replaying a whole data set in
 /// event-time order (training and backtests).
@@ -728,12 +764,33 @@ impl ReferenceFeatures {
         row
     }
 
-    /// Hints the memory observing this payment will touch: call it
-    /// [`PREFETCH_DISTANCE_PAYMENTS`] payments ahead of [`ReferenceFeatures::observe`].
-    /// Changes nothing.
-    pub fn prefetch(&self, keys: &PaymentKeys) {
-        self.customers.prefetch(keys.customer_hash, keys.terminal_hash);
-        self.terminals.prefetch(keys.payment_hash, keys.terminal_hash);
+    /// Hints the memory observing this payment will touch, in two stages: call stage 1
+    /// [`PREFETCH_SLOTS_DISTANCE_PAYMENTS`] payments ahead of [`ReferenceFeatures::observe`]
+    /// (table slots: addresses known from the keys) and stage 2
+    /// [`PREFETCH_ENTRIES_DISTANCE_PAYMENTS`] ahead (entries: addresses read from the slots,
+    /// in cache by then). Changes nothing.
+    pub fn prefetch(&self, keys: &PaymentKeys, stage: PrefetchStage) {
+        match stage {
+            PrefetchStage::Slots => {
+                self.customers.prefetch_slots(keys.customer_hash, keys.terminal_hash);
+                self.terminals.prefetch_slots(keys.payment_hash, keys.terminal_hash);
+            }
+            PrefetchStage::Entries => {
+                self.customers.prefetch_entries(keys.customer_hash);
+                self.terminals.prefetch_entries(keys.terminal_hash);
+            }
+        }
+    }
+
+    /// Hints both stages of [`ReferenceFeatures::prefetch`] for the payments of `keys`
+    /// that payment `i` is the right distance behind.
+    pub fn prefetch_ahead(&self, keys: &[PaymentKeys], i: usize) {
+        if let Some(keys) = keys.get(i + PREFETCH_SLOTS_DISTANCE_PAYMENTS) {
+            self.prefetch(keys, PrefetchStage::Slots);
+        }
+        if let Some(keys) = keys.get(i + PREFETCH_ENTRIES_DISTANCE_PAYMENTS) {
+            self.prefetch(keys, PrefetchStage::Entries);
+        }
     }
 
     /// Records a fraud label reported at `reported_at_ms`.
