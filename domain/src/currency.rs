@@ -175,6 +175,22 @@ const ISO_4217: &[(&str, u8)] = &[
     ("ZWG", 2),
 ];
 
+/// Three code bytes packed big-endian: ordered as the codes are.
+const fn code_key(code: &[u8]) -> u32 {
+    ((code[0] as u32) << 16) | ((code[1] as u32) << 8) | code[2] as u32
+}
+
+/// [`ISO_4217`]'s codes packed by [`code_key`], in the same order.
+const ISO_4217_KEYS: [u32; ISO_4217.len()] = {
+    let mut keys = [0; ISO_4217.len()];
+    let mut i = 0;
+    while i < keys.len() {
+        keys[i] = code_key(ISO_4217[i].0.as_bytes());
+        i += 1;
+    }
+    keys
+};
+
 impl Currency {
     pub const EUR: Currency = Currency { code: "EUR", minor_unit_digits: 2 };
     pub const USD: Currency = Currency { code: "USD", minor_unit_digits: 2 };
@@ -183,8 +199,9 @@ impl Currency {
     pub fn from_code(code: &str) -> Result<Currency, MoneyError> {
         let bytes = code.as_bytes();
         if bytes.len() == 3 {
-            // The table is sorted, so a binary search finds the code.
-            if let Ok(index) = ISO_4217.binary_search_by(|(c, _)| c.as_bytes().cmp(bytes)) {
+            // The table is sorted, so a binary search of the packed codes finds the code
+            // (every payment is parsed through here: integer compares, no string compares).
+            if let Ok(index) = ISO_4217_KEYS.binary_search(&code_key(bytes)) {
                 let (code, digits) = ISO_4217[index];
                 return Ok(Currency { code, minor_unit_digits: digits });
             }
@@ -238,6 +255,15 @@ mod tests {
     fn table_is_sorted_and_unique() {
         for pair in ISO_4217.windows(2) {
             assert!(pair[0].0 < pair[1].0, "{} must sort before {}", pair[0].0, pair[1].0);
+        }
+    }
+
+    #[test]
+    fn every_code_is_found_by_its_packed_key() {
+        assert!(ISO_4217_KEYS.windows(2).all(|pair| pair[0] < pair[1]));
+        for (code, digits) in ISO_4217 {
+            let currency = Currency::from_code(code).unwrap();
+            assert_eq!((currency.code(), currency.minor_unit_digits()), (*code, *digits));
         }
     }
 

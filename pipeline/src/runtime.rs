@@ -1129,6 +1129,9 @@ impl Pipeline {
         let partition = task.processor.partition();
         if task.fetched.is_empty() {
             task.fetched = self.log.fetch(&topics.payments, partition, task.next_offset, config.batch_records_max)?;
+            if let (Some(stage), Some(last)) = (context.stage, task.fetched.last()) {
+                stage.set_payer_fetched_end(partition, last.offset + 1);
+            }
         }
         let records = &task.fetched;
         if records.is_empty() {

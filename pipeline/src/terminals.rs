@@ -33,7 +33,10 @@ use std::time::{Duration, Instant};
 use paystream_domain::time::MILLIS_PER_DAY;
 use paystream_domain::{DeadLetter, FraudLabel, Payment};
 use paystream_operators::TerminalView;
-use paystream_operators::reference_features::{Label, LabelApplied, TerminalIndex, key_hash, payment_hash};
+use paystream_operators::reference_features::{
+    Label, LabelApplied, PREFETCH_ENTRIES_DISTANCE_PAYMENTS, PREFETCH_SLOTS_DISTANCE_PAYMENTS, TerminalIndex, key_hash,
+    payment_hash,
+};
 use paystream_storage::Snapshot;
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +48,10 @@ pub const TERMINAL_INDEX_GROUP: &str = "paystream-terminal-index";
 /// Longest feature window: terminal payments older than the slowest partition's
 /// watermark by this plus the label delay and lateness are expired.
 const LONGEST_WINDOW_MS: i64 = 30 * MILLIS_PER_DAY;
+/// Batches (of `batch_records_max`) the indexer reads of each payments partition past
+/// what its payer has fetched. Two: a worker fetches its partitions one after another,
+/// so one partition's fetched end can trail another's current batch by one batch.
+const PAYER_READ_AHEAD_BATCHES: u64 = 2;
 /// Indexer rounds between expiry passes (each scans every terminal).
 const EXPIRY_INTERVAL_ROUNDS: u32 = 64;
 
@@ -58,6 +65,8 @@ pub struct TerminalStage {
     lateness_ms: i64,
     /// Newest event time processed by each payer partition (`i64::MIN`: none yet).
     payer_watermarks: Vec<AtomicI64>,
+    /// Per payments partition: the offset after the last record its payer has fetched.
+    payer_fetched_ends: Vec<AtomicU64>,
 }
 
 impl TerminalStage {
@@ -69,6 +78,7 @@ impl TerminalStage {
             indexed_event_times_ms: (0..inputs).map(|_| AtomicI64::new(i64::MIN)).collect(),
             lateness_ms,
             payer_watermarks: (0..topics.payments.partitions).map(|_| AtomicI64::new(i64::MIN)).collect(),
+            payer_fetched_ends: (0..topics.payments.partitions).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -110,6 +120,13 @@ impl TerminalStage {
     pub fn set_payer_watermark(&self, partition: u32, max_event_time_ms: i64) {
         if let Some(slot) = self.payer_watermarks.get(partition as usize) {
             slot.fetch_max(max_event_time_ms, Ordering::Release);
+        }
+    }
+
+    /// Records that the payer of `partition` has fetched the records before `end`.
+    pub fn set_payer_fetched_end(&self, partition: u32, end: u64) {
+        if let Some(slot) = self.payer_fetched_ends.get(partition as usize) {
+            slot.fetch_max(end, Ordering::Release);
         }
     }
 
@@ -215,10 +232,17 @@ pub(crate) fn run_indexer(
         // Read at most `terminal_read_ahead_ms` of event time past the newest payer: it
         // bounds the index and keeps the payments being scored near the end of each
         // terminal's entries. No deadlock: the read-ahead exceeds the lateness, so every
-        // payer's bound can be reached without reading further.
+        // payer's bound can be reached without reading further. And read each payments
+        // partition through `PAYER_READ_AHEAD_BATCHES` past what its payer has fetched
+        // (also bounded): payers advancing together then find their whole batch complete,
+        // rather than cut at the time read-ahead (a batch can span more event time than
+        // that) and committed in pieces.
         let read_until_ms = stage.fastest_payer_ms().map_or(i64::MAX, |w| w.saturating_add(read_ahead_ms));
         for (p, state) in payments.iter_mut().enumerate() {
-            if state.progress.max_event_time_ms > read_until_ms {
+            let fetched_end = stage.payer_fetched_ends[p].load(Ordering::Acquire);
+            let behind_payer = state.progress.position
+                < fetched_end.saturating_add(PAYER_READ_AHEAD_BATCHES * config.batch_records_max as u64);
+            if state.progress.max_event_time_ms > read_until_ms && !behind_payer {
                 continue;
             }
             let records = log.fetch(&topics.payments, p as u32, state.progress.position, config.batch_records_max)?;
@@ -291,7 +315,15 @@ pub(crate) fn run_indexer(
                 + new_labels.iter().filter(|(_, l)| l.reported_at_ms < late_before_ms).count();
             pipeline.metrics.terminal_late_inputs.inc_by(late as u64);
             let mut index = stage.index.write().expect("terminal index lock");
-            for &(id, terminal, t) in &new_payments {
+            for (i, &(id, terminal, t)) in new_payments.iter().enumerate() {
+                // Hint the slots, then the entries, of the payments a few ahead (see
+                // `ReferenceFeatures::prefetch`): the index is larger than the caches.
+                if let Some(&(id, terminal, _)) = new_payments.get(i + PREFETCH_SLOTS_DISTANCE_PAYMENTS) {
+                    index.prefetch_slots(id, terminal);
+                }
+                if let Some(&(_, terminal, _)) = new_payments.get(i + PREFETCH_ENTRIES_DISTANCE_PAYMENTS) {
+                    index.prefetch_entries(terminal);
+                }
                 index.add_payment(id, terminal, t);
             }
             for &(id, label) in &new_labels {
