@@ -379,10 +379,16 @@ impl LoadedModel {
 fn top_reasons(score: &mut Score, contributions: impl Iterator<Item = f64>, names: &[&'static str]) {
     let mut top: [(f64, usize); REASONS_MAX] = [(0.0, usize::MAX); REASONS_MAX];
     for (j, c) in contributions.enumerate() {
-        if c > top[REASONS_MAX - 1].0 {
-            let at = top.iter().position(|(v, _)| c > *v).expect("c beats the last");
-            top.copy_within(at..REASONS_MAX - 1, at + 1);
-            top[at] = (c, j);
+        // It takes the first place it beats (a tie keeps the earlier feature first) and
+        // everything from there moves one place down. Selects, not jumps: nothing
+        // data-dependent to mispredict, and no `copy_within` (a call per insertion).
+        let mut carried = (c, j);
+        let mut shifting = false;
+        for place in top.iter_mut() {
+            shifting |= carried.0 > place.0;
+            let kept = if shifting { carried } else { *place };
+            carried = if shifting { *place } else { carried };
+            *place = kept;
         }
     }
     for (_, j) in top.iter().take_while(|(_, j)| *j != usize::MAX) {
@@ -506,12 +512,36 @@ mod loaded_model_tests {
         assert!(TrainedModel::from_json(&broken).is_err(), "a tree that loops is refused");
     }
 
+    proptest::proptest! {
+        /// As sorting: the largest positive contributions, largest first, ties in
+        /// feature order.
+        #[test]
+        fn top_reasons_is_a_sort(values in proptest::collection::vec(-3i8..4, 0..12)) {
+            let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"];
+            let contributions: Vec<f64> = values.iter().map(|v| f64::from(*v) / 2.0).collect();
+            let mut score = Score::new(0.5);
+            top_reasons(&mut score, contributions.iter().copied(), &names);
+            let mut expected: Vec<(f64, usize)> =
+                contributions.iter().copied().enumerate().map(|(j, c)| (c, j)).filter(|(c, _)| *c > 0.0).collect();
+            expected.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+            let expected: Vec<&str> = expected.iter().take(REASONS_MAX).map(|(_, j)| names[*j]).collect();
+            proptest::prop_assert_eq!(score.reasons(), &expected[..]);
+        }
+    }
+
     #[test]
     fn top_reasons_keeps_the_largest_positive_contributions() {
         let mut score = Score::new(0.5);
         let names = ["a", "b", "c", "d", "e"];
         top_reasons(&mut score, [0.1, -2.0, 3.0, 0.5, 2.0].into_iter(), &names);
         assert_eq!(score.reasons(), ["c", "e", "d"]);
+        // Ties keep the earlier feature first; fewer positive ones than places.
+        let mut ties = Score::new(0.5);
+        top_reasons(&mut ties, [1.0, 2.0, 1.0, 2.0, -1.0].into_iter(), &names);
+        assert_eq!(ties.reasons(), ["b", "d", "a"]);
+        let mut one = Score::new(0.5);
+        top_reasons(&mut one, [0.0, -1.0, 0.25].into_iter(), &names);
+        assert_eq!(one.reasons(), ["c"]);
         let mut none = Score::new(0.1);
         top_reasons(&mut none, [-1.0, 0.0].into_iter(), &names);
         assert!(none.reasons().is_empty());

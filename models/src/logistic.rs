@@ -126,11 +126,20 @@ impl LogisticModel {
     /// Per-feature contributions to the logit (coefficient × standardized value) of a
     /// batch whose columns are the model's features; returns the logits.
     pub fn explain(&self, x: &mut Array2<f64>) -> Array1<f64> {
-        for (j, mut column) in x.axis_iter_mut(Axis(1)).enumerate() {
-            let (mean, std, coefficient) = (self.means[j], self.stds[j], self.coefficients[j]);
-            column.mapv_inplace(|v| (v - mean) / std * coefficient);
+        let width = self.coefficients.len();
+        let (means, stds, coefficients) = (&self.means[..width], &self.stds[..width], &self.coefficients[..width]);
+        // Row by row over contiguous rows (a standard-layout batch): the three parameter
+        // slices are zipped with each row, so the loop has no bounds checks and vectorizes.
+        let mut logits = Array1::zeros(x.nrows());
+        for (mut row, logit) in x.rows_mut().into_iter().zip(logits.iter_mut()) {
+            let mut sum = self.intercept;
+            for (((v, mean), std), coefficient) in row.iter_mut().zip(means).zip(stds).zip(coefficients) {
+                *v = (*v - mean) / std * coefficient;
+                sum += *v;
+            }
+            *logit = sum;
         }
-        x.sum_axis(Axis(1)) + self.intercept
+        logits
     }
 
     /// Fraud probabilities of a batch of feature vectors.
