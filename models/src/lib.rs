@@ -414,11 +414,16 @@ impl FraudModel for LoadedModel {
     /// value; trees: Saabas attribution along each tree's path).
     fn score_batch(&self, rows: &[FeatureRow], scores: &mut Vec<Score>) {
         let width = self.columns.len();
-        let mut x = ndarray::Array2::from_shape_fn((rows.len(), width), |(i, j)| rows[i][self.columns[j]]);
+        let mut values = Vec::with_capacity(rows.len() * width);
+        for row in rows {
+            values.extend(self.columns.iter().map(|&c| row[c]));
+        }
+        let mut x = ndarray::Array2::from_shape_vec((rows.len(), width), values).expect("rows × model columns");
         match &self.model {
             TrainedModel::Logistic(m) => {
                 let logits = m.explain(&mut x);
-                for (logit, contributions) in logits.iter().zip(x.rows()) {
+                let contributions = x.as_slice().expect("standard layout").chunks_exact(width.max(1));
+                for (logit, contributions) in logits.iter().zip(contributions) {
                     let mut score = Score::new(sigmoid(*logit) as f32);
                     top_reasons(&mut score, contributions.iter().copied(), &self.names);
                     scores.push(score);
