@@ -315,10 +315,13 @@ const COMPILED_DEPTH_MAX: usize = 12;
 #[derive(Clone, Debug)]
 pub struct CompiledTrees {
     depth: usize,
-    /// Per tree, per node: split feature (0 for leaves), threshold, value.
+    /// Per tree, per node: split feature (0 for leaves), threshold, value, and the value
+    /// minus its parent's (0 at the root): the node's Saabas attribution to its parent's
+    /// split feature, computed once here rather than per row.
     features: Vec<u32>,
     thresholds: Vec<f64>,
     values: Vec<f64>,
+    deltas: Vec<f64>,
     base_logit: f64,
     width: usize,
 }
@@ -343,10 +346,12 @@ impl CompiledTrees {
             features: Vec::with_capacity(nodes * model.trees.len()),
             thresholds: Vec::with_capacity(nodes * model.trees.len()),
             values: Vec::with_capacity(nodes * model.trees.len()),
+            deltas: Vec::with_capacity(nodes * model.trees.len()),
             base_logit: model.base_logit,
             width: model.feature_names.len(),
         };
         for tree in &model.trees {
+            let base = compiled.values.len();
             // The source node at each heap position, level by level.
             let mut source = vec![0usize; nodes];
             for heap in 0..nodes {
@@ -367,6 +372,9 @@ impl CompiledTrees {
                     source[2 * heap + 2] = right;
                 }
             }
+            let values = &compiled.values[base..];
+            compiled.deltas.push(0.0);
+            compiled.deltas.extend((1..nodes).map(|heap| values[heap] - values[(heap - 1) / 2]));
         }
         Some(compiled)
     }
@@ -379,10 +387,11 @@ impl CompiledTrees {
         logits.fill(self.base_logit);
         for tree in 0..self.features.len() / nodes.max(1) {
             let base = tree * nodes;
-            let (features, thresholds, values) = (
+            let (features, thresholds, values, deltas) = (
                 &self.features[base..base + nodes],
                 &self.thresholds[base..base + nodes],
                 &self.values[base..base + nodes],
+                &self.deltas[base..base + nodes],
             );
             for (i, logit) in logits.iter_mut().enumerate() {
                 let row = &rows[i * width..(i + 1) * width];
@@ -394,7 +403,7 @@ impl CompiledTrees {
                     #[allow(clippy::neg_cmp_op_on_partial_ord)]
                     let right = !(row[feature] <= thresholds[node]);
                     let child = 2 * node + 1 + usize::from(right);
-                    contribution[feature] += values[child] - values[node];
+                    contribution[feature] += deltas[child];
                     node = child;
                 }
                 *logit += values[node];
