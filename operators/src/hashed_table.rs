@@ -132,16 +132,10 @@ impl<V: Default> HashedTable<V> {
 
     /// Sets `key`'s value; returns the one it replaces.
     pub fn insert(&mut self, key: u64, value: V) -> Option<V> {
-        let len = self.len;
+        // Taken by the insert when `key` is new; otherwise still here to replace its value.
         let mut value = Some(value);
-        let slot = self.entry_or_insert_with(key, || value.take().expect("once"));
-        match value {
-            Some(value) => Some(std::mem::replace(slot, value)),
-            None => {
-                debug_assert!(self.len > len);
-                None
-            }
-        }
+        let slot = self.entry_or_insert_with(key, || value.take().expect("taken once"));
+        value.map(|value| std::mem::replace(slot, value))
     }
 
     /// Removes `key`, shifting later slots of its probe run back (no tombstones).

@@ -36,7 +36,7 @@
 //! Memory is the cost of a feature update: a payment touches about a dozen cache lines
 //! spread over tables of millions of entries. The big tables are [`HashedTable`]s, whose
 //! slot address follows from the key alone, so a replay hints a payment's slots, then
-//! its entries, a few payments before observing it ([`ReferenceFeatures::prefetch`]) and
+//! its entries, a few payments before observing it ([`ReferenceFeatures::prefetch_ahead`]) and
 //! the misses overlap instead of queuing.
 //!
 //! Bytes: per customer, 24 per payment in its last 30 days (plus the allowed lateness),
@@ -209,11 +209,10 @@ fn pop_oldest<T, const N: usize>(entries: &mut VecDeque<T>, starts: &mut [u32; N
     Some(oldest)
 }
 
-/// Hints the entries a payment at a key's newest time reads and writes: the newest and
-/// oldest ones and those at its window starts.
+/// Hints the entries a payment at a key's newest time reads and writes: the newest one
+/// and those at its window starts.
 fn prefetch_entries<T, const N: usize>(entries: &VecDeque<T>, starts: &[u32; N]) {
     entries.back().map(prefetch);
-    entries.front().map(prefetch);
     for start in starts {
         entries.get(*start as usize).map(prefetch);
     }
@@ -367,7 +366,7 @@ impl CustomerWindows {
         row[index::CUSTOMER_NEW_TERMINAL_30DAY] = f64::from(u8::from(!seen_terminal));
     }
 
-    /// Hints the slots of this key pair's tables (stage 1 of [`ReferenceFeatures::prefetch`];
+    /// Hints the slots of this key pair's tables (stage 1 of [`ReferenceFeatures::prefetch_ahead`];
     /// changes nothing).
     pub fn prefetch_slots(&self, customer_hash: u64, terminal_hash: u64) {
         self.customers.prefetch(customer_hash);
@@ -379,6 +378,7 @@ impl CustomerWindows {
     pub fn prefetch_entries(&self, customer_hash: u64) {
         if let Some(history) = self.customers.get(customer_hash) {
             prefetch_entries(&history.entries, &history.starts);
+            history.entries.front().map(prefetch); // `add` checks whether it expired
         }
     }
 
@@ -533,8 +533,23 @@ impl TerminalIndex {
         true
     }
 
+    /// Indexes `payments` (payment hash, terminal hash, event time), hinting each one's
+    /// slots and entries a few payments ahead (as [`ReferenceFeatures::prefetch_ahead`]):
+    /// the index is larger than the caches.
+    pub fn add_payments(&mut self, payments: &[(u64, u64, i64)]) {
+        for (i, &(payment_hash, terminal_hash, event_time_ms)) in payments.iter().enumerate() {
+            if let Some(&(payment_hash, terminal_hash, _)) = payments.get(i + PREFETCH_SLOTS_DISTANCE_PAYMENTS) {
+                self.prefetch_slots(payment_hash, terminal_hash);
+            }
+            if let Some(&(_, terminal_hash, _)) = payments.get(i + PREFETCH_ENTRIES_DISTANCE_PAYMENTS) {
+                self.prefetch_entries(terminal_hash);
+            }
+            self.add_payment(payment_hash, terminal_hash, event_time_ms);
+        }
+    }
+
     /// Hints the slots of this payment in the index's tables (stage 1 of
-    /// [`ReferenceFeatures::prefetch`]; changes nothing).
+    /// [`ReferenceFeatures::prefetch_ahead`]; changes nothing).
     pub fn prefetch_slots(&self, payment_hash: u64, terminal_hash: u64) {
         self.terminals.prefetch(terminal_hash);
         self.payments.prefetch(payment_hash);
@@ -704,15 +719,8 @@ impl PaymentKeys {
     }
 }
 
-/// The two stages of [`ReferenceFeatures::prefetch`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PrefetchStage {
-    Slots,
-    Entries,
-}
-
 /// How many payments ahead a replay hints table slots, then entries
-/// ([`ReferenceFeatures::prefetch`]): far enough for each miss to arrive before its line
+/// ([`ReferenceFeatures::prefetch_ahead`]): far enough for each miss to arrive before its line
 /// is read, near enough that the lines are still in L1 then.
 pub const PREFETCH_SLOTS_DISTANCE_PAYMENTS: usize = 8;
 pub const PREFETCH_ENTRIES_DISTANCE_PAYMENTS: usize = 4;
@@ -764,32 +772,19 @@ impl ReferenceFeatures {
         row
     }
 
-    /// Hints the memory observing this payment will touch, in two stages: call stage 1
-    /// [`PREFETCH_SLOTS_DISTANCE_PAYMENTS`] payments ahead of [`ReferenceFeatures::observe`]
-    /// (table slots: addresses known from the keys) and stage 2
-    /// [`PREFETCH_ENTRIES_DISTANCE_PAYMENTS`] ahead (entries: addresses read from the slots,
-    /// in cache by then). Changes nothing.
-    pub fn prefetch(&self, keys: &PaymentKeys, stage: PrefetchStage) {
-        match stage {
-            PrefetchStage::Slots => {
-                self.customers.prefetch_slots(keys.customer_hash, keys.terminal_hash);
-                self.terminals.prefetch_slots(keys.payment_hash, keys.terminal_hash);
-            }
-            PrefetchStage::Entries => {
-                self.customers.prefetch_entries(keys.customer_hash);
-                self.terminals.prefetch_entries(keys.terminal_hash);
-            }
-        }
-    }
-
-    /// Hints both stages of [`ReferenceFeatures::prefetch`] for the payments of `keys`
-    /// that payment `i` is the right distance behind.
+    /// Call before observing payment `i` of `keys`: hints the memory that observing the
+    /// payments ahead of it will touch, in two stages — the table slots of the payment
+    /// [`PREFETCH_SLOTS_DISTANCE_PAYMENTS`] ahead (addresses known from the keys), and
+    /// the entries of the one [`PREFETCH_ENTRIES_DISTANCE_PAYMENTS`] ahead (addresses read
+    /// from its slots, in cache by then). Changes nothing.
     pub fn prefetch_ahead(&self, keys: &[PaymentKeys], i: usize) {
         if let Some(keys) = keys.get(i + PREFETCH_SLOTS_DISTANCE_PAYMENTS) {
-            self.prefetch(keys, PrefetchStage::Slots);
+            self.customers.prefetch_slots(keys.customer_hash, keys.terminal_hash);
+            self.terminals.prefetch_slots(keys.payment_hash, keys.terminal_hash);
         }
         if let Some(keys) = keys.get(i + PREFETCH_ENTRIES_DISTANCE_PAYMENTS) {
-            self.prefetch(keys, PrefetchStage::Entries);
+            self.customers.prefetch_entries(keys.customer_hash);
+            self.terminals.prefetch_entries(keys.terminal_hash);
         }
     }
 

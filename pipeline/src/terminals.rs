@@ -33,10 +33,7 @@ use std::time::{Duration, Instant};
 use paystream_domain::time::MILLIS_PER_DAY;
 use paystream_domain::{DeadLetter, FraudLabel, Payment};
 use paystream_operators::TerminalView;
-use paystream_operators::reference_features::{
-    Label, LabelApplied, PREFETCH_ENTRIES_DISTANCE_PAYMENTS, PREFETCH_SLOTS_DISTANCE_PAYMENTS, TerminalIndex, key_hash,
-    payment_hash,
-};
+use paystream_operators::reference_features::{Label, LabelApplied, TerminalIndex, key_hash, payment_hash};
 use paystream_storage::Snapshot;
 use serde::{Deserialize, Serialize};
 
@@ -315,17 +312,7 @@ pub(crate) fn run_indexer(
                 + new_labels.iter().filter(|(_, l)| l.reported_at_ms < late_before_ms).count();
             pipeline.metrics.terminal_late_inputs.inc_by(late as u64);
             let mut index = stage.index.write().expect("terminal index lock");
-            for (i, &(id, terminal, t)) in new_payments.iter().enumerate() {
-                // Hint the slots, then the entries, of the payments a few ahead (see
-                // `ReferenceFeatures::prefetch`): the index is larger than the caches.
-                if let Some(&(id, terminal, _)) = new_payments.get(i + PREFETCH_SLOTS_DISTANCE_PAYMENTS) {
-                    index.prefetch_slots(id, terminal);
-                }
-                if let Some(&(_, terminal, _)) = new_payments.get(i + PREFETCH_ENTRIES_DISTANCE_PAYMENTS) {
-                    index.prefetch_entries(terminal);
-                }
-                index.add_payment(id, terminal, t);
-            }
+            index.add_payments(&new_payments);
             for &(id, label) in &new_labels {
                 let result = match index.add_label(id, label) {
                     LabelApplied::Attached => "attached",
