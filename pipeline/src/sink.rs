@@ -9,7 +9,7 @@
 //! committed records and never blocks the workers; it lags them by at most a round.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use paystream_domain::{Decision, LedgerTransaction};
 use paystream_storage::StorageError;
@@ -25,6 +25,10 @@ pub const SINK_SLICE_RECORDS_MAX: usize = 4_096;
 /// Pauses between attempts while the store is unavailable.
 const SINK_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const SINK_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long a sink keeps retrying an unavailable store once the workers have finished
+/// (a run until idle): a passing timeout must not fail the run, a store that stays down
+/// must not hold it forever.
+const SINK_FINAL_RETRY: Duration = Duration::from_secs(30);
 
 enum Kind {
     Decisions,
@@ -109,6 +113,12 @@ pub(crate) fn run_sink(
     )
 }
 
+/// Whether an unavailable store may be retried: always while the workers run, for
+/// [`SINK_FINAL_RETRY`] from the first failure after they finished.
+fn may_retry(done: bool, final_deadline: &mut Option<Instant>) -> bool {
+    !done || *final_deadline.get_or_insert_with(|| Instant::now() + SINK_FINAL_RETRY) > Instant::now()
+}
+
 /// How a sink reports: its store's name (in logs), records stored, failed attempts.
 pub(crate) struct SinkReporting<'a> {
     pub store: &'static str,
@@ -123,8 +133,9 @@ pub(crate) struct SinkReporting<'a> {
 /// how many records it stored), and commit the new positions as `group` once
 /// per round. An error `unavailable` says is transient (the store is down) is retried
 /// with backoff while the pipeline goes on — from the same slice, so `store` must take a
-/// slice again idempotently; any other error ends the sink. Returns when `finished` is
-/// set and everything committed before has been stored.
+/// slice again idempotently; any other error ends the sink, and so does an unavailable
+/// store still failing [`SINK_FINAL_RETRY`] after `finished` was set. Returns when
+/// `finished` is set and everything committed before has been stored.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn drive_sink(
     pipeline: &Pipeline,
@@ -139,6 +150,8 @@ pub(crate) fn drive_sink(
 ) -> Result<(), RuntimeError> {
     let log = pipeline.log.as_ref();
     let mut backoff = SINK_BACKOFF_MIN;
+    // Set at the first failure after `finished`: when to stop retrying.
+    let mut final_deadline: Option<Instant> = None;
     loop {
         // Read the flag first: a round that starts after it sees every committed output.
         let done = finished.load(Ordering::SeqCst) || control.stopped();
@@ -160,7 +173,7 @@ pub(crate) fn drive_sink(
                     }
                     // The store is down or restarting: the outputs wait in the log
                     // (retention keeps them), the pipeline goes on; retry with backoff.
-                    Err(error) if unavailable(&error) && !done => {
+                    Err(error) if unavailable(&error) && may_retry(done, &mut final_deadline) => {
                         reporting.errors.inc();
                         tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "{} unavailable", reporting.store);
                         std::thread::sleep(backoff);
