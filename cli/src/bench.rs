@@ -64,6 +64,10 @@ struct BenchResult {
     /// Process CPU time (user + system, all threads) per payment in the throughput run.
     cpu_us_per_payment: f64,
     commits: u64,
+    /// Times a worker stopped a batch to wait for the terminal index (models only).
+    terminal_waits: u64,
+    /// Payments indexed outside a worker's buffer, so parsed twice (models only).
+    terminal_index_only_records: u64,
     latency_offered_payments_per_second: u64,
     latency_payments: u64,
     latency_ms_p50: f64,
@@ -115,7 +119,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         publish_simulation(log.as_ref(), &topics, &sim_config, &transactions, &options, &no_progress, &no_stop)?;
     let publish_seconds = started.elapsed().as_secs_f64();
     let bytes_before = log.stored_bytes();
-    let pipeline = crate::pipeline(log.clone(), &log_args.data_dir, config.clone(), Arc::new(Metrics::new()))?;
+    let throughput_metrics = Arc::new(Metrics::new());
+    let pipeline = crate::pipeline(log.clone(), &log_args.data_dir, config.clone(), throughput_metrics.clone())?;
+    let uses_terminal_index = pipeline.needs_terminal_index();
     eprintln!("running the pipeline ...");
     let started = Instant::now();
     let cpu_before = cpu_seconds();
@@ -167,6 +173,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         log_bytes_per_payment: log_bytes as f64 / report.input_records.max(1) as f64,
         cpu_us_per_payment,
         commits: report.commits,
+        terminal_waits: throughput_metrics.terminal_waits.get(),
+        terminal_index_only_records: throughput_metrics.terminal_index_only_records.get(),
         latency_offered_payments_per_second: args.latency_rate,
         latency_payments: latency.len(),
         latency_ms_p50: ms(0.5),
@@ -199,6 +207,13 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             result.log_bytes_per_payment,
             result.cpu_us_per_payment
         );
+        if uses_terminal_index {
+            println!(
+                "  terminal     {} waits for the index, {} payments indexed outside a worker's buffer (parsed twice)",
+                thousands(result.terminal_waits),
+                thousands(result.terminal_index_only_records)
+            );
+        }
         println!(
             "  latency      event→decision at {} payments/s offered: p50 {:.1} ms · p99 {:.1} ms · p99.9 {:.1} ms · max {:.1} ms ({} samples; producer timestamps have 1 ms resolution)",
             thousands(result.latency_offered_payments_per_second),

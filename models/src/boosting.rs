@@ -334,10 +334,13 @@ fn tree_depth(tree: &[Node], node: usize) -> usize {
 }
 
 impl CompiledTrees {
-    /// None when a tree is deeper than [`COMPILED_DEPTH_MAX`].
+    /// None when a tree is deeper than [`COMPILED_DEPTH_MAX`] or splits on a feature
+    /// the model does not have (model files are checked when read; this is what makes
+    /// the unchecked indexing in `explain_fixed` sound whatever the caller built).
     pub fn new(model: &BoostedTrees) -> Option<CompiledTrees> {
         let depth = model.trees.iter().map(|t| tree_depth(t, 0)).max().unwrap_or(0);
-        if depth > COMPILED_DEPTH_MAX {
+        let width = model.feature_names.len();
+        if depth > COMPILED_DEPTH_MAX || model.trees.iter().flatten().any(|n| n.feature.is_some_and(|f| f >= width)) {
             return None;
         }
         let nodes = (1usize << (depth + 1)) - 1;
@@ -348,7 +351,7 @@ impl CompiledTrees {
             values: Vec::with_capacity(nodes * model.trees.len()),
             deltas: Vec::with_capacity(nodes * model.trees.len()),
             base_logit: model.base_logit,
-            width: model.feature_names.len(),
+            width,
         };
         for tree in &model.trees {
             let base = compiled.values.len();
@@ -382,10 +385,34 @@ impl CompiledTrees {
     /// Logits of `rows` (row-major, `width` values each) into `logits`, and each row's
     /// attributions into `contributions` (row-major, zeroed by the caller).
     pub fn explain_batch(&self, rows: &[f64], logits: &mut [f64], contributions: &mut [f64]) {
-        let depth = self.depth;
-        let (width, nodes) = (self.width, (1usize << (depth + 1)) - 1);
+        assert_eq!(rows.len(), logits.len() * self.width, "one row per logit");
+        assert_eq!(contributions.len(), rows.len(), "one contribution per value");
+        // The depth is a constant in each instance: the walk unrolls, and the per-row
+        // overhead (trees of the default depth have 3 splits) stays small.
+        match self.depth {
+            0 => self.explain_fixed::<0>(rows, logits, contributions),
+            1 => self.explain_fixed::<1>(rows, logits, contributions),
+            2 => self.explain_fixed::<2>(rows, logits, contributions),
+            3 => self.explain_fixed::<3>(rows, logits, contributions),
+            4 => self.explain_fixed::<4>(rows, logits, contributions),
+            5 => self.explain_fixed::<5>(rows, logits, contributions),
+            6 => self.explain_fixed::<6>(rows, logits, contributions),
+            7 => self.explain_fixed::<7>(rows, logits, contributions),
+            8 => self.explain_fixed::<8>(rows, logits, contributions),
+            9 => self.explain_fixed::<9>(rows, logits, contributions),
+            10 => self.explain_fixed::<10>(rows, logits, contributions),
+            11 => self.explain_fixed::<11>(rows, logits, contributions),
+            12 => self.explain_fixed::<12>(rows, logits, contributions),
+            _ => unreachable!("CompiledTrees::new refuses trees deeper than COMPILED_DEPTH_MAX"),
+        }
+    }
+
+    fn explain_fixed<const DEPTH: usize>(&self, rows: &[f64], logits: &mut [f64], contributions: &mut [f64]) {
+        const { assert!(DEPTH <= COMPILED_DEPTH_MAX) };
+        let nodes = (1usize << (DEPTH + 1)) - 1;
+        let width = self.width;
         logits.fill(self.base_logit);
-        for tree in 0..self.features.len() / nodes.max(1) {
+        for tree in 0..self.features.len() / nodes {
             let base = tree * nodes;
             let (features, thresholds, values, deltas) = (
                 &self.features[base..base + nodes],
@@ -393,20 +420,24 @@ impl CompiledTrees {
                 &self.values[base..base + nodes],
                 &self.deltas[base..base + nodes],
             );
-            for (i, logit) in logits.iter_mut().enumerate() {
-                let row = &rows[i * width..(i + 1) * width];
-                let contribution = &mut contributions[i * width..(i + 1) * width];
+            let rows_and_contributions = rows.chunks_exact(width).zip(contributions.chunks_exact_mut(width));
+            for ((row, contribution), logit) in rows_and_contributions.zip(logits.iter_mut()) {
                 let mut node = 0usize;
-                for _ in 0..depth {
-                    let feature = features[node] as usize;
-                    // `!(x <= t)`, not `x > t`: a NaN goes right, as in `explain_row`.
-                    #[allow(clippy::neg_cmp_op_on_partial_ord)]
-                    let right = !(row[feature] <= thresholds[node]);
-                    let child = 2 * node + 1 + usize::from(right);
-                    contribution[feature] += deltas[child];
-                    node = child;
+                for _ in 0..DEPTH {
+                    // SAFETY: after k < DEPTH steps node < 2^(k+1) - 1 < nodes, and so its
+                    // child < 2^(k+2) - 1 <= nodes; `new` checked every feature < width.
+                    unsafe {
+                        let feature = *features.get_unchecked(node) as usize;
+                        // `!(x <= t)`, not `x > t`: a NaN goes right, as in `explain_row`.
+                        #[allow(clippy::neg_cmp_op_on_partial_ord)]
+                        let right = !(*row.get_unchecked(feature) <= *thresholds.get_unchecked(node));
+                        let child = 2 * node + 1 + usize::from(right);
+                        *contribution.get_unchecked_mut(feature) += *deltas.get_unchecked(child);
+                        node = child;
+                    }
                 }
-                *logit += values[node];
+                // SAFETY: after DEPTH steps node < 2^(DEPTH+1) - 1 = nodes.
+                *logit += unsafe { *values.get_unchecked(node) };
             }
         }
     }
@@ -432,6 +463,10 @@ mod compiled_tests {
                 );
             }
             let compiled = CompiledTrees::new(&model).unwrap();
+            let mut broken = model.clone();
+            let split = broken.trees[0].iter_mut().find(|n| n.feature.is_some()).unwrap();
+            split.feature = Some(3);
+            assert!(CompiledTrees::new(&broken).is_none(), "a split on a feature past the row is refused");
             let flat: Vec<f64> = rows.concat();
             let mut logits = vec![0.0; rows.len()];
             let mut contributions = vec![0.0; flat.len()];

@@ -567,23 +567,51 @@ impl PartitionProcessor {
         terminals: TerminalView<'_>,
         out: &mut OutputBatch,
     ) -> usize {
-        let watermark_before = self.state.max_event_time_ms;
+        self.start_batch();
         let wait_for_terminals = self.model.uses_terminal_features();
-        let mut consumed = records.len();
+        for (i, record) in records.iter().enumerate() {
+            let parsed = Payment::from_json(record.value);
+            if wait_for_terminals && parsed.as_ref().is_ok_and(|p| p.event_time_ms > terminals.complete_through_ms) {
+                return i;
+            }
+            self.validate_and_featurize(topic, record, parsed, terminals, out);
+        }
+        records.len()
+    }
+
+    /// [`PartitionProcessor::begin_batch`] over records the caller parsed already
+    /// (`parsed[i]` is `Payment::from_json(records[i].value)`, e.g. parsed once to index
+    /// them for terminal features). It takes the payments it consumes out of `parsed`
+    /// (leaving `None`); the rest stay for the next try.
+    pub fn begin_parsed_batch(
+        &mut self,
+        topic: &str,
+        records: &[InputRecord<'_>],
+        parsed: &mut [Option<Result<Payment, Rejection>>],
+        terminals: TerminalView<'_>,
+        out: &mut OutputBatch,
+    ) -> usize {
+        assert_eq!(records.len(), parsed.len(), "one parse per record");
+        self.start_batch();
+        let wait_for_terminals = self.model.uses_terminal_features();
+        for (i, (record, parsed)) in records.iter().zip(parsed.iter_mut()).enumerate() {
+            let payment = parsed.take().unwrap_or_else(|| Payment::from_json(record.value));
+            if wait_for_terminals && payment.as_ref().is_ok_and(|p| p.event_time_ms > terminals.complete_through_ms) {
+                *parsed = Some(payment);
+                return i;
+            }
+            self.validate_and_featurize(topic, record, payment, terminals, out);
+        }
+        records.len()
+    }
+
+    fn start_batch(&mut self) {
+        let watermark_before = self.state.max_event_time_ms;
         self.pending.clear();
         self.rows.clear();
         self.velocity_events.clear();
         self.batch_newest_ms = watermark_before;
         self.batch_watermark_before_ms = watermark_before;
-        for (i, record) in records.iter().enumerate() {
-            let parsed = Payment::from_json(record.value);
-            if wait_for_terminals && parsed.as_ref().is_ok_and(|p| p.event_time_ms > terminals.complete_through_ms) {
-                consumed = i;
-                break;
-            }
-            self.validate_and_featurize(topic, record, parsed, terminals, out);
-        }
-        consumed
     }
 
     /// The counts the feature store must make for the batch begun (in order).

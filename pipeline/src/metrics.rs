@@ -43,6 +43,7 @@ pub struct Metrics {
     pub terminal_read_through_ms: IntGauge,
     /// Payments and labels indexed after payments later than them were scored.
     pub terminal_late_inputs: IntCounter,
+    pub terminal_index_only_records: IntCounter,
     pub terminal_index_payments: IntGauge,
     pub terminal_index_pending_labels: IntGauge,
     /// Labels indexed, by result (attached to their payment, or pending it).
@@ -220,6 +221,10 @@ impl Metrics {
             terminal_late_inputs: counter(
                 "terminal_late_inputs_total",
                 "Payments and labels indexed after payments later than them had been scored (their features could not include them)",
+            ),
+            terminal_index_only_records: counter(
+                "terminal_index_only_records_total",
+                "Payment records a worker read into the terminal index outside its buffer (read ahead by event time, or after a restart): parsed again when scored",
             ),
             terminal_index_payments: register(
                 &registry,

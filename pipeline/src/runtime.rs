@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use paystream_domain::{Payment, Rejection};
 use paystream_models::FraudModel;
+use paystream_operators::reference_features::{key_hash, payment_hash};
 use paystream_operators::state::encode_ops;
 use paystream_operators::{
     BatchCounters, InputRecord, OperatorConfig, OperatorError, OutputBatch, PartitionProcessor, TerminalView,
@@ -27,7 +29,7 @@ use thiserror::Error;
 use crate::log::{Log, LogError, Membership, Topic, Transaction};
 use crate::metrics::Metrics;
 use crate::model::ModelHandle;
-use crate::terminals::{TERMINAL_INDEX_GROUP, TerminalStage};
+use crate::terminals::{InputProgress, PAYMENT_BUFFER_BATCHES, TERMINAL_INDEX_GROUP, TerminalStage};
 
 #[derive(Debug, Error)]
 pub enum RuntimeError {
@@ -496,11 +498,94 @@ struct PartitionTask {
     /// The partition of `paystream-settlement-entries`.
     entries: InternalInput,
     /// Records fetched but not processed yet (a batch that stopped to wait for the
-    /// terminal index keeps its tail here instead of fetching it again).
-    fetched: Vec<crate::log::Record>,
+    /// terminal index keeps its tail here instead of fetching it again; with a terminal
+    /// stage, up to `PAYMENT_BUFFER_BATCHES` batches, parsed and indexed).
+    fetched: InputBuffer,
+    /// With a terminal stage: how far the index holds this partition's payments.
+    indexed: InputProgress,
     /// The terminal index's bound when processing last stopped to wait: nothing to try
     /// until it moves.
     waiting_at_bound_ms: Option<i64>,
+}
+
+/// A record parsed ahead of processing (`None` once processed).
+type ParsedPayment = Option<Result<Payment, Rejection>>;
+
+/// What a worker's turn over its partitions found, beyond what it committed.
+#[derive(Default)]
+struct Turn {
+    /// Some partition stopped to wait for the terminal index.
+    waiting: bool,
+    /// Payments were read into the terminal index (other partitions may move on).
+    indexed: bool,
+}
+
+/// A partition's payments read ahead of processing, from `next_offset` on, in offset
+/// order; `parsed[i]`, when present, is `records[i]` parsed (taken when processed).
+#[derive(Default)]
+struct InputBuffer {
+    records: Vec<crate::log::Record>,
+    parsed: Vec<ParsedPayment>,
+    /// Records before this were processed.
+    start: usize,
+}
+
+impl InputBuffer {
+    fn len(&self) -> usize {
+        self.records.len() - self.start
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn records(&self) -> &[crate::log::Record] {
+        &self.records[self.start..]
+    }
+
+    /// The offset after the last record held.
+    fn end_offset(&self) -> Option<u64> {
+        self.records().last().map(|r| r.offset + 1)
+    }
+
+    fn push(&mut self, records: Vec<crate::log::Record>, parsed: Option<Vec<Result<Payment, Rejection>>>) {
+        // Drop what was processed once it is most of the buffer (each record moves at
+        // most about once).
+        if self.start > 0 && self.start >= self.len() {
+            self.records.drain(..self.start);
+            self.parsed.drain(..self.start.min(self.parsed.len()));
+            self.start = 0;
+        }
+        match parsed {
+            Some(parsed) => {
+                debug_assert_eq!(parsed.len(), records.len());
+                self.parsed.resize_with(self.records.len(), || None);
+                self.parsed.extend(parsed.into_iter().map(Some));
+            }
+            None => self.parsed.clear(),
+        }
+        self.records.extend(records);
+    }
+
+    /// The first `n` records held and their parses (empty if never parsed).
+    fn front(&mut self, n: usize) -> (&[crate::log::Record], &mut [ParsedPayment]) {
+        let records = &self.records[self.start..self.start + n];
+        let parsed = if self.parsed.len() == self.records.len() {
+            &mut self.parsed[self.start..self.start + n]
+        } else {
+            &mut []
+        };
+        (records, parsed)
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.records.len() {
+            self.records.clear();
+            self.parsed.clear();
+            self.start = 0;
+        }
+    }
 }
 
 /// Spawns a pipeline thread whose failure stops the whole run.
@@ -628,12 +713,12 @@ impl Pipeline {
         let model = ModelHandle::new(self.model.clone());
         self.metrics.model_loaded("", self.model.version());
         // Learned models read terminal features: run the terminal index.
-        let stage = self.needs_terminal_index().then(|| {
-            TerminalStage::new(&topics, config.operators.feature_allowed_lateness_ms, config.operators.label_delay_ms)
-        });
-        if stage.is_some() {
+        let stage = if self.needs_terminal_index() {
             self.register_terminal_index(&topics)?;
-        }
+            Some(TerminalStage::restore(self, &topics)?)
+        } else {
+            None
+        };
         let workers_finished = AtomicBool::new(false);
         let mut indexed = Ok(());
         let mut sunk = Ok(());
@@ -900,7 +985,12 @@ impl Pipeline {
                 next_offset,
                 legs: InternalInput::new(self.start_position(&topics.transfers, partition)?),
                 entries: InternalInput::new(self.start_position(&topics.settlement_entries, partition)?),
-                fetched: Vec::new(),
+                indexed: context
+                    .stage
+                    .map_or(InputProgress { position: next_offset, max_event_time_ms: i64::MIN }, |stage| {
+                        stage.payments_progress(partition)
+                    }),
+                fetched: InputBuffer::default(),
                 waiting_at_bound_ms: None,
             });
         }
@@ -965,18 +1055,18 @@ impl Pipeline {
             let started = Instant::now();
             let mut transaction = Transaction::new();
             let mut timestamps = Vec::new();
-            let mut waiting = false;
+            let mut turn = Turn::default();
             for task in tasks.iter_mut() {
                 let partition = task.processor.partition();
                 out.clear();
                 let consumed =
-                    self.process_payments(task, context, &payments_topic_name, &mut velocity, &mut out, &mut waiting)?;
+                    self.process_payments(task, context, &payments_topic_name, &mut velocity, &mut out, &mut turn)?;
                 let mut advanced = false;
                 if consumed > 0 {
-                    let records = &task.fetched;
+                    let records = &task.fetched.records()[..consumed];
                     let next_offset = records[consumed - 1].offset + 1;
-                    timestamps.extend(records[..consumed].iter().map(|r| r.timestamp_ms));
-                    task.fetched.drain(..consumed);
+                    timestamps.extend(records.iter().map(|r| r.timestamp_ms));
+                    task.fetched.consume(consumed);
                     if let (Some(stage), Some(watermark)) = (context.stage, task.processor.state().max_event_time_ms())
                     {
                         stage.set_payer_watermark(partition, watermark);
@@ -1029,8 +1119,10 @@ impl Pipeline {
                         break;
                     }
                 }
-                if waiting {
-                    // The terminal index is behind: it moves on its own thread, soon.
+                if turn.indexed {
+                    // Read on: the index moves with every worker's reading.
+                } else if turn.waiting {
+                    // The terminal index is behind: other workers move it, soon.
                     std::thread::sleep(Duration::from_millis(1));
                 } else {
                     self.log.wait_for_commit(sequence, Duration::from_millis(config.idle_wait_ms));
@@ -1115,7 +1207,7 @@ impl Pipeline {
 
     /// Runs the operators over the task's next payments (fetched if none are pending)
     /// into `out`; returns how many it consumed (fewer when the terminal index must catch
-    /// up first: `waiting` is set).
+    /// up first: `turn.waiting` is set; `turn.indexed` when it read payments into the index).
     fn process_payments(
         &self,
         task: &mut PartitionTask,
@@ -1123,20 +1215,24 @@ impl Pipeline {
         payments_topic_name: &str,
         velocity: &mut Option<(&VelocitySource, Box<dyn WindowedCounters>)>,
         out: &mut OutputBatch,
-        waiting: &mut bool,
+        turn: &mut Turn,
     ) -> Result<usize, RuntimeError> {
         let (config, topics) = (&self.config, context.topics);
         let partition = task.processor.partition();
-        if task.fetched.is_empty() {
-            task.fetched = self.log.fetch(&topics.payments, partition, task.next_offset, config.batch_records_max)?;
-            if let (Some(stage), Some(last)) = (context.stage, task.fetched.last()) {
-                stage.set_payer_fetched_end(partition, last.offset + 1);
+        match context.stage {
+            Some(stage) => turn.indexed |= self.index_ahead(task, stage, topics)?,
+            None if task.fetched.is_empty() => {
+                let records =
+                    self.log.fetch(&topics.payments, partition, task.next_offset, config.batch_records_max)?;
+                task.fetched.push(records, None);
             }
+            None => {}
         }
-        let records = &task.fetched;
-        if records.is_empty() {
+        if task.fetched.is_empty() {
             return Ok(0);
         }
+        let n = task.fetched.len().min(config.batch_records_max);
+        let (records, parsed) = task.fetched.front(n);
         let inputs = input_records(records);
         let consumed = match context.stage {
             Some(stage) => {
@@ -1144,11 +1240,11 @@ impl Pipeline {
                 let index = stage.read();
                 let view = stage.view(&index, &ends);
                 if task.waiting_at_bound_ms == Some(view.complete_through_ms) {
-                    *waiting = true; // the index has not moved since the last try
+                    turn.waiting = true; // the index has not moved since the last try
                     return Ok(0);
                 }
-                let consumed = task.processor.begin_batch(payments_topic_name, &inputs, view, out);
-                task.waiting_at_bound_ms = (consumed < records.len()).then_some(view.complete_through_ms);
+                let consumed = task.processor.begin_parsed_batch(payments_topic_name, &inputs, parsed, view, out);
+                task.waiting_at_bound_ms = (consumed < n).then_some(view.complete_through_ms);
                 consumed
             }
             None => task.processor.begin_batch(payments_topic_name, &inputs, TerminalView::NONE, out),
@@ -1161,11 +1257,73 @@ impl Pipeline {
             }
             None => task.processor.finish_batch(None, out),
         }
-        if consumed < records.len() {
-            *waiting = true;
+        if consumed < n {
+            turn.waiting = true;
             self.metrics.terminal_waits.inc();
         }
         Ok(consumed)
+    }
+
+    /// Reads one more batch of `task`'s payments into the terminal index, if it is due
+    /// (never waits; see the `terminals` module doc): below the payer's position after a
+    /// restart whose index snapshot is older; else into the buffer, parsed once for
+    /// scoring too, until it holds `PAYMENT_BUFFER_BATCHES` batches; else past the buffer
+    /// (indexed, not kept) while the partition is indexed no further than
+    /// [`TerminalStage::read_until_ms`]. Returns whether it read any record.
+    fn index_ahead(
+        &self,
+        task: &mut PartitionTask,
+        stage: &TerminalStage,
+        topics: &PipelineTopics,
+    ) -> Result<bool, RuntimeError> {
+        let batch = self.config.batch_records_max;
+        let partition = task.processor.partition();
+        let buffer_end = task.fetched.end_offset().unwrap_or(task.next_offset);
+        let (from, keep) = if task.indexed.position < task.next_offset {
+            (task.indexed.position, false)
+        } else if task.fetched.len() < PAYMENT_BUFFER_BATCHES * batch {
+            (buffer_end, true)
+        } else if task.indexed.max_event_time_ms <= stage.read_until_ms() {
+            (task.indexed.position.max(buffer_end), false)
+        } else {
+            return Ok(false);
+        };
+        let records = self.log.fetch(&topics.payments, partition, from, batch)?;
+        let mut progress = task.indexed;
+        let mut entries = Vec::new();
+        let mut parsed = Vec::with_capacity(if keep { records.len() } else { 0 });
+        for record in &records {
+            let payment = Payment::from_json(&record.value);
+            if record.offset >= task.indexed.position
+                && let Ok(payment) = &payment
+            {
+                // Captures, voids, refunds and top-ups are not indexed: terminal features
+                // count payments and authorizations, as the payer's windows do.
+                if payment.kind.is_scored() {
+                    let terminal = key_hash(payment.terminal_id().unwrap_or(""));
+                    entries.push((payment_hash(&payment.payment_id), terminal, payment.event_time_ms));
+                }
+                progress.max_event_time_ms = progress.max_event_time_ms.max(payment.event_time_ms);
+            }
+            if keep {
+                parsed.push(payment);
+            }
+        }
+        let read_end = records.last().map_or(from, |r| r.offset + 1);
+        if read_end >= progress.position {
+            progress.position = self.log.resume_offset(&topics.payments, partition, read_end);
+        }
+        if progress.position != task.indexed.position || !entries.is_empty() {
+            stage.index_payments(partition, &entries, progress, &self.metrics);
+            task.indexed = progress;
+        }
+        let read = !records.is_empty();
+        if keep {
+            task.fetched.push(records, Some(parsed));
+        } else {
+            self.metrics.terminal_index_only_records.inc_by(records.len() as u64);
+        }
+        Ok(read)
     }
 
     /// Counts a batch's velocity events in the feature store and reads their windows (one

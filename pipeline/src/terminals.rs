@@ -2,38 +2,48 @@
 //! fraud labels reported for them, shared by all payer partitions of this process.
 //!
 //! The pipeline is keyed by payer, but terminal features need every partition's
-//! payments at a terminal and the label stream. The indexer thread reads the payments
-//! topic (all partitions) and the labels topic on its own — it depends on no pipeline
-//! worker, so nothing can wait in a cycle — and maintains a [`TerminalIndex`].
+//! payments at a terminal and the label stream. Each worker indexes its own partitions'
+//! payments as it reads them, ahead of scoring them ([`PAYMENT_BUFFER_BATCHES`] batches
+//! parsed ahead, each payment parsed once for both), and the indexer thread reads the
+//! labels topic; both add to one [`TerminalIndex`], which the workers read.
 //!
 //! Terminal features are an as-of query (see `reference_features`), so they are exact
 //! once the index holds every payment before a payment's event time t and every label
 //! reported by t. Before scoring a batch, a payer partition asks
 //! [`TerminalStage::complete_through_ms`] how far that holds: an input partition counts
-//! as complete when the indexer has read everything the log held when the batch was
-//! fetched (nothing that had arrived is missing), or through (newest event time read
-//! there − allowed lateness) while it is still reading a backlog. The payer stops before
-//! the first payment past the bound and resumes once the indexer has caught up. So a
-//! replay of data already in the log scores exactly as the backtest does, and on a live
-//! stream a payment waits only for input that arrived before it. Input arriving after
-//! payments later than it were scored (beyond the lateness) is counted
+//! as complete when the index holds everything the log held when the batch was fetched
+//! (nothing that had arrived is missing), or through (newest event time indexed there −
+//! allowed lateness) while it is still reading a backlog. The payer stops before the
+//! first payment past the bound and resumes once the index has caught up. So a replay
+//! of data already in the log scores exactly as the backtest does, and on a live stream
+//! a payment waits only for input that arrived before it. Input arriving after payments
+//! later than it were scored (beyond the lateness) is counted
 //! (`paystream_terminal_late_inputs_total`): features served before it could not see it.
+//!
+//! No cycle of waits: indexing never waits. A worker indexes each of its partitions on
+//! every turn of its loop, whether or not that partition's scoring waits — its buffer,
+//! then ([`TerminalStage::read_until_ms`]) up to `terminal_read_ahead_ms` of event time
+//! past the newest payer, which exceeds the lateness, so every payer's bound can be
+//! reached. Past the buffer, payments are indexed and dropped, and parsed again when
+//! their turn to be scored comes.
 //!
 //! Exactly once: the index is idempotent (a payment or label indexed twice counts
 //! once). It is snapshotted with the input positions it covers (retention keeps the
-//! input after them, group [`TERMINAL_INDEX_GROUP`]); a restart loads the snapshot and
-//! re-reads the input after it. Bad labels go to the dead-letter topic in one
-//! transaction with the pipeline group's label positions, so a re-read does not
-//! dead-letter them twice.
+//! input after them, group [`TERMINAL_INDEX_GROUP`]); a restart loads the snapshot
+//! before any worker starts, and each worker indexes its partitions from the snapshot's
+//! positions (before its own committed position if the snapshot is older). Bad labels
+//! go to the dead-letter topic in one transaction with the pipeline group's label
+//! positions, so a re-read does not dead-letter them twice. Invalid payments are the
+//! payer's to dead-letter and are not indexed.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use paystream_domain::time::MILLIS_PER_DAY;
-use paystream_domain::{DeadLetter, FraudLabel, Payment};
+use paystream_domain::{DeadLetter, FraudLabel};
 use paystream_operators::TerminalView;
-use paystream_operators::reference_features::{Label, LabelApplied, TerminalIndex, key_hash, payment_hash};
+use paystream_operators::reference_features::{Label, LabelApplied, TerminalIndex, payment_hash};
 use paystream_storage::Snapshot;
 use serde::{Deserialize, Serialize};
 
@@ -45,10 +55,12 @@ pub const TERMINAL_INDEX_GROUP: &str = "paystream-terminal-index";
 /// Longest feature window: terminal payments older than the slowest partition's
 /// watermark by this plus the label delay and lateness are expired.
 const LONGEST_WINDOW_MS: i64 = 30 * MILLIS_PER_DAY;
-/// Batches (of `batch_records_max`) the indexer reads of each payments partition past
-/// what its payer has fetched. Two: a worker fetches its partitions one after another,
-/// so one partition's fetched end can trail another's current batch by one batch.
-const PAYER_READ_AHEAD_BATCHES: u64 = 2;
+/// Batches (of `batch_records_max`) of payments a worker keeps read, parsed and indexed
+/// ahead of scoring, per partition: the one it scores and two more, so that payers
+/// advancing together find each other's whole batch indexed (a batch of 2,048 can span
+/// more event time than the read-ahead) instead of cutting theirs and committing it in
+/// pieces.
+pub(crate) const PAYMENT_BUFFER_BATCHES: usize = 3;
 /// Indexer rounds between expiry passes (each scans every terminal).
 const EXPIRY_INTERVAL_ROUNDS: u32 = 64;
 
@@ -57,26 +69,53 @@ pub struct TerminalStage {
     index: RwLock<TerminalIndex>,
     /// Per input partition (payments partitions, then labels partitions): the position
     /// before which the index holds everything, and the newest event time read there.
+    /// A payments partition's are written by the worker that owns it, a labels
+    /// partition's by the indexer thread.
     indexed_positions: Vec<AtomicU64>,
     indexed_event_times_ms: Vec<AtomicI64>,
     lateness_ms: i64,
+    read_ahead_ms: i64,
     /// Newest event time processed by each payer partition (`i64::MIN`: none yet).
     payer_watermarks: Vec<AtomicI64>,
-    /// Per payments partition: the offset after the last record its payer has fetched.
-    payer_fetched_ends: Vec<AtomicU64>,
+    payments_partitions: usize,
 }
 
 impl TerminalStage {
-    pub fn new(topics: &PipelineTopics, lateness_ms: i64, label_delay_ms: i64) -> TerminalStage {
-        let inputs = (topics.payments.partitions + topics.labels.partitions) as usize;
-        TerminalStage {
-            index: RwLock::new(TerminalIndex::new(label_delay_ms)),
-            indexed_positions: (0..inputs).map(|_| AtomicU64::new(0)).collect(),
-            indexed_event_times_ms: (0..inputs).map(|_| AtomicI64::new(i64::MIN)).collect(),
-            lateness_ms,
-            payer_watermarks: (0..topics.payments.partitions).map(|_| AtomicI64::new(i64::MIN)).collect(),
-            payer_fetched_ends: (0..topics.payments.partitions).map(|_| AtomicU64::new(0)).collect(),
+    /// The stage as the last snapshot left it (positions at the input's start if none):
+    /// call before any worker starts indexing.
+    pub(crate) fn restore(pipeline: &Pipeline, topics: &PipelineTopics) -> Result<TerminalStage, RuntimeError> {
+        let (config, log) = (&pipeline.config, pipeline.log.as_ref());
+        let started = Instant::now();
+        let start = |topic: &Topic| -> Result<Vec<InputProgress>, RuntimeError> {
+            (0..topic.partitions)
+                .map(|p| Ok(InputProgress { position: log.offsets(topic, p)?.start, max_event_time_ms: i64::MIN }))
+                .collect()
+        };
+        let (mut payments, mut labels) = (start(&topics.payments)?, start(&topics.labels)?);
+        let mut index = TerminalIndex::new(config.operators.label_delay_ms);
+        if let Some(snapshot) = pipeline.snapshots.load(&snapshot_name(&config.group_id))? {
+            let decoded: IndexSnapshot = postcard::from_bytes(&snapshot.state)
+                .map_err(|e| RuntimeError::Restore { partition: 0, why: format!("terminal index snapshot: {e}") })?;
+            if decoded.payments.len() != payments.len() || decoded.labels.len() != labels.len() {
+                return Err(RuntimeError::Restore {
+                    partition: 0,
+                    why: "terminal index snapshot has a different partition count".into(),
+                });
+            }
+            (payments, labels) = (decoded.payments, decoded.labels);
+            index = TerminalIndex::from_snapshot_bytes(&decoded.index)?;
         }
+        pipeline.metrics.restore_seconds.observe(started.elapsed().as_secs_f64());
+        let inputs = payments.iter().chain(&labels);
+        Ok(TerminalStage {
+            index: RwLock::new(index),
+            indexed_positions: inputs.clone().map(|p| AtomicU64::new(p.position)).collect(),
+            indexed_event_times_ms: inputs.map(|p| AtomicI64::new(p.max_event_time_ms)).collect(),
+            lateness_ms: config.operators.feature_allowed_lateness_ms,
+            read_ahead_ms: config.terminal_read_ahead_ms,
+            payer_watermarks: (0..topics.payments.partitions).map(|_| AtomicI64::new(i64::MIN)).collect(),
+            payments_partitions: payments.len(),
+        })
     }
 
     /// A read guard on the index.
@@ -120,11 +159,46 @@ impl TerminalStage {
         }
     }
 
-    /// Records that the payer of `partition` has fetched the records before `end`.
-    pub fn set_payer_fetched_end(&self, partition: u32, end: u64) {
-        if let Some(slot) = self.payer_fetched_ends.get(partition as usize) {
-            slot.fetch_max(end, Ordering::Release);
+    /// How far the index holds `partition` of the payments topic.
+    pub(crate) fn payments_progress(&self, partition: u32) -> InputProgress {
+        self.progress(partition as usize)
+    }
+
+    fn progress(&self, input: usize) -> InputProgress {
+        InputProgress {
+            position: self.indexed_positions[input].load(Ordering::Acquire),
+            max_event_time_ms: self.indexed_event_times_ms[input].load(Ordering::Acquire),
         }
+    }
+
+    /// Inputs with event times up to this are read ahead: `terminal_read_ahead_ms` past
+    /// the newest payer (everything while no payer has processed a payment).
+    pub(crate) fn read_until_ms(&self) -> i64 {
+        self.fastest_payer_ms().map_or(i64::MAX, |w| w.saturating_add(self.read_ahead_ms))
+    }
+
+    /// Adds payments (payment hash, terminal hash, event time) read from `partition` of
+    /// the payments topic, which is now indexed as far as `progress` says. Only the
+    /// worker owning the partition calls this.
+    pub(crate) fn index_payments(
+        &self,
+        partition: u32,
+        payments: &[(u64, u64, i64)],
+        progress: InputProgress,
+        metrics: &crate::metrics::Metrics,
+    ) {
+        if !payments.is_empty() {
+            // Payments older than payments some partition already scored came too late for them.
+            let late_before_ms = self.late_before_ms();
+            metrics.terminal_late_inputs.inc_by(payments.iter().filter(|(_, _, t)| *t < late_before_ms).count() as u64);
+            self.index.write().expect("terminal index lock").add_payments(payments);
+        }
+        self.publish(partition as usize, progress);
+    }
+
+    /// Inputs older than this came too late for payments some partition already scored.
+    fn late_before_ms(&self) -> i64 {
+        self.slowest_payer_ms().map_or(i64::MIN, |w| w.saturating_sub(self.lateness_ms))
     }
 
     /// The oldest watermark among payer partitions that have one.
@@ -137,20 +211,20 @@ impl TerminalStage {
         self.payer_watermarks.iter().map(|w| w.load(Ordering::Acquire)).filter(|w| *w != i64::MIN).max()
     }
 
-    /// Publishes what the index holds (call after updating it).
-    fn publish(&self, inputs: impl Iterator<Item = InputProgress>) {
-        for (i, progress) in inputs.enumerate() {
-            self.indexed_event_times_ms[i].store(progress.max_event_time_ms, Ordering::Release);
-            self.indexed_positions[i].store(progress.position, Ordering::Release);
-        }
+    /// Publishes how far the index holds `input` (call after updating the index).
+    fn publish(&self, input: usize, progress: InputProgress) {
+        self.indexed_event_times_ms[input].store(progress.max_event_time_ms, Ordering::Release);
+        self.indexed_positions[input].store(progress.position, Ordering::Release);
     }
 }
 
-/// How far the indexer has read one input partition.
+/// How far the index holds one input partition.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-struct InputProgress {
-    position: u64,
-    max_event_time_ms: i64,
+pub(crate) struct InputProgress {
+    /// Everything before this offset is indexed.
+    pub position: u64,
+    /// The newest event time indexed there (`i64::MIN`: none).
+    pub max_event_time_ms: i64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -160,15 +234,12 @@ struct IndexSnapshot {
     index: Vec<u8>,
 }
 
-struct InputState {
-    progress: InputProgress,
-}
-
 fn snapshot_name(group: &str) -> String {
     format!("{group}-terminal-index")
 }
 
-/// Runs the indexer until `finished` says the workers are done.
+/// Reads the labels topic into the index, expires old payments and snapshots the index,
+/// until `finished` says the workers are done (the workers index the payments).
 pub(crate) fn run_indexer(
     pipeline: &Pipeline,
     topics: &PipelineTopics,
@@ -178,93 +249,36 @@ pub(crate) fn run_indexer(
 ) -> Result<(), RuntimeError> {
     let config = &pipeline.config;
     let log = pipeline.log.as_ref();
-    let started = Instant::now();
-    let start = |topic: &Topic| -> Result<Vec<InputState>, RuntimeError> {
-        (0..topic.partitions)
-            .map(|p| {
-                Ok(InputState {
-                    progress: InputProgress { position: log.offsets(topic, p)?.start, max_event_time_ms: i64::MIN },
-                })
-            })
-            .collect()
-    };
-    let (mut payments, mut labels) = (start(&topics.payments)?, start(&topics.labels)?);
-    if let Some(snapshot) = pipeline.snapshots.load(&snapshot_name(&config.group_id))? {
-        let decoded: IndexSnapshot = postcard::from_bytes(&snapshot.state)
-            .map_err(|e| RuntimeError::Restore { partition: 0, why: format!("terminal index snapshot: {e}") })?;
-        if decoded.payments.len() != payments.len() || decoded.labels.len() != labels.len() {
-            return Err(RuntimeError::Restore {
-                partition: 0,
-                why: "terminal index snapshot has a different partition count".into(),
-            });
-        }
-        for (state, progress) in payments.iter_mut().zip(decoded.payments).chain(labels.iter_mut().zip(decoded.labels))
-        {
-            state.progress = progress;
-        }
-        *stage.index.write().expect("terminal index lock") = TerminalIndex::from_snapshot_bytes(&decoded.index)?;
-    }
+    let label_inputs = stage.payments_partitions..stage.indexed_positions.len();
+    let mut labels: Vec<InputProgress> = label_inputs.clone().map(|i| stage.progress(i)).collect();
     // Labels before these positions were dead-lettered already (if bad).
     let mut labels_committed = Vec::with_capacity(labels.len());
-    for (p, state) in labels.iter().enumerate() {
+    for (p, progress) in labels.iter().enumerate() {
         let committed = log.committed_position(&config.group_id, &topics.labels, p as u32)?;
-        labels_committed.push(committed.unwrap_or(state.progress.position));
+        labels_committed.push(committed.unwrap_or(progress.position));
     }
-    pipeline.metrics.restore_seconds.observe(started.elapsed().as_secs_f64());
 
-    let lateness_ms = config.operators.feature_allowed_lateness_ms;
-    let read_ahead_ms = config.terminal_read_ahead_ms;
-    let horizon_slack_ms = lateness_ms + config.operators.label_delay_ms + LONGEST_WINDOW_MS;
+    let horizon_slack_ms =
+        config.operators.feature_allowed_lateness_ms + config.operators.label_delay_ms + LONGEST_WINDOW_MS;
     let mut rounds = 0u32;
     let mut rounds_since_snapshot = 0u32;
-    let mut new_payments: Vec<(u64, u64, i64)> = Vec::new();
     let mut new_labels: Vec<(u64, Label)> = Vec::new();
+    let mut payments_positions_before = 0u64;
     loop {
         // Read after the flag, so the last round sees everything the workers committed.
         let done = finished.load(Ordering::SeqCst) || control.stopped();
         let sequence = log.commit_sequence();
-        new_payments.clear();
         new_labels.clear();
         let mut read_any = false;
-        // Read at most `terminal_read_ahead_ms` of event time past the newest payer: it
-        // bounds the index and keeps the payments being scored near the end of each
-        // terminal's entries. No deadlock: the read-ahead exceeds the lateness, so every
-        // payer's bound can be reached without reading further. And read each payments
-        // partition through `PAYER_READ_AHEAD_BATCHES` past what its payer has fetched
-        // (also bounded): payers advancing together then find their whole batch complete,
-        // rather than cut at the time read-ahead (a batch can span more event time than
-        // that) and committed in pieces.
-        let read_until_ms = stage.fastest_payer_ms().map_or(i64::MAX, |w| w.saturating_add(read_ahead_ms));
-        for (p, state) in payments.iter_mut().enumerate() {
-            let fetched_end = stage.payer_fetched_ends[p].load(Ordering::Acquire);
-            let behind_payer = state.progress.position
-                < fetched_end.saturating_add(PAYER_READ_AHEAD_BATCHES * config.batch_records_max as u64);
-            if state.progress.max_event_time_ms > read_until_ms && !behind_payer {
-                continue;
-            }
-            let records = log.fetch(&topics.payments, p as u32, state.progress.position, config.batch_records_max)?;
-            for record in &records {
-                // Invalid payments are the payer partition's to dead-letter; they are not
-                // indexed. Nor are captures, voids, refunds and top-ups: terminal features
-                // count payments and authorizations, as the payer's windows do.
-                if let Ok(payment) = Payment::from_json(&record.value) {
-                    if payment.kind.is_scored() {
-                        let terminal = key_hash(payment.terminal_id().unwrap_or(""));
-                        new_payments.push((payment_hash(&payment.payment_id), terminal, payment.event_time_ms));
-                    }
-                    state.progress.max_event_time_ms = state.progress.max_event_time_ms.max(payment.event_time_ms);
-                }
-            }
-            advance(log, &topics.payments, p as u32, state, &records);
-            read_any |= !records.is_empty();
-        }
+        // Labels are read ahead as far as payments are (see the module doc).
+        let read_until_ms = stage.read_until_ms();
         let mut transaction = Transaction::new();
         let wall_ms = now_ms();
-        for (p, state) in labels.iter_mut().enumerate() {
-            if state.progress.max_event_time_ms > read_until_ms {
+        for (p, progress) in labels.iter_mut().enumerate() {
+            if progress.max_event_time_ms > read_until_ms {
                 continue;
             }
-            let records = log.fetch(&topics.labels, p as u32, state.progress.position, config.batch_records_max)?;
+            let records = log.fetch(&topics.labels, p as u32, progress.position, config.batch_records_max)?;
             for record in &records {
                 match FraudLabel::parse(&record.value) {
                     Ok((label, reported_at_ms)) => {
@@ -272,7 +286,7 @@ pub(crate) fn run_indexer(
                             payment_hash(&label.payment_id),
                             Label { is_fraud: label.is_fraud, reported_at_ms },
                         ));
-                        state.progress.max_event_time_ms = state.progress.max_event_time_ms.max(reported_at_ms);
+                        progress.max_event_time_ms = progress.max_event_time_ms.max(reported_at_ms);
                     }
                     Err(rejection) if record.offset >= labels_committed[p] => {
                         pipeline.metrics.dead_letter(rejection.reason);
@@ -295,24 +309,24 @@ pub(crate) fn run_indexer(
                     Err(_) => {} // dead-lettered before the restart
                 }
             }
-            advance(log, &topics.labels, p as u32, state, &records);
-            if state.progress.position > labels_committed[p] {
-                transaction.set_position(&config.group_id, &topics.labels, p as u32, state.progress.position);
-                labels_committed[p] = state.progress.position;
+            if let Some(last) = records.last() {
+                progress.position = last.offset + 1;
+            }
+            progress.position = log.resume_offset(&topics.labels, p as u32, progress.position);
+            if progress.position > labels_committed[p] {
+                transaction.set_position(&config.group_id, &topics.labels, p as u32, progress.position);
+                labels_committed[p] = progress.position;
             }
             read_any |= !records.is_empty();
         }
         if !transaction.is_empty() {
             log.commit(transaction)?;
         }
-        if !new_payments.is_empty() || !new_labels.is_empty() {
-            // Inputs older than payments some partition already scored came too late for them.
-            let late_before_ms = stage.slowest_payer_ms().map_or(i64::MIN, |w| w.saturating_sub(lateness_ms));
-            let late = new_payments.iter().filter(|(_, _, t)| *t < late_before_ms).count()
-                + new_labels.iter().filter(|(_, l)| l.reported_at_ms < late_before_ms).count();
+        if !new_labels.is_empty() {
+            let late_before_ms = stage.late_before_ms();
+            let late = new_labels.iter().filter(|(_, l)| l.reported_at_ms < late_before_ms).count();
             pipeline.metrics.terminal_late_inputs.inc_by(late as u64);
             let mut index = stage.index.write().expect("terminal index lock");
-            index.add_payments(&new_payments);
             for &(id, label) in &new_labels {
                 let result = match index.add_label(id, label) {
                     LabelApplied::Attached => "attached",
@@ -321,8 +335,10 @@ pub(crate) fn run_indexer(
                 pipeline.metrics.labels.with_label_values(&[result]).inc();
             }
         }
-        stage.publish(payments.iter().chain(&labels).map(|s| s.progress));
-        let read_through_ms = payments.iter().chain(&labels).map(|s| s.progress.max_event_time_ms).min();
+        for (input, progress) in label_inputs.clone().zip(&labels) {
+            stage.publish(input, *progress);
+        }
+        let read_through_ms = (0..stage.indexed_positions.len()).map(|i| stage.progress(i).max_event_time_ms).min();
         pipeline.metrics.terminal_read_through_ms.set(read_through_ms.unwrap_or(0).max(0));
 
         rounds += 1;
@@ -335,53 +351,43 @@ pub(crate) fn run_indexer(
         pipeline.metrics.terminal_index_payments.set(indexed as i64);
         pipeline.metrics.terminal_index_pending_labels.set(pending as i64);
 
-        if read_any {
+        // Snapshot about as often as before the workers indexed payments: by the rounds
+        // in which anything (payments or labels) moved.
+        let payments_positions: u64 = (0..stage.payments_partitions).map(|i| stage.progress(i).position).sum();
+        if read_any || payments_positions != payments_positions_before {
+            payments_positions_before = payments_positions;
             rounds_since_snapshot += 1;
         }
         if done {
             break;
         }
         if rounds_since_snapshot >= config.snapshot_interval_batches {
-            save_snapshot(pipeline, topics, stage, &payments, &labels)?;
+            save_snapshot(pipeline, topics, stage)?;
             rounds_since_snapshot = 0;
         }
         if !read_any {
             log.wait_for_commit(sequence, Duration::from_millis(config.idle_wait_ms.min(10)));
         }
     }
-    save_snapshot(pipeline, topics, stage, &payments, &labels)
+    save_snapshot(pipeline, topics, stage)
 }
 
-/// Moves a partition's position past `records`.
-/// Moves an input's position past what was read (and past offsets without records).
-fn advance(log: &dyn Log, topic: &Topic, partition: u32, state: &mut InputState, records: &[crate::log::Record]) {
-    if let Some(last) = records.last() {
-        state.progress.position = last.offset + 1;
-    }
-    state.progress.position = log.resume_offset(topic, partition, state.progress.position);
-}
-
-fn save_snapshot(
-    pipeline: &Pipeline,
-    topics: &PipelineTopics,
-    stage: &TerminalStage,
-    payments: &[InputState],
-    labels: &[InputState],
-) -> Result<(), RuntimeError> {
+fn save_snapshot(pipeline: &Pipeline, topics: &PipelineTopics, stage: &TerminalStage) -> Result<(), RuntimeError> {
     let started = Instant::now();
-    let snapshot = IndexSnapshot {
-        payments: payments.iter().map(|s| s.progress).collect(),
-        labels: labels.iter().map(|s| s.progress).collect(),
-        index: stage.read().to_snapshot_bytes(),
-    };
+    // Positions first, then the index: workers add payments before publishing a position,
+    // so the index holds at least what the positions say (more is harmless: idempotent).
+    let inputs: Vec<InputProgress> = (0..stage.indexed_positions.len()).map(|i| stage.progress(i)).collect();
+    let (payments, labels) = inputs.split_at(stage.payments_partitions);
+    let snapshot =
+        IndexSnapshot { payments: payments.to_vec(), labels: labels.to_vec(), index: stage.read().to_snapshot_bytes() };
     let state = postcard::to_stdvec(&snapshot).expect("encoding to a Vec cannot fail");
     pipeline.snapshots.save(&snapshot_name(&pipeline.config.group_id), &Snapshot { changelog_offset: 0, state })?;
     let mut transaction = Transaction::new();
-    for (p, state) in payments.iter().enumerate() {
-        transaction.set_position(TERMINAL_INDEX_GROUP, &topics.payments, p as u32, state.progress.position);
+    for (p, progress) in payments.iter().enumerate() {
+        transaction.set_position(TERMINAL_INDEX_GROUP, &topics.payments, p as u32, progress.position);
     }
-    for (p, state) in labels.iter().enumerate() {
-        transaction.set_position(TERMINAL_INDEX_GROUP, &topics.labels, p as u32, state.progress.position);
+    for (p, progress) in labels.iter().enumerate() {
+        transaction.set_position(TERMINAL_INDEX_GROUP, &topics.labels, p as u32, progress.position);
     }
     pipeline.log.commit(transaction)?;
     pipeline.metrics.snapshot_seconds.observe(started.elapsed().as_secs_f64());
