@@ -373,6 +373,12 @@ pub struct InputRecord<'a> {
     pub value: &'a [u8],
 }
 
+/// The (customer, terminal) keys of a payment's features. Payments without a terminal
+/// (account transfers, online) share one "no terminal" key.
+fn payment_keys(payment: &Payment) -> (u64, u64) {
+    (key_hash(&payment.payer_account_id), key_hash(payment.terminal_id().unwrap_or("")))
+}
+
 /// Everything one batch of one partition produced.
 #[derive(Default)]
 pub struct OutputBatch {
@@ -441,6 +447,8 @@ pub struct PartitionProcessor {
     // Per-batch scratch, kept to reuse allocations.
     pending: Vec<Pending>,
     rows: Vec<FeatureRow>,
+    /// The (customer, terminal) keys of the batch being begun (for hints).
+    batch_keys: Vec<(u64, u64)>,
     scores: Vec<Score>,
     /// Newest event time among the payments of this batch featurized so far.
     batch_newest_ms: i64,
@@ -468,6 +476,7 @@ impl PartitionProcessor {
             state: PartitionState::default(),
             pending: Vec::new(),
             rows: Vec::new(),
+            batch_keys: Vec::new(),
             scores: Vec::new(),
             batch_newest_ms: i64::MIN,
             batch_watermark_before_ms: i64::MIN,
@@ -574,7 +583,7 @@ impl PartitionProcessor {
             if wait_for_terminals && parsed.as_ref().is_ok_and(|p| p.event_time_ms > terminals.complete_through_ms) {
                 return i;
             }
-            self.validate_and_featurize(topic, record, parsed, terminals, out);
+            self.validate_and_featurize(topic, record, parsed, None, terminals, out);
         }
         records.len()
     }
@@ -594,15 +603,26 @@ impl PartitionProcessor {
         assert_eq!(records.len(), parsed.len(), "one parse per record");
         self.start_batch();
         let wait_for_terminals = self.model.uses_terminal_features();
+        // The payments are known ahead: hint their feature state before it is read.
+        let mut keys = std::mem::take(&mut self.batch_keys);
+        keys.clear();
+        keys.extend(parsed.iter().map(|p| match p {
+            Some(Ok(payment)) => payment_keys(payment),
+            _ => (0, 0),
+        }));
+        let mut consumed = records.len();
         for (i, (record, parsed)) in records.iter().zip(parsed.iter_mut()).enumerate() {
             let payment = parsed.take().unwrap_or_else(|| Payment::from_json(record.value));
             if wait_for_terminals && payment.as_ref().is_ok_and(|p| p.event_time_ms > terminals.complete_through_ms) {
                 *parsed = Some(payment);
-                return i;
+                consumed = i;
+                break;
             }
-            self.validate_and_featurize(topic, record, payment, terminals, out);
+            reference_features::prefetch_features_ahead(&self.state.customers, terminals.index, &keys, i);
+            self.validate_and_featurize(topic, record, payment, Some(keys[i]), terminals, out);
         }
-        records.len()
+        self.batch_keys = keys;
+        consumed
     }
 
     fn start_batch(&mut self) {
@@ -773,12 +793,14 @@ impl PartitionProcessor {
     }
 
     /// Validate, deduplicate, features: a new payment ends in `self.pending` with its
-    /// feature row in `self.rows`; anything else is counted or dead-lettered here.
+    /// feature row in `self.rows`; anything else is counted or dead-lettered here. `keys`:
+    /// the payment's (customer, terminal) keys if the caller hashed them already.
     fn validate_and_featurize(
         &mut self,
         topic: &str,
         record: &InputRecord<'_>,
         parsed: Result<Payment, Rejection>,
+        keys: Option<(u64, u64)>,
         terminals: TerminalView<'_>,
         out: &mut OutputBatch,
     ) {
@@ -849,10 +871,8 @@ impl PartitionProcessor {
         let late = t < self.batch_newest_ms.saturating_sub(self.config.feature_allowed_lateness_ms);
         self.batch_newest_ms = self.batch_newest_ms.max(t);
         out.counters.late_feature_payments += u64::from(late);
-        let customer_hash = key_hash(&payment.payer_account_id);
-        // Payments without a terminal (account transfers, online) share one "no terminal" key.
-        let terminal_hash = key_hash(payment.terminal_id().unwrap_or(""));
-        let keys = (customer_hash, terminal_hash);
+        let keys = keys.unwrap_or_else(|| payment_keys(&payment));
+        let (customer_hash, terminal_hash) = keys;
         let row =
             feature_row(&self.state.customers, terminals.index, keys, t, amount_minor, self.config.label_delay_ms);
         let seen = StateOp::Seen {

@@ -555,6 +555,11 @@ impl TerminalIndex {
         self.payments.prefetch(payment_hash);
     }
 
+    /// Hints the terminal's slot, which [`TerminalIndex::compute`] reads first (stage 1).
+    pub fn prefetch_terminal_slot(&self, terminal_hash: u64) {
+        self.terminals.prefetch(terminal_hash);
+    }
+
     /// Hints the terminal's entries and frauds that [`TerminalIndex::compute`] and
     /// [`TerminalIndex::add_payment`] will read (stage 2; changes nothing).
     pub fn prefetch_entries(&self, terminal_hash: u64) {
@@ -724,6 +729,25 @@ impl PaymentKeys {
 /// is read, near enough that the lines are still in L1 then.
 pub const PREFETCH_SLOTS_DISTANCE_PAYMENTS: usize = 8;
 pub const PREFETCH_ENTRIES_DISTANCE_PAYMENTS: usize = 4;
+
+/// For an operator computing the features of `keys` (customer hash, terminal hash) in
+/// order, call before payment `i`: hints what computing those of the payments ahead will
+/// read, in the two stages of [`ReferenceFeatures::prefetch_ahead`]. Changes nothing.
+pub fn prefetch_features_ahead(
+    customers: &CustomerWindows,
+    terminals: Option<&TerminalIndex>,
+    keys: &[(u64, u64)],
+    i: usize,
+) {
+    if let Some(&(customer_hash, terminal_hash)) = keys.get(i + PREFETCH_SLOTS_DISTANCE_PAYMENTS) {
+        customers.prefetch_slots(customer_hash, terminal_hash);
+        terminals.inspect(|t| t.prefetch_terminal_slot(terminal_hash));
+    }
+    if let Some(&(customer_hash, terminal_hash)) = keys.get(i + PREFETCH_ENTRIES_DISTANCE_PAYMENTS) {
+        customers.prefetch_entries(customer_hash);
+        terminals.inspect(|t| t.prefetch_entries(terminal_hash));
+    }
+}
 
 /// Customer windows and terminal index together, for replaying a whole data set in
 /// event-time order (training and backtests).
