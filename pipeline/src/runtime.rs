@@ -497,9 +497,9 @@ struct PartitionTask {
     legs: InternalInput,
     /// The partition of `paystream-settlement-entries`.
     entries: InternalInput,
-    /// Records fetched but not processed yet (a batch that stopped to wait for the
-    /// terminal index keeps its tail here instead of fetching it again; with a terminal
-    /// stage, up to `PAYMENT_BUFFER_BATCHES` batches, parsed and indexed).
+    /// Records fetched and parsed but not processed yet (a batch that stopped to wait for
+    /// the terminal index keeps its tail here instead of fetching it again; with a
+    /// terminal stage, up to `PAYMENT_BUFFER_BATCHES` batches, indexed too).
     fetched: InputBuffer,
     /// With a terminal stage: how far the index holds this partition's payments.
     indexed: InputProgress,
@@ -521,7 +521,7 @@ struct Turn {
 }
 
 /// A partition's payments read ahead of processing, from `next_offset` on, in offset
-/// order; `parsed[i]`, when present, is `records[i]` parsed (taken when processed).
+/// order; `parsed[i]` is `records[i]` parsed (taken when processed).
 #[derive(Default)]
 struct InputBuffer {
     records: Vec<crate::log::Record>,
@@ -548,34 +548,23 @@ impl InputBuffer {
         self.records().last().map(|r| r.offset + 1)
     }
 
-    fn push(&mut self, records: Vec<crate::log::Record>, parsed: Option<Vec<Result<Payment, Rejection>>>) {
+    /// Appends `records` and their parses (`parsed[i]` of `records[i]`).
+    fn push(&mut self, records: Vec<crate::log::Record>, parsed: Vec<Result<Payment, Rejection>>) {
+        assert_eq!(parsed.len(), records.len(), "one parse per record");
         // Drop what was processed once it is most of the buffer (each record moves at
         // most about once).
         if self.start > 0 && self.start >= self.len() {
             self.records.drain(..self.start);
-            self.parsed.drain(..self.start.min(self.parsed.len()));
+            self.parsed.drain(..self.start);
             self.start = 0;
         }
-        match parsed {
-            Some(parsed) => {
-                debug_assert_eq!(parsed.len(), records.len());
-                self.parsed.resize_with(self.records.len(), || None);
-                self.parsed.extend(parsed.into_iter().map(Some));
-            }
-            None => self.parsed.clear(),
-        }
+        self.parsed.extend(parsed.into_iter().map(Some));
         self.records.extend(records);
     }
 
-    /// The first `n` records held and their parses (empty if never parsed).
+    /// The first `n` records held and their parses.
     fn front(&mut self, n: usize) -> (&[crate::log::Record], &mut [ParsedPayment]) {
-        let records = &self.records[self.start..self.start + n];
-        let parsed = if self.parsed.len() == self.records.len() {
-            &mut self.parsed[self.start..self.start + n]
-        } else {
-            &mut []
-        };
-        (records, parsed)
+        (&self.records[self.start..self.start + n], &mut self.parsed[self.start..self.start + n])
     }
 
     fn consume(&mut self, n: usize) {
@@ -1224,7 +1213,10 @@ impl Pipeline {
             None if task.fetched.is_empty() => {
                 let records =
                     self.log.fetch(&topics.payments, partition, task.next_offset, config.batch_records_max)?;
-                task.fetched.push(records, None);
+                // Parsed before processing, so the operators can hint the state of the
+                // payments ahead.
+                let parsed = records.iter().map(|r| Payment::from_json(&r.value)).collect();
+                task.fetched.push(records, parsed);
             }
             None => {}
         }
@@ -1247,7 +1239,7 @@ impl Pipeline {
                 task.waiting_at_bound_ms = (consumed < n).then_some(view.complete_through_ms);
                 consumed
             }
-            None => task.processor.begin_batch(payments_topic_name, &inputs, TerminalView::NONE, out),
+            None => task.processor.begin_parsed_batch(payments_topic_name, &inputs, parsed, TerminalView::NONE, out),
         };
         match velocity {
             Some((source, counters)) => {
@@ -1319,7 +1311,7 @@ impl Pipeline {
         }
         let read = !records.is_empty();
         if keep {
-            task.fetched.push(records, Some(parsed));
+            task.fetched.push(records, parsed);
         } else {
             self.metrics.terminal_index_only_records.inc_by(records.len() as u64);
         }
