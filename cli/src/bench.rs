@@ -68,6 +68,8 @@ struct BenchResult {
     terminal_waits: u64,
     /// Payments indexed outside a worker's buffer, so parsed twice (models only).
     terminal_index_only_records: u64,
+    /// Time threads waited for the terminal index's lock, summed (models only).
+    terminal_index_lock_wait_seconds: f64,
     latency_offered_payments_per_second: u64,
     latency_payments: u64,
     latency_ms_p50: f64,
@@ -175,6 +177,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         commits: report.commits,
         terminal_waits: throughput_metrics.terminal_waits.get(),
         terminal_index_only_records: throughput_metrics.terminal_index_only_records.get(),
+        terminal_index_lock_wait_seconds: throughput_metrics.terminal_index_lock_wait_seconds.get(),
         latency_offered_payments_per_second: args.latency_rate,
         latency_payments: latency.len(),
         latency_ms_p50: ms(0.5),
@@ -209,9 +212,10 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         );
         if uses_terminal_index {
             println!(
-                "  terminal     {} waits for the index, {} payments indexed outside a worker's buffer (parsed twice)",
+                "  terminal     {} waits for the index, {} payments indexed outside a worker's buffer (parsed twice), {:.2} s waited for its lock (all threads)",
                 thousands(result.terminal_waits),
-                thousands(result.terminal_index_only_records)
+                thousands(result.terminal_index_only_records),
+                result.terminal_index_lock_wait_seconds
             );
         }
         println!(

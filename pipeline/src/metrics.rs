@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use hdrhistogram::Histogram as HdrHistogram;
 use paystream_domain::{Outcome, RejectReason};
 use paystream_operators::{BatchCounters, OperatorId};
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{Counter, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Largest latency the exact (HDR) histogram records, in microseconds (one hour).
 pub const LATENCY_US_MAX: u64 = 3_600_000_000;
@@ -44,6 +44,7 @@ pub struct Metrics {
     /// Payments and labels indexed after payments later than them were scored.
     pub terminal_late_inputs: IntCounter,
     pub terminal_index_only_records: IntCounter,
+    pub terminal_index_lock_wait_seconds: Counter,
     pub terminal_index_payments: IntGauge,
     pub terminal_index_pending_labels: IntGauge,
     /// Labels indexed, by result (attached to their payment, or pending it).
@@ -225,6 +226,14 @@ impl Metrics {
             terminal_index_only_records: counter(
                 "terminal_index_only_records_total",
                 "Payment records a worker read into the terminal index outside its buffer (read ahead by event time, or after a restart): parsed again when scored",
+            ),
+            terminal_index_lock_wait_seconds: register(
+                &registry,
+                Counter::new(
+                    "terminal_index_lock_wait_seconds_total",
+                    "Time threads waited for the terminal index's lock (workers reading or indexing, labels, expiry), summed over threads",
+                )
+                .expect("valid metric"),
             ),
             terminal_index_payments: register(
                 &registry,

@@ -1306,7 +1306,7 @@ impl Pipeline {
             progress.position = self.log.resume_offset(&topics.payments, partition, read_end);
         }
         if progress.position != task.indexed.position || !entries.is_empty() {
-            stage.index_payments(partition, &entries, progress, &self.metrics);
+            stage.index_payments(partition, &entries, progress);
             task.indexed = progress;
         }
         let read = !records.is_empty();

@@ -37,7 +37,7 @@
 //! payer's to dead-letter and are not indexed.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use paystream_domain::time::MILLIS_PER_DAY;
@@ -78,6 +78,7 @@ pub struct TerminalStage {
     /// Newest event time processed by each payer partition (`i64::MIN`: none yet).
     payer_watermarks: Vec<AtomicI64>,
     payments_partitions: usize,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl TerminalStage {
@@ -115,12 +116,24 @@ impl TerminalStage {
             read_ahead_ms: config.terminal_read_ahead_ms,
             payer_watermarks: (0..topics.payments.partitions).map(|_| AtomicI64::new(i64::MIN)).collect(),
             payments_partitions: payments.len(),
+            metrics: pipeline.metrics.clone(),
         })
     }
 
     /// A read guard on the index.
     pub fn read(&self) -> RwLockReadGuard<'_, TerminalIndex> {
-        self.index.read().expect("terminal index lock")
+        let started = Instant::now();
+        let guard = self.index.read().expect("terminal index lock");
+        self.metrics.terminal_index_lock_wait_seconds.inc_by(started.elapsed().as_secs_f64());
+        guard
+    }
+
+    /// A write guard on the index.
+    fn write(&self) -> RwLockWriteGuard<'_, TerminalIndex> {
+        let started = Instant::now();
+        let guard = self.index.write().expect("terminal index lock");
+        self.metrics.terminal_index_lock_wait_seconds.inc_by(started.elapsed().as_secs_f64());
+        guard
     }
 
     /// The end offsets of every input partition (payments, then labels).
@@ -180,18 +193,14 @@ impl TerminalStage {
     /// Adds payments (payment hash, terminal hash, event time) read from `partition` of
     /// the payments topic, which is now indexed as far as `progress` says. Only the
     /// worker owning the partition calls this.
-    pub(crate) fn index_payments(
-        &self,
-        partition: u32,
-        payments: &[(u64, u64, i64)],
-        progress: InputProgress,
-        metrics: &crate::metrics::Metrics,
-    ) {
+    pub(crate) fn index_payments(&self, partition: u32, payments: &[(u64, u64, i64)], progress: InputProgress) {
         if !payments.is_empty() {
             // Payments older than payments some partition already scored came too late for them.
             let late_before_ms = self.late_before_ms();
-            metrics.terminal_late_inputs.inc_by(payments.iter().filter(|(_, _, t)| *t < late_before_ms).count() as u64);
-            self.index.write().expect("terminal index lock").add_payments(payments);
+            self.metrics
+                .terminal_late_inputs
+                .inc_by(payments.iter().filter(|(_, _, t)| *t < late_before_ms).count() as u64);
+            self.write().add_payments(payments);
         }
         self.publish(partition as usize, progress);
     }
@@ -326,7 +335,7 @@ pub(crate) fn run_indexer(
             let late_before_ms = stage.late_before_ms();
             let late = new_labels.iter().filter(|(_, l)| l.reported_at_ms < late_before_ms).count();
             pipeline.metrics.terminal_late_inputs.inc_by(late as u64);
-            let mut index = stage.index.write().expect("terminal index lock");
+            let mut index = stage.write();
             for &(id, label) in &new_labels {
                 let result = match index.add_label(id, label) {
                     LabelApplied::Attached => "attached",
@@ -345,7 +354,7 @@ pub(crate) fn run_indexer(
         if rounds.is_multiple_of(EXPIRY_INTERVAL_ROUNDS)
             && let Some(slowest) = stage.slowest_payer_ms()
         {
-            stage.index.write().expect("terminal index lock").expire(slowest.saturating_sub(horizon_slack_ms));
+            stage.write().expire(slowest.saturating_sub(horizon_slack_ms));
         }
         let (_, indexed, pending) = stage.read().sizes();
         pipeline.metrics.terminal_index_payments.set(indexed as i64);
