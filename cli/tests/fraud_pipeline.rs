@@ -113,6 +113,42 @@ fn live_pipeline_scores_exactly_as_the_backtest() {
     assert_eq!(decisions + dead_letters, dump(&data, "payments").len());
 }
 
+/// Batches of two payments span minutes of event time, far less than the allowed
+/// lateness (1 h): every payer needs the other partitions indexed past what their
+/// workers hold in their buffers (3 batches), so the workers must index ahead by event
+/// time (indexed, dropped, parsed again when scored). The run finishes — no payer waits
+/// on another forever — and scores exactly as the backtest.
+#[test]
+fn batches_shorter_than_the_lateness_still_finish_and_score_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let trained = train(dir.path());
+    let data = dir.path().join("data");
+    run_ok(&data, &["replay", trained.csv.to_str().unwrap(), "--partitions", "4"]);
+    let model = trained.model.to_str().unwrap();
+    let mut child = Running(
+        paystream()
+            .args(["run", "--no-metrics", "--until-idle", "--no-fsync", "--workers", "2", "--batch-records-max", "2"])
+            .args(["--model", model, "--data-dir"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "the run did not finish: payers wait on each other");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    assert_same_scores(&trained.scores, &decisions(&data));
+    let (decisions, dead_letters) = check_exactly_once(&data, true);
+    assert_eq!(decisions + dead_letters, dump(&data, "payments").len());
+}
+
 /// Kills the child if the test fails before it does.
 struct Running(Child);
 
