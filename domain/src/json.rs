@@ -5,10 +5,28 @@
 
 use crate::event::{Decision, Direction, LedgerTransaction, PaymentKind, TransactionKind};
 
+/// Whether `bytes` holds a byte a JSON string must escape (a control character, a quote
+/// or a backslash), tested 8 bytes at a time: a word has a byte below n (n <= 128) iff
+/// (w - n·0x01..) & !w & 0x80.. is not zero, and a byte equal to c iff w ^ c·0x01.. has
+/// a byte below 1.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGHS;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let w = u64::from_le_bytes(chunk.try_into().expect("chunks of 8"));
+        if below(w, 0x20) | below(w ^ (ONES * u64::from(b'"')), 1) | below(w ^ (ONES * u64::from(b'\\')), 1) != 0 {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
 /// Appends `value` as a JSON string.
 pub fn write_str(out: &mut Vec<u8>, value: &str) {
     out.push(b'"');
-    if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if !needs_escape(value.as_bytes()) {
         out.extend_from_slice(value.as_bytes());
     } else {
         for c in value.chars() {
@@ -212,6 +230,30 @@ mod tests {
             let mut ours = Vec::new();
             d.write_json(&mut ours);
             prop_assert_eq!(String::from_utf8(ours).unwrap(), serde_json::to_string(&d).unwrap());
+        }
+
+        #[test]
+        fn strings_match_serde(value in "(\\PC|[\"\\\\\u{0}-\u{1f}\u{7f}\u{80}-\u{ff}]){0,40}") {
+            let mut ours = Vec::new();
+            write_str(&mut ours, &value);
+            prop_assert_eq!(String::from_utf8(ours).unwrap(), serde_json::to_string(&value).unwrap());
+            let escapes = value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\');
+            prop_assert_eq!(needs_escape(value.as_bytes()), escapes);
+        }
+
+        #[test]
+        fn one_escape_anywhere_is_found(
+            before in "[a-zA-Z0-9 ~\u{e9}]{0,20}",
+            special in prop_oneof![0u8..0x20, Just(b'"'), Just(b'\\')],
+            after in "[a-zA-Z0-9 ~\u{e9}]{0,20}",
+        ) {
+            let value = format!("{before}{}{after}", special as char);
+            let plain = before.clone() + &after;
+            prop_assert!(needs_escape(value.as_bytes()));
+            prop_assert!(!needs_escape(plain.as_bytes()));
+            let mut ours = Vec::new();
+            write_str(&mut ours, &value);
+            prop_assert_eq!(String::from_utf8(ours).unwrap(), serde_json::to_string(&value).unwrap());
         }
 
         #[test]
