@@ -549,7 +549,7 @@ impl InputBuffer {
     }
 
     /// Appends `records` and their parses (`parsed[i]` of `records[i]`).
-    fn push(&mut self, records: Vec<crate::log::Record>, parsed: Vec<Result<Payment, Rejection>>) {
+    fn push(&mut self, records: Vec<crate::log::Record>, mut parsed: Vec<ParsedPayment>) {
         assert_eq!(parsed.len(), records.len(), "one parse per record");
         // Drop what was processed once it is most of the buffer (each record moves at
         // most about once).
@@ -558,7 +558,7 @@ impl InputBuffer {
             self.parsed.drain(..self.start);
             self.start = 0;
         }
-        self.parsed.extend(parsed.into_iter().map(Some));
+        self.parsed.append(&mut parsed);
         self.records.extend(records);
     }
 
@@ -1215,7 +1215,7 @@ impl Pipeline {
                     self.log.fetch(&topics.payments, partition, task.next_offset, config.batch_records_max)?;
                 // Parsed before processing, so the operators can hint the state of the
                 // payments ahead.
-                let parsed = records.iter().map(|r| Payment::from_json(&r.value)).collect();
+                let parsed = records.iter().map(|r| Some(Payment::from_json(&r.value))).collect();
                 task.fetched.push(records, parsed);
             }
             None => {}
@@ -1298,7 +1298,7 @@ impl Pipeline {
                 progress.max_event_time_ms = progress.max_event_time_ms.max(payment.event_time_ms);
             }
             if keep {
-                parsed.push(payment);
+                parsed.push(Some(payment));
             }
         }
         let read_end = records.last().map_or(from, |r| r.offset + 1);
