@@ -88,12 +88,18 @@ fn assert_same_scores(expected: &HashMap<String, f64>, got: &HashMap<String, (f6
     assert!(compared > 1_000, "only {compared} scores compared");
 }
 
+/// A trained model and its data set replayed over four partitions into `dir/data`.
+fn replayed(dir: &Path) -> (Trained, PathBuf) {
+    let trained = train(dir);
+    let data = dir.join("data");
+    run_ok(&data, &["replay", trained.csv.to_str().unwrap(), "--partitions", "4"]);
+    (trained, data)
+}
+
 #[test]
 fn live_pipeline_scores_exactly_as_the_backtest() {
     let dir = tempfile::tempdir().unwrap();
-    let trained = train(dir.path());
-    let data = dir.path().join("data");
-    run_ok(&data, &["replay", trained.csv.to_str().unwrap(), "--partitions", "4"]);
+    let (trained, data) = replayed(dir.path());
     let model = trained.model.to_str().unwrap();
     run_ok(&data, &["run", "--no-metrics", "--until-idle", "--workers", "2", "--model", model]);
 
@@ -121,19 +127,12 @@ fn live_pipeline_scores_exactly_as_the_backtest() {
 #[test]
 fn batches_shorter_than_the_lateness_still_finish_and_score_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let trained = train(dir.path());
-    let data = dir.path().join("data");
-    run_ok(&data, &["replay", trained.csv.to_str().unwrap(), "--partitions", "4"]);
+    let (trained, data) = replayed(dir.path());
     let model = trained.model.to_str().unwrap();
-    let mut child = Running(
-        paystream()
-            .args(["run", "--no-metrics", "--until-idle", "--no-fsync", "--workers", "2", "--batch-records-max", "2"])
-            .args(["--model", model, "--data-dir"])
-            .arg(&data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let mut child = spawn_quiet(
+        &data,
+        &["run", "--no-metrics", "--until-idle", "--no-fsync", "--workers", "2", "--batch-records-max", "2"],
+        &["--model", model],
     );
     let started = Instant::now();
     let status = loop {
@@ -151,6 +150,13 @@ fn batches_shorter_than_the_lateness_still_finish_and_score_exactly() {
 
 /// Kills the child if the test fails before it does.
 struct Running(Child);
+
+/// `paystream ARGS MORE --data-dir DATA`, its output discarded.
+fn spawn_quiet(data: &Path, args: &[&str], more: &[&str]) -> Running {
+    let mut command = paystream();
+    command.args(args).args(more).arg("--data-dir").arg(data).stdout(Stdio::null()).stderr(Stdio::null());
+    Running(command.spawn().unwrap())
+}
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -180,15 +186,10 @@ fn crashes_change_no_score() {
 
     let mut previous = 0;
     for (round, delay_ms) in [60u64, 300, 150].into_iter().enumerate() {
-        let mut child = Running(
-            paystream()
-                .args(["run", "--no-metrics", "--batch-records-max", "64", "--snapshot-interval-batches", "5"])
-                .args(["--max-input-rate", "20000", "--model", model, "--data-dir"])
-                .arg(&data)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
+        let mut child = spawn_quiet(
+            &data,
+            &["run", "--no-metrics", "--batch-records-max", "64", "--snapshot-interval-batches", "5"],
+            &["--max-input-rate", "20000", "--model", model],
         );
         let started = Instant::now();
         while decisions_so_far(&data) <= previous {
