@@ -20,8 +20,8 @@
 //! later than it were scored (beyond the lateness) is counted
 //! (`paystream_terminal_late_inputs_total`): features served before it could not see it.
 //!
-//! No cycle of waits: indexing waits for nothing but the index's lock (held for one batch
-//! at most), never for scoring. A worker indexes each of its partitions on
+//! No cycle of waits: indexing waits for nothing but the index's lock (held for a batch or
+//! an expiry pass), never for scoring. A worker indexes each of its partitions on
 //! every turn of its loop, whether or not that partition's scoring waits — its buffer,
 //! then ([`TerminalStage::read_until_ms`]) up to `terminal_read_ahead_ms` of event time
 //! past the newest payer, which exceeds the lateness, so every payer's bound can be
