@@ -538,12 +538,12 @@ impl TerminalIndex {
     /// the index is larger than the caches.
     pub fn add_payments(&mut self, payments: &[(u64, u64, i64)]) {
         for (i, &(payment_hash, terminal_hash, event_time_ms)) in payments.iter().enumerate() {
-            if let Some(&(payment_hash, terminal_hash, _)) = payments.get(i + PREFETCH_SLOTS_DISTANCE_PAYMENTS) {
-                self.prefetch_slots(payment_hash, terminal_hash);
-            }
-            if let Some(&(_, terminal_hash, _)) = payments.get(i + PREFETCH_ENTRIES_DISTANCE_PAYMENTS) {
-                self.prefetch_entries(terminal_hash);
-            }
+            prefetch_two_stages(
+                payments,
+                i,
+                |&(payment_hash, terminal_hash, _)| self.prefetch_slots(payment_hash, terminal_hash),
+                |&(_, terminal_hash, _)| self.prefetch_entries(terminal_hash),
+            );
             self.add_payment(payment_hash, terminal_hash, event_time_ms);
         }
     }
@@ -730,6 +730,19 @@ impl PaymentKeys {
 pub const PREFETCH_SLOTS_DISTANCE_PAYMENTS: usize = 8;
 pub const PREFETCH_ENTRIES_DISTANCE_PAYMENTS: usize = 4;
 
+/// The two-stage hint schedule, for a loop over `keys` about to handle item `i`: the
+/// slots of the item [`PREFETCH_SLOTS_DISTANCE_PAYMENTS`] ahead (addresses known from
+/// its keys), then the entries of the one [`PREFETCH_ENTRIES_DISTANCE_PAYMENTS`] ahead
+/// (addresses read from its slots, in cache by then).
+fn prefetch_two_stages<K>(keys: &[K], i: usize, slots: impl FnOnce(&K), entries: impl FnOnce(&K)) {
+    if let Some(key) = keys.get(i + PREFETCH_SLOTS_DISTANCE_PAYMENTS) {
+        slots(key);
+    }
+    if let Some(key) = keys.get(i + PREFETCH_ENTRIES_DISTANCE_PAYMENTS) {
+        entries(key);
+    }
+}
+
 /// For an operator computing the features of `keys` (customer hash, terminal hash) in
 /// order, call before payment `i`: hints what computing those of the payments ahead will
 /// read, in the two stages of [`ReferenceFeatures::prefetch_ahead`]. Changes nothing.
@@ -739,14 +752,18 @@ pub fn prefetch_features_ahead(
     keys: &[(u64, u64)],
     i: usize,
 ) {
-    if let Some(&(customer_hash, terminal_hash)) = keys.get(i + PREFETCH_SLOTS_DISTANCE_PAYMENTS) {
-        customers.prefetch_slots(customer_hash, terminal_hash);
-        terminals.inspect(|t| t.prefetch_terminal_slot(terminal_hash));
-    }
-    if let Some(&(customer_hash, terminal_hash)) = keys.get(i + PREFETCH_ENTRIES_DISTANCE_PAYMENTS) {
-        customers.prefetch_entries(customer_hash);
-        terminals.inspect(|t| t.prefetch_entries(terminal_hash));
-    }
+    prefetch_two_stages(
+        keys,
+        i,
+        |&(customer_hash, terminal_hash)| {
+            customers.prefetch_slots(customer_hash, terminal_hash);
+            terminals.inspect(|t| t.prefetch_terminal_slot(terminal_hash));
+        },
+        |&(customer_hash, terminal_hash)| {
+            customers.prefetch_entries(customer_hash);
+            terminals.inspect(|t| t.prefetch_entries(terminal_hash));
+        },
+    );
 }
 
 /// Customer windows and terminal index together, for replaying a whole data set in
@@ -802,14 +819,18 @@ impl ReferenceFeatures {
     /// the entries of the one [`PREFETCH_ENTRIES_DISTANCE_PAYMENTS`] ahead (addresses read
     /// from its slots, in cache by then). Changes nothing.
     pub fn prefetch_ahead(&self, keys: &[PaymentKeys], i: usize) {
-        if let Some(keys) = keys.get(i + PREFETCH_SLOTS_DISTANCE_PAYMENTS) {
-            self.customers.prefetch_slots(keys.customer_hash, keys.terminal_hash);
-            self.terminals.prefetch_slots(keys.payment_hash, keys.terminal_hash);
-        }
-        if let Some(keys) = keys.get(i + PREFETCH_ENTRIES_DISTANCE_PAYMENTS) {
-            self.customers.prefetch_entries(keys.customer_hash);
-            self.terminals.prefetch_entries(keys.terminal_hash);
-        }
+        prefetch_two_stages(
+            keys,
+            i,
+            |keys| {
+                self.customers.prefetch_slots(keys.customer_hash, keys.terminal_hash);
+                self.terminals.prefetch_slots(keys.payment_hash, keys.terminal_hash);
+            },
+            |keys| {
+                self.customers.prefetch_entries(keys.customer_hash);
+                self.terminals.prefetch_entries(keys.terminal_hash);
+            },
+        );
     }
 
     /// Records a fraud label reported at `reported_at_ms`.
