@@ -376,7 +376,22 @@ pub struct InputRecord<'a> {
 /// The (customer, terminal) keys of a payment's features. Payments without a terminal
 /// (account transfers, online) share one "no terminal" key.
 fn payment_keys(payment: &Payment) -> (u64, u64) {
-    (key_hash(&payment.payer_account_id), key_hash(payment.terminal_id().unwrap_or("")))
+    (key_hash(&payment.payer_account_id), terminal_key(payment))
+}
+
+fn terminal_key(payment: &Payment) -> u64 {
+    key_hash(payment.terminal_id().unwrap_or(""))
+}
+
+/// What the terminal index holds of a payment, as [`reference_features::TerminalIndex::add_payments`]
+/// takes it (payment hash, terminal hash, event time); `None` for captures, voids,
+/// refunds and top-ups: terminal features count payments and authorizations, as the
+/// payer's windows do.
+pub fn terminal_index_entry(payment: &Payment) -> Option<(u64, u64, i64)> {
+    payment
+        .kind
+        .is_scored()
+        .then(|| (reference_features::payment_hash(&payment.payment_id), terminal_key(payment), payment.event_time_ms))
 }
 
 /// Everything one batch of one partition produced.
@@ -576,16 +591,8 @@ impl PartitionProcessor {
         terminals: TerminalView<'_>,
         out: &mut OutputBatch,
     ) -> usize {
-        self.start_batch();
-        let wait_for_terminals = self.model.uses_terminal_features();
-        for (i, record) in records.iter().enumerate() {
-            let parsed = Payment::from_json(record.value);
-            if wait_for_terminals && parsed.as_ref().is_ok_and(|p| p.event_time_ms > terminals.complete_through_ms) {
-                return i;
-            }
-            self.validate_and_featurize(topic, record, parsed, None, terminals, out);
-        }
-        records.len()
+        let mut parsed: Vec<_> = records.iter().map(|r| Some(Payment::from_json(r.value))).collect();
+        self.begin_parsed_batch(topic, records, &mut parsed, terminals, out)
     }
 
     /// [`PartitionProcessor::begin_batch`] over records the caller parsed already
@@ -601,7 +608,12 @@ impl PartitionProcessor {
         out: &mut OutputBatch,
     ) -> usize {
         assert_eq!(records.len(), parsed.len(), "one parse per record");
-        self.start_batch();
+        let watermark_before = self.state.max_event_time_ms;
+        self.pending.clear();
+        self.rows.clear();
+        self.velocity_events.clear();
+        self.batch_newest_ms = watermark_before;
+        self.batch_watermark_before_ms = watermark_before;
         let wait_for_terminals = self.model.uses_terminal_features();
         // The payments are known ahead: hint their feature state before it is read.
         let mut keys = std::mem::take(&mut self.batch_keys);
@@ -619,19 +631,10 @@ impl PartitionProcessor {
                 break;
             }
             reference_features::prefetch_features_ahead(&self.state.customers, terminals.index, &keys, i);
-            self.validate_and_featurize(topic, record, payment, Some(keys[i]), terminals, out);
+            self.validate_and_featurize(topic, record, payment, keys[i], terminals, out);
         }
         self.batch_keys = keys;
         consumed
-    }
-
-    fn start_batch(&mut self) {
-        let watermark_before = self.state.max_event_time_ms;
-        self.pending.clear();
-        self.rows.clear();
-        self.velocity_events.clear();
-        self.batch_newest_ms = watermark_before;
-        self.batch_watermark_before_ms = watermark_before;
     }
 
     /// The counts the feature store must make for the batch begun (in order).
@@ -794,13 +797,13 @@ impl PartitionProcessor {
 
     /// Validate, deduplicate, features: a new payment ends in `self.pending` with its
     /// feature row in `self.rows`; anything else is counted or dead-lettered here. `keys`:
-    /// the payment's (customer, terminal) keys if the caller hashed them already.
+    /// the payment's (customer, terminal) keys ([`payment_keys`]).
     fn validate_and_featurize(
         &mut self,
         topic: &str,
         record: &InputRecord<'_>,
         parsed: Result<Payment, Rejection>,
-        keys: Option<(u64, u64)>,
+        keys: (u64, u64),
         terminals: TerminalView<'_>,
         out: &mut OutputBatch,
     ) {
@@ -871,7 +874,6 @@ impl PartitionProcessor {
         let late = t < self.batch_newest_ms.saturating_sub(self.config.feature_allowed_lateness_ms);
         self.batch_newest_ms = self.batch_newest_ms.max(t);
         out.counters.late_feature_payments += u64::from(late);
-        let keys = keys.unwrap_or_else(|| payment_keys(&payment));
         let (customer_hash, terminal_hash) = keys;
         let row =
             feature_row(&self.state.customers, terminals.index, keys, t, amount_minor, self.config.label_delay_ms);

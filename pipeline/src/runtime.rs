@@ -15,7 +15,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use paystream_domain::{Payment, Rejection};
 use paystream_models::FraudModel;
-use paystream_operators::reference_features::{key_hash, payment_hash};
 use paystream_operators::state::encode_ops;
 use paystream_operators::{
     BatchCounters, InputRecord, OperatorConfig, OperatorError, OutputBatch, PartitionProcessor, TerminalView,
@@ -29,7 +28,7 @@ use thiserror::Error;
 use crate::log::{Log, LogError, Membership, Topic, Transaction};
 use crate::metrics::Metrics;
 use crate::model::ModelHandle;
-use crate::terminals::{InputProgress, PAYMENT_BUFFER_BATCHES, TERMINAL_INDEX_GROUP, TerminalStage};
+use crate::terminals::{PAYMENT_BUFFER_BATCHES, TERMINAL_INDEX_GROUP, TerminalStage, read_position};
 
 #[derive(Debug, Error)]
 pub enum RuntimeError {
@@ -501,8 +500,6 @@ struct PartitionTask {
     /// the terminal index keeps its tail here instead of fetching it again; with a
     /// terminal stage, up to `PAYMENT_BUFFER_BATCHES` batches, indexed too).
     fetched: InputBuffer,
-    /// With a terminal stage: how far the index holds this partition's payments.
-    indexed: InputProgress,
     /// The terminal index's bound when processing last stopped to wait: nothing to try
     /// until it moves.
     waiting_at_bound_ms: Option<i64>,
@@ -974,11 +971,6 @@ impl Pipeline {
                 next_offset,
                 legs: InternalInput::new(self.start_position(&topics.transfers, partition)?),
                 entries: InternalInput::new(self.start_position(&topics.settlement_entries, partition)?),
-                indexed: context
-                    .stage
-                    .map_or(InputProgress { position: next_offset, max_event_time_ms: i64::MIN }, |stage| {
-                        stage.payments_progress(partition)
-                    }),
                 fetched: InputBuffer::default(),
                 waiting_at_bound_ms: None,
             });
@@ -1271,43 +1263,37 @@ impl Pipeline {
         let batch = self.config.batch_records_max;
         let partition = task.processor.partition();
         let buffer_end = task.fetched.end_offset().unwrap_or(task.next_offset);
-        let (from, keep) = if task.indexed.position < task.next_offset {
-            (task.indexed.position, false)
+        // This worker is the only one to move its partitions' progress.
+        let indexed = stage.payments_progress(partition);
+        let (from, keep) = if indexed.position < task.next_offset {
+            (indexed.position, false)
         } else if task.fetched.len() < PAYMENT_BUFFER_BATCHES * batch {
             (buffer_end, true)
-        } else if task.indexed.max_event_time_ms <= stage.read_until_ms() {
-            (task.indexed.position.max(buffer_end), false)
+        } else if indexed.max_event_time_ms <= stage.read_until_ms() {
+            (indexed.position.max(buffer_end), false)
         } else {
             return Ok(false);
         };
         let records = self.log.fetch(&topics.payments, partition, from, batch)?;
-        let mut progress = task.indexed;
+        let mut progress = indexed;
         let mut entries = Vec::new();
         let mut parsed = Vec::with_capacity(if keep { records.len() } else { 0 });
         for record in &records {
             let payment = Payment::from_json(&record.value);
-            if record.offset >= task.indexed.position
+            if record.offset >= indexed.position
                 && let Ok(payment) = &payment
             {
-                // Captures, voids, refunds and top-ups are not indexed: terminal features
-                // count payments and authorizations, as the payer's windows do.
-                if payment.kind.is_scored() {
-                    let terminal = key_hash(payment.terminal_id().unwrap_or(""));
-                    entries.push((payment_hash(&payment.payment_id), terminal, payment.event_time_ms));
-                }
+                entries.extend(paystream_operators::terminal_index_entry(payment));
                 progress.max_event_time_ms = progress.max_event_time_ms.max(payment.event_time_ms);
             }
             if keep {
                 parsed.push(Some(payment));
             }
         }
-        let read_end = records.last().map_or(from, |r| r.offset + 1);
-        if read_end >= progress.position {
-            progress.position = self.log.resume_offset(&topics.payments, partition, read_end);
-        }
-        if progress.position != task.indexed.position || !entries.is_empty() {
+        progress.position =
+            progress.position.max(read_position(self.log.as_ref(), &topics.payments, partition, from, &records));
+        if progress.position != indexed.position || !entries.is_empty() {
             stage.index_payments(partition, &entries, progress);
-            task.indexed = progress;
         }
         let read = !records.is_empty();
         if keep {

@@ -48,7 +48,7 @@ use paystream_operators::reference_features::{Label, LabelApplied, TerminalIndex
 use paystream_storage::Snapshot;
 use serde::{Deserialize, Serialize};
 
-use crate::log::{Log, Topic, Transaction};
+use crate::log::{Log, Record, Topic, Transaction};
 use crate::runtime::{Pipeline, PipelineTopics, RunControl, RuntimeError, now_ms};
 
 /// Consumer group whose positions mark what the last terminal-index snapshot covers.
@@ -123,16 +123,18 @@ impl TerminalStage {
 
     /// A read guard on the index.
     pub fn read(&self) -> RwLockReadGuard<'_, TerminalIndex> {
-        let started = Instant::now();
-        let guard = self.index.read().expect("terminal index lock");
-        self.metrics.terminal_index_lock_wait_seconds.inc_by(started.elapsed().as_secs_f64());
-        guard
+        self.timed_lock(|| self.index.read().expect("terminal index lock"))
     }
 
     /// A write guard on the index.
     fn write(&self) -> RwLockWriteGuard<'_, TerminalIndex> {
+        self.timed_lock(|| self.index.write().expect("terminal index lock"))
+    }
+
+    /// Takes a lock of the index, counting the wait.
+    fn timed_lock<G>(&self, lock: impl FnOnce() -> G) -> G {
         let started = Instant::now();
-        let guard = self.index.write().expect("terminal index lock");
+        let guard = lock();
         self.metrics.terminal_index_lock_wait_seconds.inc_by(started.elapsed().as_secs_f64());
         guard
     }
@@ -244,6 +246,12 @@ struct IndexSnapshot {
     index: Vec<u8>,
 }
 
+/// Where to read `partition` next after fetching `records` from `from`: past the last
+/// record, and past offsets the log knows hold none (Kafka's transaction markers).
+pub(crate) fn read_position(log: &dyn Log, topic: &Topic, partition: u32, from: u64, records: &[Record]) -> u64 {
+    log.resume_offset(topic, partition, records.last().map_or(from, |r| r.offset + 1))
+}
+
 fn snapshot_name(group: &str) -> String {
     format!("{group}-terminal-index")
 }
@@ -319,10 +327,7 @@ pub(crate) fn run_indexer(
                     Err(_) => {} // dead-lettered before the restart
                 }
             }
-            if let Some(last) = records.last() {
-                progress.position = last.offset + 1;
-            }
-            progress.position = log.resume_offset(&topics.labels, p as u32, progress.position);
+            progress.position = read_position(log, &topics.labels, p as u32, progress.position, &records);
             if progress.position > labels_committed[p] {
                 transaction.set_position(&config.group_id, &topics.labels, p as u32, progress.position);
                 labels_committed[p] = progress.position;
