@@ -348,13 +348,16 @@ pub struct LoadedModel {
 impl LoadedModel {
     /// Fails when the model reads a feature paystream does not compute.
     pub fn new(model: TrainedModel) -> Result<LoadedModel, logistic::ModelError> {
-        let mut columns = Vec::new();
+        let mut columns: Vec<usize> = Vec::new();
         for name in model.feature_names() {
             let column = features::feature_index(name).ok_or_else(|| {
                 logistic::ModelError::File(format!(
                     "the model reads feature {name:?}, which paystream does not compute"
                 ))
             })?;
+            if columns.contains(&column) {
+                return Err(logistic::ModelError::File(format!("the model lists feature {name:?} twice")));
+            }
             columns.push(column);
         }
         let names = columns.iter().map(|&c| FEATURE_NAMES[c]).collect();
@@ -375,24 +378,32 @@ impl LoadedModel {
     }
 }
 
-/// Keeps the `REASONS_MAX` largest positive contributions, largest first.
+/// Low bits of a [`top_reasons`] key that hold the feature.
+const REASON_FEATURE_BITS: u32 = 6;
+const REASON_FEATURE_MASK: u64 = (1 << REASON_FEATURE_BITS) - 1;
+// A model reads each feature once (`LoadedModel::new`), so its positions fit in a key.
+const _: () = assert!(features::FEATURE_COUNT <= 1 << REASON_FEATURE_BITS);
+
+/// Keeps the `REASONS_MAX` largest positive contributions, largest first (ties, and
+/// values within 2⁻⁴⁶ of each other, keep the earlier feature first).
 fn top_reasons(score: &mut Score, contributions: impl Iterator<Item = f64>, names: &[&'static str]) {
-    let mut top: [(f64, usize); REASONS_MAX] = [(0.0, usize::MAX); REASONS_MAX];
+    // Each positive contribution becomes one integer key that orders as it does: a
+    // positive f64's bits order like its value; the top bit marks a key (0 = none) and
+    // the low bits hold the feature, reversed so that the earlier one is larger. Three
+    // running maxima then select the top keys with no branch and short dependency chains
+    // (a selection of (value, feature) pairs was a chain of 3 compares per feature).
+    let mut top = [0u64; REASONS_MAX];
     for (j, c) in contributions.enumerate() {
-        // It takes the first place it beats (a tie keeps the earlier feature first) and
-        // everything from there moves one place down. Selects, not jumps: nothing
-        // data-dependent to mispredict, and no `copy_within` (a call per insertion).
-        let mut carried = (c, j);
-        let mut shifting = false;
+        let bits = (c.to_bits() & !REASON_FEATURE_MASK) | (REASON_FEATURE_MASK - j as u64) | (1 << 63);
+        let mut key = if c > 0.0 { bits } else { 0 };
         for place in top.iter_mut() {
-            shifting |= carried.0 > place.0;
-            let kept = if shifting { carried } else { *place };
-            carried = if shifting { *place } else { carried };
-            *place = kept;
+            let larger = (*place).max(key);
+            key = (*place).min(key);
+            *place = larger;
         }
     }
-    for (_, j) in top.iter().take_while(|(_, j)| *j != usize::MAX) {
-        score.push_reason(names[*j]);
+    for key in top.iter().take_while(|key| **key != 0) {
+        score.push_reason(names[(REASON_FEATURE_MASK - (key & REASON_FEATURE_MASK)) as usize]);
     }
 }
 
@@ -512,6 +523,10 @@ mod loaded_model_tests {
         assert!(error.contains("NOT_A_FEATURE"), "{error}");
         assert!(LoadedModel::from_json("{\"kind\":\"astrology\"}").is_err());
         assert!(LoadedModel::from_json("not json").is_err());
+        let doubled: Vec<Vec<f64>> = rows.iter().map(|r| vec![r[0], r[0]]).collect();
+        let twice = TrainedModel::train("logistic", &["TX_AMOUNT", "TX_AMOUNT"], &doubled, &labels, "t");
+        let error = LoadedModel::new(twice.unwrap()).err().unwrap().to_string();
+        assert!(error.contains("twice"), "{error}");
         let trained = TrainedModel::train("gbt", &["TX_AMOUNT"], &picked, &labels, "t").unwrap();
         let broken = trained.to_json().replacen("\"left\":1", "\"left\":0", 1);
         assert!(TrainedModel::from_json(&broken).is_err(), "a tree that loops is refused");
@@ -521,9 +536,12 @@ mod loaded_model_tests {
         /// As sorting: the largest positive contributions, largest first, ties in
         /// feature order.
         #[test]
-        fn top_reasons_is_a_sort(values in proptest::collection::vec(-3i8..4, 0..12)) {
-            let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"];
-            let contributions: Vec<f64> = values.iter().map(|v| f64::from(*v) / 2.0).collect();
+        fn top_reasons_is_a_sort(
+            values in proptest::collection::vec(-3i8..4, 0..=features::FEATURE_COUNT),
+            scale in proptest::sample::select(vec![1e-300, 0.5, 3.0, 1e300]),
+        ) {
+            let names = FEATURE_NAMES;
+            let contributions: Vec<f64> = values.iter().map(|v| f64::from(*v) * scale).collect();
             let mut score = Score::new(0.5);
             top_reasons(&mut score, contributions.iter().copied(), &names);
             let mut expected: Vec<(f64, usize)> =

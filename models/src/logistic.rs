@@ -127,14 +127,17 @@ impl LogisticModel {
     /// batch whose columns are the model's features; returns the logits.
     pub fn explain(&self, x: &mut Array2<f64>) -> Array1<f64> {
         let width = self.coefficients.len();
-        let (means, stds, coefficients) = (&self.means[..width], &self.stds[..width], &self.coefficients[..width]);
-        // Row by row over contiguous rows (a standard-layout batch): the three parameter
+        // (v − mean) / std × coefficient as (v − mean) × (coefficient / std): one
+        // division per feature and batch, not per value.
+        let scales: Vec<f64> = self.coefficients.iter().zip(&self.stds).map(|(c, s)| c / s).collect();
+        let (means, scales) = (&self.means[..width], &scales[..width]);
+        // Row by row over contiguous rows (a standard-layout batch): the two parameter
         // slices are zipped with each row, so the loop has no bounds checks and vectorizes.
         let mut logits = Array1::zeros(x.nrows());
         for (mut row, logit) in x.rows_mut().into_iter().zip(logits.iter_mut()) {
             let mut sum = self.intercept;
-            for (((v, mean), std), coefficient) in row.iter_mut().zip(means).zip(stds).zip(coefficients) {
-                *v = (*v - mean) / std * coefficient;
+            for ((v, mean), scale) in row.iter_mut().zip(means).zip(scales) {
+                *v = (*v - mean) * scale;
                 sum += *v;
             }
             *logit = sum;

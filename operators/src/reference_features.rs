@@ -57,7 +57,7 @@ pub use paystream_models::features::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::hashed_table::{HashedTable, prefetch};
+use crate::hashed_table::{HashedTable, prefetch, prefetch_all};
 
 const HOURS_SINCE_PREVIOUS_MAX: f64 = 720.0;
 const LONGEST_WINDOW_MS: i64 = 30 * MILLIS_PER_DAY;
@@ -133,40 +133,57 @@ fn count_at_or_before<T>(deque: &VecDeque<T>, t: i64, time: impl Fn(&T) -> i64) 
     }
 }
 
-/// Entries walked from a hint before [`counts_near`] falls back to a binary search.
+/// Entries walked from a hint before [`count_near`] falls back to a binary search.
 const HINT_WALK_STEPS_MAX: usize = 16;
 
-/// How many of `entries` (sorted by `time`) are at or before each limit, walking from
-/// `hints` (positions near the answers, e.g. kept by [`insert_in_time_order`]): a
-/// payment reads the few entries around each window edge, not all of them. Any hint
-/// gives the right count; a far one costs a binary search.
+/// Entries from just before a hint that [`count_near`] compares without branching on
+/// them: a window edge moves about one entry per payment, so the answer is nearly always
+/// among them, and a loop walking to it would mispredict its exit at every edge.
+const HINT_SPAN_ENTRIES: usize = 4;
+
+/// How many of `entries` (sorted by `time`) are at or before `limit`, reading from `hint`
+/// (a position near the answer, e.g. kept by [`insert_in_time_order`]): a payment reads
+/// the few entries around each window edge, not all of them. Any hint gives the right
+/// count; a far one costs a walk, then a binary search.
+fn count_near<T>(entries: &VecDeque<T>, hint: usize, limit: i64, time: impl Fn(&T) -> i64) -> usize {
+    let len = entries.len();
+    let from = hint.min(len).saturating_sub(1);
+    // Sorted: the span's entries at or before `limit` are a prefix of it, so the answer
+    // is `from` plus how many of them are.
+    let mut count = 0;
+    for j in 0..HINT_SPAN_ENTRIES {
+        count += usize::from(entries.get(from + j).is_some_and(|e| time(e) <= limit));
+    }
+    let answer = from + count;
+    let before_span = count == 0 && from > 0;
+    let past_span = count == HINT_SPAN_ENTRIES && answer < len;
+    if before_span || past_span { walk_to_count(entries, answer, limit, time) } else { answer }
+}
+
+/// [`count_near`] the slow way: walks from `hint`, then binary-searches.
+#[cold]
+fn walk_to_count<T>(entries: &VecDeque<T>, hint: usize, limit: i64, time: impl Fn(&T) -> i64) -> usize {
+    let mut k = hint.min(entries.len());
+    for _ in 0..HINT_WALK_STEPS_MAX {
+        if entries.get(k).is_some_and(|e| time(e) <= limit) {
+            k += 1;
+        } else if k > 0 && time(&entries[k - 1]) > limit {
+            k -= 1;
+        } else {
+            return k;
+        }
+    }
+    count_at_or_before(entries, limit, &time)
+}
+
+/// [`count_near`] for several (hint, limit) pairs.
 fn counts_near<T, const N: usize>(
     entries: &VecDeque<T>,
     hints: [usize; N],
     limits: [i64; N],
     time: impl Fn(&T) -> i64,
 ) -> [usize; N] {
-    let mut counts = [0; N];
-    for ((n, hint), limit) in counts.iter_mut().zip(hints).zip(limits) {
-        let mut k = hint.min(entries.len());
-        let mut steps = 0;
-        loop {
-            if entries.get(k).is_some_and(|e| time(e) <= limit) {
-                k += 1;
-            } else if k > 0 && time(&entries[k - 1]) > limit {
-                k -= 1;
-            } else {
-                break;
-            }
-            steps += 1;
-            if steps > HINT_WALK_STEPS_MAX {
-                k = count_at_or_before(entries, limit, &time);
-                break;
-            }
-        }
-        *n = k;
-    }
-    counts
+    std::array::from_fn(|i| count_near(entries, hints[i], limits[i], &time))
 }
 
 /// Inserts `item` into `entries` in time order (late ones in their place, after equal
@@ -190,11 +207,8 @@ fn insert_in_time_order<T, const N: usize>(
     for (start, offset) in starts.iter_mut().zip(offsets) {
         let boundary = newest.saturating_sub(offset);
         // Before the boundary moves: the entry inserted counts if it is at or before it.
-        let mut k = *start as usize + usize::from(inserted_ms <= boundary);
-        while entries.get(k).is_some_and(|e| time(e) <= boundary) {
-            k += 1;
-        }
-        *start = k as u32;
+        let hint = *start as usize + usize::from(inserted_ms <= boundary);
+        *start = count_near(entries, hint, boundary, &time) as u32;
     }
     at
 }
@@ -212,9 +226,13 @@ fn pop_oldest<T, const N: usize>(entries: &mut VecDeque<T>, starts: &mut [u32; N
 /// Hints the entries a payment at a key's newest time reads and writes: the newest one
 /// and those at its window starts.
 fn prefetch_entries<T, const N: usize>(entries: &VecDeque<T>, starts: &[u32; N]) {
-    entries.back().map(prefetch);
+    entries.back().map(prefetch_all);
     for start in starts {
-        entries.get(*start as usize).map(prefetch);
+        // [`count_near`] reads the entries from the one before the start on.
+        let from = (*start as usize).saturating_sub(1);
+        for j in 0..HINT_SPAN_ENTRIES {
+            entries.get(from + j).map(prefetch_all);
+        }
     }
 }
 
@@ -998,6 +1016,31 @@ mod tests {
                     deque.as_slices()
                 );
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the hint — at the answer, a few entries off, far off, past the end —
+        /// the count is exact, on deques that wrap around their buffer.
+        #[test]
+        fn count_near_is_exact_from_any_hint(
+            gaps in proptest::collection::vec(0i64..3, 0..60),
+            rotation in 0usize..64,
+            hint in 0usize..70,
+            limit in -2i64..90,
+        ) {
+            let mut deque: VecDeque<i64> = VecDeque::with_capacity(64);
+            for i in 0..rotation {
+                deque.push_back(i as i64);
+                deque.pop_front();
+            }
+            let mut time = 0;
+            for gap in gaps {
+                time += gap; // 0: equal times
+                deque.push_back(time);
+            }
+            let expected = deque.iter().filter(|e| **e <= limit).count();
+            proptest::prop_assert_eq!(count_near(&deque, hint, limit, |e| *e), expected);
         }
     }
 
