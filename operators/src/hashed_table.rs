@@ -67,9 +67,7 @@ impl<V> Slots<V> {
             .and_then(|layout| layout.align_to(CACHE_LINE_BYTES))
             .expect("a table smaller than the address space")
     }
-}
 
-impl<V> Slots<V> {
     /// `len` slots, slot `i` made by `make(i)`.
     fn from_fn(len: usize, mut make: impl FnMut(usize) -> Slot<V>) -> Slots<V> {
         if len == 0 {
@@ -341,8 +339,9 @@ pub(crate) fn prefetch<T>(value: &T) {
     let _ = value;
 }
 
-/// [`prefetch`] for every cache line `value` spans: a slot or entry that starts near the
-/// end of a line ends in the next one (allocations are 16-byte aligned, not 64).
+/// [`prefetch`] for every cache line `value` spans: a value whose size does not divide
+/// the line (a 24-byte slot or entry), or one in a block aligned to 16 bytes only (a
+/// `VecDeque`'s), may start near the end of a line and end in the next.
 #[inline(always)]
 pub(crate) fn prefetch_all<T>(value: &T) {
     prefetch(value);
