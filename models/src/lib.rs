@@ -378,6 +378,13 @@ impl LoadedModel {
     }
 }
 
+/// Rows a [`LoadedModel`] scores at once. A chunk's model columns and contributions
+/// (2 × 128 × 19 × 8 bytes = 39 KB at most) stay in the core's L1 cache while every tree
+/// passes over them, and their buffers are reused from chunk to chunk. Scoring a whole
+/// 2,048-row batch at once moved 622 KB through L2 a hundred times and allocated and
+/// zeroed it per batch.
+pub const SCORE_CHUNK_ROWS: usize = 128;
+
 /// Low bits of a [`top_reasons`] key that hold the feature.
 const REASON_FEATURE_BITS: u32 = 6;
 const REASON_FEATURE_MASK: u64 = (1 << REASON_FEATURE_BITS) - 1;
@@ -420,46 +427,50 @@ impl FraudModel for LoadedModel {
         self.uses_terminal_features
     }
 
-    /// One matrix of the model's columns for the whole batch (ndarray); reasons are the
-    /// features contributing most to each score (logistic: coefficient × standardized
-    /// value; trees: Saabas attribution along each tree's path).
+    /// The batch in chunks of [`SCORE_CHUNK_ROWS`]: one matrix of the model's columns per
+    /// chunk (ndarray); reasons are the features contributing most to each score
+    /// (logistic: coefficient × standardized value; trees: Saabas attribution along each
+    /// tree's path).
     fn score_batch(&self, rows: &[FeatureRow], scores: &mut Vec<Score>) {
         let width = self.columns.len();
-        let mut values = Vec::with_capacity(rows.len() * width);
-        for row in rows {
-            values.extend(self.columns.iter().map(|&c| row[c]));
-        }
-        let mut x = ndarray::Array2::from_shape_vec((rows.len(), width), values).expect("rows × model columns");
-        match &self.model {
-            TrainedModel::Logistic(m) => {
-                let logits = m.explain(&mut x);
-                let contributions = x.as_slice().expect("standard layout").chunks_exact(width.max(1));
-                for (logit, contributions) in logits.iter().zip(contributions) {
-                    let mut score = Score::new(sigmoid(*logit) as f32);
-                    top_reasons(&mut score, contributions.iter().copied(), &self.names);
-                    scores.push(score);
+        let chunk_rows_max = rows.len().min(SCORE_CHUNK_ROWS);
+        let mut values = Vec::with_capacity(chunk_rows_max * width);
+        let mut contributions = Vec::with_capacity(chunk_rows_max * width);
+        let mut logits = Vec::with_capacity(chunk_rows_max);
+        for chunk in rows.chunks(SCORE_CHUNK_ROWS) {
+            values.clear();
+            for row in chunk {
+                values.extend(self.columns.iter().map(|&c| row[c]));
+            }
+            logits.clear();
+            logits.resize(chunk.len(), 0.0);
+            match &self.model {
+                TrainedModel::Logistic(m) => {
+                    let x = ndarray::ArrayViewMut2::from_shape((chunk.len(), width), &mut values)
+                        .expect("chunk rows × model columns");
+                    // The values become their contributions.
+                    m.explain(x, &mut logits);
+                    std::mem::swap(&mut values, &mut contributions);
+                }
+                TrainedModel::Boosted(_) if self.compiled.is_some() => {
+                    let compiled = self.compiled.as_ref().expect("checked");
+                    contributions.clear();
+                    contributions.resize(values.len(), 0.0);
+                    compiled.explain_batch(&values, &mut logits, &mut contributions);
+                }
+                TrainedModel::Boosted(m) => {
+                    contributions.clear();
+                    contributions.resize(values.len(), 0.0);
+                    for (i, logit) in logits.iter_mut().enumerate() {
+                        let span = i * width..(i + 1) * width;
+                        *logit = m.explain_row(&values[span.clone()], &mut contributions[span]);
+                    }
                 }
             }
-            TrainedModel::Boosted(_) if self.compiled.is_some() => {
-                let compiled = self.compiled.as_ref().expect("checked");
-                let mut logits = vec![0.0; rows.len()];
-                let mut contributions = vec![0.0; rows.len() * width];
-                compiled.explain_batch(x.as_slice().expect("standard layout"), &mut logits, &mut contributions);
-                for (logit, row) in logits.iter().zip(contributions.chunks_exact(width.max(1))) {
-                    let mut score = Score::new(sigmoid(*logit) as f32);
-                    top_reasons(&mut score, row.iter().copied(), &self.names);
-                    scores.push(score);
-                }
-            }
-            TrainedModel::Boosted(m) => {
-                let mut contributions = vec![0.0; width];
-                for row in x.rows() {
-                    contributions.fill(0.0);
-                    let logit = m.explain_row(row.as_slice().expect("standard layout"), &mut contributions);
-                    let mut score = Score::new(sigmoid(logit) as f32);
-                    top_reasons(&mut score, contributions.iter().copied(), &self.names);
-                    scores.push(score);
-                }
+            for (i, logit) in logits.iter().enumerate() {
+                let mut score = Score::new(sigmoid(*logit) as f32);
+                top_reasons(&mut score, contributions[i * width..(i + 1) * width].iter().copied(), &self.names);
+                scores.push(score);
             }
         }
     }

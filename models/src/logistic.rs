@@ -124,8 +124,9 @@ impl LogisticModel {
     }
 
     /// Per-feature contributions to the logit (coefficient × standardized value) of a
-    /// batch whose columns are the model's features; returns the logits.
-    pub fn explain(&self, x: &mut Array2<f64>) -> Array1<f64> {
+    /// batch whose columns are the model's features, in place; writes one logit per row.
+    pub fn explain(&self, mut x: ndarray::ArrayViewMut2<f64>, logits: &mut [f64]) {
+        assert_eq!(x.nrows(), logits.len(), "one logit per row");
         let width = self.coefficients.len();
         // (v − mean) / std × coefficient as (v − mean) × (coefficient / std): one
         // division per feature and batch, not per value.
@@ -133,7 +134,6 @@ impl LogisticModel {
         let (means, scales) = (&self.means[..width], &scales[..width]);
         // Row by row over contiguous rows (a standard-layout batch): the two parameter
         // slices are zipped with each row, so the loop has no bounds checks and vectorizes.
-        let mut logits = Array1::zeros(x.nrows());
         for (mut row, logit) in x.rows_mut().into_iter().zip(logits.iter_mut()) {
             let mut sum = self.intercept;
             for ((v, mean), scale) in row.iter_mut().zip(means).zip(scales) {
@@ -142,7 +142,6 @@ impl LogisticModel {
             }
             *logit = sum;
         }
-        logits
     }
 
     /// Fraud probabilities of a batch of feature vectors.
