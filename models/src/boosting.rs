@@ -324,16 +324,24 @@ pub struct CompiledTrees {
     deltas: Vec<f64>,
     base_logit: f64,
     width: usize,
-    /// Whether this CPU has AVX-512F (see `explain_avx512`), detected when compiled.
-    avx512: bool,
+    /// The widest vector walk this CPU has (see `explain_wide`), detected when compiled.
+    wide: Option<Wide>,
 }
 
-/// Rows the AVX-512 walk takes at once: one f64 per lane of a 512-bit register.
-const AVX512_LANES: usize = 8;
-/// Most depth the AVX-512 walk takes. It evaluates every split of a tree (2^depth − 1)
-/// for 8 rows at once, about 8 instructions each, where the scalar walk takes `depth`
+/// Vector instruction sets the wide walk uses, when the CPU has them (the build itself
+/// targets baseline x86-64).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wide {
+    /// 4 rows at once.
+    Avx2,
+    /// 8 rows at once.
+    Avx512,
+}
+
+/// Most depth the wide walk takes. It evaluates every split of a tree (2^depth − 1) for
+/// 4 or 8 rows at once, about 8 instructions each, where the scalar walk takes `depth`
 /// steps of about 11 instructions per row; past depth 5 the scalar walk does less work.
-const AVX512_DEPTH_MAX: usize = 5;
+const WIDE_DEPTH_MAX: usize = 5;
 
 fn tree_depth(tree: &[Node], node: usize) -> usize {
     match tree[node].feature {
@@ -361,7 +369,7 @@ impl CompiledTrees {
             deltas: Vec::with_capacity(nodes * model.trees.len()),
             base_logit: model.base_logit,
             width,
-            avx512: avx512_detected(),
+            wide: wide_detected(),
         };
         for tree in &model.trees {
             let base = compiled.values.len();
@@ -398,16 +406,14 @@ impl CompiledTrees {
         assert_eq!(rows.len(), logits.len() * self.width, "one row per logit");
         assert_eq!(contributions.len(), rows.len(), "one contribution per value");
         #[cfg(target_arch = "x86_64")]
-        if self.avx512 && self.depth <= AVX512_DEPTH_MAX {
-            // SAFETY: `avx512` is set only when this CPU has AVX-512F.
+        if let Some(wide) = self.wide
+            && self.depth <= WIDE_DEPTH_MAX
+        {
+            // SAFETY: `wide` names only an instruction set this CPU has.
             unsafe {
-                match self.depth {
-                    0 => self.explain_avx512::<0>(rows, logits, contributions),
-                    1 => self.explain_avx512::<1>(rows, logits, contributions),
-                    2 => self.explain_avx512::<2>(rows, logits, contributions),
-                    3 => self.explain_avx512::<3>(rows, logits, contributions),
-                    4 => self.explain_avx512::<4>(rows, logits, contributions),
-                    _ => self.explain_avx512::<5>(rows, logits, contributions),
+                match wide {
+                    Wide::Avx512 => self.explain_avx512(rows, logits, contributions),
+                    Wide::Avx2 => self.explain_avx2(rows, logits, contributions),
                 }
             }
             return;
@@ -472,37 +478,64 @@ impl CompiledTrees {
         }
     }
 
-    /// The walk for 8 rows at once, with no dependent loads and no per-row branches. The
-    /// 8 rows are transposed (feature-major), so a split's feature is one vector load.
-    /// Every split of a tree is evaluated in heap order, each with an 8-bit mask of the
-    /// rows whose path reaches it: the split adds its left or right child's attribution to
-    /// its feature in those rows, and hands each child the rows that go its way; each leaf
-    /// gives its value to the rows that reach it, added to their logits. A row's additions are the
-    /// scalar walk's, in the same order (its path, root first), so the results are
-    /// bit-identical; a lane a path does not reach is left as it is (a masked add, not an
-    /// addition of 0, which would turn −0.0 into +0.0).
+    /// [`explain_wide`](Self::explain_wide) compiled for AVX-512F.
     ///
     /// # Safety
-    /// The CPU must have AVX-512F; `DEPTH` must be `self.depth` (at most
-    /// [`AVX512_DEPTH_MAX`]).
+    /// The CPU must have AVX-512F.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn explain_avx512<const DEPTH: usize>(&self, rows: &[f64], logits: &mut [f64], contributions: &mut [f64]) {
-        use std::arch::x86_64::*;
-        const { assert!(DEPTH <= AVX512_DEPTH_MAX) };
+    unsafe fn explain_avx512(&self, rows: &[f64], logits: &mut [f64], contributions: &mut [f64]) {
+        // SAFETY: the caller's, and `self.depth` is `DEPTH`.
+        unsafe { dispatch_depth!(self, explain_wide, lanes::Avx512, rows, logits, contributions) }
+    }
+
+    /// [`explain_wide`](Self::explain_wide) compiled for AVX2.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn explain_avx2(&self, rows: &[f64], logits: &mut [f64], contributions: &mut [f64]) {
+        // SAFETY: the caller's, and `self.depth` is `DEPTH`.
+        unsafe { dispatch_depth!(self, explain_wide, lanes::Avx2, rows, logits, contributions) }
+    }
+
+    /// The walk for `L::LANES` rows at once, with no dependent loads and no per-row
+    /// branches. The block's rows are transposed (feature-major), so a split's feature is
+    /// one vector load. Every split of a tree is evaluated in heap order, each with a mask
+    /// of the rows whose path reaches it: the split adds its left or right child's
+    /// attribution to its feature in those rows (−0.0 in the others: x + −0.0 is x for
+    /// every x, where + 0.0 would turn −0.0 into +0.0), and hands each child the rows that
+    /// go its way; each leaf gives its value to the rows that reach it, added to their
+    /// logits. A row's additions are the scalar walk's, in the same order (its path, root
+    /// first), so the results are bit-identical.
+    ///
+    /// # Safety
+    /// The CPU must have `L`'s instruction set, and this must be inlined into a function
+    /// compiled for it; `DEPTH` must be `self.depth` (at most [`WIDE_DEPTH_MAX`]).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn explain_wide<L: lanes::Lanes, const DEPTH: usize>(
+        &self,
+        rows: &[f64],
+        logits: &mut [f64],
+        contributions: &mut [f64],
+    ) {
+        const { assert!(DEPTH <= WIDE_DEPTH_MAX) };
         debug_assert_eq!(DEPTH, self.depth);
         let splits = (1usize << DEPTH) - 1;
         let nodes = 2 * splits + 1;
         let width = self.width;
-        // The block's values and contributions, feature-major: feature f of lane l at f·8 + l.
-        let mut values_t = vec![0.0f64; width * AVX512_LANES];
-        let mut contributions_t = vec![0.0f64; width * AVX512_LANES];
-        // Per node, the lanes whose path reaches it (heap order; 2^(5+1) − 1 nodes at most).
-        let mut reached = [0u8; 1 << (AVX512_DEPTH_MAX + 1)];
+        // The block's values and contributions, feature-major: feature f of lane l at
+        // f · LANES + l.
+        let mut values_t = vec![0.0f64; width * L::LANES];
+        let mut contributions_t = vec![0.0f64; width * L::LANES];
+        // Per node (heap order), the lanes whose path reaches it.
+        let mut reached = [unsafe { L::all() }; 1 << (WIDE_DEPTH_MAX + 1)];
         let blocks = rows
-            .chunks(width * AVX512_LANES)
-            .zip(logits.chunks_mut(AVX512_LANES))
-            .zip(contributions.chunks_mut(width * AVX512_LANES));
+            .chunks(width * L::LANES)
+            .zip(logits.chunks_mut(L::LANES))
+            .zip(contributions.chunks_mut(width * L::LANES));
         for ((block_rows, block_logits), block_contributions) in blocks {
             let lanes = block_logits.len();
             // The lanes past a short last block compute on zeros and are not copied out.
@@ -510,11 +543,11 @@ impl CompiledTrees {
             contributions_t.fill(0.0);
             for lane in 0..lanes {
                 for feature in 0..width {
-                    values_t[feature * AVX512_LANES + lane] = block_rows[lane * width + feature];
-                    contributions_t[feature * AVX512_LANES + lane] = block_contributions[lane * width + feature];
+                    values_t[feature * L::LANES + lane] = block_rows[lane * width + feature];
+                    contributions_t[feature * L::LANES + lane] = block_contributions[lane * width + feature];
                 }
             }
-            let mut logit = _mm512_set1_pd(self.base_logit);
+            let mut logit = unsafe { L::splat(self.base_logit) };
             for tree in 0..self.features.len() / nodes {
                 let base = tree * nodes;
                 let (features, thresholds, values, deltas) = (
@@ -523,68 +556,192 @@ impl CompiledTrees {
                     &self.values[base..base + nodes],
                     &self.deltas[base..base + nodes],
                 );
-                reached[0] = u8::MAX;
+                reached[0] = unsafe { L::all() };
                 for split in 0..splits {
-                    let feature = features[split] as usize;
-                    // SAFETY: `new` checked every feature < width, and both buffers hold
-                    // width · 8 values: 8 from feature · 8 are in bounds.
-                    let (x, sum) = unsafe {
-                        (
-                            values_t.as_ptr().add(feature * AVX512_LANES),
-                            contributions_t.as_mut_ptr().add(feature * AVX512_LANES),
-                        )
-                    };
-                    // `!(x <= t)`: a NaN goes right, as in `explain_row`.
-                    let right = unsafe {
-                        _mm512_cmp_pd_mask::<_CMP_NLE_UQ>(_mm512_loadu_pd(x), _mm512_set1_pd(thresholds[split]))
-                    };
+                    let offset = features[split] as usize * L::LANES;
                     let here = reached[split];
-                    // −0.0 in the lanes the path does not reach: x + −0.0 is x for every
-                    // x (+0.0 would turn −0.0 into +0.0). A whole-vector add and store,
-                    // not a masked one: a masked store does not forward to the next load
-                    // of the same feature.
-                    let delta = _mm512_mask_blend_pd(
-                        here,
-                        _mm512_set1_pd(-0.0),
-                        _mm512_mask_blend_pd(
-                            right,
-                            _mm512_set1_pd(deltas[2 * split + 1]),
-                            _mm512_set1_pd(deltas[2 * split + 2]),
-                        ),
-                    );
-                    unsafe { _mm512_storeu_pd(sum, _mm512_add_pd(_mm512_loadu_pd(sum), delta)) };
-                    reached[2 * split + 1] = here & !right;
-                    reached[2 * split + 2] = here & right;
+                    // SAFETY: `new` checked every feature < width, and both buffers hold
+                    // width · LANES values: LANES from `offset` are in bounds.
+                    unsafe {
+                        let right = L::right(L::load(values_t.as_ptr().add(offset)), thresholds[split]);
+                        let delta = L::select(right, L::splat(deltas[2 * split + 1]), L::splat(deltas[2 * split + 2]));
+                        let delta = L::select(here, L::splat(-0.0), delta);
+                        let sum = contributions_t.as_mut_ptr().add(offset);
+                        L::store(sum, L::add(L::load(sum), delta));
+                        reached[2 * split + 1] = L::and_not(right, here);
+                        reached[2 * split + 2] = L::and(right, here);
+                    }
                 }
-                // Each lane reaches one leaf: pick its value, then add once (8 masked adds
-                // into the logits would be a chain of 8 additions per tree).
-                let mut leaf_value = _mm512_setzero_pd();
+                // Each lane reaches one leaf: pick its value, then add once (masked adds
+                // into the logits would be a chain of one addition per leaf).
+                let mut leaf_value = unsafe { L::splat(0.0) };
                 for leaf in splits..nodes {
-                    leaf_value = _mm512_mask_blend_pd(reached[leaf], leaf_value, _mm512_set1_pd(values[leaf]));
+                    leaf_value = unsafe { L::select(reached[leaf], leaf_value, L::splat(values[leaf])) };
                 }
-                logit = _mm512_add_pd(logit, leaf_value);
+                logit = unsafe { L::add(logit, leaf_value) };
             }
-            let mut block_logits_all = [0.0f64; AVX512_LANES];
-            // SAFETY: the array holds 8 f64.
-            unsafe { _mm512_storeu_pd(block_logits_all.as_mut_ptr(), logit) };
+            let mut block_logits_all = [0.0f64; lanes::LANES_MAX];
+            // SAFETY: the array holds LANES_MAX ≥ LANES values.
+            unsafe { L::store(block_logits_all.as_mut_ptr(), logit) };
             block_logits.copy_from_slice(&block_logits_all[..lanes]);
             for lane in 0..lanes {
                 for feature in 0..width {
-                    block_contributions[lane * width + feature] = contributions_t[feature * AVX512_LANES + lane];
+                    block_contributions[lane * width + feature] = contributions_t[feature * L::LANES + lane];
                 }
             }
         }
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-fn avx512_detected() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f")
+fn wide_detected() -> Option<Wide> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Some(Wide::Avx512);
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return Some(Wide::Avx2);
+        }
+    }
+    None
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-fn avx512_detected() -> bool {
-    false
+/// Calls `$self.$walk::<$lanes, DEPTH>(…)` with the tree depth as a constant (the
+/// wide walk supports depths up to [`WIDE_DEPTH_MAX`]).
+macro_rules! dispatch_depth {
+    ($self:ident, $walk:ident, $lanes:ty, $($arg:expr),*) => {
+        match $self.depth {
+            0 => $self.$walk::<$lanes, 0>($($arg),*),
+            1 => $self.$walk::<$lanes, 1>($($arg),*),
+            2 => $self.$walk::<$lanes, 2>($($arg),*),
+            3 => $self.$walk::<$lanes, 3>($($arg),*),
+            4 => $self.$walk::<$lanes, 4>($($arg),*),
+            _ => $self.$walk::<$lanes, 5>($($arg),*),
+        }
+    };
+}
+use dispatch_depth;
+
+/// The vector operations of the wide walk, per instruction set. Each is inlined into a
+/// function compiled for its set (`explain_avx512`, `explain_avx2`); called anywhere
+/// else they are undefined behaviour on a CPU without it, hence `unsafe`.
+#[cfg(target_arch = "x86_64")]
+mod lanes {
+    use std::arch::x86_64::*;
+
+    /// Most lanes of any set (sizes the buffers the walk stores whole vectors into).
+    pub(super) const LANES_MAX: usize = 8;
+
+    pub(super) trait Lanes {
+        /// f64 values per vector.
+        const LANES: usize;
+        /// `LANES` f64.
+        type Values: Copy;
+        /// One bit or lane per value: set where a comparison holds.
+        type Mask: Copy;
+        /// Every lane set.
+        unsafe fn all() -> Self::Mask;
+        unsafe fn splat(value: f64) -> Self::Values;
+        unsafe fn load(from: *const f64) -> Self::Values;
+        unsafe fn store(to: *mut f64, values: Self::Values);
+        unsafe fn add(a: Self::Values, b: Self::Values) -> Self::Values;
+        /// Where a value goes right at a split: `!(x <= threshold)`, so a NaN goes right.
+        unsafe fn right(x: Self::Values, threshold: f64) -> Self::Mask;
+        /// `if_set` in the lanes `mask` sets, `if_clear` in the others.
+        unsafe fn select(mask: Self::Mask, if_clear: Self::Values, if_set: Self::Values) -> Self::Values;
+        unsafe fn and(a: Self::Mask, b: Self::Mask) -> Self::Mask;
+        /// `!a & b`.
+        unsafe fn and_not(a: Self::Mask, b: Self::Mask) -> Self::Mask;
+    }
+
+    pub(super) struct Avx512;
+
+    impl Lanes for Avx512 {
+        const LANES: usize = 8;
+        type Values = __m512d;
+        type Mask = __mmask8;
+        #[inline(always)]
+        unsafe fn all() -> __mmask8 {
+            u8::MAX
+        }
+        #[inline(always)]
+        unsafe fn splat(value: f64) -> __m512d {
+            unsafe { _mm512_set1_pd(value) }
+        }
+        #[inline(always)]
+        unsafe fn load(from: *const f64) -> __m512d {
+            unsafe { _mm512_loadu_pd(from) }
+        }
+        #[inline(always)]
+        unsafe fn store(to: *mut f64, values: __m512d) {
+            unsafe { _mm512_storeu_pd(to, values) }
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m512d, b: __m512d) -> __m512d {
+            unsafe { _mm512_add_pd(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn right(x: __m512d, threshold: f64) -> __mmask8 {
+            unsafe { _mm512_cmp_pd_mask::<_CMP_NLE_UQ>(x, _mm512_set1_pd(threshold)) }
+        }
+        #[inline(always)]
+        unsafe fn select(mask: __mmask8, if_clear: __m512d, if_set: __m512d) -> __m512d {
+            unsafe { _mm512_mask_blend_pd(mask, if_clear, if_set) }
+        }
+        #[inline(always)]
+        unsafe fn and(a: __mmask8, b: __mmask8) -> __mmask8 {
+            a & b
+        }
+        #[inline(always)]
+        unsafe fn and_not(a: __mmask8, b: __mmask8) -> __mmask8 {
+            !a & b
+        }
+    }
+
+    pub(super) struct Avx2;
+
+    impl Lanes for Avx2 {
+        const LANES: usize = 4;
+        type Values = __m256d;
+        /// All ones in a lane where set (a comparison's result).
+        type Mask = __m256d;
+        #[inline(always)]
+        unsafe fn all() -> __m256d {
+            unsafe { _mm256_castsi256_pd(_mm256_set1_epi64x(-1)) }
+        }
+        #[inline(always)]
+        unsafe fn splat(value: f64) -> __m256d {
+            unsafe { _mm256_set1_pd(value) }
+        }
+        #[inline(always)]
+        unsafe fn load(from: *const f64) -> __m256d {
+            unsafe { _mm256_loadu_pd(from) }
+        }
+        #[inline(always)]
+        unsafe fn store(to: *mut f64, values: __m256d) {
+            unsafe { _mm256_storeu_pd(to, values) }
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m256d, b: __m256d) -> __m256d {
+            unsafe { _mm256_add_pd(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn right(x: __m256d, threshold: f64) -> __m256d {
+            unsafe { _mm256_cmp_pd::<_CMP_NLE_UQ>(x, _mm256_set1_pd(threshold)) }
+        }
+        #[inline(always)]
+        unsafe fn select(mask: __m256d, if_clear: __m256d, if_set: __m256d) -> __m256d {
+            unsafe { _mm256_blendv_pd(if_clear, if_set, mask) }
+        }
+        #[inline(always)]
+        unsafe fn and(a: __m256d, b: __m256d) -> __m256d {
+            unsafe { _mm256_and_pd(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn and_not(a: __m256d, b: __m256d) -> __m256d {
+            unsafe { _mm256_andnot_pd(a, b) }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -628,9 +785,21 @@ mod compiled_tests {
         nodes
     }
 
+    fn wide_supported(wide: Option<Wide>) -> bool {
+        match wide {
+            None => true,
+            #[cfg(target_arch = "x86_64")]
+            Some(Wide::Avx2) => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(target_arch = "x86_64")]
+            Some(Wide::Avx512) => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            Some(_) => false,
+        }
+    }
+
     proptest! {
-        /// Whichever walk `explain_batch` takes on this CPU (AVX-512 up to depth 5, scalar
-        /// past it or without AVX-512) gives the scalar walk's and `explain_row`'s bits:
+        /// Every walk this CPU has (AVX-512 and AVX2 up to depth 5, scalar past it) gives
+        /// the scalar walk's and `explain_row`'s bits:
         /// random unbalanced trees, rows on and around the thresholds, NaNs, infinities,
         /// −0.0, short last blocks, and (between the two walks) contributions that do not
         /// start at zero.
@@ -650,8 +819,8 @@ mod compiled_tests {
                 trained_on: "test".into(),
                 label_delay_ms: None,
             };
-            let compiled = CompiledTrees::new(&model).expect("shallow trees on the model's features");
-            prop_assert_eq!(compiled.avx512, avx512_detected());
+            let mut compiled = CompiledTrees::new(&model).expect("shallow trees on the model's features");
+            prop_assert_eq!(compiled.wide, wide_detected());
             let pick = |rng: &mut Rng| match rng.next(12) {
                 0 => f64::NAN,
                 n if n < 9 => EDGE_VALUES[rng.next(EDGE_VALUES.len())],
@@ -659,13 +828,17 @@ mod compiled_tests {
             };
             let rows: Vec<f64> = (0..row_count * width).map(|_| pick(&mut rng)).collect();
             let start: Vec<f64> = (0..row_count * width).map(|_| if rng.next(3) == 0 { -0.0 } else { pick(&mut rng) }).collect();
-            let (mut logits, mut contributions) = (vec![0.0; row_count], start.clone());
-            compiled.explain_batch(&rows, &mut logits, &mut contributions);
             let (mut scalar_logits, mut scalar_contributions) = (vec![0.0; row_count], start.clone());
             compiled.explain_scalar(&rows, &mut scalar_logits, &mut scalar_contributions);
             let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<u64>>();
-            prop_assert_eq!(bits(&logits), bits(&scalar_logits));
-            prop_assert_eq!(bits(&contributions), bits(&scalar_contributions));
+            let (mut logits, mut contributions) = (Vec::new(), Vec::new());
+            for wide in [None, Some(Wide::Avx2), Some(Wide::Avx512)].into_iter().filter(|w| wide_supported(*w)) {
+                compiled.wide = wide;
+                (logits, contributions) = (vec![0.0; row_count], start.clone());
+                compiled.explain_batch(&rows, &mut logits, &mut contributions);
+                prop_assert_eq!(bits(&logits), bits(&scalar_logits), "{:?}", wide);
+                prop_assert_eq!(bits(&contributions), bits(&scalar_contributions), "{:?}", wide);
+            }
             // From zeroed contributions (the contract: a padding split adds +0.0, which
             // `explain_row` does not walk), as `explain_row` attributes.
             contributions.fill(0.0);
