@@ -70,6 +70,9 @@ struct BenchResult {
     terminal_index_only_records: u64,
     /// Time threads waited for the terminal index's lock, summed (models only).
     terminal_index_lock_wait_seconds: f64,
+    /// Batches of payments kept for a worker's next turn because the index's lock was
+    /// taken (models only).
+    terminal_index_deferred_batches: u64,
     latency_offered_payments_per_second: u64,
     latency_payments: u64,
     latency_ms_p50: f64,
@@ -178,6 +181,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         terminal_waits: throughput_metrics.terminal_waits.get(),
         terminal_index_only_records: throughput_metrics.terminal_index_only_records.get(),
         terminal_index_lock_wait_seconds: throughput_metrics.terminal_index_lock_wait_seconds.get(),
+        terminal_index_deferred_batches: throughput_metrics.terminal_index_deferred_batches.get(),
         latency_offered_payments_per_second: args.latency_rate,
         latency_payments: latency.len(),
         latency_ms_p50: ms(0.5),
@@ -212,10 +216,11 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         );
         if uses_terminal_index {
             println!(
-                "  terminal     {} waits for the index, {} payments indexed outside a worker's buffer (parsed twice), {:.2} s waited for its lock (all threads)",
+                "  terminal     {} waits for the index, {} payments indexed outside a worker's buffer (parsed twice), {:.2} s waited for its lock (all threads), {} batches deferred (lock taken)",
                 thousands(result.terminal_waits),
                 thousands(result.terminal_index_only_records),
-                result.terminal_index_lock_wait_seconds
+                result.terminal_index_lock_wait_seconds,
+                thousands(result.terminal_index_deferred_batches)
             );
         }
         println!(

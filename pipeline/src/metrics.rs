@@ -45,6 +45,7 @@ pub struct Metrics {
     pub terminal_late_inputs: IntCounter,
     pub terminal_index_only_records: IntCounter,
     pub terminal_index_lock_wait_seconds: Counter,
+    pub terminal_index_deferred_batches: IntCounter,
     pub terminal_index_payments: IntGauge,
     pub terminal_index_pending_labels: IntGauge,
     /// Labels indexed, by result (attached to their payment, or pending it).
@@ -226,6 +227,10 @@ impl Metrics {
             terminal_index_only_records: counter(
                 "terminal_index_only_records_total",
                 "Payment records a worker read into the terminal index outside its buffer (read ahead by event time, or after a restart): parsed again when scored",
+            ),
+            terminal_index_deferred_batches: counter(
+                "terminal_index_deferred_batches_total",
+                "Batches of payments a worker kept for its next turn because the terminal index's lock was taken",
             ),
             terminal_index_lock_wait_seconds: register(
                 &registry,

@@ -503,6 +503,15 @@ struct PartitionTask {
     /// The terminal index's bound when processing last stopped to wait: nothing to try
     /// until it moves.
     waiting_at_bound_ms: Option<i64>,
+    /// Payments read for the terminal index whose lock was taken: added on the next turn.
+    unindexed: Option<UnindexedPayments>,
+}
+
+/// Payments (payment hash, terminal hash, event time) read from a partition for the
+/// terminal index but not added yet, and how far the partition is indexed with them.
+struct UnindexedPayments {
+    entries: Vec<(u64, u64, i64)>,
+    progress: crate::terminals::InputProgress,
 }
 
 /// A record parsed ahead of processing (`None` once processed).
@@ -973,6 +982,7 @@ impl Pipeline {
                 entries: InternalInput::new(self.start_position(&topics.settlement_entries, partition)?),
                 fetched: InputBuffer::default(),
                 waiting_at_bound_ms: None,
+                unindexed: None,
             });
         }
 
@@ -1262,6 +1272,11 @@ impl Pipeline {
     ) -> Result<bool, RuntimeError> {
         let batch = self.config.batch_records_max;
         let partition = task.processor.partition();
+        if let Some(unindexed) = task.unindexed.take() {
+            // Deferred last turn (the lock was taken): added now, waiting if need be, so
+            // a partition's progress is held back for one turn at most.
+            stage.index_payments(partition, &unindexed.entries, unindexed.progress);
+        }
         let buffer_end = task.fetched.end_offset().unwrap_or(task.next_offset);
         // This worker is the only one to move its partitions' progress.
         let indexed = stage.payments_progress(partition);
@@ -1292,8 +1307,11 @@ impl Pipeline {
         }
         progress.position =
             progress.position.max(read_position(self.log.as_ref(), &topics.payments, partition, from, &records));
-        if progress.position != indexed.position || !entries.is_empty() {
-            stage.index_payments(partition, &entries, progress);
+        if (progress.position != indexed.position || !entries.is_empty())
+            && !stage.try_index_payments(partition, &entries, progress)
+        {
+            self.metrics.terminal_index_deferred_batches.inc();
+            task.unindexed = Some(UnindexedPayments { entries, progress });
         }
         let read = !records.is_empty();
         if keep {
@@ -1301,7 +1319,8 @@ impl Pipeline {
         } else {
             self.metrics.terminal_index_only_records.inc_by(records.len() as u64);
         }
-        Ok(read)
+        // Deferred payments count as read: the worker's next turn comes at once and adds them.
+        Ok(read || task.unindexed.is_some())
     }
 
     /// Counts a batch's velocity events in the feature store and reads their windows (one

@@ -21,7 +21,10 @@
 //! (`paystream_terminal_late_inputs_total`): features served before it could not see it.
 //!
 //! No cycle of waits: indexing waits for nothing but the index's lock (held for a batch or
-//! an expiry pass), never for scoring. A worker indexes each of its partitions on
+//! an expiry pass), never for scoring. A worker whose payments find the lock taken (the
+//! other workers read the index for a whole batch) keeps them for its next turn instead
+//! of waiting, and then adds them whatever the lock: a waiting writer would also hold
+//! up every reader behind it. A worker indexes each of its partitions on
 //! every turn of its loop, whether or not that partition's scoring waits — its buffer,
 //! then ([`TerminalStage::read_until_ms`]) up to `terminal_read_ahead_ms` of event time
 //! past the newest payer, which exceeds the lateness, so every payer's bound can be
@@ -38,7 +41,7 @@
 //! payer's to dead-letter and are not indexed.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use paystream_domain::time::MILLIS_PER_DAY;
@@ -197,15 +200,36 @@ impl TerminalStage {
     /// the payments topic, which is now indexed as far as `progress` says. Only the
     /// worker owning the partition calls this.
     pub(crate) fn index_payments(&self, partition: u32, payments: &[(u64, u64, i64)], progress: InputProgress) {
+        let added = self.add_payments(partition, payments, progress, true);
+        debug_assert!(added, "a waiting add always adds");
+    }
+
+    /// [`index_payments`](Self::index_payments) unless that would wait for the index's
+    /// lock (another worker reading or writing it): then changes nothing and returns false.
+    pub(crate) fn try_index_payments(&self, partition: u32, payments: &[(u64, u64, i64)], progress: InputProgress) -> bool {
+        self.add_payments(partition, payments, progress, false)
+    }
+
+    fn add_payments(&self, partition: u32, payments: &[(u64, u64, i64)], progress: InputProgress, wait: bool) -> bool {
         if !payments.is_empty() {
+            let mut index = if wait {
+                self.write()
+            } else {
+                match self.index.try_write() {
+                    Ok(index) => index,
+                    Err(TryLockError::WouldBlock) => return false,
+                    Err(TryLockError::Poisoned(e)) => panic!("terminal index lock: {e}"),
+                }
+            };
             // Payments older than payments some partition already scored came too late for them.
             let late_before_ms = self.late_before_ms();
             self.metrics
                 .terminal_late_inputs
                 .inc_by(payments.iter().filter(|(_, _, t)| *t < late_before_ms).count() as u64);
-            self.write().add_payments(payments);
+            index.add_payments(payments);
         }
         self.publish(partition as usize, progress);
+        true
     }
 
     /// Inputs older than this came too late for payments some partition already scored.
