@@ -206,7 +206,12 @@ impl TerminalStage {
 
     /// [`index_payments`](Self::index_payments) unless that would wait for the index's
     /// lock (another worker reading or writing it): then changes nothing and returns false.
-    pub(crate) fn try_index_payments(&self, partition: u32, payments: &[(u64, u64, i64)], progress: InputProgress) -> bool {
+    pub(crate) fn try_index_payments(
+        &self,
+        partition: u32,
+        payments: &[(u64, u64, i64)],
+        progress: InputProgress,
+    ) -> bool {
         self.add_payments(partition, payments, progress, false)
     }
 
@@ -431,4 +436,48 @@ fn save_snapshot(pipeline: &Pipeline, topics: &PipelineTopics, stage: &TerminalS
     pipeline.log.commit(transaction)?;
     pipeline.metrics.snapshot_seconds.observe(started.elapsed().as_secs_f64());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage(payments_partitions: usize) -> TerminalStage {
+        TerminalStage {
+            index: RwLock::new(TerminalIndex::new(7 * MILLIS_PER_DAY)),
+            indexed_positions: (0..payments_partitions).map(|_| AtomicU64::new(0)).collect(),
+            indexed_event_times_ms: (0..payments_partitions).map(|_| AtomicI64::new(i64::MIN)).collect(),
+            lateness_ms: 3_600_000,
+            read_ahead_ms: 7_200_000,
+            payer_watermarks: (0..payments_partitions).map(|_| AtomicI64::new(i64::MIN)).collect(),
+            payments_partitions,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+        }
+    }
+
+    /// A worker that finds the lock taken changes nothing: neither the index nor the
+    /// progress other partitions' bounds read, so no payment is scored as if the batch
+    /// were indexed; adding it later publishes both.
+    #[test]
+    fn payments_finding_the_lock_taken_change_nothing_until_added() {
+        let stage = stage(2);
+        let payments = [(11, 7, 1_000), (12, 7, 2_000)];
+        let progress = InputProgress { position: 2, max_event_time_ms: 2_000 };
+        {
+            let _reader = stage.read();
+            assert!(!stage.try_index_payments(1, &payments, progress));
+            assert_eq!(stage.payments_progress(1).position, 0, "nothing published");
+            assert_eq!(stage.payments_progress(1).max_event_time_ms, i64::MIN);
+        }
+        assert_eq!(stage.read().sizes().1, 0, "nothing indexed");
+        stage.index_payments(1, &payments, progress);
+        assert_eq!(stage.read().sizes().1, 2);
+        assert_eq!(stage.payments_progress(1).position, 2);
+        assert_eq!(stage.payments_progress(1).max_event_time_ms, 2_000);
+        // With the lock free, a try adds at once (the same payments again count once).
+        assert!(stage.try_index_payments(1, &payments, InputProgress { position: 3, max_event_time_ms: 2_000 }));
+        assert_eq!(stage.read().sizes().1, 2);
+        assert_eq!(stage.payments_progress(1).position, 3);
+        assert_eq!(stage.payments_progress(0).position, 0, "the other partition is untouched");
+    }
 }
