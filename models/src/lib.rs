@@ -360,6 +360,10 @@ impl LoadedModel {
             }
             columns.push(column);
         }
+        if columns.is_empty() {
+            // Nothing to score on or to give as a reason (and no row width to walk by).
+            return Err(logistic::ModelError::File("the model reads no feature".into()));
+        }
         let names = columns.iter().map(|&c| FEATURE_NAMES[c]).collect();
         let uses_terminal_features = columns.iter().any(|&c| features::is_terminal_feature(c));
         let compiled = match &model {
@@ -541,6 +545,14 @@ mod loaded_model_tests {
         let trained = TrainedModel::train("gbt", &["TX_AMOUNT"], &picked, &labels, "t").unwrap();
         let broken = trained.to_json().replacen("\"left\":1", "\"left\":0", 1);
         assert!(TrainedModel::from_json(&broken).is_err(), "a tree that loops is refused");
+        // A file with no features (one leaf per tree) parses, but is refused when loaded:
+        // the workers would have nothing to walk rows by.
+        let mut empty: serde_json::Value = serde_json::from_str(&trained.to_json()).unwrap();
+        empty["feature_names"] = serde_json::json!([]);
+        empty["trees"] =
+            serde_json::json!([[{"feature": null, "threshold": 0.0, "left": 0, "right": 0, "value": 0.5}]]);
+        let error = LoadedModel::from_json(&empty.to_string()).err().expect("refused").to_string();
+        assert!(error.contains("no feature"), "{error}");
     }
 
     proptest::proptest! {
