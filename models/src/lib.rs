@@ -553,6 +553,15 @@ mod loaded_model_tests {
             serde_json::json!([[{"feature": null, "threshold": 0.0, "left": 0, "right": 0, "value": 0.5}]]);
         let error = LoadedModel::from_json(&empty.to_string()).err().expect("refused").to_string();
         assert!(error.contains("no feature"), "{error}");
+        // A zero scale would score NaN; numbers JSON cannot hold (1e400) are refused by the parser.
+        let logistic = TrainedModel::train("logistic", &["TX_AMOUNT"], &picked, &labels, "t").unwrap();
+        let mut zero_scale: serde_json::Value = serde_json::from_str(&logistic.to_json()).unwrap();
+        zero_scale["stds"] = serde_json::json!([0.0]);
+        let error = LoadedModel::from_json(&zero_scale.to_string()).err().expect("refused").to_string();
+        assert!(error.contains("scale"), "{error}");
+        let huge = trained.to_json().replacen("\"value\":", "\"value\":1e400,\"was\":", 1);
+        let error = LoadedModel::from_json(&huge).err().expect("refused").to_string();
+        assert!(error.contains("out of range"), "{error}");
     }
 
     proptest::proptest! {

@@ -169,6 +169,10 @@ impl LogisticModel {
         if [model.means.len(), model.stds.len(), model.coefficients.len()].iter().any(|l| *l != n) {
             return Err(ModelError::File("feature names, scaling and coefficients differ in length".into()));
         }
+        // A zero scale would score NaN (JSON numbers are finite already).
+        if !model.stds.iter().all(|s| *s > 0.0) {
+            return Err(ModelError::File("every feature's scale (std) must be positive".into()));
+        }
         Ok(model)
     }
 }
