@@ -341,8 +341,18 @@ pub struct LoadedModel {
     columns: Vec<usize>,
     names: Vec<&'static str>,
     uses_terminal_features: bool,
-    /// The fast layout of a tree ensemble (None for other kinds, or too deep trees).
-    compiled: Option<boosting::CompiledTrees>,
+    /// What scoring needs beyond the model file, derived once when loaded.
+    prepared: Prepared,
+}
+
+/// A [`LoadedModel`]'s model in the form it scores fastest.
+enum Prepared {
+    /// Logistic regression's [`logistic::LogisticModel::contribution_scales`].
+    Logistic { scales: Vec<f64> },
+    /// A tree ensemble in the compiled layout.
+    Trees(boosting::CompiledTrees),
+    /// Trees too deep to compile: walked node by node.
+    DeepTrees,
 }
 
 impl LoadedModel {
@@ -366,11 +376,11 @@ impl LoadedModel {
         }
         let names = columns.iter().map(|&c| FEATURE_NAMES[c]).collect();
         let uses_terminal_features = columns.iter().any(|&c| features::is_terminal_feature(c));
-        let compiled = match &model {
-            TrainedModel::Boosted(m) => boosting::CompiledTrees::new(m),
-            TrainedModel::Logistic(_) => None,
+        let prepared = match &model {
+            TrainedModel::Logistic(m) => Prepared::Logistic { scales: m.contribution_scales() },
+            TrainedModel::Boosted(m) => boosting::CompiledTrees::new(m).map_or(Prepared::DeepTrees, Prepared::Trees),
         };
-        Ok(LoadedModel { model, columns, names, uses_terminal_features, compiled })
+        Ok(LoadedModel { model, columns, names, uses_terminal_features, prepared })
     }
 
     pub fn from_json(text: &str) -> Result<LoadedModel, logistic::ModelError> {
@@ -448,21 +458,20 @@ impl FraudModel for LoadedModel {
             }
             logits.clear();
             logits.resize(chunk.len(), 0.0);
-            match &self.model {
-                TrainedModel::Logistic(m) => {
+            match (&self.model, &self.prepared) {
+                (TrainedModel::Logistic(m), Prepared::Logistic { scales }) => {
                     let x = ndarray::ArrayViewMut2::from_shape((chunk.len(), width), &mut values)
                         .expect("chunk rows × model columns");
                     // The values become their contributions.
-                    m.explain(x, &mut logits);
+                    m.explain(scales, x, &mut logits);
                     std::mem::swap(&mut values, &mut contributions);
                 }
-                TrainedModel::Boosted(_) if self.compiled.is_some() => {
-                    let compiled = self.compiled.as_ref().expect("checked");
+                (TrainedModel::Boosted(_), Prepared::Trees(compiled)) => {
                     contributions.clear();
                     contributions.resize(values.len(), 0.0);
                     compiled.explain_batch(&values, &mut logits, &mut contributions);
                 }
-                TrainedModel::Boosted(m) => {
+                (TrainedModel::Boosted(m), Prepared::DeepTrees) => {
                     contributions.clear();
                     contributions.resize(values.len(), 0.0);
                     for (i, logit) in logits.iter_mut().enumerate() {
@@ -470,6 +479,7 @@ impl FraudModel for LoadedModel {
                         *logit = m.explain_row(&values[span.clone()], &mut contributions[span]);
                     }
                 }
+                _ => unreachable!("LoadedModel::new prepares each model for its kind"),
             }
             for (i, logit) in logits.iter().enumerate() {
                 let mut score = Score::new(sigmoid(*logit) as f32);

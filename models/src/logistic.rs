@@ -123,14 +123,20 @@ impl LogisticModel {
         })
     }
 
+    /// Per feature, coefficient / std: [`explain`](Self::explain) computes
+    /// (v − mean) / std × coefficient as (v − mean) × this, with no division per value.
+    /// Compute once per model, not per batch.
+    pub fn contribution_scales(&self) -> Vec<f64> {
+        self.coefficients.iter().zip(&self.stds).map(|(c, s)| c / s).collect()
+    }
+
     /// Per-feature contributions to the logit (coefficient × standardized value) of a
     /// batch whose columns are the model's features, in place; writes one logit per row.
-    pub fn explain(&self, mut x: ndarray::ArrayViewMut2<f64>, logits: &mut [f64]) {
+    /// `scales` are [`contribution_scales`](Self::contribution_scales).
+    pub fn explain(&self, scales: &[f64], mut x: ndarray::ArrayViewMut2<f64>, logits: &mut [f64]) {
         assert_eq!(x.nrows(), logits.len(), "one logit per row");
         let width = self.coefficients.len();
-        // (v − mean) / std × coefficient as (v − mean) × (coefficient / std): one
-        // division per feature and batch, not per value.
-        let scales: Vec<f64> = self.coefficients.iter().zip(&self.stds).map(|(c, s)| c / s).collect();
+        assert_eq!(scales.len(), width, "one scale per feature");
         let (means, scales) = (&self.means[..width], &scales[..width]);
         // Row by row over contiguous rows (a standard-layout batch): the two parameter
         // slices are zipped with each row, so the loop has no bounds checks and vectorizes.
