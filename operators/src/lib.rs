@@ -34,7 +34,7 @@ use paystream_domain::{
 };
 use paystream_models::features::FeatureRow;
 use paystream_models::{FraudModel, RuleModel, RuleModelConfig, Score};
-use reference_features::{TerminalIndex, feature_row, key_hash};
+use reference_features::{TerminalFeatures, TerminalIndex, feature_row, key_hash};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -464,6 +464,8 @@ pub struct PartitionProcessor {
     rows: Vec<FeatureRow>,
     /// The (customer, terminal) keys of the batch being begun (for hints).
     batch_keys: Vec<(u64, u64)>,
+    /// The terminal features of the batch being begun, by record (none without an index).
+    terminal_features: Vec<TerminalFeatures>,
     scores: Vec<Score>,
     /// Newest event time among the payments of this batch featurized so far.
     batch_newest_ms: i64,
@@ -492,6 +494,7 @@ impl PartitionProcessor {
             pending: Vec::new(),
             rows: Vec::new(),
             batch_keys: Vec::new(),
+            terminal_features: Vec::new(),
             scores: Vec::new(),
             batch_newest_ms: i64::MIN,
             batch_watermark_before_ms: i64::MIN,
@@ -607,34 +610,76 @@ impl PartitionProcessor {
         terminals: TerminalView<'_>,
         out: &mut OutputBatch,
     ) -> usize {
+        let ready = self.read_terminal_features(records, parsed, terminals);
+        self.begin_read_batch(topic, records, parsed, ready, out)
+    }
+
+    /// The first step of [`PartitionProcessor::begin_parsed_batch`], and the only one that
+    /// reads the terminal index, so a caller sharing the index holds its lock for this step
+    /// alone: finds the payments' keys and, with an index, their terminal features, up to
+    /// the first payment past `terminals.complete_through_ms` if the model reads terminal
+    /// features. Returns how many records [`PartitionProcessor::begin_read_batch`] may
+    /// then consume, which must follow with the same records before any other call.
+    pub fn read_terminal_features(
+        &mut self,
+        records: &[InputRecord<'_>],
+        parsed: &mut [Option<Result<Payment, Rejection>>],
+        terminals: TerminalView<'_>,
+    ) -> usize {
         assert_eq!(records.len(), parsed.len(), "one parse per record");
+        for (record, parsed) in records.iter().zip(parsed.iter_mut()) {
+            parsed.get_or_insert_with(|| Payment::from_json(record.value));
+        }
+        let payments = || parsed.iter().map(|p| p.as_ref().and_then(|p| p.as_ref().ok()));
+        // The payments are known ahead: their state is hinted before it is read.
+        self.batch_keys.clear();
+        self.batch_keys.extend(payments().map(|p| p.map_or((0, 0), payment_keys)));
+        let ready = match self.model.uses_terminal_features() {
+            true => payments()
+                .position(|p| p.is_some_and(|p| p.event_time_ms > terminals.complete_through_ms))
+                .unwrap_or(records.len()),
+            false => records.len(),
+        };
+        self.terminal_features.clear();
+        if let Some(index) = terminals.index {
+            let delay_ms = self.config.label_delay_ms;
+            for (i, payment) in payments().take(ready).enumerate() {
+                reference_features::prefetch_terminals_ahead(index, &self.batch_keys, i);
+                let features = payment.map(|p| index.features(self.batch_keys[i].1, p.event_time_ms, delay_ms));
+                self.terminal_features.push(features.unwrap_or_default());
+            }
+        }
+        ready
+    }
+
+    /// The rest of [`PartitionProcessor::begin_parsed_batch`], after
+    /// [`PartitionProcessor::read_terminal_features`] over the same records returned
+    /// `ready`: validates, deduplicates and featurizes the first `ready` records.
+    pub fn begin_read_batch(
+        &mut self,
+        topic: &str,
+        records: &[InputRecord<'_>],
+        parsed: &mut [Option<Result<Payment, Rejection>>],
+        ready: usize,
+        out: &mut OutputBatch,
+    ) -> usize {
+        assert_eq!(self.batch_keys.len(), records.len(), "read_terminal_features read these records");
+        assert!(ready <= records.len(), "at most every record is ready");
         let watermark_before = self.state.max_event_time_ms;
         self.pending.clear();
         self.rows.clear();
         self.velocity_events.clear();
         self.batch_newest_ms = watermark_before;
         self.batch_watermark_before_ms = watermark_before;
-        let wait_for_terminals = self.model.uses_terminal_features();
-        // The payments are known ahead: hint their feature state before it is read.
-        let mut keys = std::mem::take(&mut self.batch_keys);
-        keys.clear();
-        keys.extend(parsed.iter().map(|p| match p {
-            Some(Ok(payment)) => payment_keys(payment),
-            _ => (0, 0),
-        }));
-        let mut consumed = records.len();
-        for (i, (record, parsed)) in records.iter().zip(parsed.iter_mut()).enumerate() {
+        let keys = std::mem::take(&mut self.batch_keys);
+        for (i, (record, parsed)) in records.iter().zip(parsed.iter_mut()).take(ready).enumerate() {
             let payment = parsed.take().unwrap_or_else(|| Payment::from_json(record.value));
-            if wait_for_terminals && payment.as_ref().is_ok_and(|p| p.event_time_ms > terminals.complete_through_ms) {
-                *parsed = Some(payment);
-                consumed = i;
-                break;
-            }
-            reference_features::prefetch_features_ahead(&self.state.customers, terminals.index, &keys, i);
-            self.validate_and_featurize(topic, record, payment, keys[i], terminals, out);
+            reference_features::prefetch_features_ahead(&self.state.customers, None, &keys, i);
+            let terminal = self.terminal_features.get(i).copied();
+            self.validate_and_featurize(topic, record, payment, keys[i], terminal, out);
         }
         self.batch_keys = keys;
-        consumed
+        ready
     }
 
     /// The counts the feature store must make for the batch begun (in order).
@@ -804,7 +849,7 @@ impl PartitionProcessor {
         record: &InputRecord<'_>,
         parsed: Result<Payment, Rejection>,
         keys: (u64, u64),
-        terminals: TerminalView<'_>,
+        terminal: Option<TerminalFeatures>,
         out: &mut OutputBatch,
     ) {
         let reject = |out: &mut OutputBatch, rejection: Rejection| {
@@ -875,8 +920,10 @@ impl PartitionProcessor {
         self.batch_newest_ms = self.batch_newest_ms.max(t);
         out.counters.late_feature_payments += u64::from(late);
         let (customer_hash, terminal_hash) = keys;
-        let row =
-            feature_row(&self.state.customers, terminals.index, keys, t, amount_minor, self.config.label_delay_ms);
+        let mut row = feature_row(&self.state.customers, None, keys, t, amount_minor, self.config.label_delay_ms);
+        if let Some(terminal) = terminal {
+            terminal.write_to(&mut row);
+        }
         let seen = StateOp::Seen {
             id_hash: id_hash.to_le_bytes(),
             content_hash: content_hash.to_le_bytes(),

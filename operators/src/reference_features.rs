@@ -475,6 +475,29 @@ struct TerminalPayments {
     starts: [u32; 5],
 }
 
+/// A payment's terminal features as [`TerminalIndex::features`] finds them, before they
+/// are written into its row: 16 bytes, so a batch's can be read from the index in a pass
+/// of their own (the runtime holds the index's lock for that pass alone).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TerminalFeatures {
+    /// (payments, frauds) in (t − d − w, t − d] for w = 1, 7, 30 days.
+    windows: [(u32, u32); 3],
+    /// Payments in (t − 1 day, t).
+    velocity: u32,
+}
+
+impl TerminalFeatures {
+    /// Writes the terminal features (counts, risks, velocity) into `row`.
+    pub fn write_to(&self, row: &mut FeatureRow) {
+        for (i, (count, frauds)) in self.windows.into_iter().enumerate() {
+            row[index::TERMINAL_WINDOWS + 2 * i] = f64::from(count);
+            row[index::TERMINAL_WINDOWS + 1 + 2 * i] =
+                if count == 0 { 0.0 } else { f64::from(frauds) / f64::from(count) };
+        }
+        row[index::TERMINAL_NB_TX_1DAY_NOW] = f64::from(self.velocity);
+    }
+}
+
 /// What [`TerminalIndex::add_label`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LabelApplied {
@@ -629,6 +652,12 @@ impl TerminalIndex {
 
     /// Fills the terminal features of a payment at `event_time_ms`, as of that time.
     pub fn compute(&self, terminal_hash: u64, event_time_ms: i64, label_delay_ms: i64, row: &mut FeatureRow) {
+        self.features(terminal_hash, event_time_ms, label_delay_ms).write_to(row);
+    }
+
+    /// The terminal features of a payment at `event_time_ms`, as of that time (what
+    /// [`TerminalIndex::compute`] writes into a row).
+    pub fn features(&self, terminal_hash: u64, event_time_ms: i64, label_delay_ms: i64) -> TerminalFeatures {
         // (payments, frauds) in (t − d − w, t − d] for w = 1, 7, 30 days, of those before t.
         let mut windows = [(0u32, 0u32); 3];
         let mut velocity = 0u32;
@@ -662,12 +691,7 @@ impl TerminalIndex {
                 }
             }
         }
-        for (i, (count, frauds)) in windows.into_iter().enumerate() {
-            row[index::TERMINAL_WINDOWS + 2 * i] = f64::from(count);
-            row[index::TERMINAL_WINDOWS + 1 + 2 * i] =
-                if count == 0 { 0.0 } else { f64::from(frauds) / f64::from(count) };
-        }
-        row[index::TERMINAL_NB_TX_1DAY_NOW] = f64::from(velocity);
+        TerminalFeatures { windows, velocity }
     }
 
     /// Forgets payments (and their labels) at or before `horizon_ms`, and pending labels
@@ -781,6 +805,17 @@ pub fn prefetch_features_ahead(
             customers.prefetch_entries(customer_hash);
             terminals.inspect(|t| t.prefetch_entries(terminal_hash));
         },
+    );
+}
+
+/// For a loop computing the terminal features of `keys` (customer hash, terminal hash)
+/// in order, call before payment `i`: the terminal half of [`prefetch_features_ahead`].
+pub fn prefetch_terminals_ahead(terminals: &TerminalIndex, keys: &[(u64, u64)], i: usize) {
+    prefetch_two_stages(
+        keys,
+        i,
+        |&(_, terminal_hash)| terminals.prefetch_terminal_slot(terminal_hash),
+        |&(_, terminal_hash)| terminals.prefetch_entries(terminal_hash),
     );
 }
 

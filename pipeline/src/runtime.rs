@@ -1233,12 +1233,17 @@ impl Pipeline {
                 let ends = stage.input_ends(self.log.as_ref(), topics)?;
                 let index = stage.read();
                 let view = stage.view(&index, &ends);
-                if task.waiting_at_bound_ms == Some(view.complete_through_ms) {
+                let complete_through_ms = view.complete_through_ms;
+                if task.waiting_at_bound_ms == Some(complete_through_ms) {
                     turn.waiting = true; // the index has not moved since the last try
                     return Ok(0);
                 }
-                let consumed = task.processor.begin_parsed_batch(payments_topic_name, &inputs, parsed, view, out);
-                task.waiting_at_bound_ms = (consumed < n).then_some(view.complete_through_ms);
+                // The lock is held while the batch's terminal features are read, and no
+                // longer: the other workers' payments wait for it.
+                let ready = task.processor.read_terminal_features(&inputs, parsed, view);
+                drop(index);
+                let consumed = task.processor.begin_read_batch(payments_topic_name, &inputs, parsed, ready, out);
+                task.waiting_at_bound_ms = (consumed < n).then_some(complete_through_ms);
                 consumed
             }
             None => task.processor.begin_parsed_batch(payments_topic_name, &inputs, parsed, TerminalView::NONE, out),
