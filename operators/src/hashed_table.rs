@@ -159,6 +159,7 @@ impl<V: Default> HashedTable<V> {
     }
 
     /// The slot holding `key` (stored form), or the empty slot where it would go.
+    #[inline]
     fn find(&self, key: u64) -> usize {
         let mask = self.slots.len() - 1;
         let mut at = self.home(key);
@@ -170,12 +171,14 @@ impl<V: Default> HashedTable<V> {
 
     /// Hints the CPU to load `key`'s slot: computed from the key alone, no load waited
     /// for (no effect on results).
+    #[inline]
     pub fn prefetch(&self, key: u64) {
         if !self.slots.is_empty() {
             prefetch_all(&self.slots[self.home(stored(key))]);
         }
     }
 
+    #[inline]
     pub fn get(&self, key: u64) -> Option<&V> {
         if self.slots.is_empty() {
             return None;
@@ -184,6 +187,7 @@ impl<V: Default> HashedTable<V> {
         (slot.key != 0).then_some(&slot.value)
     }
 
+    #[inline]
     pub fn get_mut(&mut self, key: u64) -> Option<&mut V> {
         if self.slots.is_empty() {
             return None;
@@ -193,11 +197,13 @@ impl<V: Default> HashedTable<V> {
         (slot.key != 0).then_some(&mut slot.value)
     }
 
+    #[inline]
     pub fn contains_key(&self, key: u64) -> bool {
         self.get(key).is_some()
     }
 
     /// The value of `key`, inserted from `make` when absent.
+    #[inline]
     pub fn entry_or_insert_with(&mut self, key: u64, make: impl FnOnce() -> V) -> &mut V {
         let key = stored(key);
         if 2 * (self.len + 1) > self.slots.len() {
@@ -212,11 +218,13 @@ impl<V: Default> HashedTable<V> {
     }
 
     /// The value of `key`, inserted as `V::default()` when absent.
+    #[inline]
     pub fn entry_or_default(&mut self, key: u64) -> &mut V {
         self.entry_or_insert_with(key, V::default)
     }
 
     /// Inserts `key` unless it is there; false when it was.
+    #[inline]
     pub fn insert_if_absent(&mut self, key: u64, value: V) -> bool {
         let len = self.len;
         self.entry_or_insert_with(key, || value);
@@ -224,6 +232,7 @@ impl<V: Default> HashedTable<V> {
     }
 
     /// Sets `key`'s value; returns the one it replaces.
+    #[inline]
     pub fn insert(&mut self, key: u64, value: V) -> Option<V> {
         // Taken by the insert when `key` is new; otherwise still here to replace its value.
         let mut value = Some(value);
@@ -232,6 +241,7 @@ impl<V: Default> HashedTable<V> {
     }
 
     /// Removes `key`, shifting later slots of its probe run back (no tombstones).
+    #[inline]
     pub fn remove(&mut self, key: u64) -> Option<V> {
         if self.slots.is_empty() {
             return None;
@@ -284,6 +294,9 @@ impl<V: Default> HashedTable<V> {
         self.slots.iter().filter(|s| s.key != 0).map(|s| (s.key, &s.value))
     }
 
+    /// Rare (each doubles the table), so kept out of the inserts' inlined path.
+    #[cold]
+    #[inline(never)]
     fn grow(&mut self) {
         let mut slots = std::mem::take(&mut self.slots);
         self.rebuild(self.len + 1, slots.iter_mut().filter(|s| s.key != 0).map(std::mem::take));
