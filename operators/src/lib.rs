@@ -634,10 +634,9 @@ impl PartitionProcessor {
         // The payments are known ahead: their state is hinted before it is read.
         self.batch_keys.clear();
         self.batch_keys.extend(payments().map(|p| p.map_or((0, 0), payment_keys)));
+        let past_bound = |p: Option<&Payment>| p.is_some_and(|p| p.event_time_ms > terminals.complete_through_ms);
         let ready = match self.model.uses_terminal_features() {
-            true => payments()
-                .position(|p| p.is_some_and(|p| p.event_time_ms > terminals.complete_through_ms))
-                .unwrap_or(records.len()),
+            true => payments().position(past_bound).unwrap_or(records.len()),
             false => records.len(),
         };
         self.terminal_features.clear();
@@ -673,8 +672,8 @@ impl PartitionProcessor {
         self.batch_watermark_before_ms = watermark_before;
         let keys = std::mem::take(&mut self.batch_keys);
         for (i, (record, parsed)) in records.iter().zip(parsed.iter_mut()).take(ready).enumerate() {
-            let payment = parsed.take().unwrap_or_else(|| Payment::from_json(record.value));
-            reference_features::prefetch_features_ahead(&self.state.customers, None, &keys, i);
+            let payment = parsed.take().expect("read_terminal_features parsed every record");
+            reference_features::prefetch_customers_ahead(&self.state.customers, &keys, i);
             let terminal = self.terminal_features.get(i).copied();
             self.validate_and_featurize(topic, record, payment, keys[i], terminal, out);
         }

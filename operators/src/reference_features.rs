@@ -476,7 +476,7 @@ struct TerminalPayments {
 }
 
 /// A payment's terminal features as [`TerminalIndex::features`] finds them, before they
-/// are written into its row: 16 bytes, so a batch's can be read from the index in a pass
+/// are written into its row: 28 bytes, so a batch's can be read from the index in a pass
 /// of their own (the runtime holds the index's lock for that pass alone).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TerminalFeatures {
@@ -785,31 +785,21 @@ fn prefetch_two_stages<K>(keys: &[K], i: usize, slots: impl FnOnce(&K), entries:
     }
 }
 
-/// For an operator computing the features of `keys` (customer hash, terminal hash) in
-/// order, call before payment `i`: hints what computing those of the payments ahead will
-/// read, in the two stages of [`ReferenceFeatures::prefetch_ahead`]. Changes nothing.
-pub fn prefetch_features_ahead(
-    customers: &CustomerWindows,
-    terminals: Option<&TerminalIndex>,
-    keys: &[(u64, u64)],
-    i: usize,
-) {
+/// For an operator computing the customer features of `keys` (customer hash, terminal
+/// hash) in order, call before payment `i`: hints what computing those of the payments
+/// ahead will read, in the two stages of [`ReferenceFeatures::prefetch_ahead`] (the
+/// terminal half is [`prefetch_terminals_ahead`]). Changes nothing.
+pub fn prefetch_customers_ahead(customers: &CustomerWindows, keys: &[(u64, u64)], i: usize) {
     prefetch_two_stages(
         keys,
         i,
-        |&(customer_hash, terminal_hash)| {
-            customers.prefetch_slots(customer_hash, terminal_hash);
-            terminals.inspect(|t| t.prefetch_terminal_slot(terminal_hash));
-        },
-        |&(customer_hash, terminal_hash)| {
-            customers.prefetch_entries(customer_hash);
-            terminals.inspect(|t| t.prefetch_entries(terminal_hash));
-        },
+        |&(customer_hash, terminal_hash)| customers.prefetch_slots(customer_hash, terminal_hash),
+        |&(customer_hash, _)| customers.prefetch_entries(customer_hash),
     );
 }
 
 /// For a loop computing the terminal features of `keys` (customer hash, terminal hash)
-/// in order, call before payment `i`: the terminal half of [`prefetch_features_ahead`].
+/// in order, call before payment `i`: the terminal half of [`prefetch_customers_ahead`].
 pub fn prefetch_terminals_ahead(terminals: &TerminalIndex, keys: &[(u64, u64)], i: usize) {
     prefetch_two_stages(
         keys,
