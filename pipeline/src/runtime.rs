@@ -25,7 +25,7 @@ use paystream_storage::{Snapshot, SnapshotStore, StorageError};
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::log::{Log, LogError, Membership, Topic, Transaction};
+use crate::log::{Log, LogError, Membership, Topic, Transaction, read_to_written_end};
 use crate::metrics::Metrics;
 use crate::model::ModelHandle;
 use crate::terminals::{PAYMENT_BUFFER_BATCHES, TERMINAL_INDEX_GROUP, TerminalStage, read_position};
@@ -908,14 +908,11 @@ impl Pipeline {
             });
         }
         let mut ops = 0usize;
-        loop {
-            let records = self.log.fetch(&topics.changelog, partition, offset, 1_024)?;
-            let Some(last) = records.last() else { break };
-            offset = last.offset + 1;
-            for record in &records {
-                ops += processor.apply_changelog(&record.value)?;
-            }
-        }
+        // Every transaction its previous owner committed, markers written or not.
+        offset = read_to_written_end(self.log.as_ref(), &topics.changelog, partition, offset, 1_024, |record| {
+            ops += processor.apply_changelog(&record.value)?;
+            Ok::<(), RuntimeError>(())
+        })?;
         self.metrics.restore_seconds.observe(started.elapsed().as_secs_f64());
         tracing::info!(
             partition,
@@ -934,7 +931,9 @@ impl Pipeline {
         for task in tasks {
             let started = Instant::now();
             let partition = task.processor.partition();
-            let changelog_offset = self.log.offsets(&topics.changelog, partition)?.end;
+            // After every record of this partition's committed batches (the worker waited
+            // for its commits), even where the log has not made them visible yet.
+            let changelog_offset = self.log.written_end(&topics.changelog, partition)?;
             let snapshot = Snapshot { changelog_offset, state: task.processor.snapshot() };
             self.snapshots.save(&snapshot_name(&self.config.group_id, partition), &snapshot)?;
             if protect_changelog {

@@ -190,10 +190,11 @@ struct Statements {
 
 /// A connected store.
 pub struct ScyllaStore {
-    runtime: tokio::runtime::Runtime,
+    // Dropped before the runtime it runs on (fields drop in order).
     session: Session,
-    config: ScyllaConfig,
     statements: Option<Statements>,
+    config: ScyllaConfig,
+    runtime: tokio::runtime::Runtime,
 }
 
 fn scylla(context: &str) -> impl Fn(String) -> StorageError + '_ {
@@ -205,7 +206,12 @@ impl ScyllaStore {
     /// before the first use of a keyspace.
     pub fn connect(config: ScyllaConfig) -> Result<ScyllaStore, StorageError> {
         check_keyspace(&config.keyspace)?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        // One worker thread of its own: the driver's background tasks (the control
+        // connection, reconnecting the pool after the node restarts) run between calls,
+        // not only inside them.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("paystream-scylla")
             .enable_all()
             .build()
             .map_err(|e| StorageError::Io { context: "start the ScyllaDB runtime".into(), source: e })?;

@@ -41,6 +41,9 @@ impl<L: Log> Log for CommitFault<L> {
     fn offsets(&self, topic: &Topic, partition: u32) -> Result<PartitionOffsets, LogError> {
         self.inner.offsets(topic, partition)
     }
+    fn written_end(&self, topic: &Topic, partition: u32) -> Result<u64, LogError> {
+        self.inner.written_end(topic, partition)
+    }
     fn resume_offset(&self, topic: &Topic, partition: u32, offset: u64) -> u64 {
         self.inner.resume_offset(topic, partition, offset)
     }

@@ -193,8 +193,9 @@ pub struct KafkaLog {
 }
 
 impl KafkaLog {
-    /// Connects, creates the positions topic if missing, reads the positions, and
-    /// initialises the transactional producers (fencing older holders of their ids).
+    /// Connects, creates the positions topic if missing, reads the positions (a writer
+    /// waits for open transactions on them to end; a reader takes the committed ones),
+    /// and initialises the transactional producers (fencing older holders of their ids).
     pub fn open(config: KafkaConfig) -> Result<KafkaLog, LogError> {
         let admin: AdminClient<DefaultClientContext> =
             config.client().create().map_err(kafka("create the Kafka admin client"))?;
@@ -251,7 +252,14 @@ impl KafkaLog {
             Err(error) => return Err(error),
         };
         log.positions_topic = positions_topic;
-        log.refresh_positions()?;
+        if log.producers.is_empty() {
+            // A reader sees the positions committed so far; it does not wait behind a
+            // transaction a crashed writer left open (until transaction.timeout.ms).
+            let committed_end = log.offsets(&log.positions_topic, 0)?.end;
+            log.read_positions(committed_end)?;
+        } else {
+            log.refresh_positions()?;
+        }
         Ok(log)
     }
 
@@ -711,6 +719,15 @@ impl Log for KafkaLog {
             .fetch_watermarks(&topic.name, partition as i32, self.config.timeout())
             .map_err(kafka(format!("offsets of {}/{partition}", topic.name)))?;
         Ok(PartitionOffsets { start: low.max(0) as u64, end: high.max(0) as u64 })
+    }
+
+    fn written_end(&self, topic: &Topic, partition: u32) -> Result<u64, LogError> {
+        topic.check_partition(partition)?;
+        let (_, high) = self
+            .metadata_uncommitted
+            .fetch_watermarks(&topic.name, partition as i32, self.config.timeout())
+            .map_err(kafka(format!("high watermark of {}/{partition}", topic.name)))?;
+        Ok(high.max(0) as u64)
     }
 
     fn resume_offset(&self, topic: &Topic, partition: u32, offset: u64) -> u64 {

@@ -353,6 +353,46 @@ impl CommitSequence {
     }
 }
 
+/// Longest [`read_to_written_end`] waits for transactions still open to end: Kafka's
+/// largest transaction timeout (`transaction.max.timeout.ms`, 15 minutes by default).
+pub const OPEN_TRANSACTION_WAIT_MS_MAX: u64 = 15 * 60 * 1_000;
+
+/// Reads `partition` of `topic` from `offset` to its [`Log::written_end`] as of the
+/// call, handing every committed record to `visit` (the log skips aborted ones); waits
+/// while transactions still open, or committed with their markers not yet written, hide
+/// the rest (at most [`OPEN_TRANSACTION_WAIT_MS_MAX`]). Returns where reading stopped.
+pub fn read_to_written_end<E: From<LogError>>(
+    log: &dyn Log,
+    topic: &Topic,
+    partition: u32,
+    mut offset: u64,
+    records_max: usize,
+    mut visit: impl FnMut(&Record) -> Result<(), E>,
+) -> Result<u64, E> {
+    let until = log.written_end(topic, partition)?;
+    let deadline = std::time::Instant::now() + Duration::from_millis(OPEN_TRANSACTION_WAIT_MS_MAX);
+    loop {
+        let records = log.fetch(topic, partition, offset, records_max)?;
+        if let Some(last) = records.last() {
+            offset = last.offset + 1;
+            records.iter().try_for_each(&mut visit)?;
+            continue;
+        }
+        offset = log.resume_offset(topic, partition, offset);
+        if offset >= until {
+            return Ok(offset);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(LogError::Io {
+                context: format!("read {}/{partition} up to {until}", topic.name),
+                source: std::io::Error::new(std::io::ErrorKind::TimedOut, format!("records stayed hidden at {offset}")),
+            }
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A durable, partitioned log: embedded files ([`embedded`]) or Kafka ([`kafka`]).
 pub trait Log: Send + Sync {
     /// Creates a topic, or returns it if it exists with the same partition count.
@@ -363,6 +403,15 @@ pub trait Log: Send + Sync {
     /// at the end returns nothing; one below the start is an error.
     fn fetch(&self, topic: &Topic, partition: u32, offset: u64, records_max: usize) -> Result<Vec<Record>, LogError>;
     fn offsets(&self, topic: &Topic, partition: u32) -> Result<PartitionOffsets, LogError>;
+    /// The end of a partition counting every record written to it, committed or not:
+    /// Kafka's high watermark, where [`Log::offsets`] gives the end of what is committed
+    /// and visible (the last stable offset, which trails a transaction until the broker
+    /// has written its markers, a moment after the commit returned). A reader that must
+    /// see every transaction committed before now reads until here, waiting out the
+    /// transactions still open (see [`read_to_written_end`]).
+    fn written_end(&self, topic: &Topic, partition: u32) -> Result<u64, LogError> {
+        Ok(self.offsets(topic, partition)?.end)
+    }
     fn committed_position(&self, group: &str, topic: &Topic, partition: u32) -> Result<Option<u64>, LogError>;
     /// Makes the whole transaction durable and visible, atomically.
     fn commit(&self, transaction: Transaction) -> Result<(), LogError>;
@@ -420,6 +469,9 @@ impl<T: Log + ?Sized> Log for Arc<T> {
     }
     fn offsets(&self, topic: &Topic, partition: u32) -> Result<PartitionOffsets, LogError> {
         (**self).offsets(topic, partition)
+    }
+    fn written_end(&self, topic: &Topic, partition: u32) -> Result<u64, LogError> {
+        (**self).written_end(topic, partition)
     }
     fn resume_offset(&self, topic: &Topic, partition: u32, offset: u64) -> u64 {
         (**self).resume_offset(topic, partition, offset)
