@@ -1,15 +1,14 @@
-//! `paystream` pointed at Kafka (librdkafka's mock cluster, three brokers, run by this
-//! test process and reached over TCP by the spawned binaries): replay publishes a
-//! handbook CSV, `run --until-idle` decides it, and the topics hold every input exactly
+//! `paystream` pointed at Kafka (the test broker, a real Apache Kafka): replay publishes
+//! a handbook CSV, `run --until-idle` decides it, and the topics hold every input exactly
 //! once — the same checks as on the embedded log, through `paystream log dump`.
 
 mod common;
 
-use common::{check_exactly_once, generate_csv, paystream, run_ok};
+use common::{check_exactly_once, generate_csv, paystream, run_ok, topic};
 
 #[test]
 fn replay_and_run_on_kafka_decide_every_payment_exactly_once() {
-    let _cluster = common::use_kafka_mock_cluster();
+    common::use_real_kafka("cli");
 
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("payments.csv");
@@ -43,7 +42,8 @@ fn replay_and_run_on_kafka_decide_every_payment_exactly_once() {
 
     let topics = run_ok(&data, &["log", "topics"]);
     let topics = String::from_utf8(topics.stdout).unwrap();
-    assert!(topics.lines().any(|l| l.starts_with("decisions\tpartitions=4")), "{topics}");
+    let decisions_line = format!("{}\tpartitions=4", topic("decisions"));
+    assert!(topics.lines().any(|l| l.starts_with(&decisions_line)), "{topics}");
 
     // Bad Kafka settings fail clearly, without a panic.
     let output = paystream()

@@ -1,6 +1,6 @@
 //! `paystream run --postgres-url` copies decisions, postings and balances into this
 //! machine's PostgreSQL exactly once, through crashes (`PAYSTREAM_TEST_POSTGRES_URL`
-//! overrides `postgres://postgres@127.0.0.1:5432/test`).
+//! overrides `postgres://paystream:paystream@127.0.0.1:5432/test`).
 
 mod common;
 
@@ -14,7 +14,8 @@ use paystream_storage::postgres::PostgresRecordStore;
 use paystream_storage::records::RecordStore;
 
 fn postgres_url() -> String {
-    std::env::var("PAYSTREAM_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("PAYSTREAM_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://paystream:paystream@127.0.0.1:5432/test".into())
 }
 
 /// Decisions in PostgreSQL (a second try reconnects if the connection was dropped).

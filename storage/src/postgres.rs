@@ -41,7 +41,7 @@ fn check_schema(schema: &str) -> Result<(), StorageError> {
 }
 
 impl PostgresRecordStore {
-    /// Connects to `url` (e.g. `postgres://postgres@127.0.0.1:5432/test`), creates
+    /// Connects to `url` (e.g. `postgres://paystream:paystream@127.0.0.1:5432/test`), creates
     /// `schema` if missing and migrates it.
     pub fn connect(url: &str, schema: &str) -> Result<PostgresRecordStore, StorageError> {
         check_schema(schema)?;

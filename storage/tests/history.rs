@@ -1,9 +1,6 @@
-//! One conformance suite for the history stores: the embedded one always, ScyllaDB when
-//! `SCYLLA_NODES` (comma-separated `host:port`) is set, e.g. with
-//! `deploy/docker-compose.scylla.yml` up:
-//! `SCYLLA_NODES=127.0.0.1:9042 cargo test -p paystream-storage --test history`.
-//! No ScyllaDB can run on the project's development machines: without the variable the
-//! suite runs on the embedded store and checks that ScyllaDB refuses to start without nodes.
+//! One conformance suite for the history stores: the embedded one, and the ScyllaDB store
+//! on the test CQL node (`SCYLLA_NODES`, or Apache Cassandra 5.0 started by
+//! `deploy/local/servers.sh start cassandra`), each test in a keyspace of its own.
 
 use paystream_storage::history::{AggregateRow, DayTotals, HistoryRow, HistoryStore, MemoryHistoryStore};
 use paystream_storage::scylla::{ScyllaConfig, ScyllaStore};
@@ -21,27 +18,28 @@ fn row(account: &str, time_ms: i64, id: &str, amount_minor: i64) -> HistoryRow {
     }
 }
 
-fn stores() -> Vec<(&'static str, Box<dyn HistoryStore>)> {
-    let mut stores: Vec<(&'static str, Box<dyn HistoryStore>)> = vec![("memory", Box::new(MemoryHistoryStore::new()))];
-    match std::env::var("SCYLLA_NODES") {
-        Ok(nodes) => {
-            let keyspace = format!("paystream_test_{}", std::process::id());
-            let mut store = ScyllaStore::connect(ScyllaConfig::new(&nodes, &keyspace).unwrap()).unwrap();
-            store.migrate().unwrap();
-            store.migrate().unwrap(); // idempotent
-            stores.push(("scylla", Box::new(store)));
-        }
-        Err(_) => {
-            eprintln!("SCYLLA_NODES is not set: no ScyllaDB to test against (see README, \"ScyllaDB\")");
-            assert!(ScyllaConfig::new("", "paystream_test").is_err(), "no nodes is a configuration error");
-        }
-    }
-    stores
+fn scylla(test: &str) -> ScyllaStore {
+    let keyspace = paystream_testkit::unique_name(test);
+    let mut store =
+        ScyllaStore::connect(ScyllaConfig::new(&paystream_testkit::cql_nodes(), &keyspace).unwrap()).unwrap();
+    store.migrate().unwrap();
+    store.migrate().unwrap(); // idempotent
+    store
+}
+
+fn stores(test: &str) -> Vec<(&'static str, Box<dyn HistoryStore>)> {
+    vec![("memory", Box::new(MemoryHistoryStore::new())), ("scylla", Box::new(scylla(test)))]
+}
+
+#[test]
+fn a_store_without_nodes_is_a_configuration_error() {
+    assert!(ScyllaConfig::new("", "paystream_test").is_err());
+    assert!(ScyllaConfig::new(" , ", "paystream_test").is_err());
 }
 
 #[test]
 fn history_newest_first_and_aggregates_idempotent_under_replay() {
-    for (name, mut store) in stores() {
+    for (name, mut store) in stores("newest_first") {
         let rows = vec![row("c1", 1_000, "p1", 100), row("c1", 3_000, "p3", 300), row("c1", 2_000, "p2", 200)];
         store.record_payments(&rows).unwrap();
         store.record_payments(&rows).unwrap(); // a replay rewrites the same rows
@@ -66,5 +64,52 @@ fn history_newest_first_and_aggregates_idempotent_under_replay() {
         store.write_aggregates(&[aggregate(0, totals(4, 900))], 11).unwrap();
         assert_eq!(store.daily_totals("t1", 17_600).unwrap(), vec![(17_622, totals(5, 1_000))], "{name}");
         assert_eq!(store.daily_totals("t1", 17_623).unwrap(), vec![], "{name}: since a later day");
+    }
+}
+
+/// An account's history is newest first at any size, and `limit` takes the newest.
+#[test]
+fn history_is_newest_first_and_limited_to_the_newest() {
+    for (name, mut store) in stores("history_order") {
+        // 200 payments written in a scrambled order, in several calls.
+        let rows: Vec<HistoryRow> =
+            (0..200i64).map(|i| (i * 37) % 200).map(|t| row("c9", 10_000 + t * 1_000, &format!("q{t}"), t)).collect();
+        for chunk in rows.chunks(64) {
+            store.record_payments(chunk).unwrap();
+        }
+        let history = store.history("c9", 500).unwrap();
+        assert_eq!(history.len(), 200, "{name}");
+        assert!(history.windows(2).all(|w| w[0].event_time_ms > w[1].event_time_ms), "{name}: newest first");
+        let newest: Vec<String> = store.history("c9", 3).unwrap().into_iter().map(|r| r.payment_id).collect();
+        assert_eq!(newest, ["q199", "q198", "q197"], "{name}");
+    }
+}
+
+/// Aggregates are written `USING TIMESTAMP <version>`: a sink that replays after a crash
+/// rewrites versions the store already holds, and an older version arriving after a
+/// newer one (a slow retry) loses; in any order, the newest version's totals stand.
+#[test]
+fn aggregate_versions_make_replays_idempotent_in_any_order() {
+    for (name, mut store) in stores("versions") {
+        let totals = |payments: i64| DayTotals { payments, amount_minor: payments * 250, declines: payments / 3 };
+        let row = |partition, payments| AggregateRow {
+            entity: "merchant:m9".into(),
+            day: 17_700,
+            source_partition: partition,
+            totals: totals(payments),
+        };
+        // The first run: versions 100, 101, 102 (the decisions offsets that produced them).
+        store.write_aggregates(&[row(0, 1), row(1, 1)], 100).unwrap();
+        store.write_aggregates(&[row(0, 2)], 101).unwrap();
+        store.write_aggregates(&[row(0, 3), row(1, 2)], 102).unwrap();
+        // The replay after a crash writes the same versions again, oldest first.
+        store.write_aggregates(&[row(0, 1), row(1, 1)], 100).unwrap();
+        store.write_aggregates(&[row(0, 2)], 101).unwrap();
+        store.write_aggregates(&[row(0, 3), row(1, 2)], 102).unwrap();
+        assert_eq!(store.aggregate("merchant:m9", 17_700, 0).unwrap(), Some((totals(3), 102)), "{name}");
+        assert_eq!(store.aggregate("merchant:m9", 17_700, 1).unwrap(), Some((totals(2), 102)), "{name}");
+        // A stale retry after the newest version.
+        store.write_aggregates(&[row(0, 1), row(1, 1)], 100).unwrap();
+        assert_eq!(store.daily_totals("merchant:m9", 17_700).unwrap(), vec![(17_700, totals(5))], "{name}");
     }
 }

@@ -1,6 +1,6 @@
 //! One conformance suite for every record store: the embedded (in-memory) store and
 //! PostgreSQL (this machine's server; `PAYSTREAM_TEST_POSTGRES_URL` overrides
-//! `postgres://postgres@127.0.0.1:5432/test`). Each PostgreSQL test works in a schema of
+//! `postgres://paystream:paystream@127.0.0.1:5432/test`). Each PostgreSQL test works in a schema of
 //! its own.
 
 mod common;
@@ -16,7 +16,8 @@ use paystream_storage::postgres::PostgresRecordStore;
 use paystream_storage::records::{MemoryRecordStore, OutputSlice, RecordStore, SliceApplied};
 
 fn postgres_url() -> String {
-    std::env::var("PAYSTREAM_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("PAYSTREAM_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://paystream:paystream@127.0.0.1:5432/test".into())
 }
 
 fn postgres(test: &str) -> PostgresRecordStore {

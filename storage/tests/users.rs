@@ -9,7 +9,8 @@ use paystream_storage::postgres::PostgresRecordStore;
 use paystream_storage::users::{KycStatus, MemoryUserStore, User, UserStore};
 
 fn postgres_url() -> String {
-    std::env::var("PAYSTREAM_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("PAYSTREAM_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://paystream:paystream@127.0.0.1:5432/test".into())
 }
 
 /// Runs `check` on every store; PostgreSQL schemas are dropped afterwards.

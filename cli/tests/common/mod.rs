@@ -14,15 +14,48 @@ pub fn paystream() -> Command {
     command
 }
 
+/// The test broker (`deploy/local/servers.sh start kafka`, a real Apache Kafka), which
+/// every paystream command the test then spawns runs on, with topics, consumer group and
+/// transactional ids of this test's own (`{prefix}_…`) and replication factor 1. Call it
+/// first, from a test binary's only test: it sets the `PAYSTREAM_*` variables. Returns
+/// the bootstrap address.
+pub fn use_real_kafka(prefix: &str) -> String {
+    let brokers = paystream_testkit::kafka_brokers();
+    let name = paystream_testkit::unique_name(prefix);
+    // The roles of `--topic ROLE=NAME`.
+    let roles = "payments labels decisions ledger settlements dead-letters changelog transfers settlement-entries";
+    let topics: Vec<String> = roles.split(' ').map(|role| format!("{role}={name}-{role}")).collect();
+    // SAFETY: called before the test spawns threads, in a binary with this one test.
+    unsafe {
+        std::env::set_var("PAYSTREAM_KAFKA_BROKERS", &brokers);
+        std::env::set_var("PAYSTREAM_TOPICS", topics.join(","));
+        std::env::set_var("PAYSTREAM_GROUP_ID", format!("paystream_{name}"));
+        std::env::set_var("PAYSTREAM_KAFKA_TRANSACTIONAL_ID", &name);
+        std::env::set_var("PAYSTREAM_KAFKA_REPLICATION_FACTOR", "1");
+    }
+    brokers
+}
+
 /// librdkafka's mock cluster (3 brokers) with the pipeline's topics, 4 partitions each,
-/// which every paystream command the test then spawns (the helpers' too) runs on.
-/// Call it first, from a test binary's only test: it sets `PAYSTREAM_KAFKA_BROKERS`.
+/// which every paystream command the test then spawns runs on: for faults a real broker
+/// cannot be made to show. Call it first, from a test binary's only test: it sets
+/// `PAYSTREAM_KAFKA_BROKERS`.
 pub fn use_kafka_mock_cluster() -> rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
     let names = paystream_pipeline::TopicNames::default();
     let cluster = paystream_pipeline::log::kafka::mock_cluster(3, 4, &names.all()).expect("start a mock cluster");
     // SAFETY: called before the test spawns threads, in a binary with this one test.
     unsafe { std::env::set_var("PAYSTREAM_KAFKA_BROKERS", cluster.bootstrap_servers()) };
     cluster
+}
+
+/// The name of the pipeline's topic with `role` (payments, decisions, …) in this test:
+/// as `use_real_kafka` renamed it, or the default, which is the role's own name.
+pub fn topic(role: &str) -> String {
+    let renamed = std::env::var("PAYSTREAM_TOPICS").unwrap_or_default();
+    renamed
+        .split(',')
+        .find_map(|mapping| mapping.strip_prefix(role).and_then(|rest| rest.strip_prefix('=')))
+        .map_or_else(|| role.to_string(), str::to_string)
 }
 
 /// Runs paystream with `args` and the data directory; panics with its output on failure.
@@ -60,11 +93,11 @@ pub fn dump(data_dir: &Path, topic: &str) -> Vec<Value> {
 ///
 /// Returns (decisions, dead letters).
 pub fn check_exactly_once(data_dir: &Path, complete: bool) -> (usize, usize) {
-    let payments = dump(data_dir, "payments");
-    let decisions = dump(data_dir, "decisions");
-    let dead_letters = dump(data_dir, "dead-letters");
-    let ledger = dump(data_dir, "ledger");
-    let settlements = dump(data_dir, "settlements");
+    let payments = dump(data_dir, &topic("payments"));
+    let decisions = dump(data_dir, &topic("decisions"));
+    let dead_letters = dump(data_dir, &topic("dead-letters"));
+    let ledger = dump(data_dir, &topic("ledger"));
+    let settlements = dump(data_dir, &topic("settlements"));
 
     let mut decided: HashMap<String, usize> = HashMap::new();
     let mut approved = 0;
@@ -83,7 +116,7 @@ pub fn check_exactly_once(data_dir: &Path, complete: bool) -> (usize, usize) {
     let mut dead_by_offset: HashMap<(u64, u64), usize> = HashMap::new();
     for letter in &dead_letters {
         let value = &letter["value"];
-        if value["source_topic"] == "payments" {
+        if value["source_topic"] == topic("payments").as_str() {
             let key = (value["source_partition"].as_u64().unwrap(), value["source_offset"].as_u64().unwrap());
             *dead_by_offset.entry(key).or_default() += 1;
         }
@@ -91,14 +124,15 @@ pub fn check_exactly_once(data_dir: &Path, complete: bool) -> (usize, usize) {
     assert!(dead_by_offset.values().all(|n| *n == 1), "an input record was dead-lettered twice");
 
     // Per partition, the accounted inputs (first occurrence of a decided id, or a dead
-    // letter) must be a prefix of the offsets: the pipeline commits in offset order, so a
-    // crash can only leave an unprocessed tail. `complete` demands the whole input.
+    // letter) must be a prefix of the partition's records: the pipeline commits in offset
+    // order, so a crash can only leave an unprocessed tail. `complete` demands the whole
+    // input. (On Kafka, offsets are not dense: transaction markers take offsets.)
     let mut first_seen: HashMap<String, (u64, u64)> = HashMap::new();
     let mut accounted: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-    let mut all: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut all: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     for payment in &payments {
         let key = (payment["partition"].as_u64().unwrap(), payment["offset"].as_u64().unwrap());
-        *all.entry(key.0).or_default() += 1;
+        all.entry(key.0).or_default().push(key.1);
         if dead_by_offset.contains_key(&key) {
             accounted.entry(key.0).or_default().push(key.1);
             continue;
@@ -114,7 +148,7 @@ pub fn check_exactly_once(data_dir: &Path, complete: bool) -> (usize, usize) {
     for (partition, offsets) in &accounted {
         let mut sorted = offsets.clone();
         sorted.sort_unstable();
-        let prefix = sorted.iter().enumerate().all(|(i, o)| *o == i as u64);
+        let prefix = sorted.iter().zip(&all[partition]).all(|(accounted, record)| accounted == record);
         assert!(
             prefix,
             "partition {partition}: processed inputs are not a prefix of the offsets (a record was skipped)"
@@ -122,13 +156,13 @@ pub fn check_exactly_once(data_dir: &Path, complete: bool) -> (usize, usize) {
     }
     assert_eq!(first_seen.len(), decided.len(), "a decision has no input payment");
     if complete {
-        for (partition, count) in &all {
-            let done = accounted.get(partition).map_or(0, |o| o.len() as u64);
+        for (partition, offsets) in &all {
+            let (count, done) = (offsets.len(), accounted.get(partition).map_or(0, Vec::len));
+            let first_undone = offsets.get(done).copied().unwrap_or(u64::MAX);
             // Inputs after the accounted ones may only be retries of decided ids.
-            for payment in payments
-                .iter()
-                .filter(|p| p["partition"].as_u64() == Some(*partition) && p["offset"].as_u64().unwrap() >= done)
-            {
+            for payment in payments.iter().filter(|p| {
+                p["partition"].as_u64() == Some(*partition) && p["offset"].as_u64().unwrap() >= first_undone
+            }) {
                 let id = payment["value"]["payment_id"].as_str().unwrap_or_default();
                 assert!(
                     first_seen.contains_key(id),
@@ -197,14 +231,29 @@ pub fn generate_csv(path: &Path, customers: u32, terminals: u32, days: u32, seed
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }
 
+/// Records in the decisions topic so far, from `log topics` (cheap; on the embedded log a
+/// record is a decision).
 pub fn decisions_so_far(data_dir: &std::path::Path) -> usize {
     let output = paystream().args(["log", "topics", "--data-dir"]).arg(data_dir).output().unwrap();
     let text = String::from_utf8_lossy(&output.stdout).to_string();
     text.lines()
-        .find(|l| l.starts_with("decisions\t"))
+        .find(|l| l.starts_with(&format!("{}\t", topic("decisions"))))
         .and_then(|l| l.split('\t').find_map(|f| f.strip_prefix("records=")))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+/// Payments decided so far: distinct payment ids in the committed decisions. On Kafka a
+/// topic's offsets also count transaction markers and aborted records.
+pub fn decided_payments(data_dir: &std::path::Path) -> usize {
+    let output = paystream().args(["log", "dump"]).arg(topic("decisions")).arg("--data-dir").arg(data_dir).output();
+    let Ok(output) = output else { return 0 };
+    let ids: HashSet<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter_map(|record| record["value"]["payment_id"].as_str().map(str::to_string))
+        .collect();
+    ids.len()
 }
 
 /// Kills the child if the test fails before it does, so no pipeline outlives the test.
@@ -230,19 +279,16 @@ impl std::ops::DerefMut for Running {
     }
 }
 
+/// `paystream run` in the background, in small batches with frequent snapshots, at most
+/// 15,000 input records/s unless `extra` sets `--max-input-rate`.
 pub fn start_run(data_dir: &std::path::Path, extra: &[&str]) -> Running {
+    let mut command = paystream();
+    command.args(["run", "--no-metrics", "--batch-records-max", "64", "--snapshot-interval-batches", "5"]);
+    if !extra.contains(&"--max-input-rate") {
+        command.args(["--max-input-rate", "15000"]);
+    }
     Running(
-        paystream()
-            .args([
-                "run",
-                "--no-metrics",
-                "--batch-records-max",
-                "64",
-                "--snapshot-interval-batches",
-                "5",
-                "--max-input-rate",
-                "15000",
-            ])
+        command
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
@@ -251,4 +297,54 @@ pub fn start_run(data_dir: &std::path::Path, extra: &[&str]) -> Running {
             .spawn()
             .expect("spawn paystream run"),
     )
+}
+
+/// Values of every record of `topic` on the test broker, read by kcat (an outside
+/// client) with the given `isolation.level`, to the end of each partition.
+pub fn kcat_values(brokers: &str, topic: &str, isolation: &str) -> Vec<Value> {
+    let output = Command::new("kcat")
+        .args(["-b", brokers, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%s\\n"])
+        .args(["-X", &format!("isolation.level={isolation}")])
+        .output()
+        .expect("run kcat (Debian package kcat)");
+    assert!(output.status.success(), "kcat failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout)
+        .expect("kcat prints UTF-8")
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{topic}: {e}: {line}")))
+        .collect()
+}
+
+/// How many times each payment id occurs in `values` (decisions).
+pub fn count_payment_ids(values: &[Value]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for value in values {
+        let id = value["payment_id"].as_str().expect("a decision has a payment_id");
+        *counts.entry(id.to_string()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Stops a running `paystream run` with SIGTERM (it finishes its batch and commits) and
+/// returns its exit status, stdout and stderr.
+pub fn terminate(mut running: Running) -> (std::process::ExitStatus, String, String) {
+    use std::io::Read;
+    let status = Command::new("kill").args(["-TERM", &running.id().to_string()]).status().expect("run kill");
+    assert!(status.success());
+    let exit = running.wait().expect("wait for paystream run");
+    let mut stdout = String::new();
+    running.stdout.take().expect("piped stdout").read_to_string(&mut stdout).expect("read stdout");
+    let mut stderr = String::new();
+    running.stderr.take().expect("piped stderr").read_to_string(&mut stderr).expect("read stderr");
+    (exit, stdout, stderr)
+}
+
+/// Polls `done` every `poll_ms` until it holds; panics with `what` after `seconds`.
+pub fn wait_until(what: &str, seconds: u64, poll_ms: u64, mut done: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(seconds), "timed out after {seconds} s: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(poll_ms));
+    }
 }
