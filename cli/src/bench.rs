@@ -1,5 +1,6 @@
 //! `paystream bench`: end-to-end throughput and event→decision latency on the durable
-//! embedded log, with a fixed seed.
+//! embedded log, or on Kafka (`--kafka-brokers`, with or without transactions), with a
+//! fixed seed.
 //!
 //! Throughput: N simulated payments are published first (not timed), then the pipeline
 //! drains them: payments / wall time from start to the last commit, including restore,
@@ -14,6 +15,8 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
+use paystream_pipeline::log::Log;
+use paystream_pipeline::log::embedded::EmbeddedLog;
 use paystream_pipeline::metrics::Metrics;
 use paystream_pipeline::{PipelineConfig, RunControl, RunMode};
 use paystream_simulator::SimulatorConfig;
@@ -21,7 +24,7 @@ use serde::Serialize;
 
 use crate::demo::thousands;
 use crate::publish::{PublishOptions, publish_simulation};
-use crate::{LogArgs, PipelineArgs};
+use crate::{KafkaArgs, LogArgs, LogRole, PipelineArgs};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -52,6 +55,10 @@ pub struct BenchArgs {
     /// Store log records uncompressed: shows what LZ4 costs and saves.
     #[arg(long)]
     no_compression: bool,
+    /// Run on Kafka instead of the embedded log (`--kafka-brokers`; the topics of each
+    /// run are new, named `bench-<time>-<pid>-<run>-<role>`).
+    #[command(flatten)]
+    kafka: KafkaArgs,
 }
 
 #[derive(Serialize)]
@@ -81,6 +88,41 @@ struct BenchResult {
     latency_ms_max: f64,
     workers: usize,
     partitions: u32,
+    /// `embedded` or `kafka`.
+    log: &'static str,
+    /// On Kafka: transactions (exactly once) or not (at least once).
+    exactly_once: bool,
+}
+
+/// The log arguments of one run (`throughput` or `latency`): its own directory, and on
+/// Kafka topics of its own.
+fn run_log_args(args: &BenchArgs, root: &std::path::Path, run: &str, started_s: u64) -> LogArgs {
+    let topics = match &args.kafka.kafka_brokers {
+        Some(_) => {
+            let prefix = format!("bench-{started_s}-{}-{run}", std::process::id());
+            crate::TOPIC_ROLES.iter().map(|role| format!("{role}={prefix}-{role}")).collect()
+        }
+        None => Vec::new(),
+    };
+    LogArgs {
+        data_dir: root.join(run),
+        partitions: args.partitions,
+        retention_mib: None,
+        retention_hours: None,
+        no_fsync: args.no_fsync,
+        no_compression: args.no_compression,
+        topics,
+        kafka: args.kafka.clone(),
+    }
+}
+
+/// The run's log, and the embedded log itself when it is one (for its size on disk).
+fn open_run_log(log_args: &LogArgs, workers: usize) -> Result<(Arc<dyn Log>, Option<Arc<EmbeddedLog>>)> {
+    if let Some(kafka) = log_args.open_kafka(LogRole::Pipeline { workers })? {
+        return Ok((kafka, None));
+    }
+    let log = log_args.open()?;
+    Ok((log.clone(), Some(log)))
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
@@ -104,26 +146,19 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let no_stop = AtomicBool::new(false);
 
     // Throughput.
-    let log_args = LogArgs {
-        data_dir: root.join("throughput"),
-        partitions: args.partitions,
-        retention_mib: None,
-        retention_hours: None,
-        no_fsync: args.no_fsync,
-        no_compression: args.no_compression,
-        topics: Vec::new(),
-        kafka: crate::KafkaArgs::default(),
-    };
-    let log = log_args.open()?;
+    let started_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let log_args = run_log_args(&args, &root, "throughput", started_s);
     let config: PipelineConfig = args.pipeline.config(&log_args, "off")?;
     let workers = config.workers.min(args.partitions as usize);
+    let (log, embedded) = open_run_log(&log_args, workers)?;
+    let stored_bytes = || embedded.as_ref().map_or(0, |log| log.stored_bytes());
     let topics = paystream_pipeline::runtime::ensure_topics(log.as_ref(), &config)?;
     eprintln!("publishing {} payments ...", thousands(transactions.len() as u64));
     let started = Instant::now();
     let published =
         publish_simulation(log.as_ref(), &topics, &sim_config, &transactions, &options, &no_progress, &no_stop)?;
     let publish_seconds = started.elapsed().as_secs_f64();
-    let bytes_before = log.stored_bytes();
+    let bytes_before = stored_bytes();
     let throughput_metrics = Arc::new(Metrics::new());
     let pipeline = crate::pipeline(log.clone(), &log_args.data_dir, config.clone(), throughput_metrics.clone())?;
     let uses_terminal_index = pipeline.needs_terminal_index();
@@ -133,15 +168,16 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let report = pipeline.run(RunMode::UntilIdle, &RunControl::new(true))?;
     let throughput_seconds = started.elapsed().as_secs_f64();
     let cpu_us_per_payment = (cpu_seconds() - cpu_before) * 1e6 / report.input_records.max(1) as f64;
-    let log_bytes = log.stored_bytes() - bytes_before;
+    let log_bytes = stored_bytes() - bytes_before;
     drop(pipeline);
     drop(log);
+    drop(embedded);
 
     // Latency at a fixed offered load.
     let latency_payments = (args.latency_rate * args.latency_seconds) as usize;
     let latency_transactions = &transactions[..latency_payments.min(transactions.len())];
-    let log_args = LogArgs { data_dir: root.join("latency"), ..log_args };
-    let log = log_args.open()?;
+    let log_args = run_log_args(&args, &root, "latency", started_s);
+    let (log, _) = open_run_log(&log_args, workers)?;
     let topics = paystream_pipeline::runtime::ensure_topics(log.as_ref(), &config)?;
     let metrics = Arc::new(Metrics::new());
     let pipeline = crate::pipeline(log.clone(), &log_args.data_dir, config, metrics.clone())?;
@@ -190,16 +226,21 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         latency_ms_max: latency.max() as f64 / 1_000.0,
         workers,
         partitions: args.partitions,
+        log: if args.kafka.kafka_brokers.is_some() { "kafka" } else { "embedded" },
+        exactly_once: !args.kafka.kafka_at_least_once,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {
+        let log = match &args.kafka.kafka_brokers {
+            Some(brokers) if result.exactly_once => format!("Kafka at {brokers}, transactions (exactly once)"),
+            Some(brokers) => format!("Kafka at {brokers}, NO transactions (at least once)"),
+            None if args.no_fsync => "embedded log, NO fsync: not durable against power loss".to_string(),
+            None => "embedded log, durable: fdatasync per commit".to_string(),
+        };
         println!(
-            "paystream bench (seed {}, {} partitions, {} workers, embedded log, {})",
-            args.seed,
-            result.partitions,
-            result.workers,
-            if args.no_fsync { "NO fsync: not durable against power loss" } else { "durable: fdatasync per commit" }
+            "paystream bench (seed {}, {} partitions, {} workers, {log})",
+            args.seed, result.partitions, result.workers
         );
         println!(
             "  publish      {:>12} payments/s (producer, not part of the pipeline figure)",

@@ -53,7 +53,8 @@ enum Command {
     /// Inspect the log.
     #[command(subcommand)]
     Log(LogCommand),
-    /// Measure end-to-end throughput and event→decision latency on the durable embedded log.
+    /// Measure end-to-end throughput and event→decision latency on the durable embedded log
+    /// (or on Kafka with --kafka-brokers).
     Bench(bench::BenchArgs),
     /// The reference fraud protocol on a handbook-layout CSV: online features, train,
     /// test, ROC AUC / average precision / Card Precision@100.
@@ -256,6 +257,19 @@ impl KafkaArgs {
     }
 }
 
+/// The roles `--topic ROLE=NAME` renames.
+pub const TOPIC_ROLES: [&str; 9] = [
+    "payments",
+    "labels",
+    "decisions",
+    "ledger",
+    "settlements",
+    "dead-letters",
+    "changelog",
+    "transfers",
+    "settlement-entries",
+];
+
 impl LogArgs {
     pub fn open(&self) -> Result<Arc<EmbeddedLog>> {
         open_log(&self.data_dir, self)
@@ -268,6 +282,7 @@ impl LogArgs {
             let Some((role, name)) = mapping.split_once('=') else {
                 bail!("--topic: expected ROLE=NAME, found {mapping:?}");
             };
+            // One arm per entry of TOPIC_ROLES.
             let slot = match role.trim() {
                 "payments" => &mut names.payments,
                 "labels" => &mut names.labels,

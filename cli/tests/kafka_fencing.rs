@@ -21,7 +21,7 @@ fn a_second_process_with_the_same_transactional_id_fences_the_first() {
 
     let mut zombie = start_run(&dir.path().join("zombie"), &["--max-input-rate", "500"]);
     wait_until("the first process decides", 60, 100, || decided_payments(&data) > 0);
-    let successor = start_run(&dir.path().join("successor"), &[]);
+    let successor = start_run(&dir.path().join("successor"), &["--max-input-rate", "500"]);
 
     let mut exit = None;
     wait_until("the fenced process stops", 120, 100, || {

@@ -46,6 +46,8 @@ use super::{CommitSequence, Log, LogError, Membership, PartitionOffsets, Record,
 
 /// Most records a commit may hold (they are all in the producer's queue at once).
 pub const TRANSACTION_RECORDS_MAX: usize = 500_000;
+/// Pause between looks at a commit's delivery reports while records are unacknowledged.
+const DELIVERY_POLL_INTERVAL: Duration = Duration::from_micros(200);
 /// Longest a read waits for records the broker says exist before it fails.
 pub const FETCH_TIMEOUT_MS: u64 = 30_000;
 
@@ -505,7 +507,13 @@ impl KafkaLog {
                     source: KafkaError::Flush(RDKafkaErrorCode::RequestTimedOut),
                 });
             }
-            slot.producer.poll(Duration::from_millis(1));
+            // Handles the delivery reports already there, then sleeps: rdkafka's poll with a
+            // timeout spins once less than a millisecond is left (it rounds the wait down
+            // to whole milliseconds), which took a core from the broker and the workers.
+            slot.producer.poll(Duration::ZERO);
+            if slot.producer.in_flight_count() > 0 {
+                std::thread::sleep(DELIVERY_POLL_INTERVAL);
+            }
         }
         Ok(())
     }
