@@ -12,23 +12,21 @@ use std::process::{Command, Stdio};
 
 use common::{check_exactly_once, run_ok};
 use paystream_domain::partitioner::partition_for_key;
+use paystream_testkit::PaymentStream;
 use serde_json::Value;
 
 const PAYMENTS: u32 = 400;
 const PARTITIONS: u32 = 4;
 
-fn payment(i: u32) -> (String, String) {
-    let payer = format!("c{}", i % 37);
-    let value = format!(
-        r#"{{"payment_id":"k{i}","payer_account_id":"{payer}","merchant_id":"m{}","terminal_id":"t{}","amount":"{}.{:02}","currency":"EUR","event_time":"{}","channel":"wallet"}}"#,
-        i % 5,
-        i % 11,
-        1 + i % 300,
-        i % 100,
-        paystream_domain::time::format_rfc3339_ms(1_522_540_800_000 + i64::from(i) * 60_000)
-    );
-    (payer, value)
-}
+const STREAM: PaymentStream = PaymentStream {
+    id_prefix: "k",
+    payers: 37,
+    merchants: 5,
+    terminals: 11,
+    amount_units_max: 300,
+    spacing_ms: 60_000,
+    channel: "wallet",
+};
 
 /// `kcat -P` with `key|value` lines on stdin.
 fn kcat_produce(brokers: &str, topic: &str, lines: &str) {
@@ -51,7 +49,7 @@ fn kcat_produces_payments_and_reads_decisions() {
 
     let mut lines = String::new();
     for i in 0..PAYMENTS {
-        let (payer, value) = payment(i);
+        let (payer, value) = STREAM.payment(i);
         lines.push_str(&format!("{payer}|{value}\n"));
     }
     lines.push_str("c1|{\"payment_id\": not json\n");

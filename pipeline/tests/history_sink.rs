@@ -19,7 +19,7 @@ use paystream_pipeline::{Pipeline, PipelineConfig, RunControl, RunMode};
 use paystream_storage::history::{AggregateRow, DayTotals, HistoryRow, HistoryStore, MemoryHistoryStore};
 use paystream_storage::scylla::{ScyllaConfig, ScyllaStore};
 use paystream_storage::{FileSnapshotStore, StorageError};
-use paystream_testkit::{servers, unique_name};
+use paystream_testkit::{PaymentStream, servers, unique_name};
 
 fn config() -> PipelineConfig {
     PipelineConfig { partitions: 3, workers: 2, batch_records_max: 100, ..PipelineConfig::default() }
@@ -28,18 +28,19 @@ fn config() -> PipelineConfig {
 /// `n` payments of 40 payers at 8 merchants, one every 7 minutes (about 5 days for 1,000).
 fn publish(log: &EmbeddedLog, n: u32) {
     let topics = ensure_topics(log, &config()).unwrap();
+    let stream = PaymentStream {
+        id_prefix: "p",
+        payers: 40,
+        merchants: 8,
+        terminals: 13,
+        amount_units_max: 900,
+        spacing_ms: 420_000,
+        channel: "card_present",
+    };
     for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
         let mut transaction = Transaction::new();
         for &i in chunk {
-            let payer = format!("c{}", i % 40);
-            let value = format!(
-                r#"{{"payment_id":"p{i}","payer_account_id":"{payer}","merchant_id":"m{}","terminal_id":"t{}","amount":"{}.{:02}","currency":"EUR","event_time":"{}","channel":"card_present"}}"#,
-                i % 8,
-                i % 13,
-                1 + i % 900,
-                i % 100,
-                paystream_domain::time::format_rfc3339_ms(1_522_540_800_000 + i64::from(i) * 420_000)
-            );
+            let (payer, value) = stream.payment(i);
             let partition = paystream_domain::partitioner::partition_for_key(payer.as_bytes(), 3);
             transaction.send_to_partition(&topics.payments, partition, payer.as_bytes(), value.as_bytes(), 0).unwrap();
         }

@@ -19,7 +19,7 @@ use paystream_pipeline::log::kafka::{KafkaConfig, KafkaLog};
 use paystream_pipeline::log::{Log, Membership};
 use paystream_pipeline::{Pipeline, PipelineConfig, RunControl, RunMode, TopicNames};
 use paystream_storage::FileSnapshotStore;
-use paystream_testkit::{kafka_brokers, unique_name};
+use paystream_testkit::{PaymentStream, kafka_brokers, unique_name};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
@@ -107,16 +107,17 @@ fn publish_range(broker: &Broker, from: u32, to: u32) {
         .set("enable.idempotence", "true")
         .create()
         .unwrap();
+    let stream = PaymentStream {
+        id_prefix: "p",
+        payers: 41,
+        merchants: 5,
+        terminals: 11,
+        amount_units_max: 700,
+        spacing_ms: 60_000,
+        channel: "wallet",
+    };
     for i in from..to {
-        let payer = format!("c{}", i % 41);
-        let value = format!(
-            r#"{{"payment_id":"p{i}","payer_account_id":"{payer}","merchant_id":"m{}","terminal_id":"t{}","amount":"{}.{:02}","currency":"EUR","event_time":"{}","channel":"wallet"}}"#,
-            i % 5,
-            i % 11,
-            1 + i % 700,
-            i % 100,
-            paystream_domain::time::format_rfc3339_ms(1_522_540_800_000 + i64::from(i) * 60_000)
-        );
+        let (payer, value) = stream.payment(i);
         producer.send(BaseRecord::to(payments).key(&payer).payload(&value)).unwrap();
         if i % 431 == 0 && i / 431 < MALFORMED {
             producer.send(BaseRecord::to(payments).key(&payer).payload("{\"payment_id\": broken")).unwrap();

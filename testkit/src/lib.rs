@@ -74,3 +74,36 @@ pub fn unique_name(prefix: &str) -> String {
     assert!(name.len() <= 48 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
     name
 }
+
+/// A synthetic stream of payments as any producer would write them (JSON v1): payment
+/// `i` is `{id_prefix}{i}` from payer `c{i % payers}` at merchant `m{i % merchants}`,
+/// terminal `t{i % terminals}`, `{1 + i % amount_units_max}.{i % 100}` EUR, one every
+/// `spacing_ms` from 2018-04-01.
+#[derive(Clone, Copy, Debug)]
+pub struct PaymentStream {
+    pub id_prefix: &'static str,
+    pub payers: u32,
+    pub merchants: u32,
+    pub terminals: u32,
+    pub amount_units_max: u32,
+    pub spacing_ms: i64,
+    pub channel: &'static str,
+}
+
+impl PaymentStream {
+    /// Payment `i`: its payer (the record key) and its JSON.
+    pub fn payment(&self, i: u32) -> (String, String) {
+        let payer = format!("c{}", i % self.payers);
+        let value = format!(
+            r#"{{"payment_id":"{}{i}","payer_account_id":"{payer}","merchant_id":"m{}","terminal_id":"t{}","amount":"{}.{:02}","currency":"EUR","event_time":"{}","channel":"{}"}}"#,
+            self.id_prefix,
+            i % self.merchants,
+            i % self.terminals,
+            1 + i % self.amount_units_max,
+            i % 100,
+            paystream_domain::time::format_rfc3339_ms(1_522_540_800_000 + i64::from(i) * self.spacing_ms),
+            self.channel,
+        );
+        (payer, value)
+    }
+}
