@@ -1,7 +1,8 @@
 //! `paystream run` on the test broker (a real Apache Kafka) killed with SIGKILL in the
-//! middle of its transactions, several times, then restarted to the end. The restart
-//! opens the same transactional ids, which fences the dead process and aborts its open
-//! transactions. An outside `read_committed` consumer (kcat) then sees every payment
+//! middle of a transaction, three times, then restarted to the end. Each time the process
+//! is frozen (SIGSTOP) until it is caught with decisions of an open transaction on the
+//! broker, then killed. The restart opens the same transactional ids, which fences the
+//! dead process and aborts its open transactions. An outside `read_committed` consumer (kcat) then sees every payment
 //! decided exactly once and no aborted record, while a `read_uncommitted` consumer sees
 //! the aborted records too: the transaction boundaries are real.
 
@@ -13,10 +14,21 @@ use common::{
     check_exactly_once, count_payment_ids, decided_payments, generate_csv, kcat_values, run_ok, start_run, wait_until,
 };
 
-/// Kills at least this many times...
-const KILLS_MIN: usize = 3;
-/// ... and at most this many, until an aborted decision is on the broker.
-const KILLS_MAX: usize = 10;
+/// Kills inside a transaction, each followed by a restart.
+const KILLS: usize = 3;
+
+/// Records of `topic` a `read_uncommitted` reader sees beyond a `read_committed` one:
+/// those of aborted transactions, and of any transaction still open (with the committed
+/// ones it hides behind it).
+fn beyond_committed(brokers: &str, topic: &str) -> usize {
+    let uncommitted = kcat_values(brokers, topic, "read_uncommitted").len();
+    uncommitted - kcat_values(brokers, topic, "read_committed").len()
+}
+
+fn signal(process: &common::Running, name: &str) {
+    let status = std::process::Command::new("kill").args([name, &process.id().to_string()]).status().unwrap();
+    assert!(status.success(), "kill {name}");
+}
 
 #[test]
 fn killed_inside_transactions_and_restarted_decides_every_payment_once() {
@@ -29,26 +41,33 @@ fn killed_inside_transactions_and_restarted_decides_every_payment_once() {
     let payments = kcat_values(&brokers, &common::topic("payments"), "read_committed").len();
     let decisions_topic = common::topic("decisions");
 
-    let mut kills = 0;
     let mut aborted = 0;
-    while kills < KILLS_MIN || (aborted == 0 && kills < KILLS_MAX) {
+    for round in 0..KILLS {
         let before = decided_payments(&data);
-        // Small batches, and a commit in flight most of the time.
         let mut running = start_run(&data, &["--workers", "2", "--max-input-rate", "4000"]);
-        wait_until(&format!("progress in round {kills}"), 120, 100, || {
+        wait_until(&format!("progress in round {round}"), 120, 100, || {
             assert!(running.try_wait().unwrap().is_none(), "paystream run exited early");
             decided_payments(&data) > before
         });
-        std::thread::sleep(Duration::from_millis(100 + 100 * kills as u64));
+        // Freeze the process; kill it if it froze with decisions of a transaction on the
+        // broker but not committed, or let it go on a moment and look again.
+        wait_until(&format!("a transaction open in round {round}"), 120, 10, || {
+            signal(&running, "-STOP");
+            if beyond_committed(&brokers, &decisions_topic) > aborted {
+                return true;
+            }
+            signal(&running, "-CONT");
+            false
+        });
         running.kill().unwrap();
         running.wait().unwrap();
-        kills += 1;
-        let committed = kcat_values(&brokers, &decisions_topic, "read_committed").len();
-        let uncommitted = kcat_values(&brokers, &decisions_topic, "read_uncommitted").len();
-        aborted = uncommitted - committed;
-        assert!(decided_payments(&data) < payments, "round {kills}: the run finished before it was killed");
+        assert!(decided_payments(&data) < payments, "round {round}: the run finished before it was killed");
+        // The next start (same transactional ids) aborts the open transaction; its
+        // decisions stay on the broker as aborted records. (A decisions partition has one
+        // writer, so nothing committed hides behind them.)
+        aborted = beyond_committed(&brokers, &decisions_topic);
     }
-    assert!(aborted > 0, "{kills} kills left no aborted decision on the broker");
+    assert!(aborted > 0, "{KILLS} kills left no aborted decision on the broker");
 
     // The last run goes on until every payment is decided: the killed processes' group
     // memberships hold their partitions until the session timeout, and `--until-idle`

@@ -750,11 +750,7 @@ impl Log for KafkaLog {
     }
 
     fn refresh_positions(&self) -> Result<(), LogError> {
-        let (_, high) = self
-            .metadata_uncommitted
-            .fetch_watermarks(&self.positions_topic.name, 0, self.config.timeout())
-            .map_err(kafka(format!("offsets of {}", self.positions_topic.name)))?;
-        self.read_positions(high.max(0) as u64)
+        self.read_positions(self.written_end(&self.positions_topic, 0)?)
     }
 
     fn retention_keeps_unread(&self) -> bool {
