@@ -7,7 +7,9 @@ use std::sync::Mutex;
 use hdrhistogram::Histogram as HdrHistogram;
 use paystream_domain::{Outcome, RejectReason};
 use paystream_operators::{BatchCounters, OperatorId};
-use prometheus::{Counter, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Counter, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// Largest latency the exact (HDR) histogram records, in microseconds (one hour).
 pub const LATENCY_US_MAX: u64 = 3_600_000_000;
@@ -40,7 +42,8 @@ pub struct Metrics {
     /// Round trips to the velocity feature store (one per batch) and failed attempts.
     pub velocity_store_seconds: Histogram,
     pub velocity_store_errors: IntCounter,
-    pub terminal_read_through_ms: IntGauge,
+    /// Event time the terminal index has read through, as a Unix timestamp.
+    pub terminal_read_through_timestamp_seconds: Gauge,
     /// Payments and labels indexed after payments later than them were scored.
     pub terminal_late_inputs: IntCounter,
     pub terminal_index_only_records: IntCounter,
@@ -212,11 +215,11 @@ impl Metrics {
                 "velocity_store_errors_total",
                 "Failed attempts to reach the velocity feature store (retried until velocity_store_retry_ms)",
             ),
-            terminal_read_through_ms: register(
+            terminal_read_through_timestamp_seconds: register(
                 &registry,
-                IntGauge::new(
-                    "terminal_read_through_ms",
-                    "Event time (epoch ms) the terminal index has read through on its slowest input partition",
+                Gauge::new(
+                    "terminal_read_through_timestamp_seconds",
+                    "Event time (Unix seconds) the terminal index has read through on its slowest input partition",
                 )
                 .expect("valid metric"),
             ),

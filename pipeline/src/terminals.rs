@@ -383,7 +383,8 @@ pub(crate) fn run_indexer(
             stage.publish(input, *progress);
         }
         let read_through_ms = (0..stage.indexed_positions.len()).map(|i| stage.progress(i).max_event_time_ms).min();
-        pipeline.metrics.terminal_read_through_ms.set(read_through_ms.unwrap_or(0).max(0));
+        let read_through_s = read_through_ms.unwrap_or(0).max(0) as f64 / 1_000.0;
+        pipeline.metrics.terminal_read_through_timestamp_seconds.set(read_through_s);
 
         rounds += 1;
         if rounds.is_multiple_of(EXPIRY_INTERVAL_ROUNDS)
