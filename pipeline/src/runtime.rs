@@ -1428,8 +1428,11 @@ impl Pipeline {
                 (&topics.transfers, task.legs.next_offset),
                 (&topics.settlement_entries, task.entries.next_offset),
             ];
+            // Up to what was written, not what is visible yet: a commit's markers trail it
+            // on Kafka, and a worker that stopped before another's last legs or entries
+            // showed up would leave that worker waiting for it forever.
             for (topic, next_offset) in inputs {
-                if self.log.resume_offset(topic, partition, next_offset) < self.log.offsets(topic, partition)?.end {
+                if self.log.resume_offset(topic, partition, next_offset) < self.log.written_end(topic, partition)? {
                     return Ok(false);
                 }
             }
