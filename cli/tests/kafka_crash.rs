@@ -25,11 +25,6 @@ fn beyond_committed(brokers: &str, topic: &str) -> usize {
     uncommitted - kcat_values(brokers, topic, "read_committed").len()
 }
 
-fn signal(process: &common::Running, name: &str) {
-    let status = std::process::Command::new("kill").args([name, &process.id().to_string()]).status().unwrap();
-    assert!(status.success(), "kill {name}");
-}
-
 #[test]
 fn killed_inside_transactions_and_restarted_decides_every_payment_once() {
     let brokers = common::use_real_kafka("crash");
@@ -52,11 +47,11 @@ fn killed_inside_transactions_and_restarted_decides_every_payment_once() {
         // Freeze the process; kill it if it froze with decisions of a transaction on the
         // broker but not committed, or let it go on a moment and look again.
         wait_until(&format!("a transaction open in round {round}"), 120, 10, || {
-            signal(&running, "-STOP");
+            common::signal(&running, "-STOP");
             if beyond_committed(&brokers, &decisions_topic) > aborted {
                 return true;
             }
-            signal(&running, "-CONT");
+            common::signal(&running, "-CONT");
             false
         });
         running.kill().unwrap();

@@ -15,6 +15,13 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
+/// Commits a transaction of one record.
+fn commit_one(log: &KafkaLog, topic: &Topic, key: &[u8], value: &[u8]) -> Result<(), LogError> {
+    let mut transaction = Transaction::new();
+    transaction.send(topic, key, value, 0)?;
+    log.commit(transaction)
+}
+
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !done() {
@@ -148,9 +155,7 @@ fn a_fenced_zombie_cannot_write() {
     let id = unique_name("fencing");
     let zombie = open(&servers, &id, 1);
     let events = zombie.create_topic(&format!("{id}-events"), 2).unwrap();
-    let mut transaction = Transaction::new();
-    transaction.send(&events, b"k", b"before", 0).unwrap();
-    zombie.commit(transaction).unwrap();
+    commit_one(&zombie, &events, b"k", b"before").unwrap();
 
     let successor = open(&servers, &id, 1);
     let mut transaction = Transaction::new();
@@ -158,14 +163,10 @@ fn a_fenced_zombie_cannot_write() {
     transaction.set_position("g", &events, 0, 7);
     let error = zombie.commit(transaction).unwrap_err();
     assert!(matches!(error, LogError::Fenced(_)), "{error}");
-    let mut transaction = Transaction::new();
-    transaction.send(&events, b"k", b"zombie again", 0).unwrap();
-    assert!(matches!(zombie.commit(transaction), Err(LogError::Fenced(_))));
+    assert!(matches!(commit_one(&zombie, &events, b"k", b"zombie again"), Err(LogError::Fenced(_))));
     assert_eq!(zombie.committed_position("g", &events, 0).unwrap(), None, "a failed commit moves no position");
 
-    let mut transaction = Transaction::new();
-    transaction.send(&events, b"k", b"successor", 0).unwrap();
-    successor.commit(transaction).unwrap();
+    commit_one(&successor, &events, b"k", b"successor").unwrap();
     let partition = partition_for_key(b"k", 2);
     let values =
         || -> Vec<Vec<u8>> { read_all(&successor, &events, partition).into_iter().map(|r| r.value.to_vec()).collect() };
@@ -253,18 +254,14 @@ fn outside_consumers_read_committed_records_only() {
     let id = unique_name("interop");
     let log = open(&servers, &id, 1);
     let decisions = log.create_topic(&format!("{id}-decisions"), 1).unwrap();
-    let mut transaction = Transaction::new();
-    transaction.send(&decisions, b"c1", br#"{"payment_id":"p1"}"#, 0).unwrap();
-    log.commit(transaction).unwrap();
+    commit_one(&log, &decisions, b"c1", br#"{"payment_id":"p1"}"#).unwrap();
     // A transaction that never commits: its process was fenced.
     let zombie = open(&servers, &format!("{id}-zombie"), 1);
     let _successor = open(&servers, &format!("{id}-zombie"), 1);
     let mut transaction = Transaction::new();
     transaction.send(&decisions, b"c2", br#"{"payment_id":"p2"}"#, 0).unwrap();
     assert!(zombie.commit(transaction).is_err());
-    let mut transaction = Transaction::new();
-    transaction.send(&decisions, b"c3", br#"{"payment_id":"p3"}"#, 0).unwrap();
-    log.commit(transaction).unwrap();
+    commit_one(&log, &decisions, b"c3", br#"{"payment_id":"p3"}"#).unwrap();
     wait_until("the commit markers", || read_all(&log, &decisions, 0).len() >= 2);
 
     let committed = read_to_end(&outside_consumer(&servers, &format!("{id}-c"), "read_committed", &decisions.name));

@@ -113,10 +113,11 @@ pub fn check_exactly_once(data_dir: &Path, complete: bool) -> (usize, usize) {
     let doubled: Vec<_> = decided.iter().filter(|(_, n)| **n > 1).collect();
     assert!(doubled.is_empty(), "payments decided more than once: {doubled:?}");
 
+    let payments_topic = topic("payments");
     let mut dead_by_offset: HashMap<(u64, u64), usize> = HashMap::new();
     for letter in &dead_letters {
         let value = &letter["value"];
-        if value["source_topic"] == topic("payments").as_str() {
+        if value["source_topic"] == payments_topic.as_str() {
             let key = (value["source_partition"].as_u64().unwrap(), value["source_offset"].as_u64().unwrap());
             *dead_by_offset.entry(key).or_default() += 1;
         }
@@ -236,8 +237,9 @@ pub fn generate_csv(path: &Path, customers: u32, terminals: u32, days: u32, seed
 pub fn decisions_so_far(data_dir: &std::path::Path) -> usize {
     let output = paystream().args(["log", "topics", "--data-dir"]).arg(data_dir).output().unwrap();
     let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let line_start = format!("{}\t", topic("decisions"));
     text.lines()
-        .find(|l| l.starts_with(&format!("{}\t", topic("decisions"))))
+        .find(|l| l.starts_with(&line_start))
         .and_then(|l| l.split('\t').find_map(|f| f.strip_prefix("records=")))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
@@ -326,12 +328,17 @@ pub fn count_payment_ids(values: &[Value]) -> HashMap<String, usize> {
     counts
 }
 
+/// Sends `signal` (`-TERM`, `-STOP`, …) to a running `paystream run`.
+pub fn signal(process: &Running, signal: &str) {
+    let status = Command::new("kill").args([signal, &process.id().to_string()]).status().expect("run kill");
+    assert!(status.success(), "kill {signal} {}", process.id());
+}
+
 /// Stops a running `paystream run` with SIGTERM (it finishes its batch and commits) and
 /// returns its exit status, stdout and stderr.
 pub fn terminate(mut running: Running) -> (std::process::ExitStatus, String, String) {
     use std::io::Read;
-    let status = Command::new("kill").args(["-TERM", &running.id().to_string()]).status().expect("run kill");
-    assert!(status.success());
+    signal(&running, "-TERM");
     let exit = running.wait().expect("wait for paystream run");
     let mut stdout = String::new();
     running.stdout.take().expect("piped stdout").read_to_string(&mut stdout).expect("read stdout");

@@ -311,41 +311,30 @@ impl KafkaLog {
 
     /// Reads the positions topic on to offset `until` (waiting, if a transaction another
     /// process left open hides what follows, until the broker aborts it).
+    /// (low, high) watermarks of a partition as `client` sees them: a `read_committed`
+    /// client's high is the last stable offset, a `read_uncommitted` one's the high
+    /// watermark.
+    fn watermarks(&self, client: &BaseConsumer, topic: &Topic, partition: u32) -> Result<(u64, u64), LogError> {
+        let (low, high) = client
+            .fetch_watermarks(&topic.name, partition as i32, self.config.timeout())
+            .map_err(kafka(format!("offsets of {}/{partition}", topic.name)))?;
+        Ok((low.max(0) as u64, high.max(0) as u64))
+    }
+
     fn read_positions(&self, until: u64) -> Result<(), LogError> {
         let topic = self.positions_topic.clone();
         let mut read = self.positions_read.lock().expect("positions read lock");
         let start = self.offsets(&topic, 0)?.start;
-        let mut offset = (*read).max(start);
-        let deadline = Instant::now() + Duration::from_millis(self.config.transaction_timeout_ms + FETCH_TIMEOUT_MS);
-        loop {
-            let records = self.fetch(&topic, 0, offset, 10_000)?;
-            match records.last() {
-                Some(last) => offset = last.offset + 1,
-                None => {
-                    offset = self.resume_offset(&topic, 0, offset);
-                    if offset >= until {
-                        break;
-                    }
-                    // An open transaction (transaction.timeout.ms at most) hides the rest.
-                    if Instant::now() > deadline {
-                        return Err(LogError::Kafka {
-                            context: format!("read {} up to {until}: stuck at {offset}", topic.name),
-                            source: KafkaError::MessageConsumption(RDKafkaErrorCode::RequestTimedOut),
-                        });
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                    continue;
-                }
-            }
-            let mut positions = self.positions.write().expect("positions lock");
-            for record in &records {
-                let (key, next_offset) = decode_position(&record.key, &record.value).ok_or_else(|| {
-                    LogError::Corrupt(format!("{} offset {} is not a position record", topic.name, record.offset))
-                })?;
-                positions.insert(key, next_offset);
-            }
-        }
-        *read = offset;
+        // An open transaction (transaction.timeout.ms at most) may hide the rest.
+        let wait_max = Duration::from_millis(self.config.transaction_timeout_ms + FETCH_TIMEOUT_MS);
+        let mut read_now = Vec::new();
+        *read = super::read_until(self, &topic, 0, (*read).max(start), until, wait_max, 10_000, |record| {
+            read_now.push(decode_position(&record.key, &record.value).ok_or_else(|| {
+                LogError::Corrupt(format!("{} offset {} is not a position record", topic.name, record.offset))
+            })?);
+            Ok::<(), LogError>(())
+        })?;
+        self.positions.write().expect("positions lock").extend(read_now);
         Ok(())
     }
 
@@ -722,20 +711,13 @@ impl Log for KafkaLog {
 
     fn offsets(&self, topic: &Topic, partition: u32) -> Result<PartitionOffsets, LogError> {
         topic.check_partition(partition)?;
-        let (low, high) = self
-            .metadata
-            .fetch_watermarks(&topic.name, partition as i32, self.config.timeout())
-            .map_err(kafka(format!("offsets of {}/{partition}", topic.name)))?;
-        Ok(PartitionOffsets { start: low.max(0) as u64, end: high.max(0) as u64 })
+        let (start, end) = self.watermarks(&self.metadata, topic, partition)?;
+        Ok(PartitionOffsets { start, end })
     }
 
     fn written_end(&self, topic: &Topic, partition: u32) -> Result<u64, LogError> {
         topic.check_partition(partition)?;
-        let (_, high) = self
-            .metadata_uncommitted
-            .fetch_watermarks(&topic.name, partition as i32, self.config.timeout())
-            .map_err(kafka(format!("high watermark of {}/{partition}", topic.name)))?;
-        Ok(high.max(0) as u64)
+        Ok(self.watermarks(&self.metadata_uncommitted, topic, partition)?.1)
     }
 
     fn resume_offset(&self, topic: &Topic, partition: u32, offset: u64) -> u64 {

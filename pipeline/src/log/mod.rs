@@ -365,12 +365,30 @@ pub fn read_to_written_end<E: From<LogError>>(
     log: &dyn Log,
     topic: &Topic,
     partition: u32,
+    offset: u64,
+    records_max: usize,
+    visit: impl FnMut(&Record) -> Result<(), E>,
+) -> Result<u64, E> {
+    let until = log.written_end(topic, partition)?;
+    let wait_max = Duration::from_millis(OPEN_TRANSACTION_WAIT_MS_MAX);
+    read_until(log, topic, partition, offset, until, wait_max, records_max, visit)
+}
+
+/// Reads `partition` of `topic` from `offset` until `until`, handing every committed
+/// record to `visit`; waits at most `wait_max` while records before `until` stay hidden
+/// (an open transaction, or markers not yet written). Returns where reading stopped.
+#[allow(clippy::too_many_arguments)]
+pub fn read_until<E: From<LogError>>(
+    log: &dyn Log,
+    topic: &Topic,
+    partition: u32,
     mut offset: u64,
+    until: u64,
+    wait_max: Duration,
     records_max: usize,
     mut visit: impl FnMut(&Record) -> Result<(), E>,
 ) -> Result<u64, E> {
-    let until = log.written_end(topic, partition)?;
-    let deadline = std::time::Instant::now() + Duration::from_millis(OPEN_TRANSACTION_WAIT_MS_MAX);
+    let deadline = std::time::Instant::now() + wait_max;
     loop {
         let records = log.fetch(topic, partition, offset, records_max)?;
         if let Some(last) = records.last() {
