@@ -152,7 +152,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let workers = config.workers.min(args.partitions as usize);
     let (log, embedded) = open_run_log(&log_args, workers)?;
     let stored_bytes = || embedded.as_ref().map_or(0, |log| log.stored_bytes());
-    let topics = paystream_pipeline::runtime::ensure_topics(log.as_ref(), &config)?;
+    let topics = paystream_pipeline::ensure_topics(log.as_ref(), &config)?;
     eprintln!("publishing {} payments ...", thousands(transactions.len() as u64));
     let started = Instant::now();
     let published =
@@ -178,7 +178,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let latency_transactions = &transactions[..latency_payments.min(transactions.len())];
     let log_args = run_log_args(&args, &root, "latency", started_s);
     let (log, _) = open_run_log(&log_args, workers)?;
-    let topics = paystream_pipeline::runtime::ensure_topics(log.as_ref(), &config)?;
+    let topics = paystream_pipeline::ensure_topics(log.as_ref(), &config)?;
     let metrics = Arc::new(Metrics::new());
     let pipeline = crate::pipeline(log.clone(), &log_args.data_dir, config, metrics.clone())?;
     let control = RunControl::new(false);

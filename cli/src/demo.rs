@@ -138,10 +138,10 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         );
         config.model_file = Some(path);
     }
-    let topics = paystream_pipeline::runtime::ensure_topics(log.as_ref(), &config)?;
+    let topics = paystream_pipeline::ensure_topics(log.as_ref(), &config)?;
     let velocity_store = config.operators.velocity.enabled.then_some(match config.velocity_store {
-        paystream_pipeline::runtime::VelocityStore::Memory => "counted in this process",
-        paystream_pipeline::runtime::VelocityStore::Redis { .. } => "counted in Redis",
+        paystream_pipeline::VelocityStore::Memory => "counted in this process",
+        paystream_pipeline::VelocityStore::Redis { .. } => "counted in Redis",
     });
     let pipeline = crate::pipeline(log.clone(), &data_dir, config, metrics.clone())?;
     let model_version = pipeline.model.version().to_string();

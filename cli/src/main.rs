@@ -128,7 +128,7 @@ struct KafkaMockArgs {
 }
 
 fn kafka_mock(args: KafkaMockArgs) -> Result<()> {
-    let names = paystream_pipeline::runtime::TopicNames::default();
+    let names = paystream_pipeline::TopicNames::default();
     let cluster = paystream_pipeline::log::kafka::mock_cluster(args.brokers, args.partitions, &names.all())?;
     println!("{}", cluster.bootstrap_servers());
     std::io::Write::flush(&mut std::io::stdout())?;
@@ -515,12 +515,9 @@ impl PipelineArgs {
             merchant_tx_1h_review_min: self.merchant_velocity_review_min,
         };
         config.velocity_store = match velocity {
-            "off" | "memory" => paystream_pipeline::runtime::VelocityStore::Memory,
+            "off" | "memory" => paystream_pipeline::VelocityStore::Memory,
             url if url.starts_with("redis://") || url.starts_with("rediss://") => {
-                paystream_pipeline::runtime::VelocityStore::Redis {
-                    url: url.to_string(),
-                    prefix: self.velocity_prefix.clone(),
-                }
+                paystream_pipeline::VelocityStore::Redis { url: url.to_string(), prefix: self.velocity_prefix.clone() }
             }
             other => bail!("--velocity {other:?}: expected off, memory or a redis:// URL"),
         };
@@ -773,16 +770,14 @@ pub fn stop_on_signals(runtime: &tokio::runtime::Runtime, control: Arc<RunContro
 pub fn pipeline(log: Arc<dyn Log>, data_dir: &Path, config: PipelineConfig, metrics: Arc<Metrics>) -> Result<Pipeline> {
     let snapshots = FileSnapshotStore::open(data_dir.join("snapshots"))?;
     let model: Arc<dyn paystream_models::FraudModel> = match &config.model_file {
-        Some(path) => Arc::new(paystream_pipeline::model::load_model_file(path, config.operators.label_delay_ms)?),
+        Some(path) => Arc::new(paystream_pipeline::load_model_file(path, config.operators.label_delay_ms)?),
         None => paystream_operators::default_model(&config.operators),
     };
     let record_store = match &config.postgres_url {
-        Some(url) => {
-            let store = paystream_storage::postgres::PostgresRecordStore::connect(url, &config.postgres_schema)
-                .with_context(|| format!("record store: PostgreSQL schema {}", config.postgres_schema))?;
-            let store: Box<dyn paystream_storage::records::RecordStore> = Box::new(store);
-            Some(std::sync::Mutex::new(store))
-        }
+        Some(url) => Some(
+            paystream_storage::postgres::PostgresRecordStore::connect(url, &config.postgres_schema)
+                .with_context(|| format!("record store: PostgreSQL schema {}", config.postgres_schema))?,
+        ),
         None => None,
     };
     let history_store = match &config.scylla {
@@ -790,21 +785,18 @@ pub fn pipeline(log: Arc<dyn Log>, data_dir: &Path, config: PipelineConfig, metr
             let mut store = paystream_storage::scylla::ScyllaStore::connect(scylla.clone())
                 .with_context(|| format!("history store: ScyllaDB at {}", scylla.nodes.join(",")))?;
             store.migrate().with_context(|| format!("history store: ScyllaDB keyspace {}", scylla.keyspace))?;
-            let store: Box<dyn paystream_storage::history::HistoryStore> = Box::new(store);
-            Some(std::sync::Mutex::new(store))
+            Some(store)
         }
         None => None,
     };
-    Ok(Pipeline {
-        log,
-        snapshots: Arc::new(snapshots),
-        model,
-        metrics,
-        config,
-        record_store,
-        history_store,
-        membership: None,
-    })
+    let mut pipeline = Pipeline::new(log, Arc::new(snapshots), model, config).with_metrics(metrics);
+    if let Some(store) = record_store {
+        pipeline = pipeline.with_record_store(Box::new(store));
+    }
+    if let Some(store) = history_store {
+        pipeline = pipeline.with_history_store(Box::new(store));
+    }
+    Ok(pipeline)
 }
 
 fn run(args: RunArgs) -> Result<()> {
@@ -824,7 +816,7 @@ fn run(args: RunArgs) -> Result<()> {
     stop_on_signals(&runtime, control.clone());
     let mut pipeline = pipeline(log, &args.log.data_dir, config, metrics)?;
     if let Some(kafka) = kafka {
-        if pipeline.needs_terminal_index() || pipeline.record_store.is_some() || pipeline.history_store.is_some() {
+        if pipeline.reads_every_partition() {
             // These read every partition: this process takes them all (static assignment).
             eprintln!(
                 "kafka: a model reading terminal features or the PostgreSQL or ScyllaDB sink runs in one process: \
@@ -832,12 +824,12 @@ fn run(args: RunArgs) -> Result<()> {
                 pipeline.config.group_id
             );
         } else {
-            let topics = paystream_pipeline::runtime::ensure_topics(kafka.as_ref(), &pipeline.config)?;
+            let topics = paystream_pipeline::ensure_topics(kafka.as_ref(), &pipeline.config)?;
             let member = kafka
                 .join(&pipeline.config.group_id, &topics.payments)
                 .with_context(|| format!("join consumer group {}", pipeline.config.group_id))?;
             eprintln!("kafka: joined consumer group {}", pipeline.config.group_id);
-            pipeline.membership = Some(member);
+            pipeline = pipeline.with_membership(member);
         }
     }
     let mode = if args.until_idle { RunMode::UntilIdle } else { RunMode::Forever };
@@ -873,7 +865,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
     }
     let log = args.log.open_any(LogRole::Publisher)?;
     let pipeline_config = args.log.pipeline_config()?;
-    let topics = paystream_pipeline::runtime::ensure_topics(log.as_ref(), &pipeline_config)?;
+    let topics = paystream_pipeline::ensure_topics(log.as_ref(), &pipeline_config)?;
     let progress = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let report = publish::publish_simulation(
@@ -892,7 +884,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
 fn replay(args: ReplayArgs) -> Result<()> {
     let log = args.log.open_any(LogRole::Publisher)?;
     let pipeline_config = args.log.pipeline_config()?;
-    let topics = paystream_pipeline::runtime::ensure_topics(log.as_ref(), &pipeline_config)?;
+    let topics = paystream_pipeline::ensure_topics(log.as_ref(), &pipeline_config)?;
     let progress = AtomicU64::new(0);
     let report = publish::replay(log.as_ref(), &topics, &args.file, &args.publish.options(0)?, &progress)?;
     println!(

@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{
     check_exactly_once, count_payment_ids, decided_payments, generate_csv, kcat_values, run_ok, start_run, wait_until,
 };

@@ -11,8 +11,7 @@ use prometheus::{
     Counter, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
-/// Largest latency the exact (HDR) histogram records, in microseconds (one hour).
-pub const LATENCY_US_MAX: u64 = 3_600_000_000;
+pub use crate::limits::LATENCY_US_MAX;
 
 pub struct Metrics {
     pub registry: Registry,

@@ -30,10 +30,10 @@ use paystream_domain::{
     Decision, LedgerTransaction, LegKind, Outcome, PaymentKind, Settlement, TransactionKind, TransferLeg,
 };
 use paystream_operators::{OperatorConfig, default_model};
+use paystream_pipeline::ensure_topics;
 use paystream_pipeline::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use paystream_pipeline::log::fault::CommitFault;
 use paystream_pipeline::log::{Log, Transaction};
-use paystream_pipeline::runtime::ensure_topics;
 use paystream_pipeline::{Pipeline, PipelineConfig, RunControl, RunMode};
 use paystream_storage::FileSnapshotStore;
 use serde_json::Value;

@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use paystream_domain::time::{MILLIS_PER_DAY, parse_rfc3339_ms};
 use paystream_domain::{Decision, Outcome};
 use paystream_operators::{OperatorConfig, default_model};
+use paystream_pipeline::ensure_topics;
 use paystream_pipeline::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use paystream_pipeline::log::{Log, Transaction};
-use paystream_pipeline::runtime::ensure_topics;
 use paystream_pipeline::{Pipeline, PipelineConfig, RunControl, RunMode};
 use paystream_storage::history::{AggregateRow, DayTotals, HistoryRow, HistoryStore, MemoryHistoryStore};
 use paystream_storage::scylla::{ScyllaConfig, ScyllaStore};
@@ -111,10 +111,8 @@ fn run_with(
 ) -> Result<(), paystream_pipeline::RuntimeError> {
     let log = Arc::new(EmbeddedLog::open(EmbeddedLogConfig::new(dir.join("log"))).unwrap());
     let snapshots = Arc::new(FileSnapshotStore::open(dir.join("snapshots")).unwrap());
-    let pipeline = Pipeline {
-        history_store: Some(Mutex::new(store)),
-        ..Pipeline::new(log, snapshots, default_model(&OperatorConfig::default()), config)
-    };
+    let pipeline =
+        Pipeline::new(log, snapshots, default_model(&OperatorConfig::default()), config).with_history_store(store);
     pipeline.run(RunMode::UntilIdle, &RunControl::new(true)).map(|_| ())
 }
 

@@ -91,7 +91,11 @@ fn in_group(broker: &Broker, dir: &Path, log: Arc<dyn Log>, membership: Option<A
         ..PipelineConfig::default()
     };
     let snapshots = Arc::new(FileSnapshotStore::open(dir.join("snapshots")).unwrap());
-    Pipeline { membership, ..Pipeline::new(log, snapshots, default_model(&OperatorConfig::default()), config) }
+    let pipeline = Pipeline::new(log, snapshots, default_model(&OperatorConfig::default()), config);
+    match membership {
+        Some(membership) => pipeline.with_membership(membership),
+        None => pipeline,
+    }
 }
 
 fn open_log(broker: &Broker) -> KafkaLog {

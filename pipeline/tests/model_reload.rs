@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use paystream_models::TrainedModel;
 use paystream_models::features::FEATURE_NAMES;
+use paystream_pipeline::ensure_topics;
+use paystream_pipeline::load_model_file;
 use paystream_pipeline::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use paystream_pipeline::log::{Log, Transaction};
 use paystream_pipeline::metrics::Metrics;
-use paystream_pipeline::model::load_model_file;
-use paystream_pipeline::runtime::ensure_topics;
 use paystream_pipeline::{Pipeline, PipelineConfig, RunControl, RunMode};
 use paystream_storage::FileSnapshotStore;
 use serde_json::Value;
@@ -95,7 +95,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 fn make_pipeline(dir: &Path, log: Arc<EmbeddedLog>, model: &Path, metrics: Arc<Metrics>) -> Pipeline {
     let snapshots = Arc::new(FileSnapshotStore::open(dir.join("snapshots")).unwrap());
     let loaded = Arc::new(load_model_file(model, 7 * DAY_MS).unwrap());
-    Pipeline { metrics, ..Pipeline::new(log, snapshots, loaded, config(model)) }
+    Pipeline::new(log, snapshots, loaded, config(model)).with_metrics(metrics)
 }
 
 #[test]

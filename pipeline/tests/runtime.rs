@@ -5,9 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use paystream_operators::{OperatorConfig, default_model};
+use paystream_pipeline::ensure_topics;
 use paystream_pipeline::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use paystream_pipeline::log::{Log, Transaction};
-use paystream_pipeline::runtime::ensure_topics;
 use paystream_pipeline::{Pipeline, PipelineConfig, RunControl, RunMode};
 use paystream_storage::FileSnapshotStore;
 

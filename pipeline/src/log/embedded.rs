@@ -29,10 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{CommitSequence, Log, LogError, PartitionBatch, PartitionOffsets, Record, RecordIter, Topic, Transaction};
 
-/// Largest frame accepted when reading; a larger length field means a torn or corrupt frame.
-pub const FRAME_BYTES_MAX: usize = 256 * 1024 * 1024;
-/// Largest number of partitions of one topic.
-pub const TOPIC_PARTITIONS_MAX: u32 = 1_024;
+pub use crate::limits::{FRAME_BYTES_MAX, TOPIC_PARTITIONS_MAX};
 const FRAME_HEADER_BYTES: usize = 8;
 const DATA_HEADER_BYTES: usize = 1 + 4 + 4 + 8 + 4;
 const _: () = assert!(FRAME_HEADER_BYTES + DATA_HEADER_BYTES == super::BATCH_HEADER_RESERVED_BYTES);

@@ -44,8 +44,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::{CommitSequence, Log, LogError, Membership, PartitionOffsets, Record, Topic, Transaction};
 
-/// Most records a commit may hold (they are all in the producer's queue at once).
-pub const TRANSACTION_RECORDS_MAX: usize = 500_000;
+pub use crate::limits::TRANSACTION_RECORDS_MAX;
 /// Pause between looks at a commit's delivery reports while records are unacknowledged.
 const DELIVERY_POLL_INTERVAL: Duration = Duration::from_micros(200);
 /// Longest a read waits for records the broker says exist before it fails.

@@ -22,8 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use thiserror::Error;
 
-/// The largest record (key + value) any log accepts.
-pub const RECORD_BYTES_MAX: usize = 1024 * 1024;
+pub use crate::limits::{OPEN_TRANSACTION_WAIT_MS_MAX, RECORD_BYTES_MAX};
 /// Bytes of a record's header in a transaction buffer: timestamp, key and value lengths.
 pub const RECORD_HEADER_BYTES: usize = 16;
 
@@ -352,10 +351,6 @@ impl CommitSequence {
         *sequence
     }
 }
-
-/// Longest [`read_to_written_end`] waits for transactions still open to end: Kafka's
-/// largest transaction timeout (`transaction.max.timeout.ms`, 15 minutes by default).
-pub const OPEN_TRANSACTION_WAIT_MS_MAX: u64 = 15 * 60 * 1_000;
 
 /// Reads `partition` of `topic` from `offset` to its [`Log::written_end`] as of the
 /// call, handing every committed record to `visit` (the log skips aborted ones); waits

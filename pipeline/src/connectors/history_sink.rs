@@ -14,21 +14,19 @@
 //! the same rows, and each aggregate row counts each record once.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
 
 use paystream_domain::time::{MILLIS_PER_DAY, parse_rfc3339_ms};
 use paystream_domain::{Decision, Outcome};
 use paystream_storage::StorageError;
 use paystream_storage::history::{AggregateRow, DayTotals, HistoryRow, HistoryStore};
 
+use super::sink_driver::{SinkReporting, drive_sink};
+use crate::context::RunContext;
+use crate::error::RuntimeError;
 use crate::log::Transaction;
-use crate::runtime::{Pipeline, PipelineTopics, RunControl, RuntimeError};
-use crate::sink::SinkReporting;
 
 /// Consumer group whose positions in the decisions topic mark what the store has.
 pub const HISTORY_SINK_GROUP: &str = "paystream-history-sink";
-/// Most records per slice (one round of writes).
-pub const HISTORY_SLICE_RECORDS_MAX: usize = 4_096;
 /// Aggregate rows of days this far before a partition's newest day leave the sink's
 /// memory (a late decision for one reads it back from the store).
 pub const HISTORY_DAYS_HELD: i64 = 2;
@@ -148,16 +146,10 @@ impl HistorySink {
     }
 }
 
-/// Runs until `finished` is set and everything committed before has been stored.
-pub(crate) fn run_history_sink(
-    pipeline: &Pipeline,
-    topics: &PipelineTopics,
-    store: &mut dyn HistoryStore,
-    control: &RunControl,
-    finished: &AtomicBool,
-) -> Result<(), RuntimeError> {
-    let log = pipeline.log.as_ref();
-    let topic = &topics.decisions;
+/// Runs until the workers finish and everything committed before has been stored.
+pub(crate) fn run_history_sink(run: &RunContext<'_>, store: &mut dyn HistoryStore) -> Result<(), RuntimeError> {
+    let log = run.log;
+    let topic = &run.topics.decisions;
     let mut positions = Vec::with_capacity(topic.partitions as usize);
     let mut registration = Transaction::new();
     for partition in 0..topic.partitions {
@@ -184,19 +176,17 @@ pub(crate) fn run_history_sink(
     log.commit(registration)?;
 
     let mut sink = HistorySink::default();
-    crate::sink::drive_sink(
-        pipeline,
+    drive_sink(
+        run,
         HISTORY_SINK_GROUP,
         &[topic],
         positions,
         SinkReporting {
             store: "history store",
-            records: &pipeline.metrics.history_sink_records,
-            errors: &pipeline.metrics.history_sink_errors,
+            records: &run.metrics.history_sink_records,
+            errors: &run.metrics.history_sink_errors,
         },
         |e| matches!(e, StorageError::Scylla { .. }),
-        control,
-        finished,
         |_, partition, records, (_, to_offset)| {
             let mut decisions = Vec::with_capacity(records.len());
             for record in records {

@@ -3,7 +3,7 @@
 //!
 //! The pipeline is keyed by payer, but terminal features need every partition's
 //! payments at a terminal and the label stream. Each worker indexes its own partitions'
-//! payments as it reads them, ahead of scoring them ([`PAYMENT_BUFFER_BATCHES`] batches
+//! payments as it reads them, ahead of scoring them ([`PAYMENT_BUFFER_BATCHES`](crate::limits::PAYMENT_BUFFER_BATCHES) batches
 //! parsed ahead, each payment parsed once for both), and the indexer thread reads the
 //! labels topic; both add to one [`TerminalIndex`], which the workers read.
 //!
@@ -42,29 +42,27 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use paystream_domain::time::MILLIS_PER_DAY;
-use paystream_domain::{DeadLetter, FraudLabel};
 use paystream_operators::TerminalView;
-use paystream_operators::reference_features::{Label, LabelApplied, TerminalIndex, payment_hash};
-use paystream_storage::Snapshot;
+use paystream_operators::reference_features::TerminalIndex;
 use serde::{Deserialize, Serialize};
 
-use crate::log::{Log, Record, Topic, Transaction};
-use crate::runtime::{Pipeline, PipelineTopics, RunControl, RuntimeError, now_ms};
+mod indexer;
+
+pub(crate) use indexer::run_indexer;
+
+use crate::context::RunContext;
+use crate::error::RuntimeError;
+use crate::log::{Log, Record, Topic};
+use crate::topics::PipelineTopics;
 
 /// Consumer group whose positions mark what the last terminal-index snapshot covers.
 pub const TERMINAL_INDEX_GROUP: &str = "paystream-terminal-index";
 /// Longest feature window: terminal payments older than the slowest partition's
 /// watermark by this plus the label delay and lateness are expired.
 const LONGEST_WINDOW_MS: i64 = 30 * MILLIS_PER_DAY;
-/// Batches (of `batch_records_max`) of payments a worker keeps read, parsed and indexed
-/// ahead of scoring, per partition: the one it scores and two more, so that payers
-/// advancing together find each other's whole batch indexed (a batch of 2,048 can span
-/// more event time than the read-ahead) instead of cutting theirs and committing it in
-/// pieces.
-pub(crate) const PAYMENT_BUFFER_BATCHES: usize = 3;
 /// Indexer rounds between expiry passes (each scans every terminal).
 const EXPIRY_INTERVAL_ROUNDS: u32 = 64;
 
@@ -88,8 +86,8 @@ pub struct TerminalStage {
 impl TerminalStage {
     /// The stage as the last snapshot left it (positions at the input's start if none):
     /// call before any worker starts indexing.
-    pub(crate) fn restore(pipeline: &Pipeline, topics: &PipelineTopics) -> Result<TerminalStage, RuntimeError> {
-        let (config, log) = (&pipeline.config, pipeline.log.as_ref());
+    pub(crate) fn restore(run: &RunContext<'_>) -> Result<TerminalStage, RuntimeError> {
+        let (config, log, topics) = (run.config, run.log, run.topics);
         let started = Instant::now();
         let start = |topic: &Topic| -> Result<Vec<InputProgress>, RuntimeError> {
             (0..topic.partitions)
@@ -98,7 +96,7 @@ impl TerminalStage {
         };
         let (mut payments, mut labels) = (start(&topics.payments)?, start(&topics.labels)?);
         let mut index = TerminalIndex::new(config.operators.label_delay_ms);
-        if let Some(snapshot) = pipeline.snapshots.load(&snapshot_name(&config.group_id))? {
+        if let Some(snapshot) = run.snapshots.load(&snapshot_name(&config.group_id))? {
             let decoded: IndexSnapshot = postcard::from_bytes(&snapshot.state)
                 .map_err(|e| RuntimeError::Restore { partition: 0, why: format!("terminal index snapshot: {e}") })?;
             if decoded.payments.len() != payments.len() || decoded.labels.len() != labels.len() {
@@ -110,7 +108,7 @@ impl TerminalStage {
             (payments, labels) = (decoded.payments, decoded.labels);
             index = TerminalIndex::from_snapshot_bytes(&decoded.index)?;
         }
-        pipeline.metrics.restore_seconds.observe(started.elapsed().as_secs_f64());
+        run.metrics.restore_seconds.observe(started.elapsed().as_secs_f64());
         let inputs = payments.iter().chain(&labels);
         Ok(TerminalStage {
             index: RwLock::new(index),
@@ -120,7 +118,7 @@ impl TerminalStage {
             read_ahead_ms: config.terminal_read_ahead_ms,
             payer_watermarks: (0..topics.payments.partitions).map(|_| AtomicI64::new(i64::MIN)).collect(),
             payments_partitions: payments.len(),
-            metrics: pipeline.metrics.clone(),
+            metrics: run.metrics.clone(),
         })
     }
 
@@ -283,160 +281,6 @@ pub(crate) fn read_position(log: &dyn Log, topic: &Topic, partition: u32, from: 
 
 fn snapshot_name(group: &str) -> String {
     format!("{group}-terminal-index")
-}
-
-/// Reads the labels topic into the index, expires old payments and snapshots the index,
-/// until `finished` says the workers are done (the workers index the payments).
-pub(crate) fn run_indexer(
-    pipeline: &Pipeline,
-    topics: &PipelineTopics,
-    stage: &TerminalStage,
-    control: &RunControl,
-    finished: &std::sync::atomic::AtomicBool,
-) -> Result<(), RuntimeError> {
-    let config = &pipeline.config;
-    let log = pipeline.log.as_ref();
-    let label_inputs = stage.payments_partitions..stage.indexed_positions.len();
-    let mut labels: Vec<InputProgress> = label_inputs.clone().map(|i| stage.progress(i)).collect();
-    // Labels before these positions were dead-lettered already (if bad).
-    let mut labels_committed = Vec::with_capacity(labels.len());
-    for (p, progress) in labels.iter().enumerate() {
-        let committed = log.committed_position(&config.group_id, &topics.labels, p as u32)?;
-        labels_committed.push(committed.unwrap_or(progress.position));
-    }
-
-    let horizon_slack_ms =
-        config.operators.feature_allowed_lateness_ms + config.operators.label_delay_ms + LONGEST_WINDOW_MS;
-    let mut rounds = 0u32;
-    let mut rounds_since_snapshot = 0u32;
-    let mut new_labels: Vec<(u64, Label)> = Vec::new();
-    let mut payments_positions_before = 0u64;
-    loop {
-        // Read after the flag, so the last round sees everything the workers committed.
-        let done = finished.load(Ordering::SeqCst) || control.stopped();
-        let sequence = log.commit_sequence();
-        new_labels.clear();
-        let mut read_any = false;
-        // Labels are read ahead as far as payments are (see the module doc).
-        let read_until_ms = stage.read_until_ms();
-        let mut transaction = Transaction::new();
-        let wall_ms = now_ms();
-        for (p, progress) in labels.iter_mut().enumerate() {
-            if progress.max_event_time_ms > read_until_ms {
-                continue;
-            }
-            let records = log.fetch(&topics.labels, p as u32, progress.position, config.batch_records_max)?;
-            for record in &records {
-                match FraudLabel::parse(&record.value) {
-                    Ok((label, reported_at_ms)) => {
-                        new_labels.push((
-                            payment_hash(&label.payment_id),
-                            Label { is_fraud: label.is_fraud, reported_at_ms },
-                        ));
-                        progress.max_event_time_ms = progress.max_event_time_ms.max(reported_at_ms);
-                    }
-                    Err(rejection) if record.offset >= labels_committed[p] => {
-                        pipeline.metrics.dead_letter(rejection.reason);
-                        let letter = DeadLetter::new(
-                            rejection,
-                            &topics.labels.name,
-                            p as u32,
-                            record.offset,
-                            &record.key,
-                            &record.value,
-                        );
-                        transaction.send_to_partition_with(
-                            &topics.dead_letters,
-                            p as u32 % topics.dead_letters.partitions,
-                            &[],
-                            wall_ms,
-                            |buf| serde_json::to_writer(buf, &letter).map_err(RuntimeError::from),
-                        )?;
-                    }
-                    Err(_) => {} // dead-lettered before the restart
-                }
-            }
-            progress.position = read_position(log, &topics.labels, p as u32, progress.position, &records);
-            if progress.position > labels_committed[p] {
-                transaction.set_position(&config.group_id, &topics.labels, p as u32, progress.position);
-                labels_committed[p] = progress.position;
-            }
-            read_any |= !records.is_empty();
-        }
-        if !transaction.is_empty() {
-            log.commit(transaction)?;
-        }
-        if !new_labels.is_empty() {
-            let late_before_ms = stage.late_before_ms();
-            let late = new_labels.iter().filter(|(_, l)| l.reported_at_ms < late_before_ms).count();
-            pipeline.metrics.terminal_late_inputs.inc_by(late as u64);
-            let mut index = stage.write();
-            for &(id, label) in &new_labels {
-                let result = match index.add_label(id, label) {
-                    LabelApplied::Attached => "attached",
-                    LabelApplied::Pending => "pending",
-                };
-                pipeline.metrics.labels.with_label_values(&[result]).inc();
-            }
-        }
-        for (input, progress) in label_inputs.clone().zip(&labels) {
-            stage.publish(input, *progress);
-        }
-        let read_through_ms = (0..stage.indexed_positions.len()).map(|i| stage.progress(i).max_event_time_ms).min();
-        let read_through_s = read_through_ms.unwrap_or(0).max(0) as f64 / 1_000.0;
-        pipeline.metrics.terminal_read_through_timestamp_seconds.set(read_through_s);
-
-        rounds += 1;
-        if rounds.is_multiple_of(EXPIRY_INTERVAL_ROUNDS)
-            && let Some(slowest) = stage.slowest_payer_ms()
-        {
-            stage.write().expire(slowest.saturating_sub(horizon_slack_ms));
-        }
-        let (_, indexed, pending) = stage.read().sizes();
-        pipeline.metrics.terminal_index_payments.set(indexed as i64);
-        pipeline.metrics.terminal_index_pending_labels.set(pending as i64);
-
-        // Snapshot about as often as before the workers indexed payments: by the rounds
-        // in which anything (payments or labels) moved.
-        let payments_positions: u64 = (0..stage.payments_partitions).map(|i| stage.progress(i).position).sum();
-        if read_any || payments_positions != payments_positions_before {
-            payments_positions_before = payments_positions;
-            rounds_since_snapshot += 1;
-        }
-        if done {
-            break;
-        }
-        if rounds_since_snapshot >= config.snapshot_interval_batches {
-            save_snapshot(pipeline, topics, stage)?;
-            rounds_since_snapshot = 0;
-        }
-        if !read_any {
-            log.wait_for_commit(sequence, Duration::from_millis(config.idle_wait_ms.min(10)));
-        }
-    }
-    save_snapshot(pipeline, topics, stage)
-}
-
-fn save_snapshot(pipeline: &Pipeline, topics: &PipelineTopics, stage: &TerminalStage) -> Result<(), RuntimeError> {
-    let started = Instant::now();
-    // Positions first, then the index: workers add payments before publishing a position,
-    // so the index holds at least what the positions say (more is harmless: idempotent).
-    let inputs: Vec<InputProgress> = (0..stage.indexed_positions.len()).map(|i| stage.progress(i)).collect();
-    let (payments, labels) = inputs.split_at(stage.payments_partitions);
-    let snapshot =
-        IndexSnapshot { payments: payments.to_vec(), labels: labels.to_vec(), index: stage.read().to_snapshot_bytes() };
-    let state = postcard::to_stdvec(&snapshot).expect("encoding to a Vec cannot fail");
-    pipeline.snapshots.save(&snapshot_name(&pipeline.config.group_id), &Snapshot { changelog_offset: 0, state })?;
-    let mut transaction = Transaction::new();
-    for (p, progress) in payments.iter().enumerate() {
-        transaction.set_position(TERMINAL_INDEX_GROUP, &topics.payments, p as u32, progress.position);
-    }
-    for (p, progress) in labels.iter().enumerate() {
-        transaction.set_position(TERMINAL_INDEX_GROUP, &topics.labels, p as u32, progress.position);
-    }
-    pipeline.log.commit(transaction)?;
-    pipeline.metrics.snapshot_seconds.observe(started.elapsed().as_secs_f64());
-    Ok(())
 }
 
 #[cfg(test)]

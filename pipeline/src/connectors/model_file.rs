@@ -7,14 +7,14 @@
 //! running model stays — a bad deploy never stops scoring.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use paystream_models::{FraudModel, LoadedModel};
 
-use crate::metrics::Metrics;
-use crate::runtime::RuntimeError;
+use crate::context::RunContext;
+use crate::error::RuntimeError;
 
 /// The current model and a counter that moves each time it is replaced.
 pub struct ModelHandle {
@@ -61,15 +61,12 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-/// Polls `path` every `poll` until `finished`, swapping in each new version that loads.
-pub(crate) fn watch_model_file(
-    path: &Path,
-    label_delay_ms: i64,
-    poll: Duration,
-    handle: &ModelHandle,
-    metrics: &Metrics,
-    finished: &AtomicBool,
-) {
+/// Polls `path` every `model_poll_ms` until the workers finish, swapping in each new
+/// version that loads.
+pub(crate) fn watch_model_file(path: &Path, run: &RunContext<'_>, handle: &ModelHandle) {
+    let (metrics, finished) = (run.metrics, run.workers_finished);
+    let label_delay_ms = run.config.operators.label_delay_ms;
+    let poll = Duration::from_millis(run.config.model_poll_ms);
     let mut seen = stamp(path);
     let mut last_check = std::time::Instant::now();
     while !finished.load(Ordering::SeqCst) {

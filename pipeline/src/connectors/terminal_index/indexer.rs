@@ -1,0 +1,165 @@
+//! The indexer thread: reads the labels topic into the terminal index, expires old
+//! payments and snapshots the index with the input positions it covers.
+
+use std::time::{Duration, Instant};
+
+use paystream_domain::{DeadLetter, FraudLabel};
+use paystream_operators::reference_features::{Label, LabelApplied, payment_hash};
+use paystream_storage::Snapshot;
+
+use super::{
+    EXPIRY_INTERVAL_ROUNDS, IndexSnapshot, InputProgress, LONGEST_WINDOW_MS, TERMINAL_INDEX_GROUP, TerminalStage,
+    read_position, snapshot_name,
+};
+use crate::context::RunContext;
+use crate::control::now_ms;
+use crate::error::RuntimeError;
+use crate::log::Transaction;
+
+/// Reads the labels topic into the index, expires old payments and snapshots the index,
+/// until the workers are done (the workers index the payments).
+pub(crate) fn run_indexer(run: &RunContext<'_>, stage: &TerminalStage) -> Result<(), RuntimeError> {
+    let (config, log, topics, metrics) = (run.config, run.log, run.topics, run.metrics);
+    let label_inputs = stage.payments_partitions..stage.indexed_positions.len();
+    let mut labels: Vec<InputProgress> = label_inputs.clone().map(|i| stage.progress(i)).collect();
+    // Labels before these positions were dead-lettered already (if bad).
+    let mut labels_committed = Vec::with_capacity(labels.len());
+    for (p, progress) in labels.iter().enumerate() {
+        let committed = log.committed_position(&config.group_id, &topics.labels, p as u32)?;
+        labels_committed.push(committed.unwrap_or(progress.position));
+    }
+
+    let horizon_slack_ms =
+        config.operators.feature_allowed_lateness_ms + config.operators.label_delay_ms + LONGEST_WINDOW_MS;
+    let mut rounds = 0u32;
+    let mut rounds_since_snapshot = 0u32;
+    let mut new_labels: Vec<(u64, Label)> = Vec::new();
+    let mut payments_positions_before = 0u64;
+    loop {
+        // Read after the flag, so the last round sees everything the workers committed.
+        let done = run.finishing();
+        let sequence = log.commit_sequence();
+        new_labels.clear();
+        let mut read_any = false;
+        // Labels are read ahead as far as payments are (see the module doc).
+        let read_until_ms = stage.read_until_ms();
+        let mut transaction = Transaction::new();
+        let wall_ms = now_ms();
+        for (p, progress) in labels.iter_mut().enumerate() {
+            if progress.max_event_time_ms > read_until_ms {
+                continue;
+            }
+            let records = log.fetch(&topics.labels, p as u32, progress.position, config.batch_records_max)?;
+            for record in &records {
+                match FraudLabel::parse(&record.value) {
+                    Ok((label, reported_at_ms)) => {
+                        new_labels.push((
+                            payment_hash(&label.payment_id),
+                            Label { is_fraud: label.is_fraud, reported_at_ms },
+                        ));
+                        progress.max_event_time_ms = progress.max_event_time_ms.max(reported_at_ms);
+                    }
+                    Err(rejection) if record.offset >= labels_committed[p] => {
+                        metrics.dead_letter(rejection.reason);
+                        let letter = DeadLetter::new(
+                            rejection,
+                            &topics.labels.name,
+                            p as u32,
+                            record.offset,
+                            &record.key,
+                            &record.value,
+                        );
+                        transaction.send_to_partition_with(
+                            &topics.dead_letters,
+                            p as u32 % topics.dead_letters.partitions,
+                            &[],
+                            wall_ms,
+                            |buf| serde_json::to_writer(buf, &letter).map_err(RuntimeError::from),
+                        )?;
+                    }
+                    Err(_) => {} // dead-lettered before the restart
+                }
+            }
+            progress.position = read_position(log, &topics.labels, p as u32, progress.position, &records);
+            if progress.position > labels_committed[p] {
+                transaction.set_position(&config.group_id, &topics.labels, p as u32, progress.position);
+                labels_committed[p] = progress.position;
+            }
+            read_any |= !records.is_empty();
+        }
+        if !transaction.is_empty() {
+            log.commit(transaction)?;
+        }
+        if !new_labels.is_empty() {
+            let late_before_ms = stage.late_before_ms();
+            let late = new_labels.iter().filter(|(_, l)| l.reported_at_ms < late_before_ms).count();
+            metrics.terminal_late_inputs.inc_by(late as u64);
+            let mut index = stage.write();
+            for &(id, label) in &new_labels {
+                let result = match index.add_label(id, label) {
+                    LabelApplied::Attached => "attached",
+                    LabelApplied::Pending => "pending",
+                };
+                metrics.labels.with_label_values(&[result]).inc();
+            }
+        }
+        for (input, progress) in label_inputs.clone().zip(&labels) {
+            stage.publish(input, *progress);
+        }
+        let read_through_ms = (0..stage.indexed_positions.len()).map(|i| stage.progress(i).max_event_time_ms).min();
+        let read_through_s = read_through_ms.unwrap_or(0).max(0) as f64 / 1_000.0;
+        metrics.terminal_read_through_timestamp_seconds.set(read_through_s);
+
+        rounds += 1;
+        if rounds.is_multiple_of(EXPIRY_INTERVAL_ROUNDS)
+            && let Some(slowest) = stage.slowest_payer_ms()
+        {
+            stage.write().expire(slowest.saturating_sub(horizon_slack_ms));
+        }
+        let (_, indexed, pending) = stage.read().sizes();
+        metrics.terminal_index_payments.set(indexed as i64);
+        metrics.terminal_index_pending_labels.set(pending as i64);
+
+        // Snapshot about as often as before the workers indexed payments: by the rounds
+        // in which anything (payments or labels) moved.
+        let payments_positions: u64 = (0..stage.payments_partitions).map(|i| stage.progress(i).position).sum();
+        if read_any || payments_positions != payments_positions_before {
+            payments_positions_before = payments_positions;
+            rounds_since_snapshot += 1;
+        }
+        if done {
+            break;
+        }
+        if rounds_since_snapshot >= config.snapshot_interval_batches {
+            save_snapshot(run, stage)?;
+            rounds_since_snapshot = 0;
+        }
+        if !read_any {
+            log.wait_for_commit(sequence, Duration::from_millis(config.idle_wait_ms.min(10)));
+        }
+    }
+    save_snapshot(run, stage)
+}
+
+fn save_snapshot(run: &RunContext<'_>, stage: &TerminalStage) -> Result<(), RuntimeError> {
+    let topics = run.topics;
+    let started = Instant::now();
+    // Positions first, then the index: workers add payments before publishing a position,
+    // so the index holds at least what the positions say (more is harmless: idempotent).
+    let inputs: Vec<InputProgress> = (0..stage.indexed_positions.len()).map(|i| stage.progress(i)).collect();
+    let (payments, labels) = inputs.split_at(stage.payments_partitions);
+    let snapshot =
+        IndexSnapshot { payments: payments.to_vec(), labels: labels.to_vec(), index: stage.read().to_snapshot_bytes() };
+    let state = postcard::to_stdvec(&snapshot).expect("encoding to a Vec cannot fail");
+    run.snapshots.save(&snapshot_name(&run.config.group_id), &Snapshot { changelog_offset: 0, state })?;
+    let mut transaction = Transaction::new();
+    for (p, progress) in payments.iter().enumerate() {
+        transaction.set_position(TERMINAL_INDEX_GROUP, &topics.payments, p as u32, progress.position);
+    }
+    for (p, progress) in labels.iter().enumerate() {
+        transaction.set_position(TERMINAL_INDEX_GROUP, &topics.labels, p as u32, progress.position);
+    }
+    run.log.commit(transaction)?;
+    run.metrics.snapshot_seconds.observe(started.elapsed().as_secs_f64());
+    Ok(())
+}
