@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 use crate::error::TimeError;
 
 pub const MILLIS_PER_SECOND: i64 = 1_000;
+pub const MILLIS_PER_MINUTE: i64 = 60_000;
+pub const MILLIS_PER_HOUR: i64 = 3_600_000;
 pub const MILLIS_PER_DAY: i64 = 86_400_000;
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
