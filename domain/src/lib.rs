@@ -1,10 +1,9 @@
-//! Domain types of paystream: money, currencies, event time, the v1 events and their
-//! validation, and Arrow schemas.
+//! Domain types of paystream: money, currencies, event time, and the v1 events and their
+//! validation.
 //!
 //! Invariants: this crate does no IO, reads no clock and has no async; money is integer
 //! minor units with checked arithmetic, never `f64`.
 
-pub mod arrow;
 pub mod currency;
 pub mod error;
 pub mod event;

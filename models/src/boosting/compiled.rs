@@ -1,307 +1,9 @@
-//! Gradient-boosted decision trees for fraud scoring: histogram-based (features binned
-//! into at most [`BINS_MAX`] quantile bins), logistic loss, depth-limited trees grown
-//! level by level, optional up-weighting of frauds for class imbalance (off by default:
-//! on the reference data it lowered average precision). Trained and scored by
-//! paystream itself; saved in the same versioned JSON model-file style as logistic
-//! regression.
+//! [`CompiledTrees`]: a model's trees laid out for branch-free batch scoring, walked one
+//! row at a time on any CPU or several rows at once with AVX2 or AVX-512.
 
-use serde::{Deserialize, Serialize};
-
-use crate::logistic::ModelError;
-
-/// Most bins per feature.
-pub const BINS_MAX: usize = 255;
-
-#[derive(Clone, Debug)]
-pub struct BoostingOptions {
-    pub trees: usize,
-    pub depth_max: usize,
-    pub learning_rate: f64,
-    /// L2 regularization of leaf values.
-    pub lambda: f64,
-    /// Smallest sum of hessians in a child.
-    pub child_weight_min: f64,
-    /// Weight of a fraud relative to a genuine transaction; `None` = sqrt(genuine / fraud).
-    /// Default 1: measured on the reference protocol, up-weighting lowered AP.
-    pub positive_weight: Option<f64>,
-}
-
-impl Default for BoostingOptions {
-    fn default() -> Self {
-        BoostingOptions {
-            trees: 100,
-            depth_max: 3,
-            learning_rate: 0.1,
-            lambda: 1.0,
-            child_weight_min: 1.0,
-            positive_weight: Some(1.0),
-        }
-    }
-}
-
-/// A tree node: a split (`feature`, `threshold`: go left when value <= threshold) or a
-/// leaf (`feature` = None) with its `value` (a logit increment).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Node {
-    pub feature: Option<usize>,
-    pub threshold: f64,
-    pub left: usize,
-    pub right: usize,
-    pub value: f64,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BoostedTrees {
-    pub format: u32,
-    pub kind: String,
-    pub version: String,
-    pub feature_names: Vec<String>,
-    pub base_logit: f64,
-    pub trees: Vec<Vec<Node>>,
-    pub training_rows: usize,
-    pub training_frauds: usize,
-    pub trained_on: String,
-    /// See [`crate::logistic::LogisticModel::label_delay_ms`].
-    #[serde(default)]
-    pub label_delay_ms: Option<i64>,
-}
-
-struct Binned {
-    /// bins[feature][row]
-    bins: Vec<Vec<u8>>,
-    /// Upper edge of each bin: a value v is in bin b when edges[b-1] < v <= edges[b].
-    edges: Vec<Vec<f64>>,
-}
-
-fn bin_features(rows: &[Vec<f64>], width: usize) -> Binned {
-    let mut bins = Vec::with_capacity(width);
-    let mut edges = Vec::with_capacity(width);
-    for feature in 0..width {
-        let mut values: Vec<f64> = rows.iter().map(|r| r[feature]).collect();
-        values.sort_by(f64::total_cmp);
-        let mut feature_edges: Vec<f64> = (1..=BINS_MAX).map(|q| values[(q * (values.len() - 1)) / BINS_MAX]).collect();
-        feature_edges.dedup();
-        let feature_bins = rows
-            .iter()
-            .map(|r| feature_edges.partition_point(|e| *e < r[feature]).min(feature_edges.len() - 1) as u8)
-            .collect();
-        bins.push(feature_bins);
-        edges.push(feature_edges);
-    }
-    Binned { bins, edges }
-}
-
-fn sigmoid(z: f64) -> f64 {
-    1.0 / (1.0 + (-z).exp())
-}
-
-impl BoostedTrees {
-    pub fn train(
-        feature_names: &[&str],
-        rows: &[Vec<f64>],
-        labels: &[bool],
-        options: &BoostingOptions,
-        trained_on: &str,
-    ) -> Result<BoostedTrees, ModelError> {
-        let width = feature_names.len();
-        let frauds = crate::logistic::check_training_data(width, rows, labels)?;
-        let genuine = rows.len() - frauds;
-        let positive_weight = options.positive_weight.unwrap_or(((genuine as f64) / (frauds as f64)).sqrt());
-        let weights: Vec<f64> = labels.iter().map(|l| if *l { positive_weight } else { 1.0 }).collect();
-        let weighted_positive = frauds as f64 * positive_weight;
-        let base_logit = (weighted_positive / genuine as f64).ln();
-        let binned = bin_features(rows, width);
-        let mut logits = vec![base_logit; rows.len()];
-        let mut gradients = vec![0.0; rows.len()];
-        let mut hessians = vec![0.0; rows.len()];
-        let mut trees = Vec::with_capacity(options.trees);
-        for _ in 0..options.trees {
-            for i in 0..rows.len() {
-                let p = sigmoid(logits[i]);
-                gradients[i] = weights[i] * (p - f64::from(u8::from(labels[i])));
-                hessians[i] = weights[i] * (p * (1.0 - p)).max(1e-12);
-            }
-            let tree = grow_tree(&binned, &gradients, &hessians, options);
-            for (i, logit) in logits.iter_mut().enumerate() {
-                *logit += predict_binned(&tree, &binned, i);
-            }
-            trees.push(tree);
-        }
-        let fingerprint =
-            trees.iter().flatten().fold(0u64, |h, n| h.rotate_left(5) ^ n.value.to_bits() ^ n.threshold.to_bits());
-        Ok(BoostedTrees {
-            format: crate::logistic::MODEL_FILE_FORMAT,
-            kind: "gradient_boosted_trees".into(),
-            version: format!("gbt-{fingerprint:016x}"),
-            feature_names: feature_names.iter().map(|s| s.to_string()).collect(),
-            base_logit,
-            trees,
-            training_rows: rows.len(),
-            training_frauds: frauds,
-            trained_on: trained_on.to_string(),
-            label_delay_ms: None,
-        })
-    }
-
-    /// Reads a model file, checking that every tree is well formed.
-    pub fn from_json(text: &str) -> Result<BoostedTrees, ModelError> {
-        let model: BoostedTrees = serde_json::from_str(text).map_err(|e| ModelError::File(e.to_string()))?;
-        if model.format != crate::logistic::MODEL_FILE_FORMAT {
-            return Err(ModelError::File(format!(
-                "format {} is not {}",
-                model.format,
-                crate::logistic::MODEL_FILE_FORMAT
-            )));
-        }
-        let width = model.feature_names.len();
-        for (t, tree) in model.trees.iter().enumerate() {
-            // Children come after their parent, so walking a tree always ends at a leaf.
-            let bad = tree.is_empty()
-                || tree.iter().enumerate().any(|(i, n)| {
-                    n.feature
-                        .is_some_and(|f| f >= width || n.left <= i || n.right <= i || n.left.max(n.right) >= tree.len())
-                });
-            if bad {
-                return Err(ModelError::File(format!("tree {t} is malformed")));
-            }
-        }
-        Ok(model)
-    }
-
-    /// Logit of one row, adding each split's change of the expected value to the
-    /// contribution of its feature (the Saabas attribution), in the model's columns.
-    pub fn explain_row(&self, row: &[f64], contributions: &mut [f64]) -> f64 {
-        let mut logit = self.base_logit;
-        for tree in &self.trees {
-            let mut node = &tree[0];
-            while let Some(feature) = node.feature {
-                let child = if row[feature] <= node.threshold { &tree[node.left] } else { &tree[node.right] };
-                contributions[feature] += child.value - node.value;
-                node = child;
-            }
-            logit += node.value;
-        }
-        logit
-    }
-
-    /// Fraud scores in (0, 1) of a batch of feature vectors (monotone in the fraud odds;
-    /// with up-weighted positives they rank, they are not calibrated probabilities).
-    pub fn score_batch(&self, rows: &[Vec<f64>]) -> Result<Vec<f64>, ModelError> {
-        let width = self.feature_names.len();
-        rows.iter()
-            .map(|row| {
-                if row.len() != width {
-                    return Err(ModelError::FeatureCount { got: row.len(), expected: width });
-                }
-                let logit = self.base_logit + self.trees.iter().map(|tree| predict_raw(tree, row)).sum::<f64>();
-                Ok(sigmoid(logit))
-            })
-            .collect()
-    }
-
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("a model serializes")
-    }
-}
-
-fn predict_raw(tree: &[Node], row: &[f64]) -> f64 {
-    let mut node = &tree[0];
-    while let Some(feature) = node.feature {
-        node = if row[feature] <= node.threshold { &tree[node.left] } else { &tree[node.right] };
-    }
-    node.value
-}
-
-fn predict_binned(tree: &[Node], binned: &Binned, row: usize) -> f64 {
-    let mut node = &tree[0];
-    while let Some(feature) = node.feature {
-        // Thresholds are bin edges, so comparing the bin's edge is exact.
-        let value = binned.edges[feature][usize::from(binned.bins[feature][row])];
-        node = if value <= node.threshold { &tree[node.left] } else { &tree[node.right] };
-    }
-    node.value
-}
-
-fn grow_tree(binned: &Binned, gradients: &[f64], hessians: &[f64], options: &BoostingOptions) -> Vec<Node> {
-    let leaf = |g: f64, h: f64| -g / (h + options.lambda) * options.learning_rate;
-    let mut nodes = vec![Node { feature: None, threshold: 0.0, left: 0, right: 0, value: 0.0 }];
-    // (node index, rows in it, depth)
-    let mut frontier: Vec<(usize, Vec<u32>, usize)> = vec![(0, (0..gradients.len() as u32).collect(), 0)];
-    while let Some((index, rows, depth)) = frontier.pop() {
-        let (g_total, h_total) =
-            rows.iter().fold((0.0, 0.0), |(g, h), &r| (g + gradients[r as usize], h + hessians[r as usize]));
-        nodes[index].value = leaf(g_total, h_total);
-        if depth >= options.depth_max || rows.len() < 2 {
-            continue;
-        }
-        let parent_score = g_total * g_total / (h_total + options.lambda);
-        let mut best: Option<(f64, usize, usize)> = None; // (gain, feature, bin)
-        for (feature, bins) in binned.bins.iter().enumerate() {
-            let mut histogram = [(0.0f64, 0.0f64); BINS_MAX];
-            for &r in &rows {
-                let slot = &mut histogram[usize::from(bins[r as usize])];
-                slot.0 += gradients[r as usize];
-                slot.1 += hessians[r as usize];
-            }
-            let (mut g_left, mut h_left) = (0.0, 0.0);
-            for (bin, &(g, h)) in histogram.iter().enumerate().take(binned.edges[feature].len().saturating_sub(1)) {
-                g_left += g;
-                h_left += h;
-                let (g_right, h_right) = (g_total - g_left, h_total - h_left);
-                if h_left < options.child_weight_min || h_right < options.child_weight_min {
-                    continue;
-                }
-                let gain = g_left * g_left / (h_left + options.lambda) + g_right * g_right / (h_right + options.lambda)
-                    - parent_score;
-                if gain > 1e-9 && best.is_none_or(|(b, _, _)| gain > b) {
-                    best = Some((gain, feature, bin));
-                }
-            }
-        }
-        let Some((_, feature, bin)) = best else { continue };
-        let (left_rows, right_rows): (Vec<u32>, Vec<u32>) =
-            rows.iter().partition(|&&r| usize::from(binned.bins[feature][r as usize]) <= bin);
-        let left = nodes.len();
-        nodes.push(Node { feature: None, threshold: 0.0, left: 0, right: 0, value: 0.0 });
-        nodes.push(Node { feature: None, threshold: 0.0, left: 0, right: 0, value: 0.0 });
-        // A split keeps its own value (the expected logit increment there), which
-        // `explain_row` uses to attribute the score to features.
-        nodes[index] = Node {
-            feature: Some(feature),
-            threshold: binned.edges[feature][bin],
-            left,
-            right: left + 1,
-            value: nodes[index].value,
-        };
-        frontier.push((left, left_rows, depth + 1));
-        frontier.push((left + 1, right_rows, depth + 1));
-    }
-    nodes
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn learns_an_interaction_a_linear_model_cannot() {
-        // Fraud exactly when both features are high (an AND), plus noise.
-        let rows: Vec<Vec<f64>> =
-            (0..2_000).map(|i| vec![(i % 50) as f64, ((i / 50) % 40) as f64, ((i * 7) % 13) as f64]).collect();
-        let labels: Vec<bool> = rows.iter().map(|r| r[0] >= 40.0 && r[1] >= 30.0).collect();
-        let model =
-            BoostedTrees::train(&["a", "b", "noise"], &rows, &labels, &BoostingOptions::default(), "test").unwrap();
-        let scores = model.score_batch(&rows).unwrap();
-        assert!(crate::metrics::roc_auc(&scores, &labels).unwrap() > 0.999);
-        assert!(crate::metrics::average_precision(&scores, &labels).unwrap() > 0.99);
-        let high = model.score_batch(&[vec![45.0, 35.0, 1.0], vec![45.0, 5.0, 1.0]]).unwrap();
-        assert!(high[0] > high[1]);
-        assert!(model.trees.iter().all(|t| t.len() < (1 << (BoostingOptions::default().depth_max + 1))));
-        let json = model.to_json();
-        let restored: BoostedTrees = serde_json::from_str(&json).unwrap();
-        assert!(restored.score_batch(&rows).unwrap() == scores, "the model file round-trips exactly");
-    }
-}
+#[cfg(target_arch = "x86_64")]
+use super::lanes;
+use super::model::{BoostedTrees, Node};
 
 /// Most depth [`CompiledTrees`] handles (a complete tree of this depth has 2^13 − 1 nodes).
 const COMPILED_DEPTH_MAX: usize = 12;
@@ -400,6 +102,19 @@ impl CompiledTrees {
         Some(compiled)
     }
 
+    /// Tree number `tree` of `nodes` nodes each: its split features, thresholds, values
+    /// and deltas, in heap order.
+    #[inline(always)]
+    fn tree(&self, tree: usize, nodes: usize) -> (&[u32], &[f64], &[f64], &[f64]) {
+        let base = tree * nodes;
+        (
+            &self.features[base..base + nodes],
+            &self.thresholds[base..base + nodes],
+            &self.values[base..base + nodes],
+            &self.deltas[base..base + nodes],
+        )
+    }
+
     /// Logits of `rows` (row-major, `width` values each) into `logits`, and each row's
     /// attributions into `contributions` (row-major, zeroed by the caller).
     pub fn explain_batch(&self, rows: &[f64], logits: &mut [f64], contributions: &mut [f64]) {
@@ -449,13 +164,7 @@ impl CompiledTrees {
         let width = self.width;
         logits.fill(self.base_logit);
         for tree in 0..self.features.len() / nodes {
-            let base = tree * nodes;
-            let (features, thresholds, values, deltas) = (
-                &self.features[base..base + nodes],
-                &self.thresholds[base..base + nodes],
-                &self.values[base..base + nodes],
-                &self.deltas[base..base + nodes],
-            );
+            let (features, thresholds, values, deltas) = self.tree(tree, nodes);
             let rows_and_contributions = rows.chunks_exact(width).zip(contributions.chunks_exact_mut(width));
             for ((row, contribution), logit) in rows_and_contributions.zip(logits.iter_mut()) {
                 let mut node = 0usize;
@@ -549,13 +258,7 @@ impl CompiledTrees {
             }
             let mut logit = unsafe { L::splat(self.base_logit) };
             for tree in 0..self.features.len() / nodes {
-                let base = tree * nodes;
-                let (features, thresholds, values, deltas) = (
-                    &self.features[base..base + nodes],
-                    &self.thresholds[base..base + nodes],
-                    &self.values[base..base + nodes],
-                    &self.deltas[base..base + nodes],
-                );
+                let (features, thresholds, values, deltas) = self.tree(tree, nodes);
                 reached[0] = unsafe { L::all() };
                 for split in 0..splits {
                     let offset = features[split] as usize * L::LANES;
@@ -622,131 +325,10 @@ macro_rules! dispatch_depth {
 }
 use dispatch_depth;
 
-/// The vector operations of the wide walk, per instruction set. Each is inlined into a
-/// function compiled for its set (`explain_avx512`, `explain_avx2`); called anywhere
-/// else they are undefined behaviour on a CPU without it, hence `unsafe`.
-#[cfg(target_arch = "x86_64")]
-mod lanes {
-    use std::arch::x86_64::*;
-
-    /// Most lanes of any set (sizes the buffers the walk stores whole vectors into).
-    pub(super) const LANES_MAX: usize = 8;
-
-    pub(super) trait Lanes {
-        /// f64 values per vector.
-        const LANES: usize;
-        /// `LANES` f64.
-        type Values: Copy;
-        /// One bit or lane per value: set where a comparison holds.
-        type Mask: Copy;
-        /// Every lane set.
-        unsafe fn all() -> Self::Mask;
-        unsafe fn splat(value: f64) -> Self::Values;
-        unsafe fn load(from: *const f64) -> Self::Values;
-        unsafe fn store(to: *mut f64, values: Self::Values);
-        unsafe fn add(a: Self::Values, b: Self::Values) -> Self::Values;
-        /// Where a value goes right at a split: `!(x <= threshold)`, so a NaN goes right.
-        unsafe fn right(x: Self::Values, threshold: f64) -> Self::Mask;
-        /// `if_set` in the lanes `mask` sets, `if_clear` in the others.
-        unsafe fn select(mask: Self::Mask, if_clear: Self::Values, if_set: Self::Values) -> Self::Values;
-        unsafe fn and(a: Self::Mask, b: Self::Mask) -> Self::Mask;
-        /// `!a & b`.
-        unsafe fn and_not(a: Self::Mask, b: Self::Mask) -> Self::Mask;
-    }
-
-    pub(super) struct Avx512;
-
-    impl Lanes for Avx512 {
-        const LANES: usize = 8;
-        type Values = __m512d;
-        type Mask = __mmask8;
-        #[inline(always)]
-        unsafe fn all() -> __mmask8 {
-            u8::MAX
-        }
-        #[inline(always)]
-        unsafe fn splat(value: f64) -> __m512d {
-            unsafe { _mm512_set1_pd(value) }
-        }
-        #[inline(always)]
-        unsafe fn load(from: *const f64) -> __m512d {
-            unsafe { _mm512_loadu_pd(from) }
-        }
-        #[inline(always)]
-        unsafe fn store(to: *mut f64, values: __m512d) {
-            unsafe { _mm512_storeu_pd(to, values) }
-        }
-        #[inline(always)]
-        unsafe fn add(a: __m512d, b: __m512d) -> __m512d {
-            unsafe { _mm512_add_pd(a, b) }
-        }
-        #[inline(always)]
-        unsafe fn right(x: __m512d, threshold: f64) -> __mmask8 {
-            unsafe { _mm512_cmp_pd_mask::<_CMP_NLE_UQ>(x, _mm512_set1_pd(threshold)) }
-        }
-        #[inline(always)]
-        unsafe fn select(mask: __mmask8, if_clear: __m512d, if_set: __m512d) -> __m512d {
-            unsafe { _mm512_mask_blend_pd(mask, if_clear, if_set) }
-        }
-        #[inline(always)]
-        unsafe fn and(a: __mmask8, b: __mmask8) -> __mmask8 {
-            a & b
-        }
-        #[inline(always)]
-        unsafe fn and_not(a: __mmask8, b: __mmask8) -> __mmask8 {
-            !a & b
-        }
-    }
-
-    pub(super) struct Avx2;
-
-    impl Lanes for Avx2 {
-        const LANES: usize = 4;
-        type Values = __m256d;
-        /// All ones in a lane where set (a comparison's result).
-        type Mask = __m256d;
-        #[inline(always)]
-        unsafe fn all() -> __m256d {
-            unsafe { _mm256_castsi256_pd(_mm256_set1_epi64x(-1)) }
-        }
-        #[inline(always)]
-        unsafe fn splat(value: f64) -> __m256d {
-            unsafe { _mm256_set1_pd(value) }
-        }
-        #[inline(always)]
-        unsafe fn load(from: *const f64) -> __m256d {
-            unsafe { _mm256_loadu_pd(from) }
-        }
-        #[inline(always)]
-        unsafe fn store(to: *mut f64, values: __m256d) {
-            unsafe { _mm256_storeu_pd(to, values) }
-        }
-        #[inline(always)]
-        unsafe fn add(a: __m256d, b: __m256d) -> __m256d {
-            unsafe { _mm256_add_pd(a, b) }
-        }
-        #[inline(always)]
-        unsafe fn right(x: __m256d, threshold: f64) -> __m256d {
-            unsafe { _mm256_cmp_pd::<_CMP_NLE_UQ>(x, _mm256_set1_pd(threshold)) }
-        }
-        #[inline(always)]
-        unsafe fn select(mask: __m256d, if_clear: __m256d, if_set: __m256d) -> __m256d {
-            unsafe { _mm256_blendv_pd(if_clear, if_set, mask) }
-        }
-        #[inline(always)]
-        unsafe fn and(a: __m256d, b: __m256d) -> __m256d {
-            unsafe { _mm256_and_pd(a, b) }
-        }
-        #[inline(always)]
-        unsafe fn and_not(a: __m256d, b: __m256d) -> __m256d {
-            unsafe { _mm256_andnot_pd(a, b) }
-        }
-    }
-}
-
 #[cfg(test)]
-mod compiled_tests {
+mod tests {
     use super::*;
+    use crate::boosting::BoostingOptions;
     use proptest::prelude::*;
 
     /// A small deterministic generator for the property test's trees and rows.
