@@ -9,11 +9,16 @@
 //! are taken every `snapshot_interval_batches` and on shutdown; a restart loads the
 //! snapshot and replays the changelog after it.
 //!
-//! Files: [`worker`] (the loop), [`payments`] (one partition's payments through the
-//! operators), [`input`] (read-ahead buffer and the internal inputs), [`commit`] (the
-//! committer thread), [`idle`] (when an until-idle run may stop), [`state`] (restore and
-//! snapshot), [`output`] (encoding outputs into the transaction), [`generations`]
-//! (static assignment or a consumer group's generations).
+//! Shutdown: [`RunControl::stop`](crate::RunControl::stop) (SIGINT/SIGTERM in the
+//! binary) stops intake; each worker finishes and commits its batch in flight, snapshots
+//! its partitions and returns; the connectors then finish what was committed.
+//!
+//! Files: `task` (what a worker holds), `worker` (the loop), `payments` (one
+//! partition's payments through the operators), `input` (the read-ahead buffer),
+//! `internal` (transfer legs and settlement entries as inputs), `commit` (the committer
+//! thread), `idle` (when an until-idle run may stop), `state` (restore and snapshot),
+//! `output` (encoding outputs into the transaction), `generations` (static assignment or
+//! a consumer group's generations).
 //!
 //! [`PartitionProcessor`]: paystream_operators::PartitionProcessor
 

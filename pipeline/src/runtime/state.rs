@@ -1,5 +1,15 @@
 //! A partition's state across restarts: restore (snapshot, then the changelog after it)
 //! and snapshot (the state with the changelog position it covers).
+//!
+//! Each batch's `StateOp`s go to partition `p` of `paystream-changelog` in the batch's
+//! transaction. Every `snapshot_interval_batches`, and on shutdown, the worker waits for
+//! its in-flight commits, writes each partition's snapshot
+//! (`snapshots/<group>-p<partition>.snapshot`, with the changelog offset it covers) and
+//! commits that offset as the position of group [`SNAPSHOT_GROUP`], so retention keeps
+//! the changelog a restore needs. Restore = load the snapshot + apply the changelog from
+//! its offset to the written end; its time is bounded by the snapshot interval
+//! (`paystream_restore_seconds`). What a partition's state holds is documented on
+//! `paystream_operators::PartitionState`.
 
 use std::time::Instant;
 

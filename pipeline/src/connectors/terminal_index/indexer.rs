@@ -7,7 +7,7 @@ use paystream_domain::{DeadLetter, FraudLabel};
 use paystream_operators::reference_features::{Label, LabelApplied, payment_hash};
 use paystream_storage::Snapshot;
 
-use super::{
+use super::stage::{
     EXPIRY_INTERVAL_ROUNDS, IndexSnapshot, InputProgress, LONGEST_WINDOW_MS, TERMINAL_INDEX_GROUP, TerminalStage,
     read_position, snapshot_name,
 };
@@ -39,70 +39,8 @@ pub(crate) fn run_indexer(run: &RunContext<'_>, stage: &TerminalStage) -> Result
         // Read after the flag, so the last round sees everything the workers committed.
         let done = run.finishing();
         let sequence = log.commit_sequence();
-        new_labels.clear();
-        let mut read_any = false;
-        // Labels are read ahead as far as payments are (see the module doc).
-        let read_until_ms = stage.read_until_ms();
-        let mut transaction = Transaction::new();
-        let wall_ms = now_ms();
-        for (p, progress) in labels.iter_mut().enumerate() {
-            if progress.max_event_time_ms > read_until_ms {
-                continue;
-            }
-            let records = log.fetch(&topics.labels, p as u32, progress.position, config.batch_records_max)?;
-            for record in &records {
-                match FraudLabel::parse(&record.value) {
-                    Ok((label, reported_at_ms)) => {
-                        new_labels.push((
-                            payment_hash(&label.payment_id),
-                            Label { is_fraud: label.is_fraud, reported_at_ms },
-                        ));
-                        progress.max_event_time_ms = progress.max_event_time_ms.max(reported_at_ms);
-                    }
-                    Err(rejection) if record.offset >= labels_committed[p] => {
-                        metrics.dead_letter(rejection.reason);
-                        let letter = DeadLetter::new(
-                            rejection,
-                            &topics.labels.name,
-                            p as u32,
-                            record.offset,
-                            &record.key,
-                            &record.value,
-                        );
-                        transaction.send_to_partition_with(
-                            &topics.dead_letters,
-                            p as u32 % topics.dead_letters.partitions,
-                            &[],
-                            wall_ms,
-                            |buf| serde_json::to_writer(buf, &letter).map_err(RuntimeError::from),
-                        )?;
-                    }
-                    Err(_) => {} // dead-lettered before the restart
-                }
-            }
-            progress.position = read_position(log, &topics.labels, p as u32, progress.position, &records);
-            if progress.position > labels_committed[p] {
-                transaction.set_position(&config.group_id, &topics.labels, p as u32, progress.position);
-                labels_committed[p] = progress.position;
-            }
-            read_any |= !records.is_empty();
-        }
-        if !transaction.is_empty() {
-            log.commit(transaction)?;
-        }
-        if !new_labels.is_empty() {
-            let late_before_ms = stage.late_before_ms();
-            let late = new_labels.iter().filter(|(_, l)| l.reported_at_ms < late_before_ms).count();
-            metrics.terminal_late_inputs.inc_by(late as u64);
-            let mut index = stage.write();
-            for &(id, label) in &new_labels {
-                let result = match index.add_label(id, label) {
-                    LabelApplied::Attached => "attached",
-                    LabelApplied::Pending => "pending",
-                };
-                metrics.labels.with_label_values(&[result]).inc();
-            }
-        }
+        let read_any = read_labels(run, stage, &mut labels, &mut labels_committed, &mut new_labels)?;
+        add_labels(run, stage, &new_labels);
         for (input, progress) in label_inputs.clone().zip(&labels) {
             stage.publish(input, *progress);
         }
@@ -162,4 +100,85 @@ fn save_snapshot(run: &RunContext<'_>, stage: &TerminalStage) -> Result<(), Runt
     run.log.commit(transaction)?;
     run.metrics.snapshot_seconds.observe(started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Reads every label partition not ahead of the payments into `new_labels` (cleared
+/// first), dead-letters bad labels not dead-lettered before, and commits the dead
+/// letters with the pipeline group's label positions. Returns whether it read any record.
+fn read_labels(
+    run: &RunContext<'_>,
+    stage: &TerminalStage,
+    labels: &mut [InputProgress],
+    labels_committed: &mut [u64],
+    new_labels: &mut Vec<(u64, Label)>,
+) -> Result<bool, RuntimeError> {
+    let (config, log, topics, metrics) = (run.config, run.log, run.topics, run.metrics);
+    new_labels.clear();
+    let mut read_any = false;
+    // Labels are read ahead as far as payments are (see the module doc).
+    let read_until_ms = stage.read_until_ms();
+    let mut transaction = Transaction::new();
+    let wall_ms = now_ms();
+    for (p, progress) in labels.iter_mut().enumerate() {
+        if progress.max_event_time_ms > read_until_ms {
+            continue;
+        }
+        let records = log.fetch(&topics.labels, p as u32, progress.position, config.batch_records_max)?;
+        for record in &records {
+            match FraudLabel::parse(&record.value) {
+                Ok((label, reported_at_ms)) => {
+                    new_labels
+                        .push((payment_hash(&label.payment_id), Label { is_fraud: label.is_fraud, reported_at_ms }));
+                    progress.max_event_time_ms = progress.max_event_time_ms.max(reported_at_ms);
+                }
+                Err(rejection) if record.offset >= labels_committed[p] => {
+                    metrics.dead_letter(rejection.reason);
+                    let letter = DeadLetter::new(
+                        rejection,
+                        &topics.labels.name,
+                        p as u32,
+                        record.offset,
+                        &record.key,
+                        &record.value,
+                    );
+                    transaction.send_to_partition_with(
+                        &topics.dead_letters,
+                        p as u32 % topics.dead_letters.partitions,
+                        &[],
+                        wall_ms,
+                        |buf| serde_json::to_writer(buf, &letter).map_err(RuntimeError::from),
+                    )?;
+                }
+                Err(_) => {} // dead-lettered before the restart
+            }
+        }
+        progress.position = read_position(log, &topics.labels, p as u32, progress.position, &records);
+        if progress.position > labels_committed[p] {
+            transaction.set_position(&config.group_id, &topics.labels, p as u32, progress.position);
+            labels_committed[p] = progress.position;
+        }
+        read_any |= !records.is_empty();
+    }
+    if !transaction.is_empty() {
+        log.commit(transaction)?;
+    }
+    Ok(read_any)
+}
+
+/// Adds `new_labels` to the index, counting those later than features already served.
+fn add_labels(run: &RunContext<'_>, stage: &TerminalStage, new_labels: &[(u64, Label)]) {
+    let metrics = run.metrics;
+    if !new_labels.is_empty() {
+        let late_before_ms = stage.late_before_ms();
+        let late = new_labels.iter().filter(|(_, l)| l.reported_at_ms < late_before_ms).count();
+        metrics.terminal_late_inputs.inc_by(late as u64);
+        let mut index = stage.write();
+        for &(id, label) in new_labels {
+            let result = match index.add_label(id, label) {
+                LabelApplied::Attached => "attached",
+                LabelApplied::Pending => "pending",
+            };
+            metrics.labels.with_label_values(&[result]).inc();
+        }
+    }
 }

@@ -15,35 +15,52 @@
 //! by a crash — are cut off, so a crash at any moment leaves exactly the committed
 //! transactions. Commits are serialized by one writer lock; readers never block writers
 //! for longer than an index update.
+//!
+//! - **Group commit**: a commit writes its frames under the writer lock, then one
+//!   `fdatasync` (outside the lock, serialized by a sync lock) covers every transaction
+//!   written before it; transactions become visible to readers, in log order, only once
+//!   durable. Data frames of 512 bytes or more are LZ4-compressed.
+//! - **Recovery** (`recovery.rs`): corruption anywhere but the tail after the last commit
+//!   is an error, never a silent truncation.
+//! - **Reading**: an in-memory index per partition (`index.rs`) maps offsets to frames;
+//!   `fetch` reads and verifies the CRC of the frames it needs.
+//! - **Retention** (by size and/or age) deletes whole old segments after writing the
+//!   checkpoint, and never a segment holding records at or after a consumer group's
+//!   committed position: unprocessed input and the changelog after the last snapshot
+//!   (the `paystream-snapshots` group) are kept. Output topics have no consumer group
+//!   here and are deleted oldest first.
+//! - One process owns a data directory (flock on `LOCK`); [`EmbeddedLog::open_read_only`]
+//!   lets `log dump` read while it runs.
+//!
+//! Files: `format.rs` (frame and checkpoint bytes), `files.rs` (segment and checkpoint
+//! files), `index.rs`, `recovery.rs`; this file holds the writer and [`Log`] itself.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, ErrorKind, Read};
+mod files;
+mod format;
+mod index;
+mod recovery;
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
-use super::{CommitSequence, Log, LogError, PartitionBatch, PartitionOffsets, Record, RecordIter, Topic, Transaction};
+use super::{CommitSequence, Log, LogError, PartitionOffsets, Record, RecordIter, Topic, Transaction};
+use files::{create_segment, now_ms, segment_path, write_checkpoint};
+use format::{
+    CHECKPOINT_VERSION, COMPRESSION_BYTES_MIN, Checkpoint, DATA_HEADER_BYTES, FRAME_HEADER_BYTES, FrameBytes,
+    KIND_DATA, KIND_DATA_LZ4, KIND_TOPIC, RETENTION_CHECK_COMMITS, decompress_records, encode_commit_frame,
+    encode_compressed_frame, frame, seal_data_frame,
+};
+use index::{FrameLocation, Index, Segment, WalPosition, covered_hint};
+use recovery::{Recovered, recover};
 
 pub use crate::limits::{FRAME_BYTES_MAX, TOPIC_PARTITIONS_MAX};
-const FRAME_HEADER_BYTES: usize = 8;
-const DATA_HEADER_BYTES: usize = 1 + 4 + 4 + 8 + 4;
-const _: () = assert!(FRAME_HEADER_BYTES + DATA_HEADER_BYTES == super::BATCH_HEADER_RESERVED_BYTES);
-const KIND_DATA: u8 = 1;
-/// A data frame whose records are LZ4-compressed (block format), preceded by their
-/// uncompressed length (u32).
-const KIND_DATA_LZ4: u8 = 4;
-/// Batches smaller than this are stored uncompressed.
-const COMPRESSION_BYTES_MIN: usize = 512;
-const KIND_COMMIT: u8 = 2;
-const KIND_TOPIC: u8 = 3;
-const CHECKPOINT_VERSION: u16 = 1;
-/// Commits between retention passes.
-const RETENTION_CHECK_COMMITS: u32 = 64;
 
 #[derive(Clone, Debug)]
 pub struct EmbeddedLogConfig {
@@ -74,41 +91,6 @@ impl EmbeddedLogConfig {
         }
     }
 }
-
-#[derive(Clone, Copy, Debug)]
-struct FrameLocation {
-    base_offset: u64,
-    count: u32,
-    segment: u64,
-    position: u64,
-    len: u32,
-}
-
-#[derive(Default)]
-struct PartitionIndex {
-    start_offset: u64,
-    end_offset: u64,
-    frames: VecDeque<FrameLocation>,
-}
-
-struct Segment {
-    file: Arc<File>,
-    len: u64,
-    newest_commit_ms: i64,
-}
-
-#[derive(Default)]
-struct Index {
-    topics: BTreeMap<String, (u32, Topic)>,
-    topic_names: HashMap<u32, Arc<str>>,
-    partitions: HashMap<(u32, u32), PartitionIndex>,
-    positions: BTreeMap<(String, u32, u32), u64>,
-    segments: BTreeMap<u64, Segment>,
-    first_segment: u64,
-}
-
-/// A position in the write-ahead log: (segment, byte offset). Orders all writes.
-type WalPosition = (u64, u64);
 
 /// A transaction written to its segment but not yet durable, so not yet visible.
 struct PendingCommit {
@@ -150,155 +132,6 @@ pub struct EmbeddedLog {
     commits: CommitSequence,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Checkpoint {
-    version: u16,
-    first_segment: u64,
-    next_topic_id: u32,
-    topics: Vec<(String, u32, u32)>,
-    partition_starts: Vec<(u32, u32, u64)>,
-    positions: Vec<(String, u32, u32, u64)>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-fn segment_path(dir: &Path, segment: u64) -> PathBuf {
-    dir.join("wal").join(format!("{segment:020}.wal"))
-}
-
-fn validate_topic_name(name: &str) -> Result<(), LogError> {
-    let ok = !name.is_empty()
-        && name.len() <= 249
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(LogError::InvalidTopic(format!("{name:?}: use 1-249 of [a-zA-Z0-9._-], as Kafka does")))
-    }
-}
-
-fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(LogError::io(format!("fsync directory {}", dir.display())))
-}
-
-/// Appends a frame (header with crc over the payload) to `out`; `payload` writes the payload.
-fn frame(out: &mut Vec<u8>, payload: impl FnOnce(&mut Vec<u8>)) {
-    let start = out.len();
-    out.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
-    payload(out);
-    let len = out.len() - start - FRAME_HEADER_BYTES;
-    let crc = crc32fast::hash(&out[start + FRAME_HEADER_BYTES..]);
-    out[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], LogError> {
-        let (head, rest) =
-            self.bytes.split_at_checked(n).ok_or_else(|| LogError::Corrupt("frame payload too short".into()))?;
-        self.bytes = rest;
-        Ok(head)
-    }
-    fn u8(&mut self) -> Result<u8, LogError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16, LogError> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
-    }
-    fn u32(&mut self) -> Result<u32, LogError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
-    }
-    fn u64(&mut self) -> Result<u64, LogError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
-    }
-    fn string(&mut self) -> Result<String, LogError> {
-        let len = usize::from(self.u16()?);
-        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| LogError::Corrupt("name is not UTF-8".into()))
-    }
-}
-
-/// A frame read back during recovery.
-enum Frame {
-    Data { topic_id: u32, partition: u32, base_offset: u64, count: u32 },
-    Topic { topic_id: u32, partitions: u32, name: String },
-    Commit { wall_ms: i64, positions: Vec<(String, u32, u32, u64)> },
-}
-
-fn parse_frame(payload: &[u8]) -> Result<Frame, LogError> {
-    let mut r = Reader { bytes: payload };
-    match r.u8()? {
-        KIND_DATA | KIND_DATA_LZ4 => {
-            Ok(Frame::Data { topic_id: r.u32()?, partition: r.u32()?, base_offset: r.u64()?, count: r.u32()? })
-        }
-        KIND_TOPIC => Ok(Frame::Topic { topic_id: r.u32()?, partitions: r.u32()?, name: r.string()? }),
-        KIND_COMMIT => {
-            let wall_ms = r.u64()? as i64;
-            let n = r.u32()?;
-            let mut positions = Vec::with_capacity(n.min(4096) as usize);
-            for _ in 0..n {
-                positions.push((r.string()?, r.u32()?, r.u32()?, r.u64()?));
-            }
-            Ok(Frame::Commit { wall_ms, positions })
-        }
-        kind => Err(LogError::Corrupt(format!("unknown frame kind {kind}"))),
-    }
-}
-
-/// Outcome of reading the next frame of a segment during recovery.
-enum Next {
-    Frame { payload: Vec<u8>, len: u64 },
-    End,
-    Torn(String),
-}
-
-fn read_frame(reader: &mut impl Read) -> Result<Next, LogError> {
-    let mut header = [0u8; FRAME_HEADER_BYTES];
-    let mut got = 0;
-    while got < FRAME_HEADER_BYTES {
-        match reader.read(&mut header[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(LogError::Io { context: "read segment".into(), source: e });
-            }
-        }
-    }
-    if got == 0 {
-        return Ok(Next::End);
-    }
-    if got < FRAME_HEADER_BYTES {
-        return Ok(Next::Torn("partial frame header".into()));
-    }
-    let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
-    let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
-    if len == 0 || len > FRAME_BYTES_MAX {
-        return Ok(Next::Torn(format!("frame length {len} out of range")));
-    }
-    let mut payload = vec![0u8; len];
-    let mut filled = 0;
-    while filled < len {
-        match reader.read(&mut payload[filled..]) {
-            Ok(0) => return Ok(Next::Torn("partial frame payload".into())),
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(LogError::Io { context: "read segment".into(), source: e });
-            }
-        }
-    }
-    if crc32fast::hash(&payload) != crc {
-        return Ok(Next::Torn("frame checksum mismatch".into()));
-    }
-    Ok(Next::Frame { payload, len: (FRAME_HEADER_BYTES + len) as u64 })
-}
-
 impl EmbeddedLog {
     /// Opens (or creates) the log in `config.dir`, recovering to the last commit.
     pub fn open(config: EmbeddedLogConfig) -> Result<EmbeddedLog, LogError> {
@@ -312,168 +145,14 @@ impl EmbeddedLog {
     }
 
     fn open_with(config: EmbeddedLogConfig, read_only: bool) -> Result<EmbeddedLog, LogError> {
-        let dir = config.dir.clone();
-        let lock = if read_only {
-            if !dir.join("wal").is_dir() {
-                return Err(LogError::Io {
-                    context: format!("no embedded log in {}", dir.display()),
-                    source: std::io::Error::from(ErrorKind::NotFound),
-                });
-            }
-            None
-        } else {
-            fs::create_dir_all(dir.join("wal")).map_err(LogError::io(format!("create {}", dir.display())))?;
-            let lock = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(dir.join("LOCK"))
-                .map_err(LogError::io("open LOCK"))?;
-            match lock.try_lock() {
-                Ok(()) => {}
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    return Err(LogError::Locked(dir.display().to_string()));
-                }
-                Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(LogError::Io { context: "lock data directory".into(), source: e });
-                }
-            }
-            Some(lock)
-        };
-
-        let mut index = Index::default();
-        let mut next_topic_id = 0;
-        if let Some(checkpoint) = Self::read_checkpoint(&dir)? {
-            index.first_segment = checkpoint.first_segment;
-            next_topic_id = checkpoint.next_topic_id;
-            for (name, id, partitions) in checkpoint.topics {
-                index.add_topic(name, id, partitions);
-            }
-            for (topic_id, partition, start) in checkpoint.partition_starts {
-                let p = index.partitions.entry((topic_id, partition)).or_default();
-                p.start_offset = start;
-                p.end_offset = start;
-            }
-            for (group, topic_id, partition, offset) in checkpoint.positions {
-                index.positions.insert((group, topic_id, partition), offset);
-            }
+        let lock = if read_only { None } else { Some(lock_dir(&config.dir)?) };
+        if read_only && !config.dir.join("wal").is_dir() {
+            return Err(LogError::Io {
+                context: format!("no embedded log in {}", config.dir.display()),
+                source: std::io::Error::from(ErrorKind::NotFound),
+            });
         }
-
-        let mut segment_ids: Vec<u64> = fs::read_dir(dir.join("wal"))
-            .map_err(LogError::io("list segments"))?
-            .filter_map(|entry| entry.ok())
-            .filter_map(|entry| entry.file_name().to_str()?.strip_suffix(".wal")?.parse::<u64>().ok())
-            .collect();
-        segment_ids.sort_unstable();
-        for &id in segment_ids.iter().filter(|&&id| id < index.first_segment && !read_only) {
-            // Left over from a retention pass interrupted after its checkpoint.
-            fs::remove_file(segment_path(&dir, id)).map_err(LogError::io("remove old segment"))?;
-        }
-        segment_ids.retain(|&id| id >= index.first_segment);
-
-        // Scan every segment, applying each transaction at its commit frame.
-        let mut last_commit: Option<(u64, u64)> = None;
-        let mut pending_data: Vec<(u32, u32, FrameLocation)> = Vec::new();
-        let mut pending_topics: Vec<(u32, u32, String)> = Vec::new();
-        'segments: for (i, &segment) in segment_ids.iter().enumerate() {
-            let path = segment_path(&dir, segment);
-            let file = File::open(&path).map_err(LogError::io(format!("open {}", path.display())))?;
-            let mut reader = BufReader::with_capacity(1 << 20, file);
-            let mut position = 0u64;
-            let mut newest_commit_ms = 0;
-            loop {
-                match read_frame(&mut reader)? {
-                    Next::End => break,
-                    Next::Torn(_) if read_only => {
-                        // A writer is appending right here: stop at what is committed.
-                        index.segments.insert(
-                            segment,
-                            Segment {
-                                file: Arc::new(File::open(&path).map_err(LogError::io("reopen segment"))?),
-                                len: position,
-                                newest_commit_ms,
-                            },
-                        );
-                        break 'segments;
-                    }
-                    Next::Torn(why) => {
-                        if i + 1 != segment_ids.len() {
-                            return Err(LogError::Corrupt(format!(
-                                "segment {} at byte {position}: {why}",
-                                path.display()
-                            )));
-                        }
-                        tracing::warn!(segment = %path.display(), position, why, "cutting off the uncommitted tail of the log");
-                        break;
-                    }
-                    Next::Frame { payload, len } => {
-                        match parse_frame(&payload)? {
-                            Frame::Data { topic_id, partition, base_offset, count } => pending_data.push((
-                                topic_id,
-                                partition,
-                                FrameLocation { base_offset, count, segment, position, len: len as u32 },
-                            )),
-                            Frame::Topic { topic_id, partitions, name } => {
-                                pending_topics.push((topic_id, partitions, name))
-                            }
-                            Frame::Commit { wall_ms, positions } => {
-                                for (id, partitions, name) in pending_topics.drain(..) {
-                                    next_topic_id = next_topic_id.max(id + 1);
-                                    index.add_topic(name, id, partitions);
-                                }
-                                for (topic_id, partition, location) in pending_data.drain(..) {
-                                    index.add_frame(topic_id, partition, location)?;
-                                }
-                                for (group, topic_id, partition, offset) in positions {
-                                    index.positions.insert((group, topic_id, partition), offset);
-                                }
-                                newest_commit_ms = wall_ms;
-                                last_commit = Some((segment, position + len));
-                            }
-                        }
-                        position += len;
-                    }
-                }
-            }
-            let file =
-                OpenOptions::new().read(true).write(!read_only).open(&path).map_err(LogError::io("reopen segment"))?;
-            index.segments.insert(segment, Segment { file: Arc::new(file), len: position, newest_commit_ms });
-        }
-
-        // Cut the log back to the end of its last commit.
-        let (active_segment, active_len) = match last_commit {
-            Some(end) => end,
-            None => (segment_ids.first().copied().unwrap_or(index.first_segment), 0),
-        };
-        for &segment in segment_ids.iter().filter(|&&s| s > active_segment) {
-            index.segments.remove(&segment);
-            if !read_only {
-                fs::remove_file(segment_path(&dir, segment)).map_err(LogError::io("remove uncommitted segment"))?;
-            }
-        }
-        let active = match index.segments.get_mut(&active_segment) {
-            Some(segment) if read_only => segment.file.clone(),
-            None if read_only => {
-                return Err(LogError::Io {
-                    context: format!("no committed data in {}", dir.display()),
-                    source: std::io::Error::from(ErrorKind::NotFound),
-                });
-            }
-            Some(segment) => {
-                segment.file.set_len(active_len).map_err(LogError::io("truncate torn tail"))?;
-                segment.file.sync_all().map_err(LogError::io("fsync truncated segment"))?;
-                segment.len = active_len;
-                segment.file.clone()
-            }
-            None => {
-                let file = Arc::new(Self::create_segment(&dir, active_segment)?);
-                index
-                    .segments
-                    .insert(active_segment, Segment { file: file.clone(), len: 0, newest_commit_ms: now_ms() });
-                file
-            }
-        };
-
+        let Recovered { index, next_topic_id, active_segment, active_len, active } = recover(&config.dir, read_only)?;
         Ok(EmbeddedLog {
             config,
             _lock: lock,
@@ -495,57 +174,6 @@ impl EmbeddedLog {
             index: RwLock::new(index),
             commits: CommitSequence::default(),
         })
-    }
-
-    fn create_segment(dir: &Path, segment: u64) -> Result<File, LogError> {
-        let path = segment_path(dir, segment);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(LogError::io(format!("create {}", path.display())))?;
-        sync_dir(&dir.join("wal"))?;
-        Ok(file)
-    }
-
-    fn read_checkpoint(dir: &Path) -> Result<Option<Checkpoint>, LogError> {
-        let bytes = match fs::read(dir.join("checkpoint")) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(LogError::Io { context: "read checkpoint".into(), source: e });
-            }
-        };
-        let (body, crc) = bytes
-            .split_at_checked(bytes.len().saturating_sub(4))
-            .ok_or_else(|| LogError::Corrupt("checkpoint too short".into()))?;
-        if crc.len() != 4 || crc32fast::hash(body).to_le_bytes() != crc {
-            return Err(LogError::Corrupt("checkpoint checksum mismatch".into()));
-        }
-        let checkpoint: Checkpoint =
-            postcard::from_bytes(body).map_err(|e| LogError::Corrupt(format!("checkpoint: {e}")))?;
-        if checkpoint.version != CHECKPOINT_VERSION {
-            return Err(LogError::Corrupt(format!(
-                "checkpoint version {} is not {CHECKPOINT_VERSION}",
-                checkpoint.version
-            )));
-        }
-        Ok(Some(checkpoint))
-    }
-
-    fn write_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), LogError> {
-        let mut bytes =
-            postcard::to_stdvec(checkpoint).map_err(|e| LogError::Corrupt(format!("encode checkpoint: {e}")))?;
-        let crc = crc32fast::hash(&bytes);
-        bytes.extend_from_slice(&crc.to_le_bytes());
-        let tmp = self.config.dir.join("checkpoint.tmp");
-        let file = File::create(&tmp).map_err(LogError::io("create checkpoint"))?;
-        file.write_all_at(&bytes, 0).map_err(LogError::io("write checkpoint"))?;
-        file.sync_all().map_err(LogError::io("fsync checkpoint"))?;
-        fs::rename(&tmp, self.config.dir.join("checkpoint")).map_err(LogError::io("install checkpoint"))?;
-        sync_dir(&self.config.dir)
     }
 
     pub fn dir(&self) -> &Path {
@@ -670,7 +298,7 @@ impl EmbeddedLog {
         // so the sync of a later transaction (on the new file) never has to cover them.
         self.sync_all_written(writer)?;
         let segment = writer.active_segment + 1;
-        let file = Arc::new(Self::create_segment(&self.config.dir, segment)?);
+        let file = Arc::new(create_segment(&self.config.dir, segment)?);
         self.index
             .write()
             .expect("index lock")
@@ -682,21 +310,6 @@ impl EmbeddedLog {
         writer.synced = (segment, 0);
         writer.commits_since_retention = RETENTION_CHECK_COMMITS;
         Ok(())
-    }
-
-    fn encode_commit_frame(buffer: &mut Vec<u8>, wall_ms: i64, positions: &[(String, u32, u32, u64)]) {
-        frame(buffer, |out| {
-            out.push(KIND_COMMIT);
-            out.extend_from_slice(&(wall_ms as u64).to_le_bytes());
-            out.extend_from_slice(&(positions.len() as u32).to_le_bytes());
-            for (group, topic_id, partition, offset) in positions {
-                out.extend_from_slice(&(group.len() as u16).to_le_bytes());
-                out.extend_from_slice(group.as_bytes());
-                out.extend_from_slice(&topic_id.to_le_bytes());
-                out.extend_from_slice(&partition.to_le_bytes());
-                out.extend_from_slice(&offset.to_le_bytes());
-            }
-        });
     }
 
     /// Deletes old segments as retention allows. Never deletes the active segment, nor a
@@ -746,12 +359,12 @@ impl EmbeddedLog {
             };
             (doomed, checkpoint)
         };
-        self.write_checkpoint(&checkpoint)?;
+        write_checkpoint(&self.config.dir, &checkpoint)?;
         let mut index = self.index.write().expect("index lock");
         index.first_segment = checkpoint.first_segment;
         for id in &doomed {
             index.segments.remove(id);
-            fs::remove_file(segment_path(&self.config.dir, *id)).map_err(LogError::io("remove segment"))?;
+            std::fs::remove_file(segment_path(&self.config.dir, *id)).map_err(LogError::io("remove segment"))?;
         }
         for partition in index.partitions.values_mut() {
             partition.start_offset = partition.start_after_deleting(checkpoint.first_segment);
@@ -765,57 +378,6 @@ impl EmbeddedLog {
             "retention deleted old segments"
         );
         Ok(())
-    }
-}
-
-impl PartitionIndex {
-    fn frame_containing(&self, offset: u64) -> Option<&FrameLocation> {
-        let i = self.frames.partition_point(|f| f.base_offset + u64::from(f.count) <= offset);
-        self.frames.get(i)
-    }
-
-    fn start_after_deleting(&self, first_segment: u64) -> u64 {
-        self.frames.iter().find(|f| f.segment >= first_segment).map(|f| f.base_offset).unwrap_or(self.end_offset)
-    }
-}
-
-impl Index {
-    fn add_topic(&mut self, name: String, id: u32, partitions: u32) {
-        let name: Arc<str> = name.into();
-        self.topic_names.insert(id, name.clone());
-        for partition in 0..partitions {
-            self.partitions.entry((id, partition)).or_default();
-        }
-        self.topics.insert(name.to_string(), (id, Topic { name, partitions }));
-    }
-
-    fn add_frame(&mut self, topic_id: u32, partition: u32, location: FrameLocation) -> Result<(), LogError> {
-        let p = self.partitions.get_mut(&(topic_id, partition)).ok_or_else(|| {
-            LogError::Corrupt(format!("data frame for unknown topic id {topic_id} partition {partition}"))
-        })?;
-        if location.base_offset != p.end_offset {
-            return Err(LogError::Corrupt(format!(
-                "topic id {topic_id} partition {partition}: frame at offset {} after end {}",
-                location.base_offset, p.end_offset
-            )));
-        }
-        p.end_offset += u64::from(location.count);
-        p.frames.push_back(location);
-        Ok(())
-    }
-
-    fn topic_id(&self, topic: &Topic) -> Result<u32, LogError> {
-        self.topics.get(&*topic.name).map(|(id, _)| *id).ok_or_else(|| LogError::UnknownTopic(topic.name.to_string()))
-    }
-
-    fn partition(&self, topic: &Topic, partition: u32) -> Result<(u32, &PartitionIndex), LogError> {
-        let id = self.topic_id(topic)?;
-        let p = self.partitions.get(&(id, partition)).ok_or_else(|| LogError::UnknownPartition {
-            topic: topic.name.to_string(),
-            partition,
-            partitions: topic.partitions,
-        })?;
-        Ok((id, p))
     }
 }
 
@@ -848,7 +410,7 @@ impl Log for EmbeddedLog {
             out.extend_from_slice(&(name.len() as u16).to_le_bytes());
             out.extend_from_slice(name.as_bytes());
         });
-        Self::encode_commit_frame(&mut buffer, wall_ms, &[]);
+        encode_commit_frame(&mut buffer, wall_ms, &[]);
         let pending = PendingCommit {
             end: (0, 0),
             topic: Some((name.to_string(), id, partitions)),
@@ -1029,7 +591,7 @@ impl Log for EmbeddedLog {
                 let wall_ms = now_ms();
                 let mut buffer = std::mem::take(&mut writer.buffer);
                 buffer.clear();
-                Self::encode_commit_frame(&mut buffer, wall_ms, &positions);
+                encode_commit_frame(&mut buffer, wall_ms, &positions);
                 let mut frames: Vec<&[u8]> = frames
                     .into_iter()
                     .map(|frame| match frame {
@@ -1060,74 +622,29 @@ impl Log for EmbeddedLog {
     }
 }
 
-fn covered_hint(frames: &[(FrameLocation, Arc<File>)], offset: u64) -> usize {
-    frames
-        .iter()
-        .map(|(f, _)| (f.base_offset + u64::from(f.count)).saturating_sub(offset.max(f.base_offset)) as usize)
-        .sum()
-}
-
-/// A data frame of a commit: sealed in its batch's own buffer, or compressed into a
-/// shared buffer (a range of it).
-enum FrameBytes<'a> {
-    Sealed(&'a [u8]),
-    Compressed(std::ops::Range<usize>),
-}
-
-/// Appends an LZ4 data frame of `batch` to `out`; `scratch` is reused across calls so
-/// the compressor's output space is not zeroed again for every frame.
-fn encode_compressed_frame(
-    out: &mut Vec<u8>,
-    scratch: &mut Vec<u8>,
-    batch: &PartitionBatch,
-    topic_id: u32,
-    partition: u32,
-    base_offset: u64,
-) {
-    let records = batch.records_bytes();
-    let bound = lz4_flex::block::get_maximum_output_size(records.len());
-    if scratch.len() < bound {
-        scratch.resize(bound, 0);
+/// Creates the data directory if missing and takes its lock for this process.
+fn lock_dir(dir: &Path) -> Result<File, LogError> {
+    std::fs::create_dir_all(dir.join("wal")).map_err(LogError::io(format!("create {}", dir.display())))?;
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("LOCK"))
+        .map_err(LogError::io("open LOCK"))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LogError::Locked(dir.display().to_string())),
+        Err(std::fs::TryLockError::Error(e)) => Err(LogError::Io { context: "lock data directory".into(), source: e }),
     }
-    let written = lz4_flex::block::compress_into(records, scratch).expect("scratch sized by get_maximum_output_size");
-    frame(out, |out| {
-        out.push(KIND_DATA_LZ4);
-        out.extend_from_slice(&topic_id.to_le_bytes());
-        out.extend_from_slice(&partition.to_le_bytes());
-        out.extend_from_slice(&base_offset.to_le_bytes());
-        out.extend_from_slice(&batch.count.to_le_bytes());
-        out.extend_from_slice(&(records.len() as u32).to_le_bytes());
-        out.extend_from_slice(&scratch[..written]);
-    });
 }
 
-/// The records of an LZ4 data frame body (uncompressed length u32, then the block).
-fn decompress_records(body: &[u8]) -> Result<Vec<u8>, String> {
-    let (length, block) = body.split_at_checked(4).ok_or("compressed frame too short")?;
-    let length = u32::from_le_bytes(length.try_into().expect("4 bytes")) as usize;
-    if length > FRAME_BYTES_MAX {
-        return Err(format!("uncompressed length {length} out of range"));
+fn validate_topic_name(name: &str) -> Result<(), LogError> {
+    let ok = !name.is_empty()
+        && name.len() <= 249
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(LogError::InvalidTopic(format!("{name:?}: use 1-249 of [a-zA-Z0-9._-], as Kafka does")))
     }
-    let records = lz4_flex::block::decompress(block, length).map_err(|e| e.to_string())?;
-    if records.len() != length {
-        return Err(format!("decompressed {} bytes, expected {length}", records.len()));
-    }
-    Ok(records)
-}
-
-/// Fills the frame header reserved at the front of `batch` and returns the frame.
-fn seal_data_frame(batch: &mut PartitionBatch, topic_id: u32, partition: u32, base_offset: u64) -> &[u8] {
-    let count = batch.count;
-    let buffer = batch.buffer_mut();
-    let len = (buffer.len() - FRAME_HEADER_BYTES) as u32;
-    let header = &mut buffer[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + DATA_HEADER_BYTES];
-    header[0] = KIND_DATA;
-    header[1..5].copy_from_slice(&topic_id.to_le_bytes());
-    header[5..9].copy_from_slice(&partition.to_le_bytes());
-    header[9..17].copy_from_slice(&base_offset.to_le_bytes());
-    header[17..21].copy_from_slice(&count.to_le_bytes());
-    let crc = crc32fast::hash(&buffer[FRAME_HEADER_BYTES..]);
-    buffer[0..4].copy_from_slice(&len.to_le_bytes());
-    buffer[4..8].copy_from_slice(&crc.to_le_bytes());
-    buffer
 }

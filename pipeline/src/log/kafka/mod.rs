@@ -22,101 +22,65 @@
 //!   Transaction markers take offsets in Kafka; a read that stops on one resumes after it
 //!   ([`Log::resume_offset`]).
 //!
+//! - **Consumer group** ([`KafkaLog::join`] → [`KafkaMember`], `member.rs`): a consumer
+//!   subscribed to `payments` with cooperative-sticky assignment, its partitions paused
+//!   (workers read through the log). On revoke, the callback removes the partitions,
+//!   moves the generation, and blocks until the runtime has stopped, committed and
+//!   snapshotted everything of the previous generation, so the next owner starts from a
+//!   committed position. Offsets sent for the pipeline group carry the member's
+//!   generation (KIP-447 fencing).
+//! - **Markers trail the commit.** The broker writes a transaction's markers after it
+//!   acknowledged `commit_transaction`, so for a moment `read_committed` readers (and
+//!   `Log::offsets`, whose end is the last stable offset) do not see it. What must cover
+//!   every transaction committed so far reads to [`Log::written_end`] (the high
+//!   watermark), waiting out open transactions: a snapshot's changelog offset, a
+//!   restore's replay, the positions read before a takeover, the until-idle check.
+//! - **Topic configs**: the changelog has unbounded retention, not compaction (its
+//!   records are batches of state deltas, which compaction by key would merge away); the
+//!   positions topic is compacted.
+//! - **At-least-once mode** (measurement only): idempotent producer, flush per commit.
+//!
+//! Files: `config.rs`, `member.rs`, `positions.rs` (position records), `mock.rs`.
+//!
 //! What librdkafka's mock cluster does not implement, and so what tests on it cannot show:
 //! it writes no transaction markers and ignores `isolation.level`, so records of an
 //! aborted or unfinished transaction are visible there; and it does not store offsets sent
 //! with `send_offsets_to_transaction` (which is one reason positions live in a topic).
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
-use super::{CommitSequence, Log, LogError, Membership, PartitionOffsets, Record, Topic, Transaction};
+mod config;
+mod member;
+mod mock;
+mod positions;
+
+use super::{CommitSequence, Log, LogError, PartitionOffsets, Record, Topic, Transaction};
+use config::kafka;
+use member::MemberContext;
+use positions::{PositionKey, decode_position, encode_position};
+
+pub use config::KafkaConfig;
+pub use member::KafkaMember;
+pub use mock::mock_cluster;
 
 pub use crate::limits::TRANSACTION_RECORDS_MAX;
 /// Pause between looks at a commit's delivery reports while records are unacknowledged.
 const DELIVERY_POLL_INTERVAL: Duration = Duration::from_micros(200);
 /// Longest a read waits for records the broker says exist before it fails.
 pub const FETCH_TIMEOUT_MS: u64 = 30_000;
-
-/// How to reach Kafka and how paystream uses it.
-#[derive(Clone, Debug)]
-pub struct KafkaConfig {
-    /// `bootstrap.servers`.
-    pub bootstrap_servers: String,
-    /// Passed to every client unchanged: `security.protocol`, `sasl.*`, `ssl.*`, ….
-    pub client_properties: Vec<(String, String)>,
-    /// Prefix of the producers' `transactional.id`s. Stable across restarts of the same
-    /// deployment (that is what fences a zombie); unique per `paystream run` process.
-    pub transactional_id: String,
-    /// Transactional producers, i.e. commits in flight at once (one per worker); 0 opens
-    /// the log read-only (inspection tools: they must not fence the pipeline).
-    pub producers: usize,
-    /// Replication factor of topics paystream creates.
-    pub replication_factor: i32,
-    /// `transaction.timeout.ms`: the broker aborts a transaction left open this long.
-    pub transaction_timeout_ms: u64,
-    /// Timeout of metadata, offset and transaction requests.
-    pub request_timeout_ms: u64,
-    /// The compacted topic of consumer positions.
-    pub positions_topic: String,
-    /// `session.timeout.ms` of the pipeline's group membership: how long a dead process
-    /// keeps its partitions.
-    pub session_timeout_ms: u64,
-    /// Transactions (true) or at-least-once (false: an idempotent producer flushed per
-    /// commit; a crash between the records and their positions repeats them after restart).
-    pub exactly_once: bool,
-    /// Topic-level configs for topics paystream creates: (topic, key, value), e.g. the
-    /// changelog's `retention.ms=-1`.
-    pub topic_properties: Vec<(String, String, String)>,
-}
-
-impl KafkaConfig {
-    pub fn new(bootstrap_servers: impl Into<String>) -> KafkaConfig {
-        KafkaConfig {
-            bootstrap_servers: bootstrap_servers.into(),
-            client_properties: Vec::new(),
-            transactional_id: "paystream".into(),
-            producers: 1,
-            replication_factor: 3,
-            transaction_timeout_ms: 60_000,
-            request_timeout_ms: 30_000,
-            positions_topic: "paystream-positions".into(),
-            topic_properties: Vec::new(),
-            session_timeout_ms: 10_000,
-            exactly_once: true,
-        }
-    }
-
-    fn client(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", &self.bootstrap_servers);
-        for (key, value) in &self.client_properties {
-            config.set(key, value);
-        }
-        config
-    }
-
-    fn timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms)
-    }
-}
-
-fn kafka(context: impl Into<String>) -> impl FnOnce(KafkaError) -> LogError {
-    let context = context.into();
-    move |source| LogError::Kafka { context, source }
-}
 
 /// Counts records the broker refused (at-least-once mode checks it after each flush; in
 /// a transaction, `commit_transaction` reports them itself).
@@ -155,7 +119,6 @@ struct Reader {
     at_end: bool,
 }
 
-type PositionKey = (String, String, u32);
 type SharedReader = Arc<Mutex<Reader>>;
 
 #[derive(Clone)]
@@ -341,43 +304,12 @@ impl KafkaLog {
     /// partitions of `topic` this process owns follow the group's decisions. Offsets the
     /// log commits for `group` carry the member's generation from then on.
     pub fn join(&self, group: &str, topic: &Topic) -> Result<Arc<KafkaMember>, LogError> {
-        let shared = Arc::new(MemberShared { topic: topic.name.to_string(), ..MemberShared::default() });
-        let consumer: BaseConsumer<MemberContext> = self
-            .config
-            .client()
-            .set("group.id", group)
-            .set("partition.assignment.strategy", "cooperative-sticky")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("isolation.level", "read_committed")
-            .set("session.timeout.ms", self.config.session_timeout_ms.to_string())
-            .set("heartbeat.interval.ms", (self.config.session_timeout_ms / 5).max(100).to_string())
-            .set("allow.auto.create.topics", "false")
-            .create_with_context(MemberContext { shared: shared.clone() })
-            .map_err(kafka(format!("join group {group}")))?;
-        consumer.subscribe(&[&topic.name]).map_err(kafka(format!("subscribe group {group} to {}", topic.name)))?;
-        let consumer = Arc::new(consumer);
+        let (member, consumer) = KafkaMember::join(&self.config, group, topic)?;
         self.groups
             .lock()
             .expect("groups lock")
             .insert(group.to_string(), GroupMetadataSource::Member(Arc::downgrade(&consumer)));
-        let stop = Arc::new(AtomicBool::new(false));
-        let poller = {
-            let (consumer, stop) = (consumer.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("paystream-kafka-group".into())
-                .spawn(move || {
-                    // Polling serves the rebalance callbacks; assigned partitions are
-                    // paused, so no records arrive here (the workers read on their own).
-                    while !stop.load(Ordering::SeqCst) {
-                        if let Some(Err(error)) = consumer.poll(Duration::from_millis(100)) {
-                            tracing::warn!(%error, "consumer group membership");
-                        }
-                    }
-                })
-                .map_err(LogError::io("spawn the group membership thread"))?
-        };
-        Ok(Arc::new(KafkaMember { shared, consumer: Some(consumer), stop, poller: Mutex::new(Some(poller)) }))
+        Ok(member)
     }
 
     fn reader(&self, topic: &Topic, partition: u32) -> Result<SharedReader, LogError> {
@@ -522,23 +454,6 @@ impl KafkaLog {
     }
 }
 
-/// librdkafka's in-process mock cluster (a test double: see the module docs) with the
-/// positions topic and `topics` created, for tests and `paystream kafka-mock`.
-pub fn mock_cluster(
-    brokers: i32,
-    partitions: i32,
-    topics: &[&str],
-) -> Result<rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>, LogError> {
-    let cluster = rdkafka::mocking::MockCluster::new(brokers).map_err(kafka("start the mock cluster"))?;
-    let replication = brokers.min(3);
-    let positions = KafkaConfig::new("").positions_topic;
-    cluster.create_topic(&positions, 1, replication).map_err(kafka(format!("create {positions}")))?;
-    for name in topics {
-        cluster.create_topic(name, partitions, replication).map_err(kafka(format!("create {name}")))?;
-    }
-    Ok(cluster)
-}
-
 /// Sends one record, waiting for room in the producer's queue.
 fn send(producer: &BaseProducer<DeliveryContext>, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(), LogError> {
     loop {
@@ -551,18 +466,6 @@ fn send(producer: &BaseProducer<DeliveryContext>, mut record: BaseRecord<'_, [u8
             Err((error, _)) => return Err(LogError::Kafka { context: "produce a record".into(), source: error }),
         }
     }
-}
-
-fn encode_position(group: &str, topic: &str, partition: u32, next_offset: u64) -> (Vec<u8>, Vec<u8>) {
-    (format!("{group}/{topic}/{partition}").into_bytes(), next_offset.to_string().into_bytes())
-}
-
-fn decode_position(key: &[u8], value: &[u8]) -> Option<(PositionKey, u64)> {
-    let key = std::str::from_utf8(key).ok()?;
-    let (rest, partition) = key.rsplit_once('/')?;
-    let (group, topic) = rest.rsplit_once('/')?;
-    let next_offset = std::str::from_utf8(value).ok()?.parse().ok()?;
-    Some(((group.to_string(), topic.to_string(), partition.parse().ok()?), next_offset))
 }
 
 /// Whether a transaction error left the producer unusable (fenced or fatal).
@@ -812,135 +715,5 @@ impl Log for KafkaLog {
 
     fn wait_for_commit(&self, seen: u64, timeout: Duration) -> u64 {
         self.commits.wait_past(seen, timeout)
-    }
-}
-
-/// The group state the rebalance callbacks and the runtime share.
-#[derive(Default)]
-struct MemberState {
-    generation: u64,
-    partitions: BTreeSet<u32>,
-    released: u64,
-    closed: bool,
-}
-
-#[derive(Default)]
-struct MemberShared {
-    topic: String,
-    state: Mutex<MemberState>,
-    changed: Condvar,
-    generation: AtomicU64,
-}
-
-impl MemberShared {
-    fn bump(&self, state: &mut MemberState) {
-        state.generation += 1;
-        self.generation.store(state.generation, Ordering::SeqCst);
-        self.changed.notify_all();
-    }
-
-    fn partitions_of(&self, list: &TopicPartitionList) -> Vec<u32> {
-        list.elements().iter().filter(|e| e.topic() == self.topic).map(|e| e.partition() as u32).collect()
-    }
-}
-
-struct MemberContext {
-    shared: Arc<MemberShared>,
-}
-
-impl ClientContext for MemberContext {}
-
-impl ConsumerContext for MemberContext {
-    /// Revoked partitions leave the set at once (the next generation runs without them);
-    /// the callback returns only when the runtime has stopped and committed everything
-    /// of earlier generations, so the next owner starts from a committed position.
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(list) = rebalance else { return };
-        let revoked = self.shared.partitions_of(list);
-        tracing::info!(?revoked, "consumer group: partitions revoked");
-        let mut state = self.shared.state.lock().expect("member lock");
-        for partition in revoked {
-            state.partitions.remove(&partition);
-        }
-        let running = state.generation;
-        self.shared.bump(&mut state);
-        let _released =
-            self.shared.changed.wait_while(state, |s| s.released < running && !s.closed).expect("member lock");
-    }
-
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Assign(list) = rebalance else { return };
-        let assigned = self.shared.partitions_of(list);
-        tracing::info!(?assigned, "consumer group: partitions assigned");
-        // The workers read the partitions themselves; this consumer only keeps membership.
-        if let Err(error) = consumer.pause(list) {
-            tracing::warn!(%error, "pausing the group consumer's partitions");
-        }
-        let mut state = self.shared.state.lock().expect("member lock");
-        state.partitions.extend(assigned);
-        self.shared.bump(&mut state);
-    }
-}
-
-/// This process's membership in the pipeline's consumer group (see [`KafkaLog::join`]).
-pub struct KafkaMember {
-    shared: Arc<MemberShared>,
-    consumer: Option<Arc<BaseConsumer<MemberContext>>>,
-    stop: Arc<AtomicBool>,
-    poller: Mutex<Option<std::thread::JoinHandle<()>>>,
-}
-
-impl Membership for KafkaMember {
-    fn wait_for_change(&self, seen: u64, timeout: Duration) -> (u64, Vec<u32>) {
-        let state = self.shared.state.lock().expect("member lock");
-        let (state, _) = self
-            .shared
-            .changed
-            .wait_timeout_while(state, timeout, |s| s.generation == seen && !s.closed)
-            .expect("member lock");
-        (state.generation, state.partitions.iter().copied().collect())
-    }
-
-    fn generation(&self) -> u64 {
-        self.shared.generation.load(Ordering::SeqCst)
-    }
-
-    fn released(&self, generation: u64) {
-        let mut state = self.shared.state.lock().expect("member lock");
-        state.released = state.released.max(generation);
-        self.shared.changed.notify_all();
-    }
-}
-
-impl Drop for KafkaMember {
-    /// Leaves the group: the partitions go to the other members at once.
-    fn drop(&mut self) {
-        {
-            let mut state = self.shared.state.lock().expect("member lock");
-            state.closed = true;
-            self.shared.changed.notify_all();
-        }
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(poller) = self.poller.lock().expect("poller lock").take() {
-            let _ = poller.join();
-        }
-        if let Some(consumer) = self.consumer.take() {
-            consumer.unsubscribe();
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn position_records_round_trip() {
-        let (key, value) = encode_position("team/paystream", "payments", 7, 12_345);
-        let ((group, topic, partition), next) = decode_position(&key, &value).unwrap();
-        // Topic names cannot hold '/', but a group name may.
-        assert_eq!((group.as_str(), topic.as_str(), partition, next), ("team/paystream", "payments", 7, 12_345));
-        assert!(decode_position(b"g/t/x", b"1").is_none());
-        assert!(decode_position(b"g/t/1", b"-1").is_none());
     }
 }
