@@ -244,16 +244,10 @@ pub fn train(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn backtest(args: BacktestArgs) -> Result<()> {
-    check_model_kind(&args.model)?;
-    let (extended, feature_names) = feature_set(&args.features)?;
-    let started = Instant::now();
-    let rows = read_rows(&args.file)?;
-    let delay_ms = i64::from(args.delay_days) * MILLIS_PER_DAY;
-    let features = online_features(&rows, delay_ms, extended);
-    let feature_seconds = started.elapsed().as_secs_f64();
-
-    // The reference split.
+/// The reference protocol's split: training days from `--train-start`, then, after the
+/// label delay, test days without the cards known to be compromised by then. Returns
+/// the row indices of the training and the test set.
+fn reference_split(rows: &[Row], args: &BacktestArgs) -> Result<(Vec<usize>, Vec<usize>)> {
     let day_of = |row: &Row| row.event_time_ms.div_euclid(MILLIS_PER_DAY);
     let train_start = parse_date_days(&args.train_start)?;
     let train_end = train_start + i64::from(args.train_days);
@@ -275,6 +269,21 @@ pub fn backtest(args: BacktestArgs) -> Result<()> {
     if train.is_empty() || test.is_empty() {
         bail!("the data has no transactions in the training or test window; check --train-start");
     }
+
+    Ok((train, test))
+}
+
+pub fn backtest(args: BacktestArgs) -> Result<()> {
+    check_model_kind(&args.model)?;
+    let (extended, feature_names) = feature_set(&args.features)?;
+    let started = Instant::now();
+    let rows = read_rows(&args.file)?;
+    let delay_ms = i64::from(args.delay_days) * MILLIS_PER_DAY;
+    let features = online_features(&rows, delay_ms, extended);
+    let feature_seconds = started.elapsed().as_secs_f64();
+
+    let day_of = |row: &Row| row.event_time_ms.div_euclid(MILLIS_PER_DAY);
+    let (train, test) = reference_split(&rows, &args)?;
 
     let train_rows: Vec<Vec<f64>> = train.iter().map(|&i| features[i].clone()).collect();
     let train_labels: Vec<bool> = train.iter().map(|&i| rows[i].is_fraud).collect();

@@ -15,11 +15,12 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
+use paystream_domain::time::MILLIS_PER_DAY;
 use paystream_pipeline::log::Log;
 use paystream_pipeline::log::embedded::EmbeddedLog;
 use paystream_pipeline::metrics::Metrics;
-use paystream_pipeline::{PipelineConfig, RunControl, RunMode};
-use paystream_simulator::SimulatorConfig;
+use paystream_pipeline::{Pipeline, PipelineConfig, PipelineTopics, RunControl, RunMode};
+use paystream_simulator::{SimulatorConfig, Transaction};
 use serde::Serialize;
 
 use crate::demo::thousands;
@@ -136,7 +137,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     transactions.truncate(args.payments);
     let options = PublishOptions {
         currency: paystream_domain::Currency::EUR,
-        label_delay_ms: 7 * 86_400_000,
+        label_delay_ms: 7 * MILLIS_PER_DAY,
         rate_per_second: None,
         terminals_per_merchant: 10,
         genuine_labels: false,
@@ -181,28 +182,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let topics = paystream_pipeline::ensure_topics(log.as_ref(), &config)?;
     let metrics = Arc::new(Metrics::new());
     let pipeline = crate::pipeline(log.clone(), &log_args.data_dir, config, metrics.clone())?;
-    let control = RunControl::new(false);
     let latency_options = PublishOptions { rate_per_second: Some(args.latency_rate), ..options };
     eprintln!("latency run: {} payments/s for {} s ...", thousands(args.latency_rate), args.latency_seconds);
-    std::thread::scope(|scope| -> Result<()> {
-        let producer = scope.spawn(|| {
-            let result = publish_simulation(
-                log.as_ref(),
-                &topics,
-                &sim_config,
-                latency_transactions,
-                &latency_options,
-                &no_progress,
-                &no_stop,
-            );
-            control.close_input();
-            result
-        });
-        let run = pipeline.run(RunMode::UntilIdle, &control);
-        producer.join().expect("producer thread")?;
-        run?;
-        Ok(())
-    })?;
+    publish_while_running(&pipeline, log.as_ref(), &topics, &sim_config, latency_transactions, &latency_options)?;
     let latency = metrics.latency_us.lock().expect("latency lock").clone();
     let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1_000.0;
 
@@ -229,8 +211,37 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         log: if args.kafka.kafka_brokers.is_some() { "kafka" } else { "embedded" },
         exactly_once: !args.kafka.kafka_at_least_once,
     };
+    print_result(&args, &result, uses_terminal_index)
+}
+
+/// Publishes `transactions` (at the options' rate) while `pipeline` runs until idle.
+fn publish_while_running(
+    pipeline: &Pipeline,
+    log: &dyn Log,
+    topics: &PipelineTopics,
+    sim_config: &SimulatorConfig,
+    transactions: &[Transaction],
+    options: &PublishOptions,
+) -> Result<()> {
+    let control = RunControl::new(false);
+    let (no_progress, no_stop) = (AtomicU64::new(0), AtomicBool::new(false));
+    std::thread::scope(|scope| -> Result<()> {
+        let producer = scope.spawn(|| {
+            let result = publish_simulation(log, topics, sim_config, transactions, options, &no_progress, &no_stop);
+            control.close_input();
+            result
+        });
+        let run = pipeline.run(RunMode::UntilIdle, &control);
+        producer.join().expect("producer thread")?;
+        run?;
+        Ok(())
+    })
+}
+
+/// Prints the figures: JSON with `--json`, else one line per figure.
+fn print_result(args: &BenchArgs, result: &BenchResult, uses_terminal_index: bool) -> Result<()> {
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
+        println!("{}", serde_json::to_string_pretty(result)?);
     } else {
         let log = match &args.kafka.kafka_brokers {
             Some(brokers) if result.exactly_once => format!("Kafka at {brokers}, transactions (exactly once)"),

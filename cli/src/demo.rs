@@ -2,7 +2,7 @@
 //! checked summary.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -13,8 +13,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use paystream_domain::money::format_minor_units_wide;
 use paystream_domain::{Currency, Outcome};
 use paystream_pipeline::metrics::Metrics;
-use paystream_pipeline::{RunControl, RunMode};
+use paystream_pipeline::{RunControl, RunMode, RunReport};
 
+use crate::inspect::OutputSummary;
 use crate::{LogArgs, PipelineArgs, PublishArgs, SimulatorArgs, inspect, publish};
 
 #[derive(Args)]
@@ -75,16 +76,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
             temp.path().to_path_buf()
         }
     };
-    let log_args = LogArgs {
-        data_dir: data_dir.clone(),
-        partitions: args.partitions,
-        retention_mib: None,
-        retention_hours: None,
-        no_fsync: false,
-        no_compression: false,
-        topics: Vec::new(),
-        kafka: crate::KafkaArgs::default(),
-    };
+    let log_args = embedded_log_args(&data_dir, args.partitions);
     println!(
         "paystream demo: {} days of {} customers at {} terminals (seed {}), {} partitions, data in {}",
         sim_config.days,
@@ -101,42 +93,14 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     let log = log_args.open()?;
     let metrics = Arc::new(Metrics::new());
     let runtime = crate::io_runtime()?;
-    let metrics_addr = crate::start_metrics_server(&runtime, &args.pipeline, &metrics);
-    if let Some(addr) = metrics_addr {
+    if let Some(addr) = crate::start_metrics_server(&runtime, &args.pipeline, &metrics) {
         println!("metrics: http://{addr}/metrics");
     }
     let control = Arc::new(RunControl::new(false));
     crate::stop_on_signals(&runtime, control.clone());
     let mut config = args.pipeline.config(&log_args, "memory")?;
     if config.model_file.is_none() && args.train != "rules" {
-        // A model trained on another stretch of history, its features computed by the
-        // pipeline's own operators, then deployed as a model file.
-        let started = Instant::now();
-        let history_config = paystream_simulator::SimulatorConfig {
-            days: args.train_days,
-            seed: sim_config.seed.wrapping_add(1_000_003),
-            ..sim_config.clone()
-        };
-        let history = paystream_simulator::simulate(&history_config);
-        let model = crate::backtest::train_on_simulation(
-            &history,
-            &history_config,
-            &args.train,
-            config.operators.label_delay_ms,
-        )?;
-        let path = data_dir.join("model.json");
-        std::fs::create_dir_all(&data_dir)?;
-        std::fs::write(&path, model.to_json())?;
-        println!(
-            "trained {} on a separate {}-day history ({} transactions, {} frauds) in {:.1} s: {}",
-            model.version(),
-            args.train_days,
-            thousands(history.len() as u64),
-            thousands(model.training_frauds() as u64),
-            started.elapsed().as_secs_f64(),
-            path.display()
-        );
-        config.model_file = Some(path);
+        config.model_file = Some(train_model(&args, &sim_config, &data_dir, config.operators.label_delay_ms)?);
     }
     let topics = paystream_pipeline::ensure_topics(log.as_ref(), &config)?;
     let velocity_store = config.operators.velocity.enabled.then_some(match config.velocity_store {
@@ -147,11 +111,11 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     let model_version = pipeline.model.version().to_string();
     let options = args.publish.options(20)?;
 
+    let total = transactions.len() as u64;
+    let pipeline_started = Instant::now();
     let published = AtomicU64::new(0);
     let stop_publishing = AtomicBool::new(false);
     let done = AtomicBool::new(false);
-    let total = transactions.len() as u64;
-    let pipeline_started = Instant::now();
     let (publish_report, run_report) = std::thread::scope(|scope| {
         let producer = scope.spawn(|| {
             let result = publish::publish_simulation(
@@ -177,141 +141,245 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         progress.join().expect("progress thread");
         (published, run)
     });
-    let publish_report = publish_report?;
-    let run_report = run_report?;
+    let publish = publish_report?;
+    let run = run_report?;
     let pipeline_seconds = pipeline_started.elapsed().as_secs_f64();
     if control.stopped() {
         println!("stopped early by a signal; the summary covers what was committed");
     }
 
     let summary = inspect::summarize_outputs(log.as_ref(), &topics)?;
-    let decided: HashSet<&str> = summary.decided.iter().map(|(id, _)| id.as_str()).collect();
-    let duplicates = summary.decided.len() - decided.len();
-    let dead_letters: u64 = summary.dead_letters.values().sum();
-    let (mut caught, mut missed, mut false_alarms, mut frauds) = (0u64, 0u64, 0u64, 0u64);
-    for (payment_id, outcome) in &summary.decided {
-        let Some(t) = payment_id.parse::<usize>().ok().and_then(|i| transactions.get(i)) else {
-            continue;
-        };
-        let flagged = *outcome != Outcome::Approve;
-        match (t.is_fraud, flagged) {
-            (true, true) => caught += 1,
-            (true, false) => missed += 1,
-            (false, true) => false_alarms += 1,
-            (false, false) => {}
-        }
-        frauds += u64::from(t.is_fraud);
-    }
-    let count = |o| summary.decisions.get(&o).copied().unwrap_or(0);
+    let fraud = FraudCounts::of(&summary, &transactions);
+    let report = Report {
+        summary: &summary,
+        publish: &publish,
+        run: &run,
+        wallet_customers_percent: options.wallet_customers_percent,
+        transactions: total,
+        simulate_seconds,
+        pipeline_seconds,
+    };
     println!();
-    println!("  simulated        {} transactions in {simulate_seconds:.1} s", thousands(total));
-    println!(
-        "  published        {} payments as {} events ({}% of customers pay from wallets: top-ups, authorizations + captures, refunds, transfers), {} labels",
-        thousands(publish_report.payments),
-        thousands(publish_report.events),
-        options.wallet_customers_percent,
-        thousands(publish_report.labels)
-    );
-    println!(
-        "  pipeline         {} events in {pipeline_seconds:.2} s = {} events/s end to end, sharing the CPU with the producer (durable: fdatasync per commit, {} commits)",
-        thousands(run_report.input_records),
-        thousands((run_report.input_records as f64 / pipeline_seconds.max(1e-9)) as u64),
-        thousands(run_report.commits)
-    );
-    println!(
-        "  decisions        approve {} · review {} · decline {} · client retries {}",
-        thousands(count(Outcome::Approve)),
-        thousands(count(Outcome::Review)),
-        thousands(count(Outcome::Decline)),
-        thousands(run_report.counters.retries)
-    );
-    let declines: Vec<String> =
-        summary.ledger_declines.iter().map(|(reason, n)| format!("{reason} {}", thousands(*n))).collect();
-    if !declines.is_empty() {
-        println!("                   declined by the ledger: {}", declines.join(", "));
+    report.print_flow(&fraud, &model_version, args.publish.label_delay_days, velocity_store);
+    report.print_books(args.data_dir.is_none());
+    report.check(control.stopped())
+}
+
+/// The demo's log: embedded, durable, compressed, in `data_dir`.
+fn embedded_log_args(data_dir: &Path, partitions: u32) -> LogArgs {
+    LogArgs {
+        data_dir: data_dir.to_path_buf(),
+        partitions,
+        retention_mib: None,
+        retention_hours: None,
+        no_fsync: false,
+        no_compression: false,
+        topics: Vec::new(),
+        kafka: crate::KafkaArgs::default(),
     }
+}
+
+/// Trains the model the demo scores with on another stretch of history (its features
+/// computed by the pipeline's own operators) and writes it as a model file.
+fn train_model(
+    args: &DemoArgs,
+    sim_config: &paystream_simulator::SimulatorConfig,
+    data_dir: &Path,
+    label_delay_ms: i64,
+) -> Result<PathBuf> {
+    let started = Instant::now();
+    let history_config = paystream_simulator::SimulatorConfig {
+        days: args.train_days,
+        seed: sim_config.seed.wrapping_add(1_000_003),
+        ..sim_config.clone()
+    };
+    let history = paystream_simulator::simulate(&history_config);
+    let model = crate::backtest::train_on_simulation(&history, &history_config, &args.train, label_delay_ms)?;
+    let path = data_dir.join("model.json");
+    std::fs::create_dir_all(data_dir)?;
+    std::fs::write(&path, model.to_json())?;
     println!(
-        "  fraud            caught {} of {} ({:.1} %) · missed {} · false alarms {} (precision {:.1} %; {model_version}; labels arrive {} days late)",
-        thousands(caught),
-        thousands(frauds),
-        100.0 * caught as f64 / frauds.max(1) as f64,
-        thousands(missed),
-        thousands(false_alarms),
-        100.0 * caught as f64 / (caught + false_alarms).max(1) as f64,
-        args.publish.label_delay_days
+        "trained {} on a separate {}-day history ({} transactions, {} frauds) in {:.1} s: {}",
+        model.version(),
+        args.train_days,
+        thousands(history.len() as u64),
+        thousands(model.training_frauds() as u64),
+        started.elapsed().as_secs_f64(),
+        path.display()
     );
-    if let Some(velocity_store) = velocity_store {
-        println!(
-            "  velocity         {} decisions with velocity features ({velocity_store}); busiest merchant hour {} payments{}",
-            thousands(summary.velocity_decisions),
-            thousands(summary.merchant_tx_1h_max),
-            if summary.device_tx_1h_max > 0 {
-                format!(", busiest device hour {}", thousands(summary.device_tx_1h_max))
-            } else {
-                String::new()
+    Ok(path)
+}
+
+/// Decisions against the simulator's ground truth: flagged is review or decline.
+struct FraudCounts {
+    caught: u64,
+    missed: u64,
+    false_alarms: u64,
+    frauds: u64,
+}
+
+impl FraudCounts {
+    fn of(summary: &OutputSummary, transactions: &[paystream_simulator::Transaction]) -> FraudCounts {
+        let mut counts = FraudCounts { caught: 0, missed: 0, false_alarms: 0, frauds: 0 };
+        for (payment_id, outcome) in &summary.decided {
+            let Some(t) = payment_id.parse::<usize>().ok().and_then(|i| transactions.get(i)) else {
+                continue;
+            };
+            let flagged = *outcome != Outcome::Approve;
+            match (t.is_fraud, flagged) {
+                (true, true) => counts.caught += 1,
+                (true, false) => counts.missed += 1,
+                (false, true) => counts.false_alarms += 1,
+                (false, false) => {}
             }
-        );
-    }
-    let reasons: Vec<String> = summary.dead_letters.iter().map(|(r, n)| format!("{r} {n}")).collect();
-    println!(
-        "  dead letters     {}{}",
-        thousands(dead_letters),
-        if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(", ")) }
-    );
-    let sums: Vec<String> = summary.posting_sums.iter().map(|(c, s)| money(*s, c)).collect();
-    let kinds: Vec<String> =
-        summary.ledger_by_kind.iter().map(|(kind, n)| format!("{} {}", kind.as_str(), thousands(*n))).collect();
-    println!(
-        "  ledger           {} transactions ({}) · balanced: {} (sum of postings per currency: {})",
-        thousands(summary.ledger_transactions),
-        kinds.join(" · "),
-        if summary.ledger_balanced() { "yes" } else { "NO" },
-        if sums.is_empty() { "none".to_string() } else { sums.join(", ") }
-    );
-    for (currency, totals) in &summary.settlements {
-        println!(
-            "  settlement       {currency}: {} merchant windows closed, {} payments ({} late): gross {} · fees {} · refunds {} · net paid out {}",
-            thousands(totals.windows),
-            thousands(totals.payments),
-            thousands(totals.late_payments),
-            money(totals.gross_minor, currency),
-            money(totals.fees_minor, currency),
-            money(totals.returns_minor, currency),
-            money(totals.net_minor, currency)
-        );
-    }
-    let reconciliation = &summary.reconciliation;
-    println!(
-        "                   reconciled: {} settlements against the postings that name them: {}",
-        thousands(reconciliation.settlements as u64),
-        if reconciliation.mismatches.is_empty() {
-            "all match".to_string()
-        } else {
-            format!("{} DIFFERENCES", reconciliation.mismatches.len())
+            counts.frauds += u64::from(t.is_fraud);
         }
-    );
-    println!(
-        "                   {} transactions still in open windows (they close as event time advances)",
-        thousands(reconciliation.open_transactions as u64)
-    );
-    if args.data_dir.is_none() {
-        println!("  data             deleted (use --data-dir DIR to keep it and inspect with `paystream log dump`)");
+        counts
+    }
+}
+
+/// What the demo prints and checks at the end.
+struct Report<'a> {
+    summary: &'a OutputSummary,
+    publish: &'a publish::PublishReport,
+    run: &'a RunReport,
+    wallet_customers_percent: u32,
+    transactions: u64,
+    simulate_seconds: f64,
+    pipeline_seconds: f64,
+}
+
+impl Report<'_> {
+    /// Simulation, publishing, the pipeline's pace, decisions and fraud caught.
+    fn print_flow(&self, fraud: &FraudCounts, model_version: &str, label_delay_days: u32, velocity: Option<&str>) {
+        let (summary, publish, run) = (self.summary, self.publish, self.run);
+        println!("  simulated        {} transactions in {:.1} s", thousands(self.transactions), self.simulate_seconds);
+        println!(
+            "  published        {} payments as {} events ({}% of customers pay from wallets: top-ups, authorizations + captures, refunds, transfers), {} labels",
+            thousands(publish.payments),
+            thousands(publish.events),
+            self.wallet_customers_percent,
+            thousands(publish.labels)
+        );
+        println!(
+            "  pipeline         {} events in {:.2} s = {} events/s end to end, sharing the CPU with the producer (durable: fdatasync per commit, {} commits)",
+            thousands(run.input_records),
+            self.pipeline_seconds,
+            thousands((run.input_records as f64 / self.pipeline_seconds.max(1e-9)) as u64),
+            thousands(run.commits)
+        );
+        let count = |o| summary.decisions.get(&o).copied().unwrap_or(0);
+        println!(
+            "  decisions        approve {} · review {} · decline {} · client retries {}",
+            thousands(count(Outcome::Approve)),
+            thousands(count(Outcome::Review)),
+            thousands(count(Outcome::Decline)),
+            thousands(run.counters.retries)
+        );
+        let declines: Vec<String> =
+            summary.ledger_declines.iter().map(|(reason, n)| format!("{reason} {}", thousands(*n))).collect();
+        if !declines.is_empty() {
+            println!("                   declined by the ledger: {}", declines.join(", "));
+        }
+        println!(
+            "  fraud            caught {} of {} ({:.1} %) · missed {} · false alarms {} (precision {:.1} %; {model_version}; labels arrive {} days late)",
+            thousands(fraud.caught),
+            thousands(fraud.frauds),
+            100.0 * fraud.caught as f64 / fraud.frauds.max(1) as f64,
+            thousands(fraud.missed),
+            thousands(fraud.false_alarms),
+            100.0 * fraud.caught as f64 / (fraud.caught + fraud.false_alarms).max(1) as f64,
+            label_delay_days
+        );
+        if let Some(velocity_store) = velocity {
+            println!(
+                "  velocity         {} decisions with velocity features ({velocity_store}); busiest merchant hour {} payments{}",
+                thousands(summary.velocity_decisions),
+                thousands(summary.merchant_tx_1h_max),
+                if summary.device_tx_1h_max > 0 {
+                    format!(", busiest device hour {}", thousands(summary.device_tx_1h_max))
+                } else {
+                    String::new()
+                }
+            );
+        }
     }
 
-    if duplicates > 0 {
-        bail!("{duplicates} payments have more than one decision");
+    /// Dead letters, the ledger, settlement and its reconciliation.
+    fn print_books(&self, data_deleted: bool) {
+        let summary = self.summary;
+        let dead_letters: u64 = summary.dead_letters.values().sum();
+        let reasons: Vec<String> = summary.dead_letters.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        println!(
+            "  dead letters     {}{}",
+            thousands(dead_letters),
+            if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(", ")) }
+        );
+        let sums: Vec<String> = summary.posting_sums.iter().map(|(c, s)| money(*s, c)).collect();
+        let kinds: Vec<String> =
+            summary.ledger_by_kind.iter().map(|(kind, n)| format!("{} {}", kind.as_str(), thousands(*n))).collect();
+        println!(
+            "  ledger           {} transactions ({}) · balanced: {} (sum of postings per currency: {})",
+            thousands(summary.ledger_transactions),
+            kinds.join(" · "),
+            if summary.ledger_balanced() { "yes" } else { "NO" },
+            if sums.is_empty() { "none".to_string() } else { sums.join(", ") }
+        );
+        for (currency, totals) in &summary.settlements {
+            println!(
+                "  settlement       {currency}: {} merchant windows closed, {} payments ({} late): gross {} · fees {} · refunds {} · net paid out {}",
+                thousands(totals.windows),
+                thousands(totals.payments),
+                thousands(totals.late_payments),
+                money(totals.gross_minor, currency),
+                money(totals.fees_minor, currency),
+                money(totals.returns_minor, currency),
+                money(totals.net_minor, currency)
+            );
+        }
+        let reconciliation = &summary.reconciliation;
+        println!(
+            "                   reconciled: {} settlements against the postings that name them: {}",
+            thousands(reconciliation.settlements as u64),
+            if reconciliation.mismatches.is_empty() {
+                "all match".to_string()
+            } else {
+                format!("{} DIFFERENCES", reconciliation.mismatches.len())
+            }
+        );
+        println!(
+            "                   {} transactions still in open windows (they close as event time advances)",
+            thousands(reconciliation.open_transactions as u64)
+        );
+        if data_deleted {
+            println!(
+                "  data             deleted (use --data-dir DIR to keep it and inspect with `paystream log dump`)"
+            );
+        }
     }
-    if !summary.ledger_balanced() {
-        bail!("the ledger does not balance");
+
+    /// Fails the demo if a payment was decided twice, the books do not balance, or an
+    /// event is unaccounted for.
+    fn check(&self, stopped: bool) -> Result<()> {
+        let summary = self.summary;
+        let decided: HashSet<&str> = summary.decided.iter().map(|(id, _)| id.as_str()).collect();
+        let duplicates = summary.decided.len() - decided.len();
+        if duplicates > 0 {
+            bail!("{duplicates} payments have more than one decision");
+        }
+        if !summary.ledger_balanced() {
+            bail!("the ledger does not balance");
+        }
+        if let Some(first) = summary.reconciliation.mismatches.first() {
+            bail!("{} settlements differ from their postings, e.g. {first}", summary.reconciliation.mismatches.len());
+        }
+        let dead_letters: u64 = summary.dead_letters.values().sum();
+        let accounted = summary.decided.len() as u64 + dead_letters + self.run.counters.retries;
+        if !stopped && accounted != self.publish.events {
+            bail!("{} events published but {accounted} decided, dead-lettered or retried", self.publish.events);
+        }
+        Ok(())
     }
-    if let Some(first) = summary.reconciliation.mismatches.first() {
-        bail!("{} settlements differ from their postings, e.g. {first}", summary.reconciliation.mismatches.len());
-    }
-    let accounted = summary.decided.len() as u64 + dead_letters + run_report.counters.retries;
-    if !control.stopped() && accounted != publish_report.events {
-        bail!("{} events published but {accounted} decided, dead-lettered or retried", publish_report.events);
-    }
-    Ok(())
 }
 
 fn show_progress(disabled: bool, total: u64, published: &AtomicU64, processed: &AtomicU64, done: &AtomicBool) {

@@ -242,6 +242,18 @@ impl<'a> Publisher<'a> {
                 });
             }
         }
+        self.send_wallet_events(events, customer, terminal, &merchant)
+    }
+
+    /// Publishes a wallet customer's events as payment records.
+    fn send_wallet_events(
+        &mut self,
+        events: Vec<WalletEvent<'_>>,
+        customer: &str,
+        terminal: &str,
+        merchant: &str,
+    ) -> Result<()> {
+        let currency = self.options.currency;
         for WalletEvent { id, kind, original, amount_minor: minor, time_ms: time, payee } in events {
             let digits = currency.minor_unit_digits();
             let wire = PaymentWire {
@@ -251,7 +263,7 @@ impl<'a> Publisher<'a> {
                 original_payment_id: original.map(Cow::Borrowed),
                 payer_account_id: Cow::Borrowed(customer),
                 payee_account_id: payee.as_deref().map(Cow::Borrowed),
-                merchant_id: (kind != "top_up" && payee.is_none()).then_some(Cow::Borrowed(merchant.as_str())),
+                merchant_id: (kind != "top_up" && payee.is_none()).then_some(Cow::Borrowed(merchant)),
                 terminal_id: (kind != "top_up" && payee.is_none()).then_some(Cow::Borrowed(terminal)),
                 amount: Cow::Owned(format_minor_units(minor, digits)),
                 currency: Cow::Borrowed(currency.code()),
