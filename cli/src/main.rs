@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use paystream_domain::Currency;
-use paystream_domain::time::MILLIS_PER_DAY;
+use paystream_domain::time::{MILLIS_PER_DAY, MILLIS_PER_HOUR, MILLIS_PER_MINUTE};
 use paystream_pipeline::log::Log;
 use paystream_pipeline::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use paystream_pipeline::log::kafka::{KafkaConfig, KafkaLog};
@@ -338,7 +338,7 @@ impl LogArgs {
 pub fn open_log(dir: &Path, args: &LogArgs) -> Result<Arc<EmbeddedLog>> {
     let config = EmbeddedLogConfig {
         retention_bytes_max: args.retention_mib.map(|m| m * 1024 * 1024),
-        retention_age_ms_max: args.retention_hours.map(|h| h as i64 * 3_600_000),
+        retention_age_ms_max: args.retention_hours.map(|h| h as i64 * MILLIS_PER_HOUR),
         fsync: !args.no_fsync,
         compression: !args.no_compression,
         ..EmbeddedLogConfig::new(dir.join("log"))
@@ -496,11 +496,12 @@ impl PipelineArgs {
             _ => paystream_operators::LatePaymentPolicy::Review,
         };
         config.operators.decline_score_min = self.decline_score_min;
-        config.operators.settlement_window_ms = i64::from(self.settlement_window_minutes) * 60_000;
+        config.operators.settlement_window_ms = i64::from(self.settlement_window_minutes) * MILLIS_PER_MINUTE;
         config.operators.dedupe_retention_ms = i64::from(self.payment_id_retention_days) * MILLIS_PER_DAY;
-        config.operators.settlement_allowed_lateness_ms = i64::from(self.settlement_lateness_minutes) * 60_000;
+        config.operators.settlement_allowed_lateness_ms =
+            i64::from(self.settlement_lateness_minutes) * MILLIS_PER_MINUTE;
         config.operators.refund_window_ms = i64::from(self.refund_window_days) * MILLIS_PER_DAY;
-        config.operators.authorization_timeout_ms = i64::from(self.authorization_timeout_hours) * 3_600_000;
+        config.operators.authorization_timeout_ms = i64::from(self.authorization_timeout_hours) * MILLIS_PER_HOUR;
         config.operators.wallet_overdraft_minor = self.wallet_overdraft_minor;
         if let Some(path) = &self.wallet_overdrafts {
             let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
