@@ -510,7 +510,7 @@ struct PartitionTask {
 /// Payments (payment hash, terminal hash, event time) read from a partition for the
 /// terminal index but not added yet, and how far the partition is indexed with them.
 struct UnindexedPayments {
-    entries: Vec<(u64, u64, i64)>,
+    entries: Vec<paystream_operators::TerminalIndexEntry>,
     progress: crate::terminals::InputProgress,
 }
 
@@ -1227,7 +1227,8 @@ impl Pipeline {
         let n = task.fetched.len().min(config.batch_records_max);
         let (records, parsed) = task.fetched.front(n);
         let inputs = input_records(records);
-        let consumed = match context.stage {
+        let batch = task.processor.plan_payments(payments_topic_name, &inputs, parsed);
+        let batch = match context.stage {
             Some(stage) => {
                 let ends = stage.input_ends(self.log.as_ref(), topics)?;
                 let index = stage.read();
@@ -1239,22 +1240,21 @@ impl Pipeline {
                 }
                 // The lock is held while the batch's terminal features are read, and no
                 // longer: the other workers' payments wait for it.
-                let ready = task.processor.read_terminal_features(&inputs, parsed, view);
+                let read = batch.read_terminal_features(view);
                 drop(index);
-                let consumed = task.processor.begin_read_batch(payments_topic_name, &inputs, parsed, ready, out);
-                task.waiting_at_bound_ms = (consumed < n).then_some(complete_through_ms);
-                consumed
+                let batch = read.featurize(out);
+                task.waiting_at_bound_ms = (batch.consumed() < n).then_some(complete_through_ms);
+                batch
             }
-            None => task.processor.begin_parsed_batch(payments_topic_name, &inputs, parsed, TerminalView::NONE, out),
+            None => batch.read_terminal_features(TerminalView::NONE).featurize(out),
         };
-        match velocity {
+        let consumed = match velocity {
             Some((source, counters)) => {
-                let totals =
-                    self.count_velocity(task.processor.velocity_events(), source, counters, context.control)?;
-                task.processor.finish_batch(Some(&totals), out);
+                let totals = self.count_velocity(batch.velocity_events(), source, counters, context.control)?;
+                batch.finish(Some(&totals), out)
             }
-            None => task.processor.finish_batch(None, out),
-        }
+            None => batch.finish(None, out),
+        };
         if consumed < n {
             turn.waiting = true;
             self.metrics.terminal_waits.inc();

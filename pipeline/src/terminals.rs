@@ -7,7 +7,7 @@
 //! parsed ahead, each payment parsed once for both), and the indexer thread reads the
 //! labels topic; both add to one [`TerminalIndex`], which the workers read.
 //!
-//! Terminal features are an as-of query (see `reference_features`), so they are exact
+//! Terminal features are an as-of query (see `paystream_operators::features`), so they are exact
 //! once the index holds every payment before a payment's event time t and every label
 //! reported by t. Before scoring a batch, a payer partition asks
 //! [`TerminalStage::complete_through_ms`] how far that holds: an input partition counts
@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use paystream_domain::time::MILLIS_PER_DAY;
 use paystream_domain::{DeadLetter, FraudLabel};
 use paystream_operators::TerminalView;
-use paystream_operators::reference_features::{Label, LabelApplied, TerminalIndex, payment_hash};
+use paystream_operators::features::{Label, LabelApplied, TerminalIndex, TerminalIndexEntry, payment_hash};
 use paystream_storage::Snapshot;
 use serde::{Deserialize, Serialize};
 
@@ -199,7 +199,7 @@ impl TerminalStage {
     /// Adds payments (payment hash, terminal hash, event time) read from `partition` of
     /// the payments topic, which is now indexed as far as `progress` says. Only the
     /// worker owning the partition calls this.
-    pub(crate) fn index_payments(&self, partition: u32, payments: &[(u64, u64, i64)], progress: InputProgress) {
+    pub(crate) fn index_payments(&self, partition: u32, payments: &[TerminalIndexEntry], progress: InputProgress) {
         let added = self.add_payments(partition, payments, progress, true);
         debug_assert!(added, "a waiting add always adds");
     }
@@ -209,13 +209,19 @@ impl TerminalStage {
     pub(crate) fn try_index_payments(
         &self,
         partition: u32,
-        payments: &[(u64, u64, i64)],
+        payments: &[TerminalIndexEntry],
         progress: InputProgress,
     ) -> bool {
         self.add_payments(partition, payments, progress, false)
     }
 
-    fn add_payments(&self, partition: u32, payments: &[(u64, u64, i64)], progress: InputProgress, wait: bool) -> bool {
+    fn add_payments(
+        &self,
+        partition: u32,
+        payments: &[TerminalIndexEntry],
+        progress: InputProgress,
+        wait: bool,
+    ) -> bool {
         if !payments.is_empty() {
             let mut index = if wait {
                 self.write()
@@ -230,7 +236,7 @@ impl TerminalStage {
             let late_before_ms = self.late_before_ms();
             self.metrics
                 .terminal_late_inputs
-                .inc_by(payments.iter().filter(|(_, _, t)| *t < late_before_ms).count() as u64);
+                .inc_by(payments.iter().filter(|p| p.event_time_ms < late_before_ms).count() as u64);
             index.add_payments(payments);
         }
         self.publish(partition as usize, progress);
