@@ -5,8 +5,6 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use paystream_domain::Payment;
 
-use super::terminal::TerminalIndexEntry;
-
 /// Hasher for keys that already are uniform hashes.
 #[derive(Clone, Copy, Default)]
 pub struct PreHashed(u64);
@@ -65,6 +63,17 @@ pub fn payment_keys(payment: &Payment) -> (u64, u64) {
 
 fn terminal_key(payment: &Payment) -> u64 {
     key_hash(payment.terminal_id().unwrap_or(""))
+}
+
+/// A payment as the terminal index holds it: what [`TerminalIndex::add_payments`](super::TerminalIndex::add_payments) takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TerminalIndexEntry {
+    /// [`payment_hash`] of the payment id: a label finds its
+    /// payment by it.
+    pub payment_hash: u64,
+    /// [`key_hash`] of the terminal id ("" without a terminal).
+    pub terminal_hash: u64,
+    pub event_time_ms: i64,
 }
 
 /// What the terminal index holds of a payment; `None` for captures, voids, refunds and

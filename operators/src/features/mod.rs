@@ -53,12 +53,15 @@ mod terminal;
 mod windows;
 
 pub use customer::CustomerWindows;
-pub use keys::{PaymentKeys, PreHashed, PreHashedMap, key_hash, payment_hash, payment_keys, terminal_index_entry};
+pub use keys::{
+    PaymentKeys, PreHashed, PreHashedMap, TerminalIndexEntry, key_hash, payment_hash, payment_keys,
+    terminal_index_entry,
+};
 pub use paystream_models::features::{
     EXTRA_FEATURE_NAMES, FEATURE_COUNT, FEATURE_NAMES, FeatureRow, REFERENCE_FEATURE_COUNT, REFERENCE_FEATURE_NAMES,
     index,
 };
-pub use terminal::{Label, LabelApplied, TerminalFeatures, TerminalIndex, TerminalIndexEntry};
+pub use terminal::{Label, LabelApplied, TerminalFeatures, TerminalIndex};
 pub use windows::{PREFETCH_ENTRIES_DISTANCE_PAYMENTS, PREFETCH_SLOTS_DISTANCE_PAYMENTS};
 
 pub use crate::limits::CUSTOMER_HISTORY_ENTRIES_MAX;

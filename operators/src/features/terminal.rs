@@ -9,24 +9,13 @@ use paystream_domain::time::MILLIS_PER_DAY;
 use paystream_models::features::{FeatureRow, index};
 use serde::{Deserialize, Serialize};
 
-use super::keys::PreHashedMap;
+use super::keys::{PreHashedMap, TerminalIndexEntry};
 use super::windows::{
     PREFETCH_SLOTS_DISTANCE_PAYMENTS, WINDOWS_MS, counts_near, insert_in_time_order, pop_oldest, prefetch_entries,
     prefetch_two_stages,
 };
 use crate::error::{OperatorError, STATE_FORMAT_VERSION, check_version};
 use crate::hashed_table::{HashedTable, prefetch};
-
-/// A payment as the terminal index holds it: what [`TerminalIndex::add_payments`] takes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TerminalIndexEntry {
-    /// [`payment_hash`](super::payment_hash) of the payment id: a label finds its
-    /// payment by it.
-    pub payment_hash: u64,
-    /// [`key_hash`](super::key_hash) of the terminal id ("" without a terminal).
-    pub terminal_hash: u64,
-    pub event_time_ms: i64,
-}
 
 /// A fraud label as the terminal index keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

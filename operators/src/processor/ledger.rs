@@ -8,7 +8,7 @@ use paystream_domain::time::format_rfc3339_ms;
 use paystream_domain::{Currency, Decision, Outcome, Payee, Payment, PaymentKind, Velocity};
 use paystream_models::Score;
 
-use super::PartitionProcessor;
+use super::partition::PartitionProcessor;
 use crate::batch::OutputBatch;
 use crate::counters::OperatorId;
 use crate::decide::with_first_reason;

@@ -12,9 +12,9 @@
 use paystream_domain::time::format_rfc3339_ms;
 use paystream_domain::{Outcome, Payment, Rejection, Velocity};
 use paystream_models::Score;
-use paystream_models::features::FeatureRow;
 
-use super::PartitionProcessor;
+use super::partition::PartitionProcessor;
+use super::scratch::Pending;
 use crate::batch::{InputRecord, OutputBatch, TerminalView};
 use crate::counters::OperatorId;
 use crate::decide::{apply_rules, decide, score_rows, with_first_reason};
@@ -28,34 +28,6 @@ use crate::velocity::{VelocityEvent, VelocityTotals, queue_velocity_events, velo
 
 /// A payment's parse: `Some(Payment::from_json(value))`, or `None` if not parsed yet.
 pub type ParsedPayment = Option<Result<Payment, Rejection>>;
-
-/// A new event between deduplication and decision.
-struct Pending {
-    payment: Payment,
-    /// Its `Seen` (scored kinds) or `SeenId` op: applied, logged when the event is
-    /// decided (the decision adds the approval), so the changelog keeps arrival order.
-    seen: StateOp,
-    /// For scored kinds: its feature row and score.
-    scored: Option<usize>,
-    /// Later than the allowed lateness.
-    late: bool,
-    /// Its merchant's and device's positions in `velocity_events`.
-    velocity: [Option<usize>; 2],
-}
-
-/// The payments path's per-batch buffers, kept by the processor to reuse allocations.
-#[derive(Default)]
-pub(super) struct PaymentScratch {
-    pending: Vec<Pending>,
-    rows: Vec<FeatureRow>,
-    /// The (customer, terminal) keys of the batch's records (for hints).
-    keys: Vec<(u64, u64)>,
-    /// The terminal features of the batch's ready records (none without an index).
-    terminal_features: Vec<TerminalFeatures>,
-    scores: Vec<Score>,
-    /// The batch's counts for the feature store, in order (velocity enabled only).
-    velocity_events: Vec<VelocityEvent>,
-}
 
 impl PartitionProcessor {
     /// Plans a batch of `topic`'s `records`: `parsed[i]` is `records[i]` parsed

@@ -5,7 +5,7 @@
 
 use paystream_domain::{Currency, LedgerTransaction, Payment};
 
-use super::PartitionProcessor;
+use super::partition::PartitionProcessor;
 use crate::batch::{InputRecord, OutputBatch};
 use crate::counters::OperatorId;
 use crate::settlement::{self, EntryKind, SettlementEntry, SettlementInput};

@@ -3,7 +3,7 @@
 
 use paystream_domain::{LegKind, TransferLeg};
 
-use super::PartitionProcessor;
+use super::partition::PartitionProcessor;
 use crate::batch::{InputRecord, OutputBatch};
 use crate::dedupe::{DedupeKey, deduplicate};
 use crate::ledger::accounts::{Transfer, TransferKind};

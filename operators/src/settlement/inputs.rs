@@ -16,7 +16,7 @@ pub const SETTLEMENT_INPUTS_FORMAT_VERSION: u16 = 1;
 /// its inputs in the order they were made (entries before the marks after them), at
 /// most [`SETTLEMENT_INPUTS_PER_RECORD_MAX`] per record; postcard, versioned like the
 /// changelog (an internal topic: one record per batch and partition instead of one JSON
-/// record per payment made settlement cost a fifth of the pipeline's CPU time).
+/// record per payment, which would cost a fifth of the pipeline's CPU time).
 pub fn encode_inputs(inputs: &[(u32, SettlementInput)]) -> Vec<(u32, Vec<u8>)> {
     #[derive(Serialize)]
     struct RecordRef<'a> {
