@@ -82,6 +82,37 @@ impl Approval {
     }
 }
 
+/// Why the ledger refuses a capture, void, refund or chargeback, given the record of
+/// the payment it names (`None`: not found), before any transfer: a payment to another
+/// account cannot be returned (the money is in that account's wallet, on its
+/// partition: returning it is a new payment from that account); the original must be
+/// found and have the same parties; a capture or void must name an authorization, a
+/// void its whole amount; a refund or chargeback at most what is captured and not yet
+/// returned.
+pub fn check_against_original(payment: &Payment, record: Option<&PaymentRecord>) -> Result<(), DeclineReason> {
+    let returns = matches!(payment.kind, PaymentKind::Refund | PaymentKind::Chargeback);
+    if matches!(payment.payee, Payee::Account { .. }) && returns {
+        return Err(DeclineReason::TransferNotRefundable);
+    }
+    let record = record.ok_or(DeclineReason::OriginalNotFound)?;
+    if record.parties_hash != parties_hash(payment) {
+        return Err(DeclineReason::OriginalMismatch);
+    }
+    let amount_minor = payment.amount.minor_units();
+    match payment.kind {
+        PaymentKind::Capture | PaymentKind::Void if record.kind != PaymentKind::Authorize => {
+            Err(DeclineReason::OriginalNotAnAuthorization)
+        }
+        PaymentKind::Void if amount_minor != record.amount_minor => Err(DeclineReason::AmountMismatch),
+        PaymentKind::Refund | PaymentKind::Chargeback
+            if amount_minor > record.captured_minor - record.returned_minor =>
+        {
+            Err(DeclineReason::ExceedsCapturedAmount)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The parties of a payment event, hashed: payer, payee and currency.
 pub fn parties_hash(payment: &Payment) -> u64 {
     use xxhash_rust::xxh3::Xxh3;

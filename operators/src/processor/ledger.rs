@@ -147,6 +147,8 @@ impl PartitionProcessor {
         self.push_decision(payment, event_time, outcome, &score, None, out);
     }
 
+    /// The transfers, ops and postings of a ledger event, once
+    /// [`check_against_original`](ledger::check_against_original) accepts it.
     pub(super) fn ledger_event(
         &mut self,
         payment: &Payment,
@@ -164,22 +166,11 @@ impl PartitionProcessor {
             return Ok(());
         }
         let original_id = payment.original_payment_id.as_deref().expect("validated: these kinds name an original");
-        if matches!(payment.payee, Payee::Account { .. })
-            && matches!(payment.kind, PaymentKind::Refund | PaymentKind::Chargeback)
-        {
-            // A payment to another account is in that account's wallet, on its partition:
-            // returning it is a new payment from that account.
-            return Err(DeclineReason::TransferNotRefundable);
-        }
         let original_hash = xxhash_rust::xxh3::xxh3_128(original_id.as_bytes());
-        let record = self.state.ledger.record(original_hash).ok_or(DeclineReason::OriginalNotFound)?.clone();
-        if record.parties_hash != ledger::parties_hash(payment) {
-            return Err(DeclineReason::OriginalMismatch);
-        }
+        let record = self.state.ledger.record(original_hash).cloned();
+        ledger::check_against_original(payment, record.as_ref())?;
+        let record = record.expect("checked: the original is recorded");
         match payment.kind {
-            PaymentKind::Capture | PaymentKind::Void if record.kind != PaymentKind::Authorize => {
-                Err(DeclineReason::OriginalNotAnAuthorization)
-            }
             PaymentKind::Capture => {
                 let kind = TransferKind::Post { pending_id: original_id.to_string() };
                 self.transfer(payment, kind, amount_minor, out)?;
@@ -188,16 +179,10 @@ impl PartitionProcessor {
                 Ok(())
             }
             PaymentKind::Void => {
-                if amount_minor != record.amount_minor {
-                    return Err(DeclineReason::AmountMismatch);
-                }
                 let kind = TransferKind::Void { pending_id: original_id.to_string() };
                 self.transfer(payment, kind, 0, out)
             }
             PaymentKind::Refund | PaymentKind::Chargeback => {
-                if amount_minor > record.captured_minor - record.returned_minor {
-                    return Err(DeclineReason::ExceedsCapturedAmount);
-                }
                 if record.funding == Funding::Wallet {
                     let debit = ledger::clearing_account(currency);
                     let credit = ledger::wallet_account(&payment.payer_account_id);
