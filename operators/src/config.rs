@@ -70,9 +70,11 @@ pub struct VelocityConfig {
     /// Ask the runtime's feature store for velocity (decisions carry it).
     pub enabled: bool,
     /// A payment whose device made at least this many payments in the hour (it
-    /// included) is decided at least `review`, reason [`DEVICE_VELOCITY_REASON`](crate::velocity::DEVICE_VELOCITY_REASON) first.
+    /// included) is decided at least `review`, reason
+    /// [`DEVICE_VELOCITY_REASON`](crate::DEVICE_VELOCITY_REASON) first.
     pub device_tx_1h_review_min: Option<u64>,
-    /// Likewise for the merchant's payments in the hour, reason [`MERCHANT_VELOCITY_REASON`](crate::velocity::MERCHANT_VELOCITY_REASON).
+    /// Likewise for the merchant's payments in the hour, reason
+    /// [`MERCHANT_VELOCITY_REASON`](crate::MERCHANT_VELOCITY_REASON).
     pub merchant_tx_1h_review_min: Option<u64>,
 }
 

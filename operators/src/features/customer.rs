@@ -132,7 +132,8 @@ impl CustomerWindows {
         row[index::CUSTOMER_NEW_TERMINAL_30DAY] = f64::from(u8::from(!seen_terminal));
     }
 
-    /// Hints the slots of this key pair's tables (stage 1 of [`ReferenceFeatures::prefetch_ahead`](super::ReferenceFeatures::prefetch_ahead);
+    /// Hints the slots of this key pair's tables (stage 1 of
+    /// [`ReferenceFeatures::prefetch_ahead`](super::ReferenceFeatures::prefetch_ahead);
     /// changes nothing).
     pub fn prefetch_slots(&self, customer_hash: u64, terminal_hash: u64) {
         self.customers.prefetch(customer_hash);

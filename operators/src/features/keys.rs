@@ -65,7 +65,8 @@ fn terminal_key(payment: &Payment) -> u64 {
     key_hash(payment.terminal_id().unwrap_or(""))
 }
 
-/// A payment as the terminal index holds it: what [`TerminalIndex::add_payments`](super::TerminalIndex::add_payments) takes.
+/// A payment as the terminal index holds it: what
+/// [`TerminalIndex::add_payments`](super::TerminalIndex::add_payments) takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TerminalIndexEntry {
     /// [`payment_hash`] of the payment id: a label finds its

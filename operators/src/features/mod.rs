@@ -34,10 +34,11 @@
 //! a collision changes features, never money.
 //!
 //! Memory is the cost of a feature update: a payment touches about a dozen cache lines
-//! spread over tables of millions of entries. The big tables are [`HashedTable`]s, whose
-//! slot address follows from the key alone, so a replay hints a payment's slots, then
-//! its entries, a few payments before observing it ([`ReferenceFeatures::prefetch_ahead`]) and
-//! the misses overlap instead of queuing.
+//! spread over tables of millions of entries. The big tables are
+//! [`HashedTable`](crate::hashed_table::HashedTable)s, whose slot address follows from
+//! the key alone, so a replay hints a payment's slots, then its entries, a few payments
+//! before observing it ([`ReferenceFeatures::prefetch_ahead`]) and the misses overlap
+//! instead of queuing.
 //!
 //! Bytes: per customer, 24 per payment in its last 30 days (plus the allowed lateness),
 //! at most [`CUSTOMER_HISTORY_ENTRIES_MAX`] entries, plus a 64-byte slot per customer

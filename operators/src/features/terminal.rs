@@ -36,7 +36,7 @@ struct Fraud {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct TerminalEntry {
     event_time_ms: i64,
-    /// [`payment_hash`] of the payment id.
+    /// [`payment_hash`](super::payment_hash) of the payment id.
     payment_hash: u64,
 }
 

@@ -139,8 +139,9 @@ pub(crate) fn prefetch_entries<T, const N: usize>(entries: &VecDeque<T>, starts:
 }
 
 /// How many payments ahead a replay hints table slots, then entries
-/// ([`ReferenceFeatures::prefetch_ahead`](super::ReferenceFeatures::prefetch_ahead)): far enough for each miss to arrive before its line
-/// is read, near enough that the lines are still in L1 then.
+/// ([`ReferenceFeatures::prefetch_ahead`](super::ReferenceFeatures::prefetch_ahead)): far
+/// enough for each miss to arrive before its line is read, near enough that the lines
+/// are still in L1 then.
 pub const PREFETCH_SLOTS_DISTANCE_PAYMENTS: usize = 8;
 pub const PREFETCH_ENTRIES_DISTANCE_PAYMENTS: usize = 4;
 

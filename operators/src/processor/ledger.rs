@@ -51,8 +51,9 @@ impl PartitionProcessor {
         Ok(Approval { kind: payment.kind, funding, fee_basis_points, parties_hash: ledger::parties_hash(payment) })
     }
 
-    /// Opens what a transfer from `funding` needs (see [`LedgerState::missing_accounts`](crate::ledger::LedgerState::missing_accounts))
-    /// and returns the funding's state account.
+    /// Opens what a transfer from `funding` needs (see
+    /// [`LedgerState::missing_accounts`](crate::ledger::LedgerState::missing_accounts)) and
+    /// returns the funding's state account.
     pub(super) fn open_accounts(
         &mut self,
         payer_account_id: &str,

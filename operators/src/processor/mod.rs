@@ -1,7 +1,7 @@
 //! [`PartitionProcessor`]: the operator chain of one input partition and its state. It
 //! runs the stages (`validate`, `dedupe`, `features`, `decide`, `ledger`, `settlement`)
-//! over a batch and applies the state changes they make as [`StateOp`]s, each logged in
-//! the batch's changelog as it is applied.
+//! over a batch and applies the state changes they make as [`StateOp`](crate::StateOp)s,
+//! each logged in the batch's changelog as it is applied.
 //!
 //! - payments: [`PartitionProcessor::plan_payments`] and the typed steps of
 //!   [`PaymentBatch`] (or [`PartitionProcessor::process_batch`] in one call);

@@ -50,8 +50,9 @@ impl PartitionProcessor {
     /// payment's event time is past `terminals.complete_through_ms` — processing stops
     /// before that payment, which the caller offers again once the index has caught up.
     /// No velocity features: the steps of [`PartitionProcessor::plan_payments`] with a
-    /// feature store between [`TerminalFeaturesRead::featurize`] and
-    /// [`FeaturizedBatch::finish`] give them.
+    /// feature store between
+    /// [`TerminalFeaturesRead::featurize`](crate::TerminalFeaturesRead::featurize) and
+    /// [`FeaturizedBatch::finish`](crate::FeaturizedBatch::finish) give them.
     pub fn process_batch(
         &mut self,
         topic: &str,

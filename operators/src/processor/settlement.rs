@@ -69,8 +69,10 @@ impl PartitionProcessor {
     }
 
     /// For a partition with no payments to process: takes on the settlement horizon of
-    /// the other partitions ([`SettlementState::idle_horizon`](crate::settlement::SettlementState::idle_horizon)) so that it
-    /// does not hold their windows open, and sends the marks. Nothing if already there.
+    /// the other partitions
+    /// ([`SettlementState::idle_horizon`](crate::settlement::SettlementState::idle_horizon))
+    /// so that it does not hold their windows open, and sends the marks. Nothing if
+    /// already there.
     pub fn settlement_idle(&mut self, out: &mut OutputBatch) {
         if let Some(open_from_ms) = self.state.settlement.idle_horizon(self.partition) {
             let applied = self.apply(StateOp::SettlementHorizon { open_from_ms }, out);

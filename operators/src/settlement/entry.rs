@@ -49,7 +49,7 @@ pub struct SettlementEntry {
 }
 
 /// What travels on the internal topic `paystream-settlement-entries` (many per record:
-/// [`encode_inputs`]).
+/// [`encode_inputs`](super::encode_inputs)).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SettlementInput {
     Entry(SettlementEntry),
