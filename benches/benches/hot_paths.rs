@@ -95,7 +95,7 @@ fn embedded_log(c: &mut Criterion) {
 fn fraud_features_and_models(c: &mut Criterion) {
     use paystream_models::features::{FEATURE_NAMES, FeatureRow};
     use paystream_models::{FraudModel, LoadedModel, TrainedModel};
-    use paystream_operators::reference_features::{PREFETCH_SLOTS_DISTANCE_PAYMENTS, PaymentKeys, ReferenceFeatures};
+    use paystream_operators::features::{PREFETCH_SLOTS_DISTANCE_PAYMENTS, PaymentKeys, ReferenceFeatures};
 
     const DELAY_MS: i64 = 7 * 86_400_000;
     /// As in backtests: idle keys and old terminal payments expire every so many payments.
@@ -211,7 +211,7 @@ fn fraud_features_and_models(c: &mut Criterion) {
 /// wallet → merchant payments between funded accounts, and hold + capture pairs.
 fn ledger_accounts(c: &mut Criterion) {
     use paystream_domain::Currency;
-    use paystream_operators::accounts::{Account, AccountKind, Accounts, Transfer, TransferKind};
+    use paystream_operators::ledger::accounts::{Account, AccountKind, Accounts, Transfer, TransferKind};
     const TRANSFERS: usize = 20_000;
     let setup = || {
         let mut accounts = Accounts::new(7 * 86_400_000);

@@ -1,6 +1,6 @@
 //! `paystream backtest FILE`: the handbook's reference protocol on a handbook-layout CSV.
 //!
-//! Features come from `paystream_operators::reference_features` fed in event-time order
+//! Features come from `paystream_operators::features` fed in event-time order
 //! with the delayed label stream (a label arrives `--delay-days` after its payment), so a
 //! transaction only sees labels that had arrived by its event time. Then: train on
 //! `--train-days` from `--train-start`, skip `--delay-days`, test on `--test-days`,
@@ -19,7 +19,7 @@ use paystream_domain::time::{MILLIS_PER_DAY, parse_date_days, parse_handbook_dat
 use paystream_domain::{Currency, Money};
 use paystream_models::metrics::{ScoredTransaction, average_precision, card_precision_at_k, roc_auc};
 use paystream_models::{MODEL_KINDS, TrainedModel};
-use paystream_operators::reference_features::{
+use paystream_operators::features::{
     FEATURE_NAMES, PaymentKeys, REFERENCE_FEATURE_COUNT, REFERENCE_FEATURE_NAMES, ReferenceFeatures,
 };
 use paystream_simulator::csv::CsvLayout;

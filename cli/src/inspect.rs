@@ -116,7 +116,7 @@ pub fn summarize_outputs(log: &dyn Log, topics: &paystream_pipeline::PipelineTop
         let decision: Decision = serde_json::from_slice(&record.value).context("decode decision")?;
         *summary.decisions.entry(decision.outcome).or_default() += 1;
         if let Some(reason) =
-            decision.reasons.first().filter(|r| paystream_operators::ledger::decline::ALL.contains(&&***r))
+            decision.reasons.first().filter(|r| paystream_operators::ledger::DeclineReason::from_code(r).is_some())
         {
             *summary.ledger_declines.entry(reason.to_string()).or_default() += 1;
         }

@@ -1,11 +1,16 @@
-//! Deduplicate operator state: payment ids seen within a retention window of event time.
+//! Deduplicate operator: ids seen within a retention window of event time, for payments
+//! and transfer legs alike ([`deduplicate`]). A retry (same id, same content) is counted
+//! and not processed again; a conflict (same id, other content) is dead-lettered.
 //!
 //! Bytes per remembered id: 16 (id hash) + 8 (content hash) + 8 (event time) in the map
 //! plus 32 in the eviction queue, ~64 bytes with hash-table overhead ≈ 100.
 
 use std::collections::VecDeque;
 
+use paystream_domain::{Payment, RejectReason, Rejection};
 use serde::{Deserialize, Serialize};
+
+use crate::id_hash::IdHashMap;
 
 /// What the dedupe state knows about a payment id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,9 +22,58 @@ pub enum Seen {
     Conflict,
 }
 
+/// What identifies an event for deduplication: its id, and its content to tell a retry
+/// from a conflict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DedupeKey {
+    pub id_hash: u128,
+    pub content_hash: u64,
+}
+
+impl DedupeKey {
+    /// A payment (or capture, refund, …) by its payment id.
+    pub fn of_payment(payment: &Payment) -> DedupeKey {
+        DedupeKey {
+            id_hash: xxhash_rust::xxh3::xxh3_128(payment.payment_id.as_bytes()),
+            content_hash: payment.content_hash(),
+        }
+    }
+
+    /// A transfer leg by its leg id (prefixed: it never equals a payment id's hash),
+    /// its content by its record's bytes.
+    pub fn of_transfer_leg(leg_id: &str, record: &[u8]) -> DedupeKey {
+        DedupeKey {
+            id_hash: xxhash_rust::xxh3::xxh3_128(format!("leg:{leg_id}").as_bytes()),
+            content_hash: xxhash_rust::xxh3::xxh3_64(record),
+        }
+    }
+}
+
+/// Whether an event is new: `Ok(true)` if so, `Ok(false)` for a retry (counted in
+/// `retries`), and for a conflict the rejection to dead-letter it with, naming it as
+/// `what` (e.g. `payment_id "p1"`).
+pub fn deduplicate(
+    state: &DedupeState,
+    key: DedupeKey,
+    retries: &mut u64,
+    what: impl FnOnce() -> String,
+) -> Result<bool, Rejection> {
+    match state.check(key.id_hash, key.content_hash) {
+        Seen::New => Ok(true),
+        Seen::Retry => {
+            *retries += 1;
+            Ok(false)
+        }
+        Seen::Conflict => {
+            let detail = format!("{} was seen before with different content", what());
+            Err(Rejection::new(RejectReason::DuplicatePaymentConflict, detail))
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct DedupeState {
-    entries: crate::ledger::IdHashMap<(u64, i64)>,
+    entries: IdHashMap<(u64, i64)>,
     /// (event time, id) in insertion order, for eviction by event time.
     order: VecDeque<(i64, u128)>,
 }

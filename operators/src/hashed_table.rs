@@ -14,7 +14,7 @@
 //!
 //! Key 0 marks an empty slot; a key that hashes to 0 is stored as [`ZERO_KEY_STAND_IN`],
 //! so those two keys share a slot — like any two ids whose 64-bit hashes collide (see
-//! `reference_features`), a chance of 2⁻⁶⁴ per key.
+//! `features`), a chance of 2⁻⁶⁴ per key.
 
 use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
 use std::ptr::NonNull;

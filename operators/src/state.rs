@@ -8,15 +8,15 @@ use serde::{Deserialize, Serialize};
 
 use paystream_domain::time::MILLIS_PER_DAY;
 
-use crate::accounts::{Account, Transfer, TransferError, TransferOutcome};
-use crate::dedupe::{DedupeSnapshot, DedupeState};
+use crate::config::OperatorConfig;
+use crate::dedupe::{DedupeKey, DedupeSnapshot, DedupeState};
+use crate::error::{OperatorError, check_version};
+use crate::features::CustomerWindows;
+use crate::ledger::accounts::{Account, Transfer, TransferError, TransferOutcome};
 use crate::ledger::{Approval, LedgerState};
-use crate::reference_features::CustomerWindows;
 use crate::settlement::{SettlementEntry, SettlementState};
-use crate::{OperatorConfig, OperatorError};
 
-/// Bumped whenever the encoding of ops or snapshots changes incompatibly.
-pub const STATE_FORMAT_VERSION: u16 = 5;
+pub use crate::error::STATE_FORMAT_VERSION;
 
 /// One change to a partition's state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,7 +58,7 @@ pub enum StateOp {
     /// Opens a ledger account (on first use). Boxed, like `Transfer`: rare and large, they
     /// would make every op (one per payment at least) as large as they are.
     OpenAccount { account: Box<Account> },
-    /// A transfer on the ledger's accounts ([`crate::accounts::Accounts::execute`]). It is
+    /// A transfer on the ledger's accounts ([`crate::ledger::accounts::Accounts::execute`]). It is
     /// logged whatever its outcome: applying it again gives the same outcome.
     Transfer { transfer: Box<Transfer> },
     /// A capture posted `amount_minor` of the authorization `id_hash`.
@@ -68,6 +68,17 @@ pub enum StateOp {
     /// The partition's event time advanced: evict old ids and records, expire holds,
     /// move the settlement horizon.
     Watermark { max_event_time_ms: i64 },
+}
+
+impl StateOp {
+    /// The `SeenId` op of a new event that is not scored.
+    pub(crate) fn seen_id(key: DedupeKey, event_time_ms: i64) -> StateOp {
+        StateOp::SeenId {
+            id_hash: key.id_hash.to_le_bytes(),
+            content_hash: key.content_hash.to_le_bytes(),
+            event_time_ms,
+        }
+    }
 }
 
 pub struct PartitionState {
@@ -135,18 +146,6 @@ pub fn decode_ops(bytes: &[u8]) -> Result<Vec<StateOp>, OperatorError> {
     let record: OpsRecord = postcard::from_bytes(bytes)
         .map_err(|source| OperatorError::CorruptState { what: "changelog record", source })?;
     Ok(record.ops)
-}
-
-/// Checks the leading format version of state bytes before decoding the rest, so bytes
-/// of another version are reported as such, not as corruption.
-pub(crate) fn check_version(bytes: &[u8], what: &'static str) -> Result<(), OperatorError> {
-    let (found, _) =
-        postcard::take_from_bytes::<u16>(bytes).map_err(|source| OperatorError::CorruptState { what, source })?;
-    if found == STATE_FORMAT_VERSION {
-        Ok(())
-    } else {
-        Err(OperatorError::StateVersion { what, found, expected: STATE_FORMAT_VERSION })
-    }
 }
 
 impl PartitionState {

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use paystream_domain::Currency;
-use paystream_operators::accounts::{
+use paystream_operators::ledger::accounts::{
     Account, AccountKind, Accounts, Resolution, Transfer, TransferError, TransferKind, TransferOutcome,
 };
 use proptest::prelude::*;

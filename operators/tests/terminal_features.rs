@@ -1,5 +1,5 @@
 //! Terminal features in the operator chain: read from the index in a step of their own
-//! (`read_terminal_features`, the only step a runtime holds the index's lock for), up to
+//! (`PaymentBatch::read_terminal_features`, the only step a runtime holds the index's lock for), up to
 //! the first payment the index is not complete for, and written into the rows the model
 //! scores exactly as `feature_row` computes them.
 
@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use paystream_domain::time::{MILLIS_PER_DAY, format_rfc3339_ms};
 use paystream_models::features::{FeatureRow, index};
 use paystream_models::{FraudModel, Score};
-use paystream_operators::reference_features::{Label, TerminalIndex, key_hash, payment_hash};
+use paystream_operators::features::{Label, TerminalIndex, key_hash, payment_hash};
 use paystream_operators::{InputRecord, OperatorConfig, OutputBatch, PartitionProcessor, TerminalView};
 
 /// 2018-04-02, a Monday.
@@ -77,11 +77,12 @@ fn terminal_features_are_read_up_to_the_complete_bound_and_scored_as_computed() 
     let split = Arc::new(RowRecorder::default());
     let mut processor = PartitionProcessor::new(config.clone(), split.clone(), 0);
     let mut parsed: Vec<_> = vec![None; records.len()];
-    let ready = processor.read_terminal_features(&inputs, &mut parsed, view);
-    assert_eq!(ready, 2, "p3 waits for the index");
+    let read = processor.plan_payments("payments", &inputs, &mut parsed).read_terminal_features(view);
+    assert_eq!(read.ready(), 2, "p3 waits for the index");
     let mut out = OutputBatch::default();
-    assert_eq!(processor.begin_read_batch("payments", &inputs, &mut parsed, ready, &mut out), 2);
-    processor.finish_batch(None, &mut out);
+    let featurized = read.featurize(&mut out);
+    assert_eq!(featurized.consumed(), 2);
+    assert_eq!(featurized.finish(None, &mut out), 2);
     assert!(parsed[..2].iter().all(Option::is_none), "consumed payments are taken");
     assert!(parsed[2].as_ref().is_some_and(Result::is_ok), "p3 stays parsed for the next try");
     assert_eq!(out.decisions.len(), 2);

@@ -514,7 +514,9 @@ fn check(seed: u64, log: &EmbeddedLog, complete: bool) -> Coverage {
             .count(),
         ledger_declines: decisions
             .iter()
-            .filter(|d| d.reasons.first().is_some_and(|r| paystream_operators::ledger::decline::ALL.contains(&&**r)))
+            .filter(|d| {
+                d.reasons.first().is_some_and(|r| paystream_operators::ledger::DeclineReason::from_code(r).is_some())
+            })
             .count(),
         returns: ledger
             .iter()

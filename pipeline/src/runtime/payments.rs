@@ -43,7 +43,8 @@ impl WorkerContext<'_> {
         let n = task.fetched.len().min(config.batch_records_max);
         let (records, parsed) = task.fetched.front(n);
         let inputs = input_records(records);
-        let consumed = match self.stage {
+        let batch = task.processor.plan_payments(payments_topic_name, &inputs, parsed);
+        let batch = match self.stage {
             Some(stage) => {
                 let ends = stage.input_ends(self.run.log, topics)?;
                 let index = stage.read();
@@ -55,21 +56,21 @@ impl WorkerContext<'_> {
                 }
                 // The lock is held while the batch's terminal features are read, and no
                 // longer: the other workers' payments wait for it.
-                let ready = task.processor.read_terminal_features(&inputs, parsed, view);
+                let read = batch.read_terminal_features(view);
                 drop(index);
-                let consumed = task.processor.begin_read_batch(payments_topic_name, &inputs, parsed, ready, out);
-                task.waiting_at_bound_ms = (consumed < n).then_some(complete_through_ms);
-                consumed
+                let batch = read.featurize(out);
+                task.waiting_at_bound_ms = (batch.consumed() < n).then_some(complete_through_ms);
+                batch
             }
-            None => task.processor.begin_parsed_batch(payments_topic_name, &inputs, parsed, TerminalView::NONE, out),
+            None => batch.read_terminal_features(TerminalView::NONE).featurize(out),
         };
-        match velocity {
+        let consumed = match velocity {
             Some(connection) => {
-                let totals = connection.count(task.processor.velocity_events(), &self.run)?;
-                task.processor.finish_batch(Some(&totals), out);
+                let totals = connection.count(batch.velocity_events(), &self.run)?;
+                batch.finish(Some(&totals), out)
             }
-            None => task.processor.finish_batch(None, out),
-        }
+            None => batch.finish(None, out),
+        };
         if consumed < n {
             turn.waiting = true;
             self.run.metrics.terminal_waits.inc();

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use paystream_operators::{OperatorConfig, PartitionProcessor};
+use paystream_operators::{OperatorConfig, PartitionProcessor, TerminalIndexEntry};
 
 use super::idle::IdleBarrier;
 use super::input::{InputBuffer, InternalInput};
@@ -68,9 +68,8 @@ pub(super) struct Turn {
     pub(super) indexed: bool,
 }
 
-/// Payments (payment hash, terminal hash, event time) read from a partition for the
-/// terminal index but not added yet, and how far the partition is indexed with them.
+/// Payments read from a partition for the terminal index but not added yet, and how far the partition is indexed with them.
 pub(super) struct UnindexedPayments {
-    pub(super) entries: Vec<(u64, u64, i64)>,
+    pub(super) entries: Vec<TerminalIndexEntry>,
     pub(super) progress: InputProgress,
 }

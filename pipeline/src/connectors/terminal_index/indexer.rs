@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use paystream_domain::{DeadLetter, FraudLabel};
-use paystream_operators::reference_features::{Label, LabelApplied, payment_hash};
+use paystream_operators::features::{Label, LabelApplied, payment_hash};
 use paystream_storage::Snapshot;
 
 use super::stage::{

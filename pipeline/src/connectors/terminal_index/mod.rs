@@ -7,7 +7,7 @@
 //! parsed ahead, each payment parsed once for both), and the indexer thread reads the
 //! labels topic; both add to one [`TerminalIndex`], which the workers read.
 //!
-//! Terminal features are an as-of query (see `reference_features`), so they are exact
+//! Terminal features are an as-of query (see `paystream_operators::features`), so they are exact
 //! once the index holds every payment before a payment's event time t and every label
 //! reported by t. Before scoring a batch, a payer partition asks
 //! [`TerminalStage::complete_through_ms`] how far that holds: an input partition counts

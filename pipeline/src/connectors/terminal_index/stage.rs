@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use paystream_domain::time::MILLIS_PER_DAY;
 use paystream_operators::TerminalView;
-use paystream_operators::reference_features::TerminalIndex;
+use paystream_operators::features::{TerminalIndex, TerminalIndexEntry};
 use serde::{Deserialize, Serialize};
 
 use crate::context::RunContext;
@@ -151,10 +151,10 @@ impl TerminalStage {
         self.fastest_payer_ms().map_or(i64::MAX, |w| w.saturating_add(self.read_ahead_ms))
     }
 
-    /// Adds payments (payment hash, terminal hash, event time) read from `partition` of
+    /// Adds payments read from `partition` of
     /// the payments topic, which is now indexed as far as `progress` says. Only the
     /// worker owning the partition calls this.
-    pub(crate) fn index_payments(&self, partition: u32, payments: &[(u64, u64, i64)], progress: InputProgress) {
+    pub(crate) fn index_payments(&self, partition: u32, payments: &[TerminalIndexEntry], progress: InputProgress) {
         let added = self.add_payments(partition, payments, progress, true);
         debug_assert!(added, "a waiting add always adds");
     }
@@ -164,13 +164,19 @@ impl TerminalStage {
     pub(crate) fn try_index_payments(
         &self,
         partition: u32,
-        payments: &[(u64, u64, i64)],
+        payments: &[TerminalIndexEntry],
         progress: InputProgress,
     ) -> bool {
         self.add_payments(partition, payments, progress, false)
     }
 
-    fn add_payments(&self, partition: u32, payments: &[(u64, u64, i64)], progress: InputProgress, wait: bool) -> bool {
+    fn add_payments(
+        &self,
+        partition: u32,
+        payments: &[TerminalIndexEntry],
+        progress: InputProgress,
+        wait: bool,
+    ) -> bool {
         if !payments.is_empty() {
             let mut index = if wait {
                 self.write()
@@ -185,7 +191,7 @@ impl TerminalStage {
             let late_before_ms = self.late_before_ms();
             self.metrics
                 .terminal_late_inputs
-                .inc_by(payments.iter().filter(|(_, _, t)| *t < late_before_ms).count() as u64);
+                .inc_by(payments.iter().filter(|p| p.event_time_ms < late_before_ms).count() as u64);
             index.add_payments(payments);
         }
         self.publish(partition as usize, progress);
@@ -263,7 +269,8 @@ mod tests {
     #[test]
     fn payments_finding_the_lock_taken_change_nothing_until_added() {
         let stage = stage(2);
-        let payments = [(11, 7, 1_000), (12, 7, 2_000)];
+        let entry = |payment_hash, event_time_ms| TerminalIndexEntry { payment_hash, terminal_hash: 7, event_time_ms };
+        let payments = [entry(11, 1_000), entry(12, 2_000)];
         let progress = InputProgress { position: 2, max_event_time_ms: 2_000 };
         {
             let _reader = stage.read();
