@@ -1,7 +1,5 @@
 use thiserror::Error;
 
-use crate::currency::Currency;
-
 /// Errors of money arithmetic and parsing. All are the caller's fault (bad input).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum MoneyError {
@@ -14,7 +12,8 @@ pub enum MoneyError {
     #[error("unknown ISO 4217 currency {0:?}")]
     UnknownCurrency(String),
     #[error("currency mismatch: {left} vs {right}")]
-    CurrencyMismatch { left: Currency, right: Currency },
+    /// The ISO 4217 codes of the two amounts.
+    CurrencyMismatch { left: &'static str, right: &'static str },
 }
 
 /// Errors parsing a timestamp.

@@ -116,7 +116,7 @@ impl Money {
         if self.currency == other.currency {
             Ok(())
         } else {
-            Err(MoneyError::CurrencyMismatch { left: self.currency, right: other.currency })
+            Err(MoneyError::CurrencyMismatch { left: self.currency.code(), right: other.currency.code() })
         }
     }
 
