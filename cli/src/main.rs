@@ -20,6 +20,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use paystream_domain::Currency;
 use paystream_domain::time::{MILLIS_PER_DAY, MILLIS_PER_HOUR, MILLIS_PER_MINUTE};
+use paystream_operators::OperatorConfig;
 use paystream_pipeline::log::Log;
 use paystream_pipeline::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use paystream_pipeline::log::kafka::{KafkaConfig, KafkaLog};
@@ -354,13 +355,13 @@ pub struct PipelineArgs {
     pub workers: Option<usize>,
     /// The pipeline's consumer group: its input positions, snapshot names, and on Kafka
     /// the group whose members share the input partitions.
-    #[arg(long, env = "PAYSTREAM_GROUP_ID", default_value = "paystream")]
+    #[arg(long, env = "PAYSTREAM_GROUP_ID", default_value_t = PipelineConfig::default().group_id)]
     pub group_id: String,
     /// Most records taken from one partition per batch.
-    #[arg(long, default_value_t = 2_048)]
+    #[arg(long, default_value_t = PipelineConfig::default().batch_records_max)]
     pub batch_records_max: usize,
     /// Batches between state snapshots.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = PipelineConfig::default().snapshot_interval_batches)]
     pub snapshot_interval_batches: u32,
     /// Process at most this many input records per second (default: no limit).
     #[arg(long, env = "PAYSTREAM_MAX_INPUT_RATE")]
@@ -376,14 +377,14 @@ pub struct PipelineArgs {
     #[arg(long, env = "PAYSTREAM_MODEL")]
     pub model: Option<PathBuf>,
     /// The terminal features' label delay d, in days (must match the model's).
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = days(OperatorConfig::default().label_delay_ms))]
     pub feature_delay_days: u32,
     /// Copy decisions, ledger postings and account balances into PostgreSQL (exactly
     /// once; e.g. postgres://user@host:5432/db).
     #[arg(long, env = "PAYSTREAM_POSTGRES_URL")]
     pub postgres_url: Option<String>,
     /// PostgreSQL schema for those tables (created and migrated if missing).
-    #[arg(long, env = "PAYSTREAM_POSTGRES_SCHEMA", default_value = "paystream")]
+    #[arg(long, env = "PAYSTREAM_POSTGRES_SCHEMA", default_value_t = PipelineConfig::default().postgres_schema)]
     pub postgres_schema: String,
     /// Copy decisions into ScyllaDB/Cassandra as payment history per account and daily
     /// aggregates per customer and merchant (idempotent): nodes, host:port, comma-separated.
@@ -404,7 +405,7 @@ pub struct PipelineArgs {
     #[arg(long, env = "PAYSTREAM_LATE_PAYMENTS", default_value = "review", value_parser = ["review", "score"])]
     pub late_payments: String,
     /// Fee charged to payees, in basis points of the amount (120 = 1.2 %).
-    #[arg(long, env = "PAYSTREAM_FEE_BASIS_POINTS", default_value_t = 120)]
+    #[arg(long, env = "PAYSTREAM_FEE_BASIS_POINTS", default_value_t = OperatorConfig::default().fees.default_basis_points)]
     pub fee_basis_points: u32,
     /// A JSON fee schedule instead: {"default_basis_points": 120, "channels":
     /// {"card_present": 90}, "merchants": {"M7": 50}} (merchant rate, else channel rate,
@@ -412,36 +413,36 @@ pub struct PipelineArgs {
     #[arg(long, env = "PAYSTREAM_FEE_SCHEDULE")]
     pub fee_schedule: Option<PathBuf>,
     /// Scores at or above this are decided `review`.
-    #[arg(long, env = "PAYSTREAM_REVIEW_SCORE_MIN", default_value_t = 0.5)]
+    #[arg(long, env = "PAYSTREAM_REVIEW_SCORE_MIN", default_value_t = OperatorConfig::default().review_score_min)]
     pub review_score_min: f32,
     /// Scores at or above this are decided `decline`.
-    #[arg(long, env = "PAYSTREAM_DECLINE_SCORE_MIN", default_value_t = 0.8)]
+    #[arg(long, env = "PAYSTREAM_DECLINE_SCORE_MIN", default_value_t = OperatorConfig::default().decline_score_min)]
     pub decline_score_min: f32,
     /// Length of a merchant settlement window in minutes (windows start at multiples of
     /// it since the epoch, UTC). Choose it before the first run: open windows keep theirs.
-    #[arg(long, env = "PAYSTREAM_SETTLEMENT_WINDOW_MINUTES", default_value_t = 1_440)]
+    #[arg(long, env = "PAYSTREAM_SETTLEMENT_WINDOW_MINUTES", default_value_t = minutes(OperatorConfig::default().settlement_window_ms))]
     pub settlement_window_minutes: u32,
     /// A window closes once its partition's event time passes its end by this many
     /// minutes; a payment for a closed window goes to the next open one, marked late.
-    #[arg(long, env = "PAYSTREAM_SETTLEMENT_LATENESS_MINUTES", default_value_t = 60)]
+    #[arg(long, env = "PAYSTREAM_SETTLEMENT_LATENESS_MINUTES", default_value_t = minutes(OperatorConfig::default().settlement_allowed_lateness_ms))]
     pub settlement_lateness_minutes: u32,
     /// How long (event time) a payment id is remembered: a retry within it is counted,
     /// not decided twice; the same id with other content is dead-lettered. Memory grows
     /// with payments per day × days (about 100 bytes each).
-    #[arg(long, env = "PAYSTREAM_PAYMENT_ID_RETENTION_DAYS", default_value_t = 7)]
+    #[arg(long, env = "PAYSTREAM_PAYMENT_ID_RETENTION_DAYS", default_value_t = days(OperatorConfig::default().dedupe_retention_ms))]
     pub payment_id_retention_days: u32,
     /// How long (event time) an approved payment can be refunded or charged back: its
     /// record (about 100 bytes) is kept that long; later refunds are declined
     /// `original_not_found`.
-    #[arg(long, env = "PAYSTREAM_REFUND_WINDOW_DAYS", default_value_t = 30)]
+    #[arg(long, env = "PAYSTREAM_REFUND_WINDOW_DAYS", default_value_t = days(OperatorConfig::default().refund_window_ms))]
     pub refund_window_days: u32,
     /// An authorization neither captured nor voided this many hours (event time) after
     /// it is released (`paystream_holds_expired_total`).
-    #[arg(long, env = "PAYSTREAM_AUTHORIZATION_TIMEOUT_HOURS", default_value_t = 168)]
+    #[arg(long, env = "PAYSTREAM_AUTHORIZATION_TIMEOUT_HOURS", default_value_t = hours(OperatorConfig::default().authorization_timeout_ms))]
     pub authorization_timeout_hours: u32,
     /// How far below zero a wallet may go, in the wallet currency's minor units (0:
     /// never; wallet payments beyond the balance are declined `insufficient_funds`).
-    #[arg(long, env = "PAYSTREAM_WALLET_OVERDRAFT_MINOR", default_value_t = 0)]
+    #[arg(long, env = "PAYSTREAM_WALLET_OVERDRAFT_MINOR", default_value_t = OperatorConfig::default().wallet_overdraft_minor)]
     pub wallet_overdraft_minor: i64,
     /// A JSON file of per-account overdraft limits (credit lines) overriding
     /// --wallet-overdraft-minor: {"C17": 5000, "C42": 0} (payer account → minor units of
@@ -464,6 +465,20 @@ pub struct PipelineArgs {
     /// Likewise for the merchant's payments in the hour (reason merchant_velocity_1h).
     #[arg(long, env = "PAYSTREAM_MERCHANT_VELOCITY_REVIEW_MIN")]
     pub merchant_velocity_review_min: Option<u64>,
+}
+
+/// Whole days, hours and minutes of a default in milliseconds, for flags in those units
+/// (their defaults are the settings' own, from `PipelineConfig` and `OperatorConfig`).
+fn days(ms: i64) -> u32 {
+    (ms / MILLIS_PER_DAY) as u32
+}
+
+fn hours(ms: i64) -> u32 {
+    (ms / MILLIS_PER_HOUR) as u32
+}
+
+fn minutes(ms: i64) -> u32 {
+    (ms / MILLIS_PER_MINUTE) as u32
 }
 
 impl PipelineArgs {
