@@ -2,9 +2,8 @@
 //! Needs Redis (`PAYSTREAM_BENCH_REDIS_URL`, default `redis://127.0.0.1:6379`).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use paystream_storage::counters::{
-    CounterConfig, CounterEvent, MemoryCounters, RedisCounters, WindowQuery, WindowedCounters,
-};
+use paystream_storage::counters::{CounterConfig, CounterEvent, MemoryCounters, WindowQuery, WindowedCounters};
+use paystream_storage_redis::{Blocking, RedisCounters};
 
 const BATCH: usize = 2_048;
 
@@ -26,7 +25,12 @@ fn counters(c: &mut Criterion) {
     let prefix = format!("psbench:{}", std::process::id());
     let mut stores: Vec<(&str, Box<dyn WindowedCounters>)> = vec![
         ("memory", Box::new(MemoryCounters::new(CounterConfig::default()).expect("config"))),
-        ("redis", Box::new(RedisCounters::connect(&url, &prefix, CounterConfig::default()).expect("Redis is running"))),
+        (
+            "redis",
+            Box::new(
+                Blocking::<RedisCounters>::connect(&url, &prefix, CounterConfig::default()).expect("Redis is running"),
+            ),
+        ),
     ];
     let mut group = c.benchmark_group("counters");
     group.throughput(Throughput::Elements(BATCH as u64));
@@ -69,7 +73,12 @@ fn counters(c: &mut Criterion) {
         .collect();
     let mut stores: Vec<(&str, Box<dyn WindowedCounters>)> = vec![
         ("memory", Box::new(MemoryCounters::new(velocity).expect("config"))),
-        ("redis", Box::new(RedisCounters::connect(&url, &format!("{prefix}:v"), velocity).expect("Redis is running"))),
+        (
+            "redis",
+            Box::new(
+                Blocking::<RedisCounters>::connect(&url, &format!("{prefix}:v"), velocity).expect("Redis is running"),
+            ),
+        ),
     ];
     let mut group = c.benchmark_group("velocity");
     group.throughput(Throughput::Elements(BATCH as u64));

@@ -28,6 +28,8 @@ use paystream_pipeline::metrics::Metrics;
 use paystream_pipeline::{Pipeline, PipelineConfig, RunControl, RunMode};
 use paystream_simulator::SimulatorConfig;
 use paystream_storage::FileSnapshotStore;
+use paystream_storage_postgres::PostgresRecordStore;
+use paystream_storage_scylla::ScyllaStore;
 
 #[derive(Parser)]
 #[command(
@@ -498,9 +500,9 @@ impl PipelineArgs {
         config.postgres_schema = self.postgres_schema.clone();
         config.scylla = match &self.scylla_nodes {
             Some(nodes) => {
-                let mut scylla = paystream_storage::scylla::ScyllaConfig::new(nodes, &self.scylla_keyspace)?;
+                let mut scylla = paystream_storage_scylla::ScyllaConfig::new(nodes, &self.scylla_keyspace)?;
                 scylla.replication_factor = self.scylla_replication_factor;
-                scylla.consistency = paystream_storage::scylla::ConsistencyLevel::parse(&self.scylla_consistency)?;
+                scylla.consistency = paystream_storage_scylla::ConsistencyLevel::parse(&self.scylla_consistency)?;
                 Some(scylla)
             }
             None => None,
@@ -791,14 +793,14 @@ pub fn pipeline(log: Arc<dyn Log>, data_dir: &Path, config: PipelineConfig, metr
     };
     let record_store = match &config.postgres_url {
         Some(url) => Some(
-            paystream_storage::postgres::PostgresRecordStore::connect(url, &config.postgres_schema)
+            paystream_storage_postgres::Blocking::<PostgresRecordStore>::connect(url, &config.postgres_schema)
                 .with_context(|| format!("record store: PostgreSQL schema {}", config.postgres_schema))?,
         ),
         None => None,
     };
     let history_store = match &config.scylla {
         Some(scylla) => {
-            let mut store = paystream_storage::scylla::ScyllaStore::connect(scylla.clone())
+            let mut store = paystream_storage_scylla::Blocking::<ScyllaStore>::connect(scylla.clone())
                 .with_context(|| format!("history store: ScyllaDB at {}", scylla.nodes.join(",")))?;
             store.migrate().with_context(|| format!("history store: ScyllaDB keyspace {}", scylla.keyspace))?;
             Some(store)

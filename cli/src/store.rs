@@ -1,12 +1,15 @@
 //! `paystream store`: the record stores from the command line — PostgreSQL (create or
-//! migrate its schema, read an account's balance or a payment's decision, manage users)
-//! and ScyllaDB (create its keyspace and tables, read an account's payment history).
+//! migrate the record store's and the users' schemas, read an account's balance or a
+//! payment's decision, manage users) and ScyllaDB (create its keyspace and tables, read
+//! an account's payment history).
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use paystream_storage::postgres::PostgresRecordStore;
+use paystream_storage::history::HistoryStore;
 use paystream_storage::records::RecordStore;
 use paystream_storage::users::{KycStatus, User, UserStore};
+use paystream_storage_postgres::{Blocking, PostgresRecordStore, PostgresUserStore};
+use paystream_storage_scylla::{ConsistencyLevel, ScyllaConfig, ScyllaStore};
 
 #[derive(Args)]
 pub struct StoreArgs {
@@ -15,13 +18,17 @@ pub struct StoreArgs {
     postgres_url: Option<String>,
     #[arg(long, env = "PAYSTREAM_POSTGRES_SCHEMA", default_value = "paystream", global = true)]
     postgres_schema: String,
+    /// Schema of the users (user-* commands), apart from the record store's.
+    #[arg(long, env = "PAYSTREAM_USERS_SCHEMA", default_value = "paystream_users", global = true)]
+    users_schema: String,
     #[command(subcommand)]
     command: StoreCommand,
 }
 
 #[derive(Subcommand)]
 enum StoreCommand {
-    /// Create the schema if missing and apply pending migrations (run does this too).
+    /// Create the record store's and the users' schemas if missing and apply pending
+    /// migrations (run does this for the record store).
     Migrate,
     /// An account's balance (debits − credits) in one currency, minor units.
     Balance {
@@ -69,12 +76,12 @@ struct ScyllaArgs {
 }
 
 impl ScyllaArgs {
-    fn connect(&self) -> Result<paystream_storage::scylla::ScyllaStore> {
-        use paystream_storage::scylla::{ConsistencyLevel, ScyllaConfig, ScyllaStore};
+    fn connect(&self) -> Result<paystream_storage_scylla::Blocking<ScyllaStore>> {
         let mut config = ScyllaConfig::new(&self.scylla_nodes, &self.scylla_keyspace)?;
         config.replication_factor = self.scylla_replication_factor;
         config.consistency = ConsistencyLevel::parse(&self.scylla_consistency)?;
-        ScyllaStore::connect(config).with_context(|| format!("ScyllaDB at {}", self.scylla_nodes))
+        paystream_storage_scylla::Blocking::<ScyllaStore>::connect(config)
+            .with_context(|| format!("ScyllaDB at {}", self.scylla_nodes))
     }
 }
 
@@ -86,7 +93,6 @@ pub fn store(args: StoreArgs) -> Result<()> {
             return Ok(());
         }
         StoreCommand::ScyllaHistory { account_id, limit, scylla } => {
-            use paystream_storage::history::HistoryStore;
             for row in scylla.connect()?.history(account_id, *limit)? {
                 println!(
                     "{}",
@@ -102,16 +108,31 @@ pub fn store(args: StoreArgs) -> Result<()> {
         _ => {}
     }
     let url = args.postgres_url.as_deref().context("--postgres-url (or PAYSTREAM_POSTGRES_URL) is required")?;
-    let mut store = PostgresRecordStore::connect(url, &args.postgres_schema)
+    let connect_users = || {
+        Blocking::<PostgresUserStore>::connect(url, &args.users_schema)
+            .with_context(|| format!("users: PostgreSQL schema {}", args.users_schema))
+    };
+    match args.command {
+        StoreCommand::UserAdd { .. } | StoreCommand::User { .. } | StoreCommand::UserKyc { .. } => {
+            return users(&mut connect_users()?, args.command, &args.users_schema);
+        }
+        _ => {}
+    }
+    let mut store = Blocking::<PostgresRecordStore>::connect(url, &args.postgres_schema)
         .with_context(|| format!("record store: PostgreSQL schema {}", args.postgres_schema))?;
     match args.command {
         StoreCommand::ScyllaMigrate(_) | StoreCommand::ScyllaHistory { .. } => unreachable!("handled above"),
+        StoreCommand::UserAdd { .. } | StoreCommand::User { .. } | StoreCommand::UserKyc { .. } => {
+            unreachable!("handled above")
+        }
         StoreCommand::Migrate => {
             let totals = store.totals()?;
             println!(
                 "schema {} is migrated: {} decisions, {} postings",
                 args.postgres_schema, totals.decisions, totals.postings
             );
+            connect_users()?;
+            println!("schema {} is migrated: users", args.users_schema);
         }
         StoreCommand::Balance { account_id, currency } => {
             println!("{}", store.balance_minor(&account_id, &currency)?);
@@ -134,6 +155,13 @@ pub fn store(args: StoreArgs) -> Result<()> {
             ),
             None => anyhow::bail!("no decision for payment {payment_id:?} in schema {}", args.postgres_schema),
         },
+    }
+    Ok(())
+}
+
+/// The user-* commands, on the users' schema.
+fn users(store: &mut dyn UserStore, command: StoreCommand, users_schema: &str) -> Result<()> {
+    match command {
         StoreCommand::UserAdd { user_id, email, display_name } => {
             let now_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -147,14 +175,15 @@ pub fn store(args: StoreArgs) -> Result<()> {
             let user = if email { store.user_by_email(&user_id_or_email)? } else { store.user(&user_id_or_email)? };
             match user {
                 Some(user) => println!("{}", user_json(&user)),
-                None => anyhow::bail!("no user {user_id_or_email:?} in schema {}", args.postgres_schema),
+                None => anyhow::bail!("no user {user_id_or_email:?} in schema {users_schema}"),
             }
         }
         StoreCommand::UserKyc { user_id, status } => {
             if !store.set_kyc_status(&user_id, KycStatus::parse(&status)?)? {
-                anyhow::bail!("no user {user_id:?} in schema {}", args.postgres_schema);
+                anyhow::bail!("no user {user_id:?} in schema {users_schema}");
             }
         }
+        _ => unreachable!("only user commands come here"),
     }
     Ok(())
 }

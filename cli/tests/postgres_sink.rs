@@ -10,8 +10,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{check_exactly_once, dump, paystream, run_ok};
-use paystream_storage::postgres::PostgresRecordStore;
 use paystream_storage::records::RecordStore;
+use paystream_storage_postgres::{Blocking, PostgresRecordStore, PostgresUserStore};
 
 fn postgres_url() -> String {
     std::env::var("PAYSTREAM_TEST_POSTGRES_URL")
@@ -19,7 +19,7 @@ fn postgres_url() -> String {
 }
 
 /// Decisions in PostgreSQL (a second try reconnects if the connection was dropped).
-fn stored_so_far(store: &mut PostgresRecordStore) -> u64 {
+fn stored_so_far(store: &mut Blocking<PostgresRecordStore>) -> u64 {
     store.totals().or_else(|_| store.totals()).expect("PostgreSQL answers").decisions
 }
 
@@ -35,7 +35,7 @@ fn start_run(data: &Path, url: &str, schema: &str, rate: &str) -> std::process::
         .expect("spawn paystream run")
 }
 
-fn wait_for_more_than(store: &mut PostgresRecordStore, decisions: u64, failure: &str) {
+fn wait_for_more_than(store: &mut Blocking<PostgresRecordStore>, decisions: u64, failure: &str) {
     let started = Instant::now();
     while stored_so_far(store) <= decisions {
         assert!(started.elapsed() < Duration::from_secs(60), "{failure}");
@@ -55,7 +55,7 @@ fn decisions_and_postings_reach_postgres_exactly_once_through_crashes() {
         &["generate", "--customers", "300", "--terminals", "600", "--days", "40", "--seed", "4", "--partitions", "3"],
     );
     let total = dump(data, "payments").len();
-    let mut store = PostgresRecordStore::connect(&url, &schema)
+    let mut store = Blocking::<PostgresRecordStore>::connect(&url, &schema)
         .unwrap_or_else(|e| panic!("PostgreSQL must be running for this test ({url}): {e}"));
 
     let mut previous = 0;
@@ -129,8 +129,13 @@ fn decisions_and_postings_reach_postgres_exactly_once_through_crashes() {
         assert_eq!(stored.payer_account_id, v["payer_account_id"].as_str().unwrap());
     }
     // The same answers from the command line.
+    let users_schema = format!("{schema}_users");
     let cli = |args: &[&str]| {
-        paystream().args(["store", "--postgres-url", &url, "--postgres-schema", &schema]).args(args).output().unwrap()
+        paystream()
+            .args(["store", "--postgres-url", &url, "--postgres-schema", &schema, "--users-schema", &users_schema])
+            .args(args)
+            .output()
+            .unwrap()
     };
     let ((account, currency), balance) = balances.iter().next().unwrap();
     let output = cli(&["balance", account, "--currency", currency]);
@@ -156,4 +161,5 @@ fn decisions_and_postings_reach_postgres_exactly_once_through_crashes() {
     assert_eq!((user["user_id"].as_str(), user["kyc_status"].as_str()), (Some("u1"), Some("verified")));
     assert!(!cli(&["user-kyc", "u1", "maybe"]).status.success(), "unknown KYC states are refused");
     store.drop_schema().unwrap();
+    Blocking::<PostgresUserStore>::connect(&url, &users_schema).unwrap().drop_schema().unwrap();
 }

@@ -96,7 +96,7 @@ pub struct PipelineConfig {
     pub postgres_schema: String,
     /// Copy decisions into this ScyllaDB/Cassandra keyspace (payment history, daily
     /// aggregates), idempotently; created or migrated at start.
-    pub scylla: Option<paystream_storage::scylla::ScyllaConfig>,
+    pub scylla: Option<paystream_storage_scylla::ScyllaConfig>,
     /// How far (event time) the terminal index reads ahead of the newest payer
     /// partition; must exceed `operators.feature_allowed_lateness_ms`.
     pub terminal_read_ahead_ms: i64,

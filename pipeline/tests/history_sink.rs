@@ -17,8 +17,8 @@ use paystream_pipeline::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use paystream_pipeline::log::{Log, Transaction};
 use paystream_pipeline::{Pipeline, PipelineConfig, RunControl, RunMode};
 use paystream_storage::history::{AggregateRow, DayTotals, HistoryRow, HistoryStore, MemoryHistoryStore};
-use paystream_storage::scylla::{ScyllaConfig, ScyllaStore};
 use paystream_storage::{FileSnapshotStore, StorageError};
+use paystream_storage_scylla::{Blocking, ScyllaConfig, ScyllaStore};
 use paystream_testkit::{PaymentStream, servers, unique_name};
 
 fn config() -> PipelineConfig {
@@ -195,7 +195,7 @@ fn a_crash_between_store_and_position_and_store_errors_count_each_decision_once(
 /// node (`servers.sh stop cassandra`) and has it started again a little later, on
 /// another thread: the write, and the sink's retries, meet a node that is down.
 struct Restarting {
-    inner: ScyllaStore,
+    inner: Blocking<ScyllaStore>,
     calls: u32,
     restart_at: u32,
     restart: Arc<Mutex<Option<std::thread::JoinHandle<String>>>>,
@@ -236,7 +236,7 @@ fn the_sink_survives_a_cassandra_restart_with_nothing_lost_or_doubled() {
     // This node, not `SCYLLA_NODES`: the test stops and starts it.
     let nodes = servers("start", "cassandra");
     let scylla_config = ScyllaConfig::new(&nodes, &unique_name("history_sink")).unwrap();
-    let mut store = ScyllaStore::connect(scylla_config.clone()).unwrap();
+    let mut store = Blocking::<ScyllaStore>::connect(scylla_config.clone()).unwrap();
     store.migrate().unwrap();
     let dir = tempfile::tempdir().unwrap();
     {
@@ -254,7 +254,7 @@ fn the_sink_survives_a_cassandra_restart_with_nothing_lost_or_doubled() {
 
     let (expected, decisions) = expected(dir.path());
     assert_eq!(decisions, 1_000);
-    let mut store = ScyllaStore::connect(scylla_config).unwrap();
+    let mut store = Blocking::<ScyllaStore>::connect(scylla_config).unwrap();
     for ((entity, day, partition), totals) in &expected {
         let (stored, _version) = store.aggregate(entity, *day, *partition).unwrap().expect("an aggregate row");
         assert_eq!(stored, *totals, "{entity} day {day} partition {partition}");

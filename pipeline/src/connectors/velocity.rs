@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use paystream_operators::{VELOCITY_BUCKET_MS, VELOCITY_BUCKETS, VelocityEvent, VelocityTotals};
 use paystream_storage::StorageError;
-use paystream_storage::counters::{CounterConfig, CounterEvent, RedisCounters, SharedMemoryCounters, WindowedCounters};
+use paystream_storage::counters::{CounterConfig, CounterEvent, SharedMemoryCounters, WindowedCounters};
+use paystream_storage_redis::{Blocking, RedisCounters};
 
 use crate::config::VelocityStore;
 use crate::context::RunContext;
@@ -31,7 +32,9 @@ impl VelocitySource {
     fn connect(&self) -> Result<Box<dyn WindowedCounters>, StorageError> {
         Ok(match self {
             VelocitySource::Memory(shared) => Box::new(shared.clone()),
-            VelocitySource::Redis { url, prefix, config } => Box::new(RedisCounters::connect(url, prefix, *config)?),
+            VelocitySource::Redis { url, prefix, config } => {
+                Box::new(Blocking::<RedisCounters>::connect(url, prefix, *config)?)
+            }
         })
     }
 

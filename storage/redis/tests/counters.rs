@@ -5,8 +5,9 @@
 mod common;
 
 use paystream_storage::counters::{
-    CounterConfig, CounterEvent, MemoryCounters, RedisCounters, WindowQuery, WindowTotals, WindowedCounters,
+    CounterConfig, CounterEvent, MemoryCounters, WindowQuery, WindowTotals, WindowedCounters,
 };
+use paystream_storage_redis::{Blocking, RedisCounters};
 
 const HOUR: i64 = 3_600_000;
 const START: i64 = 1_522_540_800_000;
@@ -15,9 +16,9 @@ fn redis_url() -> String {
     std::env::var("PAYSTREAM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-fn redis(test: &str) -> RedisCounters {
+fn redis(test: &str) -> Blocking<RedisCounters> {
     let prefix = format!("pstest:{test}:{}", common::unique_suffix());
-    RedisCounters::connect(&redis_url(), &prefix, CounterConfig::default())
+    Blocking::<RedisCounters>::connect(&redis_url(), &prefix, CounterConfig::default())
         .unwrap_or_else(|e| panic!("Redis must be running for these tests ({}): {e}", redis_url()))
 }
 
@@ -192,4 +193,24 @@ fn add_and_windows_agrees_between_redis_and_the_embedded_counters() {
     }
     assert_eq!(results[0], results[1]);
     assert!(results[0].iter().filter(|w| w.count > 1).count() > 100, "windows hold more than the event itself");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn the_async_api_runs_inside_a_runtime_where_the_blocking_one_refuses() {
+    fn assert_send<T: Send>(_: &T) {}
+    let prefix = format!("pstest:async:{}", common::unique_suffix());
+    let mut store = RedisCounters::connect(&redis_url(), &prefix, CounterConfig::default()).await.unwrap();
+    let event = CounterEvent { entity: "merchant:M1", event_id: "p1", event_time_ms: START, amount_minor: 7 };
+    let events = [event];
+    let add = store.add_and_windows(&events, 1);
+    assert_send(&add); // an axum handler may hold it across an await
+    assert_eq!(add.await.unwrap(), vec![WindowTotals { count: 1, sum_minor: 7 }]);
+    assert_eq!(store.add(&[event]).await.unwrap(), 0, "counted once");
+    let query = WindowQuery { entity: "merchant:M1", at_ms: START, buckets: 1 };
+    assert_eq!(store.windows(&[query]).await.unwrap(), vec![WindowTotals { count: 1, sum_minor: 7 }]);
+    // As an axum handler would misuse it: refused, never a panic.
+    assert!(matches!(
+        Blocking::<RedisCounters>::connect(&redis_url(), &prefix, CounterConfig::default()),
+        Err(paystream_storage::StorageError::InsideRuntime { .. })
+    ));
 }

@@ -1,61 +1,11 @@
-//! State and record stores of paystream: the embedded [`FileSnapshotStore`], which keeps
-//! each partition's operator-state snapshot as a checksummed file replaced atomically;
-//! record stores ([`records::RecordStore`]: decisions, postings, balances) in memory or
-//! on PostgreSQL ([`postgres::PostgresRecordStore`]); users ([`users::UserStore`]) in
-//! memory or in the same PostgreSQL schema; windowed counters in memory or Redis
-//! ([`counters`]). ScyllaDB comes next.
-//!
-//! Invariant: a store never returns a snapshot that fails its checksum; a torn or
-//! corrupt file is an error, never silently an empty state.
-
-pub mod counters;
-pub mod history;
-pub mod postgres;
-pub mod records;
-pub mod scylla;
-pub mod users;
+//! Snapshots of operator state: the [`SnapshotStore`] trait and the embedded
+//! [`FileSnapshotStore`] (checksummed files replaced atomically).
 
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
-use thiserror::Error;
-
-#[derive(Debug, Error)]
-pub enum StorageError {
-    /// External: the disk failed.
-    #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
-    /// Internal: stored bytes fail their checksum.
-    #[error("snapshot {name} is corrupt: {why}")]
-    Corrupt { name: String, why: String },
-    /// The caller's fault.
-    #[error("invalid snapshot name {0:?}: use [a-zA-Z0-9._-]")]
-    InvalidName(String),
-    #[error("invalid schema name {0:?}: use 1 to 63 of [a-z0-9_], not starting with a digit")]
-    InvalidSchema(String),
-    /// The caller's configuration is invalid.
-    #[error("invalid store configuration: {0}")]
-    InvalidConfig(String),
-    /// External: the database refused or failed.
-    #[error("PostgreSQL: {context}: {why}")]
-    Database { context: String, why: String },
-    /// External: Redis refused or failed.
-    #[error("Redis: {context}: {why}")]
-    Redis { context: String, why: String },
-    /// External: ScyllaDB/Cassandra refused or failed.
-    #[error("ScyllaDB: {context}: {why}")]
-    Scylla { context: String, why: String },
-    /// Internal: records offered out of order (a gap or a partial overlap).
-    #[error("record store: {topic}/{partition}: {why}")]
-    Sequence { topic: String, partition: u32, why: String },
-    /// The record itself is invalid (it cannot come from the pipeline).
-    #[error("record store: invalid record: {0}")]
-    InvalidRecord(String),
-    /// The caller's: the key exists already (a user id, an e-mail address).
-    #[error("conflict: {0}")]
-    Conflict(String),
-}
+use crate::error::StorageError;
 
 /// A partition's operator state as of `changelog_offset`: the state equals replaying the
 /// changelog up to (not including) that offset.

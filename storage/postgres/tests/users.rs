@@ -1,12 +1,12 @@
 //! One conformance suite for the user stores: in memory and PostgreSQL (this machine's
 //! server; `PAYSTREAM_TEST_POSTGRES_URL` overrides the URL), each PostgreSQL test in a
-//! schema of its own.
+//! users schema of its own.
 
 mod common;
 
 use paystream_storage::StorageError;
-use paystream_storage::postgres::PostgresRecordStore;
 use paystream_storage::users::{KycStatus, MemoryUserStore, User, UserStore};
+use paystream_storage_postgres::{Blocking, PostgresUserStore};
 
 fn postgres_url() -> String {
     std::env::var("PAYSTREAM_TEST_POSTGRES_URL")
@@ -17,7 +17,7 @@ fn postgres_url() -> String {
 fn on_every_store(test: &str, check: impl Fn(&str, &mut dyn UserStore)) {
     check("memory", &mut MemoryUserStore::default());
     let schema = format!("test_users_{test}_{}", common::unique_suffix());
-    let mut postgres = PostgresRecordStore::connect(&postgres_url(), &schema)
+    let mut postgres = Blocking::<PostgresUserStore>::connect(&postgres_url(), &schema)
         .unwrap_or_else(|e| panic!("PostgreSQL must be running for these tests ({}): {e}", postgres_url()));
     check("postgres", &mut postgres);
     postgres.drop_schema().unwrap();

@@ -1,6 +1,6 @@
 //! Record stores: the pipeline's decisions and ledger postings as queryable records
 //! (payment history, account balances) — in memory ([`MemoryRecordStore`], the embedded
-//! default) or in PostgreSQL ([`crate::postgres::PostgresRecordStore`]).
+//! default) or in PostgreSQL (`paystream-storage-postgres`).
 //!
 //! Exactly once: records arrive as [`OutputSlice`]s, the records of one output topic
 //! partition between two offsets. A store keeps, per topic partition, the offset it has
@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use paystream_domain::{Decision, LedgerTransaction, Money};
 
-use crate::StorageError;
+use crate::error::StorageError;
 
 /// The records of one output topic partition in offsets `[from_offset, to_offset)`.
 #[derive(Clone, Debug, Default)]
@@ -72,8 +72,8 @@ pub trait RecordStore: Send {
     fn totals(&mut self) -> Result<StoreTotals, StorageError>;
 }
 
-/// Where a slice stands against the stored position.
-pub(crate) fn check_sequence(slice: &OutputSlice, position: u64) -> Result<SliceApplied, StorageError> {
+/// Where a slice stands against the stored position (every store decides the same).
+pub fn check_sequence(slice: &OutputSlice, position: u64) -> Result<SliceApplied, StorageError> {
     if slice.from_offset > slice.to_offset {
         return Err(StorageError::Sequence {
             topic: slice.topic.clone(),
@@ -100,19 +100,20 @@ pub(crate) fn check_sequence(slice: &OutputSlice, position: u64) -> Result<Slice
 }
 
 /// A decision's amount in minor units (decisions carry the exact decimal string).
-pub(crate) fn decision_amount_minor(decision: &Decision) -> Result<i64, StorageError> {
+pub fn decision_amount_minor(decision: &Decision) -> Result<i64, StorageError> {
     Money::parse(&decision.amount, decision.currency)
         .map(|m| m.minor_units())
         .map_err(|e| StorageError::InvalidRecord(format!("decision {}: amount: {e}", decision.payment_id)))
 }
 
-pub(crate) fn event_time_ms(what: &str, id: &str, time: &str) -> Result<i64, StorageError> {
+/// An event time as milliseconds since the epoch; an invalid one is the record's fault.
+pub fn event_time_ms(what: &str, id: &str, time: &str) -> Result<i64, StorageError> {
     paystream_domain::time::parse_rfc3339_ms(time)
         .map_err(|e| StorageError::InvalidRecord(format!("{what} {id}: event_time: {e}")))
 }
 
 /// Net change of each (account, currency) balance in a slice; checked arithmetic.
-pub(crate) fn balance_changes(ledger: &[LedgerTransaction]) -> Result<BTreeMap<(String, String), i64>, StorageError> {
+pub fn balance_changes(ledger: &[LedgerTransaction]) -> Result<BTreeMap<(String, String), i64>, StorageError> {
     let mut changes: BTreeMap<(String, String), i64> = BTreeMap::new();
     for transaction in ledger {
         for posting in &transaction.postings {

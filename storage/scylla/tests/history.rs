@@ -3,7 +3,7 @@
 //! `deploy/local/servers.sh start cassandra`), each test in a keyspace of its own.
 
 use paystream_storage::history::{AggregateRow, DayTotals, HistoryRow, HistoryStore, MemoryHistoryStore};
-use paystream_storage::scylla::{ScyllaConfig, ScyllaStore};
+use paystream_storage_scylla::{Blocking, ScyllaConfig, ScyllaStore};
 
 fn row(account: &str, time_ms: i64, id: &str, amount_minor: i64) -> HistoryRow {
     HistoryRow {
@@ -18,10 +18,11 @@ fn row(account: &str, time_ms: i64, id: &str, amount_minor: i64) -> HistoryRow {
     }
 }
 
-fn scylla(test: &str) -> ScyllaStore {
+fn scylla(test: &str) -> Blocking<ScyllaStore> {
     let keyspace = paystream_testkit::unique_name(test);
     let mut store =
-        ScyllaStore::connect(ScyllaConfig::new(&paystream_testkit::cql_nodes(), &keyspace).unwrap()).unwrap();
+        Blocking::<ScyllaStore>::connect(ScyllaConfig::new(&paystream_testkit::cql_nodes(), &keyspace).unwrap())
+            .unwrap();
     store.migrate().unwrap();
     store.migrate().unwrap(); // idempotent
     store
@@ -112,4 +113,27 @@ fn aggregate_versions_make_replays_idempotent_in_any_order() {
         store.write_aggregates(&[row(0, 1), row(1, 1)], 100).unwrap();
         assert_eq!(store.daily_totals("merchant:m9", 17_700).unwrap(), vec![(17_700, totals(5))], "{name}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn the_async_api_runs_inside_a_runtime_where_the_blocking_one_refuses() {
+    fn assert_send<T: Send>(_: &T) {}
+    let config = ScyllaConfig::new(&paystream_testkit::cql_nodes(), &paystream_testkit::unique_name("async")).unwrap();
+    let mut store = ScyllaStore::connect(config.clone()).await.unwrap();
+    store.migrate().await.unwrap();
+    let rows = [row("c1", 1_000, "p1", 100)];
+    let write = store.record_payments(&rows);
+    assert_send(&write); // an axum handler may hold it across an await
+    write.await.unwrap();
+    assert_eq!(store.history("c1", 10).await.unwrap(), rows);
+    let totals = DayTotals { payments: 1, amount_minor: 100, declines: 0 };
+    let aggregate = AggregateRow { entity: "t1".into(), day: 17_622, source_partition: 0, totals };
+    store.write_aggregates(&[aggregate], 5).await.unwrap();
+    assert_eq!(store.aggregate("t1", 17_622, 0).await.unwrap(), Some((totals, 5)));
+    assert_eq!(store.daily_totals("t1", 17_600).await.unwrap(), vec![(17_622, totals)]);
+    // As an axum handler would misuse it: refused, never a panic.
+    assert!(matches!(
+        Blocking::<ScyllaStore>::connect(config),
+        Err(paystream_storage::StorageError::InsideRuntime { .. })
+    ));
 }

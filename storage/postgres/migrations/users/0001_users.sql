@@ -1,5 +1,7 @@
 -- paystream users: the accounts people sign in with (the auth service reads them) and
--- their KYC state. Email addresses are stored lower-cased and unique.
+-- their KYC state. Email addresses are stored lower-cased and unique. This chain runs in
+-- the users' own schema, with its own _sqlx_migrations table, apart from the record
+-- sink's chain.
 
 CREATE TABLE users (
     user_id       text        PRIMARY KEY,

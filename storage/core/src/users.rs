@@ -1,11 +1,11 @@
 //! Users: the people behind wallets, for the auth and customer services. A user has a
 //! stable id, a unique e-mail address (compared lower-cased), a display name and a KYC
-//! state. In memory ([`MemoryUserStore`]) or in PostgreSQL (`users` table of the record
-//! store's schema, migration `0002_users.sql`).
+//! state. In memory ([`MemoryUserStore`]) or in PostgreSQL (`paystream-storage-postgres`:
+//! a schema of the users' own, apart from the record sink's tables).
 
 use std::collections::HashMap;
 
-use crate::StorageError;
+use crate::error::StorageError;
 
 /// Where a user stands with know-your-customer checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,5 +1,5 @@
 //! The long-window store: payment history per account and daily aggregates per entity,
-//! in ScyllaDB/Cassandra in production ([`crate::scylla::ScyllaStore`]) or in memory
+//! in ScyllaDB/Cassandra in production (`paystream-storage-scylla`) or in memory
 //! ([`MemoryHistoryStore`], embedded and for tests). Both implement [`HistoryStore`] with
 //! the same semantics:
 //! - a history row is keyed by (account, event time, payment id): writing it again (a
@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::StorageError;
+use crate::error::StorageError;
 
 /// One payment in an account's history.
 #[derive(Clone, Debug, PartialEq, Eq)]
