@@ -6,6 +6,7 @@ use std::sync::Arc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use paystream_benches::payment_records;
 use paystream_domain::Payment;
+use paystream_domain::time::MILLIS_PER_DAY;
 use paystream_operators::{InputRecord, OperatorConfig, OutputBatch, PartitionProcessor, TerminalView, default_model};
 use paystream_pipeline::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use paystream_pipeline::log::{Log, Transaction};
@@ -91,15 +92,56 @@ fn embedded_log(c: &mut Criterion) {
     group.finish();
 }
 
+/// After the last payment the data repeats this much later (ids and windows stay
+/// consistent).
+const PERIOD_MS: i64 = 60 * MILLIS_PER_DAY;
+/// As in backtests: idle keys and old terminal payments expire every so many payments.
+const EXPIRY_EVENTS: usize = 65_536;
+
+/// Feature updates in event-time order, batch by batch, replaying the simulated data.
+struct Replay<'a> {
+    state: paystream_operators::features::ReferenceFeatures,
+    next: usize,
+    shift_ms: i64,
+    transactions: &'a [paystream_simulator::Transaction],
+    ids: &'a [(String, String, String)],
+    config: &'a paystream_simulator::SimulatorConfig,
+    /// Keys of this batch's payments and of the next few (hinted ahead).
+    keys: Vec<paystream_operators::features::PaymentKeys>,
+}
+impl Replay<'_> {
+    fn batch(&mut self, rows: &mut Vec<paystream_models::features::FeatureRow>) {
+        rows.clear();
+        self.keys.clear();
+        for k in 0..BATCH + paystream_operators::features::PREFETCH_SLOTS_DISTANCE_PAYMENTS {
+            let (id, customer, terminal) = &self.ids[(self.next + k) % self.ids.len()];
+            self.keys.push(paystream_operators::features::PaymentKeys::new(id, customer, terminal));
+        }
+        for i in 0..BATCH {
+            self.state.prefetch_ahead(&self.keys, i);
+            let keys = self.keys[i];
+            let t = &self.transactions[self.next];
+            let time = t.event_time_ms(self.config) + self.shift_ms;
+            rows.push(self.state.observe(keys, time, t.amount_cents));
+            self.next += 1;
+            if self.next.is_multiple_of(EXPIRY_EVENTS) {
+                self.state.expire_idle(time);
+            }
+            if self.next == self.transactions.len() {
+                self.next = 0;
+                self.shift_ms += PERIOD_MS;
+            }
+        }
+    }
+}
+
 /// Feature updates and model scoring on the reference workload, per payment.
 fn fraud_features_and_models(c: &mut Criterion) {
     use paystream_models::features::{FEATURE_NAMES, FeatureRow};
     use paystream_models::{FraudModel, LoadedModel, TrainedModel};
-    use paystream_operators::features::{PREFETCH_SLOTS_DISTANCE_PAYMENTS, PaymentKeys, ReferenceFeatures};
+    use paystream_operators::features::ReferenceFeatures;
 
-    const DELAY_MS: i64 = 7 * 86_400_000;
-    /// As in backtests: idle keys and old terminal payments expire every so many payments.
-    const EXPIRY_EVENTS: usize = 65_536;
+    const DELAY_MS: i64 = 7 * MILLIS_PER_DAY;
     let config = paystream_simulator::SimulatorConfig { days: 60, seed: 7, ..Default::default() };
     let transactions = paystream_simulator::simulate(&config);
     let ids: Vec<(String, String, String)> = transactions
@@ -121,44 +163,6 @@ fn fraud_features_and_models(c: &mut Criterion) {
     let (logistic, boosted) = (load("logistic"), load("gbt"));
     let batch: Vec<FeatureRow> = rows[split..split + BATCH].to_vec();
 
-    // Feature updates in event-time order, from day 30 on (warm windows); after the last
-    // payment the data repeats 60 days later (ids and windows stay consistent).
-    const PERIOD_MS: i64 = 60 * 86_400_000;
-    struct Replay<'a> {
-        state: ReferenceFeatures,
-        next: usize,
-        shift_ms: i64,
-        transactions: &'a [paystream_simulator::Transaction],
-        ids: &'a [(String, String, String)],
-        config: &'a paystream_simulator::SimulatorConfig,
-        /// Keys of this batch's payments and of the next few (hinted ahead).
-        keys: Vec<PaymentKeys>,
-    }
-    impl Replay<'_> {
-        fn batch(&mut self, rows: &mut Vec<FeatureRow>) {
-            rows.clear();
-            self.keys.clear();
-            for k in 0..BATCH + PREFETCH_SLOTS_DISTANCE_PAYMENTS {
-                let (id, customer, terminal) = &self.ids[(self.next + k) % self.ids.len()];
-                self.keys.push(PaymentKeys::new(id, customer, terminal));
-            }
-            for i in 0..BATCH {
-                self.state.prefetch_ahead(&self.keys, i);
-                let keys = self.keys[i];
-                let t = &self.transactions[self.next];
-                let time = t.event_time_ms(self.config) + self.shift_ms;
-                rows.push(self.state.observe(keys, time, t.amount_cents));
-                self.next += 1;
-                if self.next.is_multiple_of(EXPIRY_EVENTS) {
-                    self.state.expire_idle(time);
-                }
-                if self.next == self.transactions.len() {
-                    self.next = 0;
-                    self.shift_ms += PERIOD_MS;
-                }
-            }
-        }
-    }
     // Warm on the first 30 days.
     let mut replay = Replay {
         state,
@@ -214,7 +218,7 @@ fn ledger_accounts(c: &mut Criterion) {
     use paystream_operators::ledger::accounts::{Account, AccountKind, Accounts, Transfer, TransferKind};
     const TRANSFERS: usize = 20_000;
     let setup = || {
-        let mut accounts = Accounts::new(7 * 86_400_000);
+        let mut accounts = Accounts::new(7 * MILLIS_PER_DAY);
         accounts.open(Account::new("bank", Currency::EUR, AccountKind::External, "bank"));
         for w in 0..1_000 {
             let wallet = format!("wallet:{w}");

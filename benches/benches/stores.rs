@@ -2,16 +2,16 @@
 //! Needs Redis (`PAYSTREAM_BENCH_REDIS_URL`, default `redis://127.0.0.1:6379`).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use paystream_domain::time::{MILLIS_PER_HOUR, MILLIS_PER_MINUTE};
 use paystream_storage::counters::{CounterConfig, CounterEvent, MemoryCounters, WindowQuery, WindowedCounters};
 use paystream_storage_redis::{Blocking, RedisCounters};
 
 const BATCH: usize = 2_048;
 
-fn counters(c: &mut Criterion) {
-    let url = std::env::var("PAYSTREAM_BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+/// Eight simulated days of payments as (event id, entity, event time, amount).
+fn simulated_events() -> Vec<(String, String, i64, i64)> {
     let config = paystream_simulator::SimulatorConfig { days: 8, seed: 7, ..Default::default() };
-    let transactions = paystream_simulator::simulate(&config);
-    let events: Vec<(String, String, i64, i64)> = transactions
+    paystream_simulator::simulate(&config)
         .iter()
         .map(|t| {
             (
@@ -21,7 +21,12 @@ fn counters(c: &mut Criterion) {
                 t.amount_cents,
             )
         })
-        .collect();
+        .collect()
+}
+
+fn counters(c: &mut Criterion) {
+    let url = std::env::var("PAYSTREAM_BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let events = simulated_events();
     let prefix = format!("psbench:{}", std::process::id());
     let mut stores: Vec<(&str, Box<dyn WindowedCounters>)> = vec![
         ("memory", Box::new(MemoryCounters::new(CounterConfig::default()).expect("config"))),
@@ -66,10 +71,13 @@ fn counters(c: &mut Criterion) {
 
     // The pipeline's velocity path: per payment, count it at its merchant (5-minute
     // buckets) and read the hour (12 buckets) ending with it, in one round trip per batch.
-    let velocity = CounterConfig { bucket_ms: 5 * 60_000, retention_ms: 6 * 3_600_000 };
-    let merchants: Vec<String> = transactions
+    let velocity = CounterConfig { bucket_ms: 5 * MILLIS_PER_MINUTE, retention_ms: 6 * MILLIS_PER_HOUR };
+    let merchants: Vec<String> = events
         .iter()
-        .map(|t| format!("merchant:M{}", t.terminal_id.to_string().parse::<u64>().unwrap_or(0) / 10))
+        .map(|(_, terminal, _, _)| {
+            let terminal_id = terminal.trim_start_matches("terminal:").parse::<u64>().unwrap_or(0);
+            format!("merchant:M{}", terminal_id / 10)
+        })
         .collect();
     let mut stores: Vec<(&str, Box<dyn WindowedCounters>)> = vec![
         ("memory", Box::new(MemoryCounters::new(velocity).expect("config"))),

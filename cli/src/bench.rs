@@ -24,8 +24,9 @@ use paystream_simulator::{SimulatorConfig, Transaction};
 use serde::Serialize;
 
 use crate::demo::thousands;
+use crate::log_args::{KafkaArgs, LogArgs, LogRole};
+use crate::pipeline_args::PipelineArgs;
 use crate::publish::{PublishOptions, publish_simulation};
-use crate::{KafkaArgs, LogArgs, LogRole, PipelineArgs};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -101,7 +102,7 @@ fn run_log_args(args: &BenchArgs, root: &std::path::Path, run: &str, started_s: 
     let topics = match &args.kafka.kafka_brokers {
         Some(_) => {
             let prefix = format!("bench-{started_s}-{}-{run}", std::process::id());
-            crate::TOPIC_ROLES.iter().map(|role| format!("{role}={prefix}-{role}")).collect()
+            crate::log_args::TOPIC_ROLES.iter().map(|role| format!("{role}={prefix}-{role}")).collect()
         }
         None => Vec::new(),
     };
@@ -161,7 +162,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let publish_seconds = started.elapsed().as_secs_f64();
     let bytes_before = stored_bytes();
     let throughput_metrics = Arc::new(Metrics::new());
-    let pipeline = crate::pipeline(log.clone(), &log_args.data_dir, config.clone(), throughput_metrics.clone())?;
+    let pipeline =
+        crate::process::pipeline(log.clone(), &log_args.data_dir, config.clone(), throughput_metrics.clone())?;
     let uses_terminal_index = pipeline.needs_terminal_index();
     eprintln!("running the pipeline ...");
     let started = Instant::now();
@@ -181,7 +183,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let (log, _) = open_run_log(&log_args, workers)?;
     let topics = paystream_pipeline::ensure_topics(log.as_ref(), &config)?;
     let metrics = Arc::new(Metrics::new());
-    let pipeline = crate::pipeline(log.clone(), &log_args.data_dir, config, metrics.clone())?;
+    let pipeline = crate::process::pipeline(log.clone(), &log_args.data_dir, config, metrics.clone())?;
     let latency_options = PublishOptions { rate_per_second: Some(args.latency_rate), ..options };
     eprintln!("latency run: {} payments/s for {} s ...", thousands(args.latency_rate), args.latency_seconds);
     publish_while_running(&pipeline, log.as_ref(), &topics, &sim_config, latency_transactions, &latency_options)?;

@@ -16,7 +16,10 @@ use paystream_pipeline::metrics::Metrics;
 use paystream_pipeline::{RunControl, RunMode, RunReport};
 
 use crate::inspect::OutputSummary;
-use crate::{LogArgs, PipelineArgs, PublishArgs, SimulatorArgs, inspect, publish};
+use crate::log_args::LogArgs;
+use crate::pipeline_args::PipelineArgs;
+use crate::simulator_args::{PublishArgs, SimulatorArgs};
+use crate::{inspect, publish};
 
 #[derive(Args)]
 pub struct DemoArgs {
@@ -92,12 +95,12 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     let simulate_seconds = started.elapsed().as_secs_f64();
     let log = log_args.open()?;
     let metrics = Arc::new(Metrics::new());
-    let runtime = crate::io_runtime()?;
-    if let Some(addr) = crate::start_metrics_server(&runtime, &args.pipeline, &metrics) {
+    let runtime = crate::process::io_runtime()?;
+    if let Some(addr) = crate::process::start_metrics_server(&runtime, &args.pipeline, &metrics) {
         println!("metrics: http://{addr}/metrics");
     }
     let control = Arc::new(RunControl::new(false));
-    crate::stop_on_signals(&runtime, control.clone());
+    crate::process::stop_on_signals(&runtime, control.clone());
     let mut config = args.pipeline.config(&log_args, "memory")?;
     if config.model_file.is_none() && args.train != "rules" {
         config.model_file = Some(train_model(&args, &sim_config, &data_dir, config.operators.label_delay_ms)?);
@@ -107,7 +110,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         paystream_pipeline::VelocityStore::Memory => "counted in this process",
         paystream_pipeline::VelocityStore::Redis { .. } => "counted in Redis",
     });
-    let pipeline = crate::pipeline(log.clone(), &data_dir, config, metrics.clone())?;
+    let pipeline = crate::process::pipeline(log.clone(), &data_dir, config, metrics.clone())?;
     let model_version = pipeline.model.version().to_string();
     let options = args.publish.options(20)?;
 
@@ -175,7 +178,7 @@ fn embedded_log_args(data_dir: &Path, partitions: u32) -> LogArgs {
         no_fsync: false,
         no_compression: false,
         topics: Vec::new(),
-        kafka: crate::KafkaArgs::default(),
+        kafka: crate::log_args::KafkaArgs::default(),
     }
 }
 
