@@ -6,6 +6,34 @@
 //! boosted trees) are trained by `paystream train` and loaded from model files as a
 //! [`LoadedModel`]. Both implement [`FraudModel`], which scores a whole batch at once.
 //! Models are pure: no IO, no clock.
+//!
+//! Every model reads the same feature row ([`features`]), computed by the feature
+//! operators (`paystream-operators`, `features`) for training, backtests and the live
+//! pipeline alike. `paystream train` and `paystream backtest` (`cli/src/backtest.rs`)
+//! replay a data set through them, train a [`TrainedModel`] and evaluate it with
+//! [`metrics`] (ROC AUC, average precision, Card Precision@k); measured quality and
+//! timings: benches/README.md.
+//!
+//! Model files are versioned JSON recording the feature names, the scaling
+//! ([`logistic`]) or the trees ([`boosting`]), a description of the training data and the
+//! label delay d the terminal features were computed with (the pipeline refuses a model
+//! trained with another d). A file is checked when loaded, and refused with the reason if
+//! it could crash a worker or score NaN: trees whose walk could loop or read past the
+//! row, a feature paystream does not compute or one listed twice, no feature at all, a
+//! zero scale.
+//!
+//! [`LoadedModel`] locates the model's features in the row and scores a batch in chunks
+//! of [`SCORE_CHUNK_ROWS`] rows (one ndarray matrix each, small enough to stay in L1 while
+//! every tree passes over it); trees go through [`boosting::CompiledTrees`] (complete
+//! trees in heap order, walked branch-free, several rows at once where the CPU allows;
+//! trees too deep for it are walked node by node). Each score is explained: its reasons
+//! are the up to [`REASONS_MAX`] features with the largest positive contribution
+//! (logistic: coefficient × standardized value; trees: Saabas attribution along each
+//! path). `rules-v1` reads the same row and gives rule codes as reasons.
+//!
+//! The pipeline holds the model through a handle it reloads when the model file changes
+//! (`pipeline/src/connectors/model_file.rs`); every decision carries the version that
+//! scored it.
 
 // Amounts in minor units are written like 220_00 (= 220.00), not 22_000.
 #![allow(clippy::inconsistent_digit_grouping)]

@@ -1,5 +1,9 @@
 //! Logistic regression fraud model: standardized features, trained with linfa-logistic,
 //! saved as a versioned JSON model file, scored a whole batch at a time with ndarray.
+//!
+//! The file holds each feature's mean and scale (std), the coefficients and intercept; a
+//! scale MUST be positive (a zero one would score NaN: refused when read). A feature's
+//! contribution to a score, for its reasons, is coefficient × standardized value.
 
 use linfa::prelude::*;
 use linfa_logistic::LogisticRegression;

@@ -1,5 +1,23 @@
 //! The state of one input partition, its changes ([`StateOp`]) and their encodings.
 //!
+//! Per input partition, [`PartitionState`] holds:
+//! - the partition's max event time (its watermark);
+//! - the dedupe set: payment-id hash → content hash and event time, evicted
+//!   `dedupe_retention_ms` (default 7 days) of event time after;
+//! - the customer windows ([`CustomerWindows`]): every payment of the last 30 days plus
+//!   the allowed lateness, 24 bytes each, at most
+//!   [`CUSTOMER_HISTORY_ENTRIES_MAX`](crate::limits::CUSTOMER_HISTORY_ENTRIES_MAX) per
+//!   customer; idle customers dropped once a day of event time;
+//! - the settlement state ([`SettlementState`]): its horizon and, as a merchant
+//!   partition, every source's last mark and its merchants' open windows;
+//! - the ledger state ([`LedgerState`]): the accounts that need limits or holds, and one
+//!   record per approved payment or authorization (≈ 100 bytes, kept `refund_window_ms`,
+//!   default 30 days).
+//!
+//! Every change MUST go through [`PartitionState::apply`] as a [`StateOp`], live and on
+//! restore alike, so a restored partition equals the live one. How the runtime logs,
+//! snapshots and restores them: `pipeline/src/runtime/state.rs`.
+//!
 //! Encodings are postcard (compact, versioned by [`STATE_FORMAT_VERSION`]); a changelog
 //! record holds the ops of one batch, a snapshot the whole state.
 

@@ -2,6 +2,30 @@
 //! the hour up to each payment, counted across every partition by the runtime's shared
 //! feature store. Operators list what must be counted ([`VelocityEvent`]) and read the
 //! store's answers ([`VelocityTotals`]); the runtime does the IO in between.
+//!
+//! The store is chosen by `--velocity memory|redis://…` (trait
+//! `storage::counters::WindowedCounters`). Operators do no IO, so a batch runs in two
+//! halves: `TerminalFeaturesRead::featurize` validates, deduplicates and computes the
+//! partition-local features and lists the batch's events
+//! (`FeaturizedBatch::velocity_events`: entity, payment id, event time, amount); the
+//! runtime makes one round trip (`add_and_windows`: for each event in order, count it
+//! once — its id joins the bucket's id set — then read the [`VELOCITY_BUCKETS`] buckets of
+//! [`VELOCITY_BUCKET_MS`] ending with its own); `FeaturizedBatch::finish` scores and
+//! decides with the answers (velocity on the decision; the
+//! `--merchant-velocity-review-min` and `--device-velocity-review-min` rules).
+//!
+//! Counts are idempotent, not transactional: a batch that crashes before its commit
+//! leaves its counts and its replay recounts nothing, so a replayed payment may see its
+//! batch's later payments (at most one batch per partition). Velocity is therefore never
+//! part of the partition state, restore or the crash simulation's determinism.
+//!
+//! The runtime's side (`pipeline/src/connectors/velocity.rs`): a store error is retried,
+//! reconnecting, for `velocity_store_retry_ms`, then the run stops before the batch
+//! commits. In-process counters (one per process) start empty after a restart and are
+//! refused in a consumer group; Redis is shared and survives restarts.
+//!
+//! Velocity feeds rules only: the learned models' feature row does not include it (the
+//! handbook data has no merchants or devices to train on).
 
 use paystream_domain::{Payee, Payment, Velocity};
 

@@ -2,6 +2,12 @@
 //! payments in (t − w, t] and their average amount, the amount over the previous 30-day
 //! average, hours since the previous payment, and whether the terminal is new to the
 //! customer. Kept in each payer partition's state.
+//!
+//! Keyed by payer, like the pipeline, so this state is partition-local. It MUST change
+//! only through `StateOp::Seen` (see [`crate::state`]): it is then in the changelog and
+//! the snapshots, and restores exactly. Per customer, its payments in event-time order
+//! with running amount sums, the kept window starts of its newest payment, and one
+//! (customer, terminal) entry for each pair's newest use, for "new terminal".
 
 use std::collections::VecDeque;
 

@@ -4,6 +4,14 @@
 //! pipeline (customer windows in each payer partition's state, the terminal index shared
 //! by every partition), so there is no training/serving skew.
 //!
+//! One feature row, one implementation: [`paystream_models::features`] names the 19
+//! features every model reads (the fraud handbook's 15 and 4 of paystream's); this module
+//! computes them and nothing else does. `paystream train` and `backtest` replay a data
+//! set through [`ReferenceFeatures`] (the same [`CustomerWindows`] and [`TerminalIndex`]);
+//! `paystream run` computes them inside the operator chain. `cli/tests/fraud_pipeline.rs`
+//! checks it: a model trained by `backtest` and loaded by `run` over four partitions gives
+//! every test transaction the backtest's score.
+//!
 //! - `TX_AMOUNT`, `TX_DURING_WEEKEND` (Saturday or Sunday), `TX_DURING_NIGHT` (hour ≤ 6);
 //! - per customer ([`CustomerWindows`]), for w = 1, 7, 30 days: the number of payments in
 //!   (t − w, t] and their average amount (the payment itself included); the amount over
@@ -20,14 +28,32 @@
 //! newest time, so a payment reads the few entries around each window edge, not every
 //! entry of 30 days; a count walks from such a hint (exact from any hint) and falls back
 //! to a binary search when the hint is far, so a busy key (a shared terminal, the
-//! "no terminal" key of account transfers) costs O(log n), never O(n), per payment.
+//! "no terminal" key of account transfers) costs O(log n), never O(n), per payment
+//! (`windows.rs`).
 //! "New terminal" is one lookup of the (customer, terminal) pair's newest use for a
 //! payment in event-time order, a scan of the customer's 30 days for a late one. Frauds
 //! are listed apart per terminal (few), so counting risk reads no genuine payment.
 //! Terminal features are an *as-of* query: the index may already hold later
 //! payments and labels; the answer for time t depends only on what happened by t, so
 //! it is the same whatever order payments and labels were indexed in, as long as the
-//! index holds every payment before t and every label reported by t.
+//! index holds every payment before t and every label reported by t. The index is
+//! idempotent: a payment or label indexed twice counts once, so replays never count
+//! twice. A property test checks every feature against its definition by brute force,
+//! with late payments, labels in any order and window edges hit exactly
+//! (`features_match_their_definitions`).
+//!
+//! Lateness: a payment older than its partition's newest (earlier payments of the same
+//! batch included) by more than `feature_allowed_lateness_ms` may get inexact features.
+//! It is counted (`paystream_late_feature_payments_total`) and, by default
+//! ([`LatePaymentPolicy::Review`](crate::LatePaymentPolicy::Review)), decided at
+//! least `review` with reason `late_event_features_inexact`; its score stays the model's.
+//!
+//! Where they run: customer windows are partition state (`customer.rs`); one terminal
+//! index per process is shared by the workers (`terminal.rs`), and the runtime's terminal
+//! stage (`pipeline/src/connectors/terminal_index/`) decides how far it is complete before
+//! a batch is scored, indexes, expires and snapshots it. The payments path reads a batch's
+//! terminal features in a pass of its own and its customer features after, in an order
+//! its types enforce (`processor/payments.rs`).
 //!
 //! Keys are 64-bit hashes of the identifiers (xxh3): no string per entry. Two customers (or terminals) whose ids collide in 64 bits would
 //! share windows; at 10⁸ keys the chance that any pair collides is about 3 × 10⁻⁴, and
@@ -38,7 +64,13 @@
 //! [`HashedTable`](crate::hashed_table::HashedTable)s, whose slot address follows from
 //! the key alone, so a replay hints a payment's slots, then its entries, a few payments
 //! before observing it ([`ReferenceFeatures::prefetch_ahead`]) and the misses overlap
-//! instead of queuing.
+//! instead of queuing: slots [`PREFETCH_SLOTS_DISTANCE_PAYMENTS`] payments ahead, their
+//! entries (read from the slots, in cache by then) [`PREFETCH_ENTRIES_DISTANCE_PAYMENTS`]
+//! ahead. Hints of entries cover every cache line an entry spans. The pipeline's payments
+//! path gets its batch parsed ahead (`PartitionProcessor::plan_payments`), so it hints the
+//! state of the payments ahead the same way ([`prefetch_customers_ahead`], and
+//! [`prefetch_terminals_ahead`] in the terminal pass; `TerminalIndex::add_payments` for
+//! the runtime's indexing). Measured gains: benches/README.md.
 //!
 //! Bytes: per customer, 24 per payment in its last 30 days (plus the allowed lateness),
 //! at most [`CUSTOMER_HISTORY_ENTRIES_MAX`] entries, plus a 64-byte slot per customer

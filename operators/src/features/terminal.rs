@@ -2,6 +2,19 @@
 //! delay d, the payments in (t − d − w, t − d] and the share of them that were fraud as
 //! reported by t, and the payments in (t − 1 day, t). One index is shared by every
 //! partition.
+//!
+//! The index needs every partition's payments at a terminal and the label stream, so it
+//! is not partition state: one `TerminalIndex` per process, shared by the workers behind
+//! an `RwLock`, filled by the workers with their own partitions' payments
+//! ([`TerminalIndex::add_payments`]) and by the runtime's indexer with labels
+//! (`pipeline/src/connectors/terminal_index/`, which also states when the index is
+//! complete enough to score, and how it is snapshotted and restored). A run that needs it
+//! reads every input partition, so it refuses a consumer group.
+//!
+//! For the as-of query (see the module docs of `features`) it keeps each payment with its
+//! latest label and the label's report time; frauds are also listed apart per terminal.
+//! The features of a batch are read in one pass ([`TerminalFeatures`], written into each
+//! row after).
 
 use std::collections::VecDeque;
 

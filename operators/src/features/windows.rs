@@ -1,5 +1,11 @@
 //! Exact event-time windows over sorted entries: counts from hints kept per key, with a
 //! binary search when the hint is far, and the two-stage prefetch schedule.
+//!
+//! A window is a pair of positions in a key's entries, found from the window starts the
+//! key keeps for its newest payment. A window edge moves about one entry per payment, so
+//! [`count_near`] compares the few entries from just before the kept start without
+//! branching on them, and walks only to an edge outside them, then binary-searches: exact
+//! from any start, O(log n) per payment for a busy key.
 
 use std::collections::VecDeque;
 

@@ -13,6 +13,12 @@
 //! Balances are TigerBeetle's four counters per account; an account with a limit keeps
 //! `credits_posted − debits_posted − debits_pending ≥ −overdraft_limit_minor`, so money
 //! reserved by a hold is no longer available, and a hold can always be posted.
+//!
+//! [`Accounts::execute`] is deterministic: the same transfers in the same order give the
+//! same outcomes and state. A refused transfer changes nothing — limits and overflow are
+//! checked before any counter moves — except that a post or void naming a hold past its
+//! expiry expires the hold. This is why the ledger logs a transfer op whatever its
+//! outcome: applying the changelog again reproduces every outcome.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 

@@ -1,5 +1,22 @@
 //! Ledger account names and funding: which account a payment's money comes from and
 //! goes to, in postings and in partition state.
+//!
+//! Postings name:
+//! - `customer:<payer>`: the payer's card or bank outside paystream, unlimited;
+//! - `wallet:<payer>` (channel `wallet`): a `CustomerWallet` that never goes below minus
+//!   its overdraft limit — `wallet_overdrafts[payer]`, else `wallet_overdraft_minor`
+//!   ([`OperatorConfig::wallet_overdraft_for`](crate::OperatorConfig::wallet_overdraft_for)).
+//!   A limit changed in the configuration is set, by a `SetOverdraft` op, at the wallet's
+//!   next movement;
+//! - `merchant:<id>`;
+//! - [`TRANSFERS_CLEARING_ACCOUNT`] (`clearing:transfers`): payments to other accounts,
+//!   on their way;
+//! - the fees account (`fees_account_id`), and for payouts the settlement and bank
+//!   accounts (`settlement_account_id`, `bank_account_id`).
+//!
+//! Partition state tracks fewer accounts, under its own names: the wallets,
+//! `customer:<payer>/<currency>` for holds and top-ups on external funding, and
+//! `clearing:<currency>` for the rest of the ledger (see the module docs).
 
 use paystream_domain::{Channel, Currency, Payee, Payment};
 use serde::{Deserialize, Serialize};

@@ -1,7 +1,15 @@
 //! Ledger operator: the balanced postings of every money movement, and the partition's
 //! ledger state that decides whether a movement may happen.
 //!
-//! Postings (each transaction balances: debits = credits):
+//! Every event on the payments topic has a kind (`payment` by default, `authorize`,
+//! `capture`, `void`, `refund`, `chargeback`, `top_up`) and is keyed by its payer, so a
+//! payer's payments, their captures and refunds, and the payer's wallet all live on one
+//! partition. Payments and authorizations are scored and counted in the features; the
+//! other kinds skip features and scoring and are decided by the ledger alone (`approve`,
+//! or `decline` with the ledger's [`DeclineReason`] first). An approved payment or
+//! authorization can still be declined by the ledger (a wallet without the funds).
+//!
+//! Postings (every transaction MUST balance per currency: debits = credits):
 //! - payment / capture: the funding account debited the amount; the payee credited the
 //!   amount less the fee; the fees account credited the fee;
 //! - refund / chargeback: the payee debited, the funding account credited (the fee is
@@ -9,16 +17,67 @@
 //! - top-up: the payer's external account debited, the payer's wallet credited.
 //!
 //! Funding accounts: a payment in channel `wallet` is paid from the payer's wallet
-//! (`wallet:<payer>`, never below zero unless an overdraft limit says otherwise); any
-//! other channel from the payer's card or bank outside paystream (`customer:<payer>`,
-//! unlimited).
+//! (`wallet:<payer>`, never below minus its overdraft limit, zero by default); any other
+//! channel from the payer's card or bank outside paystream (`customer:<payer>`,
+//! unlimited). Account names: `funding.rs`.
+//!
+//! What each kind does (`processor/ledger.rs`: `PartitionProcessor::post_new_money` for
+//! payments and authorizations, `PartitionProcessor::ledger_event` for the others):
+//! - `payment`: from a wallet, a transfer wallet → clearing first (refused beyond the
+//!   limit: `insufficient_funds`); postings funding → payee (amount − fee) + fees; a
+//!   record.
+//! - `authorize`: a pending transfer funding → clearing (a hold: the funding's available
+//!   balance drops, limits checked at authorization); a record; no postings (nothing is
+//!   posted yet).
+//! - `capture`: posts at most the hold of the named authorization and releases the rest
+//!   (one capture per authorization); postings as a payment, at the authorization's fee
+//!   rate.
+//! - `void`: releases the hold (its amount MUST equal the hold's).
+//! - `refund` / `chargeback`: at most captured − already returned; postings payee →
+//!   funding (fees are not returned); a wallet is credited through clearing. Refunds and
+//!   chargebacks of payments to another account are declined `transfer_not_refundable`
+//!   (the money is in that account's wallet, on its partition: returning it is a payment
+//!   from that account).
+//! - `top_up`: external → wallet (the wallet opens with the top-up's currency).
+//!
+//! Captures, voids and returns MUST name the original's payer, payee and currency
+//! (`original_mismatch`); an unknown original, or one forgotten after
+//! `refund_window_ms` (default 30 days), is `original_not_found`
+//! ([`check_against_original`]). Holds not captured or voided expire
+//! `authorization_timeout_ms` (default 7 days) after their event time, once the
+//! partition's watermark less `settlement_allowed_lateness_ms` passes that
+//! (`paystream_holds_expired_total`); a capture after its hold's expiry expires the hold
+//! itself and is declined `authorization_expired`.
 //!
 //! [`LedgerState`] holds what outcomes depend on: an [`Accounts`] with the wallets, one
 //! external account per payer and currency used by holds or top-ups, and one clearing
 //! account per currency standing for "the rest of the ledger" (so a wallet's balance
-//! there is exact: every movement of a wallet goes through it); and a record of each
-//! approved payment and authorization, for captures, voids, refunds and chargebacks to
-//! find. The full balance of any account is the sum of its postings (the `ledger` topic;
+//! there is exact: every movement of a wallet goes through it, and the tests compare it
+//! with the sum of the wallet's postings); and a [`PaymentRecord`] per approved payment
+//! and authorization (a hash of payer, payee and currency; funding; fee rate; amount,
+//! captured, returned; ≈ 100 bytes, kept `refund_window_ms`), for captures, voids,
+//! refunds and chargebacks to find. The full balance of any other account is the sum of
+//! its postings (the `ledger` topic; `balances` in the PostgreSQL store).
+//!
+//! Exactly once and replay: every change to the ledger state is a
+//! [`StateOp`](crate::StateOp) (`OpenAccount`, `SetOverdraft`, `Transfer`, `Captured`,
+//! `Returned`; an approval rides on the payment's own `Seen` op) in the batch's
+//! changelog, applied by the same `PartitionState::apply` live and on restore. A
+//! `Transfer` op is logged whatever its outcome: [`Accounts::execute`] is deterministic
+//! and a refused transfer changes nothing, so applying the changelog again reproduces
+//! every outcome (`operators/tests/restore.rs` checks that restored and live partitions
+//! agree on outputs, changelog, windows, accounts and records). Payment ids are
+//! deduplicated before the ledger (a retry is counted, never applied twice); the ledger
+//! never uses `Accounts`' own transfer-id memory.
+//!
+//! The `ledger` topic is keyed by the payer (the first `wallet:` or `customer:` posting;
+//! other transactions, payouts, by their first posting's account: [`record_key`]), so one
+//! payer's transactions, and each wallet's, sit in one partition in commit order — which
+//! is how the crash simulation (`pipeline/tests/crash_simulation.rs`) checks that no
+//! wallet ever went below zero.
+//!
+//! Payments to another account cross partitions through `clearing:transfers`: see
+//! `transfers.rs`.
 
 pub mod accounts;
 mod decline;

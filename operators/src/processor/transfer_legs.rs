@@ -1,5 +1,11 @@
 //! Transfer legs from `paystream-transfers` (this partition's accounts are their
 //! targets): validated, deduplicated like payments, applied to the target account.
+//!
+//! The credit and return sides of a payment to another account (the protocol and its
+//! invariant: `ledger/transfers.rs`). A leg's id is remembered by a `SeenId` op, so a leg
+//! delivered twice is applied once. Partition state follows wallets only: a leg into a
+//! wallet is a transfer `clearing:<currency>` → wallet on the partition's accounts; a
+//! return into external funding is a posting alone.
 
 use paystream_domain::{LegKind, TransferLeg};
 

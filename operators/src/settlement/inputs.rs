@@ -1,5 +1,7 @@
 //! The records of `paystream-settlement-entries`: settlement inputs batched per target
-//! partition, postcard-encoded and versioned.
+//! partition, postcard-encoded and versioned like the changelog, at most
+//! [`SETTLEMENT_INPUTS_PER_RECORD_MAX`] inputs each (what one JSON record per entry costs:
+//! benches/README.md, "one settlement per merchant and window").
 
 use std::collections::BTreeMap;
 
@@ -15,8 +17,8 @@ pub const SETTLEMENT_INPUTS_FORMAT_VERSION: u16 = 1;
 /// The records a batch writes to `paystream-settlement-entries`: per target partition,
 /// its inputs in the order they were made (entries before the marks after them), at
 /// most [`SETTLEMENT_INPUTS_PER_RECORD_MAX`] per record; postcard, versioned like the
-/// changelog (an internal topic: one record per batch and partition instead of one JSON
-/// record per payment, which would cost a fifth of the pipeline's CPU time).
+/// changelog (an internal topic: one record per batch and partition, not one JSON
+/// record per payment).
 pub fn encode_inputs(inputs: &[(u32, SettlementInput)]) -> Vec<(u32, Vec<u8>)> {
     #[derive(Serialize)]
     struct RecordRef<'a> {

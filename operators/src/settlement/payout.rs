@@ -1,4 +1,14 @@
 //! Payouts of closed settlements: merchant → settlement account → bank.
+//!
+//! The settlements a merchant partition closes together are paid out as a batch per
+//! (window, currency): `settle:<suffix>/p<q>` (one leg per merchant, its net from
+//! `merchant:<id>` to the settlement account; split every
+//! [`SETTLEMENT_LEGS_PER_TRANSACTION_MAX`] merchants) and `payout:<suffix>/p<q>` (the total
+//! from the settlement account to the bank), where `<suffix>` is the settlement ids'
+//! shared `/<currency>/<window start>`. A negative net (the merchant owes it) runs the
+//! other way; a zero net has no leg. A pair of transactions per merchant window instead
+//! would about double the ledger topic (benches/README.md, "Figures the code's docs
+//! rest on").
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,13 @@
 //! `paystream reconcile`: settlements checked against the ledger transactions that name
 //! them and their payouts.
+//!
+//! Every ledger transaction names its settlement, so each emitted settlement is checked
+//! against exactly its postings: counts; gross = payer debits of its payments and
+//! captures; fees = gross − their merchant credits; refunds and chargebacks = the
+//! merchant's debits in those; net = the rest. No settlement id may appear twice. Payouts:
+//! each merchant leg moves exactly its settlement's net, and the `payout:` transactions of
+//! each window and currency, summed over the merchant partitions, move exactly the sum of
+//! its settlements' nets.
 
 use std::collections::BTreeMap;
 
