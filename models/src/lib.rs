@@ -422,9 +422,8 @@ impl LoadedModel {
 
 /// Rows a [`LoadedModel`] scores at once. A chunk's model columns and contributions
 /// (2 × 128 × 19 × 8 bytes = 39 KB at most) stay in the core's L1 cache while every tree
-/// passes over them, and their buffers are reused from chunk to chunk. Scoring a whole
-/// 2,048-row batch at once moved 622 KB through L2 a hundred times and allocated and
-/// zeroed it per batch.
+/// passes over them, and their buffers are reused from chunk to chunk (a whole 2,048-row
+/// batch would be 622 KB, streamed through L2 once per tree).
 pub const SCORE_CHUNK_ROWS: usize = 128;
 
 /// Low bits of a [`top_reasons`] key that hold the feature.

@@ -78,7 +78,7 @@ pub struct PipelineConfig {
     /// long on an idle partition.
     pub leg_poll_interval_ms: u64,
     /// Each worker waits for a batch to commit before it reads the next (no pipelining):
-    /// slower, but what a batch reads no longer depends on commit timing — transfer legs
+    /// slower, but what a batch reads does not depend on commit timing — transfer legs
     /// a worker writes to its own partitions become visible at a fixed point — so a run
     /// with one worker is deterministic. For simulations.
     pub commit_each_batch_before_the_next: bool,

@@ -158,7 +158,8 @@ impl Payment {
             hasher.update(bytes);
         };
         field(self.payment_id.as_bytes());
-        // A plain payment hashes as before kinds existed, so retries keep matching.
+        // A plain payment's kind is not hashed, so its hash is the same as in data
+        // written before event kinds were part of the hash: retries keep matching.
         if self.kind != PaymentKind::Payment {
             field(self.kind.as_str().as_bytes());
         }

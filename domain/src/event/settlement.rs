@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::currency::Currency;
 
 /// Output: net amounts for one merchant, currency and settlement window, as accumulated
-/// by one input partition (see ARCHITECTURE.md, "Settlement").
+/// by one input partition (see the `paystream_operators::settlement` docs).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settlement {
     pub settlement_id: String,

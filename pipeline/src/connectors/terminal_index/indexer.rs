@@ -58,8 +58,8 @@ pub(crate) fn run_indexer(run: &RunContext<'_>, stage: &TerminalStage) -> Result
         metrics.terminal_index_payments.set(indexed as i64);
         metrics.terminal_index_pending_labels.set(pending as i64);
 
-        // Snapshot about as often as before the workers indexed payments: by the rounds
-        // in which anything (payments or labels) moved.
+        // Snapshot by the rounds in which anything (payments or labels) moved, not by
+        // idle rounds.
         let payments_positions: u64 = (0..stage.payments_partitions).map(|i| stage.progress(i).position).sum();
         if read_any || payments_positions != payments_positions_before {
             payments_positions_before = payments_positions;
