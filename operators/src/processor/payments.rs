@@ -57,10 +57,8 @@ pub struct PaymentBatch<'a> {
 /// A batch whose terminal features are read; next: [`TerminalFeaturesRead::featurize`].
 #[must_use = "a batch does nothing until its steps run"]
 pub struct TerminalFeaturesRead<'a> {
-    processor: &'a mut PartitionProcessor,
-    topic: &'a str,
-    records: &'a [InputRecord<'a>],
-    parsed: &'a mut [ParsedPayment],
+    batch: PaymentBatch<'a>,
+    /// The records before the first payment past the index's bound.
     ready: usize,
 }
 
@@ -100,7 +98,7 @@ impl<'a> PaymentBatch<'a> {
                 scratch.terminal_features.push(features.unwrap_or_default());
             }
         }
-        TerminalFeaturesRead { processor, topic, records, parsed, ready }
+        TerminalFeaturesRead { batch: PaymentBatch { processor, topic, records, parsed }, ready }
     }
 }
 
@@ -113,7 +111,7 @@ impl<'a> TerminalFeaturesRead<'a> {
     /// Validates, deduplicates and featurizes the ready records, payment by payment;
     /// anything that is not a new payment is counted or dead-lettered into `out`.
     pub fn featurize(self, out: &mut OutputBatch) -> FeaturizedBatch<'a> {
-        let TerminalFeaturesRead { processor, topic, records, parsed, ready } = self;
+        let TerminalFeaturesRead { batch: PaymentBatch { processor, topic, records, parsed }, ready } = self;
         processor.scratch.pending.clear();
         processor.scratch.rows.clear();
         processor.scratch.velocity_events.clear();

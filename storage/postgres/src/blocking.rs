@@ -18,11 +18,37 @@ pub struct Blocking<S> {
     runtime: BlockingRuntime,
 }
 
-impl Blocking<PostgresRecordStore> {
-    /// [`PostgresRecordStore::connect`] on a runtime of the store's own.
-    pub fn connect(url: &str, schema: &str) -> Result<Blocking<PostgresRecordStore>, StorageError> {
+/// A PostgreSQL store that lives in a schema of its own, created and migrated on connect.
+pub trait SchemaStore: Sized {
+    fn connect(url: &str, schema: &str) -> impl Future<Output = Result<Self, StorageError>>;
+    fn drop_schema(self) -> impl Future<Output = Result<(), StorageError>>;
+}
+
+impl SchemaStore for PostgresRecordStore {
+    fn connect(url: &str, schema: &str) -> impl Future<Output = Result<Self, StorageError>> {
+        PostgresRecordStore::connect(url, schema)
+    }
+
+    fn drop_schema(self) -> impl Future<Output = Result<(), StorageError>> {
+        PostgresRecordStore::drop_schema(self)
+    }
+}
+
+impl SchemaStore for PostgresUserStore {
+    fn connect(url: &str, schema: &str) -> impl Future<Output = Result<Self, StorageError>> {
+        PostgresUserStore::connect(url, schema)
+    }
+
+    fn drop_schema(self) -> impl Future<Output = Result<(), StorageError>> {
+        PostgresUserStore::drop_schema(self)
+    }
+}
+
+impl<S: SchemaStore> Blocking<S> {
+    /// The store's `connect` on a runtime of the store's own.
+    pub fn connect(url: &str, schema: &str) -> Result<Blocking<S>, StorageError> {
         let runtime = BlockingRuntime::current_thread()?;
-        let store = runtime.block_on("connect to PostgreSQL", PostgresRecordStore::connect(url, schema))??;
+        let store = runtime.block_on("connect to PostgreSQL", S::connect(url, schema))??;
         Ok(Blocking { store, runtime })
     }
 
@@ -52,21 +78,6 @@ impl RecordStore for Blocking<PostgresRecordStore> {
 
     fn totals(&mut self) -> Result<StoreTotals, StorageError> {
         self.runtime.block_on("read the totals", self.store.totals())?
-    }
-}
-
-impl Blocking<PostgresUserStore> {
-    /// [`PostgresUserStore::connect`] on a runtime of the store's own.
-    pub fn connect(url: &str, schema: &str) -> Result<Blocking<PostgresUserStore>, StorageError> {
-        let runtime = BlockingRuntime::current_thread()?;
-        let store = runtime.block_on("connect to PostgreSQL", PostgresUserStore::connect(url, schema))??;
-        Ok(Blocking { store, runtime })
-    }
-
-    /// Drops the schema and everything in it (tests and teardown).
-    pub fn drop_schema(self) -> Result<(), StorageError> {
-        let Blocking { store, runtime } = self;
-        runtime.block_on("drop a schema", store.drop_schema())?
     }
 }
 

@@ -19,6 +19,6 @@ mod records;
 mod slice_rows;
 mod users;
 
-pub use blocking::Blocking;
+pub use blocking::{Blocking, SchemaStore};
 pub use records::PostgresRecordStore;
 pub use users::PostgresUserStore;
