@@ -14,6 +14,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use paystream_domain::time::{MILLIS_PER_DAY, MILLIS_PER_HOUR};
+
 use crate::error::StorageError;
 
 /// Bucket length and how long buckets are kept.
@@ -26,7 +28,7 @@ pub struct CounterConfig {
 impl Default for CounterConfig {
     /// Hourly buckets kept 8 days: windows up to a week, plus slack.
     fn default() -> Self {
-        CounterConfig { bucket_ms: 3_600_000, retention_ms: 8 * 86_400_000 }
+        CounterConfig { bucket_ms: MILLIS_PER_HOUR, retention_ms: 8 * MILLIS_PER_DAY }
     }
 }
 
