@@ -73,12 +73,14 @@ fn read_rows(path: &PathBuf) -> Result<Vec<Row>> {
     let mut lines = std::io::BufReader::with_capacity(1 << 20, file).lines();
     let header = lines.next().context("empty file")??;
     let layout = CsvLayout::from_header(&header)?;
-    let (mut rows, mut skipped) = (Vec::new(), 0u64);
+    let (mut rows, mut skipped, mut rounded) = (Vec::new(), 0u64, 0u64);
     for (n, line) in lines.enumerate() {
         let line = line?;
         let parsed = layout.parse_row(&line).map_err(|e| e.to_string()).and_then(|row| {
             let time = parse_handbook_datetime_ms(row.datetime).map_err(|e| e.to_string())?;
-            let amount = Money::parse(row.amount, Currency::EUR).map_err(|e| e.to_string())?;
+            // The layout's amounts are floats: read as the nearest cent, and counted.
+            let (amount, was_rounded) = Money::parse_rounded(row.amount, Currency::EUR).map_err(|e| e.to_string())?;
+            rounded += u64::from(was_rounded);
             // The pipeline dead-letters these (non_positive_amount), so its feature
             // operators never see them; neither do training and backtests.
             if amount.minor_units() <= 0 {
@@ -104,6 +106,9 @@ fn read_rows(path: &PathBuf) -> Result<Vec<Row>> {
         }
     }
     rows.sort_by_key(|r| r.event_time_ms);
+    if rounded > 0 {
+        eprintln!("note: {rounded} amounts had more decimals than a cent and were rounded to the nearest cent");
+    }
     if skipped > 0 {
         eprintln!("warning: {skipped} rows could not be read and are left out");
     }

@@ -335,9 +335,11 @@ fn replay(args: ReplayArgs) -> Result<()> {
     let progress = AtomicU64::new(0);
     let report = publish::replay(log.as_ref(), &topics, &args.file, &args.publish.options(0)?, &progress)?;
     println!(
-        "replayed {}: {} payments, {} labels, {} unreadable rows to the dead-letter topic",
+        "replayed {}: {} payments ({} amounts rounded to the currency's minor unit), {} labels, {} unreadable rows \
+         to the dead-letter topic",
         args.file.display(),
         report.payments,
+        report.rounded_amounts,
         report.labels,
         report.dead_letters
     );

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use paystream_domain::event::PaymentWire;
 use paystream_domain::money::format_minor_units;
 use paystream_domain::time::{format_rfc3339_ms, parse_handbook_datetime_ms};
-use paystream_domain::{Currency, DeadLetter, FraudLabel, RejectReason, Rejection};
+use paystream_domain::{Currency, DeadLetter, FraudLabel, Money, RejectReason, Rejection};
 use paystream_pipeline::PipelineTopics;
 use paystream_pipeline::log::{Log, Transaction};
 use paystream_simulator::csv::CsvLayout;
@@ -72,6 +72,9 @@ pub struct PublishReport {
     pub events: u64,
     pub labels: u64,
     pub dead_letters: u64,
+    /// CSV amounts with more decimals than the currency has, published rounded to the
+    /// nearest minor unit (the handbook layout's amounts are floats).
+    pub rounded_amounts: u64,
 }
 
 pub fn now_ms() -> i64 {
@@ -461,19 +464,25 @@ pub fn replay(
         if line.trim().is_empty() {
             continue;
         }
-        let parsed = layout
-            .parse_row(&line)
-            .map_err(|e| e.to_string())
-            .and_then(|row| parse_handbook_datetime_ms(row.datetime).map(|t| (row, t)).map_err(|e| e.to_string()));
+        let currency = options.currency;
+        let parsed = layout.parse_row(&line).map_err(|e| e.to_string()).and_then(|row| {
+            let event_time_ms = parse_handbook_datetime_ms(row.datetime).map_err(|e| e.to_string())?;
+            let (amount, rounded) = Money::parse_rounded(row.amount, currency).map_err(|e| e.to_string())?;
+            Ok((row, event_time_ms, amount, rounded))
+        });
         match parsed {
-            Ok((row, event_time_ms)) => publisher.payment(
-                row.transaction_id,
-                row.customer_id,
-                row.terminal_id,
-                row.amount,
-                event_time_ms,
-                row.is_fraud,
-            )?,
+            Ok((row, event_time_ms, amount, rounded)) => {
+                publisher.report.rounded_amounts += u64::from(rounded);
+                let amount = format_minor_units(amount.minor_units(), currency.minor_unit_digits());
+                publisher.payment(
+                    row.transaction_id,
+                    row.customer_id,
+                    row.terminal_id,
+                    &amount,
+                    event_time_ms,
+                    row.is_fraud,
+                )?
+            }
             Err(why) => {
                 let rejection = Rejection::new(RejectReason::MalformedCsvRow, format!("line {line_number}: {why}"));
                 let letter = DeadLetter::new(rejection, &source, 0, line_number, &[], line.as_bytes());

@@ -83,23 +83,34 @@ fn unreadable_csv_rows_are_dead_lettered_by_replay() {
                1,2018-04-01 00:02:10,4961,3412,81.51,130,0,0,0\n\
                2,2018-04-01 00:07:56,2,1365,146.00\n\
                3,2018-04-31 00:09:29,4128,8737,64.49,569,0,0,0\n\
-               4,2018-04-01 00:10:34,927,9906,50.99,634,0,1,2\n";
+               4,2018-04-01 00:10:34,927,9906,50.99,634,0,1,2\n\
+               5,2018-04-01 00:11:00,15,77,85.64999999999999,660,0,1,3\n\
+               6,2018-04-01 00:12:00,16,78,10.00,720,0,7,0\n";
     let file = data.join("input.csv");
     std::fs::write(&file, csv).unwrap();
     let replay = run_ok(data, &["replay", file.to_str().unwrap()]);
-    assert!(String::from_utf8_lossy(&replay.stdout).contains("3 payments, 1 labels, 2 unreadable rows"));
+    let stdout = String::from_utf8_lossy(&replay.stdout);
+    assert!(stdout.contains("4 payments (1 amounts rounded"), "{stdout}");
+    assert!(stdout.contains("2 labels, 3 unreadable rows"), "{stdout}");
     let letters = dump(data, "dead-letters");
     let reasons: Vec<_> = letters
         .iter()
         .map(|l| (l["value"]["reason"].as_str().unwrap().to_string(), l["value"]["source_offset"].as_u64().unwrap()))
         .collect();
-    assert_eq!(reasons, vec![("malformed_csv_row".to_string(), 4), ("malformed_csv_row".to_string(), 5)]);
+    let malformed = |line| ("malformed_csv_row".to_string(), line);
+    assert_eq!(reasons, vec![malformed(4), malformed(5), malformed(8)], "TX_FRAUD 7 is neither 0 nor 1");
+    assert!(letters[2]["value"]["detail"].as_str().unwrap().contains("TX_FRAUD"), "{}", letters[2]);
+    // The handbook layout's float amount is the nearest cent, not a dead letter.
+    let payments = dump(data, "payments");
+    let rounded = payments.iter().find(|p| p["value"]["payment_id"] == "5").expect("payment 5 published");
+    assert_eq!(rounded["value"]["amount"], "85.65");
     run_ok(data, &["run", "--no-metrics", "--until-idle"]);
     let decisions = dump(data, "decisions");
-    assert_eq!(decisions.len(), 3);
+    assert_eq!(decisions.len(), 4);
+    assert!(dump(data, "dead-letters").len() == 3, "the pipeline dead-letters nothing more");
     let labels = dump(data, "labels");
-    assert_eq!(labels.len(), 1, "only fraud is reported");
-    assert_eq!(labels[0]["value"]["is_fraud"], true);
+    assert_eq!(labels.len(), 2, "only fraud is reported");
+    assert!(labels.iter().all(|l| l["value"]["is_fraud"] == true));
     assert_eq!(labels[0]["value"]["reported_at"].as_str().unwrap().len(), 24);
 }
 

@@ -36,6 +36,34 @@ impl Money {
         self.currency
     }
 
+    /// Parses a decimal amount with any number of decimals, rounded to the nearest minor
+    /// unit of `currency` (half away from zero), exactly, without floating point; also
+    /// says whether it rounded. For sources whose amounts are floats by definition (the
+    /// handbook's CSV layout writes `85.64999999999999`); events stay exact
+    /// ([`Money::parse`]).
+    pub fn parse_rounded(text: &str, currency: Currency) -> Result<(Money, bool), MoneyError> {
+        let digits = usize::from(currency.minor_unit_digits());
+        let Some((head, fraction)) = text.split_once('.') else {
+            return Money::parse(text, currency).map(|m| (m, false));
+        };
+        if fraction.len() <= digits {
+            return Money::parse(text, currency).map(|m| (m, false));
+        }
+        let (kept, rest) = fraction.split_at(digits);
+        if !rest.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(MoneyError::InvalidDecimal(text.to_string()));
+        }
+        let exact = if kept.is_empty() { head.to_string() } else { format!("{head}.{kept}") };
+        let money = Money::parse(&exact, currency)?;
+        let rounded = rest.bytes().any(|b| b != b'0');
+        if !rest.starts_with(['5', '6', '7', '8', '9']) {
+            return Ok((money, rounded));
+        }
+        let step = if money.minor_units < 0 || head.starts_with('-') { -1 } else { 1 };
+        let minor_units = money.minor_units.checked_add(step).ok_or(MoneyError::Overflow)?;
+        Ok((Money { minor_units, currency }, rounded))
+    }
+
     /// Parses an exact decimal string such as "12.34", "-0.5" or "1000" in `currency`.
     /// At most the currency's minor-unit digits may follow the point ("1.234" is an error
     /// in EUR, fine in KWD). No exponents, no spaces, no thousands separators, no '+'.
@@ -189,6 +217,28 @@ mod tests {
 
     fn eur(text: &str) -> Result<i64, MoneyError> {
         Money::parse(text, Currency::EUR).map(|m| m.minor_units())
+    }
+
+    #[test]
+    fn rounds_float_amounts_to_the_nearest_minor_unit() {
+        let rounded = |text: &str| Money::parse_rounded(text, Currency::EUR).map(|(m, r)| (m.minor_units(), r));
+        assert_eq!(rounded("85.64999999999999"), Ok((8565, true)));
+        assert_eq!(rounded("57.16"), Ok((5716, false)));
+        assert_eq!(rounded("57.160000"), Ok((5716, false)));
+        assert_eq!(rounded("12"), Ok((1200, false)));
+        assert_eq!(rounded("0.004"), Ok((0, true)));
+        assert_eq!(rounded("0.005"), Ok((1, true)));
+        assert_eq!(rounded("-0.005"), Ok((-1, true)));
+        assert_eq!(rounded("-0.0049"), Ok((0, true)));
+        assert_eq!(rounded("1.999"), Ok((200, true)));
+        assert_eq!(
+            Money::parse_rounded("7.5", Currency::from_code("JPY").unwrap()).map(|(m, r)| (m.minor_units(), r)),
+            Ok((8, true))
+        );
+        assert!(matches!(rounded("1e5"), Err(MoneyError::InvalidDecimal(_))));
+        assert!(matches!(rounded("1.23x"), Err(MoneyError::InvalidDecimal(_))));
+        assert!(matches!(rounded("1.2345x"), Err(MoneyError::InvalidDecimal(_))));
+        assert!(matches!(rounded("92233720368547758.079"), Err(MoneyError::Overflow)));
     }
 
     #[test]
