@@ -5,12 +5,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use paystream_domain::event::INPUT_RECORD_BYTES_MAX;
 use paystream_domain::event::PaymentWire;
 use paystream_domain::money::format_minor_units;
 use paystream_domain::time::{format_rfc3339_ms, parse_handbook_datetime_ms};
 use paystream_domain::{Currency, DeadLetter, FraudLabel, Money, RejectReason, Rejection};
 use paystream_pipeline::PipelineTopics;
-use paystream_pipeline::log::{Log, Transaction};
+use paystream_pipeline::log::{Log, RECORD_BYTES_MAX, Transaction};
 use paystream_simulator::csv::CsvLayout;
 use paystream_simulator::{SimulatorConfig, Transaction as SimTransaction};
 use std::borrow::Cow;
@@ -342,6 +343,22 @@ impl<'a> Publisher<'a> {
         Ok(())
     }
 
+    /// A line the log cannot take as one record (within `INPUT_RECORD_BYTES_MAX` of
+    /// `RECORD_BYTES_MAX`, leaving room for its key) goes to the dead-letter topic as
+    /// `record_too_large` with its line number; true if it did. Smaller lines over the
+    /// input limit are published, and the pipeline dead-letters them.
+    fn dead_letter_if_too_large(&mut self, source: &str, line_number: u64, line: &str) -> Result<bool> {
+        if line.len() + INPUT_RECORD_BYTES_MAX <= RECORD_BYTES_MAX {
+            return Ok(false);
+        }
+        let detail =
+            format!("line {line_number}: {} bytes exceed the log's record limit of {RECORD_BYTES_MAX}", line.len());
+        let rejection = Rejection::new(RejectReason::RecordTooLarge, detail);
+        let letter = DeadLetter::new(rejection, source, 0, line_number, &[], line.as_bytes());
+        self.dead_letter(&letter)?;
+        Ok(true)
+    }
+
     fn dead_letter(&mut self, letter: &DeadLetter) -> Result<()> {
         self.value.clear();
         serde_json::to_writer(&mut self.value, letter)?;
@@ -440,9 +457,12 @@ pub fn replay(
             #[serde(borrow)]
             payer_account_id: Option<Cow<'a, str>>,
         }
-        for line in std::iter::once(Ok(first)).chain(lines) {
+        for (number, line) in std::iter::once(Ok(first)).chain(lines).enumerate() {
             let line = line.context("read line")?;
             if line.trim().is_empty() {
+                continue;
+            }
+            if publisher.dead_letter_if_too_large(&source, number as u64 + 1, &line)? {
                 continue;
             }
             // The key only picks the partition; a line without a readable payer goes to
@@ -461,7 +481,7 @@ pub fn replay(
     for (number, line) in lines.enumerate() {
         let line = line.context("read line")?;
         let line_number = number as u64 + 2;
-        if line.trim().is_empty() {
+        if line.trim().is_empty() || publisher.dead_letter_if_too_large(&source, line_number, &line)? {
             continue;
         }
         let currency = options.currency;

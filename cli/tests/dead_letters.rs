@@ -163,3 +163,33 @@ fn a_bad_fee_schedule_is_refused_before_anything_runs() {
         assert!(stderr.contains(expected), "{schedule}: {stderr}");
     }
 }
+
+#[test]
+fn a_line_too_large_for_the_log_is_dead_lettered_by_replay_and_the_rest_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let padded = |id: &str, bytes: usize| {
+        good(id).replace(r#""channel""#, &format!(r#""padding":"{}","channel""#, "x".repeat(bytes)))
+    };
+    let file = data.join("input.jsonl");
+    // 2 MB: more than the log takes; 900 KB: the log takes it, the pipeline refuses it.
+    std::fs::write(&file, [good("p1"), padded("huge", 2_000_000), padded("big", 900_000), good("p2")].join("\n"))
+        .unwrap();
+    let replay = run_ok(data, &["replay", file.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&replay.stdout);
+    assert!(stdout.contains("3 payments") && stdout.contains("1 unreadable rows"), "{stdout}");
+    let letters = dump(data, "dead-letters");
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0]["value"];
+    assert_eq!(letter["reason"], "record_too_large");
+    assert_eq!(letter["source_offset"], 2, "the line number");
+    assert!(letter["detail"].as_str().unwrap().starts_with("line 2: 2000"), "{letter}");
+    run_ok(data, &["run", "--no-metrics", "--until-idle"]);
+    let decided: Vec<_> = dump(data, "decisions").iter().map(|d| d["value"]["payment_id"].clone()).collect();
+    assert_eq!(decided, ["p1", "p2"]);
+    let letters = dump(data, "dead-letters");
+    assert_eq!(letters.len(), 2, "the 900 KB record is dead-lettered by the pipeline, which goes on");
+    let letter = &letters[1]["value"];
+    assert_eq!(letter["reason"], "record_too_large");
+    assert!(letter["detail"].as_str().unwrap().contains("the value holds the first 65536 of its 900"), "{letter}");
+}

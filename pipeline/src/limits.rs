@@ -38,5 +38,7 @@ pub const LAG_UPDATE_INTERVAL: Duration = Duration::from_secs(1);
 const _: () = assert!(PIPELINE_PARTITIONS_MAX <= TOPIC_PARTITIONS_MAX);
 // Any input record the parser accepts fits in the log.
 const _: () = assert!(paystream_domain::event::INPUT_RECORD_BYTES_MAX <= RECORD_BYTES_MAX);
+// A dead letter (its key and value copies in base64, with room for the rest) fits in the log.
+const _: () = assert!(paystream_domain::event::DEAD_LETTER_COPY_BYTES_MAX * 2 * 4 / 3 + 64 * 1024 <= RECORD_BYTES_MAX);
 // A frame holds at least one record of the largest size with its headers.
 const _: () = assert!(RECORD_BYTES_MAX + 64 <= FRAME_BYTES_MAX);

@@ -18,7 +18,7 @@ mod rejection;
 mod settlement;
 mod wire;
 
-pub use dead_letter::DeadLetter;
+pub use dead_letter::{DEAD_LETTER_COPY_BYTES_MAX, DeadLetter};
 pub use decision::{Decision, Outcome, Velocity};
 pub use label::{FraudLabel, FraudLabelWire};
 pub use ledger::{Direction, LedgerPosting, LedgerTransaction, LegKind, TransactionKind, TransferLeg};
