@@ -119,7 +119,10 @@ fn run_log_args(args: &BenchArgs, root: &std::path::Path, run: &str, started_s: 
 }
 
 /// The run's log, and the embedded log itself when it is one (for its size on disk).
-fn open_run_log(log_args: &LogArgs, workers: usize) -> Result<(Arc<dyn Log>, Option<Arc<EmbeddedLog>>)> {
+type RunLog = (Arc<dyn Log>, Option<Arc<EmbeddedLog>>);
+
+/// Opens the run's log: Kafka when brokers are given, else the embedded log.
+fn open_run_log(log_args: &LogArgs, workers: usize) -> Result<RunLog> {
     if let Some(kafka) = log_args.open_kafka(LogRole::Pipeline { workers })? {
         return Ok((kafka, None));
     }
