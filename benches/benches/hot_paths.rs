@@ -52,7 +52,7 @@ fn operator_chain(c: &mut Criterion) {
                 let inputs: Vec<InputRecord<'_>> = chunk
                     .iter()
                     .enumerate()
-                    .map(|(i, r)| InputRecord { offset: i as u64, key: b"", value: r })
+                    .map(|(i, r)| InputRecord { offset: i as u64, key: b"", value: r, timestamp_ms: 0 })
                     .collect();
                 out.clear();
                 processor.process_batch("payments", &inputs, TerminalView::NONE, &mut out);
@@ -274,8 +274,11 @@ fn ledger_operator(c: &mut Criterion) {
     let run = |processor: &mut PartitionProcessor, out: &mut OutputBatch| {
         let mut postings = 0;
         for chunk in records.chunks(BATCH) {
-            let inputs: Vec<InputRecord<'_>> =
-                chunk.iter().enumerate().map(|(i, r)| InputRecord { offset: i as u64, key: b"", value: r }).collect();
+            let inputs: Vec<InputRecord<'_>> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, r)| InputRecord { offset: i as u64, key: b"", value: r, timestamp_ms: 0 })
+                .collect();
             out.clear();
             processor.process_batch("payments", &inputs, TerminalView::NONE, out);
             postings += out.ledger.iter().map(|t| t.postings.len()).sum::<usize>();
@@ -308,15 +311,21 @@ fn settlement_entries(c: &mut Criterion) {
     let mut entries: Vec<Vec<u8>> = Vec::new();
     let mut out = OutputBatch::default();
     for chunk in records.chunks(BATCH) {
-        let inputs: Vec<InputRecord<'_>> =
-            chunk.iter().enumerate().map(|(i, r)| InputRecord { offset: i as u64, key: b"", value: r }).collect();
+        let inputs: Vec<InputRecord<'_>> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, r)| InputRecord { offset: i as u64, key: b"", value: r, timestamp_ms: 0 })
+            .collect();
         out.clear();
         payer.process_batch("payments", &inputs, TerminalView::NONE, &mut out);
         let records = paystream_operators::settlement::encode_inputs(&out.settlement_inputs);
         entries.extend(records.into_iter().map(|(_, record)| record));
     }
-    let inputs: Vec<InputRecord<'_>> =
-        entries.iter().enumerate().map(|(i, r)| InputRecord { offset: i as u64, key: b"", value: r }).collect();
+    let inputs: Vec<InputRecord<'_>> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, r)| InputRecord { offset: i as u64, key: b"", value: r, timestamp_ms: 0 })
+        .collect();
     let count: usize = entries.iter().map(|r| paystream_operators::settlement::decode_inputs(r).unwrap().len()).sum();
     let mut group = c.benchmark_group("settlement");
     group.throughput(Throughput::Elements(count as u64));

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use paystream_domain::time::{MILLIS_PER_DAY, MILLIS_PER_HOUR, MILLIS_PER_MINUTE};
+use paystream_domain::time::{MILLIS_PER_DAY, MILLIS_PER_HOUR, MILLIS_PER_MINUTE, MILLIS_PER_SECOND};
 use paystream_operators::OperatorConfig;
 use paystream_pipeline::PipelineConfig;
 
@@ -68,6 +68,10 @@ pub struct PipelineArgs {
     /// late_event_features_inexact) or `score` (decided like any other).
     #[arg(long, env = "PAYSTREAM_LATE_PAYMENTS", default_value = "review", value_parser = ["review", "score"])]
     pub late_payments: String,
+    /// How far (seconds) a payment's event time may be ahead of its record's log
+    /// timestamp; beyond it the payment is dead-lettered `event_time_in_future`.
+    #[arg(long, env = "PAYSTREAM_MAX_EVENT_TIME_SKEW_SECONDS", default_value_t = seconds(OperatorConfig::default().max_event_time_skew_ms))]
+    pub max_event_time_skew_seconds: u32,
     /// Fee charged to payees, in basis points of the amount (120 = 1.2 %).
     #[arg(long, env = "PAYSTREAM_FEE_BASIS_POINTS", default_value_t = OperatorConfig::default().fees.default_basis_points)]
     pub fee_basis_points: u32,
@@ -131,7 +135,7 @@ pub struct PipelineArgs {
     pub merchant_velocity_review_min: Option<u64>,
 }
 
-/// Whole days, hours and minutes of a default in milliseconds, for flags in those units
+/// Whole days, hours, minutes and seconds of a default in milliseconds, for flags in those units
 /// (their defaults are the settings' own, from `PipelineConfig` and `OperatorConfig`).
 fn days(ms: i64) -> u32 {
     (ms / MILLIS_PER_DAY) as u32
@@ -143,6 +147,10 @@ fn hours(ms: i64) -> u32 {
 
 fn minutes(ms: i64) -> u32 {
     (ms / MILLIS_PER_MINUTE) as u32
+}
+
+fn seconds(ms: i64) -> u32 {
+    (ms / MILLIS_PER_SECOND) as u32
 }
 
 impl PipelineArgs {
@@ -182,6 +190,7 @@ impl PipelineArgs {
         config.operators.refund_window_ms = i64::from(self.refund_window_days) * MILLIS_PER_DAY;
         config.operators.authorization_timeout_ms = i64::from(self.authorization_timeout_hours) * MILLIS_PER_HOUR;
         config.operators.wallet_overdraft_minor = self.wallet_overdraft_minor;
+        config.operators.max_event_time_skew_ms = i64::from(self.max_event_time_skew_seconds) * MILLIS_PER_SECOND;
         if let Some(path) = &self.wallet_overdrafts {
             let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
             config.operators.wallet_overdrafts = serde_json::from_str(&text).with_context(|| {

@@ -37,6 +37,7 @@ fn every_malformed_input_is_dead_lettered_with_its_reason() {
         ),
         ("invalid_field", good("ch").replace("card_present", "carrier_pigeon")),
         ("duplicate_payment_conflict", good("g1").replace("12.34", "99.99")),
+        ("event_time_in_future", good("f1").replace("2018-04-01T10:00:00Z", "9999-12-31T23:59:59Z")),
     ];
     let mut lines = vec![good("g1"), good("g2")];
     for (_, line) in &cases {
@@ -68,9 +69,14 @@ fn every_malformed_input_is_dead_lettered_with_its_reason() {
     }
     assert_eq!(found, expected);
 
-    // The good records around the bad ones were all decided.
+    // The good records around the bad ones were all decided, none made late by the
+    // payment from the year 9999.
     let decisions = dump(data, "decisions");
     assert_eq!(decisions.len(), 2 + cases.len());
+    for decision in &decisions {
+        let reasons = decision["value"]["reasons"].as_array().unwrap();
+        assert!(!reasons.iter().any(|r| r == "late_event_features_inexact"), "{decision}");
+    }
     check_exactly_once(data, true);
 }
 

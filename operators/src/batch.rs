@@ -14,6 +14,9 @@ pub struct InputRecord<'a> {
     pub offset: u64,
     pub key: &'a [u8],
     pub value: &'a [u8],
+    /// The record's log timestamp in ms (Kafka's, or the embedded log's producer time);
+    /// 0 or less: unknown, and the event time is then not bounded by it.
+    pub timestamp_ms: i64,
 }
 
 /// Everything one batch of one partition produced.

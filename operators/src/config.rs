@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::OperatorError;
 use crate::limits::FEE_RATE_BASIS_POINTS_MAX;
-use crate::time::{MILLIS_PER_DAY, MILLIS_PER_HOUR};
+use crate::time::{MILLIS_PER_DAY, MILLIS_PER_HOUR, MILLIS_PER_MINUTE};
 
 /// Configuration of the operator chain. Times are event time.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -60,6 +60,11 @@ pub struct OperatorConfig {
     /// Shared velocity features and their rules (needs a feature store in the runtime).
     #[serde(default)]
     pub velocity: VelocityConfig,
+    /// How far a payment's event time may be ahead of its record's log timestamp (the
+    /// producers' clock skew); beyond it the payment is dead-lettered
+    /// `event_time_in_future` and moves nothing.
+    #[serde(default = "default_max_event_time_skew_ms")]
+    pub max_event_time_skew_ms: i64,
 }
 
 /// Velocity features: per merchant and per device, the payments (and their amount) in
@@ -80,6 +85,10 @@ pub struct VelocityConfig {
 
 fn default_refund_window_ms() -> i64 {
     30 * MILLIS_PER_DAY
+}
+
+fn default_max_event_time_skew_ms() -> i64 {
+    5 * MILLIS_PER_MINUTE
 }
 
 fn default_authorization_timeout_ms() -> i64 {
@@ -165,6 +174,7 @@ impl Default for OperatorConfig {
             settlement_account_id: default_settlement_account_id(),
             bank_account_id: default_bank_account_id(),
             velocity: VelocityConfig::default(),
+            max_event_time_skew_ms: default_max_event_time_skew_ms(),
         }
     }
 }
@@ -184,8 +194,9 @@ impl OperatorConfig {
             || self.feature_allowed_lateness_ms < 0
             || self.refund_window_ms <= 0
             || self.authorization_timeout_ms <= 0
+            || self.max_event_time_skew_ms < 0
         {
-            return fail("windows, retention and timeouts must be positive, lateness non-negative");
+            return fail("windows, retention and timeouts must be positive, lateness and skew non-negative");
         }
         if self.wallet_overdraft_minor < 0 {
             return fail("the wallet overdraft limit must not be negative");

@@ -66,7 +66,7 @@ impl Run {
         let inputs: Vec<InputRecord<'_>> = records
             .iter()
             .enumerate()
-            .map(|(i, value)| InputRecord { offset: self.offset + i as u64, key: b"", value })
+            .map(|(i, value)| InputRecord { offset: self.offset + i as u64, key: b"", value, timestamp_ms: 0 })
             .collect();
         self.offset += records.len() as u64;
         let mut out = OutputBatch::default();
@@ -80,8 +80,11 @@ impl Run {
                 record
             })
             .collect();
-        let entries: Vec<InputRecord<'_>> =
-            entries.iter().enumerate().map(|(i, value)| InputRecord { offset: i as u64, key: b"", value }).collect();
+        let entries: Vec<InputRecord<'_>> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, value)| InputRecord { offset: i as u64, key: b"", value, timestamp_ms: 0 })
+            .collect();
         self.processor.process_settlement_inputs("paystream-settlement-entries", &entries, &mut out);
         assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
         self.decisions.extend(out.decisions);
@@ -151,8 +154,11 @@ fn per_account_overdraft_limits_and_their_changes() {
     run.processor.restore_snapshot(&snapshot).unwrap();
     let mut out = OutputBatch::default();
     let records = [top_up("t3", "c1", "40.00"), pay("p4", "c1", "6.00", 2), pay("p5", "c1", "4.00", 2)];
-    let inputs: Vec<InputRecord<'_>> =
-        records.iter().enumerate().map(|(i, value)| InputRecord { offset: 10 + i as u64, key: b"", value }).collect();
+    let inputs: Vec<InputRecord<'_>> = records
+        .iter()
+        .enumerate()
+        .map(|(i, value)| InputRecord { offset: 10 + i as u64, key: b"", value, timestamp_ms: 0 })
+        .collect();
     run.processor.process_batch("payments", &inputs, TerminalView::NONE, &mut out);
     let outcomes: Vec<_> = out.decisions.iter().map(|d| (d.payment_id.as_str(), d.outcome)).collect();
     // -45 + 40 = -5.00: 6.00 more would be -11.00, beyond -10.00; 4.00 is within.
@@ -428,16 +434,22 @@ fn payments_to_other_accounts_cross_partitions_through_clearing_exactly_once() {
         let inputs = [to("x1", "c2", "40.00", "EUR")];
         let mut top = event("top_up", "t1", None, "c1", None, "100.00", "EUR", 0, "bank_transfer");
         let records = [std::mem::take(&mut top), inputs[0].clone()];
-        let records: Vec<InputRecord<'_>> =
-            records.iter().enumerate().map(|(i, value)| InputRecord { offset: i as u64, key: b"", value }).collect();
+        let records: Vec<InputRecord<'_>> = records
+            .iter()
+            .enumerate()
+            .map(|(i, value)| InputRecord { offset: i as u64, key: b"", value, timestamp_ms: 0 })
+            .collect();
         fresh.process_batch("payments", &records, TerminalView::NONE, &mut out);
         assert_eq!(out.transfer_legs.len(), 1);
         serde_json::to_vec(&out.transfer_legs[0]).unwrap()
     };
     legs.push(credit.clone());
     let apply = |run: &mut Run, legs: &[Vec<u8>]| {
-        let inputs: Vec<InputRecord<'_>> =
-            legs.iter().enumerate().map(|(i, value)| InputRecord { offset: i as u64, key: b"", value }).collect();
+        let inputs: Vec<InputRecord<'_>> = legs
+            .iter()
+            .enumerate()
+            .map(|(i, value)| InputRecord { offset: i as u64, key: b"", value, timestamp_ms: 0 })
+            .collect();
         let mut out = paystream_operators::OutputBatch::default();
         run.processor.process_transfer_legs("paystream-transfers", &inputs, &mut out);
         run.ledger.extend(out.ledger);
@@ -450,8 +462,11 @@ fn payments_to_other_accounts_cross_partitions_through_clearing_exactly_once() {
     timeless.leg_id = "x0/credit".into();
     timeless.event_time = "soon".into();
     let bad = [b"{nope".to_vec(), serde_json::to_vec(&timeless).unwrap()];
-    let inputs: Vec<InputRecord<'_>> =
-        bad.iter().enumerate().map(|(i, value)| InputRecord { offset: i as u64, key: b"", value }).collect();
+    let inputs: Vec<InputRecord<'_>> = bad
+        .iter()
+        .enumerate()
+        .map(|(i, value)| InputRecord { offset: i as u64, key: b"", value, timestamp_ms: 0 })
+        .collect();
     let mut out = paystream_operators::OutputBatch::default();
     payee_side.processor.process_transfer_legs("paystream-transfers", &inputs, &mut out);
     let reasons: Vec<_> = out.dead_letters.iter().map(|l| l.reason.as_str()).collect();

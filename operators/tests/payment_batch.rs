@@ -29,8 +29,11 @@ fn velocity_events_are_listed_and_their_totals_decide() {
     let config = Arc::new(OperatorConfig { velocity, ..OperatorConfig::default() });
     let mut processor = PartitionProcessor::new(config.clone(), default_model(&config), 0);
     let records = [payment("p1", Some("d1")), b"not json".to_vec(), payment("p2", None)];
-    let inputs: Vec<_> =
-        records.iter().enumerate().map(|(i, r)| InputRecord { offset: i as u64, key: b"c1", value: r }).collect();
+    let inputs: Vec<_> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| InputRecord { offset: i as u64, key: b"c1", value: r, timestamp_ms: 0 })
+        .collect();
     let mut parsed = vec![None; records.len()];
     let mut out = OutputBatch::default();
 
@@ -64,7 +67,7 @@ fn finishing_with_too_few_velocity_answers_is_a_bug() {
     let config = Arc::new(OperatorConfig { velocity, ..OperatorConfig::default() });
     let mut processor = PartitionProcessor::new(config.clone(), default_model(&config), 0);
     let records = [payment("p1", Some("d1"))];
-    let inputs = [InputRecord { offset: 0, key: b"c1", value: &records[0] }];
+    let inputs = [InputRecord { offset: 0, key: b"c1", value: &records[0], timestamp_ms: 0 }];
     let mut parsed = vec![None];
     let mut out = OutputBatch::default();
     let batch = processor

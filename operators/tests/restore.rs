@@ -129,7 +129,7 @@ fn as_inputs(records: &[Vec<u8>], first_offset: u64) -> Vec<InputRecord<'_>> {
     records
         .iter()
         .enumerate()
-        .map(|(i, r)| InputRecord { offset: first_offset + i as u64, key: b"", value: r })
+        .map(|(i, r)| InputRecord { offset: first_offset + i as u64, key: b"", value: r, timestamp_ms: 0 })
         .collect()
 }
 
@@ -242,8 +242,11 @@ fn each_input_is_decided_retried_or_dead_lettered() {
     let e = |id: u32, cents: u32, kind: u8| Event { id, payer: 1, merchant: 1, cents, minute: id, kind };
     let events = vec![e(1, 100, 0), e(1, 200, 1), e(3, 300, 2), e(4, 400, 3), e(5, 500, 0)];
     let records = records(&events);
-    let inputs: Vec<InputRecord<'_>> =
-        records.iter().enumerate().map(|(i, r)| InputRecord { offset: i as u64, key: b"", value: r }).collect();
+    let inputs: Vec<InputRecord<'_>> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| InputRecord { offset: i as u64, key: b"", value: r, timestamp_ms: 0 })
+        .collect();
     let mut out = OutputBatch::default();
     processor.process_batch("payments", &inputs, TerminalView::NONE, &mut out);
     assert_eq!(out.decisions.len(), 2, "p1 and p5");
@@ -263,8 +266,11 @@ fn payments_too_late_for_exact_features_go_to_review_unless_configured_otherwise
     // 30 minutes late: within it.
     let events = vec![e(1, 0), e(2, 300), e(3, 60), e(4, 270)];
     let records = records(&events);
-    let inputs: Vec<InputRecord<'_>> =
-        records.iter().enumerate().map(|(i, r)| InputRecord { offset: i as u64, key: b"", value: r }).collect();
+    let inputs: Vec<InputRecord<'_>> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| InputRecord { offset: i as u64, key: b"", value: r, timestamp_ms: 0 })
+        .collect();
     for (policy, expected) in [(LatePaymentPolicy::Review, "review"), (LatePaymentPolicy::Score, "approve")] {
         let config = Arc::new(OperatorConfig { late_payments: policy, ..OperatorConfig::default() });
         let mut processor = PartitionProcessor::new(config.clone(), default_model(&config), 0);
@@ -295,8 +301,11 @@ fn fees_follow_the_schedule_merchant_then_channel_then_default() {
     let mut processor = PartitionProcessor::new(config.clone(), default_model(&config), 0);
     let e = |id: u32, merchant: u8| Event { id, payer: 1, merchant, cents: 100_00, minute: id, kind: 0 };
     let records = records(&[e(1, 1), e(2, 2)]);
-    let inputs: Vec<InputRecord<'_>> =
-        records.iter().enumerate().map(|(i, r)| InputRecord { offset: i as u64, key: b"", value: r }).collect();
+    let inputs: Vec<InputRecord<'_>> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| InputRecord { offset: i as u64, key: b"", value: r, timestamp_ms: 0 })
+        .collect();
     let mut out = OutputBatch::default();
     processor.process_batch("payments", &inputs, TerminalView::NONE, &mut out);
     let fee = |payment: &str| {
@@ -323,8 +332,11 @@ fn payments_on_the_wrong_partition_are_dead_lettered() {
         .map(|payer| Event { id: u32::from(payer), payer, merchant: 0, cents: 1_00, minute: 1, kind: 0 })
         .collect();
     let records = records(&events);
-    let inputs: Vec<InputRecord<'_>> =
-        records.iter().enumerate().map(|(i, r)| InputRecord { offset: i as u64, key: b"", value: r }).collect();
+    let inputs: Vec<InputRecord<'_>> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| InputRecord { offset: i as u64, key: b"", value: r, timestamp_ms: 0 })
+        .collect();
     let mut out = OutputBatch::default();
     processor.process_batch("payments", &inputs, TerminalView::NONE, &mut out);
     let home: Vec<bool> = (0..6u8).map(|p| partition_for_key(format!("c{p}").as_bytes(), 4) == 2).collect();

@@ -113,7 +113,7 @@ impl Cluster {
         } else {
             let batch: Vec<Vec<u8>> = self.payments[p].drain(..take).collect();
             let inputs: Vec<InputRecord<'_>> =
-                batch.iter().map(|value| InputRecord { offset: 0, key: b"", value }).collect();
+                batch.iter().map(|value| InputRecord { offset: 0, key: b"", value, timestamp_ms: 0 }).collect();
             self.processors[p].process_batch("payments", &inputs, TerminalView::NONE, &mut out);
         }
         self.commit(out);
@@ -124,7 +124,7 @@ impl Cluster {
         let take = count.min(self.inboxes[p].len());
         let batch: Vec<Vec<u8>> = self.inboxes[p].drain(..take).collect();
         let inputs: Vec<InputRecord<'_>> =
-            batch.iter().map(|value| InputRecord { offset: 0, key: b"", value }).collect();
+            batch.iter().map(|value| InputRecord { offset: 0, key: b"", value, timestamp_ms: 0 }).collect();
         let mut out = OutputBatch::default();
         self.processors[p].process_settlement_inputs("paystream-settlement-entries", &inputs, &mut out);
         self.commit(out);
@@ -291,8 +291,11 @@ fn a_foreign_settlement_record_is_dead_lettered_whole() {
         record(vec![SettlementInput::Mark { source_partition: 7, open_from_ms: START_MS }]),
         b"not a settlement record".to_vec(),
     ];
-    let inputs: Vec<InputRecord<'_>> =
-        records.iter().enumerate().map(|(i, value)| InputRecord { offset: i as u64, key: b"", value }).collect();
+    let inputs: Vec<InputRecord<'_>> = records
+        .iter()
+        .enumerate()
+        .map(|(i, value)| InputRecord { offset: i as u64, key: b"", value, timestamp_ms: 0 })
+        .collect();
     let mut out = OutputBatch::default();
     processor.process_settlement_inputs("paystream-settlement-entries", &inputs, &mut out);
     let letters: Vec<_> = out.dead_letters.iter().map(|l| (l.source_offset, l.reason.as_str())).collect();

@@ -69,8 +69,11 @@ fn terminal_features_are_read_up_to_the_complete_bound_and_scored_as_computed() 
         payment("p2", DAY0_MS + 10 * MILLIS_PER_DAY),
         payment("p3", DAY0_MS + 12 * MILLIS_PER_DAY),
     ];
-    let inputs: Vec<_> =
-        records.iter().enumerate().map(|(i, r)| InputRecord { offset: i as u64, key: b"c1", value: r }).collect();
+    let inputs: Vec<_> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| InputRecord { offset: i as u64, key: b"c1", value: r, timestamp_ms: 0 })
+        .collect();
     let view = TerminalView { index: Some(&index), complete_through_ms: DAY0_MS + 11 * MILLIS_PER_DAY };
 
     // The two steps, as the runtime runs them.
@@ -115,8 +118,11 @@ fn without_an_index_terminal_features_are_zero_and_nothing_waits() {
     let model = Arc::new(RowRecorder::default());
     let mut processor = PartitionProcessor::new(config, model.clone(), 0);
     let records = [payment("p1", DAY0_MS), b"not json".to_vec(), payment("p2", DAY0_MS + HOUR_MS)];
-    let inputs: Vec<_> =
-        records.iter().enumerate().map(|(i, r)| InputRecord { offset: i as u64, key: b"c1", value: r }).collect();
+    let inputs: Vec<_> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| InputRecord { offset: i as u64, key: b"c1", value: r, timestamp_ms: 0 })
+        .collect();
     let mut out = OutputBatch::default();
     assert_eq!(processor.process_batch("payments", &inputs, TerminalView::NONE, &mut out), 3);
     assert_eq!(out.decisions.len(), 2);

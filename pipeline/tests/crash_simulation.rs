@@ -40,6 +40,11 @@ use serde_json::Value;
 
 const START_MS: i64 = 1_522_540_800_000;
 const HOUR_MS: i64 = 3_600_000;
+/// The log time of every record: a year after the scenario starts, after every event of
+/// it (the producers' clock).
+const LOG_TIME_MS: i64 = START_MS + 365 * 24 * HOUR_MS;
+/// The event time of a payment from a producer whose clock is ten years ahead.
+const FUTURE_MS: i64 = LOG_TIME_MS + 10 * 365 * 24 * HOUR_MS;
 
 struct Rng(u64);
 
@@ -132,7 +137,8 @@ fn scenario(seed: u64) -> Scenario {
                 (payer.clone(), payment(&id, &payer, rng.below(4), 1 + rng.below(90_000), time_ms))
             }
             10..13 => (payer, b"{\"payment_id\": \"broken".to_vec()),
-            13..15 => {
+            13 => (payer.clone(), payment(&format!("p{i}"), &payer, rng.below(4), 1 + rng.below(90_000), FUTURE_MS)),
+            14 => {
                 let mut value = payment(&format!("p{i}"), &payer, rng.below(4), 100, time_ms);
                 let text = String::from_utf8(value).unwrap().replace("\"1.00\"", "\"one euro\"");
                 value = text.into_bytes();
@@ -262,7 +268,7 @@ fn publish(log: &EmbeddedLog, scenario: &Scenario, records: &[(String, Vec<u8>)]
     for chunk in records.chunks(1 + rng.below(30) as usize) {
         let mut transaction = Transaction::new();
         for (payer, value) in chunk {
-            transaction.send(&topics.payments, payer.as_bytes(), value, 0).unwrap();
+            transaction.send(&topics.payments, payer.as_bytes(), value, LOG_TIME_MS).unwrap();
         }
         log.commit(transaction).unwrap();
     }
@@ -298,6 +304,11 @@ fn check(seed: u64, log: &EmbeddedLog, complete: bool) -> Coverage {
     for decision in &decisions {
         if decided.insert(&decision.payment_id, decision).is_some() {
             fail(format!("payment {} decided twice", decision.payment_id));
+        }
+        // Jitter stays within the allowed lateness, so only a partition's event time
+        // moved by a rejected payment (one from the future) could make a payment late.
+        if decision.reasons.iter().any(|r| r == paystream_operators::LATE_PAYMENT_REASON) {
+            fail(format!("payment {} decided late: a rejected event moved the watermark", decision.payment_id));
         }
     }
     let mut lettered: HashSet<(u64, u64)> = HashSet::new();
@@ -503,6 +514,7 @@ fn check(seed: u64, log: &EmbeddedLog, complete: bool) -> Coverage {
         crashes: 0,
         decisions: decisions.len(),
         dead_letters: letters.len(),
+        future_events: letters.iter().filter(|l| l["reason"] == "event_time_in_future").count(),
         retries: payments.len() - decisions.len() - letters.len(),
         settlements: settlements.len(),
         cross_partition_settlements: settlements
@@ -540,6 +552,8 @@ struct Coverage {
     crashes: usize,
     decisions: usize,
     dead_letters: usize,
+    /// Payments dead-lettered because their event time was ahead of the log's.
+    future_events: usize,
     retries: usize,
     settlements: usize,
     /// Settlements holding payments of more than one payer partition.
@@ -603,6 +617,7 @@ fn crashes_at_random_commits_keep_every_invariant() {
         let coverage = simulate(seed);
         total.crashes += coverage.crashes;
         total.decisions += coverage.decisions;
+        total.future_events += coverage.future_events;
         total.dead_letters += coverage.dead_letters;
         total.retries += coverage.retries;
         total.settlements += coverage.settlements;
@@ -618,6 +633,7 @@ fn crashes_at_random_commits_keep_every_invariant() {
     // Most seeds crash at least once; every kind of input and closed windows occur.
     assert!(total.crashes as u64 >= seeds / 2, "{total:?}");
     assert!(total.dead_letters > 0 && total.retries > 0 && total.settlements > 0, "{total:?}");
+    assert!(total.future_events > 0, "{total:?}");
     assert!(total.cross_partition_settlements > 0, "{total:?}");
     assert!(total.ledger_declines > 0 && total.returns > 0 && total.captures > 0 && total.payouts > 0, "{total:?}");
     assert!(total.transfers_in > 0 && total.transfers_returned > 0, "{total:?}");

@@ -33,10 +33,13 @@ pub enum RejectReason {
     /// The payment arrived on a partition its payer does not hash to (produced without
     /// the payer as key, or with another partitioner): its payer's state lives elsewhere.
     WrongPartition,
+    /// The event time is further ahead of the record's log timestamp than the allowed
+    /// clock skew: a producer with a wrong (or hostile) clock.
+    EventTimeInFuture,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 14] = [
+    pub const ALL: [RejectReason; 15] = [
         RejectReason::RecordTooLarge,
         RejectReason::MalformedJson,
         RejectReason::MissingField,
@@ -51,6 +54,7 @@ impl RejectReason {
         RejectReason::DuplicatePaymentConflict,
         RejectReason::MalformedCsvRow,
         RejectReason::WrongPartition,
+        RejectReason::EventTimeInFuture,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -69,6 +73,7 @@ impl RejectReason {
             RejectReason::DuplicatePaymentConflict => "duplicate_payment_conflict",
             RejectReason::MalformedCsvRow => "malformed_csv_row",
             RejectReason::WrongPartition => "wrong_partition",
+            RejectReason::EventTimeInFuture => "event_time_in_future",
         }
     }
 }

@@ -167,7 +167,8 @@ impl PartitionProcessor {
         out: &mut OutputBatch,
     ) -> Option<Payment> {
         out.counters.count(OperatorId::Validate).records_in += 1;
-        match validate_payment(parsed, self.config.input_partitions, self.partition) {
+        let (log_time_ms, max_skew_ms) = (record.timestamp_ms, self.config.max_event_time_skew_ms);
+        match validate_payment(parsed, self.config.input_partitions, self.partition, log_time_ms, max_skew_ms) {
             Ok(payment) => {
                 out.counters.count(OperatorId::Validate).records_out += 1;
                 Some(payment)

@@ -61,7 +61,10 @@ impl WorkerContext<'_> {
 
 /// Log records as the operators take them.
 pub(super) fn input_records(records: &[Record]) -> Vec<InputRecord<'_>> {
-    records.iter().map(|r| InputRecord { offset: r.offset, key: &r.key, value: &r.value }).collect()
+    records
+        .iter()
+        .map(|r| InputRecord { offset: r.offset, key: &r.key, value: &r.value, timestamp_ms: r.timestamp_ms })
+        .collect()
 }
 
 pub(super) fn send_json<T: Serialize>(

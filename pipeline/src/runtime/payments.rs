@@ -2,6 +2,7 @@
 //! terminal index), scored with terminal and velocity features, decided and posted.
 
 use paystream_domain::Payment;
+use paystream_operators::validate::check_event_time;
 use paystream_operators::{OutputBatch, TerminalView};
 
 use super::output::input_records;
@@ -109,10 +110,13 @@ impl WorkerContext<'_> {
         let mut progress = indexed;
         let mut entries = Vec::new();
         let mut parsed = Vec::with_capacity(if keep { records.len() } else { 0 });
+        let max_skew_ms = self.operator_config.max_event_time_skew_ms;
         for record in &records {
             let payment = Payment::from_json(&record.value);
+            // What the payer will dead-letter moves nothing here either.
             if record.offset >= indexed.position
                 && let Ok(payment) = &payment
+                && check_event_time(payment.event_time_ms, record.timestamp_ms, max_skew_ms).is_ok()
             {
                 entries.extend(paystream_operators::terminal_index_entry(payment));
                 progress.max_event_time_ms = progress.max_event_time_ms.max(payment.event_time_ms);
