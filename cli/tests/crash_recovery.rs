@@ -95,6 +95,9 @@ fn run_serves_prometheus_metrics() {
         "paystream_event_to_decision_seconds_bucket",
         "paystream_lag_records{partition=\"0\",topic=\"payments\"}",
         "paystream_dead_letters_total{reason=\"malformed_json\"}",
+        "paystream_build_info{profile=",
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
     ];
     // Workers start independently (each sets its partitions' lag once it has restored
     // them): poll until every expected series is there, or time out saying which is not.

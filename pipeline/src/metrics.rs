@@ -65,8 +65,32 @@ pub struct Metrics {
     /// Input partitions this process owns now.
     pub assigned_partitions: IntGauge,
     model_info: IntGaugeVec,
+    /// The standard `process_*` metrics, in a registry of their own: they keep their
+    /// conventional names, without the `paystream_` prefix.
+    process: Registry,
     /// Exact event→decision latency in µs, for `paystream bench` percentiles.
     pub latency_us: Mutex<HdrHistogram<u64>>,
+}
+
+/// `registry` with `paystream_build_info{version, profile}` = 1 in it: which build runs.
+fn with_build_info(registry: Registry) -> Registry {
+    let info = register(
+        &registry,
+        IntGaugeVec::new(Opts::new("build_info", "1, labelled with the running build"), &["version", "profile"])
+            .expect("valid metric"),
+    );
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    info.with_label_values(&[env!("CARGO_PKG_VERSION"), profile]).set(1);
+    registry
+}
+
+/// The standard `process_*` metrics of this process (CPU seconds, resident memory, open
+/// file descriptors, threads, start time), read from /proc at each scrape.
+fn process_registry() -> Registry {
+    let registry = Registry::new();
+    let collector = prometheus::process_collector::ProcessCollector::for_self();
+    registry.register(Box::new(collector)).expect("one process collector");
+    registry
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, collector: T) -> T {
@@ -285,7 +309,8 @@ impl Metrics {
                 IntGauge::new("assigned_partitions", "Input partitions this process owns").expect("valid metric"),
             ),
             latency_us: Mutex::new(HdrHistogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid bounds")),
-            registry,
+            process: process_registry(),
+            registry: with_build_info(registry),
         }
     }
 
@@ -346,7 +371,9 @@ impl Metrics {
     /// The text exposition format, for `/metrics`.
     pub fn render(&self) -> String {
         let encoder = prometheus::TextEncoder::new();
-        encoder.encode_to_string(&self.registry.gather()).unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
+        let mut families = self.registry.gather();
+        families.extend(self.process.gather());
+        encoder.encode_to_string(&families).unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
     }
 }
 
