@@ -11,6 +11,7 @@ use paystream_domain::money::format_minor_units;
 use paystream_domain::time::{format_rfc3339_ms, parse_handbook_datetime_ms};
 use paystream_domain::{Currency, DeadLetter, FraudLabel, Money, RejectReason, Rejection};
 use paystream_pipeline::PipelineTopics;
+use paystream_pipeline::clock::now_ms;
 use paystream_pipeline::log::{Log, RECORD_BYTES_MAX, Transaction};
 use paystream_simulator::csv::CsvLayout;
 use paystream_simulator::{SimulatorConfig, Transaction as SimTransaction};
@@ -76,10 +77,6 @@ pub struct PublishReport {
     /// CSV amounts with more decimals than the currency has, published rounded to the
     /// nearest minor unit (the handbook layout's amounts are floats).
     pub rounded_amounts: u64,
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// A payment event v1 for a handbook-style transaction.

@@ -163,11 +163,7 @@ pub fn store(args: StoreArgs) -> Result<()> {
 fn users(store: &mut dyn UserStore, command: StoreCommand, users_schema: &str) -> Result<()> {
     match command {
         StoreCommand::UserAdd { user_id, email, display_name } => {
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0);
-            let user = User::new(&user_id, &email, &display_name, now_ms)?;
+            let user = User::new(&user_id, &email, &display_name, paystream_pipeline::clock::now_ms())?;
             store.create_user(&user)?;
             println!("{}", user_json(&user));
         }

@@ -2,7 +2,6 @@
 //! report, and the thread helpers that turn one thread's failure into a stop for all.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use paystream_operators::BatchCounters;
 
@@ -87,8 +86,4 @@ pub(crate) fn spawn_stopping_on_error<'scope, T: Send + 'scope>(
 /// A pipeline thread's result; a panic becomes an error.
 pub(crate) fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, Result<T, RuntimeError>>) -> Result<T, RuntimeError> {
     handle.join().unwrap_or_else(|panic| Err(RuntimeError::WorkerPanicked(format!("{panic:?}"))))
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -6,6 +6,7 @@
 //! Dependencies run one way: `limits`, `error`, `config` and `control` → `log` →
 //! `topics` and `context` → `connectors` → `runtime`. Connectors never import the runtime.
 
+pub mod clock;
 pub mod config;
 pub mod connectors;
 pub mod context;

@@ -7,7 +7,8 @@ use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 use super::task::WorkerContext;
-use crate::control::{RunReport, now_ms};
+use crate::clock::now_ms;
+use crate::control::RunReport;
 use crate::error::RuntimeError;
 use crate::limits::LATENCY_US_MAX;
 use crate::log::Transaction;

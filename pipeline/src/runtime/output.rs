@@ -6,7 +6,7 @@ use paystream_operators::{InputRecord, OutputBatch};
 use serde::Serialize;
 
 use super::task::WorkerContext;
-use crate::control::now_ms;
+use crate::clock::now_ms;
 use crate::error::RuntimeError;
 use crate::log::{Record, Topic, Transaction};
 

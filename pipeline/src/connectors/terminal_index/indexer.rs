@@ -11,8 +11,8 @@ use super::stage::{
     EXPIRY_INTERVAL_ROUNDS, IndexSnapshot, InputProgress, LONGEST_WINDOW_MS, TERMINAL_INDEX_GROUP, TerminalStage,
     read_position, snapshot_name,
 };
+use crate::clock::now_ms;
 use crate::context::RunContext;
-use crate::control::now_ms;
 use crate::error::RuntimeError;
 use crate::log::Transaction;
 

@@ -5,7 +5,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::format::{CHECKPOINT_VERSION, Checkpoint};
 use crate::log::LogError;
@@ -67,9 +66,4 @@ pub(super) fn write_checkpoint(dir: &Path, checkpoint: &Checkpoint) -> Result<()
     file.sync_all().map_err(LogError::io("fsync checkpoint"))?;
     fs::rename(&tmp, dir.join("checkpoint")).map_err(LogError::io("install checkpoint"))?;
     sync_dir(dir)
-}
-
-/// Wall clock, for segment ages (retention by age).
-pub(super) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

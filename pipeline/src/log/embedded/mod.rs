@@ -51,7 +51,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{CommitSequence, Log, LogError, PartitionOffsets, Record, RecordIter, Topic, Transaction};
-use files::{create_segment, now_ms, segment_path, write_checkpoint};
+use files::{create_segment, segment_path, write_checkpoint};
+
+use crate::clock::now_ms;
 use format::{
     CHECKPOINT_VERSION, COMPRESSION_BYTES_MIN, Checkpoint, DATA_HEADER_BYTES, FRAME_HEADER_BYTES, FrameBytes,
     KIND_DATA, KIND_DATA_LZ4, KIND_TOPIC, RETENTION_CHECK_COMMITS, decompress_records, encode_commit_frame,

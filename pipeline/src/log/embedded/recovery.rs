@@ -7,9 +7,10 @@ use std::io::{BufReader, ErrorKind};
 use std::path::Path;
 use std::sync::Arc;
 
-use super::files::{create_segment, now_ms, read_checkpoint, segment_path};
+use super::files::{create_segment, read_checkpoint, segment_path};
 use super::format::{Frame, Next, parse_frame, read_frame};
 use super::index::{FrameLocation, Index, Segment};
+use crate::clock::now_ms;
 use crate::log::LogError;
 
 /// The log as its files left it: the index of every committed transaction, and where
