@@ -68,11 +68,28 @@ fn from_env_or_start(variable: &str, server: &str) -> String {
 /// `{prefix}_{pid}_{seconds}_{n}`, lower-case ASCII, valid as a Kafka topic, group or
 /// transactional id and as a CQL keyspace (at most 48 characters).
 pub fn unique_name(prefix: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let seconds = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) % 1_000_000;
-    let name = format!("{prefix}_{}_{seconds}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let name = format!("{prefix}_{}", unique_suffix());
     assert!(name.len() <= 48 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
     name
+}
+
+/// `{pid}_{seconds}_{n}`: unique per call, per process and per run, for names on shared
+/// servers that have room for more than [`unique_name`]'s 48 characters (PostgreSQL
+/// schemas, Redis key prefixes).
+pub fn unique_suffix() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seconds = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) % 1_000_000;
+    format!("{}_{seconds}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A deterministic xorshift64 sequence: the same seed, the same test data forever.
+pub fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
 }
 
 /// A synthetic stream of payments as any producer would write them (JSON v1): payment

@@ -3,8 +3,6 @@
 //! `postgres://paystream:paystream@127.0.0.1:5432/test`). Each PostgreSQL test works in a schema of
 //! its own.
 
-mod common;
-
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -21,7 +19,7 @@ fn postgres_url() -> String {
 }
 
 fn postgres(test: &str) -> Blocking<PostgresRecordStore> {
-    let schema = format!("test_{test}_{}", common::unique_suffix());
+    let schema = format!("test_{test}_{}", paystream_testkit::unique_suffix());
     Blocking::<PostgresRecordStore>::connect(&postgres_url(), &schema)
         .unwrap_or_else(|e| panic!("PostgreSQL must be running for these tests ({}): {e}", postgres_url()))
 }
@@ -139,7 +137,7 @@ fn slices_apply_exactly_once_and_balances_follow_the_postings() {
 #[test]
 fn every_store_agrees_with_the_embedded_one_on_a_long_random_sequence() {
     let mut stores = stores("agree");
-    let mut next = common::xorshift(0x9e37_79b9_7f4a_7c15);
+    let mut next = paystream_testkit::xorshift(0x9e37_79b9_7f4a_7c15);
     let mut offsets = [0u64; 3];
     let mut id = 0u32;
     let payers = ["a", "b", "c", "d", "e", "f"];

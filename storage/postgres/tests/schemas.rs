@@ -4,8 +4,6 @@
 //! (its `_sqlx_migrations` lists version 2) still opens; the async API runs inside a
 //! tokio runtime, where the blocking one refuses instead of panicking.
 
-mod common;
-
 use paystream_storage::StorageError;
 use paystream_storage::records::{OutputSlice, RecordStore, SliceApplied};
 use paystream_storage::users::{User, UserStore};
@@ -29,8 +27,8 @@ fn assert_refused_migration<T>(result: Result<T, StorageError>, what: &str) {
 #[test]
 fn each_chain_refuses_the_other_chains_schema() {
     let url = postgres_url();
-    let sink_schema = format!("test_chains_sink_{}", common::unique_suffix());
-    let users_schema = format!("test_chains_users_{}", common::unique_suffix());
+    let sink_schema = format!("test_chains_sink_{}", paystream_testkit::unique_suffix());
+    let users_schema = format!("test_chains_users_{}", paystream_testkit::unique_suffix());
     let mut records = Blocking::<PostgresRecordStore>::connect(&url, &sink_schema).unwrap();
     let mut users = Blocking::<PostgresUserStore>::connect(&url, &users_schema).unwrap();
     assert_refused_migration(Blocking::<PostgresUserStore>::connect(&url, &sink_schema), "users in the sink's schema");
@@ -49,7 +47,7 @@ fn each_chain_refuses_the_other_chains_schema() {
 #[test]
 fn a_sink_schema_migrated_when_users_shared_it_still_opens() {
     let url = postgres_url();
-    let schema = format!("test_chains_legacy_{}", common::unique_suffix());
+    let schema = format!("test_chains_legacy_{}", paystream_testkit::unique_suffix());
     let records = Blocking::<PostgresRecordStore>::connect(&url, &schema).unwrap();
     drop(records);
     // What the single chain left: version 2 applied, and its users table.
@@ -77,7 +75,7 @@ fn a_sink_schema_migrated_when_users_shared_it_still_opens() {
 async fn the_async_api_runs_inside_a_runtime_where_the_blocking_one_refuses() {
     fn assert_send<T: Send>(_: &T) {}
     let url = postgres_url();
-    let schema = format!("test_async_{}", common::unique_suffix());
+    let schema = format!("test_async_{}", paystream_testkit::unique_suffix());
     let mut store = PostgresRecordStore::connect(&url, &schema).await.unwrap();
     assert_eq!(store.schema(), schema);
     let slice =
@@ -99,7 +97,7 @@ async fn the_async_api_runs_inside_a_runtime_where_the_blocking_one_refuses() {
     assert!(matches!(made_outside.position("decisions", 0), Err(StorageError::InsideRuntime { .. })));
     drop(made_outside); // dropping it here does not panic either
 
-    let users_schema = format!("test_async_users_{}", common::unique_suffix());
+    let users_schema = format!("test_async_users_{}", paystream_testkit::unique_suffix());
     let mut users = PostgresUserStore::connect(&url, &users_schema).await.unwrap();
     let ada = User::new("u1", "ada@example.com", "Ada", 0).unwrap();
     let create = users.create_user(&ada);

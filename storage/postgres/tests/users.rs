@@ -2,8 +2,6 @@
 //! server; `PAYSTREAM_TEST_POSTGRES_URL` overrides the URL), each PostgreSQL test in a
 //! users schema of its own.
 
-mod common;
-
 use paystream_storage::StorageError;
 use paystream_storage::users::{KycStatus, MemoryUserStore, User, UserStore};
 use paystream_storage_postgres::{Blocking, PostgresUserStore};
@@ -16,7 +14,7 @@ fn postgres_url() -> String {
 /// Runs `check` on every store; PostgreSQL schemas are dropped afterwards.
 fn on_every_store(test: &str, check: impl Fn(&str, &mut dyn UserStore)) {
     check("memory", &mut MemoryUserStore::default());
-    let schema = format!("test_users_{test}_{}", common::unique_suffix());
+    let schema = format!("test_users_{test}_{}", paystream_testkit::unique_suffix());
     let mut postgres = Blocking::<PostgresUserStore>::connect(&postgres_url(), &schema)
         .unwrap_or_else(|e| panic!("PostgreSQL must be running for these tests ({}): {e}", postgres_url()));
     check("postgres", &mut postgres);

@@ -2,8 +2,6 @@
 //! `PAYSTREAM_TEST_REDIS_URL` overrides `redis://127.0.0.1:6379`) give the same windows
 //! on the same events, and a replayed event never counts twice.
 
-mod common;
-
 use paystream_storage::counters::{
     CounterConfig, CounterEvent, MemoryCounters, WindowQuery, WindowTotals, WindowedCounters,
 };
@@ -17,7 +15,7 @@ fn redis_url() -> String {
 }
 
 fn redis(test: &str) -> Blocking<RedisCounters> {
-    let prefix = format!("pstest:{test}:{}", common::unique_suffix());
+    let prefix = format!("pstest:{test}:{}", paystream_testkit::unique_suffix());
     Blocking::<RedisCounters>::connect(&redis_url(), &prefix, CounterConfig::default())
         .unwrap_or_else(|e| panic!("Redis must be running for these tests ({}): {e}", redis_url()))
 }
@@ -80,7 +78,7 @@ fn windows_by_hand_and_replays_count_once() {
 #[test]
 fn redis_agrees_with_the_embedded_counters_on_random_batches_with_replays() {
     let mut stores = stores("agree");
-    let mut next = common::xorshift(0x2545_f491_4f6c_dd1d);
+    let mut next = paystream_testkit::xorshift(0x2545_f491_4f6c_dd1d);
     let entities = ["terminal:1", "terminal:2", "merchant:M{weird}", "device:d-9", "terminal:ünï"];
     let mut all: Vec<(String, &str, i64, i64)> = Vec::new();
     for _ in 0..40 {
@@ -169,7 +167,7 @@ fn add_and_windows_sees_each_event_after_its_predecessors_only() {
 #[test]
 fn add_and_windows_agrees_between_redis_and_the_embedded_counters() {
     let mut stores = stores("interleaved-agree");
-    let mut next = common::xorshift(0x9e37_79b9_7f4a_7c15);
+    let mut next = paystream_testkit::xorshift(0x9e37_79b9_7f4a_7c15);
     let entities = ["merchant:M1", "merchant:M2", "device:{d}", "merchant:ü"];
     let mut seen: Vec<(String, &str, i64, i64)> = Vec::new();
     let mut results: Vec<Vec<WindowTotals>> = vec![Vec::new(), Vec::new()];
@@ -198,7 +196,7 @@ fn add_and_windows_agrees_between_redis_and_the_embedded_counters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn the_async_api_runs_inside_a_runtime_where_the_blocking_one_refuses() {
     fn assert_send<T: Send>(_: &T) {}
-    let prefix = format!("pstest:async:{}", common::unique_suffix());
+    let prefix = format!("pstest:async:{}", paystream_testkit::unique_suffix());
     let mut store = RedisCounters::connect(&redis_url(), &prefix, CounterConfig::default()).await.unwrap();
     let event = CounterEvent { entity: "merchant:M1", event_id: "p1", event_time_ms: START, amount_minor: 7 };
     let events = [event];
