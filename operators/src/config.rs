@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::OperatorError;
 use crate::limits::FEE_RATE_BASIS_POINTS_MAX;
-use crate::time::{MILLIS_PER_DAY, MILLIS_PER_HOUR, MILLIS_PER_MINUTE};
+use paystream_domain::time::{MILLIS_PER_DAY, MILLIS_PER_HOUR, MILLIS_PER_MINUTE};
 
 /// Configuration of the operator chain. Times are event time.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -15,7 +15,7 @@
 //! - The steps of a batch of payments run in order by their types ([`PaymentBatch`]).
 //!
 //! Modules, each using only the ones before it:
-//! - `error`, `limits`, `time`, `id_hash`, `config`, `counters`, `velocity`: shared;
+//! - `error`, `limits`, `id_hash`, `config`, `counters`, `velocity`: shared;
 //! - stages, each a pure function of its input and its own state: [`validate`],
 //!   [`dedupe`], [`features`], [`decide`] (score and decide), [`ledger`] (accounts,
 //!   postings, decline reasons, transfer legs), [`settlement`] (payer side, merchant
@@ -42,7 +42,6 @@ pub mod limits;
 mod processor;
 pub mod settlement;
 pub mod state;
-pub mod time;
 pub mod validate;
 mod velocity;
 

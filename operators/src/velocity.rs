@@ -30,7 +30,7 @@
 use paystream_domain::{Payee, Payment, Velocity};
 
 use crate::config::VelocityConfig;
-use crate::time::{MILLIS_PER_HOUR, MILLIS_PER_MINUTE};
+use paystream_domain::time::{MILLIS_PER_HOUR, MILLIS_PER_MINUTE};
 
 /// The velocity window (the feature store's `VELOCITY_BUCKETS` buckets of
 /// `VELOCITY_BUCKET_MS`, the last one holding the payment).

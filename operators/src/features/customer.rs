@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::windows::{LONGEST_WINDOW_MS, WINDOWS_MS, counts_near, insert_in_time_order, pop_oldest, prefetch_entries};
 use crate::hashed_table::{HashedTable, prefetch};
 use crate::limits::{CUSTOMER_HISTORY_ENTRIES_MAX, SINCE_PREVIOUS_PAYMENT_HOURS_MAX, WINDOW_AMOUNT_MINOR_MAX};
-use crate::time::MILLIS_PER_HOUR;
+use paystream_domain::time::MILLIS_PER_HOUR;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct CustomerEntry {

@@ -101,7 +101,7 @@ pub use crate::limits::CUSTOMER_HISTORY_ENTRIES_MAX;
 use paystream_domain::time::MILLIS_PER_DAY;
 use windows::{LONGEST_WINDOW_MS, prefetch_two_stages};
 
-use crate::time::MILLIS_PER_HOUR;
+use paystream_domain::time::MILLIS_PER_HOUR;
 
 /// `TX_AMOUNT`, `TX_DURING_WEEKEND`, `TX_DURING_NIGHT`.
 pub fn calendar_features(event_time_ms: i64, amount_minor: i64, row: &mut FeatureRow) {
