@@ -31,9 +31,8 @@ pub fn start_metrics_server(
         return None;
     }
     let render_metrics = metrics.clone();
-    let render: paystream_gateway::RenderMetrics = Arc::new(move || render_metrics.render());
-    let served =
-        runtime.block_on(paystream_gateway::serve_operations(args.metrics_addr, render, std::future::pending()));
+    let render: paystream_edge::RenderMetrics = Arc::new(move || render_metrics.render());
+    let served = runtime.block_on(paystream_edge::serve_operations(args.metrics_addr, render, std::future::pending()));
     match served {
         Ok((addr, _)) => Some(addr),
         Err(error) => {
