@@ -96,10 +96,10 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     let log = log_args.open()?;
     let metrics = Arc::new(Metrics::new());
     let runtime = crate::process::io_runtime()?;
-    if let Some(addr) = crate::process::start_metrics_server(&runtime, &args.pipeline, &metrics) {
+    let control = Arc::new(RunControl::new(false));
+    if let Some(addr) = crate::process::start_metrics_server(&runtime, &args.pipeline, &metrics, &control) {
         println!("metrics: http://{addr}/metrics");
     }
-    let control = Arc::new(RunControl::new(false));
     crate::process::stop_on_signals(&runtime, control.clone());
     let mut config = args.pipeline.config(&log_args, "memory")?;
     if config.model_file.is_none() && args.train != "rules" {

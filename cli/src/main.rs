@@ -4,6 +4,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod auth_admin;
 mod backtest;
 mod bench;
 mod demo;
@@ -12,6 +13,7 @@ mod log_args;
 mod pipeline_args;
 mod process;
 mod publish;
+mod serve;
 mod simulator_args;
 mod store;
 
@@ -28,7 +30,7 @@ use paystream_simulator::SimulatorConfig;
 
 use log_args::{LogArgs, LogRole};
 use pipeline_args::PipelineArgs;
-use process::{io_runtime, pipeline, start_metrics_server, stop_on_signals};
+use process::{io_runtime, start_metrics_server, stop_on_signals};
 use simulator_args::{PublishArgs, SimulatorArgs};
 
 #[derive(Parser)]
@@ -74,6 +76,12 @@ enum Command {
     /// topics created, to try or test the Kafka path without Kafka. Not a production
     /// broker: no transaction markers or isolation, slow group fetches.
     KafkaMock(KafkaMockArgs),
+    /// Serve the HTTP API: the gateway and the services behind it, with the pipeline, in
+    /// one process on embedded defaults (or one service alone with --service).
+    Serve(serve::ServeArgs),
+    /// Administer the auth service: grant roles, rotate the signing key.
+    #[command(subcommand)]
+    Auth(auth_admin::AuthCommand),
 }
 
 #[derive(Args)]
@@ -216,6 +224,8 @@ fn run_command(command: Command) -> Result<()> {
         Command::Train(args) => backtest::train(args),
         Command::Store(args) => store::store(args),
         Command::KafkaMock(args) => kafka_mock(args),
+        Command::Serve(args) => serve::serve(args),
+        Command::Auth(command) => auth_admin::auth(command),
         Command::Reconcile(args) => reconcile(args),
         Command::Run(args) => run(args),
         Command::Generate(args) => generate(args),
@@ -248,37 +258,14 @@ fn run_command(command: Command) -> Result<()> {
 
 fn run(args: RunArgs) -> Result<()> {
     let config = args.pipeline.config(&args.log, "off")?;
-    let role = LogRole::Pipeline { workers: config.workers };
-    let kafka = args.log.open_kafka(role)?;
-    let log: Arc<dyn Log> = match &kafka {
-        Some(kafka) => kafka.clone(),
-        None => args.log.open()?,
-    };
     let metrics = Arc::new(Metrics::new());
     let runtime = io_runtime()?;
-    if let Some(addr) = start_metrics_server(&runtime, &args.pipeline, &metrics) {
+    let control = Arc::new(RunControl::new(true));
+    if let Some(addr) = start_metrics_server(&runtime, &args.pipeline, &metrics, &control) {
         eprintln!("metrics: http://{addr}/metrics");
     }
-    let control = Arc::new(RunControl::new(true));
     stop_on_signals(&runtime, control.clone());
-    let mut pipeline = pipeline(log, &args.log.data_dir, config, metrics)?;
-    if let Some(kafka) = kafka {
-        if pipeline.reads_every_partition() {
-            // These read every partition: this process takes them all (static assignment).
-            eprintln!(
-                "kafka: a model reading terminal features or the PostgreSQL or ScyllaDB sink runs in one process: \
-                 taking every partition, not joining group {}",
-                pipeline.config.group_id
-            );
-        } else {
-            let topics = paystream_pipeline::ensure_topics(kafka.as_ref(), &pipeline.config)?;
-            let member = kafka
-                .join(&pipeline.config.group_id, &topics.payments)
-                .with_context(|| format!("join consumer group {}", pipeline.config.group_id))?;
-            eprintln!("kafka: joined consumer group {}", pipeline.config.group_id);
-            pipeline = pipeline.with_membership(member);
-        }
-    }
+    let pipeline = process::prepare_pipeline(&args.log, config, metrics)?;
     let mode = if args.until_idle { RunMode::UntilIdle } else { RunMode::Forever };
     let started = std::time::Instant::now();
     let report = pipeline.run(mode, &control)?;

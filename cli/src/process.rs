@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use paystream_edge::{Readiness, RenderMetrics};
 use paystream_pipeline::log::Log;
 use paystream_pipeline::metrics::Metrics;
 use paystream_pipeline::{Pipeline, PipelineConfig, RunControl};
@@ -13,6 +14,7 @@ use paystream_storage::FileSnapshotStore;
 use paystream_storage_postgres::PostgresRecordStore;
 use paystream_storage_scylla::ScyllaStore;
 
+use crate::log_args::{LogArgs, LogRole};
 use crate::pipeline_args::PipelineArgs;
 
 /// A tokio runtime for the metrics server and signal handling; the pipeline itself runs
@@ -21,18 +23,47 @@ pub fn io_runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?)
 }
 
-/// Serves /metrics unless disabled; returns the bound address.
+/// Serves /metrics, /livez and /readyz (ready while `control` says so) unless disabled;
+/// returns the bound address.
 pub fn start_metrics_server(
     runtime: &tokio::runtime::Runtime,
     args: &PipelineArgs,
     metrics: &Arc<Metrics>,
+    control: &Arc<RunControl>,
+) -> Option<SocketAddr> {
+    let render_metrics = metrics.clone();
+    let control = control.clone();
+    let readiness: Readiness = Arc::new(move || pipeline_readiness(&control));
+    start_operations_server(runtime, args, Arc::new(move || render_metrics.render()), readiness)
+}
+
+/// The pipeline's part of `/readyz`.
+pub fn pipeline_readiness(control: &RunControl) -> Result<(), String> {
+    if control.stopped() {
+        Err("draining".into())
+    } else if control.ready() {
+        Ok(())
+    } else {
+        Err("restoring partition state".into())
+    }
+}
+
+/// Serves the operations endpoints with any `render` and `readiness`.
+pub fn start_operations_server(
+    runtime: &tokio::runtime::Runtime,
+    args: &PipelineArgs,
+    render: RenderMetrics,
+    readiness: Readiness,
 ) -> Option<SocketAddr> {
     if args.no_metrics {
         return None;
     }
-    let render_metrics = metrics.clone();
-    let render: paystream_edge::RenderMetrics = Arc::new(move || render_metrics.render());
-    let served = runtime.block_on(paystream_edge::serve_operations(args.metrics_addr, render, std::future::pending()));
+    let served = runtime.block_on(paystream_edge::serve_operations(
+        args.metrics_addr,
+        render,
+        readiness,
+        std::future::pending(),
+    ));
     match served {
         Ok((addr, _)) => Some(addr),
         Err(error) => {
@@ -89,6 +120,36 @@ pub fn pipeline(log: Arc<dyn Log>, data_dir: &Path, config: PipelineConfig, metr
     }
     if let Some(store) = history_store {
         pipeline = pipeline.with_history_store(Box::new(store));
+    }
+    Ok(pipeline)
+}
+
+/// The pipeline `run` and `serve` run: on the embedded log, or on Kafka in the consumer
+/// group (or over every partition when a part of it reads them all).
+pub fn prepare_pipeline(log_args: &LogArgs, config: PipelineConfig, metrics: Arc<Metrics>) -> Result<Pipeline> {
+    let role = LogRole::Pipeline { workers: config.workers };
+    let kafka = log_args.open_kafka(role)?;
+    let log: Arc<dyn Log> = match &kafka {
+        Some(kafka) => kafka.clone(),
+        None => log_args.open()?,
+    };
+    let mut pipeline = pipeline(log, &log_args.data_dir, config, metrics)?;
+    if let Some(kafka) = kafka {
+        if pipeline.reads_every_partition() {
+            // These read every partition: this process takes them all (static assignment).
+            eprintln!(
+                "kafka: a model reading terminal features or the PostgreSQL or ScyllaDB sink runs in one process: \
+                 taking every partition, not joining group {}",
+                pipeline.config.group_id
+            );
+        } else {
+            let topics = paystream_pipeline::ensure_topics(kafka.as_ref(), &pipeline.config)?;
+            let member = kafka
+                .join(&pipeline.config.group_id, &topics.payments)
+                .with_context(|| format!("join consumer group {}", pipeline.config.group_id))?;
+            eprintln!("kafka: joined consumer group {}", pipeline.config.group_id);
+            pipeline = pipeline.with_membership(member);
+        }
     }
     Ok(pipeline)
 }

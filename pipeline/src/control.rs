@@ -1,7 +1,7 @@
 //! How a run is driven and what it reports: the stop and input-closed switches, the run
 //! report, and the thread helpers that turn one thread's failure into a stop for all.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use paystream_operators::BatchCounters;
 
@@ -24,6 +24,10 @@ pub struct RunControl {
     input_closed: AtomicBool,
     /// Input records processed so far, for progress displays.
     pub processed_records: AtomicU64,
+    /// Set when a run starts.
+    started: AtomicBool,
+    /// Workers that have not restored their partitions yet.
+    workers_restoring: AtomicUsize,
 }
 
 impl RunControl {
@@ -43,6 +47,21 @@ impl RunControl {
     }
     pub(crate) fn input_closed(&self) -> bool {
         self.input_closed.load(Ordering::SeqCst)
+    }
+    /// A run starts with `workers` workers to restore.
+    pub(crate) fn begin_restore(&self, workers: usize) {
+        self.workers_restoring.store(workers, Ordering::SeqCst);
+        self.started.store(true, Ordering::SeqCst);
+    }
+    /// A worker restored its partitions (saturating: after a rebalance, workers restore
+    /// again while the process stays ready).
+    pub(crate) fn worker_restored(&self) {
+        let _ = self.workers_restoring.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(1));
+    }
+    /// Readiness (`/readyz`): the run started, every worker restored its state, and the
+    /// run is not stopping.
+    pub fn ready(&self) -> bool {
+        self.started.load(Ordering::SeqCst) && self.workers_restoring.load(Ordering::SeqCst) == 0 && !self.stopped()
     }
 }
 

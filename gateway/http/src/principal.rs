@@ -102,10 +102,13 @@ impl AuthFailure {
 impl IntoResponse for AuthFailure {
     fn into_response(self) -> Response {
         tracing::info!(reason = self.reason(), "credential refused");
-        match self {
+        let mut response = match self {
             AuthFailure::Unavailable => Problem::unavailable().into_response(),
             _ => Problem::unauthorized().into_response(),
-        }
+        };
+        // For the gateway's metrics (refusals by reason); never sent.
+        response.extensions_mut().insert(self);
+        response
     }
 }
 

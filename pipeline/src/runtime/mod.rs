@@ -192,6 +192,7 @@ impl Pipeline {
             worker: 0,
             idle: Arc::new(idle::IdleBarrier::new(1)),
         };
+        control.begin_restore(workers.workers);
         let mut results = Vec::new();
         let connectors = std::thread::scope(|scope| {
             let connectors = self.spawn_connectors(scope, run, &model, stage.as_ref());

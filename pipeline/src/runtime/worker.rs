@@ -37,6 +37,7 @@ impl WorkerContext<'_> {
                 unindexed: None,
             });
         }
+        self.run.control.worker_restored();
 
         self.update_lag(&tasks)?;
         let tracker = CommitTracker::default();

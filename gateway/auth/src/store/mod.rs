@@ -144,6 +144,12 @@ impl AuthStore {
         Ok(())
     }
 
+    /// A round trip to the database (readiness checks).
+    pub async fn ping(&self) -> Result<(), AuthError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -1,0 +1,154 @@
+//! `paystream serve`: the pipeline, the API gateway and the services behind it in one
+//! process (the embedded default), or one service alone (`--service auth`).
+//!
+//! Service state is in SQLite files under `<data-dir>/services/` by default, or in
+//! PostgreSQL with `--postgres-url` (each service in its own schema). The auth service's
+//! signing keys are in `<data-dir>/services/auth-keys.json` (created at first start) or
+//! the file `--auth-key-file` names (a mounted secret in production).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use paystream_auth::service::system_clock;
+use paystream_auth::{AuthConfig, AuthService, AuthStore, Keyring};
+use paystream_edge::client_ip::IpBlock;
+use paystream_edge::{GatewayConfig, HttpMetrics, Readiness, RenderMetrics};
+use paystream_pipeline::metrics::Metrics;
+use paystream_pipeline::{RunControl, RunMode};
+
+use crate::log_args::LogArgs;
+use crate::pipeline_args::PipelineArgs;
+use crate::process::{self, pipeline_readiness};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Service {
+    /// The pipeline, the gateway and every service.
+    All,
+    /// The authentication service alone (behind the gateway's stack), no pipeline.
+    Auth,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    log: LogArgs,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    /// Address of the public HTTP API.
+    #[arg(long, env = "PAYSTREAM_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    http_addr: SocketAddr,
+    /// What this process runs.
+    #[arg(long, value_enum, default_value = "all")]
+    service: Service,
+    /// PostgreSQL schema of the auth service's tables (with --postgres-url).
+    #[arg(long, env = "PAYSTREAM_AUTH_SCHEMA", default_value = "paystream_auth")]
+    auth_schema: String,
+    /// The auth service's signing keys (JSON key file, e.g. a mounted secret). Default:
+    /// `<data-dir>/services/auth-keys.json`, created at first start.
+    #[arg(long, env = "PAYSTREAM_AUTH_KEY_FILE")]
+    auth_key_file: Option<PathBuf>,
+    /// A proxy (address or CIDR block) whose X-Forwarded-For is believed; repeatable.
+    /// Without one, the client address is the TCP peer.
+    #[arg(long = "trusted-proxy", env = "PAYSTREAM_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<IpBlock>,
+    /// The longest a request may take before the gateway answers 504.
+    #[arg(long, default_value_t = paystream_edge::gateway::REQUEST_TIMEOUT_MS_DEFAULT)]
+    request_timeout_ms: u64,
+}
+
+/// How often `/readyz` re-checks that the service store answers.
+const STORE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+pub fn serve(args: ServeArgs) -> Result<()> {
+    let config = args.pipeline.config(&args.log, "off")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let control = Arc::new(RunControl::new(true));
+    process::stop_on_signals(&runtime, control.clone());
+
+    let services_dir = args.log.data_dir.join("services");
+    let store = runtime
+        .block_on(async {
+            match &config.postgres_url {
+                Some(url) => AuthStore::connect(url, &args.auth_schema).await,
+                None => AuthStore::open_embedded(&services_dir).await,
+            }
+        })
+        .context("open the auth store")?;
+    let now_ms = (system_clock())();
+    let keys = match &args.auth_key_file {
+        Some(path) => Keyring::load(path),
+        None => Keyring::load_or_create(&services_dir.join("auth-keys.json"), now_ms),
+    }
+    .context("load the auth service's signing keys")?;
+    let auth =
+        Arc::new(runtime.block_on(AuthService::new(store.clone(), keys, AuthConfig::default(), system_clock()))?);
+
+    let store_reachable = Arc::new(AtomicBool::new(true));
+    let reachable = store_reachable.clone();
+    runtime.spawn(async move {
+        loop {
+            reachable.store(store.ping().await.is_ok(), Ordering::SeqCst);
+            tokio::time::sleep(STORE_CHECK_INTERVAL).await;
+        }
+    });
+
+    let http_metrics = Arc::new(HttpMetrics::default());
+    let gateway_config = GatewayConfig {
+        trusted_proxies: args.trusted_proxies.clone(),
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+    };
+    let router = paystream_edge::gateway_router(paystream_auth::router(auth), gateway_config, http_metrics.clone());
+    let stopping = control.clone();
+    let shutdown = async move {
+        while !stopping.stopped() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (addr, gateway) = runtime
+        .block_on(paystream_edge::serve_gateway(args.http_addr, router, shutdown))
+        .with_context(|| format!("listen on {}", args.http_addr))?;
+    eprintln!("gateway: http://{addr}");
+
+    let metrics = Arc::new(Metrics::new());
+    let render_metrics = metrics.clone();
+    let render_http = http_metrics.clone();
+    let with_pipeline = args.service == Service::All;
+    let render: RenderMetrics = Arc::new(move || {
+        let http = render_http.render();
+        if with_pipeline { render_metrics.render() + &http } else { http }
+    });
+    let ready_control = control.clone();
+    let readiness: Readiness = Arc::new(move || {
+        if !store_reachable.load(Ordering::SeqCst) {
+            return Err("the service store does not answer".into());
+        }
+        if with_pipeline {
+            pipeline_readiness(&ready_control)
+        } else if ready_control.stopped() {
+            Err("draining".into())
+        } else {
+            Ok(())
+        }
+    });
+    if let Some(addr) = process::start_operations_server(&runtime, &args.pipeline, render, readiness) {
+        eprintln!("metrics: http://{addr}/metrics");
+    }
+
+    let outcome = if with_pipeline {
+        let pipeline = process::prepare_pipeline(&args.log, config, metrics)?;
+        pipeline.run(RunMode::Forever, &control).map(|_| ()).map_err(anyhow::Error::from)
+    } else {
+        while !control.stopped() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    };
+    control.stop();
+    runtime.block_on(gateway).context("the gateway task")?.context("the gateway")?;
+    outcome
+}

@@ -1,0 +1,147 @@
+//! `paystream serve` on embedded defaults: the gateway answers on its address, the
+//! operations endpoints report liveness, readiness and metrics Prometheus accepts, and
+//! accounts, sessions and signing keys survive a SIGKILL.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::Stdio;
+
+use common::{Running, paystream, wait_until};
+use serde_json::{Value, json};
+
+struct Served {
+    process: Running,
+    gateway: String,
+    operations: String,
+}
+
+fn start_serve(data_dir: &Path) -> Served {
+    let mut child = Running(
+        paystream()
+            .args(["serve", "--http-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn paystream serve"),
+    );
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let (mut gateway, mut operations) = (None, None);
+    let mut line = String::new();
+    while gateway.is_none() || operations.is_none() {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "paystream serve exited before listening");
+        if let Some(address) = line.trim().strip_prefix("gateway: http://") {
+            gateway = Some(address.to_string());
+        }
+        if let Some(url) = line.trim().strip_prefix("metrics: http://") {
+            operations = Some(url.trim_end_matches("/metrics").to_string());
+        }
+    }
+    // Keep draining stderr so the process never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    Served { process: child, gateway: gateway.unwrap(), operations: operations.unwrap() }
+}
+
+/// One HTTP/1.1 request; returns the status and the body.
+fn http(address: &str, method: &str, path: &str, bearer: Option<&str>, body: Option<Value>) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    let body = body.map(|body| body.to_string()).unwrap_or_default();
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    if !body.is_empty() {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    if let Some(bearer) = bearer {
+        request.push_str(&format!("Authorization: Bearer {bearer}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(&body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body).to_string();
+    (status, body)
+}
+
+fn json_of(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|error| panic!("{error}: {body}"))
+}
+
+#[test]
+fn serve_answers_reports_readiness_and_keeps_accounts_across_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = start_serve(dir.path());
+    wait_until("serve is ready", 60, 100, || http(&served.operations, "GET", "/readyz", None, None).0 == 200);
+    assert_eq!(http(&served.operations, "GET", "/livez", None, None).0, 200);
+
+    let signup = json!({"email": "ada@example.com", "password": "correct horse battery", "display_name": "Ada"});
+    let (status, body) = http(&served.gateway, "POST", "/v1/auth/signup", None, Some(signup.clone()));
+    assert_eq!(status, 201, "{body}");
+    let login = json!({"email": "ada@example.com", "password": "correct horse battery"});
+    let (status, body) = http(&served.gateway, "POST", "/v1/auth/login", None, Some(login.clone()));
+    assert_eq!(status, 200, "{body}");
+    let tokens = json_of(&body);
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+    let (status, body) = http(&served.gateway, "GET", "/v1/me", Some(&access), None);
+    assert_eq!((status, json_of(&body)["email"].as_str()), (200, Some("ada@example.com")));
+    let (status, body) = http(&served.gateway, "GET", "/v1/nothing", None, None);
+    assert_eq!((status, json_of(&body)["code"].as_str()), (404, Some("not_found")));
+
+    // Prometheus's linter accepts the whole exposition, pipeline and HTTP metrics alike.
+    let (_, metrics) = http(&served.operations, "GET", "/metrics", None, None);
+    for expected in
+        ["paystream_http_requests_total{method=\"GET\",route=\"/v1/me\",status=\"200\"} 1", "paystream_batch_seconds"]
+    {
+        assert!(metrics.contains(expected), "{expected} missing");
+    }
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool (Debian package prometheus)");
+    promtool.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+    let linted = promtool.wait_with_output().unwrap();
+    assert!(
+        linted.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&linted.stdout),
+        String::from_utf8_lossy(&linted.stderr)
+    );
+
+    // SIGKILL: no chance to flush anything.
+    let Served { process: mut killed, .. } = served;
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let served = start_serve(dir.path());
+    wait_until("serve is ready again", 60, 100, || http(&served.operations, "GET", "/readyz", None, None).0 == 200);
+    let (status, _) = http(&served.gateway, "GET", "/v1/me", Some(&access), None);
+    assert_eq!(status, 200, "the signing key and the session survived");
+    let (status, body) =
+        http(&served.gateway, "POST", "/v1/auth/refresh", None, Some(json!({"refresh_token": refresh})));
+    assert_eq!(status, 200, "the refresh token survived: {body}");
+    let (status, _) = http(&served.gateway, "POST", "/v1/auth/signup", None, Some(signup));
+    assert_eq!(status, 409, "the account survived");
+    let (status, body) = http(&served.gateway, "POST", "/v1/auth/login", None, Some(login.clone()));
+    assert_eq!(status, 200);
+    let access = json_of(&body)["access_token"].as_str().unwrap().to_string();
+
+    // The operator makes the first admin; tokens issued before stop at once.
+    let granted = paystream()
+        .args(["auth", "set-roles", "--email", "Ada@example.com", "--role", "admin", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(granted.status.success(), "{}", String::from_utf8_lossy(&granted.stderr));
+    assert_eq!(http(&served.gateway, "GET", "/v1/me", Some(&access), None).0, 401);
+    let (_, body) = http(&served.gateway, "POST", "/v1/auth/login", None, Some(login));
+    let access = json_of(&body)["access_token"].as_str().unwrap().to_string();
+    let (_, body) = http(&served.gateway, "GET", "/v1/me", Some(&access), None);
+    assert_eq!(json_of(&body)["roles"], json!(["admin"]));
+}
