@@ -265,7 +265,7 @@ fn run(args: RunArgs) -> Result<()> {
         eprintln!("metrics: http://{addr}/metrics");
     }
     stop_on_signals(&runtime, control.clone());
-    let pipeline = process::prepare_pipeline(&args.log, config, metrics)?;
+    let (pipeline, _, _) = process::prepare_pipeline(&args.log, config, metrics)?;
     let mode = if args.until_idle { RunMode::UntilIdle } else { RunMode::Forever };
     let started = std::time::Instant::now();
     let report = pipeline.run(mode, &control)?;

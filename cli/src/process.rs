@@ -125,15 +125,21 @@ pub fn pipeline(log: Arc<dyn Log>, data_dir: &Path, config: PipelineConfig, metr
 }
 
 /// The pipeline `run` and `serve` run: on the embedded log, or on Kafka in the consumer
-/// group (or over every partition when a part of it reads them all).
-pub fn prepare_pipeline(log_args: &LogArgs, config: PipelineConfig, metrics: Arc<Metrics>) -> Result<Pipeline> {
+/// group (or over every partition when a part of it reads them all). Returns the log
+/// too, and whether it is Kafka.
+pub fn prepare_pipeline(
+    log_args: &LogArgs,
+    config: PipelineConfig,
+    metrics: Arc<Metrics>,
+) -> Result<(Pipeline, Arc<dyn Log>, bool)> {
     let role = LogRole::Pipeline { workers: config.workers };
     let kafka = log_args.open_kafka(role)?;
     let log: Arc<dyn Log> = match &kafka {
         Some(kafka) => kafka.clone(),
         None => log_args.open()?,
     };
-    let mut pipeline = pipeline(log, &log_args.data_dir, config, metrics)?;
+    let mut pipeline = pipeline(log.clone(), &log_args.data_dir, config, metrics)?;
+    let on_kafka = kafka.is_some();
     if let Some(kafka) = kafka {
         if pipeline.reads_every_partition() {
             // These read every partition: this process takes them all (static assignment).
@@ -151,5 +157,5 @@ pub fn prepare_pipeline(log_args: &LogArgs, config: PipelineConfig, metrics: Arc
             pipeline = pipeline.with_membership(member);
         }
     }
-    Ok(pipeline)
+    Ok((pipeline, log, on_kafka))
 }

@@ -1,5 +1,6 @@
-//! `paystream serve`: the pipeline, the API gateway and the services behind it in one
-//! process (the embedded default), or one service alone (`--service auth`).
+//! `paystream serve`: the pipeline, the API gateway and the services behind it (auth and
+//! payments) in one process (the embedded default), or one service alone
+//! (`--service auth`).
 //!
 //! Service state is in SQLite files under `<data-dir>/services/` by default, or in
 //! PostgreSQL with `--postgres-url` (each service in its own schema). The auth service's
@@ -18,6 +19,7 @@ use paystream_auth::service::system_clock;
 use paystream_auth::{AuthConfig, AuthService, AuthStore, Keyring};
 use paystream_edge::client_ip::IpBlock;
 use paystream_edge::{GatewayConfig, HttpMetrics, Readiness, RenderMetrics};
+use paystream_payments::{PaymentsService, PaymentsStore};
 use paystream_pipeline::metrics::Metrics;
 use paystream_pipeline::{RunControl, RunMode};
 
@@ -48,6 +50,9 @@ pub struct ServeArgs {
     /// PostgreSQL schema of the auth service's tables (with --postgres-url).
     #[arg(long, env = "PAYSTREAM_AUTH_SCHEMA", default_value = "paystream_auth")]
     auth_schema: String,
+    /// PostgreSQL schema of the payments API's tables (with --postgres-url).
+    #[arg(long, env = "PAYSTREAM_PAYMENTS_SCHEMA", default_value = "paystream_payments")]
+    payments_schema: String,
     /// The auth service's signing keys (JSON key file, e.g. a mounted secret). Default:
     /// `<data-dir>/services/auth-keys.json`, created at first start.
     #[arg(long, env = "PAYSTREAM_AUTH_KEY_FILE")]
@@ -97,12 +102,44 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         }
     });
 
+    let with_pipeline = args.service == Service::All;
+    let metrics = Arc::new(Metrics::new());
+    let mut services = paystream_auth::router(auth.clone());
+    let intake_stop = Arc::new(AtomicBool::new(false));
+    let pipeline = if with_pipeline {
+        let (pipeline, log, on_kafka) = process::prepare_pipeline(&args.log, config.clone(), metrics.clone())?;
+        if on_kafka {
+            eprintln!("payments API: not served on Kafka yet (the embedded log only)");
+        } else {
+            let topics = paystream_pipeline::ensure_topics(log.as_ref(), &pipeline.config)?;
+            let clock: paystream_payments::service::Clock = system_clock();
+            let intake = paystream_payments::LogIntake::start(log, &topics, clock.clone(), intake_stop.clone())?;
+            let store = runtime
+                .block_on(async {
+                    match &config.postgres_url {
+                        Some(url) => PaymentsStore::connect(url, &args.payments_schema).await,
+                        None => PaymentsStore::open_embedded(&services_dir).await,
+                    }
+                })
+                .context("open the payments store")?;
+            let payments = {
+                let _entered = runtime.enter();
+                PaymentsService::start(store, intake, clock)
+            };
+            services = services.merge(paystream_payments::router(payments));
+        }
+        Some(pipeline)
+    } else {
+        None
+    };
+
     let http_metrics = Arc::new(HttpMetrics::default());
     let gateway_config = GatewayConfig {
         trusted_proxies: args.trusted_proxies.clone(),
         request_timeout: Duration::from_millis(args.request_timeout_ms),
     };
-    let router = paystream_edge::gateway_router(paystream_auth::router(auth), gateway_config, http_metrics.clone());
+    let authenticator = paystream_auth::authenticator(&auth);
+    let router = paystream_edge::gateway_router(services, authenticator, gateway_config, http_metrics.clone());
     let stopping = control.clone();
     let shutdown = async move {
         while !stopping.stopped() {
@@ -114,10 +151,8 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("listen on {}", args.http_addr))?;
     eprintln!("gateway: http://{addr}");
 
-    let metrics = Arc::new(Metrics::new());
     let render_metrics = metrics.clone();
     let render_http = http_metrics.clone();
-    let with_pipeline = args.service == Service::All;
     let render: RenderMetrics = Arc::new(move || {
         let http = render_http.render();
         if with_pipeline { render_metrics.render() + &http } else { http }
@@ -139,8 +174,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         eprintln!("metrics: http://{addr}/metrics");
     }
 
-    let outcome = if with_pipeline {
-        let pipeline = process::prepare_pipeline(&args.log, config, metrics)?;
+    let outcome = if let Some(pipeline) = pipeline {
         pipeline.run(RunMode::Forever, &control).map(|_| ()).map_err(anyhow::Error::from)
     } else {
         while !control.stopped() {
@@ -149,6 +183,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         Ok(())
     };
     control.stop();
+    intake_stop.store(true, Ordering::SeqCst);
     runtime.block_on(gateway).context("the gateway task")?.context("the gateway")?;
     outcome
 }

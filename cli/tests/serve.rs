@@ -47,6 +47,17 @@ fn start_serve(data_dir: &Path) -> Served {
 
 /// One HTTP/1.1 request; returns the status and the body.
 fn http(address: &str, method: &str, path: &str, bearer: Option<&str>, body: Option<Value>) -> (u16, String) {
+    http_with(address, method, path, bearer, &[], body)
+}
+
+fn http_with(
+    address: &str,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, String) {
     let mut stream = std::net::TcpStream::connect(address).unwrap();
     let body = body.map(|body| body.to_string()).unwrap_or_default();
     let mut request =
@@ -56,6 +67,9 @@ fn http(address: &str, method: &str, path: &str, bearer: Option<&str>, body: Opt
     }
     if let Some(bearer) = bearer {
         request.push_str(&format!("Authorization: Bearer {bearer}\r\n"));
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
     request.push_str(&body);
@@ -89,6 +103,35 @@ fn serve_answers_reports_readiness_and_keeps_accounts_across_sigkill() {
     let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
     let (status, body) = http(&served.gateway, "GET", "/v1/me", Some(&access), None);
     assert_eq!((status, json_of(&body)["email"].as_str()), (200, Some("ada@example.com")));
+    // A top-up and a payment through the gateway, each answered with the pipeline's
+    // decision; the same key again replays the answer and publishes nothing.
+    let top_up = json!({"amount": "50.00", "currency": "EUR"});
+    let (status, body) = http_with(
+        &served.gateway,
+        "POST",
+        "/v1/wallet/top-ups",
+        Some(&access),
+        &[("Idempotency-Key", "t-1")],
+        Some(top_up),
+    );
+    assert_eq!((status, json_of(&body)["status"].as_str()), (201, Some("approved")), "{body}");
+    let payment = json!({"merchant_id": "M1", "terminal_id": "T1", "amount": "12.34", "currency": "EUR"});
+    let (status, paid) = http_with(
+        &served.gateway,
+        "POST",
+        "/v1/payments",
+        Some(&access),
+        &[("Idempotency-Key", "p-1")],
+        Some(payment.clone()),
+    );
+    assert_eq!((status, json_of(&paid)["status"].as_str()), (201, Some("approved")), "{paid}");
+    let (status, replayed) =
+        http_with(&served.gateway, "POST", "/v1/payments", Some(&access), &[("Idempotency-Key", "p-1")], Some(payment));
+    assert_eq!((status, &replayed), (201, &paid));
+    let dumped = paystream().args(["log", "dump", "payments", "--data-dir"]).arg(dir.path()).output().unwrap();
+    let payment_id = json_of(&paid)["payment_id"].as_str().unwrap().to_string();
+    assert_eq!(String::from_utf8_lossy(&dumped.stdout).matches(&payment_id).count(), 1, "one event");
+
     let (status, body) = http(&served.gateway, "GET", "/v1/nothing", None, None);
     assert_eq!((status, json_of(&body)["code"].as_str()), (404, Some("not_found")));
 

@@ -23,8 +23,8 @@ pub enum AuthError {
     /// The store failed (external: retry).
     #[error("store: {0}")]
     Store(#[from] sqlx::Error),
-    #[error("migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("store: {0}")]
+    Database(#[from] paystream_http::database::DatabaseError),
     /// Keys could not be read, written or used.
     #[error("keys: {0}")]
     Keys(String),
@@ -60,7 +60,7 @@ impl IntoResponse for AuthError {
                     _ => Problem::internal(),
                 }
             }
-            error @ (AuthError::Migrate(_) | AuthError::Keys(_) | AuthError::Internal(_)) => {
+            error @ (AuthError::Database(_) | AuthError::Keys(_) | AuthError::Internal(_)) => {
                 tracing::error!(%error, "auth service failed");
                 Problem::internal()
             }

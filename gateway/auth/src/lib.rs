@@ -27,6 +27,6 @@ pub use authenticator::TokenAuthenticator;
 pub use config::AuthConfig;
 pub use error::AuthError;
 pub use keys::Keyring;
-pub use routes::router;
+pub use routes::{authenticator, router};
 pub use service::AuthService;
 pub use store::AuthStore;

@@ -36,9 +36,14 @@ pub fn routes() -> SecuredRouter<Arc<AuthService>> {
         .route(Method::PUT, "/v1/auth/users/{user_id}/roles", Access::Roles(ADMINS), set_roles)
 }
 
+/// The authenticator other services use: this service's tokens and API keys.
+pub fn authenticator(service: &Arc<AuthService>) -> SharedAuthenticator {
+    Arc::new(TokenAuthenticator::new(service.clone()))
+}
+
 /// The service's router, with its authenticator installed for the guarded routes.
 pub fn router(service: Arc<AuthService>) -> Router {
-    let authenticator: SharedAuthenticator = Arc::new(TokenAuthenticator::new(service.clone()));
+    let authenticator = authenticator(&service);
     let (router, _) = routes().into_parts();
     router.with_state(service).layer(axum::middleware::from_fn(move |request, next| {
         authenticator_layer(authenticator.clone(), request, next)

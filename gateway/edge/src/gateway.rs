@@ -12,7 +12,7 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use paystream_http::{AuthFailure, ClientIp, Problem, request_id};
+use paystream_http::{AuthFailure, ClientIp, Problem, SharedAuthenticator, request_id};
 
 use crate::client_ip::{IpBlock, client_address};
 use crate::headers;
@@ -37,11 +37,20 @@ impl Default for GatewayConfig {
     }
 }
 
-/// `services`: the merged routers of the services behind this gateway.
-pub fn gateway_router(services: Router, config: GatewayConfig, metrics: Arc<HttpMetrics>) -> Router {
+/// `services`: the merged routers of the services behind this gateway; `authenticator`
+/// makes their callers' principals.
+pub fn gateway_router(
+    services: Router,
+    authenticator: SharedAuthenticator,
+    config: GatewayConfig,
+    metrics: Arc<HttpMetrics>,
+) -> Router {
     let config = Arc::new(config);
     services
         .fallback(|| async { Problem::not_found().into_response() })
+        .layer(middleware::from_fn(move |request, next| {
+            paystream_http::principal::layer(authenticator.clone(), request, next)
+        }))
         .layer(middleware::from_fn(method_not_allowed))
         .layer(middleware::from_fn_with_state(config.clone(), timeout))
         .layer(middleware::from_fn_with_state(metrics, measure))
@@ -153,7 +162,13 @@ mod tests {
     async fn not_found_method_not_allowed_request_ids_headers_timeouts_and_metrics() {
         let metrics = Arc::new(HttpMetrics::default());
         let config = GatewayConfig { request_timeout: Duration::from_millis(200), ..GatewayConfig::default() };
-        let router = gateway_router(services(), config, metrics.clone());
+        struct Nobody;
+        impl paystream_http::Authenticator for Nobody {
+            fn authenticate<'a>(&'a self, _: &'a str) -> paystream_http::principal::AuthFuture<'a> {
+                Box::pin(async { Err(AuthFailure::BadSignature) })
+            }
+        }
+        let router = gateway_router(services(), Arc::new(Nobody), config, metrics.clone());
         let request = |method: &str, path: &str| axum::http::Request::builder().method(method).uri(path);
 
         let (response, body) = send(&router, request("GET", "/nowhere").body(Body::empty()).unwrap()).await;

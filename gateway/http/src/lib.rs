@@ -12,9 +12,13 @@
 //! - [`json`]: a JSON body extractor whose refusals (415, 413, 400 with the field path)
 //!   are problems too.
 //!
+//! - [`database`]: a service's store on SQLite (embedded) or PostgreSQL (own schema),
+//!   through one query layer.
+//!
 //! Invariant: no handler here does IO; services bring their stores.
 
 pub mod access;
+pub mod database;
 pub mod json;
 pub mod limits;
 pub mod principal;

@@ -4,7 +4,9 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{AuthStore, is_unique_violation};
+use paystream_http::database::is_unique_violation;
+
+use super::AuthStore;
 use crate::error::AuthError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,203 @@
+//! [`PaymentIntake`] on the pipeline's log (embedded or Kafka). `submit` commits the
+//! event to the `payments` topic keyed by the payer. One thread tails `decisions` and
+//! `dead-letters` from where they ended when it started, and hands the outcome of every
+//! API payment (ids `pay_…`) to its waiter and to the recorder.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use paystream_pipeline::PipelineTopics;
+use paystream_pipeline::log::{Log, LogError, Record, Topic, Transaction, read_to_written_end};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::intake::{DecisionNotice, IntakeFuture, PaymentIntake};
+
+/// Requests waiting for a decision at once; more answer 202 without waiting.
+pub const WAITERS_MAX: usize = 100_000;
+/// Notices queued for the recorder; the tail waits when it is full.
+pub const NOTICES_QUEUE_MAX: usize = 10_000;
+/// Records read per fetch while tailing.
+pub const TAIL_FETCH_RECORDS_MAX: usize = 1_000;
+/// How long the tail sleeps for a commit when it has read everything.
+const TAIL_IDLE_WAIT: Duration = Duration::from_millis(50);
+
+/// The payment ids the API makes start with this; others are not the API's business.
+pub const API_PAYMENT_ID_PREFIX: &str = "pay_";
+
+pub struct LogIntake {
+    log: Arc<dyn Log>,
+    payments: Topic,
+    waiters: Mutex<HashMap<String, oneshot::Sender<DecisionNotice>>>,
+    notices: Mutex<Option<mpsc::Receiver<DecisionNotice>>>,
+}
+
+impl LogIntake {
+    /// Starts tailing; the thread ends when `stop` is set.
+    pub fn start(
+        log: Arc<dyn Log>,
+        topics: &PipelineTopics,
+        clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Arc<LogIntake>, LogError> {
+        let (sender, receiver) = mpsc::channel(NOTICES_QUEUE_MAX);
+        let intake = Arc::new(LogIntake {
+            log: log.clone(),
+            payments: topics.payments.clone(),
+            waiters: Mutex::new(HashMap::new()),
+            notices: Mutex::new(Some(receiver)),
+        });
+        let mut positions = Vec::new();
+        for topic in [&topics.decisions, &topics.dead_letters] {
+            for partition in 0..topic.partitions {
+                positions.push((topic.clone(), partition, log.written_end(topic, partition)?));
+            }
+        }
+        let tail = intake.clone();
+        let decisions = topics.decisions.name.clone();
+        std::thread::Builder::new()
+            .name("paystream-payments-tail".into())
+            .spawn(move || tail.tail(positions, &decisions, clock, &sender, &stop))
+            .map_err(LogError::io("spawn the payments tail thread"))?;
+        Ok(intake)
+    }
+
+    fn tail(
+        &self,
+        mut positions: Vec<(Topic, u32, u64)>,
+        decisions: &str,
+        clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+        sender: &mpsc::Sender<DecisionNotice>,
+        stop: &AtomicBool,
+    ) {
+        while !stop.load(Ordering::SeqCst) {
+            let seen = self.log.commit_sequence();
+            let mut read = false;
+            for (topic, partition, offset) in &mut positions {
+                let is_decision = *topic.name == *decisions;
+                let result = read_to_written_end(
+                    &*self.log,
+                    topic,
+                    *partition,
+                    *offset,
+                    TAIL_FETCH_RECORDS_MAX,
+                    |record: &Record| {
+                        let notice = if is_decision {
+                            decision_notice(record, clock())
+                        } else {
+                            dead_letter_notice(record, clock())
+                        };
+                        if let Some(notice) = notice {
+                            self.deliver(notice, sender);
+                        }
+                        Ok::<(), LogError>(())
+                    },
+                );
+                match result {
+                    Ok(next) => {
+                        read |= next != *offset;
+                        *offset = next;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, topic = %topic.name, partition, "tailing decisions failed; retrying");
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                }
+            }
+            if !read {
+                self.log.wait_for_commit(seen, TAIL_IDLE_WAIT);
+            }
+        }
+    }
+
+    fn deliver(&self, notice: DecisionNotice, sender: &mpsc::Sender<DecisionNotice>) {
+        if let Some(waiter) = self.waiters.lock().expect("waiters lock").remove(&notice.payment_id) {
+            let _ = waiter.send(notice.clone());
+        }
+        if sender.blocking_send(notice).is_err() {
+            tracing::debug!("no recorder: a decision notice is not recorded");
+        }
+    }
+}
+
+fn has_api_payment_id(value: &[u8]) -> bool {
+    let needle = format!("\"{API_PAYMENT_ID_PREFIX}");
+    value.windows(needle.len()).any(|window| window == needle.as_bytes())
+}
+
+fn decision_notice(record: &Record, now_ms: i64) -> Option<DecisionNotice> {
+    if !has_api_payment_id(&record.value) {
+        return None;
+    }
+    let decision: serde_json::Value = serde_json::from_slice(&record.value).ok()?;
+    let payment_id = decision["payment_id"].as_str()?;
+    if !payment_id.starts_with(API_PAYMENT_ID_PREFIX) {
+        return None;
+    }
+    let status = match decision["outcome"].as_str()? {
+        "approve" => "approved",
+        "review" => "in_review",
+        _ => "declined",
+    };
+    let reasons = decision["reasons"]
+        .as_array()
+        .map(|reasons| reasons.iter().filter_map(|reason| reason.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    Some(DecisionNotice { payment_id: payment_id.to_string(), status, reasons, decided_at_ms: now_ms })
+}
+
+fn dead_letter_notice(record: &Record, now_ms: i64) -> Option<DecisionNotice> {
+    let letter: serde_json::Value = serde_json::from_slice(&record.value).ok()?;
+    let original = STANDARD.decode(letter["value_base64"].as_str()?).ok()?;
+    if !has_api_payment_id(&original) {
+        return None;
+    }
+    let payment: serde_json::Value = serde_json::from_slice(&original).ok()?;
+    let payment_id = payment["payment_id"].as_str()?;
+    let reason = letter["reason"].as_str()?.to_string();
+    Some(DecisionNotice {
+        payment_id: payment_id.to_string(),
+        status: "rejected",
+        reasons: vec![reason],
+        decided_at_ms: now_ms,
+    })
+}
+
+impl PaymentIntake for LogIntake {
+    fn watch(&self, payment_id: &str) -> Option<oneshot::Receiver<DecisionNotice>> {
+        let mut waiters = self.waiters.lock().expect("waiters lock");
+        if waiters.len() >= WAITERS_MAX {
+            return None;
+        }
+        let (sender, receiver) = oneshot::channel();
+        waiters.insert(payment_id.to_string(), sender);
+        Some(receiver)
+    }
+
+    fn unwatch(&self, payment_id: &str) {
+        self.waiters.lock().expect("waiters lock").remove(payment_id);
+    }
+
+    fn submit<'a>(&'a self, payer: &'a str, event: Vec<u8>, timestamp_ms: i64) -> IntakeFuture<'a, ()> {
+        let log = self.log.clone();
+        let topic = self.payments.clone();
+        let key = payer.as_bytes().to_vec();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut transaction = Transaction::new();
+                transaction.send(&topic, &key, &event, timestamp_ms)?;
+                log.commit(transaction)
+            })
+            .await
+            .map_err(|error| format!("publish task: {error}"))?
+            .map_err(|error| error.to_string())
+        })
+    }
+
+    fn notices(&self) -> Option<mpsc::Receiver<DecisionNotice>> {
+        self.notices.lock().expect("notices lock").take()
+    }
+}

@@ -1,0 +1,9 @@
+//! The payments API's rules as pure functions: no IO, no clock, no randomness.
+
+pub mod cursor;
+pub mod idempotency;
+pub mod order;
+
+pub use cursor::Cursor;
+pub use idempotency::{IdempotencyVerdict, StoredKey, judge_key, request_hash, validate_key};
+pub use order::{Order, OrderKind, PaymentBody, TopUpBody, payment_id};

@@ -1,0 +1,205 @@
+//! The payments API's operations. A write: claim the idempotency key → check the order →
+//! record it pending → watch for its decision → publish → wait (bounded) → answer, and
+//! keep the answer under the key.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use paystream_http::Principal;
+
+use crate::error::PaymentsError;
+use crate::intake::PaymentIntake;
+use crate::model::cursor::page_limit;
+use crate::model::{Cursor, IdempotencyVerdict, Order, OrderKind, PaymentBody, TopUpBody, payment_id, request_hash};
+use crate::store::payments::ListOf;
+use crate::store::{Begun, PaymentRecord, PaymentsStore};
+
+/// Milliseconds since the epoch.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// An answer to a write, as sent and as kept for replays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub location: Option<String>,
+    pub body: String,
+    pub replayed: bool,
+}
+
+/// A page of a list.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Page {
+    pub data: Vec<PaymentRecord>,
+    pub has_more: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// How long the recorder waits before retrying a failed write of a decision.
+const RECORD_RETRY_WAIT: Duration = Duration::from_secs(1);
+
+pub struct PaymentsService {
+    store: PaymentsStore,
+    intake: Arc<dyn PaymentIntake>,
+    clock: Clock,
+}
+
+impl PaymentsService {
+    /// The service, with its recorder task (decisions into the store) started on the
+    /// current tokio runtime.
+    pub fn start(store: PaymentsStore, intake: Arc<dyn PaymentIntake>, clock: Clock) -> Arc<PaymentsService> {
+        if let Some(mut notices) = intake.notices() {
+            let recorder = store.clone();
+            tokio::spawn(async move {
+                while let Some(notice) = notices.recv().await {
+                    while let Err(error) = recorder.record_decision(&notice).await {
+                        tracing::error!(%error, payment_id = %notice.payment_id, "cannot record a decision; retrying");
+                        tokio::time::sleep(RECORD_RETRY_WAIT).await;
+                    }
+                }
+            });
+        }
+        Arc::new(PaymentsService { store, intake, clock })
+    }
+
+    pub fn store(&self) -> &PaymentsStore {
+        &self.store
+    }
+
+    /// `POST /v1/payments` and `POST /v1/wallet/top-ups`.
+    pub async fn write(
+        &self,
+        principal: &Principal,
+        idempotency_key: &str,
+        route: &str,
+        body: serde_json::Value,
+        kind: OrderKind,
+        wait: Duration,
+    ) -> Result<Answer, PaymentsError> {
+        let client = &principal.subject;
+        let now_ms = (self.clock)();
+        let hash = request_hash(route, &body);
+        match self.store.begin_key(client, idempotency_key, &hash, now_ms).await? {
+            Begun::Claimed => {}
+            Begun::Earlier(IdempotencyVerdict::Replay { status, location, body }) => {
+                return Ok(Answer { status, location, body, replayed: true });
+            }
+            Begun::Earlier(IdempotencyVerdict::KeyReused) => return Err(PaymentsError::KeyReused),
+            Begun::Earlier(_) => return Err(PaymentsError::InFlight),
+        }
+        match self.answer(principal, idempotency_key, body, kind, wait, now_ms).await {
+            Ok(answer) => {
+                self.store
+                    .complete_key(client, idempotency_key, answer.status, answer.location.as_deref(), &answer.body)
+                    .await?;
+                Ok(answer)
+            }
+            Err(error) => {
+                // Nothing was published: the client may retry with the same key.
+                self.store.release_key(client, idempotency_key).await?;
+                Err(error)
+            }
+        }
+    }
+
+    async fn answer(
+        &self,
+        principal: &Principal,
+        idempotency_key: &str,
+        body: serde_json::Value,
+        kind: OrderKind,
+        wait: Duration,
+        now_ms: i64,
+    ) -> Result<Answer, PaymentsError> {
+        let payer = principal.subject.as_str();
+        let id = payment_id(payer, idempotency_key);
+        let invalid_body = |error: serde_json::Error| PaymentsError::invalid("invalid_body", error.to_string());
+        let order = match kind {
+            OrderKind::Payment => {
+                Order::payment(payer, id, &serde_json::from_value::<PaymentBody>(body).map_err(invalid_body)?)?
+            }
+            OrderKind::TopUp => {
+                Order::top_up(payer, id, &serde_json::from_value::<TopUpBody>(body).map_err(invalid_body)?)?
+            }
+        };
+        let event = order.event(&paystream_domain::time::format_rfc3339_ms(now_ms))?;
+        let mut record = PaymentRecord {
+            payment_id: order.payment_id.clone(),
+            kind: kind.as_str().to_string(),
+            payer_user_id: order.payer_user_id.clone(),
+            merchant_id: order.merchant_id.clone(),
+            terminal_id: order.terminal_id.clone(),
+            payee_user_id: order.payee_user_id.clone(),
+            amount: order.amount.to_decimal_string(),
+            amount_minor: order.amount.minor_units(),
+            currency: order.amount.currency().code().to_string(),
+            channel: order.channel.clone(),
+            status: "pending".to_string(),
+            reasons: Vec::new(),
+            created_at_ms: now_ms,
+            decided_at_ms: None,
+        };
+        self.store.insert_payment(&record).await?;
+        // `Prefer: wait=0`: answer 202 at once, even if the decision is quick.
+        let watched = if wait.is_zero() { None } else { self.intake.watch(&record.payment_id) };
+        if let Err(error) = self.intake.submit(payer, event, now_ms).await {
+            self.intake.unwatch(&record.payment_id);
+            return Err(PaymentsError::Intake(error));
+        }
+        let notice = match watched {
+            Some(receiver) => match tokio::time::timeout(wait, receiver).await {
+                Ok(Ok(notice)) => Some(notice),
+                _ => {
+                    self.intake.unwatch(&record.payment_id);
+                    None
+                }
+            },
+            None => None,
+        };
+        let location = format!("/v1/payments/{}", record.payment_id);
+        let status = match notice {
+            Some(notice) => {
+                self.store.record_decision(&notice).await?;
+                record.status = notice.status.to_string();
+                record.reasons = notice.reasons;
+                record.decided_at_ms = Some(notice.decided_at_ms);
+                201
+            }
+            None => 202,
+        };
+        let body = serde_json::to_string(&record).map_err(|error| PaymentsError::Internal(error.to_string()))?;
+        Ok(Answer { status, location: Some(location), body, replayed: false })
+    }
+
+    /// A payment the caller may see: its payer's, or a merchant's payment made to it.
+    /// Anything else is "not found", so existence never leaks.
+    pub async fn payment(&self, principal: &Principal, payment_id: &str) -> Result<PaymentRecord, PaymentsError> {
+        let record = self.store.payment(payment_id).await?.ok_or(PaymentsError::NotFound)?;
+        let payer = record.payer_user_id == principal.subject;
+        let merchant = principal.merchant_id.is_some() && record.merchant_id == principal.merchant_id;
+        if payer || merchant { Ok(record) } else { Err(PaymentsError::NotFound) }
+    }
+
+    /// The caller's payments (`merchant`: those made to the caller's merchant).
+    pub async fn list(
+        &self,
+        principal: &Principal,
+        merchant: bool,
+        starting_after: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Page, PaymentsError> {
+        let limit = page_limit(limit)?;
+        let cursor = starting_after.map(Cursor::decode).transpose()?;
+        let of = if merchant {
+            ListOf::Merchant(principal.merchant_id.as_deref().ok_or(PaymentsError::NotFound)?)
+        } else {
+            ListOf::Payer(&principal.subject)
+        };
+        let (data, has_more) = self.store.list(of, cursor.as_ref(), limit).await?;
+        let next_cursor = has_more.then(|| {
+            let last = data.last().expect("a page with more after it is not empty");
+            Cursor { created_at_ms: last.created_at_ms, payment_id: last.payment_id.clone() }.encode()
+        });
+        Ok(Page { data, has_more, next_cursor })
+    }
+}
