@@ -18,6 +18,7 @@ use clap::{Args, ValueEnum};
 use paystream_auth::service::system_clock;
 use paystream_auth::{AuthConfig, AuthService, AuthStore, Keyring};
 use paystream_edge::client_ip::IpBlock;
+use paystream_edge::rate_limit::RateLimitConfig;
 use paystream_edge::{GatewayConfig, HttpMetrics, Readiness, RenderMetrics};
 use paystream_payments::{PaymentsService, PaymentsStore};
 use paystream_pipeline::metrics::Metrics;
@@ -61,6 +62,20 @@ pub struct ServeArgs {
     /// Without one, the client address is the TCP peer.
     #[arg(long = "trusted-proxy", env = "PAYSTREAM_TRUSTED_PROXIES", value_delimiter = ',')]
     trusted_proxies: Vec<IpBlock>,
+    /// Redis shared by the gateway replicas for rate limits (redis://host:6379). Without
+    /// it, limits are per process. While it is down, payments and top-ups are refused
+    /// (503) and other routes are limited in process.
+    #[arg(long, env = "PAYSTREAM_REDIS_URL")]
+    redis_url: Option<String>,
+    /// Prefix of the rate-limit keys in Redis (one per deployment sharing a server).
+    #[arg(long, env = "PAYSTREAM_RATE_LIMIT_PREFIX", default_value = paystream_edge::gateway::RATE_LIMIT_KEY_PREFIX)]
+    rate_limit_prefix: String,
+    /// Requests per minute per client address and per credential.
+    #[arg(long, default_value_t = RateLimitConfig::default().default_per_minute, value_parser = clap::value_parser!(u32).range(1..))]
+    rate_limit_per_minute: u32,
+    /// Requests per minute per client address to sign-up, login and refresh.
+    #[arg(long, default_value_t = RateLimitConfig::default().auth_per_minute, value_parser = clap::value_parser!(u32).range(1..))]
+    auth_rate_limit_per_minute: u32,
     /// The longest a request may take before the gateway answers 504.
     #[arg(long, default_value_t = paystream_edge::gateway::REQUEST_TIMEOUT_MS_DEFAULT)]
     request_timeout_ms: u64,
@@ -137,9 +152,16 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let gateway_config = GatewayConfig {
         trusted_proxies: args.trusted_proxies.clone(),
         request_timeout: Duration::from_millis(args.request_timeout_ms),
+        rate_limits: RateLimitConfig {
+            default_per_minute: args.rate_limit_per_minute,
+            auth_per_minute: args.auth_rate_limit_per_minute,
+        },
+        redis_url: args.redis_url.clone(),
+        rate_limit_prefix: args.rate_limit_prefix.clone(),
     };
     let authenticator = paystream_auth::authenticator(&auth);
-    let router = paystream_edge::gateway_router(services, authenticator, gateway_config, http_metrics.clone());
+    let router = paystream_edge::gateway_router(services, authenticator, gateway_config, http_metrics.clone())
+        .map_err(anyhow::Error::msg)?;
     let stopping = control.clone();
     let shutdown = async move {
         while !stopping.stopped() {

@@ -18,10 +18,15 @@ struct Served {
 }
 
 fn start_serve(data_dir: &Path) -> Served {
+    start_serve_with(data_dir, &[])
+}
+
+fn start_serve_with(data_dir: &Path, extra: &[&str]) -> Served {
     let mut child = Running(
         paystream()
             .args(["serve", "--http-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -187,4 +192,27 @@ fn serve_answers_reports_readiness_and_keeps_accounts_across_sigkill() {
     let access = json_of(&body)["access_token"].as_str().unwrap().to_string();
     let (_, body) = http(&served.gateway, "GET", "/v1/me", Some(&access), None);
     assert_eq!(json_of(&body)["roles"], json!(["admin"]));
+}
+
+#[test]
+fn two_gateway_processes_on_one_redis_share_the_login_limit() {
+    let redis = std::env::var("PAYSTREAM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("test:serve:{}", paystream_testkit::unique_suffix());
+    let extra = [
+        "--service",
+        "auth",
+        "--redis-url",
+        &redis,
+        "--rate-limit-prefix",
+        &prefix,
+        "--auth-rate-limit-per-minute",
+        "4",
+    ];
+    let (first_dir, second_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let gateways = [start_serve_with(first_dir.path(), &extra), start_serve_with(second_dir.path(), &extra)];
+    let login = json!({"email": "nobody@example.com", "password": "not the password"});
+    let statuses: Vec<u16> =
+        (0..8).map(|i| http(&gateways[i % 2].gateway, "POST", "/v1/auth/login", None, Some(login.clone())).0).collect();
+    assert_eq!(statuses.iter().filter(|status| **status == 401).count(), 4, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|status| **status == 429).count(), 4, "{statuses:?}");
 }

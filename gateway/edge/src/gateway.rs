@@ -1,7 +1,7 @@
 //! The gateway's stack around the services' routers, outermost first:
-//! request id → client address → header rewriting → metrics → request timeout → the
-//! services. Unknown paths are 404 and known paths with another method 405 with
-//! `Allow`, both as problem+json.
+//! request id → client address → header rewriting → metrics → rate limits → request
+//! timeout → the services. Unknown paths are 404 and known paths with another method 405
+//! with `Allow`, both as problem+json.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use paystream_http::{AuthFailure, ClientIp, Problem, SharedAuthenticator, reques
 use crate::client_ip::{IpBlock, client_address};
 use crate::headers;
 use crate::metrics::HttpMetrics;
+use crate::rate_limit::{RateLimitConfig, RateLimiter, RedisGcra, rate_limit};
 
 /// The longest any request may take before the gateway answers 504.
 pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 10_000;
@@ -26,6 +27,11 @@ pub struct GatewayConfig {
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpBlock>,
     pub request_timeout: Duration,
+    pub rate_limits: RateLimitConfig,
+    /// Where rate limits are shared (`redis://…`); in process without it.
+    pub redis_url: Option<String>,
+    /// Prefix of the rate-limit keys in Redis (one per deployment sharing a server).
+    pub rate_limit_prefix: String,
 }
 
 impl Default for GatewayConfig {
@@ -33,9 +39,15 @@ impl Default for GatewayConfig {
         GatewayConfig {
             trusted_proxies: Vec::new(),
             request_timeout: Duration::from_millis(REQUEST_TIMEOUT_MS_DEFAULT),
+            rate_limits: RateLimitConfig::default(),
+            redis_url: None,
+            rate_limit_prefix: RATE_LIMIT_KEY_PREFIX.to_string(),
         }
     }
 }
+
+/// Key prefix of the gateway's rate limits in Redis.
+pub const RATE_LIMIT_KEY_PREFIX: &str = "paystream:ratelimit";
 
 /// `services`: the merged routers of the services behind this gateway; `authenticator`
 /// makes their callers' principals.
@@ -44,19 +56,27 @@ pub fn gateway_router(
     authenticator: SharedAuthenticator,
     config: GatewayConfig,
     metrics: Arc<HttpMetrics>,
-) -> Router {
+) -> Result<Router, String> {
+    let redis = match &config.redis_url {
+        Some(url) => {
+            Some(RedisGcra::new(url, &config.rate_limit_prefix).map_err(|error| format!("Redis URL: {error}"))?)
+        }
+        None => None,
+    };
+    let limiter = Arc::new(RateLimiter::new(config.rate_limits, redis, metrics.clone()));
     let config = Arc::new(config);
-    services
+    Ok(services
         .fallback(|| async { Problem::not_found().into_response() })
         .layer(middleware::from_fn(move |request, next| {
             paystream_http::principal::layer(authenticator.clone(), request, next)
         }))
         .layer(middleware::from_fn(method_not_allowed))
         .layer(middleware::from_fn_with_state(config.clone(), timeout))
+        .layer(middleware::from_fn_with_state(limiter, rate_limit))
         .layer(middleware::from_fn_with_state(metrics, measure))
         .layer(middleware::from_fn(headers::rewrite))
         .layer(middleware::from_fn_with_state(config, client))
-        .layer(middleware::from_fn(request_id::middleware))
+        .layer(middleware::from_fn(request_id::middleware)))
 }
 
 /// Binds `addr` and serves `router` until `shutdown`; returns the bound address.
@@ -168,7 +188,7 @@ mod tests {
                 Box::pin(async { Err(AuthFailure::BadSignature) })
             }
         }
-        let router = gateway_router(services(), Arc::new(Nobody), config, metrics.clone());
+        let router = gateway_router(services(), Arc::new(Nobody), config, metrics.clone()).unwrap();
         let request = |method: &str, path: &str| axum::http::Request::builder().method(method).uri(path);
 
         let (response, body) = send(&router, request("GET", "/nowhere").body(Body::empty()).unwrap()).await;

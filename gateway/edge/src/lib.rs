@@ -3,11 +3,13 @@
 //! - [`operations`]: `/metrics`, `/livez` (the process runs) and `/readyz` (it can do
 //!   its job: state restored, not draining, stores reachable), on the metrics address.
 //! - [`gateway`]: the public HTTP surface. It puts the services' routers behind one stack:
-//!   request ids → client address → header rewriting → metrics → timeout → the services,
+//!   request ids → client address → header rewriting → metrics → rate limits → timeout →
+//!   the services,
 //!   with 404 and 405 as problem+json.
 //! - [`client_ip`]: which address a request comes from, trusting `X-Forwarded-For` only
 //!   from configured proxies.
 //! - [`headers`]: hop-by-hop and internal headers stripped both ways.
+//! - [`rate_limit`]: GCRA per client address and per credential, shared in Redis.
 //! - [`metrics`]: requests by route, method and status, latency, authentication
 //!   failures by reason.
 
@@ -16,6 +18,7 @@ pub mod gateway;
 pub mod headers;
 pub mod metrics;
 pub mod operations;
+pub mod rate_limit;
 
 pub use gateway::{GatewayConfig, gateway_router, serve_gateway};
 pub use metrics::HttpMetrics;

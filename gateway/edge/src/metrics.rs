@@ -9,6 +9,8 @@ pub struct HttpMetrics {
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub auth_failures: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    pub rate_limiter_unavailable: IntCounterVec,
 }
 
 /// Seconds; from 1 ms (an in-process read) to 10 s (beyond every timeout).
@@ -32,14 +34,29 @@ impl Default for HttpMetrics {
         let auth_failures =
             IntCounterVec::new(Opts::new("http_auth_failures_total", "Credentials refused, by reason."), &["reason"])
                 .expect("valid metric");
+        let rate_limited = IntCounterVec::new(
+            Opts::new("http_rate_limited_total", "Requests refused with 429 by the rate limiter, by policy."),
+            &["policy"],
+        )
+        .expect("valid metric");
+        let rate_limiter_unavailable = IntCounterVec::new(
+            Opts::new(
+                "http_rate_limiter_unavailable_total",
+                "Checks made while Redis did not answer: refused (money-moving routes) or limited in process.",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
             Box::new(auth_failures.clone()),
+            Box::new(rate_limited.clone()),
+            Box::new(rate_limiter_unavailable.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
-        HttpMetrics { registry, requests, request_duration, auth_failures }
+        HttpMetrics { registry, requests, request_duration, auth_failures, rate_limited, rate_limiter_unavailable }
     }
 }
 
