@@ -125,7 +125,8 @@ def lag():
         timeseries("Partitions owned per pod", [
             target(f"sum by (pod) (paystream_assigned_partitions{{{SEL}}})", "{{pod}}"),
             target(f"sum(paystream_assigned_partitions{{{NS}}})", "all pods"),
-            target(f"max_over_time(sum(paystream_assigned_partitions{{{NS}}})[1d:1m])", "most in the last day"),
+            target(f"max_over_time(sum(paystream_assigned_partitions{{{NS}}})[1d:1m])", "most in the last day",
+                   may_be_empty="the subquery steps on whole minutes: empty until a minute boundary has data"),
         ], "short", "PaystreamPartitionsUnassigned fires when 'all pods' stays below 'most in the last day'."),
         timeseries("Rebalances", [
             target(f"sum by (pod) (increase(paystream_rebalances_total{{{SEL}}}{RATE}))", "{{pod}}"),
@@ -184,13 +185,14 @@ def state():
         ], "s", "Wall time to snapshot one partition's state (every --snapshot-interval-batches batches, "
            "and at shutdown for every partition owned)."),
         timeseries("Snapshots/s", [target(rate("paystream_snapshot_seconds_count", "pod"), "{{pod}}")], "ops"),
-        timeseries("Restore time (range)", [
-            target(f"histogram_quantile(0.99, sum by (pod, le) (increase(paystream_restore_seconds_bucket{{{SEL}}}[$__range])))",
+        timeseries("Restore time since the pod started", [
+            target(f"histogram_quantile(0.99, sum by (pod, le) (paystream_restore_seconds_bucket{{{SEL}}}))",
                    "{{pod}} p99"),
-            target(f"sum by (pod) (increase(paystream_restore_seconds_sum{{{SEL}}}[$__range])) / "
-                   f"sum by (pod) (increase(paystream_restore_seconds_count{{{SEL}}}[$__range]))", "{{pod}} mean"),
-        ], "s", "Wall time to restore one partition's state, over the dashboard's time range (restores happen "
-           "at start and when a partition moves to the pod)."),
+            target(f"sum by (pod) (paystream_restore_seconds_sum{{{SEL}}}) / "
+                   f"sum by (pod) (paystream_restore_seconds_count{{{SEL}}})", "{{pod}} mean"),
+        ], "s", "Wall time to restore one partition's state, over every restore of the running process: at "
+           "its start and when a partition moves to it. Not a rate: the restores at start happen before the "
+           "first scrape, where increase() cannot see them."),
         timeseries("Shutdown estimate", [
             target(f"{quantile(0.99, 'paystream_batch_seconds', 'pod, le')} + on (pod) "
                    f"{quantile(0.99, 'paystream_snapshot_seconds', 'pod, le')} * on (pod) "
