@@ -203,9 +203,10 @@ def check_render(r, path):
             env = {}
             for source in pod_of(targets[0])[1]["containers"][0].get("envFrom") or []:
                 env.update(configmaps.get((source.get("configMapRef") or {}).get("name"), {}))
-            partitions = int(env.get("PAYSTREAM_PARTITIONS", 0))
+            partitions = str(env.get("PAYSTREAM_PARTITIONS", ""))
             maximum = so["spec"].get("maxReplicaCount", 100)
-            r.check(0 < maximum <= partitions, f"{ident}: maxReplicaCount {maximum} <= partitions {partitions}")
+            r.check(partitions.isdigit() and isinstance(maximum, int) and 0 < maximum <= int(partitions),
+                    f"{ident}: maxReplicaCount {maximum!r} <= partitions {partitions!r}")
             for trigger in so["spec"].get("triggers", []):
                 if trigger["type"] == "kafka":
                     r.check(trigger["metadata"].get("allowIdleConsumers", "false") == "false",
@@ -278,10 +279,14 @@ def check_dashboards(r):
 
 def main(argv):
     r = Report()
-    for path in argv[1:]:
-        check_render(r, path)
-    check_rules(r)
-    check_dashboards(r)
+    # A file too broken for a check (a missing key, a wrong type) fails that part, with
+    # its reason, and the other parts still run.
+    parts = [(f"render {path}", lambda path=path: check_render(r, path)) for path in argv[1:]]
+    for name, part in parts + [("rules", lambda: check_rules(r)), ("dashboards", lambda: check_dashboards(r))]:
+        try:
+            part()
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+            r.check(False, f"{name}: could not be checked: {type(error).__name__}: {error}")
     print(f"policy: {r.passed} passed, {r.failed} failed")
     return 1 if r.failed else 0
 
