@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Queries every Grafana panel expression and checks every rule against a live Prometheus.
 
-  live.py PROMETHEUS_URL METRICS_FILE NAMESPACE POD RATE_INTERVAL RANGE
+  live.py PROMETHEUS_URL NAMESPACE PODS RATE_INTERVAL RANGE METRICS_FILE...
 
-PROMETHEUS_URL scrapes a running paystream (target labels namespace=NAMESPACE,
-pod=POD) with deploy/prometheus/rules.yaml loaded; METRICS_FILE is a copy of that
-paystream's /metrics. For each dashboard in deploy/grafana/dashboards:
-- each template variable's label_values() query returns the expected value;
+PROMETHEUS_URL scrapes running paystream processes (target labels
+namespace=NAMESPACE, pod=one of the comma-separated PODS) with
+deploy/prometheus/rules.yaml loaded; METRICS_FILEs are copies of their /metrics. For
+each dashboard in deploy/grafana/dashboards:
+- each template variable's label_values() query offers NAMESPACE, and one of PODS;
 - each panel expression, with $namespace, $pod, $__rate_interval and $__range
   substituted, names only metrics that paystream exports or rules.yaml records, runs
   without error and returns at least one sample that is a number (not NaN). An
@@ -47,7 +48,9 @@ def generator():
 
 
 def main(argv):
-    base, metrics_file, namespace, pod, rate_interval, time_range = argv[1:7]
+    base, namespace, pods, rate_interval, time_range = argv[1:6]
+    pods = pods.split(",")
+    pod = "|".join(pods)  # what Grafana makes of a multi-value $pod
     passed, failed = 0, 0
 
     def check(ok, what, detail=""):
@@ -61,9 +64,10 @@ def main(argv):
 
     rules = yaml.safe_load((DEPLOY / "prometheus" / "rules.yaml").read_text())
     exported = set()
-    for line in Path(metrics_file).read_text().splitlines():
-        if line and not line.startswith("#"):
-            exported.add(re.split(r"[{ ]", line, maxsplit=1)[0])
+    for metrics_file in argv[6:]:
+        for line in Path(metrics_file).read_text().splitlines():
+            if line and not line.startswith("#"):
+                exported.add(re.split(r"[{ ]", line, maxsplit=1)[0])
     recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
     known = exported | recorded | {"ALERTS", "up"}
 
@@ -84,8 +88,9 @@ def main(argv):
             if check(bool(match), f"{path.name}: variable {variable['name']} is a label_values() query"):
                 selector, label = substitute(match.group(1)), match.group(2)
                 values = get(base, f"/api/v1/label/{label}/values", **{"match[]": selector}).get("data") or []
-                expected = {"namespace": namespace, "pod": pod}.get(variable["name"])
-                check(expected in values, f"{path.name}: variable {variable['name']} offers {expected!r}", str(values))
+                expected = {"namespace": [namespace], "pod": pods}.get(variable["name"], [])
+                check(bool(set(expected) & set(values)), f"{path.name}: variable {variable['name']} offers one of {expected}",
+                      str(values))
         for panel in board["panels"]:
             for target in panel["targets"]:
                 queried += 1
@@ -120,7 +125,7 @@ def main(argv):
     firing = [a["labels"]["alertname"] for a in get(base, "/api/v1/alerts")["data"]["alerts"]]
     print(f"live: {evaluated} rules evaluated; alerts pending or firing: {sorted(set(firing)) or 'none'}")
     targets = get(base, "/api/v1/targets")["data"]["activeTargets"]
-    check(bool(targets) and all(t["health"] == "up" for t in targets), "the paystream target is up",
+    check(len(targets) == len(pods) and all(t["health"] == "up" for t in targets), "every paystream target is up",
           str([(t["scrapeUrl"], t["health"], t.get("lastError")) for t in targets]))
     print(f"live: {passed} passed, {failed} failed")
     return 1 if failed else 0

@@ -307,10 +307,49 @@ def ledger():
     ]
 
 
-DASHBOARDS = [overview, lag, saturation, state, sinks, model, ledger]
+NOT_5XX = SEL + ', status!~"5.."'
 
 
-def variables():
+def http():
+    requests = "paystream_http_requests_total"
+    return "paystream-http", "paystream / HTTP services", [
+        stat("Requests/s", [target(rate(requests))], "reqps"),
+        stat("5xx share", [target(f"1 - {rate(requests, selector=NOT_5XX)} / {rate(requests)}")],
+             "percentunit", "Share of requests answered with a 5xx (the availability SLO allows 0.1 %).",
+             thresholds=[("green", None), ("orange", 0.001), ("red", 0.0144)]),
+        stat("p99 answer time", [target(quantile(0.99, "paystream_http_request_duration_seconds"))], "s"),
+        stat("Auth failures/s", [target(rate("paystream_http_auth_failures_total"))], "ops",
+             "Credentials refused (any reason)."),
+        timeseries("Requests by route", [target(rate(requests, "route, method"), "{{method}} {{route}}")], "reqps",
+                   "Requests per second by route template (`unmatched`: 404s)."),
+        timeseries("Requests by status", [target(rate(requests, "status"), "{{status}}")], "reqps", stack=True),
+        timeseries("5xx share by route", [
+            target(f'1 - {rate(requests, "route", NOT_5XX)} / {rate(requests, "route")}',
+                   "{{route}}"),
+        ], "percentunit"),
+        timeseries("Answer time by route", [
+            target(quantile(0.5, "paystream_http_request_duration_seconds", "route, le"), "{{route}} p50"),
+            target(quantile(0.99, "paystream_http_request_duration_seconds", "route, le"), "{{route}} p99"),
+        ], "s", "PaystreamHttpLatencyHigh opens a ticket when a route's p99 stays above 1 s."),
+        timeseries("HTTP 5xx burn rate", [
+            target(f"paystream:http_errors:ratio_rate5m{{{NS}}} / 0.001", "5m"),
+            target(f"paystream:http_errors:ratio_rate1h{{{NS}}} / 0.001", "1h"),
+            target(f"paystream:http_errors:ratio_rate6h{{{NS}}} / 0.001", "6h"),
+        ], "short", "5xx share divided by the budget (0.1 %); the alerts page at 14.4 (1h and 5m) and 6 "
+           "(6h and 30m).", thresholds=[("green", None), ("orange", 6), ("red", 14.4)]),
+        timeseries("Auth failures by reason", [
+            target(rate("paystream_http_auth_failures_total", "reason"), "{{reason}}"),
+        ], "ops", "Refused credentials by reason: a rise in one reason is an attack or a broken client."),
+    ]
+
+
+DASHBOARDS = [overview, lag, saturation, state, sinks, model, ledger, http]
+# The pod variable lists the pods that export this metric (the API pods export only the
+# HTTP metrics, not paystream_build_info).
+POD_SOURCE = {"paystream-http": "paystream_http_requests_total"}
+
+
+def variables(pod_source="paystream_build_info"):
     query = lambda name, q, **more: {
         "name": name, "label": name, "type": "query", "datasource": DATASOURCE,
         "query": {"query": q, "refId": f"{name}-query"}, "definition": q,
@@ -320,7 +359,7 @@ def variables():
         {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
          "current": {}, "options": [], "refresh": 1, "regex": ""},
         query("namespace", "label_values(paystream_build_info, namespace)"),
-        query("pod", 'label_values(paystream_build_info{namespace="$namespace"}, pod)',
+        query("pod", f'label_values({pod_source}{{namespace="$namespace"}}, pod)',
               multi=True, includeAll=True, allValue=".*"),
     ]
 
@@ -360,7 +399,7 @@ def render(spec):
         "uid": uid, "title": title, "tags": ["paystream"], "editable": False, "graphTooltip": 1,
         "schemaVersion": 39, "version": 1, "refresh": "30s", "timezone": "utc",
         "time": {"from": "now-6h", "to": "now"}, "links": links,
-        "templating": {"list": variables()}, "annotations": {"list": []}, "panels": out,
+        "templating": {"list": variables(POD_SOURCE.get(uid, "paystream_build_info"))}, "annotations": {"list": []}, "panels": out,
     }
 
 
