@@ -9,8 +9,10 @@ port the container has), requests set, memory request = limit for StatefulSets, 
 floating image tags, a PodDisruptionBudget and a NetworkPolicy (besides the namespace's
 default deny) for every workload, selectors that match the pod labels, serviceName and
 Service ports that exist, ServiceMonitor ports that exist, KEDA's maxReplicaCount within
-the partition count, env references defined before use, no literal secrets, every
-namespaced object in a Namespace of the render that enforces "restricted".
+the partition count, for Deployments a preStop delay, one autoscaler and a PDB that
+lets drains proceed, HPA targets, Ingress backends and TLS, env references defined
+before use, no literal secrets, every namespaced object in a Namespace of the render
+that enforces "restricted".
 And on the repository: the PrometheusRule's groups equal rules.yaml's; every alert has
 a severity, annotations, a runbook section and promtool tests where it fires and where
 it does not; the Grafana dashboards are well formed, use the three variables and
@@ -172,6 +174,19 @@ def check_render(r, path):
             r.check(bool(governing), f"{ident}: serviceName {w['spec'].get('serviceName')!r} is a Service")
             if governing:
                 r.check(governing[0]["spec"].get("clusterIP") == "None", f"{ident}: its governing Service is headless")
+        if w["kind"] == "Deployment":
+            for c in pod_spec["containers"]:
+                r.check(bool((c.get("lifecycle") or {}).get("preStop")),
+                        f"{ident} container {c['name']}: a preStop delay (endpoint removal races SIGTERM)")
+            scalers = [h for h in by_kind.get("HorizontalPodAutoscaler", []) + by_kind.get("ScaledObject", [])
+                       if h["spec"]["scaleTargetRef"].get("kind") == "Deployment"
+                       and h["spec"]["scaleTargetRef"]["name"] == w["metadata"]["name"]]
+            r.check(len(scalers) == 1, f"{ident}: exactly one autoscaler (HPA or ScaledObject) targets it")
+            for pdb in pdbs:
+                minimum = min([h["spec"].get("minReplicas", 1) for h in scalers] or [w["spec"].get("replicas", 1)])
+                if "minAvailable" in pdb["spec"]:
+                    r.check(isinstance(pdb["spec"]["minAvailable"], int) and pdb["spec"]["minAvailable"] < minimum,
+                            f"{ident}: its PDB's minAvailable is below its fewest replicas ({minimum}), so drains proceed")
         for source in pod_spec["containers"][0].get("envFrom") or []:
             ref = (source.get("configMapRef") or {}).get("name")
             if ref:
@@ -186,6 +201,26 @@ def check_render(r, path):
             for port in s["spec"].get("ports", []):
                 target = port.get("targetPort", port["port"])
                 r.check(target in container_ports, f"{ident}: targetPort {target!r} is a container port")
+
+    for h in by_kind.get("HorizontalPodAutoscaler", []):
+        ident = f"{name}: HorizontalPodAutoscaler/{h['metadata']['name']}"
+        ref = h["spec"]["scaleTargetRef"]
+        r.check(any(w["kind"] == ref.get("kind") and w["metadata"]["name"] == ref.get("name") for w in workloads),
+                f"{ident}: scaleTargetRef {ref.get('kind')}/{ref.get('name')} exists")
+        r.check(1 <= h["spec"].get("minReplicas", 1) <= h["spec"]["maxReplicas"], f"{ident}: 1 <= minReplicas <= maxReplicas")
+
+    for ingress in by_kind.get("Ingress", []):
+        ident = f"{name}: Ingress/{ingress['metadata']['name']}"
+        for rule in ingress["spec"].get("rules", []):
+            for path in rule.get("http", {}).get("paths", []):
+                backend = path["backend"]["service"]
+                service = [s for s in services if s["metadata"]["name"] == backend["name"]]
+                if r.check(bool(service), f"{ident}: backend Service {backend['name']!r} exists"):
+                    port = backend["port"].get("name", backend["port"].get("number"))
+                    ports = {p.get("name") for p in service[0]["spec"]["ports"]} | {p["port"] for p in service[0]["spec"]["ports"]}
+                    r.check(port in ports, f"{ident}: backend port {port!r} is a port of Service {backend['name']}")
+        r.check(all(t.get("secretName") for t in ingress["spec"].get("tls", [])) and bool(ingress["spec"].get("tls")),
+                f"{ident}: serves TLS from a Secret reference")
 
     for m in by_kind.get("ServiceMonitor", []):
         ident = f"{name}: ServiceMonitor/{m['metadata']['name']}"
