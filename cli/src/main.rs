@@ -9,6 +9,7 @@ mod backtest;
 mod bench;
 mod demo;
 mod inspect;
+mod loadtest;
 mod log_args;
 mod pipeline_args;
 mod process;
@@ -79,6 +80,9 @@ enum Command {
     /// Serve the HTTP API: the gateway and the services behind it, with the pipeline, in
     /// one process on embedded defaults (or one service alone with --service).
     Serve(serve::ServeArgs),
+    /// Drive a running gateway: sign users up, log in, top up, then post payments at a
+    /// fixed rate; report throughput and latency percentiles.
+    Loadtest(loadtest::LoadtestArgs),
     /// Administer the auth service: grant roles, rotate the signing key.
     #[command(subcommand)]
     Auth(auth_admin::AuthCommand),
@@ -226,6 +230,7 @@ fn run_command(command: Command) -> Result<()> {
         Command::KafkaMock(args) => kafka_mock(args),
         Command::Serve(args) => serve::serve(args),
         Command::Auth(command) => auth_admin::auth(command),
+        Command::Loadtest(args) => loadtest::loadtest(args),
         Command::Reconcile(args) => reconcile(args),
         Command::Run(args) => run(args),
         Command::Generate(args) => generate(args),

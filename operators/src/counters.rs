@@ -1,6 +1,8 @@
 //! Per-batch counters of the operators: records in, out and in error per operator, and
 //! the events worth a metric. The runtime adds them to its metrics once per batch.
 
+use crate::ledger::DeclineReason;
+
 /// The operators, in chain order; names are the `operator` label of metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OperatorId {
@@ -55,8 +57,8 @@ pub struct BatchCounters {
     /// Payments older than their partition's newest by more than the allowed lateness.
     pub late_feature_payments: u64,
     /// Approved payments and other events the ledger refused (insufficient funds, expired
-    /// authorization, …): declined with the reason.
-    pub ledger_declines: u64,
+    /// authorization, …): declined with the reason; by [`DeclineReason`] (its `as usize`).
+    pub ledger_declines: [u64; DeclineReason::ALL.len()],
     pub holds_expired: u64,
     /// Transfer legs applied on this partition: credits to payees, and returns.
     pub transfer_credits: u64,
@@ -67,6 +69,15 @@ pub struct BatchCounters {
 }
 
 impl BatchCounters {
+    pub(crate) fn ledger_decline(&mut self, reason: DeclineReason) {
+        self.ledger_declines[reason as usize] += 1;
+    }
+
+    /// Every ledger decline, whatever the reason.
+    pub fn ledger_declines_total(&self) -> u64 {
+        self.ledger_declines.iter().sum()
+    }
+
     pub(crate) fn count(&mut self, operator: OperatorId) -> &mut RecordCounts {
         &mut self.operators[operator as usize]
     }
@@ -83,10 +94,29 @@ impl BatchCounters {
         }
         self.late_settlement_payments += other.late_settlement_payments;
         self.late_feature_payments += other.late_feature_payments;
-        self.ledger_declines += other.ledger_declines;
+        for (mine, theirs) in self.ledger_declines.iter_mut().zip(&other.ledger_declines) {
+            *mine += theirs;
+        }
         self.holds_expired += other.holds_expired;
         self.transfer_credits += other.transfer_credits;
         self.transfer_returns += other.transfer_returns;
         self.misplaced_settlement_entries += other.misplaced_settlement_entries;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declines_are_counted_under_their_own_reason() {
+        let mut counters = BatchCounters::default();
+        for (index, reason) in DeclineReason::ALL.into_iter().enumerate() {
+            assert_eq!(reason as usize, index, "DeclineReason::ALL is in declaration order");
+            counters.ledger_decline(reason);
+        }
+        counters.ledger_decline(DeclineReason::InsufficientFunds);
+        assert_eq!(counters.ledger_declines[DeclineReason::InsufficientFunds as usize], 2);
+        assert_eq!(counters.ledger_declines_total(), DeclineReason::ALL.len() as u64 + 1);
     }
 }

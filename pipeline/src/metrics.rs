@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use hdrhistogram::Histogram as HdrHistogram;
 use paystream_domain::{Outcome, RejectReason};
+use paystream_operators::ledger::DeclineReason;
 use paystream_operators::{BatchCounters, OperatorId};
 use prometheus::{
     Counter, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -21,7 +22,7 @@ pub struct Metrics {
     pub duplicate_retries: IntCounter,
     pub late_settlement_payments: IntCounter,
     pub misplaced_settlement_entries: IntCounter,
-    pub ledger_declines: IntCounter,
+    pub ledger_declines: IntCounterVec,
     pub holds_expired: IntCounter,
     pub transfer_legs: IntCounterVec,
     pub input_records: IntCounter,
@@ -64,6 +65,10 @@ pub struct Metrics {
     pub rebalances: IntCounter,
     /// Input partitions this process owns now.
     pub assigned_partitions: IntGauge,
+    pub input_partitions: IntGauge,
+    pub workers: IntGauge,
+    pub sink_write_seconds: Histogram,
+    pub history_sink_write_seconds: Histogram,
     model_info: IntGaugeVec,
     /// The standard `process_*` metrics, in a registry of their own: they keep their
     /// conventional names, without the `paystream_` prefix.
@@ -126,6 +131,28 @@ impl Metrics {
         for reason in RejectReason::ALL {
             dead_letters.with_label_values(&[reason.as_str()]);
         }
+        let ledger_declines = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "ledger_declines_total",
+                    "Events the ledger refused (insufficient funds, expired authorization, ...), by reason",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+        );
+        for reason in DeclineReason::ALL {
+            ledger_declines.with_label_values(&[reason.as_str()]);
+        }
+        let model_reloads = register(
+            &registry,
+            IntCounterVec::new(Opts::new("model_reloads_total", "Model file reloads, by result"), &["result"])
+                .expect("valid metric"),
+        );
+        for result in ["ok", "error"] {
+            model_reloads.with_label_values(&[result]);
+        }
         let decisions = register(
             &registry,
             IntCounterVec::new(Opts::new("decisions_total", "Decisions by outcome"), &["outcome"])
@@ -172,10 +199,7 @@ impl Metrics {
                 "Settlement entries that reached their merchant's partition after their window closed there (0 unless \
                  the settlement configuration changed between runs; reconcile names them)",
             ),
-            ledger_declines: counter(
-                "ledger_declines_total",
-                "Events the ledger refused (insufficient funds, expired authorization, ...): declined with the reason",
-            ),
+            ledger_declines,
             holds_expired: counter(
                 "holds_expired_total",
                 "Authorizations neither captured nor voided before their timeout, released",
@@ -202,7 +226,7 @@ impl Metrics {
             restore_seconds: histogram(
                 "restore_seconds",
                 "Wall time to restore one partition's state",
-                latency_buckets,
+                latency_buckets.clone(),
             ),
             lag_records: register(
                 &registry,
@@ -293,11 +317,7 @@ impl Metrics {
                 "history_sink_errors_total",
                 "Failed writes to the history store (retried with backoff)",
             ),
-            model_reloads: register(
-                &registry,
-                IntCounterVec::new(Opts::new("model_reloads_total", "Model file reloads, by result"), &["result"])
-                    .expect("valid metric"),
-            ),
+            model_reloads,
             model_info: register(
                 &registry,
                 IntGaugeVec::new(Opts::new("model_info", "1 for the model version in use"), &["version"])
@@ -307,6 +327,26 @@ impl Metrics {
             assigned_partitions: register(
                 &registry,
                 IntGauge::new("assigned_partitions", "Input partitions this process owns").expect("valid metric"),
+            ),
+            input_partitions: register(
+                &registry,
+                IntGauge::new("input_partitions", "Partitions of the input topic (of every process together)")
+                    .expect("valid metric"),
+            ),
+            workers: register(
+                &registry,
+                IntGauge::new("workers", "Worker threads of this process (batch_seconds divided by it: busy share)")
+                    .expect("valid metric"),
+            ),
+            sink_write_seconds: histogram(
+                "sink_write_seconds",
+                "Time to write one slice of outputs into the record store (PostgreSQL)",
+                latency_buckets.clone(),
+            ),
+            history_sink_write_seconds: histogram(
+                "history_sink_write_seconds",
+                "Time to write one slice of decisions into the history store (ScyllaDB)",
+                latency_buckets.clone(),
             ),
             latency_us: Mutex::new(HdrHistogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid bounds")),
             process: process_registry(),
@@ -333,7 +373,11 @@ impl Metrics {
         self.duplicate_retries.inc_by(counters.retries);
         self.late_settlement_payments.inc_by(counters.late_settlement_payments);
         self.misplaced_settlement_entries.inc_by(counters.misplaced_settlement_entries);
-        self.ledger_declines.inc_by(counters.ledger_declines);
+        for (reason, value) in DeclineReason::ALL.iter().zip(&counters.ledger_declines) {
+            if *value > 0 {
+                self.ledger_declines.with_label_values(&[reason.as_str()]).inc_by(*value);
+            }
+        }
         self.holds_expired.inc_by(counters.holds_expired);
         if counters.transfer_credits > 0 {
             self.transfer_legs.with_label_values(&["credit"]).inc_by(counters.transfer_credits);

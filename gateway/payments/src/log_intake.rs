@@ -1,5 +1,7 @@
-//! [`PaymentIntake`] on the pipeline's log (embedded or Kafka). `submit` commits the
-//! event to the `payments` topic keyed by the payer. One thread tails `decisions` and
+//! [`PaymentIntake`] on the pipeline's log (embedded or Kafka). `submit` hands the event
+//! to the publisher thread, which commits whatever has queued up as one transaction to
+//! the `payments` topic, keyed by payer (group commit: one fsync for many requests), and
+//! answers each request once its event is durable. One thread tails `decisions` and
 //! `dead-letters` from where they ended when it started, and hands the outcome of every
 //! API payment (ids `pay_…`) to its waiter and to the recorder.
 
@@ -22,15 +24,27 @@ pub const WAITERS_MAX: usize = 100_000;
 pub const NOTICES_QUEUE_MAX: usize = 10_000;
 /// Records read per fetch while tailing.
 pub const TAIL_FETCH_RECORDS_MAX: usize = 1_000;
+/// Events committed together at most.
+pub const PUBLISH_BATCH_RECORDS_MAX: usize = 1_000;
+/// Events queued for the publisher at most; `submit` waits when it is full.
+pub const PUBLISH_QUEUE_DEPTH_MAX: usize = 10_000;
 /// How long the tail sleeps for a commit when it has read everything.
 const TAIL_IDLE_WAIT: Duration = Duration::from_millis(50);
 
 /// The payment ids the API makes start with this; others are not the API's business.
 pub const API_PAYMENT_ID_PREFIX: &str = "pay_";
 
+/// One event for the publisher, and where to say it is durable.
+struct Publication {
+    key: Vec<u8>,
+    event: Vec<u8>,
+    timestamp_ms: i64,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
 pub struct LogIntake {
     log: Arc<dyn Log>,
-    payments: Topic,
+    publications: std::sync::mpsc::SyncSender<Publication>,
     waiters: Mutex<HashMap<String, oneshot::Sender<DecisionNotice>>>,
     notices: Mutex<Option<mpsc::Receiver<DecisionNotice>>>,
 }
@@ -44,9 +58,16 @@ impl LogIntake {
         stop: Arc<AtomicBool>,
     ) -> Result<Arc<LogIntake>, LogError> {
         let (sender, receiver) = mpsc::channel(NOTICES_QUEUE_MAX);
+        let (publications, queue) = std::sync::mpsc::sync_channel(PUBLISH_QUEUE_DEPTH_MAX);
+        let publisher_log = log.clone();
+        let payments = topics.payments.clone();
+        std::thread::Builder::new()
+            .name("paystream-payments-publish".into())
+            .spawn(move || publish(publisher_log.as_ref(), &payments, &queue))
+            .map_err(LogError::io("spawn the payments publisher thread"))?;
         let intake = Arc::new(LogIntake {
             log: log.clone(),
-            payments: topics.payments.clone(),
+            publications,
             waiters: Mutex::new(HashMap::new()),
             notices: Mutex::new(Some(receiver)),
         });
@@ -123,6 +144,28 @@ impl LogIntake {
     }
 }
 
+/// The publisher: takes what has queued up (at most [`PUBLISH_BATCH_RECORDS_MAX`]),
+/// commits it as one transaction, answers each; ends when every sender is gone.
+fn publish(log: &dyn Log, payments: &Topic, queue: &std::sync::mpsc::Receiver<Publication>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < PUBLISH_BATCH_RECORDS_MAX {
+            match queue.try_recv() {
+                Ok(publication) => batch.push(publication),
+                Err(_) => break,
+            }
+        }
+        let mut transaction = Transaction::new();
+        let sent = batch.iter().try_for_each(|publication| {
+            transaction.send(payments, &publication.key, &publication.event, publication.timestamp_ms)
+        });
+        let outcome = sent.and_then(|()| log.commit(transaction)).map_err(|error| error.to_string());
+        for publication in batch {
+            let _ = publication.done.send(outcome.clone());
+        }
+    }
+}
+
 fn has_api_payment_id(value: &[u8]) -> bool {
     let needle = format!("\"{API_PAYMENT_ID_PREFIX}");
     value.windows(needle.len()).any(|window| window == needle.as_bytes())
@@ -182,18 +225,22 @@ impl PaymentIntake for LogIntake {
     }
 
     fn submit<'a>(&'a self, payer: &'a str, event: Vec<u8>, timestamp_ms: i64) -> IntakeFuture<'a, ()> {
-        let log = self.log.clone();
-        let topic = self.payments.clone();
-        let key = payer.as_bytes().to_vec();
+        let (done, answer) = oneshot::channel();
+        let publication = Publication { key: payer.as_bytes().to_vec(), event, timestamp_ms, done };
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                let mut transaction = Transaction::new();
-                transaction.send(&topic, &key, &event, timestamp_ms)?;
-                log.commit(transaction)
-            })
-            .await
-            .map_err(|error| format!("publish task: {error}"))?
-            .map_err(|error| error.to_string())
+            match self.publications.try_send(publication) {
+                Ok(()) => {}
+                Err(std::sync::mpsc::TrySendError::Full(publication)) => {
+                    // The queue is full: wait for room off the async threads.
+                    let publications = self.publications.clone();
+                    tokio::task::spawn_blocking(move || publications.send(publication))
+                        .await
+                        .map_err(|error| format!("publish queue: {error}"))?
+                        .map_err(|_| "the publisher stopped".to_string())?;
+                }
+                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err("the publisher stopped".to_string()),
+            }
+            answer.await.map_err(|_| "the publisher stopped".to_string())?
         })
     }
 

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use paystream_domain::time::format_rfc3339_ms;
 use paystream_http::Principal;
 
 use crate::error::PaymentsError;
@@ -122,7 +123,8 @@ impl PaymentsService {
                 Order::top_up(payer, id, &serde_json::from_value::<TopUpBody>(body).map_err(invalid_body)?)?
             }
         };
-        let event = order.event(&paystream_domain::time::format_rfc3339_ms(now_ms))?;
+        // Checked before anything is stored: a refused order leaves no trace.
+        let event = order.event(&format_rfc3339_ms(now_ms))?;
         let mut record = PaymentRecord {
             payment_id: order.payment_id.clone(),
             kind: kind.as_str().to_string(),
@@ -140,6 +142,22 @@ impl PaymentsService {
             decided_at_ms: None,
         };
         self.store.insert_payment(&record).await?;
+        let location = format!("/v1/payments/{}", record.payment_id);
+        // A request taken over from one that died: the payment may exist already. Its
+        // event is rebuilt with the first attempt's time, so the log holds the same
+        // event (the pipeline counts a retry, never a conflict), and a payment already
+        // decided is answered as it stands.
+        let stored = self.store.payment(&record.payment_id).await?.ok_or(PaymentsError::NotFound)?;
+        if stored.status != "pending" {
+            let body = serde_json::to_string(&stored).map_err(|error| PaymentsError::Internal(error.to_string()))?;
+            return Ok(Answer { status: 201, location: Some(location), body, replayed: false });
+        }
+        let event = if stored.created_at_ms == now_ms {
+            event
+        } else {
+            record.created_at_ms = stored.created_at_ms;
+            order.event(&format_rfc3339_ms(stored.created_at_ms))?
+        };
         // `Prefer: wait=0`: answer 202 at once, even if the decision is quick.
         let watched = if wait.is_zero() { None } else { self.intake.watch(&record.payment_id) };
         if let Err(error) = self.intake.submit(payer, event, now_ms).await {
@@ -156,7 +174,6 @@ impl PaymentsService {
             },
             None => None,
         };
-        let location = format!("/v1/payments/{}", record.payment_id);
         let status = match notice {
             Some(notice) => {
                 self.store.record_decision(&notice).await?;

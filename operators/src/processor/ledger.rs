@@ -140,7 +140,7 @@ impl PartitionProcessor {
             }
             Err(reason) => {
                 out.counters.count(OperatorId::Ledger).records_error += 1;
-                out.counters.ledger_declines += 1;
+                out.counters.ledger_decline(reason);
                 (Outcome::Decline, with_first_reason(reason.as_str(), &Score::new(0.0)))
             }
         };

@@ -313,7 +313,7 @@ impl PartitionProcessor {
                 }
                 Err(reason) => {
                     out.counters.count(OperatorId::Ledger).records_error += 1;
-                    out.counters.ledger_declines += 1;
+                    out.counters.ledger_decline(reason);
                     outcome = Outcome::Decline;
                     score = with_first_reason(reason.as_str(), &score);
                 }

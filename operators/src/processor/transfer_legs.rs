@@ -75,7 +75,7 @@ impl PartitionProcessor {
                 }
                 // A return into the payer's own wallet, in the currency it was paid from,
                 // cannot be refused; were it to be, the money stays in clearing, visibly.
-                out.counters.ledger_declines += 1;
+                out.counters.ledger_decline(reason);
                 return;
             }
         }

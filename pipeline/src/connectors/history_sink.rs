@@ -185,6 +185,7 @@ pub(crate) fn run_history_sink(run: &RunContext<'_>, store: &mut dyn HistoryStor
             store: "history store",
             records: &run.metrics.history_sink_records,
             errors: &run.metrics.history_sink_errors,
+            write_seconds: &run.metrics.history_sink_write_seconds,
         },
         |e| matches!(e, StorageError::Scylla { .. }),
         |_, partition, records, (_, to_offset)| {

@@ -55,7 +55,12 @@ pub(crate) fn run_sink(run: &RunContext<'_>, store: &mut dyn RecordStore) -> Res
         RECORD_SINK_GROUP,
         &inputs.iter().map(|(topic, _)| *topic).collect::<Vec<_>>(),
         positions,
-        SinkReporting { store: "record store", records: &run.metrics.sink_records, errors: &run.metrics.sink_errors },
+        SinkReporting {
+            store: "record store",
+            records: &run.metrics.sink_records,
+            errors: &run.metrics.sink_errors,
+            write_seconds: &run.metrics.sink_write_seconds,
+        },
         |e| matches!(e, StorageError::Database { .. }),
         |input, partition, records, (from_offset, to_offset)| {
             let (topic, kind) = &inputs[input];

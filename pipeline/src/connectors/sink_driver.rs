@@ -30,6 +30,7 @@ pub(crate) struct SinkReporting<'a> {
     pub store: &'static str,
     pub records: &'a prometheus::IntCounter,
     pub errors: &'a prometheus::IntCounter,
+    pub write_seconds: &'a prometheus::Histogram,
 }
 
 /// The loop every output sink runs: from `positions` (one per partition of each input,
@@ -69,7 +70,10 @@ pub(crate) fn drive_sink(
                 let records = log.fetch(topic, partition, *position, SINK_SLICE_RECORDS_MAX)?;
                 let Some(last) = records.last() else { continue };
                 let to_offset = last.offset + 1;
-                match store(input, partition, &records, (*position, to_offset)) {
+                let started = std::time::Instant::now();
+                let stored = store(input, partition, &records, (*position, to_offset));
+                reporting.write_seconds.observe(started.elapsed().as_secs_f64());
+                match stored {
                     Ok(stored) => {
                         backoff = SINK_BACKOFF_MIN;
                         reporting.records.inc_by(stored);

@@ -192,6 +192,8 @@ impl Pipeline {
             worker: 0,
             idle: Arc::new(idle::IdleBarrier::new(1)),
         };
+        self.metrics.workers.set(workers.workers as i64);
+        self.metrics.input_partitions.set(i64::from(topics.payments.partitions));
         control.begin_restore(workers.workers);
         let mut results = Vec::new();
         let connectors = std::thread::scope(|scope| {
