@@ -9,6 +9,9 @@ pub enum PaymentsError {
     /// The request is not acceptable (400, code and detail).
     #[error("{code}: {detail}")]
     Invalid { code: &'static str, detail: String },
+    /// The request does not fit the state of what it names (409).
+    #[error("{code}: {detail}")]
+    Conflict { code: &'static str, detail: String },
     /// The same idempotency key with a different request (422).
     #[error("idempotency key reused with a different request")]
     KeyReused,
@@ -17,6 +20,9 @@ pub enum PaymentsError {
     InFlight,
     #[error("not found")]
     NotFound,
+    /// A body over the limit (413).
+    #[error("body too large")]
+    TooLarge,
     /// The pipeline's log could not take the payment (503: retry with the same key).
     #[error("intake: {0}")]
     Intake(String),
@@ -38,6 +44,7 @@ impl IntoResponse for PaymentsError {
     fn into_response(self) -> Response {
         let problem = match self {
             PaymentsError::Invalid { code, detail } => Problem::bad_request(code, detail),
+            PaymentsError::Conflict { code, detail } => Problem::conflict(code, detail),
             PaymentsError::KeyReused => Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency_key_reused",
@@ -49,6 +56,9 @@ impl IntoResponse for PaymentsError {
             )
             .with_header(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1")),
             PaymentsError::NotFound => Problem::not_found(),
+            PaymentsError::TooLarge => {
+                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "The request body is too large")
+            }
             PaymentsError::Intake(error) => {
                 tracing::error!(%error, "the pipeline's log did not take a payment");
                 Problem::unavailable()

@@ -27,6 +27,9 @@ pub fn routes() -> SecuredRouter<Arc<PaymentsService>> {
         .route(Method::POST, "/v1/payments", Access::Roles(CUSTOMERS), create_payment)
         .route(Method::GET, "/v1/payments", Access::Roles(CUSTOMERS), list_payments)
         .route(Method::GET, "/v1/payments/{payment_id}", Access::Roles(PAYERS_AND_PAYEES), get_payment)
+        .route(Method::POST, "/v1/payments/{payment_id}/capture", Access::Roles(MERCHANTS), capture)
+        .route(Method::POST, "/v1/payments/{payment_id}/void", Access::Roles(PAYERS_AND_PAYEES), void)
+        .route(Method::POST, "/v1/payments/{payment_id}/refund", Access::Roles(MERCHANTS), refund)
         .route(Method::POST, "/v1/wallet/top-ups", Access::Roles(CUSTOMERS), create_top_up)
         .route(Method::GET, "/v1/merchant/payments", Access::Roles(MERCHANTS), list_merchant_payments)
 }
@@ -63,17 +66,8 @@ fn respond(answer: Answer) -> Response {
     response
 }
 
-async fn write(
-    service: &PaymentsService,
-    principal: &Principal,
-    headers: &HeaderMap,
-    route: &str,
-    body: serde_json::Value,
-    kind: OrderKind,
-) -> Result<Response, PaymentsError> {
-    let key = validate_key(headers.get("idempotency-key").map(|value| value.to_str().unwrap_or("\u{7f}")))?;
-    let answer = service.write(principal, key, route, body, kind, wait(headers)).await?;
-    Ok(respond(answer))
+fn idempotency_key(headers: &HeaderMap) -> Result<&str, PaymentsError> {
+    validate_key(headers.get("idempotency-key").map(|value| value.to_str().unwrap_or("\u{7f}")))
 }
 
 async fn create_payment(
@@ -82,7 +76,7 @@ async fn create_payment(
     headers: HeaderMap,
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<Response, PaymentsError> {
-    write(&service, &principal, &headers, "/v1/payments", body, OrderKind::Payment).await
+    Ok(respond(service.pay(&principal, idempotency_key(&headers)?, body, wait(&headers)).await?))
 }
 
 async fn create_top_up(
@@ -91,7 +85,64 @@ async fn create_top_up(
     headers: HeaderMap,
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<Response, PaymentsError> {
-    write(&service, &principal, &headers, "/v1/wallet/top-ups", body, OrderKind::TopUp).await
+    Ok(respond(service.top_up(&principal, idempotency_key(&headers)?, body, wait(&headers)).await?))
+}
+
+/// A follow-up's body is optional (`{}` when absent).
+fn optional_body(headers: &HeaderMap, body: &[u8]) -> Result<serde_json::Value, PaymentsError> {
+    if body.is_empty() {
+        return Ok(serde_json::json!({}));
+    }
+    if !paystream_http::json::is_json(headers) {
+        return Err(PaymentsError::invalid("unsupported_media_type", "Content-Type must be application/json"));
+    }
+    serde_json::from_slice(body).map_err(|error| PaymentsError::invalid("malformed_json", error.to_string()))
+}
+
+async fn follow_up(
+    State(service): Service,
+    principal: Principal,
+    Path(payment_id): Path<String>,
+    headers: HeaderMap,
+    kind: OrderKind,
+    body: axum::body::Bytes,
+) -> Result<Response, PaymentsError> {
+    if body.len() > paystream_http::limits::REQUEST_BODY_BYTES_MAX {
+        return Err(PaymentsError::TooLarge);
+    }
+    let body = optional_body(&headers, &body)?;
+    let key = idempotency_key(&headers)?;
+    Ok(respond(service.follow_up(&principal, &payment_id, kind, key, body, wait(&headers)).await?))
+}
+
+async fn capture(
+    service: Service,
+    principal: Principal,
+    path: Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, PaymentsError> {
+    follow_up(service, principal, path, headers, OrderKind::Capture, body).await
+}
+
+async fn void(
+    service: Service,
+    principal: Principal,
+    path: Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, PaymentsError> {
+    follow_up(service, principal, path, headers, OrderKind::Void, body).await
+}
+
+async fn refund(
+    service: Service,
+    principal: Principal,
+    path: Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, PaymentsError> {
+    follow_up(service, principal, path, headers, OrderKind::Refund, body).await
 }
 
 async fn get_payment(

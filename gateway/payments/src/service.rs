@@ -11,7 +11,10 @@ use paystream_http::Principal;
 use crate::error::PaymentsError;
 use crate::intake::PaymentIntake;
 use crate::model::cursor::page_limit;
-use crate::model::{Cursor, IdempotencyVerdict, Order, OrderKind, PaymentBody, TopUpBody, payment_id, request_hash};
+use crate::model::{
+    Cursor, FollowUpBody, IdempotencyVerdict, Order, OrderKind, Original, PaymentBody, TopUpBody, payment_id,
+    request_hash,
+};
 use crate::store::payments::ListOf;
 use crate::store::{Begun, PaymentRecord, PaymentsStore};
 
@@ -34,6 +37,10 @@ pub struct Page {
     pub has_more: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: serde_json::Value) -> Result<T, PaymentsError> {
+    serde_json::from_value(body).map_err(|error| PaymentsError::invalid("invalid_body", error.to_string()))
 }
 
 /// How long the recorder waits before retrying a failed write of a decision.
@@ -67,15 +74,85 @@ impl PaymentsService {
         &self.store
     }
 
-    /// `POST /v1/payments` and `POST /v1/wallet/top-ups`.
-    pub async fn write(
+    /// `POST /v1/payments`.
+    pub async fn pay(
+        &self,
+        principal: &Principal,
+        idempotency_key: &str,
+        body: serde_json::Value,
+        wait: Duration,
+    ) -> Result<Answer, PaymentsError> {
+        let payer = principal.subject.clone();
+        self.write(principal, idempotency_key, "/v1/payments", body, wait, move |id, body| {
+            Order::payment(&payer, id, &parse::<PaymentBody>(body)?)
+        })
+        .await
+    }
+
+    /// `POST /v1/wallet/top-ups`.
+    pub async fn top_up(
+        &self,
+        principal: &Principal,
+        idempotency_key: &str,
+        body: serde_json::Value,
+        wait: Duration,
+    ) -> Result<Answer, PaymentsError> {
+        let payer = principal.subject.clone();
+        self.write(principal, idempotency_key, "/v1/wallet/top-ups", body, wait, move |id, body| {
+            Order::top_up(&payer, id, &parse::<TopUpBody>(body)?)
+        })
+        .await
+    }
+
+    /// `POST /v1/payments/{id}/capture|void|refund`. The payee merchant captures and
+    /// refunds; the payer or the payee merchant voids. To anyone else the payment does
+    /// not exist (404).
+    pub async fn follow_up(
+        &self,
+        principal: &Principal,
+        original_id: &str,
+        kind: OrderKind,
+        idempotency_key: &str,
+        body: serde_json::Value,
+        wait: Duration,
+    ) -> Result<Answer, PaymentsError> {
+        let original = self.store.payment(original_id).await?.ok_or(PaymentsError::NotFound)?;
+        let payee_merchant = principal.merchant_id.is_some() && original.merchant_id == principal.merchant_id;
+        let payer = original.payer_user_id == principal.subject;
+        let allowed = match kind {
+            OrderKind::Capture | OrderKind::Refund => payee_merchant,
+            OrderKind::Void => payee_merchant || payer,
+            _ => false,
+        };
+        if !allowed {
+            return Err(PaymentsError::NotFound);
+        }
+        let original = Original {
+            payment_id: original.payment_id,
+            kind: original.kind,
+            payer_user_id: original.payer_user_id,
+            merchant_id: original.merchant_id,
+            terminal_id: original.terminal_id,
+            payee_user_id: original.payee_user_id,
+            amount: original.amount,
+            currency: original.currency,
+            channel: original.channel,
+        };
+        let route = format!("/v1/payments/{original_id}/{}", kind.as_str());
+        self.write(principal, idempotency_key, &route, body, wait, move |id, body| {
+            Order::follow_up(kind, id, &original, &parse::<FollowUpBody>(body)?)
+        })
+        .await
+    }
+
+    async fn write(
         &self,
         principal: &Principal,
         idempotency_key: &str,
         route: &str,
         body: serde_json::Value,
-        kind: OrderKind,
         wait: Duration,
+        build: impl FnOnce(String, serde_json::Value) -> Result<Order, PaymentsError>,
     ) -> Result<Answer, PaymentsError> {
         let client = &principal.subject;
         let now_ms = (self.clock)();
@@ -88,7 +165,8 @@ impl PaymentsService {
             Begun::Earlier(IdempotencyVerdict::KeyReused) => return Err(PaymentsError::KeyReused),
             Begun::Earlier(_) => return Err(PaymentsError::InFlight),
         }
-        match self.answer(principal, idempotency_key, body, kind, wait, now_ms).await {
+        let id = payment_id(client, idempotency_key);
+        match self.answer(build(id, body), wait, now_ms).await {
             Ok(answer) => {
                 self.store
                     .complete_key(client, idempotency_key, answer.status, answer.location.as_deref(), &answer.body)
@@ -105,29 +183,17 @@ impl PaymentsService {
 
     async fn answer(
         &self,
-        principal: &Principal,
-        idempotency_key: &str,
-        body: serde_json::Value,
-        kind: OrderKind,
+        order: Result<Order, PaymentsError>,
         wait: Duration,
         now_ms: i64,
     ) -> Result<Answer, PaymentsError> {
-        let payer = principal.subject.as_str();
-        let id = payment_id(payer, idempotency_key);
-        let invalid_body = |error: serde_json::Error| PaymentsError::invalid("invalid_body", error.to_string());
-        let order = match kind {
-            OrderKind::Payment => {
-                Order::payment(payer, id, &serde_json::from_value::<PaymentBody>(body).map_err(invalid_body)?)?
-            }
-            OrderKind::TopUp => {
-                Order::top_up(payer, id, &serde_json::from_value::<TopUpBody>(body).map_err(invalid_body)?)?
-            }
-        };
+        let order = order?;
+        let payer = order.payer_user_id.as_str();
         // Checked before anything is stored: a refused order leaves no trace.
         let event = order.event(&format_rfc3339_ms(now_ms))?;
         let mut record = PaymentRecord {
             payment_id: order.payment_id.clone(),
-            kind: kind.as_str().to_string(),
+            kind: order.kind.as_str().to_string(),
             payer_user_id: order.payer_user_id.clone(),
             merchant_id: order.merchant_id.clone(),
             terminal_id: order.terminal_id.clone(),

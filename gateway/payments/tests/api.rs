@@ -360,3 +360,79 @@ async fn lists_page_by_cursor_and_bad_requests_say_why() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captures_voids_and_refunds_belong_to_the_payee_merchant() {
+    on_every_store("follow_ups", |h: Harness| async move {
+        let ada = h.user("ada@example.com", None).await;
+        let bob = h.user("bob@example.com", None).await;
+        let m1 = h.user("m1@example.com", Some("M1")).await;
+        let m2 = h.user("m2@example.com", Some("M2")).await;
+        assert_eq!(h.top_up(&ada, "t1", "100.00").await.json()["status"], "approved");
+        let mut hold = to_merchant("30.00");
+        hold["capture"] = json!(false);
+        let held = h.pay(&ada, "a1", hold).await.json();
+        assert_eq!((held["type"].as_str(), held["status"].as_str()), (Some("authorize"), Some("approved")), "{held}");
+        let held_id = held["payment_id"].as_str().unwrap().to_string();
+        // Another merchant and another customer: the authorization does not exist.
+        assert_eq!(act(&h, &held_id, &m2, "capture", "c1", None).await.status, StatusCode::NOT_FOUND);
+        assert_eq!(act(&h, &held_id, &bob, "void", "v1", None).await.status, StatusCode::NOT_FOUND);
+        // The payer may not capture (role), the payee merchant captures part of it.
+        assert_eq!(act(&h, &held_id, &ada, "capture", "c1", None).await.status, StatusCode::FORBIDDEN);
+        let captured = act(&h, &held_id, &m1, "capture", "c1", Some(json!({"amount": "25.00"}))).await;
+        assert_eq!(captured.status, StatusCode::CREATED, "{}", captured.json());
+        assert_eq!(
+            (captured.json()["type"].as_str(), captured.json()["status"].as_str()),
+            (Some("capture"), Some("approved"))
+        );
+        assert_eq!(captured.json()["payer_user_id"], held["payer_user_id"], "the payer's money, the payer's record");
+        // A void after the capture: the ledger says the authorization is closed.
+        let voided = act(&h, &held_id, &ada, "void", "v1", None).await.json();
+        assert_eq!(
+            (voided["status"].as_str(), voided["reasons"][0].as_str()),
+            (Some("declined"), Some("authorization_closed"))
+        );
+        assert_eq!(
+            act(&h, &held_id, &m1, "void", "v2", Some(json!({"amount": "1.00"}))).await.status,
+            StatusCode::BAD_REQUEST
+        );
+        // Refunds: the payee merchant only, of a payment.
+        let paid = h.pay(&ada, "p1", to_merchant("10.00")).await.json();
+        let paid_id = paid["payment_id"].as_str().unwrap();
+        assert_eq!(
+            act(&h, paid_id, &m2, "refund", "r1", Some(json!({"amount": "4.00"}))).await.status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            act(&h, paid_id, &ada, "refund", "r1", Some(json!({"amount": "4.00"}))).await.status,
+            StatusCode::FORBIDDEN
+        );
+        let refunded = act(&h, paid_id, &m1, "refund", "r1", Some(json!({"amount": "4.00"}))).await;
+        assert_eq!(
+            (refunded.status, refunded.json()["status"].as_str()),
+            (StatusCode::CREATED, Some("approved")),
+            "{}",
+            refunded.json()
+        );
+        let again = act(&h, paid_id, &m1, "refund", "r1", Some(json!({"amount": "4.00"}))).await;
+        assert_eq!((again.status, &again.bytes), (refunded.status, &refunded.bytes), "replayed");
+        // A capture of a plain payment is refused before it reaches the pipeline.
+        let path = format!("/v1/payments/{paid_id}/capture");
+        let wrong = h_call(&h, &path, &m1, "c9", None).await;
+        assert_eq!((wrong.status, wrong.json()["code"].as_str()), (StatusCode::CONFLICT, Some("invalid_original")));
+        assert_eq!(
+            h.call(Method::GET, "/v1/merchant/payments", &m1, &[], None).await.json()["data"].as_array().unwrap().len(),
+            5
+        );
+    })
+    .await;
+}
+
+async fn h_call(h: &Harness, path: &str, token: &str, key: &str, body: Option<Value>) -> Answer {
+    h.call(Method::POST, path, token, &[("idempotency-key", key)], body).await
+}
+
+/// `POST /v1/payments/{payment_id}/{what}` with an idempotency key.
+async fn act(h: &Harness, payment_id: &str, token: &str, what: &str, key: &str, body: Option<Value>) -> Answer {
+    h_call(h, &format!("/v1/payments/{payment_id}/{what}"), token, key, body).await
+}

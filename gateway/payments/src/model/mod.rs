@@ -6,4 +6,4 @@ pub mod order;
 
 pub use cursor::Cursor;
 pub use idempotency::{IdempotencyVerdict, StoredKey, judge_key, request_hash, validate_key};
-pub use order::{Order, OrderKind, PaymentBody, TopUpBody, payment_id};
+pub use order::{FollowUpBody, Order, OrderKind, Original, PaymentBody, TopUpBody, payment_id};

@@ -29,6 +29,18 @@ pub struct PaymentBody {
     /// `card_not_present`.
     #[serde(default)]
     pub channel: Option<String>,
+    /// `false`: authorize only (a hold the merchant captures or anyone of the two voids).
+    #[serde(default)]
+    pub capture: Option<bool>,
+}
+
+/// `POST /v1/payments/{id}/capture|void|refund`: the amount defaults to the original's
+/// (a void always releases all of it).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FollowUpBody {
+    #[serde(default)]
+    pub amount: Option<String>,
 }
 
 /// `POST /v1/wallet/top-ups`.
@@ -45,16 +57,38 @@ pub struct TopUpBody {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrderKind {
     Payment,
+    Authorize,
     TopUp,
+    Capture,
+    Void,
+    Refund,
 }
 
 impl OrderKind {
     pub fn as_str(self) -> &'static str {
         match self {
             OrderKind::Payment => "payment",
+            OrderKind::Authorize => "authorize",
             OrderKind::TopUp => "top_up",
+            OrderKind::Capture => "capture",
+            OrderKind::Void => "void",
+            OrderKind::Refund => "refund",
         }
     }
+}
+
+/// What a follow-up needs to know about the payment it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Original {
+    pub payment_id: String,
+    pub kind: String,
+    pub payer_user_id: String,
+    pub merchant_id: Option<String>,
+    pub terminal_id: Option<String>,
+    pub payee_user_id: Option<String>,
+    pub amount: String,
+    pub currency: String,
+    pub channel: String,
 }
 
 /// A checked request, ready to publish.
@@ -68,6 +102,8 @@ pub struct Order {
     pub payee_user_id: Option<String>,
     pub amount: Money,
     pub channel: String,
+    /// For captures, voids and refunds: the payment they act on.
+    pub original_payment_id: Option<String>,
 }
 
 /// The payment id of (client, idempotency key): the same key always names the same
@@ -111,8 +147,13 @@ impl Order {
         if !matches!(channel.as_str(), "wallet" | "card_present" | "card_not_present") {
             return Err(PaymentsError::invalid("invalid_channel", "channel: wallet, card_present or card_not_present"));
         }
+        let kind = if body.capture.unwrap_or(true) { OrderKind::Payment } else { OrderKind::Authorize };
+        if kind == OrderKind::Authorize && payee_user_id.is_some() {
+            return Err(PaymentsError::invalid("invalid_payee", "only a merchant payment can be authorized first"));
+        }
         Ok(Order {
-            kind: OrderKind::Payment,
+            kind,
+            original_payment_id: None,
             payment_id,
             payer_user_id: payer.to_string(),
             merchant_id,
@@ -134,6 +175,7 @@ impl Order {
         }
         Ok(Order {
             kind: OrderKind::TopUp,
+            original_payment_id: None,
             payment_id,
             payer_user_id: payer.to_string(),
             merchant_id: None,
@@ -141,6 +183,48 @@ impl Order {
             payee_user_id: None,
             amount,
             channel,
+        })
+    }
+
+    /// A capture, void or refund of `original`, paid back and forth between the same
+    /// payer and payee, in its currency.
+    pub fn follow_up(
+        kind: OrderKind,
+        payment_id: String,
+        original: &Original,
+        body: &FollowUpBody,
+    ) -> Result<Order, PaymentsError> {
+        let expected = match kind {
+            OrderKind::Capture | OrderKind::Void => &["authorize"][..],
+            OrderKind::Refund => &["payment", "authorize"][..],
+            _ => return Err(PaymentsError::Internal(format!("{} is not a follow-up", kind.as_str()))),
+        };
+        if !expected.contains(&original.kind.as_str()) {
+            return Err(PaymentsError::Conflict {
+                code: "invalid_original",
+                detail: format!("a {} acts on a {}, not a {}", kind.as_str(), expected.join(" or "), original.kind),
+            });
+        }
+        let amount = match (&body.amount, kind) {
+            (Some(_), OrderKind::Void) => {
+                return Err(PaymentsError::invalid(
+                    "invalid_amount",
+                    "a void releases the whole authorization: no amount",
+                ));
+            }
+            (Some(amount), _) => money(amount, &original.currency)?,
+            (None, _) => money(&original.amount, &original.currency)?,
+        };
+        Ok(Order {
+            kind,
+            payment_id,
+            payer_user_id: original.payer_user_id.clone(),
+            merchant_id: original.merchant_id.clone(),
+            terminal_id: original.terminal_id.clone(),
+            payee_user_id: original.payee_user_id.clone(),
+            amount,
+            channel: original.channel.clone(),
+            original_payment_id: Some(original.payment_id.clone()),
         })
     }
 
@@ -154,10 +238,11 @@ impl Order {
             "event_time": event_time,
             "channel": self.channel,
         });
-        if self.kind == OrderKind::TopUp {
-            event["type"] = "top_up".into();
+        if self.kind != OrderKind::Payment {
+            event["type"] = self.kind.as_str().into();
         }
         for (field, value) in [
+            ("original_payment_id", &self.original_payment_id),
             ("merchant_id", &self.merchant_id),
             ("terminal_id", &self.terminal_id),
             ("payee_account_id", &self.payee_user_id),
@@ -187,6 +272,7 @@ mod tests {
             amount: amount.into(),
             currency: "EUR".into(),
             channel: None,
+            capture: None,
         }
     }
 
