@@ -216,3 +216,20 @@ fn two_gateway_processes_on_one_redis_share_the_login_limit() {
     assert_eq!(statuses.iter().filter(|status| **status == 401).count(), 4, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|status| **status == 429).count(), 4, "{statuses:?}");
 }
+
+#[test]
+fn loadtest_drives_serve_and_every_payment_is_decided() {
+    let dir = tempfile::tempdir().unwrap();
+    let served =
+        start_serve_with(dir.path(), &["--rate-limit-per-minute", "100000", "--auth-rate-limit-per-minute", "1000"]);
+    wait_until("serve is ready", 60, 100, || http(&served.operations, "GET", "/readyz", None, None).0 == 200);
+    let output = paystream()
+        .args(["loadtest", "--rate", "100", "--duration", "2", "--users", "3", "--url"])
+        .arg(format!("http://{}", served.gateway))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("answers: 201 (decided) 200, 202 (pending) 0, 429 0, 5xx 0"), "{stdout}");
+    assert!(stdout.contains("latency from due time: p50"), "{stdout}");
+}
