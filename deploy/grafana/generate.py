@@ -362,6 +362,22 @@ def http():
         timeseries("Auth failures by reason", [
             target(rate("paystream_http_auth_failures_total", "reason"), "{{reason}}"),
         ], "ops", "Refused credentials by reason: a rise in one reason is an attack or a broken client."),
+        timeseries("Payments API by status", [
+            target(rate(requests, "method, route, status", SEL + ', route=~"/v1/(payments|wallet|merchant)(/.*)?"'),
+                   "{{method}} {{route}} {{status}}"),
+        ], "reqps", "Payments and top-ups (POST) and their reads (GET). 201: decided (the body says approved, "
+           "in_review, declined or rejected); 202: no decision within the wait, poll the Location; 409 and "
+           "422: idempotency-key conflicts; 503: refused, e.g. while the rate limiter is unavailable."),
+        timeseries("Rate-limited requests by policy", [
+            target(rate("paystream_http_rate_limited_total", "policy"), "{{policy}}"),
+        ], "reqps", "Requests refused with 429 by the gateway's rate limiter (per client address and per "
+           "credential): policy auth (sign-up, login, refresh) or default. No data until the first refusal."),
+        timeseries("Rate limiter unavailable", [
+            target(rate("paystream_http_rate_limiter_unavailable_total", "outcome"), "{{outcome}}"),
+        ], "ops", "Rate-limit checks made while Redis (--redis-url) did not answer within 100 ms. fail_closed: "
+           "a payment or top-up refused with 503 (PaystreamRateLimiterUnavailable pages); local_fallback: "
+           "another route limited in process, per pod. No data until the first; none without --redis-url.",
+           thresholds=[("green", None), ("red", 0.001)]),
     ]
 
 
