@@ -114,8 +114,11 @@ def lag():
     return "paystream-lag", "paystream / Lag and partitions", [
         stat("Total lag (records)", [target(f"sum(paystream_lag_records{{{SEL}}})")], "short",
              "Committed input records not yet processed, all partitions."),
-        stat("Partitions owned", [target(f"sum(paystream_assigned_partitions{{{NS}}})")], "short",
-             "Input partitions owned by all pods; should equal the partition count of the payments topic."),
+        stat("Partitions owned", [
+            target(f"sum(paystream_assigned_partitions{{{NS}}})", "owned"),
+            target(f"max(paystream_input_partitions{{{NS}}})", "of the input topic"),
+        ], "short", "Input partitions owned by all pods, and the input topic's partition count: the two "
+           "should be equal."),
         stat("Rebalances (range)", [target(f"sum(increase(paystream_rebalances_total{{{SEL}}}[$__range]))")],
              "short", "Group assignments taken up by the selected pods in the dashboard's time range (Kafka mode)."),
         stat("Commits/s", [target(rate("paystream_commits_total"))], "ops"),
@@ -125,9 +128,9 @@ def lag():
         timeseries("Partitions owned per pod", [
             target(f"sum by (pod) (paystream_assigned_partitions{{{SEL}}})", "{{pod}}"),
             target(f"sum(paystream_assigned_partitions{{{NS}}})", "all pods"),
-            target(f"max_over_time(sum(paystream_assigned_partitions{{{NS}}})[1d:1m])", "most in the last day",
-                   may_be_empty="the subquery steps on whole minutes: empty until a minute boundary has data"),
-        ], "short", "PaystreamPartitionsUnassigned fires when 'all pods' stays below 'most in the last day'."),
+            target(f"max(paystream_input_partitions{{{NS}}})", "partitions of the input topic"),
+        ], "short", "PaystreamPartitionsUnassigned fires when 'all pods' stays below the input topic's "
+           "partition count for 5 minutes."),
         timeseries("Rebalances", [
             target(f"sum by (pod) (increase(paystream_rebalances_total{{{SEL}}}{RATE}))", "{{pod}}"),
         ], "short", "Group assignments taken up per pod (each generation of the consumer group counts once per pod)."),
@@ -141,11 +144,12 @@ def lag():
 
 def saturation():
     return "paystream-saturation", "paystream / Saturation", [
-        timeseries("Busy workers", [
-            target(f"sum by (pod) (rate(paystream_batch_seconds_sum{{{SEL}}}{RATE}))", "{{pod}}"),
-        ], "short", "Worker-seconds spent processing and committing batches per second: the number of "
-           "workers busy on average. Divide by PAYSTREAM_WORKERS for the busy share (paystream exports no "
-           "worker count)."),
+        timeseries("Worker busy share", [
+            target(f"sum by (pod) (rate(paystream_batch_seconds_sum{{{SEL}}}{RATE})) / "
+                   f"sum by (pod) (paystream_workers{{{SEL}}})", "{{pod}}"),
+        ], "percentunit", "Worker-seconds spent processing and committing batches per second, divided by "
+           "the pod's worker threads (paystream_workers): the share of time its workers are busy. Near 100 % "
+           "the pod is at capacity.", thresholds=[("green", None), ("orange", 0.8), ("red", 0.95)]),
         timeseries("CPU", [
             target(f"sum by (pod) (rate(process_cpu_seconds_total{{{SEL}}}{RATE}))", "{{pod}}"),
         ], "short", "CPU cores used by the paystream process."),
@@ -210,20 +214,35 @@ def state():
     ]
 
 
+# A sink that is not configured writes nothing: its write-latency histogram exists with no
+# observations, and its quantiles are NaN. The live check runs without either store.
+NO_POSTGRES = "the check has no PostgreSQL (--postgres-url): no writes, so the quantile is NaN"
+NO_SCYLLA = "the check has no ScyllaDB (--scylla-nodes): no writes, so the quantile is NaN"
+
+
 def sinks():
     return "paystream-sinks", "paystream / Sinks and stores", [
         timeseries("PostgreSQL record store: records/s", [
             target(rate("paystream_sink_records_total", "pod"), "{{pod}}"),
-        ], "ops", "Decisions and ledger transactions copied into PostgreSQL (0 without --postgres-url)."),
+        ], "ops", "Decisions and ledger transactions copied into PostgreSQL (0 without --postgres-url).", width=8),
         timeseries("PostgreSQL record store: errors/s", [
             target(rate("paystream_sink_errors_total", "pod"), "{{pod}}"),
-        ], "ops", "Failed writes, retried with backoff. paystream exports no PostgreSQL latency histogram."),
+        ], "ops", "Failed writes, retried with backoff.", width=8),
+        timeseries("PostgreSQL record store: write latency", [
+            target(quantile(0.5, "paystream_sink_write_seconds", "pod, le"), "{{pod}} p50", NO_POSTGRES),
+            target(quantile(0.99, "paystream_sink_write_seconds", "pod, le"), "{{pod}} p99", NO_POSTGRES),
+        ], "s", "Time to write one slice of outputs (with its topic positions) into PostgreSQL. No data "
+           "without --postgres-url.", width=8),
         timeseries("ScyllaDB history store: records/s", [
             target(rate("paystream_history_sink_records_total", "pod"), "{{pod}}"),
-        ], "ops", "Decisions copied into ScyllaDB (0 without --scylla-nodes)."),
+        ], "ops", "Decisions copied into ScyllaDB (0 without --scylla-nodes).", width=8),
         timeseries("ScyllaDB history store: errors/s", [
             target(rate("paystream_history_sink_errors_total", "pod"), "{{pod}}"),
-        ], "ops", "Failed writes, retried with backoff. paystream exports no ScyllaDB latency histogram."),
+        ], "ops", "Failed writes, retried with backoff.", width=8),
+        timeseries("ScyllaDB history store: write latency", [
+            target(quantile(0.5, "paystream_history_sink_write_seconds", "pod, le"), "{{pod}} p50", NO_SCYLLA),
+            target(quantile(0.99, "paystream_history_sink_write_seconds", "pod, le"), "{{pod}} p99", NO_SCYLLA),
+        ], "s", "Time to write one slice of decisions into ScyllaDB. No data without --scylla-nodes.", width=8),
         timeseries("Velocity store (Redis): round trips/s and errors/s", [
             target(rate("paystream_velocity_store_seconds_count", "pod"), "{{pod}} round trips"),
             target(rate("paystream_velocity_store_errors_total", "pod"), "{{pod}} errors"),
@@ -242,8 +261,8 @@ def model():
               "The model version each pod scores with (rules-v1 without a model file)."),
         timeseries("Model reloads since start", [
             target(f"sum by (pod, result) (paystream_model_reloads_total{{{SEL}}})", "{{pod}} {{result}}"),
-        ], "short", "Reloads of the watched model file, by result (ok, error), since the pod started. The "
-           "series appear at the first reload: no reload yet shows no data."),
+        ], "short", "Reloads of the watched model file, by result (ok, error), since the pod started (both "
+           "0 until the first). PaystreamModelReloadFailed opens a ticket when error grows."),
         heatmap("Fraud score distribution", [
             target(f"sum by (le) (increase(paystream_fraud_score_bucket{{{SEL}}}{RATE}))", "{{le}}"),
         ], "Scores of decided payments. A shifting distribution is model or data drift."),
@@ -284,8 +303,11 @@ def ledger():
             target(f"sum(increase(paystream_misplaced_settlement_entries_total{{{SEL}}}[$__range]))"),
         ], "short", "Should be 0: entries that reached a closed window do not reconcile.",
            thresholds=[("green", None), ("red", 1)]),
-        timeseries("Ledger declines/s", [target(rate("paystream_ledger_declines_total", "pod"), "{{pod}}")], "ops",
-                   "paystream counts ledger declines without their reason; the decisions carry it."),
+        timeseries("Ledger declines by reason", [
+            target(rate("paystream_ledger_declines_total", "reason"), "{{reason}}"),
+        ], "ops", "Events the ledger refused per second, by reason (insufficient_funds, authorization_expired, "
+           "capture_exceeds_authorization, original_not_found, ...): the reason the declined decision carries.",
+           stack=True),
         timeseries("Holds expired/s", [target(rate("paystream_holds_expired_total", "pod"), "{{pod}}")], "ops",
                    "Authorizations neither captured nor voided before --authorization-timeout-hours."),
         timeseries("Transfer legs applied/s", [
@@ -340,6 +362,22 @@ def http():
         timeseries("Auth failures by reason", [
             target(rate("paystream_http_auth_failures_total", "reason"), "{{reason}}"),
         ], "ops", "Refused credentials by reason: a rise in one reason is an attack or a broken client."),
+        timeseries("Payments API by status", [
+            target(rate(requests, "method, route, status", SEL + ', route=~"/v1/(payments|wallet|merchant)(/.*)?"'),
+                   "{{method}} {{route}} {{status}}"),
+        ], "reqps", "Payments and top-ups (POST) and their reads (GET). 201: decided (the body says approved, "
+           "in_review, declined or rejected); 202: no decision within the wait, poll the Location; 409 and "
+           "422: idempotency-key conflicts; 503: refused, e.g. while the rate limiter is unavailable."),
+        timeseries("Rate-limited requests by policy", [
+            target(rate("paystream_http_rate_limited_total", "policy"), "{{policy}}"),
+        ], "reqps", "Requests refused with 429 by the gateway's rate limiter (per client address and per "
+           "credential): policy auth (sign-up, login, refresh) or default. No data until the first refusal."),
+        timeseries("Rate limiter unavailable", [
+            target(rate("paystream_http_rate_limiter_unavailable_total", "outcome"), "{{outcome}}"),
+        ], "ops", "Rate-limit checks made while Redis (--redis-url) did not answer within 100 ms. fail_closed: "
+           "a payment or top-up refused with 503 (PaystreamRateLimiterUnavailable pages); local_fallback: "
+           "another route limited in process, per pod. No data until the first; none without --redis-url.",
+           thresholds=[("green", None), ("red", 0.001)]),
     ]
 
 
