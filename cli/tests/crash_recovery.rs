@@ -112,22 +112,7 @@ fn run_serves_prometheus_metrics() {
         let missing: Vec<&str> = expected.iter().copied().filter(|m| !response.contains(m)).collect();
         if decided && missing.is_empty() {
             // Prometheus's own linter accepts every metric (names, units, help, types).
-            let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-            let mut promtool = std::process::Command::new("promtool")
-                .args(["check", "metrics"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("run promtool (Debian package prometheus)");
-            promtool.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
-            let linted = promtool.wait_with_output().unwrap();
-            assert!(
-                linted.status.success(),
-                "promtool check metrics: {}{}",
-                String::from_utf8_lossy(&linted.stdout),
-                String::from_utf8_lossy(&linted.stderr)
-            );
+            common::assert_promtool_accepts(response.split_once("\r\n\r\n").map_or("", |(_, body)| body));
             break;
         }
         assert!(

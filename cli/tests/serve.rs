@@ -147,21 +147,7 @@ fn serve_answers_reports_readiness_and_keeps_accounts_across_sigkill() {
     {
         assert!(metrics.contains(expected), "{expected} missing");
     }
-    let mut promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool (Debian package prometheus)");
-    promtool.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
-    let linted = promtool.wait_with_output().unwrap();
-    assert!(
-        linted.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&linted.stdout),
-        String::from_utf8_lossy(&linted.stderr)
-    );
+    common::assert_promtool_accepts(&metrics);
 
     // SIGKILL: no chance to flush anything.
     let Served { process: mut killed, .. } = served;

@@ -355,3 +355,24 @@ pub fn wait_until(what: &str, seconds: u64, poll_ms: u64, mut done: impl FnMut()
         std::thread::sleep(std::time::Duration::from_millis(poll_ms));
     }
 }
+
+/// `promtool check metrics` (Prometheus's linter: names, units, help, types) accepts the
+/// exposition `body`, or the test fails with what it says.
+pub fn assert_promtool_accepts(body: &str) {
+    use std::io::Write;
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool (Debian package prometheus)");
+    promtool.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let linted = promtool.wait_with_output().unwrap();
+    assert!(
+        linted.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&linted.stdout),
+        String::from_utf8_lossy(&linted.stderr)
+    );
+}

@@ -53,13 +53,7 @@ impl IntoResponse for AuthError {
             ),
             AuthError::Throttled { retry_after_seconds } => Problem::too_many_requests(retry_after_seconds),
             AuthError::NotFound => Problem::not_found(),
-            AuthError::Store(error) => {
-                tracing::error!(%error, "auth store failed");
-                match error {
-                    sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => Problem::unavailable(),
-                    _ => Problem::internal(),
-                }
-            }
+            AuthError::Store(error) => paystream_http::database::problem_for(&error, "auth"),
             error @ (AuthError::Database(_) | AuthError::Keys(_) | AuthError::Internal(_)) => {
                 tracing::error!(%error, "auth service failed");
                 Problem::internal()

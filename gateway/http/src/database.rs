@@ -142,6 +142,16 @@ pub async fn drop_schema(pool: &AnyPool, backend: Backend, schema: &str) -> Resu
     Ok(())
 }
 
+/// What a client sees when a store query failed: 503 (retry) when the database is
+/// unreachable or saturated, else 500. The cause is logged here, never returned.
+pub fn problem_for(error: &sqlx::Error, store: &str) -> crate::Problem {
+    tracing::error!(%error, "{store} store failed");
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => crate::Problem::unavailable(),
+        _ => crate::Problem::internal(),
+    }
+}
+
 /// Whether a write failed on a unique constraint.
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(database) if database.is_unique_violation())

@@ -63,13 +63,7 @@ impl IntoResponse for PaymentsError {
                 tracing::error!(%error, "the pipeline's log did not take a payment");
                 Problem::unavailable()
             }
-            PaymentsError::Store(error) => {
-                tracing::error!(%error, "payments store failed");
-                match error {
-                    sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => Problem::unavailable(),
-                    _ => Problem::internal(),
-                }
-            }
+            PaymentsError::Store(error) => paystream_http::database::problem_for(&error, "payments"),
             error @ (PaymentsError::Database(_) | PaymentsError::Internal(_)) => {
                 tracing::error!(%error, "payments service failed");
                 Problem::internal()

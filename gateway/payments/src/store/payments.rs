@@ -5,6 +5,8 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use sqlx::AnyConnection;
+
 use super::PaymentsStore;
 use crate::error::PaymentsError;
 use crate::intake::DecisionNotice;
@@ -64,46 +66,52 @@ pub enum ListOf<'a> {
     Merchant(&'a str),
 }
 
-impl PaymentsStore {
-    /// Records a payment as pending; an existing one (a taken-over request) is kept.
-    pub async fn insert_payment(&self, payment: &PaymentRecord) -> Result<(), PaymentsError> {
-        sqlx::query(&format!(
-            "INSERT INTO payments ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+/// Records a payment as pending; an existing one (a taken-over request) is kept.
+pub(super) async fn insert_payment(
+    connection: &mut AnyConnection,
+    payment: &PaymentRecord,
+) -> Result<(), PaymentsError> {
+    sqlx::query(&format!(
+        "INSERT INTO payments ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
              ON CONFLICT DO NOTHING"
-        ))
-        .bind(&payment.payment_id)
-        .bind(&payment.kind)
-        .bind(&payment.payer_user_id)
-        .bind(payment.merchant_id.clone())
-        .bind(payment.terminal_id.clone())
-        .bind(payment.payee_user_id.clone())
-        .bind(&payment.amount)
-        .bind(payment.amount_minor)
-        .bind(&payment.currency)
-        .bind(&payment.channel)
-        .bind(&payment.status)
-        .bind(payment.reasons.join(","))
-        .bind(payment.created_at_ms)
-        .bind(payment.decided_at_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
+    ))
+    .bind(&payment.payment_id)
+    .bind(&payment.kind)
+    .bind(&payment.payer_user_id)
+    .bind(payment.merchant_id.clone())
+    .bind(payment.terminal_id.clone())
+    .bind(payment.payee_user_id.clone())
+    .bind(&payment.amount)
+    .bind(payment.amount_minor)
+    .bind(&payment.currency)
+    .bind(&payment.channel)
+    .bind(&payment.status)
+    .bind(payment.reasons.join(","))
+    .bind(payment.created_at_ms)
+    .bind(payment.decided_at_ms)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
 
-    /// Records the pipeline's decision on a pending payment (once: a decision is final).
-    pub async fn record_decision(&self, notice: &DecisionNotice) -> Result<bool, PaymentsError> {
-        let updated = sqlx::query(
+/// Records the pipeline's decision on a pending payment (once: a decision is final).
+pub(super) async fn record_decision(
+    connection: &mut AnyConnection,
+    notice: &DecisionNotice,
+) -> Result<bool, PaymentsError> {
+    let updated = sqlx::query(
             "UPDATE payments SET status = $1, reasons = $2, decided_at_ms = $3 WHERE payment_id = $4 AND status = 'pending'",
         )
         .bind(notice.status)
         .bind(notice.reasons.join(","))
         .bind(notice.decided_at_ms)
         .bind(&notice.payment_id)
-        .execute(&self.pool)
+        .execute(&mut *connection)
         .await?;
-        Ok(updated.rows_affected() == 1)
-    }
+    Ok(updated.rows_affected() == 1)
+}
 
+impl PaymentsStore {
     pub async fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, PaymentsError> {
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM payments WHERE payment_id = $1"))
             .bind(payment_id)
