@@ -175,9 +175,14 @@ pub fn serve(args: ServeArgs) -> Result<()> {
 
     let render_metrics = metrics.clone();
     let render_http = http_metrics.clone();
+    // Without the pipeline, the process still says what it runs and what it uses.
+    let process_metrics = (!with_pipeline).then(paystream_pipeline::metrics::ProcessMetrics::new);
     let render: RenderMetrics = Arc::new(move || {
         let http = render_http.render();
-        if with_pipeline { render_metrics.render() + &http } else { http }
+        match &process_metrics {
+            Some(process) => process.render() + &http,
+            None => render_metrics.render() + &http,
+        }
     });
     let ready_control = control.clone();
     let readiness: Readiness = Arc::new(move || {

@@ -196,6 +196,11 @@ fn two_gateway_processes_on_one_redis_share_the_login_limit() {
     ];
     let (first_dir, second_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let gateways = [start_serve_with(first_dir.path(), &extra), start_serve_with(second_dir.path(), &extra)];
+    // An auth-only process still exports its build and process metrics.
+    let (_, metrics) = http(&gateways[0].operations, "GET", "/metrics", None, None);
+    assert!(metrics.contains("paystream_build_info{") && metrics.contains("process_resident_memory_bytes "));
+    assert!(!metrics.contains("paystream_batch_seconds"), "no pipeline here");
+    common::assert_promtool_accepts(&metrics);
     let login = json!({"email": "nobody@example.com", "password": "not the password"});
     let statuses: Vec<u16> =
         (0..8).map(|i| http(&gateways[i % 2].gateway, "POST", "/v1/auth/login", None, Some(login.clone())).0).collect();

@@ -98,6 +98,34 @@ fn process_registry() -> Registry {
     registry
 }
 
+/// What every paystream process exports, pipeline or not: `paystream_build_info` and the
+/// standard `process_*` metrics (`serve --service auth` has nothing else of its own).
+pub struct ProcessMetrics {
+    registry: Registry,
+    process: Registry,
+}
+
+impl ProcessMetrics {
+    pub fn new() -> ProcessMetrics {
+        let registry = Registry::new_custom(Some("paystream".into()), None).expect("valid prefix");
+        ProcessMetrics { registry: with_build_info(registry), process: process_registry() }
+    }
+
+    pub fn render(&self) -> String {
+        let mut families = self.registry.gather();
+        families.extend(self.process.gather());
+        prometheus::TextEncoder::new()
+            .encode_to_string(&families)
+            .unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
+    }
+}
+
+impl Default for ProcessMetrics {
+    fn default() -> Self {
+        ProcessMetrics::new()
+    }
+}
+
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, collector: T) -> T {
     registry.register(Box::new(collector.clone())).expect("metric names are unique");
     collector
