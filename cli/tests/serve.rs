@@ -130,8 +130,14 @@ fn serve_answers_reports_readiness_and_keeps_accounts_across_sigkill() {
         Some(payment.clone()),
     );
     assert_eq!((status, json_of(&paid)["status"].as_str()), (201, Some("approved")), "{paid}");
-    let (status, replayed) =
-        http_with(&served.gateway, "POST", "/v1/payments", Some(&access), &[("Idempotency-Key", "p-1")], Some(payment));
+    let (status, replayed) = http_with(
+        &served.gateway,
+        "POST",
+        "/v1/payments",
+        Some(&access),
+        &[("Idempotency-Key", "p-1")],
+        Some(payment.clone()),
+    );
     assert_eq!((status, &replayed), (201, &paid));
     let dumped = paystream().args(["log", "dump", "payments", "--data-dir"]).arg(dir.path()).output().unwrap();
     let payment_id = json_of(&paid)["payment_id"].as_str().unwrap().to_string();
@@ -157,6 +163,19 @@ fn serve_answers_reports_readiness_and_keeps_accounts_across_sigkill() {
     wait_until("serve is ready again", 60, 100, || http(&served.operations, "GET", "/readyz", None, None).0 == 200);
     let (status, _) = http(&served.gateway, "GET", "/v1/me", Some(&access), None);
     assert_eq!(status, 200, "the signing key and the session survived");
+    // The payment and its idempotency record survived too: the same key replays the
+    // same answer.
+    let (status, stored) = http(&served.gateway, "GET", &format!("/v1/payments/{payment_id}"), Some(&access), None);
+    assert_eq!((status, json_of(&stored)["status"].as_str()), (200, Some("approved")), "{stored}");
+    let (status, replayed) = http_with(
+        &served.gateway,
+        "POST",
+        "/v1/payments",
+        Some(&access),
+        &[("Idempotency-Key", "p-1")],
+        Some(payment.clone()),
+    );
+    assert_eq!((status, &replayed), (201, &paid));
     let (status, body) =
         http(&served.gateway, "POST", "/v1/auth/refresh", None, Some(json!({"refresh_token": refresh})));
     assert_eq!(status, 200, "the refresh token survived: {body}");
