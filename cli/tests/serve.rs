@@ -143,6 +143,8 @@ fn serve_answers_reports_readiness_and_keeps_accounts_across_sigkill() {
     let payment_id = json_of(&paid)["payment_id"].as_str().unwrap().to_string();
     assert_eq!(String::from_utf8_lossy(&dumped.stdout).matches(&payment_id).count(), 1, "one event");
 
+    let (status, document) = http(&served.gateway, "GET", "/openapi.json", None, None);
+    assert_eq!((status, json_of(&document)["openapi"].as_str()), (200, Some("3.1.0")));
     let (status, body) = http(&served.gateway, "GET", "/v1/nothing", None, None);
     assert_eq!((status, json_of(&body)["code"].as_str()), (404, Some("not_found")));
 

@@ -49,6 +49,10 @@ impl Default for GatewayConfig {
 /// Key prefix of the gateway's rate limits in Redis.
 pub const RATE_LIMIT_KEY_PREFIX: &str = "paystream:ratelimit";
 
+/// The OpenAPI 3.1 document of every route behind the gateway, served at
+/// `/openapi.json` (`cli/tests/openapi.rs` keeps it equal to the services' route tables).
+pub const OPENAPI_DOCUMENT: &str = include_str!("../api/openapi.json");
+
 /// `services`: the merged routers of the services behind this gateway; `authenticator`
 /// makes their callers' principals.
 pub fn gateway_router(
@@ -66,6 +70,10 @@ pub fn gateway_router(
     let limiter = Arc::new(RateLimiter::new(config.rate_limits, redis, metrics.clone()));
     let config = Arc::new(config);
     Ok(services
+        .route(
+            "/openapi.json",
+            axum::routing::get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI_DOCUMENT) }),
+        )
         .fallback(|| async { Problem::not_found().into_response() })
         .layer(middleware::from_fn(move |request, next| {
             paystream_http::principal::layer(authenticator.clone(), request, next)
