@@ -45,6 +45,13 @@ pub struct DemoArgs {
     /// Days of that training history (same population, another seed).
     #[arg(long, default_value_t = 21)]
     train_days: u32,
+    /// After the simulation's events, users of the HTTP API (each signs up, logs in and
+    /// tops up) through the gateway started in this process; 0 leaves the API out.
+    #[arg(long, default_value_t = 20)]
+    http_users: u32,
+    /// Payments those users make through `POST /v1/payments`, each read back.
+    #[arg(long, default_value_t = 1_000)]
+    http_payments: u32,
 }
 
 /// Simulated days of the demo unless `--days` says otherwise: the reference run.
@@ -130,8 +137,15 @@ pub fn demo(args: DemoArgs) -> Result<()> {
                 &published,
                 &stop_publishing,
             );
+            // Then an app's share through the HTTP API, on the same log.
+            let http = match (&result, args.http_users) {
+                (Ok(_), users) if users > 0 && !stop_publishing.load(Ordering::SeqCst) => {
+                    Some(crate::http_share::drive(log.clone(), &topics, &data_dir, users, args.http_payments))
+                }
+                _ => None,
+            };
             control.close_input();
-            result
+            (result, http.transpose())
         });
         let progress =
             scope.spawn(|| show_progress(args.no_progress, total, &published, &control.processed_records, &done));
@@ -144,7 +158,9 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         progress.join().expect("progress thread");
         (published, run)
     });
-    let publish = publish_report?;
+    let (publish, http) = publish_report;
+    let publish = publish?;
+    let http = http?;
     let run = run_report?;
     let pipeline_seconds = pipeline_started.elapsed().as_secs_f64();
     if control.stopped() {
@@ -156,6 +172,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     let report = Report {
         summary: &summary,
         publish: &publish,
+        http: http.as_ref(),
         run: &run,
         wallet_customers_percent: options.wallet_customers_percent,
         transactions: total,
@@ -245,6 +262,7 @@ impl FraudCounts {
 struct Report<'a> {
     summary: &'a OutputSummary,
     publish: &'a publish::PublishReport,
+    http: Option<&'a crate::http_share::HttpReport>,
     run: &'a RunReport,
     wallet_customers_percent: u32,
     transactions: u64,
@@ -264,6 +282,19 @@ impl Report<'_> {
             self.wallet_customers_percent,
             thousands(publish.labels)
         );
+        if let Some(http) = self.http {
+            println!(
+                "  http api         {} users signed up, logged in and topped up; {} payments through the gateway in {:.1} s: {} answered with their decision, {} pending, {} read back · POST /v1/payments p50 {:.1} ms, p99 {:.1} ms",
+                http.users,
+                thousands(u64::from(http.payments)),
+                http.seconds,
+                thousands(u64::from(http.decided)),
+                thousands(u64::from(http.pending)),
+                thousands(u64::from(http.read_backs)),
+                http.p50_ms,
+                http.p99_ms
+            );
+        }
         println!(
             "  pipeline         {} events in {:.2} s = {} events/s end to end, sharing the CPU with the producer (durable: fdatasync per commit, {} commits)",
             thousands(run.input_records),
@@ -378,8 +409,9 @@ impl Report<'_> {
         }
         let dead_letters: u64 = summary.dead_letters.values().sum();
         let accounted = summary.decided.len() as u64 + dead_letters + self.run.counters.retries;
-        if !stopped && accounted != self.publish.events {
-            bail!("{} events published but {accounted} decided, dead-lettered or retried", self.publish.events);
+        let events = self.publish.events + self.http.map_or(0, |http| http.events);
+        if !stopped && accounted != events {
+            bail!("{events} events published but {accounted} decided, dead-lettered or retried");
         }
         Ok(())
     }

@@ -7,15 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use bytes::Bytes;
+use anyhow::{Result, bail};
 use clap::Args;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::Semaphore;
+
+use crate::http_client;
 
 #[derive(Args)]
 pub struct LoadtestArgs {
@@ -42,50 +39,6 @@ pub struct LoadtestArgs {
 /// Latencies are recorded in microseconds up to this.
 const LATENCY_US_MAX: u64 = 120_000_000;
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-async fn post(
-    client: &HttpClient,
-    url: &str,
-    bearer: Option<&str>,
-    headers: &[(&str, String)],
-    body: serde_json::Value,
-) -> Result<(u16, serde_json::Value)> {
-    let mut request = hyper::Request::post(url).header("content-type", "application/json");
-    if let Some(bearer) = bearer {
-        request = request.header("authorization", format!("Bearer {bearer}"));
-    }
-    for (name, value) in headers {
-        request = request.header(*name, value);
-    }
-    let request = request.body(Full::new(Bytes::from(body.to_string())))?;
-    let response = client.request(request).await.with_context(|| format!("POST {url}"))?;
-    let status = response.status().as_u16();
-    let bytes = response.into_body().collect().await?.to_bytes();
-    Ok((status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)))
-}
-
-async fn set_up_user(client: &HttpClient, base: &str, run: &str, index: u32) -> Result<String> {
-    let email = format!("loadtest-{run}-{index}@example.com");
-    let password = "loadtest password 1";
-    let signup = serde_json::json!({"email": email, "password": password, "display_name": "Load test"});
-    let (status, body) = post(client, &format!("{base}/v1/auth/signup"), None, &[], signup).await?;
-    if status != 201 {
-        bail!("sign-up answered {status}: {body}");
-    }
-    let login = serde_json::json!({"email": email, "password": password});
-    let (status, body) = post(client, &format!("{base}/v1/auth/login"), None, &[], login).await?;
-    let token =
-        body["access_token"].as_str().filter(|_| status == 200).with_context(|| format!("login: {status} {body}"))?;
-    let top_up = serde_json::json!({"amount": "1000000.00", "currency": "EUR"});
-    let key = vec![("idempotency-key", format!("loadtest-top-up-{run}-{index}"))];
-    let (status, body) = post(client, &format!("{base}/v1/wallet/top-ups"), Some(token), &key, top_up).await?;
-    if status != 201 && status != 202 {
-        bail!("top-up answered {status}: {body}");
-    }
-    Ok(token.to_string())
-}
-
 pub fn loadtest(args: LoadtestArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(run(args))
@@ -93,12 +46,14 @@ pub fn loadtest(args: LoadtestArgs) -> Result<()> {
 
 async fn run(args: LoadtestArgs) -> Result<()> {
     let base = args.url.trim_end_matches('/').to_string();
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let client = http_client::client();
     let run_id = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis());
     let started = Instant::now();
     let mut tokens = Vec::new();
     for index in 0..args.users {
-        tokens.push(Arc::new(set_up_user(&client, &base, &run_id, index).await?));
+        let email = format!("loadtest-{run_id}-{index}@example.com");
+        let key = format!("loadtest-top-up-{run_id}-{index}");
+        tokens.push(Arc::new(http_client::set_up_user(&client, &base, &email, "1000000.00", &key).await?));
     }
     eprintln!("set up {} users (sign-up, login, top-up) in {:.1} s", args.users, started.elapsed().as_secs_f64());
 
@@ -121,7 +76,7 @@ async fn run(args: LoadtestArgs) -> Result<()> {
         tasks.push(tokio::spawn(async move {
             let body =
                 serde_json::json!({"merchant_id": "M1", "terminal_id": "T1", "amount": "1.00", "currency": "EUR"});
-            let status = post(&client, &url, Some(&token), &headers, body).await.map(|(status, _)| status);
+            let status = http_client::post(&client, &url, Some(&token), &headers, body).await.map(|(status, _)| status);
             let elapsed_us = due.elapsed().as_micros() as u64;
             drop(permit);
             latencies.lock().expect("histogram lock").saturating_record(elapsed_us.max(1));

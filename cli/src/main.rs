@@ -8,6 +8,8 @@ mod auth_admin;
 mod backtest;
 mod bench;
 mod demo;
+mod http_client;
+mod http_share;
 mod inspect;
 mod loadtest;
 mod log_args;
