@@ -23,6 +23,9 @@ pub enum PaymentsError {
     /// A body over the limit (413).
     #[error("body too large")]
     TooLarge,
+    /// A body that is not JSON (415).
+    #[error("body not JSON")]
+    NotJson,
     /// The pipeline's log could not take the payment (503: retry with the same key).
     #[error("intake: {0}")]
     Intake(String),
@@ -56,6 +59,12 @@ impl IntoResponse for PaymentsError {
             )
             .with_header(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1")),
             PaymentsError::NotFound => Problem::not_found(),
+            PaymentsError::NotJson => Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "The request body must be JSON",
+            )
+            .with_detail("Content-Type must be application/json"),
             PaymentsError::TooLarge => {
                 Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "The request body is too large")
             }

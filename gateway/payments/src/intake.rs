@@ -36,5 +36,6 @@ pub trait PaymentIntake: Send + Sync {
 
 /// How long a request waits for its decision unless `Prefer: wait=N` says otherwise.
 pub const DECISION_WAIT_DEFAULT: Duration = Duration::from_secs(2);
-/// The longest `Prefer: wait=N` honoured.
-pub const DECISION_WAIT_MAX: Duration = Duration::from_secs(10);
+/// The longest `Prefer: wait=N` honoured: below the gateway's request timeout (10 s by
+/// default), so a long wait ends in 202 with a `Location`, never in a 504.
+pub const DECISION_WAIT_MAX: Duration = Duration::from_secs(8);

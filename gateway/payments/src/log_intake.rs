@@ -2,8 +2,10 @@
 //! to the publisher thread, which commits whatever has queued up as one transaction to
 //! the `payments` topic, keyed by payer (group commit: one fsync for many requests), and
 //! answers each request once its event is durable. One thread tails `decisions` and
-//! `dead-letters` from where they ended when it started, and hands the outcome of every
-//! API payment (ids `pay_…`) to its waiter and to the recorder.
+//! `dead-letters` from their start, and hands the outcome of every API payment (ids
+//! `pay_…`) to its waiter and to the recorder, so no decision stays unrecorded across a
+//! restart (the price: a restart re-reads those topics; kept read positions would
+//! avoid it).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -74,7 +76,10 @@ impl LogIntake {
         let mut positions = Vec::new();
         for topic in [&topics.decisions, &topics.dead_letters] {
             for partition in 0..topic.partitions {
-                positions.push((topic.clone(), partition, log.written_end(topic, partition)?));
+                // From the start: a decision made while no process was tailing (or not
+                // yet recorded when one stopped) is recorded now; recording touches only
+                // payments still pending, so reading one twice changes nothing.
+                positions.push((topic.clone(), partition, log.offsets(topic, partition)?.start));
             }
         }
         let tail = intake.clone();

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -94,55 +94,52 @@ fn optional_body(headers: &HeaderMap, body: &[u8]) -> Result<serde_json::Value, 
         return Ok(serde_json::json!({}));
     }
     if !paystream_http::json::is_json(headers) {
-        return Err(PaymentsError::invalid("unsupported_media_type", "Content-Type must be application/json"));
+        return Err(PaymentsError::NotJson);
     }
     serde_json::from_slice(body).map_err(|error| PaymentsError::invalid("malformed_json", error.to_string()))
 }
 
 async fn follow_up(
-    State(service): Service,
-    principal: Principal,
-    Path(payment_id): Path<String>,
-    headers: HeaderMap,
+    service: &PaymentsService,
+    principal: &Principal,
+    payment_id: &str,
     kind: OrderKind,
-    body: axum::body::Bytes,
+    request: Request,
 ) -> Result<Response, PaymentsError> {
-    if body.len() > paystream_http::limits::REQUEST_BODY_BYTES_MAX {
-        return Err(PaymentsError::TooLarge);
-    }
-    let body = optional_body(&headers, &body)?;
-    let key = idempotency_key(&headers)?;
-    Ok(respond(service.follow_up(&principal, &payment_id, kind, key, body, wait(&headers)).await?))
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, paystream_http::limits::REQUEST_BODY_BYTES_MAX)
+        .await
+        .map_err(|_| PaymentsError::TooLarge)?;
+    let body = optional_body(&parts.headers, &body)?;
+    let key = idempotency_key(&parts.headers)?;
+    Ok(respond(service.follow_up(principal, payment_id, kind, key, body, wait(&parts.headers)).await?))
 }
 
 async fn capture(
-    service: Service,
+    State(service): Service,
     principal: Principal,
-    path: Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    Path(payment_id): Path<String>,
+    request: Request,
 ) -> Result<Response, PaymentsError> {
-    follow_up(service, principal, path, headers, OrderKind::Capture, body).await
+    follow_up(&service, &principal, &payment_id, OrderKind::Capture, request).await
 }
 
 async fn void(
-    service: Service,
+    State(service): Service,
     principal: Principal,
-    path: Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    Path(payment_id): Path<String>,
+    request: Request,
 ) -> Result<Response, PaymentsError> {
-    follow_up(service, principal, path, headers, OrderKind::Void, body).await
+    follow_up(&service, &principal, &payment_id, OrderKind::Void, request).await
 }
 
 async fn refund(
-    service: Service,
+    State(service): Service,
     principal: Principal,
-    path: Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    Path(payment_id): Path<String>,
+    request: Request,
 ) -> Result<Response, PaymentsError> {
-    follow_up(service, principal, path, headers, OrderKind::Refund, body).await
+    follow_up(&service, &principal, &payment_id, OrderKind::Refund, request).await
 }
 
 async fn get_payment(

@@ -39,6 +39,13 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
+fn same_terms(stored: &PaymentRecord, asked: &PaymentRecord) -> bool {
+    (&stored.kind, &stored.payer_user_id, &stored.merchant_id, &stored.terminal_id, &stored.payee_user_id)
+        == (&asked.kind, &asked.payer_user_id, &asked.merchant_id, &asked.terminal_id, &asked.payee_user_id)
+        && (stored.amount_minor, &stored.currency, &stored.channel)
+            == (asked.amount_minor, &asked.currency, &asked.channel)
+}
+
 fn parse<T: serde::de::DeserializeOwned>(body: serde_json::Value) -> Result<T, PaymentsError> {
     serde_json::from_value(body).map_err(|error| PaymentsError::invalid("invalid_body", error.to_string()))
 }
@@ -214,6 +221,11 @@ impl PaymentsService {
         // event (the pipeline counts a retry, never a conflict), and a payment already
         // decided is answered as it stands.
         let stored = self.store.payment(&record.payment_id).await?.ok_or(PaymentsError::NotFound)?;
+        // The key was freed after an error and reused with other terms: the payment it
+        // names is the first one, never another.
+        if !same_terms(&stored, &record) {
+            return Err(PaymentsError::KeyReused);
+        }
         if stored.status != "pending" {
             let body = serde_json::to_string(&stored).map_err(|error| PaymentsError::Internal(error.to_string()))?;
             return Ok(Answer { status: 201, location: Some(location), body, replayed: false });

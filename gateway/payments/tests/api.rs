@@ -216,6 +216,21 @@ async fn idempotency_keys_replay_refuse_and_publish_once() {
         );
         let raced_id = paystream_payments::model::payment_id(&ada_id, "order-3");
         assert_eq!(h.events(&raced_id), 1);
+        // A key freed after a failure (the payment stored, its answer never kept) and
+        // reused with other terms: still the first payment's key.
+        let stored = h.payments.store().payment(&payment_id).await.unwrap().unwrap();
+        let freed = paystream_payments::store::PaymentRecord {
+            payment_id: paystream_payments::model::payment_id(&ada_id, "order-4"),
+            status: "pending".into(),
+            ..stored
+        };
+        h.payments.store().insert_payment(&freed).await.unwrap();
+        let reused = h.pay(&ada, "order-4", to_merchant("9.99")).await;
+        assert_eq!(
+            (reused.status, reused.json()["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("idempotency_key_reused"))
+        );
+        assert_eq!(h.events(&freed.payment_id), 0, "nothing published under another payment's id");
     })
     .await;
 }
@@ -416,6 +431,18 @@ async fn captures_voids_and_refunds_belong_to_the_payee_merchant() {
         );
         let again = act(&h, paid_id, &m1, "refund", "r1", Some(json!({"amount": "4.00"}))).await;
         assert_eq!((again.status, &again.bytes), (refunded.status, &refunded.bytes), "replayed");
+        // Not JSON: 415, as a problem.
+        let text = Request::builder()
+            .method(Method::POST)
+            .uri(format!("/v1/payments/{paid_id}/refund"))
+            .header(header::AUTHORIZATION, format!("Bearer {m1}"))
+            .header("idempotency-key", "r2")
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Body::from("amount=4.00"))
+            .unwrap();
+        let text = h.router.clone().oneshot(text).await.unwrap();
+        assert_eq!(text.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(text.headers()[header::CONTENT_TYPE], "application/problem+json");
         // A capture of a plain payment is refused before it reaches the pipeline.
         let path = format!("/v1/payments/{paid_id}/capture");
         let wrong = h_call(&h, &path, &m1, "c9", None).await;

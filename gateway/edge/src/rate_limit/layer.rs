@@ -84,9 +84,16 @@ fn seconds_up(milliseconds: i64) -> i64 {
     (milliseconds.max(0) + 999) / 1000
 }
 
+/// The credential as the authenticator reads it (scheme case and spaces do not make
+/// another key), hashed.
 fn credential_key(request: &Request) -> Option<String> {
-    let value = request.headers().get(header::AUTHORIZATION)?.as_bytes();
-    let digest = Sha256::digest(value);
+    let value = request.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, credential) = value.split_once(' ')?;
+    let credential = credential.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || credential.is_empty() {
+        return None;
+    }
+    let digest = Sha256::digest(credential.as_bytes());
     Some(digest[..12].iter().map(|byte| format!("{byte:02x}")).collect())
 }
 
@@ -134,5 +141,24 @@ fn set_headers(response: &mut Response, policy: &Policy, verdict: Verdict) {
     }
     if let Ok(value) = HeaderValue::from_str(&limit_header) {
         headers.insert("ratelimit", value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_authorization(value: &str) -> Request {
+        axum::http::Request::builder().header(header::AUTHORIZATION, value).body(axum::body::Body::empty()).unwrap()
+    }
+
+    #[test]
+    fn one_credential_is_one_key_however_it_is_spelled() {
+        let key = credential_key(&with_authorization("Bearer token-1")).unwrap();
+        for spelling in ["bearer token-1", "BEARER token-1", "Bearer  token-1 "] {
+            assert_eq!(credential_key(&with_authorization(spelling)).as_deref(), Some(key.as_str()), "{spelling:?}");
+        }
+        assert_ne!(credential_key(&with_authorization("Bearer token-2")).unwrap(), key);
+        assert_eq!(credential_key(&with_authorization("Basic token-1")), None);
     }
 }
