@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
-use paystream_auth::service::system_clock;
 use paystream_auth::{AuthConfig, AuthService, AuthStore, Keyring};
 use paystream_edge::rate_limit::RateLimitConfig;
 use paystream_edge::{GatewayConfig, HttpMetrics};
+use paystream_http::clock::{now_ms, system_clock};
 use paystream_payments::{LogIntake, PaymentsService, PaymentsStore};
 use paystream_pipeline::PipelineTopics;
 use paystream_pipeline::log::Log;
@@ -70,7 +70,7 @@ async fn share(
 ) -> Result<HttpReport> {
     let services_dir = data_dir.join("services");
     let auth_store = AuthStore::open_embedded(&services_dir).await?;
-    let keys = Keyring::load_or_create(&services_dir.join("auth-keys.json"), (system_clock())())?;
+    let keys = Keyring::load_or_create(&services_dir.join("auth-keys.json"), now_ms())?;
     let auth = Arc::new(AuthService::new(auth_store, keys, AuthConfig::default(), system_clock()).await?);
     let intake = LogIntake::start(log, topics, system_clock(), stop)?;
     let payments_service =

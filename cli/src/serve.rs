@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use paystream_auth::service::system_clock;
 use paystream_auth::{AuthConfig, AuthService, AuthStore, Keyring};
 use paystream_edge::client_ip::IpBlock;
 use paystream_edge::rate_limit::RateLimitConfig;
 use paystream_edge::{GatewayConfig, HttpMetrics, Readiness, RenderMetrics};
+use paystream_http::clock::{now_ms, system_clock};
 use paystream_payments::{PaymentsService, PaymentsStore};
 use paystream_pipeline::metrics::Metrics;
 use paystream_pipeline::{RunControl, RunMode};
@@ -99,10 +99,9 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             }
         })
         .context("open the auth store")?;
-    let now_ms = (system_clock())();
     let keys = match &args.auth_key_file {
         Some(path) => Keyring::load(path),
-        None => Keyring::load_or_create(&services_dir.join("auth-keys.json"), now_ms),
+        None => Keyring::load_or_create(&services_dir.join("auth-keys.json"), now_ms()),
     }
     .context("load the auth service's signing keys")?;
     let auth =
@@ -127,7 +126,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             eprintln!("payments API: not served on Kafka yet (the embedded log only)");
         } else {
             let topics = paystream_pipeline::ensure_topics(log.as_ref(), &pipeline.config)?;
-            let clock: paystream_payments::service::Clock = system_clock();
+            let clock = system_clock();
             let intake = paystream_payments::LogIntake::start(log, &topics, clock.clone(), intake_stop.clone())?;
             let store = runtime
                 .block_on(async {

@@ -1,7 +1,7 @@
 //! The auth service's operations, over its store and keys. Handlers in [`crate::routes`]
 //! are thin: they parse, call one of these, and shape the answer.
 
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 
 use paystream_http::{ClientIp, Principal, Role};
 use serde::Serialize;
@@ -15,14 +15,7 @@ use crate::secrets;
 use crate::store::{Account, ApiKeyRecord, AuthStore};
 use crate::throttle::{ACCOUNT_FAILURES_MAX, ADDRESS_FAILURES_MAX, LoginThrottle};
 
-/// Milliseconds since the epoch; injected so tests can move time.
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
-
-pub fn system_clock() -> Clock {
-    Arc::new(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_millis() as i64
-    })
-}
+pub use paystream_http::clock::{Clock, system_clock};
 
 /// What login and refresh return (RFC 6749 section 5.1 names).
 #[derive(Debug, Clone, Serialize)]

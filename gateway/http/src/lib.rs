@@ -18,6 +18,7 @@
 //! Invariant: no handler here does IO; services bring their stores.
 
 pub mod access;
+pub mod clock;
 pub mod database;
 pub mod json;
 pub mod limits;

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use paystream_http::clock::Clock;
 use paystream_pipeline::PipelineTopics;
 use paystream_pipeline::log::{Log, LogError, Record, Topic, Transaction, read_to_written_end};
 use tokio::sync::{mpsc, oneshot};
@@ -56,7 +57,7 @@ impl LogIntake {
     pub fn start(
         log: Arc<dyn Log>,
         topics: &PipelineTopics,
-        clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+        clock: Clock,
         stop: Arc<AtomicBool>,
     ) -> Result<Arc<LogIntake>, LogError> {
         let (sender, receiver) = mpsc::channel(NOTICES_QUEUE_MAX);
@@ -95,7 +96,7 @@ impl LogIntake {
         &self,
         mut positions: Vec<(Topic, u32, u64)>,
         decisions: &str,
-        clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+        clock: Clock,
         sender: &mpsc::Sender<DecisionNotice>,
         stop: &AtomicBool,
     ) {
@@ -171,9 +172,12 @@ fn publish(log: &dyn Log, payments: &Topic, queue: &std::sync::mpsc::Receiver<Pu
     }
 }
 
+/// `"pay_`: how an API payment id starts inside JSON; a cheap filter before parsing.
+const API_PAYMENT_ID_NEEDLE: &[u8] = b"\"pay_";
+const _: () = assert!(API_PAYMENT_ID_PREFIX.len() + 1 == API_PAYMENT_ID_NEEDLE.len());
+
 fn has_api_payment_id(value: &[u8]) -> bool {
-    let needle = format!("\"{API_PAYMENT_ID_PREFIX}");
-    value.windows(needle.len()).any(|window| window == needle.as_bytes())
+    value.windows(API_PAYMENT_ID_NEEDLE.len()).any(|window| window == API_PAYMENT_ID_NEEDLE)
 }
 
 fn decision_notice(record: &Record, now_ms: i64) -> Option<DecisionNotice> {

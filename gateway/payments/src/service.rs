@@ -18,8 +18,7 @@ use crate::model::{
 use crate::store::payments::ListOf;
 use crate::store::{Begun, PaymentRecord, PaymentsStore};
 
-/// Milliseconds since the epoch.
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+pub use paystream_http::clock::Clock;
 
 /// An answer to a write, as sent and as kept for replays.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,6 +6,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use paystream_http::clock::now_ms;
 use paystream_http::{ClientIp, Problem};
 use sha2::{Digest, Sha256};
 
@@ -74,10 +75,6 @@ impl RateLimiter {
             }
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_millis() as i64
 }
 
 fn seconds_up(milliseconds: i64) -> i64 {
