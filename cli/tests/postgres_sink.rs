@@ -13,11 +13,6 @@ use common::{check_exactly_once, dump, paystream, run_ok};
 use paystream_storage::records::RecordStore;
 use paystream_storage_postgres::{Blocking, PostgresRecordStore, PostgresUserStore};
 
-fn postgres_url() -> String {
-    std::env::var("PAYSTREAM_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://paystream:paystream@127.0.0.1:5432/test".into())
-}
-
 /// Decisions in PostgreSQL (a second try reconnects if the connection was dropped).
 fn stored_so_far(store: &mut Blocking<PostgresRecordStore>) -> u64 {
     store.totals().or_else(|_| store.totals()).expect("PostgreSQL answers").decisions
@@ -49,7 +44,7 @@ fn decisions_and_postings_reach_postgres_exactly_once_through_crashes() {
     let data = dir.path();
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     let schema = format!("test_sink_{}_{nanos}", std::process::id());
-    let url = postgres_url();
+    let url = paystream_testkit::postgres_url();
     run_ok(
         data,
         &["generate", "--customers", "300", "--terminals", "600", "--days", "40", "--seed", "4", "--partitions", "3"],

@@ -124,3 +124,10 @@ impl PaymentStream {
         (payer, value)
     }
 }
+
+/// The PostgreSQL the tests use: `PAYSTREAM_TEST_POSTGRES_URL`, or the role and database
+/// `deploy/local/test-env.sh` creates on this machine.
+pub fn postgres_url() -> String {
+    std::env::var("PAYSTREAM_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://paystream:paystream@127.0.0.1:5432/test".into())
+}

@@ -41,7 +41,7 @@ async fn a_refresh_token_is_spent_once_under_concurrency() {
     let directory = tempfile::tempdir().unwrap();
     let sqlite = AuthStore::open_embedded(directory.path()).await.unwrap();
     let schema = format!("test_auth_spend_{}", paystream_testkit::unique_suffix());
-    let postgres = AuthStore::connect(&common::postgres_url(), &schema).await.unwrap();
+    let postgres = AuthStore::connect(&paystream_testkit::postgres_url(), &schema).await.unwrap();
     for store in [sqlite, postgres.clone()] {
         store.create_account(&account("usr_1", "a@example.com")).await.unwrap();
         store.create_session("ses_1", "usr_1", "old", 10, 1_000_000).await.unwrap();

@@ -21,11 +21,6 @@ use paystream_storage::FileSnapshotStore;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-fn postgres_url() -> String {
-    std::env::var("PAYSTREAM_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://paystream:paystream@127.0.0.1:5432/test".into())
-}
-
 struct Harness {
     store_name: &'static str,
     router: Router,
@@ -84,9 +79,9 @@ where
     let dir = tempfile::tempdir().unwrap();
     check(harness("sqlite", PaymentsStore::open_embedded(dir.path()).await.unwrap()).await).await;
     let schema = format!("test_payments_{test}_{}", paystream_testkit::unique_suffix());
-    let postgres = PaymentsStore::connect(&postgres_url(), &schema)
+    let postgres = PaymentsStore::connect(&paystream_testkit::postgres_url(), &schema)
         .await
-        .unwrap_or_else(|error| panic!("PostgreSQL must be running ({}): {error}", postgres_url()));
+        .unwrap_or_else(|error| panic!("PostgreSQL must be running ({}): {error}", paystream_testkit::postgres_url()));
     check(harness("postgres", postgres.clone()).await).await;
     postgres.drop_schema(&schema).await.unwrap();
 }

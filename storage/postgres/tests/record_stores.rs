@@ -13,15 +13,11 @@ use paystream_storage::StorageError;
 use paystream_storage::records::{MemoryRecordStore, OutputSlice, RecordStore, SliceApplied};
 use paystream_storage_postgres::{Blocking, PostgresRecordStore};
 
-fn postgres_url() -> String {
-    std::env::var("PAYSTREAM_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://paystream:paystream@127.0.0.1:5432/test".into())
-}
-
 fn postgres(test: &str) -> Blocking<PostgresRecordStore> {
     let schema = format!("test_{test}_{}", paystream_testkit::unique_suffix());
-    Blocking::<PostgresRecordStore>::connect(&postgres_url(), &schema)
-        .unwrap_or_else(|e| panic!("PostgreSQL must be running for these tests ({}): {e}", postgres_url()))
+    Blocking::<PostgresRecordStore>::connect(&paystream_testkit::postgres_url(), &schema).unwrap_or_else(|e| {
+        panic!("PostgreSQL must be running for these tests ({}): {e}", paystream_testkit::postgres_url())
+    })
 }
 
 fn stores(test: &str) -> Vec<(&'static str, Box<dyn RecordStore>)> {

@@ -10,11 +10,6 @@ use paystream_storage::users::{User, UserStore};
 use paystream_storage_postgres::{Blocking, PostgresRecordStore, PostgresUserStore};
 use sqlx::Connection;
 
-fn postgres_url() -> String {
-    std::env::var("PAYSTREAM_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://paystream:paystream@127.0.0.1:5432/test".into())
-}
-
 /// Asserts `result` is the refusal of a schema migrated by the other chain.
 fn assert_refused_migration<T>(result: Result<T, StorageError>, what: &str) {
     match result {
@@ -26,7 +21,7 @@ fn assert_refused_migration<T>(result: Result<T, StorageError>, what: &str) {
 
 #[test]
 fn each_chain_refuses_the_other_chains_schema() {
-    let url = postgres_url();
+    let url = paystream_testkit::postgres_url();
     let sink_schema = format!("test_chains_sink_{}", paystream_testkit::unique_suffix());
     let users_schema = format!("test_chains_users_{}", paystream_testkit::unique_suffix());
     let mut records = Blocking::<PostgresRecordStore>::connect(&url, &sink_schema).unwrap();
@@ -46,7 +41,7 @@ fn each_chain_refuses_the_other_chains_schema() {
 
 #[test]
 fn a_sink_schema_migrated_when_users_shared_it_still_opens() {
-    let url = postgres_url();
+    let url = paystream_testkit::postgres_url();
     let schema = format!("test_chains_legacy_{}", paystream_testkit::unique_suffix());
     let records = Blocking::<PostgresRecordStore>::connect(&url, &schema).unwrap();
     drop(records);
@@ -74,7 +69,7 @@ fn a_sink_schema_migrated_when_users_shared_it_still_opens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn the_async_api_runs_inside_a_runtime_where_the_blocking_one_refuses() {
     fn assert_send<T: Send>(_: &T) {}
-    let url = postgres_url();
+    let url = paystream_testkit::postgres_url();
     let schema = format!("test_async_{}", paystream_testkit::unique_suffix());
     let mut store = PostgresRecordStore::connect(&url, &schema).await.unwrap();
     assert_eq!(store.schema(), schema);

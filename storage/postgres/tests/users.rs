@@ -6,17 +6,14 @@ use paystream_storage::StorageError;
 use paystream_storage::users::{KycStatus, MemoryUserStore, User, UserStore};
 use paystream_storage_postgres::{Blocking, PostgresUserStore};
 
-fn postgres_url() -> String {
-    std::env::var("PAYSTREAM_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://paystream:paystream@127.0.0.1:5432/test".into())
-}
-
 /// Runs `check` on every store; PostgreSQL schemas are dropped afterwards.
 fn on_every_store(test: &str, check: impl Fn(&str, &mut dyn UserStore)) {
     check("memory", &mut MemoryUserStore::default());
     let schema = format!("test_users_{test}_{}", paystream_testkit::unique_suffix());
-    let mut postgres = Blocking::<PostgresUserStore>::connect(&postgres_url(), &schema)
-        .unwrap_or_else(|e| panic!("PostgreSQL must be running for these tests ({}): {e}", postgres_url()));
+    let mut postgres = Blocking::<PostgresUserStore>::connect(&paystream_testkit::postgres_url(), &schema)
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL must be running for these tests ({}): {e}", paystream_testkit::postgres_url())
+        });
     check("postgres", &mut postgres);
     postgres.drop_schema().unwrap();
 }

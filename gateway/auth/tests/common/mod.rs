@@ -15,11 +15,6 @@ use paystream_auth::service::Clock;
 use paystream_auth::{AuthConfig, AuthService, AuthStore, Keyring};
 use tower::ServiceExt;
 
-pub fn postgres_url() -> String {
-    std::env::var("PAYSTREAM_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://paystream:paystream@127.0.0.1:5432/test".into())
-}
-
 pub const START_MS: i64 = 1_800_000_000_000;
 
 /// A service on one store, with a clock the test moves.
@@ -97,9 +92,9 @@ where
     check(harness("sqlite", sqlite).await).await;
 
     let schema = format!("test_auth_{test}_{}", paystream_testkit::unique_suffix());
-    let postgres = AuthStore::connect(&postgres_url(), &schema)
-        .await
-        .unwrap_or_else(|error| panic!("PostgreSQL must be running for these tests ({}): {error}", postgres_url()));
+    let postgres = AuthStore::connect(&paystream_testkit::postgres_url(), &schema).await.unwrap_or_else(|error| {
+        panic!("PostgreSQL must be running for these tests ({}): {error}", paystream_testkit::postgres_url())
+    });
     check(harness("postgres", postgres.clone()).await).await;
     postgres.drop_schema(&schema).await.unwrap();
 }
