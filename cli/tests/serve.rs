@@ -86,6 +86,11 @@ fn http_with(
     (status, body)
 }
 
+/// A write with an idempotency key, as the signed-in user.
+fn post_once(address: &str, path: &str, access: &str, key: &str, body: Value) -> (u16, String) {
+    http_with(address, "POST", path, Some(access), &[("Idempotency-Key", key)], Some(body))
+}
+
 fn json_of(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|error| panic!("{error}: {body}"))
 }
@@ -111,33 +116,12 @@ fn serve_answers_reports_readiness_and_keeps_accounts_across_sigkill() {
     // A top-up and a payment through the gateway, each answered with the pipeline's
     // decision; the same key again replays the answer and publishes nothing.
     let top_up = json!({"amount": "50.00", "currency": "EUR"});
-    let (status, body) = http_with(
-        &served.gateway,
-        "POST",
-        "/v1/wallet/top-ups",
-        Some(&access),
-        &[("Idempotency-Key", "t-1")],
-        Some(top_up),
-    );
+    let (status, body) = post_once(&served.gateway, "/v1/wallet/top-ups", &access, "t-1", top_up);
     assert_eq!((status, json_of(&body)["status"].as_str()), (201, Some("approved")), "{body}");
     let payment = json!({"merchant_id": "M1", "terminal_id": "T1", "amount": "12.34", "currency": "EUR"});
-    let (status, paid) = http_with(
-        &served.gateway,
-        "POST",
-        "/v1/payments",
-        Some(&access),
-        &[("Idempotency-Key", "p-1")],
-        Some(payment.clone()),
-    );
+    let (status, paid) = post_once(&served.gateway, "/v1/payments", &access, "p-1", payment.clone());
     assert_eq!((status, json_of(&paid)["status"].as_str()), (201, Some("approved")), "{paid}");
-    let (status, replayed) = http_with(
-        &served.gateway,
-        "POST",
-        "/v1/payments",
-        Some(&access),
-        &[("Idempotency-Key", "p-1")],
-        Some(payment.clone()),
-    );
+    let (status, replayed) = post_once(&served.gateway, "/v1/payments", &access, "p-1", payment.clone());
     assert_eq!((status, &replayed), (201, &paid));
     let dumped = paystream().args(["log", "dump", "payments", "--data-dir"]).arg(dir.path()).output().unwrap();
     let payment_id = json_of(&paid)["payment_id"].as_str().unwrap().to_string();
@@ -169,14 +153,7 @@ fn serve_answers_reports_readiness_and_keeps_accounts_across_sigkill() {
     // same answer.
     let (status, stored) = http(&served.gateway, "GET", &format!("/v1/payments/{payment_id}"), Some(&access), None);
     assert_eq!((status, json_of(&stored)["status"].as_str()), (200, Some("approved")), "{stored}");
-    let (status, replayed) = http_with(
-        &served.gateway,
-        "POST",
-        "/v1/payments",
-        Some(&access),
-        &[("Idempotency-Key", "p-1")],
-        Some(payment.clone()),
-    );
+    let (status, replayed) = post_once(&served.gateway, "/v1/payments", &access, "p-1", payment.clone());
     assert_eq!((status, &replayed), (201, &paid));
     let (status, body) =
         http(&served.gateway, "POST", "/v1/auth/refresh", None, Some(json!({"refresh_token": refresh})));

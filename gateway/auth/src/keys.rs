@@ -81,7 +81,7 @@ fn new_key(now_ms: i64) -> Result<LoadedKey, AuthError> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|error| AuthError::Keys(format!("random source: {error}")))?;
     let public_key = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key().to_bytes();
-    let kid: String = Sha256::digest(public_key)[..8].iter().map(|byte| format!("{byte:02x}")).collect();
+    let kid = paystream_http::hex::encode(&Sha256::digest(public_key)[..8]);
     load_key(StoredKey { kid, private_key: URL_SAFE_NO_PAD.encode(seed), created_at_ms: now_ms, retired_at_ms: None })
 }
 

@@ -71,7 +71,7 @@ pub fn verify(password: &str, stored: &str) -> Verified {
 pub fn decoy_hash() -> String {
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).expect("the operating system's random source works");
-    let secret: String = secret.iter().map(|byte| format!("{byte:02x}")).collect();
+    let secret = paystream_http::hex::encode(&secret);
     hash(&secret, HashParams::CURRENT).expect("hashing a decoy")
 }
 

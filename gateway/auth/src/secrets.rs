@@ -2,16 +2,13 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use paystream_http::hex::encode as hex;
 use sha2::{Digest, Sha256};
 
 fn random<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     getrandom::fill(&mut bytes).expect("the operating system's random source works");
     bytes
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// `usr_…`, `ses_…`, `key_…`, `jti`: 16 random bytes, hex.

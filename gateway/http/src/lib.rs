@@ -20,6 +20,7 @@
 pub mod access;
 pub mod clock;
 pub mod database;
+pub mod hex;
 pub mod json;
 pub mod limits;
 pub mod principal;

@@ -26,7 +26,7 @@ impl RequestId {
     pub fn generate() -> RequestId {
         let mut bytes = [0u8; 16];
         getrandom::fill(&mut bytes).expect("the operating system's random source works");
-        RequestId(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+        RequestId(crate::hex::encode(&bytes))
     }
 
     /// The client's id if it is acceptable.

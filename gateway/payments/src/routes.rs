@@ -1,6 +1,8 @@
 //! The payments API. Writes need `Idempotency-Key`; `Prefer: wait=N` (seconds, at most
 //! 10) bounds how long a write waits for the pipeline's decision (default 2 s).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,9 +29,19 @@ pub fn routes() -> SecuredRouter<Arc<PaymentsService>> {
         .route(Method::POST, "/v1/payments", Access::Roles(CUSTOMERS), create_payment)
         .route(Method::GET, "/v1/payments", Access::Roles(CUSTOMERS), list_payments)
         .route(Method::GET, "/v1/payments/{payment_id}", Access::Roles(PAYERS_AND_PAYEES), get_payment)
-        .route(Method::POST, "/v1/payments/{payment_id}/capture", Access::Roles(MERCHANTS), capture)
-        .route(Method::POST, "/v1/payments/{payment_id}/void", Access::Roles(PAYERS_AND_PAYEES), void)
-        .route(Method::POST, "/v1/payments/{payment_id}/refund", Access::Roles(MERCHANTS), refund)
+        .route(
+            Method::POST,
+            "/v1/payments/{payment_id}/capture",
+            Access::Roles(MERCHANTS),
+            follow_up(OrderKind::Capture),
+        )
+        .route(
+            Method::POST,
+            "/v1/payments/{payment_id}/void",
+            Access::Roles(PAYERS_AND_PAYEES),
+            follow_up(OrderKind::Void),
+        )
+        .route(Method::POST, "/v1/payments/{payment_id}/refund", Access::Roles(MERCHANTS), follow_up(OrderKind::Refund))
         .route(Method::POST, "/v1/wallet/top-ups", Access::Roles(CUSTOMERS), create_top_up)
         .route(Method::GET, "/v1/merchant/payments", Access::Roles(MERCHANTS), list_merchant_payments)
 }
@@ -99,47 +111,21 @@ fn optional_body(headers: &HeaderMap, body: &[u8]) -> Result<serde_json::Value, 
     serde_json::from_slice(body).map_err(|error| PaymentsError::invalid("malformed_json", error.to_string()))
 }
 
-async fn follow_up(
-    service: &PaymentsService,
-    principal: &Principal,
-    payment_id: &str,
-    kind: OrderKind,
-    request: Request,
-) -> Result<Response, PaymentsError> {
-    let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, paystream_http::limits::REQUEST_BODY_BYTES_MAX)
-        .await
-        .map_err(|_| PaymentsError::TooLarge)?;
-    let body = optional_body(&parts.headers, &body)?;
-    let key = idempotency_key(&parts.headers)?;
-    Ok(respond(service.follow_up(principal, payment_id, kind, key, body, wait(&parts.headers)).await?))
-}
+type Answered = Pin<Box<dyn Future<Output = Result<Response, PaymentsError>> + Send>>;
 
-async fn capture(
-    State(service): Service,
-    principal: Principal,
-    Path(payment_id): Path<String>,
-    request: Request,
-) -> Result<Response, PaymentsError> {
-    follow_up(&service, &principal, &payment_id, OrderKind::Capture, request).await
-}
-
-async fn void(
-    State(service): Service,
-    principal: Principal,
-    Path(payment_id): Path<String>,
-    request: Request,
-) -> Result<Response, PaymentsError> {
-    follow_up(&service, &principal, &payment_id, OrderKind::Void, request).await
-}
-
-async fn refund(
-    State(service): Service,
-    principal: Principal,
-    Path(payment_id): Path<String>,
-    request: Request,
-) -> Result<Response, PaymentsError> {
-    follow_up(&service, &principal, &payment_id, OrderKind::Refund, request).await
+/// `POST /v1/payments/{payment_id}/capture|void|refund`: one handler, by kind.
+fn follow_up(kind: OrderKind) -> impl Fn(Service, Principal, Path<String>, Request) -> Answered + Clone + Send + Sync {
+    move |State(service), principal, Path(payment_id), request| {
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let body = axum::body::to_bytes(body, paystream_http::limits::REQUEST_BODY_BYTES_MAX)
+                .await
+                .map_err(|_| PaymentsError::TooLarge)?;
+            let body = optional_body(&parts.headers, &body)?;
+            let key = idempotency_key(&parts.headers)?;
+            Ok(respond(service.follow_up(&principal, &payment_id, kind, key, body, wait(&parts.headers)).await?))
+        })
+    }
 }
 
 async fn get_payment(

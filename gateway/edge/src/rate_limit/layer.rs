@@ -91,7 +91,7 @@ fn credential_key(request: &Request) -> Option<String> {
         return None;
     }
     let digest = Sha256::digest(credential.as_bytes());
-    Some(digest[..12].iter().map(|byte| format!("{byte:02x}")).collect())
+    Some(paystream_http::hex::encode(&digest[..12]))
 }
 
 /// Middleware (`from_fn_with_state(limiter, rate_limit)`), inside the client-address

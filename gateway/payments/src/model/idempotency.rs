@@ -96,7 +96,7 @@ pub fn request_hash(route: &str, body: &serde_json::Value) -> String {
     }
     let mut text = format!("{route}\n");
     canonical(body, &mut text);
-    Sha256::digest(text.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
+    paystream_http::hex::encode(&Sha256::digest(text.as_bytes()))
 }
 
 #[cfg(test)]

@@ -110,8 +110,7 @@ pub struct Order {
 /// payment, so the pipeline's own deduplication protects it too.
 pub fn payment_id(client_id: &str, idempotency_key: &str) -> String {
     let digest = Sha256::digest(format!("{client_id}\n{idempotency_key}").as_bytes());
-    let hex: String = digest[..16].iter().map(|byte| format!("{byte:02x}")).collect();
-    format!("pay_{hex}")
+    format!("pay_{}", paystream_http::hex::encode(&digest[..16]))
 }
 
 fn money(amount: &str, currency: &str) -> Result<Money, PaymentsError> {
