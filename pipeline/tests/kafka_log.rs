@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use paystream_pipeline::log::kafka::{KafkaConfig, KafkaLog, mock_cluster};
 use paystream_pipeline::log::partitioner::partition_for_key;
-use paystream_pipeline::log::{Log, LogError, Record, Topic, Transaction};
+use paystream_pipeline::log::{Log, LogError, Membership, Record, Topic, Transaction};
 use paystream_testkit::{kafka_brokers, unique_name};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -286,4 +286,52 @@ fn at_least_once_commits_write_records_and_positions() {
     assert_eq!(total, 100);
     drop(log);
     assert_eq!(open(&servers, &format!("{id}-reader"), 1).committed_position("g", &events, 1).unwrap(), Some(9));
+}
+
+/// A member's transactions carry its group generation, which moves whenever anyone joins
+/// or leaves. Commits racing those rebalances still go through: the log retries a
+/// transaction the coordinator refused for a stale generation with the member's new one.
+#[test]
+fn commits_go_through_while_the_group_rebalances() {
+    let servers = kafka_brokers();
+    let id = unique_name("rebalancing");
+    let log = open(&servers, &id, 1);
+    let topic = log.create_topic(&format!("{id}-input"), 4).unwrap();
+    let group = format!("{id}-group");
+    let member = log.join(&group, &topic).unwrap();
+    wait_until("the member owns the partitions", || {
+        !member.wait_for_change(0, Duration::from_millis(100)).1.is_empty()
+    });
+
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        // Others join and leave the group, over and over.
+        let churn = scope.spawn(|| {
+            for _ in 0..6 {
+                let other: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", &servers)
+                    .set("group.id", &group)
+                    .set("partition.assignment.strategy", "cooperative-sticky")
+                    .set("session.timeout.ms", "6000")
+                    .create()
+                    .unwrap();
+                other.subscribe(&[&topic.name]).unwrap();
+                let until = std::time::Instant::now() + Duration::from_millis(1_500);
+                while std::time::Instant::now() < until {
+                    let _ = other.poll(Duration::from_millis(50));
+                }
+            }
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let mut commits = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let mut transaction = Transaction::new();
+            transaction.send(&topic, b"k", b"v", 0).unwrap();
+            transaction.set_position(&group, &topic, (commits % 4) as u32, commits + 1);
+            log.commit(transaction).unwrap_or_else(|error| panic!("commit {commits} failed: {error}"));
+            commits += 1;
+        }
+        churn.join().unwrap();
+        assert!(commits > 100, "{commits} commits");
+    });
 }

@@ -5,7 +5,9 @@
 //!   partitioner), and every consumer position is written as a record of the compacted
 //!   positions topic in the same transaction (see below); then `commit_transaction`.
 //!   A failure aborts the transaction; nothing of it becomes visible to `read_committed`
-//!   readers.
+//!   readers. A transaction the group coordinator refused because the group's generation
+//!   moved (a member joined or left meanwhile) is sent again with the new generation,
+//!   within the request timeout.
 //! - **Producers**: `producers` transactional producers, `transactional.id` =
 //!   `{transactional_id}-{slot}`, initialised at open. Opening a log with the same ids
 //!   bumps the producer epoch and *fences* an older process still holding them (a zombie):
@@ -79,6 +81,9 @@ pub use mock::mock_cluster;
 pub use crate::limits::TRANSACTION_RECORDS_MAX;
 /// Pause between looks at a commit's delivery reports while records are unacknowledged.
 const DELIVERY_POLL_INTERVAL: Duration = Duration::from_micros(200);
+/// Pause before a transaction refused for a stale group generation is sent again (the
+/// member's rebalance callbacks move its metadata meanwhile).
+const GENERATION_RETRY_WAIT_MS: u64 = 50;
 /// Longest a read waits for records the broker says exist before it fails.
 pub const FETCH_TIMEOUT_MS: u64 = 30_000;
 
@@ -401,6 +406,16 @@ impl KafkaLog {
         Ok(())
     }
 
+    /// Writes `transaction` in one Kafka transaction: begin, produce, commit.
+    fn transact(&self, slot: &ProducerSlot, transaction: &Transaction) -> Result<(), LogError> {
+        slot.producer.begin_transaction().map_err(kafka("begin a transaction"))?;
+        self.produce(slot, transaction)?;
+        // Delivered first, so commit_transaction finds nothing to flush (rdkafka's flush
+        // polls in 100 ms steps, which would put a floor under every commit).
+        self.drain(slot)?;
+        slot.producer.commit_transaction(self.config.timeout()).map_err(kafka("commit a transaction"))
+    }
+
     /// Aborts the open transaction. Abort purges the records still queued, whose delivery
     /// reports must be served while it runs: retried in short steps with polls between.
     fn abort(&self, slot: &ProducerSlot) -> Result<(), KafkaError> {
@@ -478,6 +493,20 @@ fn is_fatal(error: &LogError) -> bool {
         ),
         _ => false,
     }
+}
+
+/// The coordinator refused the transaction's offsets because the group's generation
+/// moved (or is moving) since the member's metadata was read.
+fn is_stale_generation(error: &LogError) -> bool {
+    let LogError::Kafka { source, .. } = error else { return false };
+    matches!(
+        source.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::RebalanceInProgress
+                | RDKafkaErrorCode::UnknownMemberId
+        )
+    )
 }
 
 impl Log for KafkaLog {
@@ -667,33 +696,37 @@ impl Log for KafkaLog {
         if let Some(why) = &slot.failed {
             return Err(LogError::Fenced(why.clone()));
         }
-        if self.config.exactly_once {
-            slot.producer.begin_transaction().map_err(kafka("begin a transaction"))?;
-        }
-        let result = self.produce(&slot, &transaction).and_then(|()| {
-            if self.config.exactly_once {
-                // Delivered first, so commit_transaction finds nothing to flush (rdkafka's
-                // flush polls in 100 ms steps, which would put a floor under every commit).
-                self.drain(&slot)?;
-                slot.producer.commit_transaction(self.config.timeout()).map_err(kafka("commit a transaction"))
-            } else {
-                self.flush(&slot)
+        if !self.config.exactly_once {
+            // Some records may be written when this fails: a retry writes them again (at
+            // least once).
+            self.produce(&slot, &transaction).and_then(|()| self.flush(&slot))?;
+        } else {
+            // The group's generation moves whenever a member joins or leaves, and the
+            // coordinator refuses offsets sent with the one before. The transaction is
+            // aborted and sent again with the member's new generation: whatever the
+            // rebalance takes from this process, our revocation callback holds until the
+            // runtime lets go, so no other member can own those partitions meanwhile.
+            let deadline = Instant::now() + self.config.timeout();
+            loop {
+                let error = match self.transact(&slot, &transaction) {
+                    Ok(()) => break,
+                    Err(error) => error,
+                };
+                if is_fatal(&error) {
+                    slot.failed = Some(error.to_string());
+                    return Err(LogError::Fenced(error.to_string()));
+                }
+                // Nothing of an aborted transaction becomes visible to read_committed readers.
+                if let Err(abort) = self.abort(&slot) {
+                    slot.failed = Some(format!("{error}; aborting it failed too: {abort}"));
+                    return Err(error);
+                }
+                if !is_stale_generation(&error) || Instant::now() >= deadline {
+                    return Err(error);
+                }
+                tracing::info!(%error, "group generation moved during a commit: sending the transaction again");
+                std::thread::sleep(Duration::from_millis(GENERATION_RETRY_WAIT_MS));
             }
-        });
-        if !self.config.exactly_once && result.is_err() {
-            // Some records may be written: a retry writes them again (at least once).
-            return result;
-        }
-        if let Err(error) = result {
-            if is_fatal(&error) {
-                slot.failed = Some(error.to_string());
-                return Err(LogError::Fenced(error.to_string()));
-            }
-            // Nothing of an aborted transaction becomes visible to read_committed readers.
-            if let Err(abort) = self.abort(&slot) {
-                slot.failed = Some(format!("{error}; aborting it failed too: {abort}"));
-            }
-            return Err(error);
         }
         drop(slot);
         {
