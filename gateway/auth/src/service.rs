@@ -158,8 +158,9 @@ impl AuthService {
         let account_key = format!("account:{email}");
         let address_key = format!("ip:{}", client.map_or_else(|| "unknown".to_string(), |ip| ip.0.to_string()));
         let keys = [(account_key.as_str(), ACCOUNT_FAILURES_MAX), (address_key.as_str(), ADDRESS_FAILURES_MAX)];
-        self.throttle
-            .check(&keys, now_ms)
+        let attempt = self
+            .throttle
+            .attempt(&keys, now_ms)
             .map_err(|retry_after_seconds| AuthError::Throttled { retry_after_seconds })?;
         let account = self.store.account_by_email(&email).await?;
         let stored = account.as_ref().map_or_else(|| self.decoy_hash.clone(), |account| account.password_hash.clone());
@@ -168,11 +169,11 @@ impl AuthService {
         let account = match (account, verified) {
             (Some(account), Verified::Yes | Verified::YesRehash) => account,
             _ => {
-                self.throttle.record_failure(&[&account_key, &address_key], now_ms);
+                attempt.failed();
                 return Err(AuthError::InvalidCredentials);
             }
         };
-        self.throttle.clear(&account_key);
+        attempt.succeeded(&account_key);
         if verified == Verified::YesRehash {
             let presented = password.to_string();
             let rehashed = blocking(move || password::hash(&presented, HashParams::CURRENT)).await??;
