@@ -14,6 +14,29 @@ pub struct DecisionNotice {
     pub decided_at_ms: i64,
 }
 
+/// One ledger transaction's movement of one user's wallet, in one currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalletPosting {
+    pub transaction_id: String,
+    /// The wallet's owner (the ledger's `wallet:<user id>`).
+    pub user_id: String,
+    pub currency: String,
+    /// Into the wallet positive, out of it negative (its credits less its debits).
+    pub amount_minor: i64,
+    /// The ledger transaction's type (`top_up`, `payment`, `refund`, …).
+    pub kind: String,
+    pub payment_id: String,
+    pub event_time: String,
+    pub recorded_at_ms: i64,
+}
+
+/// What the pipeline reports that the payments store records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PipelineNotice {
+    Decision(DecisionNotice),
+    Posting(WalletPosting),
+}
+
 pub type IntakeFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
 
 /// Publishes payment events and reports their decisions.
@@ -29,9 +52,9 @@ pub trait PaymentIntake: Send + Sync {
     fn unwatch(&self, payment_id: &str);
     /// Publishes `event` (a payment event, JSON) keyed by `payer`.
     fn submit<'a>(&'a self, payer: &'a str, event: Vec<u8>, timestamp_ms: i64) -> IntakeFuture<'a, ()>;
-    /// Notices for payments made through the API, for the store to record (the
-    /// receiver is taken once, by the service's recorder task).
-    fn notices(&self) -> Option<tokio::sync::mpsc::Receiver<DecisionNotice>>;
+    /// Decisions on payments made through the API, and every wallet's postings, for the
+    /// store to record (the receiver is taken once, by the service's recorder task).
+    fn notices(&self) -> Option<tokio::sync::mpsc::Receiver<PipelineNotice>>;
 }
 
 /// How long a request waits for its decision unless `Prefer: wait=N` says otherwise.

@@ -1,11 +1,12 @@
 //! [`PaymentIntake`] on the pipeline's log (embedded or Kafka). `submit` hands the event
 //! to the publisher thread, which commits whatever has queued up as one transaction to
 //! the `payments` topic, keyed by payer (group commit: one fsync for many requests), and
-//! answers each request once its event is durable. One thread tails `decisions` and
-//! `dead-letters` from their start, and hands the outcome of every API payment (ids
-//! `pay_…`) to its waiter and to the recorder, so no decision stays unrecorded across a
-//! restart (the price: a restart re-reads those topics; kept read positions would
-//! avoid it).
+//! answers each request once its event is durable. One thread tails `decisions`,
+//! `dead-letters` and `ledger` from their start: it hands the outcome of every API
+//! payment (ids `pay_…`) to its waiter and to the recorder, and every wallet posting to
+//! the recorder, so nothing stays unrecorded across a restart (recording is idempotent;
+//! the price is that a restart re-reads those topics, which kept read positions would
+//! avoid).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +20,9 @@ use paystream_pipeline::PipelineTopics;
 use paystream_pipeline::log::{Log, LogError, Record, Topic, Transaction, read_to_written_end};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::intake::{DecisionNotice, IntakeFuture, PaymentIntake};
+use paystream_domain::LedgerTransaction;
+
+use crate::intake::{DecisionNotice, IntakeFuture, PaymentIntake, PipelineNotice, WalletPosting};
 
 /// Requests waiting for a decision at once; more answer 202 without waiting.
 pub const WAITERS_MAX: usize = 100_000;
@@ -49,7 +52,7 @@ pub struct LogIntake {
     log: Arc<dyn Log>,
     publications: std::sync::mpsc::SyncSender<Publication>,
     waiters: Mutex<HashMap<String, oneshot::Sender<DecisionNotice>>>,
-    notices: Mutex<Option<mpsc::Receiver<DecisionNotice>>>,
+    notices: Mutex<Option<mpsc::Receiver<PipelineNotice>>>,
 }
 
 impl LogIntake {
@@ -75,7 +78,7 @@ impl LogIntake {
             notices: Mutex::new(Some(receiver)),
         });
         let mut positions = Vec::new();
-        for topic in [&topics.decisions, &topics.dead_letters] {
+        for topic in [&topics.decisions, &topics.dead_letters, &topics.ledger] {
             for partition in 0..topic.partitions {
                 // From the start: a decision made while no process was tailing (or not
                 // yet recorded when one stopped) is recorded now; recording touches only
@@ -84,10 +87,10 @@ impl LogIntake {
             }
         }
         let tail = intake.clone();
-        let decisions = topics.decisions.name.clone();
+        let (decisions, ledger) = (topics.decisions.name.clone(), topics.ledger.name.clone());
         std::thread::Builder::new()
             .name("paystream-payments-tail".into())
-            .spawn(move || tail.tail(positions, &decisions, clock, &sender, &stop))
+            .spawn(move || tail.tail(positions, (&decisions, &ledger), clock, &sender, &stop))
             .map_err(LogError::io("spawn the payments tail thread"))?;
         Ok(intake)
     }
@@ -95,16 +98,16 @@ impl LogIntake {
     fn tail(
         &self,
         mut positions: Vec<(Topic, u32, u64)>,
-        decisions: &str,
+        (decisions, ledger): (&str, &str),
         clock: Clock,
-        sender: &mpsc::Sender<DecisionNotice>,
+        sender: &mpsc::Sender<PipelineNotice>,
         stop: &AtomicBool,
     ) {
         while !stop.load(Ordering::SeqCst) {
             let seen = self.log.commit_sequence();
             let mut read = false;
             for (topic, partition, offset) in &mut positions {
-                let is_decision = *topic.name == *decisions;
+                let (is_decision, is_ledger) = (*topic.name == *decisions, *topic.name == *ledger);
                 let result = read_to_written_end(
                     &*self.log,
                     topic,
@@ -112,6 +115,12 @@ impl LogIntake {
                     *offset,
                     TAIL_FETCH_RECORDS_MAX,
                     |record: &Record| {
+                        if is_ledger {
+                            for posting in wallet_postings(record, clock()) {
+                                self.record(PipelineNotice::Posting(posting), sender);
+                            }
+                            return Ok::<(), LogError>(());
+                        }
                         let notice = if is_decision {
                             decision_notice(record, clock())
                         } else {
@@ -140,12 +149,16 @@ impl LogIntake {
         }
     }
 
-    fn deliver(&self, notice: DecisionNotice, sender: &mpsc::Sender<DecisionNotice>) {
+    fn deliver(&self, notice: DecisionNotice, sender: &mpsc::Sender<PipelineNotice>) {
         if let Some(waiter) = self.waiters.lock().expect("waiters lock").remove(&notice.payment_id) {
             let _ = waiter.send(notice.clone());
         }
+        self.record(PipelineNotice::Decision(notice), sender);
+    }
+
+    fn record(&self, notice: PipelineNotice, sender: &mpsc::Sender<PipelineNotice>) {
         if sender.blocking_send(notice).is_err() {
-            tracing::debug!("no recorder: a decision notice is not recorded");
+            tracing::debug!("no recorder: a notice is not recorded");
         }
     }
 }
@@ -201,6 +214,42 @@ fn decision_notice(record: &Record, now_ms: i64) -> Option<DecisionNotice> {
     Some(DecisionNotice { payment_id: payment_id.to_string(), status, reasons, decided_at_ms: now_ms })
 }
 
+/// `"wallet:`: how a wallet account id starts inside JSON; a cheap filter before parsing.
+const WALLET_ACCOUNT_NEEDLE: &[u8] = b"\"wallet:";
+
+/// The wallets a ledger transaction moves, one posting per (wallet, currency) with its
+/// net amount. Wallets of every user count, not only those made through the API:
+/// a payment to a user from outside the API moves the user's balance too.
+fn wallet_postings(record: &Record, now_ms: i64) -> Vec<WalletPosting> {
+    if !record.value.windows(WALLET_ACCOUNT_NEEDLE.len()).any(|window| window == WALLET_ACCOUNT_NEEDLE) {
+        return Vec::new();
+    }
+    let Ok(transaction) = serde_json::from_slice::<LedgerTransaction>(&record.value) else {
+        tracing::warn!(offset = record.offset, "a ledger record that is not a ledger transaction");
+        return Vec::new();
+    };
+    let mut postings: Vec<WalletPosting> = Vec::new();
+    for posting in &transaction.postings {
+        let Some(user_id) = posting.account_id.strip_prefix("wallet:") else { continue };
+        // A wallet is a liability: credits fill it, debits empty it.
+        let amount_minor = -posting.signed_minor_units();
+        match postings.iter_mut().find(|known| known.user_id == user_id) {
+            Some(known) => known.amount_minor += amount_minor,
+            None => postings.push(WalletPosting {
+                transaction_id: transaction.transaction_id.clone(),
+                user_id: user_id.to_string(),
+                currency: transaction.currency.code().to_string(),
+                amount_minor,
+                kind: transaction.kind.as_str().to_string(),
+                payment_id: transaction.payment_id.clone(),
+                event_time: transaction.event_time.clone(),
+                recorded_at_ms: now_ms,
+            }),
+        }
+    }
+    postings
+}
+
 fn dead_letter_notice(record: &Record, now_ms: i64) -> Option<DecisionNotice> {
     let letter: serde_json::Value = serde_json::from_slice(&record.value).ok()?;
     let original = STANDARD.decode(letter["value_base64"].as_str()?).ok()?;
@@ -253,7 +302,7 @@ impl PaymentIntake for LogIntake {
         })
     }
 
-    fn notices(&self) -> Option<mpsc::Receiver<DecisionNotice>> {
+    fn notices(&self) -> Option<mpsc::Receiver<PipelineNotice>> {
         self.notices.lock().expect("notices lock").take()
     }
 }

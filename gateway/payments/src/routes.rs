@@ -44,6 +44,7 @@ pub fn routes() -> SecuredRouter<Arc<PaymentsService>> {
         .route(Method::POST, "/v1/payments/{payment_id}/refund", Access::Roles(MERCHANTS), follow_up(OrderKind::Refund))
         .route(Method::POST, "/v1/wallet/top-ups", Access::Roles(CUSTOMERS), create_top_up)
         .route(Method::GET, "/v1/merchant/payments", Access::Roles(MERCHANTS), list_merchant_payments)
+        .route(Method::GET, "/v1/balance", Access::Roles(PAYERS_AND_PAYEES), balance)
 }
 
 /// The service's router (the authenticator comes from the gateway or the caller).
@@ -165,4 +166,12 @@ async fn list_merchant_payments(
     let query = list_query(&uri)?;
     let page = service.list(&principal, true, query.starting_after.as_deref(), query.limit).await?;
     Ok(Json(page).into_response())
+}
+
+/// The caller's wallet: one balance per currency, from the ledger's postings as recorded
+/// so far (the ledger is read as the pipeline writes it; a payment just decided may take
+/// a moment to show).
+async fn balance(State(service): Service, principal: Principal) -> Result<Response, PaymentsError> {
+    let balances = service.balances(&principal).await?;
+    Ok(Json(serde_json::json!({ "balances": balances })).into_response())
 }

@@ -51,6 +51,8 @@ fn parse<T: serde::de::DeserializeOwned>(body: serde_json::Value) -> Result<T, P
 
 /// How long the recorder waits before retrying a failed write of a decision.
 const RECORD_RETRY_WAIT: Duration = Duration::from_secs(1);
+/// Notices the recorder writes together at most.
+pub const RECORD_BATCH_NOTICES_MAX: usize = 512;
 
 pub struct PaymentsService {
     store: PaymentsStore,
@@ -65,11 +67,14 @@ impl PaymentsService {
         if let Some(mut notices) = intake.notices() {
             let recorder = store.clone();
             tokio::spawn(async move {
-                while let Some(notice) = notices.recv().await {
-                    while let Err(error) = recorder.record_decision(&notice).await {
-                        tracing::error!(%error, payment_id = %notice.payment_id, "cannot record a decision; retrying");
+                // What has queued up goes in one write.
+                let mut batch = Vec::with_capacity(RECORD_BATCH_NOTICES_MAX);
+                while notices.recv_many(&mut batch, RECORD_BATCH_NOTICES_MAX).await > 0 {
+                    while let Err(error) = recorder.record_notices(batch.clone()).await {
+                        tracing::error!(%error, notices = batch.len(), "cannot record the pipeline's notices; retrying");
                         tokio::time::sleep(RECORD_RETRY_WAIT).await;
                     }
+                    batch.clear();
                 }
             });
         }
@@ -267,6 +272,11 @@ impl PaymentsService {
 
     /// A payment the caller may see: its payer's, or a merchant's payment made to it.
     /// Anything else is "not found", so existence never leaks.
+    /// `GET /v1/balance`: the caller's own wallet.
+    pub async fn balances(&self, principal: &Principal) -> Result<Vec<crate::store::Balance>, PaymentsError> {
+        self.store.balances(&principal.subject).await
+    }
+
     pub async fn payment(&self, principal: &Principal, payment_id: &str) -> Result<PaymentRecord, PaymentsError> {
         let record = self.store.payment(payment_id).await?.ok_or(PaymentsError::NotFound)?;
         let payer = record.payer_user_id == principal.subject;

@@ -141,6 +141,24 @@ impl Harness {
         self.call(Method::POST, "/v1/wallet/top-ups", token, &[("idempotency-key", key)], Some(body)).await
     }
 
+    /// The caller's balances once its EUR balance is `balance_minor` (the ledger is
+    /// recorded as the pipeline writes it), without their times.
+    async fn balances(&self, token: &str, balance_minor: i64) -> Value {
+        let mut balances = Value::Null;
+        for _ in 0..200 {
+            balances = self.call(Method::GET, "/v1/balance", token, &[], None).await.json()["balances"].clone();
+            if balances[0]["balance_minor"] == balance_minor {
+                for balance in balances.as_array_mut().unwrap() {
+                    assert!(balance["updated_at_ms"].as_i64().unwrap() > 0, "{balance}");
+                    balance.as_object_mut().unwrap().remove("updated_at_ms");
+                }
+                return balances;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the balance never reached {balance_minor}: {balances}");
+    }
+
     /// How many events with `payment_id` the payments topic holds.
     fn events(&self, payment_id: &str) -> usize {
         let topic = self.log.topic("payments").unwrap();
@@ -285,6 +303,15 @@ async fn decisions_come_back_and_wallets_need_funds() {
             "{}",
             sent.json()
         );
+        // Balances follow the ledger: 50.00 in, 20.00 + 1.00 to the merchant, 5.00 to bob.
+        assert_eq!(
+            h.balances(&ada, 2_400).await,
+            json!([{"currency": "EUR", "balance": "24.00", "balance_minor": 2400, "postings": 4}])
+        );
+        // Bob's 5.00 arrives less the payment's fee.
+        assert_eq!(h.balances(&bob, 494).await[0]["balance"], "4.94");
+        let carol = h.user("carol@example.com", None).await;
+        assert_eq!(h.call(Method::GET, "/v1/balance", &carol, &[], None).await.json(), json!({"balances": []}));
     })
     .await;
 }

@@ -4,6 +4,7 @@
 
 mod idempotency;
 pub mod payments;
+mod wallets;
 mod writer;
 
 use paystream_http::database::{self, Backend, Migrations};
@@ -13,9 +14,10 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use idempotency::Begun;
 pub use payments::PaymentRecord;
+pub use wallets::Balance;
 
 use crate::error::PaymentsError;
-use crate::intake::DecisionNotice;
+use crate::intake::{DecisionNotice, PipelineNotice};
 use writer::Write;
 
 static MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE_MIGRATOR, postgres: &POSTGRES_MIGRATOR };
@@ -113,6 +115,12 @@ impl PaymentsStore {
     /// Records the pipeline's decision on a pending payment (once: a decision is final).
     pub async fn record_decision(&self, notice: &DecisionNotice) -> Result<bool, PaymentsError> {
         self.write(|reply| Write::RecordDecision { notice: notice.clone(), reply }).await
+    }
+
+    /// Records what the pipeline reported, in one write: decisions on pending payments
+    /// (final once made) and wallet postings (each once).
+    pub async fn record_notices(&self, notices: Vec<PipelineNotice>) -> Result<(), PaymentsError> {
+        self.write(|reply| Write::RecordNotices { notices, reply }).await
     }
 
     pub fn backend(&self) -> Backend {

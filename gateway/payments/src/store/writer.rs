@@ -9,8 +9,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::idempotency::{Begun, begin_key, complete_key, release_key};
 use super::payments::{PaymentRecord, insert_payment, record_decision};
+use super::wallets::insert_posting;
 use crate::error::PaymentsError;
-use crate::intake::DecisionNotice;
+use crate::intake::{DecisionNotice, PipelineNotice};
 
 /// Writes committed together at most.
 pub const WRITE_BATCH_OPS_MAX: usize = 256;
@@ -46,6 +47,11 @@ pub(super) enum Write {
         notice: DecisionNotice,
         reply: oneshot::Sender<Result<bool, PaymentsError>>,
     },
+    /// The recorder's notices, as they come off the log.
+    RecordNotices {
+        notices: Vec<PipelineNotice>,
+        reply: oneshot::Sender<Result<(), PaymentsError>>,
+    },
 }
 
 /// What one write produced, held until its batch commits.
@@ -73,6 +79,17 @@ async fn apply(connection: &mut sqlx::AnyConnection, write: &Write) -> Result<Ou
             Outcome::Done
         }
         Write::RecordDecision { notice, .. } => Outcome::Recorded(record_decision(connection, notice).await?),
+        Write::RecordNotices { notices, .. } => {
+            for notice in notices {
+                match notice {
+                    PipelineNotice::Decision(decision) => {
+                        record_decision(connection, decision).await?;
+                    }
+                    PipelineNotice::Posting(posting) => insert_posting(connection, posting).await?,
+                }
+            }
+            Outcome::Done
+        }
     })
 }
 
@@ -91,7 +108,10 @@ fn answer(write: Write, outcome: Result<Outcome, PaymentsError>) {
                 _ => Err(mismatch()),
             }));
         }
-        Write::CompleteKey { reply, .. } | Write::ReleaseKey { reply, .. } | Write::InsertPayment { reply, .. } => {
+        Write::CompleteKey { reply, .. }
+        | Write::ReleaseKey { reply, .. }
+        | Write::InsertPayment { reply, .. }
+        | Write::RecordNotices { reply, .. } => {
             let _ = reply.send(outcome.map(|_| ()));
         }
     }
