@@ -1,6 +1,10 @@
 //! `paystream serve`: the pipeline, the API gateway and the services behind it (auth and
-//! payments) in one process (the embedded default), or one service alone
-//! (`--service auth`).
+//! payments) in one process (the embedded default), or one part alone, for Kubernetes:
+//! `--service auth`, `--service payments` (with the pipeline, whose log it publishes
+//! to), or `--service gateway` with `--route PREFIX=URL` to the others. A service alone
+//! still runs behind the gateway's stack; it authenticates callers itself, from the
+//! auth store and signing keys it shares with the auth service (PostgreSQL and one key
+//! file).
 //!
 //! Service state is in SQLite files under `<data-dir>/services/` by default, or in
 //! PostgreSQL with `--postgres-url` (each service in its own schema). The auth service's
@@ -17,6 +21,7 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use paystream_auth::{AuthConfig, AuthService, AuthStore, Keyring};
 use paystream_edge::client_ip::IpBlock;
+use paystream_edge::proxy::Route;
 use paystream_edge::rate_limit::RateLimitConfig;
 use paystream_edge::{GatewayConfig, HttpMetrics, Readiness, RenderMetrics};
 use paystream_http::clock::{now_ms, system_clock};
@@ -32,8 +37,12 @@ use crate::process::{self, pipeline_readiness};
 pub enum Service {
     /// The pipeline, the gateway and every service.
     All,
+    /// The gateway alone, forwarding to the services named by `--route`.
+    Gateway,
     /// The authentication service alone (behind the gateway's stack), no pipeline.
     Auth,
+    /// The payments API and the pipeline (behind the gateway's stack).
+    Payments,
 }
 
 #[derive(Args)]
@@ -46,8 +55,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PAYSTREAM_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     http_addr: SocketAddr,
     /// What this process runs.
-    #[arg(long, value_enum, default_value = "all")]
+    #[arg(long, value_enum, env = "PAYSTREAM_SERVICE", default_value = "all")]
     service: Service,
+    /// With `--service gateway`: requests under PREFIX go to the service at URL, e.g.
+    /// `/v1/auth=http://auth:8080`; repeatable (or comma-separated).
+    #[arg(long = "route", env = "PAYSTREAM_ROUTES", value_delimiter = ',')]
+    routes: Vec<Route>,
     /// PostgreSQL schema of the auth service's tables (with --postgres-url).
     #[arg(long, env = "PAYSTREAM_AUTH_SCHEMA", default_value = "paystream_auth")]
     auth_schema: String,
@@ -85,40 +98,39 @@ pub struct ServeArgs {
 const STORE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 pub fn serve(args: ServeArgs) -> Result<()> {
+    match (args.service, args.routes.is_empty()) {
+        (Service::Gateway, true) => anyhow::bail!("--service gateway needs at least one --route PREFIX=URL"),
+        (Service::Gateway, false) | (_, true) => {}
+        (_, false) => anyhow::bail!("--route is for --service gateway (the other services answer themselves)"),
+    }
     let config = args.pipeline.config(&args.log, "off")?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let control = Arc::new(RunControl::new(true));
     process::stop_on_signals(&runtime, control.clone());
 
     let services_dir = args.log.data_dir.join("services");
-    let store = runtime
-        .block_on(async {
-            match &config.postgres_url {
-                Some(url) => AuthStore::connect(url, &args.auth_schema).await,
-                None => AuthStore::open_embedded(&services_dir).await,
-            }
-        })
-        .context("open the auth store")?;
-    let keys = match &args.auth_key_file {
-        Some(path) => Keyring::load(path),
-        None => Keyring::load_or_create(&services_dir.join("auth-keys.json"), now_ms()),
-    }
-    .context("load the auth service's signing keys")?;
-    let auth =
-        Arc::new(runtime.block_on(AuthService::new(store.clone(), keys, AuthConfig::default(), system_clock()))?);
-
+    let auth = match args.service {
+        Service::Gateway => None,
+        Service::All | Service::Auth | Service::Payments => Some(open_auth(&args, &config, &services_dir, &runtime)?),
+    };
     let store_reachable = Arc::new(AtomicBool::new(true));
-    let reachable = store_reachable.clone();
-    runtime.spawn(async move {
-        loop {
-            reachable.store(store.ping().await.is_ok(), Ordering::SeqCst);
-            tokio::time::sleep(STORE_CHECK_INTERVAL).await;
-        }
-    });
+    if let Some(auth) = &auth {
+        let (store, reachable) = (auth.store().clone(), store_reachable.clone());
+        runtime.spawn(async move {
+            loop {
+                reachable.store(store.ping().await.is_ok(), Ordering::SeqCst);
+                tokio::time::sleep(STORE_CHECK_INTERVAL).await;
+            }
+        });
+    }
 
-    let with_pipeline = args.service == Service::All;
+    let with_pipeline = matches!(args.service, Service::All | Service::Payments);
     let metrics = Arc::new(Metrics::new());
-    let mut services = paystream_auth::router(auth.clone());
+    let mut services = match (args.service, &auth) {
+        (Service::All | Service::Auth, Some(auth)) => paystream_auth::router(auth.clone()),
+        (Service::Gateway, _) => paystream_edge::proxy::proxy_router(&args.routes).map_err(anyhow::Error::msg)?,
+        _ => axum::Router::new(),
+    };
     let intake_stop = Arc::new(AtomicBool::new(false));
     let pipeline = if with_pipeline {
         let (pipeline, log, on_kafka) = process::prepare_pipeline(&args.log, config.clone(), metrics.clone())?;
@@ -158,7 +170,10 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         redis_url: args.redis_url.clone(),
         rate_limit_prefix: args.rate_limit_prefix.clone(),
     };
-    let authenticator = paystream_auth::authenticator(&auth);
+    let authenticator: paystream_http::SharedAuthenticator = match &auth {
+        Some(auth) => paystream_auth::authenticator(auth),
+        None => Arc::new(NothingHere),
+    };
     let router = paystream_edge::gateway_router(services, authenticator, gateway_config, http_metrics.clone())
         .map_err(anyhow::Error::msg)?;
     let stopping = control.clone();
@@ -212,4 +227,38 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     intake_stop.store(true, Ordering::SeqCst);
     runtime.block_on(gateway).context("the gateway task")?.context("the gateway")?;
     outcome
+}
+
+/// The auth service (or, for `--service payments`, what authenticates its callers): its
+/// store and signing keys.
+fn open_auth(
+    args: &ServeArgs,
+    config: &paystream_pipeline::PipelineConfig,
+    services_dir: &std::path::Path,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Arc<AuthService>> {
+    let store = runtime
+        .block_on(async {
+            match &config.postgres_url {
+                Some(url) => AuthStore::connect(url, &args.auth_schema).await,
+                None => AuthStore::open_embedded(services_dir).await,
+            }
+        })
+        .context("open the auth store")?;
+    let keys = match &args.auth_key_file {
+        Some(path) => Keyring::load(path),
+        None => Keyring::load_or_create(&services_dir.join("auth-keys.json"), now_ms()),
+    }
+    .context("load the auth service's signing keys")?;
+    Ok(Arc::new(runtime.block_on(AuthService::new(store, keys, AuthConfig::default(), system_clock()))?))
+}
+
+/// The gateway alone has no service of its own to authenticate for: its routes forward
+/// requests, credentials and all, and the services authenticate them.
+struct NothingHere;
+
+impl paystream_http::Authenticator for NothingHere {
+    fn authenticate<'a>(&'a self, _: &'a str) -> paystream_http::principal::AuthFuture<'a> {
+        Box::pin(async { Err(paystream_http::AuthFailure::Unavailable) })
+    }
 }

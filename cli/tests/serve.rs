@@ -222,3 +222,92 @@ fn loadtest_drives_serve_and_every_payment_is_decided() {
     assert!(stdout.contains("answers: 201 (decided) 200, 202 (pending) 0, 429 0, 5xx 0"), "{stdout}");
     assert!(stdout.contains("latency from due time: p50"), "{stdout}");
 }
+
+/// For Kubernetes: the auth service, the payments API (with the pipeline) and the
+/// gateway each in their own process, the services sharing PostgreSQL and one signing
+/// key file. The gateway forwards by path prefix; an upstream that cannot be reached is
+/// a 502, one that does not answer in time a 504.
+#[test]
+fn a_gateway_alone_forwards_to_services_in_other_processes() {
+    let postgres = paystream_testkit::postgres_url();
+    let suffix = paystream_testkit::unique_suffix();
+    let (auth_schema, payments_schema) = (format!("test_split_auth_{suffix}"), format!("test_split_payments_{suffix}"));
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let shared = ["--postgres-url", &postgres, "--auth-schema", &auth_schema, "--trusted-proxy", "127.0.0.1"];
+    let auth = start_serve_with(dirs[0].path(), &[&["--service", "auth"][..], &shared[..]].concat());
+    let key_file = dirs[0].path().join("services/auth-keys.json");
+    let key_file = key_file.to_str().unwrap();
+    let payments_only = ["--service", "payments", "--payments-schema", &payments_schema, "--auth-key-file", key_file];
+    let payments = start_serve_with(dirs[1].path(), &[&payments_only[..], &shared[..]].concat());
+    wait_until("the payments service is ready", 60, 100, || {
+        http(&payments.operations, "GET", "/readyz", None, None).0 == 200
+    });
+    // An upstream that accepts connections and never answers, and one that is gone.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung_address = hung.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let held: Vec<_> = hung.incoming().collect();
+        drop(held);
+    });
+    let gone_address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let routes = [
+        format!("/v1/auth=http://{}", auth.gateway),
+        format!("/v1/me=http://{}", auth.gateway),
+        format!("/v1/payments=http://{}", payments.gateway),
+        format!("/v1/wallet=http://{}", payments.gateway),
+        format!("/v1/balance=http://{}", payments.gateway),
+        format!("/v1/slow=http://{hung_address}"),
+        format!("/v1/gone=http://{gone_address}"),
+    ];
+    let mut gateway_args = vec!["--service", "gateway", "--request-timeout-ms", "1500"];
+    for route in &routes {
+        gateway_args.extend(["--route", route]);
+    }
+    let gateway = start_serve_with(dirs[2].path(), &gateway_args);
+    let at = gateway.gateway.as_str();
+
+    let signup = json!({"email": "ada@example.com", "password": "correct horse battery", "display_name": "Ada"});
+    assert_eq!(http(at, "POST", "/v1/auth/signup", None, Some(signup)).0, 201);
+    let login = json!({"email": "ada@example.com", "password": "correct horse battery"});
+    let (status, body) = http(at, "POST", "/v1/auth/login", None, Some(login));
+    assert_eq!(status, 200, "{body}");
+    let access = json_of(&body)["access_token"].as_str().unwrap().to_string();
+    let (status, body) = http(at, "GET", "/v1/me", Some(&access), None);
+    assert_eq!((status, json_of(&body)["email"].as_str()), (200, Some("ada@example.com")), "{body}");
+    // The payments service knows the token the auth service issued.
+    let (status, body) =
+        post_once(at, "/v1/wallet/top-ups", &access, "t-1", json!({"amount": "50.00", "currency": "EUR"}));
+    assert_eq!((status, json_of(&body)["status"].as_str()), (201, Some("approved")), "{body}");
+    let payment = json!({"merchant_id": "M1", "terminal_id": "T1", "amount": "12.34", "currency": "EUR"});
+    let (status, paid) = post_once(at, "/v1/payments", &access, "p-1", payment);
+    assert_eq!((status, json_of(&paid)["status"].as_str()), (201, Some("approved")), "{paid}");
+    let payment_id = json_of(&paid)["payment_id"].as_str().unwrap().to_string();
+    let (status, body) = http(at, "GET", &format!("/v1/payments/{payment_id}"), Some(&access), None);
+    assert_eq!((status, json_of(&body)["payment_id"].as_str()), (200, Some(payment_id.as_str())), "{body}");
+    wait_until("the balance shows both", 30, 100, || {
+        let (_, body) = http(at, "GET", "/v1/balance", Some(&access), None);
+        json_of(&body)["balances"][0]["balance"] == "37.66"
+    });
+    assert_eq!(http(at, "GET", "/v1/payments", Some("not-a-token"), None).0, 401, "the service authenticates");
+    let (status, body) = http(at, "GET", "/v1/nothing", None, None);
+    assert_eq!((status, json_of(&body)["code"].as_str()), (404, Some("not_found")), "no route: the gateway's 404");
+
+    let (status, body) = http(at, "GET", "/v1/gone/1", None, None);
+    assert_eq!((status, json_of(&body)["code"].as_str()), (502, Some("bad_gateway")), "{body}");
+    assert!(!body.contains(&gone_address), "no internals in the error: {body}");
+    let (status, body) = http(at, "GET", "/v1/slow", None, None);
+    assert_eq!((status, json_of(&body)["code"].as_str()), (504, Some("timeout")), "{body}");
+
+    let (_, metrics) = http(&gateway.operations, "GET", "/metrics", None, None);
+    assert!(metrics.contains("route=\"/v1/payments/{*rest}\""), "forwarded routes are measured");
+    assert!(!metrics.contains("paystream_batch_seconds"), "no pipeline in the gateway");
+    common::assert_promtool_accepts(&metrics);
+
+    drop((gateway, payments, auth));
+    let dropped = std::process::Command::new("psql")
+        .args([&postgres, "-q", "-c"])
+        .arg(format!("DROP SCHEMA {auth_schema} CASCADE; DROP SCHEMA {payments_schema} CASCADE"))
+        .output()
+        .expect("psql");
+    assert!(dropped.status.success(), "{}", String::from_utf8_lossy(&dropped.stderr));
+}

@@ -101,6 +101,10 @@ impl Keyring {
             return Keyring::load(path);
         }
         let keyring = Keyring::generate(now_ms)?;
+        if let Some(directory) = path.parent() {
+            std::fs::create_dir_all(directory)
+                .map_err(|error| AuthError::Keys(format!("create {}: {error}", directory.display())))?;
+        }
         keyring.save(path)?;
         tracing::info!(path = %path.display(), "created a signing key");
         Ok(keyring)

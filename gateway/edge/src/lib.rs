@@ -10,6 +10,8 @@
 //!   from configured proxies.
 //! - [`headers`]: hop-by-hop and internal headers stripped both ways.
 //! - [`rate_limit`]: GCRA per client address and per credential, shared in Redis.
+//! - [`proxy`]: services in other processes, by path prefix (`--route`); 502 when one
+//!   cannot be reached.
 //! - [`metrics`]: requests by route, method and status, latency, authentication
 //!   failures by reason.
 
@@ -18,6 +20,7 @@ pub mod gateway;
 pub mod headers;
 pub mod metrics;
 pub mod operations;
+pub mod proxy;
 pub mod rate_limit;
 
 pub use gateway::{GatewayConfig, gateway_router, serve_gateway};
