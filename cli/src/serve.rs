@@ -89,6 +89,11 @@ pub struct ServeArgs {
     /// Requests per minute per client address to sign-up, login and refresh.
     #[arg(long, default_value_t = RateLimitConfig::default().auth_per_minute, value_parser = clap::value_parser!(u32).range(1..))]
     auth_rate_limit_per_minute: u32,
+    /// A field to mask in JSON responses, besides the defaults (card and account numbers
+    /// to their last 4, e-mail partly): FIELD:last4|email|redact[@PATH-PREFIX];
+    /// repeatable.
+    #[arg(long = "mask-rule", env = "PAYSTREAM_MASK_RULES", value_delimiter = ',')]
+    mask_rules: Vec<paystream_edge::mask::MaskRule>,
     /// The longest a request may take before the gateway answers 504.
     #[arg(long, default_value_t = paystream_edge::gateway::REQUEST_TIMEOUT_MS_DEFAULT)]
     request_timeout_ms: u64,
@@ -169,6 +174,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         },
         redis_url: args.redis_url.clone(),
         rate_limit_prefix: args.rate_limit_prefix.clone(),
+        mask_rules: paystream_edge::mask::default_mask_rules().into_iter().chain(args.mask_rules.clone()).collect(),
     };
     let authenticator: paystream_http::SharedAuthenticator = match &auth {
         Some(auth) => paystream_auth::authenticator(auth),

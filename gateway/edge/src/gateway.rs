@@ -1,6 +1,6 @@
 //! The gateway's stack around the services' routers, outermost first:
 //! request id → client address → header rewriting → metrics → rate limits → request
-//! timeout → the services. Unknown paths are 404 and known paths with another method 405
+//! timeout → response masking → the services. Unknown paths are 404 and known paths with another method 405
 //! with `Allow`, both as problem+json.
 
 use std::net::SocketAddr;
@@ -16,6 +16,7 @@ use paystream_http::{AuthFailure, ClientIp, Problem, SharedAuthenticator, reques
 
 use crate::client_ip::{IpBlock, client_address};
 use crate::headers;
+use crate::mask::{MaskRule, default_mask_rules, mask};
 use crate::metrics::HttpMetrics;
 use crate::rate_limit::{RateLimitConfig, RateLimiter, RedisGcra, rate_limit};
 
@@ -32,6 +33,8 @@ pub struct GatewayConfig {
     pub redis_url: Option<String>,
     /// Prefix of the rate-limit keys in Redis (one per deployment sharing a server).
     pub rate_limit_prefix: String,
+    /// Fields masked in JSON responses.
+    pub mask_rules: Vec<MaskRule>,
 }
 
 impl Default for GatewayConfig {
@@ -42,6 +45,7 @@ impl Default for GatewayConfig {
             rate_limits: RateLimitConfig::default(),
             redis_url: None,
             rate_limit_prefix: RATE_LIMIT_KEY_PREFIX.to_string(),
+            mask_rules: default_mask_rules(),
         }
     }
 }
@@ -68,6 +72,7 @@ pub fn gateway_router(
         None => None,
     };
     let limiter = Arc::new(RateLimiter::new(config.rate_limits, redis, metrics.clone()));
+    let mask_rules = Arc::new(config.mask_rules.clone());
     let config = Arc::new(config);
     Ok(services
         .route(
@@ -78,6 +83,7 @@ pub fn gateway_router(
         .layer(middleware::from_fn(move |request, next| {
             paystream_http::principal::layer(authenticator.clone(), request, next)
         }))
+        .layer(middleware::from_fn_with_state(mask_rules, mask))
         .layer(middleware::from_fn(method_not_allowed))
         .layer(middleware::from_fn_with_state(config.clone(), timeout))
         .layer(middleware::from_fn_with_state(limiter, rate_limit))
@@ -178,6 +184,10 @@ mod tests {
                 }),
             )
             .route(
+                "/v1/card",
+                get(|| async { axum::Json(serde_json::json!({"card_number": "4242424242424242", "amount": "1.00"})) }),
+            )
+            .route(
                 "/v1/slow",
                 get(|| async {
                     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -221,6 +231,10 @@ mod tests {
         assert!(!response.headers().contains_key("x-paystream-shard"), "internal headers do not leave");
         let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
         assert_eq!(&body[..], b"leaked=false", "internal headers do not enter");
+
+        let (response, body) = send(&router, request("GET", "/v1/card").body(Body::empty()).unwrap()).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(body, serde_json::json!({"card_number": "************4242", "amount": "1.00"}), "masked");
 
         let bad_id = request("GET", "/v1/echo/1").header("x-request-id", "bad id!").body(Body::empty()).unwrap();
         let response = router.clone().oneshot(bad_id).await.unwrap();
