@@ -1,7 +1,8 @@
 //! `paystream serve`: the pipeline, the API gateway and the services behind it (auth and
 //! payments) in one process (the embedded default), or one part alone, for Kubernetes:
-//! `--service auth`, `--service payments` (with the pipeline, whose log it publishes
-//! to), or `--service gateway` with `--route PREFIX=URL` to the others. A service alone
+//! `--service auth`, `--service payments` (on the embedded log with the pipeline, which
+//! owns the log; on Kafka alone), or `--service gateway` with `--route PREFIX=URL` to the
+//! others. A service alone
 //! still runs behind the gateway's stack; it authenticates callers itself, from the
 //! auth store and signing keys it shares with the auth service (PostgreSQL and one key
 //! file).
@@ -29,7 +30,7 @@ use paystream_payments::{PaymentsService, PaymentsStore};
 use paystream_pipeline::metrics::Metrics;
 use paystream_pipeline::{RunControl, RunMode};
 
-use crate::log_args::LogArgs;
+use crate::log_args::{LogArgs, LogRole};
 use crate::pipeline_args::PipelineArgs;
 use crate::process::{self, pipeline_readiness};
 
@@ -41,7 +42,8 @@ pub enum Service {
     Gateway,
     /// The authentication service alone (behind the gateway's stack), no pipeline.
     Auth,
-    /// The payments API and the pipeline (behind the gateway's stack).
+    /// The payments API (behind the gateway's stack); on the embedded log with the
+    /// pipeline, on Kafka alone (the pipeline is `paystream run`).
     Payments,
 }
 
@@ -129,40 +131,51 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         });
     }
 
-    let with_pipeline = matches!(args.service, Service::All | Service::Payments);
+    // On the embedded log the pipeline owns the log, so the payments API runs beside it;
+    // on Kafka the pipeline runs as `paystream run` processes and the payments API only
+    // publishes to the log and reads it.
+    let on_kafka = args.log.kafka.kafka_brokers.is_some();
+    let with_pipeline = match args.service {
+        Service::All => true,
+        Service::Payments => !on_kafka,
+        Service::Gateway | Service::Auth => false,
+    };
+    let serves_payments = matches!(args.service, Service::All | Service::Payments);
     let metrics = Arc::new(Metrics::new());
     let mut services = match (args.service, &auth) {
         (Service::All | Service::Auth, Some(auth)) => paystream_auth::router(auth.clone()),
         (Service::Gateway, _) => paystream_edge::proxy::proxy_router(&args.routes).map_err(anyhow::Error::msg)?,
         _ => axum::Router::new(),
     };
-    let intake_stop = Arc::new(AtomicBool::new(false));
-    let pipeline = if with_pipeline {
-        let (pipeline, log, on_kafka) = process::prepare_pipeline(&args.log, config.clone(), metrics.clone())?;
-        if on_kafka {
-            eprintln!("payments API: not served on Kafka yet (the embedded log only)");
-        } else {
-            let topics = paystream_pipeline::ensure_topics(log.as_ref(), &pipeline.config)?;
-            let clock = system_clock();
-            let intake = paystream_payments::LogIntake::start(log, &topics, clock.clone(), intake_stop.clone())?;
-            let store = runtime
-                .block_on(async {
-                    match &config.postgres_url {
-                        Some(url) => PaymentsStore::connect(url, &args.payments_schema).await,
-                        None => PaymentsStore::open_embedded(&services_dir).await,
-                    }
-                })
-                .context("open the payments store")?;
-            let payments = {
-                let _entered = runtime.enter();
-                PaymentsService::start(store, intake, clock)
-            };
-            services = services.merge(paystream_payments::router(payments));
-        }
-        Some(pipeline)
+    let (pipeline, log) = if with_pipeline {
+        let (pipeline, log, _) = process::prepare_pipeline(&args.log, config.clone(), metrics.clone())?;
+        (Some(pipeline), Some(log))
+    } else if serves_payments {
+        let log: Arc<dyn paystream_pipeline::log::Log> =
+            args.log.open_kafka(LogRole::Publisher)?.context("the payments API alone runs on Kafka")?;
+        (None, Some(log))
     } else {
-        None
+        (None, None)
     };
+    let intake_stop = Arc::new(AtomicBool::new(false));
+    if let Some(log) = log.filter(|_| serves_payments) {
+        let topics = paystream_pipeline::ensure_topics(log.as_ref(), &config)?;
+        let clock = system_clock();
+        let intake = paystream_payments::LogIntake::start(log, &topics, clock.clone(), intake_stop.clone())?;
+        let store = runtime
+            .block_on(async {
+                match &config.postgres_url {
+                    Some(url) => PaymentsStore::connect(url, &args.payments_schema).await,
+                    None => PaymentsStore::open_embedded(&services_dir).await,
+                }
+            })
+            .context("open the payments store")?;
+        let payments = {
+            let _entered = runtime.enter();
+            PaymentsService::start(store, intake, clock)
+        };
+        services = services.merge(paystream_payments::router(payments));
+    }
 
     let http_metrics = Arc::new(HttpMetrics::default());
     let gateway_config = GatewayConfig {

@@ -4,96 +4,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
-use std::process::Stdio;
-
-use common::{Running, paystream, wait_until};
-use serde_json::{Value, json};
-
-struct Served {
-    process: Running,
-    gateway: String,
-    operations: String,
-}
-
-fn start_serve(data_dir: &Path) -> Served {
-    start_serve_with(data_dir, &[])
-}
-
-fn start_serve_with(data_dir: &Path, extra: &[&str]) -> Served {
-    let mut child = Running(
-        paystream()
-            .args(["serve", "--http-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn paystream serve"),
-    );
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let (mut gateway, mut operations) = (None, None);
-    let mut line = String::new();
-    while gateway.is_none() || operations.is_none() {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "paystream serve exited before listening");
-        if let Some(address) = line.trim().strip_prefix("gateway: http://") {
-            gateway = Some(address.to_string());
-        }
-        if let Some(url) = line.trim().strip_prefix("metrics: http://") {
-            operations = Some(url.trim_end_matches("/metrics").to_string());
-        }
-    }
-    // Keep draining stderr so the process never blocks on a full pipe.
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    Served { process: child, gateway: gateway.unwrap(), operations: operations.unwrap() }
-}
-
-/// One HTTP/1.1 request; returns the status and the body.
-fn http(address: &str, method: &str, path: &str, bearer: Option<&str>, body: Option<Value>) -> (u16, String) {
-    http_with(address, method, path, bearer, &[], body)
-}
-
-fn http_with(
-    address: &str,
-    method: &str,
-    path: &str,
-    bearer: Option<&str>,
-    headers: &[(&str, &str)],
-    body: Option<Value>,
-) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    let body = body.map(|body| body.to_string()).unwrap_or_default();
-    let mut request =
-        format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-    if !body.is_empty() {
-        request.push_str("Content-Type: application/json\r\n");
-    }
-    if let Some(bearer) = bearer {
-        request.push_str(&format!("Authorization: Bearer {bearer}\r\n"));
-    }
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(&body);
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body).to_string();
-    (status, body)
-}
-
-/// A write with an idempotency key, as the signed-in user.
-fn post_once(address: &str, path: &str, access: &str, key: &str, body: Value) -> (u16, String) {
-    http_with(address, "POST", path, Some(access), &[("Idempotency-Key", key)], Some(body))
-}
-
-fn json_of(body: &str) -> Value {
-    serde_json::from_str(body).unwrap_or_else(|error| panic!("{error}: {body}"))
-}
+use common::served::{Served, http, json_of, post_once, start_serve, start_serve_with};
+use common::{paystream, wait_until};
+use serde_json::json;
 
 #[test]
 fn serve_answers_reports_readiness_and_keeps_accounts_across_sigkill() {
@@ -232,12 +145,23 @@ fn a_gateway_alone_forwards_to_services_in_other_processes() {
     let postgres = paystream_testkit::postgres_url();
     let suffix = paystream_testkit::unique_suffix();
     let (auth_schema, payments_schema) = (format!("test_split_auth_{suffix}"), format!("test_split_payments_{suffix}"));
+    // (With PostgreSQL the pipeline also copies its records there: into this test's schema.)
+    let records_schema = format!("test_split_records_{suffix}");
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let shared = ["--postgres-url", &postgres, "--auth-schema", &auth_schema, "--trusted-proxy", "127.0.0.1"];
     let auth = start_serve_with(dirs[0].path(), &[&["--service", "auth"][..], &shared[..]].concat());
     let key_file = dirs[0].path().join("services/auth-keys.json");
     let key_file = key_file.to_str().unwrap();
-    let payments_only = ["--service", "payments", "--payments-schema", &payments_schema, "--auth-key-file", key_file];
+    let payments_only = [
+        "--service",
+        "payments",
+        "--payments-schema",
+        &payments_schema,
+        "--postgres-schema",
+        &records_schema,
+        "--auth-key-file",
+        key_file,
+    ];
     let payments = start_serve_with(dirs[1].path(), &[&payments_only[..], &shared[..]].concat());
     wait_until("the payments service is ready", 60, 100, || {
         http(&payments.operations, "GET", "/readyz", None, None).0 == 200
@@ -306,7 +230,9 @@ fn a_gateway_alone_forwards_to_services_in_other_processes() {
     drop((gateway, payments, auth));
     let dropped = std::process::Command::new("psql")
         .args([&postgres, "-q", "-c"])
-        .arg(format!("DROP SCHEMA {auth_schema} CASCADE; DROP SCHEMA {payments_schema} CASCADE"))
+        .arg(format!(
+            "DROP SCHEMA {auth_schema} CASCADE; DROP SCHEMA {payments_schema} CASCADE; DROP SCHEMA {records_schema} CASCADE"
+        ))
         .output()
         .expect("psql");
     assert!(dropped.status.success(), "{}", String::from_utf8_lossy(&dropped.stderr));
