@@ -5,14 +5,21 @@
 
 Checks, on every rendered overlay: Pod Security "restricted" fields on every container,
 probes (startup, liveness, readiness; liveness and readiness on different paths, on a
-port the container has), requests set, memory request = limit for StatefulSets, no
+port the container has), requests set, memory request = limit for every workload, no
 floating image tags, a PodDisruptionBudget and a NetworkPolicy (besides the namespace's
 default deny) for every workload, selectors that match the pod labels, serviceName and
-Service ports that exist, ServiceMonitor ports that exist, KEDA's maxReplicaCount within
-the partition count, for Deployments a preStop delay, one autoscaler and a PDB that
-lets drains proceed, HPA targets, Ingress backends and TLS, env references defined
-before use, no literal secrets, every namespaced object in a Namespace of the render
-that enforces "restricted".
+Service ports that exist, ServiceMonitor ports that exist and jobs PaystreamTargetDown
+covers, KEDA's maxReplicaCount within the partition count, for Deployments a preStop
+delay, one autoscaler and a PDB that lets drains proceed, HPA targets, Ingress backends
+(the gateway) and TLS, env references defined before use, no literal secrets, every
+namespaced object in a Namespace of the render that enforces "restricted".
+And on what each paystream process is (`run`, `serve --service ...`): the embedded log
+has one owner, a one-replica StatefulSet with its data on a volume claim, never
+autoscaled; every Kafka process has its pod's name as transactional id; every `serve`
+names its trusted proxies; the auth and payments services alone share PostgreSQL (a
+Secret) and a mounted key file; every gateway route reaches a Service whose pods run a
+service, through NetworkPolicies that allow it at both ends, and the routes cover every
+path of the API's OpenAPI document.
 And on the repository: the PrometheusRule's groups equal rules.yaml's; every alert has
 a severity, annotations, a runbook section and promtool tests where it fires and where
 it does not; the Grafana dashboards are well formed, use the three variables and
@@ -28,6 +35,10 @@ from pathlib import Path
 import yaml
 
 DEPLOY = Path(__file__).resolve().parent.parent
+# The public API's paths: every one must be routed by a gateway to a service.
+OPENAPI = DEPLOY.parent / "gateway" / "edge" / "api" / "openapi.json"
+# Served by the gateway itself, not routed.
+GATEWAY_PATHS = {"/openapi.json"}
 WORKLOADS = {"StatefulSet", "Deployment", "DaemonSet"}
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
                   "PriorityClass", "StorageClass", "IngressClass"}
@@ -69,7 +80,7 @@ def pod_of(workload):
     return template.get("metadata", {}).get("labels", {}), template["spec"]
 
 
-def check_container(r, where, pod_spec, container, statefulset):
+def check_container(r, where, pod_spec, container):
     pod_sc = pod_spec.get("securityContext") or {}
     sc = container.get("securityContext") or {}
     effective = lambda key: sc.get(key, pod_sc.get(key))
@@ -109,9 +120,9 @@ def check_container(r, where, pod_spec, container, statefulset):
     requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
     r.check("cpu" in requests and "memory" in requests, f"{where}: cpu and memory requests set")
     r.check("memory" in limits, f"{where}: memory limit set")
-    if statefulset and "memory" in requests and "memory" in limits:
+    if "memory" in requests and "memory" in limits:
         r.check(quantity(requests["memory"]) == quantity(limits["memory"]),
-                f"{where}: memory request {requests['memory']} = limit {limits['memory']} (stateful pod)")
+                f"{where}: memory request {requests['memory']} = limit {limits['memory']}")
 
     defined = set()
     for env in container.get("env") or []:
@@ -120,6 +131,199 @@ def check_container(r, where, pod_spec, container, statefulset):
         if SECRET_NAME.search(env["name"]) and "value" in env:
             r.check(bool(re.search(r"\$\(", env["value"])), f"{where}: env {env['name']} is not a literal secret")
         defined.add(env["name"])
+
+
+def env_of(container, configmaps):
+    """The container's environment: its envFrom ConfigMaps, then env (which wins), as
+    name -> env entry (a dict with `value` or `valueFrom`)."""
+    env = {}
+    for source in container.get("envFrom") or []:
+        for key, value in configmaps.get((source.get("configMapRef") or {}).get("name"), {}).items():
+            env[key] = {"name": key, "value": str(value)}
+    for entry in container.get("env") or []:
+        env[entry["name"]] = entry
+    return env
+
+
+def argv_of(container):
+    """paystream's arguments in this container (the image's entrypoint is paystream, its
+    default command `run`), or None if the container runs something else."""
+    image = container.get("image", "").rsplit("/", 1)[-1].split("@")[0].split(":")[0]
+    command = container.get("command")
+    if image != "paystream" or command and not command[0].endswith("paystream"):
+        return None
+    return list((command or [""])[1:]) + list(container.get("args") or ([] if command else ["run"]))
+
+
+def setting(argv, env, flag, variable):
+    """How a paystream option is set: its command-line values (`--flag V`, `--flag=V`,
+    repeatable, comma-joined) as {"value": ...}, else its environment variable's entry,
+    else None (the default)."""
+    values = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == flag]
+    values += [arg[len(flag) + 1:] for arg in argv if arg.startswith(flag + "=")]
+    return {"value": ",".join(values)} if values else env.get(variable)
+
+
+def literal(entry):
+    """A setting's literal value, "" when it is unset or comes from elsewhere."""
+    return str((entry or {}).get("value", ""))
+
+
+def container_port(pod_spec, port):
+    """(number, name) of the container port a Service's targetPort (name or number)
+    names, or None."""
+    for c in pod_spec["containers"]:
+        for p in c.get("ports") or []:
+            if port in (p.get("name"), p["containerPort"]):
+                return p["containerPort"], p.get("name")
+    return None
+
+
+def peer_selects(peers, pod_labels, namespace_labels):
+    """A NetworkPolicy rule's `from`/`to` peers include a pod with these labels in the
+    policy's own namespace (an absent list means every peer). ipBlocks are not counted."""
+    if peers is None:
+        return True
+    for peer in peers:
+        if "ipBlock" in peer:
+            continue
+        if "namespaceSelector" in peer and not selects(peer["namespaceSelector"], namespace_labels):
+            continue
+        if selects(peer.get("podSelector"), pod_labels):
+            return True
+    return False
+
+
+def port_allowed(ports, number, name):
+    if not ports:
+        return True
+    for p in ports:
+        if p.get("protocol", "TCP") != "TCP":
+            continue
+        port = p.get("port")
+        if port is None or port in (number, name) or isinstance(port, int) and port <= number <= p.get("endPort", port):
+            return True
+    return False
+
+
+def policy_allows(policies, direction, subject, peer, number, name, namespace_labels):
+    """Some NetworkPolicy lets pods labelled `subject` receive (direction "Ingress") from,
+    or send (direction "Egress") to, pods labelled `peer` on container port number/name
+    (the destination's)."""
+    key, peers = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+    for policy in policies:
+        spec = policy["spec"]
+        types = spec.get("policyTypes") or (["Ingress"] + (["Egress"] if "egress" in spec else []))
+        if direction not in types or not selects(spec.get("podSelector"), subject):
+            continue
+        for rule in spec.get(key) or []:
+            if peer_selects(rule.get(peers), peer, namespace_labels) and port_allowed(rule.get("ports"), number, name):
+                return True
+    return False
+
+
+def check_processes(r, name, workloads, services, policies, by_kind, configmaps, namespaces):
+    """What each paystream process is, from its arguments and environment, and what that
+    asks of the deployment."""
+    scalers = by_kind.get("HorizontalPodAutoscaler", []) + by_kind.get("ScaledObject", [])
+    log_owners, gateways = [], []
+    for w in workloads:
+        labels, pod_spec = pod_of(w)
+        for c in pod_spec["containers"]:
+            argv = argv_of(c)
+            if argv is None:
+                continue
+            ident = f"{name}: {w['kind']}/{w['metadata']['name']} container {c['name']}"
+            env = env_of(c, configmaps)
+            command = next((a for a in argv if not a.startswith("-")), "")
+            service = literal(setting(argv, env, "--service", "PAYSTREAM_SERVICE")) or "all" if command == "serve" else None
+            on_kafka = setting(argv, env, "--kafka-brokers", "PAYSTREAM_KAFKA_BROKERS") is not None
+            uses_log = command == "run" or service in ("all", "payments")
+            mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts") or []}
+            volumes = {v["name"]: v for v in pod_spec.get("volumes") or []}
+            ports = {p["containerPort"] for p in c.get("ports") or []}
+            addresses = [("--metrics-addr", "PAYSTREAM_METRICS_ADDR")]
+            if command == "serve":
+                addresses.append(("--http-addr", "PAYSTREAM_HTTP_ADDR"))
+            for flag, variable in addresses:
+                address = literal(setting(argv, env, flag, variable))
+                host, _, port = address.rpartition(":")
+                r.check(host not in ("", "127.0.0.1", "localhost", "[::1]") and port.isdigit() and int(port) in ports,
+                        f"{ident}: {variable} {address!r} listens on the pod's address, on a container port")
+            if uses_log and not on_kafka:
+                log_owners.append(w)
+                r.check(w["kind"] == "StatefulSet" and w["spec"].get("replicas", 1) == 1,
+                        f"{ident}: owns the embedded log (`{' '.join(argv)}`), so runs in a one-replica StatefulSet")
+                data_dir = literal(setting(argv, env, "--data-dir", "PAYSTREAM_DATA_DIR"))
+                claims = {t["metadata"]["name"] for t in w["spec"].get("volumeClaimTemplates") or []}
+                r.check(mounts.get(data_dir) in claims, f"{ident}: its data directory {data_dir!r} is a volume claim's mount")
+                autoscaled = [s["metadata"]["name"] for s in scalers if s["spec"]["scaleTargetRef"].get("kind") == w["kind"]
+                              and s["spec"]["scaleTargetRef"]["name"] == w["metadata"]["name"]]
+                r.check(not autoscaled, f"{ident}: owns the embedded log, so no autoscaler targets it (got {autoscaled})")
+            if uses_log and on_kafka:
+                tid = setting(argv, env, "--kafka-transactional-id", "PAYSTREAM_KAFKA_TRANSACTIONAL_ID") or {}
+                r.check(((tid.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath") == "metadata.name",
+                        f"{ident}: on Kafka, its transactional id is its pod's name (one per replica)")
+            if command == "serve":
+                r.check(bool(literal(setting(argv, env, "--trusted-proxy", "PAYSTREAM_TRUSTED_PROXIES"))),
+                        f"{ident}: names the proxies whose X-Forwarded-For it believes (PAYSTREAM_TRUSTED_PROXIES)")
+            if service in ("auth", "payments"):
+                url = setting(argv, env, "--postgres-url", "PAYSTREAM_POSTGRES_URL") or {}
+                r.check(bool((url.get("valueFrom") or {}).get("secretKeyRef")),
+                        f"{ident}: --service {service} keeps its state in PostgreSQL, the URL from a Secret")
+                key_file = literal(setting(argv, env, "--auth-key-file", "PAYSTREAM_AUTH_KEY_FILE"))
+                key_volume = volumes.get(mounts.get(key_file.rpartition("/")[0]), {})
+                r.check("secret" in key_volume, f"{ident}: --service {service} reads the signing keys {key_file!r} from a mounted Secret")
+            if service == "gateway":
+                gateways.append((w, c, ident, literal(setting(argv, env, "--route", "PAYSTREAM_ROUTES"))))
+    r.check(len(log_owners) <= 1, f"{name}: at most one workload owns the embedded log (got {len(log_owners)})")
+
+    # The gateway's routes: each to a Service whose pods run a service, allowed by the
+    # NetworkPolicies at both ends; together they cover the API's paths.
+    api_paths = []
+    if gateways and r.check(OPENAPI.is_file(), f"{name}: the API's paths are in {OPENAPI.relative_to(DEPLOY.parent)}"):
+        api_paths = [path for path in json.loads(OPENAPI.read_text())["paths"] if path not in GATEWAY_PATHS]
+    for w, c, ident, routes in gateways:
+        namespace = w["metadata"].get("namespace")
+        ns_labels = {**(namespaces.get(namespace, {}).get("metadata", {}).get("labels") or {}),
+                     "kubernetes.io/metadata.name": namespace}
+        gateway_labels = pod_of(w)[0]
+        prefixes = []
+        r.check(bool(routes), f"{ident}: --service gateway has routes (PAYSTREAM_ROUTES)")
+        for route in filter(None, (part.strip() for part in routes.split(","))):
+            match = re.fullmatch(r"(/[^=]*)=http://([^/:]+):(\d+)/?", route)
+            if not r.check(bool(match), f"{ident}: route {route!r} is PREFIX=http://HOST:PORT"):
+                continue
+            prefix, host, port = match.group(1).rstrip("/"), match.group(2), int(match.group(3))
+            prefixes.append(prefix)
+            service = [s for s in services if s["metadata"]["name"] == host.split(".")[0]]
+            if not r.check(bool(service), f"{ident}: route {prefix} goes to a Service of the render ({host})"):
+                continue
+            service_port = [p for p in service[0]["spec"].get("ports", []) if p["port"] == port]
+            if not r.check(bool(service_port), f"{ident}: route {prefix}: {port} is a port of Service {host}"):
+                continue
+            target = service_port[0].get("targetPort", port)
+            backing = [b for b in workloads if b is not w and all(pod_of(b)[0].get(k) == v for k, v in (service[0]["spec"].get("selector") or {}).items())]
+            r.check(bool(backing), f"{ident}: route {prefix}: Service {host} selects a workload's pods")
+            for b in backing:
+                b_labels, b_spec = pod_of(b)
+                where = f"{ident}: route {prefix} to {b['kind']}/{b['metadata']['name']}"
+                b_argv = argv_of(b_spec["containers"][0]) or []
+                b_env = env_of(b_spec["containers"][0], configmaps)
+                b_service = literal(setting(b_argv, b_env, "--service", "PAYSTREAM_SERVICE")) or "all"
+                r.check(b_argv[:1] == ["serve"] and b_service != "gateway",
+                        f"{where}: its pods serve a service (got `{' '.join(b_argv)}`)")
+                resolved = container_port(b_spec, target)
+                if not r.check(resolved is not None, f"{where}: targetPort {target!r} is a container port"):
+                    continue
+                number, port_name = resolved
+                r.check(policy_allows(policies, "Egress", gateway_labels, b_labels, number, port_name, ns_labels),
+                        f"{where}: a NetworkPolicy lets the gateway's pods connect to port {number}")
+                r.check(policy_allows(policies, "Ingress", b_labels, gateway_labels, number, port_name, ns_labels),
+                        f"{where}: a NetworkPolicy lets its pods accept the gateway's on port {number}")
+        for path in api_paths:
+            r.check(any(path == p or path.startswith(p + "/") for p in prefixes),
+                    f"{ident}: API path {path} (gateway/edge/api/openapi.json) is under a route")
 
 
 def check_render(r, path):
@@ -161,7 +365,7 @@ def check_render(r, path):
                 f"{ident}: selector matches the pod template's labels")
         statefulset = w["kind"] == "StatefulSet"
         for c in pod_spec.get("initContainers", []) + pod_spec["containers"]:
-            check_container(r, f"{ident} container {c['name']}", pod_spec, c, statefulset)
+            check_container(r, f"{ident} container {c['name']}", pod_spec, c)
         r.check(pod_spec.get("automountServiceAccountToken") is False, f"{ident}: no service account token mounted")
         grace = pod_spec.get("terminationGracePeriodSeconds")
         r.check(isinstance(grace, int) and grace > 30, f"{ident}: terminationGracePeriodSeconds above the default 30")
@@ -192,6 +396,8 @@ def check_render(r, path):
             if ref:
                 r.check(ref in configmaps, f"{ident}: envFrom ConfigMap {ref!r} exists")
 
+    check_processes(r, name, workloads, services, policies, by_kind, configmaps, namespaces)
+
     for s in services:
         ident = f"{name}: Service/{s['metadata']['name']}"
         backing = [w for w in workloads if all(pod_of(w)[0].get(k) == v for k, v in (s["spec"].get("selector") or {}).items())]
@@ -219,9 +425,21 @@ def check_render(r, path):
                     port = backend["port"].get("name", backend["port"].get("number"))
                     ports = {p.get("name") for p in service[0]["spec"]["ports"]} | {p["port"] for p in service[0]["spec"]["ports"]}
                     r.check(port in ports, f"{ident}: backend port {port!r} is a port of Service {backend['name']}")
+                    # The public entry is the gateway's stack: `serve` (all, or gateway).
+                    backing = [w for w in workloads if all(pod_of(w)[0].get(k) == v for k, v in (service[0]["spec"].get("selector") or {}).items())]
+                    kinds = []
+                    for w in backing:
+                        c = pod_of(w)[1]["containers"][0]
+                        argv = argv_of(c) or []
+                        kinds.append(argv[:1] == ["serve"] and (literal(setting(argv, env_of(c, configmaps), "--service", "PAYSTREAM_SERVICE")) or "all") in ("all", "gateway"))
+                    r.check(bool(kinds) and all(kinds), f"{ident}: backend Service {backend['name']!r} selects gateway pods only")
         r.check(all(t.get("secretName") for t in ingress["spec"].get("tls", [])) and bool(ingress["spec"].get("tls")),
                 f"{ident}: serves TLS from a Secret reference")
 
+    # The job of a ServiceMonitor's targets is its Service's name (or the jobLabel's value).
+    target_down = [rule["expr"] for group in yaml.safe_load((DEPLOY / "prometheus" / "rules.yaml").read_text())["groups"]
+                   for rule in group["rules"] if rule.get("alert") == "PaystreamTargetDown"]
+    jobs = re.search(r'\bjob=~?"([^"]*)"', target_down[0]) if target_down else None
     for m in by_kind.get("ServiceMonitor", []):
         ident = f"{name}: ServiceMonitor/{m['metadata']['name']}"
         matched = [s for s in services if selects(m["spec"].get("selector"), s["metadata"].get("labels") or {})]
@@ -229,6 +447,10 @@ def check_render(r, path):
             names = {p.get("name") for s in matched for p in s["spec"].get("ports", [])}
             for endpoint in m["spec"].get("endpoints", []):
                 r.check(endpoint.get("port") in names, f"{ident}: endpoint port {endpoint.get('port')!r} is a Service port")
+            for s in matched:
+                job = (s["metadata"].get("labels") or {}).get(m["spec"]["jobLabel"]) if m["spec"].get("jobLabel") else s["metadata"]["name"]
+                r.check(bool(jobs) and re.fullmatch(jobs.group(1), job or "") is not None,
+                        f"{ident}: PaystreamTargetDown covers its job {job!r}")
 
     for so in by_kind.get("ScaledObject", []):
         ident = f"{name}: ScaledObject/{so['metadata']['name']}"
