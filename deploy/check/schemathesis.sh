@@ -13,7 +13,10 @@
 #   SCHEMATHESIS_SEED          the seed (default 1, so a failure is reproducible; an
 #                              integer, or `random`)
 #   SCHEMATHESIS_REPORT_DIR    if set, the reports (JUnit, and NDJSON with every request
-#                              and response) are written there, main/ and logout/
+#                              and response) are written there, in main/ and logout/
+#
+# The identities carry access tokens taken before the run, which live 15 minutes: a run
+# that outlives them fails (50 examples take about a minute; 100, two).
 #
 # Installs, once, schemathesis (version pinned below) into a venv under the tools
 # directory. Starts `serve` on free loopback ports with a temporary data directory and
@@ -110,10 +113,13 @@ token() {
         -d "{\"email\":\"$1@example.com\",\"password\":\"$PASSWORD\"}" |
         python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])'
 }
-for user in alice bob carol dave; do signup "$user"; done
+for user in alice bob carol dave; do signup "$user" || { echo "sign-up of $user failed"; exit 1; }; done
 "$binary" auth set-roles --data-dir "$work/data" --email carol@example.com --role merchant --merchant-id M1
 declare -A tokens
-for user in alice bob carol dave; do tokens[$user]=$(token "$user"); done
+for user in alice bob carol dave; do
+    tokens[$user]=$(token "$user") || { echo "login of $user failed"; exit 1; }
+done
+tokens_taken=$(date +%s)
 
 # Web Fuzzing Commons auth documents (JSON), and the configurations naming them.
 wfc() { # wfc FILE USER...: one entry per user, its token in Authorization
@@ -168,32 +174,36 @@ path = "$work/logout-users.json"
 EOF
 
 # --- schemathesis -------------------------------------------------------------------------------
-options=(--url "$api" --checks all --phases examples,coverage,fuzzing,stateful
-    --max-examples "$MAX_EXAMPLES" --request-timeout 20 --generation-database none
-    --no-color)
-if [[ -n $report_dir ]]; then
-    options+=(--report junit,ndjson)
-else
-    options+=(--report junit)
-    report_dir=$work
-fi
+options=(--url "$api" --checks all "--phases=examples,coverage,fuzzing,stateful"
+    --max-examples "$MAX_EXAMPLES" --request-timeout 20 --generation-database none --no-color)
 [[ $SEED == random ]] || options+=(--seed "$SEED")
+main_reports=()
+logout_reports=()
+if [[ -n $report_dir ]]; then
+    main_reports=("--report=junit,ndjson" --report-dir "$report_dir/main")
+    logout_reports=("--report=junit,ndjson" --report-dir "$report_dir/logout")
+fi
 status=0
 # Everything but logout, which would end the session its identity's token belongs to.
 step "schemathesis: every operation but logout"
-(cd "$work" && SCHEMATHESIS_HOOKS=$work/hooks.py "$st" --config-file "$work/schemathesis.toml" run "$spec" "${options[@]}" \
-    --exclude-path /v1/auth/logout --report-dir "$report_dir/main") || status=1
+(cd "$work" && SCHEMATHESIS_HOOKS=$work/hooks.py "$st" --config-file "$work/schemathesis.toml" \
+    run "$spec" "${options[@]}" "${main_reports[@]}" --exclude-path /v1/auth/logout) || status=1
 step "schemathesis: logout"
-(cd "$work" && "$st" --config-file "$work/logout.toml" run "$spec" "${options[@]}" \
-    --include-path /v1/auth/logout --report-dir "$report_dir/logout") || status=1
+(cd "$work" && "$st" --config-file "$work/logout.toml" \
+    run "$spec" "${options[@]}" "${logout_reports[@]}" --include-path /v1/auth/logout) || status=1
 
+if (($(date +%s) - tokens_taken >= 15 * 60)); then
+    echo "the run outlived the identities' access tokens (15 minutes): lower SCHEMATHESIS_MAX_EXAMPLES"
+    status=1
+fi
 if ! kill -0 "${pids[0]}" 2>/dev/null; then
     echo "paystream serve stopped during the run"
-    tail -n 30 "$work/serve.log"
     status=1
 fi
 step "done"
 if ((status != 0)); then
+    echo "paystream serve's log, last lines:"
+    tail -n 30 "$work/serve.log"
     echo "deploy/check/schemathesis.sh: schemathesis found failures (see above)"
     exit 1
 fi

@@ -14,6 +14,9 @@ pub enum AuthError {
     InvalidCredentials,
     #[error("email already registered")]
     EmailTaken,
+    /// The request is well formed but does not fit the account's current state (409).
+    #[error("{code}: {detail}")]
+    Conflict { code: &'static str, detail: String },
     #[error("refresh token invalid, expired or reused")]
     InvalidRefreshToken,
     #[error("too many failed attempts; retry in {retry_after_seconds} s")]
@@ -46,6 +49,7 @@ impl IntoResponse for AuthError {
                 Problem::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "Invalid email or password")
             }
             AuthError::EmailTaken => Problem::conflict("email_taken", "an account with this email exists"),
+            AuthError::Conflict { code, detail } => Problem::conflict(code, detail),
             AuthError::InvalidRefreshToken => Problem::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_refresh_token",

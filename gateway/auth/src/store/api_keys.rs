@@ -45,7 +45,10 @@ impl AuthStore {
             .await?
             .try_get("held")?;
         if held >= API_KEYS_PER_ACCOUNT_MAX {
-            return Err(AuthError::invalid("too_many_api_keys", format!("at most {API_KEYS_PER_ACCOUNT_MAX} keys")));
+            return Err(AuthError::Conflict {
+                code: "too_many_api_keys",
+                detail: format!("at most {API_KEYS_PER_ACCOUNT_MAX} keys, revoked ones included"),
+            });
         }
         let result =
             sqlx::query(&format!("INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"))

@@ -5,7 +5,7 @@
 //! API accepts the pipeline decides, and what it would dead-letter is refused here with
 //! the same reason.
 
-use paystream_domain::{Currency, Money, Payment};
+use paystream_domain::{Currency, Money, MoneyError, Payment};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -125,6 +125,21 @@ fn money(amount: &str, currency: &str) -> Result<Money, PaymentsError> {
     Ok(money)
 }
 
+/// A capture's or refund's amount, in its original's currency. One with more decimals
+/// than that currency has is well formed, but does not fit the payment it names: 409,
+/// as a follow-up of the wrong kind of payment is.
+fn follow_up_amount(amount: &str, currency_code: &str) -> Result<Money, PaymentsError> {
+    if let Ok(currency) = Currency::from_code(currency_code)
+        && let Err(MoneyError::TooManyDecimals { digits_max, .. }) = Money::parse(amount, currency)
+    {
+        return Err(PaymentsError::Conflict {
+            code: "amount_precision",
+            detail: format!("amount: the payment is in {currency_code}, which has {digits_max} decimals"),
+        });
+    }
+    money(amount, currency_code)
+}
+
 impl Order {
     pub fn payment(payer: &str, payment_id: String, body: &PaymentBody) -> Result<Order, PaymentsError> {
         let amount = money(&body.amount, &body.currency)?;
@@ -211,7 +226,7 @@ impl Order {
                     "a void releases the whole authorization: no amount",
                 ));
             }
-            (Some(amount), _) => money(amount, &original.currency)?,
+            (Some(amount), _) => follow_up_amount(amount, &original.currency)?,
             (None, _) => money(&original.amount, &original.currency)?,
         };
         Ok(Order {
@@ -307,6 +322,24 @@ mod tests {
         let mut both = body("1.00");
         both.payee_user_id = Some("usr_b".into());
         assert!(Order::payment("usr_a", "p".into(), &both).is_err());
+        let original = Original {
+            payment_id: "pay_1".into(),
+            kind: "authorize".into(),
+            payer_user_id: "usr_a".into(),
+            merchant_id: Some("M1".into()),
+            terminal_id: Some("T1".into()),
+            payee_user_id: None,
+            amount: "80.00".into(),
+            currency: "EUR".into(),
+            channel: "card_not_present".into(),
+        };
+        let capture = |amount: &str| {
+            Order::follow_up(OrderKind::Capture, "p".into(), &original, &FollowUpBody { amount: Some(amount.into()) })
+        };
+        assert_eq!(capture("62.50").unwrap().amount.minor_units(), 6250);
+        assert!(matches!(capture("62.505"), Err(PaymentsError::Conflict { code: "amount_precision", .. })));
+        assert!(matches!(capture("62,50"), Err(PaymentsError::Invalid { code: "invalid_amount", .. })));
+        assert!(matches!(capture("0.00"), Err(PaymentsError::Invalid { code: "non_positive_amount", .. })));
         let top_up = TopUpBody { amount: "50.00".into(), currency: "XXX".into(), channel: None };
         assert!(matches!(
             Order::top_up("usr_a", "p".into(), &top_up),
