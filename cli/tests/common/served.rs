@@ -31,10 +31,11 @@ pub fn start_serve_with(data_dir: &Path, extra: &[&str]) -> Served {
     );
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let (mut gateway, mut operations) = (None, None);
-    let mut line = String::new();
+    let (mut line, mut said) = (String::new(), String::new());
     while gateway.is_none() || operations.is_none() {
         line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "paystream serve exited before listening");
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "paystream serve {extra:?} exited before listening: {said}");
+        said.push_str(&line);
         if let Some(address) = line.trim().strip_prefix("gateway: http://") {
             gateway = Some(address.to_string());
         }

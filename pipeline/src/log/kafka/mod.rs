@@ -84,6 +84,8 @@ const DELIVERY_POLL_INTERVAL: Duration = Duration::from_micros(200);
 /// Pause before a transaction refused for a stale group generation is sent again (the
 /// member's rebalance callbacks move its metadata meanwhile).
 const GENERATION_RETRY_WAIT_MS: u64 = 50;
+/// Pause between asking for a partition's offsets while it has no leader.
+const LEADER_RETRY_WAIT_MS: u64 = 100;
 /// Longest a read waits for records the broker says exist before it fails.
 pub const FETCH_TIMEOUT_MS: u64 = 30_000;
 
@@ -281,11 +283,20 @@ impl KafkaLog {
     /// (low, high) watermarks of a partition as `client` sees them: a `read_committed`
     /// client's high is the last stable offset, a `read_uncommitted` one's the high
     /// watermark.
+    /// A partition's offsets. Right after a topic is created its partitions have no
+    /// leader for a moment: those answers are retried, within the request timeout.
     fn watermarks(&self, client: &BaseConsumer, topic: &Topic, partition: u32) -> Result<(u64, u64), LogError> {
-        let (low, high) = client
-            .fetch_watermarks(&topic.name, partition as i32, self.config.timeout())
-            .map_err(kafka(format!("offsets of {}/{partition}", topic.name)))?;
-        Ok((low.max(0) as u64, high.max(0) as u64))
+        let deadline = Instant::now() + self.config.timeout();
+        loop {
+            match client.fetch_watermarks(&topic.name, partition as i32, self.config.timeout()) {
+                Ok((low, high)) => return Ok((low.max(0) as u64, high.max(0) as u64)),
+                Err(error) if is_leader_moving(&error) && Instant::now() < deadline => {
+                    tracing::debug!(%error, topic = %topic.name, partition, "no partition leader yet; retrying");
+                    std::thread::sleep(Duration::from_millis(LEADER_RETRY_WAIT_MS));
+                }
+                Err(error) => return Err(kafka(format!("offsets of {}/{partition}", topic.name))(error)),
+            }
+        }
     }
 
     fn read_positions(&self, until: u64) -> Result<(), LogError> {
@@ -493,6 +504,19 @@ fn is_fatal(error: &LogError) -> bool {
         ),
         _ => false,
     }
+}
+
+/// The partition's leader is being elected or moved (a new topic, a broker restart).
+fn is_leader_moving(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownPartition
+        )
+    )
 }
 
 /// The coordinator refused the transaction's offsets because the group's generation
