@@ -18,6 +18,7 @@ mod process;
 mod publish;
 mod serve;
 mod simulator_args;
+mod sql;
 mod store;
 
 use std::path::PathBuf;
@@ -81,10 +82,13 @@ enum Command {
     KafkaMock(KafkaMockArgs),
     /// Serve the HTTP API: the gateway and the services behind it, with the pipeline, in
     /// one process on embedded defaults (or one service alone with --service).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Drive a running gateway: sign users up, log in, top up, then post payments at a
     /// fixed rate; report throughput and latency percentiles.
     Loadtest(loadtest::LoadtestArgs),
+    /// Analysts' SQL over the topics: serve the PostgreSQL wire protocol (psql, Grafana),
+    /// or run one statement with --execute.
+    Sql(sql::SqlArgs),
     /// Administer the auth service: grant roles, rotate the signing key.
     #[command(subcommand)]
     Auth(auth_admin::AuthCommand),
@@ -230,7 +234,8 @@ fn run_command(command: Command) -> Result<()> {
         Command::Train(args) => backtest::train(args),
         Command::Store(args) => store::store(args),
         Command::KafkaMock(args) => kafka_mock(args),
-        Command::Serve(args) => serve::serve(args),
+        Command::Serve(args) => serve::serve(*args),
+        Command::Sql(args) => sql::sql(args),
         Command::Auth(command) => auth_admin::auth(command),
         Command::Loadtest(args) => loadtest::loadtest(args),
         Command::Reconcile(args) => reconcile(args),

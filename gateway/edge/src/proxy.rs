@@ -103,10 +103,10 @@ async fn forward(State(upstream): State<Arc<Upstream>>, request: Request) -> Res
     parts.uri = uri;
     parts.headers.remove(header::HOST);
     parts.headers.remove("x-forwarded-for");
-    if let Some(ClientIp(address)) = parts.extensions.get::<ClientIp>() {
-        if let Ok(value) = HeaderValue::from_str(&address.to_string()) {
-            parts.headers.insert("x-forwarded-for", value);
-        }
+    if let Some(ClientIp(address)) = parts.extensions.get::<ClientIp>()
+        && let Ok(value) = HeaderValue::from_str(&address.to_string())
+    {
+        parts.headers.insert("x-forwarded-for", value);
     }
     match upstream.client.request(Request::from_parts(parts, body)).await {
         Ok(response) => response.map(Body::new),

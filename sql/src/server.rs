@@ -1,0 +1,217 @@
+//! The PostgreSQL wire protocol endpoint (`paystream sql`): psql, Grafana's PostgreSQL
+//! data source and drivers connect with a user and password (SCRAM-SHA-256), and may
+//! only read. Queries run on the shared session through datafusion-postgres, after a
+//! guard that refuses anything but reading (SELECT, EXPLAIN, SHOW, cursors,
+//! transactions and session SETs other than DataFusion's own settings).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::common::ParamValues;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_postgres::hooks::HookClient;
+use datafusion_postgres::pgwire::api::auth::sasl::SASLAuthStartupHandler;
+use datafusion_postgres::pgwire::api::auth::sasl::scram::{SCRAM_ITERATIONS, ScramAuth, gen_salted_password};
+use datafusion_postgres::pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password};
+use datafusion_postgres::pgwire::api::cancel::DefaultCancelHandler;
+use datafusion_postgres::pgwire::api::results::Response;
+use datafusion_postgres::pgwire::api::{ClientInfo, ConnectionManager, PgWireServerHandlers};
+use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::{DfSessionService, QueryHook};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::error::SqlError;
+
+/// Connections served at once; more are closed at accept.
+pub const CONNECTIONS_MAX: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct SqlServerConfig {
+    pub listen: SocketAddr,
+    /// The one login (the analysts' role).
+    pub user: String,
+    pub password: String,
+}
+
+/// The one user, checked by SCRAM: the server keeps only the salted password.
+#[derive(Debug)]
+struct Analyst {
+    user: String,
+    salt: Vec<u8>,
+    salted: Vec<u8>,
+    /// What an unknown user is checked against, so it fails like a wrong password.
+    decoy: Vec<u8>,
+}
+
+#[async_trait]
+impl AuthSource for Analyst {
+    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
+        let salted = if login.user() == Some(self.user.as_str()) { &self.salted } else { &self.decoy };
+        Ok(Password::new(Some(self.salt.clone()), salted.clone()))
+    }
+}
+
+fn refuse(why: &str) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), "25006".into(), why.into())))
+}
+
+/// Lets reading through and refuses everything else.
+struct ReadOnly;
+
+impl ReadOnly {
+    fn check(statement: &Statement) -> Option<PgWireError> {
+        match statement {
+            Statement::Query(_)
+            | Statement::Explain { .. }
+            | Statement::ExplainTable { .. }
+            | Statement::ShowVariable { .. }
+            | Statement::ShowVariables { .. }
+            | Statement::ShowTables { .. }
+            | Statement::ShowColumns { .. }
+            | Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::Declare { .. }
+            | Statement::Fetch { .. }
+            | Statement::Close { .. } => None,
+            Statement::Set(set) => {
+                let text = set.to_string().to_ascii_lowercase();
+                text.contains("datafusion.").then(|| refuse("DataFusion's settings are the server's"))
+            }
+            _ => Some(refuse("paystream sql is read-only: SELECT, EXPLAIN, SHOW and SET only")),
+        }
+    }
+}
+
+#[async_trait]
+impl QueryHook for ReadOnly {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _session_context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        ReadOnly::check(statement).map(Err)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _session_context: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        ReadOnly::check(statement).map(Err)
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _logical_plan: &LogicalPlan,
+        _params: &ParamValues,
+        _session_context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        ReadOnly::check(statement).map(Err)
+    }
+}
+
+/// One connection's handlers (SASL keeps per-connection state).
+struct Handlers {
+    session: Arc<DfSessionService>,
+    startup: Arc<SASLAuthStartupHandler<DefaultServerParameterProvider>>,
+    cancel: Arc<DefaultCancelHandler>,
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl datafusion_postgres::pgwire::api::query::SimpleQueryHandler> {
+        self.session.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl datafusion_postgres::pgwire::api::query::ExtendedQueryHandler> {
+        self.session.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl datafusion_postgres::pgwire::api::auth::StartupHandler> {
+        self.startup.clone()
+    }
+
+    fn cancel_handler(&self) -> Arc<impl datafusion_postgres::pgwire::api::cancel::CancelHandler> {
+        self.cancel.clone()
+    }
+}
+
+/// Binds `config.listen` and serves `context` until the returned task is aborted;
+/// returns the bound address.
+pub async fn serve_sql(
+    context: Arc<SessionContext>,
+    config: SqlServerConfig,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), SqlError> {
+    if config.password.len() < 12 {
+        return Err(SqlError::Config("the SQL password must be at least 12 characters".into()));
+    }
+    let salt: [u8; 16] = rand_bytes();
+    let analyst = Arc::new(Analyst {
+        user: config.user.clone(),
+        salt: salt.to_vec(),
+        salted: gen_salted_password(&config.password, &salt, SCRAM_ITERATIONS),
+        decoy: gen_salted_password(&hex(&rand_bytes::<32>()), &salt, SCRAM_ITERATIONS),
+    });
+    let hooks: Vec<Arc<dyn QueryHook>> = vec![
+        Arc::new(ReadOnly),
+        Arc::new(datafusion_postgres::hooks::cursor::CursorStatementHook),
+        Arc::new(datafusion_postgres::hooks::set_show::SetShowHook),
+        Arc::new(datafusion_postgres::hooks::transactions::TransactionStatementHook),
+    ];
+    let session = Arc::new(DfSessionService::new_with_hooks(context, hooks));
+    let connections = Arc::new(ConnectionManager::new());
+    let parameters = Arc::new(DefaultServerParameterProvider::default());
+    let listener = TcpListener::bind(config.listen).await?;
+    let bound = listener.local_addr()?;
+    let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    let task = tokio::spawn(async move {
+        loop {
+            let (socket, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "SQL endpoint: accept failed");
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, limit = CONNECTIONS_MAX, "SQL endpoint: too many connections; closed");
+                continue;
+            };
+            let handlers = Handlers {
+                session: session.clone(),
+                startup: Arc::new(
+                    SASLAuthStartupHandler::new(parameters.clone())
+                        .with_scram(ScramAuth::new(analyst.clone()))
+                        .with_connection_manager(connections.clone()),
+                ),
+                cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
+            };
+            tokio::spawn(async move {
+                let _slot = slot;
+                if let Err(error) = datafusion_postgres::pgwire::tokio::process_socket(socket, None, handlers).await {
+                    tracing::debug!(%peer, %error, "SQL connection ended with an error");
+                }
+            });
+        }
+    });
+    tracing::info!(%bound, "SQL endpoint listening");
+    Ok((bound, task))
+}
+
+fn rand_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).expect("the operating system's random source works");
+    bytes
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,286 @@
+//! A topic as a DataFusion table: each scan reads the statement's cut of the topic, one
+//! DataFusion partition per log partition. Filters on `_partition` and `_offset`
+//! against literals narrow what is read (the filters still run on the rows, so they
+//! only need to be safe, not exact).
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::scalar::ScalarValue;
+use paystream_pipeline::log::{Log, Record, Topic};
+
+use crate::cut::{Cut, Cuts};
+use crate::decode::decode;
+use crate::error::SqlError;
+use crate::tables::TableDef;
+
+/// Records fetched from the log at a time.
+pub const FETCH_RECORDS_MAX: usize = 10_000;
+/// The longest a scan waits for records the cut says are committed but the log does
+/// not show yet (Kafka's transaction markers trail a commit by a moment).
+const HIDDEN_RECORDS_WAIT: Duration = Duration::from_secs(10);
+
+/// Bounds every statement's scans.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanLimits {
+    /// Rows one table scan may produce; past it the statement fails with a hint.
+    pub rows_max: usize,
+}
+
+impl Default for ScanLimits {
+    fn default() -> Self {
+        ScanLimits { rows_max: 10_000_000 }
+    }
+}
+
+pub struct TopicTable {
+    table: TableDef,
+    topic: String,
+    schema: SchemaRef,
+    cuts: Arc<Cuts>,
+    limits: ScanLimits,
+}
+
+impl std::fmt::Debug for TopicTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TopicTable({} on {})", self.table.name, self.topic)
+    }
+}
+
+impl TopicTable {
+    pub fn new(table: TableDef, topic: String, cuts: Arc<Cuts>, limits: ScanLimits) -> TopicTable {
+        let schema = table.schema();
+        TopicTable { table, topic, schema, cuts, limits }
+    }
+}
+
+/// Statements DataFusion did not stamp with a start time each get their own cut.
+static UNSTAMPED: AtomicI64 = AtomicI64::new(i64::MIN);
+
+/// What the pushed-down filters leave to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Narrowed {
+    partitions: Option<Vec<u32>>,
+    offsets: Range<u64>,
+}
+
+fn literal_u64(expr: &Expr) -> Option<u64> {
+    match expr {
+        Expr::Literal(value, _) => match value {
+            ScalarValue::Int8(Some(v)) => u64::try_from(*v).ok(),
+            ScalarValue::Int16(Some(v)) => u64::try_from(*v).ok(),
+            ScalarValue::Int32(Some(v)) => u64::try_from(*v).ok(),
+            ScalarValue::Int64(Some(v)) => u64::try_from(*v).ok(),
+            ScalarValue::UInt32(Some(v)) => Some(u64::from(*v)),
+            ScalarValue::UInt64(Some(v)) => Some(*v),
+            _ => None,
+        },
+        Expr::Cast(cast) => literal_u64(&cast.expr),
+        _ => None,
+    }
+}
+
+fn column_name(expr: &Expr) -> Option<&str> {
+    match expr {
+        Expr::Column(column) => Some(column.name.as_str()),
+        Expr::Cast(cast) => column_name(&cast.expr),
+        _ => None,
+    }
+}
+
+/// `_partition`/`_offset` OP literal (either side), as (column, op, value).
+fn bound(expr: &Expr) -> Option<(&str, Operator, u64)> {
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = expr else { return None };
+    let (column, op, value) = match (column_name(left), literal_u64(right), column_name(right), literal_u64(left)) {
+        (Some(column), Some(value), _, _) => (column, *op, value),
+        (_, _, Some(column), Some(value)) => (column, op.swap()?, value),
+        _ => return None,
+    };
+    let usable = matches!(op, Operator::Eq | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq);
+    (usable && (column == "_partition" || column == "_offset")).then_some((column, op, value))
+}
+
+fn narrow(filters: &[Expr]) -> Narrowed {
+    let mut narrowed = Narrowed { partitions: None, offsets: 0..u64::MAX };
+    for (column, op, value) in filters.iter().filter_map(bound) {
+        if column == "_partition" {
+            if op == Operator::Eq {
+                let keep = u32::try_from(value).map_or_else(|_| Vec::new(), |p| vec![p]);
+                narrowed.partitions = Some(match narrowed.partitions {
+                    Some(known) => known.into_iter().filter(|p| keep.contains(p)).collect(),
+                    None => keep,
+                });
+            }
+            continue;
+        }
+        let range = &mut narrowed.offsets;
+        match op {
+            Operator::Eq => {
+                range.start = range.start.max(value);
+                range.end = range.end.min(value.saturating_add(1));
+            }
+            Operator::Gt => range.start = range.start.max(value.saturating_add(1)),
+            Operator::GtEq => range.start = range.start.max(value),
+            Operator::Lt => range.end = range.end.min(value),
+            Operator::LtEq => range.end = range.end.min(value.saturating_add(1)),
+            _ => {}
+        }
+    }
+    narrowed
+}
+
+/// Records of `partition` in `[from, end)`, handed over in batches of at most
+/// [`FETCH_RECORDS_MAX`].
+fn read_range(
+    log: &dyn Log,
+    topic: &Topic,
+    partition: u32,
+    mut offset: u64,
+    end: u64,
+    mut visit: impl FnMut(&[Record]) -> Result<(), SqlError>,
+) -> Result<(), SqlError> {
+    let deadline = Instant::now() + HIDDEN_RECORDS_WAIT;
+    while offset < end {
+        let mut records = log.fetch(topic, partition, offset, FETCH_RECORDS_MAX)?;
+        records.retain(|record| record.offset < end);
+        if let Some(last) = records.last() {
+            offset = last.offset + 1;
+            visit(&records)?;
+            continue;
+        }
+        let resumed = log.resume_offset(topic, partition, offset);
+        if resumed > offset {
+            offset = resumed;
+            continue;
+        }
+        if Instant::now() > deadline {
+            return Err(SqlError::Config(format!(
+                "{}/{partition}: records before offset {end} stayed hidden at {offset}",
+                topic.name
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+impl TopicTable {
+    fn read(
+        &self,
+        cut: &Cut,
+        projection: Option<&[usize]>,
+        narrowed: &Narrowed,
+    ) -> Result<Vec<Vec<RecordBatch>>, SqlError> {
+        let Some(topic) = cut.topic(&self.topic) else { return Ok(vec![Vec::new()]) };
+        let mut partitions = Vec::new();
+        let mut rows = 0;
+        for partition in 0..topic.partitions {
+            if narrowed.partitions.as_ref().is_some_and(|wanted| !wanted.contains(&partition)) {
+                continue;
+            }
+            let Some(&(start, end)) = cut.ranges.get(&(self.topic.clone(), partition)) else { continue };
+            let (from, until) = (start.max(narrowed.offsets.start), end.min(narrowed.offsets.end));
+            let mut batches = Vec::new();
+            read_range(cut.log.as_ref(), &topic, partition, from, until, |records| {
+                let batch = decode(&self.table, &self.schema, projection, partition, records)?;
+                rows += batch.num_rows();
+                if rows > self.limits.rows_max {
+                    return Err(SqlError::Config(format!(
+                        "table {} has more than {} rows in this statement's cut: narrow it with \
+                         _partition or _offset filters",
+                        self.table.name, self.limits.rows_max
+                    )));
+                }
+                batches.push(batch);
+                Ok(())
+            })?;
+            partitions.push(batches);
+        }
+        if partitions.is_empty() {
+            partitions.push(Vec::new());
+        }
+        Ok(partitions)
+    }
+}
+
+#[async_trait]
+impl TableProvider for TopicTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|filter| match bound(filter) {
+                Some(_) => TableProviderFilterPushDown::Inexact,
+                None => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let statement = state
+            .execution_props()
+            .query_execution_start_time
+            .and_then(|started| started.timestamp_nanos_opt())
+            .unwrap_or_else(|| UNSTAMPED.fetch_add(1, Ordering::Relaxed));
+        let narrowed = narrow(filters);
+        let projection: Option<Vec<usize>> = projection.cloned();
+        let schema = match &projection {
+            Some(indices) => Arc::new(self.schema.project(indices)?),
+            None => self.schema.clone(),
+        };
+        let this = TopicTable {
+            table: self.table.clone(),
+            topic: self.topic.clone(),
+            schema: self.schema.clone(),
+            cuts: self.cuts.clone(),
+            limits: self.limits,
+        };
+        // Reading the log blocks: off the async threads.
+        let partitions = tokio::task::spawn_blocking(move || {
+            let cut = this.cuts.for_statement(statement)?;
+            this.read(&cut, projection.as_deref(), &narrowed)
+        })
+        .await
+        .map_err(|error| DataFusionError::External(Box::new(error)))??;
+        Ok(MemorySourceConfig::try_new_exec(&partitions, schema, None)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::{col, lit};
+
+    #[test]
+    fn partition_and_offset_filters_narrow_the_read() {
+        let filters = [col("_offset").gt_eq(lit(10i64)), lit(20i64).gt(col("_offset")), col("_partition").eq(lit(2))];
+        assert_eq!(narrow(&filters), Narrowed { partitions: Some(vec![2]), offsets: 10..20 });
+        let other = [col("amount_minor").gt(lit(5i64)), col("_offset").eq(lit(7i64))];
+        assert_eq!(narrow(&other), Narrowed { partitions: None, offsets: 7..8 });
+        assert!(bound(&col("_offset").not_eq(lit(3i64))).is_none(), "<> reads everything");
+        assert!(bound(&col("_timestamp").gt(lit(3i64))).is_none());
+    }
+}
