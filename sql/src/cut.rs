@@ -6,7 +6,7 @@
 //! the cut falls between two commits. On Kafka each partition's end is its last stable
 //! offset (committed records only) when the statement starts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -37,30 +37,41 @@ impl Cut {
     }
 }
 
-/// The cut of the statement running now, made on its first table scan and reused by the
-/// others (keyed by the statement's start time, which DataFusion stamps per statement).
+/// Cuts of recent statements kept at once (statements on other connections run
+/// meanwhile; each keeps its own).
+pub const CUTS_KEPT_MAX: usize = 256;
+
+/// The cut of each statement, made on its first table scan and reused by its others
+/// (keyed by the statement's start time, which DataFusion stamps per statement).
 pub struct Cuts {
     source: LogSource,
     /// The topic of each table.
     topics: Vec<String>,
-    current: Mutex<Option<(i64, Arc<Cut>)>>,
+    recent: Mutex<VecDeque<(i64, Arc<Cut>)>>,
 }
 
 impl Cuts {
     pub fn new(source: LogSource, topics: Vec<String>) -> Cuts {
-        Cuts { source, topics, current: Mutex::new(None) }
+        Cuts { source, topics, recent: Mutex::new(VecDeque::new()) }
     }
 
     /// The cut for the statement that started at `statement_ns`.
     pub fn for_statement(&self, statement_ns: i64) -> Result<Arc<Cut>, SqlError> {
-        let mut current = self.current.lock().expect("cut lock");
-        if let Some((started, cut)) = current.as_ref()
-            && *started == statement_ns
+        if let Some((_, cut)) =
+            self.recent.lock().expect("cuts lock").iter().find(|(started, _)| *started == statement_ns)
         {
             return Ok(cut.clone());
         }
         let cut = Arc::new(self.take()?);
-        *current = Some((statement_ns, cut.clone()));
+        let mut recent = self.recent.lock().expect("cuts lock");
+        // Two scans of one statement may have raced here: the first cut stays.
+        if let Some((_, kept)) = recent.iter().find(|(started, _)| *started == statement_ns) {
+            return Ok(kept.clone());
+        }
+        if recent.len() >= CUTS_KEPT_MAX {
+            recent.pop_front();
+        }
+        recent.push_back((statement_ns, cut.clone()));
         Ok(cut)
     }
 
@@ -79,5 +90,37 @@ impl Cuts {
             }
         }
         Ok(Cut { log, ranges })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use paystream_pipeline::log::Transaction;
+
+    #[test]
+    fn each_statement_keeps_its_own_cut_while_others_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(EmbeddedLogConfig::new(dir.path().join("log"))).unwrap());
+        let topic = log.create_topic("decisions", 1).unwrap();
+        let write = |value: &[u8]| {
+            let mut transaction = Transaction::new();
+            transaction.send(&topic, b"k", value, 0).unwrap();
+            log.commit(transaction).unwrap();
+        };
+        let cuts = Cuts::new(LogSource::Shared(log.clone()), vec!["decisions".into(), "missing".into()]);
+        write(b"1");
+        let first = cuts.for_statement(1).unwrap();
+        write(b"2");
+        let second = cuts.for_statement(2).unwrap();
+        // Statement 1's next scan sees its own cut, not statement 2's.
+        assert!(Arc::ptr_eq(&cuts.for_statement(1).unwrap(), &first));
+        assert_eq!(first.ranges[&("decisions".to_string(), 0)], (0, 1));
+        assert_eq!(second.ranges[&("decisions".to_string(), 0)], (0, 2));
+        assert!(!first.ranges.keys().any(|(name, _)| name == "missing"), "a topic not written yet is empty");
+        for statement in 3..(3 + CUTS_KEPT_MAX as i64) {
+            cuts.for_statement(statement).unwrap();
+        }
+        assert!(!Arc::ptr_eq(&cuts.for_statement(1).unwrap(), &first), "old cuts are let go");
     }
 }
