@@ -128,17 +128,7 @@ impl KafkaArgs {
 }
 
 /// The roles `--topic ROLE=NAME` renames.
-pub const TOPIC_ROLES: [&str; 9] = [
-    "payments",
-    "labels",
-    "decisions",
-    "ledger",
-    "settlements",
-    "dead-letters",
-    "changelog",
-    "transfers",
-    "settlement-entries",
-];
+pub const TOPIC_ROLES: [&str; 9] = paystream_pipeline::TopicNames::ROLES;
 
 impl LogArgs {
     pub fn open(&self) -> Result<Arc<EmbeddedLog>> {

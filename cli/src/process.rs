@@ -76,20 +76,26 @@ pub fn start_operations_server(
 /// Stops `control` on SIGINT or SIGTERM.
 pub fn stop_on_signals(runtime: &tokio::runtime::Runtime, control: Arc<RunControl>) {
     runtime.spawn(async move {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                return;
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
-        }
+        stop_signal().await;
         eprintln!("stopping: finishing the batch in flight and committing");
         control.stop();
     });
+}
+
+/// Returns when the process gets SIGINT or SIGTERM (never, if it cannot listen for
+/// SIGTERM: that is logged).
+pub async fn stop_signal() {
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
 }
 
 pub fn pipeline(log: Arc<dyn Log>, data_dir: &Path, config: PipelineConfig, metrics: Arc<Metrics>) -> Result<Pipeline> {

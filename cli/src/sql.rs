@@ -39,17 +39,7 @@ pub fn sql(args: SqlArgs) -> Result<()> {
         None => LogSource::Embedded(args.log.data_dir.clone()),
     };
     let names = args.log.topic_names()?;
-    let topic_of = move |role: &str| -> String {
-        match role {
-            "payments" => names.payments.clone(),
-            "labels" => names.labels.clone(),
-            "decisions" => names.decisions.clone(),
-            "ledger" => names.ledger.clone(),
-            "settlements" => names.settlements.clone(),
-            "dead-letters" => names.dead_letters.clone(),
-            other => other.to_string(),
-        }
-    };
+    let topic_of = move |role: &str| names.of_role(role).unwrap_or(role).to_string();
     let limits = ScanLimits { rows_max: args.scan_rows_max };
     let context = runtime.block_on(paystream_sql::session_context(source, topic_of, limits))?;
     if let Some(statement) = &args.execute {
@@ -61,21 +51,7 @@ pub fn sql(args: SqlArgs) -> Result<()> {
     let config = SqlServerConfig { listen: args.listen, user: args.user.clone(), password };
     let (bound, server) = runtime.block_on(paystream_sql::serve_sql(Arc::new(context), config))?;
     eprintln!("sql: postgres://{}@{bound}/datafusion", args.user);
-    runtime.block_on(async {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate() => {}
-        }
-    });
+    runtime.block_on(crate::process::stop_signal());
     server.abort();
     Ok(())
-}
-
-async fn terminate() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut signal) => {
-            signal.recv().await;
-        }
-        Err(_) => std::future::pending().await,
-    }
 }

@@ -27,6 +27,24 @@ pub struct TopicNames {
 }
 
 impl TopicNames {
+    /// The topics' roles (`--topic ROLE=NAME`), in the order of [`TopicNames::all`].
+    pub const ROLES: [&'static str; 9] = [
+        "payments",
+        "labels",
+        "decisions",
+        "ledger",
+        "settlements",
+        "dead-letters",
+        "changelog",
+        "transfers",
+        "settlement-entries",
+    ];
+
+    /// The name of the topic with `role`.
+    pub fn of_role(&self, role: &str) -> Option<&str> {
+        Self::ROLES.iter().position(|known| *known == role).map(|index| self.all()[index])
+    }
+
     /// Every topic name: the inputs, the outputs and the internal ones.
     pub fn all(&self) -> [&str; 9] {
         [

@@ -158,7 +158,8 @@ pub async fn serve_sql(
         user: config.user.clone(),
         salt: salt.to_vec(),
         salted: gen_salted_password(&config.password, &salt, SCRAM_ITERATIONS),
-        decoy: gen_salted_password(&hex(&rand_bytes::<32>()), &salt, SCRAM_ITERATIONS),
+        // Random bytes no password salts to.
+        decoy: rand_bytes::<32>().to_vec(),
     });
     let hooks: Vec<Arc<dyn QueryHook>> = vec![
         Arc::new(ReadOnly),
@@ -210,8 +211,4 @@ fn rand_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     getrandom::fill(&mut bytes).expect("the operating system's random source works");
     bytes
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

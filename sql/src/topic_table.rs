@@ -43,6 +43,7 @@ impl Default for ScanLimits {
     }
 }
 
+#[derive(Clone)]
 pub struct TopicTable {
     table: TableDef,
     topic: String,
@@ -251,13 +252,7 @@ impl TableProvider for TopicTable {
             Some(indices) => Arc::new(self.schema.project(indices)?),
             None => self.schema.clone(),
         };
-        let this = TopicTable {
-            table: self.table.clone(),
-            topic: self.topic.clone(),
-            schema: self.schema.clone(),
-            cuts: self.cuts.clone(),
-            limits: self.limits,
-        };
+        let this = self.clone();
         // Reading the log blocks: off the async threads.
         let partitions = tokio::task::spawn_blocking(move || {
             let cut = this.cuts.for_statement(statement)?;

@@ -117,7 +117,7 @@ impl LogIntake {
                     |record: &Record| {
                         if is_ledger {
                             for posting in wallet_postings(record, clock()) {
-                                self.record(PipelineNotice::Posting(posting), sender);
+                                to_recorder(PipelineNotice::Posting(posting), sender);
                             }
                             return Ok::<(), LogError>(());
                         }
@@ -153,13 +153,14 @@ impl LogIntake {
         if let Some(waiter) = self.waiters.lock().expect("waiters lock").remove(&notice.payment_id) {
             let _ = waiter.send(notice.clone());
         }
-        self.record(PipelineNotice::Decision(notice), sender);
+        to_recorder(PipelineNotice::Decision(notice), sender);
     }
+}
 
-    fn record(&self, notice: PipelineNotice, sender: &mpsc::Sender<PipelineNotice>) {
-        if sender.blocking_send(notice).is_err() {
-            tracing::debug!("no recorder: a notice is not recorded");
-        }
+/// Hands `notice` to the recorder (waits while its queue is full).
+fn to_recorder(notice: PipelineNotice, sender: &mpsc::Sender<PipelineNotice>) {
+    if sender.blocking_send(notice).is_err() {
+        tracing::debug!("no recorder: a notice is not recorded");
     }
 }
 
