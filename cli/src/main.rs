@@ -23,7 +23,7 @@ mod store;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -86,9 +86,11 @@ enum Command {
     /// Drive a running gateway: sign users up, log in, top up, then post payments at a
     /// fixed rate; report throughput and latency percentiles.
     Loadtest(loadtest::LoadtestArgs),
-    /// Analysts' SQL over the topics: serve the PostgreSQL wire protocol (psql, Grafana),
-    /// or run one statement with --execute.
+    /// Analysts' SQL over the topics: serve the PostgreSQL wire protocol (psql, Grafana,
+    /// drivers), read-only, with SCRAM login.
     Sql(sql::SqlArgs),
+    /// Run one SQL statement over the topics and print its rows (table, CSV or JSON lines).
+    Query(sql::QueryArgs),
     /// Administer the auth service: grant roles, rotate the signing key.
     #[command(subcommand)]
     Auth(auth_admin::AuthCommand),
@@ -172,6 +174,8 @@ struct RunArgs {
     /// Stop once the input is drained and committed.
     #[arg(long)]
     until_idle: bool,
+    #[command(flatten)]
+    views: sql::ViewsArgs,
 }
 
 #[derive(Args)]
@@ -236,6 +240,7 @@ fn run_command(command: Command) -> Result<()> {
         Command::KafkaMock(args) => kafka_mock(args),
         Command::Serve(args) => serve::serve(*args),
         Command::Sql(args) => sql::sql(args),
+        Command::Query(args) => sql::query(args),
         Command::Auth(command) => auth_admin::auth(command),
         Command::Loadtest(args) => loadtest::loadtest(args),
         Command::Reconcile(args) => reconcile(args),
@@ -277,10 +282,26 @@ fn run(args: RunArgs) -> Result<()> {
         eprintln!("metrics: http://{addr}/metrics");
     }
     stop_on_signals(&runtime, control.clone());
-    let (pipeline, _, _) = process::prepare_pipeline(&args.log, config, metrics)?;
+    let (pipeline, log, _) = process::prepare_pipeline(&args.log, config, metrics)?;
+    let (views_stop, views_drain) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let views = args.views.start(&args.log, log, views_stop.clone(), views_drain.clone())?;
     let mode = if args.until_idle { RunMode::UntilIdle } else { RunMode::Forever };
     let started = std::time::Instant::now();
-    let report = pipeline.run(mode, &control)?;
+    let report = pipeline.run(mode, &control);
+    // With --until-idle the views finish reading what the pipeline wrote; else they stop.
+    let finish = if args.until_idle && report.is_ok() { &views_drain } else { &views_stop };
+    finish.store(true, Ordering::SeqCst);
+    for view in views {
+        let _ = view.thread.join();
+        let stats = &view.stats;
+        eprintln!(
+            "materialized view {}: {} windows emitted, {} late rows",
+            view.name,
+            stats.windows_emitted_total.load(Ordering::Relaxed),
+            stats.late_rows_total.load(Ordering::Relaxed)
+        );
+    }
+    let report = report?;
     let seconds = started.elapsed().as_secs_f64();
     let [approve, review, decline] = report.counters.outcomes;
     println!(

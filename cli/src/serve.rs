@@ -7,6 +7,9 @@
 //! auth store and signing keys it shares with the auth service (PostgreSQL and one key
 //! file).
 //!
+//! With `--service all` and a SQL password (`PAYSTREAM_SQL_PASSWORD`), the analysts' SQL
+//! endpoint (`paystream sql`) runs in the process too.
+//!
 //! Service state is in SQLite files under `<data-dir>/services/` by default, or in
 //! PostgreSQL with `--postgres-url` (each service in its own schema). The auth service's
 //! signing keys are in `<data-dir>/services/auth-keys.json` (created at first start) or
@@ -99,6 +102,11 @@ pub struct ServeArgs {
     /// The longest a request may take before the gateway answers 504.
     #[arg(long, default_value_t = paystream_edge::gateway::REQUEST_TIMEOUT_MS_DEFAULT)]
     request_timeout_ms: u64,
+    /// The analysts' SQL endpoint, started with `--service all` when it has a password.
+    #[command(flatten)]
+    sql: crate::sql::SqlEndpointArgs,
+    #[command(flatten)]
+    views: crate::sql::ViewsArgs,
 }
 
 /// How often `/readyz` re-checks that the service store answers.
@@ -147,8 +155,12 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         (Service::Gateway, _) => paystream_edge::proxy::proxy_router(&args.routes).map_err(anyhow::Error::msg)?,
         _ => axum::Router::new(),
     };
+    let views_stop = Arc::new(AtomicBool::new(false));
+    let mut views = Vec::new();
     let (pipeline, log) = if with_pipeline {
         let (pipeline, log, _) = process::prepare_pipeline(&args.log, config.clone(), metrics.clone())?;
+        let drain = Arc::new(AtomicBool::new(false));
+        views = args.views.start(&args.log, log.clone(), views_stop.clone(), drain)?;
         (Some(pipeline), Some(log))
     } else if serves_payments {
         let log: Arc<dyn paystream_pipeline::log::Log> =
@@ -205,6 +217,14 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         .block_on(paystream_edge::serve_gateway(args.http_addr, router, shutdown))
         .with_context(|| format!("listen on {}", args.http_addr))?;
     eprintln!("gateway: http://{addr}");
+    let sql = match (&args.sql.sql_password, args.service) {
+        (Some(password), Service::All) => {
+            let started =
+                runtime.block_on(crate::sql::start_endpoint(&args.log, &args.sql, &args.views, password.clone()));
+            Some(started.context("start the SQL endpoint")?.1)
+        }
+        _ => None,
+    };
 
     let render_metrics = metrics.clone();
     let render_http = http_metrics.clone();
@@ -244,6 +264,13 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     };
     control.stop();
     intake_stop.store(true, Ordering::SeqCst);
+    views_stop.store(true, Ordering::SeqCst);
+    for view in views {
+        let _ = view.thread.join();
+    }
+    if let Some(sql) = sql {
+        sql.abort();
+    }
     runtime.block_on(gateway).context("the gateway task")?.context("the gateway")?;
     outcome
 }

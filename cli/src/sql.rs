@@ -1,57 +1,207 @@
-//! `paystream sql`: analysts' SQL over the topics. With `--execute` it runs one
-//! statement and prints the result; otherwise it serves the PostgreSQL wire protocol on
-//! `--listen` until stopped, for psql, Grafana and drivers.
+//! `paystream sql` serves analysts' SQL over the topics on the PostgreSQL wire protocol
+//! (psql, Grafana, drivers) until stopped; `paystream query` runs one statement from the
+//! shell and prints its rows as a table, CSV or JSON lines. `serve` starts the same
+//! endpoint beside the HTTP API when it is given a password.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::Args;
-use paystream_sql::{LogSource, ScanLimits, SqlServerConfig};
+use clap::{Args, ValueEnum};
+use paystream_pipeline::log::Log;
+use paystream_sql::output::Format;
+use paystream_sql::views::{RunningView, ViewDef};
+use paystream_sql::{LogSource, ScanLimits, SqlServerConfig, StatementLimits};
 
 use crate::log_args::{LogArgs, LogRole};
+
+/// What one statement may use, on the endpoint and in `query`.
+#[derive(Args, Clone)]
+pub struct SqlLimitArgs {
+    /// Rows one table scan may read in one statement.
+    #[arg(long, default_value_t = ScanLimits::default().rows_max)]
+    scan_rows_max: usize,
+    /// Rows one result may have.
+    #[arg(long, default_value_t = StatementLimits::default().result_rows_max)]
+    result_rows_max: u64,
+    /// A statement's time from planning to its last row; a client's
+    /// `SET statement_timeout` can only shorten it.
+    #[arg(long, default_value_t = StatementLimits::default().timeout.as_millis() as u64)]
+    statement_timeout_ms: u64,
+    /// Memory one connection's sorts, joins and aggregates may hold (nothing spills).
+    #[arg(long, default_value_t = StatementLimits::default().connection_memory_bytes_max)]
+    connection_memory_bytes_max: usize,
+}
+
+impl SqlLimitArgs {
+    fn statement(&self) -> StatementLimits {
+        StatementLimits {
+            timeout: Duration::from_millis(self.statement_timeout_ms),
+            result_rows_max: self.result_rows_max,
+            connection_memory_bytes_max: self.connection_memory_bytes_max,
+        }
+    }
+}
+
+/// The materialized views: `run` and `serve` keep them, `sql` and `query` show them.
+#[derive(Args, Clone, Default)]
+pub struct ViewsArgs {
+    /// A file of `CREATE MATERIALIZED VIEW` statements (windowed aggregates over one
+    /// topic table; see the README's "Continuous views").
+    #[arg(long, env = "PAYSTREAM_VIEWS")]
+    pub views: Option<PathBuf>,
+}
+
+impl ViewsArgs {
+    pub async fn load(&self) -> Result<Vec<ViewDef>> {
+        let Some(path) = &self.views else { return Ok(Vec::new()) };
+        let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        Ok(paystream_sql::views::parse_views(&text).await?)
+    }
+
+    /// Starts a thread per view over `log` (the process must own it: the embedded log).
+    pub fn start(
+        &self,
+        log_args: &LogArgs,
+        log: Arc<dyn Log>,
+        stop: Arc<AtomicBool>,
+        drain: Arc<AtomicBool>,
+    ) -> Result<Vec<RunningView>> {
+        let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+        let views = runtime.block_on(self.load())?;
+        if views.is_empty() {
+            return Ok(Vec::new());
+        }
+        if log_args.kafka.kafka_brokers.is_some() {
+            anyhow::bail!("materialized views run on the embedded log; on Kafka they are not supported yet");
+        }
+        let names = log_args.topic_names()?;
+        let topic_of = move |role: &str| names.of_role(role).unwrap_or(role).to_string();
+        let running = paystream_sql::views::spawn_views(views, log, topic_of, stop, drain)?;
+        for view in &running {
+            eprintln!("materialized view {} running", view.name);
+        }
+        Ok(running)
+    }
+}
+
+/// Where the endpoint listens and who may log in; shared by `sql` and `serve`.
+#[derive(Args, Clone)]
+pub struct SqlEndpointArgs {
+    /// Where the PostgreSQL wire endpoint listens (PostgreSQL's own 5432 is left free).
+    #[arg(long, alias = "listen", env = "PAYSTREAM_SQL_ADDR", default_value = "127.0.0.1:5433")]
+    pub sql_addr: SocketAddr,
+    /// The login analysts use (database `paystream`).
+    #[arg(long, env = "PAYSTREAM_SQL_USER", default_value = "analyst")]
+    pub sql_user: String,
+    /// Its password (at least 12 characters). `sql` requires it; `serve` starts the
+    /// endpoint only when it is set.
+    #[arg(long, env = "PAYSTREAM_SQL_PASSWORD", hide_env_values = true)]
+    pub sql_password: Option<String>,
+    #[command(flatten)]
+    pub limits: SqlLimitArgs,
+}
 
 #[derive(Args)]
 pub struct SqlArgs {
     #[command(flatten)]
+    views: ViewsArgs,
+    #[command(flatten)]
     log: LogArgs,
-    /// Run this statement, print its rows and exit.
-    #[arg(long, short = 'e')]
-    execute: Option<String>,
-    /// Where the PostgreSQL wire endpoint listens (PostgreSQL's own 5432 is left free).
-    #[arg(long, env = "PAYSTREAM_SQL_LISTEN", default_value = "127.0.0.1:5433")]
-    listen: SocketAddr,
-    /// The login analysts use.
-    #[arg(long, env = "PAYSTREAM_SQL_USER", default_value = "analyst")]
-    user: String,
-    /// Its password (at least 12 characters); required to serve.
-    #[arg(long, env = "PAYSTREAM_SQL_PASSWORD", hide_env_values = true)]
-    password: Option<String>,
-    /// Rows one table scan may read in one statement.
-    #[arg(long, default_value_t = ScanLimits::default().rows_max)]
-    scan_rows_max: usize,
+    #[command(flatten)]
+    endpoint: SqlEndpointArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    /// Aligned, as psql prints.
+    Table,
+    /// A header line, then one line per row.
+    Csv,
+    /// One JSON object per row (JSON lines).
+    Json,
+}
+
+#[derive(Args)]
+pub struct QueryArgs {
+    /// The statement (SELECT, EXPLAIN or SHOW).
+    statement: String,
+    #[arg(long, value_enum, default_value = "table")]
+    format: OutputFormat,
+    #[command(flatten)]
+    log: LogArgs,
+    #[command(flatten)]
+    limits: SqlLimitArgs,
+    #[command(flatten)]
+    views: ViewsArgs,
+}
+
+/// The shared session over `log`'s topics and `views`.
+async fn shared_context(
+    log: &LogArgs,
+    limits: &SqlLimitArgs,
+    views: &ViewsArgs,
+) -> Result<paystream_sql::SessionContext> {
+    let source = match log.open_kafka(LogRole::Reader)? {
+        Some(kafka) => LogSource::Shared(kafka),
+        None => LogSource::Embedded(log.data_dir.clone()),
+    };
+    let names = log.topic_names()?;
+    let topic_of = move |role: &str| names.of_role(role).unwrap_or(role).to_string();
+    let scan = ScanLimits { rows_max: limits.scan_rows_max };
+    let views = views.load().await?;
+    Ok(paystream_sql::session_context(source, topic_of, scan, &views).await?)
+}
+
+/// Starts the endpoint over `log` on the current runtime; returns its address and task.
+pub async fn start_endpoint(
+    log: &LogArgs,
+    endpoint: &SqlEndpointArgs,
+    views: &ViewsArgs,
+    password: String,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let context = shared_context(log, &endpoint.limits, views).await?;
+    let config = SqlServerConfig {
+        listen: endpoint.sql_addr,
+        user: endpoint.sql_user.clone(),
+        password,
+        limits: endpoint.limits.statement(),
+    };
+    let (bound, task) = paystream_sql::serve_sql(Arc::new(context), config).await?;
+    eprintln!("sql: postgres://{}@{bound}/{}", endpoint.sql_user, paystream_sql::DATABASE);
+    Ok((bound, task))
 }
 
 pub fn sql(args: SqlArgs) -> Result<()> {
+    let password = args
+        .endpoint
+        .sql_password
+        .clone()
+        .context("serving SQL needs a password: --sql-password or PAYSTREAM_SQL_PASSWORD")?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let source = match args.log.open_kafka(LogRole::Reader)? {
-        Some(kafka) => LogSource::Shared(kafka),
-        None => LogSource::Embedded(args.log.data_dir.clone()),
-    };
-    let names = args.log.topic_names()?;
-    let topic_of = move |role: &str| names.of_role(role).unwrap_or(role).to_string();
-    let limits = ScanLimits { rows_max: args.scan_rows_max };
-    let context = runtime.block_on(paystream_sql::session_context(source, topic_of, limits))?;
-    if let Some(statement) = &args.execute {
-        let batches = runtime.block_on(async { context.sql(statement).await?.collect().await })?;
-        println!("{}", paystream_sql::pretty(&batches)?);
-        return Ok(());
-    }
-    let password = args.password.context("serving SQL needs a password: --password or PAYSTREAM_SQL_PASSWORD")?;
-    let config = SqlServerConfig { listen: args.listen, user: args.user.clone(), password };
-    let (bound, server) = runtime.block_on(paystream_sql::serve_sql(Arc::new(context), config))?;
-    eprintln!("sql: postgres://{}@{bound}/datafusion", args.user);
+    let (_, server) = runtime.block_on(start_endpoint(&args.log, &args.endpoint, &args.views, password))?;
     runtime.block_on(crate::process::stop_signal());
     server.abort();
+    Ok(())
+}
+
+pub fn query(args: QueryArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let (schema, batches) = runtime.block_on(async {
+        let shared = shared_context(&args.log, &args.limits, &args.views).await?;
+        let (session, _guard) = paystream_sql::connection_context(&shared, args.limits.statement())?;
+        let frame = session.sql(&args.statement).await?;
+        let schema = paystream_sql::SchemaRef::new(frame.schema().as_arrow().clone());
+        anyhow::Ok((schema, frame.collect().await?))
+    })?;
+    let format = match args.format {
+        OutputFormat::Table => Format::Table,
+        OutputFormat::Csv => Format::Csv,
+        OutputFormat::Json => Format::JsonLines,
+    };
+    paystream_sql::output::write(&batches, &schema, format, std::io::stdout().lock())?;
     Ok(())
 }

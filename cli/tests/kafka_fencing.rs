@@ -14,7 +14,7 @@ fn a_second_process_with_the_same_transactional_id_fences_the_first() {
     common::use_real_kafka("fencing");
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("payments.csv");
-    generate_csv(&csv, 150, 300, 6, 31);
+    generate_csv(&csv, 300, 600, 10, 31);
     let rows = std::fs::read_to_string(&csv).unwrap().lines().count() - 1;
     let data = dir.path().join("data");
     run_ok(&data, &["replay", csv.to_str().unwrap()]);

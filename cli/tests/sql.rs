@@ -1,59 +1,42 @@
-//! `paystream sql` over a decided log: results equal what `paystream log dump` shows,
-//! psql (a real client) connects with SCRAM and reads the tables, and the endpoint
-//! refuses writes and wrong passwords.
+//! `paystream sql` and `paystream query` over a decided log: results equal what
+//! `paystream log dump` shows, psql (a real client) connects with SCRAM and reads the
+//! tables, and the endpoint refuses writes and wrong passwords and holds its guardrails
+//! (statement timeout while rows stream, cancel, row cap, memory cap) whatever the
+//! client SETs.
 
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{Running, generate_csv, paystream, run_ok};
 
 const PASSWORD: &str = "analysts-only-password";
 
-fn execute(data: &Path, statement: &str) -> String {
-    let output = run_ok(data, &["sql", "--execute", statement]);
+fn query(data: &Path, format: &str, statement: &str) -> String {
+    let output = run_ok(data, &["query", "--format", format, statement]);
     String::from_utf8(output.stdout).unwrap()
 }
 
-/// psql with `command`, unaligned and tuples only (`-At`).
-fn psql(address: &str, password: &str, command: &str) -> Output {
-    let (host, port) = address.rsplit_once(':').unwrap();
-    std::process::Command::new("psql")
-        .args(["-X", "-v", "ON_ERROR_STOP=1", "-At", "-h", host, "-p", port, "-U", "analyst", "-d", "datafusion", "-c"])
-        .arg(command)
-        .env("PGPASSWORD", password)
-        .env("PGCONNECT_TIMEOUT", "10")
-        .output()
-        .expect("psql")
-}
-
-fn psql_ok(address: &str, command: &str) -> String {
-    let output = psql(address, PASSWORD, command);
-    assert!(output.status.success(), "{command}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
-}
-
-#[test]
-fn analysts_query_the_topics_with_psql_and_cannot_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("payments.csv");
+/// A log with a few thousand decided payments.
+fn decided_log(dir: &Path) -> PathBuf {
+    let csv = dir.join("payments.csv");
     generate_csv(&csv, 100, 200, 5, 7);
-    let data = dir.path().join("data");
+    let data = dir.join("data");
     run_ok(&data, &["replay", csv.to_str().unwrap()]);
     run_ok(&data, &["run", "--no-metrics", "--until-idle"]);
-    let decisions = common::dump(&data, "decisions").len();
-    assert!(decisions > 500, "{decisions}");
+    data
+}
 
-    // One statement from the command line.
-    let printed = execute(&data, "SELECT count(*) AS n FROM decisions");
-    assert!(printed.contains(&format!("| {decisions} ")), "{printed}");
-
+/// `paystream sql` on a free port over `data`, with `extra` flags; its address.
+fn start_sql(data: &Path, extra: &[&str]) -> (Running, String) {
     let mut server = Running(
         paystream()
-            .args(["sql", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data)
+            .args(["sql", "--sql-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .args(extra)
             .env("PAYSTREAM_SQL_PASSWORD", PASSWORD)
             .stderr(Stdio::piped())
             .spawn()
@@ -65,10 +48,62 @@ fn analysts_query_the_topics_with_psql_and_cannot_write() {
         line.clear();
         assert!(stderr.read_line(&mut line).unwrap() > 0, "paystream sql exited before listening");
         if let Some(rest) = line.trim().strip_prefix("sql: postgres://analyst@") {
-            break rest.trim_end_matches("/datafusion").to_string();
+            break rest.trim_end_matches("/paystream").to_string();
         }
     };
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    (server, address)
+}
+
+/// psql with `command`, unaligned and tuples only (`-At`).
+fn psql_command(address: &str, password: &str, command: &str) -> std::process::Command {
+    let (host, port) = address.rsplit_once(':').unwrap();
+    let mut psql = std::process::Command::new("psql");
+    psql.args(["-X", "-v", "ON_ERROR_STOP=1", "-At", "-h", host, "-p", port, "-U", "analyst", "-d", "paystream", "-c"])
+        .arg(command)
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10");
+    psql
+}
+
+fn psql(address: &str, password: &str, command: &str) -> Output {
+    psql_command(address, password, command).output().expect("psql")
+}
+
+/// psql's error for `command`, which must fail.
+fn psql_err(address: &str, command: &str) -> String {
+    let output = psql(address, PASSWORD, command);
+    assert!(!output.status.success(), "{command} was accepted");
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
+fn psql_ok(address: &str, command: &str) -> String {
+    let output = psql(address, PASSWORD, command);
+    assert!(output.status.success(), "{command}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn analysts_query_the_topics_with_psql_and_cannot_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = decided_log(dir.path());
+    let dumped = common::dump(&data, "decisions");
+    let decisions = dumped.len();
+    assert!(decisions > 500, "{decisions}");
+
+    // One statement from the shell, in each format.
+    let printed = query(&data, "table", "SELECT count(*) AS n FROM decisions");
+    assert!(printed.contains(&format!("| {decisions} ")), "{printed}");
+    let declined = dumped.iter().filter(|decision| decision["value"]["outcome"] == "decline").count();
+    let csv = query(&data, "csv", "SELECT outcome, count(*) AS n FROM decisions GROUP BY outcome ORDER BY outcome");
+    assert!(csv.starts_with("outcome,n\n") && csv.contains(&format!("decline,{declined}\n")), "{csv}");
+    let json =
+        query(&data, "json", "SELECT payment_id, amount_minor FROM decisions ORDER BY _partition, _offset LIMIT 3");
+    let rows: Vec<serde_json::Value> = json.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert_eq!(rows.len(), 3, "{json}");
+    assert!(rows.iter().all(|row| row["payment_id"].is_string() && row["amount_minor"].is_i64()), "{json}");
+
+    let (mut server, address) = start_sql(&data, &[]);
 
     assert_eq!(psql_ok(&address, "SELECT count(*) FROM decisions"), decisions.to_string());
     for (table, topic) in [("payments", "payments"), ("ledger", "ledger"), ("dead_letters", "dead-letters")] {
@@ -121,5 +156,47 @@ fn analysts_query_the_topics_with_psql_and_cannot_write() {
     assert!(!output.status.success());
     let said = String::from_utf8_lossy(&output.stderr).to_lowercase();
     assert!(said.contains("password authentication failed"), "{said}");
+    server.0.kill().unwrap();
+}
+
+#[test]
+fn the_server_holds_its_guardrails_whatever_the_client_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = decided_log(dir.path());
+    let (mut server, address) = start_sql(
+        &data,
+        &["--statement-timeout-ms", "4000", "--result-rows-max", "50", "--connection-memory-bytes-max", "4000000"],
+    );
+    // An endless computation stops at the deadline, though its rows have not started,
+    // and a client cannot lift the deadline.
+    let endless = "SELECT count(*) FROM generate_series(1, 1000000000000)";
+    let started = Instant::now();
+    let said = psql_err(&address, &format!("SET statement_timeout = 0; {endless}"));
+    assert!(said.contains("canceling statement due to statement timeout"), "{said}");
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+
+    // Ctrl-C in psql (SIGINT) sends a cancel request, which stops the statement.
+    let mut running = Running(psql_command(&address, PASSWORD, endless).stderr(Stdio::piped()).spawn().unwrap());
+    std::thread::sleep(Duration::from_millis(1500));
+    common::signal(&running, "-INT");
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut running.stderr.take().unwrap(), &mut said).unwrap();
+    assert!(!running.wait().unwrap().success());
+    assert!(said.contains("canceling statement due to user request"), "{said}");
+
+    // The row cap holds on results, not on what was read to make them.
+    let said = psql_err(&address, "SELECT * FROM decisions");
+    assert!(said.contains("more than 50 rows"), "{said}");
+    assert_eq!(psql_ok(&address, "SELECT payment_id FROM decisions LIMIT 50").lines().count(), 50);
+    assert!(psql_ok(&address, "SELECT count(*) FROM decisions").parse::<usize>().unwrap() > 500);
+
+    // The memory cap holds (nothing spills), and a SET cannot raise it.
+    let said = psql_err(
+        &address,
+        "SELECT max(r) FROM (SELECT row_number() OVER (ORDER BY x DESC) AS r FROM generate_series(1, 3000000) AS t(x)) AS w",
+    );
+    assert!(said.to_lowercase().contains("resources exhausted"), "{said}");
+    let said = psql_err(&address, "SET datafusion.runtime.memory_limit = '10G'");
+    assert!(said.contains("DataFusion's settings are the server's"), "{said}");
     server.0.kill().unwrap();
 }

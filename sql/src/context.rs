@@ -1,16 +1,27 @@
 //! The SQL session: every topic's table over one source, the derived views, and the
-//! `pg_catalog` psql and Grafana read.
+//! `pg_catalog` and `information_schema` psql and Grafana read; and each connection's own session over it, with
+//! its own memory cap and [`crate::guard`] (a `SET` on one connection changes nothing for
+//! another).
 
 use std::sync::Arc;
 
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_postgres::auth::AuthManager;
 use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
 
 use crate::cut::{Cuts, LogSource};
 use crate::error::SqlError;
+use crate::guard::{ConnectionGuard, GuardPlanner, StatementLimits};
 use crate::tables::tables;
 use crate::topic_table::{ScanLimits, TopicTable};
+use crate::views::ViewDef;
+use crate::views::table::{ViewRows, ViewTable, late_schema};
+
+/// The database clients connect to (the catalog's name).
+pub const DATABASE: &str = "paystream";
 
 /// Views over the tables, created with the session.
 pub const VIEWS: [(&str, &str); 1] = [(
@@ -20,26 +31,57 @@ pub const VIEWS: [(&str, &str); 1] = [(
 )];
 
 /// A session over `source`. `topic_of` names each table's topic from its role (the
-/// pipeline's `--topic ROLE=NAME`).
+/// pipeline's `--topic ROLE=NAME`); each materialized view in `views` is a table of its
+/// closed windows and one of its late rows (`<view>_late`).
 pub async fn session_context(
     source: LogSource,
     topic_of: impl Fn(&str) -> String,
     limits: ScanLimits,
+    views: &[ViewDef],
 ) -> Result<SessionContext, SqlError> {
     let definitions = tables();
     let topics: Vec<String> = definitions.iter().map(|table| topic_of(table.role)).collect();
-    let cuts = Arc::new(Cuts::new(source, topics.clone()));
+    let every_topic = topics.iter().cloned().chain(views.iter().map(ViewDef::topic)).collect();
+    let cuts = Arc::new(Cuts::new(source, every_topic));
+    // DataFusion's own information_schema would shadow PostgreSQL's shape of it.
     let config =
-        SessionConfig::new().with_information_schema(true).with_default_catalog_and_schema("datafusion", "public");
+        SessionConfig::new().with_information_schema(false).with_default_catalog_and_schema(DATABASE, "public");
     let context = SessionContext::new_with_config(config);
     for (table, topic) in definitions.into_iter().zip(topics) {
         let name = table.name;
         context.register_table(name, Arc::new(TopicTable::new(table, topic, cuts.clone(), limits)))?;
     }
+    for view in views {
+        let windows = ViewTable::new(view.topic(), ViewRows::Windows, view.output.clone(), cuts.clone());
+        context.register_table(view.name.as_str(), Arc::new(windows))?;
+        let late = ViewTable::new(view.topic(), ViewRows::Late, late_schema(), cuts.clone());
+        context.register_table(format!("{}_late", view.name).as_str(), Arc::new(late))?;
+    }
     for (name, query) in VIEWS {
         context.sql(&format!("CREATE VIEW {name} AS {query}")).await?;
     }
-    setup_pg_catalog(&context, "datafusion", Arc::new(AuthManager::default()))
+    crate::information_schema::register(&context, DATABASE)?;
+    setup_pg_catalog(&context, DATABASE, Arc::new(AuthManager::default()))
         .map_err(|error| SqlError::DataFusion(*error))?;
     Ok(context)
+}
+
+/// One connection's session over `shared`: the same tables, its own settings, at most
+/// `limits.connection_memory_bytes_max` for its operators (nothing spills) and every
+/// statement under the returned guard.
+pub fn connection_context(
+    shared: &SessionContext,
+    limits: StatementLimits,
+) -> Result<(SessionContext, Arc<ConnectionGuard>), SqlError> {
+    let guard = Arc::new(ConnectionGuard::new(limits));
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(limits.connection_memory_bytes_max, 1.0)
+        .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+        .build_arc()?;
+    let state = SessionStateBuilder::new_from_existing(shared.state())
+        .with_config(shared.copied_config().with_extension(guard.clone()))
+        .with_runtime_env(runtime)
+        .with_query_planner(Arc::new(GuardPlanner { guard: guard.clone() }))
+        .build();
+    Ok((SessionContext::new_with_state(state), guard))
 }

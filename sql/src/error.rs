@@ -12,14 +12,17 @@ pub enum SqlError {
     DataFusion(#[from] datafusion::error::DataFusionError),
     #[error("{0}")]
     Config(String),
-    #[error("the SQL endpoint: {0}")]
+    #[error("the SQL endpoint or output: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0:?}")]
+    Stopped(crate::guard::Stop),
 }
 
 impl From<SqlError> for datafusion::error::DataFusionError {
     fn from(error: SqlError) -> Self {
         match error {
             SqlError::DataFusion(error) => error,
+            SqlError::Stopped(stop) => stop.into(),
             other => datafusion::error::DataFusionError::External(Box::new(other)),
         }
     }

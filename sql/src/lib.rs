@@ -6,26 +6,33 @@
 //! - [`cut`]: a statement's consistent view of the log.
 //! - [`topic_table`]: a topic as a DataFusion `TableProvider`, with `_partition` and
 //!   `_offset` filters pushed down to the reads.
-//! - [`context`]: the session with every table, the views and `pg_catalog`.
+//! - [`context`]: the session with every table, the views and `pg_catalog`, and each
+//!   connection's own session over it.
+//! - [`guard`]: the server's limits on a statement (deadline, cancel, row cap).
+//! - [`information_schema`]: `information_schema.columns` in PostgreSQL's type names.
+//! - [`output`]: rows as a table, CSV or JSON lines for `paystream query`.
+//! - [`views`]: continuous views, windowed in event time, each window emitted once.
 //! - [`server`]: the PostgreSQL wire endpoint, SCRAM login, read-only.
 
 pub mod context;
 pub mod cut;
 pub mod decode;
 pub mod error;
+pub mod guard;
+pub mod information_schema;
+pub mod output;
 pub mod server;
 pub mod tables;
 pub mod topic_table;
+pub mod views;
 
-pub use context::session_context;
+pub use context::{DATABASE, connection_context, session_context};
 pub use cut::LogSource;
 pub use error::SqlError;
+pub use guard::StatementLimits;
 pub use server::{SqlServerConfig, serve_sql};
 pub use topic_table::ScanLimits;
 
 pub use arrow_array::RecordBatch;
-
-/// `batches` as a text table, as psql prints one.
-pub fn pretty(batches: &[RecordBatch]) -> Result<String, SqlError> {
-    Ok(datafusion::arrow::util::pretty::pretty_format_batches(batches)?.to_string())
-}
+pub use arrow_schema::SchemaRef;
+pub use datafusion::prelude::SessionContext;

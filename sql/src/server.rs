@@ -1,11 +1,14 @@
 //! The PostgreSQL wire protocol endpoint (`paystream sql`): psql, Grafana's PostgreSQL
 //! data source and drivers connect with a user and password (SCRAM-SHA-256), and may
-//! only read. Queries run on the shared session through datafusion-postgres, after a
-//! guard that refuses anything but reading (SELECT, EXPLAIN, SHOW, cursors,
-//! transactions and session SETs other than DataFusion's own settings).
+//! only read. Each connection gets its own session ([`connection_context`]) and runs
+//! its queries through datafusion-postgres, after a gate that refuses anything but
+//! reading (SELECT, EXPLAIN, SHOW, cursors, transactions and session SETs other than
+//! DataFusion's own settings). A cancel request stops the connection's statement
+//! wherever it is, rows already streaming included.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
 use datafusion::common::ParamValues;
@@ -16,15 +19,18 @@ use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use datafusion_postgres::pgwire::api::auth::sasl::scram::{SCRAM_ITERATIONS, ScramAuth, gen_salted_password};
 use datafusion_postgres::pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password};
-use datafusion_postgres::pgwire::api::cancel::DefaultCancelHandler;
+use datafusion_postgres::pgwire::api::cancel::CancelHandler;
 use datafusion_postgres::pgwire::api::results::Response;
 use datafusion_postgres::pgwire::api::{ClientInfo, ConnectionManager, PgWireServerHandlers};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::messages::cancel::CancelRequest;
 use datafusion_postgres::{DfSessionService, QueryHook};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::context::connection_context;
 use crate::error::SqlError;
+use crate::guard::{ConnectionGuard, StatementLimits};
 
 /// Connections served at once; more are closed at accept.
 pub const CONNECTIONS_MAX: usize = 64;
@@ -35,6 +41,7 @@ pub struct SqlServerConfig {
     /// The one login (the analysts' role).
     pub user: String,
     pub password: String,
+    pub limits: StatementLimits,
 }
 
 /// The one user, checked by SCRAM: the server keeps only the salted password.
@@ -59,8 +66,11 @@ fn refuse(why: &str) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), "25006".into(), why.into())))
 }
 
-/// Lets reading through and refuses everything else.
-struct ReadOnly;
+/// Lets reading through and refuses everything else; and tells the cancel handler
+/// which connection's guard a cancel request names.
+struct ReadOnly {
+    cancels: Arc<Cancels>,
+}
 
 impl ReadOnly {
     fn check(statement: &Statement) -> Option<PgWireError> {
@@ -92,9 +102,10 @@ impl QueryHook for ReadOnly {
     async fn handle_simple_query(
         &self,
         statement: &Statement,
-        _session_context: &SessionContext,
-        _client: &mut dyn HookClient,
+        session_context: &SessionContext,
+        client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
+        self.cancels.register(&*client, session_context);
         ReadOnly::check(statement).map(Err)
     }
 
@@ -112,18 +123,53 @@ impl QueryHook for ReadOnly {
         statement: &Statement,
         _logical_plan: &LogicalPlan,
         _params: &ParamValues,
-        _session_context: &SessionContext,
-        _client: &mut dyn HookClient,
+        session_context: &SessionContext,
+        client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
+        self.cancels.register(&*client, session_context);
         ReadOnly::check(statement).map(Err)
     }
 }
 
-/// One connection's handlers (SASL keeps per-connection state).
+/// A connection's (process id, secret key), which its cancel requests carry.
+type CancelKey = (i32, Vec<u8>);
+
+/// Cancel requests: pgwire's (which stops a statement while it is being planned) and
+/// the guard's (which also stops its rows while they stream).
+struct Cancels {
+    connections: Arc<ConnectionManager>,
+    /// By the (process id, secret key) each connection was given at startup.
+    guards: Mutex<HashMap<CancelKey, Weak<ConnectionGuard>>>,
+}
+
+impl Cancels {
+    fn register(&self, client: &dyn HookClient, session: &SessionContext) {
+        let Some(guard) = session.state_ref().read().config().get_extension::<ConnectionGuard>() else { return };
+        let (pid, secret) = client.pid_and_secret_key();
+        let mut guards = self.guards.lock().expect("the cancel map's lock is never poisoned");
+        guards.retain(|_, guard| guard.strong_count() > 0);
+        guards.insert((pid, secret.to_bytes().to_vec()), Arc::downgrade(&guard));
+    }
+}
+
+#[async_trait]
+impl CancelHandler for Cancels {
+    async fn on_cancel_request(&self, request: CancelRequest) {
+        let key = (request.pid, request.secret_key.to_bytes().to_vec());
+        let guard =
+            self.guards.lock().expect("the cancel map's lock is never poisoned").get(&key).and_then(Weak::upgrade);
+        if let Some(guard) = guard {
+            guard.cancel();
+        }
+        self.connections.cancel(request.pid, &request.secret_key).await;
+    }
+}
+
+/// One connection's handlers (SASL keeps per-connection state, and so does the session).
 struct Handlers {
     session: Arc<DfSessionService>,
     startup: Arc<SASLAuthStartupHandler<DefaultServerParameterProvider>>,
-    cancel: Arc<DefaultCancelHandler>,
+    cancel: Arc<Cancels>,
 }
 
 impl PgWireServerHandlers for Handlers {
@@ -144,8 +190,8 @@ impl PgWireServerHandlers for Handlers {
     }
 }
 
-/// Binds `config.listen` and serves `context` until the returned task is aborted;
-/// returns the bound address.
+/// Binds `config.listen` and serves sessions over `context` until the returned task is
+/// aborted; returns the bound address.
 pub async fn serve_sql(
     context: Arc<SessionContext>,
     config: SqlServerConfig,
@@ -161,14 +207,15 @@ pub async fn serve_sql(
         // Random bytes no password salts to.
         decoy: rand_bytes::<32>().to_vec(),
     });
+    let connections = Arc::new(ConnectionManager::new());
+    let cancels = Arc::new(Cancels { connections: connections.clone(), guards: Mutex::default() });
     let hooks: Vec<Arc<dyn QueryHook>> = vec![
-        Arc::new(ReadOnly),
+        Arc::new(ReadOnly { cancels: cancels.clone() }),
         Arc::new(datafusion_postgres::hooks::cursor::CursorStatementHook),
         Arc::new(datafusion_postgres::hooks::set_show::SetShowHook),
         Arc::new(datafusion_postgres::hooks::transactions::TransactionStatementHook),
     ];
-    let session = Arc::new(DfSessionService::new_with_hooks(context, hooks));
-    let connections = Arc::new(ConnectionManager::new());
+    let limits = config.limits;
     let parameters = Arc::new(DefaultServerParameterProvider::default());
     let listener = TcpListener::bind(config.listen).await?;
     let bound = listener.local_addr()?;
@@ -186,14 +233,21 @@ pub async fn serve_sql(
                 tracing::warn!(%peer, limit = CONNECTIONS_MAX, "SQL endpoint: too many connections; closed");
                 continue;
             };
+            let session = match connection_context(&context, limits) {
+                Ok((session, _guard)) => session,
+                Err(error) => {
+                    tracing::warn!(%peer, %error, "SQL endpoint: no session for a connection; closed");
+                    continue;
+                }
+            };
             let handlers = Handlers {
-                session: session.clone(),
+                session: Arc::new(DfSessionService::new_with_hooks(Arc::new(session), hooks.clone())),
                 startup: Arc::new(
                     SASLAuthStartupHandler::new(parameters.clone())
                         .with_scram(ScramAuth::new(analyst.clone()))
                         .with_connection_manager(connections.clone()),
                 ),
-                cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
+                cancel: cancels.clone(),
             };
             tokio::spawn(async move {
                 let _slot = slot;

@@ -22,6 +22,7 @@ use paystream_pipeline::log::{Log, Record, Topic};
 use crate::cut::{Cut, Cuts};
 use crate::decode::decode;
 use crate::error::SqlError;
+use crate::guard::{Budget, ConnectionGuard};
 use crate::tables::TableDef;
 
 /// Records fetched from the log at a time.
@@ -67,6 +68,15 @@ impl TopicTable {
 
 /// Statements DataFusion did not stamp with a start time each get their own cut.
 static UNSTAMPED: AtomicI64 = AtomicI64::new(i64::MIN);
+
+/// The statement a scan belongs to, by its start time: the key of its cut.
+pub(crate) fn statement_of(state: &dyn Session) -> i64 {
+    state
+        .execution_props()
+        .query_execution_start_time
+        .and_then(|started| started.timestamp_nanos_opt())
+        .unwrap_or_else(|| UNSTAMPED.fetch_add(1, Ordering::Relaxed))
+}
 
 /// What the pushed-down filters leave to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,17 +151,19 @@ fn narrow(filters: &[Expr]) -> Narrowed {
 }
 
 /// Records of `partition` in `[from, end)`, handed over in batches of at most
-/// [`FETCH_RECORDS_MAX`].
+/// [`FETCH_RECORDS_MAX`], while the statement's budget lasts.
 fn read_range(
     log: &dyn Log,
     topic: &Topic,
-    partition: u32,
-    mut offset: u64,
-    end: u64,
+    (partition, mut offset, end): (u32, u64, u64),
+    budget: Option<&Budget>,
     mut visit: impl FnMut(&[Record]) -> Result<(), SqlError>,
 ) -> Result<(), SqlError> {
     let deadline = Instant::now() + HIDDEN_RECORDS_WAIT;
     while offset < end {
+        if let Some(budget) = budget {
+            budget.check().map_err(SqlError::Stopped)?;
+        }
         let mut records = log.fetch(topic, partition, offset, FETCH_RECORDS_MAX)?;
         records.retain(|record| record.offset < end);
         if let Some(last) = records.last() {
@@ -181,6 +193,7 @@ impl TopicTable {
         cut: &Cut,
         projection: Option<&[usize]>,
         narrowed: &Narrowed,
+        budget: Option<&Budget>,
     ) -> Result<Vec<Vec<RecordBatch>>, SqlError> {
         let Some(topic) = cut.topic(&self.topic) else { return Ok(vec![Vec::new()]) };
         let mut partitions = Vec::new();
@@ -192,7 +205,7 @@ impl TopicTable {
             let Some(&(start, end)) = cut.ranges.get(&(self.topic.clone(), partition)) else { continue };
             let (from, until) = (start.max(narrowed.offsets.start), end.min(narrowed.offsets.end));
             let mut batches = Vec::new();
-            read_range(cut.log.as_ref(), &topic, partition, from, until, |records| {
+            read_range(cut.log.as_ref(), &topic, (partition, from, until), budget, |records| {
                 let batch = decode(&self.table, &self.schema, projection, partition, records)?;
                 rows += batch.num_rows();
                 if rows > self.limits.rows_max {
@@ -241,22 +254,19 @@ impl TableProvider for TopicTable {
         filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let statement = state
-            .execution_props()
-            .query_execution_start_time
-            .and_then(|started| started.timestamp_nanos_opt())
-            .unwrap_or_else(|| UNSTAMPED.fetch_add(1, Ordering::Relaxed));
+        let statement = statement_of(state);
         let narrowed = narrow(filters);
         let projection: Option<Vec<usize>> = projection.cloned();
         let schema = match &projection {
             Some(indices) => Arc::new(self.schema.project(indices)?),
             None => self.schema.clone(),
         };
+        let budget = state.config().get_extension::<ConnectionGuard>().map(|guard| guard.current());
         let this = self.clone();
         // Reading the log blocks: off the async threads.
         let partitions = tokio::task::spawn_blocking(move || {
             let cut = this.cuts.for_statement(statement)?;
-            this.read(&cut, projection.as_deref(), &narrowed)
+            this.read(&cut, projection.as_deref(), &narrowed, budget.as_deref())
         })
         .await
         .map_err(|error| DataFusionError::External(Box::new(error)))??;
