@@ -90,7 +90,7 @@ def main():
     log = open(os.path.join(work, "sql.log"), "w+")
     env = dict(os.environ, PAYSTREAM_SQL_PASSWORD=PASSWORD)
     server = subprocess.Popen(
-        [binary, "sql", "--sql-addr", "127.0.0.1:0", "--data-dir", data_dir,
+        [binary, "sql", "--sql-addr", "127.0.0.1:0", "--no-metrics", "--data-dir", data_dir,
          "--result-rows-max", "100000000", "--statement-timeout-ms", "600000",
          "--connection-memory-bytes-max", str(8 << 30)],
         stderr=log, env=env)

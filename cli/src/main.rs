@@ -282,9 +282,10 @@ fn run(args: RunArgs) -> Result<()> {
         eprintln!("metrics: http://{addr}/metrics");
     }
     stop_on_signals(&runtime, control.clone());
+    let sql_metrics = paystream_sql::SqlMetrics::new(&metrics.registry);
     let (pipeline, log, _) = process::prepare_pipeline(&args.log, config, metrics)?;
     let (views_stop, views_drain) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-    let views = args.views.start(&args.log, log, views_stop.clone(), views_drain.clone())?;
+    let views = args.views.start(&args.log, log, (views_stop.clone(), views_drain.clone()), Some(sql_metrics))?;
     let mode = if args.until_idle { RunMode::UntilIdle } else { RunMode::Forever };
     let started = std::time::Instant::now();
     let report = pipeline.run(mode, &control);

@@ -157,10 +157,12 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     };
     let views_stop = Arc::new(AtomicBool::new(false));
     let mut views = Vec::new();
+    // The SQL endpoint and the views run with the pipeline, whose registry they share.
+    let sql_metrics = with_pipeline.then(|| paystream_sql::SqlMetrics::new(&metrics.registry));
     let (pipeline, log) = if with_pipeline {
         let (pipeline, log, _) = process::prepare_pipeline(&args.log, config.clone(), metrics.clone())?;
         let drain = Arc::new(AtomicBool::new(false));
-        views = args.views.start(&args.log, log.clone(), views_stop.clone(), drain)?;
+        views = args.views.start(&args.log, log.clone(), (views_stop.clone(), drain), sql_metrics.clone())?;
         (Some(pipeline), Some(log))
     } else if serves_payments {
         let log: Arc<dyn paystream_pipeline::log::Log> =
@@ -219,8 +221,13 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     eprintln!("gateway: http://{addr}");
     let sql = match (&args.sql.sql_password, args.service) {
         (Some(password), Service::All) => {
-            let started =
-                runtime.block_on(crate::sql::start_endpoint(&args.log, &args.sql, &args.views, password.clone()));
+            let started = runtime.block_on(crate::sql::start_endpoint(
+                &args.log,
+                &args.sql,
+                &args.views,
+                password.clone(),
+                sql_metrics.clone(),
+            ));
             Some(started.context("start the SQL endpoint")?.1)
         }
         _ => None,

@@ -14,7 +14,7 @@ use clap::{Args, ValueEnum};
 use paystream_pipeline::log::Log;
 use paystream_sql::output::Format;
 use paystream_sql::views::{RunningView, ViewDef};
-use paystream_sql::{LogSource, ScanLimits, SqlServerConfig, StatementLimits};
+use paystream_sql::{LogSource, ScanLimits, SqlMetrics, SqlServerConfig, StatementLimits};
 
 use crate::log_args::{LogArgs, LogRole};
 
@@ -67,8 +67,8 @@ impl ViewsArgs {
         &self,
         log_args: &LogArgs,
         log: Arc<dyn Log>,
-        stop: Arc<AtomicBool>,
-        drain: Arc<AtomicBool>,
+        (stop, drain): (Arc<AtomicBool>, Arc<AtomicBool>),
+        metrics: Option<SqlMetrics>,
     ) -> Result<Vec<RunningView>> {
         let runtime = tokio::runtime::Builder::new_current_thread().build()?;
         let views = runtime.block_on(self.load())?;
@@ -80,7 +80,7 @@ impl ViewsArgs {
         }
         let names = log_args.topic_names()?;
         let topic_of = move |role: &str| names.of_role(role).unwrap_or(role).to_string();
-        let running = paystream_sql::views::spawn_views(views, log, topic_of, stop, drain)?;
+        let running = paystream_sql::views::spawn_views(views, log, topic_of, stop, drain, metrics)?;
         for view in &running {
             eprintln!("materialized view {} running", view.name);
         }
@@ -109,6 +109,12 @@ pub struct SqlEndpointArgs {
 pub struct SqlArgs {
     #[command(flatten)]
     views: ViewsArgs,
+    /// Where `/metrics`, `/livez` and `/readyz` are served.
+    #[arg(long, env = "PAYSTREAM_METRICS_ADDR", default_value = "127.0.0.1:9899")]
+    metrics_addr: SocketAddr,
+    /// Serve no metrics.
+    #[arg(long)]
+    no_metrics: bool,
     #[command(flatten)]
     log: LogArgs,
     #[command(flatten)]
@@ -162,6 +168,7 @@ pub async fn start_endpoint(
     endpoint: &SqlEndpointArgs,
     views: &ViewsArgs,
     password: String,
+    metrics: Option<SqlMetrics>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let context = shared_context(log, &endpoint.limits, views).await?;
     let config = SqlServerConfig {
@@ -169,6 +176,7 @@ pub async fn start_endpoint(
         user: endpoint.sql_user.clone(),
         password,
         limits: endpoint.limits.statement(),
+        metrics,
     };
     let (bound, task) = paystream_sql::serve_sql(Arc::new(context), config).await?;
     eprintln!("sql: postgres://{}@{bound}/{}", endpoint.sql_user, paystream_sql::DATABASE);
@@ -182,7 +190,30 @@ pub fn sql(args: SqlArgs) -> Result<()> {
         .clone()
         .context("serving SQL needs a password: --sql-password or PAYSTREAM_SQL_PASSWORD")?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let (_, server) = runtime.block_on(start_endpoint(&args.log, &args.endpoint, &args.views, password))?;
+    let registry = prometheus::Registry::new_custom(Some("paystream".into()), None)?;
+    let metrics = SqlMetrics::new(&registry);
+    if !args.no_metrics {
+        let process = paystream_pipeline::metrics::ProcessMetrics::new();
+        let render: paystream_edge::RenderMetrics = Arc::new(move || {
+            let mut text = process.render();
+            text.push_str(&prometheus::TextEncoder::new().encode_to_string(&registry.gather()).unwrap_or_default());
+            text
+        });
+        let served = runtime.block_on(paystream_edge::serve_operations(
+            args.metrics_addr,
+            render,
+            Arc::new(|| Ok(())),
+            std::future::pending(),
+        ));
+        match served {
+            Ok((addr, _)) => eprintln!("metrics: http://{addr}/metrics"),
+            Err(error) => {
+                eprintln!("warning: cannot serve /metrics on {}: {error}; continuing without", args.metrics_addr)
+            }
+        }
+    }
+    let (_, server) =
+        runtime.block_on(start_endpoint(&args.log, &args.endpoint, &args.views, password, Some(metrics)))?;
     runtime.block_on(crate::process::stop_signal());
     server.abort();
     Ok(())
@@ -192,7 +223,7 @@ pub fn query(args: QueryArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (schema, batches) = runtime.block_on(async {
         let shared = shared_context(&args.log, &args.limits, &args.views).await?;
-        let (session, _guard) = paystream_sql::connection_context(&shared, args.limits.statement())?;
+        let (session, _guard) = paystream_sql::connection_context(&shared, args.limits.statement(), None)?;
         let frame = session.sql(&args.statement).await?;
         let schema = paystream_sql::SchemaRef::new(frame.schema().as_arrow().clone());
         anyhow::Ok((schema, frame.collect().await?))

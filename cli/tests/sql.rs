@@ -30,11 +30,12 @@ fn decided_log(dir: &Path) -> PathBuf {
     data
 }
 
-/// `paystream sql` on a free port over `data`, with `extra` flags; its address.
-fn start_sql(data: &Path, extra: &[&str]) -> (Running, String) {
+/// `paystream sql` on free ports over `data`, with `extra` flags; its SQL and metrics
+/// addresses.
+fn start_sql(data: &Path, extra: &[&str]) -> (Running, String, String) {
     let mut server = Running(
         paystream()
-            .args(["sql", "--sql-addr", "127.0.0.1:0", "--data-dir"])
+            .args(["sql", "--sql-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--data-dir"])
             .arg(data)
             .args(extra)
             .env("PAYSTREAM_SQL_PASSWORD", PASSWORD)
@@ -44,15 +45,29 @@ fn start_sql(data: &Path, extra: &[&str]) -> (Running, String) {
     );
     let mut stderr = BufReader::new(server.0.stderr.take().unwrap());
     let mut line = String::new();
+    let mut metrics = String::new();
     let address = loop {
         line.clear();
         assert!(stderr.read_line(&mut line).unwrap() > 0, "paystream sql exited before listening");
+        if let Some(url) = line.trim().strip_prefix("metrics: http://") {
+            metrics = url.trim_end_matches("/metrics").to_string();
+        }
         if let Some(rest) = line.trim().strip_prefix("sql: postgres://analyst@") {
             break rest.trim_end_matches("/paystream").to_string();
         }
     };
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    (server, address)
+    (server, address, metrics)
+}
+
+/// The body of `GET /metrics` at `address`.
+fn scrape(address: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
 }
 
 /// psql with `command`, unaligned and tuples only (`-At`).
@@ -103,7 +118,7 @@ fn analysts_query_the_topics_with_psql_and_cannot_write() {
     assert_eq!(rows.len(), 3, "{json}");
     assert!(rows.iter().all(|row| row["payment_id"].is_string() && row["amount_minor"].is_i64()), "{json}");
 
-    let (mut server, address) = start_sql(&data, &[]);
+    let (mut server, address, _) = start_sql(&data, &[]);
 
     assert_eq!(psql_ok(&address, "SELECT count(*) FROM decisions"), decisions.to_string());
     for (table, topic) in [("payments", "payments"), ("ledger", "ledger"), ("dead_letters", "dead-letters")] {
@@ -163,7 +178,7 @@ fn analysts_query_the_topics_with_psql_and_cannot_write() {
 fn the_server_holds_its_guardrails_whatever_the_client_sets() {
     let dir = tempfile::tempdir().unwrap();
     let data = decided_log(dir.path());
-    let (mut server, address) = start_sql(
+    let (mut server, address, metrics) = start_sql(
         &data,
         &["--statement-timeout-ms", "4000", "--result-rows-max", "50", "--connection-memory-bytes-max", "4000000"],
     );
@@ -198,5 +213,21 @@ fn the_server_holds_its_guardrails_whatever_the_client_sets() {
     assert!(said.to_lowercase().contains("resources exhausted"), "{said}");
     let said = psql_err(&address, "SET datafusion.runtime.memory_limit = '10G'");
     assert!(said.contains("DataFusion's settings are the server's"), "{said}");
+
+    // Each guardrail shows on the endpoint's metrics, which Prometheus's linter accepts.
+    let body = scrape(&metrics);
+    for series in [
+        "paystream_sql_statements_total{outcome=\"timeout\"} 1",
+        "paystream_sql_statements_total{outcome=\"cancelled\"} 1",
+        "paystream_sql_statements_total{outcome=\"row_cap\"} 1",
+        "paystream_sql_statements_total{outcome=\"ok\"}",
+        "paystream_sql_statement_seconds_bucket",
+        "paystream_sql_connections 0",
+        "paystream_build_info{",
+        "process_resident_memory_bytes ",
+    ] {
+        assert!(body.contains(series), "{series} missing from\n{body}");
+    }
+    common::assert_promtool_accepts(&body);
     server.0.kill().unwrap();
 }

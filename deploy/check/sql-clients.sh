@@ -57,7 +57,7 @@ rows = [json.loads(line)["value"] for line in sys.stdin if line.strip()]
 print(len(rows), sum(1 for row in rows if row["outcome"] == "decline"))')
 echo "log: $decisions decisions, $declines declines"
 
-PAYSTREAM_SQL_PASSWORD=$PASSWORD "$binary" sql --sql-addr 127.0.0.1:0 --data-dir "$data" 2>"$work/sql.log" &
+PAYSTREAM_SQL_PASSWORD=$PASSWORD "$binary" sql --sql-addr 127.0.0.1:0 --metrics-addr 127.0.0.1:0 --data-dir "$data" 2>"$work/sql.log" &
 server=$!
 address=
 for _ in $(seq 60); do

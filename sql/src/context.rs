@@ -15,6 +15,7 @@ use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
 use crate::cut::{Cuts, LogSource};
 use crate::error::SqlError;
 use crate::guard::{ConnectionGuard, GuardPlanner, StatementLimits};
+use crate::metrics::SqlMetrics;
 use crate::tables::tables;
 use crate::topic_table::{ScanLimits, TopicTable};
 use crate::views::ViewDef;
@@ -72,8 +73,9 @@ pub async fn session_context(
 pub fn connection_context(
     shared: &SessionContext,
     limits: StatementLimits,
+    metrics: Option<SqlMetrics>,
 ) -> Result<(SessionContext, Arc<ConnectionGuard>), SqlError> {
-    let guard = Arc::new(ConnectionGuard::new(limits));
+    let guard = Arc::new(ConnectionGuard::new(limits, metrics));
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_limit(limits.connection_memory_bytes_max, 1.0)
         .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))

@@ -10,7 +10,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -30,6 +30,8 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use futures::Stream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use crate::metrics::{Outcome, SqlMetrics};
 
 /// What the server allows one statement.
 #[derive(Debug, Clone, Copy)]
@@ -123,11 +125,12 @@ impl Budget {
 pub struct ConnectionGuard {
     limits: StatementLimits,
     current: Mutex<Arc<Budget>>,
+    metrics: Option<SqlMetrics>,
 }
 
 impl ConnectionGuard {
-    pub fn new(limits: StatementLimits) -> ConnectionGuard {
-        ConnectionGuard { limits, current: Mutex::new(Arc::new(Budget::new(limits.timeout))) }
+    pub fn new(limits: StatementLimits, metrics: Option<SqlMetrics>) -> ConnectionGuard {
+        ConnectionGuard { limits, current: Mutex::new(Arc::new(Budget::new(limits.timeout))), metrics }
     }
 
     fn start(&self) -> Arc<Budget> {
@@ -161,12 +164,73 @@ impl QueryPlanner for GuardPlanner {
         session: &dyn Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let budget = self.guard.start();
+        let started = Instant::now();
         let planner = DefaultPhysicalPlanner::default();
-        let plan = tokio::select! {
-            planned = planner.create_physical_plan(logical_plan, session) => planned?,
-            stop = budget.stopped() => return Err(stop.into()),
+        let planned = tokio::select! {
+            planned = planner.create_physical_plan(logical_plan, session) => planned,
+            stop = budget.stopped() => Err(stop.into()),
         };
-        Ok(Arc::new(GuardExec::new(plan, budget, self.guard.limits.result_rows_max)))
+        let plan = match planned {
+            Ok(plan) => plan,
+            Err(error) => {
+                if let Some(metrics) = &self.guard.metrics {
+                    metrics.statement(outcome_of(&error), started.elapsed().as_secs_f64());
+                }
+                return Err(error);
+            }
+        };
+        let partitions = plan.properties().output_partitioning().partition_count();
+        let tally = Arc::new(Tally {
+            partitions_left: AtomicUsize::new(partitions),
+            failed: AtomicBool::new(false),
+            started,
+            metrics: self.guard.metrics.clone(),
+        });
+        Ok(Arc::new(GuardExec {
+            input: plan,
+            budget,
+            rows: Arc::new(AtomicU64::new(0)),
+            rows_max: self.guard.limits.result_rows_max,
+            tally,
+        }))
+    }
+}
+
+/// How a statement's error counts.
+fn outcome_of(error: &DataFusionError) -> Outcome {
+    let text = error.to_string();
+    if text.contains("due to statement timeout") {
+        Outcome::Timeout
+    } else if text.contains("due to user request") {
+        Outcome::Cancelled
+    } else if text.contains("(the server's cap)") {
+        Outcome::RowCap
+    } else {
+        Outcome::Error
+    }
+}
+
+/// Counts a statement once, however many partitions its result has: its first failure,
+/// or success when its last partition ends.
+#[derive(Debug)]
+struct Tally {
+    partitions_left: AtomicUsize,
+    failed: AtomicBool,
+    started: Instant,
+    metrics: Option<SqlMetrics>,
+}
+
+impl Tally {
+    fn partition_ended(&self, outcome: Outcome) {
+        let Some(metrics) = &self.metrics else { return };
+        let seconds = self.started.elapsed().as_secs_f64();
+        if outcome != Outcome::Ok {
+            if !self.failed.swap(true, Ordering::SeqCst) {
+                metrics.statement(outcome, seconds);
+            }
+        } else if self.partitions_left.fetch_sub(1, Ordering::SeqCst) == 1 && !self.failed.load(Ordering::SeqCst) {
+            metrics.statement(Outcome::Ok, seconds);
+        }
     }
 }
 
@@ -178,12 +242,7 @@ pub struct GuardExec {
     budget: Arc<Budget>,
     rows: Arc<AtomicU64>,
     rows_max: u64,
-}
-
-impl GuardExec {
-    fn new(input: Arc<dyn ExecutionPlan>, budget: Arc<Budget>, rows_max: u64) -> GuardExec {
-        GuardExec { input, budget, rows: Arc::new(AtomicU64::new(0)), rows_max }
-    }
+    tally: Arc<Tally>,
 }
 
 impl DisplayAs for GuardExec {
@@ -220,7 +279,13 @@ impl ExecutionPlan for GuardExec {
         if children.len() != 1 {
             return Err(DataFusionError::Internal("GuardExec has one input".into()));
         }
-        Ok(Arc::new(GuardExec::new(children.swap_remove(0), self.budget.clone(), self.rows_max)))
+        Ok(Arc::new(GuardExec {
+            input: children.swap_remove(0),
+            budget: self.budget.clone(),
+            rows: self.rows.clone(),
+            rows_max: self.rows_max,
+            tally: self.tally.clone(),
+        }))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
@@ -232,6 +297,8 @@ impl ExecutionPlan for GuardExec {
             stopped: Box::pin(async move { budget.stopped().await }),
             rows: self.rows.clone(),
             rows_max: self.rows_max,
+            tally: self.tally.clone(),
+            ended: false,
         }))
     }
 }
@@ -244,6 +311,25 @@ struct Guarded {
     stopped: Pin<Box<dyn Future<Output = Stop> + Send>>,
     rows: Arc<AtomicU64>,
     rows_max: u64,
+    tally: Arc<Tally>,
+    /// Whether this partition's end was counted.
+    ended: bool,
+}
+
+impl Guarded {
+    fn end(&mut self, outcome: Outcome) {
+        if !self.ended {
+            self.ended = true;
+            self.tally.partition_ended(outcome);
+        }
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        // Dropped before its end: the client went away, or a LIMIT above had enough.
+        self.end(Outcome::Ok);
+    }
 }
 
 impl Stream for Guarded {
@@ -273,6 +359,11 @@ impl Stream for Guarded {
             }
         };
         self.input = None;
+        let ended = match &outcome {
+            Poll::Ready(Some(Err(error))) => outcome_of(error),
+            _ => Outcome::Ok,
+        };
+        self.end(ended);
         outcome
     }
 }
@@ -289,13 +380,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_budget_stops_at_its_deadline_or_on_cancel() {
-        let guard = ConnectionGuard::new(StatementLimits { timeout: Duration::from_millis(20), ..Default::default() });
+        let guard =
+            ConnectionGuard::new(StatementLimits { timeout: Duration::from_millis(20), ..Default::default() }, None);
         let budget = guard.start();
         assert_eq!(budget.check(), Ok(()));
         assert_eq!(budget.stopped().await, Stop::Timeout);
         assert_eq!(budget.check(), Err(Stop::Timeout));
 
-        let guard = ConnectionGuard::new(StatementLimits { timeout: Duration::from_secs(600), ..Default::default() });
+        let guard =
+            ConnectionGuard::new(StatementLimits { timeout: Duration::from_secs(600), ..Default::default() }, None);
         let budget = guard.start();
         let waiting = tokio::spawn({
             let budget = budget.clone();

@@ -10,6 +10,7 @@
 //!   connection's own session over it.
 //! - [`guard`]: the server's limits on a statement (deadline, cancel, row cap).
 //! - [`information_schema`]: `information_schema.columns` in PostgreSQL's type names.
+//! - [`metrics`]: statements by outcome and duration, each view's progress.
 //! - [`output`]: rows as a table, CSV or JSON lines for `paystream query`.
 //! - [`views`]: continuous views, windowed in event time, each window emitted once.
 //! - [`server`]: the PostgreSQL wire endpoint, SCRAM login, read-only.
@@ -20,6 +21,7 @@ pub mod decode;
 pub mod error;
 pub mod guard;
 pub mod information_schema;
+pub mod metrics;
 pub mod output;
 pub mod server;
 pub mod tables;
@@ -30,6 +32,7 @@ pub use context::{DATABASE, connection_context, session_context};
 pub use cut::LogSource;
 pub use error::SqlError;
 pub use guard::StatementLimits;
+pub use metrics::SqlMetrics;
 pub use server::{SqlServerConfig, serve_sql};
 pub use topic_table::ScanLimits;
 

@@ -31,6 +31,7 @@ use tokio::sync::Semaphore;
 use crate::context::connection_context;
 use crate::error::SqlError;
 use crate::guard::{ConnectionGuard, StatementLimits};
+use crate::metrics::SqlMetrics;
 
 /// Connections served at once; more are closed at accept.
 pub const CONNECTIONS_MAX: usize = 64;
@@ -42,6 +43,7 @@ pub struct SqlServerConfig {
     pub user: String,
     pub password: String,
     pub limits: StatementLimits,
+    pub metrics: Option<SqlMetrics>,
 }
 
 /// The one user, checked by SCRAM: the server keeps only the salted password.
@@ -216,6 +218,7 @@ pub async fn serve_sql(
         Arc::new(datafusion_postgres::hooks::transactions::TransactionStatementHook),
     ];
     let limits = config.limits;
+    let metrics = config.metrics.clone();
     let parameters = Arc::new(DefaultServerParameterProvider::default());
     let listener = TcpListener::bind(config.listen).await?;
     let bound = listener.local_addr()?;
@@ -233,7 +236,7 @@ pub async fn serve_sql(
                 tracing::warn!(%peer, limit = CONNECTIONS_MAX, "SQL endpoint: too many connections; closed");
                 continue;
             };
-            let session = match connection_context(&context, limits) {
+            let session = match connection_context(&context, limits, metrics.clone()) {
                 Ok((session, _guard)) => session,
                 Err(error) => {
                     tracing::warn!(%peer, %error, "SQL endpoint: no session for a connection; closed");
@@ -249,10 +252,17 @@ pub async fn serve_sql(
                 ),
                 cancel: cancels.clone(),
             };
+            let connections = metrics.as_ref().map(|metrics| metrics.connections.clone());
             tokio::spawn(async move {
                 let _slot = slot;
+                if let Some(gauge) = &connections {
+                    gauge.inc();
+                }
                 if let Err(error) = datafusion_postgres::pgwire::tokio::process_socket(socket, None, handlers).await {
                     tracing::debug!(%peer, %error, "SQL connection ended with an error");
+                }
+                if let Some(gauge) = &connections {
+                    gauge.dec();
                 }
             });
         }

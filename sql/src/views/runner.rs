@@ -27,11 +27,15 @@ use super::progress::{LATE_KEY, LateRecord, PROGRESS_KEY, PartitionProgress, Pro
 use super::windows::{LateRow, Windows};
 use crate::decode::decode;
 use crate::error::SqlError;
+use crate::metrics::SqlMetrics;
 
 /// Records read from one partition at a time.
 pub const FETCH_RECORDS_MAX: usize = 10_000;
 /// How long the runner waits for new records when it has read everything.
 const IDLE_POLL: Duration = Duration::from_millis(200);
+/// Rows a view may hold in open windows; past it the view stops with the reason (a
+/// lateness or window too long for the input's rate).
+pub const OPEN_ROWS_MAX: usize = 5_000_000;
 /// How often progress is committed when only read positions moved.
 const PROGRESS_INTERVAL_MS: i64 = 5_000;
 
@@ -60,12 +64,18 @@ pub struct ViewRunner {
     committed: Option<Progress>,
     last_commit_ms: i64,
     stats: Arc<ViewStats>,
+    metrics: Option<SqlMetrics>,
     runtime: tokio::runtime::Runtime,
 }
 
 impl ViewRunner {
     /// Opens `view` over `source_topic` on `log`, resuming from its last progress.
-    pub fn open(view: ViewDef, log: Arc<dyn Log>, source_topic: &str) -> Result<ViewRunner, SqlError> {
+    pub fn open(
+        view: ViewDef,
+        log: Arc<dyn Log>,
+        source_topic: &str,
+        metrics: Option<SqlMetrics>,
+    ) -> Result<ViewRunner, SqlError> {
         let source = log.topic(source_topic)?;
         let target = log.create_topic(&view.topic(), 1)?;
         let schema = view.source.schema();
@@ -111,6 +121,7 @@ impl ViewRunner {
             committed,
             last_commit_ms: now_ms(),
             stats,
+            metrics,
             runtime,
         })
     }
@@ -159,6 +170,13 @@ impl ViewRunner {
             let batch = decode(&self.view.source, &self.schema, None, partition, &records)?;
             let replaying = self.replay_below.get(&partition).copied().filter(|below| *below > records[0].offset);
             late.extend(self.windows.ingest(partition, &batch, self.time_index, replaying)?);
+        }
+        let open = self.windows.open_rows();
+        if open > OPEN_ROWS_MAX {
+            return Err(SqlError::Config(format!(
+                "materialized view {}: {open} rows in open windows, over {OPEN_ROWS_MAX}: shorten its lateness or window",
+                self.view.name
+            )));
         }
         let closed = self.windows.close(now);
         let moved = self.read_positions() != self.committed_reads();
@@ -250,6 +268,15 @@ impl ViewRunner {
         self.stats.late_rows_total.store(progress.late_rows_total, Ordering::Relaxed);
         self.stats.closed_through_ms.store(progress.closed_through_ms, Ordering::Relaxed);
         self.stats.commits_total.fetch_add(1, Ordering::Relaxed);
+        if let Some(metrics) = &self.metrics {
+            metrics.view(
+                &self.view.name,
+                progress.windows_emitted_total,
+                progress.late_rows_total,
+                progress.closed_through_ms,
+                self.windows.open_rows(),
+            );
+        }
         self.committed = Some(progress);
         self.last_commit_ms = now;
         Ok(())
@@ -300,12 +327,13 @@ pub fn spawn_views(
     topic_of: impl Fn(&str) -> String,
     stop: Arc<AtomicBool>,
     drain: Arc<AtomicBool>,
+    metrics: Option<SqlMetrics>,
 ) -> Result<Vec<RunningView>, SqlError> {
     let mut running = Vec::new();
     for view in views {
         let name = view.name.clone();
         let source_topic = topic_of(view.source.role);
-        let runner = ViewRunner::open(view, log.clone(), &source_topic)?;
+        let runner = ViewRunner::open(view, log.clone(), &source_topic, metrics.clone())?;
         let stats = runner.stats();
         let (stop, drain) = (stop.clone(), drain.clone());
         let thread_name = name.clone();
