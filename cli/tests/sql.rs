@@ -138,6 +138,22 @@ fn analysts_query_the_topics_with_psql_and_cannot_write() {
         ),
         "0"
     );
+    // Balances as of a time: everything before the first posting is nothing, after the
+    // last it is the balances view.
+    assert_eq!(psql_ok(&address, "SELECT count(*) FROM balances_as_of(TIMESTAMP '2000-01-01T00:00:00Z')"), "0");
+    let as_of_end = "SELECT account_id, currency, balance_minor, postings FROM balances_as_of('2100-01-01T00:00:00Z')";
+    let differing = psql_ok(
+        &address,
+        &format!(
+            "SELECT count(*) FROM ((({as_of_end}) EXCEPT ALL (SELECT * FROM balances)) UNION ALL \
+             ((SELECT * FROM balances) EXCEPT ALL ({as_of_end}))) AS d"
+        ),
+    );
+    assert_eq!(differing, "0");
+    let day_two: i64 =
+        psql_ok(&address, "SELECT count(*) FROM balances_as_of(TIMESTAMP '2018-04-02T00:00:00Z')").parse().unwrap();
+    let all: i64 = psql_ok(&address, "SELECT count(*) FROM balances").parse().unwrap();
+    assert!(0 < day_two && day_two <= all, "{day_two} of {all}");
     // A join in one statement sees one cut: every approved decision has its postings.
     let unposted = psql_ok(
         &address,

@@ -12,6 +12,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_postgres::auth::AuthManager;
 use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
 
+use crate::as_of::BalancesAsOf;
 use crate::cut::{Cuts, LogSource};
 use crate::error::SqlError;
 use crate::guard::{ConnectionGuard, GuardPlanner, StatementLimits};
@@ -50,7 +51,11 @@ pub async fn session_context(
     let context = SessionContext::new_with_config(config);
     for (table, topic) in definitions.into_iter().zip(topics) {
         let name = table.name;
-        context.register_table(name, Arc::new(TopicTable::new(table, topic, cuts.clone(), limits)))?;
+        let provider = Arc::new(TopicTable::new(table, topic, cuts.clone(), limits));
+        if name == "ledger" {
+            context.register_udtf("balances_as_of", Arc::new(BalancesAsOf { ledger: provider.clone() }));
+        }
+        context.register_table(name, provider)?;
     }
     for view in views {
         let windows = ViewTable::new(view.topic(), ViewRows::Windows, view.output.clone(), cuts.clone());

@@ -6,6 +6,7 @@
 //! - [`cut`]: a statement's consistent view of the log.
 //! - [`topic_table`]: a topic as a DataFusion `TableProvider`, with `_partition` and
 //!   `_offset` filters pushed down to the reads.
+//! - [`as_of`]: `balances_as_of(time)`, the balances at an event time.
 //! - [`context`]: the session with every table, the views and `pg_catalog`, and each
 //!   connection's own session over it.
 //! - [`guard`]: the server's limits on a statement (deadline, cancel, row cap).
@@ -15,6 +16,7 @@
 //! - [`views`]: continuous views, windowed in event time, each window emitted once.
 //! - [`server`]: the PostgreSQL wire endpoint, SCRAM login, read-only.
 
+pub mod as_of;
 pub mod context;
 pub mod cut;
 pub mod decode;
