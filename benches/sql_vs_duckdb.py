@@ -109,7 +109,11 @@ def main():
 
         duck = duckdb.connect()
         duck.execute("SET TimeZone = 'UTC'")
-        read = {topic: f"read_json('{path}', format = 'newline_delimited')" for topic, path in files.items()}
+        # `log dump` wraps each record's value with its key, partition and offset.
+        read = {
+            topic: f"(SELECT unnest(value) FROM read_json('{path}', format = 'newline_delimited'))"
+            for topic, path in files.items()
+        }
         for topic, source in read.items():
             duck.execute(f"CREATE TABLE {topic}_loaded AS SELECT * FROM {source}")
         loaded = {topic: f"{topic}_loaded" for topic in files}

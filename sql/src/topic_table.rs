@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
@@ -196,19 +196,20 @@ impl TopicTable {
         budget: Option<&Budget>,
     ) -> Result<Vec<Vec<RecordBatch>>, SqlError> {
         let Some(topic) = cut.topic(&self.topic) else { return Ok(vec![Vec::new()]) };
-        let mut partitions = Vec::new();
-        let mut rows = 0;
+        let mut ranges = Vec::new();
         for partition in 0..topic.partitions {
             if narrowed.partitions.as_ref().is_some_and(|wanted| !wanted.contains(&partition)) {
                 continue;
             }
             let Some(&(start, end)) = cut.ranges.get(&(self.topic.clone(), partition)) else { continue };
-            let (from, until) = (start.max(narrowed.offsets.start), end.min(narrowed.offsets.end));
+            ranges.push((partition, start.max(narrowed.offsets.start), end.min(narrowed.offsets.end)));
+        }
+        let rows = AtomicUsize::new(0);
+        let read_one = |(partition, from, until): (u32, u64, u64)| -> Result<Vec<RecordBatch>, SqlError> {
             let mut batches = Vec::new();
             read_range(cut.log.as_ref(), &topic, (partition, from, until), budget, |records| {
                 let batch = decode(&self.table, &self.schema, projection, partition, records)?;
-                rows += batch.num_rows();
-                if rows > self.limits.rows_max {
+                if rows.fetch_add(batch.num_rows(), Ordering::Relaxed) + batch.num_rows() > self.limits.rows_max {
                     return Err(SqlError::Config(format!(
                         "table {} has more than {} rows in this statement's cut: narrow it with \
                          _partition or _offset filters",
@@ -218,7 +219,22 @@ impl TopicTable {
                 batches.push(batch);
                 Ok(())
             })?;
-            partitions.push(batches);
+            Ok(batches)
+        };
+        // Partitions are read and decoded side by side, a core each.
+        let threads = std::thread::available_parallelism().map_or(1, usize::from).max(1);
+        let mut partitions = Vec::with_capacity(ranges.len());
+        for chunk in ranges.chunks(threads) {
+            let read = std::thread::scope(|scope| {
+                let running: Vec<_> = chunk.iter().map(|range| scope.spawn(|| read_one(*range))).collect();
+                running
+                    .into_iter()
+                    .map(|thread| thread.join().expect("a scan thread does not panic"))
+                    .collect::<Vec<_>>()
+            });
+            for batches in read {
+                partitions.push(batches?);
+            }
         }
         if partitions.is_empty() {
             partitions.push(Vec::new());
