@@ -154,6 +154,11 @@ fn seconds(ms: i64) -> u32 {
 }
 
 impl PipelineArgs {
+    /// Where the operations endpoints are served, unless `--no-metrics`.
+    pub fn operations_addr(&self) -> Option<std::net::SocketAddr> {
+        (!self.no_metrics).then_some(self.metrics_addr)
+    }
+
     /// The pipeline configuration; `velocity_default` applies when `--velocity` is not given.
     pub fn config(&self, log_args: &LogArgs, velocity_default: &str) -> Result<PipelineConfig> {
         let mut config = log_args.pipeline_config()?;

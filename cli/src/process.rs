@@ -34,7 +34,7 @@ pub fn start_metrics_server(
     let render_metrics = metrics.clone();
     let control = control.clone();
     let readiness: Readiness = Arc::new(move || pipeline_readiness(&control));
-    start_operations_server(runtime, args, Arc::new(move || render_metrics.render()), readiness)
+    start_operations_server(runtime, args.operations_addr(), Arc::new(move || render_metrics.render()), readiness)
 }
 
 /// The pipeline's part of `/readyz`.
@@ -48,26 +48,21 @@ pub fn pipeline_readiness(control: &RunControl) -> Result<(), String> {
     }
 }
 
-/// Serves the operations endpoints with any `render` and `readiness`.
+/// Serves the operations endpoints on `metrics_addr` (none when `None`) with any
+/// `render` and `readiness`.
 pub fn start_operations_server(
     runtime: &tokio::runtime::Runtime,
-    args: &PipelineArgs,
+    metrics_addr: Option<SocketAddr>,
     render: RenderMetrics,
     readiness: Readiness,
 ) -> Option<SocketAddr> {
-    if args.no_metrics {
-        return None;
-    }
-    let served = runtime.block_on(paystream_edge::serve_operations(
-        args.metrics_addr,
-        render,
-        readiness,
-        std::future::pending(),
-    ));
+    let metrics_addr = metrics_addr?;
+    let served =
+        runtime.block_on(paystream_edge::serve_operations(metrics_addr, render, readiness, std::future::pending()));
     match served {
         Ok((addr, _)) => Some(addr),
         Err(error) => {
-            eprintln!("warning: cannot serve /metrics on {}: {error}; continuing without", args.metrics_addr);
+            eprintln!("warning: cannot serve /metrics on {metrics_addr}: {error}; continuing without");
             None
         }
     }

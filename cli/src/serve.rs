@@ -257,7 +257,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             Ok(())
         }
     });
-    if let Some(addr) = process::start_operations_server(&runtime, &args.pipeline, render, readiness) {
+    if let Some(addr) = process::start_operations_server(&runtime, args.pipeline.operations_addr(), render, readiness) {
         eprintln!("metrics: http://{addr}/metrics");
     }
 

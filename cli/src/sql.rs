@@ -192,25 +192,16 @@ pub fn sql(args: SqlArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let registry = prometheus::Registry::new_custom(Some("paystream".into()), None)?;
     let metrics = SqlMetrics::new(&registry);
-    if !args.no_metrics {
-        let process = paystream_pipeline::metrics::ProcessMetrics::new();
-        let render: paystream_edge::RenderMetrics = Arc::new(move || {
-            let mut text = process.render();
-            text.push_str(&prometheus::TextEncoder::new().encode_to_string(&registry.gather()).unwrap_or_default());
-            text
-        });
-        let served = runtime.block_on(paystream_edge::serve_operations(
-            args.metrics_addr,
-            render,
-            Arc::new(|| Ok(())),
-            std::future::pending(),
-        ));
-        match served {
-            Ok((addr, _)) => eprintln!("metrics: http://{addr}/metrics"),
-            Err(error) => {
-                eprintln!("warning: cannot serve /metrics on {}: {error}; continuing without", args.metrics_addr)
-            }
-        }
+    let process = paystream_pipeline::metrics::ProcessMetrics::new();
+    let exported = registry.clone();
+    let render: paystream_edge::RenderMetrics = Arc::new(move || {
+        let mut text = process.render();
+        text.push_str(&prometheus::TextEncoder::new().encode_to_string(&exported.gather()).unwrap_or_default());
+        text
+    });
+    let operations = (!args.no_metrics).then_some(args.metrics_addr);
+    if let Some(addr) = crate::process::start_operations_server(&runtime, operations, render, Arc::new(|| Ok(()))) {
+        eprintln!("metrics: http://{addr}/metrics");
     }
     let (_, server) =
         runtime.block_on(start_endpoint(&args.log, &args.endpoint, &args.views, password, Some(metrics)))?;

@@ -62,13 +62,38 @@ pub enum Stop {
     Cancelled,
 }
 
+/// What the guard stops a statement for, carried inside DataFusion's error so the
+/// metrics can tell it from other failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardError {
+    Stopped(Stop),
+    RowCap(u64),
+}
+
+impl std::fmt::Display for GuardError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // PostgreSQL's own words, so psql users recognise them.
+        match self {
+            GuardError::Stopped(Stop::Timeout) => f.write_str("canceling statement due to statement timeout"),
+            GuardError::Stopped(Stop::Cancelled) => f.write_str("canceling statement due to user request"),
+            GuardError::RowCap(max) => {
+                write!(f, "the result has more than {max} rows (the server's cap): add a LIMIT or aggregate")
+            }
+        }
+    }
+}
+
+impl std::error::Error for GuardError {}
+
+impl From<GuardError> for DataFusionError {
+    fn from(error: GuardError) -> Self {
+        DataFusionError::External(Box::new(error))
+    }
+}
+
 impl From<Stop> for DataFusionError {
     fn from(stop: Stop) -> Self {
-        // PostgreSQL's own words, so psql users recognise them.
-        DataFusionError::Execution(match stop {
-            Stop::Timeout => "canceling statement due to statement timeout".into(),
-            Stop::Cancelled => "canceling statement due to user request".into(),
-        })
+        GuardError::Stopped(stop).into()
     }
 }
 
@@ -198,15 +223,12 @@ impl QueryPlanner for GuardPlanner {
 
 /// How a statement's error counts.
 fn outcome_of(error: &DataFusionError) -> Outcome {
-    let text = error.to_string();
-    if text.contains("due to statement timeout") {
-        Outcome::Timeout
-    } else if text.contains("due to user request") {
-        Outcome::Cancelled
-    } else if text.contains("(the server's cap)") {
-        Outcome::RowCap
-    } else {
-        Outcome::Error
+    let DataFusionError::External(inner) = error.find_root() else { return Outcome::Error };
+    match inner.downcast_ref::<GuardError>() {
+        Some(GuardError::Stopped(Stop::Timeout)) => Outcome::Timeout,
+        Some(GuardError::Stopped(Stop::Cancelled)) => Outcome::Cancelled,
+        Some(GuardError::RowCap(_)) => Outcome::RowCap,
+        None => Outcome::Error,
     }
 }
 
@@ -350,10 +372,7 @@ impl Stream for Guarded {
                     if self.rows.fetch_add(added, Ordering::Relaxed) + added <= self.rows_max {
                         return Poll::Ready(Some(Ok(batch)));
                     }
-                    Poll::Ready(Some(Err(DataFusionError::ResourcesExhausted(format!(
-                        "the result has more than {} rows (the server's cap): add a LIMIT or aggregate",
-                        self.rows_max
-                    )))))
+                    Poll::Ready(Some(Err(GuardError::RowCap(self.rows_max).into())))
                 }
                 Poll::Ready(other) => Poll::Ready(other),
             }
@@ -399,5 +418,14 @@ mod tests {
         assert_eq!(waiting.await.unwrap(), Stop::Cancelled);
         assert_eq!(budget.check(), Err(Stop::Cancelled));
         assert_eq!(guard.start().check(), Ok(()), "the next statement starts afresh");
+    }
+
+    #[test]
+    fn the_metrics_tell_the_guard_s_stops_from_other_errors() {
+        assert_eq!(outcome_of(&Stop::Timeout.into()), Outcome::Timeout);
+        let wrapped = DataFusionError::Context("scanning".into(), Box::new(Stop::Cancelled.into()));
+        assert_eq!(outcome_of(&wrapped), Outcome::Cancelled);
+        assert_eq!(outcome_of(&GuardError::RowCap(5).into()), Outcome::RowCap);
+        assert_eq!(outcome_of(&DataFusionError::ResourcesExhausted("memory".into())), Outcome::Error);
     }
 }

@@ -152,7 +152,7 @@ fn narrow(filters: &[Expr]) -> Narrowed {
 
 /// Records of `partition` in `[from, end)`, handed over in batches of at most
 /// [`FETCH_RECORDS_MAX`], while the statement's budget lasts.
-fn read_range(
+pub(crate) fn read_range(
     log: &dyn Log,
     topic: &Topic,
     (partition, mut offset, end): (u32, u64, u64),

@@ -82,18 +82,6 @@ pub fn parse_duration_ms(text: &str) -> Option<i64> {
     number.checked_mul(unit_ms)
 }
 
-/// FNV-1a: a hash that stays the same across builds and Rust versions.
-fn stable_hash(parts: &[&str]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for byte in part.bytes().chain([0]) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    hash
-}
-
 /// Every `CREATE MATERIALIZED VIEW` in `text` (statements separated by `;`), checked
 /// against the topic tables.
 pub async fn parse_views(text: &str) -> Result<Vec<ViewDef>, SqlError> {
@@ -197,7 +185,8 @@ async fn check(name: String, query: String, lateness_ms: i64, idle_timeout_ms: i
         ));
     }
     let output = Arc::new(frame.schema().as_arrow().clone());
-    let plan_hash = stable_hash(&[&query, &stride_ms.to_string(), &lateness_ms.to_string()]);
+    // xxh3 is specified, so the hash stays the same across builds and Rust versions.
+    let plan_hash = xxhash_rust::xxh3::xxh3_64(format!("{query}\0{stride_ms}\0{lateness_ms}").as_bytes());
     Ok(ViewDef {
         name,
         query,

@@ -28,9 +28,8 @@ use super::windows::{LateRow, Windows};
 use crate::decode::decode;
 use crate::error::SqlError;
 use crate::metrics::SqlMetrics;
+use crate::topic_table::FETCH_RECORDS_MAX;
 
-/// Records read from one partition at a time.
-pub const FETCH_RECORDS_MAX: usize = 10_000;
 /// How long the runner waits for new records when it has read everything.
 const IDLE_POLL: Duration = Duration::from_millis(200);
 /// Rows a view may hold in open windows; past it the view stops with the reason (a
@@ -39,14 +38,11 @@ pub const OPEN_ROWS_MAX: usize = 5_000_000;
 /// How often progress is committed when only read positions moved.
 const PROGRESS_INTERVAL_MS: i64 = 5_000;
 
-/// What a running view has done, for metrics and tests.
+/// What a running view has done, for the summary `run --until-idle` prints.
 #[derive(Debug, Default)]
 pub struct ViewStats {
     pub windows_emitted_total: AtomicU64,
     pub late_rows_total: AtomicU64,
-    pub commits_total: AtomicU64,
-    /// The close line, in ms since the epoch (`i64::MIN` before the first close).
-    pub closed_through_ms: std::sync::atomic::AtomicI64,
 }
 
 pub struct ViewRunner {
@@ -106,7 +102,6 @@ impl ViewRunner {
             stats.windows_emitted_total.store(progress.windows_emitted_total, Ordering::Relaxed);
             stats.late_rows_total.store(progress.late_rows_total, Ordering::Relaxed);
         }
-        stats.closed_through_ms.store(windows.closed_through_ms(), Ordering::Relaxed);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         Ok(ViewRunner {
             view,
@@ -266,8 +261,6 @@ impl ViewRunner {
         self.log.commit(transaction)?;
         self.stats.windows_emitted_total.store(progress.windows_emitted_total, Ordering::Relaxed);
         self.stats.late_rows_total.store(progress.late_rows_total, Ordering::Relaxed);
-        self.stats.closed_through_ms.store(progress.closed_through_ms, Ordering::Relaxed);
-        self.stats.commits_total.fetch_add(1, Ordering::Relaxed);
         if let Some(metrics) = &self.metrics {
             metrics.view(
                 &self.view.name,

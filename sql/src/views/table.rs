@@ -18,6 +18,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use super::progress::{LATE_KEY, WINDOW_KEY_PREFIX};
 use crate::cut::Cuts;
 use crate::error::SqlError;
+use crate::guard::{Budget, ConnectionGuard};
+use crate::topic_table::{read_range, statement_of};
 
 /// Which records of the view's topic a table shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,17 +58,13 @@ impl ViewTable {
         ViewTable { topic, rows, schema, cuts }
     }
 
-    fn read(&self, statement_ns: i64) -> Result<Vec<RecordBatch>, SqlError> {
+    fn read(&self, statement_ns: i64, budget: Option<&Budget>) -> Result<Vec<RecordBatch>, SqlError> {
         let cut = self.cuts.for_statement(statement_ns)?;
         let Some(topic) = cut.topic(&self.topic) else { return Ok(Vec::new()) };
         let Some(&(start, end)) = cut.ranges.get(&(self.topic.clone(), 0)) else { return Ok(Vec::new()) };
         let mut lines = Vec::new();
-        let mut offset = start;
-        while offset < end {
-            let records = cut.log.fetch(&topic, 0, offset, crate::topic_table::FETCH_RECORDS_MAX)?;
-            let Some(last) = records.last() else { break };
-            offset = last.offset + 1;
-            for record in records.iter().filter(|record| record.offset < end) {
+        read_range(cut.log.as_ref(), &topic, (0, start, end), budget, |records| {
+            for record in records {
                 let wanted = match self.rows {
                     ViewRows::Windows => record.key.starts_with(WINDOW_KEY_PREFIX.as_bytes()),
                     ViewRows::Late => record.key.as_ref() == LATE_KEY.as_bytes(),
@@ -76,7 +74,8 @@ impl ViewTable {
                     lines.push(b'\n');
                 }
             }
-        }
+            Ok(())
+        })?;
         let mut decoder = ReaderBuilder::new(self.schema.clone()).build_decoder()?;
         let mut batches = Vec::new();
         let mut rest = lines.as_slice();
@@ -112,11 +111,14 @@ impl TableProvider for ViewTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let statement = crate::topic_table::statement_of(state);
+        let statement = statement_of(state);
+        let budget = state.config().get_extension::<ConnectionGuard>().map(|guard| guard.current());
         let (topic, rows, schema, cuts) = (self.topic.clone(), self.rows, self.schema.clone(), self.cuts.clone());
-        let batches = tokio::task::spawn_blocking(move || ViewTable { topic, rows, schema, cuts }.read(statement))
-            .await
-            .map_err(|error| DataFusionError::External(Box::new(error)))??;
+        let batches = tokio::task::spawn_blocking(move || {
+            ViewTable { topic, rows, schema, cuts }.read(statement, budget.as_deref())
+        })
+        .await
+        .map_err(|error| DataFusionError::External(Box::new(error)))??;
         Ok(MemorySourceConfig::try_new_exec(&[batches], self.schema.clone(), projection.cloned())?)
     }
 }

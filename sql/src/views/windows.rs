@@ -142,12 +142,14 @@ impl Windows {
                 continue;
             }
             rows_of.entry(start).or_default().push(u32::try_from(row).expect("a batch has under 2^32 rows"));
-            let window = self.open.entry(start).or_default();
-            window.first_offsets.entry(partition).and_modify(|first| *first = (*first).min(offset)).or_insert(offset);
         }
+        // Per window, not per row: its rows, and the first offset it needs.
         for (start, rows) in rows_of {
-            let taken = take_record_batch(batch, &UInt32Array::from(rows))?;
-            self.open.get_mut(&start).expect("opened above").batches.push(taken);
+            let first =
+                rows.iter().map(|&row| offsets.value(row as usize)).min().map_or(0, |o| u64::try_from(o).unwrap_or(0));
+            let window = self.open.entry(start).or_default();
+            window.first_offsets.entry(partition).and_modify(|known| *known = (*known).min(first)).or_insert(first);
+            window.batches.push(take_record_batch(batch, &UInt32Array::from(rows))?);
         }
         Ok(late)
     }
