@@ -40,14 +40,17 @@ fn decisions(data: &Path) -> HashMap<String, Value> {
         .collect()
 }
 
-/// Every velocity counter under `prefix`, by key without the prefix: (events, amount).
+/// Every velocity bucket under `prefix`, by counts key without the prefix: (events,
+/// amount).
 fn redis_counters(prefix: &str) -> BTreeMap<String, (i64, i64)> {
     let mut connection = redis::Client::open(redis_url()).unwrap().get_connection().expect("Redis must be running");
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}:c:*")).query(&mut connection).unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}:*:c:*")).query(&mut connection).unwrap();
     keys.into_iter()
         .map(|key| {
-            let (n, s): (i64, i64) = redis::cmd("HMGET").arg(&key).arg("n").arg("s").query(&mut connection).unwrap();
-            (key[prefix.len()..].to_string(), (n, s))
+            // Events, amount, TTLs set (ms): big-endian i64s.
+            let value: Vec<u8> = redis::cmd("GET").arg(&key).query(&mut connection).unwrap();
+            let bucket: Vec<i64> = value.chunks(8).map(|b| i64::from_be_bytes(b.try_into().unwrap())).collect();
+            (key[prefix.len()..].to_string(), (bucket[0], bucket[1]))
         })
         .collect()
 }

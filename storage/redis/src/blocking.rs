@@ -24,9 +24,14 @@ impl Blocking<RedisCounters> {
         Ok(Blocking { store, runtime })
     }
 
-    /// The key of an entity's bucket ([`RedisCounters::key`]).
-    pub fn key(&self, kind: char, entity: &str, bucket: i64) -> String {
-        self.store.key(kind, entity, bucket)
+    /// The counts of an entity's bucket ([`RedisCounters::counts_key`]).
+    pub fn counts_key(&self, entity: &str, bucket: i64) -> String {
+        self.store.counts_key(entity, bucket)
+    }
+
+    /// The id set of an entity's bucket ([`RedisCounters::ids_key`]).
+    pub fn ids_key(&self, entity: &str, bucket: i64) -> String {
+        self.store.ids_key(entity, bucket)
     }
 }
 

@@ -119,19 +119,70 @@ fn redis_agrees_with_the_embedded_counters_on_random_batches_with_replays() {
 }
 
 #[test]
-fn redis_keys_share_a_slot_per_entity_and_expire() {
+fn redis_keys_share_a_slot_per_call_and_expire_together() {
     let mut store = redis("keys");
-    let event = CounterEvent { entity: "terminal:{x}", event_id: "p1", event_time_ms: START, amount_minor: 5 };
-    store.add(&[event]).unwrap();
-    let key = store.key('c', "terminal:{x}", START / HOUR);
-    let tag = &key[key.find('{').unwrap()..=key.find('}').unwrap()];
-    assert_eq!(tag.len(), 18, "a hash tag of the entity's 64-bit hash, whatever its id: {key}");
-    assert_eq!(store.key('e', "terminal:{x}", 0).matches(tag).count(), 1, "ids and counters share the slot");
+    let event = |id| CounterEvent { entity: "terminal:{x}", event_id: id, event_time_ms: START, amount_minor: 5 };
+    store.add(&[event("p1")]).unwrap();
+    let bucket = START / HOUR;
+    let (counts, ids) = (store.counts_key("terminal:{x}", bucket), store.ids_key("terminal:{x}", bucket));
+    let tag = &counts[counts.find('{').unwrap()..=counts.find('}').unwrap()];
+    assert_eq!(tag.len(), 3, "a hash tag of the entity's key shard (one of 16), whatever its id: {counts}");
+    assert_eq!(ids.matches(tag).count(), 1, "ids and counts share the slot");
     let mut connection = redis::Client::open(redis_url()).unwrap().get_connection().unwrap();
-    let ttl: i64 = redis::cmd("TTL").arg(&key).query(&mut connection).unwrap();
-    assert!(ttl > 7 * 86_400 && ttl <= 8 * 86_400, "ttl {ttl}");
-    let ttl: i64 = redis::cmd("TTL").arg(store.key('e', "terminal:{x}", START / HOUR)).query(&mut connection).unwrap();
-    assert!(ttl > 0, "the id set expires too");
+    let read = |connection: &mut redis::Connection| -> Vec<i64> {
+        let value: Vec<u8> = redis::cmd("GET").arg(&counts).query(connection).unwrap();
+        value.chunks(8).map(|b| i64::from_be_bytes(b.try_into().unwrap())).collect()
+    };
+    let first = read(&mut connection);
+    assert_eq!(first[..2], [1, 5], "the bucket's count and sum");
+    let expires_at = |key: &str, connection: &mut redis::Connection| -> i64 {
+        redis::cmd("PEXPIRETIME").arg(key).query(connection).unwrap()
+    };
+    let at = expires_at(&counts, &mut connection);
+    let in_8_days =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 + 8 * 86_400_000;
+    assert!(at > in_8_days - 60_000 && at <= in_8_days, "expires at {at}");
+    assert_eq!(expires_at(&ids, &mut connection), at, "the id set expires with the counts it guards");
+    // A count soon after keeps both TTLs as they were.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    store.add(&[event("p2")]).unwrap();
+    assert_eq!(read(&mut connection)[..3], [2, 10, first[2]], "counted; TTLs set when they were");
+    assert_eq!(expires_at(&counts, &mut connection), at);
+    assert_eq!(expires_at(&ids, &mut connection), at);
+}
+
+/// With 1 s buckets kept 2 s: a bucket's counts and ids expire together, and a 64th of
+/// the retention after they were set, a count sets both TTLs again.
+#[test]
+fn a_bucket_expires_with_its_ids_and_counts_refresh_both() {
+    const SECOND: i64 = 1_000;
+    let config = CounterConfig { bucket_ms: SECOND, retention_ms: 2 * SECOND };
+    let prefix = format!("pstest:expiry:{}", paystream_testkit::unique_suffix());
+    let mut store = Blocking::<RedisCounters>::connect(&redis_url(), &prefix, config).unwrap();
+    let e = |id| CounterEvent { entity: "merchant:M1", event_id: id, event_time_ms: START, amount_minor: 10 };
+    let window = [WindowQuery { entity: "merchant:M1", at_ms: START, buckets: 1 }];
+    let w = |count, sum_minor| vec![WindowTotals { count, sum_minor }];
+    assert_eq!(store.add(&[e("a"), e("b")]).unwrap(), 2);
+    std::thread::sleep(std::time::Duration::from_millis(1_200));
+    assert_eq!(store.add(&[e("a"), e("c")]).unwrap(), 1, "a replay inside the retention counts nothing");
+    std::thread::sleep(std::time::Duration::from_millis(1_200));
+    assert_eq!(store.windows(&window).unwrap(), w(3, 30), "the count at 1.2 s kept the bucket");
+    std::thread::sleep(std::time::Duration::from_millis(2_100));
+    assert_eq!(store.windows(&window).unwrap(), w(0, 0), "expired");
+    assert_eq!(store.add(&[e("a")]).unwrap(), 1, "with its ids: counted again, once");
+    assert_eq!(store.windows(&window).unwrap(), w(1, 10));
+}
+
+#[test]
+fn an_event_without_an_id_or_with_an_inexact_amount_is_refused() {
+    let mut store = redis("refused");
+    let e =
+        |event_id, amount_minor| CounterEvent { entity: "merchant:M1", event_id, event_time_ms: START, amount_minor };
+    for (event, why) in [(e("", 1), "non-empty id"), (e("p", 1 << 60), "2^53")] {
+        let error = store.add_and_windows(&[event], 1).unwrap_err().to_string();
+        assert!(error.contains(why), "{error}");
+    }
+    assert_eq!(store.windows(&[WindowQuery { entity: "merchant:M1", at_ms: START, buckets: 1 }]).unwrap()[0].count, 0);
 }
 
 #[test]
@@ -211,4 +262,64 @@ async fn the_async_api_runs_inside_a_runtime_where_the_blocking_one_refuses() {
         Blocking::<RedisCounters>::connect(&redis_url(), &prefix, CounterConfig::default()),
         Err(paystream_storage::StorageError::InsideRuntime { .. })
     ));
+}
+
+/// The simplest correct counters: per (entity, bucket), the ids counted, their number
+/// and sum; events handled one at a time.
+#[derive(Default)]
+struct Model {
+    buckets: std::collections::HashMap<(String, i64), (std::collections::HashSet<String>, u64, i64)>,
+}
+
+impl Model {
+    fn add_and_window(&mut self, entity: &str, id: &str, time_ms: i64, amount: i64, window: u32) -> WindowTotals {
+        let bucket = time_ms.div_euclid(HOUR);
+        let (ids, count, sum) = self.buckets.entry((entity.to_string(), bucket)).or_default();
+        if ids.insert(id.to_string()) {
+            *count += 1;
+            *sum += amount;
+        }
+        let mut totals = WindowTotals::default();
+        for b in bucket - i64::from(window) + 1..=bucket {
+            if let Some((_, count, sum)) = self.buckets.get(&(entity.to_string(), b)) {
+                totals.count += count;
+                totals.sum_minor += sum;
+            }
+        }
+        totals
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+    /// Batched calls (grouped by entity and key shard, split past the per-call cap) give
+    /// each event what one event at a time gives: itself and its predecessors, replays
+    /// counted once.
+    #[test]
+    fn batched_calls_equal_one_event_at_a_time(
+        batches in proptest::collection::vec(
+            proptest::collection::vec((0usize..6, 0u32..400, 0i64..(6 * HOUR), 1i64..100_000), 1..700),
+            1..4,
+        ),
+        window in 1u32..4,
+    ) {
+        let entities = ["merchant:M1", "merchant:M2", "device:d1", "device:{d2}", "merchant:ü", "terminal:T"];
+        let mut store = redis("batched");
+        let mut model = Model::default();
+        // A replay is the same event: an id keeps the entity, time and amount it had first.
+        let mut first: std::collections::HashMap<u32, (usize, i64, i64)> = Default::default();
+        for batch in batches {
+            let batch: Vec<(String, &str, i64, i64)> = batch
+                .into_iter()
+                .map(|(entity, id, time, amount)| {
+                    let (entity, time, amount) = *first.entry(id).or_insert((entity, time, amount));
+                    (format!("p{id}"), entities[entity], START + time, amount)
+                })
+                .collect();
+            let expected: Vec<WindowTotals> =
+                batch.iter().map(|(id, entity, time, amount)| model.add_and_window(entity, id, *time, *amount, window)).collect();
+            let got = store.add_and_windows(&counter_events(&batch), window).unwrap();
+            proptest::prop_assert_eq!(got, expected);
+        }
+    }
 }
