@@ -62,7 +62,7 @@ pub(crate) fn plan(entity_hashes: impl IntoIterator<Item = u64>) -> Vec<CallPlan
         for run in runs {
             for chunk in run.items.chunks(CALL_ITEMS_MAX) {
                 if call.items() + chunk.len() > CALL_ITEMS_MAX {
-                    let full = std::mem::replace(&mut call.runs, Vec::new());
+                    let full = std::mem::take(&mut call.runs);
                     calls.push(CallPlan { shard: shard as u64, runs: full });
                 }
                 call.runs.push(EntityRun { entity_hash: run.entity_hash, items: chunk.to_vec() });
