@@ -7,6 +7,8 @@ use paystream_storage::counters::{CounterConfig, CounterEvent, MemoryCounters, W
 use paystream_storage_redis::{Blocking, RedisCounters};
 
 const BATCH: usize = 2_048;
+/// 2026-12-06T00:00:00Z: where the live-traffic case's event times start.
+const LIVE_START_MS: i64 = 1_796_515_200_000;
 
 /// Eight simulated days of payments as (event id, entity, event time, amount).
 fn simulated_events() -> Vec<(String, String, i64, i64)> {
@@ -111,6 +113,24 @@ fn counters(c: &mut Criterion) {
                     })
                     .collect();
                 next += BATCH;
+                store.add_and_windows(&batch, 12).expect("add and windows").len()
+            })
+        });
+        // The same merchants as live traffic sends them: event times advance with the
+        // batches (2,048 payments a second), so a batch's payments share their buckets.
+        let mut lap = 0usize;
+        group.bench_function(format!("{name}/add_and_window_1h_2048_live"), |b| {
+            b.iter(|| {
+                let ids: Vec<String> = (0..BATCH).map(|i| format!("live/{lap}/{i}")).collect();
+                let batch: Vec<CounterEvent<'_>> = (0..BATCH)
+                    .map(|i| CounterEvent {
+                        entity: &merchants[(lap * BATCH + i) % merchants.len()],
+                        event_id: &ids[i],
+                        event_time_ms: LIVE_START_MS + (lap * 1_000 + i * 1_000 / BATCH) as i64,
+                        amount_minor: events[i].3,
+                    })
+                    .collect();
+                lap += 1;
                 store.add_and_windows(&batch, 12).expect("add and windows").len()
             })
         });
