@@ -245,6 +245,8 @@ def check_processes(r, name, workloads, services, policies, by_kind, configmaps,
             addresses = [("--metrics-addr", "PAYSTREAM_METRICS_ADDR")]
             if command == "serve":
                 addresses.append(("--http-addr", "PAYSTREAM_HTTP_ADDR"))
+            if command == "sql":
+                addresses.append(("--sql-addr", "PAYSTREAM_SQL_ADDR"))
             for flag, variable in addresses:
                 address = literal(setting(argv, env, flag, variable))
                 host, _, port = address.rpartition(":")
@@ -274,6 +276,10 @@ def check_processes(r, name, workloads, services, policies, by_kind, configmaps,
                 key_file = literal(setting(argv, env, "--auth-key-file", "PAYSTREAM_AUTH_KEY_FILE"))
                 key_volume = volumes.get(mounts.get(key_file.rpartition("/")[0]), {})
                 r.check("secret" in key_volume, f"{ident}: --service {service} reads the signing keys {key_file!r} from a mounted Secret")
+            if command == "sql":
+                password = setting(argv, env, "--sql-password", "PAYSTREAM_SQL_PASSWORD") or {}
+                r.check(bool((password.get("valueFrom") or {}).get("secretKeyRef")),
+                        f"{ident}: the analysts' SQL password comes from a Secret (PAYSTREAM_SQL_PASSWORD)")
             if service == "gateway":
                 gateways.append((w, c, ident, literal(setting(argv, env, "--route", "PAYSTREAM_ROUTES"))))
     r.check(len(log_owners) <= 1, f"{name}: at most one workload owns the embedded log (got {len(log_owners)})")
