@@ -65,6 +65,7 @@ fn topic_tables_on_kafka_equal_the_log_dump() {
     );
     let (low, high) = (in_partition[10], in_partition[60]);
     let expected = in_partition.iter().filter(|&&o| o >= low && o < high).count();
-    let statement = format!("SELECT count(*) FROM decisions WHERE _partition = 1 AND _offset >= {low} AND _offset < {high}");
+    let statement =
+        format!("SELECT count(*) FROM decisions WHERE _partition = 1 AND _offset >= {low} AND _offset < {high}");
     assert_eq!(query_csv(&data, &statement), vec![vec![expected.to_string()]]);
 }
