@@ -74,7 +74,9 @@ fn scrape(address: &str) -> String {
 fn psql_command(address: &str, password: &str, command: &str) -> std::process::Command {
     let (host, port) = address.rsplit_once(':').unwrap();
     let mut psql = std::process::Command::new("psql");
-    psql.args(["-X", "-v", "ON_ERROR_STOP=1", "-At", "-h", host, "-p", port, "-U", "analyst", "-d", "paystream", "-c"])
+    // VERBOSITY=verbose: errors show their SQLSTATE.
+    psql.args(["-X", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=verbose", "-At", "-h", host, "-p", port])
+        .args(["-U", "analyst", "-d", "paystream", "-c"])
         .arg(command)
         .env("PGPASSWORD", password)
         .env("PGCONNECT_TIMEOUT", "10");
@@ -203,7 +205,7 @@ fn the_server_holds_its_guardrails_whatever_the_client_sets() {
     let endless = "SELECT count(*) FROM generate_series(1, 1000000000000)";
     let started = Instant::now();
     let said = psql_err(&address, &format!("SET statement_timeout = 0; {endless}"));
-    assert!(said.contains("canceling statement due to statement timeout"), "{said}");
+    assert!(said.contains("57014: canceling statement due to statement timeout"), "{said}");
     assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
 
     // Ctrl-C in psql (SIGINT) sends a cancel request, which stops the statement.
@@ -213,11 +215,11 @@ fn the_server_holds_its_guardrails_whatever_the_client_sets() {
     let mut said = String::new();
     std::io::Read::read_to_string(&mut running.stderr.take().unwrap(), &mut said).unwrap();
     assert!(!running.wait().unwrap().success());
-    assert!(said.contains("canceling statement due to user request"), "{said}");
+    assert!(said.contains("57014: canceling statement due to user request"), "{said}");
 
     // The row cap holds on results, not on what was read to make them.
     let said = psql_err(&address, "SELECT * FROM decisions");
-    assert!(said.contains("more than 50 rows"), "{said}");
+    assert!(said.contains("54000: the result has more than 50 rows"), "{said}");
     assert_eq!(psql_ok(&address, "SELECT payment_id FROM decisions LIMIT 50").lines().count(), 50);
     assert!(psql_ok(&address, "SELECT count(*) FROM decisions").parse::<usize>().unwrap() > 500);
 
@@ -226,7 +228,7 @@ fn the_server_holds_its_guardrails_whatever_the_client_sets() {
         &address,
         "SELECT max(r) FROM (SELECT row_number() OVER (ORDER BY x DESC) AS r FROM generate_series(1, 3000000) AS t(x)) AS w",
     );
-    assert!(said.to_lowercase().contains("resources exhausted"), "{said}");
+    assert!(said.contains("53200:") && said.to_lowercase().contains("resources exhausted"), "{said}");
     let said = psql_err(&address, "SET datafusion.runtime.memory_limit = '10G'");
     assert!(said.contains("DataFusion's settings are the server's"), "{said}");
 

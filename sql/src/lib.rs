@@ -26,6 +26,7 @@ pub mod information_schema;
 pub mod metrics;
 pub mod output;
 pub mod server;
+mod sqlstate;
 pub mod tables;
 pub mod topic_table;
 pub mod views;

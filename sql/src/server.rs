@@ -32,6 +32,7 @@ use crate::context::connection_context;
 use crate::error::SqlError;
 use crate::guard::{ConnectionGuard, StatementLimits};
 use crate::metrics::SqlMetrics;
+use crate::sqlstate::Coded;
 
 /// Connections served at once; more are closed at accept.
 pub const CONNECTIONS_MAX: usize = 64;
@@ -169,7 +170,7 @@ impl CancelHandler for Cancels {
 
 /// One connection's handlers (SASL keeps per-connection state, and so does the session).
 struct Handlers {
-    session: Arc<DfSessionService>,
+    session: Arc<Coded>,
     startup: Arc<SASLAuthStartupHandler<DefaultServerParameterProvider>>,
     cancel: Arc<Cancels>,
 }
@@ -244,7 +245,7 @@ pub async fn serve_sql(
                 }
             };
             let handlers = Handlers {
-                session: Arc::new(DfSessionService::new_with_hooks(Arc::new(session), hooks.clone())),
+                session: Arc::new(Coded(Arc::new(DfSessionService::new_with_hooks(Arc::new(session), hooks.clone())))),
                 startup: Arc::new(
                     SASLAuthStartupHandler::new(parameters.clone())
                         .with_scram(ScramAuth::new(analyst.clone()))

@@ -1,0 +1,129 @@
+//! PostgreSQL's SQLSTATE codes for the endpoint's own refusals. datafusion-postgres
+//! reports every execution error as XX000 (internal_error), whether it comes before the
+//! first row or while rows stream; [`Coded`] wraps its handlers and gives the guard's
+//! stops and DataFusion's memory limit the codes PostgreSQL uses, so clients can tell
+//! them apart (psycopg raises `QueryCanceled` for 57014, JDBC and pgx expose the code):
+//! - 57014 query_canceled: the statement timeout, and a cancel request (Ctrl-C);
+//! - 54000 program_limit_exceeded: the result row cap;
+//! - 53200 out_of_memory: the connection's memory cap.
+//!
+//! Any other error keeps its XX000 and its message.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::error::DataFusionError;
+use datafusion_postgres::DfSessionService;
+use datafusion_postgres::pgwire::api::portal::Portal;
+use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use datafusion_postgres::pgwire::api::results::Response;
+use datafusion_postgres::pgwire::api::store::PortalStore;
+use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore};
+use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
+use futures::{Sink, StreamExt};
+
+use crate::guard::GuardError;
+
+/// The SQLSTATE of an error the endpoint itself raises, if it is one.
+fn sqlstate_of(error: &DataFusionError) -> Option<(&'static str, String)> {
+    match error.find_root() {
+        DataFusionError::External(inner) => match inner.downcast_ref::<GuardError>()? {
+            stopped @ GuardError::Stopped(_) => Some(("57014", stopped.to_string())),
+            capped @ GuardError::RowCap(_) => Some(("54000", capped.to_string())),
+        },
+        exhausted @ DataFusionError::ResourcesExhausted(_) => Some(("53200", exhausted.to_string())),
+        _ => None,
+    }
+}
+
+/// `error` with its SQLSTATE when the endpoint raised it; any other error as it is.
+fn with_sqlstate(error: PgWireError) -> PgWireError {
+    let PgWireError::ApiError(inner) = &error else { return error };
+    let Some((code, message)) = inner.downcast_ref::<DataFusionError>().and_then(sqlstate_of) else { return error };
+    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".to_owned(), code.to_owned(), message)))
+}
+
+/// A response whose streamed rows' errors get their SQLSTATE too.
+fn coded(response: Response) -> Response {
+    match response {
+        Response::Query(mut query) => {
+            let rows = std::mem::replace(&mut query.data_rows, Box::pin(futures::stream::empty()));
+            query.data_rows = Box::pin(rows.map(|row| row.map_err(with_sqlstate)));
+            Response::Query(query)
+        }
+        other => other,
+    }
+}
+
+/// datafusion-postgres's handlers, errors coded.
+pub(crate) struct Coded(pub(crate) Arc<DfSessionService>);
+
+#[async_trait]
+impl SimpleQueryHandler for Coded {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let responses = SimpleQueryHandler::do_query(self.0.as_ref(), client, query).await.map_err(with_sqlstate)?;
+        Ok(responses.into_iter().map(coded).collect())
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Coded {
+    type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
+    type QueryParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.0.query_parser()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        ExtendedQueryHandler::do_query(self.0.as_ref(), client, portal, max_rows)
+            .await
+            .map(coded)
+            .map_err(with_sqlstate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guard::Stop;
+
+    fn code(error: PgWireError) -> String {
+        match with_sqlstate(error) {
+            PgWireError::UserError(info) => info.code,
+            other => format!("unchanged: {other}"),
+        }
+    }
+
+    #[test]
+    fn the_guards_refusals_get_postgresql_codes_and_others_keep_theirs() {
+        let api = |error: DataFusionError| PgWireError::ApiError(Box::new(error));
+        assert_eq!(code(api(Stop::Timeout.into())), "57014");
+        assert_eq!(code(api(Stop::Cancelled.into())), "57014");
+        // Wrapped as DataFusion wraps errors from inside a plan.
+        let wrapped = DataFusionError::Context("while streaming".into(), Box::new(GuardError::RowCap(5).into()));
+        assert_eq!(code(api(wrapped)), "54000");
+        assert_eq!(code(api(DataFusionError::ResourcesExhausted("sort".into()))), "53200");
+        assert!(code(api(DataFusionError::Plan("no such table".into()))).starts_with("unchanged"));
+        assert!(code(PgWireError::QueryCanceled).starts_with("unchanged"));
+    }
+}
