@@ -14,6 +14,7 @@ import datetime
 import json
 import subprocess
 import sys
+import time
 from collections import Counter
 from decimal import Decimal
 
@@ -45,6 +46,8 @@ by_outcome = Counter(d["outcome"] for d in decisions)
 amount_minor = sum(int(Decimal(d["amount"]) * 100) for d in decisions)
 over_100 = sum(1 for d in decisions if Decimal(d["amount"]) * 100 > 10_000)
 first_day = min(d["event_time"][:10] for d in decisions)
+# A statement that would run for hours.
+ENDLESS = "SELECT count(*) FROM generate_series(1, 1000000000000)"
 
 
 def with_psycopg():
@@ -77,6 +80,18 @@ def with_psycopg():
             check("psycopg: DDL refused", "read-only" in str(error), True)
         conn.rollback()
         check("psycopg: usable after an error", conn.execute("SELECT 1").fetchone()[0], 1)
+        # A client may shorten the statement timeout (the server's is 60 s): the statement
+        # is then cancelled after 1 s, with PostgreSQL's SQLSTATE, which psycopg maps to
+        # its QueryCanceled.
+        conn.execute("SET statement_timeout = 1000")
+        started = time.monotonic()
+        try:
+            conn.execute(ENDLESS)
+            check("psycopg: statement timeout", "finished", "QueryCanceled")
+        except psycopg.errors.QueryCanceled as error:
+            check("psycopg: statement timeout is QueryCanceled (57014)", error.sqlstate, "57014")
+        check("psycopg: the client's timeout, well before the server's 60 s", time.monotonic() - started < 30, True)
+        conn.rollback()
 
 
 async def with_asyncpg():
@@ -96,6 +111,14 @@ async def with_asyncpg():
         check("asyncpg: a prepared statement, run twice",
               [await statement.fetchval("approve"), await statement.fetchval("decline")],
               [by_outcome["approve"], by_outcome["decline"]])
+        await conn.execute("SET statement_timeout = 1000")
+        started = time.monotonic()
+        try:
+            await conn.fetchval(ENDLESS)
+            check("asyncpg: statement timeout", "finished", "QueryCanceledError")
+        except asyncpg.exceptions.QueryCanceledError as error:
+            check("asyncpg: statement timeout is QueryCanceledError (57014)", error.sqlstate, "57014")
+        check("asyncpg: the client's timeout, well before the server's 60 s", time.monotonic() - started < 30, True)
     finally:
         await conn.close()
 

@@ -151,15 +151,37 @@ pub struct ConnectionGuard {
     limits: StatementLimits,
     current: Mutex<Arc<Budget>>,
     metrics: Option<SqlMetrics>,
+    /// The client's `SET statement_timeout`, in ms (0: none).
+    client_timeout_ms: AtomicU64,
 }
 
 impl ConnectionGuard {
     pub fn new(limits: StatementLimits, metrics: Option<SqlMetrics>) -> ConnectionGuard {
-        ConnectionGuard { limits, current: Mutex::new(Arc::new(Budget::new(limits.timeout))), metrics }
+        ConnectionGuard {
+            limits,
+            current: Mutex::new(Arc::new(Budget::new(limits.timeout))),
+            metrics,
+            client_timeout_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// What the client's `SET statement_timeout` asks for (None: unset or 0). It can
+    /// only shorten the server's timeout, never lift it.
+    pub fn set_client_timeout(&self, timeout: Option<Duration>) {
+        let ms = timeout.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1));
+        self.client_timeout_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The next statement's timeout.
+    fn timeout(&self) -> Duration {
+        match self.client_timeout_ms.load(Ordering::Relaxed) {
+            0 => self.limits.timeout,
+            ms => self.limits.timeout.min(Duration::from_millis(ms)),
+        }
     }
 
     fn start(&self) -> Arc<Budget> {
-        let budget = Arc::new(Budget::new(self.limits.timeout));
+        let budget = Arc::new(Budget::new(self.timeout()));
         *self.current.lock().expect("the guard's lock is never poisoned") = budget.clone();
         budget
     }

@@ -31,8 +31,8 @@ use tokio::sync::Semaphore;
 use crate::context::connection_context;
 use crate::error::SqlError;
 use crate::guard::{ConnectionGuard, StatementLimits};
+use crate::handlers::Guarded;
 use crate::metrics::SqlMetrics;
-use crate::sqlstate::Coded;
 
 /// Connections served at once; more are closed at accept.
 pub const CONNECTIONS_MAX: usize = 64;
@@ -170,7 +170,7 @@ impl CancelHandler for Cancels {
 
 /// One connection's handlers (SASL keeps per-connection state, and so does the session).
 struct Handlers {
-    session: Arc<Coded>,
+    session: Arc<Guarded>,
     startup: Arc<SASLAuthStartupHandler<DefaultServerParameterProvider>>,
     cancel: Arc<Cancels>,
 }
@@ -237,15 +237,18 @@ pub async fn serve_sql(
                 tracing::warn!(%peer, limit = CONNECTIONS_MAX, "SQL endpoint: too many connections; closed");
                 continue;
             };
-            let session = match connection_context(&context, limits, metrics.clone()) {
-                Ok((session, _guard)) => session,
+            let (session, guard) = match connection_context(&context, limits, metrics.clone()) {
+                Ok(made) => made,
                 Err(error) => {
                     tracing::warn!(%peer, %error, "SQL endpoint: no session for a connection; closed");
                     continue;
                 }
             };
             let handlers = Handlers {
-                session: Arc::new(Coded(Arc::new(DfSessionService::new_with_hooks(Arc::new(session), hooks.clone())))),
+                session: Arc::new(Guarded {
+                    session: DfSessionService::new_with_hooks(Arc::new(session), hooks.clone()),
+                    guard,
+                }),
                 startup: Arc::new(
                     SASLAuthStartupHandler::new(parameters.clone())
                         .with_scram(ScramAuth::new(analyst.clone()))

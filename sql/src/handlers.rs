@@ -1,8 +1,16 @@
-//! PostgreSQL's SQLSTATE codes for the endpoint's own refusals. datafusion-postgres
+//! datafusion-postgres's query handlers as the endpoint serves them ([`Guarded`]):
+//!
+//! **The client's `statement_timeout`.** datafusion-postgres keeps a `SET
+//! statement_timeout` in the connection's metadata but applies it to planning only;
+//! each query message hands it to the connection's guard, which applies it to the whole
+//! statement when it is shorter than the server's (`SET` takes effect from the next
+//! query message, not later in the same one).
+//!
+//! **PostgreSQL's SQLSTATE codes for the endpoint's own refusals.** datafusion-postgres
 //! reports every execution error as XX000 (internal_error), whether it comes before the
-//! first row or while rows stream; [`Coded`] wraps its handlers and gives the guard's
-//! stops and DataFusion's memory limit the codes PostgreSQL uses, so clients can tell
-//! them apart (psycopg raises `QueryCanceled` for 57014, JDBC and pgx expose the code):
+//! first row or while rows stream; the guard's stops and DataFusion's memory limit get
+//! the codes PostgreSQL uses, so clients can tell them apart (psycopg raises
+//! `QueryCanceled` for 57014, JDBC and pgx expose the code):
 //! - 57014 query_canceled: the statement timeout, and a cancel request (Ctrl-C);
 //! - 54000 program_limit_exceeded: the result row cap;
 //! - 53200 out_of_memory: the connection's memory cap.
@@ -24,7 +32,16 @@ use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use futures::{Sink, StreamExt};
 
-use crate::guard::GuardError;
+use crate::guard::{ConnectionGuard, GuardError};
+
+/// Where datafusion-postgres keeps a `SET statement_timeout` (ms) in the client's
+/// metadata (its `client.rs`).
+const CLIENT_TIMEOUT_KEY: &str = "statement_timeout_ms";
+
+fn client_timeout<C: ClientInfo + ?Sized>(client: &C) -> Option<std::time::Duration> {
+    let ms = client.metadata().get(CLIENT_TIMEOUT_KEY)?.parse::<u64>().ok()?;
+    (ms > 0).then(|| std::time::Duration::from_millis(ms))
+}
 
 /// The SQLSTATE of an error the endpoint itself raises, if it is one.
 fn sqlstate_of(error: &DataFusionError) -> Option<(&'static str, String)> {
@@ -57,11 +74,14 @@ fn coded(response: Response) -> Response {
     }
 }
 
-/// datafusion-postgres's handlers, errors coded.
-pub(crate) struct Coded(pub(crate) Arc<DfSessionService>);
+/// datafusion-postgres's handlers, with the client's timeout and coded errors.
+pub(crate) struct Guarded {
+    pub(crate) session: DfSessionService,
+    pub(crate) guard: Arc<ConnectionGuard>,
+}
 
 #[async_trait]
-impl SimpleQueryHandler for Coded {
+impl SimpleQueryHandler for Guarded {
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -69,18 +89,19 @@ impl SimpleQueryHandler for Coded {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let responses = SimpleQueryHandler::do_query(self.0.as_ref(), client, query).await.map_err(with_sqlstate)?;
+        self.guard.set_client_timeout(client_timeout(client));
+        let responses = SimpleQueryHandler::do_query(&self.session, client, query).await.map_err(with_sqlstate)?;
         Ok(responses.into_iter().map(coded).collect())
     }
 }
 
 #[async_trait]
-impl ExtendedQueryHandler for Coded {
+impl ExtendedQueryHandler for Guarded {
     type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
     type QueryParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
-        self.0.query_parser()
+        self.session.query_parser()
     }
 
     async fn do_query<C>(
@@ -95,10 +116,8 @@ impl ExtendedQueryHandler for Coded {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        ExtendedQueryHandler::do_query(self.0.as_ref(), client, portal, max_rows)
-            .await
-            .map(coded)
-            .map_err(with_sqlstate)
+        self.guard.set_client_timeout(client_timeout(client));
+        ExtendedQueryHandler::do_query(&self.session, client, portal, max_rows).await.map(coded).map_err(with_sqlstate)
     }
 }
 
