@@ -1,5 +1,8 @@
 //! datafusion-postgres's query handlers as the endpoint serves them ([`Guarded`]):
 //!
+//! **Cancel requests.** The connection's first query message registers its guard under
+//! the (process id, secret key) its cancel requests carry (`server.rs`'s `Cancels`).
+//!
 //! **The client's `statement_timeout`.** datafusion-postgres keeps a `SET
 //! statement_timeout` in the connection's metadata but applies it to planning only;
 //! each query message hands it to the connection's guard, which applies it to the whole
@@ -19,6 +22,7 @@
 
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use datafusion::error::DataFusionError;
@@ -33,6 +37,7 @@ use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use futures::{Sink, StreamExt};
 
 use crate::guard::{ConnectionGuard, GuardError};
+use crate::server::Cancels;
 
 /// Where datafusion-postgres keeps a `SET statement_timeout` (ms) in the client's
 /// metadata (its `client.rs`).
@@ -76,8 +81,25 @@ fn coded(response: Response) -> Response {
 
 /// datafusion-postgres's handlers, with the client's timeout and coded errors.
 pub(crate) struct Guarded {
-    pub(crate) session: DfSessionService,
-    pub(crate) guard: Arc<ConnectionGuard>,
+    session: DfSessionService,
+    guard: Arc<ConnectionGuard>,
+    cancels: Arc<Cancels>,
+    registered: AtomicBool,
+}
+
+impl Guarded {
+    pub(crate) fn new(session: DfSessionService, guard: Arc<ConnectionGuard>, cancels: Arc<Cancels>) -> Guarded {
+        Guarded { session, guard, cancels, registered: AtomicBool::new(false) }
+    }
+
+    /// Before each query message: register for cancels (once: a connection's key does
+    /// not change), and take the client's `statement_timeout`.
+    fn before_query<C: ClientInfo + Send + Sync>(&self, client: &C) {
+        if !self.registered.swap(true, Ordering::Relaxed) {
+            self.cancels.register(client, &self.guard);
+        }
+        self.guard.set_client_timeout(client_timeout(client));
+    }
 }
 
 #[async_trait]
@@ -89,7 +111,7 @@ impl SimpleQueryHandler for Guarded {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        self.guard.set_client_timeout(client_timeout(client));
+        self.before_query(client);
         let responses = SimpleQueryHandler::do_query(&self.session, client, query).await.map_err(with_sqlstate)?;
         Ok(responses.into_iter().map(coded).collect())
     }
@@ -116,7 +138,7 @@ impl ExtendedQueryHandler for Guarded {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        self.guard.set_client_timeout(client_timeout(client));
+        self.before_query(client);
         ExtendedQueryHandler::do_query(&self.session, client, portal, max_rows).await.map(coded).map_err(with_sqlstate)
     }
 }

@@ -69,11 +69,8 @@ fn refuse(why: &str) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), "25006".into(), why.into())))
 }
 
-/// Lets reading through and refuses everything else; and tells the cancel handler
-/// which connection's guard a cancel request names.
-struct ReadOnly {
-    cancels: Arc<Cancels>,
-}
+/// Lets reading through and refuses everything else.
+struct ReadOnly;
 
 impl ReadOnly {
     fn check(statement: &Statement) -> Option<PgWireError> {
@@ -105,10 +102,9 @@ impl QueryHook for ReadOnly {
     async fn handle_simple_query(
         &self,
         statement: &Statement,
-        session_context: &SessionContext,
-        client: &mut dyn HookClient,
+        _session_context: &SessionContext,
+        _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        self.cancels.register(&*client, session_context);
         ReadOnly::check(statement).map(Err)
     }
 
@@ -126,10 +122,9 @@ impl QueryHook for ReadOnly {
         statement: &Statement,
         _logical_plan: &LogicalPlan,
         _params: &ParamValues,
-        session_context: &SessionContext,
-        client: &mut dyn HookClient,
+        _session_context: &SessionContext,
+        _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        self.cancels.register(&*client, session_context);
         ReadOnly::check(statement).map(Err)
     }
 }
@@ -139,19 +134,20 @@ type CancelKey = (i32, Vec<u8>);
 
 /// Cancel requests: pgwire's (which stops a statement while it is being planned) and
 /// the guard's (which also stops its rows while they stream).
-struct Cancels {
+pub(crate) struct Cancels {
     connections: Arc<ConnectionManager>,
     /// By the (process id, secret key) each connection was given at startup.
     guards: Mutex<HashMap<CancelKey, Weak<ConnectionGuard>>>,
 }
 
 impl Cancels {
-    fn register(&self, client: &dyn HookClient, session: &SessionContext) {
-        let Some(guard) = session.state_ref().read().config().get_extension::<ConnectionGuard>() else { return };
+    /// Cancel requests naming `client`'s (process id, secret key) now stop `guard`'s
+    /// statements; guards of closed connections are forgotten.
+    pub(crate) fn register(&self, client: &(dyn ClientInfo + Send + Sync), guard: &Arc<ConnectionGuard>) {
         let (pid, secret) = client.pid_and_secret_key();
         let mut guards = self.guards.lock().expect("the cancel map's lock is never poisoned");
         guards.retain(|_, guard| guard.strong_count() > 0);
-        guards.insert((pid, secret.to_bytes().to_vec()), Arc::downgrade(&guard));
+        guards.insert((pid, secret.to_bytes().to_vec()), Arc::downgrade(guard));
     }
 }
 
@@ -213,7 +209,7 @@ pub async fn serve_sql(
     let connections = Arc::new(ConnectionManager::new());
     let cancels = Arc::new(Cancels { connections: connections.clone(), guards: Mutex::default() });
     let hooks: Vec<Arc<dyn QueryHook>> = vec![
-        Arc::new(ReadOnly { cancels: cancels.clone() }),
+        Arc::new(ReadOnly),
         Arc::new(datafusion_postgres::hooks::cursor::CursorStatementHook),
         Arc::new(datafusion_postgres::hooks::set_show::SetShowHook),
         Arc::new(datafusion_postgres::hooks::transactions::TransactionStatementHook),
@@ -245,10 +241,11 @@ pub async fn serve_sql(
                 }
             };
             let handlers = Handlers {
-                session: Arc::new(Guarded {
-                    session: DfSessionService::new_with_hooks(Arc::new(session), hooks.clone()),
+                session: Arc::new(Guarded::new(
+                    DfSessionService::new_with_hooks(Arc::new(session), hooks.clone()),
                     guard,
-                }),
+                    cancels.clone(),
+                )),
                 startup: Arc::new(
                     SASLAuthStartupHandler::new(parameters.clone())
                         .with_scram(ScramAuth::new(analyst.clone()))
