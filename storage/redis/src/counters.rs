@@ -94,13 +94,13 @@ impl RedisCounters {
 
     /// The counts of an entity's bucket: `<prefix>:{<shard>}:<entity hash>:c:<bucket>`.
     pub fn counts_key(&self, entity: &str, bucket: i64) -> String {
-        format!("{}c:{bucket}", self.stem(xxhash_rust::xxh3::xxh3_64(entity.as_bytes())))
+        format!("{}c:{bucket}", self.stem(entity_hash(entity)))
     }
 
     /// The set of the event ids an entity's bucket counted:
     /// `<prefix>:{<shard>}:<entity hash>:e:<bucket>`.
     pub fn ids_key(&self, entity: &str, bucket: i64) -> String {
-        format!("{}e:{bucket}", self.stem(xxhash_rust::xxh3::xxh3_64(entity.as_bytes())))
+        format!("{}e:{bucket}", self.stem(entity_hash(entity)))
     }
 
     /// The start of every key of an entity: `<prefix>:{<shard>}:<entity hash>:`.
@@ -150,7 +150,7 @@ impl RedisCounters {
         if items.iter().any(|item| item.event_id == Some("")) {
             return Err(StorageError::InvalidRecord("an event to count needs a non-empty id".into()));
         }
-        let calls = plan(items.iter().map(|item| xxhash_rust::xxh3::xxh3_64(item.entity.as_bytes())));
+        let calls = plan(items.iter().map(|item| entity_hash(item.entity)));
         let mut pipe = redis::pipe();
         for call in &calls {
             self.push_call(&mut pipe, call, items);
@@ -187,6 +187,11 @@ impl RedisCounters {
             other => other.map_err(redis_error(what)),
         }
     }
+}
+
+/// An entity's 64-bit hash: its key shard and the middle of its keys' names.
+fn entity_hash(entity: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(entity.as_bytes())
 }
 
 fn unexpected(what: &str, why: String) -> StorageError {
