@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::{dump, generate_csv, run_ok, topic};
+use common::{decided_log, dump, run_ok, topic};
 use serde_json::Value;
 
 fn query_csv(data: &Path, statement: &str) -> Vec<Vec<String>> {
@@ -25,11 +25,7 @@ fn query_csv(data: &Path, statement: &str) -> Vec<Vec<String>> {
 fn topic_tables_on_kafka_equal_the_log_dump() {
     common::use_real_kafka("sql");
     let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("payments.csv");
-    generate_csv(&csv, 100, 200, 5, 7);
-    let data = dir.path().join("data");
-    run_ok(&data, &["replay", csv.to_str().unwrap()]);
-    run_ok(&data, &["run", "--no-metrics", "--until-idle"]);
+    let data = decided_log(dir.path());
 
     let decisions = dump(&data, &topic("decisions"));
     let payments = dump(&data, &topic("payments"));

@@ -7,27 +7,17 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Running, generate_csv, paystream, run_ok};
+use common::{Running, decided_log, paystream, run_ok};
 
 const PASSWORD: &str = "analysts-only-password";
 
 fn query(data: &Path, format: &str, statement: &str) -> String {
     let output = run_ok(data, &["query", "--format", format, statement]);
     String::from_utf8(output.stdout).unwrap()
-}
-
-/// A log with a few thousand decided payments.
-fn decided_log(dir: &Path) -> PathBuf {
-    let csv = dir.join("payments.csv");
-    generate_csv(&csv, 100, 200, 5, 7);
-    let data = dir.join("data");
-    run_ok(&data, &["replay", csv.to_str().unwrap()]);
-    run_ok(&data, &["run", "--no-metrics", "--until-idle"]);
-    data
 }
 
 /// `paystream sql` on free ports over `data`, with `extra` flags; its SQL and metrics

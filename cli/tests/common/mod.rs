@@ -234,6 +234,18 @@ pub fn generate_csv(path: &Path, customers: u32, terminals: u32, days: u32, seed
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }
 
+/// A log in `dir/data` with the decisions of a small simulated CSV (100 customers, 5
+/// days: several hundred payments), replayed and run until idle; on whichever log the
+/// test's `PAYSTREAM_*` variables name.
+pub fn decided_log(dir: &Path) -> std::path::PathBuf {
+    let csv = dir.join("payments.csv");
+    generate_csv(&csv, 100, 200, 5, 7);
+    let data = dir.join("data");
+    run_ok(&data, &["replay", csv.to_str().unwrap()]);
+    run_ok(&data, &["run", "--no-metrics", "--until-idle"]);
+    data
+}
+
 /// Records in the decisions topic so far, from `log topics` (cheap; on the embedded log a
 /// record is a decision).
 pub fn decisions_so_far(data_dir: &std::path::Path) -> usize {
