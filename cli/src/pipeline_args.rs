@@ -24,9 +24,15 @@ pub struct PipelineArgs {
     /// Most records taken from one partition per batch.
     #[arg(long, default_value_t = PipelineConfig::default().batch_records_max)]
     pub batch_records_max: usize,
-    /// Batches between state snapshots.
+    /// Batches (of a partition, that changed its state) at least between snapshots of
+    /// the partition's state.
     #[arg(long, default_value_t = PipelineConfig::default().snapshot_interval_batches)]
     pub snapshot_interval_batches: u32,
+    /// And changelog bytes at least between snapshots, as a percentage of the last
+    /// snapshot's size: bounds the disk bandwidth snapshots of a large state take (0: by
+    /// batches only).
+    #[arg(long, default_value_t = PipelineConfig::default().snapshot_changelog_min_percent)]
+    pub snapshot_changelog_min_percent: u32,
     /// Process at most this many input records per second (default: no limit).
     #[arg(long, env = "PAYSTREAM_MAX_INPUT_RATE")]
     pub max_input_rate: Option<u64>,
@@ -168,6 +174,7 @@ impl PipelineArgs {
         config.group_id = self.group_id.clone();
         config.batch_records_max = self.batch_records_max;
         config.snapshot_interval_batches = self.snapshot_interval_batches;
+        config.snapshot_changelog_min_percent = self.snapshot_changelog_min_percent;
         config.input_records_per_second_max = self.max_input_rate.filter(|r| *r > 0);
         config.model_file = self.model.clone();
         config.operators.label_delay_ms = i64::from(self.feature_delay_days) * MILLIS_PER_DAY;

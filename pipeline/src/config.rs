@@ -86,8 +86,16 @@ pub struct PipelineConfig {
     pub group_id: String,
     /// Most records taken from one partition per batch.
     pub batch_records_max: usize,
-    /// Batches of a worker between snapshots of its partitions' state.
+    /// Changelog records (a partition's batches that changed its state) at least between
+    /// two snapshots of a partition; for the terminal index, rounds that read anything.
     pub snapshot_interval_batches: u32,
+    /// And changelog bytes at least between two snapshots of a partition, as a percentage
+    /// of the last snapshot's bytes: a large state is snapshotted (compacted) only once
+    /// the changelog since its last snapshot is as large as this share of it, so writing
+    /// snapshots costs at most 100/percent times the changelog's bytes, and a restore
+    /// reads a snapshot plus at most that share of its size in changelog. 0: by records
+    /// only.
+    pub snapshot_changelog_min_percent: u32,
     /// How long an idle worker waits for new input before looking again.
     pub idle_wait_ms: u64,
     /// How often a worker looks for transfer legs and settlement entries on a partition
@@ -148,6 +156,7 @@ impl Default for PipelineConfig {
             group_id: "paystream".into(),
             batch_records_max: 2_048,
             snapshot_interval_batches: 500,
+            snapshot_changelog_min_percent: 100,
             idle_wait_ms: 50,
             commit_each_batch_before_the_next: false,
             leg_poll_interval_ms: 10,

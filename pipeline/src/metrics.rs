@@ -30,7 +30,14 @@ pub struct Metrics {
     pub batch_seconds: Histogram,
     pub commit_seconds: Histogram,
     pub event_to_decision_seconds: Histogram,
+    /// Serializing and saving one partition's snapshot (on the snapshotter's thread).
     pub snapshot_seconds: Histogram,
+    pub snapshot_bytes: Histogram,
+    /// Time workers spent on snapshots themselves: only the final one at shutdown, none
+    /// while deciding.
+    pub snapshot_wait_seconds: Counter,
+    /// Changelog records committed but not yet in the snapshotter's standby copy.
+    pub snapshot_lag_records: IntGaugeVec,
     pub restore_seconds: Histogram,
     pub lag_records: IntGaugeVec,
     pub remembered_payment_ids: IntGauge,
@@ -248,8 +255,32 @@ impl Metrics {
             ),
             snapshot_seconds: histogram(
                 "snapshot_seconds",
-                "Wall time to snapshot one partition's state",
+                "Wall time to serialize and save one partition's snapshot, on the snapshotter's thread",
                 latency_buckets.clone(),
+            ),
+            snapshot_bytes: histogram(
+                "snapshot_bytes",
+                "Size of one partition's snapshot",
+                prometheus::exponential_buckets(4_096.0, 4.0, 10).expect("valid buckets"),
+            ),
+            snapshot_wait_seconds: register(
+                &registry,
+                Counter::new(
+                    "snapshot_wait_seconds_total",
+                    "Time workers spent taking snapshots themselves, summed over workers: only the final snapshot at shutdown (the snapshotter takes the others)",
+                )
+                .expect("valid metric"),
+            ),
+            snapshot_lag_records: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "snapshot_lag_records",
+                        "Changelog records committed but not yet applied to the snapshotter's standby copy",
+                    ),
+                    &["partition"],
+                )
+                .expect("valid metric"),
             ),
             restore_seconds: histogram(
                 "restore_seconds",

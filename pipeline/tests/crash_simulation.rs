@@ -2,7 +2,8 @@
 //! stream of payment events (card and wallet payments, top-ups, authorizations and their
 //! captures and voids, refunds, chargebacks; retries, conflicting reuses of ids, malformed
 //! records, event-time jitter), a pipeline shape (partitions, batch size, snapshot
-//! interval) and crash points (the process dies before its k-th commit), then runs the
+//! interval) and crash points (the process dies before its k-th commit, or while the
+//! snapshotter writes its k-th snapshot, leaving it torn or half-written), then runs the
 //! real runtime on the embedded log through every crash and recovery and checks after
 //! each one:
 //! - every input is decided once, or is a retry of a decided payment, or is dead-lettered
@@ -18,12 +19,14 @@
 //!   paid out exactly once (`reconcile`), is closed on its merchant's partition, and no
 //!   merchant window is emitted twice (one settlement per merchant and window).
 //!
-//! One worker thread, so a seed replays exactly. `PAYSTREAM_SIM_SEEDS` (default 1000)
-//! sets how many seeds run; `PAYSTREAM_SIM_SEED=N` runs only seed N.
+//! One worker thread, so a seed's input and outputs replay exactly; where a crash lands
+//! among the snapshotter's saves depends on thread timing. `PAYSTREAM_SIM_SEEDS`
+//! (default 1000) sets how many seeds run; `PAYSTREAM_SIM_SEED=N` runs only seed N.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use paystream_domain::partitioner::partition_for_key;
 use paystream_domain::{
@@ -35,7 +38,7 @@ use paystream_pipeline::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use paystream_pipeline::log::fault::CommitFault;
 use paystream_pipeline::log::{Log, Transaction};
 use paystream_pipeline::{Pipeline, PipelineConfig, RunControl, RunMode};
-use paystream_storage::FileSnapshotStore;
+use paystream_storage::{FileSnapshotStore, Snapshot, SnapshotStore, StorageError};
 use serde_json::Value;
 
 const START_MS: i64 = 1_522_540_800_000;
@@ -71,8 +74,22 @@ struct Scenario {
     records: Vec<(String, Vec<u8>)>,
     /// Records published before the first run; the rest before the last.
     published_first: usize,
-    /// Each run but the last dies before its k-th commit.
+    /// Each run but the last dies before its k-th commit…
     crashes: Vec<i64>,
+    /// … or during its snapshotter's k-th save, if that comes first.
+    snapshot_crashes: Vec<Option<TornSave>>,
+}
+
+/// A crash while a snapshot is written.
+#[derive(Clone, Copy, Debug)]
+struct TornSave {
+    /// Saves that complete before it.
+    saves: i64,
+    /// The new snapshot was installed but its file is cut short (the disk lost its
+    /// tail); otherwise the process died while writing the temporary file.
+    installed: bool,
+    /// Where the bytes stop, in 1/256 of the file.
+    cut_256ths: u64,
 }
 
 fn payment(id: &str, payer: &str, merchant: u64, cents: u64, time_ms: i64) -> Vec<u8> {
@@ -235,7 +252,17 @@ fn scenario(seed: u64) -> Scenario {
         };
         records.push(record);
     }
-    let crashes = (0..1 + rng.below(4)).map(|_| 1 + rng.below(5) as i64).collect();
+    let crashes: Vec<i64> = (0..1 + rng.below(4)).map(|_| 1 + rng.below(5) as i64).collect();
+    let snapshot_crashes = crashes
+        .iter()
+        .map(|_| {
+            (rng.below(2) == 0).then(|| TornSave {
+                saves: rng.below(4) as i64,
+                installed: rng.below(2) == 0,
+                cut_256ths: rng.below(256),
+            })
+        })
+        .collect();
     Scenario {
         partitions: 1 + rng.below(4) as u32,
         batch_records_max: 1 + rng.below(40) as usize,
@@ -243,6 +270,7 @@ fn scenario(seed: u64) -> Scenario {
         published_first: rng.below(count as u64 + 1) as usize,
         records,
         crashes,
+        snapshot_crashes,
     }
 }
 
@@ -255,6 +283,7 @@ fn config(scenario: &Scenario) -> PipelineConfig {
         workers: 1,
         batch_records_max: scenario.batch_records_max,
         snapshot_interval_batches: scenario.snapshot_interval_batches,
+        snapshot_changelog_min_percent: 0,
         idle_wait_ms: 1,
         commit_each_batch_before_the_next: true,
         // Look for legs before every batch: no wall clock in what a batch reads.
@@ -512,6 +541,7 @@ fn check(seed: u64, log: &EmbeddedLog, complete: bool) -> Coverage {
     }
     Coverage {
         crashes: 0,
+        torn_snapshots: 0,
         decisions: decisions.len(),
         dead_letters: letters.len(),
         future_events: letters.iter().filter(|l| l["reason"] == "event_time_in_future").count(),
@@ -550,6 +580,8 @@ type WindowSums = (i128, i128, i128, i128);
 #[derive(Debug, Default)]
 struct Coverage {
     crashes: usize,
+    /// Crashes while a snapshot was written (it was left torn or half-written).
+    torn_snapshots: usize,
     decisions: usize,
     dead_letters: usize,
     /// Payments dead-lettered because their event time was ahead of the log's.
@@ -566,17 +598,91 @@ struct Coverage {
     transfers_returned: usize,
 }
 
-/// Runs the pipeline; true if the injected crash happened.
-fn run(seed: u64, dir: &Path, log: &Arc<EmbeddedLog>, scenario: &Scenario, commits: Option<i64>) -> bool {
-    let log: Arc<dyn Log> = match commits {
-        Some(commits) => Arc::new(CommitFault::after(log.clone(), commits)),
-        None => log.clone(),
+/// A snapshot store that dies during one save: it leaves that snapshot torn or
+/// half-written, and from then on every commit fails (the process is dead).
+struct SnapshotFault {
+    inner: FileSnapshotStore,
+    dir: std::path::PathBuf,
+    torn: TornSave,
+    saves_left: AtomicI64,
+    log: Arc<CommitFault<Arc<EmbeddedLog>>>,
+}
+
+impl SnapshotStore for SnapshotFault {
+    fn save(&self, name: &str, snapshot: &Snapshot) -> Result<u64, StorageError> {
+        if self.saves_left.fetch_sub(1, Ordering::SeqCst) != 0 {
+            return self.inner.save(name, snapshot);
+        }
+        self.log.fail_now();
+        let cut = |len: usize| len * self.torn.cut_256ths as usize / 256;
+        if self.torn.installed {
+            self.inner.save(name, snapshot)?;
+            let (_, newest) = self.inner.generations(name)?.remove(0);
+            let bytes = std::fs::read(&newest).unwrap();
+            std::fs::write(&newest, &bytes[..cut(bytes.len())]).unwrap();
+        } else {
+            let generation = self.inner.generations(name)?.first().map_or(1, |(g, _)| g + 1);
+            let tmp = self.dir.join(format!("{name}.{generation:020}.snapshot.tmp"));
+            let state = &snapshot.state;
+            std::fs::write(tmp, &state[..cut(state.len())]).unwrap();
+        }
+        Err(StorageError::Io {
+            context: "injected fault: the process died while writing a snapshot".into(),
+            source: std::io::Error::other("torn"),
+        })
+    }
+
+    fn load(&self, name: &str) -> Result<Option<Snapshot>, StorageError> {
+        self.inner.load(name)
+    }
+}
+
+/// How a run ended.
+#[derive(PartialEq)]
+enum Ended {
+    Finished,
+    CrashedCommitting,
+    CrashedSnapshotting,
+}
+
+/// Runs the pipeline through to the end or the injected crash.
+fn run(
+    seed: u64,
+    dir: &Path,
+    log: &Arc<EmbeddedLog>,
+    scenario: &Scenario,
+    crash: Option<(i64, Option<TornSave>)>,
+) -> Ended {
+    let snapshot_dir = dir.join("snapshots");
+    let store = FileSnapshotStore::open(&snapshot_dir).unwrap();
+    let (log, snapshots): (Arc<dyn Log>, Arc<dyn SnapshotStore>) = match crash {
+        Some((commits, torn)) => {
+            let log = Arc::new(CommitFault::after(log.clone(), commits));
+            let snapshots: Arc<dyn SnapshotStore> = match torn {
+                Some(torn) => Arc::new(SnapshotFault {
+                    inner: store,
+                    dir: snapshot_dir,
+                    torn,
+                    saves_left: AtomicI64::new(torn.saves),
+                    log: log.clone(),
+                }),
+                None => Arc::new(store),
+            };
+            (log, snapshots)
+        }
+        None => (log.clone(), Arc::new(store)),
     };
-    let snapshots = Arc::new(FileSnapshotStore::open(dir.join("snapshots")).unwrap());
+    let commits = crash.map(|(commits, _)| commits);
     let pipeline = Pipeline::new(log, snapshots, default_model(&OperatorConfig::default()), config(scenario));
     match (pipeline.run(RunMode::UntilIdle, &RunControl::new(true)), commits) {
-        (Ok(_), _) => false,
-        (Err(error), Some(_)) if error.to_string().contains("injected fault") => true,
+        (Ok(_), _) => Ended::Finished,
+        (Err(error), Some(_)) if error.to_string().contains("injected fault") => {
+            if error.to_string().contains("writing a snapshot") {
+                Ended::CrashedSnapshotting
+            } else {
+                Ended::CrashedCommitting
+            }
+        }
         (Err(error), _) => panic!("seed {seed}: the run failed: {error} (replay: PAYSTREAM_SIM_SEED={seed})"),
     }
 }
@@ -592,9 +698,11 @@ fn simulate(seed: u64) -> Coverage {
     let mut rng = Rng::new(seed ^ 0xA5A5);
     let log = open();
     publish(&log, &scenario, &scenario.records[..scenario.published_first], &mut rng);
-    let mut crashes = 0;
-    for &commits in &scenario.crashes {
-        crashes += usize::from(run(seed, dir.path(), &log, &scenario, Some(commits)));
+    let (mut crashes, mut torn_snapshots) = (0, 0);
+    for (&commits, &torn) in scenario.crashes.iter().zip(&scenario.snapshot_crashes) {
+        let ended = run(seed, dir.path(), &log, &scenario, Some((commits, torn)));
+        crashes += usize::from(ended != Ended::Finished);
+        torn_snapshots += usize::from(ended == Ended::CrashedSnapshotting);
         check(seed, &log, false);
     }
     publish(&log, &scenario, &scenario.records[scenario.published_first..], &mut rng);
@@ -602,7 +710,7 @@ fn simulate(seed: u64) -> Coverage {
     drop(log);
     let log = open();
     run(seed, dir.path(), &log, &scenario, None);
-    Coverage { crashes, ..check(seed, &log, true) }
+    Coverage { crashes, torn_snapshots, ..check(seed, &log, true) }
 }
 
 #[test]
@@ -616,6 +724,7 @@ fn crashes_at_random_commits_keep_every_invariant() {
     for seed in 0..seeds {
         let coverage = simulate(seed);
         total.crashes += coverage.crashes;
+        total.torn_snapshots += coverage.torn_snapshots;
         total.decisions += coverage.decisions;
         total.future_events += coverage.future_events;
         total.dead_letters += coverage.dead_letters;
@@ -632,6 +741,7 @@ fn crashes_at_random_commits_keep_every_invariant() {
     eprintln!("{seeds} seeds: {total:?}");
     // Most seeds crash at least once; every kind of input and closed windows occur.
     assert!(total.crashes as u64 >= seeds / 2, "{total:?}");
+    assert!(total.torn_snapshots as u64 >= seeds / 10, "{total:?}");
     assert!(total.dead_letters > 0 && total.retries > 0 && total.settlements > 0, "{total:?}");
     assert!(total.future_events > 0, "{total:?}");
     assert!(total.cross_partition_settlements > 0, "{total:?}");

@@ -5,8 +5,9 @@
 //! belongs to worker `p % workers`) and, for each, a [`PartitionProcessor`] with its
 //! state. A worker's loop is pull-based: it fetches at most `batch_records_max` records
 //! per partition, processes them, and commits before fetching again, so the only queue
-//! is the log itself and backpressure is implicit. Snapshots of each partition's state
-//! are taken every `snapshot_interval_batches` and on shutdown; a restart loads the
+//! is the log itself and backpressure is implicit. Each worker's snapshotter thread
+//! snapshots a standby copy of its partitions' state every `snapshot_interval_batches`
+//! changelog records, and the worker snapshots its own on shutdown; a restart loads the
 //! snapshot and replays the changelog after it.
 //!
 //! Shutdown: [`RunControl::stop`](crate::RunControl::stop) (SIGINT/SIGTERM in the
@@ -16,7 +17,8 @@
 //! Files: `task` (what a worker holds), `worker` (the loop), `payments` (one
 //! partition's payments through the operators), `input` (the read-ahead buffer),
 //! `internal` (transfer legs and settlement entries as inputs), `commit` (the committer
-//! thread), `idle` (when an until-idle run may stop), `state` (restore and snapshot),
+//! thread), `snapshotter` (snapshots off the decision path), `idle` (when an until-idle
+//! run may stop), `state` (restore and the shutdown snapshot),
 //! `output` (encoding outputs into the transaction), `generations` (static assignment or
 //! a consumer group's generations).
 //!
@@ -29,6 +31,7 @@ mod input;
 mod internal;
 mod output;
 mod payments;
+mod snapshotter;
 mod state;
 mod task;
 mod worker;

@@ -1,15 +1,16 @@
 //! A partition's state across restarts: restore (snapshot, then the changelog after it)
-//! and snapshot (the state with the changelog position it covers).
+//! and the final snapshot at shutdown. The snapshots taken while the worker runs are the
+//! snapshotter's (`snapshotter.rs`).
 //!
 //! Each batch's `StateOp`s go to partition `p` of `paystream-changelog` in the batch's
-//! transaction. Every `snapshot_interval_batches`, and on shutdown, the worker waits for
-//! its in-flight commits, writes each partition's snapshot
-//! (`snapshots/<group>-p<partition>.snapshot`, with the changelog offset it covers) and
-//! commits that offset as the position of group [`SNAPSHOT_GROUP`], so retention keeps
-//! the changelog a restore needs. Restore = load the snapshot + apply the changelog from
-//! its offset to the written end; its time is bounded by the snapshot interval
-//! (`paystream_restore_seconds`). What a partition's state holds is documented on
-//! `paystream_operators::PartitionState`.
+//! transaction. A snapshot (`snapshots/<group>-p<partition>.<generation>.snapshot`)
+//! holds a partition's state with the changelog offset it covers; the store keeps the
+//! newest and the one before it, and the lowest offset they cover is committed as the
+//! position of group [`SNAPSHOT_GROUP`], so retention keeps the changelog a restore
+//! needs. Restore = load the newest snapshot that reads back whole (a torn or corrupt one
+//! is skipped for the one before) + apply the changelog from its offset to the written
+//! end; its time is bounded by the snapshot interval (`paystream_restore_seconds`). What
+//! a partition's state holds is documented on `paystream_operators::PartitionState`.
 
 use std::time::Instant;
 
@@ -20,18 +21,38 @@ use super::task::{PartitionTask, WorkerContext};
 use crate::error::RuntimeError;
 use crate::log::{Topic, Transaction, read_to_written_end};
 
-/// Consumer group whose positions in the changelog mark the last snapshot, so retention
-/// keeps every changelog record a restore still needs.
+/// Consumer group whose positions in the changelog mark the oldest snapshot kept, so
+/// retention keeps every changelog record a restore still needs.
 pub const SNAPSHOT_GROUP: &str = "paystream-snapshots";
+
+/// Changelog records read per fetch on restore and by the snapshotter.
+pub(super) const CHANGELOG_FETCH_RECORDS_MAX: usize = 1_024;
 
 pub(super) fn snapshot_name(group: &str, partition: u32) -> String {
     format!("{group}-p{partition}")
 }
 
 impl WorkerContext<'_> {
-    pub(super) fn restore(&self, processor: &mut PartitionProcessor) -> Result<(), RuntimeError> {
-        let topics = self.run.topics;
+    /// Restores `processor`'s partition: its snapshot, then the changelog to the written
+    /// end. Returns the changelog offset the state covers.
+    pub(super) fn restore(&self, processor: &mut PartitionProcessor) -> Result<u64, RuntimeError> {
         let started = Instant::now();
+        let (offset, ops) = self.load_state(processor)?;
+        self.run.metrics.restore_seconds.observe(started.elapsed().as_secs_f64());
+        tracing::info!(
+            partition = processor.partition(),
+            changelog_offset = offset,
+            ops,
+            seconds = started.elapsed().as_secs_f64(),
+            "restored partition state"
+        );
+        Ok(offset)
+    }
+
+    /// Loads the partition's snapshot and applies the changelog after it, up to the
+    /// written end. Returns the changelog offset reached and the ops applied.
+    pub(super) fn load_state(&self, processor: &mut PartitionProcessor) -> Result<(u64, usize), RuntimeError> {
+        let topics = self.run.topics;
         let partition = processor.partition();
         let changelog_start = self.run.log.offsets(&topics.changelog, partition)?.start;
         let mut offset = match self.run.snapshots.load(&snapshot_name(&self.run.config.group_id, partition))? {
@@ -49,41 +70,51 @@ impl WorkerContext<'_> {
         }
         let mut ops = 0usize;
         // Every transaction its previous owner committed, markers written or not.
-        offset = read_to_written_end(self.run.log, &topics.changelog, partition, offset, 1_024, |record| {
+        let records_max = CHANGELOG_FETCH_RECORDS_MAX;
+        offset = read_to_written_end(self.run.log, &topics.changelog, partition, offset, records_max, |record| {
             ops += processor.apply_changelog(&record.value)?;
             Ok::<(), RuntimeError>(())
         })?;
-        self.run.metrics.restore_seconds.observe(started.elapsed().as_secs_f64());
-        tracing::info!(
-            partition,
-            changelog_offset = offset,
-            ops,
-            seconds = started.elapsed().as_secs_f64(),
-            "restored partition state"
-        );
+        Ok((offset, ops))
+    }
+
+    /// Snapshots every partition from the worker's own state, after its last batch is
+    /// committed (shutdown): the snapshot covers the whole changelog.
+    pub(super) fn snapshot(&self, tasks: &[PartitionTask]) -> Result<(), RuntimeError> {
+        let started = Instant::now();
+        let topics = self.run.topics;
+        let mut transaction = Transaction::new();
+        for task in tasks {
+            let partition = task.processor.partition();
+            // After every record of this partition's committed batches (the committer has
+            // finished), even where the log has not made them visible yet.
+            let changelog_offset = self.run.log.written_end(&topics.changelog, partition)?;
+            let state = task.processor.snapshot();
+            let keep_from = self.save_snapshot(partition, Snapshot { changelog_offset, state })?;
+            self.protect_changelog(&mut transaction, partition, keep_from);
+        }
+        self.run.log.commit(transaction)?;
+        self.run.metrics.snapshot_wait_seconds.inc_by(started.elapsed().as_secs_f64());
         Ok(())
     }
 
-    pub(super) fn snapshot(&self, tasks: &[PartitionTask]) -> Result<(), RuntimeError> {
-        let topics = self.run.topics;
-        // The snapshot group's positions only keep retention off the changelog still needed.
-        let protect_changelog = self.run.log.retention_keeps_unread();
-        let mut transaction = Transaction::new();
-        for task in tasks {
-            let started = Instant::now();
-            let partition = task.processor.partition();
-            // After every record of this partition's committed batches (the worker waited
-            // for its commits), even where the log has not made them visible yet.
-            let changelog_offset = self.run.log.written_end(&topics.changelog, partition)?;
-            let snapshot = Snapshot { changelog_offset, state: task.processor.snapshot() };
-            self.run.snapshots.save(&snapshot_name(&self.run.config.group_id, partition), &snapshot)?;
-            if protect_changelog {
-                transaction.set_position(SNAPSHOT_GROUP, &topics.changelog, partition, changelog_offset);
-            }
-            self.run.metrics.snapshot_seconds.observe(started.elapsed().as_secs_f64());
+    /// Saves a partition's snapshot, with its metrics. Returns the changelog offset from
+    /// which the snapshots kept need the changelog.
+    pub(super) fn save_snapshot(&self, partition: u32, snapshot: Snapshot) -> Result<u64, RuntimeError> {
+        let started = Instant::now();
+        let bytes = snapshot.state.len();
+        let keep_from = self.run.snapshots.save(&snapshot_name(&self.run.config.group_id, partition), &snapshot)?;
+        self.run.metrics.snapshot_seconds.observe(started.elapsed().as_secs_f64());
+        self.run.metrics.snapshot_bytes.observe(bytes as f64);
+        Ok(keep_from)
+    }
+
+    /// Commits, with `transaction`, the changelog position retention must keep for
+    /// `partition` (where the log's retention consults positions).
+    pub(super) fn protect_changelog(&self, transaction: &mut Transaction, partition: u32, keep_from: u64) {
+        if self.run.log.retention_keeps_unread() {
+            transaction.set_position(SNAPSHOT_GROUP, &self.run.topics.changelog, partition, keep_from);
         }
-        self.run.log.commit(transaction)?;
-        Ok(())
     }
 
     /// Where the group resumes reading `topic`'s `partition`: its committed position, or

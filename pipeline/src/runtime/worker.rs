@@ -1,16 +1,19 @@
 //! A worker: restores its partitions, then turns over them until told to stop — each
 //! turn reads every partition's next payments, transfer legs and settlement entries,
-//! runs the operators and hands one transaction to the committer.
+//! runs the operators and hands one transaction to the committer. Beside it run its
+//! committer (`commit.rs`) and its snapshotter (`snapshotter.rs`); it waits for neither.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use paystream_operators::{OutputBatch, PartitionProcessor};
 
 use super::commit::{CommitJob, CommitTracker};
 use super::input::{InputBuffer, InternalInput};
+use super::snapshotter::KeptChangelog;
 use super::task::{PartitionTask, Turn, WorkerContext};
 use crate::connectors::velocity::{VelocityConnection, VelocitySource};
-use crate::control::{RunMode, RunReport, joined};
+use crate::control::{RunMode, RunReport, joined, spawn_stopping_on_error};
 use crate::error::RuntimeError;
 use crate::limits::{COMMIT_QUEUE_DEPTH_MAX, LAG_UPDATE_INTERVAL};
 use crate::log::Transaction;
@@ -41,16 +44,24 @@ impl WorkerContext<'_> {
 
         self.update_lag(&tasks)?;
         let tracker = CommitTracker::default();
+        let kept = KeptChangelog::new(tasks.len());
+        let stop_snapshots = AtomicBool::new(false);
         let (sender, receiver) = std::sync::mpsc::sync_channel::<CommitJob>(COMMIT_QUEUE_DEPTH_MAX);
         std::thread::scope(|scope| {
             let committer = std::thread::Builder::new()
                 .name("paystream-committer".into())
                 .spawn_scoped(scope, || self.commit_loop(receiver, &tracker))
                 .expect("spawn committer thread");
-            let worked = self.process_loop(&mut tasks, &sender, &tracker);
+            let snapshotter = spawn_stopping_on_error(scope, "paystream-snapshotter".into(), self.run.control, || {
+                self.snapshot_loop(partitions, &kept, &stop_snapshots)
+            });
+            let worked = self.process_loop(&mut tasks, &sender, &tracker, &kept);
             drop(sender);
             let committed = joined(committer);
+            stop_snapshots.store(true, Ordering::Release);
+            let snapshotted = joined(snapshotter);
             let (mut report, committed) = (worked?, committed?);
+            snapshotted?;
             // Every batch is durable now: the final snapshot matches the changelog's end.
             self.snapshot(&tasks)?;
             report.input_records = committed.input_records;
@@ -65,6 +76,7 @@ impl WorkerContext<'_> {
         tasks: &mut [PartitionTask],
         sender: &std::sync::mpsc::SyncSender<CommitJob>,
         tracker: &CommitTracker,
+        kept: &KeptChangelog,
     ) -> Result<RunReport, RuntimeError> {
         let config = self.run.config;
         let mut velocity = self.velocity.map(VelocitySource::connection).transpose()?;
@@ -73,7 +85,6 @@ impl WorkerContext<'_> {
         let mut out = OutputBatch::default();
         let mut submitted = 0u64;
         let mut fetched_records = 0u64;
-        let mut batches_since_snapshot = 0u32;
         let worker_started = Instant::now();
         let mut lag_updated = Instant::now();
         let worker_rate_max =
@@ -109,6 +120,12 @@ impl WorkerContext<'_> {
                 }
                 continue;
             }
+            // The snapshots' changelog positions ride with a batch the worker commits anyway.
+            for (index, task) in tasks.iter().enumerate() {
+                if let Some(keep_from) = kept.take(index) {
+                    self.protect_changelog(&mut job.transaction, task.processor.partition(), keep_from);
+                }
+            }
             fetched_records += job.timestamps.len() as u64;
             self.idle.busy(self.worker);
             if sender.send(job).is_err() {
@@ -126,15 +143,6 @@ impl WorkerContext<'_> {
             }
             let remembered: usize = tasks.iter().map(|t| t.processor.state().remembered_payment_ids()).sum();
             self.run.metrics.remembered_payment_ids.set(remembered as i64);
-            batches_since_snapshot += 1;
-            if batches_since_snapshot >= config.snapshot_interval_batches {
-                // A snapshot must not be ahead of the durable changelog.
-                if tracker.wait_for(submitted).is_err() {
-                    break;
-                }
-                self.snapshot(tasks)?;
-                batches_since_snapshot = 0;
-            }
         }
         Ok(report)
     }

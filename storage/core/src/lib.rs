@@ -1,6 +1,7 @@
 //! The store layer every other paystream crate sees: [`StorageError`] (the one error type
 //! of every store, the backends' included), operator-state snapshots
-//! ([`SnapshotStore`], [`FileSnapshotStore`]: checksummed files replaced atomically), and
+//! ([`SnapshotStore`], [`FileSnapshotStore`]: checksummed generations, each installed
+//! atomically, the one before kept as a fallback), and
 //! for each kind of store its synchronous trait, row types and in-memory implementation:
 //! [`records`] (decisions, postings, balances applied exactly once by `OutputSlice`),
 //! [`history`] (payment history, versioned daily aggregates), [`counters`] (idempotent
@@ -22,4 +23,4 @@ mod snapshot;
 pub mod users;
 
 pub use error::StorageError;
-pub use snapshot::{FileSnapshotStore, Snapshot, SnapshotStore};
+pub use snapshot::{FileSnapshotStore, SNAPSHOT_GENERATIONS_KEPT, Snapshot, SnapshotStore};

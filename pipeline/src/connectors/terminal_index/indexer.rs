@@ -35,6 +35,9 @@ pub(crate) fn run_indexer(run: &RunContext<'_>, stage: &TerminalStage) -> Result
     let mut rounds_since_snapshot = 0u32;
     let mut new_labels: Vec<(u64, Label)> = Vec::new();
     let mut payments_positions_before = 0u64;
+    // The input positions of the snapshot kept before the newest (its fallback): at first
+    // those of the snapshot the index was restored from.
+    let mut kept_before = stage.restored_from.clone();
     loop {
         // Read after the flag, so the last round sees everything the workers committed.
         let done = run.finishing();
@@ -69,17 +72,24 @@ pub(crate) fn run_indexer(run: &RunContext<'_>, stage: &TerminalStage) -> Result
             break;
         }
         if rounds_since_snapshot >= config.snapshot_interval_batches {
-            save_snapshot(run, stage)?;
+            save_snapshot(run, stage, &mut kept_before)?;
             rounds_since_snapshot = 0;
         }
         if !read_any {
             log.wait_for_commit(sequence, Duration::from_millis(config.idle_wait_ms.min(10)));
         }
     }
-    save_snapshot(run, stage)
+    save_snapshot(run, stage, &mut kept_before)
 }
 
-fn save_snapshot(run: &RunContext<'_>, stage: &TerminalStage) -> Result<(), RuntimeError> {
+/// Saves the index with the input positions it covers, and commits as the index group's
+/// positions those of the snapshot kept before it (`kept_before`, then updated), the
+/// fallback should the newest not read back: retention keeps the input either needs.
+fn save_snapshot(
+    run: &RunContext<'_>,
+    stage: &TerminalStage,
+    kept_before: &mut Vec<InputProgress>,
+) -> Result<(), RuntimeError> {
     let topics = run.topics;
     let started = Instant::now();
     // Positions first, then the index: workers add payments before publishing a position,
@@ -90,6 +100,8 @@ fn save_snapshot(run: &RunContext<'_>, stage: &TerminalStage) -> Result<(), Runt
         IndexSnapshot { payments: payments.to_vec(), labels: labels.to_vec(), index: stage.read().to_snapshot_bytes() };
     let state = postcard::to_stdvec(&snapshot).expect("encoding to a Vec cannot fail");
     run.snapshots.save(&snapshot_name(&run.config.group_id), &Snapshot { changelog_offset: 0, state })?;
+    let protected = std::mem::replace(kept_before, inputs);
+    let (payments, labels) = protected.split_at(stage.payments_partitions);
     let mut transaction = Transaction::new();
     for (p, progress) in payments.iter().enumerate() {
         transaction.set_position(TERMINAL_INDEX_GROUP, &topics.payments, p as u32, progress.position);

@@ -38,6 +38,9 @@ pub struct TerminalStage {
     payer_watermarks: Vec<AtomicI64>,
     pub(super) payments_partitions: usize,
     metrics: Arc<crate::metrics::Metrics>,
+    /// The input positions of the snapshot the index was restored from (payments, then
+    /// labels; the input's start without one).
+    pub(super) restored_from: Vec<InputProgress>,
 }
 
 impl TerminalStage {
@@ -68,6 +71,7 @@ impl TerminalStage {
         run.metrics.restore_seconds.observe(started.elapsed().as_secs_f64());
         let inputs = payments.iter().chain(&labels);
         Ok(TerminalStage {
+            restored_from: inputs.clone().copied().collect(),
             index: RwLock::new(index),
             indexed_positions: inputs.clone().map(|p| AtomicU64::new(p.position)).collect(),
             indexed_event_times_ms: inputs.map(|p| AtomicI64::new(p.max_event_time_ms)).collect(),
@@ -260,6 +264,7 @@ mod tests {
             payer_watermarks: (0..payments_partitions).map(|_| AtomicI64::new(i64::MIN)).collect(),
             payments_partitions,
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            restored_from: Vec::new(),
         }
     }
 
