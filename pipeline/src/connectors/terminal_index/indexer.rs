@@ -1,5 +1,7 @@
 //! The indexer thread: reads the labels topic into the terminal index, expires old
-//! payments and snapshots the index with the input positions it covers.
+//! payments and snapshots the index with the input positions it covers. It encodes a
+//! snapshot itself (under the index's read lock) and hands the bytes to a writer thread,
+//! so reading labels never waits for a snapshot's disk write.
 
 use std::time::{Duration, Instant};
 
@@ -13,12 +15,21 @@ use super::stage::{
 };
 use crate::clock::now_ms;
 use crate::context::RunContext;
+use crate::control::joined;
 use crate::error::RuntimeError;
 use crate::log::Transaction;
 
 /// Reads the labels topic into the index, expires old payments and snapshots the index,
 /// until the workers are done (the workers index the payments).
 pub(crate) fn run_indexer(run: &RunContext<'_>, stage: &TerminalStage) -> Result<(), RuntimeError> {
+    std::thread::scope(|scope| index_loop(run, stage, scope))
+}
+
+fn index_loop<'scope>(
+    run: &'scope RunContext<'_>,
+    stage: &TerminalStage,
+    scope: &'scope std::thread::Scope<'scope, '_>,
+) -> Result<(), RuntimeError> {
     let (config, log, topics, metrics) = (run.config, run.log, run.topics, run.metrics);
     let label_inputs = stage.payments_partitions..stage.indexed_positions.len();
     let mut labels: Vec<InputProgress> = label_inputs.clone().map(|i| stage.progress(i)).collect();
@@ -38,6 +49,9 @@ pub(crate) fn run_indexer(run: &RunContext<'_>, stage: &TerminalStage) -> Result
     // The input positions of the snapshot kept before the newest (its fallback): at first
     // those of the snapshot the index was restored from.
     let mut kept_before = stage.restored_from.clone();
+    let mut inputs_at_snapshot: u64 = kept_before.iter().map(|p| p.position).sum();
+    // The snapshot being written on its own thread, if any.
+    let mut writing: Option<std::thread::ScopedJoinHandle<'scope, Result<(), RuntimeError>>> = None;
     loop {
         // Read after the flag, so the last round sees everything the workers committed.
         let done = run.finishing();
@@ -71,27 +85,43 @@ pub(crate) fn run_indexer(run: &RunContext<'_>, stage: &TerminalStage) -> Result
         if done {
             break;
         }
-        if rounds_since_snapshot >= config.snapshot_interval_batches {
-            save_snapshot(run, stage, &mut kept_before)?;
+        // And by the input read since the last, against the index's size (as partitions
+        // weigh their changelog against their last snapshot).
+        let inputs: u64 = (0..stage.indexed_positions.len()).map(|i| stage.progress(i).position).sum();
+        let inputs_min = (indexed + pending) as u64 * u64::from(config.snapshot_changelog_min_percent) / 100;
+        let due = rounds_since_snapshot >= config.snapshot_interval_batches
+            && inputs.saturating_sub(inputs_at_snapshot) >= inputs_min;
+        // One snapshot written at a time; a due one waits for the one before.
+        if due && writing.as_ref().is_none_or(|w| w.is_finished()) {
+            if let Some(previous) = writing.take() {
+                joined(previous)?;
+            }
+            let (covered, state) = encode_snapshot(stage);
+            inputs_at_snapshot = covered.iter().map(|p| p.position).sum();
+            let protected = std::mem::replace(&mut kept_before, covered.clone());
+            let payments_partitions = stage.payments_partitions;
+            writing = Some(
+                std::thread::Builder::new()
+                    .name("paystream-index-snapshot".into())
+                    .spawn_scoped(scope, move || write_snapshot(run, payments_partitions, state, &protected))
+                    .expect("spawn the index snapshot writer"),
+            );
             rounds_since_snapshot = 0;
         }
         if !read_any {
             log.wait_for_commit(sequence, Duration::from_millis(config.idle_wait_ms.min(10)));
         }
     }
-    save_snapshot(run, stage, &mut kept_before)
+    if let Some(previous) = writing.take() {
+        joined(previous)?;
+    }
+    let (covered, state) = encode_snapshot(stage);
+    write_snapshot(run, stage.payments_partitions, state, &std::mem::replace(&mut kept_before, covered))
 }
 
-/// Saves the index with the input positions it covers, and commits as the index group's
-/// positions those of the snapshot kept before it (`kept_before`, then updated), the
-/// fallback should the newest not read back: retention keeps the input either needs.
-fn save_snapshot(
-    run: &RunContext<'_>,
-    stage: &TerminalStage,
-    kept_before: &mut Vec<InputProgress>,
-) -> Result<(), RuntimeError> {
-    let topics = run.topics;
-    let started = Instant::now();
+/// The index with the input positions it covers, encoded: the input positions (payments,
+/// then labels) and the snapshot's bytes.
+fn encode_snapshot(stage: &TerminalStage) -> (Vec<InputProgress>, Vec<u8>) {
     // Positions first, then the index: workers add payments before publishing a position,
     // so the index holds at least what the positions say (more is harmless: idempotent).
     let inputs: Vec<InputProgress> = (0..stage.indexed_positions.len()).map(|i| stage.progress(i)).collect();
@@ -99,9 +129,23 @@ fn save_snapshot(
     let snapshot =
         IndexSnapshot { payments: payments.to_vec(), labels: labels.to_vec(), index: stage.read().to_snapshot_bytes() };
     let state = postcard::to_stdvec(&snapshot).expect("encoding to a Vec cannot fail");
+    (inputs, state)
+}
+
+/// Saves an encoded index snapshot, then commits as the index group's positions
+/// `protected`: those of the snapshot kept before it, the fallback should the newest not
+/// read back, so retention keeps the input either needs.
+fn write_snapshot(
+    run: &RunContext<'_>,
+    payments_partitions: usize,
+    state: Vec<u8>,
+    protected: &[InputProgress],
+) -> Result<(), RuntimeError> {
+    let topics = run.topics;
+    let started = Instant::now();
+    let bytes = state.len();
     run.snapshots.save(&snapshot_name(&run.config.group_id), &Snapshot { changelog_offset: 0, state })?;
-    let protected = std::mem::replace(kept_before, inputs);
-    let (payments, labels) = protected.split_at(stage.payments_partitions);
+    let (payments, labels) = protected.split_at(payments_partitions);
     let mut transaction = Transaction::new();
     for (p, progress) in payments.iter().enumerate() {
         transaction.set_position(TERMINAL_INDEX_GROUP, &topics.payments, p as u32, progress.position);
@@ -111,6 +155,7 @@ fn save_snapshot(
     }
     run.log.commit(transaction)?;
     run.metrics.snapshot_seconds.observe(started.elapsed().as_secs_f64());
+    run.metrics.snapshot_bytes.observe(bytes as f64);
     Ok(())
 }
 
