@@ -186,9 +186,22 @@ def state():
         timeseries("Snapshot time", [
             target(quantile(0.5, "paystream_snapshot_seconds", "pod, le"), "{{pod}} p50"),
             target(quantile(0.99, "paystream_snapshot_seconds", "pod, le"), "{{pod}} p99"),
-        ], "s", "Wall time to snapshot one partition's state (every --snapshot-interval-batches batches, "
-           "and at shutdown for every partition owned)."),
+        ], "s", "Wall time to serialize and save one partition's snapshot: on each worker's snapshotter thread "
+           "(a standby copy, off the decision path) and, at shutdown, on the worker for every partition owned."),
         timeseries("Snapshots/s", [target(rate("paystream_snapshot_seconds_count", "pod"), "{{pod}}")], "ops"),
+        timeseries("Snapshot size", [
+            target(quantile(0.99, "paystream_snapshot_bytes", "pod, le"), "{{pod}} p99"),
+        ], "bytes", "One partition's snapshot (and the terminal index's). A full snapshot is taken once the "
+           "changelog since the last holds --snapshot-changelog-min-percent of this size; the pods hold each "
+           "partition's state twice (worker and standby copy)."),
+        timeseries("Snapshotter lag", [
+            target(f"max by (pod) (paystream_snapshot_lag_records{{{SEL}}})", "{{pod}}"),
+        ], "short", "Changelog records committed but not yet in the standby copy, worst partition: a restart "
+           "replays at least this much more. PaystreamSnapshotterBehind opens a ticket above 5,000 for 15 m."),
+        timeseries("Worker time on snapshots", [
+            target(rate("paystream_snapshot_wait_seconds_total", "pod"), "{{pod}}"),
+        ], "s", "Seconds per second workers spent taking snapshots themselves: zero while they decide, only "
+           "the snapshot at shutdown counts."),
         timeseries("Restore time since the pod started", [
             target(f"histogram_quantile(0.99, sum by (pod, le) (paystream_restore_seconds_bucket{{{SEL}}}))",
                    "{{pod}} p99"),
