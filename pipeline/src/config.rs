@@ -96,6 +96,10 @@ pub struct PipelineConfig {
     /// reads a snapshot plus at most that share of its size in changelog. 0: by records
     /// only.
     pub snapshot_changelog_min_percent: u32,
+    /// Batches of state ops a worker may have handed to its snapshotter in process and it
+    /// not yet applied (on logs with dense offsets); later ones are dropped and read back
+    /// from the changelog. Default [`crate::limits::FEED_BATCHES_MAX`].
+    pub snapshot_feed_batches_max: usize,
     /// How long an idle worker waits for new input before looking again.
     pub idle_wait_ms: u64,
     /// How often a worker looks for transfer legs and settlement entries on a partition
@@ -157,6 +161,7 @@ impl Default for PipelineConfig {
             batch_records_max: 2_048,
             snapshot_interval_batches: 500,
             snapshot_changelog_min_percent: 100,
+            snapshot_feed_batches_max: crate::limits::FEED_BATCHES_MAX,
             idle_wait_ms: 50,
             commit_each_batch_before_the_next: false,
             leg_poll_interval_ms: 10,

@@ -11,6 +11,10 @@ pub const TOPIC_PARTITIONS_MAX: u32 = 1_024;
 pub const BATCH_RECORDS_MAX_LIMIT: usize = 65_536;
 /// Batches a worker may have handed to its committer and not yet seen committed.
 pub const COMMIT_QUEUE_DEPTH_MAX: usize = 2;
+/// Partition batches of state ops a worker may have handed to its snapshotter and it not
+/// yet applied (runtime `feed`; at most `batch_records_max` ops of ≤ 88 bytes each);
+/// batches beyond are dropped, and the snapshotter reads them from the changelog.
+pub const FEED_BATCHES_MAX: usize = 256;
 /// Largest record (key plus value) any log accepts.
 pub const RECORD_BYTES_MAX: usize = 1024 * 1024;
 /// Largest frame of the embedded log accepted when reading; a larger length field means

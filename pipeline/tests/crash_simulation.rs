@@ -2,8 +2,10 @@
 //! stream of payment events (card and wallet payments, top-ups, authorizations and their
 //! captures and voids, refunds, chargebacks; retries, conflicting reuses of ids, malformed
 //! records, event-time jitter), a pipeline shape (partitions, batch size, snapshot
-//! interval) and crash points (the process dies before its k-th commit, or while the
-//! snapshotter writes its k-th snapshot, leaving it torn or half-written), then runs the
+//! interval, how the snapshotter gets each batch's ops: in process, through a feed that
+//! may drop most, or read back from the changelog) and crash points (the process dies
+//! before its k-th commit, or while the snapshotter writes its k-th snapshot, leaving it
+//! torn or half-written), then runs the
 //! real runtime on the embedded log through every crash and recovery and checks after
 //! each one:
 //! - every input is decided once, or is a retry of a decided payment, or is dead-lettered
@@ -78,6 +80,12 @@ struct Scenario {
     crashes: Vec<i64>,
     /// … or during its snapshotter's k-th save, if that comes first.
     snapshot_crashes: Vec<Option<TornSave>>,
+    /// Batches the worker may hand its snapshotter in process: 0 and 1 make it read most
+    /// of them back from the changelog…
+    snapshot_feed_batches_max: usize,
+    /// … and with sparse offsets (as on Kafka) the crashing runs' snapshotters read them
+    /// all back.
+    sparse_offsets: bool,
 }
 
 /// A crash while a snapshot is written.
@@ -271,6 +279,8 @@ fn scenario(seed: u64) -> Scenario {
         records,
         crashes,
         snapshot_crashes,
+        snapshot_feed_batches_max: [0, 1, 256][rng.below(3) as usize],
+        sparse_offsets: rng.below(4) == 0,
     }
 }
 
@@ -284,6 +294,7 @@ fn config(scenario: &Scenario) -> PipelineConfig {
         batch_records_max: scenario.batch_records_max,
         snapshot_interval_batches: scenario.snapshot_interval_batches,
         snapshot_changelog_min_percent: 0,
+        snapshot_feed_batches_max: scenario.snapshot_feed_batches_max,
         idle_wait_ms: 1,
         commit_each_batch_before_the_next: true,
         // Look for legs before every batch: no wall clock in what a batch reads.
@@ -657,7 +668,11 @@ fn run(
     let store = FileSnapshotStore::open(&snapshot_dir).unwrap();
     let (log, snapshots): (Arc<dyn Log>, Arc<dyn SnapshotStore>) = match crash {
         Some((commits, torn)) => {
-            let log = Arc::new(CommitFault::after(log.clone(), commits));
+            let mut log = CommitFault::after(log.clone(), commits);
+            if scenario.sparse_offsets {
+                log = log.with_sparse_offsets();
+            }
+            let log = Arc::new(log);
             let snapshots: Arc<dyn SnapshotStore> = match torn {
                 Some(torn) => Arc::new(SnapshotFault {
                     inner: store,

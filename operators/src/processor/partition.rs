@@ -103,6 +103,14 @@ impl PartitionProcessor {
         Ok(ops.len())
     }
 
+    /// Applies the ops of one committed batch (a changelog record not encoded), as
+    /// [`PartitionProcessor::apply_changelog`] does.
+    pub fn apply_ops(&mut self, ops: &[StateOp]) {
+        for op in ops {
+            self.state.apply(op, &self.config, self.partition);
+        }
+    }
+
     /// Applies `op` and logs it in the batch's changelog.
     pub(super) fn apply(&mut self, op: StateOp, out: &mut OutputBatch) -> Applied {
         let applied = self.state.apply(&op, &self.config, self.partition);

@@ -11,12 +11,21 @@ pub struct CommitFault<L> {
     pub inner: L,
     /// Commits still allowed; at zero and below every commit fails.
     pub commits_left: AtomicI64,
+    /// Says offsets are not dense even where they are (so the runtime takes the paths
+    /// it takes on Kafka: snapshotters read the changelog back).
+    pub sparse_offsets: bool,
 }
 
 impl<L: Log> CommitFault<L> {
     /// Fails from commit number `commits + 1` on.
     pub fn after(inner: L, commits: i64) -> CommitFault<L> {
-        CommitFault { inner, commits_left: AtomicI64::new(commits) }
+        CommitFault { inner, commits_left: AtomicI64::new(commits), sparse_offsets: false }
+    }
+
+    /// Says offsets are not dense, whatever the log wrapped.
+    pub fn with_sparse_offsets(mut self) -> CommitFault<L> {
+        self.sparse_offsets = true;
+        self
     }
 
     /// Fails every commit from now on.
@@ -62,6 +71,9 @@ impl<L: Log> Log for CommitFault<L> {
             return Err(LogError::Poisoned("injected fault: the process died before this commit".into()));
         }
         self.inner.commit(transaction)
+    }
+    fn dense_offsets(&self) -> bool {
+        !self.sparse_offsets && self.inner.dense_offsets()
     }
     fn commit_sequence(&self) -> u64 {
         self.inner.commit_sequence()

@@ -445,6 +445,12 @@ pub trait Log: Send + Sync {
     fn retention_keeps_unread(&self) -> bool {
         true
     }
+    /// Whether every record of a partition takes the offset after the one before (no
+    /// transaction markers or aborted records in between), so one who is the only writer
+    /// of a partition knows the offset of each record it commits.
+    fn dense_offsets(&self) -> bool {
+        false
+    }
     /// A counter that moves on every commit.
     fn commit_sequence(&self) -> u64;
     /// Blocks until the commit sequence passes `seen` or `timeout` elapses.
@@ -500,6 +506,9 @@ impl<T: Log + ?Sized> Log for Arc<T> {
     }
     fn commit(&self, transaction: Transaction) -> Result<(), LogError> {
         (**self).commit(transaction)
+    }
+    fn dense_offsets(&self) -> bool {
+        (**self).dense_offsets()
     }
     fn commit_sequence(&self) -> u64 {
         (**self).commit_sequence()

@@ -39,6 +39,20 @@ impl CommitTracker {
         self.changed.notify_all();
     }
 
+    /// Waits at most `timeout` until `submitted` batches are committed: whether they are;
+    /// Err if the committer failed.
+    pub(super) fn wait_for_timeout(&self, submitted: u64, timeout: std::time::Duration) -> Result<bool, String> {
+        let state = self.state.lock().expect("tracker lock");
+        let (state, _) = self
+            .changed
+            .wait_timeout_while(state, timeout, |(done, failed)| *done < submitted && failed.is_none())
+            .expect("tracker lock");
+        match &state.1 {
+            Some(why) => Err(why.clone()),
+            None => Ok(state.0 >= submitted),
+        }
+    }
+
     /// Waits until `submitted` batches are committed; Err if the committer failed.
     pub(super) fn wait_for(&self, submitted: u64) -> Result<(), String> {
         let state = self.state.lock().expect("tracker lock");

@@ -17,7 +17,8 @@
 //! Files: `task` (what a worker holds), `worker` (the loop), `payments` (one
 //! partition's payments through the operators), `input` (the read-ahead buffer),
 //! `internal` (transfer legs and settlement entries as inputs), `commit` (the committer
-//! thread), `snapshotter` (snapshots off the decision path), `idle` (when an until-idle
+//! thread), `snapshotter` (snapshots off the decision path) and `feed` (its ops, in
+//! process), `idle` (when an until-idle
 //! run may stop), `state` (restore and the shutdown snapshot),
 //! `output` (encoding outputs into the transaction), `generations` (static assignment or
 //! a consumer group's generations).
@@ -25,6 +26,7 @@
 //! [`PartitionProcessor`]: paystream_operators::PartitionProcessor
 
 mod commit;
+mod feed;
 mod generations;
 mod idle;
 mod input;

@@ -11,12 +11,14 @@ use crate::error::RuntimeError;
 use crate::log::{Record, Topic, Transaction};
 
 impl WorkerContext<'_> {
+    /// Adds `out` to the transaction; returns the bytes of its changelog record, if it has
+    /// one (it changed the partition's state).
     pub(super) fn write_outputs(
         &self,
         partition: u32,
         out: &OutputBatch,
         transaction: &mut Transaction,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<Option<u64>, RuntimeError> {
         let topics = self.run.topics;
         let now = now_ms();
         for decision in &out.decisions {
@@ -51,11 +53,12 @@ impl WorkerContext<'_> {
                 |buf| serde_json::to_writer(buf, letter).map_err(RuntimeError::from),
             )?;
         }
-        if !out.state_ops.is_empty() {
-            let ops = encode_ops(&out.state_ops);
-            transaction.send_to_partition(&topics.changelog, partition, &partition.to_le_bytes(), &ops, now)?;
+        if out.state_ops.is_empty() {
+            return Ok(None);
         }
-        Ok(())
+        let ops = encode_ops(&out.state_ops);
+        transaction.send_to_partition(&topics.changelog, partition, &partition.to_le_bytes(), &ops, now)?;
+        Ok(Some(ops.len() as u64))
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use paystream_operators::{OutputBatch, PartitionProcessor};
 
 use super::commit::{CommitJob, CommitTracker};
+use super::feed::FeedSender;
 use super::input::{InputBuffer, InternalInput};
 use super::snapshotter::KeptChangelog;
 use super::task::{PartitionTask, Turn, WorkerContext};
@@ -22,10 +23,11 @@ impl WorkerContext<'_> {
     pub(super) fn run_worker(&self, partitions: &[u32]) -> Result<RunReport, RuntimeError> {
         let topics = self.run.topics;
         let mut tasks = Vec::with_capacity(partitions.len());
+        let mut restored_offsets = Vec::with_capacity(partitions.len());
         let (_, model) = self.model.current();
         for &partition in partitions {
             let mut processor = PartitionProcessor::new(self.operator_config.clone(), model.clone(), partition);
-            self.restore(&mut processor)?;
+            restored_offsets.push(self.restore(&mut processor)?);
             let next_offset = self.start_position(&topics.payments, partition)?;
             if let (Some(stage), Some(watermark)) = (self.stage, processor.state().max_event_time_ms()) {
                 stage.set_payer_watermark(partition, watermark);
@@ -45,6 +47,12 @@ impl WorkerContext<'_> {
         self.update_lag(&tasks)?;
         let tracker = CommitTracker::default();
         let kept = KeptChangelog::new(tasks.len());
+        let (mut feed, fed) = if self.run.log.dense_offsets() {
+            let (feed, fed) = FeedSender::new(restored_offsets, self.run.config.snapshot_feed_batches_max);
+            (feed, Some(fed))
+        } else {
+            (FeedSender::none(), None)
+        };
         let stop_snapshots = AtomicBool::new(false);
         let (sender, receiver) = std::sync::mpsc::sync_channel::<CommitJob>(COMMIT_QUEUE_DEPTH_MAX);
         std::thread::scope(|scope| {
@@ -53,10 +61,11 @@ impl WorkerContext<'_> {
                 .spawn_scoped(scope, || self.commit_loop(receiver, &tracker))
                 .expect("spawn committer thread");
             let snapshotter = spawn_stopping_on_error(scope, "paystream-snapshotter".into(), self.run.control, || {
-                self.snapshot_loop(partitions, &kept, &stop_snapshots)
+                self.snapshot_loop(partitions, &kept, fed, &tracker, &stop_snapshots)
             });
-            let worked = self.process_loop(&mut tasks, &sender, &tracker, &kept);
+            let worked = self.process_loop(&mut tasks, &sender, &tracker, &kept, &mut feed);
             drop(sender);
+            drop(feed);
             let committed = joined(committer);
             stop_snapshots.store(true, Ordering::Release);
             let snapshotted = joined(snapshotter);
@@ -77,6 +86,7 @@ impl WorkerContext<'_> {
         sender: &std::sync::mpsc::SyncSender<CommitJob>,
         tracker: &CommitTracker,
         kept: &KeptChangelog,
+        feed: &mut FeedSender,
     ) -> Result<RunReport, RuntimeError> {
         let config = self.run.config;
         let mut velocity = self.velocity.map(VelocitySource::connection).transpose()?;
@@ -108,10 +118,16 @@ impl WorkerContext<'_> {
             let mut job =
                 CommitJob { transaction: Transaction::new(), timestamps: Vec::new(), started: Instant::now() };
             let mut turn = Turn::default();
-            for task in tasks.iter_mut() {
+            for (index, task) in tasks.iter_mut().enumerate() {
                 out.clear();
-                if self.process_partition(task, &mut velocity, &mut out, &mut job, &mut turn)? {
+                if let Some(changelog_bytes) =
+                    self.process_partition(task, &mut velocity, &mut out, &mut job, &mut turn)?
+                {
                     self.count_outputs(&out, &mut report);
+                    if let Some(bytes) = changelog_bytes {
+                        // Into the job sent next: the (submitted + 1)-th.
+                        feed.send(index, submitted + 1, bytes, std::mem::take(&mut out.state_ops));
+                    }
                 }
             }
             if job.transaction.is_empty() {
@@ -149,7 +165,8 @@ impl WorkerContext<'_> {
 
     /// One partition's share of a turn: its next payments, then the transfer legs for its
     /// accounts and the settlement entries and marks for its merchants, all into `job`'s
-    /// transaction with the outputs in `out`. Returns whether the partition advanced.
+    /// transaction with the outputs in `out`. Returns, if the partition advanced, the
+    /// bytes of its changelog record if it wrote one.
     fn process_partition(
         &self,
         task: &mut PartitionTask,
@@ -157,7 +174,7 @@ impl WorkerContext<'_> {
         out: &mut OutputBatch,
         job: &mut CommitJob,
         turn: &mut Turn,
-    ) -> Result<bool, RuntimeError> {
+    ) -> Result<Option<Option<u64>>, RuntimeError> {
         let (config, topics) = (self.run.config, self.run.topics);
         let partition = task.processor.partition();
         let consumed = self.process_payments(task, velocity, out, turn)?;
@@ -188,10 +205,10 @@ impl WorkerContext<'_> {
         advanced |= self.read_internal(&mut task.entries, entries, partition, transaction, |inputs| {
             processor.process_settlement_inputs(&entries.name, inputs, out)
         })?;
-        if advanced {
-            self.write_outputs(partition, out, transaction)?;
+        if !advanced {
+            return Ok(None);
         }
-        Ok(advanced)
+        Ok(Some(self.write_outputs(partition, out, transaction)?))
     }
 
     /// Adds a partition's outputs to the report and the metrics.

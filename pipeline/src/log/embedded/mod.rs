@@ -615,6 +615,10 @@ impl Log for EmbeddedLog {
         Ok(())
     }
 
+    fn dense_offsets(&self) -> bool {
+        true
+    }
+
     fn commit_sequence(&self) -> u64 {
         self.commits.get()
     }
