@@ -16,7 +16,7 @@
 //!
 //! Every change MUST go through [`PartitionState::apply`] as a [`StateOp`], live and on
 //! restore alike, so a restored partition equals the live one. How the runtime logs,
-//! snapshots and restores them: `pipeline/src/runtime/state.rs`.
+//! snapshots and restores them: `pipeline/src/runtime/state.rs` and `snapshotter.rs`.
 //!
 //! Encodings are postcard (compact, versioned by [`STATE_FORMAT_VERSION`]); a changelog
 //! record holds the ops of one batch, a snapshot the whole state.
