@@ -1,15 +1,18 @@
 //! The runtime over the embedded log: restarts resume exactly, and log retention never
 //! deletes what a restart needs (unprocessed input, changelog after the last snapshot).
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
 use paystream_operators::{OperatorConfig, default_model};
-use paystream_pipeline::ensure_topics;
+use paystream_pipeline::log::Log;
 use paystream_pipeline::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
-use paystream_pipeline::log::{Log, Transaction};
 use paystream_pipeline::{Pipeline, PipelineConfig, RunControl, RunMode};
 use paystream_storage::FileSnapshotStore;
+
+use common::publish_payments;
 
 fn log_config(dir: &Path) -> EmbeddedLogConfig {
     // Tiny segments and a tight size limit, so retention runs constantly.
@@ -32,24 +35,6 @@ fn config() -> PipelineConfig {
     }
 }
 
-fn publish(log: &EmbeddedLog, from: u32, to: u32) {
-    let topics = ensure_topics(log, &config()).unwrap();
-    for chunk in (from..to).collect::<Vec<_>>().chunks(100) {
-        let mut transaction = Transaction::new();
-        for &i in chunk {
-            let payer = format!("c{}", i % 37);
-            let value = format!(
-                r#"{{"payment_id":"p{i}","payer_account_id":"{payer}","merchant_id":"m{}","terminal_id":"t","amount":"{}.00","currency":"EUR","event_time":"{}","channel":"wallet"}}"#,
-                i % 5,
-                1 + i % 300,
-                paystream_domain::time::format_rfc3339_ms(1_522_540_800_000 + i64::from(i) * 600_000)
-            );
-            transaction.send(&topics.payments, payer.as_bytes(), value.as_bytes(), 0).unwrap();
-        }
-        log.commit(transaction).unwrap();
-    }
-}
-
 fn run(dir: &Path, log: Arc<EmbeddedLog>) {
     let snapshots = Arc::new(FileSnapshotStore::open(dir.join("snapshots")).unwrap());
     let pipeline = Pipeline::new(log, snapshots, default_model(&OperatorConfig::default()), config());
@@ -64,9 +49,9 @@ fn retention_keeps_what_restarts_need_and_restarts_resume_exactly() {
         if round > 0 {
             // A client retry of the previous round's last payment: the restored dedupe
             // state must recognise it, so it is not decided twice.
-            publish(&log, round * 1_500 - 1, round * 1_500);
+            publish_payments(log.as_ref(), &config(), round * 1_500 - 1, round * 1_500, 600_000);
         }
-        publish(&log, round * 1_500, (round + 1) * 1_500);
+        publish_payments(log.as_ref(), &config(), round * 1_500, (round + 1) * 1_500, 600_000);
         run(dir.path(), log.clone());
         let decisions = log.topic("decisions").unwrap();
         let total: u64 = (0..decisions.partitions).map(|p| log.offsets(&decisions, p).unwrap().end).sum();

@@ -3,18 +3,21 @@
 //! (and the changelog after them) and decides every payment exactly once; each partition
 //! keeps two generations.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use paystream_operators::{OperatorConfig, default_model};
-use paystream_pipeline::ensure_topics;
+use paystream_pipeline::log::Log;
 use paystream_pipeline::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use paystream_pipeline::log::fault::CommitFault;
-use paystream_pipeline::log::{Log, Transaction};
 use paystream_pipeline::metrics::Metrics;
 use paystream_pipeline::{Pipeline, PipelineConfig, RunControl, RunMode};
 use paystream_storage::{FileSnapshotStore, SNAPSHOT_GENERATIONS_KEPT, Snapshot, SnapshotStore, StorageError};
+
+use common::publish_payments;
 
 const PAYMENTS: u32 = 4_000;
 const PARTITIONS: u32 = 2;
@@ -30,24 +33,6 @@ fn config() -> PipelineConfig {
         input_records_per_second_max: Some(8_000),
         operators: OperatorConfig::default(),
         ..PipelineConfig::default()
-    }
-}
-
-fn publish(log: &EmbeddedLog) {
-    let topics = ensure_topics(log, &config()).unwrap();
-    for chunk in (0..PAYMENTS).collect::<Vec<_>>().chunks(100) {
-        let mut transaction = Transaction::new();
-        for &i in chunk {
-            let payer = format!("c{}", i % 37);
-            let value = format!(
-                r#"{{"payment_id":"p{i}","payer_account_id":"{payer}","merchant_id":"m{}","terminal_id":"t","amount":"{}.00","currency":"EUR","event_time":"{}","channel":"wallet"}}"#,
-                i % 5,
-                1 + i % 300,
-                paystream_domain::time::format_rfc3339_ms(1_522_540_800_000 + i64::from(i) * 60_000)
-            );
-            transaction.send(&topics.payments, payer.as_bytes(), value.as_bytes(), 0).unwrap();
-        }
-        log.commit(transaction).unwrap();
     }
 }
 
@@ -94,7 +79,7 @@ fn open(dir: &Path) -> Arc<EmbeddedLog> {
 /// ended first (the snapshotter, at the lowest priority on a loaded machine, saved fewer).
 fn run_until_crash(dir: &Path) -> Option<(Arc<EmbeddedLog>, Arc<FileSnapshotStore>, Arc<Metrics>)> {
     let log = open(dir);
-    publish(&log);
+    publish_payments(log.as_ref(), &config(), 0, PAYMENTS, 60_000);
     let files = Arc::new(FileSnapshotStore::open(dir.join("snapshots")).unwrap());
     let dying = Arc::new(CommitFault::after(log.clone(), i64::MAX));
     let store = DieAfterSaves { inner: files.clone(), saves_left: AtomicI64::new(6), log: dying.clone() };
