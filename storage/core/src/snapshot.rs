@@ -41,10 +41,11 @@ const GENERATION_DIGITS: usize = 20;
 pub const SNAPSHOT_WRITE_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// Snapshots as files `<dir>/<name>.<generation>.snapshot`: magic, changelog offset,
-/// length, state bytes, crc32 of all before it. Each is written to a temporary file
-/// ([`SNAPSHOT_WRITE_CHUNK_BYTES`] at a time, each flushed before the next), fsynced
-/// and renamed; the directory is fsynced; then generations beyond
-/// [`SNAPSHOT_GENERATIONS_KEPT`] and temporary files a crash left are removed.
+/// length, state bytes, crc32 of all before it. A save removes the temporary files a
+/// crash left, writes to a temporary file ([`SNAPSHOT_WRITE_CHUNK_BYTES`] at a time,
+/// each flushed before the next), fsyncs and renames it, fsyncs the directory, then
+/// removes generations beyond [`SNAPSHOT_GENERATIONS_KEPT`]; one directory listing in
+/// all.
 pub struct FileSnapshotStore {
     dir: PathBuf,
 }
@@ -71,36 +72,35 @@ impl FileSnapshotStore {
     /// The files of `name`'s snapshots, newest first. A file `<name>.snapshot` (one
     /// generation, as earlier builds wrote) counts as generation 0.
     pub fn generations(&self, name: &str) -> Result<Vec<(u64, PathBuf)>, StorageError> {
+        Ok(self.scan(name)?.generations)
+    }
+
+    /// One listing of the directory: `name`'s snapshots and its temporary files.
+    fn scan(&self, name: &str) -> Result<Files, StorageError> {
         Self::check_name(name)?;
-        let mut found = Vec::new();
+        let mut files = Files { generations: Vec::new(), temporaries: Vec::new() };
         let entries = fs::read_dir(&self.dir).map_err(io(format!("list {}", self.dir.display())))?;
         for entry in entries {
             let entry = entry.map_err(io(format!("list {}", self.dir.display())))?;
             let file_name = entry.file_name();
             let Some(file_name) = file_name.to_str() else { continue };
             if let Some(generation) = parse_generation(name, file_name) {
-                found.push((generation, entry.path()));
+                files.generations.push((generation, entry.path()));
+            } else if file_name.strip_suffix(".tmp").and_then(|stem| parse_generation(name, stem)).is_some() {
+                files.temporaries.push(entry.path());
             }
         }
-        found.sort_by_key(|(generation, _)| std::cmp::Reverse(*generation));
-        Ok(found)
+        files.generations.sort_by_key(|(generation, _)| std::cmp::Reverse(*generation));
+        Ok(files)
     }
+}
 
-    /// Removes temporary files of `name` a crash left behind mid-write.
-    fn remove_temporaries(&self, name: &str) -> Result<(), StorageError> {
-        let entries = fs::read_dir(&self.dir).map_err(io(format!("list {}", self.dir.display())))?;
-        for entry in entries {
-            let entry = entry.map_err(io(format!("list {}", self.dir.display())))?;
-            let file_name = entry.file_name();
-            let Some(file_name) = file_name.to_str() else { continue };
-            if let Some(stem) = file_name.strip_suffix(".tmp")
-                && parse_generation(name, stem).is_some()
-            {
-                fs::remove_file(entry.path()).map_err(io(format!("remove {}", entry.path().display())))?;
-            }
-        }
-        Ok(())
-    }
+/// A name's files in the directory.
+struct Files {
+    /// Snapshots, newest first.
+    generations: Vec<(u64, PathBuf)>,
+    /// Temporary files a crash left behind mid-write.
+    temporaries: Vec<PathBuf>,
 }
 
 /// The generation of `file_name` if it is a snapshot of `name`.
@@ -187,7 +187,10 @@ fn header_offset(path: &Path) -> Option<u64> {
 
 impl SnapshotStore for FileSnapshotStore {
     fn save(&self, name: &str, snapshot: &Snapshot) -> Result<u64, StorageError> {
-        let generations = self.generations(name)?;
+        let Files { generations, temporaries } = self.scan(name)?;
+        for stale in temporaries {
+            fs::remove_file(&stale).map_err(io(format!("remove {}", stale.display())))?;
+        }
         let generation = generations.first().map_or(1, |(newest, _)| newest + 1);
         let path = self.generation_path(name, generation);
         let tmp = path.with_extension("snapshot.tmp");
@@ -206,7 +209,6 @@ impl SnapshotStore for FileSnapshotStore {
                 fs::remove_file(older).map_err(io(format!("remove {}", older.display())))?;
             }
         }
-        self.remove_temporaries(name)?;
         Ok(keep_from)
     }
 
