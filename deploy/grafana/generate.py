@@ -186,7 +186,7 @@ def state():
         timeseries("Snapshot time", [
             target(quantile(0.5, "paystream_snapshot_seconds", "pod, le"), "{{pod}} p50"),
             target(quantile(0.99, "paystream_snapshot_seconds", "pod, le"), "{{pod}} p99"),
-        ], "s", "Wall time to serialize and save one partition's snapshot: on each worker's snapshotter thread "
+        ], "s", "Wall time to write one snapshot (a partition's or the terminal index's) to disk: on each worker's snapshotter thread "
            "(a standby copy, off the decision path) and, at shutdown, on the worker for every partition owned."),
         timeseries("Snapshots/s", [target(rate("paystream_snapshot_seconds_count", "pod"), "{{pod}}")], "ops"),
         timeseries("Snapshot size", [

@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use paystream_storage::SnapshotStore;
+use paystream_storage::{Snapshot, SnapshotStore};
 
 use crate::config::PipelineConfig;
 use crate::control::RunControl;
+use crate::error::RuntimeError;
 use crate::log::Log;
 use crate::metrics::Metrics;
 use crate::topics::PipelineTopics;
@@ -31,6 +32,16 @@ impl RunContext<'_> {
     /// Whether the workers are done or the run was stopped.
     pub fn finishing(&self) -> bool {
         self.workers_finished.load(Ordering::SeqCst) || self.control.stopped()
+    }
+
+    /// Saves a snapshot, timed and sized in the metrics. Returns the changelog offset from
+    /// which the snapshots kept need the changelog ([`SnapshotStore::save`]).
+    pub fn save_snapshot(&self, name: &str, snapshot: &Snapshot) -> Result<u64, RuntimeError> {
+        let started = Instant::now();
+        let keep_from = self.snapshots.save(name, snapshot)?;
+        self.metrics.snapshot_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics.snapshot_bytes.observe(snapshot.state.len() as f64);
+        Ok(keep_from)
     }
 
     /// How long an idle thread waits for new commits before looking again.

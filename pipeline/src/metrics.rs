@@ -30,7 +30,8 @@ pub struct Metrics {
     pub batch_seconds: Histogram,
     pub commit_seconds: Histogram,
     pub event_to_decision_seconds: Histogram,
-    /// Serializing and saving one partition's snapshot (on the snapshotter's thread).
+    /// Writing one snapshot to the store (a partition's on its snapshotter's thread, or
+    /// the terminal index's).
     pub snapshot_seconds: Histogram,
     pub snapshot_bytes: Histogram,
     /// Time workers spent on snapshots themselves: only the final one at shutdown, none
@@ -255,7 +256,7 @@ impl Metrics {
             ),
             snapshot_seconds: histogram(
                 "snapshot_seconds",
-                "Wall time to serialize and save one partition's snapshot, on the snapshotter's thread",
+                "Wall time to write one snapshot (a partition's or the terminal index's) to the snapshot store",
                 latency_buckets.clone(),
             ),
             snapshot_bytes: histogram(

@@ -41,6 +41,7 @@ use super::commit::CommitTracker;
 use super::feed::FeedBatch;
 use super::state::CHANGELOG_FETCH_RECORDS_MAX;
 use super::task::WorkerContext;
+use crate::config::PipelineConfig;
 use crate::error::RuntimeError;
 use crate::limits::LAG_UPDATE_INTERVAL;
 
@@ -107,7 +108,7 @@ struct Standby {
 
 impl Standby {
     /// Whether the changelog since the last snapshot calls for the next.
-    fn due(&self, config: &crate::config::PipelineConfig) -> bool {
+    fn due(&self, config: &PipelineConfig) -> bool {
         let bytes_min = self.snapshot_bytes.saturating_mul(u64::from(config.snapshot_changelog_min_percent)) / 100;
         self.since_snapshot >= config.snapshot_interval_batches && self.since_snapshot_bytes >= bytes_min
     }

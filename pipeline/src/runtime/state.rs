@@ -98,15 +98,10 @@ impl WorkerContext<'_> {
         Ok(())
     }
 
-    /// Saves a partition's snapshot, with its metrics. Returns the changelog offset from
-    /// which the snapshots kept need the changelog.
+    /// Saves a partition's snapshot. Returns the changelog offset from which the
+    /// snapshots kept need the changelog.
     pub(super) fn save_snapshot(&self, partition: u32, snapshot: Snapshot) -> Result<u64, RuntimeError> {
-        let started = Instant::now();
-        let bytes = snapshot.state.len();
-        let keep_from = self.run.snapshots.save(&snapshot_name(&self.run.config.group_id, partition), &snapshot)?;
-        self.run.metrics.snapshot_seconds.observe(started.elapsed().as_secs_f64());
-        self.run.metrics.snapshot_bytes.observe(bytes as f64);
-        Ok(keep_from)
+        self.run.save_snapshot(&snapshot_name(&self.run.config.group_id, partition), &snapshot)
     }
 
     /// Commits, with `transaction`, the changelog position retention must keep for

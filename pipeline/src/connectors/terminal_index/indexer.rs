@@ -3,7 +3,7 @@
 //! snapshot itself (under the index's read lock) and hands the bytes to a writer thread,
 //! so reading labels never waits for a snapshot's disk write.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use paystream_domain::{DeadLetter, FraudLabel};
 use paystream_operators::features::{Label, LabelApplied, payment_hash};
@@ -142,9 +142,7 @@ fn write_snapshot(
     protected: &[InputProgress],
 ) -> Result<(), RuntimeError> {
     let topics = run.topics;
-    let started = Instant::now();
-    let bytes = state.len();
-    run.snapshots.save(&snapshot_name(&run.config.group_id), &Snapshot { changelog_offset: 0, state })?;
+    run.save_snapshot(&snapshot_name(&run.config.group_id), &Snapshot { changelog_offset: 0, state })?;
     let (payments, labels) = protected.split_at(payments_partitions);
     let mut transaction = Transaction::new();
     for (p, progress) in payments.iter().enumerate() {
@@ -154,8 +152,6 @@ fn write_snapshot(
         transaction.set_position(TERMINAL_INDEX_GROUP, &topics.labels, p as u32, progress.position);
     }
     run.log.commit(transaction)?;
-    run.metrics.snapshot_seconds.observe(started.elapsed().as_secs_f64());
-    run.metrics.snapshot_bytes.observe(bytes as f64);
     Ok(())
 }
 
