@@ -43,8 +43,10 @@ pub struct BacktestArgs {
     #[arg(long, default_value = "gbt")]
     model: String,
     /// Feature set: `reference` (the handbook's 15) or `extended` (plus amount vs the
-    /// customer's average, hours since the customer's previous payment, new terminal for
-    /// the customer, terminal velocity).
+    /// customer's 30-day average and largest, the customer's recent payments above 3
+    /// times its average, hours since the customer's previous payment, new terminal for
+    /// the customer, terminal velocity, payments at the terminal since its newest known
+    /// fraud).
     #[arg(long, default_value = "extended")]
     features: String,
     /// Cards per day for Card Precision@k.

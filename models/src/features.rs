@@ -8,7 +8,7 @@
 //! time. Amounts are in major units (minor units / 100).
 
 pub const REFERENCE_FEATURE_COUNT: usize = 15;
-pub const EXTRA_FEATURE_COUNT: usize = 4;
+pub const EXTRA_FEATURE_COUNT: usize = 7;
 pub const FEATURE_COUNT: usize = REFERENCE_FEATURE_COUNT + EXTRA_FEATURE_COUNT;
 
 /// One payment's features, in [`FEATURE_NAMES`] order.
@@ -39,6 +39,15 @@ pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = [
     "CUSTOMER_NEW_TERMINAL_30DAY",
     // Payments at the terminal in the day before this one, undelayed (terminal velocity).
     "TERMINAL_ID_NB_TX_1DAY_NOW",
+    // Amount over the largest of the customer's previous 30 days (1 without history).
+    "AMOUNT_TO_CUSTOMER_MAX_30DAY_RATIO",
+    // The customer's previous payments in the last 14 days above 3 times its previous
+    // 30-day average (a card being drained pays several such amounts).
+    "CUSTOMER_NB_TX_ABOVE_3X_AVG_14DAY",
+    // Payments at the terminal after its newest known fraud, up to the label delay: the
+    // newest fraud in (t − d − 30 days, t − d] reported by t, payments in (fraud, t − d];
+    // −1 when there is none. 0 is a terminal whose every known payment since is fraud.
+    "TERMINAL_ID_NB_TX_SINCE_KNOWN_FRAUD",
 ];
 
 pub const REFERENCE_FEATURE_NAMES: &[&str] = FEATURE_NAMES.split_at(REFERENCE_FEATURE_COUNT).0;
@@ -59,12 +68,17 @@ pub mod index {
     pub const CUSTOMER_HOURS_SINCE_PREVIOUS_TX: usize = 16;
     pub const CUSTOMER_NEW_TERMINAL_30DAY: usize = 17;
     pub const TERMINAL_NB_TX_1DAY_NOW: usize = 18;
+    pub const AMOUNT_TO_CUSTOMER_MAX_30DAY_RATIO: usize = 19;
+    pub const CUSTOMER_NB_TX_ABOVE_3X_AVG_14DAY: usize = 20;
+    pub const TERMINAL_NB_TX_SINCE_KNOWN_FRAUD: usize = 21;
 }
 
 /// Whether feature `i` is keyed by terminal (computed from every partition's payments
 /// and the label stream, not from the payer's own partition).
 pub fn is_terminal_feature(i: usize) -> bool {
-    (index::TERMINAL_WINDOWS..index::TERMINAL_WINDOWS + 6).contains(&i) || i == index::TERMINAL_NB_TX_1DAY_NOW
+    (index::TERMINAL_WINDOWS..index::TERMINAL_WINDOWS + 6).contains(&i)
+        || i == index::TERMINAL_NB_TX_1DAY_NOW
+        || i == index::TERMINAL_NB_TX_SINCE_KNOWN_FRAUD
 }
 
 /// The position of a feature by name.
@@ -88,6 +102,8 @@ mod tests {
         let terminal: Vec<&str> =
             (0..FEATURE_COUNT).filter(|&i| is_terminal_feature(i)).map(|i| FEATURE_NAMES[i]).collect();
         assert!(terminal.iter().all(|n| n.starts_with("TERMINAL_")), "{terminal:?}");
-        assert_eq!(terminal.len(), 7);
+        assert_eq!(terminal.len(), 8);
+        assert_eq!(feature_index("TERMINAL_ID_NB_TX_SINCE_KNOWN_FRAUD"), Some(index::TERMINAL_NB_TX_SINCE_KNOWN_FRAUD));
+        assert_eq!(feature_index("CUSTOMER_NB_TX_ABOVE_3X_AVG_14DAY"), Some(index::CUSTOMER_NB_TX_ABOVE_3X_AVG_14DAY));
     }
 }

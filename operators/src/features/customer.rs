@@ -1,7 +1,8 @@
 //! Customer features ([`CustomerWindows`]): per customer, for w = 1, 7, 30 days, the
 //! payments in (t − w, t] and their average amount, the amount over the previous 30-day
-//! average, hours since the previous payment, and whether the terminal is new to the
-//! customer. Kept in each payer partition's state.
+//! average and over the previous 30 days' largest, the previous 14 days' payments above
+//! 3 times that average, hours since the previous payment, and whether the terminal is
+//! new to the customer. Kept in each payer partition's state.
 //!
 //! Keyed by payer, like the pipeline, so this state is partition-local. It MUST change
 //! only through `StateOp::Seen` (see [`crate::state`]): it is then in the changelog and
@@ -17,7 +18,12 @@ use serde::{Deserialize, Serialize};
 use super::windows::{LONGEST_WINDOW_MS, WINDOWS_MS, counts_near, insert_in_time_order, pop_oldest, prefetch_entries};
 use crate::hashed_table::{HashedTable, prefetch};
 use crate::limits::{CUSTOMER_HISTORY_ENTRIES_MAX, SINCE_PREVIOUS_PAYMENT_HOURS_MAX, WINDOW_AMOUNT_MINOR_MAX};
-use paystream_domain::time::MILLIS_PER_HOUR;
+use paystream_domain::time::{MILLIS_PER_DAY, MILLIS_PER_HOUR};
+
+/// How far back [`CustomerWindows::compute`] counts payments above 3 times the average.
+const ABOVE_AVERAGE_WINDOW_MS: i64 = 14 * MILLIS_PER_DAY;
+/// "Above average" is above this many times the previous 30 days' average.
+const ABOVE_AVERAGE_FACTOR: i128 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct CustomerEntry {
@@ -98,6 +104,9 @@ impl CustomerWindows {
         let mut windows = [(0u32, 0i64); 3];
         let mut hours_since_previous = SINCE_PREVIOUS_PAYMENT_HOURS_MAX;
         let mut seen_terminal = false;
+        // The largest earlier amount in (t − 30 d, t], and the earlier payments in
+        // (t − 14 d, t] above 3 times the 30-day average.
+        let (mut largest, mut above_average) = (0i64, 0u32);
         if let Some(history) = self.customers.get(customer_hash) {
             let t = event_time_ms;
             let in_order = history.entries.back().is_none_or(|e| t >= e.event_time_ms);
@@ -111,6 +120,19 @@ impl CustomerWindows {
             let sum_through = history.sum_through(through);
             for (window, from) in windows.iter_mut().zip([day, week, month]) {
                 *window = ((through - from) as u32, sum_through.wrapping_sub(history.sum_through(from)));
+            }
+            let (count, sum) = windows[2];
+            let recent_ms = t - ABOVE_AVERAGE_WINDOW_MS;
+            // One pass over the 30 days (at most CUSTOMER_HISTORY_ENTRIES_MAX entries):
+            // each amount is the difference of running sums.
+            let mut before = history.sum_through(month);
+            for entry in history.entries.range(month..through) {
+                let amount = entry.running_sum_minor.wrapping_sub(before);
+                before = entry.running_sum_minor;
+                largest = largest.max(amount);
+                // amount > 3 × sum / count, exactly.
+                let above = i128::from(amount) * i128::from(count) > ABOVE_AVERAGE_FACTOR * i128::from(sum);
+                above_average += u32::from(entry.event_time_ms > recent_ms && above);
             }
             if through > month {
                 hours_since_previous = (t - history.entries[through - 1].event_time_ms) as f64 / MILLIS_PER_HOUR as f64;
@@ -134,6 +156,9 @@ impl CustomerWindows {
         } else {
             amount_minor as f64 / (previous_sum as f64 / f64::from(previous_count))
         };
+        row[index::AMOUNT_TO_CUSTOMER_MAX_30DAY_RATIO] =
+            if largest <= 0 { 1.0 } else { amount_minor as f64 / largest as f64 };
+        row[index::CUSTOMER_NB_TX_ABOVE_3X_AVG_14DAY] = f64::from(above_average);
         row[index::CUSTOMER_HOURS_SINCE_PREVIOUS_TX] = hours_since_previous;
         row[index::CUSTOMER_NEW_TERMINAL_30DAY] = f64::from(u8::from(!seen_terminal));
     }

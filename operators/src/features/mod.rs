@@ -4,8 +4,8 @@
 //! pipeline (customer windows in each payer partition's state, the terminal index shared
 //! by every partition), so there is no training/serving skew.
 //!
-//! One feature row, one implementation: [`paystream_models::features`] names the 19
-//! features every model reads (the fraud handbook's 15 and 4 of paystream's); this module
+//! One feature row, one implementation: [`paystream_models::features`] names the 22
+//! features every model reads (the fraud handbook's 15 and 7 of paystream's); this module
 //! computes them and nothing else does. `paystream train` and `backtest` replay a data
 //! set through [`ReferenceFeatures`] (the same [`CustomerWindows`] and [`TerminalIndex`]);
 //! `paystream run` computes them inside the operator chain. `cli/tests/fraud_pipeline.rs`
@@ -15,11 +15,15 @@
 //! - `TX_AMOUNT`, `TX_DURING_WEEKEND` (Saturday or Sunday), `TX_DURING_NIGHT` (hour ≤ 6);
 //! - per customer ([`CustomerWindows`]), for w = 1, 7, 30 days: the number of payments in
 //!   (t − w, t] and their average amount (the payment itself included); the amount over
-//!   the previous 30-day average, hours since the previous payment, new terminal;
+//!   the previous 30-day average and over the previous 30 days' largest amount, the
+//!   previous 14 days' payments above 3 times that average (a drained card pays several),
+//!   hours since the previous payment, new terminal;
 //! - per terminal ([`TerminalIndex`]), for w = 1, 7, 30 days and label delay d: the
 //!   number of payments in (t − d − w, t − d] and the risk = frauds / payments there (0
 //!   when there are none), where a payment counts as fraud only if its label was
-//!   *reported* at or before t; and the payments in (t − 1 day, t) (velocity).
+//!   *reported* at or before t; the payments in (t − 1 day, t) (velocity); and the
+//!   payments in (f, t − d] after the newest such fraud f in (t − d − 30 days, t − d]
+//!   (−1 without one).
 //!
 //! Windows are exact, not bucketed: each key keeps its recent payments in event-time
 //! order (late ones land in their place), and a window is a pair of positions in that

@@ -1,7 +1,7 @@
 //! Terminal features ([`TerminalIndex`]): per terminal, for w = 1, 7, 30 days and label
 //! delay d, the payments in (t − d − w, t − d] and the share of them that were fraud as
-//! reported by t, and the payments in (t − 1 day, t). One index is shared by every
-//! partition.
+//! reported by t, the payments in (t − 1 day, t), and the payments in (f, t − d] after
+//! the newest fraud f in the 30-day window. One index is shared by every partition.
 //!
 //! The index needs every partition's payments at a terminal and the label stream, so it
 //! is not partition state: one `TerminalIndex` per process, shared by the workers behind
@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::{PreHashedMap, TerminalIndexEntry};
 use super::windows::{
-    PREFETCH_SLOTS_DISTANCE_PAYMENTS, WINDOWS_MS, counts_near, insert_in_time_order, pop_oldest, prefetch_entries,
-    prefetch_two_stages,
+    PREFETCH_SLOTS_DISTANCE_PAYMENTS, WINDOWS_MS, count_at_or_before, counts_near, insert_in_time_order, pop_oldest,
+    prefetch_entries, prefetch_two_stages,
 };
 use crate::error::{OperatorError, STATE_FORMAT_VERSION, check_version};
 use crate::hashed_table::{HashedTable, prefetch};
@@ -62,7 +62,7 @@ struct TerminalPayments {
 }
 
 /// A payment's terminal features as [`TerminalIndex::features`] finds them, before they
-/// are written into its row: 28 bytes, so a batch's can be read from the index in a pass
+/// are written into its row: 36 bytes, so a batch's can be read from the index in a pass
 /// of their own (the runtime holds the index's lock for that pass alone).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TerminalFeatures {
@@ -70,6 +70,9 @@ pub struct TerminalFeatures {
     windows: [(u32, u32); 3],
     /// Payments in (t − 1 day, t).
     velocity: u32,
+    /// Payments in (f, t − d] after the newest fraud f in (t − d − 30 days, t − d]
+    /// reported by t; none without such a fraud.
+    since_known_fraud: Option<u32>,
 }
 
 impl TerminalFeatures {
@@ -81,6 +84,7 @@ impl TerminalFeatures {
                 if count == 0 { 0.0 } else { f64::from(frauds) / f64::from(count) };
         }
         row[index::TERMINAL_NB_TX_1DAY_NOW] = f64::from(self.velocity);
+        row[index::TERMINAL_NB_TX_SINCE_KNOWN_FRAUD] = self.since_known_fraud.map_or(-1.0, f64::from);
     }
 }
 
@@ -247,6 +251,7 @@ impl TerminalIndex {
         // (payments, frauds) in (t − d − w, t − d] for w = 1, 7, 30 days, of those before t.
         let mut windows = [(0u32, 0u32); 3];
         let mut velocity = 0u32;
+        let mut since_known_fraud = None;
         if let Some(TerminalPayments { entries, starts }) = self.terminals.get(terminal_hash) {
             let t = event_time_ms;
             let delayed_end = t - label_delay_ms;
@@ -268,6 +273,7 @@ impl TerminalIndex {
             }
             // A payment counts as fraud only if its label was reported by t.
             let frauds = self.frauds.get(&terminal_hash).map_or(&[][..], Vec::as_slice);
+            let mut newest_fraud_ms = None;
             for fraud in frauds.iter().filter(|f| f.reported_at_ms <= t && f.event_time_ms < t) {
                 if fraud.event_time_ms > delayed_end {
                     break; // sorted by event time: the rest are later still
@@ -275,9 +281,15 @@ impl TerminalIndex {
                 for (window, start_ms) in windows.iter_mut().zip(window_starts_ms) {
                     window.1 += u32::from(fraud.event_time_ms > start_ms);
                 }
+                if fraud.event_time_ms > w30 {
+                    newest_fraud_ms = Some(fraud.event_time_ms);
+                }
             }
+            // Few payments have a known fraud at their terminal: a search for those alone.
+            since_known_fraud =
+                newest_fraud_ms.map(|f| end.saturating_sub(count_at_or_before(entries, f, |e| e.event_time_ms)) as u32);
         }
-        TerminalFeatures { windows, velocity }
+        TerminalFeatures { windows, velocity, since_known_fraud }
     }
 
     /// Forgets payments (and their labels) at or before `horizon_ms`, and pending labels

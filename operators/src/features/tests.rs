@@ -236,7 +236,9 @@ proptest::proptest! {
             let late_by = if *back >= 32 { (back - 32) * HOUR } else { 0 };
             let t = (time - late_by).max(newest - lateness);
             newest = newest.max(t);
-            all.push((*customer, *terminal, t, *amount));
+            // One amount in four is 8 times larger: some are above 3 times the average.
+            let amount = if amount % 4 == 0 { amount * 8 } else { *amount };
+            all.push((*customer, *terminal, t, amount));
         }
         let mut customers = CustomerWindows::default();
         // Window starts kept for the d queried, or for another (any hint is exact).
@@ -262,6 +264,14 @@ proptest::proptest! {
             );
             let seen = earlier.iter().any(|p| p.1 == *term);
             proptest::prop_assert_eq!(row[index::CUSTOMER_NEW_TERMINAL_30DAY], f64::from(u8::from(!seen)));
+            let largest = earlier.iter().map(|p| p.3).max().filter(|m| *m > 0);
+            proptest::prop_assert_eq!(
+                row[index::AMOUNT_TO_CUSTOMER_MAX_30DAY_RATIO],
+                largest.map_or(1.0, |m| *amount as f64 / m as f64)
+            );
+            let (count, sum) = (earlier.len() as i128, earlier.iter().map(|p| i128::from(p.3)).sum::<i128>());
+            let above = earlier.iter().filter(|p| p.2 > t - 14 * DAY && i128::from(p.3) * count > 3 * sum).count();
+            proptest::prop_assert_eq!(row[index::CUSTOMER_NB_TX_ABOVE_3X_AVG_14DAY], above as f64);
             customers.add(ch, th, *t, *amount, lateness);
             index.add_payment(payment_hash(&format!("p{i}")), th, *t);
         }
@@ -295,6 +305,13 @@ proptest::proptest! {
                 }
                 let velocity = at_terminal.iter().filter(|(_, pt)| *pt > t - DAY).count();
                 proptest::prop_assert_eq!(row[index::TERMINAL_NB_TX_1DAY_NOW], velocity as f64);
+                let newest_fraud = at_terminal.iter()
+                    .filter(|(_, pt)| *pt <= t - d && *pt > t - d - 30 * DAY)
+                    .filter(|(i, _)| latest(*i).is_some_and(|(_, fraud, at)| fraud && at <= t))
+                    .map(|(_, pt)| *pt).max();
+                let since = newest_fraud
+                    .map_or(-1.0, |f| at_terminal.iter().filter(|(_, pt)| *pt > f && *pt <= t - d).count() as f64);
+                proptest::prop_assert_eq!(row[index::TERMINAL_NB_TX_SINCE_KNOWN_FRAUD], since);
             }
         }
     }
