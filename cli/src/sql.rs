@@ -14,7 +14,9 @@ use clap::{Args, ValueEnum};
 use paystream_pipeline::log::Log;
 use paystream_sql::output::Format;
 use paystream_sql::views::{RunningView, ViewDef};
-use paystream_sql::{LogSource, ScanLimits, SqlMetrics, SqlServerConfig, StatementLimits};
+use paystream_sql::{
+    LogSource, SCAN_CACHE_BYTES_MAX_DEFAULT, ScanCache, ScanLimits, SqlMetrics, SqlServerConfig, StatementLimits,
+};
 
 use crate::log_args::{LogArgs, LogRole};
 
@@ -34,6 +36,11 @@ pub struct SqlLimitArgs {
     /// Memory one connection's sorts, joins and aggregates may hold (nothing spills).
     #[arg(long, default_value_t = StatementLimits::default().connection_memory_bytes_max)]
     connection_memory_bytes_max: usize,
+    /// Decoded columns kept between statements, shared by every connection, so a topic
+    /// is parsed once, not per query (0: off; the least recently read partitions go
+    /// first).
+    #[arg(long, default_value_t = SCAN_CACHE_BYTES_MAX_DEFAULT)]
+    scan_cache_bytes_max: usize,
 }
 
 impl SqlLimitArgs {
@@ -101,6 +108,13 @@ pub struct SqlEndpointArgs {
     /// endpoint only when it is set.
     #[arg(long, env = "PAYSTREAM_SQL_PASSWORD", hide_env_values = true)]
     pub sql_password: Option<String>,
+    /// A PEM certificate chain: the endpoint then speaks TLS and refuses connections
+    /// that do not (with `--sql-tls-key`).
+    #[arg(long, env = "PAYSTREAM_SQL_TLS_CERT", requires = "sql_tls_key")]
+    pub sql_tls_cert: Option<PathBuf>,
+    /// The certificate's PEM private key.
+    #[arg(long, env = "PAYSTREAM_SQL_TLS_KEY", requires = "sql_tls_cert")]
+    pub sql_tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub limits: SqlLimitArgs,
 }
@@ -150,6 +164,7 @@ async fn shared_context(
     log: &LogArgs,
     limits: &SqlLimitArgs,
     views: &ViewsArgs,
+    metrics: Option<&SqlMetrics>,
 ) -> Result<paystream_sql::SessionContext> {
     let source = match log.open_kafka(LogRole::Reader)? {
         Some(kafka) => LogSource::Shared(kafka),
@@ -159,7 +174,8 @@ async fn shared_context(
     let topic_of = move |role: &str| names.of_role(role).unwrap_or(role).to_string();
     let scan = ScanLimits { rows_max: limits.scan_rows_max };
     let views = views.load().await?;
-    Ok(paystream_sql::session_context(source, topic_of, scan, &views).await?)
+    let cache = Arc::new(ScanCache::new(limits.scan_cache_bytes_max, metrics));
+    Ok(paystream_sql::session_context(source, topic_of, scan, cache, &views).await?)
 }
 
 /// Starts the endpoint over `log` on the current runtime; returns its address and task.
@@ -170,13 +186,18 @@ pub async fn start_endpoint(
     password: String,
     metrics: Option<SqlMetrics>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let context = shared_context(log, &endpoint.limits, views).await?;
+    let context = shared_context(log, &endpoint.limits, views, metrics.as_ref()).await?;
     let config = SqlServerConfig {
         listen: endpoint.sql_addr,
         user: endpoint.sql_user.clone(),
         password,
         limits: endpoint.limits.statement(),
         metrics,
+        tls: endpoint
+            .sql_tls_cert
+            .clone()
+            .zip(endpoint.sql_tls_key.clone())
+            .map(|(certificate, key)| paystream_sql::server::TlsFiles { certificate, key }),
     };
     let (bound, task) = paystream_sql::serve_sql(Arc::new(context), config).await?;
     eprintln!("sql: postgres://{}@{bound}/{}", endpoint.sql_user, paystream_sql::DATABASE);
@@ -213,7 +234,9 @@ pub fn sql(args: SqlArgs) -> Result<()> {
 pub fn query(args: QueryArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (schema, batches) = runtime.block_on(async {
-        let shared = shared_context(&args.log, &args.limits, &args.views).await?;
+        // One statement: nothing to keep between statements.
+        let limits = SqlLimitArgs { scan_cache_bytes_max: 0, ..args.limits.clone() };
+        let shared = shared_context(&args.log, &limits, &args.views, None).await?;
         let (session, _guard) = paystream_sql::connection_context(&shared, args.limits.statement(), None)?;
         let frame = session.sql(&args.statement).await?;
         let schema = paystream_sql::SchemaRef::new(frame.schema().as_arrow().clone());

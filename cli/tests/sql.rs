@@ -239,3 +239,54 @@ fn the_server_holds_its_guardrails_whatever_the_client_sets() {
     common::assert_promtool_accepts(&body);
     server.0.kill().unwrap();
 }
+
+/// A self-signed certificate for `localhost` in `dir`: (certificate, key).
+fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (certificate, key) = (dir.join("sql.crt"), dir.join("sql.key"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&certificate)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    (certificate, key)
+}
+
+#[test]
+fn with_a_certificate_the_endpoint_speaks_tls_only_and_keeps_decoded_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = decided_log(dir.path());
+    let decisions = common::dump(&data, "decisions").len();
+    let (certificate, key) = self_signed(dir.path());
+    let (_server, address, metrics) =
+        start_sql(&data, &["--sql-tls-cert", certificate.to_str().unwrap(), "--sql-tls-key", key.to_str().unwrap()]);
+    let port = address.rsplit_once(':').unwrap().1;
+    let at = |sslmode: &str| {
+        let mut psql = psql_command(&format!("localhost:{port}"), PASSWORD, "SELECT count(*) FROM decisions");
+        psql.env("PGSSLMODE", sslmode).env("PGSSLROOTCERT", &certificate);
+        psql.output().unwrap()
+    };
+    // The certificate checked against its root and its name, twice: the second count
+    // reads the columns the first decoded.
+    for _ in 0..2 {
+        let verified = at("verify-full");
+        assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stderr));
+        assert_eq!(String::from_utf8_lossy(&verified.stdout).trim(), decisions.to_string());
+    }
+    let plain = at("disable");
+    assert!(!plain.status.success(), "a connection without TLS was served");
+    let refused = String::from_utf8_lossy(&plain.stderr);
+    assert!(refused.contains("FATAL") && refused.contains("TLS connections only"), "{refused}");
+    let body = scrape(&metrics);
+    let value = |name: &str| -> f64 {
+        let line = body.lines().find(|line| line.starts_with(name)).unwrap_or_else(|| panic!("{name}:\n{body}"));
+        line.rsplit_once(' ').unwrap().1.parse().unwrap()
+    };
+    assert!(value("paystream_sql_scan_cache_bytes") > 0.0, "{body}");
+    assert_eq!(value("paystream_sql_scan_rows_total{source=\"cache\"}"), decisions as f64, "the second count");
+    assert_eq!(value("paystream_sql_scan_rows_total{source=\"log\"}"), decisions as f64, "the first count");
+}

@@ -280,6 +280,11 @@ def check_processes(r, name, workloads, services, policies, by_kind, configmaps,
                 password = setting(argv, env, "--sql-password", "PAYSTREAM_SQL_PASSWORD") or {}
                 r.check(bool((password.get("valueFrom") or {}).get("secretKeyRef")),
                         f"{ident}: the analysts' SQL password comes from a Secret (PAYSTREAM_SQL_PASSWORD)")
+                for flag, variable in (("--sql-tls-cert", "PAYSTREAM_SQL_TLS_CERT"), ("--sql-tls-key", "PAYSTREAM_SQL_TLS_KEY")):
+                    tls_file = literal(setting(argv, env, flag, variable))
+                    tls_volume = volumes.get(mounts.get(tls_file.rpartition("/")[0]), {})
+                    r.check("secret" in tls_volume,
+                            f"{ident}: the SQL endpoint speaks TLS only, {variable} {tls_file!r} from a mounted Secret")
             if service == "gateway":
                 gateways.append((w, c, ident, literal(setting(argv, env, "--route", "PAYSTREAM_ROUTES"))))
     r.check(len(log_owners) <= 1, f"{name}: at most one workload owns the embedded log (got {len(log_owners)})")

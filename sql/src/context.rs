@@ -17,6 +17,7 @@ use crate::cut::{Cuts, LogSource};
 use crate::error::SqlError;
 use crate::guard::{ConnectionGuard, GuardPlanner, StatementLimits};
 use crate::metrics::SqlMetrics;
+use crate::scan_cache::ScanCache;
 use crate::tables::tables;
 use crate::topic_table::{ScanLimits, TopicTable};
 use crate::views::ViewDef;
@@ -33,12 +34,13 @@ pub const VIEWS: [(&str, &str); 1] = [(
 )];
 
 /// A session over `source`. `topic_of` names each table's topic from its role (the
-/// pipeline's `--topic ROLE=NAME`); each materialized view in `views` is a table of its
+/// pipeline's `--topic ROLE=NAME`); the tables keep decoded columns in `cache`; each materialized view in `views` is a table of its
 /// closed windows and one of its late rows (`<view>_late`).
 pub async fn session_context(
     source: LogSource,
     topic_of: impl Fn(&str) -> String,
     limits: ScanLimits,
+    cache: Arc<ScanCache>,
     views: &[ViewDef],
 ) -> Result<SessionContext, SqlError> {
     let definitions = tables();
@@ -51,7 +53,7 @@ pub async fn session_context(
     let context = SessionContext::new_with_config(config);
     for (table, topic) in definitions.into_iter().zip(topics) {
         let name = table.name;
-        let provider = Arc::new(TopicTable::new(table, topic, cuts.clone(), limits));
+        let provider = Arc::new(TopicTable::new(table, topic, cuts.clone(), limits, cache.clone()));
         if name == "ledger" {
             context.register_udtf("balances_as_of", Arc::new(BalancesAsOf { ledger: provider.clone() }));
         }

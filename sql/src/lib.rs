@@ -6,6 +6,8 @@
 //! - [`cut`]: a statement's consistent view of the log.
 //! - [`topic_table`]: a topic as a DataFusion `TableProvider`, with `_partition` and
 //!   `_offset` filters pushed down to the reads.
+//! - `partition_scan`: one partition's part of a scan, through the cache.
+//! - [`scan_cache`]: decoded columns kept between statements, within a byte budget.
 //! - [`as_of`]: `balances_as_of(time)`, the balances at an event time.
 //! - [`context`]: the session with every table, the views and `pg_catalog`, and each
 //!   connection's own session over it.
@@ -26,6 +28,8 @@ mod handlers;
 pub mod information_schema;
 pub mod metrics;
 pub mod output;
+mod partition_scan;
+pub mod scan_cache;
 pub mod server;
 pub mod tables;
 pub mod topic_table;
@@ -36,6 +40,7 @@ pub use cut::LogSource;
 pub use error::SqlError;
 pub use guard::StatementLimits;
 pub use metrics::SqlMetrics;
+pub use scan_cache::{SCAN_CACHE_BYTES_MAX_DEFAULT, ScanCache};
 pub use server::{SqlServerConfig, serve_sql};
 pub use topic_table::ScanLimits;
 

@@ -1,6 +1,6 @@
 //! The SQL layer's metrics, in the registry of the process they run in (prefixed
-//! `paystream_` there): statements by outcome and their duration for the endpoint, and
-//! each continuous view's progress.
+//! `paystream_` there): statements by outcome and their duration for the endpoint, the
+//! scan cache's size and the rows it served, and each continuous view's progress.
 
 use prometheus::{GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
@@ -35,6 +35,8 @@ pub struct SqlMetrics {
     view_late_rows_total: IntCounterVec,
     view_closed_through_timestamp_seconds: GaugeVec,
     view_open_rows: IntGaugeVec,
+    pub(crate) scan_cache_bytes: IntGauge,
+    pub(crate) scan_rows_total: IntCounterVec,
 }
 
 impl std::fmt::Debug for SqlMetrics {
@@ -46,6 +48,20 @@ impl std::fmt::Debug for SqlMetrics {
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, collector: T) -> T {
     registry.register(Box::new(collector.clone())).expect("metric names are unique");
     collector
+}
+
+/// Bytes of decoded columns the scan cache holds.
+pub(crate) fn scan_cache_bytes() -> IntGauge {
+    IntGauge::new("sql_scan_cache_bytes", "Bytes of decoded columns the SQL scan cache holds").expect("valid metric")
+}
+
+/// Rows table scans produced, by source: `cache` or `log` (decoded).
+pub(crate) fn scan_rows_total() -> IntCounterVec {
+    IntCounterVec::new(
+        Opts::new("sql_scan_rows_total", "Rows SQL table scans produced, by where they came from"),
+        &["source"],
+    )
+    .expect("valid metric")
 }
 
 impl SqlMetrics {
@@ -93,6 +109,8 @@ impl SqlMetrics {
                 IntGaugeVec::new(Opts::new("view_open_rows", "Rows a view holds in open windows"), &["view"])
                     .expect("valid metric"),
             ),
+            scan_cache_bytes: register(registry, scan_cache_bytes()),
+            scan_rows_total: register(registry, scan_rows_total()),
         }
     }
 

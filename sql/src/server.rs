@@ -5,9 +5,16 @@
 //! reading (SELECT, EXPLAIN, SHOW, cursors, transactions and session SETs other than
 //! DataFusion's own settings). A cancel request stops the connection's statement
 //! wherever it is, rows already streaming included.
+//!
+//! With a certificate and key ([`SqlServerConfig::tls`]) the endpoint speaks TLS
+//! (rustls) and refuses any connection that did not negotiate it, before login, so a
+//! password never crosses the network in the clear. Without them it speaks plain TCP,
+//! and warns when it listens beyond loopback.
 
 use std::collections::HashMap;
+use std::fmt::Debug;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
@@ -18,13 +25,21 @@ use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use datafusion_postgres::pgwire::api::auth::sasl::scram::{SCRAM_ITERATIONS, ScramAuth, gen_salted_password};
-use datafusion_postgres::pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password};
+use datafusion_postgres::pgwire::api::auth::{
+    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
+};
 use datafusion_postgres::pgwire::api::cancel::CancelHandler;
 use datafusion_postgres::pgwire::api::results::Response;
 use datafusion_postgres::pgwire::api::{ClientInfo, ConnectionManager, PgWireServerHandlers};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::cancel::CancelRequest;
+use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use datafusion_postgres::pgwire::tokio::TlsAcceptor;
+use datafusion_postgres::pgwire::tokio::tokio_rustls::rustls;
 use datafusion_postgres::{DfSessionService, QueryHook};
+use futures::Sink;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -45,6 +60,62 @@ pub struct SqlServerConfig {
     pub password: String,
     pub limits: StatementLimits,
     pub metrics: Option<SqlMetrics>,
+    /// PEM files of the certificate chain and its private key: TLS, and only TLS.
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// A TLS acceptor with this certificate (ALPN `postgresql`, as PostgreSQL 17's
+    /// direct TLS negotiation asks).
+    fn acceptor(&self) -> Result<TlsAcceptor, SqlError> {
+        let unreadable = |path: &PathBuf, error: &dyn std::fmt::Display| {
+            SqlError::Config(format!("TLS: cannot read {}: {error}", path.display()))
+        };
+        let chain = CertificateDer::pem_file_iter(&self.certificate)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(|error| unreadable(&self.certificate, &error))?;
+        if chain.is_empty() {
+            return Err(unreadable(&self.certificate, &"no certificate in it"));
+        }
+        let key = PrivateKeyDer::from_pem_file(&self.key).map_err(|error| unreadable(&self.key, &error))?;
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|error| SqlError::Config(format!("TLS: the certificate and key do not fit: {error}")))?;
+        config.alpn_protocols = vec![b"postgresql".to_vec()];
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+}
+
+/// Refuses, before login, a connection that did not negotiate TLS when TLS is on.
+struct TlsOnly<S> {
+    inner: S,
+    required: bool,
+}
+
+#[async_trait]
+impl<S: StartupHandler> StartupHandler for TlsOnly<S> {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if self.required && !client.is_secure() {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".into(),
+                "28000".into(),
+                "this endpoint accepts TLS connections only (sslmode=require or stronger)".into(),
+            ))));
+        }
+        self.inner.on_startup(client, message).await
+    }
 }
 
 /// The one user, checked by SCRAM: the server keeps only the salted password.
@@ -167,7 +238,7 @@ impl CancelHandler for Cancels {
 /// One connection's handlers (SASL keeps per-connection state, and so does the session).
 struct Handlers {
     session: Arc<Guarded>,
-    startup: Arc<SASLAuthStartupHandler<DefaultServerParameterProvider>>,
+    startup: Arc<TlsOnly<SASLAuthStartupHandler<DefaultServerParameterProvider>>>,
     cancel: Arc<Cancels>,
 }
 
@@ -217,8 +288,12 @@ pub async fn serve_sql(
     let limits = config.limits;
     let metrics = config.metrics.clone();
     let parameters = Arc::new(DefaultServerParameterProvider::default());
+    let tls = config.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
     let listener = TcpListener::bind(config.listen).await?;
     let bound = listener.local_addr()?;
+    if tls.is_none() && !bound.ip().is_loopback() {
+        tracing::warn!(%bound, "SQL endpoint without TLS beyond loopback: passwords and rows cross the network in the clear");
+    }
     let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     let task = tokio::spawn(async move {
         loop {
@@ -246,20 +321,22 @@ pub async fn serve_sql(
                     guard,
                     cancels.clone(),
                 )),
-                startup: Arc::new(
-                    SASLAuthStartupHandler::new(parameters.clone())
+                startup: Arc::new(TlsOnly {
+                    inner: SASLAuthStartupHandler::new(parameters.clone())
                         .with_scram(ScramAuth::new(analyst.clone()))
                         .with_connection_manager(connections.clone()),
-                ),
+                    required: tls.is_some(),
+                }),
                 cancel: cancels.clone(),
             };
             let connections = metrics.as_ref().map(|metrics| metrics.connections.clone());
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let _slot = slot;
                 if let Some(gauge) = &connections {
                     gauge.inc();
                 }
-                if let Err(error) = datafusion_postgres::pgwire::tokio::process_socket(socket, None, handlers).await {
+                if let Err(error) = datafusion_postgres::pgwire::tokio::process_socket(socket, tls, handlers).await {
                     tracing::debug!(%peer, %error, "SQL connection ended with an error");
                 }
                 if let Some(gauge) = &connections {

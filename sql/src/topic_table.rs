@@ -20,10 +20,11 @@ use datafusion::scalar::ScalarValue;
 use paystream_pipeline::log::{Log, Record, Topic};
 
 use crate::cut::{Cut, Cuts};
-use crate::decode::decode;
 use crate::error::SqlError;
 use crate::guard::{Budget, ConnectionGuard};
-use crate::tables::TableDef;
+use crate::partition_scan::PartitionScan;
+use crate::scan_cache::ScanCache;
+use crate::tables::{Source, TableDef};
 
 /// Records fetched from the log at a time.
 pub const FETCH_RECORDS_MAX: usize = 10_000;
@@ -46,11 +47,14 @@ impl Default for ScanLimits {
 
 #[derive(Clone)]
 pub struct TopicTable {
-    table: TableDef,
-    topic: String,
-    schema: SchemaRef,
+    pub(crate) table: TableDef,
+    pub(crate) topic: String,
+    pub(crate) schema: SchemaRef,
     cuts: Arc<Cuts>,
-    limits: ScanLimits,
+    pub(crate) limits: ScanLimits,
+    pub(crate) cache: Arc<ScanCache>,
+    /// The index of the `_offset` column (the cache slices by it).
+    pub(crate) offset_column: usize,
 }
 
 impl std::fmt::Debug for TopicTable {
@@ -60,9 +64,20 @@ impl std::fmt::Debug for TopicTable {
 }
 
 impl TopicTable {
-    pub fn new(table: TableDef, topic: String, cuts: Arc<Cuts>, limits: ScanLimits) -> TopicTable {
+    pub fn new(
+        table: TableDef,
+        topic: String,
+        cuts: Arc<Cuts>,
+        limits: ScanLimits,
+        cache: Arc<ScanCache>,
+    ) -> TopicTable {
         let schema = table.schema();
-        TopicTable { table, topic, schema, cuts, limits }
+        let offset_column = table
+            .columns
+            .iter()
+            .position(|column| matches!(column.source, Source::Offset))
+            .expect("every topic table has _offset");
+        TopicTable { table, topic, schema, cuts, limits, cache, offset_column }
     }
 }
 
@@ -205,21 +220,10 @@ impl TopicTable {
             ranges.push((partition, start.max(narrowed.offsets.start), end.min(narrowed.offsets.end)));
         }
         let rows = AtomicUsize::new(0);
+        let needed: Vec<usize> = projection.map_or_else(|| (0..self.table.columns.len()).collect(), <[usize]>::to_vec);
         let read_one = |(partition, from, until): (u32, u64, u64)| -> Result<Vec<RecordBatch>, SqlError> {
-            let mut batches = Vec::new();
-            read_range(cut.log.as_ref(), &topic, (partition, from, until), budget, |records| {
-                let batch = decode(&self.table, &self.schema, projection, partition, records)?;
-                if rows.fetch_add(batch.num_rows(), Ordering::Relaxed) + batch.num_rows() > self.limits.rows_max {
-                    return Err(SqlError::Config(format!(
-                        "table {} has more than {} rows in this statement's cut: narrow it with \
-                         _partition or _offset filters",
-                        self.table.name, self.limits.rows_max
-                    )));
-                }
-                batches.push(batch);
-                Ok(())
-            })?;
-            Ok(batches)
+            let scan = PartitionScan { table: self, cut, topic: &topic, partition, budget, rows: &rows };
+            scan.read(&needed, (from, until))
         };
         // Partitions are read and decoded side by side, a core each.
         let threads = std::thread::available_parallelism().map_or(1, usize::from).max(1);
