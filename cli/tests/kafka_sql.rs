@@ -64,4 +64,26 @@ fn topic_tables_on_kafka_equal_the_log_dump() {
     let statement =
         format!("SELECT count(*) FROM decisions WHERE _partition = 1 AND _offset >= {low} AND _offset < {high}");
     assert_eq!(query_csv(&data, &statement), vec![vec![expected.to_string()]]);
+
+    // A lower bound on `_timestamp` seeks through Kafka's time index: each partition is
+    // read from its first record at or after the time, which the scan cap proves (the
+    // cap is below the topic's size).
+    let stamp = |d: &Value| d["timestamp_ms"].as_i64().unwrap();
+    let mut stamps: Vec<i64> = decisions.iter().map(stamp).collect();
+    stamps.sort_unstable();
+    let since = stamps[stamps.len() / 2];
+    let wanted = stamps.iter().filter(|&&t| t >= since).count();
+    let mut read = 0;
+    let partitions: std::collections::BTreeSet<u64> =
+        decisions.iter().map(|d| d["partition"].as_u64().unwrap()).collect();
+    for partition in partitions {
+        let records: Vec<&Value> = decisions.iter().filter(|d| d["partition"] == partition).collect();
+        if let Some(first) = records.iter().position(|d| stamp(d) >= since) {
+            read += records.len() - first;
+        }
+    }
+    assert!(read < decisions.len(), "the time splits the partitions: {read} of {}", decisions.len());
+    let statement = format!("SELECT count(*) FROM decisions WHERE _timestamp >= to_timestamp_millis({since})");
+    let output = run_ok(&data, &["query", "--format", "csv", "--scan-rows-max", &read.to_string(), &statement]);
+    assert_eq!(String::from_utf8(output.stdout).unwrap().lines().nth(1), Some(wanted.to_string().as_str()));
 }

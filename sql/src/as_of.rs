@@ -15,7 +15,7 @@ use datafusion::scalar::ScalarValue;
 use paystream_domain::time::parse_rfc3339_ms;
 
 /// The time argument in milliseconds: a timestamp literal or an RFC 3339 string.
-fn literal_ms(expr: &Expr) -> Option<i64> {
+pub(crate) fn literal_ms(expr: &Expr) -> Option<i64> {
     match expr {
         Expr::Literal(value, _) => match value {
             ScalarValue::Utf8(Some(text)) | ScalarValue::Utf8View(Some(text)) | ScalarValue::LargeUtf8(Some(text)) => {

@@ -43,6 +43,9 @@ impl Decoded {
 impl PartitionScan<'_> {
     /// The rows of `[from, until)`, columns `needed` (table column indices) in that order.
     pub fn read(&self, needed: &[usize], (from, until): (u64, u64)) -> Result<Vec<RecordBatch>, SqlError> {
+        if from >= until {
+            return Ok(Vec::new()); // narrowed to nothing: the cache stays as it is
+        }
         let schema = std::sync::Arc::new(self.table.schema.project(needed)?);
         let cache = &self.table.cache;
         if !cache.enabled() {
@@ -138,7 +141,7 @@ impl PartitionScan<'_> {
         if self.rows.fetch_add(rows, Ordering::Relaxed) + rows > rows_max {
             return Err(SqlError::Config(format!(
                 "table {} has more than {rows_max} rows in this statement's cut: narrow it with _partition or \
-                 _offset filters",
+                 _offset filters, or on Kafka a lower bound on _timestamp",
                 self.table.table.name
             )));
         }

@@ -1,7 +1,9 @@
 //! A topic as a DataFusion table: each scan reads the statement's cut of the topic, one
 //! DataFusion partition per log partition. Filters on `_partition` and `_offset`
-//! against literals narrow what is read (the filters still run on the rows, so they
-//! only need to be safe, not exact).
+//! against literals narrow what is read, and so does a lower bound on `_timestamp` on a
+//! log with a time index (Kafka: the first offset at or after the time, every record
+//! before it being earlier). The filters still run on the rows, so they only need to be
+//! safe, not exact.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::scalar::ScalarValue;
 use paystream_pipeline::log::{Log, Record, Topic};
 
+use crate::as_of::literal_ms;
 use crate::cut::{Cut, Cuts};
 use crate::error::SqlError;
 use crate::guard::{Budget, ConnectionGuard};
@@ -98,6 +101,23 @@ pub(crate) fn statement_of(state: &dyn Session) -> i64 {
 struct Narrowed {
     partitions: Option<Vec<u32>>,
     offsets: Range<u64>,
+    /// Records with a log timestamp at or after this (ms) are all that is wanted.
+    from_time_ms: Option<i64>,
+}
+
+/// `_timestamp` >, >= or = a time literal (either side): the earliest timestamp wanted.
+fn time_bound(expr: &Expr) -> Option<i64> {
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = expr else { return None };
+    let (op, time_ms) = match (column_name(left), literal_ms(right), column_name(right), literal_ms(left)) {
+        (Some("_timestamp"), Some(time_ms), _, _) => (*op, time_ms),
+        (_, _, Some("_timestamp"), Some(time_ms)) => (op.swap()?, time_ms),
+        _ => return None,
+    };
+    match op {
+        Operator::GtEq | Operator::Eq => Some(time_ms),
+        Operator::Gt => time_ms.checked_add(1),
+        _ => None,
+    }
 }
 
 fn literal_u64(expr: &Expr) -> Option<u64> {
@@ -137,7 +157,8 @@ fn bound(expr: &Expr) -> Option<(&str, Operator, u64)> {
 }
 
 fn narrow(filters: &[Expr]) -> Narrowed {
-    let mut narrowed = Narrowed { partitions: None, offsets: 0..u64::MAX };
+    let from_time_ms = filters.iter().filter_map(time_bound).max();
+    let mut narrowed = Narrowed { partitions: None, offsets: 0..u64::MAX, from_time_ms };
     for (column, op, value) in filters.iter().filter_map(bound) {
         if column == "_partition" {
             if op == Operator::Eq {
@@ -217,7 +238,13 @@ impl TopicTable {
                 continue;
             }
             let Some(&(start, end)) = cut.ranges.get(&(self.topic.clone(), partition)) else { continue };
-            ranges.push((partition, start.max(narrowed.offsets.start), end.min(narrowed.offsets.end)));
+            let mut start = start.max(narrowed.offsets.start);
+            if let Some(time_ms) = narrowed.from_time_ms
+                && let Some(offset) = cut.log.offset_for_time(&topic, partition, time_ms)?
+            {
+                start = start.max(offset);
+            }
+            ranges.push((partition, start, end.min(narrowed.offsets.end)));
         }
         let rows = AtomicUsize::new(0);
         let needed: Vec<usize> = projection.map_or_else(|| (0..self.table.columns.len()).collect(), <[usize]>::to_vec);
@@ -260,9 +287,9 @@ impl TableProvider for TopicTable {
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
         Ok(filters
             .iter()
-            .map(|filter| match bound(filter) {
-                Some(_) => TableProviderFilterPushDown::Inexact,
-                None => TableProviderFilterPushDown::Unsupported,
+            .map(|filter| match bound(filter).is_some() || time_bound(filter).is_some() {
+                true => TableProviderFilterPushDown::Inexact,
+                false => TableProviderFilterPushDown::Unsupported,
             })
             .collect())
     }
@@ -302,10 +329,14 @@ mod tests {
     #[test]
     fn partition_and_offset_filters_narrow_the_read() {
         let filters = [col("_offset").gt_eq(lit(10i64)), lit(20i64).gt(col("_offset")), col("_partition").eq(lit(2))];
-        assert_eq!(narrow(&filters), Narrowed { partitions: Some(vec![2]), offsets: 10..20 });
+        assert_eq!(narrow(&filters), Narrowed { partitions: Some(vec![2]), offsets: 10..20, from_time_ms: None });
         let other = [col("amount_minor").gt(lit(5i64)), col("_offset").eq(lit(7i64))];
-        assert_eq!(narrow(&other), Narrowed { partitions: None, offsets: 7..8 });
+        assert_eq!(narrow(&other), Narrowed { partitions: None, offsets: 7..8, from_time_ms: None });
         assert!(bound(&col("_offset").not_eq(lit(3i64))).is_none(), "<> reads everything");
         assert!(bound(&col("_timestamp").gt(lit(3i64))).is_none());
+        let at = |ms: i64| lit(ScalarValue::TimestampMillisecond(Some(ms), Some("UTC".into())));
+        let times = [col("_timestamp").gt_eq(at(1_000)), at(1_500).lt(col("_timestamp")), col("_timestamp").lt(at(9))];
+        assert_eq!(narrow(&times).from_time_ms, Some(1_501), "the latest lower bound; upper bounds read on");
+        assert_eq!(time_bound(&col("_timestamp").lt_eq(at(5))), None);
     }
 }

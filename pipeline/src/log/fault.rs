@@ -56,6 +56,9 @@ impl<L: Log> Log for CommitFault<L> {
     fn resume_offset(&self, topic: &Topic, partition: u32, offset: u64) -> u64 {
         self.inner.resume_offset(topic, partition, offset)
     }
+    fn offset_for_time(&self, topic: &Topic, partition: u32, timestamp_ms: i64) -> Result<Option<u64>, LogError> {
+        self.inner.offset_for_time(topic, partition, timestamp_ms)
+    }
     fn committed_position(&self, group: &str, topic: &Topic, partition: u32) -> Result<Option<u64>, LogError> {
         self.inner.committed_position(group, topic, partition)
     }

@@ -434,6 +434,13 @@ pub trait Log: Send + Sync {
     fn resume_offset(&self, _topic: &Topic, _partition: u32, offset: u64) -> u64 {
         offset
     }
+    /// The first offset of a partition whose record's timestamp is at or after
+    /// `timestamp_ms`, every record before it being earlier (Kafka's time index; the
+    /// partition's end when no record is that late). `None` when the log keeps no time
+    /// index (the embedded log, whose timestamps need not grow): a reader scans.
+    fn offset_for_time(&self, _topic: &Topic, _partition: u32, _timestamp_ms: i64) -> Result<Option<u64>, LogError> {
+        Ok(None)
+    }
     /// Makes [`Log::committed_position`] current with positions other processes
     /// committed (called before taking over partitions). Waits for transactions other
     /// processes left open to finish or be aborted.
@@ -494,6 +501,9 @@ impl<T: Log + ?Sized> Log for Arc<T> {
     }
     fn resume_offset(&self, topic: &Topic, partition: u32, offset: u64) -> u64 {
         (**self).resume_offset(topic, partition, offset)
+    }
+    fn offset_for_time(&self, topic: &Topic, partition: u32, timestamp_ms: i64) -> Result<Option<u64>, LogError> {
+        (**self).offset_for_time(topic, partition, timestamp_ms)
     }
     fn committed_position(&self, group: &str, topic: &Topic, partition: u32) -> Result<Option<u64>, LogError> {
         (**self).committed_position(group, topic, partition)

@@ -690,6 +690,25 @@ impl Log for KafkaLog {
         self.read_positions(self.written_end(&self.positions_topic, 0)?)
     }
 
+    fn offset_for_time(&self, topic: &Topic, partition: u32, timestamp_ms: i64) -> Result<Option<u64>, LogError> {
+        topic.check_partition(partition)?;
+        let mut times = TopicPartitionList::new();
+        times
+            .add_partition_offset(&topic.name, partition as i32, Offset::Offset(timestamp_ms))
+            .map_err(kafka("build a time query"))?;
+        let found = self
+            .metadata
+            .offsets_for_times(times, self.config.timeout())
+            .map_err(kafka(format!("offsets for times of {}/{partition}", topic.name)))?;
+        let offset = found.find_partition(&topic.name, partition as i32).map(|element| element.offset());
+        match offset {
+            Some(Offset::Offset(offset)) if offset >= 0 => Ok(Some(offset as u64)),
+            // No record that late: every record is earlier.
+            Some(Offset::End) => Ok(Some(self.written_end(topic, partition)?)),
+            _ => Ok(None),
+        }
+    }
+
     fn retention_keeps_unread(&self) -> bool {
         false
     }
