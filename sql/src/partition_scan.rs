@@ -52,7 +52,15 @@ impl PartitionScan<'_> {
             return Ok(self.decode_span((from, until), needed, true)?.spans.into_iter().map(|(_, b)| b).collect());
         }
         let (topic, partition) = (self.table.topic.as_str(), self.partition);
-        let held = cache.get(topic, partition).filter(|cached| self.still_valid(cached).unwrap_or(false));
+        let held = cache.get(topic, partition);
+        if held.as_ref().is_some_and(|cached| cached.end > self.cut_end()) {
+            // Cached past this statement's cut (a statement that started later read on):
+            // read without the cache, leaving it to the later cuts.
+            let decoded = self.decode_span((from, until), needed, true)?;
+            cache.count_rows(0, decoded.rows);
+            return Ok(decoded.spans.into_iter().map(|(_, batch)| batch).collect());
+        }
+        let held = held.filter(|cached| self.still_valid(cached).unwrap_or(false));
         if held.is_none() {
             cache.drop_partition(topic, partition);
         }
@@ -110,26 +118,27 @@ impl PartitionScan<'_> {
         Ok(batches)
     }
 
-    /// Whether the cached rows are still this log's: the cut reaches their end, and the
-    /// last record cached reads back the same.
+    /// The end of this partition in the statement's cut.
+    fn cut_end(&self) -> u64 {
+        self.cut.ranges.get(&(self.table.topic.clone(), self.partition)).map_or(0, |&(_, end)| end)
+    }
+
+    /// Whether the cached rows (ending within the cut) are still this log's: the last
+    /// record cached reads back the same. A log recreated smaller than the cache is
+    /// read without it (above) until it grows past the cache's end, and is caught here.
     fn still_valid(&self, cached: &Cached) -> Result<bool, SqlError> {
-        let key = (self.table.topic.clone(), self.partition);
-        let Some(&(_, cut_end)) = self.cut.ranges.get(&key) else { return Ok(false) };
-        if cached.end > cut_end {
-            return Ok(false);
-        }
         let Some((offset, hash)) = cached.last else { return Ok(true) };
         let records = self.cut.log.fetch(self.topic, self.partition, offset, 1)?;
         Ok(records.first().is_some_and(|record| record.offset == offset && xxh3_64(&record.value) == hash))
     }
 
-    /// `cached` without the chunks wholly before the cut's first offset (records the
-    /// log's retention deleted).
+    /// `cached` without the chunks that begin before the cut's first offset (records the
+    /// log's retention deleted: such a chunk could not be decoded again for a column).
     fn without_deleted(&self, mut cached: Cached) -> Cached {
         let key = (self.table.topic.clone(), self.partition);
         let Some(&(log_start, _)) = self.cut.ranges.get(&key) else { return cached };
         if cached.start < log_start {
-            cached.chunks.retain(|chunk| chunk.end > log_start);
+            cached.chunks.retain(|chunk| chunk.first >= log_start);
             cached.start = cached.chunks.first().map_or(cached.end, |chunk| chunk.first);
         }
         cached

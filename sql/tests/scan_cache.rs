@@ -117,4 +117,12 @@ fn a_recreated_log_is_read_afresh() {
     assert_eq!(after, runtime.block_on(csv(&fresh, statement)));
     commit(&log, 0, 20, 5, 1);
     assert_eq!(runtime.block_on(csv(&cached, statement)), runtime.block_on(csv(&fresh, statement)));
+    // Recreated smaller than the cache, then grown past it.
+    drop(log);
+    std::fs::remove_dir_all(dir.path().join("log")).unwrap();
+    let log = open(dir.path());
+    commit(&log, 0, 0, 10, 2);
+    assert_eq!(runtime.block_on(csv(&cached, statement)), runtime.block_on(csv(&fresh, statement)));
+    commit(&log, 0, 10, 30, 2);
+    assert_eq!(runtime.block_on(csv(&cached, statement)), runtime.block_on(csv(&fresh, statement)));
 }
