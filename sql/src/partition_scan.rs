@@ -2,6 +2,7 @@
 //! cut, from the [`ScanCache`] where it has them and decoded from the log where it does
 //! not (then handed to the cache).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow_array::RecordBatch;
@@ -21,6 +22,8 @@ pub(crate) struct PartitionScan<'a> {
     pub cut: &'a Cut,
     pub topic: &'a Topic,
     pub partition: u32,
+    /// The partition's (first offset, end) in the statement's cut.
+    pub log_range: (u64, u64),
     pub budget: Option<&'a Budget>,
     /// Rows the statement's scan of this table has produced, over its partitions.
     pub rows: &'a AtomicUsize,
@@ -46,19 +49,17 @@ impl PartitionScan<'_> {
         if from >= until {
             return Ok(Vec::new()); // narrowed to nothing: the cache stays as it is
         }
-        let schema = std::sync::Arc::new(self.table.schema.project(needed)?);
+        let schema = Arc::new(self.table.schema.project(needed)?);
         let cache = &self.table.cache;
         if !cache.enabled() {
-            return Ok(self.decode_span((from, until), needed, true)?.spans.into_iter().map(|(_, b)| b).collect());
+            return self.read_uncached(needed, (from, until));
         }
         let (topic, partition) = (self.table.topic.as_str(), self.partition);
         let held = cache.get(topic, partition);
-        if held.as_ref().is_some_and(|cached| cached.end > self.cut_end()) {
+        if held.as_ref().is_some_and(|cached| cached.end > self.log_range.1) {
             // Cached past this statement's cut (a statement that started later read on):
             // read without the cache, leaving it to the later cuts.
-            let decoded = self.decode_span((from, until), needed, true)?;
-            cache.count_rows(0, decoded.rows);
-            return Ok(decoded.spans.into_iter().map(|(_, batch)| batch).collect());
+            return self.read_uncached(needed, (from, until));
         }
         let held = held.filter(|cached| self.still_valid(cached).unwrap_or(false));
         if held.is_none() {
@@ -89,13 +90,11 @@ impl PartitionScan<'_> {
             }
             let again = self.decode_span((chunk.first, chunk.end), &missing, false)?;
             let batches: Vec<RecordBatch> = again.spans.into_iter().map(|(_, batch)| batch).collect();
-            let batch = concat_batches(&std::sync::Arc::new(self.table.schema.project(&missing)?), &batches)?;
+            let batch = concat_batches(&Arc::new(self.table.schema.project(&missing)?), &batches)?;
             if !chunk.add_columns(&batch, &missing) {
                 // Not the records cached: forget them and read this range afresh.
                 cache.drop_partition(topic, partition);
-                let decoded = self.decode_span((from, until), needed, true)?;
-                cache.count_rows(0, decoded.rows);
-                return Ok(decoded.spans.into_iter().map(|(_, batch)| batch).collect());
+                return self.read_uncached(needed, (from, until));
             }
         }
         if until > cached.end {
@@ -118,9 +117,11 @@ impl PartitionScan<'_> {
         Ok(batches)
     }
 
-    /// The end of this partition in the statement's cut.
-    fn cut_end(&self) -> u64 {
-        self.cut.ranges.get(&(self.table.topic.clone(), self.partition)).map_or(0, |&(_, end)| end)
+    /// `[from, until)` decoded from the log, the cache neither read nor filled.
+    fn read_uncached(&self, needed: &[usize], range: (u64, u64)) -> Result<Vec<RecordBatch>, SqlError> {
+        let decoded = self.decode_span(range, needed, true)?;
+        self.table.cache.count_rows(0, decoded.rows);
+        Ok(decoded.spans.into_iter().map(|(_, batch)| batch).collect())
     }
 
     /// Whether the cached rows (ending within the cut) are still this log's: the last
@@ -135,8 +136,7 @@ impl PartitionScan<'_> {
     /// `cached` without the chunks that begin before the cut's first offset (records the
     /// log's retention deleted: such a chunk could not be decoded again for a column).
     fn without_deleted(&self, mut cached: Cached) -> Cached {
-        let key = (self.table.topic.clone(), self.partition);
-        let Some(&(log_start, _)) = self.cut.ranges.get(&key) else { return cached };
+        let log_start = self.log_range.0;
         if cached.start < log_start {
             cached.chunks.retain(|chunk| chunk.first >= log_start);
             cached.start = cached.chunks.first().map_or(cached.end, |chunk| chunk.first);
@@ -179,7 +179,7 @@ impl PartitionScan<'_> {
         match decoded.spans.last_mut() {
             Some(((_, end), _)) => *end = until,
             None if from < until => {
-                let schema = std::sync::Arc::new(table.schema.project(projection)?);
+                let schema = Arc::new(table.schema.project(projection)?);
                 decoded.spans.push(((from, until), RecordBatch::new_empty(schema)));
             }
             None => {}

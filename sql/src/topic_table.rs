@@ -249,7 +249,8 @@ impl TopicTable {
         let rows = AtomicUsize::new(0);
         let needed: Vec<usize> = projection.map_or_else(|| (0..self.table.columns.len()).collect(), <[usize]>::to_vec);
         let read_one = |(partition, from, until): (u32, u64, u64)| -> Result<Vec<RecordBatch>, SqlError> {
-            let scan = PartitionScan { table: self, cut, topic: &topic, partition, budget, rows: &rows };
+            let log_range = cut.ranges.get(&(self.topic.clone(), partition)).copied().unwrap_or((from, until));
+            let scan = PartitionScan { table: self, cut, topic: &topic, partition, log_range, budget, rows: &rows };
             scan.read(&needed, (from, until))
         };
         // Partitions are read and decoded side by side, a core each.
