@@ -187,6 +187,21 @@ impl LogArgs {
         Ok(Some(Arc::new(log)))
     }
 
+    /// The Kafka log a materialized view commits through, if brokers are given: one
+    /// producer whose transactional id is the view's own, so that opening it fences any
+    /// other process still keeping the view (its next commit fails) and aborts what that
+    /// process left open.
+    pub fn open_kafka_for_view(&self, view: &str) -> Result<Option<Arc<KafkaLog>>> {
+        let Some(brokers) = &self.kafka.kafka_brokers else { return Ok(None) };
+        if self.kafka.kafka_at_least_once {
+            bail!("materialized views commit in Kafka transactions: drop --kafka-at-least-once to keep {view}");
+        }
+        let mut config = self.kafka.config(brokers, LogRole::Publisher, &self.topic_names()?.changelog)?;
+        config.transactional_id = format!("{}-view-{view}", self.kafka.kafka_transactional_id);
+        let log = KafkaLog::open(config).with_context(|| format!("open the Kafka log at {brokers} for view {view}"))?;
+        Ok(Some(Arc::new(log)))
+    }
+
     /// For inspection while another process (a running pipeline) writes the log.
     pub fn open_read_only(&self) -> Result<Arc<EmbeddedLog>> {
         let log = EmbeddedLog::open_read_only(EmbeddedLogConfig::new(self.data_dir.join("log")))

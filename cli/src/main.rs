@@ -20,6 +20,7 @@ mod serve;
 mod simulator_args;
 mod sql;
 mod store;
+mod views;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -91,6 +92,10 @@ enum Command {
     Sql(sql::SqlArgs),
     /// Run one SQL statement over the topics and print its rows (table, CSV or JSON lines).
     Query(sql::QueryArgs),
+    /// Keep the materialized views alone, without the pipeline: on Kafka the one process
+    /// that keeps them (a second one fences the first); until stopped or, with
+    /// --until-idle, until their sources are read.
+    Views(views::ViewsRunArgs),
     /// Administer the auth service: grant roles, rotate the signing key.
     #[command(subcommand)]
     Auth(auth_admin::AuthCommand),
@@ -241,6 +246,7 @@ fn run_command(command: Command) -> Result<()> {
         Command::Serve(args) => serve::serve(*args),
         Command::Sql(args) => sql::sql(args),
         Command::Query(args) => sql::query(args),
+        Command::Views(args) => views::views(args),
         Command::Auth(command) => auth_admin::auth(command),
         Command::Loadtest(args) => loadtest::loadtest(args),
         Command::Reconcile(args) => reconcile(args),

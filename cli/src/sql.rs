@@ -69,7 +69,9 @@ impl ViewsArgs {
         Ok(paystream_sql::views::parse_views(&text).await?)
     }
 
-    /// Starts a thread per view over `log` (the process must own it: the embedded log).
+    /// Starts a thread per view: over `log` on the embedded log (the process owns it),
+    /// and on Kafka over a log of the view's own, whose transactional id
+    /// (`{--kafka-transactional-id}-view-{name}`) fences any other process keeping it.
     pub fn start(
         &self,
         log_args: &LogArgs,
@@ -79,15 +81,17 @@ impl ViewsArgs {
     ) -> Result<Vec<RunningView>> {
         let runtime = tokio::runtime::Builder::new_current_thread().build()?;
         let views = runtime.block_on(self.load())?;
-        if views.is_empty() {
-            return Ok(Vec::new());
-        }
-        if log_args.kafka.kafka_brokers.is_some() {
-            anyhow::bail!("materialized views run on the embedded log; on Kafka they are not supported yet");
+        let mut with_logs = Vec::with_capacity(views.len());
+        for view in views {
+            let view_log = match log_args.open_kafka_for_view(&view.name)? {
+                Some(kafka) => kafka as Arc<dyn Log>,
+                None => log.clone(),
+            };
+            with_logs.push((view, view_log));
         }
         let names = log_args.topic_names()?;
         let topic_of = move |role: &str| names.of_role(role).unwrap_or(role).to_string();
-        let running = paystream_sql::views::spawn_views(views, log, topic_of, stop, drain, metrics)?;
+        let running = paystream_sql::views::spawn_views(with_logs, topic_of, stop, drain, metrics)?;
         for view in &running {
             eprintln!("materialized view {} running", view.name);
         }
@@ -204,6 +208,23 @@ pub async fn start_endpoint(
     Ok((bound, task))
 }
 
+/// The SQL layer's metrics and the process's, served on `metrics_addr` (with `/livez`
+/// and `/readyz`) unless it is `None`.
+pub fn serve_sql_metrics(runtime: &tokio::runtime::Runtime, metrics_addr: Option<SocketAddr>) -> Result<SqlMetrics> {
+    let registry = prometheus::Registry::new_custom(Some("paystream".into()), None)?;
+    let metrics = SqlMetrics::new(&registry);
+    let process = paystream_pipeline::metrics::ProcessMetrics::new();
+    let render: paystream_edge::RenderMetrics = Arc::new(move || {
+        let mut text = process.render();
+        text.push_str(&prometheus::TextEncoder::new().encode_to_string(&registry.gather()).unwrap_or_default());
+        text
+    });
+    if let Some(addr) = crate::process::start_operations_server(runtime, metrics_addr, render, Arc::new(|| Ok(()))) {
+        eprintln!("metrics: http://{addr}/metrics");
+    }
+    Ok(metrics)
+}
+
 pub fn sql(args: SqlArgs) -> Result<()> {
     let password = args
         .endpoint
@@ -211,19 +232,7 @@ pub fn sql(args: SqlArgs) -> Result<()> {
         .clone()
         .context("serving SQL needs a password: --sql-password or PAYSTREAM_SQL_PASSWORD")?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let registry = prometheus::Registry::new_custom(Some("paystream".into()), None)?;
-    let metrics = SqlMetrics::new(&registry);
-    let process = paystream_pipeline::metrics::ProcessMetrics::new();
-    let exported = registry.clone();
-    let render: paystream_edge::RenderMetrics = Arc::new(move || {
-        let mut text = process.render();
-        text.push_str(&prometheus::TextEncoder::new().encode_to_string(&exported.gather()).unwrap_or_default());
-        text
-    });
-    let operations = (!args.no_metrics).then_some(args.metrics_addr);
-    if let Some(addr) = crate::process::start_operations_server(&runtime, operations, render, Arc::new(|| Ok(()))) {
-        eprintln!("metrics: http://{addr}/metrics");
-    }
+    let metrics = serve_sql_metrics(&runtime, (!args.no_metrics).then_some(args.metrics_addr))?;
     let (_, server) =
         runtime.block_on(start_endpoint(&args.log, &args.endpoint, &args.views, password, Some(metrics)))?;
     runtime.block_on(crate::process::stop_signal());

@@ -6,70 +6,12 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Duration;
 
+use common::views::{check_view, count, query, view_sql, views_file};
 use common::{generate_csv, run_ok, start_run, wait_until};
 
-/// Decisions per outcome and hour, and their amounts.
-const VIEW: &str = "CREATE MATERIALIZED VIEW outcomes_1h WITH (lateness = '{lateness}', idle_timeout = '{idle}') AS \
-    SELECT date_bin(INTERVAL '1 hour', event_time) AS window_start, outcome, \
-           count(*) AS decisions, sum(amount_minor) AS amount_minor \
-    FROM decisions GROUP BY 1, 2;";
-
-fn views_file(dir: &Path, lateness: &str, idle: &str) -> String {
-    let path = dir.join("views.sql");
-    std::fs::write(&path, VIEW.replace("{lateness}", lateness).replace("{idle}", idle)).unwrap();
-    path.to_str().unwrap().to_string()
-}
-
-fn query(data: &Path, views: &str, statement: &str) -> Vec<String> {
-    let output = run_ok(data, &["query", "--format", "csv", "--views", views, statement]);
-    String::from_utf8(output.stdout).unwrap().lines().skip(1).map(str::to_string).collect()
-}
-
-fn count(data: &Path, views: &str, statement: &str) -> usize {
-    query(data, views, statement)[0].parse().unwrap()
-}
-
-/// The view against a batch query over the same decisions less its late rows: the
-/// windows it closed must be equal, row for row. Returns (windows, late rows).
-fn check_view(data: &Path, views: &str) -> (usize, usize) {
-    let decisions = common::dump(data, "decisions").len();
-    let in_windows = count(data, views, "SELECT coalesce(sum(decisions), 0) FROM outcomes_1h");
-    let late = count(data, views, "SELECT count(*) FROM outcomes_1h_late");
-    let open = count(
-        data,
-        views,
-        "SELECT count(*) FROM decisions WHERE date_bin(INTERVAL '1 hour', event_time) > \
-         (SELECT coalesce(max(window_start), TIMESTAMP '1970-01-01T00:00:00Z') FROM outcomes_1h) \
-         AND NOT EXISTS (SELECT 1 FROM outcomes_1h_late l WHERE l.source_partition = _partition \
-         AND l.source_offset = _offset)",
-    );
-    assert_eq!(in_windows + late + open, decisions, "every decision is in one window, late, or still open");
-
-    let batch = "SELECT date_bin(INTERVAL '1 hour', event_time) AS window_start, outcome, \
-                 count(*) AS decisions, sum(amount_minor) AS amount_minor \
-                 FROM decisions d LEFT ANTI JOIN outcomes_1h_late l \
-                 ON l.source_partition = d._partition AND l.source_offset = d._offset \
-                 GROUP BY 1, 2";
-    let closed = "SELECT window_start, outcome, decisions, amount_minor FROM outcomes_1h";
-    let differing = count(
-        data,
-        views,
-        &format!(
-            "SELECT count(*) FROM (({closed}) EXCEPT ALL (SELECT * FROM ({batch}) AS b WHERE window_start <= \
-             (SELECT max(window_start) FROM outcomes_1h)) UNION ALL (SELECT * FROM ({batch}) AS b WHERE window_start <= \
-             (SELECT max(window_start) FROM outcomes_1h)) EXCEPT ALL ({closed})) AS d"
-        ),
-    );
-    assert_eq!(differing, 0, "the view's windows equal the batch query");
-    let windows = count(data, views, "SELECT count(*) FROM outcomes_1h");
-    let distinct =
-        count(data, views, "SELECT count(*) FROM (SELECT DISTINCT window_start, outcome FROM outcomes_1h) AS w");
-    assert_eq!(windows, distinct, "no window emitted twice");
-    (windows, late)
-}
+const VIEW_NAME: &str = "outcomes_1h";
 
 #[test]
 fn a_view_emits_each_window_once_and_routes_late_rows() {
@@ -80,21 +22,21 @@ fn a_view_emits_each_window_once_and_routes_late_rows() {
     run_ok(&data, &["replay", csv.to_str().unwrap()]);
     // Partitions go idle at once: the watermark runs with the fastest partition, so rows
     // of slower partitions come late, and must show up as late.
-    let views = views_file(dir.path(), "0 seconds", "0 seconds");
+    let views = views_file(dir.path(), VIEW_NAME, "0 seconds", "0 seconds");
     let output = run_ok(&data, &["run", "--no-metrics", "--until-idle", "--views", &views]);
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(said.contains("materialized view outcomes_1h:"), "{said}");
-    let (windows, late) = check_view(&data, &views);
+    let (windows, late) = check_view(&data, &views, VIEW_NAME);
     assert!(windows > 50, "{windows} windows");
     eprintln!("{windows} windows, {late} late rows");
 
-    // Running again reads nothing new and emits nothing again.
-    run_ok(&data, &["run", "--no-metrics", "--until-idle", "--views", &views]);
-    assert_eq!(check_view(&data, &views), (windows, late));
+    // Keeping it again, alone (`paystream views`), reads nothing new and emits nothing again.
+    run_ok(&data, &["views", "--no-metrics", "--until-idle", "--views", &views]);
+    assert_eq!(check_view(&data, &views, VIEW_NAME), (windows, late));
 
     // Another definition under the same name is refused, not mixed in.
     let other = dir.path().join("other.sql");
-    std::fs::write(&other, VIEW.replace("{lateness}", "1 hour").replace("{idle}", "0 seconds")).unwrap();
+    std::fs::write(&other, view_sql(VIEW_NAME, "1 hour", "0 seconds")).unwrap();
     let refused = common::paystream()
         .args(["run", "--no-metrics", "--until-idle", "--views", other.to_str().unwrap(), "--data-dir"])
         .arg(&data)
@@ -112,7 +54,7 @@ fn a_view_killed_mid_run_resumes_where_it_committed() {
     let data = dir.path().join("data");
     run_ok(&data, &["replay", csv.to_str().unwrap()]);
     let payments = common::dump(&data, "payments").len();
-    let views = views_file(dir.path(), "2 hours", "1 second");
+    let views = views_file(dir.path(), VIEW_NAME, "2 hours", "1 second");
     let mut windows_before = 0;
     for round in 0..2 {
         let mut running = start_run(&data, &["--views", &views, "--max-input-rate", "1500"]);
@@ -133,14 +75,15 @@ fn a_view_killed_mid_run_resumes_where_it_committed() {
         running.wait().unwrap();
         let decided = common::decisions_so_far(&data);
         assert!(decided < payments, "round {round}: killed after the pipeline finished ({decided} of {payments})");
-        windows_before = count(&data, &views, "SELECT count(*) FROM outcomes_1h");
+        windows_before = count(&data, &views, &format!("SELECT count(*) FROM {VIEW_NAME}"));
         eprintln!("round {round}: killed with {decided} of {payments} decided, {windows_before} windows emitted");
     }
     run_ok(&data, &["run", "--no-metrics", "--until-idle", "--views", &views]);
-    let (windows, _) = check_view(&data, &views);
+    let (windows, _) = check_view(&data, &views, VIEW_NAME);
     assert!(windows >= windows_before, "{windows} < {windows_before}");
     // Every hour of every outcome seen is there once.
-    let rows = query(&data, &views, "SELECT outcome, count(*) FROM outcomes_1h GROUP BY outcome ORDER BY outcome");
+    let rows =
+        query(&data, &views, &format!("SELECT outcome, count(*) FROM {VIEW_NAME} GROUP BY outcome ORDER BY outcome"));
     let by_outcome: HashMap<&str, usize> = rows
         .iter()
         .map(|row| {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod served;
+pub mod views;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;

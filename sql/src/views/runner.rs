@@ -1,7 +1,8 @@
 //! Keeps one view: reads its source topic, feeds [`Windows`], runs the view's SQL over
 //! each closed window's rows (bounded: any plan DataFusion can run works), and commits
 //! the window rows, late rows and progress in one atomic append (see [`super::progress`]).
-//! It runs in the process that owns the log (on the embedded log, `run` or `serve`).
+//! On the embedded log it runs in the process that owns the log (`run`, `serve` or
+//! `views`); on Kafka in whichever one process is given the view (`views`, or `run`).
 //!
 //! After a restart it reads the last progress record, seeks each partition back to the
 //! first offset an open window needs, and reads forward: rows before the committed read
@@ -20,7 +21,8 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use paystream_domain::time::format_rfc3339_ms;
 use paystream_pipeline::clock::now_ms;
-use paystream_pipeline::log::{Log, Topic, Transaction};
+use paystream_pipeline::limits::OPEN_TRANSACTION_WAIT_MS_MAX;
+use paystream_pipeline::log::{Log, Topic, Transaction, read_until};
 
 use super::definition::ViewDef;
 use super::progress::{LATE_KEY, LateRecord, PROGRESS_KEY, PartitionProgress, Progress, WINDOW_KEY_PREFIX};
@@ -37,12 +39,18 @@ const IDLE_POLL: Duration = Duration::from_millis(200);
 pub const OPEN_ROWS_MAX: usize = 5_000_000;
 /// How often progress is committed when only read positions moved.
 const PROGRESS_INTERVAL_MS: i64 = 5_000;
+/// Offsets before the end of a view's topic read first to find its last progress, and
+/// the factor the look-back grows by while it finds no record (markers, aborted records).
+const PROGRESS_LOOKBACK_RECORDS: u64 = 16;
+const PROGRESS_LOOKBACK_GROWTH: u64 = 16;
 
 /// What a running view has done, for the summary `run --until-idle` prints.
 #[derive(Debug, Default)]
 pub struct ViewStats {
     pub windows_emitted_total: AtomicU64,
     pub late_rows_total: AtomicU64,
+    /// The view stopped on an error (logged), such as being fenced by another process.
+    pub stopped: AtomicBool,
 }
 
 pub struct ViewRunner {
@@ -289,14 +297,29 @@ fn json_lines(batches: &[RecordBatch]) -> Result<Vec<Vec<u8>>, SqlError> {
     Ok(out.split(|byte| *byte == b'\n').filter(|line| !line.is_empty()).map(<[u8]>::to_vec).collect())
 }
 
-/// The progress the view's topic ends with, if it has any.
+/// The progress the view's topic ends with, if it has any. Its last committed record:
+/// on Kafka the last offsets hold a transaction's marker (and an aborted transaction's
+/// records, when a fenced or killed runner left one), so the read steps back until it
+/// finds a record, waiting out transactions still open (a restarted runner's producer
+/// aborts its predecessor's on open).
 fn last_progress(log: &dyn Log, target: &Topic) -> Result<Option<Progress>, SqlError> {
-    let offsets = log.offsets(target, 0)?;
-    if offsets.end <= offsets.start {
-        return Ok(None);
-    }
-    let records = log.fetch(target, 0, offsets.end - 1, 1)?;
-    let Some(last) = records.last() else { return Ok(None) };
+    let start = log.offsets(target, 0)?.start;
+    let until = log.written_end(target, 0)?;
+    let wait_max = Duration::from_millis(OPEN_TRANSACTION_WAIT_MS_MAX);
+    let mut back = PROGRESS_LOOKBACK_RECORDS;
+    let last = loop {
+        let from = until.saturating_sub(back).max(start);
+        let mut last = None;
+        read_until(log, target, 0, from, until, wait_max, FETCH_RECORDS_MAX, |record| {
+            last = Some(record.clone());
+            Ok::<_, SqlError>(())
+        })?;
+        if last.is_some() || from == start {
+            break last;
+        }
+        back = back.saturating_mul(PROGRESS_LOOKBACK_GROWTH);
+    };
+    let Some(last) = last else { return Ok(None) };
     if last.key.as_ref() != PROGRESS_KEY.as_bytes() {
         return Err(SqlError::Config(format!("{}: its last record is not a view's progress", target.name)));
     }
@@ -312,28 +335,31 @@ pub struct RunningView {
     pub thread: std::thread::JoinHandle<()>,
 }
 
-/// Starts a thread per view over `log`, stopped by `stop` (or ending, with `drain`, once
-/// the source is read). A view that fails stops alone, logging why.
+/// Starts a thread per view, each over its own log (on Kafka, each view commits with a
+/// transactional id of its own, so a second process keeping the same view fences the
+/// first), stopped by `stop` (or ending, with `drain`, once the source is read). A view
+/// that fails stops alone, logging why.
 pub fn spawn_views(
-    views: Vec<ViewDef>,
-    log: Arc<dyn Log>,
+    views: Vec<(ViewDef, Arc<dyn Log>)>,
     topic_of: impl Fn(&str) -> String,
     stop: Arc<AtomicBool>,
     drain: Arc<AtomicBool>,
     metrics: Option<SqlMetrics>,
 ) -> Result<Vec<RunningView>, SqlError> {
     let mut running = Vec::new();
-    for view in views {
+    for (view, log) in views {
         let name = view.name.clone();
         let source_topic = topic_of(view.source.role);
-        let runner = ViewRunner::open(view, log.clone(), &source_topic, metrics.clone())?;
+        let runner = ViewRunner::open(view, log, &source_topic, metrics.clone())?;
         let stats = runner.stats();
         let (stop, drain) = (stop.clone(), drain.clone());
         let thread_name = name.clone();
+        let failed = stats.clone();
         let thread = std::thread::Builder::new().name(format!("view-{name}")).spawn(move || {
             if let Err(error) = runner.run(&stop, &drain) {
                 tracing::error!(view = %thread_name, %error, "materialized view stopped");
                 eprintln!("materialized view {thread_name} stopped: {error}");
+                failed.stopped.store(true, Ordering::SeqCst);
             }
         })?;
         running.push(RunningView { name, stats, thread });

@@ -1,0 +1,86 @@
+//! `paystream views` keeps the materialized views alone, without the pipeline: on Kafka
+//! it is the one process that keeps them (a second one given the same view fences the
+//! first, whose view then stops); on the embedded log it owns the log, so it runs while
+//! no `run` or `serve` does.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use paystream_pipeline::log::Log;
+
+use crate::log_args::{LogArgs, LogRole};
+use crate::sql::ViewsArgs;
+
+/// How often the command looks whether every view has stopped.
+const VIEWS_POLL_INTERVAL_MS: u64 = 200;
+
+#[derive(Args)]
+pub struct ViewsRunArgs {
+    #[command(flatten)]
+    views: ViewsArgs,
+    /// Stop once every view has read its source to the end and the source stayed silent
+    /// for the view's idle timeout.
+    #[arg(long)]
+    until_idle: bool,
+    /// Where `/metrics`, `/livez` and `/readyz` are served.
+    #[arg(long, env = "PAYSTREAM_METRICS_ADDR", default_value = "127.0.0.1:9899")]
+    metrics_addr: SocketAddr,
+    /// Serve no metrics.
+    #[arg(long)]
+    no_metrics: bool,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+/// Runs until SIGINT/SIGTERM, until every view stopped, or (with `--until-idle`) until
+/// every view drained its source; fails when any view stopped on an error.
+pub fn views(args: ViewsRunArgs) -> Result<()> {
+    if args.views.views.is_none() {
+        bail!("name the views to keep: --views FILE (PAYSTREAM_VIEWS)");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let metrics = crate::sql::serve_sql_metrics(&runtime, (!args.no_metrics).then_some(args.metrics_addr))?;
+    // On Kafka each view opens a log of its own; this one only checks the brokers.
+    let log: Arc<dyn Log> = match args.log.open_kafka(LogRole::Reader)? {
+        Some(kafka) => kafka,
+        None => args.log.open()?,
+    };
+    let (stop, drain) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(args.until_idle)));
+    let running = args.views.start(&args.log, log, (stop.clone(), drain), Some(metrics))?;
+    runtime.block_on(async {
+        let mut poll = tokio::time::interval(Duration::from_millis(VIEWS_POLL_INTERVAL_MS));
+        loop {
+            tokio::select! {
+                _ = crate::process::stop_signal() => break,
+                _ = poll.tick() => {
+                    if running.iter().all(|view| view.thread.is_finished()) {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    stop.store(true, Ordering::SeqCst);
+    let mut failed = Vec::new();
+    for view in running {
+        let _ = view.thread.join();
+        let stats = &view.stats;
+        eprintln!(
+            "materialized view {}: {} windows emitted, {} late rows",
+            view.name,
+            stats.windows_emitted_total.load(Ordering::Relaxed),
+            stats.late_rows_total.load(Ordering::Relaxed)
+        );
+        if stats.stopped.load(Ordering::SeqCst) {
+            failed.push(view.name);
+        }
+    }
+    if !failed.is_empty() {
+        bail!("materialized views stopped on an error: {}", failed.join(", "));
+    }
+    Ok(())
+}
