@@ -15,7 +15,9 @@ delay, one autoscaler and a PDB that lets drains proceed, HPA targets, Ingress b
 namespaced object in a Namespace of the render that enforces "restricted".
 And on what each paystream process is (`run`, `serve --service ...`): the embedded log
 has one owner, a one-replica StatefulSet with its data on a volume claim, never
-autoscaled; every Kafka process has its pod's name as transactional id; every `serve`
+autoscaled; every Kafka process has its pod's name as transactional id; the views'
+keeper on Kafka is one replica of a StatefulSet, never autoscaled, its definitions from a
+ConfigMap; every `serve`
 names its trusted proxies; the auth and payments services alone share PostgreSQL (a
 Secret) and a mounted key file; every gateway route reaches a Service whose pods run a
 service, through NetworkPolicies that allow it at both ends, and the routes cover every
@@ -238,7 +240,7 @@ def check_processes(r, name, workloads, services, policies, by_kind, configmaps,
             command = next((a for a in argv if not a.startswith("-")), "")
             service = literal(setting(argv, env, "--service", "PAYSTREAM_SERVICE")) or "all" if command == "serve" else None
             on_kafka = setting(argv, env, "--kafka-brokers", "PAYSTREAM_KAFKA_BROKERS") is not None
-            uses_log = command == "run" or service in ("all", "payments")
+            uses_log = command in ("run", "views") or service in ("all", "payments")
             mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts") or []}
             volumes = {v["name"]: v for v in pod_spec.get("volumes") or []}
             ports = {p["containerPort"] for p in c.get("ports") or []}
@@ -266,6 +268,15 @@ def check_processes(r, name, workloads, services, policies, by_kind, configmaps,
                 tid = setting(argv, env, "--kafka-transactional-id", "PAYSTREAM_KAFKA_TRANSACTIONAL_ID") or {}
                 r.check(((tid.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath") == "metadata.name",
                         f"{ident}: on Kafka, its transactional id is its pod's name (one per replica)")
+            if command == "views" and on_kafka:
+                autoscaled = [s["metadata"]["name"] for s in scalers if s["spec"]["scaleTargetRef"].get("kind") == w["kind"]
+                              and s["spec"]["scaleTargetRef"]["name"] == w["metadata"]["name"]]
+                r.check(w["kind"] == "StatefulSet" and w["spec"].get("replicas", 1) == 1 and not autoscaled,
+                        f"{ident}: keeps the continuous views, so one replica of a StatefulSet, never autoscaled "
+                        "(a second keeper fences the first)")
+                views = literal(setting(argv, env, "--views", "PAYSTREAM_VIEWS"))
+                r.check("configMap" in volumes.get(mounts.get(views.rpartition("/")[0]), {}),
+                        f"{ident}: reads its view definitions {views!r} from a mounted ConfigMap")
             if command == "serve":
                 r.check(bool(literal(setting(argv, env, "--trusted-proxy", "PAYSTREAM_TRUSTED_PROXIES"))),
                         f"{ident}: names the proxies whose X-Forwarded-For it believes (PAYSTREAM_TRUSTED_PROXIES)")
