@@ -1,5 +1,6 @@
 //! The embedded log against its contract: atomic commits, recovery from torn tails,
-//! retention that never deletes what a consumer still needs.
+//! retention that never deletes what a consumer still needs, seeks by time that skip
+//! only earlier records.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -184,6 +185,46 @@ proptest! {
         }
         let position = log.committed_position("g", &topic, 0).unwrap();
         prop_assert_eq!(position, survivors.checked_sub(1).map(|n| n as u64));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// A seek by time never skips a record at or after the time, and starts in a frame
+    /// that holds one (timestamps in any order, compressed frames and plain ones), before
+    /// and after reopening.
+    #[test]
+    fn a_seek_by_time_skips_only_earlier_records(
+        transactions in proptest::collection::vec(proptest::collection::vec((0u32..2, 0i64..1_000, 0usize..300), 1..8), 1..10),
+        at in 0i64..1_100,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let check = |log: &EmbeddedLog| -> Result<(), TestCaseError> {
+            let topic = log.topic("t").unwrap();
+            for partition in 0..2 {
+                let records = log.fetch(&topic, partition, 0, usize::MAX).unwrap();
+                let seek = log.offset_for_time(&topic, partition, at).unwrap().unwrap();
+                prop_assert!(records.iter().filter(|r| r.offset < seek).all(|r| r.timestamp_ms < at));
+                let end = log.offsets(&topic, partition).unwrap().end;
+                prop_assert!(seek == end || records.iter().any(|r| r.offset >= seek && r.timestamp_ms >= at));
+            }
+            Ok(())
+        };
+        {
+            let log = open(dir.path());
+            let topic = log.create_topic("t", 2).unwrap();
+            for records in &transactions {
+                let mut txn = Transaction::new();
+                for (partition, timestamp_ms, size) in records {
+                    // Values of 300 and more bytes make frames past the compression minimum.
+                    txn.send_to_partition(&topic, *partition, b"", "x".repeat(*size).as_bytes(), *timestamp_ms).unwrap();
+                }
+                log.commit(txn).unwrap();
+            }
+            check(&log)?;
+        }
+        check(&open(dir.path()))?;
     }
 }
 

@@ -120,7 +120,7 @@ pub struct PartitionOffsets {
 
 /// Bytes reserved at the front of every [`PartitionBatch`] so a log can put its frame
 /// header there and write the batch without copying it (the embedded log uses all of it).
-pub const BATCH_HEADER_RESERVED_BYTES: usize = 29;
+pub const BATCH_HEADER_RESERVED_BYTES: usize = 37;
 
 /// Records for one partition inside a transaction, encoded back to back as
 /// `timestamp i64 | key length u32 | value length u32 | key | value` (little endian),
@@ -129,15 +129,22 @@ pub const BATCH_HEADER_RESERVED_BYTES: usize = 29;
 pub struct PartitionBatch {
     pub count: u32,
     bytes: Vec<u8>,
+    /// The latest timestamp of its records (`i64::MIN` while it has none).
+    max_timestamp_ms: i64,
 }
 
 impl Default for PartitionBatch {
     fn default() -> Self {
-        PartitionBatch { count: 0, bytes: vec![0; BATCH_HEADER_RESERVED_BYTES] }
+        PartitionBatch { count: 0, bytes: vec![0; BATCH_HEADER_RESERVED_BYTES], max_timestamp_ms: i64::MIN }
     }
 }
 
 impl PartitionBatch {
+    /// The latest timestamp of its records (`i64::MIN` while it has none).
+    pub fn max_timestamp_ms(&self) -> i64 {
+        self.max_timestamp_ms
+    }
+
     pub fn iter(&self) -> RecordIter<'_> {
         RecordIter { bytes: self.records_bytes() }
     }
@@ -262,6 +269,7 @@ impl Transaction {
         }
         batch.bytes[start + 12..start + 16].copy_from_slice(&(value_len as u32).to_le_bytes());
         batch.count += 1;
+        batch.max_timestamp_ms = batch.max_timestamp_ms.max(timestamp_ms);
         self.bytes += batch.bytes.len() - start;
         Ok(())
     }
@@ -434,10 +442,12 @@ pub trait Log: Send + Sync {
     fn resume_offset(&self, _topic: &Topic, _partition: u32, offset: u64) -> u64 {
         offset
     }
-    /// The first offset of a partition whose record's timestamp is at or after
-    /// `timestamp_ms`, every record before it being earlier (Kafka's time index; the
-    /// partition's end when no record is that late). `None` when the log keeps no time
-    /// index (the embedded log, whose timestamps need not grow): a reader scans.
+    /// An offset of a partition before which every record is earlier than `timestamp_ms`:
+    /// where a reader of the records at or after that time may start. On Kafka the first
+    /// record at or after it (its time index); on the embedded log the first offset of the
+    /// first frame holding one (each frame keeps its records' latest timestamp, so
+    /// timestamps need not grow). The partition's end when no record is that late; `None`
+    /// when the log cannot tell: a reader scans.
     fn offset_for_time(&self, _topic: &Topic, _partition: u32, _timestamp_ms: i64) -> Result<Option<u64>, LogError> {
         Ok(None)
     }

@@ -9,12 +9,19 @@ use super::super::{LogError, PartitionBatch};
 use crate::limits::FRAME_BYTES_MAX;
 
 pub(super) const FRAME_HEADER_BYTES: usize = 8;
-pub(super) const DATA_HEADER_BYTES: usize = 1 + 4 + 4 + 8 + 4;
+/// A data frame's header: kind u8, topic id u32, partition u32, base offset u64, record
+/// count u32, the records' latest timestamp i64 (what a seek by time reads).
+pub(super) const DATA_HEADER_BYTES: usize = 1 + 4 + 4 + 8 + 4 + 8;
 const _: () = assert!(FRAME_HEADER_BYTES + DATA_HEADER_BYTES == super::super::BATCH_HEADER_RESERVED_BYTES);
-pub(super) const KIND_DATA: u8 = 1;
+/// The header of data frames written before frames kept their latest timestamp (kinds
+/// [`KIND_DATA_UNTIMED`] and [`KIND_DATA_LZ4_UNTIMED`], still read).
+pub(super) const UNTIMED_DATA_HEADER_BYTES: usize = 1 + 4 + 4 + 8 + 4;
+pub(super) const KIND_DATA_UNTIMED: u8 = 1;
 /// A data frame whose records are LZ4-compressed (block format), preceded by their
 /// uncompressed length (u32).
-pub(super) const KIND_DATA_LZ4: u8 = 4;
+pub(super) const KIND_DATA_LZ4_UNTIMED: u8 = 4;
+pub(super) const KIND_DATA: u8 = 5;
+pub(super) const KIND_DATA_LZ4: u8 = 6;
 /// Batches smaller than this are stored uncompressed.
 pub(super) const COMPRESSION_BYTES_MIN: usize = 512;
 pub(super) const KIND_COMMIT: u8 = 2;
@@ -75,7 +82,7 @@ impl<'a> Reader<'a> {
 
 /// A frame read back during recovery.
 pub(super) enum Frame {
-    Data { topic_id: u32, partition: u32, base_offset: u64, count: u32 },
+    Data { topic_id: u32, partition: u32, base_offset: u64, count: u32, max_timestamp_ms: Option<i64> },
     Topic { topic_id: u32, partitions: u32, name: String },
     Commit { wall_ms: i64, positions: Vec<(String, u32, u32, u64)> },
 }
@@ -83,8 +90,11 @@ pub(super) enum Frame {
 pub(super) fn parse_frame(payload: &[u8]) -> Result<Frame, LogError> {
     let mut r = Reader { bytes: payload };
     match r.u8()? {
-        KIND_DATA | KIND_DATA_LZ4 => {
-            Ok(Frame::Data { topic_id: r.u32()?, partition: r.u32()?, base_offset: r.u64()?, count: r.u32()? })
+        kind @ (KIND_DATA | KIND_DATA_LZ4 | KIND_DATA_UNTIMED | KIND_DATA_LZ4_UNTIMED) => {
+            let (topic_id, partition, base_offset, count) = (r.u32()?, r.u32()?, r.u64()?, r.u32()?);
+            let timed = matches!(kind, KIND_DATA | KIND_DATA_LZ4);
+            let max_timestamp_ms = if timed { Some(r.u64()? as i64) } else { None };
+            Ok(Frame::Data { topic_id, partition, base_offset, count, max_timestamp_ms })
         }
         KIND_TOPIC => Ok(Frame::Topic { topic_id: r.u32()?, partitions: r.u32()?, name: r.string()? }),
         KIND_COMMIT => {
@@ -193,6 +203,7 @@ pub(super) fn encode_compressed_frame(
         out.extend_from_slice(&partition.to_le_bytes());
         out.extend_from_slice(&base_offset.to_le_bytes());
         out.extend_from_slice(&batch.count.to_le_bytes());
+        out.extend_from_slice(&batch.max_timestamp_ms().to_le_bytes());
         out.extend_from_slice(&(records.len() as u32).to_le_bytes());
         out.extend_from_slice(&scratch[..written]);
     });
@@ -214,7 +225,7 @@ pub(super) fn decompress_records(body: &[u8]) -> Result<Vec<u8>, String> {
 
 /// Fills the frame header reserved at the front of `batch` and returns the frame.
 pub(super) fn seal_data_frame(batch: &mut PartitionBatch, topic_id: u32, partition: u32, base_offset: u64) -> &[u8] {
-    let count = batch.count;
+    let (count, batch_max_timestamp_ms) = (batch.count, batch.max_timestamp_ms());
     let buffer = batch.buffer_mut();
     let len = (buffer.len() - FRAME_HEADER_BYTES) as u32;
     let header = &mut buffer[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + DATA_HEADER_BYTES];
@@ -223,6 +234,7 @@ pub(super) fn seal_data_frame(batch: &mut PartitionBatch, topic_id: u32, partiti
     header[5..9].copy_from_slice(&partition.to_le_bytes());
     header[9..17].copy_from_slice(&base_offset.to_le_bytes());
     header[17..21].copy_from_slice(&count.to_le_bytes());
+    header[21..29].copy_from_slice(&batch_max_timestamp_ms.to_le_bytes());
     let crc = crc32fast::hash(&buffer[FRAME_HEADER_BYTES..]);
     buffer[0..4].copy_from_slice(&len.to_le_bytes());
     buffer[4..8].copy_from_slice(&crc.to_le_bytes());

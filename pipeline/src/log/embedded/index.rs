@@ -14,6 +14,9 @@ pub(super) struct FrameLocation {
     pub(super) segment: u64,
     pub(super) position: u64,
     pub(super) len: u32,
+    /// The latest timestamp of the frame's records (`None` in frames written before
+    /// frames kept it).
+    pub(super) max_timestamp_ms: Option<i64>,
 }
 
 #[derive(Default)]
@@ -46,6 +49,14 @@ impl PartitionIndex {
     pub(super) fn frame_containing(&self, offset: u64) -> Option<&FrameLocation> {
         let i = self.frames.partition_point(|f| f.base_offset + u64::from(f.count) <= offset);
         self.frames.get(i)
+    }
+
+    /// The first offset of the first frame holding a record at or after `timestamp_ms`
+    /// (or not knowing whether it does): every record before it is earlier. The end when
+    /// none does.
+    pub(super) fn offset_for_time(&self, timestamp_ms: i64) -> u64 {
+        let found = self.frames.iter().find(|f| f.max_timestamp_ms.is_none_or(|max| max >= timestamp_ms));
+        found.map_or(self.end_offset, |f| f.base_offset.max(self.start_offset))
     }
 
     pub(super) fn start_after_deleting(&self, first_segment: u64) -> u64 {

@@ -23,7 +23,9 @@
 //! - **Recovery** (`recovery.rs`): corruption anywhere but the tail after the last commit
 //!   is an error, never a silent truncation.
 //! - **Reading**: an in-memory index per partition (`index.rs`) maps offsets to frames;
-//!   `fetch` reads and verifies the CRC of the frames it needs.
+//!   `fetch` reads and verifies the CRC of the frames it needs. Each data frame's header
+//!   keeps its records' latest timestamp, which the index holds, so a seek by time
+//!   (`offset_for_time`) skips the frames of earlier records without reading them.
 //! - **Retention** (by size and/or age) deletes whole old segments after writing the
 //!   checkpoint, and never a segment holding records at or after a consumer group's
 //!   committed position: unprocessed input and the changelog after the last snapshot
@@ -56,8 +58,9 @@ use files::{create_segment, segment_path, write_checkpoint};
 use crate::clock::now_ms;
 use format::{
     CHECKPOINT_VERSION, COMPRESSION_BYTES_MIN, Checkpoint, DATA_HEADER_BYTES, FRAME_HEADER_BYTES, FrameBytes,
-    KIND_DATA, KIND_DATA_LZ4, KIND_TOPIC, RETENTION_CHECK_COMMITS, decompress_records, encode_commit_frame,
-    encode_compressed_frame, frame, seal_data_frame,
+    KIND_DATA, KIND_DATA_LZ4, KIND_DATA_LZ4_UNTIMED, KIND_DATA_UNTIMED, KIND_TOPIC, RETENTION_CHECK_COMMITS,
+    UNTIMED_DATA_HEADER_BYTES, decompress_records, encode_commit_frame, encode_compressed_frame, frame,
+    seal_data_frame,
 };
 use index::{FrameLocation, Index, Segment, WalPosition, covered_hint};
 use recovery::{Recovered, recover};
@@ -479,15 +482,22 @@ impl Log for EmbeddedLog {
                     topic.name, location.base_offset
                 )));
             }
-            let body_start = FRAME_HEADER_BYTES + DATA_HEADER_BYTES;
-            let frame = match buffer.get(FRAME_HEADER_BYTES) {
-                Some(&KIND_DATA) => Bytes::from(buffer).slice(body_start..),
-                Some(&KIND_DATA_LZ4) => Bytes::from(decompress_records(&buffer[body_start..]).map_err(|why| {
-                    LogError::Corrupt(format!(
-                        "{}/{partition}: frame at offset {}: {why}",
-                        topic.name, location.base_offset
-                    ))
-                })?),
+            let kind = buffer.get(FRAME_HEADER_BYTES).copied();
+            let header = match kind {
+                Some(KIND_DATA_UNTIMED | KIND_DATA_LZ4_UNTIMED) => UNTIMED_DATA_HEADER_BYTES,
+                _ => DATA_HEADER_BYTES,
+            };
+            let body_start = FRAME_HEADER_BYTES + header;
+            let frame = match kind {
+                Some(KIND_DATA | KIND_DATA_UNTIMED) => Bytes::from(buffer).slice(body_start..),
+                Some(KIND_DATA_LZ4 | KIND_DATA_LZ4_UNTIMED) => {
+                    Bytes::from(decompress_records(&buffer[body_start..]).map_err(|why| {
+                        LogError::Corrupt(format!(
+                            "{}/{partition}: frame at offset {}: {why}",
+                            topic.name, location.base_offset
+                        ))
+                    })?)
+                }
                 _ => return Err(LogError::Corrupt(format!("{}/{partition}: not a data frame", topic.name))),
             };
             let batch = RecordIter::new(&frame);
@@ -517,6 +527,12 @@ impl Log for EmbeddedLog {
         let index = self.index.read().expect("index lock");
         let (_, p) = index.partition(topic, partition)?;
         Ok(PartitionOffsets { start: p.start_offset, end: p.end_offset })
+    }
+
+    fn offset_for_time(&self, topic: &Topic, partition: u32, timestamp_ms: i64) -> Result<Option<u64>, LogError> {
+        let index = self.index.read().expect("index lock");
+        let (_, p) = index.partition(topic, partition)?;
+        Ok(Some(p.offset_for_time(timestamp_ms)))
     }
 
     fn committed_position(&self, group: &str, topic: &Topic, partition: u32) -> Result<Option<u64>, LogError> {
@@ -562,7 +578,7 @@ impl Log for EmbeddedLog {
                     let next = writer.next_offsets.entry((topic_id, *partition)).or_insert(0);
                     let base_offset = *next;
                     *next += u64::from(batch.count);
-                    let count = batch.count;
+                    let (count, max_timestamp_ms) = (batch.count, Some(batch.max_timestamp_ms()));
                     let frame = if self.config.compression && batch.records_bytes().len() >= COMPRESSION_BYTES_MIN {
                         let start = compressed.len();
                         encode_compressed_frame(
@@ -585,7 +601,7 @@ impl Log for EmbeddedLog {
                     locations.push((
                         *partition,
                         topic_id,
-                        FrameLocation { base_offset, count, segment, position, len },
+                        FrameLocation { base_offset, count, segment, position, len, max_timestamp_ms },
                     ));
                     position += u64::from(len);
                     frames.push(frame);

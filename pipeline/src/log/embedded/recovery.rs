@@ -126,11 +126,20 @@ impl Scan {
                 }
                 Next::Frame { payload, len } => {
                     match parse_frame(&payload)? {
-                        Frame::Data { topic_id, partition, base_offset, count } => self.pending_data.push((
-                            topic_id,
-                            partition,
-                            FrameLocation { base_offset, count, segment, position, len: len as u32 },
-                        )),
+                        Frame::Data { topic_id, partition, base_offset, count, max_timestamp_ms } => {
+                            self.pending_data.push((
+                                topic_id,
+                                partition,
+                                FrameLocation {
+                                    base_offset,
+                                    count,
+                                    segment,
+                                    position,
+                                    len: len as u32,
+                                    max_timestamp_ms,
+                                },
+                            ))
+                        }
                         Frame::Topic { topic_id, partitions, name } => {
                             self.pending_topics.push((topic_id, partitions, name))
                         }
