@@ -3,7 +3,10 @@
 //! its own memory cap and [`crate::guard`] (a `SET` on one connection changes nothing for
 //! another).
 
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use datafusion::catalog::TableProvider;
 
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
@@ -12,7 +15,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_postgres::auth::AuthManager;
 use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
 
-use crate::as_of::BalancesAsOf;
+use crate::as_of::{BalancesAsOf, OpenSettlementsAsOf, open_settlements_plan};
 use crate::cut::{Cuts, LogSource};
 use crate::error::SqlError;
 use crate::guard::{ConnectionGuard, GuardPlanner, StatementLimits};
@@ -51,14 +54,18 @@ pub async fn session_context(
     let config =
         SessionConfig::new().with_information_schema(false).with_default_catalog_and_schema(DATABASE, "public");
     let context = SessionContext::new_with_config(config);
+    let mut providers: HashMap<&str, Arc<dyn TableProvider>> = HashMap::new();
     for (table, topic) in definitions.into_iter().zip(topics) {
         let name = table.name;
         let provider = Arc::new(TopicTable::new(table, topic, cuts.clone(), limits, cache.clone()));
-        if name == "ledger" {
-            context.register_udtf("balances_as_of", Arc::new(BalancesAsOf { ledger: provider.clone() }));
-        }
-        context.register_table(name, provider)?;
+        context.register_table(name, provider.clone())?;
+        providers.insert(name, provider);
     }
+    let (ledger, settlements) = (providers["ledger"].clone(), providers["settlements"].clone());
+    context.register_udtf("balances_as_of", Arc::new(BalancesAsOf { ledger: ledger.clone() }));
+    let open = open_settlements_plan(ledger.clone(), settlements.clone(), None)?;
+    context.register_table("open_settlements", Arc::new(datafusion::catalog::view::ViewTable::new(open, None)))?;
+    context.register_udtf("open_settlements_as_of", Arc::new(OpenSettlementsAsOf { ledger, settlements }));
     for view in views {
         let windows = ViewTable::new(view.topic(), ViewRows::Windows, view.output.clone(), cuts.clone());
         context.register_table(view.name.as_str(), Arc::new(windows))?;
