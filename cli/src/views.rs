@@ -53,9 +53,11 @@ pub fn views(args: ViewsRunArgs) -> Result<()> {
     let running = args.views.start(&args.log, log, (stop.clone(), drain), Some(metrics))?;
     runtime.block_on(async {
         let mut poll = tokio::time::interval(Duration::from_millis(VIEWS_POLL_INTERVAL_MS));
+        let stop_signal = crate::process::stop_signal();
+        tokio::pin!(stop_signal);
         loop {
             tokio::select! {
-                _ = crate::process::stop_signal() => break,
+                _ = &mut stop_signal => break,
                 _ = poll.tick() => {
                     if running.iter().all(|view| view.thread.is_finished()) {
                         break;
