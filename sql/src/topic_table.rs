@@ -201,6 +201,11 @@ pub(crate) fn read_range(
             budget.check().map_err(SqlError::Stopped)?;
         }
         let mut records = log.fetch(topic, partition, offset, FETCH_RECORDS_MAX)?;
+        // The first committed record from `offset` on is past the cut: what is left before
+        // the end holds none (on Kafka, a transaction's marker, or aborted records).
+        if records.first().is_some_and(|record| record.offset >= end) {
+            break;
+        }
         records.retain(|record| record.offset < end);
         if let Some(last) = records.last() {
             offset = last.offset + 1;
