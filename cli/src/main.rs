@@ -298,16 +298,8 @@ fn run(args: RunArgs) -> Result<()> {
     // With --until-idle the views finish reading what the pipeline wrote; else they stop.
     let finish = if args.until_idle && report.is_ok() { &views_drain } else { &views_stop };
     finish.store(true, Ordering::SeqCst);
-    for view in views {
-        let _ = view.thread.join();
-        let stats = &view.stats;
-        eprintln!(
-            "materialized view {}: {} windows emitted, {} late rows",
-            view.name,
-            stats.windows_emitted_total.load(Ordering::Relaxed),
-            stats.late_rows_total.load(Ordering::Relaxed)
-        );
-    }
+    // A view that stopped said why; the pipeline's outcome is the command's.
+    sql::join_views(views);
     let report = report?;
     let seconds = started.elapsed().as_secs_f64();
     let [approve, review, decline] = report.counters.outcomes;

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -123,16 +123,63 @@ pub struct SqlEndpointArgs {
     pub limits: SqlLimitArgs,
 }
 
+/// Where `sql` and `views` serve their metrics.
 #[derive(Args)]
-pub struct SqlArgs {
-    #[command(flatten)]
-    views: ViewsArgs,
+pub struct SqlMetricsArgs {
     /// Where `/metrics`, `/livez` and `/readyz` are served.
     #[arg(long, env = "PAYSTREAM_METRICS_ADDR", default_value = "127.0.0.1:9899")]
     metrics_addr: SocketAddr,
     /// Serve no metrics.
     #[arg(long)]
     no_metrics: bool,
+}
+
+impl SqlMetricsArgs {
+    /// The SQL layer's metrics and the process's, served where these say (with `/livez`
+    /// and `/readyz`) unless `--no-metrics`.
+    pub fn serve(&self, runtime: &tokio::runtime::Runtime) -> Result<SqlMetrics> {
+        let registry = prometheus::Registry::new_custom(Some("paystream".into()), None)?;
+        let metrics = SqlMetrics::new(&registry);
+        let process = paystream_pipeline::metrics::ProcessMetrics::new();
+        let render: paystream_edge::RenderMetrics = Arc::new(move || {
+            let mut text = process.render();
+            text.push_str(&prometheus::TextEncoder::new().encode_to_string(&registry.gather()).unwrap_or_default());
+            text
+        });
+        let addr = (!self.no_metrics).then_some(self.metrics_addr);
+        if let Some(addr) = crate::process::start_operations_server(runtime, addr, render, Arc::new(|| Ok(()))) {
+            eprintln!("metrics: http://{addr}/metrics");
+        }
+        Ok(metrics)
+    }
+}
+
+/// Waits for each view's thread and prints what it did; returns the names of the views
+/// that stopped on an error (each logged its reason).
+pub fn join_views(running: Vec<RunningView>) -> Vec<String> {
+    let mut failed = Vec::new();
+    for view in running {
+        let _ = view.thread.join();
+        let stats = &view.stats;
+        eprintln!(
+            "materialized view {}: {} windows emitted, {} late rows",
+            view.name,
+            stats.windows_emitted_total.load(Ordering::Relaxed),
+            stats.late_rows_total.load(Ordering::Relaxed)
+        );
+        if stats.stopped.load(Ordering::SeqCst) {
+            failed.push(view.name);
+        }
+    }
+    failed
+}
+
+#[derive(Args)]
+pub struct SqlArgs {
+    #[command(flatten)]
+    views: ViewsArgs,
+    #[command(flatten)]
+    metrics: SqlMetricsArgs,
     #[command(flatten)]
     log: LogArgs,
     #[command(flatten)]
@@ -208,23 +255,6 @@ pub async fn start_endpoint(
     Ok((bound, task))
 }
 
-/// The SQL layer's metrics and the process's, served on `metrics_addr` (with `/livez`
-/// and `/readyz`) unless it is `None`.
-pub fn serve_sql_metrics(runtime: &tokio::runtime::Runtime, metrics_addr: Option<SocketAddr>) -> Result<SqlMetrics> {
-    let registry = prometheus::Registry::new_custom(Some("paystream".into()), None)?;
-    let metrics = SqlMetrics::new(&registry);
-    let process = paystream_pipeline::metrics::ProcessMetrics::new();
-    let render: paystream_edge::RenderMetrics = Arc::new(move || {
-        let mut text = process.render();
-        text.push_str(&prometheus::TextEncoder::new().encode_to_string(&registry.gather()).unwrap_or_default());
-        text
-    });
-    if let Some(addr) = crate::process::start_operations_server(runtime, metrics_addr, render, Arc::new(|| Ok(()))) {
-        eprintln!("metrics: http://{addr}/metrics");
-    }
-    Ok(metrics)
-}
-
 pub fn sql(args: SqlArgs) -> Result<()> {
     let password = args
         .endpoint
@@ -232,7 +262,7 @@ pub fn sql(args: SqlArgs) -> Result<()> {
         .clone()
         .context("serving SQL needs a password: --sql-password or PAYSTREAM_SQL_PASSWORD")?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let metrics = serve_sql_metrics(&runtime, (!args.no_metrics).then_some(args.metrics_addr))?;
+    let metrics = args.metrics.serve(&runtime)?;
     let (_, server) =
         runtime.block_on(start_endpoint(&args.log, &args.endpoint, &args.views, password, Some(metrics)))?;
     runtime.block_on(crate::process::stop_signal());

@@ -3,7 +3,6 @@
 //! first, whose view then stops); on the embedded log it owns the log, so it runs while
 //! no `run` or `serve` does.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -13,7 +12,7 @@ use clap::Args;
 use paystream_pipeline::log::Log;
 
 use crate::log_args::{LogArgs, LogRole};
-use crate::sql::ViewsArgs;
+use crate::sql::{SqlMetricsArgs, ViewsArgs, join_views};
 
 /// How often the command looks whether every view has stopped.
 const VIEWS_POLL_INTERVAL_MS: u64 = 200;
@@ -26,12 +25,8 @@ pub struct ViewsRunArgs {
     /// for the view's idle timeout.
     #[arg(long)]
     until_idle: bool,
-    /// Where `/metrics`, `/livez` and `/readyz` are served.
-    #[arg(long, env = "PAYSTREAM_METRICS_ADDR", default_value = "127.0.0.1:9899")]
-    metrics_addr: SocketAddr,
-    /// Serve no metrics.
-    #[arg(long)]
-    no_metrics: bool,
+    #[command(flatten)]
+    metrics: SqlMetricsArgs,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -43,7 +38,7 @@ pub fn views(args: ViewsRunArgs) -> Result<()> {
         bail!("name the views to keep: --views FILE (PAYSTREAM_VIEWS)");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    let metrics = crate::sql::serve_sql_metrics(&runtime, (!args.no_metrics).then_some(args.metrics_addr))?;
+    let metrics = args.metrics.serve(&runtime)?;
     // On Kafka each view opens a log of its own; this one only checks the brokers.
     let log: Arc<dyn Log> = match args.log.open_kafka(LogRole::Reader)? {
         Some(kafka) => kafka,
@@ -67,20 +62,7 @@ pub fn views(args: ViewsRunArgs) -> Result<()> {
         }
     });
     stop.store(true, Ordering::SeqCst);
-    let mut failed = Vec::new();
-    for view in running {
-        let _ = view.thread.join();
-        let stats = &view.stats;
-        eprintln!(
-            "materialized view {}: {} windows emitted, {} late rows",
-            view.name,
-            stats.windows_emitted_total.load(Ordering::Relaxed),
-            stats.late_rows_total.load(Ordering::Relaxed)
-        );
-        if stats.stopped.load(Ordering::SeqCst) {
-            failed.push(view.name);
-        }
-    }
+    let failed = join_views(running);
     if !failed.is_empty() {
         bail!("materialized views stopped on an error: {}", failed.join(", "));
     }

@@ -6,11 +6,12 @@
 
 mod common;
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::served::http;
 use common::views::{check_view, count, views_file};
 use common::{Running, generate_csv, paystream, run_ok, start_run, wait_until};
 
@@ -25,6 +26,31 @@ fn start_views(data: &Path, views: &str) -> Running {
             .spawn()
             .expect("spawn paystream views"),
     )
+}
+
+/// `paystream views` in the background with its metrics on a free port; returns it and
+/// the metrics' address once it says where they are.
+fn start_views_with_metrics(data: &Path, views: &str) -> (Running, String) {
+    let mut keeper = Running(
+        paystream()
+            .args(["views", "--metrics-addr", "127.0.0.1:0", "--views", views, "--data-dir"])
+            .arg(data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn paystream views"),
+    );
+    let mut stderr = BufReader::new(keeper.stderr.take().unwrap());
+    let mut line = String::new();
+    let address = loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "paystream views exited before serving metrics");
+        if let Some(url) = line.trim().strip_prefix("metrics: http://") {
+            break url.trim_end_matches("/metrics").to_string();
+        }
+    };
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    (keeper, address)
 }
 
 /// Waits until the view has more than `above` windows; returns how many it has.
@@ -50,8 +76,16 @@ fn a_view_on_kafka_survives_kills_and_fences_a_second_keeper() {
     let mut pipeline = start_run(&data, &["--max-input-rate", "1000"]);
 
     // Killed mid-run, then restarted: it resumes where it committed.
-    let mut first = start_views(&data, &views);
+    let (mut first, metrics) = start_views_with_metrics(&data, &views);
     let windows = wait_for_windows(&data, &views, &name, 10);
+    // Its metrics say it runs and count what it emitted (set just after each commit).
+    let running = format!("paystream_view_running{{view=\"{name}\"}} 1");
+    let emitted = format!("paystream_view_windows_emitted_total{{view=\"{name}\"}} ");
+    wait_until("the keeper's metrics show its windows", 30, 200, || {
+        let (status, exposition) = http(&metrics, "GET", "/metrics", None, None);
+        let windows = exposition.lines().find_map(|line| line.strip_prefix(emitted.as_str())?.parse::<u64>().ok());
+        status == 200 && exposition.contains(&running) && windows.is_some_and(|windows| windows > 0)
+    });
     first.kill().unwrap();
     first.wait().unwrap();
     eprintln!("killed the view's keeper with {windows} windows emitted");

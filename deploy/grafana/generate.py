@@ -394,7 +394,59 @@ def http():
     ]
 
 
-DASHBOARDS = [overview, lag, saturation, state, sinks, model, ledger, http]
+NO_STATEMENTS = "no SQL statement has run yet (the live check's processes serve no SQL client)"
+NO_VIEWS = "no continuous view runs (--views; the live check keeps none)"
+OK_STATEMENTS = SEL + ', outcome="ok"'
+
+
+def sql():
+    statements = "paystream_sql_statements_total"
+    return "paystream-sql", "paystream / SQL and continuous views", [
+        stat("Statements/s", [target(rate(statements), may_be_empty=NO_STATEMENTS)], "ops"),
+        stat("Failed statements share", [
+            target(f"1 - {rate(statements, selector=OK_STATEMENTS)} / {rate(statements)}", may_be_empty=NO_STATEMENTS),
+        ], "percentunit", "Statements that ended other than ok: timeout, cancelled, row cap, error.",
+           thresholds=[("green", None), ("orange", 0.05), ("red", 0.25)]),
+        stat("Open connections", [target(f"sum(paystream_sql_connections{{{SEL}}})")], "short",
+             "Connections to the SQL endpoints (at most 64 each; more are closed at accept)."),
+        stat("Scan cache", [target(f"sum(paystream_sql_scan_cache_bytes{{{SEL}}})")], "bytes",
+             "Decoded columns kept between statements (--scan-cache-bytes-max per process)."),
+        timeseries("Statements by outcome", [
+            target(rate(statements, "outcome"), "{{outcome}}", NO_STATEMENTS),
+        ], "ops", "ok; timeout (the statement timeout, 57014); cancelled (a cancel request); row_cap (54000); "
+           "error (anything else: a bad statement, the memory cap).", stack=True),
+        timeseries("Statement time", [
+            target(quantile(0.5, "paystream_sql_statement_seconds"), "p50", NO_STATEMENTS),
+            target(quantile(0.99, "paystream_sql_statement_seconds"), "p99", NO_STATEMENTS),
+        ], "s", "From planning to the last row sent."),
+        timeseries("Rows scanned by source", [
+            target(rate("paystream_sql_scan_rows_total", "source"), "{{source}}", NO_STATEMENTS),
+        ], "ops", "Rows table scans produced: from the scan cache, or decoded from the log (a first read, or "
+           "records committed since)."),
+        timeseries("Views: windows emitted/s", [
+            target(rate("paystream_view_windows_emitted_total", "view"), "{{view}}", NO_VIEWS),
+        ], "ops", "Closed windows a view emitted to its topic view.<name>, each once.", width=8),
+        timeseries("Views: late rows/s", [
+            target(rate("paystream_view_late_rows_total", "view"), "{{view}}", NO_VIEWS),
+        ], "ops", "Rows that came after their window closed, routed to <view>_late: raise the view's "
+           "lateness (under a new name) if this is steady.", width=8),
+        timeseries("Views: close line behind now", [
+            target(f"time() - max by (view) (paystream_view_closed_through_timestamp_seconds{{{SEL}}})",
+                   "{{view}}", NO_VIEWS),
+        ], "s", "Wall time less the event time up to which a view's windows are closed: steady when the "
+           "input is live; growing when the view or its input stalls (a replay of old data shows its age).",
+           width=8),
+        timeseries("Views: rows in open windows", [
+            target(f"sum by (view) (paystream_view_open_rows{{{SEL}}})", "{{view}}", NO_VIEWS),
+        ], "short", "Rows held for windows not yet closed; a view stops past 5,000,000.", width=12),
+        timeseries("Views: running", [
+            target(f"max by (view) (paystream_view_running{{{SEL}}})", "{{view}}", NO_VIEWS),
+        ], "short", "1 while a view runs; 0 once it stopped on an error (PaystreamViewStopped opens a ticket).",
+           width=12),
+    ]
+
+
+DASHBOARDS = [overview, lag, saturation, state, sinks, model, ledger, http, sql]
 # The pod variable lists the pods that export this metric (the API pods export only the
 # HTTP metrics, not paystream_build_info).
 POD_SOURCE = {"paystream-http": "paystream_http_requests_total"}

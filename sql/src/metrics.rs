@@ -35,6 +35,7 @@ pub struct SqlMetrics {
     view_late_rows_total: IntCounterVec,
     view_closed_through_timestamp_seconds: GaugeVec,
     view_open_rows: IntGaugeVec,
+    view_running: IntGaugeVec,
     pub(crate) scan_cache_bytes: IntGauge,
     pub(crate) scan_rows_total: IntCounterVec,
 }
@@ -109,6 +110,14 @@ impl SqlMetrics {
                 IntGaugeVec::new(Opts::new("view_open_rows", "Rows a view holds in open windows"), &["view"])
                     .expect("valid metric"),
             ),
+            view_running: register(
+                registry,
+                IntGaugeVec::new(
+                    Opts::new("view_running", "1 while a continuous view runs, 0 once it stopped on an error"),
+                    &["view"],
+                )
+                .expect("valid metric"),
+            ),
             scan_cache_bytes: register(registry, scan_cache_bytes()),
             scan_rows_total: register(registry, scan_rows_total()),
         }
@@ -117,6 +126,11 @@ impl SqlMetrics {
     pub fn statement(&self, outcome: Outcome, seconds: f64) {
         self.statements_total.with_label_values(&[outcome.label()]).inc();
         self.statement_seconds.observe(seconds);
+    }
+
+    /// Whether `view` runs (it started) or stopped on an error.
+    pub fn view_running(&self, view: &str, running: bool) {
+        self.view_running.with_label_values(&[view]).set(i64::from(running));
     }
 
     /// After a view's commit: its totals so far and its close line.

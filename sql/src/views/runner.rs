@@ -355,11 +355,18 @@ pub fn spawn_views(
         let (stop, drain) = (stop.clone(), drain.clone());
         let thread_name = name.clone();
         let failed = stats.clone();
+        let running_metric = metrics.clone();
+        if let Some(metrics) = &metrics {
+            metrics.view_running(&name, true);
+        }
         let thread = std::thread::Builder::new().name(format!("view-{name}")).spawn(move || {
             if let Err(error) = runner.run(&stop, &drain) {
                 tracing::error!(view = %thread_name, %error, "materialized view stopped");
                 eprintln!("materialized view {thread_name} stopped: {error}");
                 failed.stopped.store(true, Ordering::SeqCst);
+                if let Some(metrics) = &running_metric {
+                    metrics.view_running(&thread_name, false);
+                }
             }
         })?;
         running.push(RunningView { name, stats, thread });
