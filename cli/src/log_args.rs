@@ -187,17 +187,22 @@ impl LogArgs {
         Ok(Some(Arc::new(log)))
     }
 
-    /// The Kafka log a materialized view commits through, if brokers are given: one
-    /// producer whose transactional id is the view's own, so that opening it fences any
+    /// The Kafka log a materialized view commits through to its `topic`, if brokers are
+    /// given: one producer whose transactional id is the view's, `paystream-view-<name>`
+    /// (`-0`), the same in every process, as the view's topic is: opening it fences any
     /// other process still keeping the view (its next commit fails) and aborts what that
-    /// process left open.
-    pub fn open_kafka_for_view(&self, view: &str) -> Result<Option<Arc<KafkaLog>>> {
+    /// process left open. The view's topic keeps its records for good (its windows, and
+    /// the progress the view resumes from).
+    pub fn open_kafka_for_view(&self, view: &str, topic: &str) -> Result<Option<Arc<KafkaLog>>> {
         let Some(brokers) = &self.kafka.kafka_brokers else { return Ok(None) };
         if self.kafka.kafka_at_least_once {
             bail!("materialized views commit in Kafka transactions: drop --kafka-at-least-once to keep {view}");
         }
         let mut config = self.kafka.config(brokers, LogRole::Publisher, &self.topic_names()?.changelog)?;
-        config.transactional_id = format!("{}-view-{view}", self.kafka.kafka_transactional_id);
+        config.transactional_id = format!("paystream-view-{view}");
+        for (key, value) in [("retention.ms", "-1"), ("retention.bytes", "-1")] {
+            config.topic_properties.push((topic.into(), key.into(), value.into()));
+        }
         let log = KafkaLog::open(config).with_context(|| format!("open the Kafka log at {brokers} for view {view}"))?;
         Ok(Some(Arc::new(log)))
     }

@@ -298,8 +298,8 @@ fn run(args: RunArgs) -> Result<()> {
     // With --until-idle the views finish reading what the pipeline wrote; else they stop.
     let finish = if args.until_idle && report.is_ok() { &views_drain } else { &views_stop };
     finish.store(true, Ordering::SeqCst);
-    // A view that stopped said why; the pipeline's outcome is the command's.
-    sql::join_views(views);
+    // A view that stopped said why; the pipeline ran on without it.
+    let stopped_views = sql::join_views(views);
     let report = report?;
     let seconds = started.elapsed().as_secs_f64();
     let [approve, review, decline] = report.counters.outcomes;
@@ -310,6 +310,9 @@ fn run(args: RunArgs) -> Result<()> {
         report.counters.retries,
         report.dead_letters
     );
+    if !stopped_views.is_empty() {
+        bail!("materialized views stopped on an error: {}", stopped_views.join(", "));
+    }
     Ok(())
 }
 

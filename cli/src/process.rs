@@ -140,6 +140,9 @@ pub fn prepare_pipeline(
         None => log_args.open()?,
     };
     let mut pipeline = pipeline(log.clone(), &log_args.data_dir, config, metrics)?;
+    // The topics exist before anything reads them: the views this process keeps start
+    // before the pipeline runs.
+    let topics = paystream_pipeline::ensure_topics(log.as_ref(), &pipeline.config)?;
     let on_kafka = kafka.is_some();
     if let Some(kafka) = kafka {
         if pipeline.reads_every_partition() {
@@ -150,7 +153,6 @@ pub fn prepare_pipeline(
                 pipeline.config.group_id
             );
         } else {
-            let topics = paystream_pipeline::ensure_topics(kafka.as_ref(), &pipeline.config)?;
             let member = kafka
                 .join(&pipeline.config.group_id, &topics.payments)
                 .with_context(|| format!("join consumer group {}", pipeline.config.group_id))?;

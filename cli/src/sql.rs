@@ -71,7 +71,7 @@ impl ViewsArgs {
 
     /// Starts a thread per view: over `log` on the embedded log (the process owns it),
     /// and on Kafka over a log of the view's own, whose transactional id
-    /// (`{--kafka-transactional-id}-view-{name}`) fences any other process keeping it.
+    /// (`paystream-view-<name>`) fences any other process keeping it.
     pub fn start(
         &self,
         log_args: &LogArgs,
@@ -83,7 +83,7 @@ impl ViewsArgs {
         let views = runtime.block_on(self.load())?;
         let mut with_logs = Vec::with_capacity(views.len());
         for view in views {
-            let view_log = match log_args.open_kafka_for_view(&view.name)? {
+            let view_log = match log_args.open_kafka_for_view(&view.name, &view.topic())? {
                 Some(kafka) => kafka as Arc<dyn Log>,
                 None => log.clone(),
             };

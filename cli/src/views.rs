@@ -31,8 +31,9 @@ pub struct ViewsRunArgs {
     log: LogArgs,
 }
 
-/// Runs until SIGINT/SIGTERM, until every view stopped, or (with `--until-idle`) until
-/// every view drained its source; fails when any view stopped on an error.
+/// Runs until SIGINT/SIGTERM or (with `--until-idle`) until every view drained its source
+/// or stopped; fails when any view stopped on an error. A view that stopped stays stopped
+/// meanwhile (its metrics say so): a restart resumes it from its last commit.
 pub fn views(args: ViewsRunArgs) -> Result<()> {
     if args.views.views.is_none() {
         bail!("name the views to keep: --views FILE (PAYSTREAM_VIEWS)");
@@ -53,7 +54,10 @@ pub fn views(args: ViewsRunArgs) -> Result<()> {
         loop {
             tokio::select! {
                 _ = &mut stop_signal => break,
-                _ = poll.tick() => {
+                // A view that stopped stays stopped (`paystream_view_running` 0) while the
+                // process serves its metrics; with --until-idle the command ends once
+                // every view has read its source.
+                _ = poll.tick(), if args.until_idle => {
                     if running.iter().all(|view| view.thread.is_finished()) {
                         break;
                     }

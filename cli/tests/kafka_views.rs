@@ -1,15 +1,16 @@
 //! Continuous views on the test broker (a real Apache Kafka), kept by `paystream views`
 //! beside a running pipeline: a view killed with SIGKILL mid-run resumes where it
-//! committed, a second process keeping the same view fences the first (whose view stops
-//! without writing again), and in the end every closed window is emitted once and equals
-//! a batch query over the same decisions, late rows visible as late.
+//! committed; a second process keeping the same view fences the first, whose view stops
+//! without writing again (its metrics say so); and in the end every closed window is
+//! emitted once and equals a batch query over the same decisions, late rows visible as
+//! late.
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use common::served::http;
 use common::views::{check_view, count, views_file};
@@ -28,9 +29,9 @@ fn start_views(data: &Path, views: &str) -> Running {
     )
 }
 
-/// `paystream views` in the background with its metrics on a free port; returns it and
-/// the metrics' address once it says where they are.
-fn start_views_with_metrics(data: &Path, views: &str) -> (Running, String) {
+/// `paystream views` in the background with its metrics on a free port; returns it, the
+/// metrics' address once it says where they are, and what it says on stderr from then on.
+fn start_views_with_metrics(data: &Path, views: &str) -> (Running, String, Arc<Mutex<String>>) {
     let mut keeper = Running(
         paystream()
             .args(["views", "--metrics-addr", "127.0.0.1:0", "--views", views, "--data-dir"])
@@ -49,8 +50,24 @@ fn start_views_with_metrics(data: &Path, views: &str) -> (Running, String) {
             break url.trim_end_matches("/metrics").to_string();
         }
     };
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    (keeper, address)
+    let said = Arc::new(Mutex::new(String::new()));
+    let heard = said.clone();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while stderr.read_line(&mut line).is_ok_and(|read| read > 0) {
+            heard.lock().unwrap().push_str(&line);
+            line.clear();
+        }
+    });
+    (keeper, address, said)
+}
+
+/// Whether the keeper whose metrics are at `address` says `view` runs (`1`) or stopped.
+fn view_running(address: &str, view: &str) -> Option<bool> {
+    let (status, exposition) = http(address, "GET", "/metrics", None, None);
+    let prefix = format!("paystream_view_running{{view=\"{view}\"}} ");
+    let value = exposition.lines().find_map(|line| line.strip_prefix(prefix.as_str()).map(str::to_string));
+    (status == 200).then_some(value?.as_str() == "1")
 }
 
 /// Waits until the view has more than `above` windows; returns how many it has.
@@ -76,39 +93,30 @@ fn a_view_on_kafka_survives_kills_and_fences_a_second_keeper() {
     let mut pipeline = start_run(&data, &["--max-input-rate", "1000"]);
 
     // Killed mid-run, then restarted: it resumes where it committed.
-    let (mut first, metrics) = start_views_with_metrics(&data, &views);
+    let (mut first, metrics, _) = start_views_with_metrics(&data, &views);
     let windows = wait_for_windows(&data, &views, &name, 10);
     // Its metrics say it runs and count what it emitted (set just after each commit).
-    let running = format!("paystream_view_running{{view=\"{name}\"}} 1");
     let emitted = format!("paystream_view_windows_emitted_total{{view=\"{name}\"}} ");
     wait_until("the keeper's metrics show its windows", 30, 200, || {
-        let (status, exposition) = http(&metrics, "GET", "/metrics", None, None);
+        let (_, exposition) = http(&metrics, "GET", "/metrics", None, None);
         let windows = exposition.lines().find_map(|line| line.strip_prefix(emitted.as_str())?.parse::<u64>().ok());
-        status == 200 && exposition.contains(&running) && windows.is_some_and(|windows| windows > 0)
+        view_running(&metrics, &name) == Some(true) && windows.is_some_and(|windows| windows > 0)
     });
     first.kill().unwrap();
     first.wait().unwrap();
     eprintln!("killed the view's keeper with {windows} windows emitted");
 
-    // A second keeper fences the first: the first's view stops at its next commit, and
-    // the process says why and fails.
-    let mut zombie = start_views(&data, &views);
+    // A second keeper fences the first: the first's view stops at its next commit and
+    // says why; its process serves on, its metrics saying the view stopped, and fails
+    // when it is stopped.
+    let (mut zombie, zombie_metrics, zombie_said) = start_views_with_metrics(&data, &views);
     let windows = wait_for_windows(&data, &views, &name, windows + 10);
     let mut keeper = start_views(&data, &views);
-    let status = {
-        let started = std::time::Instant::now();
-        loop {
-            if let Some(status) = zombie.try_wait().unwrap() {
-                break status;
-            }
-            assert!(started.elapsed() < Duration::from_secs(120), "the fenced keeper kept running");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
-    let mut said = String::new();
-    zombie.stderr.take().unwrap().read_to_string(&mut said).unwrap();
-    assert!(!status.success(), "{said}");
-    assert!(said.contains("fenced"), "{said}");
+    wait_until("the fenced keeper's view stops", 120, 200, || view_running(&zombie_metrics, &name) == Some(false));
+    assert!(zombie_said.lock().unwrap().contains("fenced"), "{}", zombie_said.lock().unwrap());
+    common::signal(&zombie, "-TERM");
+    let status = zombie.wait().unwrap();
+    assert!(!status.success(), "{}", zombie_said.lock().unwrap());
     let windows = wait_for_windows(&data, &views, &name, windows + 10);
     keeper.kill().unwrap();
     keeper.wait().unwrap();

@@ -17,7 +17,7 @@ And on what each paystream process is (`run`, `serve --service ...`): the embedd
 has one owner, a one-replica StatefulSet with its data on a volume claim, never
 autoscaled; every Kafka process has its pod's name as transactional id; the views'
 keeper on Kafka is one replica of a StatefulSet, never autoscaled, its definitions from a
-ConfigMap; every `serve`
+ConfigMap, and no other process keeps them; every `serve`
 names its trusted proxies; the auth and payments services alone share PostgreSQL (a
 Secret) and a mounted key file; every gateway route reaches a Service whose pods run a
 service, through NetworkPolicies that allow it at both ends, and the routes cover every
@@ -240,7 +240,9 @@ def check_processes(r, name, workloads, services, policies, by_kind, configmaps,
             command = next((a for a in argv if not a.startswith("-")), "")
             service = literal(setting(argv, env, "--service", "PAYSTREAM_SERVICE")) or "all" if command == "serve" else None
             on_kafka = setting(argv, env, "--kafka-brokers", "PAYSTREAM_KAFKA_BROKERS") is not None
-            uses_log = command in ("run", "views") or service in ("all", "payments")
+            # On the embedded log `views` owns the log; on Kafka each view commits under an
+            # id of its own (`paystream-view-<name>`), whatever the process's.
+            uses_log = command == "run" or service in ("all", "payments") or (command == "views" and not on_kafka)
             mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts") or []}
             volumes = {v["name"]: v for v in pod_spec.get("volumes") or []}
             ports = {p["containerPort"] for p in c.get("ports") or []}
@@ -274,6 +276,10 @@ def check_processes(r, name, workloads, services, policies, by_kind, configmaps,
                 r.check(w["kind"] == "StatefulSet" and w["spec"].get("replicas", 1) == 1 and not autoscaled,
                         f"{ident}: keeps the continuous views, so one replica of a StatefulSet, never autoscaled "
                         "(a second keeper fences the first)")
+                others = [o["metadata"]["name"] for o in workloads for oc in pod_of(o)[1]["containers"]
+                          if o is not w and setting(argv_of(oc) or [], env_of(oc, configmaps), "--views", "PAYSTREAM_VIEWS")
+                          and next((a for a in argv_of(oc) or [] if not a.startswith("-")), "") in ("run", "serve", "views")]
+                r.check(not others, f"{ident}: the only process keeping the views on Kafka (also given --views: {others})")
                 views = literal(setting(argv, env, "--views", "PAYSTREAM_VIEWS"))
                 r.check("configMap" in volumes.get(mounts.get(views.rpartition("/")[0]), {}),
                         f"{ident}: reads its view definitions {views!r} from a mounted ConfigMap")

@@ -394,8 +394,9 @@ def http():
     ]
 
 
-NO_STATEMENTS = "no SQL statement has run yet (the live check's processes serve no SQL client)"
-NO_VIEWS = "no continuous view runs (--views; the live check keeps none)"
+NO_STATEMENTS = "no SQL statement has run yet (the live check serves no SQL client)"
+NO_VIEWS = "no continuous view runs (--views)"
+NO_CLOSED_WINDOW = "no view has closed a window yet (NaN until then)"
 OK_STATEMENTS = SEL + ', outcome="ok"'
 
 
@@ -432,7 +433,7 @@ def sql():
            "lateness (under a new name) if this is steady.", width=8),
         timeseries("Views: close line behind now", [
             target(f"time() - max by (view) (paystream_view_closed_through_timestamp_seconds{{{SEL}}})",
-                   "{{view}}", NO_VIEWS),
+                   "{{view}}", NO_CLOSED_WINDOW),
         ], "s", "Wall time less the event time up to which a view's windows are closed: steady when the "
            "input is live; growing when the view or its input stalls (a replay of old data shows its age).",
            width=8),

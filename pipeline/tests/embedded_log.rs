@@ -217,7 +217,7 @@ proptest! {
             for records in &transactions {
                 let mut txn = Transaction::new();
                 for (partition, timestamp_ms, size) in records {
-                    // Values of 300 and more bytes make frames past the compression minimum.
+                    // A partition's records of one commit past 512 bytes make a compressed frame.
                     txn.send_to_partition(&topic, *partition, b"", "x".repeat(*size).as_bytes(), *timestamp_ms).unwrap();
                 }
                 log.commit(txn).unwrap();

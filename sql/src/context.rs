@@ -29,6 +29,9 @@ use crate::views::table::{ViewRows, ViewTable, late_schema};
 /// The database clients connect to (the catalog's name).
 pub const DATABASE: &str = "paystream";
 
+/// Tables the session derives from the topic tables besides [`VIEWS`].
+pub const DERIVED_TABLES: [&str; 1] = ["open_settlements"];
+
 /// Views over the tables, created with the session.
 pub const VIEWS: [(&str, &str); 1] = [(
     "balances",
@@ -64,7 +67,7 @@ pub async fn session_context(
     let (ledger, settlements) = (providers["ledger"].clone(), providers["settlements"].clone());
     context.register_udtf("balances_as_of", Arc::new(BalancesAsOf { ledger: ledger.clone() }));
     let open = open_settlements_plan(ledger.clone(), settlements.clone(), None)?;
-    context.register_table("open_settlements", Arc::new(datafusion::catalog::view::ViewTable::new(open, None)))?;
+    context.register_table(DERIVED_TABLES[0], Arc::new(datafusion::catalog::view::ViewTable::new(open, None)))?;
     context.register_udtf("open_settlements_as_of", Arc::new(OpenSettlementsAsOf { ledger, settlements }));
     for view in views {
         let windows = ViewTable::new(view.topic(), ViewRows::Windows, view.output.clone(), cuts.clone());

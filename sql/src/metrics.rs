@@ -15,6 +15,8 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    const ALL: [Outcome; 5] = [Outcome::Ok, Outcome::Timeout, Outcome::Cancelled, Outcome::RowCap, Outcome::Error];
+
     fn label(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
@@ -70,7 +72,7 @@ impl SqlMetrics {
         let counter = |name: &str, help: &str, labels: &[&str]| {
             register(registry, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
         };
-        SqlMetrics {
+        let metrics = SqlMetrics {
             statements_total: counter("sql_statements_total", "SQL statements run, by how they ended", &["outcome"]),
             statement_seconds: register(
                 registry,
@@ -120,7 +122,15 @@ impl SqlMetrics {
             ),
             scan_cache_bytes: register(registry, scan_cache_bytes()),
             scan_rows_total: register(registry, scan_rows_total()),
+        };
+        // Every series exists at 0 from the start: dashboards and rate() see the first one.
+        for outcome in Outcome::ALL {
+            metrics.statements_total.with_label_values(&[outcome.label()]);
         }
+        for source in ["cache", "log"] {
+            metrics.scan_rows_total.with_label_values(&[source]);
+        }
+        metrics
     }
 
     pub fn statement(&self, outcome: Outcome, seconds: f64) {
@@ -133,7 +143,8 @@ impl SqlMetrics {
         self.view_running.with_label_values(&[view]).set(i64::from(running));
     }
 
-    /// After a view's commit: its totals so far and its close line.
+    /// When a view opens and after each of its commits: its totals so far, its close line
+    /// (`i64::MIN` before its first window closed) and the rows in its open windows.
     pub fn view(&self, view: &str, windows: u64, late: u64, closed_through_ms: i64, open_rows: usize) {
         let set_total = |counter: &IntCounterVec, total: u64| {
             let counter = counter.with_label_values(&[view]);
@@ -141,11 +152,9 @@ impl SqlMetrics {
         };
         set_total(&self.view_windows_emitted_total, windows);
         set_total(&self.view_late_rows_total, late);
-        if closed_through_ms > i64::MIN {
-            self.view_closed_through_timestamp_seconds
-                .with_label_values(&[view])
-                .set(closed_through_ms as f64 / 1000.0);
-        }
+        // NaN until the view has closed a window: no close line yet.
+        let closed_through = if closed_through_ms > i64::MIN { closed_through_ms as f64 / 1000.0 } else { f64::NAN };
+        self.view_closed_through_timestamp_seconds.with_label_values(&[view]).set(closed_through);
         self.view_open_rows.with_label_values(&[view]).set(i64::try_from(open_rows).unwrap_or(i64::MAX));
     }
 }

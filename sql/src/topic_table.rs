@@ -1,9 +1,9 @@
 //! A topic as a DataFusion table: each scan reads the statement's cut of the topic, one
 //! DataFusion partition per log partition. Filters on `_partition` and `_offset`
-//! against literals narrow what is read, and so does a lower bound on `_timestamp` on a
-//! log with a time index (Kafka: the first offset at or after the time, every record
-//! before it being earlier). The filters still run on the rows, so they only need to be
-//! safe, not exact.
+//! against literals narrow what is read, and so does a lower bound on `_timestamp`
+//! through [`Log::offset_for_time`] (Kafka's time index; the embedded log's frames'
+//! latest timestamps): every record before the offset it gives is earlier. The filters
+//! still run on the rows, so they only need to be safe, not exact.
 
 use std::ops::Range;
 use std::sync::Arc;

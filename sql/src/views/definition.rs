@@ -105,8 +105,11 @@ pub async fn parse_views(text: &str) -> Result<Vec<ViewDef>, SqlError> {
             return Err(invalid(&name, "defined twice"));
         }
         let topic_tables = tables();
-        let mut taken =
-            topic_tables.iter().map(|table| table.name).chain(crate::context::VIEWS.iter().map(|(view, _)| *view));
+        let mut taken = topic_tables
+            .iter()
+            .map(|table| table.name)
+            .chain(crate::context::VIEWS.iter().map(|(view, _)| *view))
+            .chain(crate::context::DERIVED_TABLES);
         if taken.any(|table| table == name || format!("{name}_late") == table) {
             return Err(invalid(&name, "a table has that name"));
         }

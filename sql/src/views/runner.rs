@@ -111,6 +111,12 @@ impl ViewRunner {
             stats.late_rows_total.store(progress.late_rows_total, Ordering::Relaxed);
         }
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        if let Some(metrics) = &metrics {
+            let totals = committed.as_ref().map_or((0, 0, i64::MIN), |progress| {
+                (progress.windows_emitted_total, progress.late_rows_total, progress.closed_through_ms)
+            });
+            metrics.view(&view.name, totals.0, totals.1, totals.2, 0);
+        }
         Ok(ViewRunner {
             view,
             log,
@@ -338,7 +344,9 @@ pub struct RunningView {
 /// Starts a thread per view, each over its own log (on Kafka, each view commits with a
 /// transactional id of its own, so a second process keeping the same view fences the
 /// first), stopped by `stop` (or ending, with `drain`, once the source is read). A view
-/// that fails stops alone, logging why.
+/// that fails, to open (a changed definition under its name, a missing source) or later,
+/// stops alone: it logs why, its stats say it stopped and `view_running` turns 0, and the
+/// process goes on.
 pub fn spawn_views(
     views: Vec<(ViewDef, Arc<dyn Log>)>,
     topic_of: impl Fn(&str) -> String,
@@ -350,17 +358,15 @@ pub fn spawn_views(
     for (view, log) in views {
         let name = view.name.clone();
         let source_topic = topic_of(view.source.role);
-        let runner = ViewRunner::open(view, log, &source_topic, metrics.clone())?;
-        let stats = runner.stats();
+        let opened = ViewRunner::open(view, log, &source_topic, metrics.clone());
+        let stats = opened.as_ref().map_or_else(|_| Arc::new(ViewStats::default()), ViewRunner::stats);
         let (stop, drain) = (stop.clone(), drain.clone());
-        let thread_name = name.clone();
-        let failed = stats.clone();
-        let running_metric = metrics.clone();
+        let (thread_name, failed, running_metric) = (name.clone(), stats.clone(), metrics.clone());
         if let Some(metrics) = &metrics {
             metrics.view_running(&name, true);
         }
         let thread = std::thread::Builder::new().name(format!("view-{name}")).spawn(move || {
-            if let Err(error) = runner.run(&stop, &drain) {
+            if let Err(error) = opened.and_then(|runner| runner.run(&stop, &drain)) {
                 tracing::error!(view = %thread_name, %error, "materialized view stopped");
                 eprintln!("materialized view {thread_name} stopped: {error}");
                 failed.stopped.store(true, Ordering::SeqCst);

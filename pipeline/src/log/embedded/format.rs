@@ -20,6 +20,8 @@ pub(super) const KIND_DATA_UNTIMED: u8 = 1;
 /// A data frame whose records are LZ4-compressed (block format), preceded by their
 /// uncompressed length (u32).
 pub(super) const KIND_DATA_LZ4_UNTIMED: u8 = 4;
+/// Data frames as this version writes them: a binary that knows only the untimed kinds
+/// reads them as corruption, so a log, once written by this version, stays with it.
 pub(super) const KIND_DATA: u8 = 5;
 pub(super) const KIND_DATA_LZ4: u8 = 6;
 /// Batches smaller than this are stored uncompressed.
