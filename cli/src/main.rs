@@ -291,7 +291,7 @@ fn run(args: RunArgs) -> Result<()> {
     let sql_metrics = paystream_sql::SqlMetrics::new(&metrics.registry);
     let (pipeline, log, _) = process::prepare_pipeline(&args.log, config, metrics)?;
     let (views_stop, views_drain) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-    let views = args.views.start(&args.log, log, (views_stop.clone(), views_drain.clone()), Some(sql_metrics))?;
+    let views = args.views.start(&args.log, Some(log), (views_stop.clone(), views_drain.clone()), Some(sql_metrics))?;
     let mode = if args.until_idle { RunMode::UntilIdle } else { RunMode::Forever };
     let started = std::time::Instant::now();
     let report = pipeline.run(mode, &control);

@@ -162,7 +162,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let (pipeline, log) = if with_pipeline {
         let (pipeline, log, _) = process::prepare_pipeline(&args.log, config.clone(), metrics.clone())?;
         let drain = Arc::new(AtomicBool::new(false));
-        views = args.views.start(&args.log, log.clone(), (views_stop.clone(), drain), sql_metrics.clone())?;
+        views = args.views.start(&args.log, Some(log.clone()), (views_stop.clone(), drain), sql_metrics.clone())?;
         (Some(pipeline), Some(log))
     } else if serves_payments {
         let log: Arc<dyn paystream_pipeline::log::Log> =

@@ -69,13 +69,13 @@ impl ViewsArgs {
         Ok(paystream_sql::views::parse_views(&text).await?)
     }
 
-    /// Starts a thread per view: over `log` on the embedded log (the process owns it),
-    /// and on Kafka over a log of the view's own, whose transactional id
-    /// (`paystream-view-<name>`) fences any other process keeping it.
+    /// Starts a thread per view: on Kafka over a log of the view's own, whose
+    /// transactional id (`paystream-view-<name>`) fences any other process keeping it;
+    /// on the embedded log over `embedded`, the log this process owns.
     pub fn start(
         &self,
         log_args: &LogArgs,
-        log: Arc<dyn Log>,
+        embedded: Option<Arc<dyn Log>>,
         (stop, drain): (Arc<AtomicBool>, Arc<AtomicBool>),
         metrics: Option<SqlMetrics>,
     ) -> Result<Vec<RunningView>> {
@@ -85,7 +85,7 @@ impl ViewsArgs {
         for view in views {
             let view_log = match log_args.open_kafka_for_view(&view.name, &view.topic())? {
                 Some(kafka) => kafka as Arc<dyn Log>,
-                None => log.clone(),
+                None => embedded.clone().context("materialized views on the embedded log need its owner")?,
             };
             with_logs.push((view, view_log));
         }

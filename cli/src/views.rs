@@ -11,7 +11,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 use paystream_pipeline::log::Log;
 
-use crate::log_args::{LogArgs, LogRole};
+use crate::log_args::LogArgs;
 use crate::sql::{SqlMetricsArgs, ViewsArgs, join_views};
 
 /// How often the command looks whether every view has stopped.
@@ -40,13 +40,13 @@ pub fn views(args: ViewsRunArgs) -> Result<()> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let metrics = args.metrics.serve(&runtime)?;
-    // On Kafka each view opens a log of its own; this one only checks the brokers.
-    let log: Arc<dyn Log> = match args.log.open_kafka(LogRole::Reader)? {
-        Some(kafka) => kafka,
-        None => args.log.open()?,
+    // On Kafka each view opens a log of its own; on the embedded log this process owns it.
+    let embedded: Option<Arc<dyn Log>> = match args.log.kafka.kafka_brokers {
+        Some(_) => None,
+        None => Some(args.log.open()?),
     };
     let (stop, drain) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(args.until_idle)));
-    let running = args.views.start(&args.log, log, (stop.clone(), drain), Some(metrics))?;
+    let running = args.views.start(&args.log, embedded, (stop.clone(), drain), Some(metrics))?;
     runtime.block_on(async {
         let mut poll = tokio::time::interval(Duration::from_millis(VIEWS_POLL_INTERVAL_MS));
         let stop_signal = crate::process::stop_signal();

@@ -16,22 +16,9 @@ use common::served::http;
 use common::views::{check_view, count, views_file};
 use common::{Running, generate_csv, paystream, run_ok, start_run, wait_until};
 
-/// `paystream views` in the background, keeping the views of `views`.
-fn start_views(data: &Path, views: &str) -> Running {
-    Running(
-        paystream()
-            .args(["views", "--no-metrics", "--views", views, "--data-dir"])
-            .arg(data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn paystream views"),
-    )
-}
-
 /// `paystream views` in the background with its metrics on a free port; returns it, the
 /// metrics' address once it says where they are, and what it says on stderr from then on.
-fn start_views_with_metrics(data: &Path, views: &str) -> (Running, String, Arc<Mutex<String>>) {
+fn start_views(data: &Path, views: &str) -> (Running, String, Arc<Mutex<String>>) {
     let mut keeper = Running(
         paystream()
             .args(["views", "--metrics-addr", "127.0.0.1:0", "--views", views, "--data-dir"])
@@ -93,7 +80,7 @@ fn a_view_on_kafka_survives_kills_and_fences_a_second_keeper() {
     let mut pipeline = start_run(&data, &["--max-input-rate", "1000"]);
 
     // Killed mid-run, then restarted: it resumes where it committed.
-    let (mut first, metrics, _) = start_views_with_metrics(&data, &views);
+    let (mut first, metrics, _) = start_views(&data, &views);
     let windows = wait_for_windows(&data, &views, &name, 10);
     // Its metrics say it runs and count what it emitted (set just after each commit).
     let emitted = format!("paystream_view_windows_emitted_total{{view=\"{name}\"}} ");
@@ -109,9 +96,9 @@ fn a_view_on_kafka_survives_kills_and_fences_a_second_keeper() {
     // A second keeper fences the first: the first's view stops at its next commit and
     // says why; its process serves on, its metrics saying the view stopped, and fails
     // when it is stopped.
-    let (mut zombie, zombie_metrics, zombie_said) = start_views_with_metrics(&data, &views);
+    let (mut zombie, zombie_metrics, zombie_said) = start_views(&data, &views);
     let windows = wait_for_windows(&data, &views, &name, windows + 10);
-    let mut keeper = start_views(&data, &views);
+    let (mut keeper, _, _) = start_views(&data, &views);
     wait_until("the fenced keeper's view stops", 120, 200, || view_running(&zombie_metrics, &name) == Some(false));
     assert!(zombie_said.lock().unwrap().contains("fenced"), "{}", zombie_said.lock().unwrap());
     common::signal(&zombie, "-TERM");

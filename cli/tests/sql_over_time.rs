@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::{dump, generate_csv, run_ok};
 use paystream_domain::time::format_rfc3339_ms;
+use paystream_pipeline::clock::now_ms;
 
 /// The one value of a one-row, one-column statement.
 fn value(data: &Path, statement: &str) -> i64 {
@@ -27,10 +28,6 @@ fn reconciled_open(data: &Path) -> i64 {
     let text = String::from_utf8(output.stdout).unwrap();
     let (before, _) = text.split_once(" in windows still open").unwrap_or_else(|| panic!("{text}"));
     before.rsplit('(').next().unwrap().trim().parse().unwrap()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 /// A log in `dir/data` decided in two halves of a simulated CSV; returns it, the moment

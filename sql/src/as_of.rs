@@ -92,14 +92,7 @@ pub fn open_settlements_plan(
         Some(ms) => builder.filter(col("_timestamp").lt_eq(timestamp_ms(ms))),
         None => Ok(builder),
     };
-    let closing = lit("settlement").eq(col("type")).or(lit("payout").eq(col("type")));
-    let of_kind = |kinds: &[&str]| {
-        let mut matches = lit(false);
-        for kind in kinds {
-            matches = matches.or(col("type").eq(lit(*kind)));
-        }
-        matches
-    };
+    let of_kind = |kinds: &[&str]| col("type").in_list(kinds.iter().map(|kind| lit(*kind)).collect(), false);
     let transactions_of =
         |kinds: &[&str]| -> Result<Expr> { Ok(count_distinct(when(of_kind(kinds), col("transaction_id")).end()?)) };
     let merchant =
@@ -107,7 +100,7 @@ pub fn open_settlements_plan(
     let gross = when(of_kind(&["payment", "capture"]).and(col("direction").eq(lit("debit"))), col("amount_minor"))
         .otherwise(lit(0_i64))?;
     let open = committed(LogicalPlanBuilder::scan("ledger", provider_as_source(ledger), None)?)?
-        .filter(col("settlement_id").is_not_null().and(not(closing)))?
+        .filter(col("settlement_id").is_not_null().and(not(of_kind(&["settlement", "payout"]))))?
         .aggregate(
             vec![col("settlement_id"), col("currency")],
             vec![
