@@ -146,6 +146,43 @@ fn analysts_query_the_topics_with_psql_and_cannot_write() {
         psql_ok(&address, "SELECT count(*) FROM balances_as_of(TIMESTAMP '2018-04-02T00:00:00Z')").parse().unwrap();
     let all: i64 = psql_ok(&address, "SELECT count(*) FROM balances").parse().unwrap();
     assert!(0 < day_two && day_two <= all, "{day_two} of {all}");
+    // Balances as of ledger offsets: through each partition's last offset they are the
+    // balances view; through any offsets, whole transactions, so every currency sums to 0.
+    let ends = psql_ok(
+        &address,
+        "SELECT string_agg(CAST(_partition AS VARCHAR) || ':' || CAST(last AS VARCHAR), ',') \
+         FROM (SELECT _partition, max(_offset) AS last FROM ledger GROUP BY _partition)",
+    );
+    let halves = psql_ok(
+        &address,
+        "SELECT string_agg(CAST(_partition AS VARCHAR) || ':' || CAST(last / 2 AS VARCHAR), ',') \
+         FROM (SELECT _partition, max(_offset) AS last FROM ledger GROUP BY _partition)",
+    );
+    let at_end = format!("SELECT account_id, currency, balance_minor, postings FROM balances_as_of('{ends}')");
+    let differing = psql_ok(
+        &address,
+        &format!(
+            "SELECT count(*) FROM ((({at_end}) EXCEPT ALL (SELECT * FROM balances)) UNION ALL \
+             ((SELECT * FROM balances) EXCEPT ALL ({at_end}))) AS d"
+        ),
+    );
+    assert_eq!(differing, "0", "{ends}");
+    let half_postings: i64 =
+        psql_ok(&address, &format!("SELECT sum(postings) FROM balances_as_of('{halves}')")).parse().unwrap();
+    let all_postings: i64 = psql_ok(&address, "SELECT sum(postings) FROM balances").parse().unwrap();
+    assert!(0 < half_postings && half_postings < all_postings, "{half_postings} of {all_postings}");
+    let unbalanced = format!(
+        "SELECT count(*) FROM (SELECT currency FROM balances_as_of('{halves}') GROUP BY currency \
+         HAVING sum(balance_minor) <> 0)"
+    );
+    assert_eq!(psql_ok(&address, &unbalanced), "0", "{halves}");
+    let first_of_each: i64 = psql_ok(&address, "SELECT sum(postings) FROM balances_as_of(0)").parse().unwrap();
+    let first_records: i64 = psql_ok(&address, "SELECT count(*) FROM ledger WHERE _offset = 0").parse().unwrap();
+    assert_eq!(first_of_each, first_records);
+    // Every partition is named once, or the statement says how.
+    let partitions: usize = psql_ok(&address, "SELECT count(DISTINCT _partition) FROM ledger").parse().unwrap();
+    let missing_one = (0..partitions - 1).map(|partition| format!("{partition}:10")).collect::<Vec<_>>().join(",");
+    assert!(psql_err(&address, &format!("SELECT * FROM balances_as_of('{missing_one}')")).contains("partitions once"));
     // A join in one statement sees one cut: every approved decision has its postings.
     let unposted = psql_ok(
         &address,

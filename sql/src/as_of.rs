@@ -1,6 +1,9 @@
-//! State as of a time, read in the statement's cut like any table:
+//! State as of a time or an offset, read in the statement's cut like any table:
 //! - `balances_as_of(TIMESTAMP '…')` is every account's balance from the ledger postings
 //!   with an event time at or before it (the `balances` view, cut at that time);
+//!   `balances_as_of('0:1200,1:980')` from the ledger records at or before those offsets
+//!   (every partition of the ledger named), and `balances_as_of(1200)` at or before
+//!   offset 1200 on every partition;
 //! - `open_settlements_as_of(TIMESTAMP '…')` is every merchant settlement window that was
 //!   open at that time: the ledger transactions naming it committed by then (their
 //!   `_timestamp`), and no settlement closing it committed by then (the
@@ -19,6 +22,9 @@ use datafusion::functions_aggregate::expr_fn::{count, count_distinct, max, min, 
 use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, LogicalPlanBuilder, cast, col, lit, not, when};
 use datafusion::scalar::ScalarValue;
 use paystream_domain::time::parse_rfc3339_ms;
+
+use crate::cut::Cuts;
+use crate::topic_table::literal_u64;
 
 /// The time argument in milliseconds: a timestamp literal or an RFC 3339 string.
 pub(crate) fn literal_ms(expr: &Expr) -> Option<i64> {
@@ -39,16 +45,90 @@ pub(crate) fn literal_ms(expr: &Expr) -> Option<i64> {
     }
 }
 
-#[derive(Debug)]
 pub struct BalancesAsOf {
     pub ledger: Arc<dyn TableProvider>,
+    /// The ledger's topic, and where its partitions are counted.
+    pub ledger_topic: String,
+    pub cuts: Arc<Cuts>,
+}
+
+impl std::fmt::Debug for BalancesAsOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BalancesAsOf({})", self.ledger_topic)
+    }
+}
+
+/// What a `balances_as_of` argument names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AsOf {
+    /// Event time, ms.
+    Time(i64),
+    /// The last offset included, on every partition.
+    Offset(u64),
+    /// The last offset included, per partition.
+    Offsets(Vec<(u32, u64)>),
+}
+
+const BALANCES_AS_OF_USAGE: &str = "balances_as_of takes one time or ledger offsets: \
+    balances_as_of(TIMESTAMP '2018-05-01T00:00:00Z'), balances_as_of(1200) (every partition) or \
+    balances_as_of('0:1200,1:980') (each partition's last offset included)";
+
+/// `"0:1200, 1:980"` → [(0, 1200), (1, 980)]; None when it is not that shape.
+fn parse_offsets(text: &str) -> Option<Vec<(u32, u64)>> {
+    text.split(',')
+        .map(|pair| {
+            let (partition, offset) = pair.trim().split_once(':')?;
+            Some((partition.trim().parse().ok()?, offset.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+fn as_of_argument(args: &TableFunctionArgs) -> Result<AsOf> {
+    let [argument] = args.exprs() else { return Err(DataFusionError::Plan(BALANCES_AS_OF_USAGE.into())) };
+    if let Some(offset) = literal_u64(argument) {
+        return Ok(AsOf::Offset(offset));
+    }
+    if let Expr::Literal(ScalarValue::Utf8(Some(text)) | ScalarValue::Utf8View(Some(text)), _) = argument
+        && let Some(offsets) = parse_offsets(text)
+    {
+        return Ok(AsOf::Offsets(offsets));
+    }
+    literal_ms(argument).map(AsOf::Time).ok_or_else(|| DataFusionError::Plan(BALANCES_AS_OF_USAGE.into()))
+}
+
+impl BalancesAsOf {
+    /// The rows of the ledger `as_of` keeps: by event time, or by `_partition` and
+    /// `_offset` (each partition of the ledger named once).
+    fn keep(&self, as_of: AsOf) -> Result<Expr> {
+        let offsets = match as_of {
+            AsOf::Time(ms) => return Ok(col("event_time").lt_eq(timestamp_ms(ms))),
+            AsOf::Offset(offset) => return Ok(col("_offset").lt_eq(lit(offset as i64))),
+            AsOf::Offsets(offsets) => offsets,
+        };
+        let partitions =
+            self.cuts.partitions(&self.ledger_topic).map_err(|error| DataFusionError::External(Box::new(error)))?;
+        let mut named: Vec<u32> = offsets.iter().map(|(partition, _)| *partition).collect();
+        named.sort_unstable();
+        if named != (0..partitions).collect::<Vec<_>>() {
+            return Err(DataFusionError::Plan(format!(
+                "balances_as_of: name each of the ledger's {partitions} partitions once, as '0:OFFSET,1:OFFSET,…'"
+            )));
+        }
+        Ok(offsets
+            .into_iter()
+            .map(|(partition, offset)| {
+                col("_partition").eq(lit(partition as i32)).and(col("_offset").lt_eq(lit(offset as i64)))
+            })
+            .reduce(Expr::or)
+            .unwrap_or(lit(false)))
+    }
 }
 
 impl TableFunctionImpl for BalancesAsOf {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
-        let until = timestamp_ms(time_argument("balances_as_of", &args)?);
+        let keep = self.keep(as_of_argument(&args)?)?;
         let plan = LogicalPlanBuilder::scan("ledger", provider_as_source(self.ledger.clone()), None)?
-            .filter(col("event_time").lt_eq(until))?
+            .filter(keep)?
             .aggregate(
                 vec![col("account_id"), col("currency")],
                 vec![
@@ -149,5 +229,18 @@ impl TableFunctionImpl for OpenSettlementsAsOf {
         let until = time_argument("open_settlements_as_of", &args)?;
         let plan = open_settlements_plan(self.ledger.clone(), self.settlements.clone(), Some(until))?;
         Ok(Arc::new(ViewTable::new(plan, None)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_are_partition_colon_offset_pairs() {
+        assert_eq!(parse_offsets("0:1200, 1:980"), Some(vec![(0, 1200), (1, 980)]));
+        assert_eq!(parse_offsets("7"), None);
+        assert_eq!(parse_offsets("2018-05-01T00:00:00Z"), None);
+        assert_eq!(parse_offsets("0:-1"), None);
     }
 }

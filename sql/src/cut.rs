@@ -75,11 +75,20 @@ impl Cuts {
         Ok(cut)
     }
 
-    fn take(&self) -> Result<Cut, SqlError> {
-        let log: Arc<dyn Log> = match &self.source {
+    /// How many partitions `topic` has now (0 when nobody has written it yet).
+    pub fn partitions(&self, topic: &str) -> Result<u32, SqlError> {
+        Ok(self.log()?.topic(topic).map_or(0, |topic| topic.partitions))
+    }
+
+    fn log(&self) -> Result<Arc<dyn Log>, SqlError> {
+        Ok(match &self.source {
             LogSource::Embedded(dir) => Arc::new(EmbeddedLog::open_read_only(EmbeddedLogConfig::new(dir.join("log")))?),
             LogSource::Shared(log) => log.clone(),
-        };
+        })
+    }
+
+    fn take(&self) -> Result<Cut, SqlError> {
+        let log = self.log()?;
         let mut ranges = HashMap::new();
         for name in &self.topics {
             // A topic nobody has written yet is an empty table.

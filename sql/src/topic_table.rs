@@ -120,7 +120,7 @@ fn time_bound(expr: &Expr) -> Option<i64> {
     }
 }
 
-fn literal_u64(expr: &Expr) -> Option<u64> {
+pub(crate) fn literal_u64(expr: &Expr) -> Option<u64> {
     match expr {
         Expr::Literal(value, _) => match value {
             ScalarValue::Int8(Some(v)) => u64::try_from(*v).ok(),
