@@ -207,6 +207,25 @@ impl LogArgs {
         Ok(Some(Arc::new(log)))
     }
 
+    /// The Kafka log the SQL endpoint writes the view catalog through, if brokers are
+    /// given: a producer of its own (a transactional id per process, so endpoints never
+    /// fence each other). The catalog topic keeps its records for good.
+    pub fn open_kafka_for_catalog(&self, catalog: &str) -> Result<Option<Arc<KafkaLog>>> {
+        let Some(brokers) = &self.kafka.kafka_brokers else { return Ok(None) };
+        let mut config = self.kafka.config(brokers, LogRole::Publisher, &self.topic_names()?.changelog)?;
+        let mut suffix = [0u8; 8];
+        getrandom::fill(&mut suffix).context("the operating system's random source")?;
+        let suffix: String = suffix.iter().map(|byte| format!("{byte:02x}")).collect();
+        config.transactional_id = format!("paystream-view-catalog-{suffix}");
+        config.exactly_once = true;
+        for (key, value) in [("retention.ms", "-1"), ("retention.bytes", "-1")] {
+            config.topic_properties.push((catalog.into(), key.into(), value.into()));
+        }
+        let log =
+            KafkaLog::open(config).with_context(|| format!("open the Kafka log at {brokers} for the view catalog"))?;
+        Ok(Some(Arc::new(log)))
+    }
+
     /// For inspection while another process (a running pipeline) writes the log.
     pub fn open_read_only(&self) -> Result<Arc<EmbeddedLog>> {
         let log = EmbeddedLog::open_read_only(EmbeddedLogConfig::new(self.data_dir.join("log")))

@@ -20,6 +20,7 @@ mod serve;
 mod simulator_args;
 mod sql;
 mod store;
+mod view_keeper;
 mod views;
 
 use std::path::PathBuf;
@@ -291,7 +292,16 @@ fn run(args: RunArgs) -> Result<()> {
     let sql_metrics = paystream_sql::SqlMetrics::new(&metrics.registry);
     let (pipeline, log, _) = process::prepare_pipeline(&args.log, config, metrics)?;
     let (views_stop, views_drain) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-    let views = args.views.start(&args.log, Some(log), (views_stop.clone(), views_drain.clone()), Some(sql_metrics))?;
+    // On Kafka the catalog's views are the views process's; on the embedded log this
+    // process owns the log, so it keeps them.
+    let catalog = args.log.kafka.kafka_brokers.is_none() || args.views.views.is_some();
+    let views = args.views.start(
+        catalog,
+        &args.log,
+        Some(log),
+        (views_stop.clone(), views_drain.clone()),
+        Some(sql_metrics),
+    )?;
     let mode = if args.until_idle { RunMode::UntilIdle } else { RunMode::Forever };
     let started = std::time::Instant::now();
     let report = pipeline.run(mode, &control);
@@ -299,7 +309,7 @@ fn run(args: RunArgs) -> Result<()> {
     let finish = if args.until_idle && report.is_ok() { &views_drain } else { &views_stop };
     finish.store(true, Ordering::SeqCst);
     // A view that stopped said why; the pipeline ran on without it.
-    let stopped_views = sql::join_views(views);
+    let stopped_views = views.join();
     let report = report?;
     let seconds = started.elapsed().as_secs_f64();
     let [approve, review, decline] = report.counters.outcomes;

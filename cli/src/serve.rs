@@ -156,13 +156,17 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         _ => axum::Router::new(),
     };
     let views_stop = Arc::new(AtomicBool::new(false));
-    let mut views = Vec::new();
+    let mut views = None;
     // The SQL endpoint and the views run with the pipeline, whose registry they share.
     let sql_metrics = with_pipeline.then(|| paystream_sql::SqlMetrics::new(&metrics.registry));
     let (pipeline, log) = if with_pipeline {
         let (pipeline, log, _) = process::prepare_pipeline(&args.log, config.clone(), metrics.clone())?;
         let drain = Arc::new(AtomicBool::new(false));
-        views = args.views.start(&args.log, Some(log.clone()), (views_stop.clone(), drain), sql_metrics.clone())?;
+        // On Kafka the catalog's views are the views process's; on the embedded log this
+        // process owns the log, so it keeps them.
+        let catalog = args.log.kafka.kafka_brokers.is_none() || args.views.views.is_some();
+        let flags = (views_stop.clone(), drain);
+        views = Some(args.views.start(catalog, &args.log, Some(log.clone()), flags, sql_metrics.clone())?);
         (Some(pipeline), Some(log))
     } else if serves_payments {
         let log: Arc<dyn paystream_pipeline::log::Log> =
@@ -171,6 +175,8 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     } else {
         (None, None)
     };
+    // The embedded log this process owns is where its SQL endpoint writes the view catalog.
+    let catalog_writer = log.clone().filter(|_| args.log.kafka.kafka_brokers.is_none());
     let intake_stop = Arc::new(AtomicBool::new(false));
     if let Some(log) = log.filter(|_| serves_payments) {
         let topics = paystream_pipeline::ensure_topics(log.as_ref(), &config)?;
@@ -225,6 +231,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
                 &args.log,
                 &args.sql,
                 &args.views,
+                catalog_writer,
                 password.clone(),
                 sql_metrics.clone(),
             ));
@@ -272,8 +279,8 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     control.stop();
     intake_stop.store(true, Ordering::SeqCst);
     views_stop.store(true, Ordering::SeqCst);
-    for view in views {
-        let _ = view.thread.join();
+    if let Some(views) = views {
+        views.join();
     }
     if let Some(sql) = sql {
         sql.abort();

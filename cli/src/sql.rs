@@ -12,13 +12,16 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use paystream_pipeline::log::Log;
+use paystream_sql::ddl::CatalogFollower;
 use paystream_sql::output::Format;
 use paystream_sql::views::{RunningView, ViewDef};
 use paystream_sql::{
     LogSource, SCAN_CACHE_BYTES_MAX_DEFAULT, ScanCache, ScanLimits, SqlMetrics, SqlServerConfig, StatementLimits,
+    ViewCatalogAccess,
 };
 
 use crate::log_args::{LogArgs, LogRole};
+use crate::view_keeper::ViewKeeper;
 
 /// What one statement may use, on the endpoint and in `query`.
 #[derive(Args, Clone)]
@@ -54,12 +57,16 @@ impl SqlLimitArgs {
 }
 
 /// The materialized views: `run` and `serve` keep them, `sql` and `query` show them.
-#[derive(Args, Clone, Default)]
+#[derive(Args, Clone)]
 pub struct ViewsArgs {
     /// A file of `CREATE MATERIALIZED VIEW` statements (windowed aggregates over one
     /// topic table; see the README's "Continuous views").
     #[arg(long, env = "PAYSTREAM_VIEWS")]
     pub views: Option<PathBuf>,
+    /// The topic of the views created over the wire (`CREATE MATERIALIZED VIEW`), which
+    /// endpoints write and keepers follow.
+    #[arg(long, env = "PAYSTREAM_VIEW_CATALOG_TOPIC", default_value = paystream_sql::views::catalog::CATALOG_TOPIC)]
+    pub view_catalog_topic: String,
 }
 
 impl ViewsArgs {
@@ -69,33 +76,22 @@ impl ViewsArgs {
         Ok(paystream_sql::views::parse_views(&text).await?)
     }
 
-    /// Starts a thread per view: on Kafka over a log of the view's own, whose
+    /// Starts the views of the file and, with `catalog`, those of the view catalog,
+    /// which it follows: on Kafka each over a log of the view's own, whose
     /// transactional id (`paystream-view-<name>`) fences any other process keeping it;
     /// on the embedded log over `embedded`, the log this process owns.
     pub fn start(
         &self,
+        catalog: bool,
         log_args: &LogArgs,
         embedded: Option<Arc<dyn Log>>,
-        (stop, drain): (Arc<AtomicBool>, Arc<AtomicBool>),
+        flags: (Arc<AtomicBool>, Arc<AtomicBool>),
         metrics: Option<SqlMetrics>,
-    ) -> Result<Vec<RunningView>> {
+    ) -> Result<ViewKeeper> {
         let runtime = tokio::runtime::Builder::new_current_thread().build()?;
-        let views = runtime.block_on(self.load())?;
-        let mut with_logs = Vec::with_capacity(views.len());
-        for view in views {
-            let view_log = match log_args.open_kafka_for_view(&view.name, &view.topic())? {
-                Some(kafka) => kafka as Arc<dyn Log>,
-                None => embedded.clone().context("materialized views on the embedded log need its owner")?,
-            };
-            with_logs.push((view, view_log));
-        }
-        let names = log_args.topic_names()?;
-        let topic_of = move |role: &str| names.of_role(role).unwrap_or(role).to_string();
-        let running = paystream_sql::views::spawn_views(with_logs, topic_of, stop, drain, metrics)?;
-        for view in &running {
-            eprintln!("materialized view {} running", view.name);
-        }
-        Ok(running)
+        let fixed = runtime.block_on(self.load())?;
+        let catalog = catalog.then_some(self.view_catalog_topic.as_str());
+        ViewKeeper::start(fixed, catalog, log_args, embedded, flags, metrics)
     }
 }
 
@@ -112,6 +108,13 @@ pub struct SqlEndpointArgs {
     /// endpoint only when it is set.
     #[arg(long, env = "PAYSTREAM_SQL_PASSWORD", hide_env_values = true)]
     pub sql_password: Option<String>,
+    /// The login that may also create and drop materialized views (`CREATE MATERIALIZED
+    /// VIEW`, `DROP MATERIALIZED VIEW`), when it has a password.
+    #[arg(long, env = "PAYSTREAM_SQL_AUTHOR_USER", default_value = "views_author")]
+    pub sql_author_user: String,
+    /// Its password (at least 12 characters); without it no login may change views.
+    #[arg(long, env = "PAYSTREAM_SQL_AUTHOR_PASSWORD", hide_env_values = true)]
+    pub sql_author_password: Option<String>,
     /// A PEM certificate chain: the endpoint then speaks TLS and refuses connections
     /// that do not (with `--sql-tls-key`).
     #[arg(long, env = "PAYSTREAM_SQL_TLS_CERT", requires = "sql_tls_key")]
@@ -210,13 +213,14 @@ pub struct QueryArgs {
     views: ViewsArgs,
 }
 
-/// The shared session over `log`'s topics and `views`.
+/// The shared session over `log`'s topics, the views of the file and those of the view
+/// catalog (read once here; the follower keeps them in step).
 async fn shared_context(
     log: &LogArgs,
     limits: &SqlLimitArgs,
-    views: &ViewsArgs,
+    views_args: &ViewsArgs,
     metrics: Option<&SqlMetrics>,
-) -> Result<paystream_sql::SessionContext> {
+) -> Result<(Arc<paystream_sql::SessionContext>, Arc<CatalogFollower>)> {
     let source = match log.open_kafka(LogRole::Reader)? {
         Some(kafka) => LogSource::Shared(kafka),
         None => LogSource::Embedded(log.data_dir.clone()),
@@ -224,24 +228,39 @@ async fn shared_context(
     let names = log.topic_names()?;
     let topic_of = move |role: &str| names.of_role(role).unwrap_or(role).to_string();
     let scan = ScanLimits { rows_max: limits.scan_rows_max };
-    let views = views.load().await?;
+    let views = views_args.load().await?;
     let cache = Arc::new(ScanCache::new(limits.scan_cache_bytes_max, metrics));
-    Ok(paystream_sql::session_context(source, topic_of, scan, cache, &views).await?)
+    let (context, cuts) = paystream_sql::shared_session(source, topic_of, scan, cache, &views).await?;
+    let context = Arc::new(context);
+    let follower = Arc::new(CatalogFollower::new(context.clone(), cuts, &views_args.view_catalog_topic, &views));
+    follower.refresh().await.context("read the view catalog")?;
+    Ok((context, follower))
 }
 
 /// Starts the endpoint over `log` on the current runtime; returns its address and task.
+/// `catalog_writer` is the log this process owns (the embedded log, in `serve`), where
+/// the views author's DDL is written; on Kafka the endpoint opens a producer of its own.
 pub async fn start_endpoint(
     log: &LogArgs,
     endpoint: &SqlEndpointArgs,
     views: &ViewsArgs,
+    catalog_writer: Option<Arc<dyn Log>>,
     password: String,
     metrics: Option<SqlMetrics>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let context = shared_context(log, &endpoint.limits, views, metrics.as_ref()).await?;
+    let (context, follower) = shared_context(log, &endpoint.limits, views, metrics.as_ref()).await?;
+    let author = endpoint.sql_author_password.clone().map(|password| (endpoint.sql_author_user.clone(), password));
+    let writer = match (&author, catalog_writer) {
+        (None, _) => None,
+        (Some(_), Some(owned)) => Some(owned),
+        (Some(_), None) => log.open_kafka_for_catalog(&views.view_catalog_topic)?.map(|kafka| kafka as Arc<dyn Log>),
+    };
     let config = SqlServerConfig {
         listen: endpoint.sql_addr,
         user: endpoint.sql_user.clone(),
         password,
+        author,
+        views: Some(ViewCatalogAccess { follower: follower.clone(), writer }),
         limits: endpoint.limits.statement(),
         metrics,
         tls: endpoint
@@ -250,7 +269,12 @@ pub async fn start_endpoint(
             .zip(endpoint.sql_tls_key.clone())
             .map(|(certificate, key)| paystream_sql::server::TlsFiles { certificate, key }),
     };
-    let (bound, task) = paystream_sql::serve_sql(Arc::new(context), config).await?;
+    let (bound, server) = paystream_sql::serve_sql(context, config).await?;
+    let following = follower.follow();
+    let task = tokio::spawn(async move {
+        let _ = server.await;
+        following.abort();
+    });
     eprintln!("sql: postgres://{}@{bound}/{}", endpoint.sql_user, paystream_sql::DATABASE);
     Ok((bound, task))
 }
@@ -264,7 +288,7 @@ pub fn sql(args: SqlArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let metrics = args.metrics.serve(&runtime)?;
     let (_, server) =
-        runtime.block_on(start_endpoint(&args.log, &args.endpoint, &args.views, password, Some(metrics)))?;
+        runtime.block_on(start_endpoint(&args.log, &args.endpoint, &args.views, None, password, Some(metrics)))?;
     runtime.block_on(crate::process::stop_signal());
     server.abort();
     Ok(())
@@ -275,7 +299,7 @@ pub fn query(args: QueryArgs) -> Result<()> {
     let (schema, batches) = runtime.block_on(async {
         // One statement: nothing to keep between statements.
         let limits = SqlLimitArgs { scan_cache_bytes_max: 0, ..args.limits.clone() };
-        let shared = shared_context(&args.log, &limits, &args.views, None).await?;
+        let (shared, _) = shared_context(&args.log, &limits, &args.views, None).await?;
         let (session, _guard) = paystream_sql::connection_context(&shared, args.limits.statement(), None)?;
         let frame = session.sql(&args.statement).await?;
         let schema = paystream_sql::SchemaRef::new(frame.schema().as_arrow().clone());

@@ -1,5 +1,6 @@
-//! `paystream views` keeps the materialized views alone, without the pipeline: on Kafka
-//! it is the one process that keeps them (a second one given the same view fences the
+//! `paystream views` keeps the materialized views alone, without the pipeline: those of
+//! `--views FILE` and those of the view catalog (created over the wire), which it
+//! follows while it runs. On Kafka it is the one process that keeps them (a second one given the same view fences the
 //! first, whose view then stops); on the embedded log it owns the log, so it runs while
 //! no `run` or `serve` does.
 
@@ -12,7 +13,7 @@ use clap::Args;
 use paystream_pipeline::log::Log;
 
 use crate::log_args::LogArgs;
-use crate::sql::{SqlMetricsArgs, ViewsArgs, join_views};
+use crate::sql::{SqlMetricsArgs, ViewsArgs};
 
 /// How often the command looks whether every view has stopped.
 const VIEWS_POLL_INTERVAL_MS: u64 = 200;
@@ -35,9 +36,6 @@ pub struct ViewsRunArgs {
 /// or stopped; fails when any view stopped on an error. A view that stopped stays stopped
 /// meanwhile (its metrics say so): a restart resumes it from its last commit.
 pub fn views(args: ViewsRunArgs) -> Result<()> {
-    if args.views.views.is_none() {
-        bail!("name the views to keep: --views FILE (PAYSTREAM_VIEWS)");
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let metrics = args.metrics.serve(&runtime)?;
     // On Kafka each view opens a log of its own; on the embedded log this process owns it.
@@ -46,7 +44,7 @@ pub fn views(args: ViewsRunArgs) -> Result<()> {
         None => Some(args.log.open()?),
     };
     let (stop, drain) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(args.until_idle)));
-    let running = args.views.start(&args.log, embedded, (stop.clone(), drain), Some(metrics))?;
+    let keeper = args.views.start(true, &args.log, embedded, (stop.clone(), drain), Some(metrics))?;
     runtime.block_on(async {
         let mut poll = tokio::time::interval(Duration::from_millis(VIEWS_POLL_INTERVAL_MS));
         let stop_signal = crate::process::stop_signal();
@@ -58,7 +56,7 @@ pub fn views(args: ViewsRunArgs) -> Result<()> {
                 // process serves its metrics; with --until-idle the command ends once
                 // every view has read its source.
                 _ = poll.tick(), if args.until_idle => {
-                    if running.iter().all(|view| view.thread.is_finished()) {
+                    if keeper.all_finished() {
                         break;
                     }
                 }
@@ -66,7 +64,7 @@ pub fn views(args: ViewsRunArgs) -> Result<()> {
         }
     });
     stop.store(true, Ordering::SeqCst);
-    let failed = join_views(running);
+    let failed = keeper.join();
     if !failed.is_empty() {
         bail!("materialized views stopped on an error: {}", failed.join(", "));
     }

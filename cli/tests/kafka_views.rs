@@ -7,55 +7,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 
 use common::served::http;
-use common::views::{check_view, count, views_file};
-use common::{Running, generate_csv, paystream, run_ok, start_run, wait_until};
-
-/// `paystream views` in the background with its metrics on a free port; returns it, the
-/// metrics' address once it says where they are, and what it says on stderr from then on.
-fn start_views(data: &Path, views: &str) -> (Running, String, Arc<Mutex<String>>) {
-    let mut keeper = Running(
-        paystream()
-            .args(["views", "--metrics-addr", "127.0.0.1:0", "--views", views, "--data-dir"])
-            .arg(data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn paystream views"),
-    );
-    let mut stderr = BufReader::new(keeper.stderr.take().unwrap());
-    let mut line = String::new();
-    let address = loop {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "paystream views exited before serving metrics");
-        if let Some(url) = line.trim().strip_prefix("metrics: http://") {
-            break url.trim_end_matches("/metrics").to_string();
-        }
-    };
-    let said = Arc::new(Mutex::new(String::new()));
-    let heard = said.clone();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        while stderr.read_line(&mut line).is_ok_and(|read| read > 0) {
-            heard.lock().unwrap().push_str(&line);
-            line.clear();
-        }
-    });
-    (keeper, address, said)
-}
-
-/// Whether the keeper whose metrics are at `address` says `view` runs (`1`) or stopped.
-fn view_running(address: &str, view: &str) -> Option<bool> {
-    let (status, exposition) = http(address, "GET", "/metrics", None, None);
-    let prefix = format!("paystream_view_running{{view=\"{view}\"}} ");
-    let value = exposition.lines().find_map(|line| line.strip_prefix(prefix.as_str()).map(str::to_string));
-    (status == 200).then_some(value?.as_str() == "1")
-}
+use common::views::{check_view, count, start_views, view_running, views_file};
+use common::{generate_csv, run_ok, start_run, wait_until};
 
 /// Waits until the view has more than `above` windows; returns how many it has.
 fn wait_for_windows(data: &Path, views: &str, name: &str, above: usize) -> usize {
@@ -80,7 +36,7 @@ fn a_view_on_kafka_survives_kills_and_fences_a_second_keeper() {
     let mut pipeline = start_run(&data, &["--max-input-rate", "1000"]);
 
     // Killed mid-run, then restarted: it resumes where it committed.
-    let (mut first, metrics, _) = start_views(&data, &views);
+    let (mut first, metrics, _) = start_views(&data, Some(&views));
     let windows = wait_for_windows(&data, &views, &name, 10);
     // Its metrics say it runs and count what it emitted (set just after each commit).
     let emitted = format!("paystream_view_windows_emitted_total{{view=\"{name}\"}} ");
@@ -96,9 +52,9 @@ fn a_view_on_kafka_survives_kills_and_fences_a_second_keeper() {
     // A second keeper fences the first: the first's view stops at its next commit and
     // says why; its process serves on, its metrics saying the view stopped, and fails
     // when it is stopped.
-    let (mut zombie, zombie_metrics, zombie_said) = start_views(&data, &views);
+    let (mut zombie, zombie_metrics, zombie_said) = start_views(&data, Some(&views));
     let windows = wait_for_windows(&data, &views, &name, windows + 10);
-    let (mut keeper, _, _) = start_views(&data, &views);
+    let (mut keeper, _, _) = start_views(&data, Some(&views));
     wait_until("the fenced keeper's view stops", 120, 200, || view_running(&zombie_metrics, &name) == Some(false));
     assert!(zombie_said.lock().unwrap().contains("fenced"), "{}", zombie_said.lock().unwrap());
     common::signal(&zombie, "-TERM");

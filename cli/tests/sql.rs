@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::sql::{psql_as, scrape};
 use common::{Running, decided_log, paystream, run_ok};
 
 const PASSWORD: &str = "analysts-only-password";
@@ -20,61 +21,16 @@ fn query(data: &Path, format: &str, statement: &str) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-/// `paystream sql` on free ports over `data`, with `extra` flags; its SQL and metrics
-/// addresses.
-fn start_sql(data: &Path, extra: &[&str]) -> (Running, String, String) {
-    let mut server = Running(
-        paystream()
-            .args(["sql", "--sql-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
-            .args(extra)
-            .env("PAYSTREAM_SQL_PASSWORD", PASSWORD)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut stderr = BufReader::new(server.0.stderr.take().unwrap());
-    let mut line = String::new();
-    let mut metrics = String::new();
-    let address = loop {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "paystream sql exited before listening");
-        if let Some(url) = line.trim().strip_prefix("metrics: http://") {
-            metrics = url.trim_end_matches("/metrics").to_string();
-        }
-        if let Some(rest) = line.trim().strip_prefix("sql: postgres://analyst@") {
-            break rest.trim_end_matches("/paystream").to_string();
-        }
-    };
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    (server, address, metrics)
-}
-
-/// The body of `GET /metrics` at `address`.
-fn scrape(address: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
-}
-
-/// psql with `command`, unaligned and tuples only (`-At`).
-fn psql_command(address: &str, password: &str, command: &str) -> std::process::Command {
-    let (host, port) = address.rsplit_once(':').unwrap();
-    let mut psql = std::process::Command::new("psql");
-    // VERBOSITY=verbose: errors show their SQLSTATE.
-    psql.args(["-X", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=verbose", "-At", "-h", host, "-p", port])
-        .args(["-U", "analyst", "-d", "paystream", "-c"])
-        .arg(command)
-        .env("PGPASSWORD", password)
-        .env("PGCONNECT_TIMEOUT", "10");
-    psql
-}
-
 fn psql(address: &str, password: &str, command: &str) -> Output {
-    psql_command(address, password, command).output().expect("psql")
+    psql_as(address, "analyst", password, command)
+}
+
+fn start_sql(data: &Path, extra: &[&str]) -> (Running, String, String) {
+    common::sql::start_sql(data, PASSWORD, extra)
+}
+
+fn psql_command(address: &str, password: &str, command: &str) -> std::process::Command {
+    common::sql::psql_command(address, "analyst", password, command)
 }
 
 /// psql's error for `command`, which must fail.

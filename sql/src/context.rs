@@ -49,6 +49,18 @@ pub async fn session_context(
     cache: Arc<ScanCache>,
     views: &[ViewDef],
 ) -> Result<SessionContext, SqlError> {
+    Ok(shared_session(source, topic_of, limits, cache, views).await?.0)
+}
+
+/// [`session_context`], and the cuts its tables read (a view registered later with
+/// [`register_view`] reads them too).
+pub async fn shared_session(
+    source: LogSource,
+    topic_of: impl Fn(&str) -> String,
+    limits: ScanLimits,
+    cache: Arc<ScanCache>,
+    views: &[ViewDef],
+) -> Result<(SessionContext, Arc<Cuts>), SqlError> {
     let definitions = tables();
     let topics: Vec<String> = definitions.iter().map(|table| topic_of(table.role)).collect();
     let every_topic = topics.iter().cloned().chain(views.iter().map(ViewDef::topic)).collect();
@@ -77,10 +89,7 @@ pub async fn session_context(
     context.register_table(DERIVED_TABLES[0], Arc::new(datafusion::catalog::view::ViewTable::new(open, None)))?;
     context.register_udtf("open_settlements_as_of", Arc::new(OpenSettlementsAsOf { ledger, settlements }));
     for view in views {
-        let windows = ViewTable::new(view.topic(), ViewRows::Windows, view.output.clone(), cuts.clone());
-        context.register_table(view.name.as_str(), Arc::new(windows))?;
-        let late = ViewTable::new(view.topic(), ViewRows::Late, late_schema(), cuts.clone());
-        context.register_table(format!("{}_late", view.name).as_str(), Arc::new(late))?;
+        register_view(&context, &cuts, view)?;
     }
     for (name, query) in VIEWS {
         context.sql(&format!("CREATE VIEW {name} AS {query}")).await?;
@@ -88,7 +97,30 @@ pub async fn session_context(
     crate::information_schema::register(&context, DATABASE)?;
     setup_pg_catalog(&context, DATABASE, Arc::new(AuthManager::default()))
         .map_err(|error| SqlError::DataFusion(*error))?;
-    Ok(context)
+    Ok((context, cuts))
+}
+
+/// The tables of the materialized view `view`: `<view>` (its closed windows) and
+/// `<view>_late`, both over its topic in each statement's cut.
+pub fn register_view(context: &SessionContext, cuts: &Arc<Cuts>, view: &ViewDef) -> Result<(), SqlError> {
+    cuts.add_topic(view.topic());
+    let windows = ViewTable::new(view.topic(), ViewRows::Windows, view.output.clone(), cuts.clone());
+    context.register_table(view.name.as_str(), Arc::new(windows))?;
+    let late = ViewTable::new(view.topic(), ViewRows::Late, late_schema(), cuts.clone());
+    context.register_table(late_table(&view.name).as_str(), Arc::new(late))?;
+    Ok(())
+}
+
+/// Drops the tables [`register_view`] made (its topic stays, with its windows).
+pub fn deregister_view(context: &SessionContext, name: &str) -> Result<(), SqlError> {
+    context.deregister_table(name)?;
+    context.deregister_table(late_table(name).as_str())?;
+    Ok(())
+}
+
+/// The table of a view's late rows.
+pub fn late_table(view: &str) -> String {
+    format!("{view}_late")
 }
 
 /// One connection's session over `shared`: the same tables, its own settings, at most

@@ -45,14 +45,22 @@ pub const CUTS_KEPT_MAX: usize = 256;
 /// (keyed by the statement's start time, which DataFusion stamps per statement).
 pub struct Cuts {
     source: LogSource,
-    /// The topic of each table.
-    topics: Vec<String>,
+    /// The topic of each table (a view created later adds its own).
+    topics: Mutex<Vec<String>>,
     recent: Mutex<VecDeque<(i64, Arc<Cut>)>>,
 }
 
 impl Cuts {
     pub fn new(source: LogSource, topics: Vec<String>) -> Cuts {
-        Cuts { source, topics, recent: Mutex::new(VecDeque::new()) }
+        Cuts { source, topics: Mutex::new(topics), recent: Mutex::new(VecDeque::new()) }
+    }
+
+    /// Statements from now on cut `topic` too (a table registered after the session).
+    pub fn add_topic(&self, topic: String) {
+        let mut topics = self.topics.lock().expect("cuts lock");
+        if !topics.contains(&topic) {
+            topics.push(topic);
+        }
     }
 
     /// The cut for the statement that started at `statement_ns`.
@@ -80,7 +88,8 @@ impl Cuts {
         Ok(self.log()?.topic(topic).map_or(0, |topic| topic.partitions))
     }
 
-    fn log(&self) -> Result<Arc<dyn Log>, SqlError> {
+    /// The log as it is now: on the embedded log a read-only opening of it.
+    pub fn log(&self) -> Result<Arc<dyn Log>, SqlError> {
         Ok(match &self.source {
             LogSource::Embedded(dir) => Arc::new(EmbeddedLog::open_read_only(EmbeddedLogConfig::new(dir.join("log")))?),
             LogSource::Shared(log) => log.clone(),
@@ -90,7 +99,8 @@ impl Cuts {
     fn take(&self) -> Result<Cut, SqlError> {
         let log = self.log()?;
         let mut ranges = HashMap::new();
-        for name in &self.topics {
+        let topics = self.topics.lock().expect("cuts lock").clone();
+        for name in &topics {
             // A topic nobody has written yet is an empty table.
             let Ok(topic) = log.topic(name) else { continue };
             for partition in 0..topic.partitions {

@@ -17,10 +17,13 @@
 //! - [`output`]: rows as a table, CSV or JSON lines for `paystream query`.
 //! - [`views`]: continuous views, windowed in event time, each window emitted once.
 //! - [`server`]: the PostgreSQL wire endpoint, SCRAM login, read-only.
+//! - [`ddl`]: `CREATE`/`DROP MATERIALIZED VIEW` for the views author, through the view
+//!   catalog every endpoint follows.
 
 pub mod as_of;
 pub mod context;
 pub mod cut;
+pub mod ddl;
 pub mod decode;
 pub mod error;
 pub mod guard;
@@ -35,13 +38,13 @@ pub mod tables;
 pub mod topic_table;
 pub mod views;
 
-pub use context::{DATABASE, connection_context, session_context};
+pub use context::{DATABASE, connection_context, session_context, shared_session};
 pub use cut::LogSource;
 pub use error::SqlError;
 pub use guard::StatementLimits;
 pub use metrics::SqlMetrics;
 pub use scan_cache::{SCAN_CACHE_BYTES_MAX_DEFAULT, ScanCache};
-pub use server::{SqlServerConfig, serve_sql};
+pub use server::{SqlServerConfig, ViewCatalogAccess, serve_sql};
 pub use topic_table::ScanLimits;
 
 pub use arrow_array::RecordBatch;

@@ -143,6 +143,15 @@ impl SqlMetrics {
         self.view_running.with_label_values(&[view]).set(i64::from(running));
     }
 
+    /// A dropped view's series go.
+    pub fn forget_view(&self, view: &str) {
+        let _ = self.view_running.remove_label_values(&[view]);
+        let _ = self.view_windows_emitted_total.remove_label_values(&[view]);
+        let _ = self.view_late_rows_total.remove_label_values(&[view]);
+        let _ = self.view_closed_through_timestamp_seconds.remove_label_values(&[view]);
+        let _ = self.view_open_rows.remove_label_values(&[view]);
+    }
+
     /// When a view opens and after each of its commits: its totals so far, its close line
     /// (`i64::MIN` before its first window closed) and the rows in its open windows.
     pub fn view(&self, view: &str, windows: u64, late: u64, closed_through_ms: i64, open_rows: usize) {

@@ -1,6 +1,7 @@
 //! The PostgreSQL wire protocol endpoint (`paystream sql`): psql, Grafana's PostgreSQL
 //! data source and drivers connect with a user and password (SCRAM-SHA-256), and may
-//! only read. Each connection gets its own session ([`connection_context`]) and runs
+//! only read; the views author's login may also create and drop materialized views
+//! ([`crate::ddl`]). Each connection gets its own session ([`connection_context`]) and runs
 //! its queries through datafusion-postgres, after a gate that refuses anything but
 //! reading (SELECT, EXPLAIN, SHOW, cursors, transactions and session SETs other than
 //! DataFusion's own settings). A cancel request stops the connection's statement
@@ -44,6 +45,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::context::connection_context;
+use crate::ddl::{CatalogFollower, ViewDdl};
 use crate::error::SqlError;
 use crate::guard::{ConnectionGuard, StatementLimits};
 use crate::handlers::Guarded;
@@ -52,16 +54,29 @@ use crate::metrics::SqlMetrics;
 /// Connections served at once; more are closed at accept.
 pub const CONNECTIONS_MAX: usize = 64;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SqlServerConfig {
     pub listen: SocketAddr,
-    /// The one login (the analysts' role).
+    /// The analysts' login: reading only.
     pub user: String,
     pub password: String,
+    /// The views author's login, if any: reading, and creating and dropping
+    /// materialized views (through `views`).
+    pub author: Option<(String, String)>,
+    /// The view catalog the endpoint follows, and writes when it may.
+    pub views: Option<ViewCatalogAccess>,
     pub limits: StatementLimits,
     pub metrics: Option<SqlMetrics>,
     /// PEM files of the certificate chain and its private key: TLS, and only TLS.
     pub tls: Option<TlsFiles>,
+}
+
+/// The view catalog as the endpoint uses it.
+#[derive(Clone)]
+pub struct ViewCatalogAccess {
+    pub follower: Arc<CatalogFollower>,
+    /// Where the catalog is written; `None` where this process may not write the log.
+    pub writer: Option<Arc<dyn paystream_pipeline::log::Log>>,
 }
 
 #[derive(Debug, Clone)]
@@ -118,23 +133,45 @@ impl<S: StartupHandler> StartupHandler for TlsOnly<S> {
     }
 }
 
-/// The one user, checked by SCRAM: the server keeps only the salted password.
+/// The logins, checked by SCRAM: the server keeps only their salted passwords.
 #[derive(Debug)]
-struct Analyst {
-    user: String,
+struct Logins {
     salt: Vec<u8>,
-    salted: Vec<u8>,
+    /// By user.
+    salted: HashMap<String, Vec<u8>>,
     /// What an unknown user is checked against, so it fails like a wrong password.
     decoy: Vec<u8>,
 }
 
+impl Logins {
+    fn new(logins: &[(String, String)]) -> Result<Logins, SqlError> {
+        let salt: [u8; 16] = rand_bytes();
+        let mut salted = HashMap::new();
+        for (user, password) in logins {
+            if password.len() < PASSWORD_LENGTH_MIN {
+                return Err(SqlError::Config(format!(
+                    "the SQL password of {user} must be at least {PASSWORD_LENGTH_MIN} characters"
+                )));
+            }
+            if salted.insert(user.clone(), gen_salted_password(password, &salt, SCRAM_ITERATIONS)).is_some() {
+                return Err(SqlError::Config(format!("two SQL logins are named {user}")));
+            }
+        }
+        // Random bytes no password salts to.
+        Ok(Logins { salt: salt.to_vec(), salted, decoy: rand_bytes::<32>().to_vec() })
+    }
+}
+
 #[async_trait]
-impl AuthSource for Analyst {
+impl AuthSource for Logins {
     async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
-        let salted = if login.user() == Some(self.user.as_str()) { &self.salted } else { &self.decoy };
+        let salted = login.user().and_then(|user| self.salted.get(user)).unwrap_or(&self.decoy);
         Ok(Password::new(Some(self.salt.clone()), salted.clone()))
     }
 }
+
+/// The shortest password a login may have.
+pub const PASSWORD_LENGTH_MIN: usize = 12;
 
 fn refuse(why: &str) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), "25006".into(), why.into())))
@@ -266,25 +303,26 @@ pub async fn serve_sql(
     context: Arc<SessionContext>,
     config: SqlServerConfig,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), SqlError> {
-    if config.password.len() < 12 {
-        return Err(SqlError::Config("the SQL password must be at least 12 characters".into()));
-    }
-    let salt: [u8; 16] = rand_bytes();
-    let analyst = Arc::new(Analyst {
-        user: config.user.clone(),
-        salt: salt.to_vec(),
-        salted: gen_salted_password(&config.password, &salt, SCRAM_ITERATIONS),
-        // Random bytes no password salts to.
-        decoy: rand_bytes::<32>().to_vec(),
-    });
+    let logins: Vec<(String, String)> =
+        std::iter::once((config.user.clone(), config.password.clone())).chain(config.author.clone()).collect();
+    let analyst = Arc::new(Logins::new(&logins)?);
     let connections = Arc::new(ConnectionManager::new());
     let cancels = Arc::new(Cancels { connections: connections.clone(), guards: Mutex::default() });
-    let hooks: Vec<Arc<dyn QueryHook>> = vec![
+    let mut hooks: Vec<Arc<dyn QueryHook>> = Vec::new();
+    if let Some(views) = &config.views {
+        hooks.push(Arc::new(ViewDdl {
+            authors: config.author.iter().map(|(user, _)| user.clone()).collect(),
+            writer: views.writer.clone(),
+            follower: views.follower.clone(),
+            metrics: config.metrics.clone(),
+        }));
+    }
+    hooks.extend::<[Arc<dyn QueryHook>; 4]>([
         Arc::new(ReadOnly),
         Arc::new(datafusion_postgres::hooks::cursor::CursorStatementHook),
         Arc::new(datafusion_postgres::hooks::set_show::SetShowHook),
         Arc::new(datafusion_postgres::hooks::transactions::TransactionStatementHook),
-    ];
+    ]);
     let limits = config.limits;
     let metrics = config.metrics.clone();
     let parameters = Arc::new(DefaultServerParameterProvider::default());

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod served;
+pub mod sql;
 pub mod views;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -19,7 +20,7 @@ pub fn paystream() -> Command {
 
 /// The test broker (`deploy/local/servers.sh start kafka`, a real Apache Kafka), which
 /// every paystream command the test then spawns runs on, with topics, consumer group and
-/// transactional ids of this test's own (`{prefix}_…`) and replication factor 1. Call it
+/// transactional ids and view catalog of this test's own (`{prefix}_…`) and replication factor 1. Call it
 /// first, from a test binary's only test: it sets the `PAYSTREAM_*` variables. Returns
 /// the bootstrap address.
 pub fn use_real_kafka(prefix: &str) -> String {
@@ -35,6 +36,7 @@ pub fn use_real_kafka(prefix: &str) -> String {
         std::env::set_var("PAYSTREAM_GROUP_ID", format!("paystream_{name}"));
         std::env::set_var("PAYSTREAM_KAFKA_TRANSACTIONAL_ID", &name);
         std::env::set_var("PAYSTREAM_KAFKA_REPLICATION_FACTOR", "1");
+        std::env::set_var("PAYSTREAM_VIEW_CATALOG_TOPIC", format!("{name}-view-definitions"));
     }
     brokers
 }

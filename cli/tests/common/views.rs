@@ -1,9 +1,13 @@
 //! A continuous view of decisions per outcome and hour, and the check that holds it to a
 //! batch query over the same decisions.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 
-use super::{dump, run_ok, topic};
+use super::served::http;
+use super::{Running, dump, paystream, run_ok, topic};
 
 /// Decisions per outcome and hour, and their amounts, as the view `name`.
 pub fn view_sql(name: &str, lateness: &str, idle: &str) -> String {
@@ -74,4 +78,48 @@ pub fn check_view(data: &Path, views: &str, name: &str) -> (usize, usize) {
         count(data, views, &format!("SELECT count(*) FROM (SELECT DISTINCT window_start, outcome FROM {name}) AS w"));
     assert_eq!(windows, distinct, "no window emitted twice");
     (windows, late)
+}
+
+/// `paystream views` in the background (with the views of the file `views`, and the
+/// catalog's) with its metrics on a free port; returns it, the
+/// metrics' address once it says where they are, and what it says on stderr from then on.
+pub fn start_views(data: &Path, views: Option<&str>) -> (Running, String, Arc<Mutex<String>>) {
+    let mut keeper = Running(
+        paystream()
+            .args(["views", "--metrics-addr", "127.0.0.1:0"])
+            .args(views.map(|views| ["--views", views]).into_iter().flatten())
+            .arg("--data-dir")
+            .arg(data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn paystream views"),
+    );
+    let mut stderr = BufReader::new(keeper.stderr.take().unwrap());
+    let mut line = String::new();
+    let address = loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "paystream views exited before serving metrics");
+        if let Some(url) = line.trim().strip_prefix("metrics: http://") {
+            break url.trim_end_matches("/metrics").to_string();
+        }
+    };
+    let said = Arc::new(Mutex::new(String::new()));
+    let heard = said.clone();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while stderr.read_line(&mut line).is_ok_and(|read| read > 0) {
+            heard.lock().unwrap().push_str(&line);
+            line.clear();
+        }
+    });
+    (keeper, address, said)
+}
+
+/// Whether the keeper whose metrics are at `address` says `view` runs (`1`) or stopped.
+pub fn view_running(address: &str, view: &str) -> Option<bool> {
+    let (status, exposition) = http(address, "GET", "/metrics", None, None);
+    let prefix = format!("paystream_view_running{{view=\"{view}\"}} ");
+    let value = exposition.lines().find_map(|line| line.strip_prefix(prefix.as_str()).map(str::to_string));
+    (status == 200).then_some(value?.as_str() == "1")
 }

@@ -3,6 +3,7 @@
 //! (`view.<name>`) in the same atomic commit as the view's progress; late rows counted
 //! and routed there too, never dropped.
 //!
+//! - [`catalog`]: the views created over the wire, in a topic every process reads.
 //! - [`definition`]: `CREATE MATERIALIZED VIEW` statements, checked.
 //! - [`windows`]: the pure windowing operator (watermark, idleness, lateness).
 //! - [`progress`]: what the view's topic holds.
@@ -13,6 +14,7 @@
 //! lateness and trusts a declared order. Each window is instead computed by running the
 //! view's SQL, bounded, over that window's rows.
 
+pub mod catalog;
 pub mod definition;
 pub mod progress;
 pub mod runner;

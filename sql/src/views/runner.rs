@@ -51,6 +51,8 @@ pub struct ViewStats {
     pub late_rows_total: AtomicU64,
     /// The view stopped on an error (logged), such as being fenced by another process.
     pub stopped: AtomicBool,
+    /// The view was dropped: it stops at its next step, with nothing left to do.
+    pub dropped: AtomicBool,
 }
 
 pub struct ViewRunner {
@@ -144,7 +146,7 @@ impl ViewRunner {
     /// returns the first error (the view stops, the process goes on).
     pub fn run(mut self, stop: &AtomicBool, drain: &AtomicBool) -> Result<(), SqlError> {
         let mut last_read = now_ms();
-        while !stop.load(Ordering::SeqCst) {
+        while !stop.load(Ordering::SeqCst) && !self.stats.dropped.load(Ordering::SeqCst) {
             let seen = self.log.commit_sequence();
             let now = now_ms();
             if self.step(now)? {
@@ -308,7 +310,7 @@ fn json_lines(batches: &[RecordBatch]) -> Result<Vec<Vec<u8>>, SqlError> {
 /// records, when a fenced or killed runner left one), so the read steps back until it
 /// finds a record, waiting out transactions still open (a restarted runner's producer
 /// aborts its predecessor's on open).
-fn last_progress(log: &dyn Log, target: &Topic) -> Result<Option<Progress>, SqlError> {
+pub(crate) fn last_progress(log: &dyn Log, target: &Topic) -> Result<Option<Progress>, SqlError> {
     let start = log.offsets(target, 0)?.start;
     let until = log.written_end(target, 0)?;
     let wait_max = Duration::from_millis(OPEN_TRANSACTION_WAIT_MS_MAX);

@@ -1,0 +1,303 @@
+//! Materialized views created and dropped over the wire, by the roles allowed to
+//! ([`ViewDdl`]), through the view catalog ([`crate::views::catalog`]); and the
+//! endpoint's tables kept in step with that catalog ([`CatalogFollower`]), whichever
+//! endpoint wrote it.
+//!
+//! The endpoint writes the catalog only where it may write the log: on Kafka (a
+//! producer of its own), or in the process that owns the embedded log (`serve`). A
+//! standalone `paystream sql` on the embedded log reads a log another process owns, so
+//! it refuses the DDL and says where to send it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::common::{DFSchema, ParamValues};
+use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{ObjectType, Statement};
+use datafusion_postgres::QueryHook;
+use datafusion_postgres::hooks::HookClient;
+use datafusion_postgres::pgwire::api::results::{Response, Tag};
+use datafusion_postgres::pgwire::api::{ClientInfo, METADATA_USER};
+use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use paystream_pipeline::log::Log;
+use tokio::sync::Mutex;
+
+use crate::context::{deregister_view, late_table, register_view};
+use crate::cut::Cuts;
+use crate::error::SqlError;
+use crate::metrics::SqlMetrics;
+use crate::views::catalog::{Catalog, CatalogRecord, Change, append, read_new};
+use crate::views::definition::{ViewDef, parse_views};
+use crate::views::runner::last_progress;
+
+/// How often an endpoint looks for views other endpoints created or dropped.
+pub const CATALOG_POLL_INTERVAL_MS: u64 = 1_000;
+
+/// The endpoint's tables of the catalog's views, kept in step with it.
+pub struct CatalogFollower {
+    catalog: Mutex<Catalog>,
+    context: Arc<SessionContext>,
+    cuts: Arc<Cuts>,
+}
+
+impl CatalogFollower {
+    /// Follows the catalog in `topic` beside `fixed` (the views file's views, already
+    /// registered).
+    pub fn new(context: Arc<SessionContext>, cuts: Arc<Cuts>, topic: &str, fixed: &[ViewDef]) -> CatalogFollower {
+        CatalogFollower { catalog: Mutex::new(Catalog::new(topic, fixed)), context, cuts }
+    }
+
+    /// Registers the tables of views created since the last call and drops those of
+    /// views dropped since.
+    pub async fn refresh(&self) -> Result<(), SqlError> {
+        let mut catalog = self.catalog.lock().await;
+        let (cuts, topic, from) = (self.cuts.clone(), catalog.topic().to_string(), catalog.next());
+        let unread = tokio::task::spawn_blocking(move || read_new(cuts.log()?.as_ref(), &topic, from))
+            .await
+            .map_err(|error| SqlError::Config(format!("reading the view catalog: {error}")))??;
+        for change in catalog.apply_unread(unread).await {
+            match change {
+                Change::Created(view) => register_view(&self.context, &self.cuts, &view)?,
+                Change::Dropped(name) => deregister_view(&self.context, &name)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Refreshes every [`CATALOG_POLL_INTERVAL_MS`] until the task is aborted.
+    pub fn follow(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut poll = tokio::time::interval(Duration::from_millis(CATALOG_POLL_INTERVAL_MS));
+            loop {
+                poll.tick().await;
+                if let Err(error) = self.refresh().await {
+                    tracing::warn!(%error, "SQL endpoint: reading the view catalog failed; retrying");
+                }
+            }
+        })
+    }
+}
+
+/// `CREATE MATERIALIZED VIEW` and `DROP MATERIALIZED VIEW`, for the roles in `authors`
+/// only; every other statement passes on to the read-only gate.
+pub struct ViewDdl {
+    /// The roles that may create and drop views.
+    pub authors: Vec<String>,
+    /// Where the catalog is written; `None` where this process may not write the log.
+    pub writer: Option<Arc<dyn Log>>,
+    pub follower: Arc<CatalogFollower>,
+    pub metrics: Option<SqlMetrics>,
+}
+
+/// What a DDL statement asks.
+enum Ddl {
+    Create,
+    Drop { names: Vec<String>, if_exists: bool },
+}
+
+fn ddl_of(statement: &Statement) -> Option<Ddl> {
+    match statement {
+        Statement::CreateView(create) if create.materialized => Some(Ddl::Create),
+        Statement::Drop { object_type: ObjectType::MaterializedView, names, if_exists, .. } => {
+            Some(Ddl::Drop { names: names.iter().map(ToString::to_string).collect(), if_exists: *if_exists })
+        }
+        _ => None,
+    }
+}
+
+fn error(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code.into(), message)))
+}
+
+/// The catalog could not be written or read: the cause is logged, not shown.
+fn catalog_failed(what: &str, cause: &dyn std::fmt::Display) -> PgWireError {
+    tracing::error!(%cause, "view catalog: {what} failed");
+    error("58000", format!("the view catalog could not be {what}; the server's log says why"))
+}
+
+impl ViewDdl {
+    /// Whether the client may run `ddl` here; the refusal if not.
+    fn allowed<C: ClientInfo + ?Sized>(&self, client: &C) -> Result<String, PgWireError> {
+        let user = client.metadata().get(METADATA_USER).cloned().unwrap_or_default();
+        if !self.authors.contains(&user) {
+            return Err(error(
+                "42501",
+                "permission denied: creating and dropping materialized views is for the views author role \
+                 (--sql-author-user)"
+                    .into(),
+            ));
+        }
+        if self.writer.is_none() {
+            return Err(error(
+                "25006",
+                "this endpoint reads an embedded log another process owns: create and drop views through \
+                 that process's endpoint (paystream serve)"
+                    .into(),
+            ));
+        }
+        Ok(user)
+    }
+
+    async fn execute(&self, statement: &Statement, ddl: Ddl, user: &str) -> PgWireResult<Response> {
+        let writer = self.writer.clone().expect("allowed() checked the writer");
+        match ddl {
+            Ddl::Create => self.create(statement, writer, user).await,
+            Ddl::Drop { names, if_exists } => self.drop(names, if_exists, writer, user).await,
+        }
+    }
+
+    async fn create(&self, statement: &Statement, writer: Arc<dyn Log>, user: &str) -> PgWireResult<Response> {
+        let text = statement.to_string();
+        let view = match parse_views(&text).await {
+            Ok(mut views) if views.len() == 1 => views.remove(0),
+            Ok(_) => return Err(error("42601", "one CREATE MATERIALIZED VIEW at a time".into())),
+            Err(SqlError::Config(why)) => return Err(error("42601", why)),
+            Err(other) => return Err(error("42601", format!("materialized view: {other}"))),
+        };
+        self.refresh().await?;
+        let name = view.name.clone();
+        let context = &self.follower.context;
+        for table in [name.clone(), late_table(&name)] {
+            if context.table_exist(table.as_str()).unwrap_or(true) {
+                return Err(error("42P07", format!("relation \"{table}\" already exists")));
+            }
+        }
+        let (topic, hash) = (view.topic(), view.plan_hash);
+        let (log, record) = (writer.clone(), CatalogRecord::create(text.clone(), user));
+        let catalog = self.catalog_topic().await;
+        let written = tokio::task::spawn_blocking(move || -> Result<Option<String>, SqlError> {
+            // A dropped view's windows stay in its topic: only its own definition may
+            // resume them.
+            if let Ok(topic) = log.topic(&topic)
+                && let Some(progress) = last_progress(log.as_ref(), &topic)?
+                && progress.plan_hash != hash
+            {
+                return Ok(Some(topic.name.to_string()));
+            }
+            append(log.as_ref(), &catalog, &name, &record)?;
+            Ok(None)
+        })
+        .await
+        .map_err(|cause| catalog_failed("written", &cause))?
+        .map_err(|cause| catalog_failed("written", &cause))?;
+        if let Some(topic) = written {
+            return Err(error(
+                "42P07",
+                format!(
+                    "{topic} holds the windows of an earlier view \"{}\" with another definition; give this one \
+                     another name",
+                    view.name
+                ),
+            ));
+        }
+        self.refresh().await?;
+        let catalog = self.follower.catalog.lock().await;
+        if catalog.definition(&view.name) != Some(text.as_str()) {
+            return Err(error(
+                "42P07",
+                format!("materialized view \"{}\" was created meanwhile with another definition", view.name),
+            ));
+        }
+        tracing::info!(view = %view.name, by = user, "materialized view created");
+        Ok(Response::Execution(Tag::new("CREATE MATERIALIZED VIEW")))
+    }
+
+    async fn drop(
+        &self,
+        names: Vec<String>,
+        if_exists: bool,
+        writer: Arc<dyn Log>,
+        user: &str,
+    ) -> PgWireResult<Response> {
+        self.refresh().await?;
+        let mut dropping = Vec::new();
+        {
+            let catalog = self.follower.catalog.lock().await;
+            for name in names {
+                if catalog.is_fixed(&name) {
+                    return Err(error(
+                        "42501",
+                        format!("materialized view \"{name}\" is defined in the views file (--views): remove it there"),
+                    ));
+                }
+                match catalog.definition(&name) {
+                    Some(_) => dropping.push(name),
+                    None if if_exists => {}
+                    None => return Err(error("42P01", format!("materialized view \"{name}\" does not exist"))),
+                }
+            }
+        }
+        let (log, by) = (writer, user.to_string());
+        let (names, catalog) = (dropping.clone(), self.catalog_topic().await);
+        tokio::task::spawn_blocking(move || -> Result<(), SqlError> {
+            for name in &names {
+                append(log.as_ref(), &catalog, name, &CatalogRecord::drop(&by))?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|cause| catalog_failed("written", &cause))?
+        .map_err(|cause| catalog_failed("written", &cause))?;
+        self.refresh().await?;
+        for name in &dropping {
+            if let Some(metrics) = &self.metrics {
+                metrics.forget_view(name);
+            }
+            tracing::info!(view = %name, by = user, "materialized view dropped");
+        }
+        Ok(Response::Execution(Tag::new("DROP MATERIALIZED VIEW")))
+    }
+
+    async fn catalog_topic(&self) -> String {
+        self.follower.catalog.lock().await.topic().to_string()
+    }
+
+    async fn refresh(&self) -> PgWireResult<()> {
+        self.follower.refresh().await.map_err(|cause| catalog_failed("read", &cause))
+    }
+}
+
+#[async_trait]
+impl QueryHook for ViewDdl {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _session_context: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        let ddl = ddl_of(statement)?;
+        Some(match self.allowed(client) {
+            Ok(user) => self.execute(statement, ddl, &user).await,
+            Err(refused) => Err(refused),
+        })
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _session_context: &SessionContext,
+        client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        ddl_of(statement)?;
+        Some(self.allowed(client).map(|_| {
+            LogicalPlan::EmptyRelation(EmptyRelation { produce_one_row: false, schema: Arc::new(DFSchema::empty()) })
+        }))
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _logical_plan: &LogicalPlan,
+        _params: &ParamValues,
+        _session_context: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        let ddl = ddl_of(statement)?;
+        Some(match self.allowed(client) {
+            Ok(user) => self.execute(statement, ddl, &user).await,
+            Err(refused) => Err(refused),
+        })
+    }
+}
