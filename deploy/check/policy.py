@@ -297,6 +297,9 @@ def check_processes(r, name, workloads, services, policies, by_kind, configmaps,
                 password = setting(argv, env, "--sql-password", "PAYSTREAM_SQL_PASSWORD") or {}
                 r.check(bool((password.get("valueFrom") or {}).get("secretKeyRef")),
                         f"{ident}: the analysts' SQL password comes from a Secret (PAYSTREAM_SQL_PASSWORD)")
+                author = setting(argv, env, "--sql-author-password", "PAYSTREAM_SQL_AUTHOR_PASSWORD")
+                r.check(author is None or bool((author.get("valueFrom") or {}).get("secretKeyRef")),
+                        f"{ident}: the views author's SQL password, if any, comes from a Secret (PAYSTREAM_SQL_AUTHOR_PASSWORD)")
                 for flag, variable in (("--sql-tls-cert", "PAYSTREAM_SQL_TLS_CERT"), ("--sql-tls-key", "PAYSTREAM_SQL_TLS_KEY")):
                     tls_file = literal(setting(argv, env, flag, variable))
                     tls_volume = volumes.get(mounts.get(tls_file.rpartition("/")[0]), {})
