@@ -102,11 +102,11 @@ fn analysts_query_the_topics_with_psql_and_cannot_write() {
         psql_ok(&address, "SELECT count(*) FROM balances_as_of(TIMESTAMP '2018-04-02T00:00:00Z')").parse().unwrap();
     let all: i64 = psql_ok(&address, "SELECT count(*) FROM balances").parse().unwrap();
     assert!(0 < day_two && day_two <= all, "{day_two} of {all}");
-    // Balances as of ledger offsets: through each partition's last offset they are the
-    // balances view; through any offsets, whole transactions, so every currency sums to 0.
+    // Balances as of ledger positions: at each partition's end they are the balances view;
+    // at any positions, whole transactions, so every currency sums to 0.
     let ends = psql_ok(
         &address,
-        "SELECT string_agg(CAST(_partition AS VARCHAR) || ':' || CAST(last AS VARCHAR), ',') \
+        "SELECT string_agg(CAST(_partition AS VARCHAR) || ':' || CAST(last + 1 AS VARCHAR), ',') \
          FROM (SELECT _partition, max(_offset) AS last FROM ledger GROUP BY _partition)",
     );
     let halves = psql_ok(
@@ -132,13 +132,17 @@ fn analysts_query_the_topics_with_psql_and_cannot_write() {
          HAVING sum(balance_minor) <> 0)"
     );
     assert_eq!(psql_ok(&address, &unbalanced), "0", "{halves}");
-    let first_of_each: i64 = psql_ok(&address, "SELECT sum(postings) FROM balances_as_of(0)").parse().unwrap();
+    assert_eq!(psql_ok(&address, "SELECT count(*) FROM balances_as_of(0)"), "0");
+    let first_of_each: i64 = psql_ok(&address, "SELECT sum(postings) FROM balances_as_of(1)").parse().unwrap();
     let first_records: i64 = psql_ok(&address, "SELECT count(*) FROM ledger WHERE _offset = 0").parse().unwrap();
     assert_eq!(first_of_each, first_records);
     // Every partition is named once, or the statement says how.
     let partitions: usize = psql_ok(&address, "SELECT count(DISTINCT _partition) FROM ledger").parse().unwrap();
     let missing_one = (0..partitions - 1).map(|partition| format!("{partition}:10")).collect::<Vec<_>>().join(",");
-    assert!(psql_err(&address, &format!("SELECT * FROM balances_as_of('{missing_one}')")).contains("partitions once"));
+    assert!(
+        psql_err(&address, &format!("SELECT * FROM balances_as_of('{missing_one}')"))
+            .contains("partitions of ledger once")
+    );
     // A join in one statement sees one cut: every approved decision has its postings.
     let unposted = psql_ok(
         &address,

@@ -1,7 +1,7 @@
 //! Time on the embedded log, over a log decided in two halves with a moment `then`
 //! between them:
-//! - `open_settlements` (as of the statement's cut) and `open_settlements_as_of(time)` (as
-//!   of a log time) hold exactly the ledger transactions `paystream reconcile` found in
+//! - `open_settlements` (as of the statement's cut) and `open_settlements_as_of` (as of a
+//!   log time, or of the ledger's and the settlements' positions) hold exactly the ledger transactions `paystream reconcile` found in
 //!   windows still open at that moment, and never a window whose settlement had closed;
 //! - a lower bound on `_timestamp` seeks past the frames of earlier records.
 
@@ -30,10 +30,29 @@ fn reconciled_open(data: &Path) -> i64 {
     before.rsplit('(').next().unwrap().trim().parse().unwrap()
 }
 
+/// The end of every partition of `topic`, as `open_settlements_as_of` takes positions:
+/// `0:END,1:END,…`.
+fn ends(data: &Path, topic: &str) -> String {
+    let output = run_ok(data, &["log", "topics"]);
+    let text = String::from_utf8(output.stdout).unwrap();
+    let line = text.lines().find(|line| line.starts_with(&format!("{topic}\t"))).unwrap_or_else(|| panic!("{text}"));
+    // name  partitions=N  records=R  0:[start,end) 1:[start,end) …
+    line.split('\t')
+        .nth(3)
+        .unwrap()
+        .split(' ')
+        .map(|range| {
+            let (partition, range) = range.split_once(':').unwrap();
+            format!("{partition}:{}", range.trim_end_matches(')').rsplit(',').next().unwrap())
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// A log in `dir/data` decided in two halves of a simulated CSV; returns it, the moment
-/// between the halves (RFC 3339), and what `paystream reconcile` found open then and at
-/// the end.
-fn decided_in_two_halves(dir: &Path) -> (std::path::PathBuf, String, i64, i64) {
+/// between the halves (RFC 3339) and the ledger's and settlements' ends then, and what
+/// `paystream reconcile` found open then and at the end.
+fn decided_in_two_halves(dir: &Path) -> (std::path::PathBuf, String, (String, String), i64, i64) {
     let csv = dir.join("payments.csv");
     generate_csv(&csv, 100, 200, 12, 3);
     let text = std::fs::read_to_string(&csv).unwrap();
@@ -50,6 +69,7 @@ fn decided_in_two_halves(dir: &Path) -> (std::path::PathBuf, String, i64, i64) {
     run_ok(&data, &["replay", &halves[0]]);
     run_ok(&data, &["run", "--no-metrics", "--until-idle"]);
     let open_then = reconciled_open(&data);
+    let positions = (ends(&data, "ledger"), ends(&data, "settlements"));
     // Every record so far is stamped before `then`, every later one after it.
     std::thread::sleep(Duration::from_millis(20));
     let then = format_rfc3339_ms(now_ms());
@@ -57,19 +77,23 @@ fn decided_in_two_halves(dir: &Path) -> (std::path::PathBuf, String, i64, i64) {
     run_ok(&data, &["replay", &halves[1]]);
     run_ok(&data, &["run", "--no-metrics", "--until-idle"]);
     let open_now = reconciled_open(&data);
-    (data, then, open_then, open_now)
+    (data, then, positions, open_then, open_now)
 }
 
 #[test]
 fn open_settlements_as_of_a_time_equal_what_reconcile_found_then() {
     let dir = tempfile::tempdir().unwrap();
-    let (data, then, open_then, open_now) = decided_in_two_halves(dir.path());
+    let (data, then, (ledger_then, settlements_then), open_then, open_now) = decided_in_two_halves(dir.path());
     assert!(open_then > 0 && open_now > 0, "open then {open_then}, now {open_now}");
     eprintln!("open then ({then}): {open_then} transactions; at the end: {open_now}");
 
     let sum_open = "SELECT coalesce(sum(transactions), 0)";
     assert_eq!(value(&data, &format!("{sum_open} FROM open_settlements")), open_now);
     assert_eq!(value(&data, &format!("{sum_open} FROM open_settlements_as_of('{then}')")), open_then);
+    // The same as of the ledger's and the settlements' positions then.
+    let at_positions = format!("open_settlements_as_of('{ledger_then}', '{settlements_then}')");
+    assert_eq!(value(&data, &format!("{sum_open} FROM {at_positions}")), open_then, "{at_positions}");
+    assert_eq!(value(&data, &format!("{sum_open} FROM open_settlements_as_of(0, 0)")), 0);
     assert_eq!(value(&data, "SELECT count(*) FROM open_settlements_as_of(TIMESTAMP '2000-01-01T00:00:00Z')"), 0);
 
     // None open now has closed; some open then have closed since, and their settlement
@@ -104,7 +128,7 @@ fn open_settlements_as_of_a_time_equal_what_reconcile_found_then() {
 #[test]
 fn a_lower_bound_on_the_log_time_seeks_on_the_embedded_log() {
     let dir = tempfile::tempdir().unwrap();
-    let (data, then, _, _) = decided_in_two_halves(dir.path());
+    let (data, then, _, _, _) = decided_in_two_halves(dir.path());
     let then_ms = paystream_domain::time::parse_rfc3339_ms(&then).unwrap();
     let decisions = dump(&data, "decisions");
     let later = decisions.iter().filter(|d| d["timestamp_ms"].as_i64().unwrap() >= then_ms).count();

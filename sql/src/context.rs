@@ -70,11 +70,9 @@ pub async fn shared_session(
         SessionConfig::new().with_information_schema(false).with_default_catalog_and_schema(DATABASE, "public");
     let context = SessionContext::new_with_config(config);
     let mut providers: HashMap<&str, Arc<dyn TableProvider>> = HashMap::new();
-    let mut ledger_topic = String::new();
+    let mut topic_of_table: HashMap<&str, String> = HashMap::new();
     for (table, topic) in definitions.into_iter().zip(topics) {
-        if table.name == "ledger" {
-            ledger_topic = topic.clone();
-        }
+        topic_of_table.insert(table.name, topic.clone());
         let name = table.name;
         let provider = Arc::new(TopicTable::new(table, topic, cuts.clone(), limits, cache.clone()));
         context.register_table(name, provider.clone())?;
@@ -83,11 +81,22 @@ pub async fn shared_session(
     let (ledger, settlements) = (providers["ledger"].clone(), providers["settlements"].clone());
     context.register_udtf(
         "balances_as_of",
-        Arc::new(BalancesAsOf { ledger: ledger.clone(), ledger_topic, cuts: cuts.clone() }),
+        Arc::new(BalancesAsOf {
+            ledger: ledger.clone(),
+            ledger_topic: topic_of_table["ledger"].clone(),
+            cuts: cuts.clone(),
+        }),
     );
     let open = open_settlements_plan(ledger.clone(), settlements.clone(), None)?;
     context.register_table(DERIVED_TABLES[0], Arc::new(datafusion::catalog::view::ViewTable::new(open, None)))?;
-    context.register_udtf("open_settlements_as_of", Arc::new(OpenSettlementsAsOf { ledger, settlements }));
+    let open_as_of = OpenSettlementsAsOf {
+        ledger,
+        settlements,
+        ledger_topic: topic_of_table["ledger"].clone(),
+        settlements_topic: topic_of_table["settlements"].clone(),
+        cuts: cuts.clone(),
+    };
+    context.register_udtf("open_settlements_as_of", Arc::new(open_as_of));
     for view in views {
         register_view(&context, &cuts, view)?;
     }

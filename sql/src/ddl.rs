@@ -27,7 +27,6 @@ use tokio::sync::Mutex;
 use crate::context::{deregister_view, late_table, register_view};
 use crate::cut::Cuts;
 use crate::error::SqlError;
-use crate::metrics::SqlMetrics;
 use crate::views::catalog::{Catalog, CatalogRecord, Change, append, read_new};
 use crate::views::definition::{ViewDef, parse_views};
 use crate::views::runner::last_progress;
@@ -88,7 +87,6 @@ pub struct ViewDdl {
     /// Where the catalog is written; `None` where this process may not write the log.
     pub writer: Option<Arc<dyn Log>>,
     pub follower: Arc<CatalogFollower>,
-    pub metrics: Option<SqlMetrics>,
 }
 
 /// What a DDL statement asks.
@@ -241,10 +239,8 @@ impl ViewDdl {
         .map_err(|cause| catalog_failed("written", &cause))?
         .map_err(|cause| catalog_failed("written", &cause))?;
         self.refresh().await?;
+        // The keeper stops the view and drops its metrics as it reads the catalog.
         for name in &dropping {
-            if let Some(metrics) = &self.metrics {
-                metrics.forget_view(name);
-            }
             tracing::info!(view = %name, by = user, "materialized view dropped");
         }
         Ok(Response::Execution(Tag::new("DROP MATERIALIZED VIEW")))

@@ -8,7 +8,7 @@
 //!   `_offset` filters pushed down to the reads.
 //! - `partition_scan`: one partition's part of a scan, through the cache.
 //! - [`scan_cache`]: decoded columns kept between statements, within a byte budget.
-//! - [`as_of`]: `balances_as_of(time | offsets)`, the balances at an event time or ledger offsets.
+//! - [`as_of`]: `balances_as_of` and `open_settlements_as_of`, state at an event or log time or at positions in the topics.
 //! - [`context`]: the session with every table, the views and `pg_catalog`, and each
 //!   connection's own session over it.
 //! - [`guard`]: the server's limits on a statement (deadline, cancel, row cap).

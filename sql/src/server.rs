@@ -314,7 +314,6 @@ pub async fn serve_sql(
             authors: config.author.iter().map(|(user, _)| user.clone()).collect(),
             writer: views.writer.clone(),
             follower: views.follower.clone(),
-            metrics: config.metrics.clone(),
         }));
     }
     hooks.extend::<[Arc<dyn QueryHook>; 4]>([
