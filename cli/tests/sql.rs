@@ -6,13 +6,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::sql::{psql_as, scrape};
-use common::{Running, decided_log, paystream, run_ok};
+use common::{Running, decided_log, run_ok};
 
 const PASSWORD: &str = "analysts-only-password";
 
