@@ -79,6 +79,17 @@ def with_psycopg():
         except psycopg.Error as error:
             check("psycopg: DDL refused", "read-only" in str(error), True)
         conn.rollback()
+        # The view DDL is the views author's: the analyst gets PostgreSQL's
+        # insufficient_privilege (42501), over the extended protocol too.
+        try:
+            conn.execute(
+                "CREATE MATERIALIZED VIEW per_hour AS SELECT date_bin(INTERVAL '1 hour', event_time) "
+                "AS window_start, count(*) AS n FROM decisions GROUP BY 1"
+            )
+            check("psycopg: view DDL refused to the analyst", "accepted", "refused")
+        except psycopg.errors.InsufficientPrivilege as error:
+            check("psycopg: view DDL refused to the analyst (42501)", error.sqlstate, "42501")
+        conn.rollback()
         check("psycopg: usable after an error", conn.execute("SELECT 1").fetchone()[0], 1)
         # A client may shorten the statement timeout (the server's is 60 s): the statement
         # is then cancelled after 1 s, with PostgreSQL's SQLSTATE, which psycopg maps to
