@@ -292,9 +292,9 @@ fn run(args: RunArgs) -> Result<()> {
     let sql_metrics = paystream_sql::SqlMetrics::new(&metrics.registry);
     let (pipeline, log, _) = process::prepare_pipeline(&args.log, config, metrics)?;
     let (views_stop, views_drain) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-    // On Kafka the catalog's views are the views process's; on the embedded log this
-    // process owns the log, so it keeps them.
-    let catalog = args.log.kafka.kafka_brokers.is_none() || args.views.views.is_some();
+    // On Kafka the catalog's views are the views process's (the one keeper, which
+    // would otherwise be fenced); on the embedded log this process owns the log.
+    let catalog = args.log.kafka.kafka_brokers.is_none();
     let views = args.views.start(
         catalog,
         &args.log,

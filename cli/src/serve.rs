@@ -162,9 +162,9 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let (pipeline, log) = if with_pipeline {
         let (pipeline, log, _) = process::prepare_pipeline(&args.log, config.clone(), metrics.clone())?;
         let drain = Arc::new(AtomicBool::new(false));
-        // On Kafka the catalog's views are the views process's; on the embedded log this
-        // process owns the log, so it keeps them.
-        let catalog = args.log.kafka.kafka_brokers.is_none() || args.views.views.is_some();
+        // On Kafka the catalog's views are the views process's (the one keeper, which
+        // would otherwise be fenced); on the embedded log this process owns the log.
+        let catalog = args.log.kafka.kafka_brokers.is_none();
         let flags = (views_stop.clone(), drain);
         views = Some(args.views.start(catalog, &args.log, Some(log.clone()), flags, sql_metrics.clone())?);
         (Some(pipeline), Some(log))

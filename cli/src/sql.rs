@@ -233,7 +233,10 @@ async fn shared_context(
     let (context, cuts) = paystream_sql::shared_session(source, topic_of, scan, cache, &views).await?;
     let context = Arc::new(context);
     let follower = Arc::new(CatalogFollower::new(context.clone(), cuts, &views_args.view_catalog_topic, &views));
-    follower.refresh().await.context("read the view catalog")?;
+    // No log yet (a fresh volume) or a broker away: the follower retries.
+    if let Err(error) = follower.refresh().await {
+        tracing::warn!(%error, "the view catalog could not be read yet");
+    }
     Ok((context, follower))
 }
 
@@ -271,12 +274,25 @@ pub async fn start_endpoint(
     };
     let (bound, server) = paystream_sql::serve_sql(context, config).await?;
     let following = follower.follow();
+    // Aborting the returned task stops both: the server and the catalog's follower.
+    let stops = AbortOnDrop(vec![server.abort_handle(), following.abort_handle()]);
     let task = tokio::spawn(async move {
+        let _stops = stops;
         let _ = server.await;
-        following.abort();
     });
     eprintln!("sql: postgres://{}@{bound}/{}", endpoint.sql_user, paystream_sql::DATABASE);
     Ok((bound, task))
+}
+
+/// Aborts its tasks when dropped (with the task that holds it).
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 pub fn sql(args: SqlArgs) -> Result<()> {

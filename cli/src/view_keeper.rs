@@ -19,6 +19,9 @@ use paystream_sql::views::{RunningView, ViewDef};
 
 use crate::log_args::{LogArgs, LogRole};
 
+/// How often the catalog's follower looks whether to stop, between its reads.
+const STOP_CHECK_INTERVAL_MS: u64 = 100;
+
 /// The views a process keeps.
 pub struct ViewKeeper {
     running: Arc<Mutex<Vec<RunningView>>>,
@@ -64,12 +67,12 @@ impl ViewKeeper {
         metrics: Option<SqlMetrics>,
     ) -> Result<ViewKeeper> {
         let starter = Starter { log_args: log_args.clone(), embedded: embedded.clone(), stop, drain, metrics };
-        let mut followed = Catalog::new(catalog.unwrap_or_default(), &fixed);
+        let followed = catalog.map(|topic| Catalog::new(topic, &fixed));
         let running = Arc::new(Mutex::new(Vec::new()));
         for view in fixed {
             running.lock().expect("views lock").push(starter.start(view)?);
         }
-        let follower = if catalog.is_some() {
+        let follower = if let Some(mut followed) = followed {
             let catalog_log: Arc<dyn Log> = match embedded {
                 Some(log) => log,
                 None => {
@@ -116,7 +119,7 @@ fn follow(
     running: &Mutex<Vec<RunningView>>,
 ) {
     let poll = Duration::from_millis(CATALOG_POLL_INTERVAL_MS);
-    let step = Duration::from_millis(100);
+    let step = Duration::from_millis(STOP_CHECK_INTERVAL_MS);
     loop {
         let mut waited = Duration::ZERO;
         while waited < poll {

@@ -8,7 +8,7 @@
 mod common;
 
 use common::sql::{psql_as_ok, start_sql};
-use common::views::{check_view, count, start_views, view_running, view_sql};
+use common::views::{check_view, start_views, view_running, view_sql, wait_settled};
 use common::{generate_csv, run_ok, wait_until};
 use sqlx::Connection;
 
@@ -44,10 +44,9 @@ fn views_created_over_the_wire_on_kafka_are_kept_by_the_views_process() {
     });
 
     wait_until("the views process keeps the view", 60, 200, || view_running(&metrics, &name) == Some(true));
-    wait_until("the view emits windows", 120, 300, || {
-        count(&data, NO_FILE, &format!("SELECT count(*) FROM {name}")) > 50
-    });
+    let settled = wait_settled(&data, NO_FILE, &name);
     let (windows, late) = check_view(&data, NO_FILE, &name);
+    assert!(windows == settled && windows > 50, "{windows} windows, {settled} settled");
     eprintln!("{windows} windows, {late} late rows");
 
     let dropped = psql_as_ok(&address, AUTHOR, AUTHOR_PASSWORD, &format!("DROP MATERIALIZED VIEW {name}"));

@@ -9,7 +9,7 @@ mod common;
 
 use common::served::{http, start_serve_with};
 use common::sql::{psql_as_err, psql_as_ok, start_sql};
-use common::views::{check_view, count, view_sql};
+use common::views::{check_view, view_sql, wait_settled};
 use common::{generate_csv, run_ok, wait_until};
 
 const ANALYST_PASSWORD: &str = "analysts-only-password";
@@ -47,19 +47,23 @@ fn the_views_author_creates_and_drops_views_over_the_wire() {
     assert!(analyst(&create).contains("42501"), "only the views author creates views");
     assert_eq!(author(&create), "CREATE MATERIALIZED VIEW");
     assert!(author_err(&create).contains("42P07"), "a name is created once");
-    assert!(author_err("CREATE MATERIALIZED VIEW payments AS SELECT 1").contains("42601"), "views are checked");
+    assert!(author_err("CREATE MATERIALIZED VIEW payments AS SELECT 1").contains("42P07"), "a table's name");
+    let unwindowed = author_err("CREATE MATERIALIZED VIEW unwindowed AS SELECT count(*) AS n FROM decisions");
+    assert!(unwindowed.contains("42601") && unwindowed.contains("date_bin"), "views are checked: {unwindowed}");
+    // The catalog is a log: no transaction can take a view back.
+    let other = view_sql("in_a_transaction", "0 seconds", "1 second");
+    let in_block = common::sql::psql_command(&address, AUTHOR, AUTHOR_PASSWORD, "BEGIN")
+        .args(["-c", &other, "-c", "COMMIT"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&in_block.stderr).contains("25001"), "{in_block:?}");
+    // Names fold to lowercase, as SQL's do: the view's tables go by it.
+    let shouted = view_sql("OUTCOMES_BY_HOUR", "0 seconds", "1 second");
+    assert!(author_err(&shouted).contains("42P07"), "the same name as {name}");
 
     // serve keeps it at once: its windows close as it reads the decisions.
-    wait_until("the view emits windows", 120, 300, || {
-        count(&data, NO_FILE, &format!("SELECT count(*) FROM {name}")) > 50
-    });
-    let windows = loop {
-        let before = count(&data, NO_FILE, &format!("SELECT count(*) FROM {name}"));
-        std::thread::sleep(std::time::Duration::from_secs(3));
-        if count(&data, NO_FILE, &format!("SELECT count(*) FROM {name}")) == before {
-            break before;
-        }
-    };
+    let windows = wait_settled(&data, NO_FILE, name);
+    assert!(windows > 50, "{windows} windows");
     let (checked, _) = check_view(&data, NO_FILE, name);
     assert_eq!(checked, windows);
     let (_, exposition) = http(&served.operations, "GET", "/metrics", None, None);
@@ -92,8 +96,8 @@ fn the_views_author_creates_and_drops_views_over_the_wire() {
     let refused = author_err(&view_sql(name, "1 hour", "1 second"));
     assert!(refused.contains("another definition"), "{refused}");
     assert_eq!(author(&create), "CREATE MATERIALIZED VIEW");
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    assert_eq!(check_view(&data, NO_FILE, name).0, windows, "resumed: no window emitted again");
+    assert_eq!(wait_settled(&data, NO_FILE, name), windows, "resumed: no window emitted again");
+    assert_eq!(check_view(&data, NO_FILE, name).0, windows);
 
     // The catalog outlives the process: `paystream views` alone keeps the view.
     common::signal(&served.process, "-TERM");

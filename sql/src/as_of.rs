@@ -118,11 +118,16 @@ fn as_of_argument(args: &TableFunctionArgs) -> Result<AsOf> {
         .ok_or_else(|| DataFusionError::Plan(BALANCES_AS_OF_USAGE.into()))
 }
 
+/// A position as `_offset` (a BIGINT) compares with it: past every offset stays past.
+fn position(offset: u64) -> i64 {
+    i64::try_from(offset).unwrap_or(i64::MAX)
+}
+
 /// The rows of `topic`'s table `offsets` keeps, by `_partition` and `_offset`; with
 /// offsets per partition, each partition of the topic named once.
 fn keep_offsets(cuts: &Cuts, topic: &str, function: &str, offsets: Offsets) -> Result<Expr> {
     let offsets = match offsets {
-        Offsets::Every(offset) => return Ok(col("_offset").lt(lit(offset as i64))),
+        Offsets::Every(offset) => return Ok(col("_offset").lt(lit(position(offset)))),
         Offsets::Each(offsets) => offsets,
     };
     let partitions = cuts.partitions(topic).map_err(|error| DataFusionError::External(Box::new(error)))?;
@@ -136,7 +141,7 @@ fn keep_offsets(cuts: &Cuts, topic: &str, function: &str, offsets: Offsets) -> R
     Ok(offsets
         .into_iter()
         .map(|(partition, offset)| {
-            col("_partition").eq(lit(partition as i32)).and(col("_offset").lt(lit(offset as i64)))
+            col("_partition").eq(lit(partition as i32)).and(col("_offset").lt(lit(position(offset))))
         })
         .reduce(Expr::or)
         .unwrap_or(lit(false)))

@@ -83,6 +83,11 @@ impl Cuts {
         Ok(cut)
     }
 
+    /// Whether each look at the log reopens it (an embedded log another process owns).
+    pub fn reopens_log(&self) -> bool {
+        matches!(self.source, LogSource::Embedded(_))
+    }
+
     /// How many partitions `topic` has now (0 when nobody has written it yet).
     pub fn partitions(&self, topic: &str) -> Result<u32, SqlError> {
         Ok(self.log()?.topic(topic).map_or(0, |topic| topic.partitions))

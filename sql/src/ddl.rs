@@ -21,6 +21,7 @@ use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::pgwire::api::results::{Response, Tag};
 use datafusion_postgres::pgwire::api::{ClientInfo, METADATA_USER};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::messages::response::TransactionStatus;
 use paystream_pipeline::log::Log;
 use tokio::sync::Mutex;
 
@@ -28,11 +29,18 @@ use crate::context::{deregister_view, late_table, register_view};
 use crate::cut::Cuts;
 use crate::error::SqlError;
 use crate::views::catalog::{Catalog, CatalogRecord, Change, append, read_new};
-use crate::views::definition::{ViewDef, parse_views};
+use crate::views::definition::{ViewDef, parse_views, view_name};
 use crate::views::runner::last_progress;
 
 /// How often an endpoint looks for views other endpoints created or dropped.
 pub const CATALOG_POLL_INTERVAL_MS: u64 = 1_000;
+/// The same for an endpoint reading an embedded log another process owns: each look
+/// reopens the log (about 0.1 s on the demo's log), and views are created elsewhere.
+pub const CATALOG_SNAPSHOT_POLL_INTERVAL_MS: u64 = 5_000;
+/// How long a CREATE waits for its own catalog record to read back (on Kafka a commit
+/// shows to readers a moment after it returns, a new topic's metadata a moment later).
+const CATALOG_READBACK_WAIT_MS: u64 = 10_000;
+const CATALOG_READBACK_POLL_MS: u64 = 100;
 
 /// The endpoint's tables of the catalog's views, kept in step with it.
 pub struct CatalogFollower {
@@ -65,10 +73,14 @@ impl CatalogFollower {
         Ok(())
     }
 
-    /// Refreshes every [`CATALOG_POLL_INTERVAL_MS`] until the task is aborted.
+    /// Refreshes every [`CATALOG_POLL_INTERVAL_MS`] ([`CATALOG_SNAPSHOT_POLL_INTERVAL_MS`]
+    /// over an embedded log another process owns) until the task is aborted.
     pub fn follow(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let interval_ms =
+            if self.cuts.reopens_log() { CATALOG_SNAPSHOT_POLL_INTERVAL_MS } else { CATALOG_POLL_INTERVAL_MS };
         tokio::spawn(async move {
-            let mut poll = tokio::time::interval(Duration::from_millis(CATALOG_POLL_INTERVAL_MS));
+            let mut poll = tokio::time::interval(Duration::from_millis(interval_ms));
+            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 poll.tick().await;
                 if let Err(error) = self.refresh().await {
@@ -91,15 +103,15 @@ pub struct ViewDdl {
 
 /// What a DDL statement asks.
 enum Ddl {
-    Create,
+    Create { name: String },
     Drop { names: Vec<String>, if_exists: bool },
 }
 
 fn ddl_of(statement: &Statement) -> Option<Ddl> {
     match statement {
-        Statement::CreateView(create) if create.materialized => Some(Ddl::Create),
+        Statement::CreateView(create) if create.materialized => Some(Ddl::Create { name: view_name(&create.name) }),
         Statement::Drop { object_type: ObjectType::MaterializedView, names, if_exists, .. } => {
-            Some(Ddl::Drop { names: names.iter().map(ToString::to_string).collect(), if_exists: *if_exists })
+            Some(Ddl::Drop { names: names.iter().map(view_name).collect(), if_exists: *if_exists })
         }
         _ => None,
     }
@@ -118,6 +130,13 @@ fn catalog_failed(what: &str, cause: &dyn std::fmt::Display) -> PgWireError {
 impl ViewDdl {
     /// Whether the client may run `ddl` here; the refusal if not.
     fn allowed<C: ClientInfo + ?Sized>(&self, client: &C) -> Result<String, PgWireError> {
+        // The catalog is a log: a view created cannot be rolled back with a transaction.
+        if client.transaction_status() != TransactionStatus::Idle {
+            return Err(error(
+                "25001",
+                "CREATE and DROP MATERIALIZED VIEW cannot run inside a transaction block".into(),
+            ));
+        }
         let user = client.metadata().get(METADATA_USER).cloned().unwrap_or_default();
         if !self.authors.contains(&user) {
             return Err(error(
@@ -141,27 +160,36 @@ impl ViewDdl {
     async fn execute(&self, statement: &Statement, ddl: Ddl, user: &str) -> PgWireResult<Response> {
         let writer = self.writer.clone().expect("allowed() checked the writer");
         match ddl {
-            Ddl::Create => self.create(statement, writer, user).await,
+            Ddl::Create { name } => self.create(statement, &name, writer, user).await,
             Ddl::Drop { names, if_exists } => self.drop(names, if_exists, writer, user).await,
         }
     }
 
-    async fn create(&self, statement: &Statement, writer: Arc<dyn Log>, user: &str) -> PgWireResult<Response> {
+    async fn create(
+        &self,
+        statement: &Statement,
+        name: &str,
+        writer: Arc<dyn Log>,
+        user: &str,
+    ) -> PgWireResult<Response> {
+        self.refresh().await?;
+        let context = &self.follower.context;
+        for table in [name.to_string(), late_table(name)] {
+            if context.table_exist(table.as_str()).unwrap_or(true) {
+                return Err(error("42P07", format!("relation \"{table}\" already exists")));
+            }
+        }
         let text = statement.to_string();
         let view = match parse_views(&text).await {
             Ok(mut views) if views.len() == 1 => views.remove(0),
             Ok(_) => return Err(error("42601", "one CREATE MATERIALIZED VIEW at a time".into())),
             Err(SqlError::Config(why)) => return Err(error("42601", why)),
-            Err(other) => return Err(error("42601", format!("materialized view: {other}"))),
-        };
-        self.refresh().await?;
-        let name = view.name.clone();
-        let context = &self.follower.context;
-        for table in [name.clone(), late_table(&name)] {
-            if context.table_exist(table.as_str()).unwrap_or(true) {
-                return Err(error("42P07", format!("relation \"{table}\" already exists")));
+            Err(other) => {
+                tracing::error!(view = name, error = %other, "materialized view: planning failed");
+                return Err(error("XX000", "the view could not be planned; the server's log says why".into()));
             }
-        }
+        };
+        let name = view.name.clone();
         let (topic, hash) = (view.topic(), view.plan_hash);
         let (log, record) = (writer.clone(), CatalogRecord::create(text.clone(), user));
         let catalog = self.catalog_topic().await;
@@ -190,7 +218,19 @@ impl ViewDdl {
                 ),
             ));
         }
-        self.refresh().await?;
+        // Read back until the catalog shows a definition under the name: this one, or
+        // one another endpoint committed first.
+        let deadline = std::time::Instant::now() + Duration::from_millis(CATALOG_READBACK_WAIT_MS);
+        loop {
+            self.refresh().await?;
+            if self.follower.catalog.lock().await.definition(&view.name).is_some() {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(catalog_failed("read back", &format!("{} was written but did not read back", view.name)));
+            }
+            tokio::time::sleep(Duration::from_millis(CATALOG_READBACK_POLL_MS)).await;
+        }
         let catalog = self.follower.catalog.lock().await;
         if catalog.definition(&view.name) != Some(text.as_str()) {
             return Err(error(

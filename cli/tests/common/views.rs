@@ -36,6 +36,22 @@ pub fn count(data: &Path, views: &str, statement: &str) -> usize {
     query(data, views, statement)[0].parse().unwrap()
 }
 
+/// Waits until the view `name` has windows and emits no more (its keeper read its
+/// source); returns how many it has.
+pub fn wait_settled(data: &Path, views: &str, name: &str) -> usize {
+    let windows = || count(data, views, &format!("SELECT count(*) FROM {name}"));
+    super::wait_until("the view emits windows", 120, 300, || windows() > 0);
+    let mut before = windows();
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        let now = windows();
+        if now == before {
+            return now;
+        }
+        before = now;
+    }
+}
+
 /// The view `name` against a batch query over the same decisions less its late rows:
 /// the windows it closed must be equal, row for row, and no window emitted twice.
 /// Returns (windows, late rows).

@@ -10,12 +10,10 @@
 //! created again under its name resumes from them; another one is refused.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use paystream_domain::time::format_rfc3339_ms;
 use paystream_pipeline::clock::now_ms;
-use paystream_pipeline::limits::OPEN_TRANSACTION_WAIT_MS_MAX;
-use paystream_pipeline::log::{Log, Transaction, read_until};
+use paystream_pipeline::log::{Log, Transaction, read_to_written_end};
 use serde::{Deserialize, Serialize};
 
 use super::definition::{ViewDef, parse_views};
@@ -135,7 +133,7 @@ impl Catalog {
         let Some(statement) = record.definition else {
             return self.views.remove(&name).map(|_| Change::Dropped(name));
         };
-        if self.fixed.contains(&name) || self.views.contains_key(&name) {
+        if self.fixed.iter().chain(self.views.keys()).any(|taken| clash(taken, &name)) {
             tracing::warn!(view = %name, by = %record.by, "view catalog: the name is taken; this definition does not count");
             return None;
         }
@@ -157,6 +155,12 @@ impl Catalog {
     }
 }
 
+/// Whether views named `a` and `b` would share a table (`<view>` or `<view>_late`).
+fn clash(a: &str, b: &str) -> bool {
+    let late = |view: &str| format!("{view}_late");
+    a == b || late(a) == b || a == late(b)
+}
+
 /// Catalog records read from `from` up to `next`.
 #[derive(Debug)]
 pub struct Unread {
@@ -165,18 +169,13 @@ pub struct Unread {
     next: u64,
 }
 
-/// The records of the catalog in `catalog` from offset `from` to the end of what is
-/// committed. No catalog topic yet: none.
+/// The records of the catalog in `catalog` from offset `from` on, through every
+/// transaction committed before now (on Kafka, past the last stable offset's lag). No
+/// catalog topic yet: none.
 pub fn read_new(log: &dyn Log, catalog: &str, from: u64) -> Result<Unread, SqlError> {
-    let none = Unread { from, records: Vec::new(), next: from };
-    let Ok(topic) = log.topic(catalog) else { return Ok(none) };
-    let end = log.offsets(&topic, 0)?.end;
-    if end <= from {
-        return Ok(none);
-    }
+    let Ok(topic) = log.topic(catalog) else { return Ok(Unread { from, records: Vec::new(), next: from }) };
     let mut records = Vec::new();
-    let wait_max = Duration::from_millis(OPEN_TRANSACTION_WAIT_MS_MAX);
-    read_until(log, &topic, 0, from, end, wait_max, FETCH_RECORDS_MAX, |record| {
+    let next = read_to_written_end(log, &topic, 0, from, FETCH_RECORDS_MAX, |record| {
         let name = String::from_utf8_lossy(&record.key).to_string();
         match serde_json::from_slice::<CatalogRecord>(&record.value) {
             Ok(value) => records.push((name, value)),
@@ -184,7 +183,7 @@ pub fn read_new(log: &dyn Log, catalog: &str, from: u64) -> Result<Unread, SqlEr
         }
         Ok::<_, SqlError>(())
     })?;
-    Ok(Unread { from, records, next: end })
+    Ok(Unread { from, records, next })
 }
 
 #[cfg(test)]
@@ -214,6 +213,13 @@ mod tests {
         append(log.as_ref(), CATALOG_TOPIC, "hourly", &CatalogRecord::create(statement("hourly", "5 minutes"), "b"))
             .unwrap();
         append(log.as_ref(), CATALOG_TOPIC, "fixed", &CatalogRecord::create(statement("fixed", "1 day"), "a")).unwrap();
+        append(
+            log.as_ref(),
+            CATALOG_TOPIC,
+            "fixed_late",
+            &CatalogRecord::create(statement("fixed_late", "1 day"), "a"),
+        )
+        .unwrap();
         append(log.as_ref(), CATALOG_TOPIC, "hourly", &CatalogRecord::drop("a")).unwrap();
         append(log.as_ref(), CATALOG_TOPIC, "hourly", &CatalogRecord::create(statement("hourly", "1 day"), "b"))
             .unwrap();
@@ -227,6 +233,7 @@ mod tests {
             .collect();
         assert_eq!(described, ["+hourly 3600000", "-hourly", "+hourly 86400000"]);
         assert!(catalog.is_fixed("fixed") && catalog.definition("fixed").is_none());
+        assert!(catalog.definition("fixed_late").is_none(), "it would replace the table of fixed's late rows");
         assert_eq!(catalog.definition("hourly"), Some(statement("hourly", "1 day").as_str()));
 
         // A second reader, from the start, ends where the first did.

@@ -22,7 +22,7 @@ use datafusion::datasource::MemTable;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
-use datafusion::sql::sqlparser::ast::{CreateTableOptions, SqlOption, Statement};
+use datafusion::sql::sqlparser::ast::{CreateTableOptions, ObjectName, ObjectNamePart, SqlOption, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
@@ -82,6 +82,16 @@ pub fn parse_duration_ms(text: &str) -> Option<i64> {
     number.checked_mul(unit_ms)
 }
 
+/// A view's name as its tables go by: without the schema (`public`, the only one) and
+/// folded to lowercase unless quoted, as SQL does.
+pub fn view_name(name: &ObjectName) -> String {
+    let Some(ObjectNamePart::Identifier(ident)) = name.0.last() else { return name.to_string() };
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
+    }
+}
+
 /// Every `CREATE MATERIALIZED VIEW` in `text` (statements separated by `;`), checked
 /// against the topic tables.
 pub async fn parse_views(text: &str) -> Result<Vec<ViewDef>, SqlError> {
@@ -94,12 +104,14 @@ pub async fn parse_views(text: &str) -> Result<Vec<ViewDef>, SqlError> {
                 "materialized views: only CREATE MATERIALIZED VIEW statements, not {statement}"
             )));
         };
-        let name = create.name.to_string();
+        let name = view_name(&create.name);
         if !create.materialized {
             return Err(invalid(&name, "write CREATE MATERIALIZED VIEW"));
         }
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(invalid(&name, "a name of letters, digits and _"));
+        // Lowercase, as SQL folds an unquoted name: the view's tables and its topic then
+        // go by the same name.
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+            return Err(invalid(&name, "a name of lowercase letters, digits and _"));
         }
         if views.iter().any(|view| view.name == name) {
             return Err(invalid(&name, "defined twice"));
