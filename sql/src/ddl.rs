@@ -28,7 +28,7 @@ use tokio::sync::Mutex;
 use crate::context::{deregister_view, late_table, register_view};
 use crate::cut::Cuts;
 use crate::error::SqlError;
-use crate::views::catalog::{Catalog, CatalogRecord, Change, append, read_new};
+use crate::views::catalog::{CATALOG_VIEWS_MAX, Catalog, CatalogRecord, Change, append, read_new};
 use crate::views::definition::{ViewDef, parse_views, view_name};
 use crate::views::runner::last_progress;
 
@@ -130,13 +130,6 @@ fn catalog_failed(what: &str, cause: &dyn std::fmt::Display) -> PgWireError {
 impl ViewDdl {
     /// Whether the client may run `ddl` here; the refusal if not.
     fn allowed<C: ClientInfo + ?Sized>(&self, client: &C) -> Result<String, PgWireError> {
-        // The catalog is a log: a view created cannot be rolled back with a transaction.
-        if client.transaction_status() != TransactionStatus::Idle {
-            return Err(error(
-                "25001",
-                "CREATE and DROP MATERIALIZED VIEW cannot run inside a transaction block".into(),
-            ));
-        }
         let user = client.metadata().get(METADATA_USER).cloned().unwrap_or_default();
         if !self.authors.contains(&user) {
             return Err(error(
@@ -152,6 +145,14 @@ impl ViewDdl {
                 "this endpoint reads an embedded log another process owns: create and drop views through \
                  that process's endpoint (paystream serve)"
                     .into(),
+            ));
+        }
+        // The catalog is a log: a view created cannot be rolled back with a transaction
+        // (a driver that opens one by itself, as psycopg does, needs autocommit).
+        if client.transaction_status() != TransactionStatus::Idle {
+            return Err(error(
+                "25001",
+                "CREATE and DROP MATERIALIZED VIEW cannot run inside a transaction block".into(),
             ));
         }
         Ok(user)
@@ -190,6 +191,12 @@ impl ViewDdl {
             }
         };
         let name = view.name.clone();
+        if self.follower.catalog.lock().await.views().count() >= CATALOG_VIEWS_MAX {
+            return Err(error(
+                "54000",
+                format!("the view catalog holds {CATALOG_VIEWS_MAX} views, its most: drop one first"),
+            ));
+        }
         let (topic, hash) = (view.topic(), view.plan_hash);
         let (log, record) = (writer.clone(), CatalogRecord::create(text.clone(), user));
         let catalog = self.catalog_topic().await;
@@ -290,6 +297,19 @@ impl ViewDdl {
         self.follower.catalog.lock().await.topic().to_string()
     }
 
+    /// `statement` if it is view DDL: refused, or run for its author.
+    async fn handle<C: ClientInfo + Sync + ?Sized>(
+        &self,
+        statement: &Statement,
+        client: &C,
+    ) -> Option<PgWireResult<Response>> {
+        let ddl = ddl_of(statement)?;
+        Some(match self.allowed(client) {
+            Ok(user) => self.execute(statement, ddl, &user).await,
+            Err(refused) => Err(refused),
+        })
+    }
+
     async fn refresh(&self) -> PgWireResult<()> {
         self.follower.refresh().await.map_err(|cause| catalog_failed("read", &cause))
     }
@@ -303,11 +323,7 @@ impl QueryHook for ViewDdl {
         _session_context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        let ddl = ddl_of(statement)?;
-        Some(match self.allowed(client) {
-            Ok(user) => self.execute(statement, ddl, &user).await,
-            Err(refused) => Err(refused),
-        })
+        self.handle(statement, client).await
     }
 
     async fn handle_extended_parse_query(
@@ -330,10 +346,6 @@ impl QueryHook for ViewDdl {
         _session_context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        let ddl = ddl_of(statement)?;
-        Some(match self.allowed(client) {
-            Ok(user) => self.execute(statement, ddl, &user).await,
-            Err(refused) => Err(refused),
-        })
+        self.handle(statement, client).await
     }
 }

@@ -22,6 +22,9 @@ use crate::topic_table::FETCH_RECORDS_MAX;
 
 /// The default topic of view definitions (one partition, kept for good).
 pub const CATALOG_TOPIC: &str = "view-definitions";
+/// Views the catalog holds at once: each is a thread (on Kafka, and a producer) in its
+/// keeper. A create past it does not count.
+pub const CATALOG_VIEWS_MAX: usize = 64;
 
 /// One catalog record: a view created (its statement) or dropped.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -135,6 +138,10 @@ impl Catalog {
         };
         if self.fixed.iter().chain(self.views.keys()).any(|taken| clash(taken, &name)) {
             tracing::warn!(view = %name, by = %record.by, "view catalog: the name is taken; this definition does not count");
+            return None;
+        }
+        if self.views.len() >= CATALOG_VIEWS_MAX {
+            tracing::warn!(view = %name, limit = CATALOG_VIEWS_MAX, "view catalog: full; this definition does not count");
             return None;
         }
         match parse_views(&statement).await {
