@@ -20,7 +20,7 @@ use datafusion_postgres::QueryHook;
 use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::pgwire::api::results::{Response, Tag};
 use datafusion_postgres::pgwire::api::{ClientInfo, METADATA_USER};
-use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::response::TransactionStatus;
 use paystream_pipeline::log::Log;
 use tokio::sync::Mutex;
@@ -28,6 +28,7 @@ use tokio::sync::Mutex;
 use crate::context::{deregister_view, late_table, register_view};
 use crate::cut::Cuts;
 use crate::error::SqlError;
+use crate::handlers::user_error;
 use crate::views::catalog::{CATALOG_VIEWS_MAX, Catalog, CatalogRecord, Change, append, read_new};
 use crate::views::definition::{ViewDef, parse_views, view_name};
 use crate::views::runner::last_progress;
@@ -117,14 +118,10 @@ fn ddl_of(statement: &Statement) -> Option<Ddl> {
     }
 }
 
-fn error(code: &str, message: String) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code.into(), message)))
-}
-
 /// The catalog could not be written or read: the cause is logged, not shown.
 fn catalog_failed(what: &str, cause: &dyn std::fmt::Display) -> PgWireError {
     tracing::error!(%cause, "view catalog: {what} failed");
-    error("58000", format!("the view catalog could not be {what}; the server's log says why"))
+    user_error("58000", format!("the view catalog could not be {what}; the server's log says why"))
 }
 
 impl ViewDdl {
@@ -132,28 +129,23 @@ impl ViewDdl {
     fn allowed<C: ClientInfo + ?Sized>(&self, client: &C) -> Result<String, PgWireError> {
         let user = client.metadata().get(METADATA_USER).cloned().unwrap_or_default();
         if !self.authors.contains(&user) {
-            return Err(error(
+            return Err(user_error(
                 "42501",
                 "permission denied: creating and dropping materialized views is for the views author role \
-                 (--sql-author-user)"
-                    .into(),
+                 (--sql-author-user)",
             ));
         }
         if self.writer.is_none() {
-            return Err(error(
+            return Err(user_error(
                 "25006",
                 "this endpoint reads an embedded log another process owns: create and drop views through \
-                 that process's endpoint (paystream serve)"
-                    .into(),
+                 that process's endpoint (paystream serve)",
             ));
         }
         // The catalog is a log: a view created cannot be rolled back with a transaction
         // (a driver that opens one by itself, as psycopg does, needs autocommit).
         if client.transaction_status() != TransactionStatus::Idle {
-            return Err(error(
-                "25001",
-                "CREATE and DROP MATERIALIZED VIEW cannot run inside a transaction block".into(),
-            ));
+            return Err(user_error("25001", "CREATE and DROP MATERIALIZED VIEW cannot run inside a transaction block"));
         }
         Ok(user)
     }
@@ -177,22 +169,22 @@ impl ViewDdl {
         let context = &self.follower.context;
         for table in [name.to_string(), late_table(name)] {
             if context.table_exist(table.as_str()).unwrap_or(true) {
-                return Err(error("42P07", format!("relation \"{table}\" already exists")));
+                return Err(user_error("42P07", format!("relation \"{table}\" already exists")));
             }
         }
         let text = statement.to_string();
         let view = match parse_views(&text).await {
             Ok(mut views) if views.len() == 1 => views.remove(0),
-            Ok(_) => return Err(error("42601", "one CREATE MATERIALIZED VIEW at a time".into())),
-            Err(SqlError::Config(why)) => return Err(error("42601", why)),
+            Ok(_) => return Err(user_error("42601", "one CREATE MATERIALIZED VIEW at a time")),
+            Err(SqlError::Config(why)) => return Err(user_error("42601", why)),
             Err(other) => {
                 tracing::error!(view = name, error = %other, "materialized view: planning failed");
-                return Err(error("XX000", "the view could not be planned; the server's log says why".into()));
+                return Err(user_error("XX000", "the view could not be planned; the server's log says why"));
             }
         };
         let name = view.name.clone();
         if self.follower.catalog.lock().await.views().count() >= CATALOG_VIEWS_MAX {
-            return Err(error(
+            return Err(user_error(
                 "54000",
                 format!("the view catalog holds {CATALOG_VIEWS_MAX} views, its most: drop one first"),
             ));
@@ -216,7 +208,7 @@ impl ViewDdl {
         .map_err(|cause| catalog_failed("written", &cause))?
         .map_err(|cause| catalog_failed("written", &cause))?;
         if let Some(topic) = written {
-            return Err(error(
+            return Err(user_error(
                 "42P07",
                 format!(
                     "{topic} holds the windows of an earlier view \"{}\" with another definition; give this one \
@@ -240,7 +232,7 @@ impl ViewDdl {
         }
         let catalog = self.follower.catalog.lock().await;
         if catalog.definition(&view.name) != Some(text.as_str()) {
-            return Err(error(
+            return Err(user_error(
                 "42P07",
                 format!("materialized view \"{}\" was created meanwhile with another definition", view.name),
             ));
@@ -262,7 +254,7 @@ impl ViewDdl {
             let catalog = self.follower.catalog.lock().await;
             for name in names {
                 if catalog.is_fixed(&name) {
-                    return Err(error(
+                    return Err(user_error(
                         "42501",
                         format!("materialized view \"{name}\" is defined in the views file (--views): remove it there"),
                     ));
@@ -270,7 +262,7 @@ impl ViewDdl {
                 match catalog.definition(&name) {
                     Some(_) => dropping.push(name),
                     None if if_exists => {}
-                    None => return Err(error("42P01", format!("materialized view \"{name}\" does not exist"))),
+                    None => return Err(user_error("42P01", format!("materialized view \"{name}\" does not exist"))),
                 }
             }
         }

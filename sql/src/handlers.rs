@@ -60,11 +60,16 @@ fn sqlstate_of(error: &DataFusionError) -> Option<(&'static str, String)> {
     }
 }
 
+/// An error the client is shown, with PostgreSQL's SQLSTATE `code`.
+pub(crate) fn user_error(code: &str, message: impl Into<String>) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".to_owned(), code.to_owned(), message.into())))
+}
+
 /// `error` with its SQLSTATE when the endpoint raised it; any other error as it is.
 fn with_sqlstate(error: PgWireError) -> PgWireError {
     let PgWireError::ApiError(inner) = &error else { return error };
     let Some((code, message)) = inner.downcast_ref::<DataFusionError>().and_then(sqlstate_of) else { return error };
-    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".to_owned(), code.to_owned(), message)))
+    user_error(code, message)
 }
 
 /// A response whose streamed rows' errors get their SQLSTATE too.

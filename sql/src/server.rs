@@ -48,7 +48,7 @@ use crate::context::connection_context;
 use crate::ddl::{CatalogFollower, ViewDdl};
 use crate::error::SqlError;
 use crate::guard::{ConnectionGuard, StatementLimits};
-use crate::handlers::Guarded;
+use crate::handlers::{Guarded, user_error};
 use crate::metrics::SqlMetrics;
 
 /// Connections served at once; more are closed at accept.
@@ -173,10 +173,6 @@ impl AuthSource for Logins {
 /// The shortest password a login may have.
 pub const PASSWORD_LENGTH_MIN: usize = 12;
 
-fn refuse(why: &str) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), "25006".into(), why.into())))
-}
-
 /// Lets reading through and refuses everything else.
 struct ReadOnly;
 
@@ -198,9 +194,9 @@ impl ReadOnly {
             | Statement::Close { .. } => None,
             Statement::Set(set) => {
                 let text = set.to_string().to_ascii_lowercase();
-                text.contains("datafusion.").then(|| refuse("DataFusion's settings are the server's"))
+                text.contains("datafusion.").then(|| user_error("25006", "DataFusion's settings are the server's"))
             }
-            _ => Some(refuse("paystream sql is read-only: SELECT, EXPLAIN, SHOW and SET only")),
+            _ => Some(user_error("25006", "paystream sql is read-only: SELECT, EXPLAIN, SHOW and SET only")),
         }
     }
 }
