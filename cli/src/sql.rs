@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use paystream_pipeline::log::Log;
-use paystream_sql::ddl::CatalogFollower;
 use paystream_sql::output::Format;
+use paystream_sql::views::follower::CatalogFollower;
 use paystream_sql::views::{RunningView, ViewDef};
 use paystream_sql::{
     LogSource, SCAN_CACHE_BYTES_MAX_DEFAULT, ScanCache, ScanLimits, SqlMetrics, SqlServerConfig, StatementLimits,
@@ -214,12 +214,14 @@ pub struct QueryArgs {
 }
 
 /// The shared session over `log`'s topics, the views of the file and those of the view
-/// catalog (read once here; the follower keeps them in step).
+/// catalog (read once here, through `catalog_log` if given; the follower keeps them in
+/// step).
 async fn shared_context(
     log: &LogArgs,
     limits: &SqlLimitArgs,
     views_args: &ViewsArgs,
     metrics: Option<&SqlMetrics>,
+    catalog_log: Option<Arc<dyn Log>>,
 ) -> Result<(Arc<paystream_sql::SessionContext>, Arc<CatalogFollower>)> {
     let source = match log.open_kafka(LogRole::Reader)? {
         Some(kafka) => LogSource::Shared(kafka),
@@ -232,7 +234,8 @@ async fn shared_context(
     let cache = Arc::new(ScanCache::new(limits.scan_cache_bytes_max, metrics));
     let (context, cuts) = paystream_sql::shared_session(source, topic_of, scan, cache, &views).await?;
     let context = Arc::new(context);
-    let follower = Arc::new(CatalogFollower::new(context.clone(), cuts, &views_args.view_catalog_topic, &views));
+    let topic = &views_args.view_catalog_topic;
+    let follower = Arc::new(CatalogFollower::new(context.clone(), cuts, topic, &views, catalog_log));
     // No log yet (a fresh volume) or a broker away: the follower retries.
     if let Err(error) = follower.refresh().await {
         tracing::warn!(%error, "the view catalog could not be read yet");
@@ -251,13 +254,14 @@ pub async fn start_endpoint(
     password: String,
     metrics: Option<SqlMetrics>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let (context, follower) = shared_context(log, &endpoint.limits, views, metrics.as_ref()).await?;
     let author = endpoint.sql_author_password.clone().map(|password| (endpoint.sql_author_user.clone(), password));
     let writer = match (&author, catalog_writer) {
         (None, _) => None,
         (Some(_), Some(owned)) => Some(owned),
         (Some(_), None) => log.open_kafka_for_catalog(&views.view_catalog_topic)?.map(|kafka| kafka as Arc<dyn Log>),
     };
+    // The catalog is read back through the log it is written to.
+    let (context, follower) = shared_context(log, &endpoint.limits, views, metrics.as_ref(), writer.clone()).await?;
     let config = SqlServerConfig {
         listen: endpoint.sql_addr,
         user: endpoint.sql_user.clone(),
@@ -315,7 +319,7 @@ pub fn query(args: QueryArgs) -> Result<()> {
     let (schema, batches) = runtime.block_on(async {
         // One statement: nothing to keep between statements.
         let limits = SqlLimitArgs { scan_cache_bytes_max: 0, ..args.limits.clone() };
-        let (shared, _) = shared_context(&args.log, &limits, &args.views, None).await?;
+        let (shared, _) = shared_context(&args.log, &limits, &args.views, None, None).await?;
         let (session, _guard) = paystream_sql::connection_context(&shared, args.limits.statement(), None)?;
         let frame = session.sql(&args.statement).await?;
         let schema = paystream_sql::SchemaRef::new(frame.schema().as_arrow().clone());

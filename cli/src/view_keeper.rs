@@ -13,8 +13,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use paystream_pipeline::log::Log;
 use paystream_sql::SqlMetrics;
-use paystream_sql::ddl::CATALOG_POLL_INTERVAL_MS;
 use paystream_sql::views::catalog::{Catalog, Change};
+use paystream_sql::views::follower::CATALOG_POLL_INTERVAL_MS;
 use paystream_sql::views::{RunningView, ViewDef};
 
 use crate::log_args::{LogArgs, LogRole};

@@ -1,7 +1,6 @@
 //! Materialized views created and dropped over the wire, by the roles allowed to
-//! ([`ViewDdl`]), through the view catalog ([`crate::views::catalog`]); and the
-//! endpoint's tables kept in step with that catalog ([`CatalogFollower`]), whichever
-//! endpoint wrote it.
+//! ([`ViewDdl`]), through the view catalog ([`crate::views::catalog`]), which every
+//! endpoint follows ([`crate::views::follower`]).
 //!
 //! The endpoint writes the catalog only where it may write the log: on Kafka (a
 //! producer of its own), or in the process that owns the embedded log (`serve`). A
@@ -23,74 +22,19 @@ use datafusion_postgres::pgwire::api::{ClientInfo, METADATA_USER};
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::response::TransactionStatus;
 use paystream_pipeline::log::Log;
-use tokio::sync::Mutex;
 
-use crate::context::{deregister_view, late_table, register_view};
-use crate::cut::Cuts;
+use crate::context::late_table;
 use crate::error::SqlError;
 use crate::handlers::user_error;
-use crate::views::catalog::{CATALOG_VIEWS_MAX, Catalog, CatalogRecord, Change, append, read_new};
-use crate::views::definition::{ViewDef, parse_views, view_name};
+use crate::views::catalog::{CATALOG_VIEWS_MAX, CatalogRecord, append};
+use crate::views::definition::{parse_views, view_name};
+use crate::views::follower::CatalogFollower;
 use crate::views::runner::last_progress;
 
-/// How often an endpoint looks for views other endpoints created or dropped.
-pub const CATALOG_POLL_INTERVAL_MS: u64 = 1_000;
-/// The same for an endpoint reading an embedded log another process owns: each look
-/// reopens the log (about 0.1 s on the demo's log), and views are created elsewhere.
-pub const CATALOG_SNAPSHOT_POLL_INTERVAL_MS: u64 = 5_000;
 /// How long a CREATE waits for its own catalog record to read back (on Kafka a commit
 /// shows to readers a moment after it returns, a new topic's metadata a moment later).
 const CATALOG_READBACK_WAIT_MS: u64 = 10_000;
 const CATALOG_READBACK_POLL_MS: u64 = 100;
-
-/// The endpoint's tables of the catalog's views, kept in step with it.
-pub struct CatalogFollower {
-    catalog: Mutex<Catalog>,
-    context: Arc<SessionContext>,
-    cuts: Arc<Cuts>,
-}
-
-impl CatalogFollower {
-    /// Follows the catalog in `topic` beside `fixed` (the views file's views, already
-    /// registered).
-    pub fn new(context: Arc<SessionContext>, cuts: Arc<Cuts>, topic: &str, fixed: &[ViewDef]) -> CatalogFollower {
-        CatalogFollower { catalog: Mutex::new(Catalog::new(topic, fixed)), context, cuts }
-    }
-
-    /// Registers the tables of views created since the last call and drops those of
-    /// views dropped since.
-    pub async fn refresh(&self) -> Result<(), SqlError> {
-        let mut catalog = self.catalog.lock().await;
-        let (cuts, topic, from) = (self.cuts.clone(), catalog.topic().to_string(), catalog.next());
-        let unread = tokio::task::spawn_blocking(move || read_new(cuts.log()?.as_ref(), &topic, from))
-            .await
-            .map_err(|error| SqlError::Config(format!("reading the view catalog: {error}")))??;
-        for change in catalog.apply_unread(unread).await {
-            match change {
-                Change::Created(view) => register_view(&self.context, &self.cuts, &view)?,
-                Change::Dropped(name) => deregister_view(&self.context, &name)?,
-            }
-        }
-        Ok(())
-    }
-
-    /// Refreshes every [`CATALOG_POLL_INTERVAL_MS`] ([`CATALOG_SNAPSHOT_POLL_INTERVAL_MS`]
-    /// over an embedded log another process owns) until the task is aborted.
-    pub fn follow(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let interval_ms =
-            if self.cuts.reopens_log() { CATALOG_SNAPSHOT_POLL_INTERVAL_MS } else { CATALOG_POLL_INTERVAL_MS };
-        tokio::spawn(async move {
-            let mut poll = tokio::time::interval(Duration::from_millis(interval_ms));
-            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                poll.tick().await;
-                if let Err(error) = self.refresh().await {
-                    tracing::warn!(%error, "SQL endpoint: reading the view catalog failed; retrying");
-                }
-            }
-        })
-    }
-}
 
 /// `CREATE MATERIALIZED VIEW` and `DROP MATERIALIZED VIEW`, for the roles in `authors`
 /// only; every other statement passes on to the read-only gate.

@@ -45,11 +45,12 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::context::connection_context;
-use crate::ddl::{CatalogFollower, ViewDdl};
+use crate::ddl::ViewDdl;
 use crate::error::SqlError;
 use crate::guard::{ConnectionGuard, StatementLimits};
 use crate::handlers::{Guarded, user_error};
 use crate::metrics::SqlMetrics;
+use crate::views::follower::CatalogFollower;
 
 /// Connections served at once; more are closed at accept.
 pub const CONNECTIONS_MAX: usize = 64;

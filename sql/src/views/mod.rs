@@ -4,6 +4,7 @@
 //! and routed there too, never dropped.
 //!
 //! - [`catalog`]: the views created over the wire, in a topic every process reads.
+//! - [`follower`]: an endpoint's tables of the catalog's views, kept in step with it.
 //! - [`definition`]: `CREATE MATERIALIZED VIEW` statements, checked.
 //! - [`windows`]: the pure windowing operator (watermark, idleness, lateness).
 //! - [`progress`]: what the view's topic holds.
@@ -16,6 +17,7 @@
 
 pub mod catalog;
 pub mod definition;
+pub mod follower;
 pub mod progress;
 pub mod runner;
 pub mod table;
