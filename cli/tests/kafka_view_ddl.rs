@@ -9,7 +9,7 @@ mod common;
 
 use common::sql::{psql_as_ok, start_sql};
 use common::views::{check_view, start_views, view_running, view_sql, wait_settled};
-use common::{generate_csv, run_ok, wait_until};
+use common::{decided_log, wait_until};
 use sqlx::Connection;
 
 const ANALYST_PASSWORD: &str = "analysts-only-password";
@@ -22,11 +22,7 @@ const NO_FILE: &str = "/dev/null";
 fn views_created_over_the_wire_on_kafka_are_kept_by_the_views_process() {
     common::use_real_kafka("viewddl");
     let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("payments.csv");
-    generate_csv(&csv, 100, 200, 5, 13);
-    let data = dir.path().join("data");
-    run_ok(&data, &["replay", csv.to_str().unwrap()]);
-    run_ok(&data, &["run", "--no-metrics", "--until-idle"]);
+    let data = decided_log(dir.path());
 
     let (mut keeper, metrics, said) = start_views(&data, None);
     let (_sql, address, _) = start_sql(&data, ANALYST_PASSWORD, &["--sql-author-password", AUTHOR_PASSWORD]);

@@ -10,7 +10,7 @@ mod common;
 use common::served::{http, start_serve_with};
 use common::sql::{psql_as_err, psql_as_ok, start_sql};
 use common::views::{check_view, view_sql, wait_settled};
-use common::{generate_csv, run_ok, wait_until};
+use common::{decided_log, run_ok, wait_until};
 
 const ANALYST_PASSWORD: &str = "analysts-only-password";
 const AUTHOR_PASSWORD: &str = "views-author-password";
@@ -26,11 +26,7 @@ fn free_address() -> String {
 #[test]
 fn the_views_author_creates_and_drops_views_over_the_wire() {
     let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("payments.csv");
-    generate_csv(&csv, 100, 200, 5, 11);
-    let data = dir.path().join("data");
-    run_ok(&data, &["replay", csv.to_str().unwrap()]);
-    run_ok(&data, &["run", "--no-metrics", "--until-idle"]);
+    let data = decided_log(dir.path());
 
     let address = free_address();
     let passwords = ["--sql-password", ANALYST_PASSWORD, "--sql-author-password", AUTHOR_PASSWORD];
